@@ -1,0 +1,654 @@
+//! Record batches: the unit on the wire and on disk.
+//!
+//! The layout follows Kafka's RecordBatch v2, big-endian:
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  base_offset        rewritten by the broker, outside the CRC
+//!      8     4  batch_length       bytes after this field
+//!     12     1  magic (= 2)
+//!     13     4  crc                CRC-32C of every byte from `attributes` to the end
+//!     17     2  attributes         bits 0-2: compression codec
+//!     19     4  last_offset_delta
+//!     23     8  base_timestamp     milliseconds since the Unix epoch
+//!     31     8  max_timestamp
+//!     39     8  producer_id        -1 without idempotence
+//!     47     2  producer_epoch
+//!     49     4  base_sequence      -1 without idempotence
+//!     53     4  record_count
+//!     57     -  records            compressed as a whole when the codec is not `none`
+//! ```
+//!
+//! Each record is `length: uvarint`, then `attributes: u8`, `timestamp_delta: varint`,
+//! `offset_delta: uvarint`, key and value as `varint length (-1 = null) + bytes`, and
+//! `header_count: uvarint` followed by `key: uvarint length + utf-8, value: uvarint length + bytes`.
+//!
+//! The broker assigns offsets by rewriting `base_offset` only; it never decompresses to store and
+//! a fetch returns the stored bytes as they are.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::codec::{put_uvarint, put_varint, uvarint_len, varint_len, Reader};
+use crate::compression::Compression;
+use crate::error::{ProtocolError, Result};
+
+/// Size of the fixed batch header.
+pub const BATCH_HEADER_LEN: usize = 57;
+/// Size of the `base_offset` and `batch_length` prefix that precedes the length-counted part.
+pub const LOG_OVERHEAD: usize = 12;
+/// The batch format version written by this crate.
+pub const MAGIC: u8 = 2;
+/// `producer_id` of a batch sent without idempotence.
+pub const NO_PRODUCER_ID: i64 = -1;
+/// `base_sequence` of a batch sent without idempotence.
+pub const NO_SEQUENCE: i32 = -1;
+/// Default cap on the uncompressed size of one batch's records.
+pub const DEFAULT_MAX_UNCOMPRESSED: usize = 64 * 1024 * 1024;
+
+const CRC_OFFSET: usize = 13;
+const CRC_START: usize = 17;
+const COMPRESSION_MASK: u16 = 0x07;
+
+/// The fixed header of a record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Bytes that follow the `batch_length` field.
+    pub batch_length: u32,
+    /// Format version.
+    pub magic: u8,
+    /// Stored CRC-32C.
+    pub crc: u32,
+    /// Attribute bits (codec in bits 0-2).
+    pub attributes: u16,
+    /// Offset of the last record minus `base_offset`.
+    pub last_offset_delta: u32,
+    /// Timestamp of the first record (ms).
+    pub base_timestamp: i64,
+    /// Largest record timestamp in the batch (ms).
+    pub max_timestamp: i64,
+    /// Idempotent producer id, or [`NO_PRODUCER_ID`].
+    pub producer_id: i64,
+    /// Idempotent producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record, or [`NO_SEQUENCE`].
+    pub base_sequence: i32,
+    /// Number of records.
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `buf` without checking the CRC.
+    pub fn parse(buf: &[u8]) -> Result<Self> {
+        if buf.len() < BATCH_HEADER_LEN {
+            return Err(ProtocolError::Truncated {
+                needed: BATCH_HEADER_LEN,
+                remaining: buf.len(),
+            });
+        }
+        let be64 = |at: usize| u64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+        let be32 = |at: usize| u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+        let be16 = |at: usize| u16::from_be_bytes(buf[at..at + 2].try_into().expect("2 bytes"));
+        let header = BatchHeader {
+            base_offset: be64(0),
+            batch_length: be32(8),
+            magic: buf[12],
+            crc: be32(13),
+            attributes: be16(17),
+            last_offset_delta: be32(19),
+            base_timestamp: be64(23) as i64,
+            max_timestamp: be64(31) as i64,
+            producer_id: be64(39) as i64,
+            producer_epoch: be16(47) as i16,
+            base_sequence: be32(49) as i32,
+            record_count: be32(53),
+        };
+        if header.magic != MAGIC {
+            return Err(ProtocolError::InvalidValue {
+                field: "batch magic",
+                value: header.magic.into(),
+            });
+        }
+        if (header.batch_length as usize) < BATCH_HEADER_LEN - LOG_OVERHEAD {
+            return Err(ProtocolError::CorruptBatch("batch length shorter than its header"));
+        }
+        if header.record_count == 0 {
+            return Err(ProtocolError::CorruptBatch("empty batch"));
+        }
+        if header.last_offset_delta != header.record_count - 1 {
+            return Err(ProtocolError::CorruptBatch(
+                "last offset delta does not match the record count",
+            ));
+        }
+        Compression::from_id(header.attributes & COMPRESSION_MASK)?;
+        Ok(header)
+    }
+
+    /// Size of the whole batch in bytes.
+    pub fn total_len(&self) -> usize {
+        self.batch_length as usize + LOG_OVERHEAD
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta)
+    }
+
+    /// The offset after the last record.
+    pub fn next_offset(&self) -> u64 {
+        self.last_offset() + 1
+    }
+
+    /// The codec of the records section.
+    pub fn compression(&self) -> Compression {
+        Compression::from_id(self.attributes & COMPRESSION_MASK).unwrap_or_default()
+    }
+
+    /// Whether the batch carries an idempotent producer id and sequence.
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0 && self.base_sequence >= 0
+    }
+}
+
+/// Reads the total size of the batch starting at `buf` from its length prefix, if present.
+pub fn batch_size_at(buf: &[u8]) -> Option<usize> {
+    let len = buf.get(8..12)?;
+    Some(u32::from_be_bytes(len.try_into().ok()?) as usize + LOG_OVERHEAD)
+}
+
+/// Rewrites the base offset of an encoded batch in place (the CRC does not cover it).
+pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
+    batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Computes the CRC-32C of an encoded batch.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[CRC_START..])
+}
+
+/// Checks the CRC of a complete encoded batch.
+pub fn verify_crc(batch: &[u8]) -> Result<()> {
+    let header = BatchHeader::parse(batch)?;
+    if batch.len() != header.total_len() {
+        return Err(ProtocolError::CorruptBatch("batch length does not match its buffer"));
+    }
+    let computed = compute_crc(batch);
+    if computed != header.crc {
+        return Err(ProtocolError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+/// A record header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Header name.
+    pub key: String,
+    /// Header value.
+    pub value: Bytes,
+}
+
+/// One decoded record with its absolute offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Absolute offset in the partition.
+    pub offset: u64,
+    /// Timestamp in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Optional key.
+    pub key: Option<Bytes>,
+    /// Optional value.
+    pub value: Option<Bytes>,
+    /// Headers in the order they were written.
+    pub headers: Vec<RecordHeader>,
+}
+
+/// A validated record batch over shared bytes.
+#[derive(Debug, Clone)]
+pub struct RecordBatch {
+    header: BatchHeader,
+    bytes: Bytes,
+}
+
+impl RecordBatch {
+    /// Validates `bytes` as exactly one batch: header, length and CRC.
+    pub fn parse(bytes: Bytes) -> Result<Self> {
+        verify_crc(&bytes)?;
+        let header = BatchHeader::parse(&bytes)?;
+        let section = bytes.len() - BATCH_HEADER_LEN;
+        if header.record_count as usize > section {
+            return Err(ProtocolError::CorruptBatch("more records than bytes"));
+        }
+        Ok(Self { header, bytes })
+    }
+
+    /// The batch header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The encoded batch.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Iterates the records, decompressing first if needed (at most `max_uncompressed` bytes).
+    pub fn records_with_limit(&self, max_uncompressed: usize) -> Result<RecordIter> {
+        let section = self.bytes.slice(BATCH_HEADER_LEN..);
+        let data = match self.header.compression() {
+            Compression::None => section,
+            codec => Bytes::from(codec.decompress(&section, max_uncompressed)?),
+        };
+        Ok(RecordIter {
+            reader: Reader::new(data),
+            index: 0,
+            count: self.header.record_count,
+            base_offset: self.header.base_offset,
+            base_timestamp: self.header.base_timestamp,
+        })
+    }
+
+    /// Iterates the records with the default decompression cap.
+    pub fn records(&self) -> Result<RecordIter> {
+        self.records_with_limit(DEFAULT_MAX_UNCOMPRESSED)
+    }
+
+    /// Decodes every record, checking the whole records section.
+    pub fn decode_all(&self, max_uncompressed: usize) -> Result<Vec<Record>> {
+        self.records_with_limit(max_uncompressed)?.collect()
+    }
+}
+
+/// Iterator over the records of a batch; yields an error and stops on corrupt input.
+#[derive(Debug)]
+pub struct RecordIter {
+    reader: Reader,
+    index: u32,
+    count: u32,
+    base_offset: u64,
+    base_timestamp: i64,
+}
+
+impl RecordIter {
+    fn next_record(&mut self) -> Result<Record> {
+        let len = self.reader.length()?;
+        let mut r = Reader::new(self.reader.bytes(len)?);
+        let _attributes = r.u8()?;
+        let ts_delta = r.varint()?;
+        let offset_delta = r.uvarint()?;
+        if offset_delta != u64::from(self.index) {
+            return Err(ProtocolError::CorruptBatch("record offset delta out of sequence"));
+        }
+        let key = nullable_bytes(&mut r)?;
+        let value = nullable_bytes(&mut r)?;
+        let header_count = r.length()?;
+        let mut headers = Vec::with_capacity(header_count.min(64));
+        for _ in 0..header_count {
+            let klen = r.length()?;
+            let key = std::str::from_utf8(r.slice(klen)?)
+                .map_err(|_| ProtocolError::InvalidUtf8)?
+                .to_owned();
+            let vlen = r.length()?;
+            headers.push(RecordHeader {
+                key,
+                value: r.bytes(vlen)?,
+            });
+        }
+        r.finish()?;
+        Ok(Record {
+            offset: self.base_offset + offset_delta,
+            timestamp: self.base_timestamp.wrapping_add(ts_delta),
+            key,
+            value,
+            headers,
+        })
+    }
+}
+
+fn nullable_bytes(r: &mut Reader) -> Result<Option<Bytes>> {
+    match r.varint()? {
+        -1 => Ok(None),
+        n if n < 0 => Err(ProtocolError::CorruptBatch("negative field length")),
+        n => {
+            let n = usize::try_from(n).map_err(|_| ProtocolError::BadVarint)?;
+            Ok(Some(r.bytes(n)?))
+        }
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        let result = self.next_record().and_then(|rec| {
+            if self.index + 1 == self.count && self.reader.remaining() != 0 {
+                Err(ProtocolError::CorruptBatch("trailing bytes after the last record"))
+            } else {
+                Ok(rec)
+            }
+        });
+        self.index = if result.is_ok() { self.index + 1 } else { self.count };
+        Some(result)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = (self.count - self.index) as usize;
+        (0, Some(n))
+    }
+}
+
+/// Splits concatenated batches (a fetch answer or a log segment) into validated batches.
+#[derive(Debug, Clone)]
+pub struct BatchIter {
+    buf: Bytes,
+}
+
+impl BatchIter {
+    /// Iterates the batches in `buf`.
+    pub fn new(buf: Bytes) -> Self {
+        Self { buf }
+    }
+}
+
+impl Iterator for BatchIter {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let result = match batch_size_at(&self.buf) {
+            None => Err(ProtocolError::Truncated {
+                needed: LOG_OVERHEAD,
+                remaining: self.buf.len(),
+            }),
+            Some(size) if size > self.buf.len() => Err(ProtocolError::Truncated {
+                needed: size,
+                remaining: self.buf.len(),
+            }),
+            Some(size) => RecordBatch::parse(self.buf.split_to(size)),
+        };
+        if result.is_err() {
+            self.buf.clear();
+        }
+        Some(result)
+    }
+}
+
+/// Builds one record batch, record by record.
+///
+/// ```
+/// use rustmq_protocol::batch::{RecordBatch, RecordBatchBuilder};
+/// use rustmq_protocol::Compression;
+///
+/// let mut builder = RecordBatchBuilder::new().compression(Compression::Lz4, 1);
+/// builder.push(1_700_000_000_000, Some(b"key"), Some(b"value"), [("h", &b"v"[..])]);
+/// let batch = RecordBatch::parse(builder.build().unwrap()).unwrap();
+/// let records = batch.decode_all(1 << 20).unwrap();
+/// assert_eq!(records[0].value.as_deref(), Some(&b"value"[..]));
+/// ```
+#[derive(Debug, Clone)]
+pub struct RecordBatchBuilder {
+    records: BytesMut,
+    count: u32,
+    base_timestamp: Option<i64>,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    compression: Compression,
+    level: i32,
+}
+
+impl Default for RecordBatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordBatchBuilder {
+    /// An empty, uncompressed, non-idempotent batch.
+    pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An empty batch with room for `bytes` of records.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            records: BytesMut::with_capacity(bytes),
+            count: 0,
+            base_timestamp: None,
+            max_timestamp: i64::MIN,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: 0,
+            base_sequence: NO_SEQUENCE,
+            compression: Compression::None,
+            level: 0,
+        }
+    }
+
+    /// Sets the codec and its level.
+    pub fn compression(mut self, compression: Compression, level: i32) -> Self {
+        self.compression = compression;
+        self.level = level;
+        self
+    }
+
+    /// Marks the batch as sent by an idempotent producer.
+    pub fn producer(mut self, producer_id: i64, epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Number of records pushed so far.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether no record was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Uncompressed size of the batch so far, header included.
+    pub fn size(&self) -> usize {
+        BATCH_HEADER_LEN + self.records.len()
+    }
+
+    /// Upper bound of the bytes one record adds to a batch.
+    pub fn record_size_bound<'a>(
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> usize {
+        let mut n = 1 + 10 + 5 + 10 + key.map_or(0, <[u8]>::len) + 10 + value.map_or(0, <[u8]>::len) + 5;
+        for (k, v) in headers {
+            n += 10 + k.len() + 10 + v.len();
+        }
+        n + 5
+    }
+
+    /// Appends one record.
+    pub fn push<'a>(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+    ) {
+        let base = *self.base_timestamp.get_or_insert(timestamp);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let ts_delta = timestamp.wrapping_sub(base);
+        let offset_delta = u64::from(self.count);
+
+        let field_len = |f: Option<&[u8]>| match f {
+            None => varint_len(-1),
+            Some(b) => varint_len(b.len() as i64) + b.len(),
+        };
+        let mut header_count = 0usize;
+        let mut headers_len = 0usize;
+        for (k, v) in headers.clone() {
+            header_count += 1;
+            headers_len += uvarint_len(k.len() as u64) + k.len() + uvarint_len(v.len() as u64) + v.len();
+        }
+        let body_len = 1
+            + varint_len(ts_delta)
+            + uvarint_len(offset_delta)
+            + field_len(key)
+            + field_len(value)
+            + uvarint_len(header_count as u64)
+            + headers_len;
+
+        let buf = &mut self.records;
+        buf.reserve(body_len + 5);
+        put_uvarint(buf, body_len as u64);
+        buf.put_u8(0);
+        put_varint(buf, ts_delta);
+        put_uvarint(buf, offset_delta);
+        for field in [key, value] {
+            match field {
+                None => put_varint(buf, -1),
+                Some(b) => {
+                    put_varint(buf, b.len() as i64);
+                    buf.put_slice(b);
+                }
+            }
+        }
+        put_uvarint(buf, header_count as u64);
+        for (k, v) in headers {
+            put_uvarint(buf, k.len() as u64);
+            buf.put_slice(k.as_bytes());
+            put_uvarint(buf, v.len() as u64);
+            buf.put_slice(v);
+        }
+        self.count += 1;
+    }
+
+    /// Encodes the batch with base offset 0. Compression is skipped when it would not make the
+    /// batch smaller.
+    pub fn build(self) -> Result<Bytes> {
+        if self.count == 0 {
+            return Err(ProtocolError::CorruptBatch("empty batch"));
+        }
+        let mut compressed = Vec::new();
+        let mut codec = self.compression;
+        if codec != Compression::None {
+            codec.compress(&self.records, self.level, &mut compressed)?;
+            if compressed.len() >= self.records.len() {
+                codec = Compression::None;
+            }
+        }
+        let section: &[u8] = if codec == Compression::None {
+            &self.records
+        } else {
+            &compressed
+        };
+        let total = BATCH_HEADER_LEN + section.len();
+        let batch_length = u32::try_from(total - LOG_OVERHEAD)
+            .map_err(|_| ProtocolError::CorruptBatch("batch larger than 4 GiB"))?;
+        let mut out = BytesMut::with_capacity(total);
+        out.put_u64(0);
+        out.put_u32(batch_length);
+        out.put_u8(MAGIC);
+        out.put_u32(0);
+        out.put_u16(codec.id());
+        out.put_u32(self.count - 1);
+        out.put_i64(self.base_timestamp.unwrap_or(0));
+        out.put_i64(self.max_timestamp);
+        out.put_i64(self.producer_id);
+        out.put_i16(self.producer_epoch);
+        out.put_i32(self.base_sequence);
+        out.put_u32(self.count);
+        out.put_slice(section);
+        let crc = compute_crc(&out);
+        out[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        Ok(out.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(codec: Compression) -> Bytes {
+        let mut b = RecordBatchBuilder::new().compression(codec, 3);
+        for i in 0..100u32 {
+            let value = format!("value-{i}-").repeat(10);
+            b.push(
+                1_000 + i64::from(i),
+                Some(format!("k{i}").as_bytes()),
+                Some(value.as_bytes()),
+                [("n", &i.to_be_bytes()[..])],
+            );
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        for codec in Compression::ALL {
+            let bytes = sample(codec);
+            let batch = RecordBatch::parse(bytes).unwrap();
+            assert_eq!(batch.header().compression(), codec);
+            let records = batch.decode_all(1 << 20).unwrap();
+            assert_eq!(records.len(), 100);
+            assert_eq!(records[7].offset, 7);
+            assert_eq!(records[7].timestamp, 1_007);
+            assert_eq!(records[7].key.as_deref(), Some(&b"k7"[..]));
+            assert_eq!(records[7].headers[0].value.as_ref(), &7u32.to_be_bytes());
+            assert_eq!(batch.header().max_timestamp, 1_099);
+        }
+    }
+
+    #[test]
+    fn base_offset_rewrite_keeps_crc_valid() {
+        let mut raw = BytesMut::from(&sample(Compression::None)[..]);
+        set_base_offset(&mut raw, 42);
+        let batch = RecordBatch::parse(raw.freeze()).unwrap();
+        assert_eq!(batch.decode_all(1 << 20).unwrap()[0].offset, 42);
+        assert_eq!(batch.header().last_offset(), 141);
+    }
+
+    #[test]
+    fn flipped_bit_fails_crc() {
+        let mut raw = BytesMut::from(&sample(Compression::Lz4)[..]);
+        let at = raw.len() - 3;
+        raw[at] ^= 0x10;
+        assert!(matches!(
+            RecordBatch::parse(raw.freeze()),
+            Err(ProtocolError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn batch_iter_splits_and_reports_truncation() {
+        let a = sample(Compression::None);
+        let b = sample(Compression::Zstd);
+        let mut both = BytesMut::new();
+        both.extend_from_slice(&a);
+        both.extend_from_slice(&b);
+        let n = BatchIter::new(both.clone().freeze()).filter(Result::is_ok).count();
+        assert_eq!(n, 2);
+        both.truncate(both.len() - 1);
+        let results: Vec<_> = BatchIter::new(both.freeze()).collect();
+        assert!(results[0].is_ok() && results[1].is_err());
+    }
+
+    #[test]
+    fn null_key_and_value() {
+        let mut b = RecordBatchBuilder::new();
+        b.push(5, None, None, std::iter::empty());
+        let batch = RecordBatch::parse(b.build().unwrap()).unwrap();
+        let r = &batch.decode_all(1024).unwrap()[0];
+        assert_eq!((r.key.clone(), r.value.clone()), (None, None));
+    }
+}
