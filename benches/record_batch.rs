@@ -1,1 +1,181 @@
-fn main() {}
+//! Record-batch benchmarks: encode and decode per codec, CRC-32C, and `RecordBatch::parse`.
+//!
+//! A batch is 1,000 records with 100-byte random alphanumeric values, with or without a
+//! 10-byte key. Byte throughput counts the application bytes (keys + values), the same for every
+//! codec, so figures compare across codecs; element throughput counts records.
+//!
+//! ```sh
+//! cargo bench -p benches -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use rustmq_protocol::batch::BATCH_HEADER_LEN;
+use rustmq_protocol::{Compression, RecordBatch, RecordBatchBuilder};
+
+const RECORDS: usize = 1_000;
+const VALUE_LEN: usize = 100;
+const LEVEL: i32 = 3;
+
+/// xorshift64: reproducible inputs without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn alphanumeric(&mut self) -> u8 {
+        const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        CHARS[(self.next() % CHARS.len() as u64) as usize]
+    }
+}
+
+/// Records as a producer hands them over.
+struct Workload {
+    name: &'static str,
+    records: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+}
+
+impl Workload {
+    fn new(name: &'static str, with_keys: bool) -> Self {
+        let mut rng = Rng(0x5eed);
+        let records = (0..RECORDS)
+            .map(|i| {
+                let key = with_keys.then(|| format!("key-{i:06}").into_bytes());
+                let value = (0..VALUE_LEN).map(|_| rng.alphanumeric()).collect();
+                (key, value)
+            })
+            .collect();
+        Self { name, records }
+    }
+
+    fn payload_bytes(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|(k, v)| (k.as_ref().map_or(0, Vec::len) + v.len()) as u64)
+            .sum()
+    }
+
+    fn encode(&self, codec: Compression) -> Bytes {
+        let mut builder =
+            RecordBatchBuilder::with_capacity(RECORDS * (VALUE_LEN + 24)).compression(codec, LEVEL);
+        for (i, (key, value)) in self.records.iter().enumerate() {
+            builder.push(
+                1_700_000_000_000 + i as i64,
+                key.as_deref(),
+                Some(value),
+                [],
+            );
+        }
+        builder.build().expect("non-empty batch")
+    }
+}
+
+fn workloads() -> [Workload; 2] {
+    [Workload::new("keys", true), Workload::new("no_keys", false)]
+}
+
+/// What each codec does to the workloads; LZ4 finds nothing to match in random alphanumerics and
+/// the builder then stores the batch uncompressed.
+fn report_sizes(workloads: &[Workload]) {
+    for w in workloads {
+        for codec in Compression::ALL {
+            let batch = w.encode(codec);
+            let used = RecordBatch::parse(batch.clone())
+                .expect("valid")
+                .header()
+                .compression();
+            println!(
+                "{}/{codec}: {} payload bytes -> {} byte batch ({} records section), stored as {used}",
+                w.name,
+                w.payload_bytes(),
+                batch.len(),
+                batch.len() - BATCH_HEADER_LEN,
+            );
+        }
+    }
+}
+
+fn encode_decode(c: &mut Criterion) {
+    let workloads = workloads();
+    report_sizes(&workloads);
+    for (unit, throughput) in [
+        (
+            "bytes",
+            (|w: &Workload| Throughput::Bytes(w.payload_bytes())) as fn(&Workload) -> Throughput,
+        ),
+        ("records", |_: &Workload| {
+            Throughput::Elements(RECORDS as u64)
+        }),
+    ] {
+        let mut group = c.benchmark_group(format!("encode_{unit}"));
+        for w in &workloads {
+            group.throughput(throughput(w));
+            for codec in Compression::ALL {
+                group.bench_with_input(BenchmarkId::new(codec.name(), w.name), w, |b, w| {
+                    b.iter(|| black_box(w.encode(codec)));
+                });
+            }
+        }
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("decode_{unit}"));
+        for w in &workloads {
+            group.throughput(throughput(w));
+            for codec in Compression::ALL {
+                let batch = w.encode(codec);
+                group.bench_with_input(
+                    BenchmarkId::new(codec.name(), w.name),
+                    &batch,
+                    |b, batch| {
+                        b.iter(|| {
+                            let parsed = RecordBatch::parse(batch.clone()).expect("valid");
+                            black_box(parsed.decode_all(1 << 20).expect("valid"))
+                        });
+                    },
+                );
+            }
+        }
+        group.finish();
+    }
+}
+
+/// `RecordBatch::parse` alone: header checks and the CRC over the stored bytes.
+fn parse(c: &mut Criterion) {
+    let [keys, _] = workloads();
+    let mut group = c.benchmark_group("parse");
+    for codec in Compression::ALL {
+        let batch = keys.encode(codec);
+        group.throughput(Throughput::Bytes(batch.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new(codec.name(), keys.name),
+            &batch,
+            |b, batch| {
+                b.iter(|| black_box(RecordBatch::parse(batch.clone()).expect("valid")));
+            },
+        );
+    }
+    group.finish();
+}
+
+fn crc(c: &mut Criterion) {
+    let mut rng = Rng(7);
+    let data: Vec<u8> = (0..1 << 20).map(|_| rng.next() as u8).collect();
+    let mut group = c.benchmark_group("crc32c");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.bench_function("1MiB", |b| b.iter(|| crc32c::crc32c(black_box(&data))));
+    group.finish();
+}
+
+// The macro generates an undocumented `pub fn benches`.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::encode_decode, super::parse, super::crc);
+}
+criterion_main!(group::benches);

@@ -121,6 +121,12 @@ impl BatchHeader {
                 "last offset delta does not match the record count",
             ));
         }
+        // `base_offset` is outside the CRC: a peer can send anything, and record offsets
+        // (`base_offset + delta`) must not overflow.
+        let records = u64::from(header.record_count);
+        if header.base_offset.checked_add(records).is_none() {
+            return Err(ProtocolError::CorruptBatch("offsets overflow u64"));
+        }
         Compression::from_id(header.attributes & COMPRESSION_MASK)?;
         Ok(header)
     }
@@ -616,6 +622,19 @@ mod tests {
         let batch = RecordBatch::parse(raw.freeze()).unwrap();
         assert_eq!(batch.decode_all(1 << 20).unwrap()[0].offset, 42);
         assert_eq!(batch.header().last_offset(), 141);
+    }
+
+    #[test]
+    fn base_offset_that_overflows_is_rejected() {
+        let mut raw = BytesMut::from(&sample(Compression::None)[..]);
+        set_base_offset(&mut raw, u64::MAX - 99);
+        assert!(matches!(
+            RecordBatch::parse(raw.clone().freeze()),
+            Err(ProtocolError::CorruptBatch(_))
+        ));
+        set_base_offset(&mut raw, u64::MAX - 100);
+        let batch = RecordBatch::parse(raw.freeze()).unwrap();
+        assert_eq!(batch.decode_all(1 << 20).unwrap()[99].offset, u64::MAX - 1);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * 1024 * 1024;
 pub const RESPONSE_BIT: u16 = 0x8000;
 /// Kind of an error response.
 pub const ERROR_KIND: u16 = 0xffff;
+/// Most the decoder reserves ahead of received bytes for a body still in transit.
+const MAX_RESERVE: usize = 64 * 1024;
 
 /// The fixed header of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +144,9 @@ impl FrameDecoder {
         let header = FrameHeader::parse_checked(head.try_into().expect("header size"), self.max_body)?;
         let total = FRAME_HEADER_LEN + header.body_len as usize;
         if self.buf.len() < total {
-            self.buf.reserve(total - self.buf.len());
+            // Grow with what arrives, not on the header's word: a 12-byte header must not pin
+            // `max_body` bytes of memory while its body never comes.
+            self.buf.reserve((total - self.buf.len()).min(MAX_RESERVE));
             return Ok(None);
         }
         let mut frame = self.buf.split_to(total);
@@ -168,6 +172,23 @@ mod tests {
         let f = dec.next_frame().unwrap().unwrap();
         assert_eq!((f.header.kind, f.header.request_id, &f.body[..]), (3, 9, &b"hello"[..]));
         assert!(dec.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn header_alone_does_not_reserve_its_body() {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
+        let mut head = BytesMut::new();
+        FrameHeader {
+            body_len: DEFAULT_MAX_FRAME_BYTES,
+            kind: 1,
+            version: 1,
+            request_id: 1,
+        }
+        .write(&mut head);
+        dec.extend(&head);
+        assert_eq!(dec.next_frame(), Ok(None));
+        let reserved = dec.buf.capacity();
+        assert!(reserved <= 2 * MAX_RESERVE, "reserved {reserved} bytes");
     }
 
     #[test]
