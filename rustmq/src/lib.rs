@@ -1,1 +1,66 @@
-//! RustMQ.
+//! RustMQ: typed, async messaging over QUIC.
+//!
+//! [`RustMqClient`] connects to one or more brokers over QUIC (TLS 1.3 always) and keeps a
+//! pool of connections: it reconnects with exponential backoff and jitter, bounds every request
+//! by a timeout, limits requests in flight per connection, and checks the connections' health
+//! in the background. Producers and consumers are created from a client.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rustmq::{ClientConfig, ClientError, RustMqClient};
+//!
+//! #[tokio::main]
+//! async fn main() -> rustmq::Result<()> {
+//!     let client = RustMqClient::new(ClientConfig {
+//!         brokers: vec!["localhost:9092".to_string()],
+//!         client_id: Some("quick-start".to_string()),
+//!         request_timeout: Duration::from_secs(5),
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//!
+//!     match client.create_topic("orders", 3).await {
+//!         Ok(()) => println!("created orders"),
+//!         Err(e) if e.is_retryable() => println!("broker busy, try again: {e}"),
+//!         Err(ClientError::Broker { code, message }) => println!("refused ({code}): {message}"),
+//!         Err(e) => return Err(e),
+//!     }
+//!     let topic = client.describe_topic("orders").await?;
+//!     println!("orders has {} partitions", topic.partition_count());
+//!
+//!     let stats = client.connection_stats().await?;
+//!     println!("{} connections, {} requests", stats.active_connections, stats.total_requests);
+//!     client.close().await
+//! }
+//! ```
+//!
+//! With `ClientConfig::default()` the client connects to `localhost:9092` and accepts the
+//! self-signed certificate of a local development broker (loopback addresses only; see
+//! [`ClientConfig::tls_config`]). Against any other address certificates are verified, against
+//! the Mozilla roots or the CA set in [`TlsConfig::ca_cert`].
+//!
+//! Errors are [`ClientError`]s; [`ClientError::is_retryable`] says whether trying again can
+//! help. Debug logs go through `tracing` (target `rustmq`): connects, requests and health
+//! checks are logged at `debug` level.
+
+pub mod admin;
+mod client;
+pub mod config;
+pub mod error;
+pub(crate) mod transport;
+// Producer, consumer, message, stream and `testing` modules are declared below by their
+// authors.
+
+pub use admin::{
+    BrokerInfo, ClusterMetadata, PartitionInfo, PartitionMetadata, TopicDescription, TopicMetadata,
+    TopicSettings, TopicSummary,
+};
+pub use client::{ConnectionStats, HealthStatus, RustMqClient};
+pub use config::{
+    AuthConfig, AuthMethod, ClientConfig, CompressionAlgorithm, CompressionConfig, QuicConfig,
+    RetryConfig, TlsConfig,
+};
+pub use error::{ClientError, Result};
+/// The wire protocol crate, for [`RustMqClient::raw_request`]'s requests and responses.
+pub use rustmq_protocol as protocol;
+pub use rustmq_protocol::{BrokerLimits, ErrorCode};

@@ -1,0 +1,380 @@
+//! End-to-end tests of the client against the scripted broker in `transport::test_broker`
+//! (real QUIC on 127.0.0.1; no sleeps where an event can be awaited).
+
+use std::time::Duration;
+
+use rustmq_protocol::{ApiKind, BrokerLimits, ErrorCode, FetchRequest, Request, Response};
+
+use super::*;
+use crate::config::{AuthConfig, AuthMethod, RetryConfig, TlsConfig};
+use crate::transport::test_broker::{Script, TestBroker};
+
+fn config_for(broker: &TestBroker) -> ClientConfig {
+    ClientConfig {
+        brokers: vec![broker.address()],
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(5),
+        retry_config: RetryConfig {
+            max_retries: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn fetch(max_wait_ms: u32) -> Request {
+    Request::Fetch(FetchRequest {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1024,
+        max_wait_ms,
+    })
+}
+
+#[tokio::test]
+async fn loopback_development_trust_and_admin_round_trip() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    assert_eq!(
+        broker
+            .state
+            .hellos
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(client.broker_limits().map(|l| l.max_in_flight), Some(64));
+    assert!(client.client_id().starts_with("rustmq-"));
+
+    client.create_topic("orders", 3).await.unwrap();
+    let again = client.create_topic("orders", 3).await.unwrap_err();
+    assert!(matches!(
+        again,
+        ClientError::Broker {
+            code: ErrorCode::TopicAlreadyExists,
+            ..
+        }
+    ));
+    let topics = client.list_topics().await.unwrap();
+    assert_eq!(topics.len(), 1);
+    assert_eq!(
+        (topics[0].name.as_str(), topics[0].partitions),
+        ("orders", 3)
+    );
+    let description = client.describe_topic("orders").await.unwrap();
+    assert_eq!(description.partition_count(), 3);
+    assert_eq!(description.settings.retention, Some(Duration::from_secs(1)));
+    assert_eq!(description.partitions[2].record_count(), 5);
+    let metadata = client.metadata(Some(&["orders", "missing"])).await.unwrap();
+    assert_eq!(
+        metadata.topic("orders").map(|t| t.partitions.len()),
+        Some(3)
+    );
+    assert!(metadata.topic("missing").is_none());
+
+    client.delete_topic("orders").await.unwrap();
+    let gone = client.describe_topic("orders").await.unwrap_err();
+    assert!(
+        matches!(&gone, ClientError::TopicNotFound(t) if t == "orders"),
+        "{gone}"
+    );
+
+    client.ping().await.unwrap();
+    let health = client.health_check().await.unwrap();
+    assert_eq!(
+        (health.healthy_connections, health.total_connections),
+        (1, 1)
+    );
+    assert!(health.latency.is_some());
+
+    let stats = client.connection_stats().await.unwrap();
+    assert_eq!(stats.active_connections, 1);
+    assert_eq!(stats.total_requests, 8);
+    assert_eq!(stats.failed_requests, 2);
+    assert_eq!(stats.reconnects, 0);
+    assert!(stats.bytes_sent > 0 && stats.bytes_received > 0);
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn localhost_resolves_to_the_ipv4_broker() {
+    let broker = TestBroker::start(Script::default()).await;
+    let config = ClientConfig {
+        brokers: vec![format!("localhost:{}", broker.addr.port())],
+        ..config_for(&broker)
+    };
+    let client = RustMqClient::new(config).await.unwrap();
+    client.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tls_config_disables_loopback_trust() {
+    let broker = TestBroker::start(Script::default()).await;
+    let config = ClientConfig {
+        tls_config: Some(TlsConfig::default()),
+        ..config_for(&broker)
+    };
+    let started = std::time::Instant::now();
+    let err = RustMqClient::new(config).await.unwrap_err();
+    assert!(matches!(err, ClientError::Tls(_)), "{err}");
+    assert!(!err.is_retryable());
+    // A certificate failure is final: no retry rounds.
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn ca_file_is_trusted_and_names_are_checked() {
+    let broker = TestBroker::start(Script::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &broker.cert_pem).unwrap();
+    let tls = TlsConfig {
+        ca_cert: Some(ca.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    let config = ClientConfig {
+        tls_config: Some(tls.clone()),
+        ..config_for(&broker)
+    };
+    RustMqClient::new(config.clone())
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+
+    let wrong_name = ClientConfig {
+        tls_config: Some(TlsConfig {
+            server_name: Some("other.example.com".into()),
+            ..tls
+        }),
+        ..config
+    };
+    let err = RustMqClient::new(wrong_name).await.unwrap_err();
+    assert!(matches!(err, ClientError::Tls(_)), "{err}");
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_accepts_any_certificate() {
+    let broker = TestBroker::start(Script {
+        names: vec!["somewhere.else".into()],
+        ..Script::default()
+    })
+    .await;
+    let config = ClientConfig {
+        tls_config: Some(TlsConfig {
+            insecure_skip_verify: true,
+            ..Default::default()
+        }),
+        ..config_for(&broker)
+    };
+    RustMqClient::new(config)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn credentials_travel_in_the_hello() {
+    let broker = TestBroker::start(Script {
+        token: Some("s3cret".into()),
+        ..Script::default()
+    })
+    .await;
+    let err = RustMqClient::new(config_for(&broker)).await.unwrap_err();
+    assert!(matches!(err, ClientError::Authentication(_)), "{err}");
+    let config = ClientConfig {
+        auth: Some(AuthConfig {
+            method: AuthMethod::Token,
+            token: Some("s3cret".into()),
+            ..Default::default()
+        }),
+        ..config_for(&broker)
+    };
+    RustMqClient::new(config)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_broker_fails_with_a_connection_error() {
+    // A bound UDP socket that never answers: QUIC handshakes to it time out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = ClientConfig {
+        brokers: vec![silent.local_addr().unwrap().to_string()],
+        connect_timeout: Duration::from_millis(200),
+        retry_config: RetryConfig {
+            max_retries: 1,
+            base_delay: Duration::from_millis(10),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = RustMqClient::new(config).await.unwrap_err();
+    match err {
+        ClientError::Connection(msg) => assert!(msg.contains("after 2 attempts"), "{msg}"),
+        other => panic!("expected a connection error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn broker_restart_is_transparent_for_safe_requests() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    client.create_topic("t", 1).await.unwrap();
+    let broker = broker.restart().await;
+    assert_eq!(client.list_topics().await.unwrap().len(), 1);
+    let stats = client.connection_stats().await.unwrap();
+    assert_eq!((stats.reconnects, stats.failed_requests), (1, 0));
+    assert_eq!(
+        broker
+            .state
+            .hellos
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test]
+async fn only_safe_requests_are_resent_after_a_lost_connection() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+
+    *broker.state.close_on_next.lock() = Some(ApiKind::ListTopics);
+    client.list_topics().await.unwrap();
+    assert_eq!(broker.state.count(ApiKind::ListTopics), 2);
+
+    *broker.state.close_on_next.lock() = Some(ApiKind::CreateTopic);
+    let err = client.create_topic("t", 1).await.unwrap_err();
+    assert!(matches!(err, ClientError::Connection(_)), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(broker.state.count(ApiKind::CreateTopic), 1);
+    // The caller's own retry goes through on a fresh connection.
+    client.create_topic("t", 1).await.unwrap();
+}
+
+#[tokio::test]
+async fn request_timeout_and_long_poll_allowance() {
+    let broker = TestBroker::start(Script::default()).await;
+    let config = ClientConfig {
+        request_timeout: Duration::from_millis(300),
+        ..config_for(&broker)
+    };
+    let client = RustMqClient::new(config).await.unwrap();
+    let err = client.request(fetch(1_000)).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Timeout { timeout_ms: 300 }),
+        "{err}"
+    );
+    let long = client
+        .request_with_timeout(fetch(1_000), Duration::from_millis(1_300))
+        .await
+        .unwrap();
+    assert!(matches!(long, Response::Fetch(_)));
+}
+
+#[tokio::test]
+async fn busy_connections_make_the_pool_grow_up_to_max_connections() {
+    // max_in_flight 2 leaves one request slot per connection (one is kept for pings).
+    let broker = TestBroker::start(Script {
+        limits: BrokerLimits {
+            max_in_flight: 2,
+            ..Script::default().limits
+        },
+        ..Script::default()
+    })
+    .await;
+    let config = ClientConfig {
+        max_connections: 2,
+        ..config_for(&broker)
+    };
+    let client = RustMqClient::new(config).await.unwrap();
+    let requests = (0..3).map(|_| client.request(fetch(300)));
+    for result in futures::future::join_all(requests).await {
+        assert!(matches!(result, Ok(Response::Fetch(_))));
+    }
+    let stats = client.connection_stats().await.unwrap();
+    assert_eq!(stats.active_connections, 2);
+    assert_eq!(
+        broker
+            .state
+            .hellos
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_before_sending() {
+    let broker = TestBroker::start(Script {
+        limits: BrokerLimits {
+            max_frame_bytes: 64,
+            ..Script::default().limits
+        },
+        ..Script::default()
+    })
+    .await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    let err = client.create_topic(&"x".repeat(100), 1).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::MessageTooLarge { max_size: 64, .. }),
+        "{err}"
+    );
+    assert_eq!(broker.state.count(ApiKind::CreateTopic), 0);
+}
+
+#[tokio::test]
+async fn failed_health_checks_drop_connections_that_are_reopened_on_demand() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    *broker.state.close_on_next.lock() = Some(ApiKind::Ping);
+    let err = client.health_check().await.unwrap_err();
+    assert!(matches!(err, ClientError::Connection(_)), "{err}");
+    assert_eq!(
+        client.connection_stats().await.unwrap().active_connections,
+        0
+    );
+    let health = client.health_check().await.unwrap();
+    assert_eq!(health.healthy_connections, 1);
+    assert_eq!(client.connection_stats().await.unwrap().reconnects, 1);
+}
+
+#[tokio::test]
+async fn close_fails_later_calls() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    let clone = client.clone();
+    client.close().await.unwrap();
+    assert!(clone.is_closed());
+    assert!(matches!(
+        clone.list_topics().await,
+        Err(ClientError::Closed)
+    ));
+    assert!(matches!(
+        clone.health_check().await,
+        Err(ClientError::Closed)
+    ));
+    assert_eq!(
+        clone.connection_stats().await.unwrap().active_connections,
+        0
+    );
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_config_is_rejected_before_connecting() {
+    let err = RustMqClient::new(ClientConfig {
+        enable_tls: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidConfig(_)));
+}

@@ -1,0 +1,890 @@
+//! Client configuration.
+//!
+//! [`ClientConfig`] and its parts are plain structs with public fields and a [`Default`], so
+//! the usual way to configure is struct update syntax:
+//!
+//! ```
+//! use std::time::Duration;
+//! use rustmq::{ClientConfig, TlsConfig};
+//!
+//! let config = ClientConfig {
+//!     brokers: vec!["broker1.example.com:9092".to_string()],
+//!     client_id: Some("billing-v1".to_string()),
+//!     request_timeout: Duration::from_secs(5),
+//!     tls_config: Some(TlsConfig {
+//!         ca_cert: Some("/etc/rustmq/ca.pem".to_string()),
+//!         ..Default::default()
+//!     }),
+//!     ..Default::default()
+//! };
+//! config.validate()?;
+//! # Ok::<(), rustmq::ClientError>(())
+//! ```
+//!
+//! Every field is honoured by the client; [`ClientConfig::validate`] (called by
+//! [`RustMqClient::new`](crate::RustMqClient::new)) rejects values that cannot work. The
+//! configs also implement serde's `Serialize`/`Deserialize` (durations as humantime strings such
+//! as `"30s"`), so they can be read from a TOML or JSON file.
+
+use std::fmt;
+use std::time::Duration;
+
+use rustmq_protocol::Compression;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ClientError, Result};
+use crate::transport::BrokerAddress;
+
+/// Largest value of a QUIC variable-length integer (2^62 - 1); QUIC transport parameters
+/// cannot exceed it.
+const QUIC_VARINT_MAX: u64 = (1 << 62) - 1;
+
+/// Configuration of a [`RustMqClient`](crate::RustMqClient).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Broker addresses as `host:port` (`[ipv6]:port` for IPv6 literals). The client opens
+    /// connections to each of them and spreads requests over all live connections.
+    pub brokers: Vec<String>,
+
+    /// Identifies this client in the broker's logs, metrics and consumer group descriptions.
+    /// `None` generates `rustmq-<random hex>` once per client.
+    pub client_id: Option<String>,
+
+    /// Bounds each connection attempt: QUIC handshake plus the hello exchange.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+
+    /// Bounds each request from the moment it is issued until its answer is read, including
+    /// waiting for a connection, an in-flight slot and transparent retries. Expiry yields
+    /// [`ClientError::Timeout`].
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+
+    /// Most connections opened to each broker. One is opened per broker at start; more are
+    /// opened on demand when every live connection is at its in-flight limit.
+    pub max_connections: usize,
+
+    /// Interval of the background health check, which pings every connection and drops
+    /// those that do not answer within `health_check_timeout`. `Duration::ZERO` disables the
+    /// background task ([`RustMqClient::health_check`](crate::RustMqClient::health_check)
+    /// still works). QUIC-level keep-alives are configured in [`QuicConfig`].
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_interval: Duration,
+
+    /// Must be `true`: QUIC always runs TLS 1.3, so there is no plaintext mode. For a
+    /// development broker with a self-signed certificate use
+    /// [`TlsConfig::insecure_skip_verify`], or leave `tls_config` at `None` and connect to a
+    /// loopback address (see [`ClientConfig::tls_config`]).
+    pub enable_tls: bool,
+
+    /// How the broker's certificate is verified and which client certificate is presented.
+    ///
+    /// With `None`, certificates are verified against the Mozilla roots (webpki-roots), except
+    /// for a broker at a loopback address (`localhost`, 127.0.0.0/8, `::1`): then the local
+    /// development broker's self-signed certificate is accepted ("loopback development
+    /// trust"; the handshake signature is still checked against the certificate's key, only
+    /// the chain of trust is waived). That exception never applies to a non-loopback address
+    /// nor to any config that sets `tls_config`.
+    pub tls_config: Option<TlsConfig>,
+
+    /// Reconnection and retry policy.
+    pub retry_config: RetryConfig,
+
+    /// Default batch compression for producers created from this client.
+    pub compression: CompressionConfig,
+
+    /// Credentials sent in the hello exchange on every connection; `None` connects
+    /// anonymously.
+    pub auth: Option<AuthConfig>,
+
+    /// QUIC transport parameters and UDP socket buffers.
+    pub quic_config: QuicConfig,
+
+    /// Bounds each health-check ping, by the background task and by
+    /// [`RustMqClient::health_check`](crate::RustMqClient::health_check).
+    #[serde(with = "humantime_serde")]
+    pub health_check_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            brokers: vec!["localhost:9092".to_string()],
+            client_id: None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 10,
+            keep_alive_interval: Duration::from_secs(30),
+            enable_tls: true,
+            tls_config: None,
+            retry_config: RetryConfig::default(),
+            compression: CompressionConfig::default(),
+            auth: None,
+            quic_config: QuicConfig::default(),
+            health_check_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks every field; the error names the first offending one.
+    pub fn validate(&self) -> Result<()> {
+        if self.brokers.is_empty() {
+            return Err(invalid("brokers must list at least one host:port"));
+        }
+        for broker in &self.brokers {
+            BrokerAddress::parse(broker)?;
+        }
+        if self.client_id.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(
+                "client_id must not be empty (use None to generate one)",
+            ));
+        }
+        for (name, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("health_check_timeout", self.health_check_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(&format!("{name} must be greater than zero")));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections must be at least 1"));
+        }
+        if !self.enable_tls {
+            return Err(invalid(
+                "enable_tls = false is not supported: QUIC always runs TLS 1.3; for a development \
+                 broker set tls_config.insecure_skip_verify = true, or connect to a loopback \
+                 address without tls_config",
+            ));
+        }
+        if let Some(tls) = &self.tls_config {
+            tls.validate()?;
+        }
+        self.retry_config.validate()?;
+        self.compression.validate()?;
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
+        self.quic_config.validate()
+    }
+}
+
+fn invalid(message: &str) -> ClientError {
+    ClientError::InvalidConfig(message.to_owned())
+}
+
+/// TLS settings: which certificate authorities to trust and which client certificate to
+/// present. All paths name PEM files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA bundle (PEM, one or more certificates). When set, the broker's certificate must
+    /// chain to one of these and nothing else is trusted; when `None`, the Mozilla roots
+    /// (webpki-roots) are used.
+    pub ca_cert: Option<String>,
+    /// Client certificate chain (PEM, leaf first) presented for mutual TLS; requires
+    /// `client_key`.
+    pub client_cert: Option<String>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `client_cert`.
+    pub client_key: Option<String>,
+    /// Name checked against the broker's certificate instead of the host part of each broker
+    /// address (whose IP literals are checked as IP SANs).
+    pub server_name: Option<String>,
+    /// Accepts any broker certificate without checking its chain or name (the handshake
+    /// signature is still checked). For development only: anyone on the path can impersonate
+    /// the broker. The client logs a warning when this is set.
+    pub insecure_skip_verify: bool,
+}
+
+impl TlsConfig {
+    fn validate(&self) -> Result<()> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls_config.client_cert is set without tls_config.client_key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls_config.client_key is set without tls_config.client_cert",
+                ))
+            }
+            _ => {}
+        }
+        if self.insecure_skip_verify && self.ca_cert.is_some() {
+            return Err(invalid(
+                "tls_config.insecure_skip_verify and tls_config.ca_cert contradict each other: \
+                 set only one",
+            ));
+        }
+        if let Some(name) = &self.server_name {
+            rustls_pki_types::ServerName::try_from(name.as_str()).map_err(|_| {
+                invalid(&format!(
+                    "tls_config.server_name {name:?} is not a valid dns name or ip address"
+                ))
+            })?;
+        }
+        for (field, path) in [
+            ("ca_cert", &self.ca_cert),
+            ("client_cert", &self.client_cert),
+            ("client_key", &self.client_key),
+        ] {
+            if path.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid(&format!(
+                    "tls_config.{field} must not be an empty path"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reconnection and retry policy: exponential backoff with optional jitter.
+///
+/// Governs reconnecting to a broker after a failed attempt, and the transparent retry of
+/// requests that are safe to repeat after a lost connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt: connection attempts per broker before
+    /// [`RustMqClient::new`](crate::RustMqClient::new) or a request gives up, and transparent
+    /// re-sends of a safe request after a lost connection.
+    pub max_retries: u32,
+    /// Delay before the first retry.
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    /// Cap on any delay.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Growth factor of the delay per attempt (at least 1.0).
+    pub multiplier: f64,
+    /// Randomises each delay within the upper half of its nominal value, so that clients
+    /// that lost a broker together do not reconnect in lockstep.
+    pub jitter: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+impl RetryConfig {
+    fn validate(&self) -> Result<()> {
+        if !self.multiplier.is_finite() || self.multiplier < 1.0 {
+            return Err(invalid(
+                "retry_config.multiplier must be a finite number >= 1.0",
+            ));
+        }
+        if self.base_delay > self.max_delay {
+            return Err(invalid(
+                "retry_config.base_delay must not exceed retry_config.max_delay",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Batch compression codecs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionAlgorithm {
+    /// No compression.
+    None,
+    /// LZ4: fast, moderate ratio (no levels).
+    #[default]
+    Lz4,
+    /// Zstandard: good ratio; levels 1 to 22.
+    Zstd,
+    /// Gzip (DEFLATE): widely supported; levels 0 to 9.
+    Gzip,
+}
+
+impl From<CompressionAlgorithm> for Compression {
+    fn from(algorithm: CompressionAlgorithm) -> Self {
+        match algorithm {
+            CompressionAlgorithm::None => Compression::None,
+            CompressionAlgorithm::Lz4 => Compression::Lz4,
+            CompressionAlgorithm::Zstd => Compression::Zstd,
+            CompressionAlgorithm::Gzip => Compression::Gzip,
+        }
+    }
+}
+
+/// The default batch compression of producers created from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// Compresses record batches; when `false` they are sent as they are.
+    pub enabled: bool,
+    /// The codec used when enabled.
+    pub algorithm: CompressionAlgorithm,
+    /// Codec level (Zstd 1-22, Gzip 0-9; ignored by LZ4).
+    pub level: i32,
+    /// Batches whose records take fewer bytes than this are sent uncompressed: compressing
+    /// them costs more CPU than it saves bytes.
+    pub min_size: usize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            enabled: false,
+            algorithm: CompressionAlgorithm::Lz4,
+            level: 3,
+            min_size: 1024,
+        }
+    }
+}
+
+impl CompressionConfig {
+    /// The codec to apply to a batch: [`Compression::None`] when compression is disabled.
+    pub fn codec(&self) -> Compression {
+        if self.enabled {
+            self.algorithm.into()
+        } else {
+            Compression::None
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let range = match self.algorithm {
+            CompressionAlgorithm::Zstd => 1..=22,
+            CompressionAlgorithm::Gzip => 0..=9,
+            CompressionAlgorithm::None | CompressionAlgorithm::Lz4 => return Ok(()),
+        };
+        if !range.contains(&self.level) {
+            return Err(invalid(&format!(
+                "compression.level {} is outside {}..={} for {:?}",
+                self.level,
+                range.start(),
+                range.end(),
+                self.algorithm
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How the client authenticates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// Username and password (SASL PLAIN style); the TLS channel protects them.
+    #[default]
+    SaslPlain,
+    /// A bearer token.
+    Token,
+}
+
+/// Credentials presented in the hello exchange of every connection.
+///
+/// `Debug` prints `<redacted>` instead of the password and the token.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Which credentials to send.
+    pub method: AuthMethod,
+    /// User name, required by [`AuthMethod::SaslPlain`].
+    pub username: Option<String>,
+    /// Password, required by [`AuthMethod::SaslPlain`].
+    pub password: Option<String>,
+    /// Token, required by [`AuthMethod::Token`].
+    pub token: Option<String>,
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<()> {
+        match self.method {
+            AuthMethod::SaslPlain if self.username.is_none() || self.password.is_none() => Err(
+                invalid("auth.method sasl_plain requires auth.username and auth.password"),
+            ),
+            AuthMethod::Token if self.token.is_none() => {
+                Err(invalid("auth.method token requires auth.token"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The credentials for the hello request (validated beforehand).
+    pub(crate) fn credentials(&self) -> rustmq_protocol::Credentials {
+        match self.method {
+            AuthMethod::SaslPlain => rustmq_protocol::Credentials::Plain {
+                username: self.username.clone().unwrap_or_default(),
+                password: self.password.clone().unwrap_or_default(),
+            },
+            AuthMethod::Token => {
+                rustmq_protocol::Credentials::Token(self.token.clone().unwrap_or_default())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AuthConfig")
+            .field("method", &self.method)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("token", &redact(&self.token))
+            .finish()
+    }
+}
+
+/// QUIC transport parameters and UDP socket buffers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Interval of QUIC keep-alive packets, which keep idle connections (and NAT bindings)
+    /// open. `Duration::ZERO` disables them. Must be shorter than `max_idle_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_interval: Duration,
+    /// A connection on which nothing is received for this long is closed. The effective
+    /// value is the smaller of this and the broker's. Also bounds how long a silently dead
+    /// broker goes unnoticed between health checks.
+    #[serde(with = "humantime_serde")]
+    pub max_idle_timeout: Duration,
+    /// Concurrent bidirectional streams the broker may open to the client, and the cap on
+    /// the client's own requests in flight per connection (together with the broker's
+    /// `max_in_flight`); RustMQ sends one request per bidirectional stream.
+    pub initial_max_streams_bidi: u64,
+    /// Concurrent unidirectional streams the broker may open to the client. RustMQ does not
+    /// use them today, hence the default of 0.
+    pub initial_max_streams_uni: u64,
+    /// Connection-level flow-control window: bytes the broker may send before the client
+    /// reads them. Also caps the client's unacknowledged bytes in flight (quinn's send window).
+    pub initial_max_data: u64,
+    /// Per-stream flow-control window for the answers the client reads.
+    pub initial_max_stream_data_bidi_local: u64,
+    /// SO_SNDBUF of the client's UDP socket, in bytes; 0 keeps the OS default. The OS may cap
+    /// it (Linux: `net.core.wmem_max`).
+    pub send_buffer_size: usize,
+    /// SO_RCVBUF of the client's UDP socket, in bytes; 0 keeps the OS default. The OS may cap
+    /// it (Linux: `net.core.rmem_max`).
+    pub recv_buffer_size: usize,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        QuicConfig {
+            keep_alive_interval: Duration::from_secs(10),
+            max_idle_timeout: Duration::from_secs(30),
+            initial_max_streams_bidi: 100,
+            initial_max_streams_uni: 0,
+            initial_max_data: 32 * 1024 * 1024,
+            initial_max_stream_data_bidi_local: 8 * 1024 * 1024,
+            send_buffer_size: 2 * 1024 * 1024,
+            recv_buffer_size: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl QuicConfig {
+    fn validate(&self) -> Result<()> {
+        if self.max_idle_timeout.is_zero() {
+            return Err(invalid(
+                "quic_config.max_idle_timeout must be greater than zero",
+            ));
+        }
+        if u64::try_from(self.max_idle_timeout.as_millis()).map_or(true, |ms| ms > QUIC_VARINT_MAX)
+        {
+            return Err(invalid("quic_config.max_idle_timeout is too large"));
+        }
+        if !self.keep_alive_interval.is_zero() && self.keep_alive_interval >= self.max_idle_timeout
+        {
+            return Err(invalid(
+                "quic_config.keep_alive_interval must be shorter than quic_config.max_idle_timeout",
+            ));
+        }
+        for (name, value, min) in [
+            ("initial_max_streams_bidi", self.initial_max_streams_bidi, 1),
+            ("initial_max_streams_uni", self.initial_max_streams_uni, 0),
+            ("initial_max_data", self.initial_max_data, 1),
+            (
+                "initial_max_stream_data_bidi_local",
+                self.initial_max_stream_data_bidi_local,
+                1,
+            ),
+        ] {
+            if value < min || value > QUIC_VARINT_MAX {
+                return Err(invalid(&format!(
+                    "quic_config.{name} must be between {min} and 2^62 - 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejects(config: ClientConfig, needle: &str) {
+        match config.validate() {
+            Err(ClientError::InvalidConfig(msg)) => {
+                assert!(msg.contains(needle), "{msg:?} should mention {needle:?}")
+            }
+            other => panic!("expected InvalidConfig mentioning {needle:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values_and_validate() {
+        let c = ClientConfig::default();
+        assert_eq!(c.brokers, vec!["localhost:9092"]);
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 10);
+        assert_eq!(c.keep_alive_interval, Duration::from_secs(30));
+        assert!(c.enable_tls);
+        assert!(c.tls_config.is_none());
+        assert_eq!(c.health_check_timeout, Duration::from_secs(5));
+        let r = RetryConfig::default();
+        assert_eq!(
+            (
+                r.max_retries,
+                r.base_delay,
+                r.max_delay,
+                r.multiplier,
+                r.jitter
+            ),
+            (
+                3,
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+                2.0,
+                true
+            )
+        );
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn broker_list_and_addresses() {
+        rejects(
+            ClientConfig {
+                brokers: vec![],
+                ..Default::default()
+            },
+            "brokers",
+        );
+        rejects(
+            ClientConfig {
+                brokers: vec!["no-port".into()],
+                ..Default::default()
+            },
+            "no-port",
+        );
+        rejects(
+            ClientConfig {
+                brokers: vec!["h:notaport".into()],
+                ..Default::default()
+            },
+            "port",
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_and_connections() {
+        rejects(
+            ClientConfig {
+                connect_timeout: Duration::ZERO,
+                ..Default::default()
+            },
+            "connect_timeout",
+        );
+        rejects(
+            ClientConfig {
+                request_timeout: Duration::ZERO,
+                ..Default::default()
+            },
+            "request_timeout",
+        );
+        rejects(
+            ClientConfig {
+                health_check_timeout: Duration::ZERO,
+                ..Default::default()
+            },
+            "health_check_timeout",
+        );
+        rejects(
+            ClientConfig {
+                max_connections: 0,
+                ..Default::default()
+            },
+            "max_connections",
+        );
+        rejects(
+            ClientConfig {
+                client_id: Some(String::new()),
+                ..Default::default()
+            },
+            "client_id",
+        );
+        // Zero disables the background health task; it is not an error.
+        ClientConfig {
+            keep_alive_interval: Duration::ZERO,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn plaintext_is_rejected_with_a_pointer_to_development_options() {
+        rejects(
+            ClientConfig {
+                enable_tls: false,
+                ..Default::default()
+            },
+            "insecure_skip_verify",
+        );
+    }
+
+    #[test]
+    fn retry_policy() {
+        let retry = |r: RetryConfig| ClientConfig {
+            retry_config: r,
+            ..Default::default()
+        };
+        rejects(
+            retry(RetryConfig {
+                multiplier: 0.5,
+                ..Default::default()
+            }),
+            "multiplier",
+        );
+        rejects(
+            retry(RetryConfig {
+                multiplier: f64::NAN,
+                ..Default::default()
+            }),
+            "multiplier",
+        );
+        rejects(
+            retry(RetryConfig {
+                base_delay: Duration::from_secs(20),
+                ..Default::default()
+            }),
+            "base_delay",
+        );
+    }
+
+    #[test]
+    fn tls_combinations() {
+        let tls = |t: TlsConfig| ClientConfig {
+            tls_config: Some(t),
+            ..Default::default()
+        };
+        rejects(
+            tls(TlsConfig {
+                client_cert: Some("c.pem".into()),
+                ..Default::default()
+            }),
+            "client_key",
+        );
+        rejects(
+            tls(TlsConfig {
+                client_key: Some("k.pem".into()),
+                ..Default::default()
+            }),
+            "client_cert",
+        );
+        rejects(
+            tls(TlsConfig {
+                ca_cert: Some("ca.pem".into()),
+                insecure_skip_verify: true,
+                ..Default::default()
+            }),
+            "contradict",
+        );
+        rejects(
+            tls(TlsConfig {
+                server_name: Some("not a name!".into()),
+                ..Default::default()
+            }),
+            "server_name",
+        );
+        rejects(
+            tls(TlsConfig {
+                ca_cert: Some(String::new()),
+                ..Default::default()
+            }),
+            "ca_cert",
+        );
+        tls(TlsConfig {
+            server_name: Some("10.0.0.1".into()),
+            ..Default::default()
+        })
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn auth_requires_its_fields() {
+        let auth = |a: AuthConfig| ClientConfig {
+            auth: Some(a),
+            ..Default::default()
+        };
+        rejects(
+            auth(AuthConfig {
+                username: Some("u".into()),
+                ..Default::default()
+            }),
+            "password",
+        );
+        rejects(
+            auth(AuthConfig {
+                method: AuthMethod::Token,
+                ..Default::default()
+            }),
+            "token",
+        );
+        auth(AuthConfig {
+            method: AuthMethod::Token,
+            token: Some("t".into()),
+            ..Default::default()
+        })
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn compression_levels_and_codec() {
+        let comp = |c: CompressionConfig| ClientConfig {
+            compression: c,
+            ..Default::default()
+        };
+        rejects(
+            comp(CompressionConfig {
+                enabled: true,
+                algorithm: CompressionAlgorithm::Gzip,
+                level: 12,
+                ..Default::default()
+            }),
+            "level",
+        );
+        rejects(
+            comp(CompressionConfig {
+                enabled: true,
+                algorithm: CompressionAlgorithm::Zstd,
+                level: 0,
+                ..Default::default()
+            }),
+            "level",
+        );
+        assert_eq!(CompressionConfig::default().codec(), Compression::None);
+        let on = CompressionConfig {
+            enabled: true,
+            algorithm: CompressionAlgorithm::Zstd,
+            ..Default::default()
+        };
+        assert_eq!(on.codec(), Compression::Zstd);
+        let none = CompressionConfig {
+            enabled: true,
+            algorithm: CompressionAlgorithm::None,
+            ..Default::default()
+        };
+        assert_eq!(none.codec(), Compression::None);
+    }
+
+    #[test]
+    fn quic_limits() {
+        let quic = |q: QuicConfig| ClientConfig {
+            quic_config: q,
+            ..Default::default()
+        };
+        rejects(
+            quic(QuicConfig {
+                max_idle_timeout: Duration::ZERO,
+                ..Default::default()
+            }),
+            "max_idle_timeout",
+        );
+        rejects(
+            quic(QuicConfig {
+                keep_alive_interval: Duration::from_secs(60),
+                ..Default::default()
+            }),
+            "keep_alive_interval",
+        );
+        rejects(
+            quic(QuicConfig {
+                initial_max_streams_bidi: 0,
+                ..Default::default()
+            }),
+            "initial_max_streams_bidi",
+        );
+        rejects(
+            quic(QuicConfig {
+                initial_max_data: u64::MAX,
+                ..Default::default()
+            }),
+            "initial_max_data",
+        );
+        quic(QuicConfig {
+            keep_alive_interval: Duration::ZERO,
+            ..Default::default()
+        })
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let auth = AuthConfig {
+            method: AuthMethod::SaslPlain,
+            username: Some("alice".into()),
+            password: Some("hunter2".into()),
+            token: Some("tok-secret".into()),
+        };
+        let client = ClientConfig {
+            auth: Some(auth.clone()),
+            ..Default::default()
+        };
+        for text in [
+            format!("{auth:?}"),
+            format!("{client:?}"),
+            format!("{client:#?}"),
+        ] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("tok-secret"),
+                "{text}"
+            );
+            assert!(
+                text.contains("alice") && text.contains("<redacted>"),
+                "{text}"
+            );
+        }
+        assert!(format!("{:?}", AuthConfig::default()).contains("password: None"));
+    }
+
+    #[test]
+    fn serde_round_trip_with_humantime_durations() {
+        let json = r#"{"brokers":["b:1"],"request_timeout":"5s","retry_config":{"base_delay":"250ms"},"compression":{"enabled":true,"algorithm":"zstd"},"auth":{"method":"token","token":"t"}}"#;
+        let c: ClientConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.retry_config.base_delay, Duration::from_millis(250));
+        assert_eq!(c.retry_config.max_retries, 3);
+        assert_eq!(c.compression.codec(), Compression::Zstd);
+        assert_eq!(c.auth.as_ref().map(|a| a.method), Some(AuthMethod::Token));
+        let again: ClientConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        assert!(serde_json::from_str::<ClientConfig>(r#"{"brokerz":[]}"#).is_err());
+    }
+}

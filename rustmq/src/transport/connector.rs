@@ -1,0 +1,289 @@
+//! Opening connections: UDP endpoints, QUIC transport parameters, TLS, and the hello exchange.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustmq_protocol::{HelloRequest, HelloResponse, Request, Response, PROTOCOL_VERSION};
+use tracing::Instrument;
+
+use super::address::is_loopback_ip;
+use super::tls::TlsSetup;
+use super::{check_answer, connection_error, exchange, BrokerAddress, Connection, Counters};
+use crate::config::{ClientConfig, QuicConfig};
+use crate::error::{ClientError, Result};
+
+/// Opens connections for one client. Owns the client's UDP endpoints (one per address
+/// family, bound on first use) and its QUIC client configurations.
+pub(crate) struct Connector {
+    verified: quinn::ClientConfig,
+    loopback: Option<quinn::ClientConfig>,
+    server_name: Option<String>,
+    quic: QuicConfig,
+    /// `[IPv4, IPv6]`.
+    endpoints: parking_lot::Mutex<[Option<quinn::Endpoint>; 2]>,
+    hello: HelloRequest,
+    connect_timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hello carries credentials: never print it.
+        f.debug_struct("Connector")
+            .field("client_id", &self.hello.client_id)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// Reads certificate files and prepares the QUIC configuration; binds nothing yet.
+    pub(crate) fn new(
+        config: &ClientConfig,
+        client_id: String,
+        counters: Arc<Counters>,
+    ) -> Result<Self> {
+        let tls = TlsSetup::new(config.tls_config.as_ref())?;
+        let transport = Arc::new(transport_config(&config.quic_config)?);
+        let quic_client = |tls: Arc<rustls::ClientConfig>| -> Result<quinn::ClientConfig> {
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| {
+                ClientError::Tls(format!("tls configuration unusable for quic: {e}"))
+            })?;
+            let mut quic = quinn::ClientConfig::new(Arc::new(crypto));
+            quic.transport_config(transport.clone());
+            Ok(quic)
+        };
+        Ok(Connector {
+            verified: quic_client(tls.verified)?,
+            loopback: tls.loopback.map(quic_client).transpose()?,
+            server_name: tls.server_name,
+            quic: config.quic_config.clone(),
+            endpoints: parking_lot::Mutex::new([None, None]),
+            hello: HelloRequest {
+                min_version: 1,
+                max_version: PROTOCOL_VERSION,
+                client_id,
+                credentials: config.auth.as_ref().map(|a| a.credentials()),
+            },
+            connect_timeout: config.connect_timeout,
+            counters,
+        })
+    }
+
+    /// Connects to `broker` and says hello, within `connect_timeout`.
+    ///
+    /// Every resolved address is tried at once and the first to complete wins: with UDP
+    /// there is no quick "connection refused" to fall back on, so trying them in turn could
+    /// spend the whole timeout on an address nobody listens on.
+    pub(crate) async fn connect(&self, broker: &BrokerAddress) -> Result<Connection> {
+        let span = tracing::debug_span!("connect", %broker);
+        async {
+            let started = Instant::now();
+            let attempt = async {
+                let attempts = broker
+                    .resolve()
+                    .await?
+                    .into_iter()
+                    .map(|addr| Box::pin(self.connect_addr(broker, addr)));
+                futures::future::select_ok(attempts)
+                    .await
+                    .map(|(conn, _rest)| conn)
+            };
+            let result = tokio::time::timeout(self.connect_timeout, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClientError::Connection(format!(
+                        "connecting to {broker} timed out after {} ms",
+                        self.connect_timeout.as_millis()
+                    )))
+                });
+            match &result {
+                Ok(conn) => tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    limits = ?conn.limits(),
+                    "connected"
+                ),
+                Err(error) => tracing::debug!(%error, "connect failed"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn connect_addr(&self, broker: &BrokerAddress, addr: SocketAddr) -> Result<Connection> {
+        // Loopback development trust needs both the configured name and the resolved address
+        // to be loopback, so that neither a hosts-file trick nor a typo extends it elsewhere.
+        let dev_trust = broker.is_loopback_name() && is_loopback_ip(addr.ip());
+        let config = match (&self.loopback, dev_trust) {
+            (Some(loopback), true) => loopback.clone(),
+            _ => self.verified.clone(),
+        };
+        let server_name = self.server_name.as_deref().unwrap_or(broker.host());
+        let connecting = self
+            .endpoint(addr.is_ipv6())?
+            .connect_with(config, addr, server_name)
+            .map_err(|e| match e {
+                quinn::ConnectError::InvalidServerName(name) => ClientError::Tls(format!(
+                    "{name:?} is not a valid tls server name; set tls_config.server_name"
+                )),
+                e => ClientError::Quic(format!("cannot connect to {addr}: {e}")),
+            })?;
+        let quic = connecting.await.map_err(connection_error)?;
+        tracing::debug!(%addr, dev_trust, "quic handshake done");
+        match self.hello(&quic).await {
+            Ok(hello) => Ok(Connection::new(
+                quic,
+                broker.to_string(),
+                hello,
+                self.quic.initial_max_streams_bidi,
+                self.counters.clone(),
+            )),
+            Err(e) => {
+                quic.close(0u32.into(), b"hello failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn hello(&self, quic: &quinn::Connection) -> Result<HelloResponse> {
+        let request = Request::Hello(self.hello.clone());
+        let response = exchange(quic, 1, request.to_frame(1), &self.counters).await?;
+        match check_answer(&request, response)? {
+            Response::Hello(hello) if (1..=PROTOCOL_VERSION).contains(&hello.version) => Ok(hello),
+            Response::Hello(hello) => Err(ClientError::UnexpectedResponse(format!(
+                "broker chose protocol version {}, this client speaks 1 to {PROTOCOL_VERSION}",
+                hello.version
+            ))),
+            other => Err(ClientError::unexpected_response(&other)),
+        }
+    }
+
+    /// The endpoint for an address family, bound on first use.
+    fn endpoint(&self, ipv6: bool) -> Result<quinn::Endpoint> {
+        let mut endpoints = self.endpoints.lock();
+        let slot = &mut endpoints[usize::from(ipv6)];
+        if let Some(endpoint) = slot {
+            return Ok(endpoint.clone());
+        }
+        let endpoint = bind(ipv6, &self.quic)?;
+        *slot = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    /// Closes every connection and waits (briefly) for the close to reach the brokers.
+    pub(crate) async fn close(&self) {
+        let endpoints: Vec<quinn::Endpoint> =
+            self.endpoints.lock().iter().flatten().cloned().collect();
+        for endpoint in &endpoints {
+            endpoint.close(0u32.into(), b"client closed");
+        }
+        let idle = futures::future::join_all(endpoints.iter().map(quinn::Endpoint::wait_idle));
+        if tokio::time::timeout(super::CLOSE_GRACE, idle)
+            .await
+            .is_err()
+        {
+            tracing::debug!("endpoints still draining after the close grace period");
+        }
+    }
+}
+
+/// Binds the UDP socket ourselves to apply the configured buffer sizes.
+fn bind(ipv6: bool, quic: &QuicConfig) -> Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    let (domain, addr) = if ipv6 {
+        (Domain::IPV6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+    } else {
+        (Domain::IPV4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    // Buffer sizes are a performance hint: an OS that refuses them still carries traffic.
+    if quic.send_buffer_size > 0 {
+        if let Err(error) = socket.set_send_buffer_size(quic.send_buffer_size) {
+            tracing::warn!(%error, size = quic.send_buffer_size, "cannot set SO_SNDBUF");
+        }
+    }
+    if quic.recv_buffer_size > 0 {
+        if let Err(error) = socket.set_recv_buffer_size(quic.recv_buffer_size) {
+            tracing::warn!(%error, size = quic.recv_buffer_size, "cannot set SO_RCVBUF");
+        }
+    }
+    socket.bind(&addr.into())?;
+    tracing::debug!(
+        local = ?socket.local_addr().ok().and_then(|a| a.as_socket()),
+        sndbuf = socket.send_buffer_size().ok(),
+        rcvbuf = socket.recv_buffer_size().ok(),
+        "udp socket bound"
+    );
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    Ok(endpoint)
+}
+
+/// Maps [`QuicConfig`] onto quinn's transport parameters (values validated beforehand).
+fn transport_config(quic: &QuicConfig) -> Result<quinn::TransportConfig> {
+    let varint = |name: &str, value: u64| {
+        quinn::VarInt::from_u64(value)
+            .map_err(|_| ClientError::InvalidConfig(format!("quic_config.{name} is too large")))
+    };
+    let idle = quinn::IdleTimeout::try_from(quic.max_idle_timeout).map_err(|_| {
+        ClientError::InvalidConfig("quic_config.max_idle_timeout is too large".into())
+    })?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(
+            (!quic.keep_alive_interval.is_zero()).then_some(quic.keep_alive_interval),
+        )
+        .max_idle_timeout(Some(idle))
+        .max_concurrent_bidi_streams(varint(
+            "initial_max_streams_bidi",
+            quic.initial_max_streams_bidi,
+        )?)
+        .max_concurrent_uni_streams(varint(
+            "initial_max_streams_uni",
+            quic.initial_max_streams_uni,
+        )?)
+        .receive_window(varint("initial_max_data", quic.initial_max_data)?)
+        .stream_receive_window(varint(
+            "initial_max_stream_data_bidi_local",
+            quic.initial_max_stream_data_bidi_local,
+        )?)
+        .send_window(quic.initial_max_data);
+    Ok(transport)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_quic_config_maps_onto_quinn() {
+        transport_config(&QuicConfig::default()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn binds_with_buffer_sizes() {
+        let endpoint = bind(false, &QuicConfig::default()).unwrap();
+        assert!(endpoint.local_addr().unwrap().port() != 0);
+    }
+
+    #[test]
+    fn debug_hides_credentials() {
+        let config = ClientConfig {
+            auth: Some(crate::config::AuthConfig {
+                username: Some("u".into()),
+                password: Some("secret-pw".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let connector = Connector::new(&config, "id".into(), Arc::default()).unwrap();
+        assert!(!format!("{connector:?}").contains("secret-pw"));
+    }
+}

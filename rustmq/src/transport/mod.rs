@@ -1,0 +1,389 @@
+//! QUIC transport: the only module tree that names quinn.
+//!
+//! ```text
+//! RustMqClient ──request──▶ Pool ──pick least-loaded live Connection (open one if all busy)──┐
+//!                            │  ▲                                                           │
+//!                            │  └── safe requests re-sent after a lost connection           ▼
+//!                            │                                   Connection: permit (in-flight cap)
+//!                            │                                     open_bi ─▶ frame ─▶ finish
+//!                            │                                     read 12-byte header, body
+//!                            │                                     Response / ClientError
+//!                            └── Connector: resolve ─▶ QUIC + TLS 1.3 handshake ─▶ hello
+//! ```
+//!
+//! Every connection starts with a hello exchange that negotiates the protocol version,
+//! presents the credentials and returns the broker's limits. After that each request travels
+//! on its own bidirectional stream, so a slow request (a long-poll fetch) never blocks others.
+
+mod address;
+pub(crate) mod backoff;
+mod connector;
+mod pool;
+#[cfg(test)]
+pub(crate) mod test_broker;
+mod tls;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rustmq_protocol::{
+    BrokerLimits, Frame, FrameHeader, HelloResponse, PingRequest, Request, Response,
+    FRAME_HEADER_LEN,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{ClientError, Result};
+
+pub(crate) use address::BrokerAddress;
+pub(crate) use pool::{spawn_health_task, Pool};
+
+/// Largest response body the client reads: fetch answers can be much larger than the
+/// broker's request limit, but a corrupt or hostile length must not make us buffer gigabytes.
+pub(crate) const MAX_RESPONSE_BYTES: u32 = 256 * 1024 * 1024;
+
+/// Client-wide counters, shared by the pool and its connections.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) total_requests: AtomicU64,
+    pub(crate) failed_requests: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// One QUIC connection to a broker, past its hello exchange.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    quic: quinn::Connection,
+    broker: String,
+    hello: HelloResponse,
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    next_request_id: AtomicU32,
+    counters: Arc<Counters>,
+    /// A background probe of this connection is running.
+    probing: AtomicBool,
+}
+
+impl Connection {
+    /// Wraps a connection whose hello exchange (request id 1) succeeded.
+    fn new(
+        quic: quinn::Connection,
+        broker: String,
+        hello: HelloResponse,
+        stream_limit: u64,
+        counters: Arc<Counters>,
+    ) -> Self {
+        // The broker's in-flight limit and our own stream limit both bound concurrency; a
+        // broker announcing 0 still gets one request at a time rather than none. One slot is
+        // kept back for health pings, so that a connection saturated with long-poll fetches
+        // still answers its ping instead of being closed as dead.
+        let cap = u64::from(hello.limits.max_in_flight)
+            .min(stream_limit)
+            .clamp(1, 1 << 16);
+        let max_in_flight = usize::try_from(cap.saturating_sub(1).max(1)).unwrap_or(1);
+        Connection {
+            quic,
+            broker,
+            hello,
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            next_request_id: AtomicU32::new(2),
+            counters,
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    /// The broker address this connection was opened to.
+    pub(crate) fn broker(&self) -> &str {
+        &self.broker
+    }
+
+    /// The broker's limits from the hello answer.
+    pub(crate) fn limits(&self) -> BrokerLimits {
+        self.hello.limits.clone()
+    }
+
+    /// Requests currently in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.max_in_flight - self.permits.available_permits()
+    }
+
+    /// An in-flight slot if one is free now.
+    pub(crate) fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits for an in-flight slot.
+    pub(crate) async fn reserve(&self) -> Result<OwnedSemaphorePermit> {
+        // The semaphore is never closed; a closed one would mean the connection is gone.
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ClientError::Connection(format!("connection to {} closed", self.broker)))
+    }
+
+    /// Whether QUIC reports the connection closed (by either side, or idle).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.quic.close_reason().is_some()
+    }
+
+    /// Closes the connection; requests in flight fail.
+    pub(crate) fn close(&self, reason: &str) {
+        self.quic.close(0u32.into(), reason.as_bytes());
+    }
+
+    /// Sends `request` in the slot `permit` and reads its answer; an error answer becomes the
+    /// matching [`ClientError`].
+    pub(crate) async fn request(
+        &self,
+        request: &Request,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Response> {
+        let response = self.send(request).await;
+        drop(permit);
+        response
+    }
+
+    /// Pings the broker outside the in-flight limit; the round-trip time on success.
+    pub(crate) async fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let nonce = fastrand::u64(..);
+        let request = Request::Ping(PingRequest { nonce });
+        match tokio::time::timeout(timeout, self.send(&request)).await {
+            Err(_) => Err(ClientError::timeout(timeout)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Response::Ping(pong))) if pong.nonce == nonce => Ok(started.elapsed()),
+            Ok(Ok(_)) => Err(ClientError::UnexpectedResponse(
+                "ping answered with another nonce".into(),
+            )),
+        }
+    }
+
+    /// Marks a probe as started; false if one is already running.
+    pub(crate) fn start_probe(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn end_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
+    async fn send(&self, request: &Request) -> Result<Response> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let frame = request.to_frame(id);
+        let body_len = frame.len() - FRAME_HEADER_LEN;
+        let max = self.hello.limits.max_frame_bytes as usize;
+        if body_len > max {
+            return Err(ClientError::MessageTooLarge {
+                size: body_len,
+                max_size: max,
+            });
+        }
+        let response = exchange(&self.quic, id, frame, &self.counters).await?;
+        check_answer(request, response)
+    }
+}
+
+/// One request on a fresh bidirectional stream: write the frame, finish, read the answer.
+async fn exchange(
+    quic: &quinn::Connection,
+    id: u32,
+    frame: Bytes,
+    counters: &Counters,
+) -> Result<Response> {
+    let (mut send, mut recv) = quic.open_bi().await.map_err(connection_error)?;
+    send.write_all(&frame).await.map_err(write_error)?;
+    // Finishing tells the broker the request is complete; an error here means the stream was
+    // already reset, which the read below reports better.
+    let _ = send.finish();
+    Counters::add(&counters.bytes_sent, frame.len());
+
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    recv.read_exact(&mut head).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(n) => ClientError::Quic(format!(
+            "broker ended the response stream after {n} header bytes"
+        )),
+        quinn::ReadExactError::ReadError(e) => read_error(e),
+    })?;
+    let header = FrameHeader::parse_checked(&head, MAX_RESPONSE_BYTES)?;
+    if header.request_id != id {
+        return Err(ClientError::UnexpectedResponse(format!(
+            "answer for request {} on the stream of request {id}",
+            header.request_id
+        )));
+    }
+    let body = read_body(&mut recv, header.body_len as usize).await?;
+    Counters::add(&counters.bytes_received, FRAME_HEADER_LEN + body.len());
+    Ok(Response::from_frame(&Frame { header, body })?)
+}
+
+/// Reads exactly `len` bytes, growing the buffer as data arrives rather than trusting the
+/// announced length with one allocation.
+async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes> {
+    let mut buf = BytesMut::new();
+    while buf.len() < len {
+        match recv
+            .read_chunk(len - buf.len(), true)
+            .await
+            .map_err(read_error)?
+        {
+            // The common case of a body arriving in one chunk needs no copy.
+            Some(chunk) if buf.is_empty() && chunk.bytes.len() == len => return Ok(chunk.bytes),
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => {
+                return Err(ClientError::Quic(format!(
+                    "broker ended the response stream after {} of {len} body bytes",
+                    buf.len()
+                )))
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Turns error answers into errors and rejects answers of another kind.
+fn check_answer(request: &Request, response: Response) -> Result<Response> {
+    match response {
+        Response::Error(e) => Err(ClientError::from_response(e)),
+        r if r.kind() == Some(request.kind()) => Ok(r),
+        r => Err(ClientError::UnexpectedResponse(format!(
+            "{} answer to a {} request",
+            r.kind().map_or("unknown", |k| k.name()),
+            request.kind()
+        ))),
+    }
+}
+
+/// TLS alerts travel as QUIC error codes 0x100-0x1ff.
+fn is_crypto(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+/// Maps the loss of a connection to the client's error.
+fn connection_error(e: quinn::ConnectionError) -> ClientError {
+    use quinn::ConnectionError as E;
+    match e {
+        E::TransportError(t) if is_crypto(t.code) => ClientError::Tls(t.reason.clone()),
+        E::ConnectionClosed(c) if is_crypto(c.error_code) => ClientError::Tls(format!(
+            "broker rejected the handshake: {}",
+            String::from_utf8_lossy(&c.reason)
+        )),
+        E::ApplicationClosed(c) => ClientError::Connection(format!(
+            "closed by broker: {}",
+            String::from_utf8_lossy(&c.reason)
+        )),
+        E::TransportError(_) | E::VersionMismatch | E::CidsExhausted => {
+            ClientError::Quic(e.to_string())
+        }
+        E::ConnectionClosed(_) | E::Reset | E::TimedOut | E::LocallyClosed => {
+            ClientError::Connection(format!("connection lost: {e}"))
+        }
+    }
+}
+
+fn write_error(e: quinn::WriteError) -> ClientError {
+    match e {
+        quinn::WriteError::ConnectionLost(e) => connection_error(e),
+        e => ClientError::Quic(format!("request stream: {e}")),
+    }
+}
+
+fn read_error(e: quinn::ReadError) -> ClientError {
+    match e {
+        quinn::ReadError::ConnectionLost(e) => connection_error(e),
+        e => ClientError::Quic(format!("response stream: {e}")),
+    }
+}
+
+/// Requests that may be sent again after a lost connection: reading them twice changes
+/// nothing on the broker. Produce, topic changes, group membership and commits are left to
+/// the layers that know how to repeat them safely.
+pub(crate) fn is_safe_to_repeat(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Ping(_)
+            | Request::Metadata(_)
+            | Request::ListTopics(_)
+            | Request::DescribeTopic(_)
+            | Request::Fetch(_)
+            | Request::ListOffsets(_)
+            | Request::FetchOffsets(_)
+            | Request::DescribeGroup(_)
+            | Request::ListGroups(_)
+            | Request::Hello(_)
+    )
+}
+
+/// Upper bound for waiting on graceful closes.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustmq_protocol::*;
+
+    #[test]
+    fn only_reads_are_safe_to_repeat() {
+        assert!(is_safe_to_repeat(&Request::Ping(PingRequest { nonce: 1 })));
+        assert!(is_safe_to_repeat(&Request::ListTopics(
+            ListTopicsRequest {}
+        )));
+        assert!(!is_safe_to_repeat(&Request::DeleteTopic(
+            DeleteTopicRequest { name: "t".into() }
+        )));
+        assert!(!is_safe_to_repeat(&Request::InitProducer(
+            InitProducerRequest { name: None }
+        )));
+    }
+
+    #[test]
+    fn error_answers_and_wrong_kinds() {
+        let ping = Request::Ping(PingRequest { nonce: 1 });
+        let err = Response::Error(ErrorResponse {
+            code: ErrorCode::Throttled,
+            message: "x".into(),
+        });
+        assert!(matches!(
+            check_answer(&ping, err),
+            Err(ClientError::Broker {
+                code: ErrorCode::Throttled,
+                ..
+            })
+        ));
+        let wrong = Response::ListGroups(ListGroupsResponse { groups: vec![] });
+        assert!(matches!(
+            check_answer(&ping, wrong),
+            Err(ClientError::UnexpectedResponse(_))
+        ));
+        let right = Response::Ping(PingResponse { nonce: 1 });
+        assert!(check_answer(&ping, right).is_ok());
+    }
+
+    #[test]
+    fn crypto_close_codes_are_tls_errors() {
+        let close = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(42),
+            frame_type: None,
+            reason: Bytes::from_static(b"bad certificate"),
+        });
+        assert!(matches!(connection_error(close), ClientError::Tls(_)));
+        assert!(matches!(
+            connection_error(quinn::ConnectionError::TimedOut),
+            ClientError::Connection(_)
+        ));
+        assert!(matches!(
+            connection_error(quinn::ConnectionError::VersionMismatch),
+            ClientError::Quic(_)
+        ));
+    }
+}
