@@ -1,1 +1,160 @@
-//! Placeholder so the crate builds.
+//! Helpers shared by the integration tests in `tests/tests/`: batches, produce and fetch over a
+//! real client, and a raw QUIC peer for misbehaving-client tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustmq::RustMqClient;
+use rustmq_protocol::*;
+
+/// One record to put in a test batch.
+#[derive(Debug, Clone)]
+pub struct TestRecord {
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Timestamp (ms).
+    pub timestamp: i64,
+}
+
+impl TestRecord {
+    /// A record with a value and a timestamp.
+    pub fn new(value: impl Into<Vec<u8>>, timestamp: i64) -> Self {
+        Self {
+            key: None,
+            value: value.into(),
+            headers: Vec::new(),
+            timestamp,
+        }
+    }
+}
+
+/// Encodes records as one batch.
+pub fn batch(records: &[TestRecord], codec: Compression) -> Bytes {
+    let mut b = RecordBatchBuilder::new().compression(codec, 3);
+    for r in records {
+        b.push(
+            r.timestamp,
+            r.key.as_deref(),
+            Some(&r.value),
+            r.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        );
+    }
+    b.build().expect("test batch encodes")
+}
+
+/// Sends one batch and returns the answer.
+pub async fn produce(client: &RustMqClient, topic: &str, partition: u32, batch: Bytes, acks: Acks) -> rustmq::Result<ProduceResponse> {
+    let req = Request::Produce(ProduceRequest {
+        topic: topic.into(),
+        partition,
+        acks,
+        timeout_ms: 10_000,
+        batch,
+    });
+    match client.raw_request(req).await? {
+        Response::Produce(r) => Ok(r),
+        other => panic!("unexpected answer to produce: {other:?}"),
+    }
+}
+
+/// One fetch.
+pub async fn fetch(client: &RustMqClient, topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> rustmq::Result<FetchResponse> {
+    let req = Request::Fetch(FetchRequest {
+        topic: topic.into(),
+        partition,
+        offset,
+        max_bytes: 1 << 20,
+        max_wait_ms,
+    });
+    match client.raw_request(req).await? {
+        Response::Fetch(r) => Ok(r),
+        other => panic!("unexpected answer to fetch: {other:?}"),
+    }
+}
+
+/// Every record from `from` up to the high watermark, and the raw batches they came in.
+pub async fn fetch_all(client: &RustMqClient, topic: &str, partition: u32, from: u64) -> (Vec<Record>, Vec<Bytes>) {
+    let mut records = Vec::new();
+    let mut raw = Vec::new();
+    let mut offset = from;
+    loop {
+        let resp = fetch(client, topic, partition, offset, 0).await.expect("fetch");
+        if resp.records.is_empty() {
+            assert_eq!(offset, resp.high_watermark, "fetch returned nothing before the high watermark");
+            return (records, raw);
+        }
+        for batch in BatchIter::new(resp.records) {
+            let batch = batch.expect("stored batch is valid");
+            raw.push(batch.as_bytes().clone());
+            for rec in batch.records().expect("records decode") {
+                let rec = rec.expect("record decodes");
+                if rec.offset >= offset {
+                    records.push(rec);
+                }
+            }
+            offset = batch.header().next_offset();
+        }
+    }
+}
+
+/// Installs a test log subscriber once (RUST_LOG controls it).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A bare QUIC connection to a broker, for sending arbitrary bytes.
+pub async fn raw_connection(addr: SocketAddr, cert_pem: &str) -> quinn::Connection {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint.connect(addr, "localhost").expect("connect").await.expect("handshake")
+}
+
+/// Sends `bytes` on a new stream, finishes it, and reads whatever comes back.
+pub async fn raw_exchange(conn: &quinn::Connection, bytes: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = conn.open_bi().await.expect("open stream");
+    // The broker may stop the stream before everything is written; that is a valid answer.
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    recv.read_to_end(64 << 20).await.unwrap_or_default()
+}
+
+/// Says hello on a raw connection.
+pub async fn raw_hello(conn: &quinn::Connection) {
+    let hello = Request::Hello(HelloRequest {
+        min_version: 1,
+        max_version: 1,
+        client_id: "raw".into(),
+        credentials: None,
+    });
+    let answer = raw_exchange(conn, &hello.to_frame(1)).await;
+    let frame = decode_one(&answer).expect("hello answer");
+    assert!(matches!(Response::from_frame(&frame), Ok(Response::Hello(_))));
+}
+
+/// Decodes the first frame of `bytes`.
+pub fn decode_one(bytes: &[u8]) -> Option<Frame> {
+    let mut d = FrameDecoder::new(u32::MAX);
+    d.extend(bytes);
+    d.next_frame().ok().flatten()
+}

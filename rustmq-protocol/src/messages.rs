@@ -186,6 +186,7 @@ wire_struct! {
 
 wire_struct! {
     /// Per-topic settings; `None` takes the broker default.
+    #[derive(Default)]
     pub struct TopicSettings {
         /// Delete segments older than this (ms).
         pub retention_ms: Option<u64>,

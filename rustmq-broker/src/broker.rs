@@ -1,0 +1,249 @@
+//! The embeddable broker: a builder, and the handle of a running broker.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{BrokerConfig, ConfigError};
+use crate::error::BrokerError;
+use crate::groups::GroupCoordinator;
+use crate::handler::Core;
+use crate::producers::ProducerIds;
+use crate::server::{Server, ServerError};
+use crate::storage::FlushPolicy;
+use crate::tls::BrokerIdentity;
+use crate::topics::TopicManager;
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be opened or recovered.
+    #[error("cannot open data directory: {0}")]
+    Storage(#[from] BrokerError),
+    /// The QUIC endpoint could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The certificate could not be loaded or generated.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Entry point: `Broker::builder()`.
+#[derive(Debug)]
+pub struct Broker;
+
+impl Broker {
+    /// A builder with the default configuration (127.0.0.1:9092, `./rustmq-data`).
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder {
+            config: BrokerConfig::default(),
+        }
+    }
+}
+
+/// Configures and starts a broker.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rustmq_broker::StartError> {
+/// let broker = rustmq_broker::Broker::builder()
+///     .data_dir("/tmp/rustmq")
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .start()
+///     .await?;
+/// println!("listening on {}, trust {}", broker.local_addr(), broker.cert_path().display());
+/// broker.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BrokerBuilder {
+    config: BrokerConfig,
+}
+
+impl BrokerBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: BrokerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Where data lives.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self
+    }
+
+    /// Address to listen on; port 0 picks a free port.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+
+    /// Whether producing to an unknown topic creates it.
+    pub fn auto_create_topics(mut self, enabled: bool) -> Self {
+        self.config.auto_create_topics = enabled;
+        self
+    }
+
+    /// Starts serving on the current tokio runtime.
+    pub async fn start(self) -> Result<BrokerHandle, StartError> {
+        let config = self.config;
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| BrokerError::io("create data directory", e))?;
+        let identity = BrokerIdentity::load_or_generate(&config.tls, &config.data_dir)?;
+        let topics = TopicManager::open(&config.data_dir, config.log.clone())?;
+        let groups = GroupCoordinator::open(&config.data_dir)?;
+        let producer_ids = ProducerIds::open(&config.data_dir)?;
+        let server = Server::bind(config.listen, &identity, &config.limits)?;
+        let local_addr = server
+            .local_addr()
+            .map_err(|e| BrokerError::io("read bound address", e))?;
+        let core = Arc::new(Core {
+            port: local_addr.port(),
+            config,
+            topics,
+            producer_ids,
+            groups,
+            shutting_down: Default::default(),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(server.run(Arc::clone(&core), stop_rx.clone()))];
+        tasks.push(spawn_periodic(
+            core.config.log.retention_check_interval,
+            stop_rx.clone(),
+            {
+                let core = Arc::clone(&core);
+                move || core.apply_retention()
+            },
+        ));
+        tasks.push(spawn_periodic(
+            Duration::from_millis(100),
+            stop_rx.clone(),
+            {
+                let core = Arc::clone(&core);
+                move || core.groups.reap(&core.topics)
+            },
+        ));
+        if let FlushPolicy::Interval(every) = core.config.log.flush.0 {
+            tasks.push(spawn_periodic(every, stop_rx, {
+                let core = Arc::clone(&core);
+                move || core.flush_all()
+            }));
+        }
+        tracing::info!(%local_addr, data_dir = %core.config.data_dir.display(), "broker started");
+        Ok(BrokerHandle {
+            local_addr,
+            trust_pem: identity.trust_pem,
+            trust_path: identity.trust_path,
+            core,
+            stop: stop_tx,
+            tasks,
+        })
+    }
+}
+
+fn spawn_periodic(
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    f: impl Fn() + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => f(),
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    })
+}
+
+/// A running broker. Dropping it stops the broker without waiting; prefer
+/// [`BrokerHandle::shutdown`], which flushes every partition first.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    local_addr: SocketAddr,
+    trust_pem: String,
+    trust_path: PathBuf,
+    core: Arc<Core>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The address the broker listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// PEM of the certificate a client should trust to reach this broker.
+    pub fn cert_pem(&self) -> &str {
+        &self.trust_pem
+    }
+
+    /// Path of that PEM file (pass it as the client's `ca_cert`).
+    pub fn cert_path(&self) -> &Path {
+        &self.trust_path
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.core.config.data_dir
+    }
+
+    /// The broker's topics (for inspection in tests and tools).
+    pub fn topics(&self) -> &TopicManager {
+        &self.core.topics
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.core.config
+    }
+
+    /// Stops accepting, closes connections, flushes and closes every partition.
+    pub async fn shutdown(mut self) {
+        self.stop_now();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        let core = Arc::clone(&self.core);
+        let closed = tokio::task::spawn_blocking(move || {
+            for log in core.topics.all_logs() {
+                if let Err(e) = log.close() {
+                    tracing::error!(error = %e, "closing a partition failed");
+                }
+            }
+        })
+        .await;
+        if closed.is_err() {
+            tracing::error!("closing partitions panicked");
+        }
+        tracing::info!("broker stopped");
+    }
+
+    fn stop_now(&self) {
+        self.core.shutting_down.store(true, Ordering::Relaxed);
+        self.stop.send_replace(true);
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            self.stop_now();
+            self.core.flush_all();
+        }
+    }
+}

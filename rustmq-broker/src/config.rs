@@ -1,0 +1,338 @@
+//! Broker configuration: defaults, the TOML file format, and validation.
+//!
+//! ```toml
+//! listen = "127.0.0.1:9092"
+//! data_dir = "./rustmq-data"
+//! broker_id = 0
+//! auto_create_topics = true
+//! default_partitions = 1
+//!
+//! [tls]
+//! cert = "/etc/rustmq/broker.pem"   # omit both for a generated, persisted self-signed certificate
+//! key = "/etc/rustmq/broker-key.pem"
+//!
+//! [limits]
+//! max_frame_bytes = 16777216
+//! max_batch_bytes = 8388608
+//! max_connections = 1024
+//! max_in_flight_per_connection = 256
+//!
+//! [log]
+//! segment_bytes = 134217728
+//! index_interval_bytes = 4096
+//! retention_ms = 604800000          # optional
+//! retention_bytes = 1073741824      # optional, per partition
+//! flush = "os"                      # "always", "os", or "interval:100ms"
+//! retention_check_interval = "30s"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{FlushPolicy, LogConfig};
+
+/// Everything a broker needs to start. Every field has a working default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// UDP address to listen on (QUIC). Default `127.0.0.1:9092`.
+    pub listen: SocketAddr,
+    /// Host name advertised in metadata; defaults to the listen IP.
+    pub advertised_host: Option<String>,
+    /// Directory holding topics, group offsets and the generated certificate.
+    pub data_dir: PathBuf,
+    /// This broker's id.
+    pub broker_id: u32,
+    /// Create a topic on the first produce to it.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic.
+    pub default_partitions: u32,
+    /// TLS certificate; when absent a self-signed one is generated and kept in the data dir.
+    pub tls: TlsSettings,
+    /// Request and connection limits.
+    pub limits: Limits,
+    /// Storage settings applied to every partition unless a topic overrides them.
+    pub log: LogSettings,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: None,
+            data_dir: PathBuf::from("./rustmq-data"),
+            broker_id: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            tls: TlsSettings::default(),
+            limits: Limits::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// Certificate and key of the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// Limits that protect the broker from any one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request frame body (bytes).
+    pub max_frame_bytes: u32,
+    /// Largest record batch in a produce request (bytes).
+    pub max_batch_bytes: u32,
+    /// Concurrent client connections; more are refused.
+    pub max_connections: u32,
+    /// Concurrent requests (QUIC streams) per connection.
+    pub max_in_flight_per_connection: u32,
+    /// A request that takes longer than this to arrive is abandoned (ms).
+    pub request_read_timeout_ms: u64,
+    /// Longest long-poll a fetch may ask for (ms).
+    pub max_fetch_wait_ms: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: rustmq_protocol::DEFAULT_MAX_FRAME_BYTES,
+            max_batch_bytes: 8 * 1024 * 1024,
+            max_connections: 1024,
+            max_in_flight_per_connection: 256,
+            request_read_timeout_ms: 30_000,
+            max_fetch_wait_ms: 60_000,
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Roll a segment at this size (bytes).
+    pub segment_bytes: u64,
+    /// One sparse index entry per this many bytes.
+    pub index_interval_bytes: u32,
+    /// Delete segments older than this (ms).
+    pub retention_ms: Option<u64>,
+    /// Keep at most about this many bytes per partition.
+    pub retention_bytes: Option<u64>,
+    /// When appended data is forced to disk: `always`, `os` or `interval:<duration>`.
+    pub flush: FlushSetting,
+    /// How often retention runs.
+    #[serde(with = "humantime_serde")]
+    pub retention_check_interval: Duration,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Self {
+            segment_bytes: log.segment_bytes,
+            index_interval_bytes: log.index_interval_bytes,
+            retention_ms: None,
+            retention_bytes: None,
+            flush: FlushSetting(FlushPolicy::Os),
+            retention_check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl LogSettings {
+    /// The storage config for one partition, with topic overrides applied.
+    pub fn log_config(&self, overrides: &rustmq_protocol::TopicSettings) -> LogConfig {
+        LogConfig {
+            segment_bytes: overrides.segment_bytes.unwrap_or(self.segment_bytes),
+            index_interval_bytes: self.index_interval_bytes,
+            retention_bytes: overrides.retention_bytes.or(self.retention_bytes),
+            retention_ms: overrides.retention_ms.or(self.retention_ms),
+            flush: self.flush.0.clone(),
+            ..LogConfig::default()
+        }
+    }
+}
+
+/// A [`FlushPolicy`] written as `always`, `os` or `interval:100ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlushSetting(pub FlushPolicy);
+
+impl FromStr for FlushSetting {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let policy = match s.trim() {
+            "always" => FlushPolicy::Always,
+            "os" => FlushPolicy::Os,
+            other => match other.strip_prefix("interval:") {
+                Some(d) => FlushPolicy::Interval(
+                    humantime_serde::re::humantime::parse_duration(d.trim())
+                        .map_err(|e| ConfigError::Invalid(format!("flush interval {d:?}: {e}")))?,
+                ),
+                None => {
+                    return Err(ConfigError::Invalid(format!(
+                        "flush must be \"always\", \"os\" or \"interval:<duration>\", not {other:?}"
+                    )))
+                }
+            },
+        };
+        Ok(FlushSetting(policy))
+    }
+}
+
+impl std::fmt::Display for FlushSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            FlushPolicy::Always => f.write_str("always"),
+            FlushPolicy::Os => f.write_str("os"),
+            FlushPolicy::Interval(d) => write!(
+                f,
+                "interval:{}",
+                humantime_serde::re::humantime::format_duration(*d)
+            ),
+        }
+    }
+}
+
+impl Serialize for FlushSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FlushSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl BrokerConfig {
+    /// Reads a TOML file; fields not present keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.default_partitions == 0 {
+            return bad("default_partitions must be at least 1");
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            return bad("limits.max_frame_bytes must be at least 1024");
+        }
+        if self.limits.max_batch_bytes == 0
+            || self.limits.max_batch_bytes > self.limits.max_frame_bytes
+        {
+            return bad("limits.max_batch_bytes must be between 1 and limits.max_frame_bytes");
+        }
+        if self.limits.max_connections == 0 || self.limits.max_in_flight_per_connection == 0 {
+            return bad(
+                "limits.max_connections and limits.max_in_flight_per_connection must be at least 1",
+            );
+        }
+        if self.log.segment_bytes < 1024 {
+            return bad("log.segment_bytes must be at least 1024");
+        }
+        if self.log.index_interval_bytes == 0 {
+            return bad("log.index_interval_bytes must be at least 1");
+        }
+        if let FlushPolicy::Interval(d) = self.log.flush.0 {
+            if d.is_zero() {
+                return bad("log.flush interval must be greater than zero");
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key must be given together");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_file_parses() {
+        let cfg: BrokerConfig = toml::from_str(
+            r#"
+            listen = "0.0.0.0:9999"
+            data_dir = "/tmp/x"
+            auto_create_topics = false
+            [limits]
+            max_frame_bytes = 2048
+            max_batch_bytes = 1024
+            [log]
+            flush = "interval:250ms"
+            retention_bytes = 100
+            retention_check_interval = "5s"
+            "#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(
+            cfg.log.flush.0,
+            FlushPolicy::Interval(Duration::from_millis(250))
+        );
+        assert_eq!(cfg.log.retention_check_interval, Duration::from_secs(5));
+        assert!(!cfg.auto_create_topics);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<BrokerConfig>("listne = \"1.2.3.4:1\"").is_err());
+        assert!(toml::from_str::<BrokerConfig>("[log]\nflush = \"sometimes\"").is_err());
+        let cfg = BrokerConfig {
+            default_partitions: 0,
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+}

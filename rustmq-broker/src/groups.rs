@@ -1,0 +1,520 @@
+//! Consumer groups: membership, rebalancing, assignment, and durable committed offsets.
+//!
+//! ```text
+//!  JoinGroup ──► member added ──► group Rebalancing (generation g)
+//!                                   │  members learn it from their next heartbeat and rejoin
+//!                                   ▼
+//!          every member rejoined, or the rebalance timeout passed (stragglers removed)
+//!                                   │
+//!                                   ▼
+//!            assignment computed, generation g+1, every pending JoinGroup answered
+//! ```
+//!
+//! A member that sends no heartbeat within its session timeout is removed by the reaper and the
+//! group rebalances. Commits from a member are fenced by generation: a member of an older
+//! generation cannot overwrite the offsets of the partitions' new owner. Committed offsets are
+//! kept in one file per group, replaced atomically and fsynced on every commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rustmq_protocol::*;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::BrokerError;
+use crate::topics::{write_durably, TopicManager};
+
+#[derive(Debug)]
+struct Member {
+    client_id: String,
+    topics: Vec<String>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    last_seen: Instant,
+    assignment: Vec<TopicPartitions>,
+}
+
+#[derive(Debug)]
+struct Group {
+    generation: u32,
+    members: BTreeMap<String, Member>,
+    rebalancing: bool,
+    joined: BTreeSet<String>,
+    deadline: Instant,
+    completed: watch::Sender<u32>,
+    offsets: BTreeMap<(String, u32), u64>,
+}
+
+impl Group {
+    fn new(offsets: BTreeMap<(String, u32), u64>) -> Self {
+        Self {
+            generation: 0,
+            members: BTreeMap::new(),
+            rebalancing: false,
+            joined: BTreeSet::new(),
+            deadline: Instant::now(),
+            completed: watch::channel(0).0,
+            offsets,
+        }
+    }
+
+    fn start_rebalance(&mut self) {
+        if !self.rebalancing {
+            self.rebalancing = true;
+            self.joined.clear();
+            let timeout = self
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or(Duration::from_secs(10));
+            self.deadline = Instant::now() + timeout;
+        }
+    }
+
+    /// Round-robin over every subscribed partition, members in id order, so that partitions of
+    /// one topic spread evenly.
+    fn complete_rebalance(&mut self, topics: &TopicManager) {
+        let stragglers: Vec<String> = self
+            .members
+            .keys()
+            .filter(|id| !self.joined.contains(*id))
+            .cloned()
+            .collect();
+        for id in stragglers {
+            tracing::info!(member = %id, "removed from group: did not rejoin in time");
+            self.members.remove(&id);
+        }
+        for m in self.members.values_mut() {
+            m.assignment.clear();
+        }
+        let subscribed: BTreeSet<String> = self
+            .members
+            .values()
+            .flat_map(|m| m.topics.iter().cloned())
+            .collect();
+        for topic in subscribed {
+            let Some(t) = topics.get(&topic) else {
+                continue;
+            };
+            let owners: Vec<&String> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.topics.contains(&topic))
+                .map(|(id, _)| id)
+                .collect();
+            let mut per_member: HashMap<String, Vec<u32>> = HashMap::new();
+            for p in 0..t.partitions.len() as u32 {
+                let owner = owners[p as usize % owners.len()].clone();
+                per_member.entry(owner).or_default().push(p);
+            }
+            for (id, partitions) in per_member {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.assignment.push(TopicPartitions {
+                        topic: topic.clone(),
+                        partitions,
+                    });
+                }
+            }
+        }
+        self.generation += 1;
+        self.rebalancing = false;
+        self.joined.clear();
+        let now = Instant::now();
+        for m in self.members.values_mut() {
+            m.last_seen = now;
+        }
+        self.completed.send_replace(self.generation);
+        tracing::info!(
+            generation = self.generation,
+            members = self.members.len(),
+            "group rebalanced"
+        );
+    }
+
+    fn state(&self) -> &'static str {
+        if self.rebalancing {
+            "rebalancing"
+        } else if self.members.is_empty() {
+            "empty"
+        } else {
+            "stable"
+        }
+    }
+}
+
+/// All consumer groups of a broker.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    dir: PathBuf,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+fn group_file(dir: &Path, group: &str) -> PathBuf {
+    let hex: String = group.bytes().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{hex}.offsets"))
+}
+
+fn persist_offsets(
+    dir: &Path,
+    group: &str,
+    offsets: &BTreeMap<(String, u32), u64>,
+) -> std::io::Result<()> {
+    let text: String = offsets
+        .iter()
+        .map(|((t, p), o)| format!("{t}\t{p}\t{o}\n"))
+        .collect();
+    write_durably(&group_file(dir, group), text.as_bytes())
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn unknown_member(group: &str, member: &str) -> BrokerError {
+    BrokerError::new(
+        ErrorCode::UnknownMember,
+        format!("member {member:?} is not in group {group:?}"),
+    )
+}
+
+impl GroupCoordinator {
+    /// Loads committed offsets from `data_dir/groups`.
+    pub fn open(data_dir: &Path) -> Result<Self, BrokerError> {
+        let dir = data_dir.join("groups");
+        std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("create groups directory", e))?;
+        let mut groups = HashMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| BrokerError::io("list groups", e))? {
+            let path = entry.map_err(|e| BrokerError::io("list groups", e))?.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".offsets"))
+                .and_then(unhex)
+            else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| BrokerError::io("read group offsets", e))?;
+            let mut offsets = BTreeMap::new();
+            for line in text.lines() {
+                let mut parts = line.split('\t');
+                match (
+                    parts.next(),
+                    parts.next().and_then(|p| p.parse().ok()),
+                    parts.next().and_then(|o| o.parse().ok()),
+                ) {
+                    (Some(topic), Some(partition), Some(offset)) => {
+                        offsets.insert((topic.to_owned(), partition), offset);
+                    }
+                    _ => {
+                        tracing::warn!(path = %path.display(), line, "skipping malformed offset line")
+                    }
+                }
+            }
+            groups.insert(name, Group::new(offsets));
+        }
+        Ok(Self {
+            dir,
+            groups: Mutex::new(groups),
+        })
+    }
+
+    /// Joins or rejoins; resolves when the group's next generation is settled.
+    pub async fn join(
+        &self,
+        r: JoinGroupRequest,
+        topics: &TopicManager,
+    ) -> Result<JoinGroupResponse, BrokerError> {
+        if r.group.is_empty() {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidRequest,
+                "group name must not be empty",
+            ));
+        }
+        if r.topics.is_empty() {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidRequest,
+                "a member must subscribe to at least one topic",
+            ));
+        }
+        let session_timeout =
+            Duration::from_millis(u64::from(r.session_timeout_ms.clamp(100, 600_000)));
+        let rebalance_timeout =
+            Duration::from_millis(u64::from(r.rebalance_timeout_ms.clamp(100, 600_000)));
+        let (member_id, mut completed, target) = {
+            let mut groups = self.groups.lock();
+            let group = groups
+                .entry(r.group.clone())
+                .or_insert_with(|| Group::new(BTreeMap::new()));
+            let member_id = if r.member_id.is_empty() {
+                format!("{}-{:016x}", r.client_id, fastrand::u64(..))
+            } else if group.members.contains_key(&r.member_id) {
+                r.member_id.clone()
+            } else {
+                return Err(unknown_member(&r.group, &r.member_id));
+            };
+            let is_new = !group.members.contains_key(&member_id);
+            let member = group
+                .members
+                .entry(member_id.clone())
+                .or_insert_with(|| Member {
+                    client_id: r.client_id.clone(),
+                    topics: Vec::new(),
+                    session_timeout,
+                    rebalance_timeout,
+                    last_seen: Instant::now(),
+                    assignment: Vec::new(),
+                });
+            let changed = member.topics != r.topics;
+            member.topics = r.topics.clone();
+            member.session_timeout = session_timeout;
+            member.rebalance_timeout = rebalance_timeout;
+            member.last_seen = Instant::now();
+            if !group.rebalancing && !is_new && !changed {
+                // A member of a stable group rejoining with nothing changed gets its assignment back.
+                return Ok(JoinGroupResponse {
+                    member_id: member_id.clone(),
+                    generation: group.generation,
+                    assignment: member.assignment.clone(),
+                });
+            }
+            group.start_rebalance();
+            group.joined.insert(member_id.clone());
+            let target = group.generation + 1;
+            if group.joined.len() == group.members.len() {
+                group.complete_rebalance(topics);
+            }
+            (member_id, group.completed.subscribe(), target)
+        };
+        loop {
+            if *completed.borrow_and_update() >= target {
+                let groups = self.groups.lock();
+                let group = groups
+                    .get(&r.group)
+                    .ok_or_else(|| unknown_member(&r.group, &member_id))?;
+                let member = group
+                    .members
+                    .get(&member_id)
+                    .ok_or_else(|| unknown_member(&r.group, &member_id))?;
+                return Ok(JoinGroupResponse {
+                    member_id,
+                    generation: group.generation,
+                    assignment: member.assignment.clone(),
+                });
+            }
+            let deadline = {
+                let groups = self.groups.lock();
+                groups
+                    .get(&r.group)
+                    .map(|g| g.deadline)
+                    .unwrap_or_else(Instant::now)
+            };
+            if tokio::time::timeout_at(deadline, completed.changed())
+                .await
+                .is_err()
+            {
+                self.expire(&r.group, topics);
+            }
+        }
+    }
+
+    /// Completes the group's rebalance if its deadline passed.
+    fn expire(&self, group: &str, topics: &TopicManager) {
+        let mut groups = self.groups.lock();
+        if let Some(g) = groups.get_mut(group) {
+            if g.rebalancing && Instant::now() >= g.deadline {
+                g.complete_rebalance(topics);
+            }
+        }
+    }
+
+    /// Removes members whose session expired and finishes overdue rebalances.
+    pub fn reap(&self, topics: &TopicManager) {
+        let now = Instant::now();
+        let mut groups = self.groups.lock();
+        for (name, g) in groups.iter_mut() {
+            let expired: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(id, m)| {
+                    now.duration_since(m.last_seen) > m.session_timeout && !g.joined.contains(*id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &expired {
+                tracing::info!(group = %name, member = %id, "session expired");
+                g.members.remove(id);
+            }
+            if !expired.is_empty() {
+                g.start_rebalance();
+                if !g.members.is_empty() && g.joined.len() == g.members.len() {
+                    g.complete_rebalance(topics);
+                }
+            }
+            // Also completes a rebalance whose last missing member left instead of rejoining
+            // (`leave` cannot complete it: it has no topic manager), which would otherwise wait
+            // for the whole rebalance timeout.
+            if g.rebalancing && (now >= g.deadline || g.joined.len() == g.members.len()) {
+                g.complete_rebalance(topics);
+            }
+        }
+    }
+
+    /// Records liveness; tells the member whether it must rejoin.
+    pub fn heartbeat(&self, r: HeartbeatRequest) -> Result<HeartbeatResponse, BrokerError> {
+        let mut groups = self.groups.lock();
+        let group = groups
+            .get_mut(&r.group)
+            .ok_or_else(|| unknown_member(&r.group, &r.member_id))?;
+        let rebalancing = group.rebalancing;
+        let generation = group.generation;
+        let member = group
+            .members
+            .get_mut(&r.member_id)
+            .ok_or_else(|| unknown_member(&r.group, &r.member_id))?;
+        member.last_seen = Instant::now();
+        if !rebalancing && r.generation != generation {
+            return Err(BrokerError::new(
+                ErrorCode::IllegalGeneration,
+                format!(
+                    "generation {} is stale; the group is at {generation}",
+                    r.generation
+                ),
+            ));
+        }
+        Ok(HeartbeatResponse {
+            rebalance: rebalancing || r.generation != generation,
+        })
+    }
+
+    /// Removes a member at once; the others rebalance.
+    pub fn leave(&self, r: LeaveGroupRequest) -> Result<(), BrokerError> {
+        let mut groups = self.groups.lock();
+        let group = groups
+            .get_mut(&r.group)
+            .ok_or_else(|| unknown_member(&r.group, &r.member_id))?;
+        if group.members.remove(&r.member_id).is_none() {
+            return Err(unknown_member(&r.group, &r.member_id));
+        }
+        group.joined.remove(&r.member_id);
+        if !group.members.is_empty() {
+            group.start_rebalance();
+        } else {
+            group.rebalancing = false;
+            group.generation += 1;
+            group.completed.send_replace(group.generation);
+        }
+        tracing::info!(group = %r.group, member = %r.member_id, "member left");
+        Ok(())
+    }
+
+    /// Stores offsets durably; a group member's commit must carry the current generation.
+    pub fn commit(&self, r: CommitOffsetsRequest) -> Result<(), BrokerError> {
+        let mut groups = self.groups.lock();
+        let group = groups
+            .entry(r.group.clone())
+            .or_insert_with(|| Group::new(BTreeMap::new()));
+        if !r.member_id.is_empty() {
+            if !group.members.contains_key(&r.member_id) {
+                return Err(unknown_member(&r.group, &r.member_id));
+            }
+            if r.generation != group.generation {
+                return Err(BrokerError::new(
+                    ErrorCode::IllegalGeneration,
+                    format!(
+                        "commit from generation {} refused; the group is at {}",
+                        r.generation, group.generation
+                    ),
+                ));
+            }
+        }
+        let mut offsets = group.offsets.clone();
+        for o in &r.offsets {
+            offsets.insert((o.topic.clone(), o.partition), o.offset);
+        }
+        persist_offsets(&self.dir, &r.group, &offsets)
+            .map_err(|e| BrokerError::io("write group offsets", e))?;
+        group.offsets = offsets;
+        Ok(())
+    }
+
+    /// Committed offsets of the requested partitions.
+    pub fn fetch_offsets(&self, r: FetchOffsetsRequest) -> FetchOffsetsResponse {
+        let groups = self.groups.lock();
+        let group = groups.get(&r.group);
+        let offsets = r
+            .partitions
+            .iter()
+            .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
+            .map(|(topic, partition)| CommittedOffset {
+                offset: group.and_then(|g| g.offsets.get(&(topic.clone(), partition)).copied()),
+                topic,
+                partition,
+            })
+            .collect();
+        FetchOffsetsResponse { offsets }
+    }
+
+    /// Members, assignment and offsets of a group.
+    pub fn describe(&self, name: &str) -> Result<DescribeGroupResponse, BrokerError> {
+        let groups = self.groups.lock();
+        let g = groups.get(name).ok_or_else(|| {
+            BrokerError::new(ErrorCode::UnknownGroup, format!("unknown group {name:?}"))
+        })?;
+        Ok(DescribeGroupResponse {
+            group: name.to_owned(),
+            state: g.state().to_owned(),
+            generation: g.generation,
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            offsets: g
+                .offsets
+                .iter()
+                .map(|((topic, partition), offset)| PartitionOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                })
+                .collect(),
+        })
+    }
+
+    /// Names of all groups, sorted.
+    pub fn list(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.groups.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Drops committed offsets of a deleted topic.
+    pub fn forget_topic(&self, topic: &str) {
+        let mut groups = self.groups.lock();
+        for (name, g) in groups.iter_mut() {
+            let before = g.offsets.len();
+            g.offsets.retain(|(t, _), _| t != topic);
+            if g.offsets.len() != before {
+                if let Err(e) = persist_offsets(&self.dir, name, &g.offsets) {
+                    tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Request handling: one function per request kind, independent of the transport.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use rustmq_protocol::batch::DEFAULT_MAX_UNCOMPRESSED;
+use rustmq_protocol::*;
+use tokio::time::Instant;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::groups::GroupCoordinator;
+use crate::producers::ProducerIds;
+use crate::storage::StorageError;
+use crate::topics::TopicManager;
+
+/// What the broker knows about one client connection.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Set by a successful hello: the authenticated principal.
+    pub principal: OnceLock<String>,
+    /// The client's id from its hello.
+    pub client_id: OnceLock<String>,
+}
+
+/// Everything a request handler needs; shared by all connections.
+#[derive(Debug)]
+pub struct Core {
+    /// The configuration the broker started with.
+    pub config: BrokerConfig,
+    /// Topics and their logs.
+    pub topics: TopicManager,
+    /// Producer id allocation.
+    pub producer_ids: ProducerIds,
+    /// Consumer groups.
+    pub groups: GroupCoordinator,
+    /// Port actually bound (for metadata).
+    pub port: u16,
+    /// Set when shutting down: new work is refused.
+    pub shutting_down: AtomicBool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Answer = Result<Response, BrokerError>;
+
+impl Core {
+    /// Answers one request.
+    pub async fn handle(self: &Arc<Self>, conn: &ConnState, req: Request) -> Response {
+        let kind = req.kind();
+        let span = tracing::debug_span!("request", kind = kind.name());
+        let _enter = span.enter();
+        drop(_enter);
+        let result = if conn.principal.get().is_none() && kind != ApiKind::Hello {
+            Err(BrokerError::new(
+                ErrorCode::NotAuthenticated,
+                "send hello before any other request",
+            ))
+        } else if self.shutting_down.load(Ordering::Relaxed) && kind != ApiKind::Hello {
+            Err(BrokerError::new(
+                ErrorCode::ShuttingDown,
+                "broker is shutting down",
+            ))
+        } else {
+            self.dispatch(conn, req).await
+        };
+        result.unwrap_or_else(|e| {
+            tracing::debug!(kind = kind.name(), code = %e.code, message = %e.message, "request failed");
+            Response::Error(e.to_response())
+        })
+    }
+
+    async fn dispatch(self: &Arc<Self>, conn: &ConnState, req: Request) -> Answer {
+        match req {
+            Request::Hello(r) => self.hello(conn, r),
+            Request::Ping(r) => Ok(Response::Ping(PingResponse { nonce: r.nonce })),
+            Request::Metadata(r) => self.metadata(r),
+            Request::CreateTopic(r) => {
+                let t = self.topics.create(&r.name, r.partitions, r.settings)?;
+                Ok(Response::CreateTopic(CreateTopicResponse {
+                    name: t.name.clone(),
+                    partitions: t.partitions.len() as u32,
+                }))
+            }
+            Request::DeleteTopic(r) => {
+                self.topics.delete(&r.name)?;
+                self.groups.forget_topic(&r.name);
+                Ok(Response::DeleteTopic(DeleteTopicResponse { name: r.name }))
+            }
+            Request::ListTopics(_) => Ok(Response::ListTopics(ListTopicsResponse {
+                topics: self
+                    .topics
+                    .list()
+                    .iter()
+                    .map(|t| TopicSummary {
+                        name: t.name.clone(),
+                        partitions: t.partitions.len() as u32,
+                    })
+                    .collect(),
+            })),
+            Request::DescribeTopic(r) => {
+                let t = self.topics.require(&r.name)?;
+                Ok(Response::DescribeTopic(DescribeTopicResponse {
+                    name: t.name.clone(),
+                    settings: self.topics.effective_settings(&t),
+                    partitions: t.describe(),
+                }))
+            }
+            Request::Produce(r) => self.produce(r).await,
+            Request::Fetch(r) => self.fetch(r).await,
+            Request::ListOffsets(r) => self.list_offsets(r),
+            Request::InitProducer(r) => {
+                let (producer_id, epoch) = self.producer_ids.init(r.name.as_deref())?;
+                Ok(Response::InitProducer(InitProducerResponse {
+                    producer_id,
+                    epoch,
+                }))
+            }
+            Request::JoinGroup(r) => Ok(Response::JoinGroup(
+                self.groups.join(r, &self.topics).await?,
+            )),
+            Request::Heartbeat(r) => Ok(Response::Heartbeat(self.groups.heartbeat(r)?)),
+            Request::LeaveGroup(r) => {
+                self.groups.leave(r)?;
+                Ok(Response::LeaveGroup(LeaveGroupResponse {}))
+            }
+            Request::CommitOffsets(r) => {
+                self.groups.commit(r)?;
+                Ok(Response::CommitOffsets(CommitOffsetsResponse {}))
+            }
+            Request::FetchOffsets(r) => Ok(Response::FetchOffsets(self.groups.fetch_offsets(r))),
+            Request::DescribeGroup(r) => {
+                Ok(Response::DescribeGroup(self.groups.describe(&r.group)?))
+            }
+            Request::ListGroups(_) => Ok(Response::ListGroups(ListGroupsResponse {
+                groups: self.groups.list(),
+            })),
+            other => Err(BrokerError::new(
+                ErrorCode::UnknownRequestKind,
+                format!(
+                    "request kind {} is not handled by this broker",
+                    other.kind()
+                ),
+            )),
+        }
+    }
+
+    fn limits(&self) -> BrokerLimits {
+        let l = &self.config.limits;
+        BrokerLimits {
+            max_frame_bytes: l.max_frame_bytes,
+            max_batch_bytes: l.max_batch_bytes,
+            max_in_flight: l.max_in_flight_per_connection,
+        }
+    }
+
+    fn hello(&self, conn: &ConnState, r: HelloRequest) -> Answer {
+        if r.min_version > PROTOCOL_VERSION
+            || r.max_version < PROTOCOL_VERSION
+            || r.min_version > r.max_version
+        {
+            return Err(BrokerError::new(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "client speaks protocol versions {}..={}, broker speaks {PROTOCOL_VERSION}",
+                    r.min_version, r.max_version
+                ),
+            ));
+        }
+        // Without configured users the broker is open: the principal is the name the client gives.
+        let principal = match &r.credentials {
+            Some(Credentials::Plain { username, .. }) => username.clone(),
+            Some(Credentials::Token(_)) => "token".to_owned(),
+            None => "anonymous".to_owned(),
+        };
+        let principal = conn.principal.get_or_init(|| principal).clone();
+        let _ = conn.client_id.set(r.client_id.clone());
+        tracing::debug!(client_id = %r.client_id, %principal, "hello");
+        Ok(Response::Hello(HelloResponse {
+            version: PROTOCOL_VERSION,
+            broker_id: self.config.broker_id,
+            limits: self.limits(),
+            principal,
+        }))
+    }
+
+    fn metadata(&self, r: MetadataRequest) -> Answer {
+        let host = self
+            .config
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| self.config.listen.ip().to_string());
+        let topics = match r.topics {
+            None => self.topics.list(),
+            Some(names) => names.iter().filter_map(|n| self.topics.get(n)).collect(),
+        };
+        Ok(Response::Metadata(MetadataResponse {
+            broker_id: self.config.broker_id,
+            brokers: vec![BrokerInfo {
+                id: self.config.broker_id,
+                host,
+                port: self.port,
+            }],
+            topics: topics
+                .iter()
+                .map(|t| TopicMetadata {
+                    name: t.name.clone(),
+                    partitions: (0..t.partitions.len() as u32)
+                        .map(|partition| PartitionMetadata {
+                            partition,
+                            leader: self.config.broker_id,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn produce(&self, r: ProduceRequest) -> Answer {
+        let topic = if self.config.auto_create_topics {
+            self.topics
+                .get_or_create(&r.topic, self.config.default_partitions)?
+        } else {
+            self.topics.require(&r.topic)?
+        };
+        let log = Arc::clone(topic.partition(r.partition)?);
+        let max = self.config.limits.max_batch_bytes as usize;
+        if r.batch.len() > max {
+            return Err(BrokerError::new(
+                ErrorCode::BatchTooLarge,
+                format!(
+                    "record batch of {} bytes exceeds the limit of {max} bytes",
+                    r.batch.len()
+                ),
+            ));
+        }
+        // Validate everything a consumer will later decode, so one bad producer cannot poison
+        // a partition: header, CRC, and every record (decompressing if needed).
+        let batch = RecordBatch::parse(r.batch.clone())?;
+        for record in batch.records_with_limit(DEFAULT_MAX_UNCOMPRESSED)? {
+            record?;
+        }
+        let context = || format!("produce to {}/{}", r.topic, r.partition);
+        let info = match log.append(BytesMut::from(&r.batch[..])) {
+            Ok(info) => info,
+            Err(StorageError::DuplicateSequence { base_offset }) => {
+                return Ok(Response::Produce(ProduceResponse {
+                    base_offset,
+                    log_append_time: now_ms(),
+                    log_start_offset: log.log_start_offset(),
+                    duplicate: true,
+                }));
+            }
+            Err(e) => return Err(BrokerError::storage(context(), e)),
+        };
+        if r.acks == Acks::All {
+            let timeout = Duration::from_millis(u64::from(r.timeout_ms.max(1)));
+            match tokio::time::timeout(timeout, log.sync_up_to(info.last_offset)).await {
+                Ok(result) => result.map_err(|e| BrokerError::storage(context(), e))?,
+                Err(_) => {
+                    return Err(BrokerError::new(
+                        ErrorCode::Timeout,
+                        format!("{}: not on disk within {timeout:?}", context()),
+                    ))
+                }
+            }
+        }
+        Ok(Response::Produce(ProduceResponse {
+            base_offset: info.base_offset,
+            log_append_time: info.log_append_time,
+            log_start_offset: log.log_start_offset(),
+            duplicate: false,
+        }))
+    }
+
+    async fn fetch(&self, r: FetchRequest) -> Answer {
+        let topic = self.topics.require(&r.topic)?;
+        let log = Arc::clone(topic.partition(r.partition)?);
+        let limits = &self.config.limits;
+        let max_bytes = r
+            .max_bytes
+            .min(limits.max_frame_bytes.saturating_sub(1024))
+            .max(1);
+        let max_wait =
+            Duration::from_millis(u64::from(r.max_wait_ms.min(limits.max_fetch_wait_ms)));
+        let deadline = Instant::now() + max_wait;
+        // Subscribe before reading so that an append between the read and the wait is not missed.
+        let mut changes = log.subscribe();
+        loop {
+            let records = log.read(r.offset, max_bytes).map_err(|e| {
+                BrokerError::storage(format!("fetch from {}/{}", r.topic, r.partition), e)
+            })?;
+            if !records.is_empty()
+                || max_wait.is_zero()
+                || self.shutting_down.load(Ordering::Relaxed)
+            {
+                return Ok(Response::Fetch(FetchResponse {
+                    high_watermark: log.high_watermark(),
+                    log_start_offset: log.log_start_offset(),
+                    records,
+                }));
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                // Deadline passed or the log was closed: answer with what there is (nothing).
+                _ => {
+                    return Ok(Response::Fetch(FetchResponse {
+                        high_watermark: log.high_watermark(),
+                        log_start_offset: log.log_start_offset(),
+                        records: bytes::Bytes::new(),
+                    }))
+                }
+            }
+        }
+    }
+
+    fn list_offsets(&self, r: ListOffsetsRequest) -> Answer {
+        let topic = self.topics.require(&r.topic)?;
+        let log = topic.partition(r.partition)?;
+        let high_watermark = log.high_watermark();
+        let (offset, timestamp) = match r.spec {
+            OffsetSpec::Earliest => (log.log_start_offset(), None),
+            OffsetSpec::Latest => (high_watermark, None),
+            OffsetSpec::Timestamp(ts) => match log.offset_for_timestamp(ts).map_err(|e| {
+                BrokerError::storage(format!("list offsets of {}/{}", r.topic, r.partition), e)
+            })? {
+                Some((offset, ts)) => (offset, Some(ts)),
+                None => (high_watermark, None),
+            },
+        };
+        Ok(Response::ListOffsets(ListOffsetsResponse {
+            offset,
+            timestamp,
+            high_watermark,
+        }))
+    }
+
+    /// Applies retention to every partition.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for log in self.topics.all_logs() {
+            match log.apply_retention(now) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(segments = n, "retention deleted segments"),
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// Forces every partition to disk.
+    pub fn flush_all(&self) {
+        for log in self.topics.all_logs() {
+            if let Err(e) = log.flush() {
+                tracing::error!(error = %e, "flush failed");
+            }
+        }
+    }
+}

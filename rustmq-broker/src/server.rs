@@ -1,0 +1,246 @@
+//! The QUIC server: the only module of the broker that names quinn.
+//!
+//! One task per connection accepts bi-streams; one task per stream reads request frames,
+//! answers each in order, and ends when the client finishes its side. Sizes are checked from
+//! the frame header before a body byte is buffered, bodies are buffered only as fast as they
+//! arrive, and a stream that stalls mid-frame is dropped after the read timeout. A bad frame
+//! costs its sender an error answer or a closed stream; other streams and connections never
+//! notice.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rustmq_protocol::{
+    ErrorCode, ErrorResponse, Frame, FrameHeader, Request, Response, FRAME_HEADER_LEN,
+};
+use tokio::sync::watch;
+
+use crate::error::BrokerError;
+use crate::handler::{ConnState, Core};
+use crate::tls::{BrokerIdentity, TlsError};
+
+/// Errors starting the QUIC endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The certificate could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A bound QUIC endpoint.
+pub(crate) struct Server {
+    endpoint: quinn::Endpoint,
+}
+
+impl Server {
+    pub(crate) fn bind(
+        addr: SocketAddr,
+        identity: &BrokerIdentity,
+        core_limits: &crate::config::Limits,
+    ) -> Result<Self, ServerError> {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+            .map_err(|e| TlsError::Generate(format!("unusable rustls config: {e}")))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(core_limits.max_in_flight_per_connection.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+                120_000,
+            ))));
+        config.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::server(config, addr)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Self { endpoint })
+    }
+
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` turns true.
+    pub(crate) async fn run(self, core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+        let connections = Arc::new(AtomicU32::new(0));
+        loop {
+            let incoming = tokio::select! {
+                incoming = self.endpoint.accept() => incoming,
+                _ = shutdown.wait_for(|stop| *stop) => None,
+            };
+            let Some(incoming) = incoming else { break };
+            if connections.load(Ordering::Relaxed) >= core.config.limits.max_connections {
+                tracing::warn!(remote = %incoming.remote_address(), "connection refused: too many connections");
+                incoming.refuse();
+                continue;
+            }
+            connections.fetch_add(1, Ordering::Relaxed);
+            let core = Arc::clone(&core);
+            let connections = Arc::clone(&connections);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => serve_connection(conn, core, shutdown).await,
+                    Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                }
+                connections.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        self.endpoint.close(0u32.into(), b"broker shutting down");
+        // Bounded: a peer that never acknowledges the close must not hold the shutdown.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    core: Arc<Core>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let remote = conn.remote_address();
+    let span = tracing::debug_span!("connection", %remote);
+    tracing::debug!(parent: &span, "connected");
+    let state = Arc::new(ConnState::default());
+    loop {
+        let stream = tokio::select! {
+            s = conn.accept_bi() => s,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        match stream {
+            Ok((send, recv)) => {
+                let core = Arc::clone(&core);
+                let state = Arc::clone(&state);
+                tokio::spawn(async move { serve_stream(send, recv, &core, &state).await });
+            }
+            Err(e) => {
+                tracing::debug!(parent: &span, reason = %e, "connection closed");
+                break;
+            }
+        }
+    }
+}
+
+enum ReadOutcome {
+    Frame(Frame),
+    /// The client finished its side cleanly between frames.
+    End,
+    /// The stream cannot continue; answer with this error (if any) and stop.
+    Fail(Option<BrokerError>, u32),
+}
+
+async fn read_frame(recv: &mut quinn::RecvStream, max_body: u32, timeout: Duration) -> ReadOutcome {
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    match tokio::time::timeout(timeout, recv.read_exact(&mut head)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(quinn::ReadExactError::FinishedEarly(0))) => return ReadOutcome::End,
+        Ok(Err(quinn::ReadExactError::FinishedEarly(n))) => {
+            return ReadOutcome::Fail(
+                Some(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("frame header cut after {n} bytes"),
+                )),
+                0,
+            )
+        }
+        Ok(Err(quinn::ReadExactError::ReadError(_))) => return ReadOutcome::Fail(None, 0),
+        Err(_) => return ReadOutcome::Fail(None, 0),
+    }
+    let header = FrameHeader::parse(&head);
+    if header.body_len > max_body {
+        let e = BrokerError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "frame body of {} bytes exceeds the limit of {max_body} bytes",
+                header.body_len
+            ),
+        );
+        return ReadOutcome::Fail(Some(e), header.request_id);
+    }
+    let want = header.body_len as usize;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut got = 0usize;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while got < want {
+        match tokio::time::timeout_at(deadline, recv.read_chunk(want - got, true)).await {
+            Ok(Ok(Some(chunk))) => {
+                got += chunk.bytes.len();
+                chunks.push(chunk.bytes);
+            }
+            Ok(Ok(None)) => {
+                let e = BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("frame body cut after {got} of {want} bytes"),
+                );
+                return ReadOutcome::Fail(Some(e), header.request_id);
+            }
+            Ok(Err(_)) | Err(_) => return ReadOutcome::Fail(None, header.request_id),
+        }
+    }
+    // The common case is one chunk: hand it on without copying.
+    let body = if chunks.len() == 1 {
+        chunks.pop().unwrap_or_default()
+    } else {
+        let mut buf = BytesMut::with_capacity(want);
+        for c in chunks {
+            buf.extend_from_slice(&c);
+        }
+        buf.freeze()
+    };
+    ReadOutcome::Frame(Frame { header, body })
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    core: &Arc<Core>,
+    conn: &ConnState,
+) {
+    let limits = &core.config.limits;
+    let timeout = Duration::from_millis(limits.request_read_timeout_ms);
+    loop {
+        match read_frame(&mut recv, limits.max_frame_bytes, timeout).await {
+            ReadOutcome::Frame(frame) => {
+                let response = match Request::from_frame(&frame) {
+                    Ok(req) => core.handle(conn, req).await,
+                    Err(e) => {
+                        tracing::debug!(kind = frame.header.kind, error = %e, "undecodable request");
+                        Response::Error(BrokerError::from(e).to_response())
+                    }
+                };
+                if send
+                    .write_all(&response.to_frame(frame.header.request_id))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            ReadOutcome::End => break,
+            ReadOutcome::Fail(error, request_id) => {
+                if let Some(e) = error {
+                    tracing::debug!(code = %e.code, message = %e.message, "bad frame");
+                    let answer = Response::Error(ErrorResponse {
+                        code: e.code,
+                        message: e.message,
+                    });
+                    let _ = send.write_all(&answer.to_frame(request_id)).await;
+                }
+                // Tell the peer to stop sending the rest of whatever it was sending.
+                let _ = recv.stop(1u32.into());
+                break;
+            }
+        }
+    }
+    let _ = send.finish();
+}

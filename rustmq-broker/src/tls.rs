@@ -1,0 +1,176 @@
+//! The broker's certificate: a configured chain and key, or a self-signed development
+//! certificate generated once and kept in the data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsSettings;
+
+/// Errors loading or generating the broker's certificate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("cannot load {what} from {path}: {message}")]
+    Load {
+        /// Certificate or key.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Generating the development certificate failed.
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    /// rustls rejected the certificate or key.
+    #[error("invalid certificate or key: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// Writing the generated certificate failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A certificate chain and key ready for rustls, plus the PEM a client should trust.
+#[derive(Debug)]
+pub struct BrokerIdentity {
+    /// The certificate chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+    /// PEM of the certificate a client should trust (the leaf when self-signed).
+    pub trust_pem: String,
+    /// Where that PEM lives on disk.
+    pub trust_path: PathBuf,
+}
+
+/// Common name of generated development certificates.
+pub const DEV_CERT_COMMON_NAME: &str = "rustmq development broker";
+
+impl BrokerIdentity {
+    /// Loads the configured certificate, or the development certificate in `data_dir/tls`,
+    /// generating it on first start.
+    pub fn load_or_generate(settings: &TlsSettings, data_dir: &Path) -> Result<Self, TlsError> {
+        match (&settings.cert, &settings.key) {
+            (Some(cert), Some(key)) => Self::load(cert, key),
+            _ => Self::dev(&data_dir.join("tls")),
+        }
+    }
+
+    fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+        let load_err = |what, path: &Path, message: String| TlsError::Load {
+            what,
+            path: path.to_owned(),
+            message,
+        };
+        let chain = CertificateDer::pem_file_iter(cert_path)
+            .map_err(|e| load_err("certificate", cert_path, e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| load_err("certificate", cert_path, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(load_err(
+                "certificate",
+                cert_path,
+                "no certificate in file".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(key_path)
+            .map_err(|e| load_err("private key", key_path, e.to_string()))?;
+        let trust_pem = std::fs::read_to_string(cert_path)
+            .map_err(|e| load_err("certificate", cert_path, e.to_string()))?;
+        Ok(Self {
+            chain,
+            key,
+            trust_pem,
+            trust_path: cert_path.to_owned(),
+        })
+    }
+
+    fn dev(dir: &Path) -> Result<Self, TlsError> {
+        let cert_path = dir.join("cert.pem");
+        let key_path = dir.join("key.pem");
+        if cert_path.exists() && key_path.exists() {
+            return Self::load(&cert_path, &key_path);
+        }
+        let write_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TlsError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+        let mut params = rcgen::CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ])
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, DEV_CERT_COMMON_NAME);
+        let key_pair = rcgen::KeyPair::generate().map_err(|e| TlsError::Generate(e.to_string()))?;
+        let cert = params
+            .self_signed(&key_pair)
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        write_private(&key_path, key_pair.serialize_pem().as_bytes())
+            .map_err(write_err(&key_path))?;
+        std::fs::write(&cert_path, cert.pem()).map_err(write_err(&cert_path))?;
+        tracing::info!(path = %cert_path.display(), "generated a self-signed development certificate");
+        Self::load(&cert_path, &key_path)
+    }
+
+    /// A rustls server config speaking the RustMQ ALPN.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![rustmq_protocol::ALPN.to_vec()];
+        config.max_early_data_size = 0;
+        Ok(Arc::new(config))
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certificate_is_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
+        let b = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
+        assert_eq!(a.chain, b.chain);
+        a.server_config().unwrap();
+    }
+
+    #[test]
+    fn missing_configured_file_is_a_clear_error() {
+        let settings = TlsSettings {
+            cert: Some("/nonexistent/cert.pem".into()),
+            key: Some("/nonexistent/key.pem".into()),
+        };
+        let err = BrokerIdentity::load_or_generate(&settings, Path::new("/tmp")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    }
+}

@@ -1,0 +1,316 @@
+//! Topics: their partitions' logs, persisted settings, creation and deletion.
+//!
+//! Layout: `<data_dir>/topics/<topic>/topic.toml` holds the partition count and settings;
+//! `<data_dir>/topics/<topic>/<partition>/` holds that partition's segments.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use rustmq_protocol::{ErrorCode, PartitionDescription, TopicSettings};
+use serde::{Deserialize, Serialize};
+
+use crate::config::LogSettings;
+use crate::error::BrokerError;
+use crate::storage::PartitionLog;
+
+/// Longest topic name accepted.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// One topic and its open partition logs.
+#[derive(Debug)]
+pub struct Topic {
+    /// Topic name.
+    pub name: String,
+    /// Per-topic settings (overrides of the broker's log settings).
+    pub settings: TopicSettings,
+    /// Partition logs, index = partition number.
+    pub partitions: Vec<Arc<PartitionLog>>,
+    dir: PathBuf,
+}
+
+impl Topic {
+    /// The log of `partition`, or an `UnknownPartition` error.
+    pub fn partition(&self, partition: u32) -> Result<&Arc<PartitionLog>, BrokerError> {
+        self.partitions.get(partition as usize).ok_or_else(|| {
+            BrokerError::new(
+                ErrorCode::UnknownPartition,
+                format!(
+                    "topic {} has no partition {partition} (it has {})",
+                    self.name,
+                    self.partitions.len()
+                ),
+            )
+        })
+    }
+
+    /// State of every partition.
+    pub fn describe(&self) -> Vec<PartitionDescription> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .map(|(i, log)| PartitionDescription {
+                partition: i as u32,
+                log_start_offset: log.log_start_offset(),
+                high_watermark: log.high_watermark(),
+                size_bytes: log.size_bytes(),
+                segments: log.segment_count(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TopicFile {
+    partitions: u32,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
+}
+
+/// All topics of a broker.
+#[derive(Debug)]
+pub struct TopicManager {
+    root: PathBuf,
+    log: LogSettings,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+}
+
+/// Checks a topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOPIC_NAME_LEN
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BrokerError::new(
+            ErrorCode::InvalidTopic,
+            format!("invalid topic name {name:?}: use 1 to {MAX_TOPIC_NAME_LEN} characters of [A-Za-z0-9._-]"),
+        ))
+    }
+}
+
+impl TopicManager {
+    /// Opens every topic under `data_dir/topics`, recovering each partition.
+    pub fn open(data_dir: &Path, log: LogSettings) -> Result<Self, BrokerError> {
+        let root = data_dir.join("topics");
+        std::fs::create_dir_all(&root)
+            .map_err(|e| BrokerError::io("create topics directory", e))?;
+        let manager = Self {
+            root,
+            log,
+            topics: RwLock::new(BTreeMap::new()),
+        };
+        let entries =
+            std::fs::read_dir(&manager.root).map_err(|e| BrokerError::io("list topics", e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| BrokerError::io("list topics", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dir = entry.path();
+            if validate_topic_name(&name).is_err() || !dir.join("topic.toml").exists() {
+                tracing::warn!(path = %dir.display(), "skipping a directory that is not a topic");
+                continue;
+            }
+            let text = std::fs::read_to_string(dir.join("topic.toml"))
+                .map_err(|e| BrokerError::io("read topic.toml", e))?;
+            let file: TopicFile = toml::from_str(&text).map_err(|e| {
+                BrokerError::new(
+                    ErrorCode::StorageError,
+                    format!("corrupt {}/topic.toml: {e}", dir.display()),
+                )
+            })?;
+            let settings = TopicSettings {
+                retention_ms: file.retention_ms,
+                retention_bytes: file.retention_bytes,
+                segment_bytes: file.segment_bytes,
+            };
+            let topic = manager.open_topic(&name, file.partitions, settings)?;
+            manager.topics.write().insert(name, Arc::new(topic));
+        }
+        Ok(manager)
+    }
+
+    fn open_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: TopicSettings,
+    ) -> Result<Topic, BrokerError> {
+        let dir = self.root.join(name);
+        let config = self.log.log_config(&settings);
+        let logs = (0..partitions)
+            .map(|p| {
+                PartitionLog::open(dir.join(p.to_string()), config.clone())
+                    .map(Arc::new)
+                    .map_err(|e| BrokerError::storage(format!("open {name}/{p}"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Topic {
+            name: name.to_owned(),
+            settings,
+            partitions: logs,
+            dir,
+        })
+    }
+
+    /// The topic, if it exists.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    /// The topic, or an `UnknownTopic` error.
+    pub fn require(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        self.get(name).ok_or_else(|| {
+            BrokerError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
+        })
+    }
+
+    /// Creates a topic; fails with `TopicAlreadyExists` if it exists.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: TopicSettings,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        validate_topic_name(name)?;
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidTopic,
+                format!("a topic needs 1 to {MAX_PARTITIONS} partitions, not {partitions}"),
+            ));
+        }
+        if settings.segment_bytes.is_some_and(|b| b < 1024) {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidTopic,
+                "segment_bytes must be at least 1024",
+            ));
+        }
+        let mut topics = self.topics.write();
+        if topics.contains_key(name) {
+            return Err(BrokerError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name:?} already exists"),
+            ));
+        }
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("create topic directory", e))?;
+        let topic = Arc::new(self.open_topic(name, partitions, settings.clone())?);
+        let file = TopicFile {
+            partitions,
+            retention_ms: settings.retention_ms,
+            retention_bytes: settings.retention_bytes,
+            segment_bytes: settings.segment_bytes,
+        };
+        let text = toml::to_string(&file)
+            .map_err(|e| BrokerError::new(ErrorCode::Internal, e.to_string()))?;
+        write_durably(&dir.join("topic.toml"), text.as_bytes())
+            .map_err(|e| BrokerError::io("write topic.toml", e))?;
+        topics.insert(name.to_owned(), Arc::clone(&topic));
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// The topic, created with the default partition count if it does not exist.
+    pub fn get_or_create(&self, name: &str, partitions: u32) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        match self.create(name, partitions, TopicSettings::default()) {
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => self.require(name),
+            other => other,
+        }
+    }
+
+    /// Deletes a topic and its data. Readers still holding its logs finish undisturbed.
+    pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
+        let topic = self.topics.write().remove(name).ok_or_else(|| {
+            BrokerError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
+        })?;
+        // Rename first so that a crash mid-delete never leaves a half-deleted topic behind.
+        let tomb = self
+            .root
+            .join(format!(".deleted-{name}-{}", fastrand::u64(..)));
+        std::fs::rename(&topic.dir, &tomb).map_err(|e| BrokerError::io("delete topic", e))?;
+        std::fs::remove_dir_all(&tomb).map_err(|e| BrokerError::io("delete topic", e))?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// The effective settings of a topic (its overrides over the broker defaults).
+    pub fn effective_settings(&self, topic: &Topic) -> TopicSettings {
+        let c = self.log.log_config(&topic.settings);
+        TopicSettings {
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+            segment_bytes: Some(c.segment_bytes),
+        }
+    }
+
+    /// Every partition log of every topic.
+    pub fn all_logs(&self) -> Vec<Arc<PartitionLog>> {
+        self.topics
+            .read()
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect()
+    }
+}
+
+/// Writes a small file atomically and durably: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for ok in ["a", "orders.v1", "A_b-c", &"x".repeat(249)] {
+            validate_topic_name(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn topics_survive_reopen_and_delete_removes_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        m.create("t", 3, TopicSettings::default()).unwrap();
+        assert_eq!(
+            m.create("t", 1, TopicSettings::default()).unwrap_err().code,
+            ErrorCode::TopicAlreadyExists
+        );
+        drop(m);
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        assert_eq!(m.require("t").unwrap().partitions.len(), 3);
+        m.delete("t").unwrap();
+        assert!(!dir.path().join("topics/t").exists());
+        assert!(m.get("t").is_none());
+    }
+}

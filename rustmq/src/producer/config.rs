@@ -1,0 +1,100 @@
+//! Producer settings.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::CompressionConfig;
+
+/// How much durability a send waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckLevel {
+    /// Fire and forget: batches are pipelined without waiting for each answer and are never
+    /// retried; a send still reports the offset if the broker's answer arrives.
+    None,
+    /// The broker has appended the batch to its log.
+    #[default]
+    Leader,
+    /// The batch is on the broker's disk (fdatasync) before the send resolves.
+    All,
+}
+
+impl AckLevel {
+    pub(crate) fn wire(self) -> rustmq_protocol::Acks {
+        match self {
+            AckLevel::None => rustmq_protocol::Acks::None,
+            AckLevel::Leader => rustmq_protocol::Acks::Leader,
+            AckLevel::All => rustmq_protocol::Acks::All,
+        }
+    }
+}
+
+/// Settings of one producer; every field is read.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Name used in logs and spans (and the client id of nothing else).
+    pub producer_id: Option<String>,
+    /// A batch is sent once it holds this many messages.
+    pub batch_size: usize,
+    /// A batch is sent at the latest this long after its first message arrived. With zero, a
+    /// partition's batch goes as soon as the previous request of that partition is answered:
+    /// batches then form naturally while a request is in flight.
+    pub batch_timeout: Duration,
+    /// A batch is sent once its records take this many bytes (capped by the broker's limit).
+    pub batch_max_bytes: usize,
+    /// Largest message (payload + key + headers); a larger one fails with
+    /// `ClientError::MessageTooLarge` before anything is sent.
+    pub max_message_size: usize,
+    /// Durability each send waits for.
+    pub ack_level: AckLevel,
+    /// Broker-side de-duplication of resent batches (producer id + epoch + sequence).
+    pub idempotent: bool,
+    /// Compression of batches whose records exceed `min_size` bytes.
+    pub compression: CompressionConfig,
+    /// Headers added to every message that does not set them itself.
+    pub default_properties: HashMap<String, String>,
+    /// Bytes of messages accepted but not yet acknowledged; past it, `send` waits or fails.
+    pub buffer_memory: usize,
+    /// With a full buffer: `true` waits for room (backpressure), `false` fails at once with
+    /// `ClientError::BufferFull`.
+    pub block_on_buffer_full: bool,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            producer_id: None,
+            batch_size: 1000,
+            batch_timeout: Duration::ZERO,
+            batch_max_bytes: 1024 * 1024,
+            max_message_size: 4 * 1024 * 1024,
+            ack_level: AckLevel::Leader,
+            idempotent: false,
+            compression: CompressionConfig::default(),
+            default_properties: HashMap::new(),
+            buffer_memory: 32 * 1024 * 1024,
+            block_on_buffer_full: true,
+        }
+    }
+}
+
+impl ProducerConfig {
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        let bad = |m: &str| Err(crate::ClientError::InvalidConfig(m.to_owned()));
+        if self.batch_size == 0 {
+            return bad("producer batch_size must be at least 1");
+        }
+        if self.batch_max_bytes < 1024 {
+            return bad("producer batch_max_bytes must be at least 1024");
+        }
+        if self.max_message_size == 0 {
+            return bad("producer max_message_size must be at least 1");
+        }
+        if self.buffer_memory < self.max_message_size {
+            return bad("producer buffer_memory must be at least max_message_size");
+        }
+        if self.buffer_memory > u32::MAX as usize {
+            return bad("producer buffer_memory must be below 4 GiB");
+        }
+        Ok(())
+    }
+}

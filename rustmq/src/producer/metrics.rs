@@ -1,0 +1,49 @@
+//! Producer counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counters of one producer, updated as batches are answered.
+#[derive(Debug, Default)]
+pub struct ProducerMetrics {
+    /// Messages acknowledged by the broker.
+    pub messages_sent: AtomicU64,
+    /// Payload + key + header bytes of acknowledged messages.
+    pub bytes_sent: AtomicU64,
+    /// Batches acknowledged.
+    pub batches_sent: AtomicU64,
+    /// Messages that failed for good.
+    pub messages_failed: AtomicU64,
+    /// Failed requests (including ones retried successfully later).
+    pub errors: AtomicU64,
+    /// Batches resent after a retryable failure.
+    pub retries: AtomicU64,
+    /// Sum of send latencies (accepted -> acknowledged), in microseconds.
+    pub send_latency_us_total: AtomicU64,
+    /// Largest send latency seen, in microseconds.
+    pub send_latency_us_max: AtomicU64,
+}
+
+impl ProducerMetrics {
+    /// Mean time from a message being accepted to its acknowledgement.
+    pub fn average_send_latency(&self) -> Duration {
+        let n = self.messages_sent.load(Ordering::Relaxed);
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.send_latency_us_total.load(Ordering::Relaxed) / n)
+    }
+
+    /// Largest time from a message being accepted to its acknowledgement.
+    pub fn max_send_latency(&self) -> Duration {
+        Duration::from_micros(self.send_latency_us_max.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn record_batch(&self, messages: u64, bytes: u64, latency_us_sum: u64, latency_us_max: u64) {
+        self.messages_sent.fetch_add(messages, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        self.batches_sent.fetch_add(1, Ordering::Relaxed);
+        self.send_latency_us_total.fetch_add(latency_us_sum, Ordering::Relaxed);
+        self.send_latency_us_max.fetch_max(latency_us_max, Ordering::Relaxed);
+    }
+}

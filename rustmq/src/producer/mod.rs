@@ -1,0 +1,471 @@
+//! The producer: batched, partitioned, compressed, optionally idempotent.
+//!
+//! ```text
+//!  send / send_async / send_batch
+//!        │  size check, default headers, buffer permits (backpressure)
+//!        ▼
+//!   Partitioner ──► partition p
+//!        ▼
+//!   Accumulator[p] (IO-free: count, bytes, age) ──► ReadyBatch
+//!        ▼
+//!   sender task[p]: encode (producer id + sequence, compression over min_size),
+//!   one request in flight, retries with backoff on retryable errors (order kept)
+//!        ▼
+//!   broker answer ──► every waiter of the batch resolved with (partition, offset)
+//! ```
+//!
+//! Memory is bounded by `buffer_memory`: a message holds its bytes of the buffer from the moment
+//! it is accepted until its batch is answered.
+
+mod accumulator;
+mod config;
+mod metrics;
+mod partitioner;
+mod sender;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use self::config::{AckLevel, ProducerConfig};
+pub use self::metrics::ProducerMetrics;
+pub use self::partitioner::{murmur2, partition_for_key, DefaultPartitioner, Partitioner, RoundRobinPartitioner};
+
+use self::accumulator::{Accumulator, BatchLimits, ReadyBatch, TryPush};
+use crate::client::RustMqClient;
+use crate::error::{ClientError, Result};
+use crate::message::{validate_topic, Message};
+
+/// Where a message was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendResult {
+    /// Partition it went to.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// Its timestamp (ms since the Unix epoch).
+    pub timestamp: u64,
+}
+
+/// A callback for [`Producer::send_async`]: exactly one of the two arguments is `Some`.
+pub type SendCallback = fn(Option<SendResult>, Option<ClientError>);
+
+/// Who is told how a message fared.
+pub(crate) enum Waiter {
+    Future(oneshot::Sender<Result<SendResult>>),
+    Callback(Box<dyn FnOnce(Result<SendResult>) + Send>),
+    Detached,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiter::Future(_) => "Waiter::Future",
+            Waiter::Callback(_) => "Waiter::Callback",
+            Waiter::Detached => "Waiter::Detached",
+        })
+    }
+}
+
+impl Waiter {
+    pub(crate) fn complete(self, result: Result<SendResult>) {
+        match self {
+            Waiter::Future(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Callback(f) => f(result),
+            Waiter::Detached => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "fire-and-forget message failed");
+                }
+            }
+        }
+    }
+}
+
+/// Per-partition state shared by the senders of messages and the partition's sender task.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) partition: u32,
+    pub(crate) acc: Mutex<Accumulator>,
+    /// Batches closed by senders (full or out of room), in order. Locked after `acc`.
+    pub(crate) ready: Mutex<VecDeque<ReadyBatch>>,
+    pub(crate) wake: Notify,
+    /// Messages accepted into this partition.
+    pub(crate) accepted: AtomicU64,
+    /// Messages of this partition resolved (acknowledged or failed), in order.
+    pub(crate) completed: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) topic: String,
+    pub(crate) config: ProducerConfig,
+    pub(crate) client: RustMqClient,
+    partitioner: Arc<dyn Partitioner>,
+    slots: RwLock<Vec<Arc<Slot>>>,
+    partition_count: AtomicU32,
+    partitions_known: AtomicBool,
+    limits: BatchLimits,
+    pub(crate) buffer: Semaphore,
+    pub(crate) metrics: Arc<ProducerMetrics>,
+    closed: AtomicBool,
+    pub(crate) closing: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Closes the producer's tasks when the last handle is dropped (after delivering what they hold).
+#[derive(Debug)]
+struct DropGuard(Arc<Inner>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.closing.store(true, Ordering::Release);
+        for slot in self.0.slots.read().iter() {
+            slot.wake.notify_one();
+        }
+    }
+}
+
+/// Sends messages to one topic. Cheap to clone; clones share batches and metrics.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+    _guard: Arc<DropGuard>,
+}
+
+/// Builds a [`Producer`].
+#[derive(Debug, Default)]
+pub struct ProducerBuilder {
+    topic: Option<String>,
+    config: Option<ProducerConfig>,
+    client: Option<RustMqClient>,
+    partitioner: Option<Arc<dyn Partitioner>>,
+}
+
+impl ProducerBuilder {
+    /// A builder with nothing set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The topic (required).
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// The settings (default: [`ProducerConfig::default`] with the client's compression).
+    pub fn config(mut self, config: ProducerConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The client to send through (required).
+    pub fn client(mut self, client: RustMqClient) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// A custom partitioner (default: [`DefaultPartitioner`]).
+    pub fn partitioner(mut self, partitioner: impl Partitioner + 'static) -> Self {
+        self.partitioner = Some(Arc::new(partitioner));
+        self
+    }
+
+    /// Looks up the topic's partitions and starts the producer.
+    pub async fn build(self) -> Result<Producer> {
+        let topic = self
+            .topic
+            .ok_or_else(|| ClientError::InvalidConfig("a producer needs a topic".into()))?;
+        validate_topic(&topic)?;
+        let client = self
+            .client
+            .ok_or_else(|| ClientError::InvalidConfig("a producer needs a client".into()))?;
+        let config = self.config.unwrap_or_else(|| ProducerConfig {
+            compression: client.config().compression.clone(),
+            ..ProducerConfig::default()
+        });
+        config.validate()?;
+        let broker_max = client.broker_limits().map_or(usize::MAX, |l| l.max_batch_bytes as usize);
+        let limits = BatchLimits {
+            max_records: config.batch_size,
+            // Leave room for the batch header and compression framing under the broker's limit.
+            max_bytes: config.batch_max_bytes.min(broker_max.saturating_sub(1024)).max(1024),
+        };
+        let partitioner = self
+            .partitioner
+            .unwrap_or_else(|| Arc::new(DefaultPartitioner::new(config.batch_size)));
+        let known = sender::partition_count(&client, &topic).await?;
+        let inner = Arc::new(Inner {
+            topic,
+            buffer: Semaphore::new(config.buffer_memory),
+            config,
+            client,
+            partitioner,
+            slots: RwLock::new(Vec::new()),
+            partition_count: AtomicU32::new(known.unwrap_or(1)),
+            partitions_known: AtomicBool::new(known.is_some()),
+            limits,
+            metrics: Arc::new(ProducerMetrics::default()),
+            closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        });
+        inner.ensure_slots(known.unwrap_or(1));
+        tracing::debug!(topic = %inner.topic, partitions = known.unwrap_or(1), "producer started");
+        Ok(Producer {
+            _guard: Arc::new(DropGuard(Arc::clone(&inner))),
+            inner,
+        })
+    }
+}
+
+impl Inner {
+    /// Makes sure a slot and sender task exist for every partition below `n`.
+    pub(crate) fn ensure_slots(self: &Arc<Self>, n: u32) {
+        let mut slots = self.slots.write();
+        while (slots.len() as u32) < n {
+            let slot = Arc::new(Slot {
+                partition: slots.len() as u32,
+                acc: Mutex::new(Accumulator::new(self.limits)),
+                ready: Mutex::new(VecDeque::new()),
+                wake: Notify::new(),
+                accepted: AtomicU64::new(0),
+                completed: watch::channel(0).0,
+            });
+            let task = tokio::spawn(sender::run(Arc::clone(self), Arc::clone(&slot)));
+            self.tasks.lock().push(task);
+            slots.push(slot);
+        }
+        self.partition_count.fetch_max(n, Ordering::AcqRel);
+    }
+
+    /// Called by a sender after a successful produce: learns the real partition count of an
+    /// auto-created topic.
+    pub(crate) async fn learn_partitions(self: &Arc<Self>) {
+        if self.partitions_known.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match sender::partition_count(&self.client, &self.topic).await {
+            Ok(Some(n)) => self.ensure_slots(n),
+            _ => self.partitions_known.store(false, Ordering::Release),
+        }
+    }
+
+    fn slot(&self, partition: u32) -> Result<Arc<Slot>> {
+        self.slots.read().get(partition as usize).cloned().ok_or_else(|| {
+            ClientError::InvalidMessage(format!(
+                "topic {} has no partition {partition} (it has {})",
+                self.topic,
+                self.partition_count.load(Ordering::Acquire)
+            ))
+        })
+    }
+}
+
+impl Producer {
+    /// The topic this producer sends to.
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.config
+    }
+
+    /// Sends a message and resolves once the broker acknowledged it (per `ack_level`).
+    #[tracing::instrument(level = "trace", skip_all, fields(topic = %self.inner.topic))]
+    pub async fn send(&self, message: Message) -> Result<SendResult> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(message, Waiter::Future(tx)).await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends without waiting for the acknowledgement; the optional callback is told the outcome.
+    /// Resolves once the message is accepted (which may wait for buffer room).
+    ///
+    /// For a callback that captures state, use [`Producer::send_async_with`].
+    pub async fn send_async(&self, message: Message, callback: Option<SendCallback>) -> Result<()> {
+        let waiter = match callback {
+            Some(cb) => Waiter::Callback(Box::new(move |r: Result<SendResult>| match r {
+                Ok(ok) => cb(Some(ok), None),
+                Err(e) => cb(None, Some(e)),
+            })),
+            None => Waiter::Detached,
+        };
+        self.enqueue(message, waiter).await
+    }
+
+    /// Sends without waiting; `callback` gets the outcome.
+    pub async fn send_async_with(&self, message: Message, callback: impl FnOnce(Result<SendResult>) + Send + 'static) -> Result<()> {
+        self.enqueue(message, Waiter::Callback(Box::new(callback))).await
+    }
+
+    /// Sends every message and waits for all of them; the first failure is returned, after
+    /// every message was attempted.
+    pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendResult>> {
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(message, Waiter::Future(tx)).await?;
+            pending.push(rx);
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        let mut first_error = None;
+        for rx in pending {
+            match rx.await.map_err(|_| ClientError::Closed).and_then(|r| r) {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
+    }
+
+    async fn enqueue(&self, mut message: Message, waiter: Waiter) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        if message.topic != inner.topic {
+            return Err(ClientError::InvalidMessage(format!(
+                "message for topic {:?} given to the producer of {:?}",
+                message.topic, inner.topic
+            )));
+        }
+        for (k, v) in &inner.config.default_properties {
+            message.headers.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let size = message.size();
+        if size > inner.config.max_message_size {
+            return Err(ClientError::MessageTooLarge {
+                size,
+                max_size: inner.config.max_message_size,
+            });
+        }
+        // Room in the buffer; `size <= max_message_size <= buffer_memory < 4 GiB` so this fits.
+        let permits = size.max(1) as u32;
+        let permit = if inner.config.block_on_buffer_full {
+            inner.buffer.acquire_many(permits).await.map_err(|_| ClientError::Closed)?
+        } else {
+            inner.buffer.try_acquire_many(permits).map_err(|_| ClientError::BufferFull {
+                limit: inner.config.buffer_memory,
+            })?
+        };
+        permit.forget();
+
+        let partition = if message.explicit_partition {
+            message.partition
+        } else {
+            let n = inner.partition_count.load(Ordering::Acquire).max(1);
+            inner.partitioner.partition(&message, n)
+        };
+        let slot = match inner.slot(partition) {
+            Ok(s) => s,
+            Err(e) => {
+                inner.buffer.add_permits(permits as usize);
+                return Err(e);
+            }
+        };
+        message.partition = partition;
+        let now = Instant::now();
+        {
+            let mut acc = slot.acc.lock();
+            let mut item = (message, waiter);
+            loop {
+                match acc.try_push(item.0, item.1, now) {
+                    TryPush::Aggregated { full } => {
+                        if full {
+                            if let Some(b) = acc.take() {
+                                slot.ready.lock().push_back(b);
+                            }
+                        }
+                        break;
+                    }
+                    TryPush::NoCapacity(m, w) => {
+                        if let Some(b) = acc.take() {
+                            slot.ready.lock().push_back(b);
+                        }
+                        item = (m, w);
+                    }
+                }
+            }
+            slot.accepted.fetch_add(1, Ordering::AcqRel);
+        }
+        slot.wake.notify_one();
+        Ok(())
+    }
+
+    /// Sends every open batch now and waits until every message accepted before this call is
+    /// acknowledged or failed.
+    pub async fn flush(&self) -> Result<()> {
+        let slots: Vec<Arc<Slot>> = self.inner.slots.read().clone();
+        let mut targets = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            {
+                let mut acc = slot.acc.lock();
+                if let Some(b) = acc.take() {
+                    slot.ready.lock().push_back(b);
+                }
+                targets.push(slot.accepted.load(Ordering::Acquire));
+            }
+            slot.wake.notify_one();
+        }
+        for (slot, target) in slots.iter().zip(targets) {
+            let mut rx = slot.completed.subscribe();
+            rx.wait_for(|done| *done >= target).await.map_err(|_| ClientError::Closed)?;
+        }
+        tracing::debug!(topic = %self.inner.topic, "flushed");
+        Ok(())
+    }
+
+    /// Delivers (or reports failed) everything accepted so far, then stops. Later sends fail
+    /// with `ClientError::Closed`.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        let flushed = self.flush().await;
+        self.inner.closing.store(true, Ordering::Release);
+        for slot in self.inner.slots.read().iter() {
+            slot.wake.notify_one();
+        }
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.inner.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
+        }
+        flushed
+    }
+
+    /// Counters of this producer.
+    pub async fn metrics(&self) -> Arc<ProducerMetrics> {
+        Arc::clone(&self.inner.metrics)
+    }
+
+    /// Bytes of accepted messages not yet acknowledged (at most `buffer_memory`).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.config.buffer_memory - self.inner.buffer.available_permits()
+    }
+
+    /// Partitions currently known for the topic.
+    pub fn partition_count(&self) -> u32 {
+        self.inner.partition_count.load(Ordering::Acquire)
+    }
+}
+
+impl RustMqClient {
+    /// A producer for `topic` with the default [`ProducerConfig`] (and this client's
+    /// compression settings).
+    pub async fn create_producer(&self, topic: &str) -> Result<Producer> {
+        ProducerBuilder::new().topic(topic).client(self.clone()).build().await
+    }
+}

@@ -1,0 +1,195 @@
+//! The sender task of one partition: closes batches when due, encodes them, sends them one at a
+//! time (so retries never reorder a partition), and resolves their waiters.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustmq_protocol::batch::BATCH_HEADER_LEN;
+use rustmq_protocol::{
+    Compression, InitProducerRequest, MetadataRequest, ProduceRequest, ProduceResponse, Request, Response,
+};
+use tokio::time::Instant;
+
+use super::accumulator::ReadyBatch;
+use super::{AckLevel, Inner, SendResult, Slot};
+use crate::client::RustMqClient;
+use crate::error::{ClientError, Result};
+
+/// The partition count of `topic`, `None` if it does not exist (yet).
+pub(crate) async fn partition_count(client: &RustMqClient, topic: &str) -> Result<Option<u32>> {
+    let req = Request::Metadata(MetadataRequest {
+        topics: Some(vec![topic.to_owned()]),
+    });
+    match client.request(req).await? {
+        Response::Metadata(m) => Ok(m
+            .topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.len() as u32)),
+        other => Err(ClientError::UnexpectedResponse(format!("{:?} to a metadata request", other.kind()))),
+    }
+}
+
+/// Idempotent producer state of one partition.
+#[derive(Debug, Clone, Copy)]
+struct Sequence {
+    producer_id: i64,
+    epoch: i16,
+    next: i32,
+}
+
+async fn init_producer(client: &RustMqClient) -> Result<Sequence> {
+    match client.request(Request::InitProducer(InitProducerRequest { name: None })).await? {
+        Response::InitProducer(r) => Ok(Sequence {
+            producer_id: r.producer_id,
+            epoch: r.epoch,
+            next: 0,
+        }),
+        other => Err(ClientError::UnexpectedResponse(format!("{:?} to an init-producer request", other.kind()))),
+    }
+}
+
+/// Sequences wrap from `i32::MAX` to 0, as the broker expects.
+fn advance(seq: i32, count: u32) -> i32 {
+    ((i64::from(seq) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+pub(crate) async fn run(inner: Arc<Inner>, slot: Arc<Slot>) {
+    let mut sequence: Option<Sequence> = None;
+    while let Some(batch) = next_batch(&inner, &slot).await {
+        deliver(&inner, &slot, batch, &mut sequence).await;
+    }
+}
+
+/// The next batch to send: a closed one, or the open one once its linger time is up.
+/// `None` once the producer is closing and nothing is left.
+async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
+    let linger = inner.config.batch_timeout;
+    loop {
+        let notified = slot.wake.notified();
+        let deadline = {
+            let mut acc = slot.acc.lock();
+            if let Some(b) = slot.ready.lock().pop_front() {
+                return Some(b);
+            }
+            let closing = inner.closing.load(Ordering::Acquire);
+            match acc.opened_at() {
+                Some(opened) if linger.is_zero() || closing || opened + linger <= Instant::now() => return acc.take(),
+                Some(opened) => Some(opened + linger),
+                None if closing => return None,
+                None => None,
+            }
+        };
+        match deadline {
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(d) => {}
+                    _ = notified => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
+
+async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch, sequence: &mut Option<Sequence>) {
+    let count = batch.builder.len();
+    let result = send(inner, slot, batch.builder, sequence).await;
+    let now = Instant::now();
+    let latency_us = now.duration_since(batch.opened).as_micros() as u64;
+    match &result {
+        Ok(_) => {
+            inner
+                .metrics
+                .record_batch(u64::from(count), batch.buffered_bytes as u64, latency_us * u64::from(count), latency_us);
+        }
+        Err(e) => {
+            inner.metrics.messages_failed.fetch_add(u64::from(count), Ordering::Relaxed);
+            tracing::warn!(topic = %inner.topic, partition = slot.partition, messages = count, error = %e, "batch failed");
+            // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
+            *sequence = None;
+        }
+    }
+    for (i, (waiter, timestamp)) in batch.waiters.into_iter().enumerate() {
+        waiter.complete(match &result {
+            Ok(r) => Ok(SendResult {
+                partition: slot.partition,
+                offset: r.base_offset + i as u64,
+                timestamp,
+            }),
+            Err(e) => Err(e.duplicate()),
+        });
+    }
+    inner.buffer.add_permits(batch.buffered_bytes.max(1).min(usize::MAX));
+    slot.completed.send_modify(|done| *done += u64::from(count));
+    if result.is_ok() {
+        inner.learn_partitions().await;
+    }
+}
+
+async fn send(
+    inner: &Inner,
+    slot: &Slot,
+    mut builder: rustmq_protocol::RecordBatchBuilder,
+    sequence: &mut Option<Sequence>,
+) -> Result<ProduceResponse> {
+    let config = &inner.config;
+    let count = builder.len();
+    if config.idempotent {
+        let seq = match *sequence {
+            Some(s) => s,
+            None => init_producer(&inner.client).await?,
+        };
+        builder = builder.producer(seq.producer_id, seq.epoch, seq.next);
+        *sequence = Some(Sequence {
+            next: advance(seq.next, count),
+            ..seq
+        });
+    }
+    let records_bytes = builder.size() - BATCH_HEADER_LEN;
+    let codec = if config.compression.enabled && records_bytes >= config.compression.min_size {
+        config.compression.codec()
+    } else {
+        Compression::None
+    };
+    let batch = builder.compression(codec, config.compression.level).build()?;
+    let client_config = inner.client.config();
+    let request = ProduceRequest {
+        topic: inner.topic.clone(),
+        partition: slot.partition,
+        acks: config.ack_level.wire(),
+        timeout_ms: client_config.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+        batch,
+    };
+    let retry = &client_config.retry_config;
+    let backoff = crate::transport::backoff::Backoff::new(retry);
+    let mut attempt = 0u32;
+    loop {
+        let span = tracing::debug_span!("produce", topic = %inner.topic, partition = slot.partition, records = count, attempt);
+        let answer = tracing::Instrument::instrument(inner.client.request(Request::Produce(request.clone())), span).await;
+        match answer {
+            Ok(Response::Produce(r)) => {
+                if r.duplicate {
+                    tracing::debug!(topic = %inner.topic, partition = slot.partition, offset = r.base_offset, "broker dropped a resent duplicate");
+                }
+                return Ok(r);
+            }
+            Ok(other) => {
+                return Err(ClientError::UnexpectedResponse(format!("{:?} to a produce request", other.kind())));
+            }
+            Err(e) => {
+                inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                let may_retry = e.is_retryable() && attempt < retry.max_retries && config.ack_level != AckLevel::None;
+                if !may_retry {
+                    return Err(e);
+                }
+                let delay: Duration = backoff.delay(attempt);
+                attempt += 1;
+                inner.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, attempt, ?delay, "retrying batch");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Consumer groups against a real broker: partitions split across members, a killed member's
+//! partitions move after the session timeout, a closing member's at once; nothing acked and
+//! committed is delivered again, nothing is lost.
+
+mod consumer_support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use consumer_support::*;
+use rustmq::consumer::Consumer;
+use rustmq::protocol::{DescribeGroupRequest, Request, Response};
+use rustmq::testing::TestBroker;
+use rustmq::RustMqClient;
+
+const TOPIC: &str = "orders";
+const PARTITIONS: u32 = 6;
+
+type Log = Arc<Mutex<Vec<(usize, u32, u64, Instant)>>>;
+
+async fn describe(client: &RustMqClient, group: &str) -> (String, usize) {
+    let req = Request::DescribeGroup(DescribeGroupRequest { group: group.into() });
+    match client.raw_request(req).await.unwrap() {
+        Response::DescribeGroup(d) => (d.state, d.members.len()),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Receives, records and acks until the consumer closes; commits after every message.
+fn spawn_worker(id: usize, consumer: Consumer, log: Log) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(m) = consumer.receive().await.expect("receive") {
+            log.lock().unwrap().push((id, m.message.partition, m.message.offset, Instant::now()));
+            assert_eq!(m.message.payload_as_string().unwrap(), value(m.message.partition, m.message.offset));
+            m.ack().await.unwrap();
+            // A commit refused during a rebalance is retried by the next one.
+            let _ = consumer.commit().await;
+        }
+    })
+}
+
+fn covered(log: &Log, per_partition: u64) -> bool {
+    let seen: BTreeSet<(u32, u64)> = log.lock().unwrap().iter().map(|&(_, p, o, _)| (p, o)).collect();
+    seen.len() as u64 == u64::from(PARTITIONS) * per_partition
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_split_partitions_and_a_killed_members_move_after_the_session_timeout() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let admin = broker.client().await.unwrap();
+    admin.create_topic(TOPIC, PARTITIONS).await.unwrap();
+    for p in 0..PARTITIONS {
+        produce_n(&admin, TOPIC, p, 0, 100).await;
+    }
+
+    let mut consumers = Vec::new();
+    for _ in 0..3 {
+        let client = broker.client().await.unwrap();
+        let consumer = within("join", client.create_consumer_with_config(TOPIC, "billing", config("billing")))
+            .await
+            .unwrap();
+        consumers.push(consumer);
+    }
+    // Members apply a rebalance when their own join returns: wait until all three did.
+    eventually("an even split", || {
+        let cs = consumers.clone();
+        async move {
+            let mut n = Vec::new();
+            for c in &cs {
+                n.push(c.assigned_partitions().await.len());
+            }
+            n == [2, 2, 2]
+        }
+    })
+    .await;
+    let mut all = BTreeSet::new();
+    for c in &consumers {
+        let assignment = c.partition_assignment().await.expect("assigned");
+        assert_eq!(assignment.partitions, c.assigned_partitions().await);
+        assert!(assignment.assignment_id.ends_with(&format!("@{}", assignment.generation)));
+        for p in assignment.partitions {
+            assert!(all.insert(p), "partition {p} assigned twice");
+        }
+    }
+    assert_eq!(all, (0..PARTITIONS).collect());
+    assert_eq!(describe(&admin, "billing").await, ("stable".to_string(), 3));
+
+    // Phase 1: every record delivered once, each by the owner of its partition.
+    let killed = consumers.pop().unwrap();
+    let killed_partitions = killed.assigned_partitions().await;
+    let log: Log = Arc::default();
+    let workers: Vec<_> = consumers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| spawn_worker(i, c.clone(), Arc::clone(&log)))
+        .collect();
+    let mut committed_by_killed = BTreeSet::new();
+    for _ in 0..200 {
+        let m = recv(&killed).await;
+        committed_by_killed.insert((m.message.partition, m.message.offset));
+        m.ack().await.unwrap();
+    }
+    killed.commit().await.unwrap();
+    eventually("phase 1 delivered", || async { log.lock().unwrap().len() == 400 }).await;
+    {
+        let log = log.lock().unwrap();
+        for &(id, p, _, _) in log.iter() {
+            assert!(!killed_partitions.contains(&p), "partition {p} delivered to member {id}");
+        }
+    }
+    for &p in &killed_partitions {
+        assert_eq!(killed.committed_offset(p).await.unwrap(), 100);
+    }
+
+    // Phase 2: 50 more per partition. The member to be killed acks 10 of each of its
+    // partitions and commits them, takes 10 more of each without acking, and dies without
+    // leaving.
+    for p in 0..PARTITIONS {
+        produce_n(&admin, TOPIC, p, 100, 50).await;
+    }
+    let mut taken = HashMap::<u32, u32>::new();
+    let mut in_flight = Vec::new();
+    while killed_partitions.iter().any(|p| taken.get(p).copied().unwrap_or(0) < 20) {
+        let m = recv(&killed).await;
+        let n = taken.entry(m.message.partition).or_default();
+        if *n < 10 {
+            committed_by_killed.insert((m.message.partition, m.message.offset));
+            m.ack().await.unwrap();
+        } else {
+            in_flight.push(m);
+        }
+        *n += 1;
+    }
+    killed.commit().await.unwrap();
+    for &p in &killed_partitions {
+        assert_eq!(killed.committed_offset(p).await.unwrap(), 110, "the contiguous acked prefix");
+    }
+    let killed_at = Instant::now();
+    drop(killed);
+    drop(in_flight);
+
+    // Its partitions move to the survivors only after the session timeout (1 s), and
+    // everything reaches them.
+    eventually("all records delivered", || async { covered(&log, 150) }).await;
+    let moved_after = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|&&(_, p, _, _)| killed_partitions.contains(&p))
+        .map(|&(_, _, _, at)| at.saturating_duration_since(killed_at))
+        .min()
+        .expect("the killed member's partitions were delivered to survivors");
+    assert!(
+        moved_after >= Duration::from_millis(800),
+        "partitions moved {moved_after:?} after the kill, before the 1 s session timeout"
+    );
+    let mut owned = BTreeSet::new();
+    for c in &consumers {
+        owned.extend(c.assigned_partitions().await);
+    }
+    assert_eq!(owned, (0..PARTITIONS).collect());
+    assert_eq!(describe(&admin, "billing").await, ("stable".to_string(), 2));
+
+    // Nothing the killed member acked and committed was delivered again; what it held
+    // without committing was (at least once).
+    let log = log.lock().unwrap().clone();
+    let mut counts = HashMap::<(u32, u64), usize>::new();
+    for &(_, p, o, _) in &log {
+        *counts.entry((p, o)).or_default() += 1;
+        assert!(!committed_by_killed.contains(&(p, o)), "{p}/{o} was committed by the killed member and redelivered");
+    }
+    for &p in &killed_partitions {
+        for o in 110..150 {
+            assert!(counts.contains_key(&(p, o)), "{p}/{o} lost");
+        }
+    }
+    for c in &consumers {
+        c.close().await.unwrap();
+    }
+    for w in workers {
+        within("worker end", w).await.unwrap();
+    }
+    for p in 0..PARTITIONS {
+        assert_eq!(admin_committed(&admin, p).await, Some(150), "partition {p} fully committed");
+    }
+}
+
+async fn admin_committed(client: &RustMqClient, partition: u32) -> Option<u64> {
+    let req = Request::FetchOffsets(rustmq::protocol::FetchOffsetsRequest {
+        group: "billing".into(),
+        partitions: vec![rustmq::protocol::TopicPartitions {
+            topic: TOPIC.into(),
+            partitions: vec![partition],
+        }],
+    });
+    match client.raw_request(req).await.unwrap() {
+        Response::FetchOffsets(r) => r.offsets[0].offset,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_member_leaves_at_once_and_its_partitions_resume_from_its_commits() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("jobs", 4).await.unwrap();
+    for p in 0..4 {
+        produce_n(&client, "jobs", p, 0, 10).await;
+    }
+    // A long session timeout: only a clean leave can move partitions within the test.
+    let slow = |g: &str| rustmq::consumer::ConsumerConfig {
+        session_timeout: Duration::from_secs(60),
+        rebalance_timeout: Duration::from_secs(60),
+        ..config(g)
+    };
+    let a = client.create_consumer_with_config("jobs", "workers", slow("workers")).await.unwrap();
+    assert_eq!(a.assigned_partitions().await, vec![0, 1, 2, 3]);
+    let b = within("second join", client.create_consumer_with_config("jobs", "workers", slow("workers")))
+        .await
+        .unwrap();
+    eventually("a split", || async { a.assigned_partitions().await.len() == 2 }).await;
+    let b_partitions = b.assigned_partitions().await;
+    assert_eq!(b_partitions.len(), 2);
+
+    // b consumes and acks its 20 records; close() commits them and leaves.
+    let got = recv_ack(&b, 20).await;
+    assert!(got.iter().all(|(p, _)| b_partitions.contains(p)));
+    b.close().await.unwrap();
+    assert!(b.receive().await.unwrap().is_none(), "a closed consumer delivers nothing");
+
+    eventually("a takes over", || async { a.assigned_partitions().await.len() == 4 }).await;
+    // a consumes its own 20 and then only new records of b's partitions: b's were committed.
+    for p in &b_partitions {
+        produce_n(&client, "jobs", *p, 10, 1).await;
+    }
+    let got = recv_ack(&a, 22).await;
+    let from_b: Vec<(u32, u64)> = got.iter().copied().filter(|(p, _)| b_partitions.contains(p)).collect();
+    assert_eq!(from_b.len(), 2, "only the new records of the left member's partitions: {from_b:?}");
+    assert!(from_b.iter().all(|&(_, o)| o == 10));
+    let m = a.metrics().await;
+    assert!(m.rebalances.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    a.close().await.unwrap();
+}
