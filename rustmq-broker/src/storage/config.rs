@@ -1,0 +1,50 @@
+//! How a partition log sizes, indexes, keeps and flushes its segments.
+
+use std::time::Duration;
+
+use rustmq_protocol::batch::DEFAULT_MAX_UNCOMPRESSED;
+
+/// When appended data is forced to disk with fdatasync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Every append waits for fdatasync; concurrent appends share one (group commit).
+    Always,
+    /// Flush at most this long after data is appended (see [`spawn_interval_flusher`]).
+    ///
+    /// [`spawn_interval_flusher`]: super::spawn_interval_flusher
+    Interval(Duration),
+    /// Leave write-back to the operating system; data is still synced when a segment rolls,
+    /// on [`flush`](super::PartitionLog::flush) and on [`close`](super::PartitionLog::close).
+    Os,
+}
+
+/// Configuration of one [`PartitionLog`](super::PartitionLog).
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Roll to a new segment when the active one would exceed this many bytes. Capped at
+    /// `u32::MAX` because index entries store 32-bit file positions.
+    pub segment_bytes: u64,
+    /// The sparse offset index gets one entry per this many bytes of batches.
+    pub index_interval_bytes: u32,
+    /// Delete the oldest segments while the log stays at least this large without them.
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose newest record is older than this many milliseconds.
+    pub retention_ms: Option<u64>,
+    /// When appends reach the disk.
+    pub flush: FlushPolicy,
+    /// Decompression cap when a batch must be decoded (timestamp lookup).
+    pub max_uncompressed_batch: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 128 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_bytes: None,
+            retention_ms: None,
+            flush: FlushPolicy::Os,
+            max_uncompressed_batch: DEFAULT_MAX_UNCOMPRESSED,
+        }
+    }
+}

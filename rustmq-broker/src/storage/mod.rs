@@ -1,0 +1,136 @@
+//! The durable segmented log of one partition.
+//!
+//! A [`PartitionLog`] owns a directory of segments. Record batches are stored exactly as the
+//! producer sent them; the broker only rewrites `base_offset`, which the CRC does not cover, so a
+//! fetch serves the stored bytes unchanged.
+//!
+//! ```text
+//!  append(batch) ──► header + length check ──► producer table (idempotence) ─┐
+//!                                                                            │ duplicate?
+//!                      ┌─────────────────────────────────────────────────────┘ └──► DuplicateSequence
+//!                      ▼
+//!        assign offsets (rewrite base_offset) ──► roll? (sync old segment, write its indexes)
+//!                      │
+//!                      ▼
+//!        pwrite to the active segment ──► sparse offset index + time index (in memory)
+//!                      │
+//!                      ▼
+//!        high watermark ──► watch channel (long-poll fetches wake up)
+//!                      │
+//!                      ▼  FlushPolicy::Always, sync_up_to(offset), flush()
+//!        group commit: one caller runs fdatasync for every waiter appended before it started
+//!
+//!  dir/00000000000000000000.log        batches, back to back
+//!     /00000000000000000000.index      (relative offset u32, file position u32), every ~4 KiB
+//!     /00000000000000000000.timeindex  (running max timestamp i64, relative offset u32)
+//!     /00000000000000004096.log        ... the last segment is the active one
+//!
+//!  read(offset) ──► segment by base offset ──► index: nearest position ──► scan headers
+//!               ──► pread whole batches (no append lock held), possibly across segments
+//! ```
+//!
+//! Recovery on [`PartitionLog::open`] verifies every batch of the last segment (header, offsets,
+//! CRC) and truncates a torn tail; older segments were synced when they were rolled, so only
+//! their headers are scanned, to rebuild the idempotent producer table.
+//!
+//! ```
+//! use rustmq_broker::storage::{LogConfig, PartitionLog};
+//! use rustmq_protocol::RecordBatchBuilder;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+//! let mut builder = RecordBatchBuilder::new();
+//! builder.push(1_700_000_000_000, Some(b"key"), Some(b"value"), []);
+//! let batch = builder.build().expect("one record");
+//! let info = log.append(batch[..].into())?;
+//! assert_eq!((info.base_offset, log.high_watermark()), (0, 1));
+//! let stored = log.read(0, 1024 * 1024)?;
+//! assert_eq!(stored.len(), batch.len());
+//! log.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod index;
+mod log;
+mod producer_state;
+mod read;
+mod recovery;
+mod retention;
+mod scan;
+mod segment;
+mod sync;
+#[cfg(test)]
+mod test_util;
+
+pub use config::{FlushPolicy, LogConfig};
+pub use log::{AppendInfo, PartitionLog};
+pub use sync::spawn_interval_flusher;
+
+use rustmq_protocol::ProtocolError;
+
+/// A failure of the partition log.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The requested offset is not in the log.
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// The log start offset.
+        start: u64,
+        /// The high watermark.
+        end: u64,
+    },
+    /// A batch (received or stored) is malformed.
+    #[error("corrupt batch: {0}")]
+    CorruptBatch(ProtocolError),
+    /// The batch was already appended; nothing was written.
+    #[error("duplicate batch, already stored at offset {base_offset}")]
+    DuplicateSequence {
+        /// Where the earlier copy starts.
+        base_offset: u64,
+    },
+    /// The batch's sequence does not follow the producer's last one.
+    #[error("out of order sequence for producer {producer_id}: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence the log expected.
+        expected: i32,
+        /// The batch's base sequence.
+        got: i32,
+    },
+    /// The producer has been fenced by a newer epoch.
+    #[error("producer {producer_id} epoch {got} is older than {current}")]
+    InvalidProducerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch the log knows.
+        current: i16,
+        /// The batch's epoch.
+        got: i16,
+    },
+    /// The segment files are inconsistent in a way recovery cannot repair by truncation.
+    #[error("corrupt log in {dir}: {reason}")]
+    CorruptLog {
+        /// The partition directory.
+        dir: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An fdatasync failed earlier: the kernel may have dropped dirty pages, so nothing written
+    /// since the last good sync can be trusted. Reopen the log to recover from the disk.
+    #[error("log is unusable after a failed fdatasync; reopen it")]
+    Poisoned,
+    /// An I/O operation failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<ProtocolError> for StorageError {
+    fn from(err: ProtocolError) -> Self {
+        StorageError::CorruptBatch(err)
+    }
+}

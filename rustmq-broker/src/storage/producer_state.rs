@@ -1,0 +1,278 @@
+//! The idempotent producer table: which sequences each producer id has written.
+//!
+//! For every producer id the log keeps its epoch, the last sequence it wrote and the sequences
+//! and offsets of its last [`RECENT_BATCHES`] batches, so that a batch retried after a lost
+//! answer is recognised and answered with the offset of the stored copy instead of being
+//! written twice. The table is rebuilt from batch headers when the log is opened.
+//!
+//! Sequences wrap as in Kafka: after `i32::MAX` comes `0`.
+
+use std::collections::{HashMap, VecDeque};
+
+use rustmq_protocol::BatchHeader;
+
+use super::StorageError;
+
+/// How many recent batches per producer are remembered for duplicate detection; a producer
+/// has at most this many requests in flight.
+pub(crate) const RECENT_BATCHES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoredBatch {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: u64,
+}
+
+#[derive(Debug, Clone)]
+struct ProducerEntry {
+    epoch: i16,
+    last_seq: i32,
+    recent: VecDeque<StoredBatch>,
+}
+
+/// Sequence state of every idempotent producer that wrote to the log.
+#[derive(Debug, Default)]
+pub(crate) struct ProducerTable {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// `seq + n` in the sequence space `0..=i32::MAX`.
+fn seq_add(seq: i32, n: u32) -> i32 {
+    let space = i64::from(i32::MAX) + 1;
+    // Both operands are non-negative and below 2^32, so the sum cannot overflow an i64 and the
+    // remainder fits an i32.
+    ((i64::from(seq) + i64::from(n)).rem_euclid(space)) as i32
+}
+
+fn last_seq(header: &BatchHeader) -> i32 {
+    seq_add(header.base_sequence, header.record_count.saturating_sub(1))
+}
+
+impl ProducerTable {
+    /// Decides whether `header` may be appended. `Err(DuplicateSequence)` means it is already
+    /// stored and must not be written again.
+    pub(crate) fn check(&self, header: &BatchHeader) -> Result<(), StorageError> {
+        if !header.is_idempotent() {
+            return Ok(());
+        }
+        let producer_id = header.producer_id;
+        let got = header.base_sequence;
+        // An unknown producer may start anywhere: its earlier batches can have been removed by
+        // retention, and refusing it would wedge the producer forever (Kafka does the same).
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if header.producer_epoch < entry.epoch {
+            return Err(StorageError::InvalidProducerEpoch {
+                producer_id,
+                current: entry.epoch,
+                got: header.producer_epoch,
+            });
+        }
+        if header.producer_epoch > entry.epoch {
+            return if got == 0 {
+                Ok(())
+            } else {
+                Err(StorageError::OutOfOrderSequence {
+                    producer_id,
+                    expected: 0,
+                    got,
+                })
+            };
+        }
+        let expected = seq_add(entry.last_seq, 1);
+        if let Some(stored) = entry.recent.iter().find(|b| b.first_seq == got) {
+            // A retry carries exactly the same records; the same start with another length is
+            // a different batch and answering it with the old offsets would be wrong.
+            if stored.last_seq == last_seq(header) {
+                return Err(StorageError::DuplicateSequence {
+                    base_offset: stored.base_offset,
+                });
+            }
+            return Err(StorageError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                got,
+            });
+        }
+        if got != expected {
+            return Err(StorageError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a batch that was written at `base_offset`, without checking it: used after
+    /// [`check`](Self::check) passed, and when replaying the log on open.
+    pub(crate) fn record(&mut self, header: &BatchHeader, base_offset: u64) {
+        if !header.is_idempotent() {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: header.producer_epoch,
+                last_seq: -1,
+                recent: VecDeque::with_capacity(RECENT_BATCHES),
+            });
+        if entry.epoch != header.producer_epoch {
+            entry.epoch = header.producer_epoch;
+            entry.recent.clear();
+        }
+        let stored = StoredBatch {
+            first_seq: header.base_sequence,
+            last_seq: last_seq(header),
+            base_offset,
+        };
+        entry.last_seq = stored.last_seq;
+        if entry.recent.len() == RECENT_BATCHES {
+            entry.recent.pop_front();
+        }
+        entry.recent.push_back(stored);
+    }
+
+    /// Number of producers tracked.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustmq_protocol::batch::{BatchHeader, MAGIC};
+
+    fn header(pid: i64, epoch: i16, seq: i32, count: u32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            batch_length: 100,
+            magic: MAGIC,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            record_count: count,
+        }
+    }
+
+    fn append(table: &mut ProducerTable, h: &BatchHeader, offset: u64) -> Result<(), StorageError> {
+        table.check(h)?;
+        table.record(h, offset);
+        Ok(())
+    }
+
+    #[test]
+    fn in_order_batches_pass_and_retries_are_duplicates() {
+        let mut t = ProducerTable::default();
+        append(&mut t, &header(7, 0, 0, 3), 0).unwrap();
+        append(&mut t, &header(7, 0, 3, 2), 3).unwrap();
+        assert!(matches!(
+            t.check(&header(7, 0, 0, 3)),
+            Err(StorageError::DuplicateSequence { base_offset: 0 })
+        ));
+        assert!(matches!(
+            t.check(&header(7, 0, 3, 2)),
+            Err(StorageError::DuplicateSequence { base_offset: 3 })
+        ));
+        assert!(matches!(
+            t.check(&header(7, 0, 3, 1)),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 5,
+                got: 3,
+                ..
+            })
+        ));
+        t.check(&header(7, 0, 5, 1)).unwrap();
+        t.check(&header(8, 0, 42, 1)).unwrap();
+    }
+
+    #[test]
+    fn gaps_and_forgotten_sequences_are_out_of_order() {
+        let mut t = ProducerTable::default();
+        for i in 0..7 {
+            append(&mut t, &header(1, 0, i, 1), i as u64).unwrap();
+        }
+        assert!(matches!(
+            t.check(&header(1, 0, 8, 1)),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 7,
+                got: 8,
+                ..
+            })
+        ));
+        assert!(matches!(
+            t.check(&header(1, 0, 1, 1)),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 7,
+                got: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            t.check(&header(1, 0, 2, 1)),
+            Err(StorageError::DuplicateSequence { base_offset: 2 })
+        ));
+    }
+
+    #[test]
+    fn epochs_fence_and_reset() {
+        let mut t = ProducerTable::default();
+        append(&mut t, &header(1, 3, 0, 10), 0).unwrap();
+        assert!(matches!(
+            t.check(&header(1, 2, 10, 1)),
+            Err(StorageError::InvalidProducerEpoch {
+                current: 3,
+                got: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            t.check(&header(1, 4, 10, 1)),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 0,
+                got: 10,
+                ..
+            })
+        ));
+        append(&mut t, &header(1, 4, 0, 1), 10).unwrap();
+        // The old epoch's batches no longer count as duplicates.
+        assert!(matches!(
+            t.check(&header(1, 4, 0, 10)),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        t.check(&header(1, 4, 1, 1)).unwrap();
+    }
+
+    #[test]
+    fn sequences_wrap_after_i32_max() {
+        let mut t = ProducerTable::default();
+        append(&mut t, &header(1, 0, i32::MAX - 1, 3), 0).unwrap();
+        t.check(&header(1, 0, 1, 1)).unwrap();
+        assert!(matches!(
+            t.check(&header(1, 0, i32::MAX - 1, 3)),
+            Err(StorageError::DuplicateSequence { base_offset: 0 })
+        ));
+        append(&mut t, &header(1, 0, 1, 1), 3).unwrap();
+        t.check(&header(1, 0, 2, 1)).unwrap();
+        assert_eq!(seq_add(i32::MAX, 1), 0);
+    }
+
+    #[test]
+    fn non_idempotent_batches_are_not_tracked() {
+        let mut t = ProducerTable::default();
+        append(&mut t, &header(-1, 0, -1, 1), 0).unwrap();
+        append(&mut t, &header(-1, 0, -1, 1), 1).unwrap();
+        append(&mut t, &header(5, 0, -1, 1), 2).unwrap();
+        assert_eq!(t.len(), 0);
+    }
+}

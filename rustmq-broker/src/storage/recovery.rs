@@ -1,0 +1,275 @@
+//! Opening a partition log: finding its segments, repairing a torn tail, replaying producers.
+//!
+//! A crash can tear only the last segment: older ones were synced before the roll that sealed
+//! them. So the last segment is verified batch by batch (header, offsets, CRC) and truncated at
+//! the first bad byte, while older segments only have their headers walked, which is needed
+//! anyway to rebuild the idempotent producer table and yields their indexes on the way.
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use rustmq_protocol::BatchHeader;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::producer_state::ProducerTable;
+use super::segment::{list_segments, sync_dir, Segment};
+use super::sync::GroupCommit;
+use super::{LogConfig, PartitionLog, StorageError};
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition directory and recovers it.
+    ///
+    /// The last segment is verified batch by batch (header, offsets, CRC) and truncated at the
+    /// first incomplete or invalid batch, the signature of a write torn by a crash. Older
+    /// segments, synced when they were rolled, get a header-only scan, which also rebuilds the
+    /// idempotent producer table and checks their index files (rewritten if missing or stale).
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self, StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        let mut config = config;
+        // Index entries hold 32-bit file positions.
+        config.segment_bytes = config.segment_bytes.min(u64::from(u32::MAX));
+        fs::create_dir_all(&dir)?;
+        let bases = list_segments(&dir)?;
+        let interval = config.index_interval_bytes;
+        let mut producers = ProducerTable::default();
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let mut replay = |h: &BatchHeader| producers.record(h, h.base_offset);
+            let segment = if i + 1 == bases.len() {
+                Segment::recover(&dir, base, interval, &mut replay)?
+            } else {
+                Segment::open_sealed(&dir, base, interval, &mut replay)?
+            };
+            if let Some(previous) = segments.last() {
+                let previous_end = previous.next_offset();
+                if base < previous_end {
+                    return Err(StorageError::CorruptLog {
+                        dir,
+                        reason: format!(
+                            "segment {base} overlaps the previous one, which ends at {previous_end}"
+                        ),
+                    });
+                }
+                if base > previous_end {
+                    warn!(
+                        dir = %dir.display(),
+                        missing_from = previous_end,
+                        missing_to = base,
+                        "offsets missing between segments; readers will skip them"
+                    );
+                }
+            }
+            segments.push(Arc::new(segment));
+        }
+        if segments.is_empty() {
+            segments.push(Arc::new(Segment::create(&dir, 0, interval)?));
+            sync_dir(&dir)?;
+        }
+        let active = segments.last().expect("at least one segment");
+        // Recovery may have read data that was only in the page cache (a process crash, not a
+        // machine crash) or truncated the file: make both durable before building on them.
+        active.file.sync_data()?;
+        let high_watermark = active.next_offset();
+        debug!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            high_watermark,
+            "partition log opened"
+        );
+        Ok(Self {
+            dir,
+            config,
+            appender: Mutex::new(producers),
+            segments: RwLock::new(segments),
+            high_watermark: AtomicU64::new(high_watermark),
+            watermark_tx: watch::Sender::new(high_watermark),
+            commit: Arc::new(GroupCommit::new(high_watermark)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::OpenOptions;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::storage::test_util::{
+        batch, expected_values, fill, idem, raw_log, read_all, small_config, values,
+    };
+    use crate::storage::AppendInfo;
+
+    #[test]
+    fn reopen_after_close_is_byte_identical_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(400)).unwrap();
+        fill(&log, 25);
+        log.close().unwrap();
+        let (raw, hw, segments) = (
+            raw_log(dir.path()),
+            log.high_watermark(),
+            log.segment_count(),
+        );
+        let index = std::fs::read(dir.path().join("00000000000000000000.index")).unwrap();
+        drop(log);
+
+        let log = PartitionLog::open(dir.path(), small_config(400)).unwrap();
+        assert_eq!(raw_log(dir.path()), raw);
+        assert_eq!((log.high_watermark(), log.segment_count()), (hw, segments));
+        assert_eq!(values(&read_all(&log, 0, 300)), expected_values(25));
+        let again = std::fs::read(dir.path().join("00000000000000000000.index")).unwrap();
+        assert_eq!(again, index, "a good index file is kept as is");
+        let info = log.append(batch("next", 2, 5)).unwrap();
+        assert_eq!(info.base_offset, hw);
+        assert_eq!(log.read(hw, 1).unwrap().len(), batch("next", 2, 5).len());
+    }
+
+    #[test]
+    fn missing_or_garbage_index_files_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(400)).unwrap();
+        fill(&log, 25);
+        log.close().unwrap();
+        drop(log);
+        let index = dir.path().join("00000000000000000000.index");
+        let time_index = dir.path().join("00000000000000000000.timeindex");
+        let good = (
+            std::fs::read(&index).unwrap(),
+            std::fs::read(&time_index).unwrap(),
+        );
+        assert!(!good.0.is_empty() && !good.1.is_empty());
+        std::fs::remove_file(&index).unwrap();
+        std::fs::write(&time_index, b"garbage").unwrap();
+
+        let log = PartitionLog::open(dir.path(), small_config(400)).unwrap();
+        assert_eq!(std::fs::read(&index).unwrap(), good.0);
+        assert_eq!(std::fs::read(&time_index).unwrap(), good.1);
+        assert_eq!(values(&read_all(&log, 3, 1)), expected_values(25)[3..]);
+    }
+
+    /// Builds a log whose active segment holds several batches, closes it and returns the
+    /// batches and the path of the active segment's file.
+    fn log_with_tail(dir: &Path) -> (Vec<(AppendInfo, usize)>, PathBuf) {
+        let log = PartitionLog::open(dir, small_config(1_000)).unwrap();
+        let infos = fill(&log, 20);
+        assert!(log.segment_count() >= 2);
+        log.close().unwrap();
+        let active = log.active();
+        assert!(
+            active.base_offset < infos[19].0.base_offset,
+            "several batches in the tail"
+        );
+        (infos, dir.join(format!("{:020}.log", active.base_offset)))
+    }
+
+    /// Reopens and checks that exactly the last batch is gone: the file at `path` ends where
+    /// it began (`intact_len` was the file length before the damage), every earlier batch is
+    /// served and the next append reuses the lost offsets.
+    fn assert_recovered_before_last(
+        dir: &Path,
+        path: &Path,
+        intact_len: u64,
+        infos: &[(AppendInfo, usize)],
+    ) {
+        let log = PartitionLog::open(dir, small_config(1_000)).unwrap();
+        let (last, last_len) = *infos.last().unwrap();
+        assert_eq!(
+            std::fs::metadata(path).unwrap().len(),
+            intact_len - last_len as u64
+        );
+        assert_eq!(log.high_watermark(), last.base_offset);
+        let expected = expected_values(20);
+        assert_eq!(
+            values(&read_all(&log, 0, 700)),
+            expected[..last.base_offset as usize]
+        );
+        assert_eq!(
+            log.append(batch("again", 3, 0)).unwrap().base_offset,
+            last.base_offset
+        );
+        assert_eq!(
+            log.read(last.base_offset, 1).unwrap().len(),
+            batch("again", 3, 0).len()
+        );
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_on_open() {
+        let last_len = batch("b19", 4, 1_190).len() as u64;
+        for cut in [1, 7, 50, last_len - 12, last_len - 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let (infos, path) = log_with_tail(dir.path());
+            assert_eq!(infos.last().unwrap().1 as u64, last_len);
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            let len = file.metadata().unwrap().len();
+            file.set_len(len - cut).unwrap();
+            assert_recovered_before_last(dir.path(), &path, len, &infos);
+        }
+    }
+
+    #[test]
+    fn corrupt_last_batch_is_truncated_on_open() {
+        let last_len = batch("b19", 4, 1_190).len() as u64;
+        // In the records (CRC), in the header (CRC) and in base_offset (outside the CRC).
+        for from_end in [1, last_len - 20, last_len - 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let (infos, path) = log_with_tail(dir.path());
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = bytes.len() - from_end as usize;
+            bytes[at] ^= 0x40;
+            std::fs::write(&path, &bytes).unwrap();
+            assert_recovered_before_last(dir.path(), &path, bytes.len() as u64, &infos);
+        }
+    }
+
+    #[test]
+    fn garbage_after_the_last_batch_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (infos, path) = log_with_tail(dir.path());
+        let good_len = std::fs::metadata(&path).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, &[0xAB; 100]).unwrap();
+        drop(file);
+        let log = PartitionLog::open(dir.path(), small_config(1_000)).unwrap();
+        assert_eq!(
+            log.high_watermark(),
+            infos.last().unwrap().0.last_offset + 1
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+    }
+
+    #[test]
+    fn duplicate_detection_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(300)).unwrap();
+        let mut seq = 0;
+        for i in 0..12 {
+            let info = log.append(idem(&format!("p{i}"), 2, (4, 0, seq))).unwrap();
+            assert_eq!(info.base_offset, u64::from(i as u32) * 2);
+            seq += 2;
+        }
+        assert!(log.segment_count() > 2, "producer history spans segments");
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small_config(300)).unwrap();
+        assert!(matches!(
+            log.append(idem("p11", 2, (4, 0, 22))),
+            Err(StorageError::DuplicateSequence { base_offset: 22 })
+        ));
+        assert!(matches!(
+            log.append(idem("p7", 2, (4, 0, 14))),
+            Err(StorageError::DuplicateSequence { base_offset: 14 })
+        ));
+        assert!(matches!(
+            log.append(idem("p0", 2, (4, 0, 0))),
+            Err(StorageError::OutOfOrderSequence { expected: 24, .. })
+        ));
+        assert_eq!(
+            log.append(idem("p12", 2, (4, 0, 24))).unwrap().base_offset,
+            24
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! One segment: a `.log` file of batches back to back, with its indexes.
+//!
+//! Only the partition's append path writes to a segment (under the log's append lock); readers
+//! take a short read lock on the in-memory metadata to learn the committed size and an index
+//! position, then read the file with `pread` without holding any lock.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use rustmq_protocol::batch::{batch_size_at, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use rustmq_protocol::{BatchHeader, ProtocolError, RecordBatch};
+use tracing::warn;
+
+use super::index::{read_optional, write_atomic, OffsetIndex, TimeIndex};
+use super::scan::{scan, Walker, HEADER_CHUNK};
+use super::StorageError;
+
+const LOG_EXT: &str = "log";
+const INDEX_EXT: &str = "index";
+const TIME_INDEX_EXT: &str = "timeindex";
+
+/// `dir/{base:020}.{ext}`.
+pub(crate) fn segment_path(dir: &Path, base_offset: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// Base offsets of the segments in `dir`, oldest first. Removes temporaries left by a crash
+/// while an index was being written.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            fs::remove_file(entry.path())?;
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(".log") else {
+            continue;
+        };
+        match stem.parse::<u64>() {
+            // Offsets are i64 on the wire; a larger base could only come from a foreign file and
+            // would overflow offset arithmetic.
+            Ok(base) if stem.len() == 20 && base <= i64::MAX as u64 => bases.push(base),
+            _ => warn!(file = name, "ignoring a file that is not a segment"),
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// fsyncs a directory so that created, renamed and removed entries survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// What is known about a segment's contents; changes only while it is the active segment.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentMeta {
+    /// Bytes of complete, committed batches.
+    pub(crate) size: u64,
+    /// The offset after the last batch.
+    pub(crate) next_offset: u64,
+    /// Largest batch `max_timestamp`, `i64::MIN` while empty.
+    pub(crate) max_timestamp: i64,
+    last_batch: Option<u32>,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index: u64,
+    index_interval: u64,
+}
+
+impl SegmentMeta {
+    pub(super) fn new(base_offset: u64, index_interval: u32) -> Self {
+        Self {
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            last_batch: None,
+            offset_index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index: 0,
+            index_interval: u64::from(index_interval),
+        }
+    }
+
+    /// Accounts for a batch written at `position`. The same function runs on append and on the
+    /// recovery scan, so rebuilt indexes equal the ones that were written.
+    pub(super) fn on_batch(
+        &mut self,
+        relative: u32,
+        position: u64,
+        len: u64,
+        max_ts: i64,
+        next_offset: u64,
+    ) {
+        self.max_timestamp = self.max_timestamp.max(max_ts);
+        if self.bytes_since_index >= self.index_interval {
+            // Start positions fit: a segment rolls before it passes u32::MAX bytes.
+            if let Ok(position) = u32::try_from(position) {
+                self.offset_index.push(relative, position);
+                self.time_index.push_if_newer(self.max_timestamp, relative);
+                self.bytes_since_index = 0;
+            }
+        }
+        self.bytes_since_index += len;
+        self.size = position + len;
+        self.next_offset = next_offset;
+        self.last_batch = Some(relative);
+    }
+
+    fn encoded_indexes(&self) -> (Vec<u8>, Vec<u8>) {
+        let last = self.last_batch.map(|r| (self.max_timestamp, r));
+        (
+            self.offset_index.encode(),
+            self.time_index.encode_with_final(last),
+        )
+    }
+}
+
+/// One segment of a partition log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// Offset of the first batch (and the file name).
+    pub(crate) base_offset: u64,
+    /// Shared so that syncs and reads outlive a concurrent roll or deletion (unlinking an open
+    /// file is fine on unix).
+    pub(crate) file: Arc<File>,
+    dir: PathBuf,
+    meta: RwLock<SegmentMeta>,
+}
+
+impl Segment {
+    /// Creates an empty segment, replacing a leftover file of a roll that failed half-way.
+    pub(crate) fn create(dir: &Path, base_offset: u64, index_interval: u32) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(segment_path(dir, base_offset, LOG_EXT))?;
+        Ok(Self::new(
+            dir,
+            base_offset,
+            file,
+            SegmentMeta::new(base_offset, index_interval),
+        ))
+    }
+
+    fn new(dir: &Path, base_offset: u64, file: File, meta: SegmentMeta) -> Self {
+        Self {
+            base_offset,
+            file: Arc::new(file),
+            dir: dir.to_path_buf(),
+            meta: RwLock::new(meta),
+        }
+    }
+
+    /// Opens the last segment: verifies every batch and truncates the file at the first one
+    /// that is incomplete, corrupt or out of sequence (a write torn by a crash).
+    pub(crate) fn recover(
+        dir: &Path,
+        base_offset: u64,
+        index_interval: u32,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<Self, StorageError> {
+        let path = segment_path(dir, base_offset, LOG_EXT);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = file.metadata()?.len();
+        let (meta, stopped) = scan(&file, len, base_offset, index_interval, true, on_batch)?;
+        if let Some(reason) = stopped {
+            warn!(
+                segment = %path.display(),
+                valid_bytes = meta.size,
+                truncated_bytes = len - meta.size,
+                %reason,
+                "truncating the torn tail of the active segment"
+            );
+            file.set_len(meta.size)?;
+        }
+        Ok(Self::new(dir, base_offset, file, meta))
+    }
+
+    /// Opens a sealed segment. Its batches were synced when it was rolled, so only headers are
+    /// read (the caller needs them for the producer table anyway); the indexes fall out of the
+    /// same scan, and index files that are missing or differ are rewritten.
+    pub(crate) fn open_sealed(
+        dir: &Path,
+        base_offset: u64,
+        index_interval: u32,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<Self, StorageError> {
+        let path = segment_path(dir, base_offset, LOG_EXT);
+        let file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        let (meta, stopped) = scan(&file, len, base_offset, index_interval, false, on_batch)?;
+        if let Some(reason) = stopped {
+            // Later segments exist, so truncating would not make the log contiguous again;
+            // serve what precedes the damage and let readers skip the gap.
+            warn!(
+                segment = %path.display(),
+                valid_bytes = meta.size,
+                ignored_bytes = len - meta.size,
+                %reason,
+                "sealed segment is damaged; ignoring its tail"
+            );
+        }
+        let segment = Self::new(dir, base_offset, file, meta);
+        let (offsets, times) = segment.meta.read().encoded_indexes();
+        let stale = read_optional(&segment.path(INDEX_EXT))?.as_ref() != Some(&offsets)
+            || read_optional(&segment.path(TIME_INDEX_EXT))?.as_ref() != Some(&times);
+        if stale {
+            warn!(segment = %path.display(), "index files missing or stale; rewriting them");
+            if let Err(err) = segment.write_indexes() {
+                warn!(segment = %path.display(), %err, "could not rewrite index files");
+            }
+        }
+        Ok(segment)
+    }
+
+    fn path(&self, ext: &str) -> PathBuf {
+        segment_path(&self.dir, self.base_offset, ext)
+    }
+
+    /// Committed size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.meta.read().size
+    }
+
+    /// The offset after the last batch.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.meta.read().next_offset
+    }
+
+    /// Largest batch timestamp (`i64::MIN` when empty).
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.meta.read().max_timestamp
+    }
+
+    /// Whether a batch of `len` bytes and `records` records fits without rolling. An empty
+    /// segment takes any batch, so an oversized batch gets a segment of its own.
+    pub(crate) fn has_room(&self, len: u64, records: u32, segment_bytes: u64) -> bool {
+        let meta = self.meta.read();
+        if meta.size == 0 {
+            return true;
+        }
+        let last_relative = meta.next_offset - self.base_offset + u64::from(records) - 1;
+        meta.size + len <= segment_bytes && last_relative <= u64::from(u32::MAX)
+    }
+
+    /// Writes a batch whose base offset is `self.next_offset()`. Called under the log's append
+    /// lock; the batch becomes visible to readers only after the write completed.
+    pub(crate) fn append(&self, batch: &[u8], header: &BatchHeader) -> io::Result<()> {
+        let (position, base_offset) = {
+            let meta = self.meta.read();
+            (meta.size, meta.next_offset)
+        };
+        // A failed write leaves garbage past `size` only; the next append overwrites it and
+        // recovery truncates it.
+        self.file.write_all_at(batch, position)?;
+        let relative = u32::try_from(base_offset - self.base_offset)
+            .map_err(|_| io::Error::other("relative offset overflow"))?;
+        let next_offset = base_offset + u64::from(header.record_count);
+        self.meta.write().on_batch(
+            relative,
+            position,
+            batch.len() as u64,
+            header.max_timestamp,
+            next_offset,
+        );
+        Ok(())
+    }
+
+    /// Writes both index files (each atomically).
+    pub(crate) fn write_indexes(&self) -> io::Result<()> {
+        let (offsets, times) = self.meta.read().encoded_indexes();
+        write_atomic(&self.path(INDEX_EXT), &offsets)?;
+        write_atomic(&self.path(TIME_INDEX_EXT), &times)
+    }
+
+    /// Unlinks the segment's files, indexes first so a crash never leaves an index without its
+    /// log. Open handles keep working.
+    pub(crate) fn delete_files(&self) -> io::Result<()> {
+        for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
+            match fs::remove_file(self.path(ext)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Position of the batch containing `offset` and the committed end of the segment, or
+    /// `None` if the segment does not hold `offset`.
+    pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        let (start, end) = {
+            let meta = self.meta.read();
+            if offset < self.base_offset || offset >= meta.next_offset {
+                return Ok(None);
+            }
+            let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+            (meta.offset_index.lookup(relative), meta.size)
+        };
+        let mut walker = Walker::new(&self.file, start, end, false, HEADER_CHUNK);
+        while let Some((position, header)) = walker.next_batch()? {
+            if header.base_offset > offset {
+                return Err(corrupt("batch offsets out of order"));
+            }
+            let last = header
+                .base_offset
+                .checked_add(u64::from(header.last_offset_delta))
+                .ok_or_else(|| corrupt("batch offset overflow"))?;
+            if offset <= last {
+                return Ok(Some((position, end)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Appends to `out` the whole batches in `position..end` that fit in `budget` bytes, or the
+    /// first batch alone if none fits and `at_least_one`. Returns where the next batch starts.
+    pub(crate) fn read_batches(
+        &self,
+        out: &mut Vec<u8>,
+        position: u64,
+        end: u64,
+        budget: usize,
+        at_least_one: bool,
+    ) -> Result<u64, StorageError> {
+        let available = end.saturating_sub(position);
+        let start = out.len();
+        let want = usize::try_from(available).unwrap_or(usize::MAX).min(budget);
+        out.resize(start + want, 0);
+        self.file.read_exact_at(&mut out[start..], position)?;
+        let mut used = 0usize;
+        while let Some(size) = batch_size_at(&out[start + used..]) {
+            check_batch_size(size, available - used as u64)?;
+            if used + size > want {
+                break;
+            }
+            used += size;
+        }
+        if used == 0 && at_least_one && available > 0 {
+            let mut prefix = [0u8; LOG_OVERHEAD];
+            if available < LOG_OVERHEAD as u64 {
+                return Err(corrupt("partial batch at the end of a segment"));
+            }
+            self.file.read_exact_at(&mut prefix, position)?;
+            let size = batch_size_at(&prefix).unwrap_or(0);
+            check_batch_size(size, available)?;
+            // Keep what was already read and fetch only the rest of the batch.
+            let have = want.min(size);
+            out.resize(start + size, 0);
+            self.file
+                .read_exact_at(&mut out[start + have..], position + have as u64)?;
+            used = size;
+        }
+        out.truncate(start + used);
+        Ok(position + used as u64)
+    }
+
+    /// The first record with a timestamp `>= timestamp` in this segment.
+    pub(crate) fn find_timestamp(
+        &self,
+        timestamp: i64,
+        max_uncompressed: usize,
+    ) -> Result<Option<(u64, i64)>, StorageError> {
+        let (start, end) = {
+            let meta = self.meta.read();
+            if meta.max_timestamp < timestamp {
+                return Ok(None);
+            }
+            let relative = meta.time_index.lookup(timestamp);
+            (
+                relative.map_or(0, |r| meta.offset_index.lookup(r)),
+                meta.size,
+            )
+        };
+        let mut walker = Walker::new(&self.file, start, end, false, HEADER_CHUNK);
+        while let Some((position, header)) = walker.next_batch()? {
+            if header.max_timestamp < timestamp {
+                continue;
+            }
+            let mut raw = vec![0u8; header.total_len()];
+            self.file.read_exact_at(&mut raw, position)?;
+            let batch = RecordBatch::parse(Bytes::from(raw))?;
+            for record in batch.records_with_limit(max_uncompressed)? {
+                let record = record?;
+                if record.timestamp >= timestamp {
+                    return Ok(Some((record.offset, record.timestamp)));
+                }
+            }
+            // The header overstated its max timestamp; the answer is further on.
+        }
+        Ok(None)
+    }
+}
+
+fn corrupt(what: &'static str) -> StorageError {
+    StorageError::CorruptBatch(ProtocolError::CorruptBatch(what))
+}
+
+fn check_batch_size(size: usize, available: u64) -> Result<(), StorageError> {
+    if size < BATCH_HEADER_LEN {
+        return Err(corrupt("batch length shorter than its header"));
+    }
+    if size as u64 > available {
+        return Err(StorageError::CorruptBatch(ProtocolError::Truncated {
+            needed: size,
+            remaining: usize::try_from(available).unwrap_or(usize::MAX),
+        }));
+    }
+    Ok(())
+}
