@@ -114,6 +114,7 @@ impl BrokerBuilder {
             producer_ids,
             groups,
             shutting_down: Default::default(),
+            drop_produce_answers: Default::default(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(server.run(Arc::clone(&core), stop_rx.clone()))];
@@ -205,6 +206,12 @@ impl BrokerHandle {
     /// The broker's topics (for inspection in tests and tools).
     pub fn topics(&self) -> &TopicManager {
         &self.core.topics
+    }
+
+    /// Fault injection for tests: the next `n` produce requests are stored as usual but their
+    /// streams are reset instead of answered, exactly as a lost answer looks to a client.
+    pub fn drop_next_produce_answers(&self, n: u32) {
+        self.core.drop_produce_answers.store(n, Ordering::Release);
     }
 
     /// The configuration in force.

@@ -1,6 +1,6 @@
 //! Request handling: one function per request kind, independent of the transport.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +40,8 @@ pub struct Core {
     pub port: u16,
     /// Set when shutting down: new work is refused.
     pub shutting_down: AtomicBool,
+    /// Produce answers still to be dropped (fault injection for tests).
+    pub drop_produce_answers: AtomicU32,
 }
 
 fn now_ms() -> i64 {
@@ -251,6 +253,12 @@ impl Core {
         let info = match log.append(BytesMut::from(&r.batch[..])) {
             Ok(info) => info,
             Err(StorageError::DuplicateSequence { base_offset }) => {
+                // The stored copy may not be on disk yet: acks=all still waits for it.
+                if r.acks == Acks::All {
+                    log.sync_up_to(base_offset)
+                        .await
+                        .map_err(|e| BrokerError::storage(context(), e))?;
+                }
                 return Ok(Response::Produce(ProduceResponse {
                     base_offset,
                     log_append_time: now_ms(),
@@ -340,6 +348,13 @@ impl Core {
             timestamp,
             high_watermark,
         }))
+    }
+
+    /// Whether this produce answer must be dropped (fault injection): takes one from the count.
+    pub fn take_dropped_answer(&self) -> bool {
+        self.drop_produce_answers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     /// Applies retention to every partition.

@@ -212,7 +212,15 @@ async fn serve_stream(
         match read_frame(&mut recv, limits.max_frame_bytes, timeout).await {
             ReadOutcome::Frame(frame) => {
                 let response = match Request::from_frame(&frame) {
-                    Ok(req) => core.handle(conn, req).await,
+                    Ok(req) => {
+                        let response = core.handle(conn, req).await;
+                        if matches!(response, Response::Produce(_)) && core.take_dropped_answer() {
+                            tracing::warn!("fault injection: dropping a produce answer");
+                            let _ = send.reset(2u32.into());
+                            return;
+                        }
+                        response
+                    }
                     Err(e) => {
                         tracing::debug!(kind = frame.header.kind, error = %e, "undecodable request");
                         Response::Error(BrokerError::from(e).to_response())

@@ -1,0 +1,229 @@
+//! The producer against the real broker: ordering across retries, idempotence, size limits,
+//! close() delivering everything, key partitioning, bounded buffers, compression and headers.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustmq::producer::partition_for_key;
+use rustmq::testing::TestBroker;
+use rustmq::*;
+use rustmq_protocol::{BatchHeader, Compression};
+use tests::fetch_all;
+
+fn fast_retries(broker: &TestBroker) -> ClientConfig {
+    ClientConfig {
+        retry_config: RetryConfig {
+            max_retries: 5,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+            multiplier: 2.0,
+            jitter: true,
+        },
+        ..broker.client_config()
+    }
+}
+
+async fn producer(client: &RustMqClient, topic: &str, config: ProducerConfig) -> Producer {
+    ProducerBuilder::new().topic(topic).config(config).client(client.clone()).build().await.unwrap()
+}
+
+fn msg(topic: &str, payload: impl Into<String>) -> Message {
+    Message::builder().topic(topic).payload(payload.into()).build().unwrap()
+}
+
+async fn stored_payloads(client: &RustMqClient, topic: &str, partition: u32) -> Vec<String> {
+    fetch_all(client, topic, partition, 0)
+        .await
+        .0
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn order_holds_across_retries_and_idempotence_drops_the_resends() {
+    tests::init_tracing();
+    for idempotent in [false, true] {
+        let broker = TestBroker::start().await.unwrap();
+        let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
+        client.create_topic("ordered", 1).await.unwrap();
+        let p = producer(&client, "ordered", ProducerConfig { batch_size: 10, idempotent, ..Default::default() }).await;
+        // Three answers are lost: those batches are stored, then sent again.
+        broker.handle().unwrap().drop_next_produce_answers(3);
+        for i in 0..200 {
+            p.send_async(msg("ordered", format!("{i:04}")), None).await.unwrap();
+        }
+        p.flush().await.unwrap();
+        let stored = stored_payloads(&client, "ordered", 0).await;
+        let metrics = p.metrics().await;
+        assert!(metrics.retries.load(Ordering::Relaxed) >= 3, "answers were dropped, so batches were resent");
+        assert_eq!(metrics.messages_sent.load(Ordering::Relaxed), 200);
+        let expected: Vec<String> = (0..200).map(|i| format!("{i:04}")).collect();
+        if idempotent {
+            assert_eq!(stored, expected, "idempotent: every message once, in order");
+        } else {
+            assert!(stored.len() > 200, "without idempotence the resent batches are stored twice");
+            // A resend repeats only the batch in flight (10 messages), never anything older, and
+            // the first copies of all messages are in order.
+            let mut firsts = Vec::new();
+            let mut highest = -1i64;
+            for s in &stored {
+                let v: i64 = s.parse().unwrap();
+                assert!(v > highest - 10, "{v} stored after {highest}: order broken");
+                if v > highest {
+                    firsts.push(s.clone());
+                    highest = v;
+                }
+            }
+            assert_eq!(firsts, expected, "order holds across retries");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resent_batch_is_stored_once_with_idempotence_and_twice_without() {
+    tests::init_tracing();
+    for (idempotent, copies) in [(true, 1u64), (false, 2)] {
+        let broker = TestBroker::start().await.unwrap();
+        let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
+        client.create_topic("once", 1).await.unwrap();
+        let p = producer(&client, "once", ProducerConfig { idempotent, ..Default::default() }).await;
+        broker.handle().unwrap().drop_next_produce_answers(1);
+        let result = p.send(msg("once", "only")).await.unwrap();
+        // Idempotent: the resend is answered with the stored copy's offset.
+        assert_eq!(result.offset, copies - 1);
+        assert_eq!(stored_payloads(&client, "once", 0).await.len() as u64, copies, "idempotent = {idempotent}");
+    }
+}
+
+#[tokio::test]
+async fn message_too_large_fails_before_sending_and_the_limit_itself_passes() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let p = producer(&client, "sized", ProducerConfig { max_message_size: 1000, buffer_memory: 4096, ..Default::default() }).await;
+    match p.send(msg("sized", "x".repeat(1001))).await {
+        Err(ClientError::MessageTooLarge { size: 1001, max_size: 1000 }) => {}
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    let ok = p.send(msg("sized", "x".repeat(1000))).await.unwrap();
+    assert_eq!(ok.offset, 0, "nothing was stored for the oversized message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_send_async_then_close_stores_each_exactly_once() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("bulk", 4).await.unwrap();
+    let p = client.create_producer("bulk").await.unwrap();
+    for i in 0..100_000u32 {
+        p.send_async(msg("bulk", i.to_string()), None).await.unwrap();
+    }
+    p.close().await.unwrap();
+    assert!(matches!(p.send(msg("bulk", "late")).await, Err(ClientError::Closed)));
+    let mut seen = HashSet::new();
+    for partition in 0..4 {
+        for payload in stored_payloads(&client, "bulk", partition).await {
+            assert!(seen.insert(payload.clone()), "{payload} stored twice");
+        }
+    }
+    assert_eq!(seen.len(), 100_000);
+}
+
+#[tokio::test]
+async fn the_same_key_lands_on_the_same_partition_across_producers() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("keyed", 8).await.unwrap();
+    let a = client.create_producer("keyed").await.unwrap();
+    let b = producer(&client, "keyed", ProducerConfig::default()).await;
+    let mut used = HashSet::new();
+    for k in 0..64 {
+        let key = format!("user-{k}");
+        let m = || Message::builder().topic("keyed").key(&key).payload("x").build().unwrap();
+        let (ra, rb) = (a.send(m()).await.unwrap(), b.send(m()).await.unwrap());
+        assert_eq!(ra.partition, rb.partition, "key {key}");
+        assert_eq!(ra.partition, partition_for_key(key.as_bytes(), 8), "stable hash for {key}");
+        used.insert(ra.partition);
+    }
+    assert!(used.len() > 4, "keys spread over partitions: {used:?}");
+    // An explicit partition wins over the key.
+    let explicit = Message::builder().topic("keyed").key("user-0").partition(7).payload("x").build().unwrap();
+    assert_eq!(a.send(explicit).await.unwrap().partition, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_buffer_makes_send_wait_and_memory_stays_bounded() {
+    let broker = TestBroker::start().await.unwrap();
+    let mut config = fast_retries(&broker);
+    config.retry_config.base_delay = Duration::from_millis(100);
+    config.retry_config.max_delay = Duration::from_millis(100);
+    let client = RustMqClient::new(config).await.unwrap();
+    client.create_topic("tight", 1).await.unwrap();
+    let limit = 8 * 1024;
+    let p = producer(&client, "tight", ProducerConfig { buffer_memory: limit, max_message_size: 1024, batch_size: 4, ..Default::default() }).await;
+    // While answers are dropped, acknowledged bytes cannot drain.
+    broker.handle().unwrap().drop_next_produce_answers(3);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (p, accepted) = (p.clone(), Arc::clone(&accepted));
+        tasks.push(tokio::spawn(async move {
+            p.send_async(msg("tight", format!("{i:0>1024}")), None).await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    let mut max_seen = 0;
+    for _ in 0..50 {
+        max_seen = max_seen.max(p.buffered_bytes());
+        assert!(p.buffered_bytes() <= limit, "buffer grew past its bound");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(accepted.load(Ordering::SeqCst) < 100, "senders were held back by the full buffer");
+    assert!(max_seen > limit / 2, "the buffer was actually used ({max_seen} bytes)");
+    for t in tasks {
+        t.await.unwrap();
+    }
+    p.flush().await.unwrap();
+    assert_eq!(p.buffered_bytes(), 0);
+    assert_eq!(stored_payloads(&client, "tight", 0).await.iter().collect::<HashSet<_>>().len(), 100);
+
+    // Configured to fail instead of waiting.
+    let failing = producer(&client, "tight", ProducerConfig { buffer_memory: 1024, max_message_size: 1024, block_on_buffer_full: false, ..Default::default() }).await;
+    broker.handle().unwrap().drop_next_produce_answers(1);
+    failing.send_async(msg("tight", "x".repeat(1000)), None).await.unwrap();
+    assert!(matches!(failing.send_async(msg("tight", "y".repeat(100)), None).await, Err(ClientError::BufferFull { limit: 1024 })));
+}
+
+#[tokio::test]
+async fn compression_above_min_size_and_default_headers() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("zipped", 1).await.unwrap();
+    let config = ProducerConfig {
+        compression: CompressionConfig {
+            enabled: true,
+            algorithm: CompressionAlgorithm::Zstd,
+            level: 3,
+            min_size: 2048,
+        },
+        default_properties: [("service".to_string(), "billing".to_string())].into(),
+        batch_size: 100,
+        ..Default::default()
+    };
+    let p = producer(&client, "zipped", config).await;
+    // A small batch stays uncompressed; a large one is compressed.
+    p.send(msg("zipped", "tiny")).await.unwrap();
+    let big: Vec<Message> = (0..100).map(|i| msg("zipped", format!("{i} {}", "compressible ".repeat(20)))).collect();
+    p.send_batch(big).await.unwrap();
+    let own = Message::builder().topic("zipped").payload("own").header("service", "mine").build().unwrap();
+    p.send(own).await.unwrap();
+    let (records, raw) = fetch_all(&client, "zipped", 0, 0).await;
+    let codecs: Vec<Compression> = raw.iter().map(|b| BatchHeader::parse(b).unwrap().compression()).collect();
+    assert_eq!(codecs.first(), Some(&Compression::None));
+    assert!(codecs.contains(&Compression::Zstd), "{codecs:?}");
+    let service = |i: usize| records[i].headers.iter().find(|h| h.key == "service").map(|h| h.value.to_vec());
+    assert_eq!(service(0), Some(b"billing".to_vec()), "default properties become headers");
+    assert_eq!(service(records.len() - 1), Some(b"mine".to_vec()), "a message's own header wins");
+}
