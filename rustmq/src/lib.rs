@@ -48,8 +48,13 @@ mod client;
 pub mod config;
 pub mod error;
 pub(crate) mod transport;
-// Producer, consumer, message, stream and `testing` modules are declared below by their
-// authors.
+pub mod codec;
+pub mod message;
+pub mod producer;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod typed;
+// Consumer and stream modules are declared below by their authors.
 
 pub use admin::{
     BrokerInfo, ClusterMetadata, PartitionInfo, PartitionMetadata, TopicDescription, TopicMetadata,
@@ -61,6 +66,43 @@ pub use config::{
     RetryConfig, TlsConfig,
 };
 pub use error::{ClientError, Result};
+pub use typed::layers::{ConcurrencyLimitLayer, DeadLetterLayer, RetryLayer, TimeoutLayer, TraceLayer};
+pub use typed::{
+    Attempt, BoxError, Delivery, Handler, HandlerOptions, Headers, Metadata, PoisonPolicy, RunningService, Service,
+    Settlement, State, Topic, TypedProducer,
+};
+pub use message::{IntoPayload, Message, MessageBuilder};
+pub use producer::{AckLevel, Producer, ProducerBuilder, ProducerConfig, ProducerMetrics, SendResult};
 /// The wire protocol crate, for [`RustMqClient::raw_request`]'s requests and responses.
 pub use rustmq_protocol as protocol;
 pub use rustmq_protocol::{BrokerLimits, ErrorCode};
+
+pub mod consumer;
+
+pub use consumer::{
+    Consumer, ConsumerBuilder, ConsumerConfig, ConsumerMessage, ConsumerMetrics, ConsumerStream,
+    PartitionAssignment, StartPosition,
+};
+
+/// Everything a typed service needs, in one import.
+pub mod prelude {
+    pub use crate::codec::{Bincode, Codec, Json, Postcard};
+    pub use crate::typed::layers::{ConcurrencyLimitLayer, DeadLetterLayer, RetryLayer, TimeoutLayer, TraceLayer};
+    pub use crate::typed::{
+        Attempt, Delivery, Headers, Metadata, PoisonPolicy, Service, Settlement, State, Topic, TypedProducer,
+    };
+    pub use crate::{ClientConfig, ClientError, Message, RustMqClient};
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// Support for the code `rustmq-macros` generates. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::typed::{
+        call_handler, decode_payload, ExtractorKind, FromDelivery, Handler, HandlerFuture, HandlerOptions,
+        IntoSettlement, Rejection, TopicInfo, TopicKey,
+    };
+    pub use crate::typed::Delivery;
+    pub use bytes::Bytes;
+}
+pub use rustmq_macros::{handler, Topic};

@@ -126,3 +126,133 @@ impl TestBroker {
         Ok(())
     }
 }
+
+/// One settled delivery, as a [`Recorder`] saw it.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The message as delivered.
+    pub message: crate::Message,
+    /// Its delivery attempt.
+    pub attempt: u32,
+    /// The settlement, or the error text of a transient failure.
+    pub settlement: std::result::Result<crate::Settlement, String>,
+}
+
+#[derive(Debug, Default)]
+struct RecorderInner {
+    settled: parking_lot::Mutex<Vec<Settled>>,
+    changed: tokio::sync::Notify,
+}
+
+/// Records every settlement that passes its layer, so a test can wait for handlers to finish
+/// and assert on what they did. Add its layer last (outermost) to see final settlements:
+///
+/// ```no_run
+/// # async fn demo(client: rustmq::RustMqClient) {
+/// # async fn handle(_: ()) {}
+/// let recorder = rustmq::testing::Recorder::new();
+/// let service = rustmq::Service::new(client).layer(recorder.layer());
+/// // ... add handlers, start, publish ...
+/// let settled = recorder.wait_for(10, std::time::Duration::from_secs(10)).await;
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    inner: std::sync::Arc<RecorderInner>,
+}
+
+impl Recorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The layer that records into this recorder.
+    pub fn layer(&self) -> RecordLayer {
+        RecordLayer {
+            recorder: self.clone(),
+        }
+    }
+
+    /// Everything settled so far, in order.
+    pub fn settled(&self) -> Vec<Settled> {
+        self.inner.settled.lock().clone()
+    }
+
+    /// Waits until at least `n` deliveries settled; panics after `timeout` with what was seen.
+    pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) -> Vec<Settled> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.changed.notified();
+            {
+                let settled = self.inner.settled.lock();
+                if settled.len() >= n {
+                    return settled.clone();
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let settled = self.settled();
+                panic!("waited {timeout:?} for {n} settlements, saw {}: {settled:#?}", settled.len());
+            }
+        }
+    }
+
+    fn record(&self, s: Settled) {
+        self.inner.settled.lock().push(s);
+        self.inner.changed.notify_waiters();
+    }
+}
+
+/// The layer of a [`Recorder`].
+#[derive(Debug, Clone)]
+pub struct RecordLayer {
+    recorder: Recorder,
+}
+
+impl<S> tower::Layer<S> for RecordLayer {
+    type Service = Record<S>;
+
+    fn layer(&self, inner: S) -> Record<S> {
+        Record {
+            inner,
+            recorder: self.recorder.clone(),
+        }
+    }
+}
+
+/// The service of [`RecordLayer`].
+#[derive(Debug, Clone)]
+pub struct Record<S> {
+    inner: S,
+    recorder: Recorder,
+}
+
+impl<S> tower::Service<crate::Delivery> for Record<S>
+where
+    S: tower::Service<crate::Delivery, Response = crate::Settlement, Error = crate::BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = crate::Settlement;
+    type Error = crate::BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<crate::Settlement, crate::BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), crate::BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, delivery: crate::Delivery) -> Self::Future {
+        let recorder = self.recorder.clone();
+        let message = delivery.message().clone();
+        let attempt = delivery.attempt();
+        let fut = self.inner.call(delivery);
+        Box::pin(async move {
+            let result = fut.await;
+            recorder.record(Settled {
+                message,
+                attempt,
+                settlement: result.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+            });
+            result
+        })
+    }
+}

@@ -1,0 +1,137 @@
+//! A delivery: one received message on its way through a handler's service stack.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::message::Message;
+use crate::producer::Producer;
+use crate::RustMqClient;
+
+/// What the runtime shares with every delivery of one handler.
+#[derive(Debug, Default)]
+pub(crate) struct Context {
+    pub(crate) client: Option<RustMqClient>,
+    pub(crate) handler: &'static str,
+    pub(crate) group: String,
+    pub(crate) dead_letter: String,
+    pub(crate) producers: Mutex<HashMap<&'static str, Producer>>,
+}
+
+/// One received message with its delivery attempt, as handed to a handler's service.
+///
+/// Cheap to clone (retry layers resend it): the message is shared, and so is the attempt
+/// counter, so that layers outside a retry layer see how many attempts were made.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub(crate) message: Arc<Message>,
+    attempt: Arc<AtomicU32>,
+    pub(crate) ctx: Arc<Context>,
+}
+
+impl Delivery {
+    /// A delivery of `message` outside any service (benchmarks, unit tests of handlers).
+    /// Extractors that need a broker (producers) fail on it.
+    pub fn new(message: Message) -> Self {
+        Delivery {
+            message: Arc::new(message),
+            attempt: Arc::new(AtomicU32::new(1)),
+            ctx: Arc::new(Context::default()),
+        }
+    }
+
+    pub(crate) fn with_context(message: Message, attempt: u32, ctx: Arc<Context>) -> Self {
+        Delivery {
+            message: Arc::new(message),
+            attempt: Arc::new(AtomicU32::new(attempt)),
+            ctx,
+        }
+    }
+
+    /// The received message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// 1 for the first delivery, then 2, 3, ... as retries happen.
+    pub fn attempt(&self) -> u32 {
+        self.attempt.load(Ordering::Acquire)
+    }
+
+    /// Counts one more attempt of the same message (used by retry layers) and returns it.
+    pub fn next_attempt(&self) -> Self {
+        self.attempt.fetch_add(1, Ordering::AcqRel);
+        self.clone()
+    }
+
+    /// The consumer group this delivery was received in (empty outside a service).
+    pub fn group(&self) -> &str {
+        &self.ctx.group
+    }
+
+    /// The handler's name (empty outside a service).
+    pub fn handler_name(&self) -> &'static str {
+        self.ctx.handler
+    }
+
+    /// The dead-letter topic of the handler's topic.
+    pub fn dead_letter_topic(&self) -> &str {
+        &self.ctx.dead_letter
+    }
+
+    /// The client of the service, if any.
+    pub fn client(&self) -> Option<&RustMqClient> {
+        self.ctx.client.as_ref()
+    }
+
+    /// An untyped producer for `topic`, shared by the handler's deliveries.
+    pub async fn producer_for(&self, topic: &'static str) -> crate::Result<Producer> {
+        if let Some(p) = self.ctx.producers.lock().get(topic) {
+            return Ok(p.clone());
+        }
+        let client = self.ctx.client.as_ref().ok_or_else(|| {
+            crate::ClientError::InvalidConfig("this delivery has no client to produce with".into())
+        })?;
+        let producer = client.create_producer(topic).await?;
+        Ok(self.ctx.producers.lock().entry(topic).or_insert(producer).clone())
+    }
+}
+
+/// Where a message came from: an extractor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+    /// Key, if any.
+    pub key: Option<Bytes>,
+    /// Timestamp (ms since the Unix epoch).
+    pub timestamp: u64,
+    /// Delivery attempt, from 1.
+    pub attempt: u32,
+}
+
+/// The message's headers: an extractor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub HashMap<String, String>);
+
+impl Headers {
+    /// A header's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+/// The service's shared state: an extractor (`Service::with_state`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<T>(pub T);
+
+/// The delivery attempt (1, 2, ...): an extractor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt(pub u32);

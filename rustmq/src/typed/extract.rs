@@ -1,0 +1,107 @@
+//! Extractors: what a handler's arguments can be (axum's `FromRequestParts`, for messages).
+
+use crate::codec::{Codec, CodecError};
+
+use super::delivery::{Attempt, Delivery, Headers, Metadata, State};
+use super::producer::TypedProducer;
+use super::settle::Settlement;
+use super::topic::{Topic, TopicInfo};
+
+/// Why an argument could not be extracted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The payload does not decode: a poison message, never retried.
+    #[error("poison message: {0}")]
+    Poison(#[from] CodecError),
+    /// Something else failed (for example no client to make a producer with); retryable.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Rejection {
+    /// How a handler settles when an argument is rejected.
+    pub fn into_result(self) -> Result<Settlement, crate::BoxError> {
+        match self {
+            Rejection::Poison(e) => Ok(Settlement::Poison(e.to_string())),
+            Rejection::Failed(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Classifies extractors; the payload extractor names the handler's topic.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler argument",
+    label = "not an extractor",
+    note = "handler arguments are the payload (a type that derives `Topic`), `Metadata`, `Headers`, `State<T>`, `Attempt` or `TypedProducer<T>`"
+)]
+pub trait ExtractorKind {
+    /// Whether this is the payload (exactly one per handler).
+    const IS_PAYLOAD: bool = false;
+    /// The payload's topic.
+    fn payload_topic() -> Option<TopicInfo> {
+        None
+    }
+}
+
+/// Builds a handler argument from a delivery and the service state.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler argument",
+    label = "not an extractor",
+    note = "handler arguments are the payload (a type that derives `Topic`), `Metadata`, `Headers`, `State<T>`, `Attempt` or `TypedProducer<T>`"
+)]
+pub trait FromDelivery<S>: ExtractorKind + Sized {
+    /// Extracts the value.
+    fn from_delivery(delivery: &Delivery, state: &S) -> Result<Self, Rejection>;
+}
+
+/// Decodes the payload of `delivery` as `T` (used by `#[derive(Topic)]`).
+pub fn decode_payload<T: Topic>(delivery: &Delivery) -> Result<T, Rejection> {
+    <T::Codec as Codec>::decode(&delivery.message.payload).map_err(Rejection::Poison)
+}
+
+impl ExtractorKind for Metadata {}
+impl<S> FromDelivery<S> for Metadata {
+    fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
+        let m = &d.message;
+        Ok(Metadata {
+            topic: m.topic.clone(),
+            partition: m.partition,
+            offset: m.offset,
+            key: m.key.clone(),
+            timestamp: m.timestamp,
+            attempt: d.attempt(),
+        })
+    }
+}
+
+impl ExtractorKind for Headers {}
+impl<S> FromDelivery<S> for Headers {
+    fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
+        Ok(Headers(d.message.headers.clone()))
+    }
+}
+
+impl ExtractorKind for Attempt {}
+impl<S> FromDelivery<S> for Attempt {
+    fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
+        Ok(Attempt(d.attempt()))
+    }
+}
+
+impl<T> ExtractorKind for State<T> {}
+impl<S: Clone> FromDelivery<S> for State<S> {
+    fn from_delivery(_: &Delivery, state: &S) -> Result<Self, Rejection> {
+        Ok(State(state.clone()))
+    }
+}
+
+impl<T: Topic> ExtractorKind for TypedProducer<T> {}
+impl<S, T: Topic> FromDelivery<S> for TypedProducer<T> {
+    fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
+        let client = d
+            .client()
+            .ok_or_else(|| Rejection::Failed("no client in this delivery to produce with".into()))?;
+        Ok(TypedProducer::shared(client.clone(), std::sync::Arc::clone(&d.ctx)))
+    }
+}

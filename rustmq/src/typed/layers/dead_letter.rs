@@ -1,0 +1,147 @@
+//! Dead-lettering: what retries could not save goes to the dead-letter topic, with the failure
+//! and the source position in headers, and is then acknowledged (committed).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::consumer::{DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC};
+use crate::message::Message;
+use crate::typed::delivery::Delivery;
+use crate::typed::settle::{BoxError, Settlement};
+
+/// Header: original topic.
+pub const DLQ_HEADER_TOPIC: &str = DLQ_ORIGINAL_TOPIC;
+/// Header: original partition.
+pub const DLQ_HEADER_PARTITION: &str = DLQ_ORIGINAL_PARTITION;
+/// Header: original offset.
+pub const DLQ_HEADER_OFFSET: &str = DLQ_ORIGINAL_OFFSET;
+/// Header: delivery attempts made.
+pub const DLQ_HEADER_ATTEMPTS: &str = DLQ_ATTEMPTS;
+/// Header: the last error.
+pub const DLQ_HEADER_ERROR: &str = DLQ_ERROR;
+/// Header: `poison` (did not decode), `failed` (handler failures) or `rejected` (the handler
+/// asked for it).
+pub const DLQ_HEADER_KIND: &str = "rustmq.dlq.kind";
+
+/// Publishes the delivery's message to `topic` (or the handler's dead-letter topic) with the
+/// failure in headers; returns the topic used.
+pub(crate) async fn publish_dead_letter(
+    delivery: &Delivery,
+    topic: Option<&'static str>,
+    kind: &str,
+    error: &str,
+) -> Result<String, BoxError> {
+    let original = delivery.message();
+    let dlq: &'static str = match topic {
+        Some(t) => t,
+        // Leaked once per handler topic: dead-letter topics are few and live as long as the process.
+        None => intern(delivery.dead_letter_topic()),
+    };
+    let mut builder = Message::builder()
+        .topic(dlq)
+        .payload(original.payload.clone())
+        .headers(original.headers.clone())
+        .header(DLQ_HEADER_TOPIC, original.topic.clone())
+        .header(DLQ_HEADER_PARTITION, original.partition.to_string())
+        .header(DLQ_HEADER_OFFSET, original.offset.to_string())
+        .header(DLQ_HEADER_ATTEMPTS, delivery.attempt().to_string())
+        .header(DLQ_HEADER_ERROR, error)
+        .header(DLQ_HEADER_KIND, kind)
+        .timestamp(original.timestamp);
+    if let Some(key) = &original.key {
+        builder = builder.key(key.clone());
+    }
+    let message = builder.build()?;
+    let producer = delivery.producer_for(dlq).await?;
+    producer.send(message).await?;
+    tracing::warn!(
+        topic = %original.topic, partition = original.partition, offset = original.offset,
+        dead_letter = dlq, kind, error, "message dead-lettered"
+    );
+    Ok(dlq.to_owned())
+}
+
+fn intern(topic: &str) -> &'static str {
+    static NAMES: parking_lot::Mutex<Vec<&'static str>> = parking_lot::Mutex::new(Vec::new());
+    let mut names = NAMES.lock();
+    if let Some(n) = names.iter().find(|n| **n == topic) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(topic.to_owned().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+/// Sends failed deliveries to a dead-letter topic (default: the topic's, `"<topic>.dlq"`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeadLetterLayer {
+    topic: Option<&'static str>,
+}
+
+impl DeadLetterLayer {
+    /// Dead-letters into `topic` instead of the handler topic's dead-letter topic.
+    pub fn topic(topic: &'static str) -> Self {
+        Self { topic: Some(topic) }
+    }
+}
+
+impl<S> tower::Layer<S> for DeadLetterLayer {
+    type Service = DeadLetter<S>;
+
+    fn layer(&self, inner: S) -> DeadLetter<S> {
+        DeadLetter {
+            inner,
+            topic: self.topic,
+        }
+    }
+}
+
+/// The service of [`DeadLetterLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadLetter<S> {
+    inner: S,
+    topic: Option<&'static str>,
+}
+
+impl<S> DeadLetter<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> tower::Service<Delivery> for DeadLetter<S>
+where
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Settlement;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Settlement, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, delivery: Delivery) -> Self::Future {
+        let topic = self.topic;
+        let fut = self.inner.call(delivery.clone());
+        Box::pin(async move {
+            let (kind, reason) = match fut.await {
+                Ok(s @ (Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. })) => return Ok(s),
+                Ok(Settlement::Poison(r)) => ("poison", r),
+                Ok(Settlement::DeadLetter(r)) => ("rejected", r),
+                Ok(Settlement::Retry(r)) => ("failed", r),
+                Err(e) => ("failed", e.to_string()),
+            };
+            let topic = publish_dead_letter(&delivery, topic, kind, &reason).await?;
+            Ok(Settlement::DeadLettered { topic, reason })
+        })
+    }
+}

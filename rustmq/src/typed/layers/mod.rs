@@ -1,0 +1,21 @@
+//! Messaging middleware as tower layers.
+//!
+//! Layers wrap a handler's `tower::Service<Delivery, Response = Settlement, Error = BoxError>`.
+//! On a [`Service`](crate::typed::Service) they are added innermost first, like axum's
+//! `Router::layer`: `.layer(TraceLayer::new()).layer(TimeoutLayer::new(d)).layer(RetryLayer::..)
+//! .layer(DeadLetterLayer::default())` times out each attempt, retries around the timeout, and
+//! dead-letters what the retries could not save.
+//!
+//! Timeouts and concurrency limits are tower's own ([`TimeoutLayer`], [`ConcurrencyLimitLayer`]);
+//! retry uses `tower::retry` with a messaging policy; dead-lettering and tracing are ours.
+
+mod dead_letter;
+mod retry;
+mod trace;
+
+pub use dead_letter::{DeadLetter, DeadLetterLayer, DLQ_HEADER_ATTEMPTS, DLQ_HEADER_ERROR, DLQ_HEADER_KIND, DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC};
+pub(crate) use dead_letter::publish_dead_letter;
+pub use retry::{RetryLayer, RetryPolicy};
+pub use tower::limit::ConcurrencyLimitLayer;
+pub use tower::timeout::TimeoutLayer;
+pub use trace::{Trace, TraceLayer};

@@ -1,0 +1,91 @@
+//! A tracing span per delivery: topic, partition, offset, group, attempt, and the settlement.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tracing::Instrument;
+
+use crate::typed::delivery::Delivery;
+use crate::typed::settle::{BoxError, Settlement};
+
+/// Wraps each delivery in a `handle` span (target `rustmq::handle`) and logs its settlement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceLayer {
+    _private: (),
+}
+
+impl TraceLayer {
+    /// A trace layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Trace<S> {
+        Trace { inner }
+    }
+}
+
+/// The service of [`TraceLayer`].
+#[derive(Debug, Clone)]
+pub struct Trace<S> {
+    inner: S,
+}
+
+impl<S> Trace<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> tower::Service<Delivery> for Trace<S>
+where
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Settlement;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Settlement, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, delivery: Delivery) -> Self::Future {
+        let m = delivery.message();
+        let span = tracing::info_span!(
+            target: "rustmq::handle",
+            "handle",
+            topic = %m.topic,
+            partition = m.partition,
+            offset = m.offset,
+            group = %delivery.group(),
+            handler = delivery.handler_name(),
+            attempt = delivery.attempt(),
+        );
+        let fut = self.inner.call(delivery);
+        Box::pin(
+            async move {
+                let start = std::time::Instant::now();
+                let result = fut.await;
+                let elapsed_us = start.elapsed().as_micros() as u64;
+                match &result {
+                    Ok(s) => tracing::debug!(target: "rustmq::handle", settlement = s.kind(), elapsed_us, "settled"),
+                    Err(e) => tracing::warn!(target: "rustmq::handle", error = %e, elapsed_us, "handler failed"),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,130 @@
+//! The typed producer: sends `&T` to `T`'s topic, keyed and encoded as `T` says.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use super::delivery::Context;
+use super::topic::Topic;
+use crate::codec::Codec;
+use crate::error::{ClientError, Result};
+use crate::message::Message;
+use crate::producer::{Producer, SendResult};
+use crate::RustMqClient;
+
+/// Sends values of `T` to `T::NAME`, with everything the untyped [`Producer`] does underneath
+/// (batching, partitioning by `T`'s key, compression, retries). Cheap to clone.
+///
+/// Get one with [`RustMqClient::producer`], or as a handler argument.
+pub struct TypedProducer<T> {
+    client: RustMqClient,
+    cell: Arc<OnceCell<Producer>>,
+    ctx: Option<Arc<Context>>,
+    _topic: PhantomData<fn(T)>,
+}
+
+impl<T> Clone for TypedProducer<T> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            cell: Arc::clone(&self.cell),
+            ctx: self.ctx.clone(),
+            _topic: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for TypedProducer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedProducer").field("topic", &std::any::type_name::<T>()).finish()
+    }
+}
+
+impl RustMqClient {
+    /// A typed producer for `T`'s topic. The underlying producer starts on the first send (and
+    /// creates the topic with `T::PARTITIONS` partitions if it asks for them).
+    pub fn producer<T: Topic>(&self) -> TypedProducer<T> {
+        TypedProducer {
+            client: self.clone(),
+            cell: Arc::new(OnceCell::new()),
+            ctx: None,
+            _topic: PhantomData,
+        }
+    }
+}
+
+/// Creates `T`'s topic with its declared partition count if it does not exist yet.
+pub(crate) async fn ensure_topic<T: Topic>(client: &RustMqClient) -> Result<()> {
+    ensure_topic_named(client, T::NAME, T::PARTITIONS).await
+}
+
+pub(crate) async fn ensure_topic_named(client: &RustMqClient, name: &str, partitions: Option<u32>) -> Result<()> {
+    let Some(partitions) = partitions else { return Ok(()) };
+    match client.create_topic(name, partitions).await {
+        Ok(()) => Ok(()),
+        Err(ClientError::Broker { code: crate::ErrorCode::TopicAlreadyExists, .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl<T: Topic> TypedProducer<T> {
+    pub(crate) fn shared(client: RustMqClient, ctx: Arc<Context>) -> Self {
+        Self {
+            client,
+            cell: Arc::new(OnceCell::new()),
+            ctx: Some(ctx),
+            _topic: PhantomData,
+        }
+    }
+
+    async fn producer(&self) -> Result<Producer> {
+        if let Some(ctx) = &self.ctx {
+            if let Some(p) = ctx.producers.lock().get(T::NAME) {
+                return Ok(p.clone());
+            }
+            ensure_topic::<T>(&self.client).await?;
+            let p = self.client.create_producer(T::NAME).await?;
+            return Ok(ctx.producers.lock().entry(T::NAME).or_insert(p).clone());
+        }
+        self.cell
+            .get_or_try_init(|| async {
+                ensure_topic::<T>(&self.client).await?;
+                self.client.create_producer(T::NAME).await
+            })
+            .await
+            .cloned()
+    }
+
+    /// The message `value` becomes: encoded payload, `T`'s key.
+    pub fn to_message(value: &T) -> Result<Message> {
+        let payload = <T::Codec as Codec>::encode(value).map_err(|e| ClientError::Serialization(e.to_string()))?;
+        let builder = Message::builder().topic(T::NAME).payload(payload);
+        match value.key() {
+            Some(key) => builder.key(key).build(),
+            None => builder.build(),
+        }
+    }
+
+    /// Sends `value` and waits for the acknowledgement.
+    pub async fn send(&self, value: &T) -> Result<SendResult> {
+        let message = Self::to_message(value)?;
+        self.producer().await?.send(message).await
+    }
+
+    /// Sends `value` without waiting for the acknowledgement (failures are logged and counted).
+    pub async fn send_async(&self, value: &T) -> Result<()> {
+        let message = Self::to_message(value)?;
+        self.producer().await?.send_async(message, None).await
+    }
+
+    /// Waits until everything sent so far is acknowledged.
+    pub async fn flush(&self) -> Result<()> {
+        self.producer().await?.flush().await
+    }
+
+    /// The untyped producer underneath (metrics, close).
+    pub async fn inner(&self) -> Result<Producer> {
+        self.producer().await
+    }
+}

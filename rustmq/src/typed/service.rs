@@ -1,0 +1,390 @@
+//! The service: many handlers on one client, each on its own consumer group, each a tower
+//! service wrapped in the same layers.
+//!
+//! ```text
+//!  consumer (group g, topic T) ──receive──► dispatcher ──by key (or partition)──► worker[i]
+//!                                                                                  │
+//!        ack / nack ◄── settle ◄── layers(Trace, Timeout, Retry, DeadLetter, ..)(handler)
+//! ```
+//!
+//! Each worker handles its messages one at a time, so order holds per key (per partition for
+//! unkeyed messages); with `concurrency = 1` (the default) there is one worker. Acks go to the
+//! consumer's offset tracker, which commits only the contiguous acknowledged prefix.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tower::util::BoxCloneService;
+use tower::{Layer, ServiceExt};
+
+use super::delivery::{Context, Delivery};
+use super::handler::{Handler, HandlerArgs, HandlerOptions, HandlerService, StartFrom};
+use super::layers::publish_dead_letter;
+use super::settle::{BoxError, Settlement};
+use super::topic::TopicInfo;
+use crate::consumer::{Consumer, ConsumerBuilder, ConsumerConfig, ConsumerMessage, StartPosition};
+use crate::error::{ClientError, Result};
+use crate::producer::partition_for_key;
+use crate::RustMqClient;
+
+/// A handler's service once erased: what layers wrap.
+pub type BoxService = BoxCloneService<Delivery, Settlement, BoxError>;
+
+type LayerFn = Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>;
+
+/// What to do with a message whose payload does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoisonPolicy {
+    /// Publish it to the dead-letter topic and go on (the default).
+    #[default]
+    DeadLetter,
+    /// Acknowledge it and go on.
+    Skip,
+    /// Stop the handler without acknowledging it (it is redelivered after a restart).
+    Stop,
+}
+
+struct Registered<S> {
+    options: HandlerOptions,
+    topic: TopicInfo,
+    make: Box<dyn Fn(S) -> BoxService + Send + Sync>,
+}
+
+/// Runs handlers. Build it with [`Service::new`], add layers and handlers, then
+/// [`Service::run_until`] a shutdown signal (or [`Service::start`] for a handle).
+///
+/// Layers apply to every handler, innermost first: the first layer added wraps the handler
+/// directly, the last one is outermost.
+pub struct Service<S = ()> {
+    client: RustMqClient,
+    state: S,
+    layers: Vec<LayerFn>,
+    handlers: Vec<Registered<S>>,
+    consumer_config: ConsumerConfig,
+    poison: PoisonPolicy,
+    shutdown_timeout: Duration,
+}
+
+impl<S> std::fmt::Debug for Service<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("handlers", &self.handlers.iter().map(|h| h.options.name).collect::<Vec<_>>())
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl Service<()> {
+    /// A service without state.
+    pub fn new(client: RustMqClient) -> Self {
+        Service::with_state(client, ())
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Service<S> {
+    /// A service whose handlers can take `State<S>`.
+    pub fn with_state(client: RustMqClient, state: S) -> Self {
+        Service {
+            client,
+            state,
+            layers: Vec::new(),
+            handlers: Vec::new(),
+            consumer_config: ConsumerConfig {
+                start_position: StartPosition::Earliest,
+                ..ConsumerConfig::default()
+            },
+            poison: PoisonPolicy::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Wraps every handler in `layer` (outside the layers added before).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxService> + Send + Sync + 'static,
+        L::Service: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone + Send + 'static,
+        <L::Service as tower::Service<Delivery>>::Future: Send + 'static,
+    {
+        self.layers.push(Arc::new(move |inner| BoxCloneService::new(layer.layer(inner))));
+        self
+    }
+
+    /// Adds a handler. Its topic is its payload argument's; its group comes from
+    /// `#[handler(group = ..)]`, else `"<topic>.<function name>"`.
+    pub fn handler<H, M>(mut self, handler: H) -> Self
+    where
+        H: Handler<M, S>,
+        M: HandlerArgs + 'static,
+    {
+        let mut options = handler.options();
+        if options.name.is_empty() {
+            let full = std::any::type_name::<H>();
+            options.name = full.rsplit("::").next().unwrap_or(full);
+        }
+        let topic = handler.topic().unwrap_or_else(|| {
+            panic!("handler {} has no payload argument (a type that derives `Topic`)", options.name)
+        });
+        self.handlers.push(Registered {
+            options,
+            topic,
+            make: Box::new(move |state| BoxCloneService::new(HandlerService::new(handler.clone(), state))),
+        });
+        self
+    }
+
+    /// Consumer settings for every handler (group and start position are per handler).
+    pub fn consumer_config(mut self, config: ConsumerConfig) -> Self {
+        self.consumer_config = config;
+        self
+    }
+
+    /// What happens to poison messages (default: dead-letter).
+    pub fn on_poison(mut self, policy: PoisonPolicy) -> Self {
+        self.poison = policy;
+        self
+    }
+
+    /// How long a shutdown waits for in-flight messages before abandoning them (they are not
+    /// acknowledged, so they are delivered again after a restart). Default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Runs until `signal` completes, then shuts down cleanly.
+    pub async fn run_until(self, signal: impl Future) -> Result<()> {
+        let running = self.start().await?;
+        let mut stopped = running.stopped.clone();
+        tokio::select! {
+            _ = signal => {}
+            _ = stopped.wait_for(|s| *s) => {}
+        }
+        running.shutdown().await
+    }
+
+    /// Starts every handler and returns a handle to stop them.
+    pub async fn start(self) -> Result<RunningService> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let stopped_tx = Arc::new(stopped_tx);
+        let mut tasks = Vec::new();
+        for reg in self.handlers {
+            // A consumer needs its topic to exist: create it (with the declared partitions, else one).
+            super::producer::ensure_topic_named(&self.client, reg.topic.name, Some(reg.topic.partitions.unwrap_or(1))).await?;
+            let group = match reg.options.group {
+                Some(g) => g.to_owned(),
+                None => format!("{}.{}", reg.topic.name, reg.options.name),
+            };
+            let mut config = self.consumer_config.clone();
+            config.consumer_group = group.clone();
+            if let Some(start) = reg.options.start {
+                config.start_position = match start {
+                    StartFrom::Earliest => StartPosition::Earliest,
+                    StartFrom::Latest => StartPosition::Latest,
+                };
+            }
+            if config.dead_letter_queue.is_none() {
+                config.dead_letter_queue = Some(reg.topic.dead_letter.clone());
+            }
+            let consumer = ConsumerBuilder::new()
+                .topic(reg.topic.name)
+                .consumer_group(group.clone())
+                .config(config)
+                .client(self.client.clone())
+                .build()
+                .await?;
+            let mut service = (reg.make)(self.state.clone());
+            for layer in &self.layers {
+                service = layer(service);
+            }
+            let ctx = Arc::new(Context {
+                client: Some(self.client.clone()),
+                handler: reg.options.name,
+                group,
+                dead_letter: reg.topic.dead_letter.clone(),
+                producers: Default::default(),
+            });
+            let runner = Runner {
+                consumer,
+                service,
+                ctx,
+                concurrency: reg.options.concurrency.unwrap_or(1).max(1),
+                poison: self.poison,
+                shutdown_timeout: self.shutdown_timeout,
+                stopped: Arc::clone(&stopped_tx),
+            };
+            tracing::info!(handler = reg.options.name, topic = reg.topic.name, "handler started");
+            tasks.push(tokio::spawn(runner.run(stop_rx.clone())));
+        }
+        Ok(RunningService {
+            stop: stop_tx,
+            stopped: stopped_rx,
+            tasks,
+        })
+    }
+}
+
+/// Running handlers; [`RunningService::shutdown`] stops them cleanly.
+#[derive(Debug)]
+pub struct RunningService {
+    stop: watch::Sender<bool>,
+    stopped: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<Result<()>>>,
+}
+
+impl RunningService {
+    /// Stops fetching, finishes in-flight messages (up to the shutdown timeout), commits what
+    /// was acknowledged and leaves the groups.
+    pub async fn shutdown(self) -> Result<()> {
+        self.stop.send_replace(true);
+        let mut first_error = None;
+        for t in self.tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(ClientError::Connection(format!("handler task failed: {e}")));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether a handler stopped on its own (poison policy `Stop`).
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.borrow()
+    }
+}
+
+struct Runner {
+    consumer: Consumer,
+    service: BoxService,
+    ctx: Arc<Context>,
+    concurrency: usize,
+    poison: PoisonPolicy,
+    shutdown_timeout: Duration,
+    stopped: Arc<watch::Sender<bool>>,
+}
+
+impl Runner {
+    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let halt = Arc::new(AtomicBool::new(false));
+        let mut senders = Vec::with_capacity(self.concurrency);
+        let mut workers = Vec::with_capacity(self.concurrency);
+        for _ in 0..self.concurrency {
+            let (tx, rx) = mpsc::channel::<ConsumerMessage>(64);
+            senders.push(tx);
+            workers.push(tokio::spawn(worker(
+                rx,
+                self.service.clone(),
+                Arc::clone(&self.ctx),
+                self.poison,
+                Arc::clone(&halt),
+                Arc::clone(&self.stopped),
+            )));
+        }
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                r = self.consumer.receive() => r,
+            };
+            match received {
+                Ok(Some(message)) => {
+                    let worker = route(&message, self.concurrency);
+                    if senders[worker].send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "receive failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "receive failed; handler stops");
+                    break;
+                }
+            }
+        }
+        // Messages queued but not started are abandoned: not acknowledged, so delivered again.
+        halt.store(true, Ordering::Release);
+        drop(senders);
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        for w in workers {
+            let abort = w.abort_handle();
+            if tokio::time::timeout_at(deadline, w).await.is_err() {
+                abort.abort();
+                tracing::warn!(handler = self.ctx.handler, "shutdown timeout: abandoning an in-flight message");
+            }
+        }
+        self.consumer.close().await
+    }
+}
+
+fn route(message: &ConsumerMessage, workers: usize) -> usize {
+    if workers == 1 {
+        return 0;
+    }
+    match &message.message.key {
+        Some(key) => partition_for_key(key, workers as u32) as usize,
+        None => message.message.partition as usize % workers,
+    }
+}
+
+async fn worker(
+    mut rx: mpsc::Receiver<ConsumerMessage>,
+    service: BoxService,
+    ctx: Arc<Context>,
+    poison: PoisonPolicy,
+    halt: Arc<AtomicBool>,
+    stopped: Arc<watch::Sender<bool>>,
+) {
+    while let Some(message) = rx.recv().await {
+        if halt.load(Ordering::Acquire) {
+            break;
+        }
+        let delivery = Delivery::with_context(message.message.clone(), message.delivery_attempt(), Arc::clone(&ctx));
+        let result = service.clone().oneshot(delivery.clone()).await;
+        if !settle(&message, &delivery, result, poison).await {
+            halt.store(true, Ordering::Release);
+            stopped.send_replace(true);
+            break;
+        }
+    }
+}
+
+/// Acknowledges or nacks per the settlement; false means the handler must stop.
+async fn settle(message: &ConsumerMessage, delivery: &Delivery, result: Result<Settlement, BoxError>, poison: PoisonPolicy) -> bool {
+    let outcome = match result {
+        Ok(Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. }) => message.ack().await,
+        Ok(Settlement::Poison(reason)) => match poison {
+            PoisonPolicy::Skip => message.ack().await,
+            PoisonPolicy::Stop => {
+                tracing::error!(reason, "poison message: handler stops");
+                return false;
+            }
+            PoisonPolicy::DeadLetter => dead_letter_then_ack(message, delivery, "poison", &reason).await,
+        },
+        Ok(Settlement::DeadLetter(reason)) => dead_letter_then_ack(message, delivery, "rejected", &reason).await,
+        Ok(Settlement::Retry(reason)) => message.nack_with_error(reason).await,
+        Err(e) => message.nack_with_error(e.to_string()).await,
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "settling a message failed");
+    }
+    true
+}
+
+async fn dead_letter_then_ack(message: &ConsumerMessage, delivery: &Delivery, kind: &str, reason: &str) -> Result<()> {
+    match publish_dead_letter(delivery, None, kind, reason).await {
+        Ok(_) => message.ack().await,
+        Err(e) => message.nack_with_error(format!("dead-lettering failed: {e}")).await,
+    }
+}

@@ -1,0 +1,320 @@
+//! The typed layer end to end: derive(Topic), handlers, layers and settlements on the real broker.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustmq::prelude::*;
+use rustmq::testing::{Recorder, TestBroker};
+use rustmq::typed::layers::{DLQ_HEADER_ATTEMPTS, DLQ_HEADER_ERROR, DLQ_HEADER_KIND, DLQ_HEADER_OFFSET, DLQ_HEADER_TOPIC};
+use rustmq::{handler, Topic};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "orders-json", key = "id", partitions = 2)]
+struct JsonOrder {
+    id: String,
+    cents: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "orders-bincode", key = "id", codec = "bincode")]
+struct BincodeOrder {
+    id: String,
+    cents: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "orders-postcard", key = "id", codec = "postcard")]
+struct PostcardOrder {
+    id: u64,
+    cents: u64,
+}
+
+async fn json_handler(order: JsonOrder, meta: Metadata) {
+    assert_eq!(meta.topic, "orders-json");
+    assert_eq!(meta.key.as_deref(), Some(order.id.as_bytes()));
+}
+async fn bincode_handler(_: BincodeOrder) {}
+async fn postcard_handler(_: PostcardOrder) {}
+
+fn decoded<T: Topic>(settled: &[rustmq::testing::Settled]) -> Vec<T> {
+    settled
+        .iter()
+        .filter(|s| s.message.topic == T::NAME)
+        .map(|s| <T::Codec as rustmq::codec::Codec>::decode(&s.message.payload).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_round_trip_for_each_codec() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(recorder.layer())
+        .handler(json_handler)
+        .handler(bincode_handler)
+        .handler(postcard_handler)
+        .start()
+        .await
+        .unwrap();
+    let json: Vec<_> = (0..5).map(|i| JsonOrder { id: format!("j{i}"), cents: i }).collect();
+    let bin: Vec<_> = (0..5).map(|i| BincodeOrder { id: format!("b{i}"), cents: i * 10 }).collect();
+    let post: Vec<_> = (0..5).map(|i| PostcardOrder { id: i, cents: i * 100 }).collect();
+    for o in &json {
+        client.producer::<JsonOrder>().send(o).await.unwrap();
+    }
+    let (pb, pp) = (client.producer::<BincodeOrder>(), client.producer::<PostcardOrder>());
+    for (b, p) in bin.iter().zip(&post) {
+        pb.send(b).await.unwrap();
+        pp.send(p).await.unwrap();
+    }
+    let settled = recorder.wait_for(15, WAIT).await;
+    assert!(settled.iter().all(|s| s.settlement == Ok(Settlement::Ack)), "{settled:#?}");
+    let mut got_json = decoded::<JsonOrder>(&settled);
+    got_json.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got_json, json);
+    assert_eq!(decoded::<BincodeOrder>(&settled), bin);
+    assert_eq!(decoded::<PostcardOrder>(&settled), post);
+    // The topic was created with the declared partition count.
+    assert_eq!(client.describe_topic("orders-json").await.unwrap().partitions.len(), 2);
+    running.shutdown().await.unwrap();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "payments", dead_letter = "payments-dead")]
+struct Payment {
+    amount: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("payment gateway down")]
+struct GatewayDown;
+
+static PAYMENT_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[handler(group = "payments-service")]
+async fn charge(payment: Payment, attempt: Attempt) -> Result<(), GatewayDown> {
+    PAYMENT_CALLS.fetch_add(1, Ordering::SeqCst);
+    assert!(attempt.0 >= 1);
+    if payment.amount == 13 {
+        Err(GatewayDown)
+    } else {
+        Ok(())
+    }
+}
+
+async fn dead_letters(client: &RustMqClient, topic: &str, n: usize) -> Vec<rustmq_protocol::Record> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (records, _) = tests::fetch_all(client, topic, 0, 0).await;
+        if records.len() >= n || tokio::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn header(r: &rustmq_protocol::Record, name: &str) -> String {
+    r.headers
+        .iter()
+        .find(|h| h.key == name)
+        .map(|h| String::from_utf8(h.value.to_vec()).unwrap())
+        .unwrap_or_else(|| panic!("header {name} missing"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_errors_retry_with_backoff_then_dead_letter_and_poison_skips_retries() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("payments-dead", 1).await.unwrap();
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(TraceLayer::new())
+        .layer(RetryLayer::exponential(3, Duration::from_millis(10)))
+        .layer(DeadLetterLayer::default())
+        .layer(recorder.layer())
+        .handler(charge)
+        .start()
+        .await
+        .unwrap();
+    let producer = client.producer::<Payment>();
+    producer.send(&Payment { amount: 5 }).await.unwrap();
+    producer.send(&Payment { amount: 13 }).await.unwrap();
+    // A payload that is not a Payment at all.
+    let raw = client.create_producer("payments").await.unwrap();
+    raw.send(rustmq::Message::builder().topic("payments").payload("{not json").build().unwrap()).await.unwrap();
+
+    let settled = recorder.wait_for(3, WAIT).await;
+    assert_eq!(settled[0].settlement, Ok(Settlement::Ack));
+    match &settled[1].settlement {
+        Ok(Settlement::DeadLettered { topic, reason }) => {
+            assert_eq!(topic, "payments-dead");
+            assert!(reason.contains("gateway down"), "{reason}");
+        }
+        other => panic!("failed payment: {other:?}"),
+    }
+    assert!(matches!(&settled[2].settlement, Ok(Settlement::DeadLettered { .. })), "{:?}", settled[2]);
+    // 1 call for the good one, 1 + 3 retries for the failing one, none for the poison one
+    // (its payload never reached the handler).
+    assert_eq!(PAYMENT_CALLS.load(Ordering::SeqCst), 5);
+
+    let dlq = dead_letters(&client, "payments-dead", 2).await;
+    assert_eq!(dlq.len(), 2);
+    assert_eq!(header(&dlq[0], DLQ_HEADER_TOPIC), "payments");
+    assert_eq!(header(&dlq[0], DLQ_HEADER_OFFSET), "1");
+    assert_eq!(header(&dlq[0], DLQ_HEADER_ATTEMPTS), "4", "1 delivery + 3 retries");
+    assert_eq!(header(&dlq[0], DLQ_HEADER_KIND), "failed");
+    assert!(header(&dlq[0], DLQ_HEADER_ERROR).contains("gateway down"));
+    assert_eq!(header(&dlq[1], DLQ_HEADER_KIND), "poison");
+    assert_eq!(header(&dlq[1], DLQ_HEADER_ATTEMPTS), "1", "poison messages are not retried");
+    assert_eq!(dlq[1].value.as_deref(), Some(&b"{not json"[..]), "the original payload is kept");
+    running.shutdown().await.unwrap();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "slow")]
+struct SlowJob {
+    id: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_cancels_a_slow_handler_and_the_message_is_retried() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let recorder = Recorder::new();
+    let handler_calls = Arc::clone(&calls);
+    let slow = move |_job: SlowJob, attempt: Attempt| {
+        let calls = Arc::clone(&handler_calls);
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if attempt.0 == 1 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    };
+    let running = Service::new(client.clone())
+        .layer(TimeoutLayer::new(Duration::from_millis(200)))
+        .layer(RetryLayer::exponential(2, Duration::from_millis(10)))
+        .layer(recorder.layer())
+        .handler(slow)
+        .start()
+        .await
+        .unwrap();
+    client.producer::<SlowJob>().send(&SlowJob { id: 1 }).await.unwrap();
+    let settled = recorder.wait_for(1, WAIT).await;
+    assert_eq!(settled[0].settlement, Ok(Settlement::Ack), "the second attempt succeeded");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the first attempt was cancelled by the timeout");
+    running.shutdown().await.unwrap();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "events", key = "user", partitions = 1)]
+struct Event {
+    user: String,
+    seq: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_holds_with_concurrency() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<(String, u32)>::new()));
+    let in_flight = Arc::new(AtomicU32::new(0));
+    let max_in_flight = Arc::new(AtomicU32::new(0));
+
+    #[handler(concurrency = 4)]
+    async fn record(event: Event, state: State<(Arc<parking_lot::Mutex<Vec<(String, u32)>>>, Arc<AtomicU32>, Arc<AtomicU32>)>) {
+        let (seen, in_flight, max) = state.0;
+        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(now, Ordering::SeqCst);
+        // Later events of a key must wait for this one.
+        tokio::time::sleep(Duration::from_millis(u64::from(fastrand::u8(..4)))).await;
+        seen.lock().push((event.user.clone(), event.seq));
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    let recorder = Recorder::new();
+    let running = Service::with_state(client.clone(), (Arc::clone(&seen), Arc::clone(&in_flight), Arc::clone(&max_in_flight)))
+        .layer(recorder.layer())
+        .handler(record)
+        .start()
+        .await
+        .unwrap();
+    let producer = client.producer::<Event>();
+    for seq in 0..50 {
+        for user in ["ann", "bob", "cid", "dee", "eve", "fay", "gus", "hal"] {
+            producer.send_async(&Event { user: user.into(), seq }).await.unwrap();
+        }
+    }
+    producer.flush().await.unwrap();
+    recorder.wait_for(400, WAIT).await;
+    let seen = seen.lock().clone();
+    for user in ["ann", "bob", "cid", "dee", "eve", "fay", "gus", "hal"] {
+        let seqs: Vec<u32> = seen.iter().filter(|(u, _)| u == user).map(|(_, s)| *s).collect();
+        assert_eq!(seqs, (0..50).collect::<Vec<_>>(), "order of {user}");
+    }
+    assert!(max_in_flight.load(Ordering::SeqCst) > 1, "keys were processed concurrently");
+    running.shutdown().await.unwrap();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "ledger", key = "n", partitions = 3)]
+struct Entry {
+    n: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_stream_loses_nothing_and_redelivers_nothing_acked() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let producer = client.producer::<Entry>();
+    for n in 0..300 {
+        producer.send_async(&Entry { n }).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+
+    let handled = Arc::new(parking_lot::Mutex::new(Vec::<u32>::new()));
+    let make = |handled: Arc<parking_lot::Mutex<Vec<u32>>>| {
+        move |entry: Entry| {
+            let handled = Arc::clone(&handled);
+            async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                handled.lock().push(entry.n);
+            }
+        }
+    };
+    let recorder = Recorder::new();
+    let first = Service::new(client.clone())
+        .layer(recorder.layer())
+        .handler(make(Arc::clone(&handled)))
+        .start()
+        .await
+        .unwrap();
+    recorder.wait_for(100, WAIT).await;
+    first.shutdown().await.unwrap();
+    let first_run: Vec<u32> = handled.lock().clone();
+    assert!(first_run.len() < 300, "stopped mid-stream ({} handled)", first_run.len());
+
+    // Same handler (same group) again: it picks up where the first run committed.
+    let second_handled = Arc::new(parking_lot::Mutex::new(Vec::<u32>::new()));
+    let recorder2 = Recorder::new();
+    let second = Service::new(client.clone())
+        .layer(recorder2.layer())
+        .handler(make(Arc::clone(&second_handled)))
+        .start()
+        .await
+        .unwrap();
+    recorder2.wait_for(300 - first_run.len(), WAIT).await;
+    // Give a redelivery of already-acked messages the chance to show up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    second.shutdown().await.unwrap();
+    let second_run = second_handled.lock().clone();
+    let mut all: Vec<u32> = first_run.iter().chain(&second_run).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..300).collect::<Vec<_>>(), "every entry handled exactly once across the restart");
+}
