@@ -103,6 +103,13 @@ impl BrokerBuilder {
         let topics = TopicManager::open(&config.data_dir, config.log.clone())?;
         let groups = GroupCoordinator::open(&config.data_dir)?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
+        // Producer tables are rebuilt from batch headers, which know nothing of an epoch
+        // that was initialised but has not written yet: fence named producers again.
+        for log in topics.all_logs() {
+            for (producer_id, epoch) in producer_ids.named() {
+                log.fence_producer(producer_id, epoch);
+            }
+        }
         let server = Server::bind(config.listen, &identity, &config.limits)?;
         let local_addr = server
             .local_addr()

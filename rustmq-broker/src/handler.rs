@@ -120,6 +120,13 @@ impl Core {
             Request::ListOffsets(r) => self.list_offsets(r),
             Request::InitProducer(r) => {
                 let (producer_id, epoch) = self.producer_ids.init(r.name.as_deref())?;
+                if r.name.is_some() {
+                    // Fence the previous instance everywhere now: a batch of the old epoch
+                    // still in flight is refused even where the new instance has not written.
+                    for log in self.topics.all_logs() {
+                        log.fence_producer(producer_id, epoch);
+                    }
+                }
                 Ok(Response::InitProducer(InitProducerResponse {
                     producer_id,
                     epoch,

@@ -46,6 +46,11 @@ impl ProducerIds {
         })
     }
 
+    /// Every named producer's id and current epoch.
+    pub fn named(&self) -> Vec<(i64, i16)> {
+        self.state.lock().named.values().copied().collect()
+    }
+
     /// A fresh id (epoch 0), or for a name its id with the next epoch.
     pub fn init(&self, name: Option<&str>) -> Result<(i64, i16), BrokerError> {
         let mut state = self.state.lock();

@@ -142,6 +142,19 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
 }
 
+/// For `?` on `serde_json` calls in processors and handlers (as the seed README's examples
+/// do): I/O failures while writing are [`ClientError::Serialization`], everything else (bad
+/// syntax, wrong shape, early end) is [`ClientError::Deserialization`].
+impl From<serde_json::Error> for ClientError {
+    fn from(e: serde_json::Error) -> Self {
+        if e.is_io() {
+            ClientError::Serialization(e.to_string())
+        } else {
+            ClientError::Deserialization(e.to_string())
+        }
+    }
+}
+
 impl ClientError {
     /// Whether the same operation may succeed if tried again later.
     ///

@@ -106,3 +106,8 @@ pub mod __private {
     pub use bytes::Bytes;
 }
 pub use rustmq_macros::{handler, Topic};
+
+pub mod stream;
+pub use stream::{ErrorStrategy, MessageProcessor, MessageStream, StreamConfig, StreamMetrics, StreamMode};
+/// The `#[async_trait]` attribute, for implementing [`MessageProcessor`] as the seed README does.
+pub use async_trait::async_trait;

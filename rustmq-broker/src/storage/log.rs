@@ -122,6 +122,13 @@ impl PartitionLog {
         Ok(info)
     }
 
+    /// Fences older epochs of an idempotent producer on this partition (see
+    /// `ProducerTable::fence`); taken under the append lock, so an append either finished
+    /// before (and is visible) or is checked against the new epoch.
+    pub fn fence_producer(&self, producer_id: i64, epoch: i16) {
+        self.appender.lock().fence(producer_id, epoch);
+    }
+
     /// Seals `old` (sync, index files) and makes a new active segment. Called with the append
     /// lock held.
     fn roll(&self, old: &Arc<Segment>) -> Result<Arc<Segment>, StorageError> {

@@ -136,6 +136,25 @@ impl ProducerTable {
         entry.recent.push_back(stored);
     }
 
+    /// Raises `producer_id`'s epoch to at least `epoch` without a batch, so that the older
+    /// epoch's batches are refused from now on (a named producer was initialised again: its
+    /// previous instance is fenced at once, not only after the new one first writes here).
+    /// The new epoch starts at sequence 0; a lower or equal `epoch` changes nothing.
+    pub(crate) fn fence(&mut self, producer_id: i64, epoch: i16) {
+        let fenced = ProducerEntry {
+            epoch,
+            last_seq: -1,
+            recent: VecDeque::with_capacity(RECENT_BATCHES),
+        };
+        match self.producers.get_mut(&producer_id) {
+            Some(entry) if entry.epoch >= epoch => {}
+            Some(entry) => *entry = fenced,
+            None => {
+                self.producers.insert(producer_id, fenced);
+            }
+        }
+    }
+
     /// Number of producers tracked.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -251,6 +270,30 @@ mod tests {
             Err(StorageError::OutOfOrderSequence { .. })
         ));
         t.check(&header(1, 4, 1, 1)).unwrap();
+    }
+
+    #[test]
+    fn fencing_refuses_the_old_epoch_before_the_new_one_writes() {
+        let mut t = ProducerTable::default();
+        append(&mut t, &header(1, 0, 0, 5), 0).unwrap();
+        t.fence(1, 1);
+        assert!(matches!(
+            t.check(&header(1, 0, 5, 1)),
+            Err(StorageError::InvalidProducerEpoch { current: 1, got: 0, .. })
+        ));
+        t.check(&header(1, 1, 0, 1)).unwrap();
+        // Fencing an unknown producer pins it to the epoch and to sequence 0.
+        t.fence(2, 3);
+        assert!(t.check(&header(2, 2, 0, 1)).is_err());
+        assert!(t.check(&header(2, 3, 4, 1)).is_err());
+        t.check(&header(2, 3, 0, 1)).unwrap();
+        // An equal epoch keeps the sequence state.
+        append(&mut t, &header(2, 3, 0, 2), 9).unwrap();
+        t.fence(2, 3);
+        assert!(matches!(
+            t.check(&header(2, 3, 0, 2)),
+            Err(StorageError::DuplicateSequence { base_offset: 9 })
+        ));
     }
 
     #[test]

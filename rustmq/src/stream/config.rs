@@ -1,0 +1,292 @@
+//! Stream settings: [`StreamConfig`], [`StreamMode`], [`ErrorStrategy`] and the window options.
+
+use std::time::Duration;
+
+use crate::error::{ClientError, Result};
+use crate::message::validate_topic;
+
+/// How input messages are grouped before they reach the processor.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StreamMode {
+    /// One message at a time through [`MessageProcessor::process`]; messages of one input
+    /// partition are processed, and their outputs produced, in offset order.
+    ///
+    /// [`MessageProcessor::process`]: super::MessageProcessor::process
+    #[default]
+    Individual,
+    /// Messages in arrival order, `batch_size` at a time or whatever arrived within
+    /// `batch_timeout` of a batch's first message, whichever comes first, through
+    /// [`MessageProcessor::process_batch`](super::MessageProcessor::process_batch).
+    Batch {
+        /// Most messages in one batch.
+        batch_size: usize,
+        /// Longest wait for a batch to fill, from its first message.
+        batch_timeout: Duration,
+    },
+    /// Event-time windows over the messages' timestamps, aligned to the Unix epoch: window
+    /// `k` covers `[k·slide_interval, k·slide_interval + window_size)`. Tumbling when
+    /// `slide_interval == window_size`, sliding (overlapping) when it is shorter. A window is
+    /// handed to [`MessageProcessor::process_batch`](super::MessageProcessor::process_batch)
+    /// (members sorted by timestamp) once the watermark — the largest timestamp seen minus
+    /// [`WindowOptions::allowed_lateness`] — reaches its end; a message for a window that has
+    /// already closed is late and handled per [`WindowOptions::late_messages`].
+    Windowed {
+        /// Length of a window.
+        window_size: Duration,
+        /// Distance between the starts of consecutive windows (at most `window_size`).
+        slide_interval: Duration,
+    },
+}
+
+/// What happens to a message (or a whole batch or window) whose processing failed.
+///
+/// Failures are errors returned by the processor and calls that outlast
+/// [`StreamConfig::processing_timeout`]. A batch or window is handled as one unit: it is
+/// retried, skipped or dead-lettered whole.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ErrorStrategy {
+    /// Drop the failed unit (counted in `messages_failed` and `messages_skipped`) and go on.
+    Skip,
+    /// Try again, up to `max_attempts` attempts in all, waiting `backoff_ms · 2^(n-1)` after
+    /// the n-th failure; a unit that fails every attempt is dropped like [`ErrorStrategy::Skip`].
+    /// Payloads that do not decode ([`ClientError::Deserialization`]) are not retried.
+    Retry {
+        /// Attempts in all, the first one included.
+        max_attempts: u32,
+        /// Delay after the first failure, in milliseconds; doubled after each further one.
+        backoff_ms: u64,
+    },
+    /// Write the unit's messages to `topic` with the failure in headers (see
+    /// [`DLQ_UNIT_MEMBERS`](super::DLQ_UNIT_MEMBERS)), then go on.
+    DeadLetter {
+        /// The dead-letter topic.
+        topic: String,
+    },
+    /// Stop the stream: work in flight is finished and committed, the failed unit and what
+    /// follows it in its partitions are not; [`MessageStream::wait`](super::MessageStream::wait)
+    /// and [`MessageStream::stop`](super::MessageStream::stop) return the error.
+    #[default]
+    Stop,
+}
+
+/// What happens to a message that arrives after its window closed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LatePolicy {
+    /// Counted in `late_messages`, otherwise ignored.
+    #[default]
+    Drop,
+    /// Counted, and written to `topic` with the header `rustmq.dlq.kind: late`.
+    DeadLetter {
+        /// The topic late messages go to.
+        topic: String,
+    },
+}
+
+/// Lateness settings of [`StreamMode::Windowed`], set with
+/// [`MessageStream::with_window_options`](super::MessageStream::with_window_options).
+///
+/// They live outside [`StreamConfig`] so that the seed's exhaustive `StreamConfig { .. }` and
+/// `StreamMode::Windowed { .. }` literals keep compiling.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WindowOptions {
+    /// How far behind the largest timestamp seen a message may be and still join its window:
+    /// the watermark is the largest timestamp minus this.
+    pub allowed_lateness: Duration,
+    /// What to do with messages that are later than that.
+    pub late_messages: LatePolicy,
+}
+
+/// Settings of a [`MessageStream`](super::MessageStream); every field is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Topics to read (one consumer-group member subscribed to all of them).
+    pub input_topics: Vec<String>,
+    /// Where outputs go; `None`: to the topic each output message names.
+    pub output_topic: Option<String>,
+    /// The consumer group: partitions are shared between the streams of a group, and the
+    /// group's committed offsets say where processing resumes.
+    pub consumer_group: String,
+    /// Processor calls running at once (at least 1). In [`StreamMode::Individual`] each input
+    /// partition is served by one of them, so that a partition's order is kept.
+    pub parallelism: usize,
+    /// Longest one processor call may take; a slower call fails with
+    /// [`ClientError::Timeout`] and is handled by the `error_strategy`.
+    pub processing_timeout: Duration,
+    /// Every input contributes to the outputs exactly once, across crashes and restarts (see
+    /// the module documentation); otherwise at least once.
+    pub exactly_once: bool,
+    /// Most input messages fetched and not yet finished (processed, outputs acknowledged).
+    /// In windowed mode a message counts until it is placed in its windows.
+    pub max_in_flight: usize,
+    /// What to do when processing fails.
+    pub error_strategy: ErrorStrategy,
+    /// Individual, batch or windowed processing.
+    pub mode: StreamMode,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            input_topics: Vec::new(),
+            output_topic: None,
+            consumer_group: "rustmq-stream".to_owned(),
+            parallelism: 4,
+            processing_timeout: Duration::from_secs(30),
+            exactly_once: false,
+            max_in_flight: 1000,
+            error_strategy: ErrorStrategy::default(),
+            mode: StreamMode::default(),
+        }
+    }
+}
+
+impl StreamConfig {
+    /// Checks every field; the message names the one at fault.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ClientError::InvalidConfig(m));
+        if self.input_topics.is_empty() {
+            return bad("stream input_topics must name at least one topic".into());
+        }
+        for topic in self.input_topics.iter().chain(&self.output_topic) {
+            validate_topic(topic).map_err(|e| ClientError::InvalidConfig(e.to_string()))?;
+        }
+        if self.consumer_group.is_empty() {
+            return bad("stream consumer_group must not be empty".into());
+        }
+        if self.parallelism == 0 {
+            return bad("stream parallelism must be at least 1".into());
+        }
+        if self.processing_timeout.is_zero() {
+            return bad("stream processing_timeout must be positive".into());
+        }
+        if self.max_in_flight == 0 {
+            return bad("stream max_in_flight must be at least 1".into());
+        }
+        match &self.error_strategy {
+            ErrorStrategy::Retry {
+                max_attempts: 0, ..
+            } => return bad("stream error_strategy Retry needs max_attempts of at least 1".into()),
+            ErrorStrategy::DeadLetter { topic } => {
+                validate_topic(topic).map_err(|e| ClientError::InvalidConfig(e.to_string()))?;
+            }
+            _ => {}
+        }
+        match &self.mode {
+            StreamMode::Individual => {}
+            StreamMode::Batch {
+                batch_size,
+                batch_timeout,
+            } => {
+                if *batch_size == 0 || batch_timeout.is_zero() {
+                    return bad("stream batch_size and batch_timeout must be positive".into());
+                }
+                if *batch_size > self.max_in_flight {
+                    return bad(format!(
+                        "stream batch_size ({batch_size}) must not exceed max_in_flight ({})",
+                        self.max_in_flight
+                    ));
+                }
+            }
+            StreamMode::Windowed {
+                window_size,
+                slide_interval,
+            } => {
+                if window_size.as_millis() == 0 || slide_interval.as_millis() == 0 {
+                    return bad(
+                        "stream window_size and slide_interval must be at least 1 ms".into(),
+                    );
+                }
+                if slide_interval > window_size {
+                    return bad("stream slide_interval must not exceed window_size".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> StreamConfig {
+        StreamConfig {
+            input_topics: vec!["in".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_need_only_input_topics() {
+        assert!(StreamConfig::default().validate().is_err());
+        config().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: Vec<(StreamConfig, &str)> = vec![
+            (
+                StreamConfig {
+                    parallelism: 0,
+                    ..config()
+                },
+                "parallelism",
+            ),
+            (
+                StreamConfig {
+                    max_in_flight: 0,
+                    ..config()
+                },
+                "max_in_flight",
+            ),
+            (
+                StreamConfig {
+                    consumer_group: String::new(),
+                    ..config()
+                },
+                "consumer_group",
+            ),
+            (
+                StreamConfig {
+                    output_topic: Some("bad topic".into()),
+                    ..config()
+                },
+                "invalid topic",
+            ),
+            (
+                StreamConfig {
+                    mode: StreamMode::Batch {
+                        batch_size: 5000,
+                        batch_timeout: Duration::from_secs(1),
+                    },
+                    ..config()
+                },
+                "max_in_flight",
+            ),
+            (
+                StreamConfig {
+                    mode: StreamMode::Windowed {
+                        window_size: Duration::from_secs(1),
+                        slide_interval: Duration::from_secs(2),
+                    },
+                    ..config()
+                },
+                "slide_interval",
+            ),
+            (
+                StreamConfig {
+                    error_strategy: ErrorStrategy::Retry {
+                        max_attempts: 0,
+                        backoff_ms: 1,
+                    },
+                    ..config()
+                },
+                "max_attempts",
+            ),
+        ];
+        for (c, field) in cases {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e} should name {field}");
+        }
+    }
+}

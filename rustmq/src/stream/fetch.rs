@@ -1,0 +1,151 @@
+//! The fetch task of one assigned input partition: long-poll fetches from the stream's
+//! position, each message held by a `max_in_flight` permit and registered in the ledger
+//! before it goes to the router, in offset order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustmq_protocol::{BatchIter, ErrorCode, FetchRequest, OffsetSpec, Request, Response};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::group::log_offset;
+use super::session::Ctx;
+use super::Tp;
+use crate::error::{ClientError, Result};
+use crate::message::Message;
+
+const MAX_WAIT: Duration = Duration::from_millis(500);
+const MAX_BYTES: u32 = 1 << 20;
+
+/// A fetched message on its way to the router.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) tp: Tp,
+    pub(crate) message: Message,
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// Decodes a fetch answer into the messages at or after `from`; returns them and the offset
+/// after the last batch.
+pub(crate) fn decode(tp: &Tp, from: u64, records: Bytes) -> Result<(Vec<Message>, Option<u64>)> {
+    let mut out = Vec::new();
+    let mut next = None;
+    for batch in BatchIter::new(records) {
+        let batch = batch?;
+        for record in batch.records()? {
+            let record = record?;
+            if record.offset < from {
+                continue;
+            }
+            let headers = record
+                .headers
+                .into_iter()
+                .map(|h| (h.key, String::from_utf8_lossy(&h.value).into_owned()))
+                .collect();
+            out.push(Message::received(
+                tp.topic.to_string(),
+                tp.partition,
+                record.offset,
+                record.key,
+                record.value.unwrap_or_default(),
+                headers,
+                u64::try_from(record.timestamp).unwrap_or(0),
+            ));
+        }
+        next = Some(batch.header().next_offset());
+    }
+    Ok((out, next))
+}
+
+/// Fetches `tp` from `offset` until `stop` is set or the router goes away.
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    tp: Tp,
+    mut offset: u64,
+    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<Incoming>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = &ctx.client;
+    let mut failures = 0u32;
+    loop {
+        let request = Request::Fetch(FetchRequest {
+            topic: tp.topic.to_string(),
+            partition: tp.partition,
+            offset,
+            max_bytes: MAX_BYTES,
+            max_wait_ms: MAX_WAIT.as_millis() as u32,
+        });
+        let answer = tokio::select! {
+            a = client.request_with_timeout(request, client.config().request_timeout + MAX_WAIT) => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let records = match answer {
+            Ok(Response::Fetch(r)) => r.records,
+            Ok(other) => {
+                ctx.abort(ClientError::UnexpectedResponse(format!(
+                    "{:?} to a fetch",
+                    other.kind()
+                )));
+                return;
+            }
+            Err(e) if e.error_code() == Some(ErrorCode::OffsetOutOfRange) => {
+                match log_offset(client, &tp.topic, tp.partition, OffsetSpec::Earliest).await {
+                    Ok(first) if first > offset => {
+                        tracing::warn!(topic = %tp.topic, partition = tp.partition, from = offset, to = first, "position below the log start: skipping ahead");
+                        ctx.skip_to(&tp, first);
+                        offset = first;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(topic = %tp.topic, partition = tp.partition, error = %e, failures, "fetch failed");
+                if !e.is_retryable() && failures > 3 {
+                    ctx.abort(e);
+                    return;
+                }
+                let delay = Duration::from_millis(50u64 << failures.min(5));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        let (messages, next) = match decode(&tp, offset, records) {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.abort(e);
+                return;
+            }
+        };
+        for message in messages {
+            let permit = tokio::select! {
+                p = Arc::clone(&permits).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let o = message.offset;
+            ctx.ledger.lock().received(&tp, o, 1);
+            offset = o + 1;
+            let incoming = Incoming {
+                tp: tp.clone(),
+                message,
+                permit,
+            };
+            if tx.send(incoming).await.is_err() {
+                return;
+            }
+        }
+        if let Some(next) = next {
+            offset = offset.max(next);
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! [`MessageStream`]: start, stop, metrics, and the supervisor that runs sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::config::{StreamConfig, WindowOptions};
+use super::group::{self, Member};
+use super::metrics::StreamMetrics;
+use super::processor::MessageProcessor;
+use super::session::{self, Outcome};
+use super::typed::{TypedAdapter, TypedProcessor};
+use super::Settings;
+use crate::client::RustMqClient;
+use crate::error::{ClientError, Result};
+
+/// A stream processor over a consumer group: see the [module documentation](super).
+///
+/// Cheap to clone; clones control the same stream. Dropping the last clone of a running
+/// stream without [`stop`](Self::stop) aborts its work at once — nothing more is produced or
+/// committed, and uncommitted inputs are processed again by the group's next instance — and
+/// leaves the group so that its partitions move at once.
+#[derive(Clone)]
+pub struct MessageStream {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MessageStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStream")
+            .field("config", &self.inner.config)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tuning {
+    window_options: WindowOptions,
+    session_timeout: Duration,
+    commit_interval: Duration,
+}
+
+struct Inner {
+    client: RustMqClient,
+    config: StreamConfig,
+    processor: Mutex<Option<Arc<dyn MessageProcessor>>>,
+    tuning: Mutex<Tuning>,
+    metrics: Arc<StreamMetrics>,
+    member: Arc<Mutex<Member>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    stop: watch::Sender<bool>,
+    /// `Some` once the stream has ended, with how.
+    result: watch::Sender<Option<std::result::Result<(), Arc<ClientError>>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let Some(task) = self.task.get_mut().take() else {
+            return;
+        };
+        if task.is_finished() {
+            return;
+        }
+        task.abort();
+        let member = self.member.lock().clone();
+        if member.member_id.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = group::leave(&client, &member).await;
+            });
+        }
+        tracing::debug!(group = %self.config.consumer_group, "stream dropped while running: aborted");
+    }
+}
+
+impl MessageStream {
+    /// Checks `config` and that the input topics exist. Nothing runs before
+    /// [`start`](Self::start), which needs a processor ([`with_processor`](Self::with_processor)).
+    pub async fn new(client: RustMqClient, config: StreamConfig) -> Result<Self> {
+        config.validate()?;
+        for topic in &config.input_topics {
+            if group::partition_count(&client, topic).await?.is_none() {
+                return Err(ClientError::TopicNotFound(topic.clone()));
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                processor: Mutex::new(None),
+                tuning: Mutex::new(Tuning {
+                    window_options: WindowOptions::default(),
+                    session_timeout: Duration::from_secs(10),
+                    commit_interval: Duration::from_millis(500),
+                }),
+                metrics: Arc::new(StreamMetrics::default()),
+                member: Arc::new(Mutex::new(Member::default())),
+                task: Mutex::new(None),
+                stop: watch::channel(false).0,
+                result: watch::channel(None).0,
+            }),
+        })
+    }
+
+    /// Sets the processor.
+    pub fn with_processor(self, processor: impl MessageProcessor) -> Self {
+        *self.inner.processor.lock() = Some(Arc::new(processor));
+        self
+    }
+
+    /// Sets a typed processor: inputs decoded as `P::Input`, outputs encoded as `P::Output`
+    /// (to `P::Output`'s topic unless the config names an `output_topic`).
+    pub fn with_typed_processor<P: TypedProcessor>(self, processor: P) -> Self {
+        self.with_processor(TypedAdapter::new(processor))
+    }
+
+    /// Allowed lateness and late-message policy of windowed mode (default: no lateness, late
+    /// messages dropped and counted).
+    pub fn with_window_options(self, options: WindowOptions) -> Self {
+        self.inner.tuning.lock().window_options = options;
+        self
+    }
+
+    /// The group session timeout (default 10 s): how long the group waits for a silent
+    /// instance before moving its partitions.
+    pub fn with_session_timeout(self, timeout: Duration) -> Self {
+        self.inner.tuning.lock().session_timeout = timeout;
+        self
+    }
+
+    /// How often finished work is committed (default 500 ms); `stop` and rebalances commit too.
+    pub fn with_commit_interval(self, interval: Duration) -> Self {
+        self.inner.tuning.lock().commit_interval = interval;
+        self
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &StreamConfig {
+        &self.inner.config
+    }
+
+    /// Calls the processor's `on_start`, joins the group, recovers (exactly-once: reads back
+    /// the outputs written since the last commit) and starts processing; returns once
+    /// processing runs. Fails if there is no processor, the stream was started before, or
+    /// joining or recovery fails.
+    pub async fn start(&self) -> Result<()> {
+        let processor = self.inner.processor.lock().clone().ok_or_else(|| {
+            ClientError::InvalidConfig("a stream needs a processor: call with_processor".into())
+        })?;
+        if self.inner.task.lock().is_some() {
+            return Err(ClientError::InvalidConfig(
+                "the stream was already started".into(),
+            ));
+        }
+        let config = &self.inner.config;
+        let default_partitions =
+            group::partition_count(&self.inner.client, &config.input_topics[0])
+                .await?
+                .ok_or_else(|| ClientError::TopicNotFound(config.input_topics[0].clone()))?;
+        processor.on_start().await?;
+        let tuning = self.inner.tuning.lock().clone();
+        let settings = Settings {
+            client: self.inner.client.clone(),
+            config: config.clone(),
+            window_options: tuning.window_options,
+            processor,
+            metrics: Arc::clone(&self.inner.metrics),
+            session_timeout: tuning.session_timeout,
+            rebalance_timeout: tuning.session_timeout.max(config.processing_timeout)
+                + Duration::from_secs(10),
+            commit_interval: tuning.commit_interval,
+            default_partitions,
+        };
+        let (running_tx, mut running) = watch::channel(false);
+        let supervisor = supervise(
+            settings,
+            Arc::clone(&self.inner.member),
+            self.inner.stop.subscribe(),
+            running_tx,
+            self.inner.result.clone(),
+        );
+        {
+            let mut task = self.inner.task.lock();
+            if task.is_some() {
+                return Err(ClientError::InvalidConfig(
+                    "the stream was already started".into(),
+                ));
+            }
+            *task = Some(tokio::spawn(supervisor));
+        }
+        let mut result = self.inner.result.subscribe();
+        tokio::select! {
+            _ = running.wait_for(|r| *r) => Ok(()),
+            r = result.wait_for(Option::is_some) => match r.ok().and_then(|r| r.clone()) {
+                Some(Err(e)) => Err(e.duplicate()),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Stops gracefully: fetching stops, every message already fetched is processed and its
+    /// outputs stored (a partial batch is processed as it is; open windows are not closed —
+    /// their messages stay uncommitted and are read again by the next start), the work is
+    /// committed, the group is left and the processor's `on_stop` runs. Returns the error
+    /// that stopped the stream, if one did. Stopping a stream that never started does nothing.
+    pub async fn stop(&self) -> Result<()> {
+        if self.inner.task.lock().is_none() {
+            return Ok(());
+        }
+        self.inner.stop.send_replace(true);
+        self.wait().await
+    }
+
+    /// Waits until the stream has ended, by [`stop`](Self::stop) or by itself (a failure under
+    /// [`ErrorStrategy::Stop`](super::ErrorStrategy::Stop), or an error retrying cannot fix),
+    /// and returns how.
+    pub async fn wait(&self) -> Result<()> {
+        let mut result = self.inner.result.subscribe();
+        let ended = result
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match &*ended {
+            Some(Err(e)) => Err(e.duplicate()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the stream was started and has not ended.
+    pub fn is_running(&self) -> bool {
+        self.inner.task.lock().is_some() && self.inner.result.borrow().is_none()
+    }
+
+    /// The stream's counters.
+    pub async fn metrics(&self) -> Arc<StreamMetrics> {
+        Arc::clone(&self.inner.metrics)
+    }
+}
+
+/// Failures a new session cannot fix.
+fn is_fatal(e: &ClientError) -> bool {
+    use rustmq_protocol::ErrorCode as C;
+    match e {
+        ClientError::TopicNotFound(_)
+        | ClientError::Authentication(_)
+        | ClientError::Authorization(_)
+        | ClientError::InvalidConfig(_)
+        | ClientError::MessageTooLarge { .. } => true,
+        ClientError::Broker { code, .. } => {
+            matches!(
+                code,
+                C::InvalidProducerEpoch | C::BatchTooLarge | C::InvalidTopic | C::UnknownPartition
+            )
+        }
+        _ => false,
+    }
+}
+
+async fn supervise(
+    settings: Settings,
+    member: Arc<Mutex<Member>>,
+    mut stop: watch::Receiver<bool>,
+    running: watch::Sender<bool>,
+    result: watch::Sender<Option<std::result::Result<(), Arc<ClientError>>>>,
+) {
+    let group = settings.config.consumer_group.clone();
+    let mut failures = 0u32;
+    let outcome: Result<()> = loop {
+        let session = session::run(&settings, &member, stop.clone(), &running).await;
+        let error = match session {
+            Ok(Outcome::Stopped) => break Ok(()),
+            Ok(Outcome::Rebalance) => {
+                failures = 0;
+                continue;
+            }
+            Ok(Outcome::Failed(e)) => break Err(e),
+            Ok(Outcome::Aborted(e)) | Err(e) => e,
+        };
+        if *stop.borrow() {
+            break Ok(());
+        }
+        if is_fatal(&error) {
+            break Err(error);
+        }
+        failures += 1;
+        let delay = Duration::from_millis(100u64 << failures.min(6));
+        tracing::warn!(%group, error = %error, ?delay, "stream session failed; starting a new one");
+        if group::lost_membership(&error) {
+            member.lock().member_id.clear();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => break Ok(()),
+        }
+    };
+    let me = std::mem::take(&mut *member.lock());
+    if !me.member_id.is_empty() {
+        if let Err(e) = group::leave(&settings.client, &me).await {
+            tracing::debug!(%group, error = %e, "leave failed");
+        }
+    }
+    if let Err(e) = settings.processor.on_stop().await {
+        tracing::warn!(%group, error = %e, "on_stop failed");
+    }
+    match &outcome {
+        Ok(()) => tracing::info!(%group, "stream stopped"),
+        Err(e) => tracing::error!(%group, error = %e, "stream stopped on error"),
+    }
+    result.send_replace(Some(outcome.map_err(Arc::new)));
+}

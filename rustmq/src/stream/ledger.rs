@@ -1,0 +1,336 @@
+//! The IO-free bookkeeping behind commits: which inputs are finished, which windows are done,
+//! and (exactly-once) where in each output partition a restart must start reading.
+//!
+//! ```text
+//!  input partition:  received offsets, each with a count of unfinished uses
+//!                    (1 for a message; one per window it joined) ──► position = first
+//!                    unfinished offset (or the next to receive)
+//!  windows:          closed windows in end order ──► closed_up_to = end of the first
+//!                    unfinished one − 1 (or the watermark when none is unfinished)
+//!  output partition: acknowledged records of units a commit does not cover yet
+//!                    ──► scan start = the first of them (or the end of the acknowledged log)
+//! ```
+//!
+//! A snapshot of all three, taken under one lock, is one `CommitOffsets` request: the commit
+//! and the output positions it relies on can never disagree.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::Tp;
+
+/// Reserved commit entries: `__out.<topic>` (scan start of an output partition).
+pub(crate) const OUT_PREFIX: &str = "__out.";
+/// `__seen.<topic>`: windowed mode, every input below was placed in its windows.
+pub(crate) const SEEN_PREFIX: &str = "__seen.";
+/// `__closed` partition 0: windowed mode, every window ending at or before is finished.
+pub(crate) const CLOSED_ENTRY: &str = "__closed";
+
+/// When a commit makes an output record unnecessary for recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Coverage {
+    /// Once every input partition's position is past this offset.
+    Members(Vec<(Tp, u64)>),
+    /// Once windows up to this end are committed as closed.
+    Window(u64),
+}
+
+#[derive(Debug, Default)]
+struct Input {
+    /// Received, unfinished-or-not-yet-popped offsets with their open uses, in order.
+    pending: VecDeque<(u64, u32)>,
+    /// Next offset expected.
+    next: u64,
+    /// Windowed mode: every offset below was placed in its windows.
+    seen: u64,
+}
+
+impl Input {
+    fn position(&mut self) -> u64 {
+        while self.pending.front().is_some_and(|e| e.1 == 0) {
+            self.pending.pop_front();
+        }
+        self.pending.front().map_or(self.next, |e| e.0)
+    }
+
+    fn entry(&mut self, offset: u64) -> Option<&mut (u64, u32)> {
+        let i = self.pending.binary_search_by_key(&offset, |e| e.0).ok()?;
+        self.pending.get_mut(i)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    acked_end: u64,
+    uncovered: BTreeMap<u64, Coverage>,
+}
+
+/// One commit's worth of positions: `(topic, partition, offset)`.
+pub(crate) type Snapshot = Vec<(String, u32, u64)>;
+
+/// Positions of one session.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    inputs: HashMap<Tp, Input>,
+    windowed: bool,
+    closed: VecDeque<(u64, bool)>,
+    closed_up_to: Option<u64>,
+    watermark: Option<u64>,
+    lanes: BTreeMap<(Arc<str>, u32), Lane>,
+    changed: bool,
+}
+
+impl Ledger {
+    pub(crate) fn new(windowed: bool, closed_up_to: Option<u64>) -> Self {
+        Self {
+            windowed,
+            closed_up_to,
+            ..Default::default()
+        }
+    }
+
+    /// Starts tracking an input partition at `position`.
+    pub(crate) fn start_partition(&mut self, tp: Tp, position: u64, seen: Option<u64>) {
+        self.inputs.insert(
+            tp,
+            Input {
+                pending: VecDeque::new(),
+                next: position,
+                seen: seen.unwrap_or(position).max(position),
+            },
+        );
+        self.changed = true;
+    }
+
+    /// A message arrived with `uses` unfinished uses (0: finished already).
+    pub(crate) fn received(&mut self, tp: &Tp, offset: u64, uses: u32) {
+        if let Some(input) = self.inputs.get_mut(tp) {
+            input.pending.push_back((offset, uses));
+            input.next = offset + 1;
+        }
+    }
+
+    /// Changes a received message's unfinished uses by `delta`.
+    pub(crate) fn adjust(&mut self, tp: &Tp, offset: u64, delta: i64) {
+        if let Some(entry) = self.inputs.get_mut(tp).and_then(|i| i.entry(offset)) {
+            entry.1 = u32::try_from(i64::from(entry.1) + delta).unwrap_or(0);
+            self.changed = true;
+        }
+    }
+
+    /// Nothing below `offset` will arrive for `tp` (the log start moved past it).
+    pub(crate) fn skip_to(&mut self, tp: &Tp, offset: u64) {
+        if let Some(input) = self.inputs.get_mut(tp) {
+            input.next = input.next.max(offset);
+            input.seen = input.seen.max(offset);
+            self.changed = true;
+        }
+    }
+
+    /// Windowed mode: `offset` of `tp` is placed in its windows.
+    pub(crate) fn placed(&mut self, tp: &Tp, offset: u64) {
+        if let Some(input) = self.inputs.get_mut(tp) {
+            input.seen = input.seen.max(offset + 1);
+        }
+    }
+
+    /// Windowed mode: the watermark moved and these windows closed (in end order).
+    pub(crate) fn windows_closed(
+        &mut self,
+        ends: impl IntoIterator<Item = u64>,
+        watermark: Option<u64>,
+    ) {
+        self.closed.extend(ends.into_iter().map(|e| (e, false)));
+        self.watermark = watermark.max(self.watermark);
+        self.changed = true;
+    }
+
+    /// Windowed mode: the window ending at `end` is finished.
+    pub(crate) fn window_done(&mut self, end: u64) {
+        if let Some(w) = self.closed.iter_mut().find(|w| w.0 == end) {
+            w.1 = true;
+        }
+        while let Some(&(end, true)) = self.closed.front() {
+            self.closed.pop_front();
+            self.closed_up_to = self.closed_up_to.max(Some(end));
+        }
+        self.changed = true;
+    }
+
+    fn closed_up_to(&self) -> Option<u64> {
+        let live = match self.closed.front() {
+            Some(&(end, _)) => end.checked_sub(1),
+            None => self.watermark,
+        };
+        live.max(self.closed_up_to)
+    }
+
+    /// Exactly-once: an output partition the session writes to, with its end when the
+    /// session first wrote to it (or read it back).
+    pub(crate) fn open_lane(&mut self, topic: Arc<str>, partition: u32, end: u64) {
+        self.lanes
+            .entry((topic, partition))
+            .or_insert_with(|| Lane {
+                acked_end: end,
+                uncovered: BTreeMap::new(),
+            });
+        self.changed = true;
+    }
+
+    /// Exactly-once: a unit's records were stored from `offset` to `end` (exclusive).
+    pub(crate) fn output_stored(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        offset: u64,
+        end: u64,
+        coverage: Coverage,
+    ) {
+        let lane = self
+            .lanes
+            .entry((Arc::clone(topic), partition))
+            .or_default();
+        lane.uncovered.insert(offset, coverage);
+        lane.acked_end = lane.acked_end.max(end);
+        self.changed = true;
+    }
+
+    /// Whether the lane of this output partition is known.
+    pub(crate) fn has_lane(&self, topic: &str, partition: u32) -> bool {
+        self.lanes
+            .keys()
+            .any(|(t, p)| &**t == topic && *p == partition)
+    }
+
+    fn covered(&mut self, coverage: &Coverage, closed_up_to: Option<u64>) -> bool {
+        match coverage {
+            Coverage::Members(maxes) => maxes
+                .iter()
+                .all(|(tp, max)| self.inputs.get_mut(tp).is_some_and(|i| *max < i.position())),
+            Coverage::Window(end) => closed_up_to.is_some_and(|t| *end <= t),
+        }
+    }
+
+    /// Whether anything changed since the last snapshot.
+    pub(crate) fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// Every position to commit now.
+    pub(crate) fn snapshot(&mut self) -> Snapshot {
+        self.changed = false;
+        let mut out = Snapshot::new();
+        let closed_up_to = self.closed_up_to();
+        for (tp, input) in &mut self.inputs {
+            let position = input.position();
+            out.push((tp.topic.to_string(), tp.partition, position));
+            if self.windowed {
+                out.push((
+                    format!("{SEEN_PREFIX}{}", tp.topic),
+                    tp.partition,
+                    input.seen.max(position),
+                ));
+            }
+        }
+        if let (true, Some(t)) = (self.windowed, closed_up_to) {
+            out.push((CLOSED_ENTRY.to_owned(), 0, t));
+        }
+        let keys: Vec<(Arc<str>, u32)> = self.lanes.keys().cloned().collect();
+        for key in keys {
+            let mut lane = std::mem::take(self.lanes.get_mut(&key).expect("listed"));
+            while let Some(entry) = lane.uncovered.first_entry() {
+                if !self.covered(entry.get(), closed_up_to) {
+                    break;
+                }
+                entry.remove();
+            }
+            let start = lane
+                .uncovered
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(lane.acked_end);
+            out.push((format!("{OUT_PREFIX}{}", key.0), key.1, start));
+            self.lanes.insert(key, lane);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: u32) -> Tp {
+        Tp::new("in", p)
+    }
+
+    fn get(s: &Snapshot, topic: &str, p: u32) -> Option<u64> {
+        s.iter().find(|e| e.0 == topic && e.1 == p).map(|e| e.2)
+    }
+
+    #[test]
+    fn position_is_the_first_unfinished_offset() {
+        let mut l = Ledger::new(false, None);
+        l.start_partition(tp(0), 10, None);
+        for o in 10..14 {
+            l.received(&tp(0), o, 1);
+        }
+        assert_eq!(get(&l.snapshot(), "in", 0), Some(10));
+        l.adjust(&tp(0), 11, -1);
+        l.adjust(&tp(0), 13, -1);
+        assert_eq!(get(&l.snapshot(), "in", 0), Some(10));
+        l.adjust(&tp(0), 10, -1);
+        assert_eq!(get(&l.snapshot(), "in", 0), Some(12));
+        l.adjust(&tp(0), 12, -1);
+        assert_eq!(get(&l.snapshot(), "in", 0), Some(14));
+        l.received(&tp(0), 14, 0);
+        assert_eq!(get(&l.snapshot(), "in", 0), Some(15));
+    }
+
+    #[test]
+    fn scan_start_stays_below_outputs_of_uncommitted_inputs() {
+        let mut l = Ledger::new(false, None);
+        let out: Arc<str> = Arc::from("out");
+        l.start_partition(tp(0), 0, None);
+        l.open_lane(Arc::clone(&out), 0, 100);
+        assert_eq!(get(&l.snapshot(), "__out.out", 0), Some(100));
+        l.received(&tp(0), 0, 1);
+        l.received(&tp(0), 1, 1);
+        // Input 1 finished first: its output is stored but input 0 is not finished.
+        l.output_stored(&out, 0, 100, 101, Coverage::Members(vec![(tp(0), 1)]));
+        l.adjust(&tp(0), 1, -1);
+        let s = l.snapshot();
+        assert_eq!(
+            (get(&s, "in", 0), get(&s, "__out.out", 0)),
+            (Some(0), Some(100))
+        );
+        l.output_stored(&out, 0, 101, 102, Coverage::Members(vec![(tp(0), 0)]));
+        l.adjust(&tp(0), 0, -1);
+        let s = l.snapshot();
+        assert_eq!(
+            (get(&s, "in", 0), get(&s, "__out.out", 0)),
+            (Some(2), Some(102))
+        );
+    }
+
+    #[test]
+    fn closed_up_to_waits_for_the_first_unfinished_window() {
+        let mut l = Ledger::new(true, Some(5));
+        l.start_partition(tp(0), 0, Some(0));
+        assert_eq!(get(&l.snapshot(), CLOSED_ENTRY, 0), Some(5));
+        l.windows_closed([10, 20], Some(25));
+        assert_eq!(get(&l.snapshot(), CLOSED_ENTRY, 0), Some(9));
+        l.window_done(20);
+        assert_eq!(get(&l.snapshot(), CLOSED_ENTRY, 0), Some(9));
+        l.window_done(10);
+        assert_eq!(get(&l.snapshot(), CLOSED_ENTRY, 0), Some(25));
+        l.received(&tp(0), 0, 1);
+        l.placed(&tp(0), 0);
+        let s = l.snapshot();
+        assert_eq!(
+            (get(&s, "in", 0), get(&s, "__seen.in", 0)),
+            (Some(0), Some(1))
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! [`MessageProcessor`]: what a stream runs on its messages.
+
+use async_trait::async_trait;
+
+use crate::error::{ClientError, Result};
+use crate::message::Message;
+
+/// The user's processing step, called by a [`MessageStream`](super::MessageStream).
+///
+/// `Ok(Some(message))` is an output: it is produced to the stream's `output_topic` (or, without
+/// one, to the topic the message names) before the input is committed. `Ok(None)` means no
+/// output. An error is handled by the stream's [`ErrorStrategy`](super::ErrorStrategy).
+///
+/// Implement it with `#[async_trait]` (re-exported as [`rustmq::async_trait`](crate::async_trait)):
+///
+/// ```
+/// use rustmq::stream::MessageProcessor;
+/// use rustmq::{async_trait, Message, Result};
+///
+/// struct Upper;
+///
+/// #[async_trait]
+/// impl MessageProcessor for Upper {
+///     async fn process(&self, message: &Message) -> Result<Option<Message>> {
+///         let text = message.payload_as_string()?.to_uppercase();
+///         Ok(Some(Message::builder().topic("upper").payload(text).build()?))
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait MessageProcessor: Send + Sync + 'static {
+    /// Processes one message ([`StreamMode::Individual`](super::StreamMode::Individual)).
+    async fn process(&self, message: &Message) -> Result<Option<Message>>;
+
+    /// Processes a batch or a window; every `Some` in the result is an output (the result
+    /// need not have one entry per message). The default calls [`process`](Self::process)
+    /// on each message in turn and fails with the first error.
+    async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            results.push(self.process(message).await?);
+        }
+        Ok(results)
+    }
+
+    /// Called once by [`MessageStream::start`](super::MessageStream::start) before the first
+    /// message; an error fails the start.
+    async fn on_start(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once by [`MessageStream::stop`](super::MessageStream::stop) after the last
+    /// message was finished and committed.
+    async fn on_stop(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called for every message of a unit whose processing attempt failed (once per attempt),
+    /// before the error strategy applies. Errors it returns are logged.
+    async fn on_error(&self, message: &Message, error: &ClientError) -> Result<()> {
+        let _ = (message, error);
+        Ok(())
+    }
+}

@@ -1,0 +1,578 @@
+//! One session: a generation of group membership, from join to drain.
+//!
+//! ```text
+//!  join ──► producer id (exactly-once: named, fencing the previous instance) ──► recover
+//!  fetch task per partition ──► router ──┬─ individual: worker[hash(partition) % parallelism]
+//!   (max_in_flight permits,              ├─ batch: batcher ──► shared worker queue
+//!    ledger: received)                   └─ windowed: windows ──► closed windows, late ones
+//!  workers: unit::run (processor, error strategy) ──► sink lanes ──► ledger: finished
+//!  committer: ledger snapshot ──► CommitOffsets every commit interval
+//!  heartbeat: rebalance ──► drain
+//!  end: stop or rebalance or Stop strategy ── drain: fetchers stop, router flushes, workers
+//!       finish, outputs stored, final commit;  sink/membership failure ── abort: final commit
+//!       of what is finished, tasks aborted
+//! ```
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::batcher::Batcher;
+use super::claims::Claims;
+use super::config::{StreamConfig, StreamMode, WindowOptions};
+use super::fetch::{self, Incoming};
+use super::group::{self, Member};
+use super::ledger::Ledger;
+use super::metrics::StreamMetrics;
+use super::processor::MessageProcessor;
+use super::recovery;
+use super::sink::Sink;
+use super::unit::{self, Kind, Unit};
+use super::window::{WindowRecovery, WindowSpec, Windows};
+use super::{Settings, Tp};
+use crate::client::RustMqClient;
+use crate::error::{ClientError, Result};
+use crate::message::Message;
+
+/// Why a session ends.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// Asked to stop: drain, commit.
+    Stop,
+    /// The group rebalances: drain, commit, rejoin.
+    Rebalance,
+    /// A unit failed under `ErrorStrategy::Stop`: drain, commit, stop with the error.
+    Failed(ClientError),
+    /// Writing, fetching or membership failed: commit what is finished, end at once.
+    Abort(ClientError),
+}
+
+/// What a session shares with its tasks.
+pub(crate) struct Ctx {
+    pub(crate) client: RustMqClient,
+    pub(crate) config: StreamConfig,
+    pub(crate) window_options: WindowOptions,
+    pub(crate) group: String,
+    pub(crate) processor: Arc<dyn MessageProcessor>,
+    pub(crate) metrics: Arc<StreamMetrics>,
+    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) default_partitions: u32,
+    member: Member,
+    sink: Sink,
+    end: Mutex<Option<End>>,
+    ended: Notify,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+impl Ctx {
+    pub(crate) fn sink(&self) -> &Sink {
+        &self.sink
+    }
+
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().push(tokio::spawn(task));
+    }
+
+    fn end_with(&self, end: End) {
+        let mut slot = self.end.lock();
+        if slot.is_none() {
+            tracing::debug!(group = %self.group, ?end, "session ending");
+            *slot = Some(end);
+        } else if let (Some(End::Rebalance | End::Stop), End::Abort(_)) = (&*slot, &end) {
+            // An abort during a drain still cuts it short.
+            *slot = Some(end);
+        }
+        drop(slot);
+        self.ended.notify_waiters();
+        self.idle.notify_waiters();
+    }
+
+    /// `ErrorStrategy::Stop`: drain and stop with `error`.
+    pub(crate) fn fail(&self, error: ClientError) {
+        self.end_with(End::Failed(error));
+    }
+
+    /// A failure that ends the session at once.
+    pub(crate) fn abort(&self, error: ClientError) {
+        self.end_with(End::Abort(error));
+    }
+
+    fn aborted(&self) -> bool {
+        matches!(&*self.end.lock(), Some(End::Abort(_)))
+    }
+
+    fn unit_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A unit was finished (or given up under `Stop`).
+    pub(crate) fn unit_finished(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// The log start moved past `tp`'s position: nothing below it will arrive.
+    pub(crate) fn skip_to(&self, tp: &Tp, offset: u64) {
+        self.ledger.lock().skip_to(tp, offset);
+    }
+
+    async fn commit(&self) -> Result<()> {
+        let _one_at_a_time = self.commit_lock.lock().await;
+        let snapshot = {
+            let mut ledger = self.ledger.lock();
+            if !ledger.changed() {
+                return Ok(());
+            }
+            ledger.snapshot()
+        };
+        group::commit(&self.client, &self.member, snapshot).await?;
+        StreamMetrics::add(&self.metrics.commits, 1);
+        Ok(())
+    }
+
+    fn abort_tasks(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Aborts a session's tasks however the session future ends (dropped included).
+struct AbortOnDrop(Arc<Ctx>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort_tasks();
+    }
+}
+
+/// How a session ended, for the supervisor.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Stopped,
+    Rebalance,
+    Failed(ClientError),
+    Aborted(ClientError),
+}
+
+/// Runs one session. `member` holds the member id across sessions and is updated on join;
+/// `running` is told once the session processes.
+pub(crate) async fn run(
+    settings: &Settings,
+    member: &Mutex<Member>,
+    mut stop: watch::Receiver<bool>,
+    running: &watch::Sender<bool>,
+) -> Result<Outcome> {
+    let config = &settings.config;
+    let client = &settings.client;
+    let group = config.consumer_group.clone();
+    let previous = member.lock().member_id.clone();
+    let joined = group::join(
+        client,
+        &group,
+        &previous,
+        &config.input_topics,
+        settings.session_timeout,
+        settings.rebalance_timeout,
+    )
+    .await;
+    let (me, assigned) = match joined {
+        Err(e) if e.error_code() == Some(rustmq_protocol::ErrorCode::UnknownMember) => {
+            group::join(
+                client,
+                &group,
+                "",
+                &config.input_topics,
+                settings.session_timeout,
+                settings.rebalance_timeout,
+            )
+            .await?
+        }
+        other => other?,
+    };
+    *member.lock() = me.clone();
+    tracing::info!(%group, member = %me.member_id, generation = me.generation, partitions = assigned.len(), "stream joined");
+    let name = config
+        .exactly_once
+        .then(|| format!("rustmq.stream.{group}"));
+    let identity = group::init_producer(client, name).await?;
+    let recovered = recovery::recover(client, &group, &assigned, config.exactly_once).await?;
+    let windowed = matches!(config.mode, StreamMode::Windowed { .. });
+    let mut ledger = Ledger::new(windowed, recovered.closed_up_to);
+    for (tp, position, seen) in &recovered.positions {
+        ledger.start_partition(tp.clone(), *position, *seen);
+    }
+    for lane in &recovered.lanes {
+        ledger.open_lane(Arc::clone(&lane.topic), lane.partition, lane.end);
+        for (offset, coverage) in &lane.uncovered {
+            ledger.output_stored(
+                &lane.topic,
+                lane.partition,
+                *offset,
+                *offset,
+                coverage.clone(),
+            );
+        }
+    }
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        config: config.clone(),
+        window_options: settings.window_options.clone(),
+        group: group.clone(),
+        processor: Arc::clone(&settings.processor),
+        metrics: Arc::clone(&settings.metrics),
+        ledger: Mutex::new(ledger),
+        default_partitions: settings.default_partitions,
+        sink: Sink::new(client, identity, me.clone()),
+        member: me.clone(),
+        end: Mutex::new(None),
+        ended: Notify::new(),
+        in_flight: AtomicUsize::new(0),
+        idle: Notify::new(),
+        tasks: Mutex::new(Vec::new()),
+        commit_lock: tokio::sync::Mutex::new(()),
+    });
+    let _guard = AbortOnDrop(Arc::clone(&ctx));
+
+    // Workers.
+    let workers_n = config.parallelism;
+    let mut worker_handles = Vec::new();
+    let mut individual = Vec::new();
+    let mut shared_tx = None;
+    if matches!(config.mode, StreamMode::Individual) {
+        for _ in 0..workers_n {
+            let (tx, mut rx) = mpsc::channel::<Unit>(64);
+            individual.push(tx);
+            let ctx = Arc::clone(&ctx);
+            worker_handles.push(tokio::spawn(async move {
+                while let Some(u) = rx.recv().await {
+                    unit::run(&ctx, u).await;
+                }
+            }));
+        }
+    } else {
+        let (tx, rx) = mpsc::channel::<Unit>(workers_n * 2);
+        shared_tx = Some(tx);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..workers_n {
+            let ctx = Arc::clone(&ctx);
+            let rx = Arc::clone(&rx);
+            worker_handles.push(tokio::spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    match next {
+                        Some(u) => unit::run(&ctx, u).await,
+                        None => return,
+                    }
+                }
+            }));
+        }
+    }
+
+    // Router.
+    let (in_tx, in_rx) = mpsc::channel::<Incoming>(config.max_in_flight.min(4096));
+    let windows = match config.mode {
+        StreamMode::Windowed {
+            window_size,
+            slide_interval,
+        } => {
+            let spec = WindowSpec {
+                size: window_size.as_millis() as u64,
+                slide: slide_interval.as_millis() as u64,
+                lateness: settings.window_options.allowed_lateness.as_millis() as u64,
+            };
+            let recovery = WindowRecovery {
+                closed_up_to: recovered.closed_up_to,
+                seen: recovered
+                    .positions
+                    .iter()
+                    .filter_map(|(tp, _, s)| Some((tp.clone(), (*s)?)))
+                    .collect(),
+                emitted: recovery::emitted_windows(&recovered.claims),
+            };
+            Some(Windows::new(spec, recovery))
+        }
+        _ => None,
+    };
+    let batcher = match config.mode {
+        StreamMode::Batch {
+            batch_size,
+            batch_timeout,
+        } => Some(Batcher::new(batch_size, batch_timeout)),
+        _ => None,
+    };
+    let router = Router {
+        ctx: Arc::clone(&ctx),
+        claims: recovered.claims,
+        windows,
+        batcher,
+        individual,
+        shared: shared_tx,
+    };
+    let router_handle = tokio::spawn(router.run(in_rx));
+
+    // Fetchers, heartbeat, committer.
+    let (stop_fetch, stop_fetch_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    for (tp, position, _) in &recovered.positions {
+        ctx.spawn(fetch::run(
+            Arc::clone(&ctx),
+            tp.clone(),
+            *position,
+            Arc::clone(&permits),
+            in_tx.clone(),
+            stop_fetch_rx.clone(),
+        ));
+    }
+    drop(in_tx);
+    ctx.spawn(heartbeat(Arc::clone(&ctx), settings.session_timeout / 3));
+    ctx.spawn(committer(Arc::clone(&ctx), settings.commit_interval));
+    running.send_replace(true);
+
+    // Wait for the end.
+    let ended = loop {
+        let notified = ctx.ended.notified();
+        if let Some(end) = ctx.end.lock().take() {
+            break end;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = stop.wait_for(|s| *s) => break End::Stop,
+        }
+    };
+    let drain = !matches!(ended, End::Abort(_));
+    if drain {
+        // Put the reason back so that an abort during the drain can replace it.
+        *ctx.end.lock() = Some(match ended {
+            End::Failed(ref e) => End::Failed(e.duplicate()),
+            End::Stop => End::Stop,
+            _ => End::Rebalance,
+        });
+        stop_fetch.send_replace(true);
+        let drained = async {
+            let _ = router_handle.await;
+            for w in worker_handles {
+                let _ = w.await;
+            }
+            loop {
+                let idle = ctx.idle.notified();
+                if ctx.in_flight.load(Ordering::Acquire) == 0 || ctx.aborted() {
+                    break;
+                }
+                idle.await;
+            }
+        };
+        tokio::select! {
+            _ = drained => {}
+            _ = wait_abort(&ctx) => {}
+        }
+    }
+    let outcome = match ctx.end.lock().take().unwrap_or(ended) {
+        End::Abort(e) => Outcome::Aborted(e),
+        End::Failed(e) => Outcome::Failed(e),
+        End::Stop => Outcome::Stopped,
+        End::Rebalance => Outcome::Rebalance,
+    };
+    ctx.abort_tasks();
+    if let Err(e) = ctx.commit().await {
+        tracing::warn!(%group, error = %e, "final commit failed");
+    }
+    tracing::info!(%group, ?outcome, "stream session ended");
+    Ok(outcome)
+}
+
+async fn wait_abort(ctx: &Ctx) {
+    loop {
+        let n = ctx.ended.notified();
+        if ctx.aborted() {
+            return;
+        }
+        n.await;
+    }
+}
+
+async fn heartbeat(ctx: Arc<Ctx>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match group::heartbeat(&ctx.client, &ctx.member).await {
+            Ok(true) => ctx.end_with(End::Rebalance),
+            Ok(false) => {}
+            Err(e) if group::lost_membership(&e) => ctx.abort(e),
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn committer(ctx: Arc<Ctx>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match ctx.commit().await {
+            Ok(()) => {}
+            Err(e) if group::lost_membership(&e) => ctx.abort(e),
+            Err(e) => tracing::debug!(error = %e, "commit failed"),
+        }
+    }
+}
+
+/// Turns fetched messages into units.
+struct Router {
+    ctx: Arc<Ctx>,
+    claims: Claims,
+    windows: Option<Windows<(Tp, Message)>>,
+    batcher: Option<Batcher<Incoming>>,
+    individual: Vec<mpsc::Sender<Unit>>,
+    shared: Option<mpsc::Sender<Unit>>,
+}
+
+impl Router {
+    async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
+        loop {
+            let deadline = self.batcher.as_ref().and_then(Batcher::deadline);
+            let incoming = tokio::select! {
+                i = rx.recv() => i,
+                _ = sleep_until(deadline) => {
+                    if let Some(batch) = self.batcher.as_mut().and_then(|b| b.take_due(Instant::now())) {
+                        self.dispatch_batch(batch).await;
+                    }
+                    continue;
+                }
+            };
+            match incoming {
+                Some(i) => self.route(i).await,
+                None => break,
+            }
+        }
+        if !self.ctx.aborted() {
+            if let Some(batch) = self.batcher.as_mut().and_then(Batcher::flush) {
+                self.dispatch_batch(batch).await;
+            }
+        }
+    }
+
+    async fn route(&mut self, i: Incoming) {
+        let ctx = &self.ctx;
+        if !self.claims.is_empty() && self.claims.is_claimed(&i.tp, i.message.offset) {
+            ctx.ledger.lock().adjust(&i.tp, i.message.offset, -1);
+            StreamMetrics::add(&ctx.metrics.messages_recovered, 1);
+            return;
+        }
+        if let Some(batcher) = self.batcher.as_mut() {
+            if let Some(batch) = batcher.push(i, Instant::now()) {
+                self.dispatch_batch(batch).await;
+            }
+            return;
+        }
+        if self.windows.is_some() {
+            self.place(i).await;
+            return;
+        }
+        let lane = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            i.tp.hash(&mut h);
+            (h.finish() % self.individual.len() as u64) as usize
+        };
+        let unit = Unit {
+            kind: Kind::Single,
+            tps: vec![i.tp],
+            messages: vec![i.message],
+            permits: vec![i.permit],
+        };
+        self.send(Some(lane), unit).await;
+    }
+
+    async fn send(&self, lane: Option<usize>, unit: Unit) {
+        self.ctx.unit_started();
+        let sent = match lane {
+            Some(l) => self.individual[l].send(unit).await,
+            None => {
+                self.shared
+                    .as_ref()
+                    .expect("shared queue in batch and windowed modes")
+                    .send(unit)
+                    .await
+            }
+        };
+        if sent.is_err() {
+            self.ctx.unit_finished();
+        }
+    }
+
+    async fn dispatch_batch(&mut self, batch: Vec<Incoming>) {
+        let mut unit = Unit {
+            kind: Kind::Batch,
+            tps: Vec::with_capacity(batch.len()),
+            messages: Vec::with_capacity(batch.len()),
+            permits: Vec::with_capacity(batch.len()),
+        };
+        for i in batch {
+            unit.tps.push(i.tp);
+            unit.messages.push(i.message);
+            unit.permits.push(i.permit);
+        }
+        self.send(None, unit).await;
+    }
+
+    async fn place(&mut self, i: Incoming) {
+        let windows = self.windows.as_mut().expect("windowed");
+        let (tp, offset, ts) = (i.tp.clone(), i.message.offset, i.message.timestamp);
+        let placed = windows.place(&tp, offset, ts, &(tp.clone(), i.message.clone()));
+        let closed = windows.advance(ts);
+        let watermark = windows.watermark();
+        let late_unit = placed.late
+            && matches!(
+                self.ctx.window_options.late_messages,
+                super::config::LatePolicy::DeadLetter { .. }
+            );
+        {
+            let mut ledger = self.ctx.ledger.lock();
+            ledger.adjust(&tp, offset, placed.joined as i64 + i64::from(late_unit) - 1);
+            ledger.placed(&tp, offset);
+            ledger.windows_closed(closed.iter().map(|(span, _)| span.1), watermark);
+        }
+        if placed.late {
+            StreamMetrics::add(&self.ctx.metrics.late_messages, 1);
+            tracing::debug!(topic = %tp.topic, partition = tp.partition, offset, ts, "late message");
+        }
+        if late_unit {
+            let unit = Unit {
+                kind: Kind::Late,
+                tps: vec![tp],
+                messages: vec![i.message],
+                permits: vec![],
+            };
+            self.send(None, unit).await;
+        }
+        drop(i.permit);
+        for (span, mut members) in closed {
+            members.sort_by(|a, b| {
+                (a.1.timestamp, &a.0, a.1.offset).cmp(&(b.1.timestamp, &b.0, b.1.offset))
+            });
+            StreamMetrics::add(&self.ctx.metrics.windows_closed, 1);
+            let (tps, messages) = members.into_iter().unzip();
+            let unit = Unit {
+                kind: Kind::Window(span),
+                tps,
+                messages,
+                permits: vec![],
+            };
+            self.send(None, unit).await;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,339 @@
+//! The stream's output writer: one lane per output partition, each sending whole units in
+//! idempotent record batches, one request in flight, and reporting what was stored.
+//!
+//! ```text
+//!  emit(unit's outputs) ──► lane (topic, partition)   [exactly-once: all of a unit's outputs
+//!                                                       go to one lane, so one record batch
+//!                                                       holds them: stored all or nothing]
+//!  lane task: first use ── exactly-once: commit `__out.<topic>/<p>` = log end (so that a
+//!                          restart knows to read this partition back) before the first write
+//!             loop: take queued units while they fit (never splitting one) ──► record batch
+//!                   (producer id, epoch, sequence) ──► Produce (acks=all when exactly-once),
+//!                   retried with the same sequence (the broker drops duplicates)
+//!                   ──► ledger: where each unit was stored ──► the unit's completion
+//! ```
+//!
+//! A lane that cannot store a batch fails the session: its sequence has a gap, so nothing
+//! more may be written under this producer epoch. The next session starts with a new epoch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rustmq_protocol::{
+    Acks, Compression, ErrorCode, OffsetSpec, ProduceRequest, RecordBatchBuilder, Request, Response,
+};
+use tokio::sync::mpsc;
+
+use super::group::{self, Member};
+use super::ledger::{Coverage, OUT_PREFIX};
+use super::metrics::StreamMetrics;
+use super::session::Ctx;
+use crate::error::{ClientError, Result};
+use crate::message::Message;
+use crate::producer::partition_for_key;
+
+/// Runs a closure once every lane holding part of a unit has stored it.
+pub(crate) struct Completion {
+    remaining: AtomicUsize,
+    on_done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Completion {
+    pub(crate) fn new(parts: usize, on_done: Box<dyn FnOnce() + Send>) -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(parts),
+            on_done: Mutex::new(Some(on_done)),
+        })
+    }
+
+    fn part_done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(f) = self.on_done.lock().take() {
+                f();
+            }
+        }
+    }
+}
+
+/// An output partition: topic and partition.
+type LaneKey = (Arc<str>, u32);
+
+struct Part {
+    records: Vec<Message>,
+    bytes: usize,
+    coverage: Option<Coverage>,
+    done: Arc<Completion>,
+}
+
+/// Output writer of one session.
+pub(crate) struct Sink {
+    identity: (i64, i16),
+    member: Member,
+    max_bytes: usize,
+    lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Part>>>,
+    partitions: tokio::sync::Mutex<HashMap<String, u32>>,
+}
+
+/// Records per batch at most.
+const MAX_RECORDS: usize = 16_384;
+
+fn record_bytes(m: &Message) -> usize {
+    m.size() + 24 + m.headers.len() * 4
+}
+
+impl Sink {
+    pub(crate) fn new(
+        ctx_client: &crate::RustMqClient,
+        identity: (i64, i16),
+        member: Member,
+    ) -> Self {
+        let broker_max = ctx_client
+            .broker_limits()
+            .map_or(1 << 20, |l| l.max_batch_bytes as usize);
+        Self {
+            identity,
+            member,
+            max_bytes: broker_max.saturating_sub(4096).clamp(4096, 1 << 20),
+            lanes: Mutex::new(HashMap::new()),
+            partitions: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Partition count of an output topic, creating the topic (with as many partitions as the
+    /// first input topic) when it does not exist.
+    async fn partition_count(ctx: &Arc<Ctx>, topic: &str) -> Result<u32> {
+        let mut known = ctx.sink().partitions.lock().await;
+        if let Some(n) = known.get(topic) {
+            return Ok(*n);
+        }
+        let n = match group::partition_count(&ctx.client, topic).await? {
+            Some(n) => n,
+            None => {
+                match ctx.client.create_topic(topic, ctx.default_partitions).await {
+                    Err(e) if e.error_code() != Some(ErrorCode::TopicAlreadyExists) => {
+                        return Err(e)
+                    }
+                    _ => {}
+                }
+                group::partition_count(&ctx.client, topic)
+                    .await?
+                    .unwrap_or(1)
+            }
+        };
+        known.insert(topic.to_owned(), n);
+        Ok(n)
+    }
+
+    async fn partition_of(ctx: &Arc<Ctx>, m: &Message, fallback: u32) -> Result<u32> {
+        let n = Self::partition_count(ctx, &m.topic).await?.max(1);
+        Ok(if m.has_explicit_partition() {
+            m.partition
+        } else if let Some(key) = &m.key {
+            partition_for_key(key, n)
+        } else {
+            fallback % n
+        })
+    }
+
+    /// Queues a unit's outputs; `on_done` runs once all are stored. With `together`, every
+    /// output goes to the partition of the first (one lane, one record batch). Keyless
+    /// outputs go to partition `fallback` (modulo the partition count).
+    pub(crate) async fn emit(
+        ctx: &Arc<Ctx>,
+        outputs: Vec<Message>,
+        together: bool,
+        fallback: u32,
+        coverage: Option<Coverage>,
+        on_done: Box<dyn FnOnce() + Send>,
+    ) -> Result<()> {
+        if outputs.is_empty() {
+            on_done();
+            return Ok(());
+        }
+        let mut groups: Vec<(LaneKey, Vec<Message>)> = Vec::new();
+        let mut first_lane = None;
+        for m in outputs {
+            let lane = match (&first_lane, together) {
+                (Some(l), true) => Clone::clone(l),
+                _ => {
+                    let p = Self::partition_of(ctx, &m, fallback).await?;
+                    let l: LaneKey = (Arc::from(m.topic.as_str()), p);
+                    first_lane.get_or_insert_with(|| l.clone());
+                    l
+                }
+            };
+            match groups.iter_mut().find(|g| g.0 == lane) {
+                Some(g) => g.1.push(m),
+                None => groups.push((lane, vec![m])),
+            }
+        }
+        let done = Completion::new(groups.len(), on_done);
+        for (lane, records) in groups {
+            let part = Part {
+                bytes: records.iter().map(record_bytes).sum(),
+                records,
+                coverage: coverage.clone(),
+                done: Arc::clone(&done),
+            };
+            let sender = {
+                let mut lanes = ctx.sink().lanes.lock();
+                lanes
+                    .entry(lane.clone())
+                    .or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        ctx.spawn(run_lane(Arc::clone(ctx), lane.0.clone(), lane.1, rx));
+                        tx
+                    })
+                    .clone()
+            };
+            sender.send(part).map_err(|_| ClientError::Closed)?;
+        }
+        Ok(())
+    }
+}
+
+async fn register(ctx: &Arc<Ctx>, topic: &Arc<str>, partition: u32) -> Result<()> {
+    if !ctx.config.exactly_once || ctx.ledger.lock().has_lane(topic, partition) {
+        return Ok(());
+    }
+    let end = group::log_offset(&ctx.client, topic, partition, OffsetSpec::Latest).await?;
+    let entry = vec![(format!("{OUT_PREFIX}{topic}"), partition, end)];
+    group::commit(&ctx.client, &ctx.sink().member, entry).await?;
+    ctx.ledger
+        .lock()
+        .open_lane(Arc::clone(topic), partition, end);
+    tracing::debug!(%topic, partition, end, "output partition registered for recovery");
+    Ok(())
+}
+
+async fn run_lane(
+    ctx: Arc<Ctx>,
+    topic: Arc<str>,
+    partition: u32,
+    mut rx: mpsc::UnboundedReceiver<Part>,
+) {
+    if let Err(e) = register(&ctx, &topic, partition).await {
+        ctx.abort(e);
+        return;
+    }
+    let mut sequence: i32 = 0;
+    let mut carry: Option<Part> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let (mut bytes, mut count) = (first.bytes, first.records.len());
+        let mut parts = vec![first];
+        while let Ok(p) = rx.try_recv() {
+            if bytes + p.bytes > ctx.sink().max_bytes || count + p.records.len() > MAX_RECORDS {
+                carry = Some(p);
+                break;
+            }
+            bytes += p.bytes;
+            count += p.records.len();
+            parts.push(p);
+        }
+        match store(&ctx, &topic, partition, &parts, sequence).await {
+            Ok(base) => {
+                let mut offset = base;
+                for part in parts {
+                    let n = part.records.len() as u64;
+                    if let Some(coverage) = part.coverage {
+                        ctx.ledger.lock().output_stored(
+                            &topic,
+                            partition,
+                            offset,
+                            offset + n,
+                            coverage,
+                        );
+                    }
+                    offset += n;
+                    StreamMetrics::add(&ctx.metrics.outputs_produced, n as usize);
+                    part.done.part_done();
+                }
+                sequence =
+                    ((i64::from(sequence) + count as i64) % (i64::from(i32::MAX) + 1)) as i32;
+            }
+            Err(e) => {
+                tracing::warn!(%topic, partition, error = %e, "output batch failed");
+                ctx.abort(e);
+                return;
+            }
+        }
+    }
+}
+
+async fn store(
+    ctx: &Arc<Ctx>,
+    topic: &str,
+    partition: u32,
+    parts: &[Part],
+    sequence: i32,
+) -> Result<u64> {
+    let (producer_id, epoch) = ctx.sink().identity;
+    let mut builder = RecordBatchBuilder::new().producer(producer_id, epoch, sequence);
+    for record in parts.iter().flat_map(|p| &p.records) {
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        builder.push(
+            i64::try_from(record.timestamp).unwrap_or(i64::MAX),
+            record.key.as_deref(),
+            Some(&record.payload),
+            headers,
+        );
+    }
+    let compression = &ctx.client.config().compression;
+    let codec = if compression.enabled && builder.size() >= compression.min_size {
+        compression.codec()
+    } else {
+        Compression::None
+    };
+    let batch: Bytes = builder.compression(codec, compression.level).build()?;
+    let request = ProduceRequest {
+        topic: topic.to_owned(),
+        partition,
+        acks: if ctx.config.exactly_once {
+            Acks::All
+        } else {
+            Acks::Leader
+        },
+        timeout_ms: ctx
+            .client
+            .config()
+            .request_timeout
+            .as_millis()
+            .min(u128::from(u32::MAX)) as u32,
+        batch,
+    };
+    let retries = ctx.client.config().retry_config.max_retries.max(3);
+    let mut attempt = 0;
+    loop {
+        match ctx.client.request(Request::Produce(request.clone())).await {
+            Ok(Response::Produce(r)) => return Ok(r.base_offset),
+            Ok(other) => {
+                return Err(ClientError::UnexpectedResponse(format!(
+                    "{:?} to a produce request",
+                    other.kind()
+                )))
+            }
+            Err(e) if e.is_retryable() && attempt < retries => {
+                attempt += 1;
+                let delay = Duration::from_millis(100u64 << attempt.min(5));
+                tracing::debug!(%topic, partition, error = %e, attempt, "retrying output batch");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e.for_topic(topic)),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Units of work and the one failure path all modes share.
+//!
+//! A unit is one message (individual mode), one batch, one window, or one late message. Each
+//! goes through the same steps:
+//!
+//! ```text
+//!  attempt: process / process_batch under processing_timeout
+//!     ok ──► outputs (to output_topic) ──► sink ──► stored ──► finish: inputs released
+//!     error ──► on_error(each member) ──► strategy:
+//!         Retry: again after backoff·2^(n-1) while attempts remain (not for decode errors)
+//!         Skip (or retries exhausted): finish without outputs
+//!         DeadLetter: every member to the dead-letter topic, one record batch, with the
+//!                     error, attempts and the unit's member list in headers ──► finish
+//!         Stop: the unit stays unfinished (not committed); the session drains and stops
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::claims::{extent, source_headers, Extent};
+use super::config::{ErrorStrategy, LatePolicy};
+use super::ledger::Coverage;
+use super::metrics::StreamMetrics;
+use super::session::Ctx;
+use super::sink::Sink;
+use super::window::Span;
+use super::Tp;
+use crate::consumer::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
+};
+use crate::error::{ClientError, Result};
+use crate::message::Message;
+
+/// Header on dead-letter records: `failed` (processing failed) or `late` (after its window).
+pub const DLQ_KIND: &str = "rustmq.dlq.kind";
+/// Header on dead-letter records: `message`, `batch`, `window:<start>-<end>` or `late`.
+pub const DLQ_UNIT: &str = "rustmq.dlq.unit";
+/// Header on dead-letter records: every member of the failed unit, as
+/// `topic:partition:first-last` runs of consecutive offsets, comma separated.
+pub const DLQ_UNIT_MEMBERS: &str = "rustmq.dlq.unit-members";
+
+/// What kind of unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Single,
+    Batch,
+    Window(Span),
+    Late,
+}
+
+/// Messages processed (or dead-lettered) together.
+#[derive(Debug)]
+pub(crate) struct Unit {
+    pub(crate) kind: Kind,
+    pub(crate) tps: Vec<Tp>,
+    pub(crate) messages: Vec<Message>,
+    pub(crate) permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Unit {
+    fn extent(&self) -> Extent {
+        extent(self.tps.iter().zip(self.messages.iter().map(|m| m.offset)))
+    }
+
+    fn coverage(&self, extent: &Extent) -> Coverage {
+        match self.kind {
+            Kind::Window((_, end)) => Coverage::Window(end),
+            _ => Coverage::Members(
+                extent
+                    .iter()
+                    .map(|(tp, (_, last))| (tp.clone(), *last))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self.kind {
+            Kind::Single => "message".into(),
+            Kind::Batch => "batch".into(),
+            Kind::Window((s, e)) => format!("window:{s}-{e}"),
+            Kind::Late => "late".into(),
+        }
+    }
+
+    /// The members as runs of consecutive offsets: `topic:partition:first-last,...`.
+    fn member_list(&self) -> String {
+        let mut positions: Vec<(&Tp, u64)> = self
+            .tps
+            .iter()
+            .zip(self.messages.iter().map(|m| m.offset))
+            .collect();
+        positions.sort();
+        let mut runs: Vec<(&Tp, u64, u64)> = Vec::new();
+        for (tp, o) in positions {
+            match runs.last_mut() {
+                Some(r) if r.0 == tp && r.2 + 1 == o => r.2 = o,
+                _ => runs.push((tp, o, o)),
+            }
+        }
+        runs.iter()
+            .map(|(tp, a, b)| format!("{}:{}:{a}-{b}", tp.topic, tp.partition))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Releases the unit's inputs in the ledger: they are finished.
+fn finish(ctx: &Ctx, unit: Unit) {
+    {
+        let mut ledger = ctx.ledger.lock();
+        for (tp, m) in unit.tps.iter().zip(&unit.messages) {
+            ledger.adjust(tp, m.offset, -1);
+        }
+        if let Kind::Window((_, end)) = unit.kind {
+            ledger.window_done(end);
+        }
+    }
+    drop(unit.permits);
+    ctx.unit_finished();
+}
+
+/// Runs the processor on the unit once, bounded by the processing timeout.
+async fn attempt(ctx: &Ctx, unit: &Unit) -> Result<Vec<Message>> {
+    let started = Instant::now();
+    let call = async {
+        match unit.kind {
+            Kind::Single => Ok(ctx
+                .processor
+                .process(&unit.messages[0])
+                .await?
+                .into_iter()
+                .collect()),
+            _ => Ok(ctx
+                .processor
+                .process_batch(&unit.messages)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect()),
+        }
+    };
+    let timeout = ctx.config.processing_timeout;
+    let result = tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(ClientError::timeout(timeout)));
+    ctx.metrics.record_call(started.elapsed());
+    result
+}
+
+/// Sets the output topic and, for exactly-once, checks that the outputs can be stored as one
+/// record batch and adds the source headers.
+fn prepare_outputs(
+    ctx: &Ctx,
+    unit: &Unit,
+    extent: &Extent,
+    mut outputs: Vec<Message>,
+) -> Result<Vec<Message>> {
+    if let Some(topic) = &ctx.config.output_topic {
+        for m in &mut outputs {
+            m.topic.clone_from(topic);
+        }
+    }
+    if ctx.config.exactly_once {
+        if let Some(first) = outputs.first().map(|m| m.topic.clone()) {
+            if outputs.iter().any(|m| m.topic != first) {
+                return Err(ClientError::InvalidMessage(
+                    "an exactly-once stream's outputs of one unit must all go to one topic".into(),
+                ));
+            }
+        }
+        let window = match unit.kind {
+            Kind::Window(span) => Some(span),
+            _ => None,
+        };
+        let headers = source_headers(&ctx.group, extent, window, unit.kind == Kind::Batch);
+        for m in &mut outputs {
+            m.headers.extend(headers.iter().cloned());
+        }
+    }
+    Ok(outputs)
+}
+
+fn dead_letters(
+    ctx: &Ctx,
+    unit: &Unit,
+    extent: &Extent,
+    topic: &str,
+    kind: &str,
+    error: &str,
+    attempts: u32,
+) -> Vec<Message> {
+    let members = unit.member_list();
+    let label = unit.label();
+    let source = ctx.config.exactly_once.then(|| {
+        let window = match unit.kind {
+            Kind::Window(span) => Some(span),
+            _ => None,
+        };
+        source_headers(&ctx.group, extent, window, unit.kind == Kind::Batch)
+    });
+    unit.messages
+        .iter()
+        .map(|original| {
+            let mut m = original.clone();
+            m.topic = topic.to_owned();
+            m.headers.extend([
+                (DLQ_ORIGINAL_TOPIC.to_owned(), original.topic.clone()),
+                (
+                    DLQ_ORIGINAL_PARTITION.to_owned(),
+                    original.partition.to_string(),
+                ),
+                (DLQ_ORIGINAL_OFFSET.to_owned(), original.offset.to_string()),
+                (DLQ_ATTEMPTS.to_owned(), attempts.to_string()),
+                (DLQ_ERROR.to_owned(), error.to_owned()),
+                (DLQ_KIND.to_owned(), kind.to_owned()),
+                (DLQ_UNIT.to_owned(), label.clone()),
+                (DLQ_UNIT_MEMBERS.to_owned(), members.clone()),
+            ]);
+            m.headers.extend(source.iter().flatten().cloned());
+            m
+        })
+        .collect()
+}
+
+/// Sends `records` through the sink; the unit is finished once they are stored.
+/// Dead letters of a unit always go together (one partition, one record batch); outputs only
+/// for exactly-once.
+async fn emit(
+    ctx: &Arc<Ctx>,
+    unit: Unit,
+    records: Vec<Message>,
+    coverage: Coverage,
+    dead_letters: bool,
+) {
+    let fallback = unit.messages.first().map_or(0, |m| m.partition);
+    let together = ctx.config.exactly_once || dead_letters;
+    let coverage = ctx.config.exactly_once.then_some(coverage);
+    let finisher = Arc::clone(ctx);
+    let on_done = Box::new(move || finish(&finisher, unit));
+    if let Err(e) = Sink::emit(ctx, records, together, fallback, coverage, on_done).await {
+        // The unit stays unfinished: the session goes down without committing it.
+        ctx.abort(e);
+    }
+}
+
+/// Processes one unit with the stream's error strategy.
+pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
+    let n = unit.messages.len();
+    let extent = unit.extent();
+    let coverage = unit.coverage(&extent);
+    if unit.kind == Kind::Late {
+        if let LatePolicy::DeadLetter { topic } = &ctx.window_options.late_messages {
+            let records = dead_letters(
+                ctx,
+                &unit,
+                &extent,
+                topic,
+                "late",
+                "arrived after its window closed",
+                0,
+            );
+            emit(ctx, unit, records, coverage, true).await;
+        } else {
+            finish(ctx, unit);
+        }
+        return;
+    }
+    let mut attempts = 0u32;
+    let error = loop {
+        attempts += 1;
+        let result = attempt(ctx, &unit)
+            .await
+            .and_then(|outputs| prepare_outputs(ctx, &unit, &extent, outputs));
+        let error = match result {
+            Ok(outputs) => {
+                StreamMetrics::add(&ctx.metrics.messages_processed, n);
+                emit(ctx, unit, outputs, coverage, false).await;
+                return;
+            }
+            Err(e) => e,
+        };
+        StreamMetrics::add(&ctx.metrics.processing_errors, 1);
+        for m in &unit.messages {
+            if let Err(e) = ctx.processor.on_error(m, &error).await {
+                tracing::warn!(error = %e, "on_error failed");
+            }
+        }
+        match &ctx.config.error_strategy {
+            ErrorStrategy::Retry {
+                max_attempts,
+                backoff_ms,
+            } if attempts < *max_attempts && !matches!(error, ClientError::Deserialization(_)) => {
+                let delay = Duration::from_millis(
+                    backoff_ms.saturating_mul(1u64 << (attempts - 1).min(20)),
+                );
+                tracing::debug!(unit = %unit.label(), attempts, ?delay, error = %error, "retrying");
+                tokio::time::sleep(delay).await;
+            }
+            _ => break error,
+        }
+    };
+    StreamMetrics::add(&ctx.metrics.messages_failed, n);
+    let first = &unit.messages[0];
+    tracing::warn!(unit = %unit.label(), topic = %first.topic, partition = first.partition, offset = first.offset, messages = n, attempts, error = %error, "processing failed");
+    match &ctx.config.error_strategy {
+        ErrorStrategy::DeadLetter { topic } => {
+            let records = dead_letters(
+                ctx,
+                &unit,
+                &extent,
+                topic,
+                "failed",
+                &error.to_string(),
+                attempts,
+            );
+            StreamMetrics::add(&ctx.metrics.messages_dead_lettered, n);
+            emit(ctx, unit, records, coverage, true).await;
+        }
+        ErrorStrategy::Stop => {
+            ctx.fail(error);
+            ctx.unit_finished();
+        }
+        ErrorStrategy::Skip | ErrorStrategy::Retry { .. } => {
+            StreamMetrics::add(&ctx.metrics.messages_skipped, n);
+            finish(ctx, unit);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Error strategies in each mode: skip, retry (recovering and exhausted), dead-letter (the
+//! whole unit, members listed), stop (nothing after the failure committed).
+
+mod stream_support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rustmq::stream::{ErrorStrategy, MessageStream, StreamConfig, StreamMode, DLQ_UNIT_MEMBERS};
+use stream_support::*;
+
+fn modes() -> Vec<StreamMode> {
+    vec![
+        StreamMode::Individual,
+        StreamMode::Batch {
+            batch_size: 3,
+            batch_timeout: Duration::from_millis(50),
+        },
+        StreamMode::Windowed {
+            window_size: Duration::from_millis(100),
+            slide_interval: Duration::from_millis(100),
+        },
+    ]
+}
+
+/// Inputs on one partition: windows [0,100) = a0 bad a2, [100,200) = b0 flaky b2, and a
+/// closing message at 1000. Batches of 3 line up with the windows.
+fn inputs() -> Vec<(u32, String, u64)> {
+    [
+        ("a0", 10),
+        ("bad", 20),
+        ("a2", 30),
+        ("b0", 110),
+        ("flaky", 120),
+        ("b2", 130),
+        ("z", 1000),
+    ]
+    .iter()
+    .map(|(p, ts)| (0, p.to_string(), *ts))
+    .collect()
+}
+
+async fn run(
+    mode: &StreamMode,
+    strategy: ErrorStrategy,
+    tag: &str,
+) -> (
+    MessageStream,
+    rustmq::RustMqClient,
+    rustmq::testing::TestBroker,
+) {
+    let (broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    send(&client, "in", &inputs()).await;
+    let config = StreamConfig {
+        input_topics: vec!["in".into()],
+        output_topic: Some("out".into()),
+        consumer_group: format!("g-{tag}"),
+        parallelism: 1,
+        error_strategy: strategy,
+        mode: mode.clone(),
+        ..Default::default()
+    };
+    let processor = Join(Upper::new(1));
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(processor);
+    stream.start().await.unwrap();
+    (stream, client, broker)
+}
+
+fn expected_outputs(mode: &StreamMode, skip_bad: bool, flaky_ok: bool) -> Vec<String> {
+    match mode {
+        StreamMode::Individual => {
+            let mut v = vec!["A0", "A2", "B0", "B2", "Z"];
+            if !skip_bad {
+                v.push("BAD");
+            }
+            if flaky_ok {
+                v.push("FLAKY");
+            }
+            let mut v: Vec<String> = v.into_iter().map(String::from).collect();
+            v.sort();
+            v
+        }
+        // Batches and windows fail as a unit: [a0 bad a2] never succeeds.
+        _ => {
+            let mut v = vec![];
+            if flaky_ok {
+                v.push("B0|FLAKY|B2".to_string());
+            }
+            v
+        }
+    }
+}
+
+#[tokio::test]
+async fn skip_and_retry_in_every_mode() {
+    for mode in modes() {
+        // Skip: the failing unit is dropped; the flaky one fails its only attempt.
+        let (stream, client, _b) = run(&mode, ErrorStrategy::Skip, "skip").await;
+        let want = expected_outputs(&mode, true, false);
+        let metrics = stream.metrics().await;
+        eventually("skip settles", Duration::from_secs(10), || {
+            let m = metrics.clone();
+            async move {
+                m.messages_processed.load(Ordering::Relaxed)
+                    + m.messages_skipped.load(Ordering::Relaxed)
+                    >= 6
+            }
+        })
+        .await;
+        let got_n = want.len() + usize::from(matches!(mode, StreamMode::Batch { .. })); // batch: [z] alone
+        let outs = wait_records(&client, "out", got_n).await;
+        stream.stop().await.unwrap();
+        let mut got: Vec<String> = outs
+            .into_iter()
+            .map(|o| o.payload)
+            .filter(|p| p != "Z")
+            .collect();
+        got.sort();
+        let want: Vec<String> = want.into_iter().filter(|p| p != "Z").collect();
+        assert_eq!(got, want, "skip in {mode:?}");
+        assert!(
+            metrics.messages_skipped.load(Ordering::Relaxed) >= 2,
+            "{mode:?}"
+        );
+
+        // Retry: the flaky unit succeeds on its second attempt; `bad` exhausts its attempts.
+        let retry = ErrorStrategy::Retry {
+            max_attempts: 3,
+            backoff_ms: 10,
+        };
+        let (stream, client, _b) = run(&mode, retry, "retry").await;
+        let want: Vec<String> = expected_outputs(&mode, true, true)
+            .into_iter()
+            .filter(|p| p != "Z")
+            .collect();
+        let metrics = stream.metrics().await;
+        let n = want.len()
+            + usize::from(matches!(
+                mode,
+                StreamMode::Individual | StreamMode::Batch { .. }
+            ));
+        let outs = wait_records(&client, "out", n).await;
+        stream.stop().await.unwrap();
+        let mut got: Vec<String> = outs
+            .into_iter()
+            .map(|o| o.payload)
+            .filter(|p| p != "Z")
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "retry in {mode:?}");
+        let units = if matches!(mode, StreamMode::Individual) {
+            1
+        } else {
+            3
+        };
+        assert_eq!(
+            metrics.messages_skipped.load(Ordering::Relaxed),
+            units,
+            "retry in {mode:?}"
+        );
+        // bad: 3 attempts; flaky: 1 failed attempt.
+        assert_eq!(
+            metrics.processing_errors.load(Ordering::Relaxed),
+            4,
+            "retry in {mode:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_hold_the_whole_failed_unit() {
+    for mode in modes() {
+        let strategy = ErrorStrategy::DeadLetter {
+            topic: "dlq".into(),
+        };
+        let (stream, client, _b) = run(&mode, strategy, "dlq").await;
+        let dead = match mode {
+            StreamMode::Individual => 2,
+            _ => 6,
+        };
+        let dlq = wait_records(&client, "dlq", dead).await;
+        stream.stop().await.unwrap();
+        let mut payloads: Vec<String> = dlq.iter().map(|o| o.payload.clone()).collect();
+        payloads.sort();
+        match mode {
+            StreamMode::Individual => {
+                assert_eq!(payloads, vec!["bad", "flaky"]);
+                assert_eq!(dlq[0].headers[DLQ_UNIT_MEMBERS], "in:0:1-1");
+            }
+            _ => {
+                assert_eq!(payloads, vec!["a0", "a2", "b0", "b2", "bad", "flaky"]);
+                // Every record of the first unit lists its three members.
+                for o in dlq
+                    .iter()
+                    .filter(|o| o.payload.starts_with('a') || o.payload == "bad")
+                {
+                    assert_eq!(o.headers[DLQ_UNIT_MEMBERS], "in:0:0-2", "{mode:?}");
+                    assert!(o.headers["rustmq.dlq.error"].contains("cannot process bad"));
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn stop_strategy_stops_before_the_failed_unit() {
+    for mode in modes() {
+        let (stream, client, _b) = run(&mode, ErrorStrategy::Stop, "stop").await;
+        let err = tokio::time::timeout(Duration::from_secs(10), stream.wait())
+            .await
+            .expect("stream stops");
+        assert!(
+            err.unwrap_err().to_string().contains("cannot process bad"),
+            "{mode:?}"
+        );
+        let committed = committed(&client, "g-stop").await;
+        let position = committed.get(&("in".to_string(), 0)).copied().unwrap_or(0);
+        let limit = match mode {
+            StreamMode::Individual => 1,
+            _ => 0,
+        };
+        assert!(
+            position <= limit,
+            "{mode:?}: committed {position}, the failure is at offset 1"
+        );
+        assert!(!stream.is_running());
+    }
+}

@@ -1,0 +1,383 @@
+//! Stream processing modes against a real broker: individual (order per partition), batch
+//! (size and timeout), tumbling and sliding windows with exact contents and a late message,
+//! several input topics, the typed variant, and a graceful stop under load.
+
+mod stream_support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rustmq::stream::{
+    LatePolicy, MessageStream, StreamConfig, StreamMode, TypedProcessor, WindowOptions,
+};
+use rustmq::{async_trait, Message, Result, Topic};
+use serde::{Deserialize, Serialize};
+use stream_support::*;
+
+fn config(inputs: &[&str], output: &str, group: &str, mode: StreamMode) -> StreamConfig {
+    StreamConfig {
+        input_topics: inputs.iter().map(|s| s.to_string()).collect(),
+        output_topic: Some(output.into()),
+        consumer_group: group.into(),
+        parallelism: 3,
+        mode,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn individual_mode_keeps_each_partitions_order() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 3).await.unwrap();
+    client.create_topic("out", 3).await.unwrap();
+    let inputs: Vec<(u32, String, u64)> = (0..90)
+        .map(|i| (i % 3, format!("m{i:03}"), 1000 + i as u64))
+        .collect();
+    send(&client, "in", &inputs).await;
+    let stream = MessageStream::new(
+        client.clone(),
+        config(&["in"], "out", "g", StreamMode::Individual),
+    )
+    .await
+    .unwrap()
+    .with_processor(Upper::new(0));
+    stream.start().await.unwrap();
+    let outs = wait_records(&client, "out", 90).await;
+    stream.stop().await.unwrap();
+    // Keyless outputs of input partition p go to output partition p, in input order.
+    for p in 0..3u32 {
+        let got: Vec<String> = outs
+            .iter()
+            .filter(|o| o.partition == p)
+            .map(|o| o.payload.clone())
+            .collect();
+        let want: Vec<String> = inputs
+            .iter()
+            .filter(|i| i.0 == p)
+            .map(|i| i.1.to_uppercase())
+            .collect();
+        assert_eq!(got, want, "partition {p}");
+    }
+    let metrics = stream.metrics().await;
+    assert_eq!(metrics.messages_processed.load(Ordering::Relaxed), 90);
+    assert!(*metrics.average_processing_time.try_read().unwrap() >= 0.0);
+    let committed = committed(&client, "g").await;
+    for p in 0..3 {
+        assert_eq!(committed.get(&("in".to_string(), p)), Some(&30));
+    }
+}
+
+#[tokio::test]
+async fn batch_mode_closes_on_size_then_on_timeout() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let inputs: Vec<(u32, String, u64)> = (0..25).map(|i| (0, format!("m{i:02}"), 1)).collect();
+    send(&client, "in", &inputs).await;
+    let mode = StreamMode::Batch {
+        batch_size: 10,
+        batch_timeout: Duration::from_millis(300),
+    };
+    let mut c = config(&["in"], "out", "g", mode);
+    c.parallelism = 1;
+    let stream = MessageStream::new(client.clone(), c)
+        .await
+        .unwrap()
+        .with_processor(Join(Upper::new(0)));
+    stream.start().await.unwrap();
+    let outs = wait_records(&client, "out", 3).await;
+    stream.stop().await.unwrap();
+    let sizes: Vec<usize> = outs.iter().map(|o| o.payload.split('|').count()).collect();
+    assert_eq!(sizes, vec![10, 10, 5]);
+    let all: Vec<String> = outs
+        .iter()
+        .flat_map(|o| o.payload.split('|').map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(
+        all,
+        inputs
+            .iter()
+            .map(|i| i.1.to_uppercase())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn batch_mode_default_process_batch_maps_each_message() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 2).await.unwrap();
+    client.create_topic("out", 2).await.unwrap();
+    let inputs: Vec<(u32, String, u64)> = (0..40).map(|i| (i % 2, format!("m{i:02}"), 1)).collect();
+    send(&client, "in", &inputs).await;
+    let mode = StreamMode::Batch {
+        batch_size: 7,
+        batch_timeout: Duration::from_millis(100),
+    };
+    let stream = MessageStream::new(client.clone(), config(&["in"], "out", "g", mode))
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0));
+    stream.start().await.unwrap();
+    wait_records(&client, "out", 40).await;
+    stream.stop().await.unwrap();
+    let mut want: Vec<String> = inputs.iter().map(|i| i.1.to_uppercase()).collect();
+    want.sort();
+    assert_eq!(payloads(&client, "out").await, want);
+}
+
+/// Inputs with chosen timestamps: `(payload, ts)` on one partition, in this order.
+async fn windowed(
+    mode: StreamMode,
+    inputs: &[(&str, u64)],
+    lateness: u64,
+    windows: usize,
+) -> (Vec<String>, u64, Vec<String>) {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let rows: Vec<(u32, String, u64)> = inputs
+        .iter()
+        .map(|(p, ts)| (0, p.to_string(), *ts))
+        .collect();
+    send(&client, "in", &rows).await;
+    let stream = MessageStream::new(client.clone(), config(&["in"], "out", "g", mode))
+        .await
+        .unwrap()
+        .with_processor(Join(Upper::new(0)))
+        .with_window_options(WindowOptions {
+            allowed_lateness: Duration::from_millis(lateness),
+            late_messages: LatePolicy::DeadLetter {
+                topic: "late".into(),
+            },
+        });
+    stream.start().await.unwrap();
+    let outs = wait_records(&client, "out", windows).await;
+    let metrics = stream.metrics().await;
+    eventually(
+        "late messages dead-lettered",
+        Duration::from_secs(10),
+        || {
+            let m = metrics.clone();
+            let client = client.clone();
+            async move {
+                let late = m.late_messages.load(Ordering::Relaxed);
+                late == 0 || read_all(&client, "late").await.len() as u64 == late
+            }
+        },
+    )
+    .await;
+    stream.stop().await.unwrap();
+    let mut windows: Vec<(i64, String)> =
+        outs.into_iter().map(|o| (o.timestamp, o.payload)).collect();
+    windows.sort();
+    let late = if metrics.late_messages.load(Ordering::Relaxed) > 0 {
+        payloads(&client, "late").await
+    } else {
+        vec![]
+    };
+    (
+        windows.into_iter().map(|w| w.1).collect(),
+        metrics.late_messages.load(Ordering::Relaxed),
+        late,
+    )
+}
+
+#[tokio::test]
+async fn tumbling_windows_hold_exactly_their_messages() {
+    let mode = StreamMode::Windowed {
+        window_size: Duration::from_millis(100),
+        slide_interval: Duration::from_millis(100),
+    };
+    // [0,100): a, b, and c (95, after 115: within the allowed lateness of 20); [100,200): d, e;
+    // `late` (50) arrives when the watermark (250 - 20) has closed [0,100); 400 closes the rest.
+    let inputs = [
+        ("a", 10),
+        ("b", 60),
+        ("d", 115),
+        ("c", 95),
+        ("e", 199),
+        ("f", 250),
+        ("late", 50),
+        ("g", 400),
+    ];
+    let (windows, late, dead) = windowed(mode, &inputs, 20, 3).await;
+    assert_eq!(windows, vec!["A|B|C", "D|E", "F"]);
+    assert_eq!(late, 1);
+    assert_eq!(dead, vec!["late"]);
+}
+
+#[tokio::test]
+async fn sliding_windows_overlap() {
+    let mode = StreamMode::Windowed {
+        window_size: Duration::from_millis(100),
+        slide_interval: Duration::from_millis(50),
+    };
+    // Windows start at multiples of 50 from 0: [0,100): a b; [50,150): b c; [100,200): c;
+    // [150,250) is empty; 260 closes everything ending at or before 260.
+    let inputs = [("a", 10), ("b", 70), ("c", 120), ("z", 260)];
+    let (windows, late, _) = windowed(mode, &inputs, 0, 3).await;
+    assert_eq!(windows, vec!["A|B", "B|C", "C"]);
+    assert_eq!(late, 0);
+}
+
+#[tokio::test]
+async fn several_input_topics_feed_one_output() {
+    let (_broker, client) = broker().await;
+    for t in ["users", "orders", "out"] {
+        client.create_topic(t, 2).await.unwrap();
+    }
+    let users: Vec<(u32, String, u64)> = (0..10).map(|i| (i % 2, format!("u{i}"), 1)).collect();
+    let orders: Vec<(u32, String, u64)> = (0..10).map(|i| (i % 2, format!("o{i}"), 1)).collect();
+    send(&client, "users", &users).await;
+    send(&client, "orders", &orders).await;
+    let stream = MessageStream::new(
+        client.clone(),
+        config(&["users", "orders"], "out", "g", StreamMode::Individual),
+    )
+    .await
+    .unwrap()
+    .with_processor(Upper::new(0));
+    stream.start().await.unwrap();
+    wait_records(&client, "out", 20).await;
+    stream.stop().await.unwrap();
+    let mut want: Vec<String> = users
+        .iter()
+        .chain(&orders)
+        .map(|i| i.1.to_uppercase())
+        .collect();
+    want.sort();
+    assert_eq!(payloads(&client, "out").await, want);
+}
+
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "readings")]
+struct Reading {
+    sensor: String,
+    value: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "alerts", key = "sensor")]
+struct Alert {
+    sensor: String,
+    value: i64,
+}
+
+struct Threshold;
+
+#[async_trait]
+impl TypedProcessor for Threshold {
+    type Input = Reading;
+    type Output = Alert;
+    async fn process(&self, r: Reading, _source: &Message) -> Result<Option<Alert>> {
+        Ok((r.value > 50).then(|| Alert {
+            sensor: r.sensor,
+            value: r.value,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn typed_processor_decodes_and_encodes_with_the_topics_codecs() {
+    let (_broker, client) = broker().await;
+    client.create_topic("readings", 1).await.unwrap();
+    client.create_topic("alerts", 1).await.unwrap();
+    let readings = client.producer::<Reading>();
+    for (i, v) in [10, 60, 40, 90].into_iter().enumerate() {
+        readings
+            .send(&Reading {
+                sensor: format!("s{i}"),
+                value: v,
+            })
+            .await
+            .unwrap();
+    }
+    let config = StreamConfig {
+        input_topics: vec!["readings".into()],
+        consumer_group: "alerts".into(),
+        ..Default::default()
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_typed_processor(Threshold);
+    stream.start().await.unwrap();
+    let outs = wait_records(&client, "alerts", 2).await;
+    stream.stop().await.unwrap();
+    let alerts: Vec<Alert> = outs
+        .iter()
+        .map(|o| serde_json::from_str(&o.payload).unwrap())
+        .collect();
+    assert_eq!(
+        alerts.iter().map(|a| a.value).collect::<Vec<_>>(),
+        vec![60, 90]
+    );
+    assert_eq!(outs[0].key.as_deref(), Some("s1"));
+}
+
+#[tokio::test]
+async fn stop_under_load_commits_everything_it_produced() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 4).await.unwrap();
+    client.create_topic("out", 4).await.unwrap();
+    let inputs: Vec<(u32, String, u64)> =
+        (0..4000).map(|i| (i % 4, format!("m{i:05}"), 1)).collect();
+    let feeder = {
+        let client = client.clone();
+        let inputs = inputs.clone();
+        tokio::spawn(async move {
+            for chunk in inputs.chunks(200) {
+                send(&client, "in", chunk).await;
+            }
+        })
+    };
+    for mode in [
+        StreamMode::Individual,
+        StreamMode::Batch {
+            batch_size: 50,
+            batch_timeout: Duration::from_millis(20),
+        },
+    ] {
+        let group = format!("g-{}", matches!(mode, StreamMode::Individual));
+        let out = format!("out-{group}");
+        client.create_topic(&out, 4).await.unwrap();
+        let stream = MessageStream::new(client.clone(), config(&["in"], &out, &group, mode))
+            .await
+            .unwrap()
+            .with_processor(Upper::new(0));
+        stream.start().await.unwrap();
+        let metrics = stream.metrics().await;
+        eventually("some work", Duration::from_secs(20), || {
+            let n = metrics.outputs_produced.load(Ordering::Relaxed);
+            async move { n >= 300 }
+        })
+        .await;
+        stream.stop().await.unwrap();
+        let produced = read_all(&client, &out).await;
+        let committed = committed(&client, &group).await;
+        let total: u64 = (0..4)
+            .map(|p| committed.get(&("in".to_string(), p)).copied().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            total as usize,
+            produced.len(),
+            "every output's input is committed, and only those"
+        );
+        // And the committed prefixes are exactly what was produced.
+        let mut want: Vec<String> = (0..4u32)
+            .flat_map(|p| {
+                let upto = committed[&("in".to_string(), p)] as usize;
+                inputs
+                    .iter()
+                    .filter(move |i| i.0 == p)
+                    .take(upto)
+                    .map(|i| i.1.to_uppercase())
+            })
+            .collect();
+        let mut got: Vec<String> = produced.iter().map(|o| o.payload.clone()).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+    }
+    feeder.await.unwrap();
+}
