@@ -6,6 +6,7 @@
 //! broker_id = 0
 //! auto_create_topics = true
 //! default_partitions = 1
+//! metrics_listen = "127.0.0.1:9100"   # optional: Prometheus metrics over HTTP
 //!
 //! [tls]
 //! cert = "/etc/rustmq/broker.pem"   # omit both for a generated, persisted self-signed certificate
@@ -57,6 +58,10 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Storage settings applied to every partition unless a topic overrides them.
     pub log: LogSettings,
+    /// Where the broker binaries serve Prometheus metrics over HTTP (`GET /metrics`); none
+    /// by default. An embedding program installs its own recorder instead (see
+    /// [`crate::metrics`]).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for BrokerConfig {
@@ -71,6 +76,7 @@ impl Default for BrokerConfig {
             tls: TlsSettings::default(),
             limits: Limits::default(),
             log: LogSettings::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -305,6 +311,7 @@ mod tests {
             listen = "0.0.0.0:9999"
             data_dir = "/tmp/x"
             auto_create_topics = false
+            metrics_listen = "127.0.0.1:9100"
             [limits]
             max_frame_bytes = 2048
             max_batch_bytes = 1024
@@ -323,6 +330,10 @@ mod tests {
         );
         assert_eq!(cfg.log.retention_check_interval, Duration::from_secs(5));
         assert!(!cfg.auto_create_topics);
+        assert_eq!(
+            cfg.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use rustmq_protocol::batch::DEFAULT_MAX_UNCOMPRESSED;
 use rustmq_protocol::*;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -53,14 +54,76 @@ fn now_ms() -> i64 {
 
 type Answer = Result<Response, BrokerError>;
 
+/// The span a request is handled in: `produce` and `fetch` (targets `rustmq_broker::produce`
+/// and `rustmq_broker::fetch`) carry the partition, the others only their kind (target
+/// `rustmq_broker::request`).
+fn request_span(req: &Request) -> tracing::Span {
+    match req {
+        Request::Produce(r) => tracing::debug_span!(
+            target: "rustmq_broker::produce",
+            "produce",
+            topic = %r.topic,
+            partition = r.partition,
+            acks = ?r.acks,
+            bytes = r.batch.len(),
+            base_offset = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        ),
+        Request::Fetch(r) => tracing::debug_span!(
+            target: "rustmq_broker::fetch",
+            "fetch",
+            topic = %r.topic,
+            partition = r.partition,
+            offset = r.offset,
+            bytes = tracing::field::Empty,
+        ),
+        other => {
+            tracing::debug_span!(target: "rustmq_broker::request", "request", kind = other.kind().name())
+        }
+    }
+}
+
+/// Puts the trace id of a record's W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`)
+/// on the produce span, so that broker logs join the producer's trace. Returns whether the
+/// record had one.
+fn record_trace_id(span: &tracing::Span, record: &Record) -> bool {
+    let Some(header) = record.headers.iter().find(|h| h.key == "traceparent") else {
+        return false;
+    };
+    let trace_id = std::str::from_utf8(&header.value)
+        .ok()
+        .and_then(|v| v.split('-').nth(1))
+        .filter(|id| id.len() == 32);
+    if let Some(id) = trace_id {
+        span.record("trace_id", id);
+    }
+    trace_id.is_some()
+}
+
 impl Core {
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, conn: &ConnState, req: Request) -> Response {
         let kind = req.kind();
-        let span = tracing::debug_span!("request", kind = kind.name());
-        let _enter = span.enter();
-        drop(_enter);
-        let result = if conn.principal.get().is_none() && kind != ApiKind::Hello {
+        let started = std::time::Instant::now();
+        let span = request_span(&req);
+        let result = self
+            .authorize_and_dispatch(conn, req)
+            .instrument(span)
+            .await;
+        crate::metrics::record_request(
+            kind.name(),
+            started.elapsed(),
+            result.as_ref().err().map(|e| e.code),
+        );
+        result.unwrap_or_else(|e| {
+            tracing::debug!(kind = kind.name(), code = %e.code, message = %e.message, "request failed");
+            Response::Error(e.to_response())
+        })
+    }
+
+    async fn authorize_and_dispatch(self: &Arc<Self>, conn: &ConnState, req: Request) -> Answer {
+        let kind = req.kind();
+        if conn.principal.get().is_none() && kind != ApiKind::Hello {
             Err(BrokerError::new(
                 ErrorCode::NotAuthenticated,
                 "send hello before any other request",
@@ -72,11 +135,7 @@ impl Core {
             ))
         } else {
             self.dispatch(conn, req).await
-        };
-        result.unwrap_or_else(|e| {
-            tracing::debug!(kind = kind.name(), code = %e.code, message = %e.message, "request failed");
-            Response::Error(e.to_response())
-        })
+        }
     }
 
     async fn dispatch(self: &Arc<Self>, conn: &ConnState, req: Request) -> Answer {
@@ -253,9 +312,15 @@ impl Core {
         // Validate everything a consumer will later decode, so one bad producer cannot poison
         // a partition: header, CRC, and every record (decompressing if needed).
         let batch = RecordBatch::parse(r.batch.clone())?;
+        let span = tracing::Span::current();
+        let mut traced = span.is_disabled();
         for record in batch.records_with_limit(DEFAULT_MAX_UNCOMPRESSED)? {
-            record?;
+            let record = record?;
+            if !traced {
+                traced = record_trace_id(&span, &record);
+            }
         }
+        let records = u64::from(batch.header().record_count);
         let context = || format!("produce to {}/{}", r.topic, r.partition);
         let info = match log.append(BytesMut::from(&r.batch[..])) {
             Ok(info) => info,
@@ -287,6 +352,8 @@ impl Core {
                 }
             }
         }
+        crate::metrics::record_produce(&r.topic, records, r.batch.len() as u64);
+        span.record("base_offset", info.base_offset);
         Ok(Response::Produce(ProduceResponse {
             base_offset: info.base_offset,
             log_append_time: info.log_append_time,
@@ -316,6 +383,8 @@ impl Core {
                 || max_wait.is_zero()
                 || self.shutting_down.load(Ordering::Relaxed)
             {
+                crate::metrics::record_fetch(&r.topic, records.len() as u64);
+                tracing::Span::current().record("bytes", records.len());
                 return Ok(Response::Fetch(FetchResponse {
                     high_watermark: log.high_watermark(),
                     log_start_offset: log.log_start_offset(),

@@ -24,10 +24,12 @@
 //! watermark when nothing is new.
 
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod groups;
 pub mod handler;
+pub mod metrics;
 pub mod producers;
 mod server;
 pub mod storage;

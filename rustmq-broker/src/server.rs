@@ -85,6 +85,7 @@ impl Server {
                 continue;
             }
             connections.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::connection_opened();
             let core = Arc::clone(&core);
             let connections = Arc::clone(&connections);
             let shutdown = shutdown.clone();
@@ -95,6 +96,7 @@ impl Server {
                     Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
                 }
                 connections.fetch_sub(1, Ordering::Relaxed);
+                crate::metrics::connection_closed();
             });
         }
         self.endpoint.close(0u32.into(), b"broker shutting down");

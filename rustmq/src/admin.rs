@@ -1,4 +1,4 @@
-//! Topic administration types, returned by [`RustMqClient`](crate::RustMqClient)'s admin
+//! Topic and consumer-group administration types, returned by [`RustMqClient`](crate::RustMqClient)'s admin
 //! methods.
 //!
 //! These are the client's own types rather than the wire structs, so that the wire format can
@@ -242,6 +242,98 @@ pub struct PartitionMetadata {
     pub partition: u32,
     /// Id of the broker leading it.
     pub leader: u32,
+}
+
+/// A consumer group as the broker sees it, from
+/// [`RustMqClient::describe_group`](crate::RustMqClient::describe_group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupDescription {
+    /// Group name.
+    pub name: String,
+    /// `empty`, `rebalancing` or `stable`.
+    pub state: String,
+    /// Current generation (bumped by every completed rebalance).
+    pub generation: u32,
+    /// Members, in member-id order.
+    pub members: Vec<GroupMember>,
+    /// Committed offsets (the next offset to consume), by topic and partition.
+    pub offsets: Vec<CommittedOffset>,
+}
+
+impl GroupDescription {
+    /// The committed offset of `topic`/`partition`, if the group committed one.
+    pub fn committed(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.offsets
+            .iter()
+            .find(|o| o.topic == topic && o.partition == partition)
+            .map(|o| o.offset)
+    }
+
+    /// The member that owns `topic`/`partition` in the current assignment.
+    pub fn owner(&self, topic: &str, partition: u32) -> Option<&GroupMember> {
+        self.members.iter().find(|m| {
+            m.assignment
+                .iter()
+                .any(|(t, ps)| t == topic && ps.contains(&partition))
+        })
+    }
+}
+
+impl From<wire::DescribeGroupResponse> for GroupDescription {
+    fn from(g: wire::DescribeGroupResponse) -> Self {
+        GroupDescription {
+            name: g.group,
+            state: g.state,
+            generation: g.generation,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    assignment: m
+                        .assignment
+                        .into_iter()
+                        .map(|tp| (tp.topic, tp.partitions))
+                        .collect(),
+                })
+                .collect(),
+            offsets: g
+                .offsets
+                .into_iter()
+                .map(|o| CommittedOffset {
+                    topic: o.topic,
+                    partition: o.partition,
+                    offset: o.offset,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One member of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupMember {
+    /// Member id given by the broker.
+    pub member_id: String,
+    /// The client id the member joined with.
+    pub client_id: String,
+    /// Assigned partitions, by topic.
+    pub assignment: Vec<(String, Vec<u32>)>,
+}
+
+/// A group's committed position in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommittedOffset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// Next offset the group will consume.
+    pub offset: u64,
 }
 
 #[cfg(test)]

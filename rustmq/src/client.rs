@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustmq_protocol::{
-    BrokerLimits, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, ListTopicsRequest,
-    MetadataRequest, PingRequest, Request, Response,
+    BrokerLimits, CreateTopicRequest, DeleteTopicRequest, DescribeGroupRequest,
+    DescribeTopicRequest, ListGroupsRequest, ListTopicsRequest, MetadataRequest, PingRequest,
+    Request, Response,
 };
 use tokio::task::JoinHandle;
 
-use crate::admin::{ClusterMetadata, TopicDescription, TopicSettings, TopicSummary};
+use crate::admin::{
+    ClusterMetadata, GroupDescription, TopicDescription, TopicSettings, TopicSummary,
+};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::transport::{spawn_health_task, Pool};
@@ -301,6 +304,27 @@ impl RustMqClient {
         });
         match self.request(request).await? {
             Response::Metadata(metadata) => Ok(metadata.into()),
+            other => Err(ClientError::unexpected_response(&other)),
+        }
+    }
+
+    /// Every consumer group the broker knows (including ones with no members left but
+    /// committed offsets), sorted by name.
+    pub async fn list_groups(&self) -> Result<Vec<String>> {
+        match self.request(Request::ListGroups(ListGroupsRequest {})).await? {
+            Response::ListGroups(list) => Ok(list.groups),
+            other => Err(ClientError::unexpected_response(&other)),
+        }
+    }
+
+    /// A consumer group's state, members, assignment and committed offsets. Fails with
+    /// [`ClientError::Broker`] and code `UnknownGroup` if the broker has never seen it.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let request = Request::DescribeGroup(DescribeGroupRequest {
+            group: group.to_owned(),
+        });
+        match self.request(request).await? {
+            Response::DescribeGroup(description) => Ok(description.into()),
             other => Err(ClientError::unexpected_response(&other)),
         }
     }

@@ -51,14 +51,15 @@ pub(crate) mod transport;
 pub mod codec;
 pub mod message;
 pub mod producer;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod typed;
 // Consumer and stream modules are declared below by their authors.
 
 pub use admin::{
-    BrokerInfo, ClusterMetadata, PartitionInfo, PartitionMetadata, TopicDescription, TopicMetadata,
-    TopicSettings, TopicSummary,
+    BrokerInfo, ClusterMetadata, CommittedOffset, GroupDescription, GroupMember, PartitionInfo,
+    PartitionMetadata, TopicDescription, TopicMetadata, TopicSettings, TopicSummary,
 };
 pub use client::{ConnectionStats, HealthStatus, RustMqClient};
 pub use config::{
@@ -66,7 +67,7 @@ pub use config::{
     RetryConfig, TlsConfig,
 };
 pub use error::{ClientError, Result};
-pub use typed::layers::{ConcurrencyLimitLayer, DeadLetterLayer, RetryLayer, TimeoutLayer, TraceLayer};
+pub use typed::layers::{ConcurrencyLimitLayer, DeadLetterLayer, MetricsLayer, RetryLayer, TimeoutLayer, TraceLayer};
 pub use typed::{
     Attempt, BoxError, Delivery, Handler, HandlerOptions, Headers, Metadata, PoisonPolicy, RunningService, Service,
     Settlement, State, Topic, TypedProducer,
@@ -87,7 +88,9 @@ pub use consumer::{
 /// Everything a typed service needs, in one import.
 pub mod prelude {
     pub use crate::codec::{Bincode, Codec, Json, Postcard};
-    pub use crate::typed::layers::{ConcurrencyLimitLayer, DeadLetterLayer, RetryLayer, TimeoutLayer, TraceLayer};
+    pub use crate::typed::layers::{
+        ConcurrencyLimitLayer, DeadLetterLayer, MetricsLayer, RetryLayer, TimeoutLayer, TraceLayer,
+    };
     pub use crate::typed::{
         Attempt, Delivery, Headers, Metadata, PoisonPolicy, Service, Settlement, State, Topic, TypedProducer,
     };

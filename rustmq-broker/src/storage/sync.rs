@@ -61,11 +61,19 @@ struct Attempt {
 
 impl Attempt {
     fn run(mut self, file: &File) -> io::Result<()> {
-        let result = file.sync_data();
+        let result = timed_sync(file);
         self.commit.finish(self.end, Some(&result));
         self.finished = true;
         result
     }
+}
+
+/// One fdatasync, counted and timed in the broker's metrics.
+fn timed_sync(file: &File) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    let result = file.sync_data();
+    crate::metrics::record_fsync(started.elapsed());
+    result
 }
 
 impl Drop for Attempt {
@@ -144,7 +152,7 @@ impl GroupCommit {
     pub(crate) fn sync_sealed(&self, file: &File, end: u64) -> Result<(), StorageError> {
         self.check()?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        let result = file.sync_data();
+        let result = timed_sync(file);
         let failed = result.is_err();
         {
             let mut state = self.state.lock();

@@ -47,3 +47,39 @@ impl ProducerMetrics {
         self.send_latency_us_max.fetch_max(latency_us_max, Ordering::Relaxed);
     }
 }
+
+/// The producer's handles into the installed `metrics` recorder, labelled with its topic and
+/// registered once (not per message). See [`crate::telemetry`] for the names.
+#[derive(Debug)]
+pub(crate) struct ProducerInstruments {
+    messages_sent: metrics::Counter,
+    bytes_sent: metrics::Counter,
+    batches_sent: metrics::Counter,
+    pub(crate) messages_failed: metrics::Counter,
+    pub(crate) errors: metrics::Counter,
+    pub(crate) retries: metrics::Counter,
+    send_latency: metrics::Histogram,
+}
+
+impl ProducerInstruments {
+    pub(crate) fn new(topic: &str) -> Self {
+        use crate::telemetry::names::*;
+        let labels = [("topic", topic.to_owned())];
+        Self {
+            messages_sent: metrics::counter!(PRODUCER_MESSAGES_SENT, &labels),
+            bytes_sent: metrics::counter!(PRODUCER_BYTES_SENT, &labels),
+            batches_sent: metrics::counter!(PRODUCER_BATCHES_SENT, &labels),
+            messages_failed: metrics::counter!(PRODUCER_MESSAGES_FAILED, &labels),
+            errors: metrics::counter!(PRODUCER_ERRORS, &labels),
+            retries: metrics::counter!(PRODUCER_RETRIES, &labels),
+            send_latency: metrics::histogram!(PRODUCER_SEND_LATENCY, &labels),
+        }
+    }
+
+    pub(crate) fn record_batch(&self, messages: u64, bytes: u64, latency: Duration) {
+        self.messages_sent.increment(messages);
+        self.bytes_sent.increment(bytes);
+        self.batches_sent.increment(1);
+        self.send_latency.record(latency.as_secs_f64());
+    }
+}

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 pub use self::config::{AckLevel, ProducerConfig};
 pub use self::metrics::ProducerMetrics;
+use self::metrics::ProducerInstruments;
 pub use self::partitioner::{murmur2, partition_for_key, DefaultPartitioner, Partitioner, RoundRobinPartitioner};
 
 use self::accumulator::{Accumulator, BatchLimits, ReadyBatch, TryPush};
@@ -114,6 +115,7 @@ pub(crate) struct Inner {
     limits: BatchLimits,
     pub(crate) buffer: Semaphore,
     pub(crate) metrics: Arc<ProducerMetrics>,
+    pub(crate) instruments: ProducerInstruments,
     closed: AtomicBool,
     pub(crate) closing: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -203,6 +205,7 @@ impl ProducerBuilder {
             .unwrap_or_else(|| Arc::new(DefaultPartitioner::new(config.batch_size)));
         let known = sender::partition_count(&client, &topic).await?;
         let inner = Arc::new(Inner {
+            instruments: ProducerInstruments::new(&topic),
             topic,
             buffer: Semaphore::new(config.buffer_memory),
             config,
@@ -281,11 +284,28 @@ impl Producer {
     }
 
     /// Sends a message and resolves once the broker acknowledged it (per `ack_level`).
-    #[tracing::instrument(level = "trace", skip_all, fields(topic = %self.inner.topic))]
+    ///
+    /// Runs in a `send` span (target `rustmq::produce`, level debug) that records the
+    /// partition and offset; with the `opentelemetry` feature, the message carries that span's
+    /// trace context (or the caller's, when the `send` span is disabled) in `traceparent`.
     pub async fn send(&self, message: Message) -> Result<SendResult> {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(message, Waiter::Future(tx)).await?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        let span = tracing::debug_span!(
+            target: "rustmq::produce",
+            "send",
+            topic = %self.inner.topic,
+            partition = tracing::field::Empty,
+            offset = tracing::field::Empty,
+        );
+        let sent = async {
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(message, Waiter::Future(tx)).await?;
+            rx.await.map_err(|_| ClientError::Closed)?
+        };
+        let result = tracing::Instrument::instrument(sent, span.clone()).await;
+        if let Ok(r) = &result {
+            span.record("partition", r.partition).record("offset", r.offset);
+        }
+        result
     }
 
     /// Sends without waiting for the acknowledgement; the optional callback is told the outcome.
@@ -347,6 +367,8 @@ impl Producer {
         for (k, v) in &inner.config.default_properties {
             message.headers.entry(k.clone()).or_insert_with(|| v.clone());
         }
+        #[cfg(feature = "opentelemetry")]
+        crate::telemetry::otel::inject(&mut message.headers);
         let size = message.size();
         if size > inner.config.max_message_size {
             return Err(ClientError::MessageTooLarge {

@@ -103,9 +103,13 @@ async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch, sequence: &
             inner
                 .metrics
                 .record_batch(u64::from(count), batch.buffered_bytes as u64, latency_us * u64::from(count), latency_us);
+            inner
+                .instruments
+                .record_batch(u64::from(count), batch.buffered_bytes as u64, now.duration_since(batch.opened));
         }
         Err(e) => {
             inner.metrics.messages_failed.fetch_add(u64::from(count), Ordering::Relaxed);
+            inner.instruments.messages_failed.increment(u64::from(count));
             tracing::warn!(topic = %inner.topic, partition = slot.partition, messages = count, error = %e, "batch failed");
             // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
             *sequence = None;
@@ -166,7 +170,7 @@ async fn send(
     let backoff = crate::transport::backoff::Backoff::new(retry);
     let mut attempt = 0u32;
     loop {
-        let span = tracing::debug_span!("produce", topic = %inner.topic, partition = slot.partition, records = count, attempt);
+        let span = tracing::debug_span!(target: "rustmq::produce", "produce", topic = %inner.topic, partition = slot.partition, records = count, attempt);
         let answer = tracing::Instrument::instrument(inner.client.request(Request::Produce(request.clone())), span).await;
         match answer {
             Ok(Response::Produce(r)) => {
@@ -180,6 +184,7 @@ async fn send(
             }
             Err(e) => {
                 inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                inner.instruments.errors.increment(1);
                 let may_retry = e.is_retryable() && attempt < retry.max_retries && config.ack_level != AckLevel::None;
                 if !may_retry {
                     return Err(e);
@@ -187,6 +192,7 @@ async fn send(
                 let delay: Duration = backoff.delay(attempt);
                 attempt += 1;
                 inner.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                inner.instruments.retries.increment(1);
                 tracing::debug!(error = %e, attempt, ?delay, "retrying batch");
                 tokio::time::sleep(delay).await;
             }

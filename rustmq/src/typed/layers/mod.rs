@@ -7,14 +7,16 @@
 //! dead-letters what the retries could not save.
 //!
 //! Timeouts and concurrency limits are tower's own ([`TimeoutLayer`], [`ConcurrencyLimitLayer`]);
-//! retry uses `tower::retry` with a messaging policy; dead-lettering and tracing are ours.
+//! retry uses `tower::retry` with a messaging policy; dead-lettering, tracing and metrics are ours.
 
 mod dead_letter;
+mod metrics;
 mod retry;
 mod trace;
 
 pub use dead_letter::{DeadLetter, DeadLetterLayer, DLQ_HEADER_ATTEMPTS, DLQ_HEADER_ERROR, DLQ_HEADER_KIND, DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC};
 pub(crate) use dead_letter::publish_dead_letter;
+pub use metrics::{Metrics, MetricsLayer};
 pub use retry::{RetryLayer, RetryPolicy};
 pub use tower::limit::ConcurrencyLimitLayer;
 pub use tower::timeout::TimeoutLayer;

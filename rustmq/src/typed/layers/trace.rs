@@ -10,6 +10,10 @@ use crate::typed::delivery::Delivery;
 use crate::typed::settle::{BoxError, Settlement};
 
 /// Wraps each delivery in a `handle` span (target `rustmq::handle`) and logs its settlement.
+///
+/// With the `opentelemetry` feature, the span's parent is the sender's span named by the
+/// message's `traceparent` header, so one trace runs from the producer through the handler to
+/// whatever the handler produces.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TraceLayer {
     _private: (),
@@ -73,6 +77,8 @@ where
             handler = delivery.handler_name(),
             attempt = delivery.attempt(),
         );
+        #[cfg(feature = "opentelemetry")]
+        crate::telemetry::otel::set_parent_from_headers(&span, &m.headers);
         let fut = self.inner.call(delivery);
         Box::pin(
             async move {

@@ -1,0 +1,144 @@
+//! The broker's metrics, through the [`metrics`] facade.
+//!
+//! The broker only records: nothing is collected unless the embedding program installs a
+//! recorder. The `rustmq-broker` and `rustmq broker` binaries install a Prometheus exporter
+//! when `metrics_listen` is configured ([`install_prometheus`], feature `prometheus`); an
+//! embedding program may call it too, or install any other `metrics` recorder.
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `rustmq_broker_requests_total` | counter | `kind` | requests answered |
+//! | `rustmq_broker_request_errors_total` | counter | `kind`, `code` | requests answered with an error |
+//! | `rustmq_broker_request_duration_seconds` | histogram | `kind` | time from decoded request to answer |
+//! | `rustmq_broker_produce_records_total` | counter | `topic` | records appended |
+//! | `rustmq_broker_produce_bytes_total` | counter | `topic` | record-batch bytes appended |
+//! | `rustmq_broker_fetch_bytes_total` | counter | `topic` | record-batch bytes returned by fetches |
+//! | `rustmq_broker_connections` | gauge | | open client connections |
+//! | `rustmq_broker_fsyncs_total` | counter | | fdatasync calls for appended data |
+//! | `rustmq_broker_fsync_duration_seconds` | histogram | | time of each of those calls |
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Unit};
+use rustmq_protocol::ErrorCode;
+
+/// Requests answered, by `kind`.
+pub const REQUESTS_TOTAL: &str = "rustmq_broker_requests_total";
+/// Error answers, by `kind` and `code`.
+pub const REQUEST_ERRORS_TOTAL: &str = "rustmq_broker_request_errors_total";
+/// Request handling time, by `kind`.
+pub const REQUEST_DURATION_SECONDS: &str = "rustmq_broker_request_duration_seconds";
+/// Records appended, by `topic`.
+pub const PRODUCE_RECORDS_TOTAL: &str = "rustmq_broker_produce_records_total";
+/// Record-batch bytes appended, by `topic`.
+pub const PRODUCE_BYTES_TOTAL: &str = "rustmq_broker_produce_bytes_total";
+/// Record-batch bytes sent to fetchers, by `topic`.
+pub const FETCH_BYTES_TOTAL: &str = "rustmq_broker_fetch_bytes_total";
+/// Open client connections.
+pub const CONNECTIONS: &str = "rustmq_broker_connections";
+/// fdatasync calls for appended data (group commits and segment rolls).
+pub const FSYNCS_TOTAL: &str = "rustmq_broker_fsyncs_total";
+/// Duration of each fdatasync.
+pub const FSYNC_DURATION_SECONDS: &str = "rustmq_broker_fsync_duration_seconds";
+
+/// Registers the descriptions and units of every broker metric with the installed recorder
+/// (exporters show them as `# HELP` lines). Harmless without a recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(REQUESTS_TOTAL, "Requests answered, by kind");
+    describe_counter!(
+        REQUEST_ERRORS_TOTAL,
+        "Requests answered with an error, by kind and code"
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from a decoded request to its answer, by kind"
+    );
+    describe_counter!(PRODUCE_RECORDS_TOTAL, "Records appended, by topic");
+    describe_counter!(
+        PRODUCE_BYTES_TOTAL,
+        Unit::Bytes,
+        "Record-batch bytes appended, by topic"
+    );
+    describe_counter!(
+        FETCH_BYTES_TOTAL,
+        Unit::Bytes,
+        "Record-batch bytes returned by fetches, by topic"
+    );
+    describe_gauge!(CONNECTIONS, "Open client connections");
+    describe_counter!(FSYNCS_TOTAL, "fdatasync calls for appended data");
+    describe_histogram!(
+        FSYNC_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of each fdatasync"
+    );
+}
+
+pub(crate) fn record_request(kind: &'static str, elapsed: Duration, error: Option<ErrorCode>) {
+    counter!(REQUESTS_TOTAL, "kind" => kind).increment(1);
+    histogram!(REQUEST_DURATION_SECONDS, "kind" => kind).record(elapsed.as_secs_f64());
+    if let Some(code) = error {
+        counter!(REQUEST_ERRORS_TOTAL, "kind" => kind, "code" => code.to_string()).increment(1);
+    }
+}
+
+pub(crate) fn record_produce(topic: &str, records: u64, bytes: u64) {
+    counter!(PRODUCE_RECORDS_TOTAL, "topic" => topic.to_owned()).increment(records);
+    counter!(PRODUCE_BYTES_TOTAL, "topic" => topic.to_owned()).increment(bytes);
+}
+
+pub(crate) fn record_fetch(topic: &str, bytes: u64) {
+    if bytes > 0 {
+        counter!(FETCH_BYTES_TOTAL, "topic" => topic.to_owned()).increment(bytes);
+    }
+}
+
+pub(crate) fn connection_opened() {
+    gauge!(CONNECTIONS).increment(1.0);
+}
+
+pub(crate) fn connection_closed() {
+    gauge!(CONNECTIONS).decrement(1.0);
+}
+
+pub(crate) fn record_fsync(elapsed: Duration) {
+    counter!(FSYNCS_TOTAL).increment(1);
+    histogram!(FSYNC_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// Why [`install_prometheus`] failed.
+#[cfg(feature = "prometheus")]
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {addr}: {message}")]
+pub struct PrometheusError {
+    addr: std::net::SocketAddr,
+    message: String,
+}
+
+/// Installs a global Prometheus recorder serving `GET /metrics` (any path, in fact) on `addr`
+/// over plain HTTP, and describes the broker's metrics. Client metrics recorded in the same
+/// process (an embedded broker and clients) are served too.
+///
+/// Call it once per process, from a `tokio` runtime: it fails if a recorder is already
+/// installed. Histograms are exported with buckets from 10 µs to 10 s.
+#[cfg(feature = "prometheus")]
+pub fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), PrometheusError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const BUCKETS: &[f64] = &[
+        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+        0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let err = |e: &dyn std::fmt::Display| PrometheusError {
+        addr,
+        message: e.to_string(),
+    };
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+        .map_err(|e| err(&e))?
+        .install()
+        .map_err(|e| err(&e))?;
+    describe();
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The command line: every command, subcommand and option.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rustmq_broker::cli::BrokerArgs;
+
+use crate::bench::BenchArgs;
+
+/// The RustMQ command line: manage topics and groups, produce and consume, measure, and run a
+/// broker.
+///
+/// Connects to --broker (default localhost:9092) over QUIC with TLS. A broker on this machine
+/// with its generated development certificate is trusted as is; elsewhere pass the broker's
+/// certificate with --ca-cert (and --server-name when the address is not in it).
+#[derive(Debug, Parser)]
+#[command(name = "rustmq", version, about, long_about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GlobalArgs {
+    /// Broker address (HOST:PORT); repeat for several brokers.
+    #[arg(
+        long = "broker",
+        short = 'b',
+        value_name = "HOST:PORT",
+        global = true,
+        env = "RUSTMQ_BROKERS",
+        value_delimiter = ','
+    )]
+    pub(crate) brokers: Vec<String>,
+
+    /// PEM file with the CA certificate(s) the broker's certificate must chain to
+    /// (for a development broker: <DATA_DIR>/tls/cert.pem).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub(crate) ca_cert: Option<PathBuf>,
+
+    /// Name to check the broker's certificate against, instead of the address's host.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub(crate) server_name: Option<String>,
+
+    /// Accept any broker certificate (development only: the connection can be intercepted).
+    #[arg(long, global = true)]
+    pub(crate) insecure: bool,
+
+    /// Client id sent to the broker [default: rustmq-cli-<random>].
+    #[arg(long, value_name = "ID", global = true)]
+    pub(crate) client_id: Option<String>,
+
+    /// Time allowed for each request (and for connecting), e.g. 10s, 500ms.
+    #[arg(long, value_name = "DURATION", global = true, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+
+    /// Log filter in tracing-subscriber EnvFilter syntax (RUST_LOG wins when set)
+    /// [default: warn, info for `broker`].
+    #[arg(long, value_name = "FILTER", global = true)]
+    pub(crate) log: Option<String>,
+
+    /// No progress bars (they are also hidden when stderr is not a terminal).
+    #[arg(long, short = 'q', global = true)]
+    pub(crate) quiet: bool,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Send lines of stdin or a file as messages, one message per line.
+    Produce(ProduceArgs),
+    /// Print messages of a topic, from a consumer group or from chosen offsets.
+    Consume(ConsumeArgs),
+    /// List consumer groups and show their members, assignment, offsets and lag.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// The load tool: standard workloads (W1-W6) or custom runs; one JSON line per result.
+    Bench(BenchArgs),
+    /// Run a broker in this process until Ctrl-C (the same options as `rustmq-broker`).
+    Broker(BrokerArgs),
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub(crate) enum Format {
+    /// For people: payloads, or aligned tables.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `rustmq topics ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicsCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions.
+        #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+        /// Delete segments older than this (e.g. 7d, 12h) [default: the broker's].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        retention: Option<Duration>,
+        /// Keep at most about this many bytes per partition [default: the broker's].
+        #[arg(long, value_name = "BYTES")]
+        retention_bytes: Option<u64>,
+        /// Roll segment files at this size [default: the broker's].
+        #[arg(long, value_name = "BYTES")]
+        segment_bytes: Option<u64>,
+    },
+    /// List topics with their partition counts.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show a topic's settings and partitions (offsets, size, segments).
+    Describe {
+        /// Topic name.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Delete a topic and all its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// `rustmq groups ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupsCommand {
+    /// List consumer groups.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show a group's state, members, assignment, committed offsets and lag per partition.
+    Describe {
+        /// Group name.
+        group: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+/// Durability a produce waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub(crate) enum Acks {
+    /// Do not wait for answers.
+    None,
+    /// The broker appended the batch.
+    #[default]
+    Leader,
+    /// The batch is on the broker's disk (fdatasync).
+    All,
+}
+
+impl From<Acks> for rustmq::AckLevel {
+    fn from(a: Acks) -> Self {
+        match a {
+            Acks::None => rustmq::AckLevel::None,
+            Acks::Leader => rustmq::AckLevel::Leader,
+            Acks::All => rustmq::AckLevel::All,
+        }
+    }
+}
+
+/// `rustmq produce`
+#[derive(Debug, Args)]
+pub(crate) struct ProduceArgs {
+    /// Topic to send to (created on first produce if the broker auto-creates topics).
+    pub(crate) topic: String,
+    /// Read lines from this file instead of stdin.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Key of every message (messages with one key go to one partition).
+    #[arg(
+        long,
+        short = 'k',
+        value_name = "KEY",
+        conflicts_with = "key_separator"
+    )]
+    pub(crate) key: Option<String>,
+    /// Split each line at the first SEP into key and payload (e.g. --key-separator :).
+    #[arg(long, value_name = "SEP")]
+    pub(crate) key_separator: Option<String>,
+    /// Header on every message, as NAME=VALUE; repeatable.
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+    /// Send every message to this partition instead of partitioning by key.
+    #[arg(long, short = 'p', value_name = "N")]
+    pub(crate) partition: Option<u32>,
+    /// Durability to wait for.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) acks: Acks,
+}
+
+/// `rustmq consume`
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    /// Topic to read.
+    pub(crate) topic: String,
+    /// Consume as a member of this group: partitions are assigned by the broker, and acknowledged
+    /// messages are committed (a later run of the group continues after them).
+    #[arg(long, short = 'g', value_name = "GROUP")]
+    pub(crate) group: Option<String>,
+    /// Start at the first stored offset (default: only new messages, or the group's committed
+    /// offset).
+    #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
+    pub(crate) from_beginning: bool,
+    /// Start at this offset in every partition read (with --group: overrides the commits).
+    #[arg(long, value_name = "OFFSET", conflicts_with = "timestamp")]
+    pub(crate) offset: Option<u64>,
+    /// Start at the first message at or after this time: milliseconds since the epoch, or
+    /// RFC 3339 (2024-05-01T12:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_timestamp)]
+    pub(crate) timestamp: Option<u64>,
+    /// Read only this partition (without --group).
+    #[arg(long, short = 'p', value_name = "N", conflicts_with = "group")]
+    pub(crate) partition: Option<u32>,
+    /// Exit after this many messages.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub(crate) max_messages: Option<u64>,
+    /// Exit when no message arrived for this long (e.g. 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Print payloads (text) or whole records (json, one object per line).
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) format: Format,
+}
+
+/// Parses durations like `10s`, `250ms`, `1h 30m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (try 10s, 250ms, 1h)"))
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+/// Milliseconds since the Unix epoch, or an RFC 3339 time.
+pub(crate) fn parse_timestamp(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let t = humantime_serde::re::humantime::parse_rfc3339_weak(s).map_err(|e| {
+        format!("{s:?} is neither milliseconds since the epoch nor an RFC 3339 time: {e}")
+    })?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| format!("{s:?} is before 1970"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn headers_and_timestamps_parse() {
+        assert_eq!(parse_header("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_header("=x").is_err());
+        assert!(parse_header("novalue").is_err());
+        assert_eq!(parse_timestamp("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Ok(1000));
+        assert!(parse_timestamp("yesterday").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The raw-QUIC baseline: quinn endpoints with the broker's TLS setup (rustls with ring, TLS
+//! 1.3, ALPN `rustmq/1`, a self-signed certificate made by the broker's own code) and quinn's
+//! default transport settings, between the same two runtimes as the benchmark.
+//!
+//! - bulk: the client writes `bulk_bytes` on one stream in 64 KiB chunks; the server reads
+//!   them and answers one byte; MB/s = bytes / (first write .. answer).
+//! - round trip: the client writes a 100-byte frame on one stream and reads it echoed back,
+//!   `round_trips` times; percentiles of each round trip.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustmq_broker::config::TlsSettings;
+use rustmq_broker::tls::BrokerIdentity;
+
+use super::report::{Baseline, Latency};
+use super::target::ServerThread;
+use crate::error::CliError;
+
+const FRAME: usize = 100;
+const CHUNK: usize = 64 * 1024;
+
+fn failed(what: &str) -> impl Fn(&dyn std::fmt::Display) -> CliError + '_ {
+    move |e| CliError::Failed(format!("baseline: {what}: {e}"))
+}
+
+/// Measures the baseline; the server side runs on `server`.
+pub(crate) async fn measure(
+    server: &ServerThread,
+    bulk_bytes: u64,
+    round_trips: u32,
+) -> Result<(Baseline, Latency), CliError> {
+    let dir = tempfile::tempdir().map_err(|e| CliError::io("baseline: temporary directory", e))?;
+    let identity = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path())
+        .map_err(|e| failed("certificate")(&e))?;
+    let server_tls = identity
+        .server_config()
+        .map_err(|e| failed("server tls")(&e))?;
+    let server_config = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from((*server_tls).clone()).map_err(|e| failed("server tls")(&e))?,
+    ));
+    let endpoint = {
+        let _guard = server.handle().enter();
+        quinn::Endpoint::server(server_config, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .map_err(|e| failed("bind")(&e))?
+    };
+    let addr = endpoint.local_addr().map_err(|e| failed("bind")(&e))?;
+    let accept = server.handle().spawn(serve(endpoint));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &identity.chain {
+        roots.add(cert.clone()).map_err(|e| failed("trust")(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| failed("client tls")(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_tls.alpn_protocols = vec![rustmq::protocol::ALPN.to_vec()];
+    let mut client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .map_err(|e| failed("bind")(&e))?;
+    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client_tls).map_err(|e| failed("client tls")(&e))?,
+    )));
+    let conn = client
+        .connect(addr, "localhost")
+        .map_err(|e| failed("connect")(&e))?
+        .await
+        .map_err(|e| failed("connect")(&e))?;
+
+    let bulk_mb_per_s = bulk(&conn, bulk_bytes).await?;
+    let rtt = round_trips_of(&conn, round_trips).await?;
+    conn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    accept.abort();
+    let baseline = Baseline {
+        bulk_mb_per_s: (bulk_mb_per_s * 100.0).round() / 100.0,
+        rtt_p50_us: rtt.quantile_us(0.5),
+        rtt_p99_us: rtt.quantile_us(0.99),
+    };
+    Ok((baseline, rtt))
+}
+
+async fn bulk(conn: &quinn::Connection, bytes: u64) -> Result<f64, CliError> {
+    let chunk = bytes::Bytes::from(vec![b'x'; CHUNK]);
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| failed("bulk stream")(&e))?;
+    let started = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        send.write_chunk(chunk.slice(..n))
+            .await
+            .map_err(|e| failed("bulk write")(&e))?;
+        left -= n as u64;
+    }
+    send.finish().map_err(|e| failed("bulk finish")(&e))?;
+    let mut done = [0u8; 1];
+    recv.read_exact(&mut done)
+        .await
+        .map_err(|e| failed("bulk answer")(&e))?;
+    Ok(bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
+}
+
+async fn round_trips_of(conn: &quinn::Connection, n: u32) -> Result<Latency, CliError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| failed("echo stream")(&e))?;
+    let frame = [b'r'; FRAME];
+    let mut answer = [0u8; FRAME];
+    let mut latency = Latency::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        send.write_all(&frame)
+            .await
+            .map_err(|e| failed("echo write")(&e))?;
+        recv.read_exact(&mut answer)
+            .await
+            .map_err(|e| failed("echo read")(&e))?;
+        latency.record(started.elapsed());
+    }
+    let _ = send.finish();
+    Ok(latency)
+}
+
+/// The server: the first stream of a connection is the bulk sink, the second the echo.
+async fn serve(endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            // Bulk: read everything, answer one byte.
+            let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+                return;
+            };
+            while let Ok(Some(_)) = recv.read_chunk(usize::MAX, true).await {}
+            if send.write_all(b"k").await.is_err() {
+                return;
+            }
+            let _ = send.finish();
+            // Echo: 100-byte frames back as they come.
+            let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+                return;
+            };
+            let mut frame = [0u8; FRAME];
+            while recv.read_exact(&mut frame).await.is_ok() {
+                if send.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish();
+            conn.closed().await;
+        });
+    }
+}

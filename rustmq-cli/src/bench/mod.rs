@@ -1,0 +1,414 @@
+//! `rustmq bench`: the load tool.
+//!
+//! Standard workloads (`--workload W1..W6|all`, issue 9) or custom runs (`bench produce`,
+//! `bench consume`, `bench e2e`), against a broker embedded in this process (its own thread
+//! and runtime) or the brokers given with `--broker`. One JSON line per result on stdout;
+//! progress on stderr when it is a terminal.
+//!
+//! | workload | what |
+//! |---|---|
+//! | W1 | produce 1,000,000 x 100 B random alphanumeric, 1 partition, acks=leader, throughput settings |
+//! | W2 | produce 200,000 x 1 KiB to 8 partitions, acks=leader |
+//! | W3 | consume every W1 message from the earliest offset (a new group, ack each) |
+//! | W4 | end to end: 10,000 x 100 B at 2,000 msgs/s, latency = receive - send |
+//! | W5 | 10,000 sequential awaited `send`s of 100 B |
+//! | W6 | W1 with acks=all (fdatasync before each answer) |
+//!
+//! `--messages N` scales them: W1, W3 and W6 send N, W2 N/5, W4 and W5 N/100 (at least 100).
+//! W7 (typed producer and handler) is not implemented yet.
+
+mod baseline;
+mod payload;
+mod report;
+mod target;
+mod workloads;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use rustmq::{AckLevel, RustMqClient};
+
+use self::report::{Baseline, Report};
+use self::target::{ServerThread, Target};
+use self::workloads::{throughput_config, ProduceSpec};
+use crate::args::{parse_duration, Acks, GlobalArgs};
+use crate::connect;
+use crate::error::CliError;
+
+/// `rustmq bench`: run the standard workloads, or a custom run with a subcommand.
+///
+/// Without --broker, a broker is started in this process (on its own thread, with a temporary
+/// data directory); with --broker, the load goes there. Prints one JSON line per workload:
+/// workload, messages, payload_bytes, partitions, secs, msgs_per_s, mb_per_s (10^6 bytes of
+/// payload per second), p50_us/p99_us/p999_us/max_us where latency is measured, and the
+/// producer or consumer settings used. With --baseline, raw QUIC is measured first in the same
+/// process and every line carries its ratio to it.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    pub(crate) custom: Option<BenchCommand>,
+
+    /// Standard workload(s) to run (comma-separated or repeated).
+    #[arg(
+        long,
+        short = 'w',
+        value_enum,
+        value_delimiter = ',',
+        default_value = "all"
+    )]
+    pub(crate) workload: Vec<Workload>,
+
+    /// Scale: W1/W3/W6 send N messages, W2 N/5, W4/W5 N/100 (at least 100 each)
+    /// [default: 1000000].
+    #[arg(long, short = 'n', value_name = "N")]
+    pub(crate) messages: Option<u64>,
+
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+}
+
+/// Options of every bench run.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CommonArgs {
+    /// Measure raw QUIC first (bulk MB/s over one stream, round trip of 100-byte frames) and
+    /// add each result's ratio to it.
+    #[arg(long, global = true)]
+    pub(crate) baseline: bool,
+
+    /// Data directory of the embedded broker [default: a temporary directory].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// Worker threads of the client runtime; 1 runs a current-thread runtime (the broker has
+    /// its own thread either way).
+    #[arg(long, value_name = "N", default_value_t = 1, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) client_threads: u16,
+}
+
+/// A standard workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum Workload {
+    /// Produce 1M x 100 B, 1 partition, acks=leader.
+    #[value(name = "W1", alias = "w1")]
+    W1,
+    /// Produce 200k x 1 KiB, 8 partitions.
+    #[value(name = "W2", alias = "w2")]
+    W2,
+    /// Consume W1's messages from the earliest offset.
+    #[value(name = "W3", alias = "w3")]
+    W3,
+    /// End to end at 2,000 msgs/s.
+    #[value(name = "W4", alias = "w4")]
+    W4,
+    /// Sequential awaited sends.
+    #[value(name = "W5", alias = "w5")]
+    W5,
+    /// W1 with acks=all.
+    #[value(name = "W6", alias = "w6")]
+    W6,
+    /// All of the above, in order.
+    #[value(name = "all")]
+    All,
+}
+
+/// A custom run.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Produce random payloads as fast as the producer goes (or one awaited send at a time).
+    Produce(ProduceBench),
+    /// Produce a backlog (untimed), then read it back as a new group.
+    Consume(ConsumeBench),
+    /// Producer and consumer in this process at a fixed rate; latency = receive - send.
+    E2e(E2eBench),
+}
+
+/// `rustmq bench produce`
+#[derive(Debug, Args)]
+pub(crate) struct ProduceBench {
+    /// Messages to send.
+    #[arg(long, short = 'n', default_value_t = 100_000)]
+    pub(crate) messages: u64,
+    /// Payload bytes per message.
+    #[arg(long, short = 's', default_value_t = 100)]
+    pub(crate) size: usize,
+    /// Partitions of the topic.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub(crate) partitions: u32,
+    /// Durability to wait for.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) acks: Acks,
+    /// Messages per batch.
+    #[arg(long, default_value_t = 16_384)]
+    pub(crate) batch_size: usize,
+    /// Bytes per batch.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub(crate) batch_bytes: usize,
+    /// Longest a batch waits for more messages (e.g. 0ms, 5ms).
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pub(crate) linger: std::time::Duration,
+    /// Await each send before the next, and report its latency.
+    #[arg(long)]
+    pub(crate) sequential: bool,
+}
+
+/// `rustmq bench consume`
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeBench {
+    /// Messages to produce and read back.
+    #[arg(long, short = 'n', default_value_t = 100_000)]
+    pub(crate) messages: u64,
+    /// Payload bytes per message.
+    #[arg(long, short = 's', default_value_t = 100)]
+    pub(crate) size: usize,
+    /// Partitions of the topic.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub(crate) partitions: u32,
+}
+
+/// `rustmq bench e2e`
+#[derive(Debug, Args)]
+pub(crate) struct E2eBench {
+    /// Messages to send.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    pub(crate) messages: u64,
+    /// Payload bytes per message (at least 8: the send time).
+    #[arg(long, short = 's', default_value_t = 100)]
+    pub(crate) size: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 2_000)]
+    pub(crate) rate: u64,
+}
+
+/// Runs the bench on runtimes of its own.
+pub(crate) fn run(global: &GlobalArgs, args: BenchArgs) -> Result<(), CliError> {
+    let common = args.common.clone();
+    let rt = if common.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(common.client_threads))
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| CliError::io("cannot start the client runtime", e))?;
+    let server = ServerThread::start()?;
+    let result = rt.block_on(async {
+        let target = if global.brokers.is_empty() {
+            Target::embedded(&server, common.data_dir.clone()).await?
+        } else {
+            Target::External(Box::new(connect::client_config(global)))
+        };
+        eprintln!("bench: target {}", target.describe());
+        let outcome = run_on(&target, &server, global, args).await;
+        target.shutdown(&server).await;
+        outcome
+    });
+    drop(server);
+    result
+}
+
+async fn run_on(
+    target: &Target,
+    server: &ServerThread,
+    global: &GlobalArgs,
+    args: BenchArgs,
+) -> Result<(), CliError> {
+    let scale = args.messages.unwrap_or(1_000_000);
+    let baseline = if args.common.baseline {
+        let bulk_bytes = (scale * 100).clamp(16 << 20, 1 << 30);
+        let round_trips = (scale / 100).clamp(1_000, 100_000) as u32;
+        let (b, rtt) = baseline::measure(server, bulk_bytes, round_trips).await?;
+        print_baseline(&b, &rtt, bulk_bytes, round_trips);
+        Some(b)
+    } else {
+        None
+    };
+    let client = RustMqClient::new(target.client_config())
+        .await
+        .map_err(|e| CliError::Connect {
+            brokers: target.describe(),
+            source: e,
+        })?;
+    let quiet = global.quiet;
+    let result = match args.custom {
+        Some(custom) => custom_run(&client, custom, quiet)
+            .await
+            .map(|r| r.with_baseline(baseline).print()),
+        None => standard(&client, &args.workload, scale, baseline, quiet).await,
+    };
+    let _ = client.close().await;
+    result
+}
+
+fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_trips: u32) {
+    let line = serde_json::json!({
+        "workload": "baseline",
+        "bulk_bytes": bulk_bytes,
+        "bulk_mb_per_s": b.bulk_mb_per_s,
+        "round_trips": round_trips,
+        "rtt_p50_us": b.rtt_p50_us,
+        "rtt_p99_us": b.rtt_p99_us,
+        "rtt_p999_us": rtt.quantile_us(0.999),
+        "rtt_max_us": rtt.quantile_us(1.0),
+        "settings": "quinn defaults, rustls ring TLS 1.3, ALPN rustmq/1, self-signed certificate",
+    });
+    println!("{line}");
+}
+
+fn scaled(scale: u64, divisor: u64) -> u64 {
+    (scale / divisor).max(100)
+}
+
+async fn standard(
+    client: &RustMqClient,
+    workloads: &[Workload],
+    scale: u64,
+    baseline: Option<Baseline>,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let mut chosen: Vec<Workload> = if workloads.contains(&Workload::All) {
+        vec![
+            Workload::W1,
+            Workload::W2,
+            Workload::W3,
+            Workload::W4,
+            Workload::W5,
+            Workload::W6,
+        ]
+    } else {
+        workloads.to_vec()
+    };
+    chosen.sort();
+    chosen.dedup();
+    let n = scaled(scale, 1);
+    // W3 reads what W1 wrote; run alone, it writes its backlog first (untimed).
+    let mut w1_topic: Option<String> = None;
+    for w in chosen {
+        let report = match w {
+            Workload::W1 | Workload::W6 => {
+                let (name, acks) = if w == Workload::W1 {
+                    ("W1", AckLevel::Leader)
+                } else {
+                    ("W6", AckLevel::All)
+                };
+                let spec = produce_spec(name, n, 100, 1, throughput_config(acks));
+                workloads::create_topic(client, &spec.topic, 1).await?;
+                let report = workloads::produce(client, &spec, quiet).await?;
+                if w == Workload::W1 {
+                    w1_topic = Some(spec.topic);
+                }
+                report
+            }
+            Workload::W2 => {
+                let spec = produce_spec(
+                    "W2",
+                    scaled(scale, 5),
+                    1024,
+                    8,
+                    throughput_config(AckLevel::Leader),
+                );
+                workloads::create_topic(client, &spec.topic, 8).await?;
+                workloads::produce(client, &spec, quiet).await?
+            }
+            Workload::W3 => {
+                let topic = match w1_topic.clone() {
+                    Some(t) => t,
+                    None => backlog(client, "W3", n, 100, 1, quiet).await?,
+                };
+                workloads::consume(client, "W3", &topic, n, 1, quiet).await?
+            }
+            Workload::W4 => {
+                workloads::end_to_end(client, "W4", scaled(scale, 100), 100, 2_000, quiet).await?
+            }
+            Workload::W5 => {
+                let spec = ProduceSpec {
+                    sequential: true,
+                    ..produce_spec(
+                        "W5",
+                        scaled(scale, 100),
+                        100,
+                        1,
+                        rustmq::ProducerConfig::default(),
+                    )
+                };
+                workloads::create_topic(client, &spec.topic, 1).await?;
+                workloads::produce(client, &spec, quiet).await?
+            }
+            Workload::All => unreachable!("expanded above"),
+        };
+        report.with_baseline(baseline).print();
+    }
+    Ok(())
+}
+
+fn produce_spec(
+    name: &str,
+    messages: u64,
+    size: usize,
+    partitions: u32,
+    config: rustmq::ProducerConfig,
+) -> ProduceSpec {
+    ProduceSpec {
+        name: name.to_owned(),
+        topic: workloads::topic_name(name),
+        messages,
+        size,
+        partitions,
+        sequential: false,
+        config,
+    }
+}
+
+/// Writes a backlog for a consume run (untimed); returns its topic.
+async fn backlog(
+    client: &RustMqClient,
+    name: &str,
+    messages: u64,
+    size: usize,
+    partitions: u32,
+    quiet: bool,
+) -> Result<String, CliError> {
+    let spec = produce_spec(
+        &format!("{name}-prep"),
+        messages,
+        size,
+        partitions,
+        throughput_config(AckLevel::Leader),
+    );
+    workloads::create_topic(client, &spec.topic, partitions).await?;
+    workloads::produce(client, &spec, quiet).await?;
+    Ok(spec.topic)
+}
+
+async fn custom_run(
+    client: &RustMqClient,
+    custom: BenchCommand,
+    quiet: bool,
+) -> Result<Report, CliError> {
+    match custom {
+        BenchCommand::Produce(p) => {
+            let config = rustmq::ProducerConfig {
+                batch_size: p.batch_size,
+                batch_max_bytes: p.batch_bytes,
+                batch_timeout: p.linger,
+                ..throughput_config(p.acks.into())
+            };
+            let spec = ProduceSpec {
+                sequential: p.sequential,
+                ..produce_spec("produce", p.messages, p.size, p.partitions, config)
+            };
+            workloads::create_topic(client, &spec.topic, p.partitions).await?;
+            workloads::produce(client, &spec, quiet).await
+        }
+        BenchCommand::Consume(c) => {
+            let topic = backlog(client, "consume", c.messages, c.size, c.partitions, quiet).await?;
+            workloads::consume(client, "consume", &topic, c.messages, c.partitions, quiet).await
+        }
+        BenchCommand::E2e(e) => {
+            workloads::end_to_end(client, "e2e", e.messages, e.size, e.rate, quiet).await
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Payloads: random alphanumeric bytes, and payloads that carry their send time.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A pool of distinct random payloads, handed out in turn (cloning `Bytes` copies nothing, so
+/// generating payloads stays out of the measurement).
+#[derive(Debug)]
+pub(crate) struct Payloads {
+    pool: Vec<Bytes>,
+    next: usize,
+}
+
+impl Payloads {
+    pub(crate) fn new(size: usize) -> Self {
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let pool = (0..1024)
+            .map(|_| {
+                let v: Vec<u8> = (0..size)
+                    .map(|_| ALPHANUMERIC[rng.usize(..ALPHANUMERIC.len())])
+                    .collect();
+                Bytes::from(v)
+            })
+            .collect();
+        Self { pool, next: 0 }
+    }
+
+    pub(crate) fn next(&mut self) -> Bytes {
+        let p = self.pool[self.next].clone();
+        self.next = (self.next + 1) % self.pool.len();
+        p
+    }
+}
+
+/// Payloads of `size` bytes (at least 8) that start with the send time: microseconds since a
+/// shared epoch, little endian. Sender and receiver run in one process, so one clock serves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamped {
+    epoch: Instant,
+    size: usize,
+}
+
+impl Stamped {
+    pub(crate) fn new(size: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            size: size.max(8),
+        }
+    }
+
+    pub(crate) fn payload(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.size);
+        b.put_u64_le(self.epoch.elapsed().as_micros() as u64);
+        b.resize(self.size, b'x');
+        b.freeze()
+    }
+
+    /// How long ago the payload was made; `None` if it is not a stamped payload.
+    pub(crate) fn age(&self, payload: &[u8]) -> Option<Duration> {
+        let stamp = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+        let now = self.epoch.elapsed().as_micros() as u64;
+        Some(Duration::from_micros(now.saturating_sub(stamp)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_alphanumeric_and_cycle() {
+        let mut p = Payloads::new(100);
+        let first = p.next();
+        assert_eq!(first.len(), 100);
+        assert!(first.iter().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(first, p.next());
+        for _ in 0..1022 {
+            p.next();
+        }
+        assert_eq!(p.next(), first);
+    }
+
+    #[test]
+    fn stamps_measure_age() {
+        let s = Stamped::new(100);
+        let payload = s.payload();
+        assert_eq!(payload.len(), 100);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(s.age(&payload).unwrap() >= Duration::from_millis(2));
+        assert_eq!(s.age(b"short"), None);
+    }
+}

@@ -1,0 +1,205 @@
+//! One result line: throughput, latency percentiles, and the ratio to the raw-QUIC baseline.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies in microseconds, 1 µs to 60 s at 3 significant digits.
+#[derive(Debug)]
+pub(crate) struct Latency(Histogram<u64>);
+
+impl Latency {
+    pub(crate) fn new() -> Self {
+        Self(
+            Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("static histogram bounds are valid"),
+        )
+    }
+
+    pub(crate) fn record(&mut self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 60_000_000);
+        self.0.saturating_record(us);
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub(crate) fn quantile_us(&self, q: f64) -> u64 {
+        self.0.value_at_quantile(q)
+    }
+
+    fn percentiles(&self) -> Percentiles {
+        Percentiles {
+            p50_us: self.0.value_at_quantile(0.50),
+            p99_us: self.0.value_at_quantile(0.99),
+            p999_us: self.0.value_at_quantile(0.999),
+            max_us: self.0.max(),
+        }
+    }
+}
+
+/// What the baseline measured, for the ratios.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Baseline {
+    /// Bulk transfer over one QUIC stream, MB/s (10^6 bytes).
+    pub(crate) bulk_mb_per_s: f64,
+    /// Round trip of a 100-byte frame, median.
+    pub(crate) rtt_p50_us: u64,
+    /// Round trip of a 100-byte frame, 99th percentile.
+    pub(crate) rtt_p99_us: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Percentiles {
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+}
+
+/// A workload's result.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) workload: String,
+    pub(crate) messages: u64,
+    pub(crate) payload_bytes: usize,
+    pub(crate) partitions: u32,
+    pub(crate) secs: f64,
+    pub(crate) msgs_per_s: f64,
+    pub(crate) mb_per_s: f64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    latency: Option<Percentiles>,
+    /// Producer or consumer settings that matter for the figure.
+    pub(crate) settings: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_bulk_mb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mb_per_s_vs_baseline: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_rtt_p50_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_rtt_p99_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_vs_baseline: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_vs_baseline: Option<f64>,
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+impl Report {
+    /// A throughput result; `latency` where it was measured.
+    pub(crate) fn new(
+        workload: &str,
+        messages: u64,
+        payload_bytes: usize,
+        partitions: u32,
+        elapsed: Duration,
+        latency: Option<&Latency>,
+        settings: String,
+    ) -> Self {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        Self {
+            workload: workload.to_owned(),
+            messages,
+            payload_bytes,
+            partitions,
+            secs: round(secs, 3),
+            msgs_per_s: round(messages as f64 / secs, 0),
+            mb_per_s: round(messages as f64 * payload_bytes as f64 / secs / 1e6, 2),
+            latency: latency.filter(|l| l.len() > 0).map(Latency::percentiles),
+            settings,
+            baseline_bulk_mb_per_s: None,
+            mb_per_s_vs_baseline: None,
+            baseline_rtt_p50_us: None,
+            baseline_rtt_p99_us: None,
+            p50_vs_baseline: None,
+            p99_vs_baseline: None,
+        }
+    }
+
+    /// Adds the ratios to the baseline: throughput against bulk MB/s for every workload, and
+    /// latency percentiles against the round trip where latency was measured (a ratio of 2.0
+    /// means twice the raw round trip).
+    pub(crate) fn with_baseline(mut self, b: Option<Baseline>) -> Self {
+        let Some(b) = b else { return self };
+        self.baseline_bulk_mb_per_s = Some(b.bulk_mb_per_s);
+        self.mb_per_s_vs_baseline = Some(round(self.mb_per_s / b.bulk_mb_per_s.max(1e-9), 4));
+        if let Some(l) = self.latency {
+            self.baseline_rtt_p50_us = Some(b.rtt_p50_us);
+            self.baseline_rtt_p99_us = Some(b.rtt_p99_us);
+            self.p50_vs_baseline = Some(round(l.p50_us as f64 / b.rtt_p50_us.max(1) as f64, 2));
+            self.p99_vs_baseline = Some(round(l.p99_us as f64 / b.rtt_p99_us.max(1) as f64, 2));
+        }
+        self
+    }
+
+    pub(crate) fn print(&self) {
+        println!(
+            "{}",
+            serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_percentiles_and_ratios() {
+        let mut l = Latency::new();
+        for us in 1..=1000u64 {
+            l.record(Duration::from_micros(us));
+        }
+        let r = Report::new(
+            "W",
+            1_000_000,
+            100,
+            1,
+            Duration::from_secs(2),
+            Some(&l),
+            String::new(),
+        )
+        .with_baseline(Some(Baseline {
+            bulk_mb_per_s: 100.0,
+            rtt_p50_us: 250,
+            rtt_p99_us: 990,
+        }));
+        assert_eq!(r.msgs_per_s, 500_000.0);
+        assert_eq!(r.mb_per_s, 50.0);
+        assert_eq!(r.mb_per_s_vs_baseline, Some(0.5));
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["p50_us"], 500);
+        assert_eq!(json["max_us"], 1000);
+        assert_eq!(json["p50_vs_baseline"], 2.0);
+        assert!(json["p999_us"].as_u64().unwrap() >= 999);
+    }
+
+    #[test]
+    fn no_latency_fields_without_samples() {
+        let r = Report::new(
+            "W",
+            2_000_000,
+            1,
+            1,
+            Duration::from_secs(1),
+            None,
+            String::new(),
+        )
+        .with_baseline(Some(Baseline {
+            bulk_mb_per_s: 1.0,
+            rtt_p50_us: 1,
+            rtt_p99_us: 1,
+        }));
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert!(json.get("p50_us").is_none());
+        assert!(json.get("p50_vs_baseline").is_none());
+        assert_eq!(json["mb_per_s_vs_baseline"], 2.0);
+    }
+}

@@ -1,0 +1,289 @@
+//! The measurements: produce (pipelined or one awaited send at a time), consume, and end to
+//! end. Each creates what it needs outside the timed section and returns one [`Report`].
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rustmq::consumer::{ConsumerBuilder, ConsumerConfig, StartPosition};
+use rustmq::{AckLevel, Message, ProducerBuilder, ProducerConfig, RustMqClient};
+
+use super::payload::{Payloads, Stamped};
+use super::report::{Latency, Report};
+use crate::error::CliError;
+use crate::progress;
+
+/// Longest wait for the next message before a consume run gives up.
+const STALL: Duration = Duration::from_secs(30);
+/// Progress is updated every this many messages.
+const TICK: u64 = 1024;
+
+/// A produce run.
+#[derive(Debug, Clone)]
+pub(crate) struct ProduceSpec {
+    pub(crate) name: String,
+    pub(crate) topic: String,
+    pub(crate) messages: u64,
+    pub(crate) size: usize,
+    pub(crate) partitions: u32,
+    /// One `send` at a time, each awaited and timed (W5), instead of pipelined sends.
+    pub(crate) sequential: bool,
+    pub(crate) config: ProducerConfig,
+}
+
+/// The producer settings for throughput (W1, W2, W6): large batches, no linger (a partition's
+/// next batch fills while its previous request is in flight), a 64 MiB buffer.
+pub(crate) fn throughput_config(acks: AckLevel) -> ProducerConfig {
+    ProducerConfig {
+        batch_size: 16_384,
+        batch_max_bytes: 1024 * 1024,
+        batch_timeout: Duration::ZERO,
+        buffer_memory: 64 * 1024 * 1024,
+        ack_level: acks,
+        ..ProducerConfig::default()
+    }
+}
+
+/// The settings that matter, for the report.
+pub(crate) fn describe_config(c: &ProducerConfig) -> String {
+    format!(
+        "acks={:?} batch_size={} batch_max_bytes={} linger={}ms buffer_memory={} compression={} idempotent={}",
+        c.ack_level,
+        c.batch_size,
+        c.batch_max_bytes,
+        c.batch_timeout.as_millis(),
+        c.buffer_memory,
+        if c.compression.enabled { format!("{:?}", c.compression.algorithm).to_lowercase() } else { "none".into() },
+        c.idempotent
+    )
+}
+
+/// A fresh topic name for a run.
+pub(crate) fn topic_name(workload: &str) -> String {
+    format!(
+        "bench-{}-{:08x}",
+        workload.to_lowercase(),
+        fastrand::u32(..)
+    )
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub(crate) async fn create_topic(
+    client: &RustMqClient,
+    topic: &str,
+    partitions: u32,
+) -> Result<(), CliError> {
+    client.create_topic(topic, partitions).await?;
+    Ok(())
+}
+
+/// Produces `spec.messages` random payloads to a topic that exists.
+pub(crate) async fn produce(
+    client: &RustMqClient,
+    spec: &ProduceSpec,
+    quiet: bool,
+) -> Result<Report, CliError> {
+    let producer = ProducerBuilder::new()
+        .topic(&spec.topic)
+        .client(client.clone())
+        .config(spec.config.clone())
+        .build()
+        .await?;
+    let mut payloads = Payloads::new(spec.size);
+    let mut latency = Latency::new();
+    let bar = progress::bar(quiet, Some(spec.messages), &spec.name);
+    let started = Instant::now();
+    for i in 0..spec.messages {
+        let message = Message::builder()
+            .topic(&spec.topic)
+            .payload(payloads.next())
+            .build()?;
+        if spec.sequential {
+            let sent = Instant::now();
+            producer.send(message).await?;
+            latency.record(sent.elapsed());
+        } else {
+            producer.send_async(message, None).await?;
+        }
+        if i % TICK == 0 {
+            bar.set_position(i);
+        }
+    }
+    producer.flush().await?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let failed = producer
+        .metrics()
+        .await
+        .messages_failed
+        .load(Ordering::Relaxed);
+    producer.close().await?;
+    if failed > 0 {
+        return Err(CliError::Failed(format!(
+            "{}: {failed} of {} messages failed",
+            spec.name, spec.messages
+        )));
+    }
+    let settings = describe_config(&spec.config);
+    Ok(Report::new(
+        &spec.name,
+        spec.messages,
+        spec.size,
+        spec.partitions,
+        elapsed,
+        spec.sequential.then_some(&latency),
+        settings,
+    ))
+}
+
+/// The consumer settings for reading a backlog: large fetches and buffers.
+fn backlog_config() -> ConsumerConfig {
+    ConsumerConfig {
+        start_position: StartPosition::Earliest,
+        fetch_size: 10_000,
+        max_buffered_messages_per_partition: 20_000,
+        fetch_timeout: Duration::from_millis(100),
+        ..ConsumerConfig::default()
+    }
+}
+
+/// Reads `messages` messages of `topic` from the earliest offset as a new consumer group,
+/// acknowledging each. Timed from the first receive (after the group join).
+pub(crate) async fn consume(
+    client: &RustMqClient,
+    name: &str,
+    topic: &str,
+    messages: u64,
+    partitions: u32,
+    quiet: bool,
+) -> Result<Report, CliError> {
+    let config = backlog_config();
+    let settings = format!(
+        "fetch_size={} max_buffered_messages_per_partition={} ack=each auto_commit={}",
+        config.fetch_size, config.max_buffered_messages_per_partition, config.enable_auto_commit
+    );
+    let consumer = ConsumerBuilder::new()
+        .topic(topic)
+        .consumer_group(format!("{topic}-reader"))
+        .config(config)
+        .client(client.clone())
+        .build()
+        .await?;
+    let bar = progress::bar(quiet, Some(messages), name);
+    let (mut got, mut bytes) = (0u64, 0usize);
+    let started = Instant::now();
+    while got < messages {
+        let delivery = next(&consumer, name, got, messages).await?;
+        bytes = bytes.max(delivery.message.payload.len());
+        delivery.ack().await?;
+        got += 1;
+        if got % TICK == 0 {
+            bar.set_position(got);
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    consumer.close().await?;
+    Ok(Report::new(
+        name, messages, bytes, partitions, elapsed, None, settings,
+    ))
+}
+
+async fn next(
+    consumer: &rustmq::Consumer,
+    name: &str,
+    got: u64,
+    want: u64,
+) -> Result<rustmq::ConsumerMessage, CliError> {
+    match tokio::time::timeout(STALL, consumer.receive()).await {
+        Ok(Ok(Some(d))) => Ok(d),
+        Ok(Ok(None)) => Err(CliError::Failed(format!(
+            "{name}: the consumer closed after {got} of {want} messages"
+        ))),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(CliError::Failed(format!(
+            "{name}: no message for {STALL:?} after {got} of {want}"
+        ))),
+    }
+}
+
+/// Producer and consumer in this process: `messages` stamped payloads sent one at a time at
+/// `rate` per second; latency is receive time minus send time (from the payload).
+pub(crate) async fn end_to_end(
+    client: &RustMqClient,
+    name: &str,
+    messages: u64,
+    size: usize,
+    rate: u64,
+    quiet: bool,
+) -> Result<Report, CliError> {
+    let topic = topic_name(name);
+    create_topic(client, &topic, 1).await?;
+    let consumer = ConsumerBuilder::new()
+        .topic(&topic)
+        .consumer_group(format!("{topic}-reader"))
+        .config(ConsumerConfig {
+            start_position: StartPosition::Earliest,
+            fetch_timeout: Duration::from_secs(1),
+            ..ConsumerConfig::default()
+        })
+        .client(client.clone())
+        .build()
+        .await?;
+    let producer_config = ProducerConfig {
+        batch_timeout: Duration::ZERO,
+        ..ProducerConfig::default()
+    };
+    let settings = format!("rate={rate}/s {}", describe_config(&producer_config));
+    let producer = ProducerBuilder::new()
+        .topic(&topic)
+        .client(client.clone())
+        .config(producer_config)
+        .build()
+        .await?;
+    let stamp = Stamped::new(size);
+    let reader = {
+        let (consumer, name) = (consumer.clone(), name.to_owned());
+        tokio::spawn(async move {
+            let mut latency = Latency::new();
+            for got in 0..messages {
+                let delivery = next(&consumer, &name, got, messages).await?;
+                if let Some(age) = stamp.age(&delivery.message.payload) {
+                    latency.record(age);
+                }
+                delivery.ack().await?;
+            }
+            Ok::<_, CliError>(latency)
+        })
+    };
+    let bar = progress::bar(quiet, Some(messages), name);
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let started = tokio::time::Instant::now();
+    for i in 0..messages {
+        tokio::time::sleep_until(started + period.mul_f64(i as f64)).await;
+        let message = Message::builder()
+            .topic(&topic)
+            .payload(stamp.payload())
+            .build()?;
+        producer.send_async(message, None).await?;
+        if i % 256 == 0 {
+            bar.set_position(i);
+        }
+    }
+    producer.flush().await?;
+    let latency = reader
+        .await
+        .map_err(|e| CliError::Failed(format!("{name}: reader task failed: {e}")))??;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    producer.close().await?;
+    consumer.close().await?;
+    Ok(Report::new(
+        name,
+        messages,
+        size,
+        1,
+        elapsed,
+        Some(&latency),
+        settings,
+    ))
+}

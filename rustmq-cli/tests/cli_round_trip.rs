@@ -1,0 +1,188 @@
+//! The `rustmq` binary end to end against a broker: topics, produce, consume, group lag.
+
+mod support;
+
+use serde_json::Value;
+use support::TestBroker;
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn create_produce_consume_and_describe_the_group_lag() {
+    let broker = TestBroker::start();
+
+    let out = broker
+        .rustmq(&["topics", "create", "cli-orders", "--partitions", "1"])
+        .output()
+        .success();
+    assert!(out.contains("created topic cli-orders"), "{out}");
+    let listed = broker.rustmq(&["topics", "list"]).output().success();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("cli-orders") && l.trim_end().ends_with('1')),
+        "{listed}"
+    );
+
+    let produced = broker
+        .rustmq(&[
+            "produce",
+            "cli-orders",
+            "--key",
+            "user-1",
+            "--header",
+            "source=cli",
+        ])
+        .stdin("one\ntwo\nthree\n")
+        .output();
+    produced.success();
+    assert!(
+        produced
+            .stderr()
+            .contains("produced 3 message(s) to cli-orders"),
+        "{}",
+        produced.stderr()
+    );
+
+    // Back as a group member: exactly the three payloads, in order; the group commits them.
+    let consumed = broker
+        .rustmq(&[
+            "consume",
+            "cli-orders",
+            "--group",
+            "cli-readers",
+            "--from-beginning",
+            "--max-messages",
+            "3",
+        ])
+        .output()
+        .success();
+    assert_eq!(consumed, "one\ntwo\nthree\n");
+
+    // Without a group, as JSON records: key, header, offsets.
+    let records = json_lines(
+        &broker
+            .rustmq(&[
+                "consume",
+                "cli-orders",
+                "--from-beginning",
+                "-n",
+                "3",
+                "--format",
+                "json",
+            ])
+            .output()
+            .success(),
+    );
+    assert_eq!(records.len(), 3);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["offset"], i as u64);
+        assert_eq!(r["partition"], 0);
+        assert_eq!(r["key"], "user-1");
+        assert_eq!(r["headers"]["source"], "cli");
+    }
+    assert_eq!(records[1]["payload"], "two");
+
+    // --offset skips the first record.
+    let from_one = broker
+        .rustmq(&["consume", "cli-orders", "--offset", "1", "-n", "2"])
+        .output()
+        .success();
+    assert_eq!(from_one, "two\nthree\n");
+
+    // Two more messages: the group committed 3, the end is 5, so the lag is 2.
+    broker
+        .rustmq(&["produce", "cli-orders"])
+        .stdin("four\nfive\n")
+        .output()
+        .success();
+    let described = json_lines(
+        &broker
+            .rustmq(&["groups", "describe", "cli-readers", "--format", "json"])
+            .output()
+            .success(),
+    );
+    let partition = &described[0]["partitions"][0];
+    assert_eq!(partition["topic"], "cli-orders");
+    assert_eq!(partition["committed"], 3);
+    assert_eq!(partition["end"], 5);
+    assert_eq!(partition["lag"], 2);
+    let table = broker
+        .rustmq(&["groups", "describe", "cli-readers"])
+        .output()
+        .success();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("cli-orders"))
+        .unwrap_or_else(|| panic!("no partition row in {table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..5], ["cli-orders", "0", "3", "5", "2"], "{table}");
+    let groups = broker.rustmq(&["groups", "list"]).output().success();
+    assert!(groups.lines().any(|g| g == "cli-readers"), "{groups}");
+
+    let described = json_lines(
+        &broker
+            .rustmq(&["topics", "describe", "cli-orders", "--format", "json"])
+            .output()
+            .success(),
+    );
+    assert_eq!(described[0]["partitions"][0]["high_watermark"], 5);
+
+    broker
+        .rustmq(&["topics", "delete", "cli-orders"])
+        .output()
+        .success();
+    let gone = broker
+        .rustmq(&["topics", "describe", "cli-orders"])
+        .output()
+        .failure(1);
+    assert!(
+        gone.starts_with("error: ") && gone.contains("cli-orders"),
+        "{gone}"
+    );
+}
+
+#[test]
+fn consume_by_timestamp_and_idle_timeout() {
+    let broker = TestBroker::start();
+    broker
+        .rustmq(&["produce", "cli-times"])
+        .stdin("early\n")
+        .output()
+        .success();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let cut = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    broker
+        .rustmq(&["produce", "cli-times"])
+        .stdin("late\n")
+        .output()
+        .success();
+    // Nothing more arrives: the idle timeout ends the run before --max-messages is reached.
+    let done = broker
+        .rustmq(&[
+            "consume",
+            "cli-times",
+            "--timestamp",
+            &cut,
+            "-n",
+            "5",
+            "--idle-timeout",
+            "1s",
+        ])
+        .output();
+    assert_eq!(done.success(), "late\n");
+    assert!(
+        done.stderr().contains("stopped after 1 of 5"),
+        "{}",
+        done.stderr()
+    );
+}

@@ -1,0 +1,238 @@
+//! Metrics under their documented names (docs/OBSERVABILITY.md) with the values a known
+//! workload must produce: producer, broker and handler, recorded through the `metrics` facade
+//! into a recorder this test binary installs (the library never installs one).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::MetricKind;
+use rustmq::prelude::*;
+use rustmq::testing::{Recorder, TestBroker};
+use rustmq::{AckLevel, MetricsLayer, ProducerBuilder, ProducerConfig, Topic};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The process-wide recorder; every test of this binary shares it, so each uses its own topics.
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("no other recorder in this test binary");
+        snapshotter
+    })
+}
+
+/// One metric of a snapshot.
+#[derive(Debug)]
+struct Sample {
+    kind: MetricKind,
+    name: String,
+    labels: Vec<(String, String)>,
+    value: DebugValue,
+}
+
+fn snapshot() -> Vec<Sample> {
+    snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (kind, key) = key.into_parts();
+            Sample {
+                kind,
+                name: key.name().to_owned(),
+                labels: key
+                    .labels()
+                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                    .collect(),
+                value,
+            }
+        })
+        .collect()
+}
+
+/// The samples named `name` whose labels include every one of `labels`.
+fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .collect()
+}
+
+fn counter(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> u64 {
+    find(samples, name, labels)
+        .iter()
+        .map(|s| match s.value {
+            DebugValue::Counter(n) => n,
+            ref other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+fn histogram(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    find(samples, name, labels)
+        .iter()
+        .flat_map(|s| match &s.value {
+            DebugValue::Histogram(v) => v.iter().map(|x| x.into_inner()).collect::<Vec<_>>(),
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "obs-metrics-orders")]
+struct Order {
+    id: u32,
+}
+
+async fn accept_even(order: Order) -> Settlement {
+    if order.id % 2 == 0 {
+        Settlement::Ack
+    } else {
+        Settlement::Skip
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_broker_and_handler_metrics_follow_the_documented_scheme() {
+    snapshotter();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+
+    // Producer and broker: 10 messages of 10 bytes with acks=all (so the broker syncs).
+    let topic = "obs-metrics-raw";
+    client.create_topic(topic, 1).await.unwrap();
+    let producer = ProducerBuilder::new()
+        .topic(topic)
+        .client(client.clone())
+        .config(ProducerConfig {
+            ack_level: AckLevel::All,
+            ..ProducerConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let m = Message::builder()
+            .topic(topic)
+            .payload(format!("payload-{i:02}"))
+            .build()
+            .unwrap();
+        producer.send(m).await.unwrap();
+    }
+    producer.close().await.unwrap();
+
+    // Handler: 6 typed orders through a MetricsLayer; odd ids are skipped.
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(MetricsLayer::new())
+        .layer(recorder.layer())
+        .handler(accept_even)
+        .start()
+        .await
+        .unwrap();
+    let orders = client.producer::<Order>();
+    for id in 0..6 {
+        orders.send(&Order { id }).await.unwrap();
+    }
+    recorder.wait_for(6, WAIT).await;
+    running.shutdown().await.unwrap();
+
+    let s = snapshot();
+    let t = [("topic", topic)];
+    assert_eq!(counter(&s, "rustmq_producer_messages_sent_total", &t), 10);
+    assert_eq!(counter(&s, "rustmq_producer_bytes_sent_total", &t), 100);
+    let batches = counter(&s, "rustmq_producer_batches_sent_total", &t);
+    assert!((1..=10).contains(&batches), "{batches} batches");
+    assert_eq!(counter(&s, "rustmq_producer_messages_failed_total", &t), 0);
+    assert_eq!(counter(&s, "rustmq_producer_errors_total", &t), 0);
+    assert_eq!(counter(&s, "rustmq_producer_retries_total", &t), 0);
+    let latencies = histogram(&s, "rustmq_producer_send_latency_seconds", &t);
+    assert_eq!(latencies.len() as u64, batches);
+    assert!(
+        latencies
+            .iter()
+            .all(|l| *l > 0.0 && *l < WAIT.as_secs_f64()),
+        "{latencies:?}"
+    );
+
+    assert_eq!(counter(&s, "rustmq_broker_produce_records_total", &t), 10);
+    assert!(counter(&s, "rustmq_broker_produce_bytes_total", &t) > 100);
+    assert!(counter(&s, "rustmq_broker_requests_total", &[("kind", "Produce")]) >= batches);
+    assert!(counter(&s, "rustmq_broker_requests_total", &[("kind", "Hello")]) >= 1);
+    assert!(
+        counter(
+            &s,
+            "rustmq_broker_fetch_bytes_total",
+            &[("topic", "obs-metrics-orders")]
+        ) > 0
+    );
+    let fsyncs = counter(&s, "rustmq_broker_fsyncs_total", &[]);
+    assert!(fsyncs >= 1, "acks=all syncs");
+    assert_eq!(
+        histogram(&s, "rustmq_broker_fsync_duration_seconds", &[]).len() as u64,
+        fsyncs
+    );
+    let connections = find(&s, "rustmq_broker_connections", &[]);
+    assert!(
+        matches!(connections.first().map(|c| (&c.kind, &c.value)), Some((MetricKind::Gauge, DebugValue::Gauge(g))) if g.into_inner() >= 1.0),
+        "{connections:?}"
+    );
+
+    let h = [("topic", "obs-metrics-orders"), ("handler", "accept_even")];
+    assert_eq!(
+        counter(
+            &s,
+            "rustmq_handler_handled_total",
+            &[h[0], h[1], ("settlement", "ack")]
+        ),
+        3
+    );
+    assert_eq!(
+        counter(
+            &s,
+            "rustmq_handler_handled_total",
+            &[h[0], h[1], ("settlement", "skip")]
+        ),
+        3
+    );
+    assert_eq!(
+        counter(
+            &s,
+            "rustmq_handler_handled_total",
+            &[h[0], h[1], ("settlement", "error")]
+        ),
+        0
+    );
+    let handled = find(&s, "rustmq_handler_handled_total", &h);
+    assert!(
+        handled
+            .iter()
+            .all(|m| m.labels.iter().any(|(k, _)| k == "group")),
+        "{handled:?}"
+    );
+    assert_eq!(
+        histogram(&s, "rustmq_handler_duration_seconds", &h).len(),
+        6
+    );
+
+    // Every name follows the scheme.
+    for sample in &s {
+        let n = &sample.name;
+        assert!(n.starts_with("rustmq_"), "{n}");
+        match sample.kind {
+            MetricKind::Counter => assert!(n.ends_with("_total"), "{n}"),
+            MetricKind::Histogram => assert!(n.ends_with("_seconds"), "{n}"),
+            MetricKind::Gauge => assert!(!n.ends_with("_total"), "{n}"),
+        }
+    }
+}

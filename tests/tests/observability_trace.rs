@@ -1,0 +1,172 @@
+//! W3C trace context through the broker (feature `opentelemetry`): one trace runs from the
+//! producer's span through the handler's span to what the handler produces, and on to the
+//! next handler. Spans are captured by an in-memory OpenTelemetry exporter.
+//!
+//! `cargo test -p tests --features opentelemetry --test observability_trace`
+#![cfg(feature = "opentelemetry")]
+
+use std::time::Duration;
+
+use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry::Value;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use rustmq::prelude::*;
+use rustmq::testing::{Recorder, TestBroker};
+use rustmq::{Topic, TypedProducer};
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "trace-orders")]
+struct TraceOrder {
+    id: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "trace-receipts")]
+struct TraceReceipt {
+    order: u32,
+}
+
+async fn forward(
+    order: TraceOrder,
+    receipts: TypedProducer<TraceReceipt>,
+) -> Result<(), ClientError> {
+    receipts.send(&TraceReceipt { order: order.id }).await?;
+    Ok(())
+}
+
+async fn file(receipt: TraceReceipt) {
+    let _ = receipt;
+}
+
+fn attr(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| match &kv.value {
+            Value::String(s) => s.as_str().to_owned(),
+            other => other.to_string(),
+        })
+}
+
+/// The one span named `name` with attribute `topic` = `topic`.
+fn span<'a>(spans: &'a [SpanData], name: &str, topic: &str) -> &'a SpanData {
+    let found: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == name && attr(s, "topic").as_deref() == Some(topic))
+        .collect();
+    assert_eq!(found.len(), 1, "{name} spans of {topic}: {found:#?}");
+    found[0]
+}
+
+#[tokio::test]
+async fn one_trace_runs_from_producer_through_handlers_to_their_output() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(
+            "info,rustmq=debug,rustmq_broker=debug",
+        ))
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("observability_trace")));
+    // A current-thread runtime: the broker, the service and this test all run on this thread,
+    // under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(TraceLayer::new())
+        .layer(recorder.layer())
+        .handler(forward)
+        .handler(file)
+        .start()
+        .await
+        .unwrap();
+    client
+        .producer::<TraceOrder>()
+        .send(&TraceOrder { id: 7 })
+        .instrument(tracing::info_span!("checkout"))
+        .await
+        .unwrap();
+    let settled = recorder.wait_for(2, Duration::from_secs(20)).await;
+    let receipt = settled
+        .iter()
+        .find(|s| s.message.topic == "trace-receipts")
+        .expect("the receipt was handled");
+    running.shutdown().await.unwrap();
+    provider.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+
+    let checkout = spans
+        .iter()
+        .find(|s| s.name == "checkout")
+        .expect("the root span");
+    let trace = checkout.span_context.trace_id();
+    assert_ne!(trace, TraceId::INVALID);
+    let send_order = span(&spans, "send", "trace-orders");
+    let handle_order = span(&spans, "handle", "trace-orders");
+    let send_receipt = span(&spans, "send", "trace-receipts");
+    let handle_receipt = span(&spans, "handle", "trace-receipts");
+    let chain = [
+        checkout,
+        send_order,
+        handle_order,
+        send_receipt,
+        handle_receipt,
+    ];
+    for pair in chain.windows(2) {
+        let (parent, child) = (pair[0], pair[1]);
+        assert_eq!(
+            child.span_context.trace_id(),
+            trace,
+            "{} is in the trace",
+            child.name
+        );
+        assert_eq!(
+            child.parent_span_id,
+            parent.span_context.span_id(),
+            "{} -> {}",
+            parent.name,
+            child.name
+        );
+    }
+    // Across the broker, the parent comes from the message header.
+    assert!(handle_order.parent_span_is_remote && handle_receipt.parent_span_is_remote);
+    assert!(!send_receipt.parent_span_is_remote);
+    assert_eq!(checkout.parent_span_id, SpanId::INVALID);
+
+    // The output message carries the handler's send span as its traceparent.
+    let header = receipt
+        .message
+        .headers
+        .get("traceparent")
+        .expect("traceparent header");
+    let parent = rustmq::telemetry::TraceParent::parse(header).unwrap();
+    assert_eq!(parent.trace_id, trace.to_bytes());
+    assert_eq!(
+        parent.span_id,
+        send_receipt.span_context.span_id().to_bytes()
+    );
+
+    // The broker's produce spans name the trace they carried.
+    let trace_hex = format!("{trace:032x}");
+    let broker_produces: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| {
+            s.name == "produce" && attr(s, "trace_id").as_deref() == Some(trace_hex.as_str())
+        })
+        .collect();
+    let topics: Vec<String> = broker_produces
+        .iter()
+        .filter_map(|s| attr(s, "topic"))
+        .collect();
+    assert!(
+        topics.contains(&"trace-orders".to_owned())
+            && topics.contains(&"trace-receipts".to_owned()),
+        "{topics:?}"
+    );
+}
