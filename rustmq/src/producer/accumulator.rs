@@ -17,6 +17,8 @@ use rustmq_protocol::RecordBatchBuilder;
 use super::Waiter;
 use crate::message::Message;
 
+const INITIAL_BATCH_CAPACITY: usize = 64 * 1024;
+
 /// What happened to a pushed message.
 #[derive(Debug)]
 pub(crate) enum TryPush {
@@ -64,14 +66,17 @@ impl Accumulator {
     }
 
     /// Adds a message to the open batch (opening one if needed).
-    pub(crate) fn try_push(&mut self, message: Message, waiter: Waiter, now: Instant) -> TryPush {
+    pub(crate) fn try_push(&mut self, message: Message, waiter: Waiter, now: impl FnOnce() -> Instant) -> TryPush {
         let headers = || message.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
         let bound = RecordBatchBuilder::record_size_bound(message.key.as_deref(), Some(&message.payload), headers());
+        // Start big enough that a busy partition's batch rarely reallocates (each regrowth
+        // copies the whole batch), small enough that an idle partition's does not waste memory.
+        let capacity = bound.max(INITIAL_BATCH_CAPACITY).min(self.limits.max_bytes.max(bound));
         let open = self.open.get_or_insert_with(|| OpenBatch {
-            builder: RecordBatchBuilder::with_capacity(bound.min(self.limits.max_bytes)),
+            builder: RecordBatchBuilder::with_capacity(capacity),
             waiters: Vec::new(),
             buffered_bytes: 0,
-            opened: now,
+            opened: now(),
         });
         // A message alone larger than the byte limit still goes, in a batch of its own.
         if !open.builder.is_empty() && open.builder.size() + bound > self.limits.max_bytes {
@@ -118,7 +123,7 @@ mod tests {
         let mut acc = Accumulator::new(BatchLimits { max_records: 3, max_bytes: 1 << 20 });
         let now = Instant::now();
         for i in 0..3 {
-            match acc.try_push(msg(10), Waiter::Detached, now) {
+            match acc.try_push(msg(10), Waiter::Detached, || now) {
                 TryPush::Aggregated { full } => assert_eq!(full, i == 2),
                 TryPush::NoCapacity(..) => panic!("no capacity"),
             }
@@ -134,11 +139,11 @@ mod tests {
     fn no_capacity_by_bytes_and_oversized_alone() {
         let mut acc = Accumulator::new(BatchLimits { max_records: 100, max_bytes: 1000 });
         let now = Instant::now();
-        assert!(matches!(acc.try_push(msg(600), Waiter::Detached, now), TryPush::Aggregated { full: false }));
-        assert!(matches!(acc.try_push(msg(600), Waiter::Detached, now), TryPush::NoCapacity(..)));
+        assert!(matches!(acc.try_push(msg(600), Waiter::Detached, || now), TryPush::Aggregated { full: false }));
+        assert!(matches!(acc.try_push(msg(600), Waiter::Detached, || now), TryPush::NoCapacity(..)));
         assert_eq!(acc.take().unwrap().builder.len(), 1);
         // A message above the limit is accepted alone and marks the batch full.
-        assert!(matches!(acc.try_push(msg(5000), Waiter::Detached, now), TryPush::Aggregated { full: true }));
+        assert!(matches!(acc.try_push(msg(5000), Waiter::Detached, || now), TryPush::Aggregated { full: true }));
     }
 
     #[test]
@@ -146,8 +151,8 @@ mod tests {
         let mut acc = Accumulator::new(BatchLimits { max_records: 10, max_bytes: 1 << 20 });
         assert!(acc.opened_at().is_none());
         let t0 = Instant::now();
-        let _ = acc.try_push(msg(1), Waiter::Detached, t0);
-        let _ = acc.try_push(msg(1), Waiter::Detached, t0 + std::time::Duration::from_millis(5));
+        let _ = acc.try_push(msg(1), Waiter::Detached, || t0);
+        let _ = acc.try_push(msg(1), Waiter::Detached, || t0 + std::time::Duration::from_millis(5));
         assert_eq!(acc.opened_at(), Some(t0));
     }
 }

@@ -401,12 +401,11 @@ impl Producer {
             }
         };
         message.partition = partition;
-        let now = Instant::now();
         {
             let mut acc = slot.acc.lock();
             let mut item = (message, waiter);
             loop {
-                match acc.try_push(item.0, item.1, now) {
+                match acc.try_push(item.0, item.1, Instant::now) {
                     TryPush::Aggregated { full } => {
                         if full {
                             if let Some(b) = acc.take() {

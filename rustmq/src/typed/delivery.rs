@@ -36,10 +36,12 @@ impl Delivery {
     /// A delivery of `message` outside any service (benchmarks, unit tests of handlers).
     /// Extractors that need a broker (producers) fail on it.
     pub fn new(message: Message) -> Self {
+        // One shared empty context: a delivery outside a service owns nothing but its message.
+        static DETACHED: std::sync::OnceLock<Arc<Context>> = std::sync::OnceLock::new();
         Delivery {
             message: Arc::new(message),
             attempt: Arc::new(AtomicU32::new(1)),
-            ctx: Arc::new(Context::default()),
+            ctx: Arc::clone(DETACHED.get_or_init(Default::default)),
         }
     }
 

@@ -1,0 +1,30 @@
+//! Framework overhead per message, without a network: decode a small JSON struct, extract,
+//! run the handler, and settle — alone and behind four layers (trace, timeout, retry,
+//! dead-letter). `cargo bench -p benches --bench framework`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rustmq::typed::Delivery;
+use tower::ServiceExt;
+
+#[path = "framework_support.rs"]
+mod support;
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let message = support::message();
+    let mut group = c.benchmark_group("framework");
+    group.throughput(Throughput::Elements(1));
+    for (name, service) in [("handler_only", support::bare()), ("four_layers", support::layered())] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let delivery = Delivery::new(message.clone());
+                let settled = rt.block_on(service.clone().oneshot(delivery));
+                assert!(settled.is_ok());
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

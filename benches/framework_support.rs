@@ -1,0 +1,51 @@
+// Shared by the framework benchmarks: a small JSON payload, a handler, and the layered service
+// exactly as `Service` builds it for a running handler (four layers around the handler).
+
+use std::time::Duration;
+
+use rustmq::prelude::*;
+use rustmq::typed::{BoxService, HandlerService};
+use rustmq::Topic;
+use tower::util::BoxCloneService;
+use tower::Layer;
+
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "orders", key = "order_id")]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub amount_cents: u64,
+    pub currency: String,
+}
+
+pub async fn handle(order: OrderPlaced, meta: Metadata) -> Result<(), std::io::Error> {
+    std::hint::black_box((&order, &meta));
+    Ok(())
+}
+
+pub fn message() -> Message {
+    let order = OrderPlaced {
+        order_id: "order-000123".into(),
+        amount_cents: 12_345,
+        currency: "EUR".into(),
+    };
+    Message::builder()
+        .topic("orders")
+        .key("order-000123")
+        .payload(serde_json::to_vec(&order).expect("json"))
+        .build()
+        .expect("message")
+}
+
+/// The handler alone, erased as the runtime erases it.
+pub fn bare() -> BoxService {
+    BoxCloneService::new(HandlerService::new(handle, ()))
+}
+
+/// The handler behind trace, timeout, retry and dead-letter layers, applied as `Service` does.
+pub fn layered() -> BoxService {
+    let mut svc = bare();
+    svc = BoxCloneService::new(TraceLayer::new().layer(svc));
+    svc = BoxCloneService::new(TimeoutLayer::new(Duration::from_secs(5)).layer(svc));
+    svc = BoxCloneService::new(RetryLayer::exponential(3, Duration::from_millis(100)).layer(svc));
+    BoxCloneService::new(DeadLetterLayer::default().layer(svc))
+}

@@ -1,0 +1,176 @@
+//! RustMQ's quick start: a typed service on an embedded broker.
+//!
+//! `OrderPlaced` messages are produced with a typed producer; the `bill` handler (group
+//! `billing`) turns each into a `Receipt` on another topic, and the `email` handler (group
+//! `mailer`) consumes the receipts. Every handler runs behind the same tower layers: tracing,
+//! a per-attempt timeout, retries with exponential backoff, and a dead-letter queue. One order
+//! has a zero amount: billing fails, is retried three times, then lands in `orders.dlq`.
+//!
+//! ```text
+//! cargo run -p examples --example quickstart                          # embedded broker
+//! cargo run -p examples --example quickstart -- --broker 127.0.0.1:9092 # a running broker
+//! RUST_LOG=rustmq=debug cargo run -p examples --example quickstart     # see the spans
+//! ```
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use rustmq::prelude::*;
+use rustmq::testing::TestBroker;
+use rustmq::{handler, Topic};
+use tokio::sync::Notify;
+
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "orders", key = "order_id", partitions = 3)]
+struct OrderPlaced {
+    order_id: String,
+    amount_cents: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "receipts", key = "order_id", partitions = 3)]
+struct Receipt {
+    order_id: String,
+    amount_cents: u64,
+    tax_cents: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BillingError {
+    #[error("order {0} has no amount")]
+    ZeroAmount(String),
+    #[error(transparent)]
+    Send(#[from] ClientError),
+}
+
+/// Bills an order: one receipt per order, produced to `receipts`.
+#[handler(group = "billing")]
+async fn bill(order: OrderPlaced, meta: Metadata, receipts: TypedProducer<Receipt>) -> Result<(), BillingError> {
+    if order.amount_cents == 0 {
+        return Err(BillingError::ZeroAmount(order.order_id));
+    }
+    tracing::info!(order = %order.order_id, partition = meta.partition, offset = meta.offset, "billing");
+    let tax_cents = order.amount_cents / 5;
+    receipts
+        .send(&Receipt {
+            order_id: order.order_id,
+            amount_cents: order.amount_cents,
+            tax_cents,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Shared by the handlers: how many receipts were mailed.
+#[derive(Debug, Clone, Default)]
+struct Mailbox {
+    sent: Arc<AtomicUsize>,
+    changed: Arc<Notify>,
+}
+
+/// Emails a receipt (prints it).
+#[handler(group = "mailer")]
+async fn email(receipt: Receipt, State(mailbox): State<Mailbox>) {
+    println!(
+        "receipt for {}: {} cents + {} cents tax",
+        receipt.order_id, receipt.amount_cents, receipt.tax_cents
+    );
+    mailbox.sent.fetch_add(1, Ordering::SeqCst);
+    mailbox.changed.notify_waiters();
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// A running broker; without it an embedded one is started.
+    #[arg(long)]
+    broker: Option<String>,
+    /// CA certificate of the broker (PEM), for a broker on another machine.
+    #[arg(long)]
+    ca_cert: Option<String>,
+    /// Orders to place.
+    #[arg(long, default_value_t = 10)]
+    orders: usize,
+}
+
+#[tokio::main]
+async fn main() -> rustmq::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let args = Args::parse();
+    let (_embedded, config) = match args.broker {
+        Some(broker) => (
+            None,
+            ClientConfig {
+                brokers: vec![broker],
+                tls_config: args.ca_cert.map(|ca| rustmq::TlsConfig {
+                    ca_cert: Some(ca),
+                    ..Default::default()
+                }),
+                ..ClientConfig::default()
+            },
+        ),
+        None => {
+            let broker = TestBroker::start().await?;
+            let config = broker.client_config();
+            (Some(broker), config)
+        }
+    };
+    let client = RustMqClient::new(config).await?;
+
+    // Typed, batched, partitioned by order id.
+    let orders = client.producer::<OrderPlaced>();
+    for i in 0..args.orders {
+        let amount_cents = if i == 3 { 0 } else { 1_000 + i as u64 * 250 };
+        orders
+            .send(&OrderPlaced {
+                order_id: format!("order-{i}"),
+                amount_cents,
+            })
+            .await?;
+    }
+    println!("placed {} orders", args.orders);
+
+    let mailbox = Mailbox::default();
+    let expected = args.orders.saturating_sub(1);
+    let done = {
+        let mailbox = mailbox.clone();
+        async move {
+            while mailbox.sent.load(Ordering::SeqCst) < expected {
+                let changed = mailbox.changed.notified();
+                if mailbox.sent.load(Ordering::SeqCst) >= expected {
+                    break;
+                }
+                tokio::select! {
+                    _ = changed => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    };
+    let stop = async {
+        tokio::select! {
+            _ = done => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    Service::with_state(client.clone(), mailbox.clone())
+        .layer(TraceLayer::new())
+        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(RetryLayer::exponential(3, Duration::from_millis(100)))
+        .layer(DeadLetterLayer::default())
+        .handler(bill)
+        .handler(email)
+        .run_until(stop)
+        .await?;
+
+    let dead = client.describe_topic("orders.dlq").await.map(|t| t.partitions.iter().map(|p| p.high_watermark).sum::<u64>());
+    println!(
+        "mailed {} receipts; {} order(s) in orders.dlq",
+        mailbox.sent.load(Ordering::SeqCst),
+        dead.unwrap_or(0)
+    );
+    client.close().await
+}
