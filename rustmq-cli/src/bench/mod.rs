@@ -244,18 +244,30 @@ async fn run_on(
 }
 
 fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_trips: u32) {
-    let line = serde_json::json!({
-        "workload": "baseline",
-        "bulk_bytes": bulk_bytes,
-        "bulk_mb_per_s": b.bulk_mb_per_s,
-        "round_trips": round_trips,
-        "rtt_p50_us": b.rtt_p50_us,
-        "rtt_p99_us": b.rtt_p99_us,
-        "rtt_p999_us": rtt.quantile_us(0.999),
-        "rtt_max_us": rtt.quantile_us(1.0),
-        "settings": "quinn defaults, rustls ring TLS 1.3, ALPN rustmq/1, self-signed certificate",
-    });
-    println!("{line}");
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        workload: &'a str,
+        bulk_bytes: u64,
+        bulk_mb_per_s: f64,
+        round_trips: u32,
+        rtt_p50_us: u64,
+        rtt_p99_us: u64,
+        rtt_p999_us: u64,
+        rtt_max_us: u64,
+        settings: &'a str,
+    }
+    let line = Line {
+        workload: "baseline",
+        bulk_bytes,
+        bulk_mb_per_s: b.bulk_mb_per_s,
+        round_trips,
+        rtt_p50_us: b.rtt_p50_us,
+        rtt_p99_us: b.rtt_p99_us,
+        rtt_p999_us: rtt.quantile_us(0.999),
+        rtt_max_us: rtt.quantile_us(1.0),
+        settings: "quinn defaults, rustls ring TLS 1.3, ALPN rustmq/1, self-signed certificate",
+    };
+    println!("{}", serde_json::to_string(&line).unwrap_or_default());
 }
 
 fn scaled(scale: u64, divisor: u64) -> u64 {
