@@ -35,6 +35,9 @@ pub enum StartError {
     /// The certificate could not be loaded or generated.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The users file, a token digest or an ACL rule cannot be used.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
 
 /// Entry point: `Broker::builder()`.
@@ -100,6 +103,7 @@ impl BrokerBuilder {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| BrokerError::io("create data directory", e))?;
         let identity = BrokerIdentity::load_or_generate(&config.tls, &config.data_dir)?;
+        let security = crate::security::Security::from_config(&config)?;
         let topics = TopicManager::open(&config.data_dir, config.log.clone())?;
         let groups = GroupCoordinator::open(&config.data_dir)?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
@@ -110,7 +114,7 @@ impl BrokerBuilder {
                 log.fence_producer(producer_id, epoch);
             }
         }
-        let server = Server::bind(config.listen, &identity, &config.limits)?;
+        let server = Server::bind(config.listen, &identity, &config.tls, &config.limits)?;
         let local_addr = server
             .local_addr()
             .map_err(|e| BrokerError::io("read bound address", e))?;
@@ -122,6 +126,7 @@ impl BrokerBuilder {
             groups,
             shutting_down: Default::default(),
             drop_produce_answers: Default::default(),
+            security,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(server.run(Arc::clone(&core), stop_rx.clone()))];

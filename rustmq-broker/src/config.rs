@@ -11,6 +11,19 @@
 //! [tls]
 //! cert = "/etc/rustmq/broker.pem"   # omit both for a generated, persisted self-signed certificate
 //! key = "/etc/rustmq/broker-key.pem"
+//! client_auth = "required"          # "none" (default), "optional" or "required"
+//! client_ca = "/etc/rustmq/clients-ca.pem"
+//! principal_from = "cn"             # or "san": which certificate name is the principal
+//!
+//! [auth]                            # see security::AuthSettings
+//! required = true
+//! users_file = "/etc/rustmq/users.toml"
+//!
+//! [[acl]]                           # see security::AclRule; no rules = open
+//! principal = "alice"
+//! resource = "topic"
+//! name = "orders"
+//! operations = ["write"]
 //!
 //! [limits]
 //! max_frame_bytes = 16777216
@@ -34,7 +47,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::security::{AclRule, AuthSettings};
 use crate::storage::{FlushPolicy, LogConfig};
+use crate::tls::{ClientAuth, PrincipalFrom};
 
 /// Everything a broker needs to start. Every field has a working default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +77,10 @@ pub struct BrokerConfig {
     /// by default. An embedding program installs its own recorder instead (see
     /// [`crate::metrics`]).
     pub metrics_listen: Option<SocketAddr>,
+    /// Authentication of the hello exchange (users, tokens, whether it is required).
+    pub auth: AuthSettings,
+    /// Authorization rules (`[[acl]]`); none means every request is allowed.
+    pub acl: Vec<AclRule>,
 }
 
 impl Default for BrokerConfig {
@@ -77,11 +96,13 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             log: LogSettings::default(),
             metrics_listen: None,
+            auth: AuthSettings::default(),
+            acl: Vec::new(),
         }
     }
 }
 
-/// Certificate and key of the broker.
+/// Certificate and key of the broker, and how clients' certificates are checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
@@ -89,6 +110,12 @@ pub struct TlsSettings {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// Whether clients present a certificate (mutual TLS).
+    pub client_auth: ClientAuth,
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// Which certificate name becomes the connection's principal.
+    pub principal_from: PrincipalFrom,
 }
 
 /// Limits that protect the broker from any one peer.
@@ -295,6 +322,9 @@ impl BrokerConfig {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be given together");
+        }
+        if self.tls.client_auth != ClientAuth::None && self.tls.client_ca.is_none() {
+            return bad("tls.client_auth = \"optional\" or \"required\" needs tls.client_ca");
         }
         Ok(())
     }

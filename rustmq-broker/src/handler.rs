@@ -14,6 +14,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupCoordinator;
 use crate::producers::ProducerIds;
+use crate::security::{AuthFailure, Denied, Operation, ResourceType, Security};
 use crate::storage::StorageError;
 use crate::topics::TopicManager;
 
@@ -24,6 +25,12 @@ pub struct ConnState {
     pub principal: OnceLock<String>,
     /// The client's id from its hello.
     pub client_id: OnceLock<String>,
+    /// Principal of the verified client certificate, set by the server before any request.
+    pub peer_principal: OnceLock<String>,
+    /// Failed authentication attempts on this connection.
+    pub auth_failures: AtomicU32,
+    /// Set when the connection must be closed once the current answer is sent.
+    pub close_requested: AtomicBool,
 }
 
 /// Everything a request handler needs; shared by all connections.
@@ -43,6 +50,13 @@ pub struct Core {
     pub shutting_down: AtomicBool,
     /// Produce answers still to be dropped (fault injection for tests).
     pub drop_produce_answers: AtomicU32,
+    /// Authentication and ACLs.
+    pub security: Security,
+}
+
+fn denied(d: Denied) -> BrokerError {
+    tracing::info!(principal = %d.principal, operation = %d.operation, resource = %d.resource, name = %d.name, "request denied");
+    BrokerError::new(ErrorCode::AuthorizationFailed, d.to_string())
 }
 
 fn now_ms() -> i64 {
@@ -133,8 +147,20 @@ impl Core {
                 ErrorCode::ShuttingDown,
                 "broker is shutting down",
             ))
-        } else {
+        } else if kind == ApiKind::Hello {
             self.dispatch(conn, req).await
+        } else {
+            let principal = conn.principal.get().map(String::as_str).unwrap_or_default();
+            let acl = &self.security.acl;
+            acl.authorize(principal, &req).map_err(denied)?;
+            if let Request::Produce(r) = &req {
+                if self.config.auto_create_topics && self.topics.get(&r.topic).is_none() {
+                    acl.check(principal, Operation::Create, ResourceType::Topic, &r.topic)
+                        .map_err(denied)?;
+                }
+            }
+            let answer = self.dispatch(conn, req).await?;
+            Ok(self.security.filter_describable(principal, answer))
         }
     }
 
@@ -242,11 +268,9 @@ impl Core {
                 ),
             ));
         }
-        // Without configured users the broker is open: the principal is the name the client gives.
-        let principal = match &r.credentials {
-            Some(Credentials::Plain { username, .. }) => username.clone(),
-            Some(Credentials::Token(_)) => "token".to_owned(),
-            None => "anonymous".to_owned(),
+        let principal = match conn.principal.get() {
+            Some(p) => p.clone(),
+            None => self.authenticate(conn, &r)?,
         };
         let principal = conn.principal.get_or_init(|| principal).clone();
         let _ = conn.client_id.set(r.client_id.clone());
@@ -257,6 +281,50 @@ impl Core {
             limits: self.limits(),
             principal,
         }))
+    }
+
+    /// The principal of a hello, or `AuthenticationFailed`. Credentials are verified whenever
+    /// the broker has users, tokens, ACL rules or requires authentication; a fully open broker
+    /// takes the name the client gives, as before.
+    fn authenticate(&self, conn: &ConnState, r: &HelloRequest) -> Result<String, BrokerError> {
+        let auth = &self.security.authenticator;
+        let max = auth.max_failures.max(1);
+        if conn.auth_failures.load(Ordering::Relaxed) >= max {
+            conn.close_requested.store(true, Ordering::Relaxed);
+            return Err(BrokerError::new(
+                ErrorCode::AuthenticationFailed,
+                "too many failed authentication attempts on this connection",
+            ));
+        }
+        let verify = auth.required || auth.has_credentials() || !self.security.acl.is_open();
+        let result = match &r.credentials {
+            Some(Credentials::Plain { username, password }) if verify => {
+                auth.check_password(username, password)
+            }
+            Some(Credentials::Token(token)) if verify => auth.check_token(token),
+            Some(Credentials::Plain { username, .. }) => Ok(username.clone()),
+            Some(Credentials::Token(_)) => Ok("token".to_owned()),
+            None => match conn.peer_principal.get() {
+                Some(p) => Ok(p.clone()),
+                None if auth.required => Err(AuthFailure::Missing),
+                None => Ok("anonymous".to_owned()),
+            },
+        };
+        result.map_err(|failure| {
+            let failures = conn.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let user = match &r.credentials {
+                Some(Credentials::Plain { username, .. }) => Some(username.as_str()),
+                _ => None,
+            };
+            // The reason and the user name only: never the password or token.
+            tracing::warn!(client_id = %r.client_id, user, reason = failure.reason(), failures, "authentication failed");
+            let mut message = failure.to_string();
+            if failures >= max {
+                conn.close_requested.store(true, Ordering::Relaxed);
+                message.push_str("; too many failed attempts, closing the connection");
+            }
+            BrokerError::new(ErrorCode::AuthenticationFailed, message)
+        })
     }
 
     fn metadata(&self, r: MetadataRequest) -> Answer {

@@ -31,6 +31,7 @@ pub mod groups;
 pub mod handler;
 pub mod metrics;
 pub mod producers;
+pub mod security;
 mod server;
 pub mod storage;
 pub mod tls;

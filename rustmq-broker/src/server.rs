@@ -48,10 +48,12 @@ impl Server {
     pub(crate) fn bind(
         addr: SocketAddr,
         identity: &BrokerIdentity,
+        tls: &crate::config::TlsSettings,
         core_limits: &crate::config::Limits,
     ) -> Result<Self, ServerError> {
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
-            .map_err(|e| TlsError::Generate(format!("unusable rustls config: {e}")))?;
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config(tls)?)
+                .map_err(|e| TlsError::Generate(format!("unusable rustls config: {e}")))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -114,16 +116,32 @@ async fn serve_connection(
     let span = tracing::debug_span!("connection", %remote);
     tracing::debug!(parent: &span, "connected");
     let state = Arc::new(ConnState::default());
+    if let Some(principal) = certificate_principal(&conn, core.config.tls.principal_from) {
+        tracing::debug!(parent: &span, %principal, "client certificate verified");
+        let _ = state.peer_principal.set(principal);
+    }
+    let close = Arc::new(tokio::sync::Notify::new());
     loop {
         let stream = tokio::select! {
             s = conn.accept_bi() => s,
             _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = close.notified() => {
+                tracing::info!(parent: &span, "closing the connection after repeated authentication failures");
+                conn.close(3u32.into(), b"too many failed authentication attempts");
+                break;
+            }
         };
         match stream {
             Ok((send, recv)) => {
                 let core = Arc::clone(&core);
                 let state = Arc::clone(&state);
-                tokio::spawn(async move { serve_stream(send, recv, &core, &state).await });
+                let close = Arc::clone(&close);
+                tokio::spawn(async move {
+                    serve_stream(send, recv, &core, &state).await;
+                    if state.close_requested.load(Ordering::Relaxed) {
+                        close.notify_one();
+                    }
+                });
             }
             Err(e) => {
                 tracing::debug!(parent: &span, reason = %e, "connection closed");
@@ -131,6 +149,19 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// The principal of the connection's verified client certificate (rustls has checked its
+/// chain against `tls.client_ca` during the handshake), if it presented one.
+fn certificate_principal(
+    conn: &quinn::Connection,
+    from: crate::tls::PrincipalFrom,
+) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    crate::security::principal_from_certificate(chain.first()?, from)
 }
 
 enum ReadOutcome {
@@ -233,6 +264,12 @@ async fn serve_stream(
                     .await
                     .is_err()
                 {
+                    return;
+                }
+                if conn.close_requested.load(Ordering::Relaxed) {
+                    // Let the refusal reach the client before the connection goes away.
+                    let _ = send.finish();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
                     return;
                 }
             }

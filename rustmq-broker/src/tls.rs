@@ -1,11 +1,14 @@
 //! The broker's certificate: a configured chain and key, or a self-signed development
-//! certificate generated once and kept in the data directory.
+//! certificate generated once and kept in the data directory; and, with `client_auth`, the
+//! verifier of client certificates against the `client_ca` bundle.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
 
 use crate::config::TlsSettings;
 
@@ -37,6 +40,30 @@ pub enum TlsError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Whether clients must present a certificate (`[tls] client_auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A client certificate is asked for; when presented it must chain to `client_ca`.
+    Optional,
+    /// Every client must present a certificate chaining to `client_ca`.
+    Required,
+}
+
+/// Which name of a client certificate is the connection's principal (`[tls] principal_from`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalFrom {
+    /// The subject's common name.
+    #[default]
+    Cn,
+    /// The first subject alternative name (DNS, else e-mail, else URI).
+    San,
 }
 
 /// A certificate chain and key ready for rustls, plus the PEM a client should trust.
@@ -71,17 +98,7 @@ impl BrokerIdentity {
             path: path.to_owned(),
             message,
         };
-        let chain = CertificateDer::pem_file_iter(cert_path)
-            .map_err(|e| load_err("certificate", cert_path, e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| load_err("certificate", cert_path, e.to_string()))?;
-        if chain.is_empty() {
-            return Err(load_err(
-                "certificate",
-                cert_path,
-                "no certificate in file".into(),
-            ));
-        }
+        let chain = load_chain(cert_path, "certificate")?;
         let key = PrivateKeyDer::from_pem_file(key_path)
             .map_err(|e| load_err("private key", key_path, e.to_string()))?;
         let trust_pem = std::fs::read_to_string(cert_path)
@@ -125,17 +142,63 @@ impl BrokerIdentity {
         Self::load(&cert_path, &key_path)
     }
 
-    /// A rustls server config speaking the RustMQ ALPN.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    /// A rustls server config speaking the RustMQ ALPN, verifying client certificates as
+    /// `settings.client_auth` says.
+    pub fn server_config(
+        &self,
+        settings: &TlsSettings,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?;
+        let builder = match (settings.client_auth, &settings.client_ca) {
+            (ClientAuth::None, _) => builder.with_no_client_auth(),
+            (_, None) => {
+                return Err(TlsError::Load {
+                    what: "client CA bundle",
+                    path: PathBuf::new(),
+                    message: "tls.client_auth needs tls.client_ca".into(),
+                })
+            }
+            (mode, Some(ca)) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in load_chain(ca, "client CA bundle")? {
+                    roots.add(cert)?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = if mode == ClientAuth::Optional {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| TlsError::Generate(format!("client verifier: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![rustmq_protocol::ALPN.to_vec()];
         config.max_early_data_size = 0;
         Ok(Arc::new(config))
     }
+}
+
+fn load_chain(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let load_err = |message: String| TlsError::Load {
+        what,
+        path: path.to_owned(),
+        message,
+    };
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(|e| load_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| load_err(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(load_err("no certificate in file".into()));
+    }
+    Ok(chain)
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -161,7 +224,7 @@ mod tests {
         let a = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
         let b = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
         assert_eq!(a.chain, b.chain);
-        a.server_config().unwrap();
+        a.server_config(&TlsSettings::default()).unwrap();
     }
 
     #[test]
@@ -169,6 +232,7 @@ mod tests {
         let settings = TlsSettings {
             cert: Some("/nonexistent/cert.pem".into()),
             key: Some("/nonexistent/key.pem".into()),
+            ..Default::default()
         };
         let err = BrokerIdentity::load_or_generate(&settings, Path::new("/tmp")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");

@@ -1,0 +1,395 @@
+//! Authorization: `[[acl]]` rules from the broker config, and which operation on which
+//! resource each request needs.
+//!
+//! ```toml
+//! [[acl]]
+//! principal = "alice"          # or "*" for every principal
+//! resource = "topic"           # or "group"
+//! name = "orders."
+//! pattern = "prefix"           # or "literal" (the default)
+//! operations = ["read", "write", "describe"]
+//! permission = "allow"         # or "deny"; a matching deny always wins
+//! ```
+//!
+//! With no rule at all the broker is open. Once one rule exists, a request is allowed only
+//! when an allow rule matches and no deny rule does. `describe` is also granted by an allow
+//! of `read`, `write` or `delete` on the same resource (a producer that may write a topic
+//! may look up its partitions).
+
+use serde::{Deserialize, Serialize};
+
+use rustmq_protocol::Request;
+
+/// What a rule protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceType {
+    /// A topic.
+    Topic,
+    /// A consumer group.
+    Group,
+}
+
+impl std::fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResourceType::Topic => "topic",
+            ResourceType::Group => "group",
+        })
+    }
+}
+
+/// How a rule's `name` matches resource names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PatternType {
+    /// The exact name (`*` matches every name).
+    #[default]
+    Literal,
+    /// Every name starting with `name`.
+    Prefix,
+}
+
+/// An operation a rule allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// Fetch and list offsets (topic); join, heartbeat, leave, fetch offsets (group).
+    Read,
+    /// Produce (topic).
+    Write,
+    /// Create a topic, explicitly or by producing to a missing one.
+    Create,
+    /// Delete a topic.
+    Delete,
+    /// Describe, list and metadata.
+    Describe,
+    /// Commit offsets (group).
+    Commit,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Read => "read",
+            Operation::Write => "write",
+            Operation::Create => "create",
+            Operation::Delete => "delete",
+            Operation::Describe => "describe",
+            Operation::Commit => "commit",
+        })
+    }
+}
+
+/// Whether a rule allows or denies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// Grants the operations.
+    #[default]
+    Allow,
+    /// Refuses the operations, whatever else allows them.
+    Deny,
+}
+
+/// One `[[acl]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// Principal the rule applies to, or `*` for all.
+    pub principal: String,
+    /// Topic or group.
+    pub resource: ResourceType,
+    /// Resource name (or prefix); `*` with a literal pattern matches every name.
+    pub name: String,
+    /// Literal or prefix.
+    #[serde(default)]
+    pub pattern: PatternType,
+    /// The operations covered.
+    pub operations: Vec<Operation>,
+    /// Allow (default) or deny.
+    #[serde(default)]
+    pub permission: Permission,
+}
+
+impl AclRule {
+    fn matches(&self, principal: &str, resource: ResourceType, name: &str) -> bool {
+        (self.principal == "*" || self.principal == principal)
+            && self.resource == resource
+            && match self.pattern {
+                PatternType::Literal => self.name == "*" || self.name == name,
+                PatternType::Prefix => name.starts_with(&self.name),
+            }
+    }
+}
+
+/// A refused operation, with what the client needs to know to ask for the right rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("principal {principal:?} is not authorized to {operation} {resource} {name:?}")]
+pub struct Denied {
+    /// Who asked.
+    pub principal: String,
+    /// What they wanted to do.
+    pub operation: Operation,
+    /// On what kind of resource.
+    pub resource: ResourceType,
+    /// Which one.
+    pub name: String,
+}
+
+/// The broker's ACL rules.
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    rules: Vec<AclRule>,
+}
+
+impl Acl {
+    /// The rules from the config.
+    pub fn new(rules: Vec<AclRule>) -> Self {
+        Self { rules }
+    }
+
+    /// No rules: everything is allowed.
+    pub fn is_open(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether `principal` may do `operation` on the resource.
+    pub fn allows(
+        &self,
+        principal: &str,
+        operation: Operation,
+        resource: ResourceType,
+        name: &str,
+    ) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let covers = |rule: &AclRule, op: Operation| {
+            rule.matches(principal, resource, name) && rule.operations.contains(&op)
+        };
+        if self
+            .rules
+            .iter()
+            .any(|r| r.permission == Permission::Deny && covers(r, operation))
+        {
+            return false;
+        }
+        let implied: &[Operation] = match operation {
+            Operation::Describe => &[
+                Operation::Describe,
+                Operation::Read,
+                Operation::Write,
+                Operation::Delete,
+            ],
+            _ => std::slice::from_ref(&operation),
+        };
+        self.rules
+            .iter()
+            .any(|r| r.permission == Permission::Allow && implied.iter().any(|op| covers(r, *op)))
+    }
+
+    /// `Ok` when allowed, else the refusal naming operation and resource.
+    pub fn check(
+        &self,
+        principal: &str,
+        operation: Operation,
+        resource: ResourceType,
+        name: &str,
+    ) -> Result<(), Denied> {
+        if self.allows(principal, operation, resource, name) {
+            Ok(())
+        } else {
+            Err(Denied {
+                principal: principal.to_owned(),
+                operation,
+                resource,
+                name: name.to_owned(),
+            })
+        }
+    }
+
+    /// Whether any allow rule grants `write` on some topic to `principal` (what
+    /// `InitProducer`, which names no topic, needs).
+    fn may_write_somewhere(&self, principal: &str) -> bool {
+        self.is_open()
+            || self.rules.iter().any(|r| {
+                r.permission == Permission::Allow
+                    && r.resource == ResourceType::Topic
+                    && (r.principal == "*" || r.principal == principal)
+                    && r.operations.contains(&Operation::Write)
+            })
+    }
+
+    /// Checks everything `req` needs, before it is handled. Lists (`ListTopics`,
+    /// `ListGroups`, `Metadata` of all topics) are not refused here: their answers are
+    /// filtered to what the principal may describe. A produce to a missing topic that would
+    /// auto-create it needs `create` too; the handler checks that.
+    pub fn authorize(&self, principal: &str, req: &Request) -> Result<(), Denied> {
+        use Operation::*;
+        use ResourceType::{Group, Topic};
+        if self.is_open() {
+            return Ok(());
+        }
+        let check = |op, res, name: &str| self.check(principal, op, res, name);
+        // Stream processing commits reserved entries (`__closed`, `__out.<topic>`, ...) that
+        // are not topics; the group's commit permission covers them.
+        let user_topic = |t: &&str| !t.starts_with("__");
+        match req {
+            Request::Metadata(r) => {
+                for t in r.topics.iter().flatten() {
+                    check(Describe, Topic, t)?;
+                }
+                Ok(())
+            }
+            Request::CreateTopic(r) => check(Create, Topic, &r.name),
+            Request::DeleteTopic(r) => check(Delete, Topic, &r.name),
+            Request::DescribeTopic(r) => check(Describe, Topic, &r.name),
+            Request::Produce(r) => check(Write, Topic, &r.topic),
+            Request::Fetch(r) => check(Read, Topic, &r.topic),
+            Request::ListOffsets(r) => check(Read, Topic, &r.topic),
+            Request::InitProducer(_) => {
+                if self.may_write_somewhere(principal) {
+                    Ok(())
+                } else {
+                    Err(Denied {
+                        principal: principal.to_owned(),
+                        operation: Write,
+                        resource: Topic,
+                        name: "*".to_owned(),
+                    })
+                }
+            }
+            Request::JoinGroup(r) => {
+                check(Read, Group, &r.group)?;
+                r.topics.iter().try_for_each(|t| check(Read, Topic, t))
+            }
+            Request::Heartbeat(r) => check(Read, Group, &r.group),
+            Request::LeaveGroup(r) => check(Read, Group, &r.group),
+            Request::CommitOffsets(r) => {
+                check(Commit, Group, &r.group)?;
+                r.offsets
+                    .iter()
+                    .map(|o| o.topic.as_str())
+                    .filter(user_topic)
+                    .try_for_each(|t| check(Read, Topic, t))
+            }
+            Request::FetchOffsets(r) => {
+                check(Read, Group, &r.group)?;
+                r.partitions
+                    .iter()
+                    .map(|p| p.topic.as_str())
+                    .filter(user_topic)
+                    .try_for_each(|t| check(Read, Topic, t))
+            }
+            Request::DescribeGroup(r) => check(Describe, Group, &r.group),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(
+        principal: &str,
+        name: &str,
+        pattern: PatternType,
+        ops: &[Operation],
+        permission: Permission,
+    ) -> AclRule {
+        AclRule {
+            principal: principal.into(),
+            resource: ResourceType::Topic,
+            name: name.into(),
+            pattern,
+            operations: ops.to_vec(),
+            permission,
+        }
+    }
+
+    #[test]
+    fn no_rules_is_open_and_one_rule_closes_everything_else() {
+        assert!(Acl::default().allows("x", Operation::Delete, ResourceType::Topic, "t"));
+        let acl = Acl::new(vec![rule(
+            "alice",
+            "orders",
+            PatternType::Literal,
+            &[Operation::Write],
+            Permission::Allow,
+        )]);
+        assert!(acl.allows("alice", Operation::Write, ResourceType::Topic, "orders"));
+        assert!(acl.allows("alice", Operation::Describe, ResourceType::Topic, "orders"));
+        assert!(!acl.allows("alice", Operation::Read, ResourceType::Topic, "orders"));
+        assert!(!acl.allows("alice", Operation::Write, ResourceType::Topic, "orders2"));
+        assert!(!acl.allows("bob", Operation::Write, ResourceType::Topic, "orders"));
+        assert!(!acl.allows("alice", Operation::Write, ResourceType::Group, "orders"));
+    }
+
+    #[test]
+    fn prefix_wildcard_and_deny_wins() {
+        let acl = Acl::new(vec![
+            rule(
+                "*",
+                "orders.",
+                PatternType::Prefix,
+                &[Operation::Read],
+                Permission::Allow,
+            ),
+            rule(
+                "mallory",
+                "orders.secret",
+                PatternType::Literal,
+                &[Operation::Read],
+                Permission::Deny,
+            ),
+        ]);
+        assert!(acl.allows("bob", Operation::Read, ResourceType::Topic, "orders.eu"));
+        assert!(!acl.allows("bob", Operation::Read, ResourceType::Topic, "order"));
+        assert!(acl.allows("mallory", Operation::Read, ResourceType::Topic, "orders.eu"));
+        let denied = acl
+            .check(
+                "mallory",
+                Operation::Read,
+                ResourceType::Topic,
+                "orders.secret",
+            )
+            .unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            "principal \"mallory\" is not authorized to read topic \"orders.secret\""
+        );
+    }
+
+    #[test]
+    fn rules_parse_from_toml() {
+        #[derive(Deserialize)]
+        struct F {
+            acl: Vec<AclRule>,
+        }
+        let f: F = toml::from_str(
+            r#"
+            [[acl]]
+            principal = "*"
+            resource = "group"
+            name = "g-"
+            pattern = "prefix"
+            operations = ["read", "commit"]
+            [[acl]]
+            principal = "eve"
+            resource = "topic"
+            name = "*"
+            operations = ["write"]
+            permission = "deny"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.acl[0].pattern, PatternType::Prefix);
+        assert_eq!(f.acl[1].permission, Permission::Deny);
+        assert!(toml::from_str::<F>(
+            "[[acl]]\nprincipal = \"a\"\nresource = \"cluster\"\nname = \"x\"\noperations = []"
+        )
+        .is_err());
+    }
+}
