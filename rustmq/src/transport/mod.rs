@@ -269,11 +269,23 @@ fn is_crypto(code: quinn::TransportErrorCode) -> bool {
     (0x100..0x200).contains(&u64::from(code))
 }
 
+/// rustls names an unknown issuer only by its enum variant: say what to check.
+fn with_hint(reason: &str) -> String {
+    if reason.contains("UnknownIssuer") {
+        format!(
+            "{reason}: the broker's certificate does not chain to a trusted CA \
+             (check tls_config.ca_cert)"
+        )
+    } else {
+        reason.to_owned()
+    }
+}
+
 /// Maps the loss of a connection to the client's error.
 fn connection_error(e: quinn::ConnectionError) -> ClientError {
     use quinn::ConnectionError as E;
     match e {
-        E::TransportError(t) if is_crypto(t.code) => ClientError::Tls(t.reason.clone()),
+        E::TransportError(t) if is_crypto(t.code) => ClientError::Tls(with_hint(&t.reason)),
         E::ConnectionClosed(c) if is_crypto(c.error_code) => ClientError::Tls(format!(
             "broker rejected the handshake: {}",
             String::from_utf8_lossy(&c.reason)
