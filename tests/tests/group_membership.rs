@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use consumer_support::*;
-use rustmq::consumer::Consumer;
+use rustmq::consumer::{Consumer, ConsumerConfig};
 use rustmq::protocol::{DescribeGroupRequest, Request, Response};
 use rustmq::testing::TestBroker;
 use rustmq::RustMqClient;
@@ -20,28 +20,41 @@ const PARTITIONS: u32 = 6;
 type Log = Arc<Mutex<Vec<(usize, u32, u64, Instant)>>>;
 
 async fn describe(client: &RustMqClient, group: &str) -> (String, usize) {
-    let req = Request::DescribeGroup(DescribeGroupRequest { group: group.into() });
+    let req = Request::DescribeGroup(DescribeGroupRequest {
+        group: group.into(),
+    });
     match client.raw_request(req).await.unwrap() {
         Response::DescribeGroup(d) => (d.state, d.members.len()),
         other => panic!("{other:?}"),
     }
 }
 
-/// Receives, records and acks until the consumer closes; commits after every message.
+/// Receives, records and acks until the consumer closes (auto-commit stores the acks).
 fn spawn_worker(id: usize, consumer: Consumer, log: Log) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(m) = consumer.receive().await.expect("receive") {
-            log.lock().unwrap().push((id, m.message.partition, m.message.offset, Instant::now()));
-            assert_eq!(m.message.payload_as_string().unwrap(), value(m.message.partition, m.message.offset));
+            log.lock()
+                .unwrap()
+                .push((id, m.message.partition, m.message.offset, Instant::now()));
+            assert_eq!(
+                m.message.payload_as_string().unwrap(),
+                value(m.message.partition, m.message.offset)
+            );
             m.ack().await.unwrap();
-            // A commit refused during a rebalance is retried by the next one.
-            let _ = consumer.commit().await;
         }
     })
 }
 
-fn covered(log: &Log, per_partition: u64) -> bool {
-    let seen: BTreeSet<(u32, u64)> = log.lock().unwrap().iter().map(|&(_, p, o, _)| (p, o)).collect();
+/// Whether every record `0..per_partition` of every partition was delivered to a survivor or
+/// acked and committed by the killed member.
+fn covered(log: &Log, by_killed: &BTreeSet<(u32, u64)>, per_partition: u64) -> bool {
+    let mut seen: BTreeSet<(u32, u64)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|&(_, p, o, _)| (p, o))
+        .collect();
+    seen.extend(by_killed.iter().copied());
     seen.len() as u64 == u64::from(PARTITIONS) * per_partition
 }
 
@@ -58,9 +71,17 @@ async fn three_members_split_partitions_and_a_killed_members_move_after_the_sess
     let mut consumers = Vec::new();
     for _ in 0..3 {
         let client = broker.client().await.unwrap();
-        let consumer = within("join", client.create_consumer_with_config(TOPIC, "billing", config("billing")))
-            .await
-            .unwrap();
+        let auto_commit = ConsumerConfig {
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_millis(100),
+            ..config("billing")
+        };
+        let consumer = within(
+            "join",
+            client.create_consumer_with_config(TOPIC, "billing", auto_commit),
+        )
+        .await
+        .unwrap();
         consumers.push(consumer);
     }
     // Members apply a rebalance when their own join returns: wait until all three did.
@@ -79,7 +100,9 @@ async fn three_members_split_partitions_and_a_killed_members_move_after_the_sess
     for c in &consumers {
         let assignment = c.partition_assignment().await.expect("assigned");
         assert_eq!(assignment.partitions, c.assigned_partitions().await);
-        assert!(assignment.assignment_id.ends_with(&format!("@{}", assignment.generation)));
+        assert!(assignment
+            .assignment_id
+            .ends_with(&format!("@{}", assignment.generation)));
         for p in assignment.partitions {
             assert!(all.insert(p), "partition {p} assigned twice");
         }
@@ -103,11 +126,17 @@ async fn three_members_split_partitions_and_a_killed_members_move_after_the_sess
         m.ack().await.unwrap();
     }
     killed.commit().await.unwrap();
-    eventually("phase 1 delivered", || async { log.lock().unwrap().len() == 400 }).await;
+    eventually("phase 1 delivered", || async {
+        log.lock().unwrap().len() == 400
+    })
+    .await;
     {
         let log = log.lock().unwrap();
         for &(id, p, _, _) in log.iter() {
-            assert!(!killed_partitions.contains(&p), "partition {p} delivered to member {id}");
+            assert!(
+                !killed_partitions.contains(&p),
+                "partition {p} delivered to member {id}"
+            );
         }
     }
     for &p in &killed_partitions {
@@ -122,7 +151,10 @@ async fn three_members_split_partitions_and_a_killed_members_move_after_the_sess
     }
     let mut taken = HashMap::<u32, u32>::new();
     let mut in_flight = Vec::new();
-    while killed_partitions.iter().any(|p| taken.get(p).copied().unwrap_or(0) < 20) {
+    while killed_partitions
+        .iter()
+        .any(|p| taken.get(p).copied().unwrap_or(0) < 20)
+    {
         let m = recv(&killed).await;
         let n = taken.entry(m.message.partition).or_default();
         if *n < 10 {
@@ -135,7 +167,11 @@ async fn three_members_split_partitions_and_a_killed_members_move_after_the_sess
     }
     killed.commit().await.unwrap();
     for &p in &killed_partitions {
-        assert_eq!(killed.committed_offset(p).await.unwrap(), 110, "the contiguous acked prefix");
+        assert_eq!(
+            killed.committed_offset(p).await.unwrap(),
+            110,
+            "the contiguous acked prefix"
+        );
     }
     let killed_at = Instant::now();
     drop(killed);
@@ -143,7 +179,10 @@ async fn three_members_split_partitions_and_a_killed_members_move_after_the_sess
 
     // Its partitions move to the survivors only after the session timeout (1 s), and
     // everything reaches them.
-    eventually("all records delivered", || async { covered(&log, 150) }).await;
+    eventually("all records delivered", || async {
+        covered(&log, &committed_by_killed, 150)
+    })
+    .await;
     let moved_after = log
         .lock()
         .unwrap()
@@ -169,7 +208,10 @@ async fn three_members_split_partitions_and_a_killed_members_move_after_the_sess
     let mut counts = HashMap::<(u32, u64), usize>::new();
     for &(_, p, o, _) in &log {
         *counts.entry((p, o)).or_default() += 1;
-        assert!(!committed_by_killed.contains(&(p, o)), "{p}/{o} was committed by the killed member and redelivered");
+        assert!(
+            !committed_by_killed.contains(&(p, o)),
+            "{p}/{o} was committed by the killed member and redelivered"
+        );
     }
     for &p in &killed_partitions {
         for o in 110..150 {
@@ -183,7 +225,11 @@ async fn three_members_split_partitions_and_a_killed_members_move_after_the_sess
         within("worker end", w).await.unwrap();
     }
     for p in 0..PARTITIONS {
-        assert_eq!(admin_committed(&admin, p).await, Some(150), "partition {p} fully committed");
+        assert_eq!(
+            admin_committed(&admin, p).await,
+            Some(150),
+            "partition {p} fully committed"
+        );
     }
 }
 
@@ -215,29 +261,76 @@ async fn a_closing_member_leaves_at_once_and_its_partitions_resume_from_its_comm
         rebalance_timeout: Duration::from_secs(60),
         ..config(g)
     };
-    let a = client.create_consumer_with_config("jobs", "workers", slow("workers")).await.unwrap();
-    assert_eq!(a.assigned_partitions().await, vec![0, 1, 2, 3]);
-    let b = within("second join", client.create_consumer_with_config("jobs", "workers", slow("workers")))
+    let a = client
+        .create_consumer_with_config("jobs", "workers", slow("workers"))
         .await
         .unwrap();
-    eventually("a split", || async { a.assigned_partitions().await.len() == 2 }).await;
+    assert_eq!(a.assigned_partitions().await, vec![0, 1, 2, 3]);
+    let first = a.partition_assignment().await.unwrap();
+    let b = within(
+        "second join",
+        client.create_consumer_with_config("jobs", "workers", slow("workers")),
+    )
+    .await
+    .unwrap();
+    eventually("a split", || async {
+        a.assigned_partitions().await.len() == 2
+    })
+    .await;
     let b_partitions = b.assigned_partitions().await;
     assert_eq!(b_partitions.len(), 2);
+
+    // Commits are fenced by generation: the rebalance moved the group on, so a commit
+    // carrying a's first generation is refused, while a's own commits carry the new one.
+    let second = a.partition_assignment().await.unwrap();
+    assert!(second.generation > first.generation);
+    assert_ne!(second.assignment_id, first.assignment_id);
+    let stale = Request::CommitOffsets(rustmq::protocol::CommitOffsetsRequest {
+        group: "workers".into(),
+        member_id: first.member_id.clone(),
+        generation: first.generation,
+        offsets: vec![rustmq::protocol::PartitionOffset {
+            topic: "jobs".into(),
+            partition: second.partitions[0],
+            offset: 7,
+        }],
+    });
+    let refused = client.raw_request(stale).await.unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(rustmq::ErrorCode::IllegalGeneration)
+    );
+    recv_ack(&a, 1).await;
+    a.commit().await.unwrap();
 
     // b consumes and acks its 20 records; close() commits them and leaves.
     let got = recv_ack(&b, 20).await;
     assert!(got.iter().all(|(p, _)| b_partitions.contains(p)));
     b.close().await.unwrap();
-    assert!(b.receive().await.unwrap().is_none(), "a closed consumer delivers nothing");
+    assert!(
+        b.receive().await.unwrap().is_none(),
+        "a closed consumer delivers nothing"
+    );
 
-    eventually("a takes over", || async { a.assigned_partitions().await.len() == 4 }).await;
+    eventually("a takes over", || async {
+        a.assigned_partitions().await.len() == 4
+    })
+    .await;
     // a consumes its own 20 and then only new records of b's partitions: b's were committed.
     for p in &b_partitions {
         produce_n(&client, "jobs", *p, 10, 1).await;
     }
-    let got = recv_ack(&a, 22).await;
-    let from_b: Vec<(u32, u64)> = got.iter().copied().filter(|(p, _)| b_partitions.contains(p)).collect();
-    assert_eq!(from_b.len(), 2, "only the new records of the left member's partitions: {from_b:?}");
+    let got = recv_ack(&a, 21).await;
+    let from_b: Vec<(u32, u64)> = got
+        .iter()
+        .copied()
+        .filter(|(p, _)| b_partitions.contains(p))
+        .collect();
+    assert_eq!(
+        from_b.len(),
+        2,
+        "only the new records of the left member's partitions: {from_b:?}"
+    );
     assert!(from_b.iter().all(|&(_, o)| o == 10));
     let m = a.metrics().await;
     assert!(m.rebalances.load(std::sync::atomic::Ordering::Relaxed) >= 2);

@@ -35,16 +35,29 @@ pub fn value(partition: u32, i: u64) -> String {
 
 /// Produces records `from..to` (values from [`value`]) to `partition`, timestamps
 /// `ts(i)`, in batches of at most 1000.
-pub async fn produce_range(client: &RustMqClient, topic: &str, partition: u32, from: u64, to: u64, ts: impl Fn(u64) -> i64) {
+pub async fn produce_range(
+    client: &RustMqClient,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    to: u64,
+    ts: impl Fn(u64) -> i64,
+) {
     let mut i = from;
     while i < to {
         let end = (i + 1000).min(to);
         let records: Vec<TestRecord> = (i..end)
             .map(|j| TestRecord::new(value(partition, j).into_bytes(), ts(j)))
             .collect();
-        let ack = produce(client, topic, partition, batch(&records, Compression::None), Acks::Leader)
-            .await
-            .expect("produce");
+        let ack = produce(
+            client,
+            topic,
+            partition,
+            batch(&records, Compression::None),
+            Acks::Leader,
+        )
+        .await
+        .expect("produce");
         assert_eq!(ack.base_offset, i, "records land at the expected offsets");
         i = end;
     }
@@ -102,4 +115,24 @@ pub async fn nothing_within(consumer: &Consumer, window: Duration) {
             m.message.partition, m.message.offset
         );
     }
+}
+
+/// Restarts the broker on the same port and data directory.
+///
+/// A request still parked in the old broker (a long-poll fetch, a join waiting for a
+/// rebalance) keeps its QUIC endpoint, and so the UDP port, alive until that wait ends, even
+/// after `shutdown` returned; binding the port again is retried until then.
+pub async fn restart(broker: &mut rustmq::testing::TestBroker) {
+    within("the broker to restart", async {
+        loop {
+            match broker.restart().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("in use") => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("restart failed: {e}"),
+            }
+        }
+    })
+    .await
 }

@@ -1,0 +1,411 @@
+//! Group membership: join, heartbeats, rebalances, commits fenced by generation, leave.
+//!
+//! The broker assigns partitions (see `rustmq_broker::groups`); this side keeps the
+//! membership alive and reacts:
+//!
+//! ```text
+//!   every heartbeat_interval ── Heartbeat(member, generation) ──► broker
+//!        rebalance: false ──► nothing to do
+//!        rebalance: true  ──► stop delivering, commit (still generation g), JoinGroup (waits
+//!                             until every member rejoined), keep the partitions that stay,
+//!                             revoke the others (buffers and retries dropped), start the new
+//!                             ones at their committed offset (else `start_position`)
+//!        IllegalGeneration ─► the same, revoking everything first (our view is stale)
+//!        UnknownMember ─────► the same as a new member (our session expired)
+//!   every auto_commit_interval ── CommitOffsets(member, generation, positions)
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::try_join_all;
+use rustmq_protocol::{
+    CommitOffsetsRequest, ErrorCode, FetchOffsetsRequest, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, OffsetSpec, PartitionOffset, Request, Response, TopicPartitions,
+};
+use tokio::time::MissedTickBehavior;
+use tracing::Instrument;
+
+use super::config::{ConsumerConfig, StartPosition};
+use super::{fetcher, offsets, Inner};
+use crate::error::{ClientError, Result};
+
+/// The partitions a consumer holds in one generation of its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionAssignment {
+    /// Identifies the assignment: `<member id>@<generation>`; it changes with every rebalance.
+    pub assignment_id: String,
+    /// When this consumer received the assignment.
+    pub assigned_at: SystemTime,
+    /// The assigned partitions of the consumer's topic, in order.
+    pub partitions: Vec<u32>,
+    /// The group generation the assignment belongs to.
+    pub generation: u32,
+    /// The member id the broker gave this consumer.
+    pub member_id: String,
+}
+
+/// This consumer's standing in its group.
+#[derive(Debug, Default)]
+pub(crate) struct Membership {
+    /// Empty before the first join (and after the broker forgot the member).
+    pub(crate) member_id: String,
+    pub(crate) generation: u32,
+    pub(crate) assignment: Option<PartitionAssignment>,
+}
+
+/// How to rejoin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejoin {
+    /// A rebalance of a group we are in good standing with: keep what stays assigned.
+    Keep,
+    /// Our generation is stale: revoke everything, then rejoin with the same member id.
+    RevokeAll,
+    /// The broker does not know us: revoke everything and join as a new member.
+    NewMember,
+}
+
+fn code(e: &ClientError) -> Option<ErrorCode> {
+    e.error_code()
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+}
+
+/// Joins the group and applies the assignment it answers with.
+pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
+    if how != Rejoin::Keep {
+        inner.state.lock().revoke_all();
+        let mut m = inner.membership.lock();
+        m.assignment = None;
+        if how == Rejoin::NewMember {
+            m.member_id.clear();
+        }
+    }
+    let member_id = inner.membership.lock().member_id.clone();
+    let config = &inner.config;
+    let request = Request::JoinGroup(JoinGroupRequest {
+        group: inner.group.clone(),
+        member_id,
+        client_id: inner.consumer_id.clone(),
+        topics: vec![inner.topic.clone()],
+        session_timeout_ms: ConsumerConfig::ms(config.session_timeout),
+        rebalance_timeout_ms: ConsumerConfig::ms(config.rebalance_timeout),
+    });
+    // The broker answers once every member has rejoined, which may take the whole
+    // rebalance timeout.
+    let timeout = inner.client.config().request_timeout + config.rebalance_timeout;
+    let response = match inner.client.request_with_timeout(request, timeout).await? {
+        Response::JoinGroup(r) => r,
+        other => return Err(ClientError::unexpected_response(&other)),
+    };
+    let mut partitions: Vec<u32> = response
+        .assignment
+        .iter()
+        .filter(|tp| tp.topic == inner.topic)
+        .flat_map(|tp| tp.partitions.iter().copied())
+        .collect();
+    partitions.sort_unstable();
+    let new: Vec<u32> = {
+        let mut state = inner.state.lock();
+        for p in state.owned() {
+            if !partitions.contains(&p) {
+                tracing::debug!(partition = p, "partition revoked");
+                state.revoke(p);
+            }
+        }
+        partitions
+            .iter()
+            .copied()
+            .filter(|p| !state.partitions.contains_key(p))
+            .collect()
+    };
+    {
+        let mut m = inner.membership.lock();
+        m.member_id = response.member_id.clone();
+        m.generation = response.generation;
+        m.assignment = Some(PartitionAssignment {
+            assignment_id: format!("{}@{}", response.member_id, response.generation),
+            assigned_at: SystemTime::now(),
+            partitions: partitions.clone(),
+            generation: response.generation,
+            member_id: response.member_id.clone(),
+        });
+    }
+    let starts = start_positions(inner, &new).await?;
+    {
+        let mut state = inner.state.lock();
+        if state.closed {
+            return Ok(());
+        }
+        for (partition, position, committed) in starts {
+            let wake = state.assign(partition, position, committed);
+            let task = tokio::spawn(fetcher::run(Arc::clone(inner), partition, wake));
+            state.set_task(partition, task);
+        }
+        state.rebalancing = false;
+        inner.metrics.retain_lag(&state.owned());
+    }
+    inner.data.notify_waiters();
+    tracing::info!(
+        topic = %inner.topic,
+        group = %inner.group,
+        member = %response.member_id,
+        generation = response.generation,
+        ?partitions,
+        "joined group"
+    );
+    Ok(())
+}
+
+/// The first join of a new consumer; retryable failures are retried a few times.
+pub(crate) async fn join_initial(inner: &Arc<Inner>) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        match join(inner, Rejoin::NewMember).await {
+            Err(e) if e.is_retryable() && attempt < 3 => {
+                tracing::debug!(error = %e, "join failed, retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `(partition, start, committed)` of newly assigned partitions: the committed offset, else
+/// the configured start position.
+async fn start_positions(
+    inner: &Arc<Inner>,
+    partitions: &[u32],
+) -> Result<Vec<(u32, u64, Option<u64>)>> {
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let request = Request::FetchOffsets(FetchOffsetsRequest {
+        group: inner.group.clone(),
+        partitions: vec![TopicPartitions {
+            topic: inner.topic.clone(),
+            partitions: partitions.to_vec(),
+        }],
+    });
+    let committed: HashMap<u32, Option<u64>> = match inner.client.request(request).await? {
+        Response::FetchOffsets(r) => r
+            .offsets
+            .into_iter()
+            .filter(|o| o.topic == inner.topic)
+            .map(|o| (o.partition, o.offset))
+            .collect(),
+        other => return Err(ClientError::unexpected_response(&other)),
+    };
+    try_join_all(partitions.iter().map(|&p| {
+        let committed = committed.get(&p).copied().flatten();
+        async move {
+            let start = match (committed, inner.config.start_position) {
+                (Some(offset), _) => offset,
+                (None, StartPosition::Offset(offset)) => offset,
+                (None, StartPosition::Earliest) => {
+                    offsets::list_offset(inner, p, OffsetSpec::Earliest)
+                        .await?
+                        .offset
+                }
+                (None, StartPosition::Latest) => {
+                    offsets::list_offset(inner, p, OffsetSpec::Latest)
+                        .await?
+                        .offset
+                }
+                (None, StartPosition::Timestamp(ts)) => {
+                    let ts = i64::try_from(ts).unwrap_or(i64::MAX);
+                    offsets::list_offset(inner, p, OffsetSpec::Timestamp(ts))
+                        .await?
+                        .offset
+                }
+            };
+            tracing::debug!(partition = p, start, ?committed, "partition assigned");
+            Ok::<_, ClientError>((p, start, committed))
+        }
+    }))
+    .await
+}
+
+/// Commits the contiguous acknowledged prefix of every assigned partition whose position
+/// moved, with the member id and generation in force.
+pub(crate) async fn commit(inner: &Arc<Inner>) -> Result<()> {
+    let _serial = inner.commit_lock.lock().await;
+    let (member_id, generation) = {
+        let m = inner.membership.lock();
+        (m.member_id.clone(), m.generation)
+    };
+    let pending = inner.state.lock().pending_commits();
+    if pending.is_empty() || member_id.is_empty() {
+        return Ok(());
+    }
+    let offsets = pending
+        .iter()
+        .map(|&(partition, _, offset)| PartitionOffset {
+            topic: inner.topic.clone(),
+            partition,
+            offset,
+        })
+        .collect();
+    let request = Request::CommitOffsets(CommitOffsetsRequest {
+        group: inner.group.clone(),
+        member_id,
+        generation,
+        offsets,
+    });
+    match inner.client.request(request).await {
+        Ok(Response::CommitOffsets(_)) => {
+            let mut state = inner.state.lock();
+            for &(partition, _, offset) in &pending {
+                state.mark_committed(partition, offset);
+            }
+            drop(state);
+            inner.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(topic = %inner.topic, generation, offsets = ?pending, "committed");
+            Ok(())
+        }
+        Ok(other) => Err(ClientError::unexpected_response(&other)),
+        Err(e) => {
+            if matches!(
+                code(&e),
+                Some(ErrorCode::IllegalGeneration | ErrorCode::UnknownMember)
+            ) && inner.membership.lock().generation == generation
+            {
+                // The group moved on without us noticing yet: rejoin now rather than at the
+                // next heartbeat.
+                inner.rejoin.notify_one();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Leaves the group (its partitions move to the other members at once).
+pub(crate) async fn leave(inner: &Arc<Inner>) -> Result<()> {
+    let member_id = std::mem::take(&mut inner.membership.lock().member_id);
+    if member_id.is_empty() {
+        return Ok(());
+    }
+    let request = Request::LeaveGroup(LeaveGroupRequest {
+        group: inner.group.clone(),
+        member_id,
+    });
+    match inner.client.request(request).await {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some(ErrorCode::UnknownMember) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// One heartbeat; says whether and how to rejoin.
+async fn heartbeat(inner: &Arc<Inner>) -> Option<Rejoin> {
+    let (member_id, generation) = {
+        let m = inner.membership.lock();
+        (m.member_id.clone(), m.generation)
+    };
+    if member_id.is_empty() {
+        return Some(Rejoin::NewMember);
+    }
+    let request = Request::Heartbeat(HeartbeatRequest {
+        group: inner.group.clone(),
+        member_id,
+        generation,
+    });
+    let timeout = inner
+        .client
+        .config()
+        .request_timeout
+        .min(inner.config.session_timeout);
+    match inner.client.request_with_timeout(request, timeout).await {
+        Ok(Response::Heartbeat(r)) if r.rebalance => Some(Rejoin::Keep),
+        Ok(_) => None,
+        Err(e) => match code(&e) {
+            Some(ErrorCode::IllegalGeneration) => Some(Rejoin::RevokeAll),
+            Some(ErrorCode::UnknownMember) => {
+                tracing::warn!(group = %inner.group, "the group forgot this member (session expired?); joining again");
+                Some(Rejoin::NewMember)
+            }
+            _ => {
+                tracing::warn!(group = %inner.group, error = %e, "heartbeat failed");
+                None
+            }
+        },
+    }
+}
+
+/// Commits, then rejoins until it succeeds (or the consumer closes).
+async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
+    inner.state.lock().rebalancing = true;
+    if how == Rejoin::Keep {
+        if let Err(e) = commit(inner).await {
+            tracing::warn!(group = %inner.group, error = %e, "commit before rejoining failed");
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        match join(inner, how).await {
+            Ok(()) => {
+                inner.metrics.rebalances.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                match code(&e) {
+                    Some(ErrorCode::UnknownMember) => how = Rejoin::NewMember,
+                    Some(ErrorCode::IllegalGeneration) => how = Rejoin::RevokeAll,
+                    _ => {}
+                }
+                if matches!(e, ClientError::Closed) || inner.state.lock().closed {
+                    return;
+                }
+                tracing::warn!(group = %inner.group, error = %e, "rejoin failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// The group task: heartbeats, auto-commits and rebalances until the consumer closes.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let span = tracing::info_span!("consumer_group", topic = %inner.topic, group = %inner.group);
+    group_loop(inner).instrument(span).await;
+}
+
+async fn group_loop(inner: Arc<Inner>) {
+    let config = &inner.config;
+    let mut heartbeats = tokio::time::interval(config.heartbeat_interval);
+    heartbeats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    heartbeats.reset();
+    let commit_every = if config.enable_auto_commit {
+        config.auto_commit_interval
+    } else {
+        // Never fires in practice; keeps one `select!` for both modes.
+        Duration::from_secs(365 * 24 * 3600)
+    };
+    let mut commits = tokio::time::interval(commit_every);
+    commits.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    commits.reset();
+    loop {
+        let rejoin = tokio::select! {
+            _ = heartbeats.tick() => heartbeat(&inner).await,
+            _ = commits.tick() => {
+                if let Err(e) = commit(&inner).await {
+                    tracing::warn!(group = %inner.group, error = %e, "auto-commit failed");
+                }
+                None
+            }
+            // A commit was refused: a heartbeat tells how we stand with the group.
+            _ = inner.rejoin.notified() => heartbeat(&inner).await,
+        };
+        if let Some(how) = rejoin {
+            tracing::info!(group = %inner.group, ?how, "rebalancing");
+            rebalance(&inner, how).await;
+            heartbeats.reset();
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Positions: seeking (by offset or timestamp), lag and committed offsets.
+//!
+//! Timestamps are **milliseconds** since the Unix epoch, as in [`Message::timestamp`]
+//! (the seed README's snippets compute seconds; multiply those by 1000).
+//!
+//! [`Message::timestamp`]: crate::Message::timestamp
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+use rustmq_protocol::{
+    FetchOffsetsRequest, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec, Request, Response,
+    TopicPartitions,
+};
+
+use super::{Consumer, Inner};
+use crate::error::{ClientError, Result};
+
+/// Asks the broker for an offset of one partition of the consumer's topic.
+pub(crate) async fn list_offset(
+    inner: &Inner,
+    partition: u32,
+    spec: OffsetSpec,
+) -> Result<ListOffsetsResponse> {
+    let request = Request::ListOffsets(ListOffsetsRequest {
+        topic: inner.topic.clone(),
+        partition,
+        spec,
+    });
+    match inner
+        .client
+        .request(request)
+        .await
+        .map_err(|e| e.for_topic(&inner.topic))?
+    {
+        Response::ListOffsets(r) => Ok(r),
+        other => Err(ClientError::unexpected_response(&other)),
+    }
+}
+
+fn timestamp_spec(timestamp_ms: u64) -> OffsetSpec {
+    OffsetSpec::Timestamp(i64::try_from(timestamp_ms).unwrap_or(i64::MAX))
+}
+
+impl Consumer {
+    fn seek_local(&self, partition: u32, offset: u64) -> Result<()> {
+        if self.inner.state.lock().seek(partition, offset) {
+            tracing::debug!(topic = %self.inner.topic, partition, offset, "sought");
+            Ok(())
+        } else {
+            Err(self.inner.not_assigned(partition))
+        }
+    }
+
+    /// Continues `partition` at `offset`: messages buffered or awaiting a retry from that
+    /// partition are dropped, acks of messages delivered before the seek are ignored, and the
+    /// next commit stores `offset` (unless messages delivered after the seek are pending).
+    ///
+    /// An offset outside the stored range is moved to the nearest stored offset when it is
+    /// fetched. Fails with [`ClientError::PartitionNotAssigned`] if the partition is not
+    /// assigned to this consumer.
+    pub async fn seek(&self, partition: u32, offset: u64) -> Result<()> {
+        self.seek_local(partition, offset)
+    }
+
+    /// [`seek`](Self::seek)s every assigned partition to `offset`.
+    pub async fn seek_all(&self, offset: u64) -> Result<()> {
+        let owned = self.inner.state.lock().owned();
+        for partition in owned {
+            // A partition revoked meanwhile has nothing left to seek.
+            let _ = self.seek_local(partition, offset);
+        }
+        Ok(())
+    }
+
+    /// Seeks `partition` to its first record with a timestamp at or after `timestamp_ms`
+    /// (**milliseconds** since the Unix epoch), using the broker's time index; to the high
+    /// watermark if no record is that recent. Returns the offset.
+    pub async fn seek_to_timestamp(&self, partition: u32, timestamp_ms: u64) -> Result<u64> {
+        if !self.inner.state.lock().partitions.contains_key(&partition) {
+            return Err(self.inner.not_assigned(partition));
+        }
+        let offset = list_offset(&self.inner, partition, timestamp_spec(timestamp_ms))
+            .await?
+            .offset;
+        self.seek_local(partition, offset)?;
+        Ok(offset)
+    }
+
+    /// [`seek_to_timestamp`](Self::seek_to_timestamp) on every assigned partition
+    /// (**milliseconds**); returns partition -> offset.
+    pub async fn seek_all_to_timestamp(&self, timestamp_ms: u64) -> Result<HashMap<u32, u64>> {
+        let owned = self.inner.state.lock().owned();
+        let found = try_join_all(owned.into_iter().map(|p| {
+            let inner = Arc::clone(&self.inner);
+            async move {
+                let r = list_offset(&inner, p, timestamp_spec(timestamp_ms)).await?;
+                Ok::<_, ClientError>((p, r.offset))
+            }
+        }))
+        .await?;
+        let mut sought = HashMap::new();
+        for (partition, offset) in found {
+            if self.seek_local(partition, offset).is_ok() {
+                sought.insert(partition, offset);
+            }
+        }
+        Ok(sought)
+    }
+
+    /// Lag per assigned partition: the high watermark (asked of the broker now) minus this
+    /// consumer's position (the offset after the last message handed to the application;
+    /// messages fetched but not yet received count as lag).
+    pub async fn get_lag(&self) -> Result<HashMap<u32, u64>> {
+        let owned = self.inner.state.lock().owned();
+        let watermarks = try_join_all(owned.into_iter().map(|p| {
+            let inner = Arc::clone(&self.inner);
+            async move {
+                let r = list_offset(&inner, p, OffsetSpec::Latest).await?;
+                Ok::<_, ClientError>((p, r.high_watermark))
+            }
+        }))
+        .await?;
+        let state = self.inner.state.lock();
+        let mut lag = HashMap::new();
+        for (partition, hw) in watermarks {
+            if let Some(p) = state.partitions.get(&partition) {
+                let behind = hw.saturating_sub(p.tracker.position());
+                self.inner.metrics.set_lag(partition, behind);
+                lag.insert(partition, behind);
+            }
+        }
+        Ok(lag)
+    }
+
+    /// The position of an assigned partition: the offset after the last message handed to
+    /// the application (or where delivery starts). `None` if not assigned.
+    pub fn position(&self, partition: u32) -> Option<u64> {
+        self.inner
+            .state
+            .lock()
+            .partitions
+            .get(&partition)
+            .map(|p| p.tracker.position())
+    }
+
+    /// The offset the group has committed for `partition` (the next one to consume), as the
+    /// broker has it; any partition of the topic may be asked, assigned or not. Fails with
+    /// [`ClientError::NoCommittedOffset`] if the group never committed one.
+    pub async fn committed_offset(&self, partition: u32) -> Result<u64> {
+        let request = Request::FetchOffsets(FetchOffsetsRequest {
+            group: self.inner.group.clone(),
+            partitions: vec![TopicPartitions {
+                topic: self.inner.topic.clone(),
+                partitions: vec![partition],
+            }],
+        });
+        let offset = match self.inner.client.request(request).await? {
+            Response::FetchOffsets(r) => r
+                .offsets
+                .into_iter()
+                .find(|o| o.topic == self.inner.topic && o.partition == partition)
+                .and_then(|o| o.offset),
+            other => return Err(ClientError::unexpected_response(&other)),
+        };
+        offset.ok_or_else(|| ClientError::NoCommittedOffset {
+            group: self.inner.group.clone(),
+            topic: self.inner.topic.clone(),
+            partition,
+        })
+    }
+}

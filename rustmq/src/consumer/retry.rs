@@ -1,0 +1,235 @@
+//! Failed deliveries: redelivery with exponential backoff, then the dead-letter queue.
+//!
+//! ```text
+//!   nack (delivery n) ── n <= max_retry_attempts ──► retry queue of its partition, due in
+//!        │                                           retry_backoff · 2^(n-1) (capped); the
+//!        │                                           partition keeps delivering meanwhile
+//!        └─ retries exhausted ──► dead_letter_queue set: produce a copy with the headers
+//!                                 below, then resolve (committable)
+//!                                 not set: drop with a warning, resolve
+//! ```
+//!
+//! An unresolved message holds its partition's commit position at its offset, so a crash
+//! during the retries redelivers it rather than losing it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::Inner;
+use crate::error::Result;
+use crate::message::Message;
+use crate::producer::{Producer, ProducerBuilder};
+
+/// Dead-letter header: the topic the message was read from.
+pub const DLQ_ORIGINAL_TOPIC: &str = "rustmq.dlq.original-topic";
+/// Dead-letter header: the partition the message was read from.
+pub const DLQ_ORIGINAL_PARTITION: &str = "rustmq.dlq.original-partition";
+/// Dead-letter header: the message's offset in that partition.
+pub const DLQ_ORIGINAL_OFFSET: &str = "rustmq.dlq.original-offset";
+/// Dead-letter header: how many times the message was delivered.
+pub const DLQ_ATTEMPTS: &str = "rustmq.dlq.attempts";
+/// Dead-letter header: the reason given to the last `nack_with_error` (`nacked` for `nack`).
+pub const DLQ_ERROR: &str = "rustmq.dlq.error";
+
+/// A delivery that was nacked.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) message: Message,
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) epoch: u64,
+    /// Deliveries so far, the failed one included.
+    pub(crate) attempt: u32,
+}
+
+enum Plan {
+    Retried,
+    Stale,
+    DeadLetter(Box<Failed>),
+}
+
+/// Schedules the retry, or says the message is to be dead-lettered.
+fn plan(inner: &Inner, mut failed: Failed) -> Plan {
+    inner
+        .metrics
+        .messages_failed
+        .fetch_add(1, Ordering::Relaxed);
+    failed.message.partition = failed.partition;
+    failed.message.offset = failed.offset;
+    let config = &inner.config;
+    if failed.attempt > config.max_retry_attempts {
+        let live = inner
+            .state
+            .lock()
+            .is_live(failed.partition, failed.epoch, failed.offset);
+        return if live {
+            Plan::DeadLetter(Box::new(failed))
+        } else {
+            Plan::Stale
+        };
+    }
+    let delay = config.retry_delay(failed.attempt);
+    let (partition, offset, attempt) = (failed.partition, failed.offset, failed.attempt);
+    let scheduled = inner.state.lock().schedule_retry(
+        failed.epoch,
+        failed.message,
+        attempt,
+        Instant::now() + delay,
+    );
+    if !scheduled {
+        return Plan::Stale;
+    }
+    inner
+        .metrics
+        .messages_retried
+        .fetch_add(1, Ordering::Relaxed);
+    // A waiting receive must learn the new due time.
+    inner.data.notify_waiters();
+    tracing::debug!(
+        partition,
+        offset,
+        retry = attempt,
+        ?delay,
+        "message nacked; redelivery scheduled"
+    );
+    Plan::Retried
+}
+
+/// Handles a nack: schedules a retry, or dead-letters the message.
+pub(crate) async fn nack(inner: &Arc<Inner>, failed: Failed, error: String) -> Result<()> {
+    match plan(inner, failed) {
+        Plan::Retried | Plan::Stale => Ok(()),
+        Plan::DeadLetter(failed) => dead_letter(inner, *failed, error).await,
+    }
+}
+
+/// A nack from a context that cannot wait (a dropped message): dead-lettering, if due,
+/// happens on a task.
+pub(crate) fn nack_detached(inner: &Arc<Inner>, failed: Failed, error: String) {
+    if let Plan::DeadLetter(failed) = plan(inner, failed) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let inner = Arc::clone(inner);
+                runtime.spawn(async move {
+                    let _ = dead_letter(&inner, *failed, error).await;
+                });
+            }
+            Err(_) => tracing::warn!("message dropped outside a tokio runtime: not dead-lettered"),
+        }
+    }
+}
+
+/// The copy written to the dead-letter topic: key, payload and headers of the original, plus
+/// the `rustmq.dlq.*` headers.
+pub(crate) fn dead_letter_message(dlq: &str, failed: &Failed, error: &str) -> Result<Message> {
+    let original = &failed.message;
+    let mut builder = Message::builder()
+        .topic(dlq)
+        .payload(original.payload.clone())
+        .headers(original.headers.clone())
+        .header(DLQ_ORIGINAL_TOPIC, original.topic.clone())
+        .header(DLQ_ORIGINAL_PARTITION, failed.partition.to_string())
+        .header(DLQ_ORIGINAL_OFFSET, failed.offset.to_string())
+        .header(DLQ_ATTEMPTS, failed.attempt.to_string())
+        .header(DLQ_ERROR, error);
+    if let Some(key) = &original.key {
+        builder = builder.key(key.clone());
+    }
+    builder.build()
+}
+
+async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {
+    inner
+        .dead_letters
+        .get_or_try_init(|| {
+            ProducerBuilder::new()
+                .topic(dlq)
+                .client(inner.client.clone())
+                .build()
+        })
+        .await
+}
+
+/// Writes the message to the dead-letter queue (or drops it without one), then resolves it.
+/// If the write fails, the message is retried again later and the error returned.
+async fn dead_letter(inner: &Arc<Inner>, failed: Failed, error: String) -> Result<()> {
+    let (partition, offset, attempt) = (failed.partition, failed.offset, failed.attempt);
+    let Some(dlq) = inner.config.dead_letter_queue.as_deref() else {
+        tracing::warn!(partition, offset, attempts = attempt, %error, "retries exhausted and no dead-letter queue: message dropped");
+        inner.state.lock().resolve(partition, failed.epoch, offset);
+        inner
+            .metrics
+            .messages_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    };
+    let sent = match dead_letter_message(dlq, &failed, &error) {
+        Ok(message) => match producer(inner, dlq).await {
+            Ok(p) => p.send(message).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(result) => {
+            inner.state.lock().resolve(partition, failed.epoch, offset);
+            inner
+                .metrics
+                .messages_dead_lettered
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(partition, offset, attempts = attempt, dlq, dlq_offset = result.offset, %error, "message dead-lettered");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(partition, offset, dlq, error = %e, "dead-lettering failed; the message will be retried");
+            let due = Instant::now() + inner.config.retry_delay(attempt);
+            if inner
+                .state
+                .lock()
+                .schedule_retry(failed.epoch, failed.message, attempt, due)
+            {
+                inner.data.notify_waiters();
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_copy_keeps_the_original_and_adds_headers() {
+        let message = Message::received(
+            "orders".into(),
+            4,
+            77,
+            Some(bytes::Bytes::from_static(b"k1")),
+            bytes::Bytes::from_static(b"payload"),
+            [("trace".to_string(), "abc".to_string())]
+                .into_iter()
+                .collect(),
+            5,
+        );
+        let failed = Failed {
+            message,
+            partition: 4,
+            offset: 77,
+            epoch: 1,
+            attempt: 4,
+        };
+        let m = dead_letter_message("orders.dlq", &failed, "boom").unwrap();
+        assert_eq!(m.topic, "orders.dlq");
+        assert_eq!(m.payload.as_ref(), b"payload");
+        assert_eq!(m.key_as_str(), Some("k1"));
+        assert_eq!(m.headers["trace"], "abc");
+        assert_eq!(m.headers[DLQ_ORIGINAL_TOPIC], "orders");
+        assert_eq!(m.headers[DLQ_ORIGINAL_PARTITION], "4");
+        assert_eq!(m.headers[DLQ_ORIGINAL_OFFSET], "77");
+        assert_eq!(m.headers[DLQ_ATTEMPTS], "4");
+        assert_eq!(m.headers[DLQ_ERROR], "boom");
+    }
+}

@@ -1,0 +1,430 @@
+//! The consumer's IO-free core: per-partition buffers, offset trackers, pending retries,
+//! pause flags and the delivery order. The fetch tasks, the group task and the application
+//! all act on it under one short-held lock; nothing here awaits.
+//!
+//! Every partition carries an *epoch*, renewed when it is assigned or sought. A fetch answer,
+//! an ack or a retry that carries an older epoch belongs to a position that no longer exists
+//! and is ignored, so a seek or a rebalance never mixes old and new positions.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::tracker::OffsetTracker;
+use crate::error::ClientError;
+use crate::message::Message;
+
+/// A message handed to the application.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) message: Message,
+    pub(crate) epoch: u64,
+    /// 1 for the first delivery, n + 1 for the n-th retry.
+    pub(crate) attempt: u32,
+}
+
+/// What [`State::next_delivery`] found.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Deliver(Delivery),
+    Error(ClientError),
+    Closed,
+    /// Nothing to deliver; wait for a notification, or until this instant (a retry falls due).
+    Wait(Option<Instant>),
+}
+
+/// Whether a partition's fetch task should fetch now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FetchGate {
+    Go {
+        offset: u64,
+        epoch: u64,
+        /// Records the buffer can take.
+        room: usize,
+        /// Average record size seen so far (bytes), to size the request.
+        record_bytes: usize,
+    },
+    Wait,
+    Stop,
+}
+
+#[derive(Debug)]
+struct RetryEntry {
+    message: Message,
+    attempt: u32,
+}
+
+/// State of one assigned partition.
+#[derive(Debug)]
+pub(crate) struct PartitionState {
+    pub(crate) epoch: u64,
+    /// Next offset to fetch.
+    pub(crate) fetch_offset: u64,
+    buffer: VecDeque<Message>,
+    pub(crate) tracker: OffsetTracker,
+    /// High watermark from the latest fetch.
+    pub(crate) high_watermark: Option<u64>,
+    record_bytes: usize,
+    retries: BTreeMap<(Instant, u64), RetryEntry>,
+    /// Wakes the partition's fetch task (room in the buffer, resume, seek, close).
+    pub(crate) wake: Arc<Notify>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Everything the consumer's tasks share.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) partitions: BTreeMap<u32, PartitionState>,
+    pub(crate) paused: BTreeSet<u32>,
+    pub(crate) closed: bool,
+    /// Deliveries stop while the consumer rejoins its group.
+    pub(crate) rebalancing: bool,
+    errors: VecDeque<ClientError>,
+    cursor: Option<u32>,
+    next_epoch: u64,
+    retry_seq: u64,
+    cap: usize,
+}
+
+impl State {
+    /// Empty state with at most `cap` buffered messages per partition.
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            partitions: BTreeMap::new(),
+            paused: BTreeSet::new(),
+            closed: false,
+            rebalancing: false,
+            errors: VecDeque::new(),
+            cursor: None,
+            next_epoch: 1,
+            retry_seq: 0,
+            cap,
+        }
+    }
+
+    fn epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+
+    /// Takes ownership of a partition that starts at `position`.
+    pub(crate) fn assign(
+        &mut self,
+        partition: u32,
+        position: u64,
+        committed: Option<u64>,
+    ) -> Arc<Notify> {
+        let epoch = self.epoch();
+        let wake = Arc::new(Notify::new());
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                epoch,
+                fetch_offset: position,
+                buffer: VecDeque::new(),
+                tracker: OffsetTracker::new(position, committed),
+                high_watermark: None,
+                record_bytes: 1024,
+                retries: BTreeMap::new(),
+                wake: Arc::clone(&wake),
+                task: None,
+            },
+        );
+        wake
+    }
+
+    /// Records the fetch task of a partition.
+    pub(crate) fn set_task(&mut self, partition: u32, task: JoinHandle<()>) {
+        match self.partitions.get_mut(&partition) {
+            Some(p) => p.task = Some(task),
+            None => task.abort(),
+        }
+    }
+
+    /// Gives a partition up: its buffer, retries and pause flag are dropped and its fetch task
+    /// stopped.
+    pub(crate) fn revoke(&mut self, partition: u32) {
+        self.paused.remove(&partition);
+        if let Some(p) = self.partitions.remove(&partition) {
+            if let Some(task) = p.task {
+                task.abort();
+            }
+        }
+    }
+
+    /// Gives every partition up.
+    pub(crate) fn revoke_all(&mut self) {
+        let owned: Vec<u32> = self.partitions.keys().copied().collect();
+        for p in owned {
+            self.revoke(p);
+        }
+    }
+
+    /// Assigned partitions, in order.
+    pub(crate) fn owned(&self) -> Vec<u32> {
+        self.partitions.keys().copied().collect()
+    }
+
+    /// Queues an error for the next `receive`.
+    pub(crate) fn push_error(&mut self, error: ClientError) {
+        // One pending error per kind of failure is enough to tell the application.
+        if self.errors.len() < 16 {
+            self.errors.push_back(error);
+        }
+    }
+
+    /// The next message for the application: a due retry first (oldest due first), then the
+    /// buffers round-robin, skipping paused partitions.
+    pub(crate) fn next_delivery(&mut self, now: Instant) -> Next {
+        if self.closed {
+            return Next::Closed;
+        }
+        if let Some(e) = self.errors.pop_front() {
+            return Next::Error(e);
+        }
+        if self.rebalancing {
+            return Next::Wait(None);
+        }
+        let mut earliest: Option<(Instant, u32, (Instant, u64))> = None;
+        for (&id, p) in &self.partitions {
+            if self.paused.contains(&id) {
+                continue;
+            }
+            if let Some((&key, _)) = p.retries.first_key_value() {
+                if earliest.is_none_or(|(due, _, _)| key.0 < due) {
+                    earliest = Some((key.0, id, key));
+                }
+            }
+        }
+        if let Some((due, id, key)) = earliest {
+            if due <= now {
+                let p = self.partitions.get_mut(&id).expect("partition just seen");
+                let entry = p.retries.remove(&key).expect("retry just seen");
+                return Next::Deliver(Delivery {
+                    message: entry.message,
+                    epoch: p.epoch,
+                    attempt: entry.attempt + 1,
+                });
+            }
+        }
+        let start = self.cursor.map_or(0, |c| c.saturating_add(1));
+        let order = self
+            .partitions
+            .range(start..)
+            .chain(self.partitions.range(..start));
+        let mut chosen = None;
+        for (&id, p) in order {
+            if !p.buffer.is_empty() && !self.paused.contains(&id) {
+                chosen = Some(id);
+                break;
+            }
+        }
+        if let Some(id) = chosen {
+            self.cursor = Some(id);
+            let cap = self.cap;
+            let p = self.partitions.get_mut(&id).expect("partition just seen");
+            let message = p.buffer.pop_front().expect("buffer not empty");
+            p.tracker.delivered(message.offset);
+            if p.buffer.len() <= refill_level(cap) {
+                p.wake.notify_one();
+            }
+            return Next::Deliver(Delivery {
+                message,
+                epoch: p.epoch,
+                attempt: 1,
+            });
+        }
+        Next::Wait(earliest.map(|(due, _, _)| due))
+    }
+
+    /// Whether the fetch task of `partition` should fetch, and from where.
+    pub(crate) fn fetch_gate(&self, partition: u32) -> FetchGate {
+        if self.closed {
+            return FetchGate::Stop;
+        }
+        let Some(p) = self.partitions.get(&partition) else {
+            return FetchGate::Stop;
+        };
+        if self.paused.contains(&partition) || p.buffer.len() > refill_level(self.cap) {
+            return FetchGate::Wait;
+        }
+        FetchGate::Go {
+            offset: p.fetch_offset,
+            epoch: p.epoch,
+            room: self.cap - p.buffer.len(),
+            record_bytes: p.record_bytes,
+        }
+    }
+
+    /// Buffers what a fetch at `epoch` returned; `next_offset` is where the next fetch starts.
+    /// Returns false (and drops everything) if the partition was sought or revoked meanwhile.
+    pub(crate) fn apply_fetch(
+        &mut self,
+        partition: u32,
+        epoch: u64,
+        messages: Vec<Message>,
+        next_offset: u64,
+        high_watermark: u64,
+        record_bytes: Option<usize>,
+    ) -> bool {
+        let cap = self.cap;
+        let Some(p) = self
+            .partitions
+            .get_mut(&partition)
+            .filter(|p| p.epoch == epoch)
+        else {
+            return false;
+        };
+        debug_assert!(
+            p.buffer.len() + messages.len() <= cap,
+            "a fetch overfilled its buffer"
+        );
+        p.buffer.extend(messages);
+        p.fetch_offset = p.fetch_offset.max(next_offset);
+        p.high_watermark = Some(high_watermark);
+        if let Some(bytes) = record_bytes {
+            // A running average that follows changes in record size within a few fetches.
+            p.record_bytes = ((p.record_bytes * 3 + bytes) / 4).max(16);
+        }
+        true
+    }
+
+    /// Moves the fetch position of a partition whose offset fell outside the log.
+    pub(crate) fn clamp(&mut self, partition: u32, epoch: u64, offset: u64) {
+        if let Some(p) = self
+            .partitions
+            .get_mut(&partition)
+            .filter(|p| p.epoch == epoch)
+        {
+            p.fetch_offset = offset;
+            if p.buffer.is_empty() && p.tracker.unresolved() == 0 && p.retries.is_empty() {
+                p.tracker.reset(offset);
+            }
+        }
+    }
+
+    /// An acknowledgement (or a dead-lettering). False if it no longer counts (seek, revoke,
+    /// or already resolved).
+    pub(crate) fn resolve(&mut self, partition: u32, epoch: u64, offset: u64) -> bool {
+        match self
+            .partitions
+            .get_mut(&partition)
+            .filter(|p| p.epoch == epoch)
+        {
+            Some(p) => p.tracker.resolve(offset),
+            None => false,
+        }
+    }
+
+    /// Whether a delivered message still counts (its partition was neither sought nor
+    /// revoked, and it is unresolved).
+    pub(crate) fn is_live(&self, partition: u32, epoch: u64, offset: u64) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|p| p.epoch == epoch && p.tracker.is_unresolved(offset))
+    }
+
+    /// Redelivers `message` (delivered `attempt` times so far) at `due`. False if it no
+    /// longer counts.
+    pub(crate) fn schedule_retry(
+        &mut self,
+        epoch: u64,
+        message: Message,
+        attempt: u32,
+        due: Instant,
+    ) -> bool {
+        if !self.is_live(message.partition, epoch, message.offset) {
+            return false;
+        }
+        self.retry_seq += 1;
+        let key = (due, self.retry_seq);
+        let p = self
+            .partitions
+            .get_mut(&message.partition)
+            .expect("live partition");
+        p.retries.insert(key, RetryEntry { message, attempt });
+        true
+    }
+
+    /// Restarts a partition at `offset`: buffered messages and pending retries are dropped,
+    /// deliveries forgotten, and the fetch task woken. False if the partition is not assigned.
+    pub(crate) fn seek(&mut self, partition: u32, offset: u64) -> bool {
+        let epoch = self.epoch();
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return false;
+        };
+        p.epoch = epoch;
+        p.buffer.clear();
+        p.retries.clear();
+        p.tracker.reset(offset);
+        p.fetch_offset = offset;
+        p.wake.notify_one();
+        true
+    }
+
+    /// Pauses partitions; fails with the first one that is not assigned (changing nothing).
+    pub(crate) fn pause(&mut self, partitions: &[u32]) -> Result<(), u32> {
+        self.check_owned(partitions)?;
+        self.paused.extend(partitions.iter().copied());
+        Ok(())
+    }
+
+    /// Resumes partitions; fails with the first one that is not assigned (changing nothing).
+    pub(crate) fn resume(&mut self, partitions: &[u32]) -> Result<(), u32> {
+        self.check_owned(partitions)?;
+        for id in partitions {
+            self.paused.remove(id);
+            if let Some(p) = self.partitions.get(id) {
+                p.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    fn check_owned(&self, partitions: &[u32]) -> Result<(), u32> {
+        match partitions.iter().find(|p| !self.partitions.contains_key(p)) {
+            Some(p) => Err(*p),
+            None => Ok(()),
+        }
+    }
+
+    /// `(partition, epoch, position)` of every partition whose commit position moved.
+    pub(crate) fn pending_commits(&self) -> Vec<(u32, u64, u64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(&id, p)| p.tracker.pending_commit().map(|o| (id, p.epoch, o)))
+            .collect()
+    }
+
+    /// The broker stored `offset` for `partition` (committed while at `epoch`).
+    pub(crate) fn mark_committed(&mut self, partition: u32, offset: u64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.tracker.mark_committed(offset);
+        }
+    }
+
+    /// Messages buffered across partitions (fetched, not yet received).
+    pub(crate) fn buffered(&self) -> usize {
+        self.partitions.values().map(|p| p.buffer.len()).sum()
+    }
+
+    /// Wakes every fetch task (close, resume after a rebalance).
+    pub(crate) fn wake_fetchers(&self) {
+        for p in self.partitions.values() {
+            p.wake.notify_one();
+        }
+    }
+}
+
+/// A fetch is issued once a buffer is down to half its capacity, so the next records arrive
+/// while the application works through the rest.
+fn refill_level(cap: usize) -> usize {
+    cap / 2
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

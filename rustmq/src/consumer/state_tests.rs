@@ -1,0 +1,153 @@
+//! Unit tests of the consumer's IO-free state: delivery order, pause, backpressure, seek,
+//! retries, revoke.
+
+use super::*;
+use std::time::Duration;
+
+fn msg(partition: u32, offset: u64) -> Message {
+    Message::received(
+        "t".into(),
+        partition,
+        offset,
+        None,
+        bytes::Bytes::new(),
+        Default::default(),
+        0,
+    )
+}
+
+fn fill(s: &mut State, partition: u32, offsets: std::ops::Range<u64>) {
+    let epoch = s.partitions[&partition].epoch;
+    let end = offsets.end;
+    assert!(s.apply_fetch(
+        partition,
+        epoch,
+        offsets.map(|o| msg(partition, o)).collect(),
+        end,
+        end,
+        None
+    ));
+}
+
+fn deliver(s: &mut State) -> Delivery {
+    match s.next_delivery(Instant::now()) {
+        Next::Deliver(d) => d,
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[test]
+fn partitions_are_served_round_robin_and_paused_ones_are_skipped() {
+    let mut s = State::new(10);
+    for p in 0..3 {
+        s.assign(p, 0, None);
+        fill(&mut s, p, 0..2);
+    }
+    let order: Vec<u32> = (0..3).map(|_| deliver(&mut s).message.partition).collect();
+    assert_eq!(order, [0, 1, 2]);
+    s.pause(&[1]).unwrap();
+    let order: Vec<u32> = (0..2).map(|_| deliver(&mut s).message.partition).collect();
+    assert_eq!(order, [0, 2]);
+    assert!(matches!(s.next_delivery(Instant::now()), Next::Wait(None)));
+    assert_eq!(
+        s.fetch_gate(1),
+        FetchGate::Wait,
+        "a paused partition is not fetched"
+    );
+    s.resume(&[1]).unwrap();
+    assert_eq!(deliver(&mut s).message.offset, 1);
+    assert_eq!(s.pause(&[7]), Err(7));
+}
+
+#[test]
+fn a_full_buffer_stops_fetching_until_half_is_drained() {
+    let mut s = State::new(4);
+    s.assign(0, 0, None);
+    assert!(matches!(
+        s.fetch_gate(0),
+        FetchGate::Go {
+            room: 4,
+            offset: 0,
+            ..
+        }
+    ));
+    fill(&mut s, 0, 0..4);
+    assert_eq!(s.fetch_gate(0), FetchGate::Wait);
+    deliver(&mut s);
+    assert_eq!(s.fetch_gate(0), FetchGate::Wait);
+    deliver(&mut s);
+    assert!(matches!(
+        s.fetch_gate(0),
+        FetchGate::Go {
+            room: 2,
+            offset: 4,
+            ..
+        }
+    ));
+    assert_eq!(s.buffered(), 2);
+}
+
+#[test]
+fn seek_discards_buffer_retries_and_stale_fetches() {
+    let mut s = State::new(10);
+    s.assign(0, 0, None);
+    fill(&mut s, 0, 0..5);
+    let d = deliver(&mut s);
+    let old_epoch = d.epoch;
+    assert!(s.schedule_retry(d.epoch, d.message, 1, Instant::now()));
+    assert!(s.seek(0, 100));
+    assert_eq!(s.buffered(), 0);
+    assert!(
+        !s.apply_fetch(0, old_epoch, vec![msg(0, 5)], 6, 6, None),
+        "stale fetch dropped"
+    );
+    assert!(!s.resolve(0, old_epoch, 0), "stale ack ignored");
+    assert!(
+        matches!(s.next_delivery(Instant::now()), Next::Wait(None)),
+        "retry dropped"
+    );
+    assert!(matches!(s.fetch_gate(0), FetchGate::Go { offset: 100, .. }));
+    assert_eq!(s.pending_commits().len(), 1);
+    assert!(!s.seek(3, 0));
+}
+
+#[test]
+fn due_retries_come_first_and_the_earliest_sets_the_wait() {
+    let mut s = State::new(10);
+    s.assign(0, 0, None);
+    fill(&mut s, 0, 0..2);
+    let first = deliver(&mut s);
+    let later = Instant::now() + Duration::from_secs(60);
+    assert!(s.schedule_retry(first.epoch, first.message, 1, later));
+    let second = deliver(&mut s);
+    assert_eq!(second.message.offset, 1);
+    match s.next_delivery(Instant::now()) {
+        Next::Wait(Some(t)) => assert_eq!(t, later),
+        other => panic!("{other:?}"),
+    }
+    let again = match s.next_delivery(later) {
+        Next::Deliver(d) => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((again.message.offset, again.attempt), (0, 2));
+    // The retried message still holds the commit back until it is resolved.
+    assert!(s.resolve(0, second.epoch, 1));
+    assert_eq!(s.pending_commits(), vec![(0, again.epoch, 0)]);
+    assert!(s.resolve(0, again.epoch, 0));
+    assert_eq!(s.pending_commits(), vec![(0, again.epoch, 2)]);
+}
+
+#[test]
+fn revoke_drops_everything_and_closing_ends_delivery() {
+    let mut s = State::new(10);
+    s.assign(0, 0, None);
+    fill(&mut s, 0, 0..3);
+    s.pause(&[0]).unwrap();
+    s.revoke(0);
+    assert!(s.paused.is_empty() && s.buffered() == 0 && s.owned().is_empty());
+    assert_eq!(s.fetch_gate(0), FetchGate::Stop);
+    s.push_error(ClientError::Closed);
+    assert!(matches!(s.next_delivery(Instant::now()), Next::Error(_)));
+    s.closed = true;
+    assert!(matches!(s.next_delivery(Instant::now()), Next::Closed));
+}

@@ -1,0 +1,141 @@
+//! Flow control against a real broker: pause/resume per partition, bounded buffers under a
+//! large backlog, and the `Stream` interface.
+
+mod consumer_support;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use consumer_support::*;
+use futures::StreamExt;
+use rustmq::consumer::ConsumerConfig;
+use rustmq::testing::TestBroker;
+use rustmq::ClientError;
+
+#[tokio::test]
+async fn a_paused_partition_delivers_nothing_until_resumed_while_others_flow() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("lanes", 3).await.unwrap();
+    for p in 0..3 {
+        produce_n(&client, "lanes", p, 0, 30).await;
+    }
+    let consumer = client
+        .create_consumer_with_config("lanes", "lane-group", config("lane-group"))
+        .await
+        .unwrap();
+    // Records of partition 1 are (or will be) buffered already: pausing holds them back too.
+    let first = recv(&consumer).await;
+    first.ack().await.unwrap();
+    consumer.pause_partitions(vec![1]).await.unwrap();
+    assert_eq!(consumer.paused_partitions().await, vec![1]);
+
+    let mut counts: HashMap<u32, u64> = HashMap::from([(first.message.partition, 1)]);
+    let expected_others = 60;
+    let mut got_others = u64::from(first.message.partition != 1);
+    while got_others < expected_others {
+        let m = recv(&consumer).await;
+        assert_ne!(
+            m.message.partition, 1,
+            "a paused partition delivered offset {}",
+            m.message.offset
+        );
+        *counts.entry(m.message.partition).or_default() += 1;
+        got_others += 1;
+        m.ack().await.unwrap();
+    }
+    // More records for every partition: the others keep flowing, the paused one stays quiet.
+    for p in 0..3 {
+        produce_n(&client, "lanes", p, 30, 5).await;
+    }
+    for _ in 0..10 {
+        let m = recv(&consumer).await;
+        assert_ne!(m.message.partition, 1);
+        m.ack().await.unwrap();
+    }
+    nothing_within(&consumer, Duration::from_millis(500)).await;
+
+    consumer.resume_partitions(vec![1]).await.unwrap();
+    assert!(consumer.paused_partitions().await.is_empty());
+    let from_paused = 35 - counts.get(&1).copied().unwrap_or(0);
+    let got = recv_ack(&consumer, from_paused as usize).await;
+    assert!(got.iter().all(|&(p, _)| p == 1));
+    let mut offsets: Vec<u64> = got.iter().map(|&(_, o)| o).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, ((35 - from_paused)..35).collect::<Vec<_>>());
+
+    assert!(matches!(
+        consumer.pause_partitions(vec![0, 7]).await,
+        Err(ClientError::PartitionNotAssigned { partition: 7, .. })
+    ));
+    assert!(
+        consumer.paused_partitions().await.is_empty(),
+        "a failed pause changes nothing"
+    );
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_holds_a_bounded_buffer_over_a_100k_backlog() {
+    const BACKLOG: u64 = 100_000;
+    const CAP: usize = 1_000;
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("backlog", 2).await.unwrap();
+    for p in 0..2 {
+        produce_n(&client, "backlog", p, 0, BACKLOG / 2).await;
+    }
+    // A fetch may hand over more than the buffer holds: the buffer bound must win.
+    let config = ConsumerConfig {
+        fetch_size: 5 * CAP,
+        max_buffered_messages_per_partition: CAP,
+        ..config("slow")
+    };
+    let consumer = client
+        .create_consumer_with_config("backlog", "slow", config)
+        .await
+        .unwrap();
+
+    // The application takes nothing: fetching stops once each buffer is full.
+    eventually("full buffers", || async {
+        consumer.buffered_messages() == 2 * CAP
+    })
+    .await;
+    let lag = consumer.get_lag().await.unwrap();
+    assert_eq!(
+        lag.values().sum::<u64>(),
+        BACKLOG,
+        "nothing handed over yet"
+    );
+    assert!(consumer.buffered_messages() <= 2 * CAP);
+
+    // Draining everything never lets the buffers grow past their bound, and every record
+    // arrives in order per partition.
+    let mut next = [0u64; 2];
+    let mut peak = 0;
+    let mut stream = consumer.stream();
+    for _ in 0..BACKLOG {
+        let m = within("a message", stream.next())
+            .await
+            .expect("open")
+            .expect("receive");
+        let p = m.message.partition as usize;
+        assert_eq!(m.message.offset, next[p]);
+        next[p] += 1;
+        m.ack().await.unwrap();
+        peak = peak.max(consumer.buffered_messages());
+    }
+    assert!(peak <= 2 * CAP, "buffered {peak} > {}", 2 * CAP);
+    assert_eq!(next, [BACKLOG / 2; 2]);
+    assert_eq!(consumer.buffered_messages(), 0);
+    let metrics = consumer.metrics().await;
+    assert_eq!(metrics.messages_received.load(Ordering::Relaxed), BACKLOG);
+    assert_eq!(metrics.messages_processed.load(Ordering::Relaxed), BACKLOG);
+    consumer.close().await.unwrap();
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends when the consumer closes"
+    );
+}

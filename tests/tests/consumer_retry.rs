@@ -1,0 +1,148 @@
+//! Failed messages against a real broker: nack redelivers with exponential backoff without
+//! holding up anything else, then the message lands in the dead-letter topic with its
+//! headers and counts as processed.
+
+mod consumer_support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use consumer_support::*;
+use rustmq::consumer::{
+    ConsumerConfig, DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_TOPIC,
+};
+use rustmq::testing::TestBroker;
+
+const POISON: u64 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacked_until_retries_run_out_then_dead_lettered_with_headers() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("payments", 2).await.unwrap();
+    client.create_topic("payments.dlq", 1).await.unwrap();
+    for p in 0..2 {
+        produce_n(&client, "payments", p, 0, 10).await;
+    }
+    let backoff = Duration::from_millis(200);
+    let config = ConsumerConfig {
+        max_retry_attempts: 2,
+        retry_backoff: backoff,
+        dead_letter_queue: Some("payments.dlq".into()),
+        ..config("payers")
+    };
+    let consumer = client
+        .create_consumer_with_config("payments", "payers", config)
+        .await
+        .unwrap();
+
+    // Partition 0 offset 3 always fails; everything else succeeds.
+    let mut poison_deliveries = Vec::new();
+    let mut good = 0;
+    let mut good_when_first_retried = None;
+    while poison_deliveries.len() < 3 || good < 19 {
+        let m = recv(&consumer).await;
+        if (m.message.partition, m.message.offset) == (0, POISON) {
+            poison_deliveries.push((Instant::now(), m.delivery_attempt()));
+            if poison_deliveries.len() == 2 {
+                good_when_first_retried = Some(good);
+            }
+            m.nack_with_error("card declined").await.unwrap();
+        } else {
+            assert_eq!(
+                m.delivery_attempt(),
+                1,
+                "only the failing message is redelivered"
+            );
+            good += 1;
+            m.ack().await.unwrap();
+        }
+    }
+    // The retry did not hold anything up: every other record (including the later ones of
+    // the same partition) was processed before the first redelivery.
+    assert_eq!(good_when_first_retried, Some(19));
+    let attempts: Vec<u32> = poison_deliveries.iter().map(|&(_, a)| a).collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    // Backoff doubles: at least 200 ms, then at least 400 ms.
+    assert!(poison_deliveries[1].0 - poison_deliveries[0].0 >= backoff);
+    assert!(poison_deliveries[2].0 - poison_deliveries[1].0 >= backoff * 2);
+
+    // The third failure exhausted the 2 retries: the message is in the dead-letter topic.
+    let (records, _) = tests::fetch_all(&client, "payments.dlq", 0, 0).await;
+    assert_eq!(records.len(), 1);
+    let dead = &records[0];
+    assert_eq!(dead.value.as_deref(), Some(value(0, POISON).as_bytes()));
+    let header = |name: &str| {
+        let h = dead
+            .headers
+            .iter()
+            .find(|h| h.key == name)
+            .unwrap_or_else(|| panic!("header {name}"));
+        String::from_utf8(h.value.to_vec()).unwrap()
+    };
+    assert_eq!(header(DLQ_ORIGINAL_TOPIC), "payments");
+    assert_eq!(header(DLQ_ORIGINAL_PARTITION), "0");
+    assert_eq!(header(DLQ_ORIGINAL_OFFSET), POISON.to_string());
+    assert_eq!(header(DLQ_ATTEMPTS), "3");
+    assert_eq!(header(DLQ_ERROR), "card declined");
+
+    // Dead-lettered counts as processed: the whole partition is committable.
+    consumer.commit().await.unwrap();
+    assert_eq!(consumer.committed_offset(0).await.unwrap(), 10);
+    let metrics = consumer.metrics().await;
+    assert_eq!(metrics.messages_failed.load(Ordering::Relaxed), 3);
+    assert_eq!(metrics.messages_retried.load(Ordering::Relaxed), 2);
+    assert_eq!(metrics.messages_dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.messages_processed.load(Ordering::Relaxed), 19);
+    assert_eq!(metrics.messages_received.load(Ordering::Relaxed), 20);
+    nothing_within(&consumer, Duration::from_millis(300)).await;
+    consumer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pending_retry_holds_the_commit_and_without_a_dead_letter_queue_the_message_is_dropped() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("jobs", 1).await.unwrap();
+    produce_n(&client, "jobs", 0, 0, 5).await;
+    let config = ConsumerConfig {
+        max_retry_attempts: 1,
+        retry_backoff: Duration::from_millis(100),
+        ..config("runners")
+    };
+    let consumer = client
+        .create_consumer_with_config("jobs", "runners", config)
+        .await
+        .unwrap();
+    let first = recv(&consumer).await;
+    assert_eq!(first.message.offset, 0);
+    first.nack().await.unwrap();
+    recv_ack(&consumer, 4).await;
+    // Offset 0 awaits its retry: nothing can be committed past it.
+    consumer.commit().await.unwrap();
+    assert_eq!(consumer.committed_offset(0).await.unwrap(), 0);
+
+    let retried = recv(&consumer).await;
+    assert_eq!((retried.message.offset, retried.delivery_attempt()), (0, 2));
+    retried.nack().await.unwrap();
+    consumer.commit().await.unwrap();
+    assert_eq!(
+        consumer.committed_offset(0).await.unwrap(),
+        5,
+        "dropped counts as resolved"
+    );
+    let metrics = consumer.metrics().await;
+    assert_eq!(metrics.messages_dropped.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.messages_dead_lettered.load(Ordering::Relaxed), 0);
+
+    // A message dropped without ack or nack is redelivered rather than blocking commits.
+    produce_n(&client, "jobs", 0, 5, 1).await;
+    drop(recv(&consumer).await);
+    let again = recv(&consumer).await;
+    assert_eq!((again.message.offset, again.delivery_attempt()), (5, 2));
+    again.ack().await.unwrap();
+    consumer.close().await.unwrap();
+    assert_eq!(consumer.committed_offset(0).await.unwrap(), 6);
+}
