@@ -2,7 +2,7 @@
 //! run the handler, and settle — alone and behind four layers (trace, timeout, retry,
 //! dead-letter). `cargo bench -p benches --bench framework`.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_main, Criterion, Throughput};
 use rustmq::typed::Delivery;
 use tower::ServiceExt;
 
@@ -26,5 +26,9 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+// criterion's macro defines an undocumented `pub fn benches`.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::bench);
+}
+criterion_main!(group::benches);

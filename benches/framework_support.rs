@@ -11,18 +11,18 @@ use tower::Layer;
 
 #[derive(Debug, Serialize, Deserialize, Topic)]
 #[topic(name = "orders", key = "order_id")]
-pub struct OrderPlaced {
-    pub order_id: String,
-    pub amount_cents: u64,
-    pub currency: String,
+pub(crate) struct OrderPlaced {
+    pub(crate) order_id: String,
+    pub(crate) amount_cents: u64,
+    pub(crate) currency: String,
 }
 
-pub async fn handle(order: OrderPlaced, meta: Metadata) -> Result<(), std::io::Error> {
+pub(crate) async fn handle(order: OrderPlaced, meta: Metadata) -> Result<(), std::io::Error> {
     std::hint::black_box((&order, &meta));
     Ok(())
 }
 
-pub fn message() -> Message {
+pub(crate) fn message() -> Message {
     let order = OrderPlaced {
         order_id: "order-000123".into(),
         amount_cents: 12_345,
@@ -37,12 +37,12 @@ pub fn message() -> Message {
 }
 
 /// The handler alone, erased as the runtime erases it.
-pub fn bare() -> BoxService {
+pub(crate) fn bare() -> BoxService {
     BoxCloneService::new(HandlerService::new(handle, ()))
 }
 
 /// The handler behind trace, timeout, retry and dead-letter layers, applied as `Service` does.
-pub fn layered() -> BoxService {
+pub(crate) fn layered() -> BoxService {
     let mut svc = bare();
     svc = BoxCloneService::new(TraceLayer::new().layer(svc));
     svc = BoxCloneService::new(TimeoutLayer::new(Duration::from_secs(5)).layer(svc));

@@ -270,7 +270,7 @@ impl TypedProcessor for Threshold {
     type Input = Reading;
     type Output = Alert;
     async fn process(&self, r: Reading, _source: &Message) -> Result<Option<Alert>> {
-        Ok((r.value > 50).then(|| Alert {
+        Ok((r.value > 50).then_some(Alert {
             sensor: r.sensor,
             value: r.value,
         }))

@@ -227,8 +227,10 @@ async fn per_key_order_holds_with_concurrency() {
     let in_flight = Arc::new(AtomicU32::new(0));
     let max_in_flight = Arc::new(AtomicU32::new(0));
 
+    type Seen = Arc<parking_lot::Mutex<Vec<(String, u32)>>>;
+
     #[handler(concurrency = 4)]
-    async fn record(event: Event, state: State<(Arc<parking_lot::Mutex<Vec<(String, u32)>>>, Arc<AtomicU32>, Arc<AtomicU32>)>) {
+    async fn record(event: Event, state: State<(Seen, Arc<AtomicU32>, Arc<AtomicU32>)>) {
         let (seen, in_flight, max) = state.0;
         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         max.fetch_max(now, Ordering::SeqCst);

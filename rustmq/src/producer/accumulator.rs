@@ -25,7 +25,7 @@ pub(crate) enum TryPush {
     /// In the open batch; `full` says it should be taken now.
     Aggregated { full: bool },
     /// The open batch has no room for it: take the batch, then push again.
-    NoCapacity(Message, Waiter),
+    NoCapacity(Box<(Message, Waiter)>),
 }
 
 /// Limits of one batch.
@@ -80,7 +80,7 @@ impl Accumulator {
         });
         // A message alone larger than the byte limit still goes, in a batch of its own.
         if !open.builder.is_empty() && open.builder.size() + bound > self.limits.max_bytes {
-            return TryPush::NoCapacity(message, waiter);
+            return TryPush::NoCapacity(Box::new((message, waiter)));
         }
         open.builder.push(
             message.timestamp as i64,
@@ -88,7 +88,8 @@ impl Accumulator {
             Some(&message.payload),
             headers(),
         );
-        open.buffered_bytes += message.size();
+        // Counted as the producer's buffer permits were taken: at least one per message.
+        open.buffered_bytes += message.size().max(1);
         open.waiters.push((waiter, message.timestamp));
         let full = open.builder.len() as usize >= self.limits.max_records || open.builder.size() >= self.limits.max_bytes;
         TryPush::Aggregated { full }

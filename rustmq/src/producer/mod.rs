@@ -414,11 +414,11 @@ impl Producer {
                         }
                         break;
                     }
-                    TryPush::NoCapacity(m, w) => {
+                    TryPush::NoCapacity(rejected) => {
                         if let Some(b) = acc.take() {
                             slot.ready.lock().push_back(b);
                         }
-                        item = (m, w);
+                        item = *rejected;
                     }
                 }
             }

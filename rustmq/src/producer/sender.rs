@@ -125,7 +125,7 @@ async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch, sequence: &
             Err(e) => Err(e.duplicate()),
         });
     }
-    inner.buffer.add_permits(batch.buffered_bytes.max(1).min(usize::MAX));
+    inner.buffer.add_permits(batch.buffered_bytes);
     slot.completed.send_modify(|done| *done += u64::from(count));
     if result.is_ok() {
         inner.learn_partitions().await;

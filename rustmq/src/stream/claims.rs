@@ -201,12 +201,12 @@ mod tests {
         let h = source_headers("g", &batch, None, true);
         assert_eq!(
             parse_claim("g", as_refs(&h)),
-            Some(Claim::Ranges(vec![(a.clone(), 5, 9), (b.clone(), 2, 2)]))
+            Some(Claim::Ranges(vec![(b.clone(), 2, 2), (a.clone(), 5, 9)]))
         );
         let h = source_headers("g", &batch, Some((100, 200)), false);
         assert_eq!(
             parse_claim("g", as_refs(&h)),
-            Some(Claim::Window((100, 200), vec![(a, 9), (b, 2)]))
+            Some(Claim::Window((100, 200), vec![(b, 2), (a, 9)]))
         );
     }
 
