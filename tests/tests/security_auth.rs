@@ -1,0 +1,133 @@
+//! Authentication in the hello exchange against a real broker: argon2 users file, SHA-256
+//! token digests, `required`, the per-connection failure limit, and no secret in the logs.
+
+mod security_support;
+
+use std::sync::{Arc, Mutex};
+
+use rustmq::testing::{BrokerConfig, TestBroker};
+use rustmq::{ClientError, RustMqClient};
+use rustmq_broker::security::{hash_token, TokenEntry};
+use rustmq_protocol::{Credentials, ErrorCode, Response};
+use security_support::*;
+
+async fn auth_broker(pki: &Pki, required: bool) -> TestBroker {
+    let mut config: BrokerConfig = broker_config(pki);
+    config.auth.required = required;
+    config.auth.users_file = Some(users_file(pki.dir.path(), &[("alice", "correct horse"), ("bob", "battery staple")]));
+    config.auth.tokens = vec![TokenEntry { principal: "ci-bot".into(), sha256: hash_token("tok-3f9a") }];
+    TestBroker::start_with(config).await.unwrap()
+}
+
+fn auth_message(result: Result<RustMqClient, ClientError>) -> String {
+    match result {
+        Err(ClientError::Authentication(message)) => message,
+        Err(other) => panic!("expected an authentication error, got {other:?}"),
+        Ok(_) => panic!("expected an authentication error, the client connected"),
+    }
+}
+
+#[tokio::test]
+async fn passwords_users_and_tokens_are_checked() {
+    tests::init_tracing();
+    let pki = Pki::new("CA");
+    let broker = auth_broker(&pki, true).await;
+    let base = client_config(&broker, &pki.ca());
+
+    let alice = RustMqClient::new(with_password(base.clone(), "alice", "correct horse")).await.unwrap();
+    assert_eq!(principal(&alice).await, "alice");
+    alice.create_topic("t", 1).await.unwrap();
+
+    let wrong = auth_message(RustMqClient::new(with_password(base.clone(), "alice", "incorrect horse")).await);
+    assert!(wrong.contains("authentication failed for user \"alice\""), "{wrong}");
+    let unknown = auth_message(RustMqClient::new(with_password(base.clone(), "carol", "correct horse")).await);
+    assert!(unknown.contains("\"carol\""), "{unknown}");
+    // An unknown user and a wrong password read the same to the client.
+    assert_eq!(wrong.replace("alice", "carol"), unknown);
+
+    let bot = RustMqClient::new(with_token(base.clone(), "tok-3f9a")).await.unwrap();
+    assert_eq!(principal(&bot).await, "ci-bot");
+    let bad = auth_message(RustMqClient::new(with_token(base.clone(), "tok-0000")).await);
+    assert!(bad.contains("unknown token"), "{bad}");
+
+    let none = auth_message(RustMqClient::new(base).await);
+    assert!(none.contains("authentication required"), "{none}");
+}
+
+#[tokio::test]
+async fn without_required_anonymous_clients_connect_but_given_credentials_are_still_checked() {
+    tests::init_tracing();
+    let pki = Pki::new("CA");
+    let broker = auth_broker(&pki, false).await;
+    let base = client_config(&broker, &pki.ca());
+    let anonymous = RustMqClient::new(base.clone()).await.unwrap();
+    assert_eq!(principal(&anonymous).await, "anonymous");
+    auth_message(RustMqClient::new(with_password(base, "alice", "guess")).await);
+}
+
+#[tokio::test]
+async fn repeated_failures_close_the_connection() {
+    tests::init_tracing();
+    let pki = Pki::new("CA");
+    let broker = auth_broker(&pki, true).await;
+    let pem = std::fs::read_to_string(pki.ca()).unwrap();
+    let conn = tests::raw_connection(broker.addr(), &pem).await;
+    let bad = || Some(Credentials::Plain { username: "alice".into(), password: "nope".into() });
+    for attempt in 1..=3 {
+        match raw_hello_with(&conn, bad()).await {
+            Some(Response::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::AuthenticationFailed);
+                assert_eq!(e.message.contains("closing the connection"), attempt == 3, "{}", e.message);
+            }
+            other => panic!("attempt {attempt}: unexpected answer {other:?}"),
+        }
+    }
+    // The broker closes the connection: even the right password gets no answer on it.
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await.expect("closed");
+    assert!(reason.to_string().contains("too many failed authentication attempts"), "{reason}");
+    let good = Some(Credentials::Plain { username: "alice".into(), password: "correct horse".into() });
+    assert!(raw_hello_with(&conn, good.clone()).await.is_none());
+
+    // A new connection starts afresh.
+    let conn = tests::raw_connection(broker.addr(), &pem).await;
+    assert!(matches!(raw_hello_with(&conn, good).await, Some(Response::Hello(h)) if h.principal == "alice"));
+}
+
+/// Collects every log line written while it is the default subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failures_are_logged_without_the_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let pki = Pki::new("CA");
+    let broker = auth_broker(&pki, true).await;
+    let base = client_config(&broker, &pki.ca());
+    auth_message(RustMqClient::new(with_password(base.clone(), "alice", "SECRET-pw-1")).await);
+    auth_message(RustMqClient::new(with_token(base.clone(), "SECRET-tok-2")).await);
+    RustMqClient::new(with_password(base, "alice", "correct horse")).await.unwrap();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("authentication failed") && logs.contains("wrong password"), "{logs}");
+    for secret in ["SECRET-pw-1", "SECRET-tok-2", "correct horse"] {
+        assert!(!logs.contains(secret), "{secret} appears in the logs");
+    }
+}
