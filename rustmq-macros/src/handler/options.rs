@@ -1,0 +1,165 @@
+//! `#[handler(group = "billing", concurrency = 4, start = "earliest")]`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::LitStr;
+
+use crate::attr::{self, NameValue};
+use crate::ctxt::Ctxt;
+
+/// `group = "billing"`: the consumer group (non-empty).
+pub(crate) const GROUP: &str = "group";
+/// `concurrency = 4`: messages handled at once (at least 1).
+pub(crate) const CONCURRENCY: &str = "concurrency";
+/// `start = "earliest" | "latest"`: where a group without committed offsets starts.
+pub(crate) const START: &str = "start";
+
+const OPTIONS: &[&str] = &[GROUP, CONCURRENCY, START];
+
+/// Where a new group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// `start = "earliest"`.
+    Earliest,
+    /// `start = "latest"`.
+    Latest,
+}
+
+/// The options of one `#[handler(..)]`, each `None` when not given.
+#[derive(Debug, Default)]
+pub(crate) struct Options {
+    /// `group`.
+    pub(crate) group: Option<LitStr>,
+    /// `concurrency`.
+    pub(crate) concurrency: Option<usize>,
+    /// `start`.
+    pub(crate) start: Option<Start>,
+}
+
+impl Options {
+    /// Parses the attribute's arguments, recording every mistake in `cx`.
+    pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> Self {
+        let mut options = Options::default();
+        for option in attr::parse_options(cx, "handler", OPTIONS, args).unwrap_or_default() {
+            options.read(cx, &option);
+        }
+        options
+    }
+
+    fn read(&mut self, cx: &Ctxt, option: &NameValue) {
+        if option.is(GROUP) {
+            self.group = attr::lit_str(cx, option, "\"billing\"").filter(|group| {
+                let empty = group.value().is_empty();
+                if empty {
+                    cx.error_spanned_by(group, "`group` must not be empty");
+                }
+                !empty
+            });
+        } else if option.is(CONCURRENCY) {
+            self.concurrency = attr::lit_int_at_least(cx, option, 1usize).map(|(n, _)| n);
+        } else if option.is(START) {
+            let lit = attr::lit_str(cx, option, "\"earliest\"");
+            self.start = lit.and_then(|lit| match lit.value().as_str() {
+                "earliest" => Some(Start::Earliest),
+                "latest" => Some(Start::Latest),
+                other => {
+                    cx.error_spanned_by(
+                        &lit,
+                        format!("unknown start {other:?}: use \"earliest\" or \"latest\""),
+                    );
+                    None
+                }
+            });
+        }
+    }
+
+    /// The chained setters after `HandlerOptions::new(name)`.
+    pub(crate) fn setters(&self) -> TokenStream {
+        let group = self.group.as_ref().map(|g| quote!(.group(#g)));
+        let concurrency = self.concurrency.map(|n| quote!(.concurrency(#n)));
+        let start = self.start.map(|start| match start {
+            Start::Earliest => quote!(.start_earliest()),
+            Start::Latest => quote!(.start_latest()),
+        });
+        quote!(#group #concurrency #start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: TokenStream) -> Result<Options, Vec<String>> {
+        let cx = Ctxt::new();
+        let options = Options::parse(&cx, args);
+        match cx.check() {
+            Ok(()) => Ok(options),
+            Err(e) => Err(e.into_iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn all_options() {
+        let options = parse(quote!(
+            group = "billing",
+            concurrency = 4,
+            start = "earliest"
+        ))
+        .unwrap();
+        assert_eq!(options.group.as_ref().unwrap().value(), "billing");
+        assert_eq!(options.concurrency, Some(4));
+        assert_eq!(options.start, Some(Start::Earliest));
+        assert_eq!(
+            options.setters().to_string(),
+            quote!(.group("billing").concurrency(4usize).start_earliest()).to_string()
+        );
+        assert_eq!(
+            parse(quote!(start = "latest")).unwrap().start,
+            Some(Start::Latest)
+        );
+    }
+
+    #[test]
+    fn none_given() {
+        let options = parse(TokenStream::new()).unwrap();
+        assert!(
+            options.group.is_none() && options.concurrency.is_none() && options.start.is_none()
+        );
+        assert!(options.setters().is_empty());
+    }
+
+    #[test]
+    fn every_mistake_at_once() {
+        let errors = parse(quote!(
+            grop = "a",
+            group = "",
+            concurrency = 0,
+            start = "beginning",
+            start = "latest"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "unknown handler option `grop`; did you mean `group`? \
+                 (known options: group, concurrency, start)",
+                "duplicate handler option `start`",
+                "`group` must not be empty",
+                "`concurrency` must be at least 1",
+                "unknown start \"beginning\": use \"earliest\" or \"latest\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_value_kinds() {
+        let errors = parse(quote!(group = billing, concurrency = "4")).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "expected a string literal for `group`, e.g. `group = \"billing\"`",
+                "expected an integer literal for `concurrency`, e.g. `concurrency = 1`",
+            ]
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Code generation for `#[derive(Topic)]`.
+//!
+//! Three impls inside one `const _: () = { ... };`: `rustmq::Topic` itself, and the two
+//! extractor traits that make the type usable as a handler's payload argument. The extractor
+//! impls live here rather than as blanket impls in rustmq because `impl<T: Topic>
+//! FromDelivery<S> for T` would conflict with every other extractor impl.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use super::ast::{Key, KeyField, Topic};
+
+/// The generated items.
+pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
+    let ident = topic.ident;
+    let name = &topic.name;
+    let codec = &topic.codec;
+    let partitions = topic.partitions.map(|n| {
+        quote! {
+            const PARTITIONS: ::core::option::Option<::core::primitive::u32> =
+                ::core::option::Option::Some(#n);
+        }
+    });
+    let dead_letter = topic.dead_letter.as_ref().map(|dlq| {
+        quote! {
+            const DEAD_LETTER: ::core::option::Option<&'static ::core::primitive::str> =
+                ::core::option::Option::Some(#dlq);
+        }
+    });
+    let key = topic.key.as_ref().map(|key| {
+        let body = key_body(key);
+        quote! {
+            #[inline]
+            fn key(&self) -> ::core::option::Option<::rustmq::__private::Bytes> {
+                ::core::option::Option::Some(#body)
+            }
+        }
+    });
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
+        const _: () = {
+            #[automatically_derived]
+            impl ::rustmq::Topic for #ident {
+                const NAME: &'static ::core::primitive::str = #name;
+                type Codec = #codec;
+                #partitions
+                #dead_letter
+                #key
+            }
+
+            #[automatically_derived]
+            impl<__S> ::rustmq::__private::FromDelivery<__S> for #ident
+            where
+                __S: ::core::marker::Send + ::core::marker::Sync + 'static,
+            {
+                #[inline]
+                fn from_delivery(
+                    delivery: &::rustmq::__private::Delivery,
+                    _state: &__S,
+                ) -> ::core::result::Result<Self, ::rustmq::__private::Rejection> {
+                    ::rustmq::__private::decode_payload::<Self>(delivery)
+                }
+            }
+
+            #[automatically_derived]
+            impl ::rustmq::__private::ExtractorKind for #ident {
+                const IS_PAYLOAD: ::core::primitive::bool = true;
+                #[inline]
+                fn payload_topic() -> ::core::option::Option<::rustmq::__private::TopicInfo> {
+                    ::core::option::Option::Some(::rustmq::__private::TopicInfo::of::<Self>())
+                }
+            }
+        };
+    }
+}
+
+/// The key conversion, spanned at the key field's type so that a type without `TopicKey`
+/// is reported at the user's field. `self` and `__key` keep the macro's span: with a user span
+/// they would not resolve when the type is declared inside a `macro_rules!`.
+fn key_body(key: &Key<'_>) -> TokenStream {
+    match key {
+        Key::Struct(field) => {
+            let member = &field.member;
+            convert(field, quote!(&self.#member))
+        }
+        Key::Enum(variants) => {
+            let arms = variants.iter().map(|(variant, field)| {
+                let member = &field.member;
+                let call = convert(field, quote!(__key));
+                quote!(Self::#variant { #member: ref __key, .. } => #call,)
+            });
+            quote!(match *self { #(#arms)* })
+        }
+    }
+}
+
+fn convert(field: &KeyField<'_>, value: TokenStream) -> TokenStream {
+    let ty = field.ty;
+    quote_spanned! {ty.span()=>
+        <#ty as ::rustmq::__private::TopicKey>::key_bytes(#value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctxt::Ctxt;
+    use syn::{parse_quote, DeriveInput};
+
+    fn expand_str(input: DeriveInput) -> String {
+        let cx = Ctxt::new();
+        let topic = Topic::from_ast(&cx, &input).expect("valid input");
+        cx.check().unwrap();
+        expand(&topic).to_string()
+    }
+
+    #[test]
+    fn only_given_options_are_emitted() {
+        let out = expand_str(parse_quote!(
+            #[topic(name = "pings")]
+            struct Ping;
+        ));
+        assert!(out.contains("const NAME"));
+        assert!(out.contains("type Codec = :: rustmq :: codec :: Json"));
+        assert!(!out.contains("PARTITIONS") && !out.contains("DEAD_LETTER"));
+        assert!(!out.contains("fn key"));
+    }
+
+    #[test]
+    fn options_and_struct_key() {
+        let out = expand_str(parse_quote! {
+            #[topic(name = "orders", key = "id", partitions = 4, dead_letter = "orders.bad")]
+            struct Order { id: String }
+        });
+        assert!(out.contains("Some (4u32)"), "{out}");
+        assert!(out.contains("Some (\"orders.bad\")"), "{out}");
+        assert!(
+            out.contains(
+                "< String as :: rustmq :: __private :: TopicKey > :: key_bytes (& self . id)"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn enum_key_is_a_match() {
+        let out = expand_str(parse_quote! {
+            #[topic(name = "orders", key = "id")]
+            enum Event { A { id: u64 }, B { x: u8, id: u64 } }
+        });
+        assert!(out.contains("match * self"), "{out}");
+        assert!(out.contains("Self :: A { id : ref __key , .. }"), "{out}");
+        assert!(out.contains("Self :: B { id : ref __key , .. }"), "{out}");
+    }
+
+    #[test]
+    fn tuple_key_uses_the_index() {
+        let out = expand_str(parse_quote!(
+            #[topic(name = "ids", key = 0)]
+            struct Id(String);
+        ));
+        assert!(out.contains("key_bytes (& self . 0)"), "{out}");
+    }
+
+    #[test]
+    fn no_bare_prelude_names() {
+        let out = expand_str(parse_quote! {
+            #[topic(name = "orders", key = "id", partitions = 1, dead_letter = "d")]
+            enum Event { A { id: u64 } }
+        });
+        for bare in [
+            " Option ", " Some ", " Result ", " Ok ", " Err ", " u32 ", " str ",
+        ] {
+            for (i, _) in out.match_indices(bare) {
+                assert_eq!(&out[i - 2..i], "::", "bare `{bare}` in {out}");
+            }
+        }
+    }
+}
