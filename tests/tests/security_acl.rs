@@ -1,0 +1,193 @@
+//! ACL rules from the broker config, enforced on every request of a real broker: each
+//! operation allowed and denied, prefix rules, deny overriding allow, filtered lists, and a
+//! denied request that changes nothing.
+
+mod security_support;
+
+use rustmq::testing::TestBroker;
+use rustmq::{ClientError, RustMqClient};
+use rustmq_broker::security::{AclRule, Operation, PatternType, Permission, ResourceType};
+use rustmq_protocol::*;
+use security_support::*;
+use tests::{batch, fetch, produce, TestRecord};
+
+fn rule(principal: &str, resource: ResourceType, name: &str, pattern: PatternType, ops: &[Operation], permission: Permission) -> AclRule {
+    AclRule { principal: principal.into(), resource, name: name.into(), pattern, operations: ops.to_vec(), permission }
+}
+
+struct Setup {
+    _pki: Pki,
+    _broker: TestBroker,
+    admin: RustMqClient,
+    alice: RustMqClient,
+    bob: RustMqClient,
+}
+
+/// admin: everything; alice: write `orders.*`; bob: read `orders.*`, read+commit group
+/// `billing`; nobody may read `orders.secret`.
+async fn setup() -> Setup {
+    use Operation::*;
+    use PatternType::*;
+    use Permission::*;
+    use ResourceType::*;
+    tests::init_tracing();
+    let pki = Pki::new("CA");
+    let mut config = broker_config(&pki);
+    config.auth.required = true;
+    config.auth.users_file = Some(users_file(pki.dir.path(), &[("admin", "a-pw"), ("alice", "al-pw"), ("bob", "b-pw")]));
+    config.acl = vec![
+        rule("admin", Topic, "*", Literal, &[Create, Delete, Describe, Read, Write], Allow),
+        rule("admin", Group, "*", Literal, &[Read, Commit, Describe], Allow),
+        rule("alice", Topic, "orders.", Prefix, &[Write], Allow),
+        rule("bob", Topic, "orders.", Prefix, &[Read], Allow),
+        rule("bob", Group, "billing", Literal, &[Read, Commit], Allow),
+        rule("*", Topic, "orders.secret", Literal, &[Read], Deny),
+    ];
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let base = client_config(&broker, &pki.ca());
+    let connect = |user: &str, pw: &str| RustMqClient::new(with_password(base.clone(), user, pw));
+    let admin = connect("admin", "a-pw").await.unwrap();
+    let alice = connect("alice", "al-pw").await.unwrap();
+    let bob = connect("bob", "b-pw").await.unwrap();
+    for topic in ["orders.eu", "orders.secret", "payroll"] {
+        admin.create_topic(topic, 1).await.unwrap();
+    }
+    Setup { _pki: pki, _broker: broker, admin, alice, bob }
+}
+
+#[track_caller]
+fn assert_denied<T: std::fmt::Debug>(result: rustmq::Result<T>, expected: &str) {
+    match result {
+        Err(ClientError::Authorization(message)) => assert_eq!(message, expected),
+        other => panic!("expected an authorization error ({expected}), got {other:?}"),
+    }
+}
+
+fn one(value: &str) -> bytes::Bytes {
+    batch(&[TestRecord::new(value, 1)], Compression::None)
+}
+
+async fn log_end(client: &RustMqClient, topic: &str) -> u64 {
+    let req = Request::ListOffsets(ListOffsetsRequest { topic: topic.into(), partition: 0, spec: OffsetSpec::Latest });
+    match client.raw_request(req).await.unwrap() {
+        Response::ListOffsets(r) => r.offset,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn produce_and_fetch_follow_the_rules_and_a_denied_produce_changes_nothing() {
+    let s = setup().await;
+    produce(&s.alice, "orders.eu", 0, one("a"), Acks::All).await.unwrap();
+    assert_denied(
+        produce(&s.alice, "payroll", 0, one("x"), Acks::All).await,
+        "principal \"alice\" is not authorized to write topic \"payroll\"",
+    );
+    assert_denied(
+        produce(&s.bob, "orders.eu", 0, one("x"), Acks::All).await,
+        "principal \"bob\" is not authorized to write topic \"orders.eu\"",
+    );
+    // Nothing was appended by the denied produces.
+    assert_eq!(log_end(&s.admin, "orders.eu").await, 1);
+    assert_eq!(log_end(&s.admin, "payroll").await, 0);
+
+    assert_eq!(fetch(&s.bob, "orders.eu", 0, 0, 0).await.unwrap().high_watermark, 1);
+    assert_denied(
+        fetch(&s.alice, "orders.eu", 0, 0, 0).await,
+        "principal \"alice\" is not authorized to read topic \"orders.eu\"",
+    );
+    // Deny wins over bob's prefix allow and over admin's wildcard allow.
+    assert_denied(
+        fetch(&s.bob, "orders.secret", 0, 0, 0).await,
+        "principal \"bob\" is not authorized to read topic \"orders.secret\"",
+    );
+    assert_denied(
+        fetch(&s.admin, "orders.secret", 0, 0, 0).await,
+        "principal \"admin\" is not authorized to read topic \"orders.secret\"",
+    );
+    assert!(fetch(&s.admin, "payroll", 0, 0, 0).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_auto_created_topic_needs_create_too() {
+    let s = setup().await;
+    assert_denied(
+        produce(&s.alice, "orders.new", 0, one("x"), Acks::All).await,
+        "principal \"alice\" is not authorized to create topic \"orders.new\"",
+    );
+    let names: Vec<String> = s.admin.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert!(!names.contains(&"orders.new".to_owned()), "{names:?}");
+}
+
+#[tokio::test]
+async fn create_delete_and_describe_topics() {
+    let s = setup().await;
+    assert_denied(s.alice.create_topic("orders.us", 1).await, "principal \"alice\" is not authorized to create topic \"orders.us\"");
+    assert_denied(s.bob.delete_topic("orders.eu").await, "principal \"bob\" is not authorized to delete topic \"orders.eu\"");
+    s.admin.describe_topic("orders.eu").await.expect("the denied delete changed nothing");
+    s.admin.delete_topic("payroll").await.unwrap();
+
+    // Write and read imply describe on the same topics, nothing else.
+    s.alice.describe_topic("orders.eu").await.unwrap();
+    s.bob.describe_topic("orders.secret").await.unwrap();
+    s.admin.create_topic("hr", 1).await.unwrap();
+    assert_denied(s.alice.describe_topic("hr").await, "principal \"alice\" is not authorized to describe topic \"hr\"");
+    assert_denied(s.alice.metadata(Some(&["hr"])).await, "principal \"alice\" is not authorized to describe topic \"hr\"");
+
+    // Lists show only what the principal may describe.
+    let mut seen: Vec<String> = s.alice.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    seen.sort();
+    assert_eq!(seen, ["orders.eu", "orders.secret"]);
+    let meta = s.alice.metadata(None).await.unwrap();
+    assert!(meta.topic("hr").is_none() && meta.topic("orders.eu").is_some());
+    assert_eq!(s.admin.list_topics().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn join_and_commit_need_group_and_topic_rights() {
+    let s = setup().await;
+    let join = |group: &str, topic: &str| {
+        Request::JoinGroup(JoinGroupRequest {
+            group: group.into(),
+            member_id: String::new(),
+            client_id: "t".into(),
+            topics: vec![topic.into()],
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 1_000,
+        })
+    };
+    let commit = |group: &str, topic: &str| {
+        Request::CommitOffsets(CommitOffsetsRequest {
+            group: group.into(),
+            member_id: String::new(),
+            generation: 0,
+            offsets: vec![PartitionOffset { topic: topic.into(), partition: 0, offset: 0 }],
+        })
+    };
+    let joined = s.bob.raw_request(join("billing", "orders.eu")).await.unwrap();
+    assert!(matches!(joined, Response::JoinGroup(_)), "{joined:?}");
+    s.bob.raw_request(commit("billing", "orders.eu")).await.unwrap();
+
+    assert_denied(s.alice.raw_request(join("billing", "orders.eu")).await, "principal \"alice\" is not authorized to read group \"billing\"");
+    assert_denied(s.bob.raw_request(join("audit", "orders.eu")).await, "principal \"bob\" is not authorized to read group \"audit\"");
+    assert_denied(s.bob.raw_request(join("billing", "payroll")).await, "principal \"bob\" is not authorized to read topic \"payroll\"");
+    assert_denied(s.alice.raw_request(commit("billing", "orders.eu")).await, "principal \"alice\" is not authorized to commit group \"billing\"");
+    assert_denied(s.bob.raw_request(commit("billing", "orders.secret")).await, "principal \"bob\" is not authorized to read topic \"orders.secret\"");
+
+    // Groups are listed only to who may describe them (read implies describe).
+    assert!(s.alice.list_groups().await.unwrap().is_empty());
+    assert_eq!(s.bob.list_groups().await.unwrap(), ["billing"]);
+    assert_eq!(s.admin.list_groups().await.unwrap(), ["billing"]);
+    s.bob.describe_group("billing").await.unwrap();
+    assert_denied(s.alice.describe_group("billing").await, "principal \"alice\" is not authorized to describe group \"billing\"");
+}
+
+#[tokio::test]
+async fn a_broker_without_rules_stays_open() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("anything", 1).await.unwrap();
+    produce(&client, "anything", 0, one("x"), Acks::All).await.unwrap();
+    client.delete_topic("anything").await.unwrap();
+}
