@@ -7,7 +7,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote_spanned, ToTokens};
 use syn::visit::Visit;
-use syn::{FnArg, Pat, ReturnType, Signature, Type};
+use syn::{FnArg, ReturnType, Signature, Type};
 
 use crate::ctxt::Ctxt;
 
@@ -60,7 +60,6 @@ impl HandlerSig {
                      share data with a `State<T>` argument instead",
                 ),
                 FnArg::Typed(typed) => {
-                    check_pattern(cx, &typed.pat);
                     check_type(cx, &typed.ty, "argument");
                     args.push((*typed.ty).clone());
                 }
@@ -93,20 +92,6 @@ fn check_qualifiers(cx: &Ctxt, sig: &Signature) {
     }
     if let Some(abi) = &sig.abi {
         cx.error_spanned_by(abi, "a #[handler] cannot have an `extern` ABI");
-    }
-}
-
-/// `name: Type` or `mut name: Type` (and `_: Type`); patterns would be kept as written, but
-/// one name per extractor keeps handler signatures readable and their errors plain.
-fn check_pattern(cx: &Ctxt, pat: &Pat) {
-    match pat {
-        Pat::Ident(ident) if ident.by_ref.is_none() && ident.subpat.is_none() => {}
-        Pat::Wild(_) => {}
-        other => cx.error_spanned_by(
-            other,
-            "a #[handler] argument must be `name: Type` (or `mut name: Type`); \
-             destructure it in the body",
-        ),
     }
 }
 
@@ -151,6 +136,13 @@ mod tests {
     }
 
     #[test]
+    fn patterns_are_kept_as_written() {
+        // `handle` keeps the signature, so axum-style destructuring works.
+        let sig = check(parse_quote!(async fn page(alert: Alert, State(out): State<Out>))).unwrap();
+        assert_eq!(sig.args.len(), 2);
+    }
+
+    #[test]
     fn valid_signatures() {
         let sig = check(parse_quote!(
             async fn bill(order: Order, mut meta: Metadata, _: Headers) -> Result<(), E>
@@ -181,8 +173,6 @@ mod tests {
                  still a handler through the blanket impl)",
                 "a #[handler] is a free function and cannot take `self`; \
                  share data with a `State<T>` argument instead",
-                "a #[handler] argument must be `name: Type` (or `mut name: Type`); \
-                 destructure it in the body",
                 "`impl Trait` is not supported in a #[handler]'s argument: name the type",
                 "a #[handler] argument is an owned extractor: take it by value, not by reference",
                 "`impl Trait` is not supported in a #[handler]'s return type: name the type",
@@ -211,8 +201,8 @@ mod tests {
     }
 
     #[test]
-    fn nested_impl_trait_and_ref_pattern() {
-        let errors = check(parse_quote!(async fn f(ref a: A, b: Vec<impl Into<u8>>))).unwrap_err();
-        assert_eq!(errors.len(), 2);
+    fn nested_impl_trait() {
+        let errors = check(parse_quote!(async fn f(a: A, b: Vec<impl Into<u8>>))).unwrap_err();
+        assert_eq!(errors.len(), 1);
     }
 }

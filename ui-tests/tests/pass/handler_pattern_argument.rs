@@ -8,7 +8,8 @@ struct OrderPlaced {
 }
 
 #[handler]
-async fn bill(OrderPlaced { order_id }: OrderPlaced) {
+async fn bill(OrderPlaced { order_id }: OrderPlaced, rustmq::State(count): rustmq::State<u32>) {
+    let _ = count;
     let _ = order_id;
 }
 
