@@ -36,7 +36,7 @@ pub(crate) async fn measure(
     let identity = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path())
         .map_err(|e| failed("certificate")(&e))?;
     let server_tls = identity
-        .server_config()
+        .server_config(&TlsSettings::default())
         .map_err(|e| failed("server tls")(&e))?;
     let server_config = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from((*server_tls).clone()).map_err(|e| failed("server tls")(&e))?,
