@@ -26,6 +26,9 @@ fn snapshotter() -> &'static Snapshotter {
     })
 }
 
+/// Snapshots drain histograms: tests of this binary take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One metric of a snapshot.
 #[derive(Debug)]
 struct Sample {
@@ -104,7 +107,9 @@ async fn accept_even(order: Order) -> Settlement {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_broker_and_handler_metrics_follow_the_documented_scheme() {
-    snapshotter();
+    let _turn = SERIAL.lock().await;
+    // Drains what earlier tests left in histograms; the base of the unlabelled counters.
+    let s0 = snapshot();
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
 
@@ -131,22 +136,6 @@ async fn producer_broker_and_handler_metrics_follow_the_documented_scheme() {
     }
     producer.close().await.unwrap();
 
-    // Handler: 6 typed orders through a MetricsLayer; odd ids are skipped.
-    let recorder = Recorder::new();
-    let running = Service::new(client.clone())
-        .layer(MetricsLayer::new())
-        .layer(recorder.layer())
-        .handler(accept_even)
-        .start()
-        .await
-        .unwrap();
-    let orders = client.producer::<Order>();
-    for id in 0..6 {
-        orders.send(&Order { id }).await.unwrap();
-    }
-    recorder.wait_for(6, WAIT).await;
-    running.shutdown().await.unwrap();
-
     let s = snapshot();
     let t = [("topic", topic)];
     assert_eq!(counter(&s, "rustmq_producer_messages_sent_total", &t), 10);
@@ -169,6 +158,39 @@ async fn producer_broker_and_handler_metrics_follow_the_documented_scheme() {
     assert!(counter(&s, "rustmq_broker_produce_bytes_total", &t) > 100);
     assert!(counter(&s, "rustmq_broker_requests_total", &[("kind", "Produce")]) >= batches);
     assert!(counter(&s, "rustmq_broker_requests_total", &[("kind", "Hello")]) >= 1);
+    let fsyncs = counter(&s, "rustmq_broker_fsyncs_total", &[])
+        - counter(&s0, "rustmq_broker_fsyncs_total", &[]);
+    assert!(fsyncs >= 1, "acks=all syncs");
+    // Unlabelled: a previous test's broker may still be finishing a sync, so no equality.
+    let sync_times = histogram(&s, "rustmq_broker_fsync_duration_seconds", &[]);
+    assert!(
+        !sync_times.is_empty() && sync_times.iter().all(|t| *t > 0.0 && *t < 10.0),
+        "{sync_times:?}"
+    );
+    let connections = find(&s, "rustmq_broker_connections", &[]);
+    assert!(
+        matches!(connections.first().map(|c| (&c.kind, &c.value)), Some((MetricKind::Gauge, DebugValue::Gauge(g))) if g.into_inner() >= 1.0),
+        "{connections:?}"
+    );
+    let s1 = s;
+
+    // Handler: 6 typed orders through a MetricsLayer; odd ids are skipped.
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(MetricsLayer::new())
+        .layer(recorder.layer())
+        .handler(accept_even)
+        .start()
+        .await
+        .unwrap();
+    let orders = client.producer::<Order>();
+    for id in 0..6 {
+        orders.send(&Order { id }).await.unwrap();
+    }
+    recorder.wait_for(6, WAIT).await;
+    running.shutdown().await.unwrap();
+
+    let s = snapshot();
     assert!(
         counter(
             &s,
@@ -176,18 +198,6 @@ async fn producer_broker_and_handler_metrics_follow_the_documented_scheme() {
             &[("topic", "obs-metrics-orders")]
         ) > 0
     );
-    let fsyncs = counter(&s, "rustmq_broker_fsyncs_total", &[]);
-    assert!(fsyncs >= 1, "acks=all syncs");
-    assert_eq!(
-        histogram(&s, "rustmq_broker_fsync_duration_seconds", &[]).len() as u64,
-        fsyncs
-    );
-    let connections = find(&s, "rustmq_broker_connections", &[]);
-    assert!(
-        matches!(connections.first().map(|c| (&c.kind, &c.value)), Some((MetricKind::Gauge, DebugValue::Gauge(g))) if g.into_inner() >= 1.0),
-        "{connections:?}"
-    );
-
     let h = [("topic", "obs-metrics-orders"), ("handler", "accept_even")];
     assert_eq!(
         counter(
@@ -226,7 +236,7 @@ async fn producer_broker_and_handler_metrics_follow_the_documented_scheme() {
     );
 
     // Every name follows the scheme.
-    for sample in &s {
+    for sample in s1.iter().chain(&s) {
         let n = &sample.name;
         assert!(n.starts_with("rustmq_"), "{n}");
         match sample.kind {
@@ -235,4 +245,91 @@ async fn producer_broker_and_handler_metrics_follow_the_documented_scheme() {
             MetricKind::Gauge => assert!(!n.ends_with("_total"), "{n}"),
         }
     }
+}
+
+fn gauge(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    find(samples, name, labels).first().map(|s| match s.value {
+        DebugValue::Gauge(g) => g.into_inner(),
+        ref other => panic!("{name} is not a gauge: {other:?}"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_metrics_count_acks_nacks_retries_and_dead_letters() {
+    let _turn = SERIAL.lock().await;
+    snapshotter();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let topic = "obs-metrics-consumed";
+    client.create_topic(topic, 1).await.unwrap();
+    let producer = client.create_producer(topic).await.unwrap();
+    for i in 0..5 {
+        let m = Message::builder()
+            .topic(topic)
+            .payload(format!("m{i}"))
+            .build()
+            .unwrap();
+        producer.send(m).await.unwrap();
+    }
+    let consumer = client
+        .create_consumer_with_config(
+            topic,
+            "obs-metrics-group",
+            rustmq::consumer::ConsumerConfig {
+                max_retry_attempts: 1,
+                retry_backoff: Duration::from_millis(10),
+                max_retry_backoff: Duration::from_millis(10),
+                dead_letter_queue: Some("obs-metrics-dlq".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Acknowledge m0..m3; nack m4 twice: one retry, then the dead-letter topic.
+    let mut nacks = 0;
+    while nacks < 2 {
+        let delivery = tokio::time::timeout(WAIT, consumer.receive())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if delivery.message.payload.as_ref() == b"m4" {
+            delivery.nack().await.unwrap();
+            nacks += 1;
+        } else {
+            delivery.ack().await.unwrap();
+        }
+    }
+    consumer.get_lag().await.unwrap();
+    consumer.close().await.unwrap();
+
+    let s = snapshot();
+    let l = [("topic", topic), ("group", "obs-metrics-group")];
+    assert_eq!(
+        counter(&s, "rustmq_consumer_messages_received_total", &l),
+        5
+    );
+    assert_eq!(
+        counter(&s, "rustmq_consumer_messages_processed_total", &l),
+        4
+    );
+    assert_eq!(counter(&s, "rustmq_consumer_messages_failed_total", &l), 2);
+    assert_eq!(counter(&s, "rustmq_consumer_messages_retried_total", &l), 1);
+    assert_eq!(
+        counter(&s, "rustmq_consumer_messages_dead_lettered_total", &l),
+        1
+    );
+    assert_eq!(
+        gauge(&s, "rustmq_consumer_lag", &[l[0], l[1], ("partition", "0")]),
+        Some(0.0)
+    );
+    // The dead letter was produced like any message.
+    assert_eq!(
+        counter(
+            &s,
+            "rustmq_producer_messages_sent_total",
+            &[("topic", "obs-metrics-dlq")]
+        ),
+        1
+    );
 }

@@ -100,6 +100,7 @@ impl ConsumerBuilder {
             .clone()
             .unwrap_or_else(|| client.client_id().to_owned());
         let inner = Arc::new(Inner {
+            instruments: crate::telemetry::ConsumerInstruments::new(&topic, &config.consumer_group),
             group: config.consumer_group.clone(),
             state: Mutex::new(State::new(config.max_buffered_messages_per_partition)),
             topic,

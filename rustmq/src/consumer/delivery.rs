@@ -81,6 +81,7 @@ impl ConsumerMessage {
                 .metrics
                 .messages_processed
                 .fetch_add(1, Ordering::Relaxed);
+            self.inner.instruments.processed.increment(1);
         } else {
             tracing::debug!(
                 partition = self.partition,

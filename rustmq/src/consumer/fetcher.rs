@@ -139,7 +139,7 @@ fn epoch_of(inner: &Inner, partition: u32) -> Option<u64> {
 
 /// The fetch loop of `partition`; ends when the partition is revoked or the consumer closes.
 pub(crate) async fn run(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
-    let span = tracing::debug_span!("fetch", topic = %inner.topic, partition);
+    let span = tracing::debug_span!(target: "rustmq::fetch", "fetch", topic = %inner.topic, group = %inner.group, partition);
     fetch_loop(inner, partition, wake).instrument(span).await;
 }
 
@@ -219,6 +219,9 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                     if let Some(position) = position {
                         inner
                             .metrics
+                            .set_lag(partition, hw.saturating_sub(position));
+                        inner
+                            .instruments
                             .set_lag(partition, hw.saturating_sub(position));
                         if count > 0 {
                             tracing::trace!(offset, count, hw, "fetched");

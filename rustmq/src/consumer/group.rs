@@ -149,6 +149,7 @@ pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
         }
         state.rebalancing = false;
         inner.metrics.retain_lag(&state.owned());
+        inner.instruments.retain_lag(&state.owned());
     }
     inner.data.notify_waiters();
     tracing::info!(

@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     /// Serializes commits so that an older snapshot never lands after a newer one.
     pub(crate) commit_lock: tokio::sync::Mutex<()>,
     pub(crate) metrics: Arc<ConsumerMetrics>,
+    /// The same counts, through the `metrics` facade.
+    pub(crate) instruments: crate::telemetry::ConsumerInstruments,
     pub(crate) dead_letters: OnceCell<Producer>,
     pub(crate) group_task: Mutex<Option<JoinHandle<()>>>,
     pub(crate) closed: AtomicBool,
@@ -175,6 +177,7 @@ impl Consumer {
                             .metrics
                             .messages_received
                             .fetch_add(1, Ordering::Relaxed);
+                        self.inner.instruments.received.increment(1);
                     }
                     return Ok(Some(ConsumerMessage::new(Arc::clone(&self.inner), d)));
                 }

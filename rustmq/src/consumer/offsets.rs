@@ -128,6 +128,7 @@ impl Consumer {
             if let Some(p) = state.partitions.get(&partition) {
                 let behind = hw.saturating_sub(p.tracker.position());
                 self.inner.metrics.set_lag(partition, behind);
+                self.inner.instruments.set_lag(partition, behind);
                 lag.insert(partition, behind);
             }
         }

@@ -56,6 +56,7 @@ fn plan(inner: &Inner, mut failed: Failed) -> Plan {
         .metrics
         .messages_failed
         .fetch_add(1, Ordering::Relaxed);
+    inner.instruments.failed.increment(1);
     failed.message.partition = failed.partition;
     failed.message.offset = failed.offset;
     let config = &inner.config;
@@ -85,6 +86,7 @@ fn plan(inner: &Inner, mut failed: Failed) -> Plan {
         .metrics
         .messages_retried
         .fetch_add(1, Ordering::Relaxed);
+    inner.instruments.retried.increment(1);
     // A waiting receive must learn the new due time.
     inner.data.notify_waiters();
     tracing::debug!(
@@ -179,6 +181,7 @@ async fn dead_letter(inner: &Arc<Inner>, failed: Failed, error: String) -> Resul
                 .metrics
                 .messages_dead_lettered
                 .fetch_add(1, Ordering::Relaxed);
+            inner.instruments.dead_lettered.increment(1);
             tracing::info!(partition, offset, attempts = attempt, dlq, dlq_offset = result.offset, %error, "message dead-lettered");
             Ok(())
         }

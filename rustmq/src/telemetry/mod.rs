@@ -27,12 +27,15 @@
 //! | `rustmq_handler_duration_seconds` | histogram | topic, group, handler |
 //!
 //! Tracing targets: `rustmq::produce` (a `send` span per awaited send, a `produce` span per
-//! batch request), `rustmq::handle` (a `handle` span per delivery, from
-//! [`TraceLayer`](crate::TraceLayer)); the consumer's fetch tasks run in `fetch` spans of
-//! `rustmq::consumer::fetcher`, connection events log under `rustmq::transport`.
+//! batch request), `rustmq::fetch` (a `fetch` span per partition fetch task of a consumer),
+//! `rustmq::handle` (a `handle` span per delivery, from [`TraceLayer`](crate::TraceLayer));
+//! connection events log under `rustmq::transport`.
 
+mod consumer;
 pub mod names;
 pub mod trace_context;
+
+pub(crate) use consumer::ConsumerInstruments;
 
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
