@@ -136,8 +136,9 @@ async fn serve_connection(
                 let core = Arc::clone(&core);
                 let state = Arc::clone(&state);
                 let close = Arc::clone(&close);
+                let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    serve_stream(send, recv, &core, &state).await;
+                    serve_stream(send, recv, &core, &state, shutdown).await;
                     if state.close_requested.load(Ordering::Relaxed) {
                         close.notify_one();
                     }
@@ -238,6 +239,7 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     core: &Arc<Core>,
     conn: &ConnState,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = &core.config.limits;
     let timeout = Duration::from_millis(limits.request_read_timeout_ms);
@@ -246,7 +248,15 @@ async fn serve_stream(
             ReadOutcome::Frame(frame) => {
                 let response = match Request::from_frame(&frame) {
                     Ok(req) => {
-                        let response = core.handle(conn, req).await;
+                        // A long poll or a pending group join must not outlive the broker: the
+                        // stream keeps the endpoint, and so its port, open while it waits.
+                        let response = tokio::select! {
+                            response = core.handle(conn, req) => response,
+                            _ = shutdown.wait_for(|stop| *stop) => Response::Error(ErrorResponse {
+                                code: ErrorCode::ShuttingDown,
+                                message: "broker is shutting down".into(),
+                            }),
+                        };
                         if matches!(response, Response::Produce(_)) && core.take_dropped_answer() {
                             tracing::warn!("fault injection: dropping a produce answer");
                             let _ = send.reset(2u32.into());

@@ -102,3 +102,28 @@ async fn existing_client_survives_a_broker_restart_on_the_same_port() {
     assert_eq!(acked.expect("produce succeeds after reconnect").base_offset, 5);
     assert!(client.health_check().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_long_poll_does_not_hold_the_port_across_a_restart() {
+    let mut broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("idle", 1).await.unwrap();
+    // A fetch that would wait 30 s for data that never comes.
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { tests::fetch(&client, "idle", 0, 0, 30_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    broker.restart().await.expect("the port is free again at once");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "shutdown did not wait for the poll");
+    // The broker answered the poll `ShuttingDown`; the client retried it on the new broker,
+    // where it now waits for data: producing some answers it.
+    produce(&client, "idle", 0, batch(&recs(1, "wake"), Compression::None), Acks::Leader).await.unwrap();
+    let fetched = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the retried poll is answered")
+        .unwrap()
+        .unwrap();
+    assert!(!fetched.records.is_empty());
+}
