@@ -73,7 +73,7 @@ impl MessageProcessor for PaymentProcessor {
             .key(&payment.user_id)
             .payload(serde_json::to_vec(&output)?)
             .header("processor", "fraud-detection")
-            .header("score", &score.to_string())
+            .header("score", score.to_string())
             .build()?;
         Ok(Some(output_message))
     }

@@ -66,7 +66,7 @@ impl MessageProcessor for AnalyticsProcessor {
         let output_message = Message::builder()
             .topic("analytics-aggregated")
             .payload(serde_json::to_vec(&aggregated)?)
-            .header("window-size", &messages.len().to_string())
+            .header("window-size", messages.len().to_string())
             .build()?;
         let mut results = vec![None; messages.len()];
         results[0] = Some(output_message);

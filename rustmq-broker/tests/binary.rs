@@ -35,15 +35,29 @@ fn bad_arguments_fail_with_a_message() {
     assert!(err.contains("listne"), "the unknown key is named: {err}");
 }
 
-fn start(dir: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+/// A running broker process, killed and reaped if a test fails before waiting for it.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path) -> (Running, String) {
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -65,9 +79,9 @@ fn sigterm_and_sigint_stop_cleanly_with_status_zero() {
         let (mut child, addr) = start(dir.path());
         assert!(addr.starts_with("127.0.0.1:"), "{addr}");
         assert!(dir.path().join("tls/cert.pem").exists(), "a development certificate was generated");
-        let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+        let status = Command::new("kill").arg(signal).arg(child.0.id().to_string()).status().unwrap();
         assert!(status.success());
-        let status = child.wait().unwrap();
+        let status = child.0.wait().unwrap();
         assert_eq!(status.code(), Some(0), "{signal}: clean exit");
     }
 }
