@@ -13,7 +13,7 @@ use crate::{Broker, StartError};
 ///
 /// Settings come from the defaults, then the --config file, then the flags given here.
 /// Without a configured certificate, a self-signed development certificate is generated
-/// once and kept in <DATA_DIR>/tls/cert.pem; clients on the same machine trust it by default,
+/// once and kept in DATA_DIR/tls/cert.pem; clients on the same machine trust it by default,
 /// clients elsewhere need it as their CA file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BrokerArgs {
@@ -38,7 +38,7 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// When appended data is forced to disk: "always", "os" or "interval:<duration>" (e.g. interval:100ms).
+    /// When appended data is forced to disk: "always", "os" or "interval:DURATION" (e.g. interval:100ms).
     /// Produce requests with acks=all always wait for their data to be on disk.
     #[arg(long, value_name = "POLICY")]
     pub flush: Option<FlushSetting>,

@@ -9,7 +9,7 @@ use rustmq_broker::cli::{self, BrokerArgs};
 ///
 /// Settings come from the defaults, then the --config file, then the flags given here.
 /// Without a configured certificate, a self-signed development certificate is generated
-/// once and kept in <DATA_DIR>/tls/cert.pem; clients on the same machine trust it by default,
+/// once and kept in DATA_DIR/tls/cert.pem; clients on the same machine trust it by default,
 /// clients elsewhere need it as their CA file.
 #[derive(Debug, Parser)]
 #[command(
