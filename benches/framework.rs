@@ -10,11 +10,17 @@ use tower::ServiceExt;
 mod support;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let message = support::message();
     let mut group = c.benchmark_group("framework");
     group.throughput(Throughput::Elements(1));
-    for (name, service) in [("handler_only", support::bare()), ("four_layers", support::layered())] {
+    for (name, service) in [
+        ("handler_only", support::bare()),
+        ("four_layers", support::layered()),
+    ] {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let delivery = Delivery::new(message.clone());

@@ -22,11 +22,17 @@ fn main() {
         Some("bare") => support::bare(),
         _ => support::layered(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let message = support::message();
     rt.block_on(async {
         for _ in 0..n {
-            let settled = service.clone().oneshot(Delivery::new(message.clone())).await;
+            let settled = service
+                .clone()
+                .oneshot(Delivery::new(message.clone()))
+                .await;
             assert!(settled.is_ok());
         }
     });

@@ -17,7 +17,11 @@ use rustmq::{AckLevel, Message, ProducerBuilder, ProducerConfig};
 
 fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = xorshift(seed);
-    (0..len).map(|_| b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(rng() % 62) as usize]).collect()
+    (0..len)
+        .map(|_| {
+            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(rng() % 62) as usize]
+        })
+        .collect()
 }
 
 fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
@@ -48,19 +52,28 @@ async fn run(name: &str, messages: usize, size: usize, partitions: u32) {
         .await
         .expect("producer");
     // Payloads are made up front so that the timing covers the producer only.
-    let bodies: Vec<bytes::Bytes> = (0..1024).map(|i| bytes::Bytes::from(payload(size, i + 1))).collect();
+    let bodies: Vec<bytes::Bytes> = (0..1024)
+        .map(|i| bytes::Bytes::from(payload(size, i + 1)))
+        .collect();
     let start = Instant::now();
     for i in 0..messages {
-        let mut builder = Message::builder().topic(name).payload(bodies[i % bodies.len()].clone());
+        let mut builder = Message::builder()
+            .topic(name)
+            .payload(bodies[i % bodies.len()].clone());
         if partitions > 1 {
             builder = builder.partition((i % partitions as usize) as u32);
         }
-        producer.send_async(builder.build().expect("message"), None).await.expect("send");
+        producer
+            .send_async(builder.build().expect("message"), None)
+            .await
+            .expect("send");
     }
     producer.flush().await.expect("flush");
     let secs = start.elapsed().as_secs_f64();
     let metrics = producer.metrics().await;
-    let sent = metrics.messages_sent.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = metrics
+        .messages_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(sent as usize, messages, "every message acknowledged");
     println!(
         "{{\"workload\":\"{name}\",\"messages\":{messages},\"payload_bytes\":{size},\"partitions\":{partitions},\"secs\":{secs:.3},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.1},\"batches\":{}}}",

@@ -47,7 +47,11 @@ enum BillingError {
 
 /// Bills an order: one receipt per order, produced to `receipts`.
 #[handler(group = "billing")]
-async fn bill(order: OrderPlaced, meta: Metadata, receipts: TypedProducer<Receipt>) -> Result<(), BillingError> {
+async fn bill(
+    order: OrderPlaced,
+    meta: Metadata,
+    receipts: TypedProducer<Receipt>,
+) -> Result<(), BillingError> {
     if order.amount_cents == 0 {
         return Err(BillingError::ZeroAmount(order.order_id));
     }
@@ -97,7 +101,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> rustmq::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let args = Args::parse();
     let (_embedded, config) = match args.broker {
@@ -166,7 +172,10 @@ async fn main() -> rustmq::Result<()> {
         .run_until(stop)
         .await?;
 
-    let dead = client.describe_topic("orders.dlq").await.map(|t| t.partitions.iter().map(|p| p.high_watermark).sum::<u64>());
+    let dead = client
+        .describe_topic("orders.dlq")
+        .await
+        .map(|t| t.partitions.iter().map(|p| p.high_watermark).sum::<u64>());
     println!(
         "mailed {} receipts; {} order(s) in orders.dlq",
         mailbox.sent.load(Ordering::SeqCst),

@@ -29,7 +29,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let args = Args::parse();
     let (_embedded, config) = match args.broker {
@@ -65,11 +67,17 @@ async fn main() -> Result<()> {
             .header("sender", "rust-client")
             .build()?;
         let result = producer.send(message).await?;
-        println!("Message sent: offset={}, partition={}", result.offset, result.partition);
+        println!(
+            "Message sent: offset={}, partition={}",
+            result.offset, result.partition
+        );
     }
 
     // Fire-and-forget with a callback, then wait for everything to be acknowledged.
-    let message = Message::builder().topic("my-topic").payload("async hello").build()?;
+    let message = Message::builder()
+        .topic("my-topic")
+        .payload("async hello")
+        .build()?;
     producer
         .send_async(
             message,
@@ -86,8 +94,12 @@ async fn main() -> Result<()> {
     let metrics = producer.metrics().await;
     println!(
         "sent {} messages in {} batches",
-        metrics.messages_sent.load(std::sync::atomic::Ordering::Relaxed),
-        metrics.batches_sent.load(std::sync::atomic::Ordering::Relaxed)
+        metrics
+            .messages_sent
+            .load(std::sync::atomic::Ordering::Relaxed),
+        metrics
+            .batches_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
     producer.close().await?;
     client.close().await?;

@@ -32,7 +32,10 @@ struct Alert {
 
 /// Stage one: readings in, alerts out.
 #[handler(group = "converter")]
-async fn convert(reading: Reading, alerts: TypedProducer<Alert>) -> Result<Settlement, ClientError> {
+async fn convert(
+    reading: Reading,
+    alerts: TypedProducer<Alert>,
+) -> Result<Settlement, ClientError> {
     let fahrenheit = reading.celsius * 9.0 / 5.0 + 32.0;
     if fahrenheit < 100.0 {
         return Ok(Settlement::Skip);
@@ -49,7 +52,10 @@ async fn convert(reading: Reading, alerts: TypedProducer<Alert>) -> Result<Settl
 /// Stage two: alerts are reported to the main task.
 #[handler(group = "pager")]
 async fn page(alert: Alert, meta: Metadata, State(out): State<Arc<mpsc::UnboundedSender<String>>>) {
-    let _ = out.send(format!("{} at {:.1}°F (alerts/{}@{})", alert.sensor, alert.fahrenheit, meta.partition, meta.offset));
+    let _ = out.send(format!(
+        "{} at {:.1}°F (alerts/{}@{})",
+        alert.sensor, alert.fahrenheit, meta.partition, meta.offset
+    ));
 }
 
 #[tokio::main]

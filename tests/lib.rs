@@ -48,7 +48,13 @@ pub fn batch(records: &[TestRecord], codec: Compression) -> Bytes {
 }
 
 /// Sends one batch and returns the answer.
-pub async fn produce(client: &RustMqClient, topic: &str, partition: u32, batch: Bytes, acks: Acks) -> rustmq::Result<ProduceResponse> {
+pub async fn produce(
+    client: &RustMqClient,
+    topic: &str,
+    partition: u32,
+    batch: Bytes,
+    acks: Acks,
+) -> rustmq::Result<ProduceResponse> {
     let req = Request::Produce(ProduceRequest {
         topic: topic.into(),
         partition,
@@ -63,7 +69,13 @@ pub async fn produce(client: &RustMqClient, topic: &str, partition: u32, batch: 
 }
 
 /// One fetch.
-pub async fn fetch(client: &RustMqClient, topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> rustmq::Result<FetchResponse> {
+pub async fn fetch(
+    client: &RustMqClient,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    max_wait_ms: u32,
+) -> rustmq::Result<FetchResponse> {
     let req = Request::Fetch(FetchRequest {
         topic: topic.into(),
         partition,
@@ -78,14 +90,24 @@ pub async fn fetch(client: &RustMqClient, topic: &str, partition: u32, offset: u
 }
 
 /// Every record from `from` up to the high watermark, and the raw batches they came in.
-pub async fn fetch_all(client: &RustMqClient, topic: &str, partition: u32, from: u64) -> (Vec<Record>, Vec<Bytes>) {
+pub async fn fetch_all(
+    client: &RustMqClient,
+    topic: &str,
+    partition: u32,
+    from: u64,
+) -> (Vec<Record>, Vec<Bytes>) {
     let mut records = Vec::new();
     let mut raw = Vec::new();
     let mut offset = from;
     loop {
-        let resp = fetch(client, topic, partition, offset, 0).await.expect("fetch");
+        let resp = fetch(client, topic, partition, offset, 0)
+            .await
+            .expect("fetch");
         if resp.records.is_empty() {
-            assert_eq!(offset, resp.high_watermark, "fetch returned nothing before the high watermark");
+            assert_eq!(
+                offset, resp.high_watermark,
+                "fetch returned nothing before the high watermark"
+            );
             return (records, raw);
         }
         for batch in BatchIter::new(resp.records) {
@@ -125,9 +147,14 @@ pub async fn raw_connection(addr: SocketAddr, cert_pem: &str) -> quinn::Connecti
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint.connect(addr, "localhost").expect("connect").await.expect("handshake")
+    endpoint
+        .connect(addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake")
 }
 
 /// Sends `bytes` on a new stream, finishes it, and reads whatever comes back.
@@ -149,7 +176,10 @@ pub async fn raw_hello(conn: &quinn::Connection) {
     });
     let answer = raw_exchange(conn, &hello.to_frame(1)).await;
     let frame = decode_one(&answer).expect("hello answer");
-    assert!(matches!(Response::from_frame(&frame), Ok(Response::Hello(_))));
+    assert!(matches!(
+        Response::from_frame(&frame),
+        Ok(Response::Hello(_))
+    ));
 }
 
 /// Decodes the first frame of `bytes`.

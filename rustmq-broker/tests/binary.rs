@@ -12,14 +12,29 @@ fn help_documents_every_option() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for option in ["--config", "--data-dir", "--listen", "--tls-cert", "--tls-key", "--flush", "--auto-create-topics"] {
-        assert!(help.contains(option), "--help does not mention {option}:\n{help}");
+    for option in [
+        "--config",
+        "--data-dir",
+        "--listen",
+        "--tls-cert",
+        "--tls-key",
+        "--flush",
+        "--auto-create-topics",
+    ] {
+        assert!(
+            help.contains(option),
+            "--help does not mention {option}:\n{help}"
+        );
     }
 }
 
 #[test]
 fn bad_arguments_fail_with_a_message() {
-    let cases: [&[&str]; 3] = [&["--listen", "not-an-address"], &["--flush", "sometimes"], &["--no-such-flag"]];
+    let cases: [&[&str]; 3] = [
+        &["--listen", "not-an-address"],
+        &["--flush", "sometimes"],
+        &["--no-such-flag"],
+    ];
     for args in cases {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -29,7 +44,11 @@ fn bad_arguments_fail_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("broker.toml");
     std::fs::write(&config, "listne = \"127.0.0.1:1\"\n").unwrap();
-    let out = Command::new(BIN).arg("--config").arg(&config).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("listne"), "the unknown key is named: {err}");
@@ -61,7 +80,10 @@ fn start(dir: &std::path::Path) -> (Running, String) {
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        assert!(Instant::now() < deadline, "the broker did not report its address");
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not report its address"
+        );
         let line = lines.next().expect("stderr open").unwrap();
         if let Some(rest) = line.split("listening on ").nth(1) {
             let addr = rest.split_whitespace().next().unwrap().to_owned();
@@ -78,8 +100,15 @@ fn sigterm_and_sigint_stop_cleanly_with_status_zero() {
         let dir = tempfile::tempdir().unwrap();
         let (mut child, addr) = start(dir.path());
         assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-        assert!(dir.path().join("tls/cert.pem").exists(), "a development certificate was generated");
-        let status = Command::new("kill").arg(signal).arg(child.0.id().to_string()).status().unwrap();
+        assert!(
+            dir.path().join("tls/cert.pem").exists(),
+            "a development certificate was generated"
+        );
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.0.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
         let status = child.0.wait().unwrap();
         assert_eq!(status.code(), Some(0), "{signal}: clean exit");

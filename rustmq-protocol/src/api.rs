@@ -181,15 +181,24 @@ mod tests {
             code: crate::ErrorCode::UnknownTopic,
             message: "no such topic".into(),
         });
-        assert_eq!(Response::from_frame(&reparse(resp.to_frame(7))).unwrap(), resp);
+        assert_eq!(
+            Response::from_frame(&reparse(resp.to_frame(7))).unwrap(),
+            resp
+        );
     }
 
     #[test]
     fn unknown_kind_and_version() {
         let f = reparse(encode_frame(0x7777, 1, 1, |_| {}));
-        assert_eq!(Request::from_frame(&f), Err(ProtocolError::UnknownKind(0x7777)));
+        assert_eq!(
+            Request::from_frame(&f),
+            Err(ProtocolError::UnknownKind(0x7777))
+        );
         let f = reparse(encode_frame(2, 9, 1, |b| 5u64.encode(b)));
-        assert!(matches!(Request::from_frame(&f), Err(ProtocolError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            Request::from_frame(&f),
+            Err(ProtocolError::UnsupportedVersion { .. })
+        ));
     }
 
     #[test]
@@ -198,6 +207,9 @@ mod tests {
             5u64.encode(b);
             b.extend_from_slice(b"x");
         }));
-        assert_eq!(Request::from_frame(&f), Err(ProtocolError::TrailingBytes(1)));
+        assert_eq!(
+            Request::from_frame(&f),
+            Err(ProtocolError::TrailingBytes(1))
+        );
     }
 }

@@ -111,7 +111,9 @@ impl BatchHeader {
             });
         }
         if (header.batch_length as usize) < BATCH_HEADER_LEN - LOG_OVERHEAD {
-            return Err(ProtocolError::CorruptBatch("batch length shorter than its header"));
+            return Err(ProtocolError::CorruptBatch(
+                "batch length shorter than its header",
+            ));
         }
         if header.record_count == 0 {
             return Err(ProtocolError::CorruptBatch("empty batch"));
@@ -177,7 +179,9 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 pub fn verify_crc(batch: &[u8]) -> Result<()> {
     let header = BatchHeader::parse(batch)?;
     if batch.len() != header.total_len() {
-        return Err(ProtocolError::CorruptBatch("batch length does not match its buffer"));
+        return Err(ProtocolError::CorruptBatch(
+            "batch length does not match its buffer",
+        ));
     }
     let computed = compute_crc(batch);
     if computed != header.crc {
@@ -287,7 +291,9 @@ impl RecordIter {
         let ts_delta = r.varint()?;
         let offset_delta = r.uvarint()?;
         if offset_delta != u64::from(self.index) {
-            return Err(ProtocolError::CorruptBatch("record offset delta out of sequence"));
+            return Err(ProtocolError::CorruptBatch(
+                "record offset delta out of sequence",
+            ));
         }
         let key = nullable_bytes(&mut r)?;
         let value = nullable_bytes(&mut r)?;
@@ -335,12 +341,18 @@ impl Iterator for RecordIter {
         }
         let result = self.next_record().and_then(|rec| {
             if self.index + 1 == self.count && self.reader.remaining() != 0 {
-                Err(ProtocolError::CorruptBatch("trailing bytes after the last record"))
+                Err(ProtocolError::CorruptBatch(
+                    "trailing bytes after the last record",
+                ))
             } else {
                 Ok(rec)
             }
         });
-        self.index = if result.is_ok() { self.index + 1 } else { self.count };
+        self.index = if result.is_ok() {
+            self.index + 1
+        } else {
+            self.count
+        };
         Some(result)
     }
 
@@ -476,7 +488,8 @@ impl RecordBatchBuilder {
         value: Option<&[u8]>,
         headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> usize {
-        let mut n = 1 + 10 + 5 + 10 + key.map_or(0, <[u8]>::len) + 10 + value.map_or(0, <[u8]>::len) + 5;
+        let mut n =
+            1 + 10 + 5 + 10 + key.map_or(0, <[u8]>::len) + 10 + value.map_or(0, <[u8]>::len) + 5;
         for (k, v) in headers {
             n += 10 + k.len() + 10 + v.len();
         }
@@ -504,7 +517,8 @@ impl RecordBatchBuilder {
         let mut headers_len = 0usize;
         for (k, v) in headers.clone() {
             header_count += 1;
-            headers_len += uvarint_len(k.len() as u64) + k.len() + uvarint_len(v.len() as u64) + v.len();
+            headers_len +=
+                uvarint_len(k.len() as u64) + k.len() + uvarint_len(v.len() as u64) + v.len();
         }
         let body_len = 1
             + varint_len(ts_delta)
@@ -655,7 +669,9 @@ mod tests {
         let mut both = BytesMut::new();
         both.extend_from_slice(&a);
         both.extend_from_slice(&b);
-        let n = BatchIter::new(both.clone().freeze()).filter(Result::is_ok).count();
+        let n = BatchIter::new(both.clone().freeze())
+            .filter(Result::is_ok)
+            .count();
         assert_eq!(n, 2);
         both.truncate(both.len() - 1);
         let results: Vec<_> = BatchIter::new(both.freeze()).collect();

@@ -79,7 +79,10 @@ impl Compression {
             Compression::None => out.extend_from_slice(data),
             Compression::Lz4 => {
                 let start = out.len();
-                out.resize(start + lz4_flex::block::get_maximum_output_size(data.len()), 0);
+                out.resize(
+                    start + lz4_flex::block::get_maximum_output_size(data.len()),
+                    0,
+                );
                 let n = lz4_flex::block::compress_into(data, &mut out[start..]).map_err(|e| {
                     ProtocolError::Compression {
                         codec: "lz4",
@@ -116,7 +119,9 @@ impl Compression {
     /// than `max_size` bytes.
     pub fn decompress(self, data: &[u8], max_size: usize) -> Result<Vec<u8>> {
         if data.len() < 4 {
-            return Err(ProtocolError::CorruptBatch("compressed section shorter than its size prefix"));
+            return Err(ProtocolError::CorruptBatch(
+                "compressed section shorter than its size prefix",
+            ));
         }
         let size = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
         if size > max_size {
@@ -152,10 +157,7 @@ impl Compression {
             }
         };
         if out.len() != size {
-            return Err(err(format!(
-                "expected {size} bytes, got {}",
-                out.len()
-            )));
+            return Err(err(format!("expected {size} bytes, got {}", out.len())));
         }
         Ok(out)
     }
@@ -192,7 +194,9 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        let data: Vec<u8> = (0..10_000u32).flat_map(|i| (i % 251).to_be_bytes()).collect();
+        let data: Vec<u8> = (0..10_000u32)
+            .flat_map(|i| (i % 251).to_be_bytes())
+            .collect();
         for codec in Compression::ALL {
             let mut out = Vec::new();
             codec.compress(&data, 3, &mut out).unwrap();
@@ -203,7 +207,9 @@ mod tests {
     #[test]
     fn size_limit_is_enforced_before_allocating() {
         let mut out = Vec::new();
-        Compression::Lz4.compress(&[0u8; 4096], 1, &mut out).unwrap();
+        Compression::Lz4
+            .compress(&[0u8; 4096], 1, &mut out)
+            .unwrap();
         assert!(matches!(
             Compression::Lz4.decompress(&out, 100),
             Err(ProtocolError::TooLargeUncompressed { .. })
@@ -214,7 +220,9 @@ mod tests {
     fn lying_size_prefix_is_an_error() {
         for codec in Compression::ALL {
             let mut out = Vec::new();
-            codec.compress(b"hello world hello world", 1, &mut out).unwrap();
+            codec
+                .compress(b"hello world hello world", 1, &mut out)
+                .unwrap();
             out[3] = out[3].wrapping_add(5);
             assert!(codec.decompress(&out, 1 << 20).is_err(), "{codec}");
         }

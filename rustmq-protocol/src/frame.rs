@@ -141,7 +141,8 @@ impl FrameDecoder {
         let Some(head) = self.buf.get(..FRAME_HEADER_LEN) else {
             return Ok(None);
         };
-        let header = FrameHeader::parse_checked(head.try_into().expect("header size"), self.max_body)?;
+        let header =
+            FrameHeader::parse_checked(head.try_into().expect("header size"), self.max_body)?;
         let total = FRAME_HEADER_LEN + header.body_len as usize;
         if self.buf.len() < total {
             // Grow with what arrives, not on the header's word: a 12-byte header must not pin
@@ -170,7 +171,10 @@ mod tests {
             dec.extend(chunk);
         }
         let f = dec.next_frame().unwrap().unwrap();
-        assert_eq!((f.header.kind, f.header.request_id, &f.body[..]), (3, 9, &b"hello"[..]));
+        assert_eq!(
+            (f.header.kind, f.header.request_id, &f.body[..]),
+            (3, 9, &b"hello"[..])
+        );
         assert!(dec.next_frame().unwrap().is_none());
     }
 
@@ -195,6 +199,9 @@ mod tests {
     fn oversized_frame_rejected_from_header() {
         let mut dec = FrameDecoder::new(4);
         dec.extend(&encode_frame(1, 1, 1, |b| b.put_slice(b"too long")));
-        assert!(matches!(dec.next_frame(), Err(ProtocolError::FrameTooLarge { size: 8, max: 4 })));
+        assert!(matches!(
+            dec.next_frame(),
+            Err(ProtocolError::FrameTooLarge { size: 8, max: 4 })
+        ));
     }
 }

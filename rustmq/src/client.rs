@@ -311,7 +311,10 @@ impl RustMqClient {
     /// Every consumer group the broker knows (including ones with no members left but
     /// committed offsets), sorted by name.
     pub async fn list_groups(&self) -> Result<Vec<String>> {
-        match self.request(Request::ListGroups(ListGroupsRequest {})).await? {
+        match self
+            .request(Request::ListGroups(ListGroupsRequest {}))
+            .await?
+        {
             Response::ListGroups(list) => Ok(list.groups),
             other => Err(ClientError::unexpected_response(&other)),
         }

@@ -86,13 +86,17 @@ pub struct Bincode;
 impl Codec for Bincode {
     const NAME: &'static str = "bincode";
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-        bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| CodecError::encode(Self::NAME, e))
+        bincode::serde::encode_to_vec(value, bincode::config::standard())
+            .map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
             .map_err(|e| CodecError::decode(Self::NAME, e))?;
         if used != bytes.len() {
-            return Err(CodecError::decode(Self::NAME, format!("{} trailing bytes", bytes.len() - used)));
+            return Err(CodecError::decode(
+                Self::NAME,
+                format!("{} trailing bytes", bytes.len() - used),
+            ));
         }
         Ok(value)
     }
@@ -108,9 +112,13 @@ impl Codec for Postcard {
         postcard::to_stdvec(value).map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| CodecError::decode(Self::NAME, e))?;
+        let (value, rest) =
+            postcard::take_from_bytes(bytes).map_err(|e| CodecError::decode(Self::NAME, e))?;
         if !rest.is_empty() {
-            return Err(CodecError::decode(Self::NAME, format!("{} trailing bytes", rest.len())));
+            return Err(CodecError::decode(
+                Self::NAME,
+                format!("{} trailing bytes", rest.len()),
+            ));
         }
         Ok(value)
     }
@@ -135,8 +143,16 @@ mod tests {
         };
         let bytes = C::encode(&order).unwrap();
         assert_eq!(C::decode::<Order>(&bytes).unwrap(), order, "{}", C::NAME);
-        assert!(C::decode::<Order>(&bytes[..bytes.len() - 1]).is_err(), "{}: truncated", C::NAME);
-        assert!(C::decode::<Order>(b"\xff\xfe garbage").is_err(), "{}: garbage", C::NAME);
+        assert!(
+            C::decode::<Order>(&bytes[..bytes.len() - 1]).is_err(),
+            "{}: truncated",
+            C::NAME
+        );
+        assert!(
+            C::decode::<Order>(b"\xff\xfe garbage").is_err(),
+            "{}: garbage",
+            C::NAME
+        );
     }
 
     #[test]

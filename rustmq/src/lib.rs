@@ -45,15 +45,15 @@
 
 pub mod admin;
 mod client;
+pub mod codec;
 pub mod config;
 pub mod error;
-pub(crate) mod transport;
-pub mod codec;
 pub mod message;
 pub mod producer;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub(crate) mod transport;
 pub mod typed;
 // Consumer and stream modules are declared below by their authors.
 
@@ -67,16 +67,20 @@ pub use config::{
     RetryConfig, TlsConfig,
 };
 pub use error::{ClientError, Result};
-pub use typed::layers::{ConcurrencyLimitLayer, DeadLetterLayer, MetricsLayer, RetryLayer, TimeoutLayer, TraceLayer};
-pub use typed::{
-    Attempt, BoxError, Delivery, Handler, HandlerOptions, Headers, Metadata, PoisonPolicy, RunningService, Service,
-    Settlement, State, Topic, TypedProducer,
-};
 pub use message::{IntoPayload, Message, MessageBuilder};
-pub use producer::{AckLevel, Producer, ProducerBuilder, ProducerConfig, ProducerMetrics, SendResult};
+pub use producer::{
+    AckLevel, Producer, ProducerBuilder, ProducerConfig, ProducerMetrics, SendResult,
+};
 /// The wire protocol crate, for [`RustMqClient::raw_request`]'s requests and responses.
 pub use rustmq_protocol as protocol;
 pub use rustmq_protocol::{BrokerLimits, ErrorCode};
+pub use typed::layers::{
+    ConcurrencyLimitLayer, DeadLetterLayer, MetricsLayer, RetryLayer, TimeoutLayer, TraceLayer,
+};
+pub use typed::{
+    Attempt, BoxError, Delivery, Handler, HandlerOptions, Headers, Metadata, PoisonPolicy,
+    RunningService, Service, Settlement, State, Topic, TypedProducer,
+};
 
 pub mod consumer;
 
@@ -92,7 +96,8 @@ pub mod prelude {
         ConcurrencyLimitLayer, DeadLetterLayer, MetricsLayer, RetryLayer, TimeoutLayer, TraceLayer,
     };
     pub use crate::typed::{
-        Attempt, Delivery, Headers, Metadata, PoisonPolicy, Service, Settlement, State, Topic, TypedProducer,
+        Attempt, Delivery, Headers, Metadata, PoisonPolicy, Service, Settlement, State, Topic,
+        TypedProducer,
     };
     pub use crate::{ClientConfig, ClientError, Message, RustMqClient};
     pub use serde::{Deserialize, Serialize};
@@ -101,16 +106,18 @@ pub mod prelude {
 /// Support for the code `rustmq-macros` generates. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::typed::{
-        call_handler, decode_payload, ExtractorKind, FromDelivery, Handler, HandlerFuture, HandlerOptions,
-        IntoSettlement, Rejection, TopicInfo, TopicKey,
-    };
     pub use crate::typed::Delivery;
+    pub use crate::typed::{
+        call_handler, decode_payload, ExtractorKind, FromDelivery, Handler, HandlerFuture,
+        HandlerOptions, IntoSettlement, Rejection, TopicInfo, TopicKey,
+    };
     pub use bytes::Bytes;
 }
 pub use rustmq_macros::{handler, Topic};
 
 pub mod stream;
-pub use stream::{ErrorStrategy, MessageProcessor, MessageStream, StreamConfig, StreamMetrics, StreamMode};
 /// The `#[async_trait]` attribute, for implementing [`MessageProcessor`] as the seed README does.
 pub use async_trait::async_trait;
+pub use stream::{
+    ErrorStrategy, MessageProcessor, MessageStream, StreamConfig, StreamMetrics, StreamMode,
+};

@@ -115,7 +115,9 @@ impl Message {
 
     /// The key as UTF-8 text, if there is a key and it is text.
     pub fn key_as_str(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// Whether the partition was chosen explicitly by the sender.
@@ -127,7 +129,11 @@ impl Message {
     pub fn size(&self) -> usize {
         self.payload.len()
             + self.key.as_ref().map_or(0, Bytes::len)
-            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
     }
 
     /// A JSON object with every field; the payload and key are strings when they are UTF-8,
@@ -148,7 +154,11 @@ impl Message {
                     obj.insert(name.into(), text.into());
                 }
                 Some(Err(_)) => {
-                    let hex: String = value.into_iter().flat_map(|v| v.iter()).map(|b| format!("{b:02x}")).collect();
+                    let hex: String = value
+                        .into_iter()
+                        .flat_map(|v| v.iter())
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
                     obj.insert(format!("{name}_hex"), hex.into());
                 }
             }
@@ -253,8 +263,12 @@ impl MessageBuilder {
     }
 
     /// Adds several headers.
-    pub fn headers<K: Into<String>, V: Into<String>>(mut self, headers: impl IntoIterator<Item = (K, V)>) -> Self {
-        self.headers.extend(headers.into_iter().map(|(k, v)| (k.into(), v.into())));
+    pub fn headers<K: Into<String>, V: Into<String>>(
+        mut self,
+        headers: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.headers
+            .extend(headers.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
     }
 
@@ -283,7 +297,10 @@ impl MessageBuilder {
             .ok_or_else(|| ClientError::InvalidMessage("a message needs a topic".into()))?;
         validate_topic(&topic)?;
         if let Some(name) = self.headers.keys().find(|k| k.is_empty()) {
-            return Err(ClientError::InvalidMessage(format!("empty header name (value {:?})", self.headers[name])));
+            return Err(ClientError::InvalidMessage(format!(
+                "empty header name (value {:?})",
+                self.headers[name]
+            )));
         }
         if self.timestamp.is_some_and(|t| t > i64::MAX as u64) {
             return Err(ClientError::InvalidMessage("timestamp out of range".into()));
@@ -328,7 +345,11 @@ mod tests {
     fn builder_validates() {
         assert!(Message::builder().payload("x").build().is_err());
         assert!(Message::builder().topic("bad topic").build().is_err());
-        assert!(Message::builder().topic("t").header("", "v").build().is_err());
+        assert!(Message::builder()
+            .topic("t")
+            .header("", "v")
+            .build()
+            .is_err());
         let m = Message::builder().topic("t").build().unwrap();
         assert!(m.payload.is_empty() && m.timestamp > 0 && !m.id.is_empty());
     }
@@ -336,7 +357,11 @@ mod tests {
     #[test]
     fn bytes_payload_is_not_copied() {
         let payload = Bytes::from(vec![7u8; 1024]);
-        let m = Message::builder().topic("t").payload(payload.clone()).build().unwrap();
+        let m = Message::builder()
+            .topic("t")
+            .payload(payload.clone())
+            .build()
+            .unwrap();
         assert_eq!(m.payload.as_ptr(), payload.as_ptr());
     }
 

@@ -56,7 +56,9 @@ impl TestBroker {
             .config(config.clone())
             .start()
             .await
-            .map_err(|e| ClientError::Connection(format!("embedded broker failed to start: {e}")))?;
+            .map_err(|e| {
+                ClientError::Connection(format!("embedded broker failed to start: {e}"))
+            })?;
         Ok(Self {
             addr: handle.local_addr(),
             cert_path: handle.cert_path().to_owned(),
@@ -121,7 +123,9 @@ impl TestBroker {
             .config(config)
             .start()
             .await
-            .map_err(|e| ClientError::Connection(format!("embedded broker failed to restart: {e}")))?;
+            .map_err(|e| {
+                ClientError::Connection(format!("embedded broker failed to restart: {e}"))
+            })?;
         self.handle = Some(handle);
         Ok(())
     }
@@ -192,7 +196,10 @@ impl Recorder {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let settled = self.settled();
-                panic!("waited {timeout:?} for {n} settlements, saw {}: {settled:#?}", settled.len());
+                panic!(
+                    "waited {timeout:?} for {n} settlements, saw {}: {settled:#?}",
+                    settled.len()
+                );
             }
         }
     }
@@ -234,9 +241,18 @@ where
 {
     type Response = crate::Settlement;
     type Error = crate::BoxError;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<crate::Settlement, crate::BoxError>> + Send>>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = std::result::Result<crate::Settlement, crate::BoxError>,
+                > + Send,
+        >,
+    >;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::result::Result<(), crate::BoxError>> {
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), crate::BoxError>> {
         self.inner.poll_ready(cx)
     }
 

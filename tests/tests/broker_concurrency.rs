@@ -18,7 +18,15 @@ async fn sixteen_producers_a_thousand_records_each() {
             let mut offsets = Vec::new();
             for i in 0..1000 {
                 let rec = TestRecord::new(format!("p{producer}-r{i}"), i);
-                let ack = produce(&client, "busy", 0, batch(&[rec], Compression::None), Acks::Leader).await.unwrap();
+                let ack = produce(
+                    &client,
+                    "busy",
+                    0,
+                    batch(&[rec], Compression::None),
+                    Acks::Leader,
+                )
+                .await
+                .unwrap();
                 offsets.push(ack.base_offset);
             }
             offsets
@@ -38,7 +46,10 @@ async fn sixteen_producers_a_thousand_records_each() {
     let values: HashSet<_> = records.iter().map(|r| r.value.clone().unwrap()).collect();
     assert_eq!(values.len(), 16_000, "every record is distinct");
     let offsets: HashSet<u64> = records.iter().map(|r| r.offset).collect();
-    assert_eq!(offsets, all, "fetched offsets are exactly the acknowledged ones");
+    assert_eq!(
+        offsets, all,
+        "fetched offsets are exactly the acknowledged ones"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,9 +61,15 @@ async fn concurrent_acks_all_share_fdatasyncs() {
     for i in 0..64 {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            produce(&client, "synced", 0, batch(&[TestRecord::new(vec![1; 100], i)], Compression::None), Acks::All)
-                .await
-                .unwrap()
+            produce(
+                &client,
+                "synced",
+                0,
+                batch(&[TestRecord::new(vec![1; 100], i)], Compression::None),
+                Acks::All,
+            )
+            .await
+            .unwrap()
         }));
     }
     for t in tasks {
@@ -61,5 +78,8 @@ async fn concurrent_acks_all_share_fdatasyncs() {
     // Group commit: concurrent acks=All requests share fdatasyncs.
     let topic = broker.handle().unwrap().topics().require("synced").unwrap();
     let syncs = topic.partitions[0].sync_count();
-    assert!((1..64).contains(&syncs), "64 acks=All requests took {syncs} fdatasyncs");
+    assert!(
+        (1..64).contains(&syncs),
+        "64 acks=All requests took {syncs} fdatasyncs"
+    );
 }

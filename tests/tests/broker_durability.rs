@@ -6,7 +6,9 @@ use rustmq_protocol::*;
 use tests::{batch, fetch_all, produce, TestRecord};
 
 fn recs(n: usize, tag: &str) -> Vec<TestRecord> {
-    (0..n).map(|i| TestRecord::new(format!("{tag}-{i}"), 1_000 + i as i64)).collect()
+    (0..n)
+        .map(|i| TestRecord::new(format!("{tag}-{i}"), 1_000 + i as i64))
+        .collect()
 }
 
 #[tokio::test]
@@ -18,18 +20,40 @@ async fn everything_acknowledged_before_a_clean_stop_comes_back_byte_identical()
     for i in 0..20 {
         let codec = Compression::ALL[i % 4];
         for p in 0..2 {
-            produce(&client, "durable", p, batch(&recs(25, "r"), codec), Acks::Leader).await.unwrap();
+            produce(
+                &client,
+                "durable",
+                p,
+                batch(&recs(25, "r"), codec),
+                Acks::Leader,
+            )
+            .await
+            .unwrap();
         }
     }
-    let before = [fetch_all(&client, "durable", 0, 0).await.1, fetch_all(&client, "durable", 1, 0).await.1];
+    let before = [
+        fetch_all(&client, "durable", 0, 0).await.1,
+        fetch_all(&client, "durable", 1, 0).await.1,
+    ];
     broker.restart().await.unwrap();
     let client2 = broker.client().await.unwrap();
     for p in 0..2u32 {
         let after = fetch_all(&client2, "durable", p, 0).await.1;
-        assert_eq!(after, before[p as usize], "partition {p} differs after restart");
+        assert_eq!(
+            after, before[p as usize],
+            "partition {p} differs after restart"
+        );
     }
     // Appends continue after the recovered data.
-    let ack = produce(&client2, "durable", 0, batch(&recs(1, "new"), Compression::None), Acks::All).await.unwrap();
+    let ack = produce(
+        &client2,
+        "durable",
+        0,
+        batch(&recs(1, "new"), Compression::None),
+        Acks::All,
+    )
+    .await
+    .unwrap();
     assert_eq!(ack.base_offset, 500);
 }
 
@@ -40,9 +64,15 @@ async fn torn_tail_is_truncated_and_appends_continue_after_it() {
         let client = broker.client().await.unwrap();
         client.create_topic("torn", 1).await.unwrap();
         for i in 0..10 {
-            produce(&client, "torn", 0, batch(&recs(10, &format!("b{i}")), Compression::None), Acks::Leader)
-                .await
-                .unwrap();
+            produce(
+                &client,
+                "torn",
+                0,
+                batch(&recs(10, &format!("b{i}")), Compression::None),
+                Acks::Leader,
+            )
+            .await
+            .unwrap();
         }
         broker.stop().await;
         let dir = broker.data_dir().join("topics/torn/0");
@@ -65,10 +95,25 @@ async fn torn_tail_is_truncated_and_appends_continue_after_it() {
         broker.restart().await.unwrap();
         let client = broker.client().await.unwrap();
         let (records, _) = fetch_all(&client, "torn", 0, 0).await;
-        assert_eq!(records.len(), 90, "{damage}: the nine complete batches are served");
+        assert_eq!(
+            records.len(),
+            90,
+            "{damage}: the nine complete batches are served"
+        );
         assert_eq!(records[89].value.as_deref(), Some(&b"b8-9"[..]));
-        let ack = produce(&client, "torn", 0, batch(&recs(3, "after"), Compression::None), Acks::All).await.unwrap();
-        assert_eq!(ack.base_offset, 90, "{damage}: appends continue after the last good batch");
+        let ack = produce(
+            &client,
+            "torn",
+            0,
+            batch(&recs(3, "after"), Compression::None),
+            Acks::All,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            ack.base_offset, 90,
+            "{damage}: appends continue after the last good batch"
+        );
         let (records, _) = fetch_all(&client, "torn", 0, 0).await;
         assert_eq!(records.len(), 93);
         assert_eq!(records[90].value.as_deref(), Some(&b"after-0"[..]));
@@ -80,7 +125,15 @@ async fn existing_client_survives_a_broker_restart_on_the_same_port() {
     let mut broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
     client.create_topic("restart", 1).await.unwrap();
-    produce(&client, "restart", 0, batch(&recs(5, "x"), Compression::None), Acks::Leader).await.unwrap();
+    produce(
+        &client,
+        "restart",
+        0,
+        batch(&recs(5, "x"), Compression::None),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
     let addr = broker.addr();
     broker.restart().await.unwrap();
     assert_eq!(broker.addr(), addr);
@@ -91,7 +144,15 @@ async fn existing_client_survives_a_broker_restart_on_the_same_port() {
     // A produce may see the lost connection once (it is not blindly retried); then it works.
     let mut acked = None;
     for _ in 0..3 {
-        match produce(&client, "restart", 0, batch(&recs(1, "y"), Compression::None), Acks::Leader).await {
+        match produce(
+            &client,
+            "restart",
+            0,
+            batch(&recs(1, "y"), Compression::None),
+            Acks::Leader,
+        )
+        .await
+        {
             Ok(a) => {
                 acked = Some(a);
                 break;
@@ -99,7 +160,10 @@ async fn existing_client_survives_a_broker_restart_on_the_same_port() {
             Err(e) => assert!(e.is_retryable(), "a lost connection is retryable: {e}"),
         }
     }
-    assert_eq!(acked.expect("produce succeeds after reconnect").base_offset, 5);
+    assert_eq!(
+        acked.expect("produce succeeds after reconnect").base_offset,
+        5
+    );
     assert!(client.health_check().await.is_ok());
 }
 
@@ -115,11 +179,25 @@ async fn a_pending_long_poll_does_not_hold_the_port_across_a_restart() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
-    broker.restart().await.expect("the port is free again at once");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "shutdown did not wait for the poll");
+    broker
+        .restart()
+        .await
+        .expect("the port is free again at once");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "shutdown did not wait for the poll"
+    );
     // The broker answered the poll `ShuttingDown`; the client retried it on the new broker,
     // where it now waits for data: producing some answers it.
-    produce(&client, "idle", 0, batch(&recs(1, "wake"), Compression::None), Acks::Leader).await.unwrap();
+    produce(
+        &client,
+        "idle",
+        0,
+        batch(&recs(1, "wake"), Compression::None),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
     let fetched = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
         .await
         .expect("the retried poll is answered")

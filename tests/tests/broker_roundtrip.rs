@@ -10,7 +10,10 @@ fn records(n: usize, base_ts: i64) -> Vec<TestRecord> {
         .map(|i| TestRecord {
             key: (i % 3 != 0).then(|| format!("key-{i}").into_bytes()),
             value: format!("value {i} ").repeat(20).into_bytes(),
-            headers: vec![("idx".into(), i.to_string().into_bytes()), ("bin".into(), vec![0, 255, i as u8])],
+            headers: vec![
+                ("idx".into(), i.to_string().into_bytes()),
+                ("bin".into(), vec![0, 255, i as u8]),
+            ],
             timestamp: base_ts + i as i64 * 10,
         })
         .collect()
@@ -27,7 +30,9 @@ async fn every_codec_round_trips_keys_headers_and_timestamps() {
     let mut next = 0;
     for codec in Compression::ALL {
         let recs = records(50, 1_700_000_000_000);
-        let ack = produce(&client, "codecs", 0, batch(&recs, codec), Acks::Leader).await.unwrap();
+        let ack = produce(&client, "codecs", 0, batch(&recs, codec), Acks::Leader)
+            .await
+            .unwrap();
         assert_eq!(ack.base_offset, next, "offsets are assigned contiguously");
         assert!(!ack.duplicate);
         next += recs.len() as u64;
@@ -37,10 +42,22 @@ async fn every_codec_round_trips_keys_headers_and_timestamps() {
     assert_eq!(got.len(), expected.len());
     for (i, (rec, (codec, want))) in got.iter().zip(&expected).enumerate() {
         assert_eq!(rec.offset, i as u64);
-        assert_eq!(rec.key.as_deref(), want.key.as_deref(), "{codec}: key of {i}");
-        assert_eq!(rec.value.as_deref(), Some(&want.value[..]), "{codec}: value of {i}");
+        assert_eq!(
+            rec.key.as_deref(),
+            want.key.as_deref(),
+            "{codec}: key of {i}"
+        );
+        assert_eq!(
+            rec.value.as_deref(),
+            Some(&want.value[..]),
+            "{codec}: value of {i}"
+        );
         assert_eq!(rec.timestamp, want.timestamp, "{codec}: timestamp of {i}");
-        let headers: Vec<(String, Vec<u8>)> = rec.headers.iter().map(|h| (h.key.clone(), h.value.to_vec())).collect();
+        let headers: Vec<(String, Vec<u8>)> = rec
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.to_vec()))
+            .collect();
         assert_eq!(headers, want.headers, "{codec}: headers of {i}");
     }
     // Stored batches come back as they were sent: the compressed ones still compressed.
@@ -58,8 +75,18 @@ async fn list_offsets_by_timestamp_finds_first_record_at_or_after() {
     client.create_topic("times", 1).await.unwrap();
     // Three batches: timestamps 1000..1090, 2000..2090, 3000..3090 (step 10).
     for base in [1000, 2000, 3000] {
-        let recs: Vec<_> = (0..10).map(|i| TestRecord::new(vec![i as u8], base + i * 10)).collect();
-        produce(&client, "times", 0, batch(&recs, Compression::Lz4), Acks::Leader).await.unwrap();
+        let recs: Vec<_> = (0..10)
+            .map(|i| TestRecord::new(vec![i as u8], base + i * 10))
+            .collect();
+        produce(
+            &client,
+            "times",
+            0,
+            batch(&recs, Compression::Lz4),
+            Acks::Leader,
+        )
+        .await
+        .unwrap();
     }
     let lookup = |spec| {
         let client = client.clone();
@@ -92,7 +119,11 @@ async fn list_offsets_by_timestamp_finds_first_record_at_or_after() {
         assert_eq!((r.offset, r.timestamp), (offset, found), "timestamp {ts}");
     }
     let after = lookup(OffsetSpec::Timestamp(5000)).await;
-    assert_eq!((after.offset, after.timestamp), (30, None), "past the end: the high watermark");
+    assert_eq!(
+        (after.offset, after.timestamp),
+        (30, None),
+        "past the end: the high watermark"
+    );
     assert_eq!(lookup(OffsetSpec::Earliest).await.offset, 0);
     assert_eq!(lookup(OffsetSpec::Latest).await.offset, 30);
 }
@@ -105,7 +136,13 @@ async fn admin_calls_create_list_describe_delete() {
     client.create_topic("b", 1).await.unwrap();
     let err = client.create_topic("a", 3).await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
-    let names: Vec<String> = client.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = client
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, ["a", "b"]);
     let described = client.describe_topic("a").await.unwrap();
     assert_eq!(described.partitions.len(), 3);

@@ -26,11 +26,21 @@ fn fast_retries(broker: &TestBroker) -> ClientConfig {
 }
 
 async fn producer(client: &RustMqClient, topic: &str, config: ProducerConfig) -> Producer {
-    ProducerBuilder::new().topic(topic).config(config).client(client.clone()).build().await.unwrap()
+    ProducerBuilder::new()
+        .topic(topic)
+        .config(config)
+        .client(client.clone())
+        .build()
+        .await
+        .unwrap()
 }
 
 fn msg(topic: &str, payload: impl Into<String>) -> Message {
-    Message::builder().topic(topic).payload(payload.into()).build().unwrap()
+    Message::builder()
+        .topic(topic)
+        .payload(payload.into())
+        .build()
+        .unwrap()
 }
 
 async fn stored_payloads(client: &RustMqClient, topic: &str, partition: u32) -> Vec<String> {
@@ -49,22 +59,39 @@ async fn order_holds_across_retries_and_idempotence_drops_the_resends() {
         let broker = TestBroker::start().await.unwrap();
         let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
         client.create_topic("ordered", 1).await.unwrap();
-        let p = producer(&client, "ordered", ProducerConfig { batch_size: 10, idempotent, ..Default::default() }).await;
+        let p = producer(
+            &client,
+            "ordered",
+            ProducerConfig {
+                batch_size: 10,
+                idempotent,
+                ..Default::default()
+            },
+        )
+        .await;
         // Three answers are lost: those batches are stored, then sent again.
         broker.handle().unwrap().drop_next_produce_answers(3);
         for i in 0..200 {
-            p.send_async(msg("ordered", format!("{i:04}")), None).await.unwrap();
+            p.send_async(msg("ordered", format!("{i:04}")), None)
+                .await
+                .unwrap();
         }
         p.flush().await.unwrap();
         let stored = stored_payloads(&client, "ordered", 0).await;
         let metrics = p.metrics().await;
-        assert!(metrics.retries.load(Ordering::Relaxed) >= 3, "answers were dropped, so batches were resent");
+        assert!(
+            metrics.retries.load(Ordering::Relaxed) >= 3,
+            "answers were dropped, so batches were resent"
+        );
         assert_eq!(metrics.messages_sent.load(Ordering::Relaxed), 200);
         let expected: Vec<String> = (0..200).map(|i| format!("{i:04}")).collect();
         if idempotent {
             assert_eq!(stored, expected, "idempotent: every message once, in order");
         } else {
-            assert!(stored.len() > 200, "without idempotence the resent batches are stored twice");
+            assert!(
+                stored.len() > 200,
+                "without idempotence the resent batches are stored twice"
+            );
             // A resend repeats only the batch in flight (10 messages), never anything older, and
             // the first copies of all messages are in order.
             let mut firsts = Vec::new();
@@ -89,12 +116,24 @@ async fn a_resent_batch_is_stored_once_with_idempotence_and_twice_without() {
         let broker = TestBroker::start().await.unwrap();
         let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
         client.create_topic("once", 1).await.unwrap();
-        let p = producer(&client, "once", ProducerConfig { idempotent, ..Default::default() }).await;
+        let p = producer(
+            &client,
+            "once",
+            ProducerConfig {
+                idempotent,
+                ..Default::default()
+            },
+        )
+        .await;
         broker.handle().unwrap().drop_next_produce_answers(1);
         let result = p.send(msg("once", "only")).await.unwrap();
         // Idempotent: the resend is answered with the stored copy's offset.
         assert_eq!(result.offset, copies - 1);
-        assert_eq!(stored_payloads(&client, "once", 0).await.len() as u64, copies, "idempotent = {idempotent}");
+        assert_eq!(
+            stored_payloads(&client, "once", 0).await.len() as u64,
+            copies,
+            "idempotent = {idempotent}"
+        );
     }
 }
 
@@ -102,9 +141,21 @@ async fn a_resent_batch_is_stored_once_with_idempotence_and_twice_without() {
 async fn message_too_large_fails_before_sending_and_the_limit_itself_passes() {
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
-    let p = producer(&client, "sized", ProducerConfig { max_message_size: 1000, buffer_memory: 4096, ..Default::default() }).await;
+    let p = producer(
+        &client,
+        "sized",
+        ProducerConfig {
+            max_message_size: 1000,
+            buffer_memory: 4096,
+            ..Default::default()
+        },
+    )
+    .await;
     match p.send(msg("sized", "x".repeat(1001))).await {
-        Err(ClientError::MessageTooLarge { size: 1001, max_size: 1000 }) => {}
+        Err(ClientError::MessageTooLarge {
+            size: 1001,
+            max_size: 1000,
+        }) => {}
         other => panic!("expected MessageTooLarge, got {other:?}"),
     }
     let ok = p.send(msg("sized", "x".repeat(1000))).await.unwrap();
@@ -118,10 +169,15 @@ async fn a_hundred_thousand_send_async_then_close_stores_each_exactly_once() {
     client.create_topic("bulk", 4).await.unwrap();
     let p = client.create_producer("bulk").await.unwrap();
     for i in 0..100_000u32 {
-        p.send_async(msg("bulk", i.to_string()), None).await.unwrap();
+        p.send_async(msg("bulk", i.to_string()), None)
+            .await
+            .unwrap();
     }
     p.close().await.unwrap();
-    assert!(matches!(p.send(msg("bulk", "late")).await, Err(ClientError::Closed)));
+    assert!(matches!(
+        p.send(msg("bulk", "late")).await,
+        Err(ClientError::Closed)
+    ));
     let mut seen = HashSet::new();
     for partition in 0..4 {
         for payload in stored_payloads(&client, "bulk", partition).await {
@@ -141,15 +197,32 @@ async fn the_same_key_lands_on_the_same_partition_across_producers() {
     let mut used = HashSet::new();
     for k in 0..64 {
         let key = format!("user-{k}");
-        let m = || Message::builder().topic("keyed").key(&key).payload("x").build().unwrap();
+        let m = || {
+            Message::builder()
+                .topic("keyed")
+                .key(&key)
+                .payload("x")
+                .build()
+                .unwrap()
+        };
         let (ra, rb) = (a.send(m()).await.unwrap(), b.send(m()).await.unwrap());
         assert_eq!(ra.partition, rb.partition, "key {key}");
-        assert_eq!(ra.partition, partition_for_key(key.as_bytes(), 8), "stable hash for {key}");
+        assert_eq!(
+            ra.partition,
+            partition_for_key(key.as_bytes(), 8),
+            "stable hash for {key}"
+        );
         used.insert(ra.partition);
     }
     assert!(used.len() > 4, "keys spread over partitions: {used:?}");
     // An explicit partition wins over the key.
-    let explicit = Message::builder().topic("keyed").key("user-0").partition(7).payload("x").build().unwrap();
+    let explicit = Message::builder()
+        .topic("keyed")
+        .key("user-0")
+        .partition(7)
+        .payload("x")
+        .build()
+        .unwrap();
     assert_eq!(a.send(explicit).await.unwrap().partition, 7);
 }
 
@@ -162,7 +235,17 @@ async fn a_full_buffer_makes_send_wait_and_memory_stays_bounded() {
     let client = RustMqClient::new(config).await.unwrap();
     client.create_topic("tight", 1).await.unwrap();
     let limit = 8 * 1024;
-    let p = producer(&client, "tight", ProducerConfig { buffer_memory: limit, max_message_size: 1024, batch_size: 4, ..Default::default() }).await;
+    let p = producer(
+        &client,
+        "tight",
+        ProducerConfig {
+            buffer_memory: limit,
+            max_message_size: 1024,
+            batch_size: 4,
+            ..Default::default()
+        },
+    )
+    .await;
     // While answers are dropped, acknowledged bytes cannot drain.
     broker.handle().unwrap().drop_next_produce_answers(3);
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -170,7 +253,9 @@ async fn a_full_buffer_makes_send_wait_and_memory_stays_bounded() {
     for i in 0..100 {
         let (p, accepted) = (p.clone(), Arc::clone(&accepted));
         tasks.push(tokio::spawn(async move {
-            p.send_async(msg("tight", format!("{i:0>1024}")), None).await.unwrap();
+            p.send_async(msg("tight", format!("{i:0>1024}")), None)
+                .await
+                .unwrap();
             accepted.fetch_add(1, Ordering::SeqCst);
         }));
     }
@@ -180,20 +265,51 @@ async fn a_full_buffer_makes_send_wait_and_memory_stays_bounded() {
         assert!(p.buffered_bytes() <= limit, "buffer grew past its bound");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(accepted.load(Ordering::SeqCst) < 100, "senders were held back by the full buffer");
-    assert!(max_seen > limit / 2, "the buffer was actually used ({max_seen} bytes)");
+    assert!(
+        accepted.load(Ordering::SeqCst) < 100,
+        "senders were held back by the full buffer"
+    );
+    assert!(
+        max_seen > limit / 2,
+        "the buffer was actually used ({max_seen} bytes)"
+    );
     for t in tasks {
         t.await.unwrap();
     }
     p.flush().await.unwrap();
     assert_eq!(p.buffered_bytes(), 0);
-    assert_eq!(stored_payloads(&client, "tight", 0).await.iter().collect::<HashSet<_>>().len(), 100);
+    assert_eq!(
+        stored_payloads(&client, "tight", 0)
+            .await
+            .iter()
+            .collect::<HashSet<_>>()
+            .len(),
+        100
+    );
 
     // Configured to fail instead of waiting.
-    let failing = producer(&client, "tight", ProducerConfig { buffer_memory: 1024, max_message_size: 1024, block_on_buffer_full: false, ..Default::default() }).await;
+    let failing = producer(
+        &client,
+        "tight",
+        ProducerConfig {
+            buffer_memory: 1024,
+            max_message_size: 1024,
+            block_on_buffer_full: false,
+            ..Default::default()
+        },
+    )
+    .await;
     broker.handle().unwrap().drop_next_produce_answers(1);
-    failing.send_async(msg("tight", "x".repeat(1000)), None).await.unwrap();
-    assert!(matches!(failing.send_async(msg("tight", "y".repeat(100)), None).await, Err(ClientError::BufferFull { limit: 1024 })));
+    failing
+        .send_async(msg("tight", "x".repeat(1000)), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        failing
+            .send_async(msg("tight", "y".repeat(100)), None)
+            .await,
+        Err(ClientError::BufferFull { limit: 1024 })
+    ));
 }
 
 #[tokio::test]
@@ -215,15 +331,39 @@ async fn compression_above_min_size_and_default_headers() {
     let p = producer(&client, "zipped", config).await;
     // A small batch stays uncompressed; a large one is compressed.
     p.send(msg("zipped", "tiny")).await.unwrap();
-    let big: Vec<Message> = (0..100).map(|i| msg("zipped", format!("{i} {}", "compressible ".repeat(20)))).collect();
+    let big: Vec<Message> = (0..100)
+        .map(|i| msg("zipped", format!("{i} {}", "compressible ".repeat(20))))
+        .collect();
     p.send_batch(big).await.unwrap();
-    let own = Message::builder().topic("zipped").payload("own").header("service", "mine").build().unwrap();
+    let own = Message::builder()
+        .topic("zipped")
+        .payload("own")
+        .header("service", "mine")
+        .build()
+        .unwrap();
     p.send(own).await.unwrap();
     let (records, raw) = fetch_all(&client, "zipped", 0, 0).await;
-    let codecs: Vec<Compression> = raw.iter().map(|b| BatchHeader::parse(b).unwrap().compression()).collect();
+    let codecs: Vec<Compression> = raw
+        .iter()
+        .map(|b| BatchHeader::parse(b).unwrap().compression())
+        .collect();
     assert_eq!(codecs.first(), Some(&Compression::None));
     assert!(codecs.contains(&Compression::Zstd), "{codecs:?}");
-    let service = |i: usize| records[i].headers.iter().find(|h| h.key == "service").map(|h| h.value.to_vec());
-    assert_eq!(service(0), Some(b"billing".to_vec()), "default properties become headers");
-    assert_eq!(service(records.len() - 1), Some(b"mine".to_vec()), "a message's own header wins");
+    let service = |i: usize| {
+        records[i]
+            .headers
+            .iter()
+            .find(|h| h.key == "service")
+            .map(|h| h.value.to_vec())
+    };
+    assert_eq!(
+        service(0),
+        Some(b"billing".to_vec()),
+        "default properties become headers"
+    );
+    assert_eq!(
+        service(records.len() - 1),
+        Some(b"mine".to_vec()),
+        "a message's own header wins"
+    );
 }

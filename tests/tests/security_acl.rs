@@ -11,8 +11,22 @@ use rustmq_protocol::*;
 use security_support::*;
 use tests::{batch, fetch, produce, TestRecord};
 
-fn rule(principal: &str, resource: ResourceType, name: &str, pattern: PatternType, ops: &[Operation], permission: Permission) -> AclRule {
-    AclRule { principal: principal.into(), resource, name: name.into(), pattern, operations: ops.to_vec(), permission }
+fn rule(
+    principal: &str,
+    resource: ResourceType,
+    name: &str,
+    pattern: PatternType,
+    ops: &[Operation],
+    permission: Permission,
+) -> AclRule {
+    AclRule {
+        principal: principal.into(),
+        resource,
+        name: name.into(),
+        pattern,
+        operations: ops.to_vec(),
+        permission,
+    }
 }
 
 struct Setup {
@@ -34,10 +48,27 @@ async fn setup() -> Setup {
     let pki = Pki::new("CA");
     let mut config = broker_config(&pki);
     config.auth.required = true;
-    config.auth.users_file = Some(users_file(pki.dir.path(), &[("admin", "a-pw"), ("alice", "al-pw"), ("bob", "b-pw")]));
+    config.auth.users_file = Some(users_file(
+        pki.dir.path(),
+        &[("admin", "a-pw"), ("alice", "al-pw"), ("bob", "b-pw")],
+    ));
     config.acl = vec![
-        rule("admin", Topic, "*", Literal, &[Create, Delete, Describe, Read, Write], Allow),
-        rule("admin", Group, "*", Literal, &[Read, Commit, Describe], Allow),
+        rule(
+            "admin",
+            Topic,
+            "*",
+            Literal,
+            &[Create, Delete, Describe, Read, Write],
+            Allow,
+        ),
+        rule(
+            "admin",
+            Group,
+            "*",
+            Literal,
+            &[Read, Commit, Describe],
+            Allow,
+        ),
         rule("alice", Topic, "orders.", Prefix, &[Write], Allow),
         rule("bob", Topic, "orders.", Prefix, &[Read], Allow),
         rule("bob", Group, "billing", Literal, &[Read, Commit], Allow),
@@ -52,7 +83,13 @@ async fn setup() -> Setup {
     for topic in ["orders.eu", "orders.secret", "payroll"] {
         admin.create_topic(topic, 1).await.unwrap();
     }
-    Setup { _pki: pki, _broker: broker, admin, alice, bob }
+    Setup {
+        _pki: pki,
+        _broker: broker,
+        admin,
+        alice,
+        bob,
+    }
 }
 
 #[track_caller]
@@ -68,7 +105,11 @@ fn one(value: &str) -> bytes::Bytes {
 }
 
 async fn log_end(client: &RustMqClient, topic: &str) -> u64 {
-    let req = Request::ListOffsets(ListOffsetsRequest { topic: topic.into(), partition: 0, spec: OffsetSpec::Latest });
+    let req = Request::ListOffsets(ListOffsetsRequest {
+        topic: topic.into(),
+        partition: 0,
+        spec: OffsetSpec::Latest,
+    });
     match client.raw_request(req).await.unwrap() {
         Response::ListOffsets(r) => r.offset,
         other => panic!("unexpected answer {other:?}"),
@@ -78,7 +119,9 @@ async fn log_end(client: &RustMqClient, topic: &str) -> u64 {
 #[tokio::test]
 async fn produce_and_fetch_follow_the_rules_and_a_denied_produce_changes_nothing() {
     let s = setup().await;
-    produce(&s.alice, "orders.eu", 0, one("a"), Acks::All).await.unwrap();
+    produce(&s.alice, "orders.eu", 0, one("a"), Acks::All)
+        .await
+        .unwrap();
     assert_denied(
         produce(&s.alice, "payroll", 0, one("x"), Acks::All).await,
         "principal \"alice\" is not authorized to write topic \"payroll\"",
@@ -91,7 +134,13 @@ async fn produce_and_fetch_follow_the_rules_and_a_denied_produce_changes_nothing
     assert_eq!(log_end(&s.admin, "orders.eu").await, 1);
     assert_eq!(log_end(&s.admin, "payroll").await, 0);
 
-    assert_eq!(fetch(&s.bob, "orders.eu", 0, 0, 0).await.unwrap().high_watermark, 1);
+    assert_eq!(
+        fetch(&s.bob, "orders.eu", 0, 0, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        1
+    );
     assert_denied(
         fetch(&s.alice, "orders.eu", 0, 0, 0).await,
         "principal \"alice\" is not authorized to read topic \"orders.eu\"",
@@ -115,27 +164,56 @@ async fn an_auto_created_topic_needs_create_too() {
         produce(&s.alice, "orders.new", 0, one("x"), Acks::All).await,
         "principal \"alice\" is not authorized to create topic \"orders.new\"",
     );
-    let names: Vec<String> = s.admin.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = s
+        .admin
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert!(!names.contains(&"orders.new".to_owned()), "{names:?}");
 }
 
 #[tokio::test]
 async fn create_delete_and_describe_topics() {
     let s = setup().await;
-    assert_denied(s.alice.create_topic("orders.us", 1).await, "principal \"alice\" is not authorized to create topic \"orders.us\"");
-    assert_denied(s.bob.delete_topic("orders.eu").await, "principal \"bob\" is not authorized to delete topic \"orders.eu\"");
-    s.admin.describe_topic("orders.eu").await.expect("the denied delete changed nothing");
+    assert_denied(
+        s.alice.create_topic("orders.us", 1).await,
+        "principal \"alice\" is not authorized to create topic \"orders.us\"",
+    );
+    assert_denied(
+        s.bob.delete_topic("orders.eu").await,
+        "principal \"bob\" is not authorized to delete topic \"orders.eu\"",
+    );
+    s.admin
+        .describe_topic("orders.eu")
+        .await
+        .expect("the denied delete changed nothing");
     s.admin.delete_topic("payroll").await.unwrap();
 
     // Write and read imply describe on the same topics, nothing else.
     s.alice.describe_topic("orders.eu").await.unwrap();
     s.bob.describe_topic("orders.secret").await.unwrap();
     s.admin.create_topic("hr", 1).await.unwrap();
-    assert_denied(s.alice.describe_topic("hr").await, "principal \"alice\" is not authorized to describe topic \"hr\"");
-    assert_denied(s.alice.metadata(Some(&["hr"])).await, "principal \"alice\" is not authorized to describe topic \"hr\"");
+    assert_denied(
+        s.alice.describe_topic("hr").await,
+        "principal \"alice\" is not authorized to describe topic \"hr\"",
+    );
+    assert_denied(
+        s.alice.metadata(Some(&["hr"])).await,
+        "principal \"alice\" is not authorized to describe topic \"hr\"",
+    );
 
     // Lists show only what the principal may describe.
-    let mut seen: Vec<String> = s.alice.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    let mut seen: Vec<String> = s
+        .alice
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     seen.sort();
     assert_eq!(seen, ["orders.eu", "orders.secret"]);
     let meta = s.alice.metadata(None).await.unwrap();
@@ -161,25 +239,54 @@ async fn join_and_commit_need_group_and_topic_rights() {
             group: group.into(),
             member_id: String::new(),
             generation: 0,
-            offsets: vec![PartitionOffset { topic: topic.into(), partition: 0, offset: 0 }],
+            offsets: vec![PartitionOffset {
+                topic: topic.into(),
+                partition: 0,
+                offset: 0,
+            }],
         })
     };
-    let joined = s.bob.raw_request(join("billing", "orders.eu")).await.unwrap();
+    let joined = s
+        .bob
+        .raw_request(join("billing", "orders.eu"))
+        .await
+        .unwrap();
     assert!(matches!(joined, Response::JoinGroup(_)), "{joined:?}");
-    s.bob.raw_request(commit("billing", "orders.eu")).await.unwrap();
+    s.bob
+        .raw_request(commit("billing", "orders.eu"))
+        .await
+        .unwrap();
 
-    assert_denied(s.alice.raw_request(join("billing", "orders.eu")).await, "principal \"alice\" is not authorized to read group \"billing\"");
-    assert_denied(s.bob.raw_request(join("audit", "orders.eu")).await, "principal \"bob\" is not authorized to read group \"audit\"");
-    assert_denied(s.bob.raw_request(join("billing", "payroll")).await, "principal \"bob\" is not authorized to read topic \"payroll\"");
-    assert_denied(s.alice.raw_request(commit("billing", "orders.eu")).await, "principal \"alice\" is not authorized to commit group \"billing\"");
-    assert_denied(s.bob.raw_request(commit("billing", "orders.secret")).await, "principal \"bob\" is not authorized to read topic \"orders.secret\"");
+    assert_denied(
+        s.alice.raw_request(join("billing", "orders.eu")).await,
+        "principal \"alice\" is not authorized to read group \"billing\"",
+    );
+    assert_denied(
+        s.bob.raw_request(join("audit", "orders.eu")).await,
+        "principal \"bob\" is not authorized to read group \"audit\"",
+    );
+    assert_denied(
+        s.bob.raw_request(join("billing", "payroll")).await,
+        "principal \"bob\" is not authorized to read topic \"payroll\"",
+    );
+    assert_denied(
+        s.alice.raw_request(commit("billing", "orders.eu")).await,
+        "principal \"alice\" is not authorized to commit group \"billing\"",
+    );
+    assert_denied(
+        s.bob.raw_request(commit("billing", "orders.secret")).await,
+        "principal \"bob\" is not authorized to read topic \"orders.secret\"",
+    );
 
     // Groups are listed only to who may describe them (read implies describe).
     assert!(s.alice.list_groups().await.unwrap().is_empty());
     assert_eq!(s.bob.list_groups().await.unwrap(), ["billing"]);
     assert_eq!(s.admin.list_groups().await.unwrap(), ["billing"]);
     s.bob.describe_group("billing").await.unwrap();
-    assert_denied(s.alice.describe_group("billing").await, "principal \"alice\" is not authorized to describe group \"billing\"");
+    assert_denied(
+        s.alice.describe_group("billing").await,
+        "principal \"alice\" is not authorized to describe group \"billing\"",
+    );
 }
 
 #[tokio::test]
@@ -188,6 +295,8 @@ async fn a_broker_without_rules_stays_open() {
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
     client.create_topic("anything", 1).await.unwrap();
-    produce(&client, "anything", 0, one("x"), Acks::All).await.unwrap();
+    produce(&client, "anything", 0, one("x"), Acks::All)
+        .await
+        .unwrap();
     client.delete_topic("anything").await.unwrap();
 }

@@ -14,8 +14,14 @@ use security_support::*;
 async fn auth_broker(pki: &Pki, required: bool) -> TestBroker {
     let mut config: BrokerConfig = broker_config(pki);
     config.auth.required = required;
-    config.auth.users_file = Some(users_file(pki.dir.path(), &[("alice", "correct horse"), ("bob", "battery staple")]));
-    config.auth.tokens = vec![TokenEntry { principal: "ci-bot".into(), sha256: hash_token("tok-3f9a") }];
+    config.auth.users_file = Some(users_file(
+        pki.dir.path(),
+        &[("alice", "correct horse"), ("bob", "battery staple")],
+    ));
+    config.auth.tokens = vec![TokenEntry {
+        principal: "ci-bot".into(),
+        sha256: hash_token("tok-3f9a"),
+    }];
     TestBroker::start_with(config).await.unwrap()
 }
 
@@ -34,18 +40,29 @@ async fn passwords_users_and_tokens_are_checked() {
     let broker = auth_broker(&pki, true).await;
     let base = client_config(&broker, &pki.ca());
 
-    let alice = RustMqClient::new(with_password(base.clone(), "alice", "correct horse")).await.unwrap();
+    let alice = RustMqClient::new(with_password(base.clone(), "alice", "correct horse"))
+        .await
+        .unwrap();
     assert_eq!(principal(&alice).await, "alice");
     alice.create_topic("t", 1).await.unwrap();
 
-    let wrong = auth_message(RustMqClient::new(with_password(base.clone(), "alice", "incorrect horse")).await);
-    assert!(wrong.contains("authentication failed for user \"alice\""), "{wrong}");
-    let unknown = auth_message(RustMqClient::new(with_password(base.clone(), "carol", "correct horse")).await);
+    let wrong = auth_message(
+        RustMqClient::new(with_password(base.clone(), "alice", "incorrect horse")).await,
+    );
+    assert!(
+        wrong.contains("authentication failed for user \"alice\""),
+        "{wrong}"
+    );
+    let unknown = auth_message(
+        RustMqClient::new(with_password(base.clone(), "carol", "correct horse")).await,
+    );
     assert!(unknown.contains("\"carol\""), "{unknown}");
     // An unknown user and a wrong password read the same to the client.
     assert_eq!(wrong.replace("alice", "carol"), unknown);
 
-    let bot = RustMqClient::new(with_token(base.clone(), "tok-3f9a")).await.unwrap();
+    let bot = RustMqClient::new(with_token(base.clone(), "tok-3f9a"))
+        .await
+        .unwrap();
     assert_eq!(principal(&bot).await, "ci-bot");
     let bad = auth_message(RustMqClient::new(with_token(base.clone(), "tok-0000")).await);
     assert!(bad.contains("unknown token"), "{bad}");
@@ -72,25 +89,47 @@ async fn repeated_failures_close_the_connection() {
     let broker = auth_broker(&pki, true).await;
     let pem = std::fs::read_to_string(pki.ca()).unwrap();
     let conn = tests::raw_connection(broker.addr(), &pem).await;
-    let bad = || Some(Credentials::Plain { username: "alice".into(), password: "nope".into() });
+    let bad = || {
+        Some(Credentials::Plain {
+            username: "alice".into(),
+            password: "nope".into(),
+        })
+    };
     for attempt in 1..=3 {
         match raw_hello_with(&conn, bad()).await {
             Some(Response::Error(e)) => {
                 assert_eq!(e.code, ErrorCode::AuthenticationFailed);
-                assert_eq!(e.message.contains("closing the connection"), attempt == 3, "{}", e.message);
+                assert_eq!(
+                    e.message.contains("closing the connection"),
+                    attempt == 3,
+                    "{}",
+                    e.message
+                );
             }
             other => panic!("attempt {attempt}: unexpected answer {other:?}"),
         }
     }
     // The broker closes the connection: even the right password gets no answer on it.
-    let reason = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await.expect("closed");
-    assert!(reason.to_string().contains("too many failed authentication attempts"), "{reason}");
-    let good = Some(Credentials::Plain { username: "alice".into(), password: "correct horse".into() });
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed())
+        .await
+        .expect("closed");
+    assert!(
+        reason
+            .to_string()
+            .contains("too many failed authentication attempts"),
+        "{reason}"
+    );
+    let good = Some(Credentials::Plain {
+        username: "alice".into(),
+        password: "correct horse".into(),
+    });
     assert!(raw_hello_with(&conn, good.clone()).await.is_none());
 
     // A new connection starts afresh.
     let conn = tests::raw_connection(broker.addr(), &pem).await;
-    assert!(matches!(raw_hello_with(&conn, good).await, Some(Response::Hello(h)) if h.principal == "alice"));
+    assert!(
+        matches!(raw_hello_with(&conn, good).await, Some(Response::Hello(h)) if h.principal == "alice")
+    );
 }
 
 /// Collects every log line written while it is the default subscriber.
@@ -123,10 +162,15 @@ async fn failures_are_logged_without_the_secret() {
     let base = client_config(&broker, &pki.ca());
     auth_message(RustMqClient::new(with_password(base.clone(), "alice", "SECRET-pw-1")).await);
     auth_message(RustMqClient::new(with_token(base.clone(), "SECRET-tok-2")).await);
-    RustMqClient::new(with_password(base, "alice", "correct horse")).await.unwrap();
+    RustMqClient::new(with_password(base, "alice", "correct horse"))
+        .await
+        .unwrap();
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("authentication failed") && logs.contains("wrong password"), "{logs}");
+    assert!(
+        logs.contains("authentication failed") && logs.contains("wrong password"),
+        "{logs}"
+    );
     for secret in ["SECRET-pw-1", "SECRET-tok-2", "correct horse"] {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }

@@ -23,12 +23,17 @@ async fn a_client_trusting_the_ca_connects_and_refuses_a_wrong_ca() {
     tests::init_tracing();
     let pki = Pki::new("good CA");
     let broker = TestBroker::start_with(broker_config(&pki)).await.unwrap();
-    let client = RustMqClient::new(client_config(&broker, &pki.ca())).await.unwrap();
+    let client = RustMqClient::new(client_config(&broker, &pki.ca()))
+        .await
+        .unwrap();
     client.create_topic("t", 1).await.unwrap();
 
     let other = Pki::new("another CA");
     let message = tls_message(RustMqClient::new(client_config(&broker, &other.ca())).await);
-    assert!(message.contains("UnknownIssuer") && message.contains("tls_config.ca_cert"), "{message}");
+    assert!(
+        message.contains("UnknownIssuer") && message.contains("tls_config.ca_cert"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -39,7 +44,10 @@ async fn a_wrong_server_name_is_refused() {
     let mut config = client_config(&broker, &pki.ca());
     config.tls_config.as_mut().unwrap().server_name = Some("broker.elsewhere.example".into());
     let message = tls_message(RustMqClient::new(config).await);
-    assert!(message.contains("not valid for name \"broker.elsewhere.example\""), "{message}");
+    assert!(
+        message.contains("not valid for name \"broker.elsewhere.example\""),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -69,7 +77,11 @@ async fn insecure_skip_verify_connects_to_a_broker_it_cannot_verify() {
     client.ping().await.unwrap();
 }
 
-fn mtls_broker_config(pki: &Pki, mode: ClientAuth, from: PrincipalFrom) -> rustmq::testing::BrokerConfig {
+fn mtls_broker_config(
+    pki: &Pki,
+    mode: ClientAuth,
+    from: PrincipalFrom,
+) -> rustmq::testing::BrokerConfig {
     let mut config = broker_config(pki);
     config.tls.client_auth = mode;
     config.tls.client_ca = Some(pki.ca_path.clone());
@@ -77,7 +89,10 @@ fn mtls_broker_config(pki: &Pki, mode: ClientAuth, from: PrincipalFrom) -> rustm
     config
 }
 
-fn with_client_cert(mut config: rustmq::ClientConfig, cert: (String, String)) -> rustmq::ClientConfig {
+fn with_client_cert(
+    mut config: rustmq::ClientConfig,
+    cert: (String, String),
+) -> rustmq::ClientConfig {
     let tls = config.tls_config.as_mut().unwrap();
     tls.client_cert = Some(cert.0);
     tls.client_key = Some(cert.1);
@@ -88,9 +103,13 @@ fn with_client_cert(mut config: rustmq::ClientConfig, cert: (String, String)) ->
 async fn required_client_auth_refuses_a_client_without_certificate_and_names_one_with_it() {
     tests::init_tracing();
     let pki = Pki::new("CA");
-    let broker = TestBroker::start_with(mtls_broker_config(&pki, ClientAuth::Required, PrincipalFrom::Cn))
-        .await
-        .unwrap();
+    let broker = TestBroker::start_with(mtls_broker_config(
+        &pki,
+        ClientAuth::Required,
+        PrincipalFrom::Cn,
+    ))
+    .await
+    .unwrap();
 
     let refused = RustMqClient::new(client_config(&broker, &pki.ca())).await;
     let error = refused.expect_err("a client without a certificate must be refused");
@@ -100,28 +119,48 @@ async fn required_client_auth_refuses_a_client_without_certificate_and_names_one
     );
 
     let alice = pki.issue("alice", "alice", &["alice.clients.example"], false, false);
-    let client = RustMqClient::new(with_client_cert(client_config(&broker, &pki.ca()), alice)).await.unwrap();
+    let client = RustMqClient::new(with_client_cert(client_config(&broker, &pki.ca()), alice))
+        .await
+        .unwrap();
     assert_eq!(principal(&client).await, "alice");
 
     // A certificate from another CA is refused as well.
     let other = Pki::new("other CA");
     let mallory = other.issue("mallory", "alice", &[], false, false);
-    let refused = RustMqClient::new(with_client_cert(client_config(&broker, &pki.ca()), mallory)).await;
-    assert!(refused.is_err(), "a certificate of an unknown CA must be refused");
+    let refused =
+        RustMqClient::new(with_client_cert(client_config(&broker, &pki.ca()), mallory)).await;
+    assert!(
+        refused.is_err(),
+        "a certificate of an unknown CA must be refused"
+    );
 }
 
 #[tokio::test]
 async fn optional_client_auth_accepts_both_and_can_take_the_principal_from_the_san() {
     tests::init_tracing();
     let pki = Pki::new("CA");
-    let broker = TestBroker::start_with(mtls_broker_config(&pki, ClientAuth::Optional, PrincipalFrom::San))
+    let broker = TestBroker::start_with(mtls_broker_config(
+        &pki,
+        ClientAuth::Optional,
+        PrincipalFrom::San,
+    ))
+    .await
+    .unwrap();
+    let anonymous = RustMqClient::new(client_config(&broker, &pki.ca()))
         .await
         .unwrap();
-    let anonymous = RustMqClient::new(client_config(&broker, &pki.ca())).await.unwrap();
     assert_eq!(principal(&anonymous).await, "anonymous");
 
-    let svc = pki.issue("svc", "service CN", &["billing.clients.example"], false, false);
-    let client = RustMqClient::new(with_client_cert(client_config(&broker, &pki.ca()), svc)).await.unwrap();
+    let svc = pki.issue(
+        "svc",
+        "service CN",
+        &["billing.clients.example"],
+        false,
+        false,
+    );
+    let client = RustMqClient::new(with_client_cert(client_config(&broker, &pki.ca()), svc))
+        .await
+        .unwrap();
     assert_eq!(principal(&client).await, "billing.clients.example");
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rustmq::prelude::*;
 use rustmq::testing::{Recorder, TestBroker};
-use rustmq::typed::layers::{DLQ_HEADER_ATTEMPTS, DLQ_HEADER_ERROR, DLQ_HEADER_KIND, DLQ_HEADER_OFFSET, DLQ_HEADER_TOPIC};
+use rustmq::typed::layers::{
+    DLQ_HEADER_ATTEMPTS, DLQ_HEADER_ERROR, DLQ_HEADER_KIND, DLQ_HEADER_OFFSET, DLQ_HEADER_TOPIC,
+};
 use rustmq::{handler, Topic};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -61,26 +63,55 @@ async fn typed_round_trip_for_each_codec() {
         .start()
         .await
         .unwrap();
-    let json: Vec<_> = (0..5).map(|i| JsonOrder { id: format!("j{i}"), cents: i }).collect();
-    let bin: Vec<_> = (0..5).map(|i| BincodeOrder { id: format!("b{i}"), cents: i * 10 }).collect();
-    let post: Vec<_> = (0..5).map(|i| PostcardOrder { id: i, cents: i * 100 }).collect();
+    let json: Vec<_> = (0..5)
+        .map(|i| JsonOrder {
+            id: format!("j{i}"),
+            cents: i,
+        })
+        .collect();
+    let bin: Vec<_> = (0..5)
+        .map(|i| BincodeOrder {
+            id: format!("b{i}"),
+            cents: i * 10,
+        })
+        .collect();
+    let post: Vec<_> = (0..5)
+        .map(|i| PostcardOrder {
+            id: i,
+            cents: i * 100,
+        })
+        .collect();
     for o in &json {
         client.producer::<JsonOrder>().send(o).await.unwrap();
     }
-    let (pb, pp) = (client.producer::<BincodeOrder>(), client.producer::<PostcardOrder>());
+    let (pb, pp) = (
+        client.producer::<BincodeOrder>(),
+        client.producer::<PostcardOrder>(),
+    );
     for (b, p) in bin.iter().zip(&post) {
         pb.send(b).await.unwrap();
         pp.send(p).await.unwrap();
     }
     let settled = recorder.wait_for(15, WAIT).await;
-    assert!(settled.iter().all(|s| s.settlement == Ok(Settlement::Ack)), "{settled:#?}");
+    assert!(
+        settled.iter().all(|s| s.settlement == Ok(Settlement::Ack)),
+        "{settled:#?}"
+    );
     let mut got_json = decoded::<JsonOrder>(&settled);
     got_json.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(got_json, json);
     assert_eq!(decoded::<BincodeOrder>(&settled), bin);
     assert_eq!(decoded::<PostcardOrder>(&settled), post);
     // The topic was created with the declared partition count.
-    assert_eq!(client.describe_topic("orders-json").await.unwrap().partitions.len(), 2);
+    assert_eq!(
+        client
+            .describe_topic("orders-json")
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        2
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -107,7 +138,11 @@ async fn charge(payment: Payment, attempt: Attempt) -> Result<(), GatewayDown> {
     }
 }
 
-async fn dead_letters(client: &RustMqClient, topic: &str, n: usize) -> Vec<rustmq_protocol::Record> {
+async fn dead_letters(
+    client: &RustMqClient,
+    topic: &str,
+    n: usize,
+) -> Vec<rustmq_protocol::Record> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (records, _) = tests::fetch_all(client, topic, 0, 0).await;
@@ -146,7 +181,15 @@ async fn handler_errors_retry_with_backoff_then_dead_letter_and_poison_skips_ret
     producer.send(&Payment { amount: 13 }).await.unwrap();
     // A payload that is not a Payment at all.
     let raw = client.create_producer("payments").await.unwrap();
-    raw.send(rustmq::Message::builder().topic("payments").payload("{not json").build().unwrap()).await.unwrap();
+    raw.send(
+        rustmq::Message::builder()
+            .topic("payments")
+            .payload("{not json")
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
 
     let settled = recorder.wait_for(3, WAIT).await;
     assert_eq!(settled[0].settlement, Ok(Settlement::Ack));
@@ -157,7 +200,11 @@ async fn handler_errors_retry_with_backoff_then_dead_letter_and_poison_skips_ret
         }
         other => panic!("failed payment: {other:?}"),
     }
-    assert!(matches!(&settled[2].settlement, Ok(Settlement::DeadLettered { .. })), "{:?}", settled[2]);
+    assert!(
+        matches!(&settled[2].settlement, Ok(Settlement::DeadLettered { .. })),
+        "{:?}",
+        settled[2]
+    );
     // 1 call for the good one, 1 + 3 retries for the failing one, none for the poison one
     // (its payload never reached the handler).
     assert_eq!(PAYMENT_CALLS.load(Ordering::SeqCst), 5);
@@ -166,12 +213,24 @@ async fn handler_errors_retry_with_backoff_then_dead_letter_and_poison_skips_ret
     assert_eq!(dlq.len(), 2);
     assert_eq!(header(&dlq[0], DLQ_HEADER_TOPIC), "payments");
     assert_eq!(header(&dlq[0], DLQ_HEADER_OFFSET), "1");
-    assert_eq!(header(&dlq[0], DLQ_HEADER_ATTEMPTS), "4", "1 delivery + 3 retries");
+    assert_eq!(
+        header(&dlq[0], DLQ_HEADER_ATTEMPTS),
+        "4",
+        "1 delivery + 3 retries"
+    );
     assert_eq!(header(&dlq[0], DLQ_HEADER_KIND), "failed");
     assert!(header(&dlq[0], DLQ_HEADER_ERROR).contains("gateway down"));
     assert_eq!(header(&dlq[1], DLQ_HEADER_KIND), "poison");
-    assert_eq!(header(&dlq[1], DLQ_HEADER_ATTEMPTS), "1", "poison messages are not retried");
-    assert_eq!(dlq[1].value.as_deref(), Some(&b"{not json"[..]), "the original payload is kept");
+    assert_eq!(
+        header(&dlq[1], DLQ_HEADER_ATTEMPTS),
+        "1",
+        "poison messages are not retried"
+    );
+    assert_eq!(
+        dlq[1].value.as_deref(),
+        Some(&b"{not json"[..]),
+        "the original payload is kept"
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -205,10 +264,22 @@ async fn a_timeout_cancels_a_slow_handler_and_the_message_is_retried() {
         .start()
         .await
         .unwrap();
-    client.producer::<SlowJob>().send(&SlowJob { id: 1 }).await.unwrap();
+    client
+        .producer::<SlowJob>()
+        .send(&SlowJob { id: 1 })
+        .await
+        .unwrap();
     let settled = recorder.wait_for(1, WAIT).await;
-    assert_eq!(settled[0].settlement, Ok(Settlement::Ack), "the second attempt succeeded");
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "the first attempt was cancelled by the timeout");
+    assert_eq!(
+        settled[0].settlement,
+        Ok(Settlement::Ack),
+        "the second attempt succeeded"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the first attempt was cancelled by the timeout"
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -241,26 +312,46 @@ async fn per_key_order_holds_with_concurrency() {
     }
 
     let recorder = Recorder::new();
-    let running = Service::with_state(client.clone(), (Arc::clone(&seen), Arc::clone(&in_flight), Arc::clone(&max_in_flight)))
-        .layer(recorder.layer())
-        .handler(record)
-        .start()
-        .await
-        .unwrap();
+    let running = Service::with_state(
+        client.clone(),
+        (
+            Arc::clone(&seen),
+            Arc::clone(&in_flight),
+            Arc::clone(&max_in_flight),
+        ),
+    )
+    .layer(recorder.layer())
+    .handler(record)
+    .start()
+    .await
+    .unwrap();
     let producer = client.producer::<Event>();
     for seq in 0..50 {
         for user in ["ann", "bob", "cid", "dee", "eve", "fay", "gus", "hal"] {
-            producer.send_async(&Event { user: user.into(), seq }).await.unwrap();
+            producer
+                .send_async(&Event {
+                    user: user.into(),
+                    seq,
+                })
+                .await
+                .unwrap();
         }
     }
     producer.flush().await.unwrap();
     recorder.wait_for(400, WAIT).await;
     let seen = seen.lock().clone();
     for user in ["ann", "bob", "cid", "dee", "eve", "fay", "gus", "hal"] {
-        let seqs: Vec<u32> = seen.iter().filter(|(u, _)| u == user).map(|(_, s)| *s).collect();
+        let seqs: Vec<u32> = seen
+            .iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, s)| *s)
+            .collect();
         assert_eq!(seqs, (0..50).collect::<Vec<_>>(), "order of {user}");
     }
-    assert!(max_in_flight.load(Ordering::SeqCst) > 1, "keys were processed concurrently");
+    assert!(
+        max_in_flight.load(Ordering::SeqCst) > 1,
+        "keys were processed concurrently"
+    );
     running.shutdown().await.unwrap();
 }
 
@@ -300,7 +391,11 @@ async fn shutdown_mid_stream_loses_nothing_and_redelivers_nothing_acked() {
     recorder.wait_for(100, WAIT).await;
     first.shutdown().await.unwrap();
     let first_run: Vec<u32> = handled.lock().clone();
-    assert!(first_run.len() < 300, "stopped mid-stream ({} handled)", first_run.len());
+    assert!(
+        first_run.len() < 300,
+        "stopped mid-stream ({} handled)",
+        first_run.len()
+    );
 
     // Same handler (same group) again: it picks up where the first run committed.
     let second_handled = Arc::new(parking_lot::Mutex::new(Vec::<u32>::new()));
@@ -318,5 +413,9 @@ async fn shutdown_mid_stream_loses_nothing_and_redelivers_nothing_acked() {
     let second_run = second_handled.lock().clone();
     let mut all: Vec<u32> = first_run.iter().chain(&second_run).copied().collect();
     all.sort_unstable();
-    assert_eq!(all, (0..300).collect::<Vec<_>>(), "every entry handled exactly once across the restart");
+    assert_eq!(
+        all,
+        (0..300).collect::<Vec<_>>(),
+        "every entry handled exactly once across the restart"
+    );
 }

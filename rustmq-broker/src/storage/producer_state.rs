@@ -279,7 +279,11 @@ mod tests {
         t.fence(1, 1);
         assert!(matches!(
             t.check(&header(1, 0, 5, 1)),
-            Err(StorageError::InvalidProducerEpoch { current: 1, got: 0, .. })
+            Err(StorageError::InvalidProducerEpoch {
+                current: 1,
+                got: 0,
+                ..
+            })
         ));
         t.check(&header(1, 1, 0, 1)).unwrap();
         // Fencing an unknown producer pins it to the epoch and to sequence 0.

@@ -66,12 +66,28 @@ impl Accumulator {
     }
 
     /// Adds a message to the open batch (opening one if needed).
-    pub(crate) fn try_push(&mut self, message: Message, waiter: Waiter, now: impl FnOnce() -> Instant) -> TryPush {
-        let headers = || message.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
-        let bound = RecordBatchBuilder::record_size_bound(message.key.as_deref(), Some(&message.payload), headers());
+    pub(crate) fn try_push(
+        &mut self,
+        message: Message,
+        waiter: Waiter,
+        now: impl FnOnce() -> Instant,
+    ) -> TryPush {
+        let headers = || {
+            message
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        };
+        let bound = RecordBatchBuilder::record_size_bound(
+            message.key.as_deref(),
+            Some(&message.payload),
+            headers(),
+        );
         // Start big enough that a busy partition's batch rarely reallocates (each regrowth
         // copies the whole batch), small enough that an idle partition's does not waste memory.
-        let capacity = bound.max(INITIAL_BATCH_CAPACITY).min(self.limits.max_bytes.max(bound));
+        let capacity = bound
+            .max(INITIAL_BATCH_CAPACITY)
+            .min(self.limits.max_bytes.max(bound));
         let open = self.open.get_or_insert_with(|| OpenBatch {
             builder: RecordBatchBuilder::with_capacity(capacity),
             waiters: Vec::new(),
@@ -91,7 +107,8 @@ impl Accumulator {
         // Counted as the producer's buffer permits were taken: at least one per message.
         open.buffered_bytes += message.size().max(1);
         open.waiters.push((waiter, message.timestamp));
-        let full = open.builder.len() as usize >= self.limits.max_records || open.builder.size() >= self.limits.max_bytes;
+        let full = open.builder.len() as usize >= self.limits.max_records
+            || open.builder.size() >= self.limits.max_bytes;
         TryPush::Aggregated { full }
     }
 
@@ -116,12 +133,19 @@ mod tests {
     use super::*;
 
     fn msg(size: usize) -> Message {
-        Message::builder().topic("t").payload(vec![b'x'; size]).build().unwrap()
+        Message::builder()
+            .topic("t")
+            .payload(vec![b'x'; size])
+            .build()
+            .unwrap()
     }
 
     #[test]
     fn full_by_count() {
-        let mut acc = Accumulator::new(BatchLimits { max_records: 3, max_bytes: 1 << 20 });
+        let mut acc = Accumulator::new(BatchLimits {
+            max_records: 3,
+            max_bytes: 1 << 20,
+        });
         let now = Instant::now();
         for i in 0..3 {
             match acc.try_push(msg(10), Waiter::Detached, || now) {
@@ -138,22 +162,39 @@ mod tests {
 
     #[test]
     fn no_capacity_by_bytes_and_oversized_alone() {
-        let mut acc = Accumulator::new(BatchLimits { max_records: 100, max_bytes: 1000 });
+        let mut acc = Accumulator::new(BatchLimits {
+            max_records: 100,
+            max_bytes: 1000,
+        });
         let now = Instant::now();
-        assert!(matches!(acc.try_push(msg(600), Waiter::Detached, || now), TryPush::Aggregated { full: false }));
-        assert!(matches!(acc.try_push(msg(600), Waiter::Detached, || now), TryPush::NoCapacity(..)));
+        assert!(matches!(
+            acc.try_push(msg(600), Waiter::Detached, || now),
+            TryPush::Aggregated { full: false }
+        ));
+        assert!(matches!(
+            acc.try_push(msg(600), Waiter::Detached, || now),
+            TryPush::NoCapacity(..)
+        ));
         assert_eq!(acc.take().unwrap().builder.len(), 1);
         // A message above the limit is accepted alone and marks the batch full.
-        assert!(matches!(acc.try_push(msg(5000), Waiter::Detached, || now), TryPush::Aggregated { full: true }));
+        assert!(matches!(
+            acc.try_push(msg(5000), Waiter::Detached, || now),
+            TryPush::Aggregated { full: true }
+        ));
     }
 
     #[test]
     fn remembers_when_the_batch_opened() {
-        let mut acc = Accumulator::new(BatchLimits { max_records: 10, max_bytes: 1 << 20 });
+        let mut acc = Accumulator::new(BatchLimits {
+            max_records: 10,
+            max_bytes: 1 << 20,
+        });
         assert!(acc.opened_at().is_none());
         let t0 = Instant::now();
         let _ = acc.try_push(msg(1), Waiter::Detached, || t0);
-        let _ = acc.try_push(msg(1), Waiter::Detached, || t0 + std::time::Duration::from_millis(5));
+        let _ = acc.try_push(msg(1), Waiter::Detached, || {
+            t0 + std::time::Duration::from_millis(5)
+        });
         assert_eq!(acc.opened_at(), Some(t0));
     }
 }

@@ -39,12 +39,20 @@ impl ProducerMetrics {
         Duration::from_micros(self.send_latency_us_max.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn record_batch(&self, messages: u64, bytes: u64, latency_us_sum: u64, latency_us_max: u64) {
+    pub(crate) fn record_batch(
+        &self,
+        messages: u64,
+        bytes: u64,
+        latency_us_sum: u64,
+        latency_us_max: u64,
+    ) {
         self.messages_sent.fetch_add(messages, Ordering::Relaxed);
         self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
         self.batches_sent.fetch_add(1, Ordering::Relaxed);
-        self.send_latency_us_total.fetch_add(latency_us_sum, Ordering::Relaxed);
-        self.send_latency_us_max.fetch_max(latency_us_max, Ordering::Relaxed);
+        self.send_latency_us_total
+            .fetch_add(latency_us_sum, Ordering::Relaxed);
+        self.send_latency_us_max
+            .fetch_max(latency_us_max, Ordering::Relaxed);
     }
 }
 

@@ -33,9 +33,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use self::config::{AckLevel, ProducerConfig};
-pub use self::metrics::ProducerMetrics;
 use self::metrics::ProducerInstruments;
-pub use self::partitioner::{murmur2, partition_for_key, DefaultPartitioner, Partitioner, RoundRobinPartitioner};
+pub use self::metrics::ProducerMetrics;
+pub use self::partitioner::{
+    murmur2, partition_for_key, DefaultPartitioner, Partitioner, RoundRobinPartitioner,
+};
 
 use self::accumulator::{Accumulator, BatchLimits, ReadyBatch, TryPush};
 use crate::client::RustMqClient;
@@ -194,11 +196,16 @@ impl ProducerBuilder {
             ..ProducerConfig::default()
         });
         config.validate()?;
-        let broker_max = client.broker_limits().map_or(usize::MAX, |l| l.max_batch_bytes as usize);
+        let broker_max = client
+            .broker_limits()
+            .map_or(usize::MAX, |l| l.max_batch_bytes as usize);
         let limits = BatchLimits {
             max_records: config.batch_size,
             // Leave room for the batch header and compression framing under the broker's limit.
-            max_bytes: config.batch_max_bytes.min(broker_max.saturating_sub(1024)).max(1024),
+            max_bytes: config
+                .batch_max_bytes
+                .min(broker_max.saturating_sub(1024))
+                .max(1024),
         };
         let partitioner = self
             .partitioner
@@ -262,13 +269,17 @@ impl Inner {
     }
 
     fn slot(&self, partition: u32) -> Result<Arc<Slot>> {
-        self.slots.read().get(partition as usize).cloned().ok_or_else(|| {
-            ClientError::InvalidMessage(format!(
-                "topic {} has no partition {partition} (it has {})",
-                self.topic,
-                self.partition_count.load(Ordering::Acquire)
-            ))
-        })
+        self.slots
+            .read()
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| {
+                ClientError::InvalidMessage(format!(
+                    "topic {} has no partition {partition} (it has {})",
+                    self.topic,
+                    self.partition_count.load(Ordering::Acquire)
+                ))
+            })
     }
 }
 
@@ -303,7 +314,8 @@ impl Producer {
         };
         let result = tracing::Instrument::instrument(sent, span.clone()).await;
         if let Ok(r) = &result {
-            span.record("partition", r.partition).record("offset", r.offset);
+            span.record("partition", r.partition)
+                .record("offset", r.offset);
         }
         result
     }
@@ -324,8 +336,13 @@ impl Producer {
     }
 
     /// Sends without waiting; `callback` gets the outcome.
-    pub async fn send_async_with(&self, message: Message, callback: impl FnOnce(Result<SendResult>) + Send + 'static) -> Result<()> {
-        self.enqueue(message, Waiter::Callback(Box::new(callback))).await
+    pub async fn send_async_with(
+        &self,
+        message: Message,
+        callback: impl FnOnce(Result<SendResult>) + Send + 'static,
+    ) -> Result<()> {
+        self.enqueue(message, Waiter::Callback(Box::new(callback)))
+            .await
     }
 
     /// Sends every message and waits for all of them; the first failure is returned, after
@@ -365,7 +382,10 @@ impl Producer {
             )));
         }
         for (k, v) in &inner.config.default_properties {
-            message.headers.entry(k.clone()).or_insert_with(|| v.clone());
+            message
+                .headers
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
         }
         #[cfg(feature = "opentelemetry")]
         crate::telemetry::otel::inject(&mut message.headers);
@@ -379,11 +399,18 @@ impl Producer {
         // Room in the buffer; `size <= max_message_size <= buffer_memory < 4 GiB` so this fits.
         let permits = size.max(1) as u32;
         let permit = if inner.config.block_on_buffer_full {
-            inner.buffer.acquire_many(permits).await.map_err(|_| ClientError::Closed)?
+            inner
+                .buffer
+                .acquire_many(permits)
+                .await
+                .map_err(|_| ClientError::Closed)?
         } else {
-            inner.buffer.try_acquire_many(permits).map_err(|_| ClientError::BufferFull {
-                limit: inner.config.buffer_memory,
-            })?
+            inner
+                .buffer
+                .try_acquire_many(permits)
+                .map_err(|_| ClientError::BufferFull {
+                    limit: inner.config.buffer_memory,
+                })?
         };
         permit.forget();
 
@@ -445,7 +472,9 @@ impl Producer {
         }
         for (slot, target) in slots.iter().zip(targets) {
             let mut rx = slot.completed.subscribe();
-            rx.wait_for(|done| *done >= target).await.map_err(|_| ClientError::Closed)?;
+            rx.wait_for(|done| *done >= target)
+                .await
+                .map_err(|_| ClientError::Closed)?;
         }
         tracing::debug!(topic = %self.inner.topic, "flushed");
         Ok(())
@@ -487,6 +516,10 @@ impl RustMqClient {
     /// A producer for `topic` with the default [`ProducerConfig`] (and this client's
     /// compression settings).
     pub async fn create_producer(&self, topic: &str) -> Result<Producer> {
-        ProducerBuilder::new().topic(topic).client(self.clone()).build().await
+        ProducerBuilder::new()
+            .topic(topic)
+            .client(self.clone())
+            .build()
+            .await
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use rustmq_protocol::batch::BATCH_HEADER_LEN;
 use rustmq_protocol::{
-    Compression, InitProducerRequest, MetadataRequest, ProduceRequest, ProduceResponse, Request, Response,
+    Compression, InitProducerRequest, MetadataRequest, ProduceRequest, ProduceResponse, Request,
+    Response,
 };
 use tokio::time::Instant;
 
@@ -27,7 +28,10 @@ pub(crate) async fn partition_count(client: &RustMqClient, topic: &str) -> Resul
             .iter()
             .find(|t| t.name == topic)
             .map(|t| t.partitions.len() as u32)),
-        other => Err(ClientError::UnexpectedResponse(format!("{:?} to a metadata request", other.kind()))),
+        other => Err(ClientError::UnexpectedResponse(format!(
+            "{:?} to a metadata request",
+            other.kind()
+        ))),
     }
 }
 
@@ -40,13 +44,19 @@ struct Sequence {
 }
 
 async fn init_producer(client: &RustMqClient) -> Result<Sequence> {
-    match client.request(Request::InitProducer(InitProducerRequest { name: None })).await? {
+    match client
+        .request(Request::InitProducer(InitProducerRequest { name: None }))
+        .await?
+    {
         Response::InitProducer(r) => Ok(Sequence {
             producer_id: r.producer_id,
             epoch: r.epoch,
             next: 0,
         }),
-        other => Err(ClientError::UnexpectedResponse(format!("{:?} to an init-producer request", other.kind()))),
+        other => Err(ClientError::UnexpectedResponse(format!(
+            "{:?} to an init-producer request",
+            other.kind()
+        ))),
     }
 }
 
@@ -75,7 +85,11 @@ async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
             }
             let closing = inner.closing.load(Ordering::Acquire);
             match acc.opened_at() {
-                Some(opened) if linger.is_zero() || closing || opened + linger <= Instant::now() => return acc.take(),
+                Some(opened)
+                    if linger.is_zero() || closing || opened + linger <= Instant::now() =>
+                {
+                    return acc.take()
+                }
                 Some(opened) => Some(opened + linger),
                 None if closing => return None,
                 None => None,
@@ -93,23 +107,39 @@ async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
     }
 }
 
-async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch, sequence: &mut Option<Sequence>) {
+async fn deliver(
+    inner: &Arc<Inner>,
+    slot: &Slot,
+    batch: ReadyBatch,
+    sequence: &mut Option<Sequence>,
+) {
     let count = batch.builder.len();
     let result = send(inner, slot, batch.builder, sequence).await;
     let now = Instant::now();
     let latency_us = now.duration_since(batch.opened).as_micros() as u64;
     match &result {
         Ok(_) => {
-            inner
-                .metrics
-                .record_batch(u64::from(count), batch.buffered_bytes as u64, latency_us * u64::from(count), latency_us);
-            inner
-                .instruments
-                .record_batch(u64::from(count), batch.buffered_bytes as u64, now.duration_since(batch.opened));
+            inner.metrics.record_batch(
+                u64::from(count),
+                batch.buffered_bytes as u64,
+                latency_us * u64::from(count),
+                latency_us,
+            );
+            inner.instruments.record_batch(
+                u64::from(count),
+                batch.buffered_bytes as u64,
+                now.duration_since(batch.opened),
+            );
         }
         Err(e) => {
-            inner.metrics.messages_failed.fetch_add(u64::from(count), Ordering::Relaxed);
-            inner.instruments.messages_failed.increment(u64::from(count));
+            inner
+                .metrics
+                .messages_failed
+                .fetch_add(u64::from(count), Ordering::Relaxed);
+            inner
+                .instruments
+                .messages_failed
+                .increment(u64::from(count));
             tracing::warn!(topic = %inner.topic, partition = slot.partition, messages = count, error = %e, "batch failed");
             // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
             *sequence = None;
@@ -157,13 +187,18 @@ async fn send(
     } else {
         Compression::None
     };
-    let batch = builder.compression(codec, config.compression.level).build()?;
+    let batch = builder
+        .compression(codec, config.compression.level)
+        .build()?;
     let client_config = inner.client.config();
     let request = ProduceRequest {
         topic: inner.topic.clone(),
         partition: slot.partition,
         acks: config.ack_level.wire(),
-        timeout_ms: client_config.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+        timeout_ms: client_config
+            .request_timeout
+            .as_millis()
+            .min(u128::from(u32::MAX)) as u32,
         batch,
     };
     let retry = &client_config.retry_config;
@@ -171,7 +206,11 @@ async fn send(
     let mut attempt = 0u32;
     loop {
         let span = tracing::debug_span!(target: "rustmq::produce", "produce", topic = %inner.topic, partition = slot.partition, records = count, attempt);
-        let answer = tracing::Instrument::instrument(inner.client.request(Request::Produce(request.clone())), span).await;
+        let answer = tracing::Instrument::instrument(
+            inner.client.request(Request::Produce(request.clone())),
+            span,
+        )
+        .await;
         match answer {
             Ok(Response::Produce(r)) => {
                 if r.duplicate {
@@ -180,12 +219,17 @@ async fn send(
                 return Ok(r);
             }
             Ok(other) => {
-                return Err(ClientError::UnexpectedResponse(format!("{:?} to a produce request", other.kind())));
+                return Err(ClientError::UnexpectedResponse(format!(
+                    "{:?} to a produce request",
+                    other.kind()
+                )));
             }
             Err(e) => {
                 inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
                 inner.instruments.errors.increment(1);
-                let may_retry = e.is_retryable() && attempt < retry.max_retries && config.ack_level != AckLevel::None;
+                let may_retry = e.is_retryable()
+                    && attempt < retry.max_retries
+                    && config.ack_level != AckLevel::None;
                 if !may_retry {
                     return Err(e);
                 }

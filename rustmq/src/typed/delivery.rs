@@ -98,7 +98,13 @@ impl Delivery {
             crate::ClientError::InvalidConfig("this delivery has no client to produce with".into())
         })?;
         let producer = client.create_producer(topic).await?;
-        Ok(self.ctx.producers.lock().entry(topic).or_insert(producer).clone())
+        Ok(self
+            .ctx
+            .producers
+            .lock()
+            .entry(topic)
+            .or_insert(producer)
+            .clone())
     }
 }
 

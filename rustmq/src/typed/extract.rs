@@ -99,9 +99,12 @@ impl<S: Clone> FromDelivery<S> for State<S> {
 impl<T: Topic> ExtractorKind for TypedProducer<T> {}
 impl<S, T: Topic> FromDelivery<S> for TypedProducer<T> {
     fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
-        let client = d
-            .client()
-            .ok_or_else(|| Rejection::Failed("no client in this delivery to produce with".into()))?;
-        Ok(TypedProducer::shared(client.clone(), std::sync::Arc::clone(&d.ctx)))
+        let client = d.client().ok_or_else(|| {
+            Rejection::Failed("no client in this delivery to produce with".into())
+        })?;
+        Ok(TypedProducer::shared(
+            client.clone(),
+            std::sync::Arc::clone(&d.ctx),
+        ))
     }
 }

@@ -101,7 +101,11 @@ pub trait Handler<Args: HandlerArgs, S>: Clone + Send + Sync + 'static {
 }
 
 /// Calls a handler (used by the code `#[handler]` generates).
-pub fn call_handler<H: Handler<M, S>, M: HandlerArgs, S>(handler: H, delivery: Delivery, state: S) -> HandlerFuture {
+pub fn call_handler<H: Handler<M, S>, M: HandlerArgs, S>(
+    handler: H,
+    delivery: Delivery,
+    state: S,
+) -> HandlerFuture {
     handler.call(delivery, state)
 }
 

@@ -22,7 +22,9 @@ pub(crate) mod topic;
 
 pub use delivery::{Attempt, Delivery, Headers, Metadata, State};
 pub use extract::{decode_payload, ExtractorKind, FromDelivery, Rejection};
-pub use handler::{call_handler, Handler, HandlerArgs, HandlerFuture, HandlerOptions, HandlerService, StartFrom};
+pub use handler::{
+    call_handler, Handler, HandlerArgs, HandlerFuture, HandlerOptions, HandlerService, StartFrom,
+};
 pub use producer::TypedProducer;
 pub use service::{BoxService, PoisonPolicy, RunningService, Service};
 pub use settle::{BoxError, IntoSettlement, Settlement};

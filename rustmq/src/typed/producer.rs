@@ -37,7 +37,9 @@ impl<T> Clone for TypedProducer<T> {
 
 impl<T> std::fmt::Debug for TypedProducer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TypedProducer").field("topic", &std::any::type_name::<T>()).finish()
+        f.debug_struct("TypedProducer")
+            .field("topic", &std::any::type_name::<T>())
+            .finish()
     }
 }
 
@@ -59,11 +61,20 @@ pub(crate) async fn ensure_topic<T: Topic>(client: &RustMqClient) -> Result<()> 
     ensure_topic_named(client, T::NAME, T::PARTITIONS).await
 }
 
-pub(crate) async fn ensure_topic_named(client: &RustMqClient, name: &str, partitions: Option<u32>) -> Result<()> {
-    let Some(partitions) = partitions else { return Ok(()) };
+pub(crate) async fn ensure_topic_named(
+    client: &RustMqClient,
+    name: &str,
+    partitions: Option<u32>,
+) -> Result<()> {
+    let Some(partitions) = partitions else {
+        return Ok(());
+    };
     match client.create_topic(name, partitions).await {
         Ok(()) => Ok(()),
-        Err(ClientError::Broker { code: crate::ErrorCode::TopicAlreadyExists, .. }) => Ok(()),
+        Err(ClientError::Broker {
+            code: crate::ErrorCode::TopicAlreadyExists,
+            ..
+        }) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -98,7 +109,8 @@ impl<T: Topic> TypedProducer<T> {
 
     /// The message `value` becomes: encoded payload, `T`'s key.
     pub fn to_message(value: &T) -> Result<Message> {
-        let payload = <T::Codec as Codec>::encode(value).map_err(|e| ClientError::Serialization(e.to_string()))?;
+        let payload = <T::Codec as Codec>::encode(value)
+            .map_err(|e| ClientError::Serialization(e.to_string()))?;
         let builder = Message::builder().topic(T::NAME).payload(payload);
         match value.key() {
             Some(key) => builder.key(key).build(),

@@ -72,7 +72,14 @@ pub struct Service<S = ()> {
 impl<S> std::fmt::Debug for Service<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
-            .field("handlers", &self.handlers.iter().map(|h| h.options.name).collect::<Vec<_>>())
+            .field(
+                "handlers",
+                &self
+                    .handlers
+                    .iter()
+                    .map(|h| h.options.name)
+                    .collect::<Vec<_>>(),
+            )
             .field("layers", &self.layers.len())
             .finish()
     }
@@ -106,10 +113,15 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<BoxService> + Send + Sync + 'static,
-        L::Service: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone + Send + 'static,
+        L::Service: tower::Service<Delivery, Response = Settlement, Error = BoxError>
+            + Clone
+            + Send
+            + 'static,
         <L::Service as tower::Service<Delivery>>::Future: Send + 'static,
     {
-        self.layers.push(Arc::new(move |inner| BoxCloneService::new(layer.layer(inner))));
+        self.layers.push(Arc::new(move |inner| {
+            BoxCloneService::new(layer.layer(inner))
+        }));
         self
     }
 
@@ -126,12 +138,17 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             options.name = full.rsplit("::").next().unwrap_or(full);
         }
         let topic = handler.topic().unwrap_or_else(|| {
-            panic!("handler {} has no payload argument (a type that derives `Topic`)", options.name)
+            panic!(
+                "handler {} has no payload argument (a type that derives `Topic`)",
+                options.name
+            )
         });
         self.handlers.push(Registered {
             options,
             topic,
-            make: Box::new(move |state| BoxCloneService::new(HandlerService::new(handler.clone(), state))),
+            make: Box::new(move |state| {
+                BoxCloneService::new(HandlerService::new(handler.clone(), state))
+            }),
         });
         self
     }
@@ -174,7 +191,12 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         let mut tasks = Vec::new();
         for reg in self.handlers {
             // A consumer needs its topic to exist: create it (with the declared partitions, else one).
-            super::producer::ensure_topic_named(&self.client, reg.topic.name, Some(reg.topic.partitions.unwrap_or(1))).await?;
+            super::producer::ensure_topic_named(
+                &self.client,
+                reg.topic.name,
+                Some(reg.topic.partitions.unwrap_or(1)),
+            )
+            .await?;
             let group = match reg.options.group {
                 Some(g) => g.to_owned(),
                 None => format!("{}.{}", reg.topic.name, reg.options.name),
@@ -217,7 +239,11 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
                 shutdown_timeout: self.shutdown_timeout,
                 stopped: Arc::clone(&stopped_tx),
             };
-            tracing::info!(handler = reg.options.name, topic = reg.topic.name, "handler started");
+            tracing::info!(
+                handler = reg.options.name,
+                topic = reg.topic.name,
+                "handler started"
+            );
             tasks.push(tokio::spawn(runner.run(stop_rx.clone())));
         }
         Ok(RunningService {
@@ -249,7 +275,9 @@ impl RunningService {
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_error.get_or_insert(ClientError::Connection(format!("handler task failed: {e}")));
+                    first_error.get_or_insert(ClientError::Connection(format!(
+                        "handler task failed: {e}"
+                    )));
                 }
             }
         }
@@ -321,7 +349,10 @@ impl Runner {
             let abort = w.abort_handle();
             if tokio::time::timeout_at(deadline, w).await.is_err() {
                 abort.abort();
-                tracing::warn!(handler = self.ctx.handler, "shutdown timeout: abandoning an in-flight message");
+                tracing::warn!(
+                    handler = self.ctx.handler,
+                    "shutdown timeout: abandoning an in-flight message"
+                );
             }
         }
         self.consumer.close().await
@@ -350,7 +381,11 @@ async fn worker(
         if halt.load(Ordering::Acquire) {
             break;
         }
-        let delivery = Delivery::with_context(message.message.clone(), message.delivery_attempt(), Arc::clone(&ctx));
+        let delivery = Delivery::with_context(
+            message.message.clone(),
+            message.delivery_attempt(),
+            Arc::clone(&ctx),
+        );
         let result = service.clone().oneshot(delivery.clone()).await;
         if !settle(&message, &delivery, result, poison).await {
             halt.store(true, Ordering::Release);
@@ -361,18 +396,29 @@ async fn worker(
 }
 
 /// Acknowledges or nacks per the settlement; false means the handler must stop.
-async fn settle(message: &ConsumerMessage, delivery: &Delivery, result: Result<Settlement, BoxError>, poison: PoisonPolicy) -> bool {
+async fn settle(
+    message: &ConsumerMessage,
+    delivery: &Delivery,
+    result: Result<Settlement, BoxError>,
+    poison: PoisonPolicy,
+) -> bool {
     let outcome = match result {
-        Ok(Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. }) => message.ack().await,
+        Ok(Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. }) => {
+            message.ack().await
+        }
         Ok(Settlement::Poison(reason)) => match poison {
             PoisonPolicy::Skip => message.ack().await,
             PoisonPolicy::Stop => {
                 tracing::error!(reason, "poison message: handler stops");
                 return false;
             }
-            PoisonPolicy::DeadLetter => dead_letter_then_ack(message, delivery, "poison", &reason).await,
+            PoisonPolicy::DeadLetter => {
+                dead_letter_then_ack(message, delivery, "poison", &reason).await
+            }
         },
-        Ok(Settlement::DeadLetter(reason)) => dead_letter_then_ack(message, delivery, "rejected", &reason).await,
+        Ok(Settlement::DeadLetter(reason)) => {
+            dead_letter_then_ack(message, delivery, "rejected", &reason).await
+        }
         Ok(Settlement::Retry(reason)) => message.nack_with_error(reason).await,
         Err(e) => message.nack_with_error(e.to_string()).await,
     };
@@ -382,9 +428,18 @@ async fn settle(message: &ConsumerMessage, delivery: &Delivery, result: Result<S
     true
 }
 
-async fn dead_letter_then_ack(message: &ConsumerMessage, delivery: &Delivery, kind: &str, reason: &str) -> Result<()> {
+async fn dead_letter_then_ack(
+    message: &ConsumerMessage,
+    delivery: &Delivery,
+    kind: &str,
+    reason: &str,
+) -> Result<()> {
     match publish_dead_letter(delivery, None, kind, reason).await {
         Ok(_) => message.ack().await,
-        Err(e) => message.nack_with_error(format!("dead-lettering failed: {e}")).await,
+        Err(e) => {
+            message
+                .nack_with_error(format!("dead-lettering failed: {e}"))
+                .await
+        }
     }
 }

@@ -32,15 +32,31 @@ impl Pki {
         let ca = params.self_signed(&ca_key).unwrap();
         let ca_path = dir.path().join("ca.pem");
         std::fs::write(&ca_path, ca.pem()).unwrap();
-        Self { dir, ca, ca_key, ca_path }
+        Self {
+            dir,
+            ca,
+            ca_key,
+            ca_path,
+        }
     }
 
     /// Signs a leaf certificate; returns (cert path, key path).
-    pub fn issue(&self, file: &str, cn: &str, sans: &[&str], server: bool, expired: bool) -> (String, String) {
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    pub fn issue(
+        &self,
+        file: &str,
+        cn: &str,
+        sans: &[&str],
+        server: bool,
+        expired: bool,
+    ) -> (String, String) {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages =
-            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
         if expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
@@ -56,7 +72,13 @@ impl Pki {
 
     /// A broker certificate for localhost / 127.0.0.1.
     pub fn broker_cert(&self) -> (String, String) {
-        self.issue("broker", "rustmq broker", &["localhost", "127.0.0.1"], true, false)
+        self.issue(
+            "broker",
+            "rustmq broker",
+            &["localhost", "127.0.0.1"],
+            true,
+            false,
+        )
     }
 
     pub fn ca(&self) -> String {
@@ -135,8 +157,16 @@ pub async fn principal(client: &rustmq::RustMqClient) -> String {
 }
 
 /// One hello with `credentials` on a raw connection: the broker's answer.
-pub async fn raw_hello_with(conn: &quinn::Connection, credentials: Option<Credentials>) -> Option<Response> {
-    let hello = Request::Hello(HelloRequest { min_version: 1, max_version: 1, client_id: "raw".into(), credentials });
+pub async fn raw_hello_with(
+    conn: &quinn::Connection,
+    credentials: Option<Credentials>,
+) -> Option<Response> {
+    let hello = Request::Hello(HelloRequest {
+        min_version: 1,
+        max_version: 1,
+        client_id: "raw".into(),
+        credentials,
+    });
     let (mut send, mut recv) = conn.open_bi().await.ok()?;
     send.write_all(&hello.to_frame(1)).await.ok()?;
     let _ = send.finish();

@@ -5,7 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::consumer::{DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC};
+use crate::consumer::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
+};
 use crate::message::Message;
 use crate::typed::delivery::Delivery;
 use crate::typed::settle::{BoxError, Settlement};
@@ -134,7 +136,9 @@ where
         let fut = self.inner.call(delivery.clone());
         Box::pin(async move {
             let (kind, reason) = match fut.await {
-                Ok(s @ (Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. })) => return Ok(s),
+                Ok(s @ (Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. })) => {
+                    return Ok(s)
+                }
                 Ok(Settlement::Poison(r)) => ("poison", r),
                 Ok(Settlement::DeadLetter(r)) => ("rejected", r),
                 Ok(Settlement::Retry(r)) => ("failed", r),

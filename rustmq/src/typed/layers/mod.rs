@@ -14,8 +14,11 @@ mod metrics;
 mod retry;
 mod trace;
 
-pub use dead_letter::{DeadLetter, DeadLetterLayer, DLQ_HEADER_ATTEMPTS, DLQ_HEADER_ERROR, DLQ_HEADER_KIND, DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC};
 pub(crate) use dead_letter::publish_dead_letter;
+pub use dead_letter::{
+    DeadLetter, DeadLetterLayer, DLQ_HEADER_ATTEMPTS, DLQ_HEADER_ERROR, DLQ_HEADER_KIND,
+    DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC,
+};
 pub use metrics::{Metrics, MetricsLayer};
 pub use retry::{RetryLayer, RetryPolicy};
 pub use tower::limit::ConcurrencyLimitLayer;

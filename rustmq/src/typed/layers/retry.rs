@@ -41,7 +41,11 @@ impl RetryPolicy {
 impl Policy<Delivery, Settlement, BoxError> for RetryPolicy {
     type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-    fn retry(&mut self, req: &mut Delivery, result: &mut Result<Settlement, BoxError>) -> Option<Self::Future> {
+    fn retry(
+        &mut self,
+        req: &mut Delivery,
+        result: &mut Result<Settlement, BoxError>,
+    ) -> Option<Self::Future> {
         let transient = matches!(result, Err(_) | Ok(Settlement::Retry(_)));
         if !transient || self.retries >= self.max_retries {
             return None;
@@ -105,14 +109,19 @@ mod tests {
 
     #[test]
     fn delays_double_and_cap() {
-        let layer = RetryLayer::exponential(5, Duration::from_millis(100)).without_jitter().max_delay(Duration::from_millis(350));
+        let layer = RetryLayer::exponential(5, Duration::from_millis(100))
+            .without_jitter()
+            .max_delay(Duration::from_millis(350));
         let p = layer.policy;
         let delays: Vec<_> = (0..4).map(|n| p.delay(n).as_millis()).collect();
         assert_eq!(delays, [100, 200, 350, 350]);
         let jittered = RetryLayer::exponential(5, Duration::from_millis(100)).policy;
         for _ in 0..100 {
             let d = jittered.delay(1);
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(100) && d <= Duration::from_millis(200),
+                "{d:?}"
+            );
         }
     }
 }
