@@ -33,7 +33,7 @@ macro_rules! api {
                 match code { $( $kind => Some(ApiKind::$variant), )* _ => None }
             }
 
-            /// Lower-case name for logs and metrics.
+            /// The kind's name (its variant name, e.g. `CreateTopic`) for logs and metrics.
             pub fn name(self) -> &'static str {
                 match self { $( ApiKind::$variant => stringify!($variant), )* }
             }
