@@ -15,17 +15,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use rustmq::consumer::DLQ_ATTEMPTS;
-use rustmq::testing::TestBroker;
 use rustmq::*;
 
+/// Runs the "advanced consumer" example against an embedded broker, or the one given with --broker.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A running broker; without it an embedded one is started.
-    #[arg(long)]
-    broker: Option<String>,
-    /// CA certificate of the broker (PEM).
-    #[arg(long)]
-    ca_cert: Option<String>,
+    #[command(flatten)]
+    target: examples::BrokerArgs,
     /// Orders to produce; every 7th one fails processing.
     #[arg(long, default_value_t = 30)]
     count: u64,
@@ -66,30 +62,9 @@ async fn ensure_topic(client: &RustMqClient, name: &str, partitions: u32) -> Res
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    examples::init_tracing();
     let args = Args::parse();
-    let (_embedded, config) = match args.broker {
-        Some(broker) => {
-            let config = ClientConfig {
-                brokers: vec![broker],
-                tls_config: args.ca_cert.map(|ca| TlsConfig {
-                    ca_cert: Some(ca),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            (None, config)
-        }
-        None => {
-            let broker = TestBroker::start().await?;
-            let config = broker.client_config();
-            (Some(broker), config)
-        }
-    };
+    let (_embedded, config) = args.target.config().await?;
     let client = RustMqClient::new(config).await?;
     ensure_topic(&client, "orders", 3).await?;
     ensure_topic(&client, "failed-orders", 1).await?;
@@ -188,7 +163,7 @@ async fn main() -> Result<()> {
             consumer.resume_partitions(held_back.clone()).await?;
             println!("Resumed partitions {held_back:?}");
         }
-        if handled % 10 == 0 {
+        if handled.is_multiple_of(10) {
             consumer.commit().await?;
         }
     }

@@ -15,19 +15,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
-use rustmq::testing::TestBroker;
 use rustmq::*;
 
 const TOPIC: &str = "high-throughput-topic";
 
+/// Runs the "multi partition consumer" example against an embedded broker, or the one given with --broker.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A running broker; without it an embedded one is started.
-    #[arg(long)]
-    broker: Option<String>,
-    /// CA certificate of the broker (PEM).
-    #[arg(long)]
-    ca_cert: Option<String>,
+    #[command(flatten)]
+    target: examples::BrokerArgs,
     /// Messages to produce (spread over 6 partitions) and process.
     #[arg(long, default_value_t = 100)]
     count: u32,
@@ -35,34 +31,13 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    examples::init_tracing();
     let args = Args::parse();
     // Create client with multi-partition optimization
-    let (_embedded, config) = match args.broker {
-        Some(broker) => {
-            let config = ClientConfig {
-                brokers: vec![broker],
-                max_connections: 15, // More connections for concurrent fetching
-                tls_config: args.ca_cert.map(|ca| TlsConfig {
-                    ca_cert: Some(ca),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            (None, config)
-        }
-        None => {
-            let broker = TestBroker::start().await?;
-            let config = ClientConfig {
-                max_connections: 15,
-                ..broker.client_config()
-            };
-            (Some(broker), config)
-        }
+    let (_embedded, config) = args.target.config().await?;
+    let config = ClientConfig {
+        max_connections: 15, // More connections for concurrent fetching
+        ..config
     };
     let client = RustMqClient::new(config).await?;
     match client.create_topic(TOPIC, 6).await {

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use rustmq::prelude::*;
-use rustmq::testing::TestBroker;
 use rustmq::{handler, Topic};
 use tokio::sync::Notify;
 
@@ -85,14 +84,11 @@ async fn email(receipt: Receipt, State(mailbox): State<Mailbox>) {
     mailbox.changed.notify_waiters();
 }
 
+/// Runs the "quickstart" example against an embedded broker, or the one given with --broker.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A running broker; without it an embedded one is started.
-    #[arg(long)]
-    broker: Option<String>,
-    /// CA certificate of the broker (PEM), for a broker on another machine.
-    #[arg(long)]
-    ca_cert: Option<String>,
+    #[command(flatten)]
+    target: examples::BrokerArgs,
     /// Orders to place.
     #[arg(long, default_value_t = 10)]
     orders: usize,
@@ -100,30 +96,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> rustmq::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    examples::init_tracing();
     let args = Args::parse();
-    let (_embedded, config) = match args.broker {
-        Some(broker) => (
-            None,
-            ClientConfig {
-                brokers: vec![broker],
-                tls_config: args.ca_cert.map(|ca| rustmq::TlsConfig {
-                    ca_cert: Some(ca),
-                    ..Default::default()
-                }),
-                ..ClientConfig::default()
-            },
-        ),
-        None => {
-            let broker = TestBroker::start().await?;
-            let config = broker.client_config();
-            (Some(broker), config)
-        }
-    };
+    let (_embedded, config) = args.target.config().await?;
     let client = RustMqClient::new(config).await?;
 
     // Typed, batched, partitioned by order id.

@@ -11,17 +11,13 @@
 //! ```
 
 use clap::Parser;
-use rustmq::testing::TestBroker;
 use rustmq::*;
 
+/// Runs the "simple consumer" example against an embedded broker, or the one given with --broker.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A running broker; without it an embedded one is started.
-    #[arg(long)]
-    broker: Option<String>,
-    /// CA certificate of the broker (PEM).
-    #[arg(long)]
-    ca_cert: Option<String>,
+    #[command(flatten)]
+    target: examples::BrokerArgs,
     /// Messages to produce, then consume.
     #[arg(long, default_value_t = 10)]
     count: usize,
@@ -29,30 +25,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    examples::init_tracing();
     let args = Args::parse();
-    let (_embedded, config) = match args.broker {
-        Some(broker) => {
-            let config = ClientConfig {
-                brokers: vec![broker],
-                tls_config: args.ca_cert.map(|ca| TlsConfig {
-                    ca_cert: Some(ca),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            (None, config)
-        }
-        None => {
-            let broker = TestBroker::start().await?;
-            let config = broker.client_config();
-            (Some(broker), config)
-        }
-    };
+    let (_embedded, config) = args.target.config().await?;
     let client = RustMqClient::new(config).await?;
 
     // Something to read.

@@ -98,7 +98,7 @@ struct Order {
 }
 
 async fn accept_even(order: Order) -> Settlement {
-    if order.id % 2 == 0 {
+    if order.id.is_multiple_of(2) {
         Settlement::Ack
     } else {
         Settlement::Skip

@@ -73,7 +73,7 @@ impl Partitioner for DefaultPartitioner {
             return partition_for_key(key, partitions);
         }
         let n = self.count.fetch_add(1, Ordering::Relaxed);
-        if n > 0 && n % self.switch_every == 0 {
+        if n > 0 && n.is_multiple_of(self.switch_every) {
             self.sticky.fetch_add(1, Ordering::Relaxed);
         }
         self.sticky.load(Ordering::Relaxed) % partitions.max(1)
