@@ -15,7 +15,7 @@
 //! | W6 | W1 with acks=all (fdatasync before each answer) |
 //!
 //! `--messages N` scales them: W1, W3 and W6 send N, W2 N/5, W4 and W5 N/100 (at least 100).
-//! W7 (typed producer and handler) is not implemented yet.
+//! W7 (typed producer and handler) is not part of the load tool yet (see docs/PERFORMANCE.md).
 
 mod baseline;
 mod payload;
