@@ -230,8 +230,9 @@ async fn the_same_key_lands_on_the_same_partition_across_producers() {
 async fn a_full_buffer_makes_send_wait_and_memory_stays_bounded() {
     let broker = TestBroker::start().await.unwrap();
     let mut config = fast_retries(&broker);
-    config.retry_config.base_delay = Duration::from_millis(100);
-    config.retry_config.max_delay = Duration::from_millis(100);
+    // Three lost answers, each retried after 100-200 ms: the buffer stays full for >= 300 ms.
+    config.retry_config.base_delay = Duration::from_millis(200);
+    config.retry_config.max_delay = Duration::from_millis(200);
     let client = RustMqClient::new(config).await.unwrap();
     client.create_topic("tight", 1).await.unwrap();
     let limit = 8 * 1024;
@@ -260,7 +261,7 @@ async fn a_full_buffer_makes_send_wait_and_memory_stays_bounded() {
         }));
     }
     let mut max_seen = 0;
-    for _ in 0..50 {
+    for _ in 0..25 {
         max_seen = max_seen.max(p.buffered_bytes());
         assert!(p.buffered_bytes() <= limit, "buffer grew past its bound");
         tokio::time::sleep(Duration::from_millis(2)).await;
