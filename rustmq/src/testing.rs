@@ -241,13 +241,7 @@ where
 {
     type Response = crate::Settlement;
     type Error = crate::BoxError;
-    type Future = std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = std::result::Result<crate::Settlement, crate::BoxError>,
-                > + Send,
-        >,
-    >;
+    type Future = crate::typed::HandlerFuture;
 
     fn poll_ready(
         &mut self,

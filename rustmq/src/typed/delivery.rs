@@ -18,7 +18,7 @@ pub(crate) struct Context {
     pub(crate) handler: &'static str,
     pub(crate) group: String,
     pub(crate) dead_letter: String,
-    pub(crate) producers: Mutex<HashMap<&'static str, Producer>>,
+    pub(crate) producers: Mutex<HashMap<String, Producer>>,
 }
 
 /// One received message with its delivery attempt, as handed to a handler's service.
@@ -90,19 +90,31 @@ impl Delivery {
     }
 
     /// An untyped producer for `topic`, shared by the handler's deliveries.
-    pub async fn producer_for(&self, topic: &'static str) -> crate::Result<Producer> {
-        if let Some(p) = self.ctx.producers.lock().get(topic) {
+    pub async fn producer_for(&self, topic: &str) -> crate::Result<Producer> {
+        self.ctx.producer(topic, None).await
+    }
+}
+
+impl Context {
+    /// The handler's producer for `topic`, started (and the topic created with `partitions`,
+    /// when given) on first use.
+    pub(crate) async fn producer(
+        &self,
+        topic: &str,
+        partitions: Option<u32>,
+    ) -> crate::Result<Producer> {
+        if let Some(p) = self.producers.lock().get(topic) {
             return Ok(p.clone());
         }
-        let client = self.ctx.client.as_ref().ok_or_else(|| {
+        let client = self.client.as_ref().ok_or_else(|| {
             crate::ClientError::InvalidConfig("this delivery has no client to produce with".into())
         })?;
+        super::producer::ensure_topic_named(client, topic, partitions).await?;
         let producer = client.create_producer(topic).await?;
         Ok(self
-            .ctx
             .producers
             .lock()
-            .entry(topic)
+            .entry(topic.to_owned())
             .or_insert(producer)
             .clone())
     }

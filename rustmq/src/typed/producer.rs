@@ -91,12 +91,7 @@ impl<T: Topic> TypedProducer<T> {
 
     async fn producer(&self) -> Result<Producer> {
         if let Some(ctx) = &self.ctx {
-            if let Some(p) = ctx.producers.lock().get(T::NAME) {
-                return Ok(p.clone());
-            }
-            ensure_topic::<T>(&self.client).await?;
-            let p = self.client.create_producer(T::NAME).await?;
-            return Ok(ctx.producers.lock().entry(T::NAME).or_insert(p).clone());
+            return ctx.producer(T::NAME, T::PARTITIONS).await;
         }
         self.cell
             .get_or_try_init(|| async {

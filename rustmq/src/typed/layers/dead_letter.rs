@@ -1,8 +1,6 @@
 //! Dead-lettering: what retries could not save goes to the dead-letter topic, with the failure
 //! and the source position in headers, and is then acknowledged (committed).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::consumer::{
@@ -10,6 +8,7 @@ use crate::consumer::{
 };
 use crate::message::Message;
 use crate::typed::delivery::Delivery;
+use crate::typed::handler::HandlerFuture;
 use crate::typed::settle::{BoxError, Settlement};
 
 /// Header: original topic.
@@ -35,11 +34,7 @@ pub(crate) async fn publish_dead_letter(
     error: &str,
 ) -> Result<String, BoxError> {
     let original = delivery.message();
-    let dlq: &'static str = match topic {
-        Some(t) => t,
-        // Leaked once per handler topic: dead-letter topics are few and live as long as the process.
-        None => intern(delivery.dead_letter_topic()),
-    };
+    let dlq = topic.unwrap_or_else(|| delivery.dead_letter_topic());
     let mut builder = Message::builder()
         .topic(dlq)
         .payload(original.payload.clone())
@@ -62,17 +57,6 @@ pub(crate) async fn publish_dead_letter(
         dead_letter = dlq, kind, error, "message dead-lettered"
     );
     Ok(dlq.to_owned())
-}
-
-fn intern(topic: &str) -> &'static str {
-    static NAMES: parking_lot::Mutex<Vec<&'static str>> = parking_lot::Mutex::new(Vec::new());
-    let mut names = NAMES.lock();
-    if let Some(n) = names.iter().find(|n| **n == topic) {
-        return n;
-    }
-    let leaked: &'static str = Box::leak(topic.to_owned().into_boxed_str());
-    names.push(leaked);
-    leaked
 }
 
 /// Sends failed deliveries to a dead-letter topic (default: the topic's, `"<topic>.dlq"`).
@@ -125,7 +109,7 @@ where
 {
     type Response = Settlement;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Settlement, BoxError>> + Send>>;
+    type Future = HandlerFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)

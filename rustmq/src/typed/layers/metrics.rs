@@ -1,7 +1,5 @@
 //! Handler metrics: deliveries handled by settlement, and the time each took.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -10,6 +8,7 @@ use metrics::{Counter, Histogram};
 
 use crate::telemetry::names::{HANDLER_DURATION, HANDLER_HANDLED};
 use crate::typed::delivery::Delivery;
+use crate::typed::handler::HandlerFuture;
 use crate::typed::settle::{BoxError, Settlement};
 
 /// Settlement labels; `error` stands for a service error (a transient failure that no inner
@@ -148,7 +147,7 @@ where
 {
     type Response = Settlement;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Settlement, BoxError>> + Send>>;
+    type Future = HandlerFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)

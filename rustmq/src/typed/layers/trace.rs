@@ -1,12 +1,11 @@
 //! A tracing span per delivery: topic, partition, offset, group, attempt, and the settlement.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tracing::Instrument;
 
 use crate::typed::delivery::Delivery;
+use crate::typed::handler::HandlerFuture;
 use crate::typed::settle::{BoxError, Settlement};
 
 /// Wraps each delivery in a `handle` span (target `rustmq::handle`) and logs its settlement.
@@ -59,7 +58,7 @@ where
 {
     type Response = Settlement;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Settlement, BoxError>> + Send>>;
+    type Future = HandlerFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
