@@ -109,8 +109,9 @@ impl BrokerBuilder {
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         // Producer tables are rebuilt from batch headers, which know nothing of an epoch
         // that was initialised but has not written yet: fence named producers again.
+        let named = producer_ids.named();
         for log in topics.all_logs() {
-            for (producer_id, epoch) in producer_ids.named() {
+            for &(producer_id, epoch) in &named {
                 log.fence_producer(producer_id, epoch);
             }
         }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rustmq_protocol::batch::DEFAULT_MAX_UNCOMPRESSED;
@@ -15,7 +15,7 @@ use crate::error::BrokerError;
 use crate::groups::GroupCoordinator;
 use crate::producers::ProducerIds;
 use crate::security::{AuthFailure, Denied, Operation, ResourceType, Security};
-use crate::storage::StorageError;
+use crate::storage::{now_ms, StorageError};
 use crate::topics::TopicManager;
 
 /// What the broker knows about one client connection.
@@ -57,13 +57,6 @@ pub struct Core {
 fn denied(d: Denied) -> BrokerError {
     tracing::info!(principal = %d.principal, operation = %d.operation, resource = %d.resource, name = %d.name, "request denied");
     BrokerError::new(ErrorCode::AuthorizationFailed, d.to_string())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 type Answer = Result<Response, BrokerError>;
@@ -154,7 +147,11 @@ impl Core {
             let acl = &self.security.acl;
             acl.authorize(principal, &req).map_err(denied)?;
             if let Request::Produce(r) = &req {
-                if self.config.auto_create_topics && self.topics.get(&r.topic).is_none() {
+                // Only a restrictive ACL can refuse the create: skip the lookup otherwise.
+                if self.config.auto_create_topics
+                    && !acl.is_open()
+                    && self.topics.get(&r.topic).is_none()
+                {
                     acl.check(principal, Operation::Create, ResourceType::Topic, &r.topic)
                         .map_err(denied)?;
                 }
@@ -505,10 +502,9 @@ impl Core {
     pub fn apply_retention(&self) {
         let now = now_ms();
         for log in self.topics.all_logs() {
-            match log.apply_retention(now) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(segments = n, "retention deleted segments"),
-                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            // The log itself reports what it deleted.
+            if let Err(e) = log.apply_retention(now) {
+                tracing::warn!(error = %e, "retention failed");
             }
         }
     }

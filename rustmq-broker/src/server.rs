@@ -287,10 +287,7 @@ async fn serve_stream(
             ReadOutcome::Fail(error, request_id) => {
                 if let Some(e) = error {
                     tracing::debug!(code = %e.code, message = %e.message, "bad frame");
-                    let answer = Response::Error(ErrorResponse {
-                        code: e.code,
-                        message: e.message,
-                    });
+                    let answer = Response::Error(e.to_response());
                     let _ = send.write_all(&answer.to_frame(request_id)).await;
                 }
                 // Tell the peer to stop sending the rest of whatever it was sending.

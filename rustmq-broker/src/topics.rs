@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LogSettings;
 use crate::error::BrokerError;
-use crate::storage::PartitionLog;
+use crate::storage::{sync_dir, write_atomic, PartitionLog};
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -271,16 +271,11 @@ impl TopicManager {
 
 /// Writes a small file atomically and durably: temp file, fsync, rename, fsync the directory.
 pub(crate) fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+    write_atomic(path, data)?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -57,7 +57,8 @@ impl fmt::Debug for PartitionLog {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in ms since the Unix epoch (0 before it, saturating far after).
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

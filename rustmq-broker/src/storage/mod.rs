@@ -64,7 +64,10 @@ mod sync;
 mod test_util;
 
 pub use config::{FlushPolicy, LogConfig};
+pub(crate) use index::write_atomic;
+pub(crate) use log::now_ms;
 pub use log::{AppendInfo, PartitionLog};
+pub(crate) use segment::sync_dir;
 pub use sync::spawn_interval_flusher;
 
 use rustmq_protocol::ProtocolError;

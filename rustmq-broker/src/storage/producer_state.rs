@@ -90,20 +90,14 @@ impl ProducerTable {
                     base_offset: stored.base_offset,
                 });
             }
-            return Err(StorageError::OutOfOrderSequence {
-                producer_id,
-                expected,
-                got,
-            });
+        } else if got == expected {
+            return Ok(());
         }
-        if got != expected {
-            return Err(StorageError::OutOfOrderSequence {
-                producer_id,
-                expected,
-                got,
-            });
-        }
-        Ok(())
+        Err(StorageError::OutOfOrderSequence {
+            producer_id,
+            expected,
+            got,
+        })
     }
 
     /// Records a batch that was written at `base_offset`, without checking it: used after
