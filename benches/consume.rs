@@ -152,10 +152,7 @@ async fn latency(rate: u64, secs: u64) {
 }
 
 fn main() {
-    let messages: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let messages = benches::messages_arg(1_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

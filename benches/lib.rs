@@ -1,1 +1,10 @@
-//! Benchmarks live in `benches/`.
+//! Benchmarks live in `benches/`; this library holds what the non-criterion ones share.
+
+/// The first command-line argument that parses as a number (the message count), or `default`.
+/// `cargo bench` passes flags such as `--bench` too; they are skipped.
+pub fn messages_arg(default: usize) -> usize {
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(default)
+}

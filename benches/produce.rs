@@ -85,10 +85,7 @@ async fn run(name: &str, messages: usize, size: usize, partitions: u32) {
 }
 
 fn main() {
-    let first: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let first = benches::messages_arg(1_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

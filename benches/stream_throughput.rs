@@ -89,10 +89,7 @@ async fn case(messages: usize, mode: StreamMode, exactly_once: bool) {
 }
 
 fn main() {
-    let messages = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let messages = benches::messages_arg(1_000_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,11 +14,7 @@ use rustmq::{ClientError, Message, RustMqClient};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    examples::init_tracing();
     let secure = secure_setup::start().await?;
     println!(
         "secured broker on {} (certificates in {})",

@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use rustmq::stream::{ErrorStrategy, MessageProcessor, MessageStream, StreamConfig, StreamMode};
-use rustmq::{async_trait, ClientConfig, ClientError, Message, Result, RustMqClient};
+use rustmq::{async_trait, ClientError, Message, Result, RustMqClient};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 struct Args {
-    /// Broker address; without it an embedded broker is started.
-    #[arg(long)]
-    broker: Option<String>,
+    #[command(flatten)]
+    target: examples::BrokerArgs,
     /// Payments to send through the pipeline.
     #[arg(long, default_value_t = 200)]
     payments: usize,
@@ -96,26 +95,10 @@ impl MessageProcessor for PaymentProcessor {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    examples::init_tracing();
     let args = Args::parse();
-    let _embedded;
-    let client = match &args.broker {
-        Some(addr) => {
-            RustMqClient::new(ClientConfig {
-                brokers: vec![addr.clone()],
-                ..Default::default()
-            })
-            .await?
-        }
-        None => {
-            let broker = rustmq::testing::TestBroker::start().await?;
-            let client = broker.client().await?;
-            _embedded = broker;
-            client
-        }
-    };
+    let (_embedded, config) = args.target.config().await?;
+    let client = RustMqClient::new(config).await?;
     for topic in ["raw-payments", "processed-payments", "failed-payments"] {
         let _ = client.create_topic(topic, 3).await;
     }

@@ -15,14 +15,13 @@ use rustmq::stream::{
     ErrorStrategy, LatePolicy, MessageProcessor, MessageStream, StreamConfig, StreamMode,
     WindowOptions,
 };
-use rustmq::{async_trait, ClientConfig, Message, Result, RustMqClient};
+use rustmq::{async_trait, Message, Result, RustMqClient};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 struct Args {
-    /// Broker address; without it an embedded broker is started.
-    #[arg(long)]
-    broker: Option<String>,
+    #[command(flatten)]
+    target: examples::BrokerArgs,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,26 +75,10 @@ impl MessageProcessor for AnalyticsProcessor {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    examples::init_tracing();
     let args = Args::parse();
-    let _embedded;
-    let client = match &args.broker {
-        Some(addr) => {
-            RustMqClient::new(ClientConfig {
-                brokers: vec![addr.clone()],
-                ..Default::default()
-            })
-            .await?
-        }
-        None => {
-            let broker = rustmq::testing::TestBroker::start().await?;
-            let client = broker.client().await?;
-            _embedded = broker;
-            client
-        }
-    };
+    let (_embedded, config) = args.target.config().await?;
+    let client = RustMqClient::new(config).await?;
     let _ = client.create_topic("analytics-events", 2).await;
     let _ = client.create_topic("analytics-aggregated", 1).await;
 
