@@ -56,6 +56,17 @@ impl ConsumerMessage {
         }
     }
 
+    /// What a nack hands to the retry machinery.
+    fn failed(&self) -> retry::Failed {
+        retry::Failed {
+            message: self.message.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            epoch: self.epoch,
+            attempt: self.attempt,
+        }
+    }
+
     /// How many times this message has been delivered, this one included (1 the first time).
     pub fn delivery_attempt(&self) -> u32 {
         self.attempt
@@ -107,14 +118,7 @@ impl ConsumerMessage {
         if self.settled.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let failed = retry::Failed {
-            message: self.message.clone(),
-            partition: self.partition,
-            offset: self.offset,
-            epoch: self.epoch,
-            attempt: self.attempt,
-        };
-        retry::nack(&self.inner, failed, error.into()).await
+        retry::nack(&self.inner, self.failed(), error.into()).await
     }
 }
 
@@ -128,13 +132,10 @@ impl Drop for ConsumerMessage {
             offset = self.offset,
             "message dropped without ack or nack: redelivering"
         );
-        let failed = retry::Failed {
-            message: self.message.clone(),
-            partition: self.partition,
-            offset: self.offset,
-            epoch: self.epoch,
-            attempt: self.attempt,
-        };
-        retry::nack_detached(&self.inner, failed, "dropped without ack or nack".into());
+        retry::nack_detached(
+            &self.inner,
+            self.failed(),
+            "dropped without ack or nack".into(),
+        );
     }
 }

@@ -99,7 +99,9 @@ pub(crate) fn decode(
     Ok(out)
 }
 
-fn to_message(topic: &str, partition: u32, record: Record) -> Message {
+/// A fetched record as a received [`Message`] of `topic`/`partition` (the stream's fetch
+/// decodes with it too).
+pub(crate) fn to_message(topic: &str, partition: u32, record: Record) -> Message {
     let headers = record
         .headers
         .into_iter()

@@ -46,7 +46,7 @@
 mod builder;
 mod config;
 mod delivery;
-mod fetcher;
+pub(crate) mod fetcher;
 mod group;
 mod metrics;
 mod offsets;

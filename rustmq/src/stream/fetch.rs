@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use super::group::log_offset;
 use super::session::Ctx;
 use super::Tp;
+use crate::consumer::fetcher::to_message;
 use crate::error::{ClientError, Result};
 use crate::message::Message;
 
@@ -38,20 +39,7 @@ pub(crate) fn decode(tp: &Tp, from: u64, records: Bytes) -> Result<(Vec<Message>
             if record.offset < from {
                 continue;
             }
-            let headers = record
-                .headers
-                .into_iter()
-                .map(|h| (h.key, String::from_utf8_lossy(&h.value).into_owned()))
-                .collect();
-            out.push(Message::received(
-                tp.topic.to_string(),
-                tp.partition,
-                record.offset,
-                record.key,
-                record.value.unwrap_or_default(),
-                headers,
-                u64::try_from(record.timestamp).unwrap_or(0),
-            ));
+            out.push(to_message(&tp.topic, tp.partition, record));
         }
         next = Some(batch.header().next_offset());
     }
