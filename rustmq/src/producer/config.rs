@@ -31,7 +31,8 @@ impl AckLevel {
 /// Settings of one producer; every field is read.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
-    /// Name used in logs and spans (and the client id of nothing else).
+    /// Name of this producer in its logs and spans (field `producer`); default
+    /// `"<client id>/<topic>"`.
     pub producer_id: Option<String>,
     /// A batch is sent once it holds this many messages.
     pub batch_size: usize,

@@ -108,6 +108,8 @@ pub(crate) struct Slot {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) topic: String,
+    /// `config.producer_id`, or `"<client id>/<topic>"`: the `producer` field of every log line.
+    pub(crate) name: String,
     pub(crate) config: ProducerConfig,
     pub(crate) client: RustMqClient,
     partitioner: Arc<dyn Partitioner>,
@@ -211,8 +213,13 @@ impl ProducerBuilder {
             .partitioner
             .unwrap_or_else(|| Arc::new(DefaultPartitioner::new(config.batch_size)));
         let known = sender::partition_count(&client, &topic).await?;
+        let name = config
+            .producer_id
+            .clone()
+            .unwrap_or_else(|| format!("{}/{topic}", client.client_id()));
         let inner = Arc::new(Inner {
             instruments: ProducerInstruments::new(&topic),
+            name,
             topic,
             buffer: Semaphore::new(config.buffer_memory),
             config,
@@ -228,7 +235,7 @@ impl ProducerBuilder {
             tasks: Mutex::new(Vec::new()),
         });
         inner.ensure_slots(known.unwrap_or(1));
-        tracing::debug!(topic = %inner.topic, partitions = known.unwrap_or(1), "producer started");
+        tracing::debug!(topic = %inner.topic, producer = %inner.name, partitions = known.unwrap_or(1), "producer started");
         Ok(Producer {
             _guard: Arc::new(DropGuard(Arc::clone(&inner))),
             inner,
@@ -304,6 +311,7 @@ impl Producer {
             target: "rustmq::produce",
             "send",
             topic = %self.inner.topic,
+            producer = %self.inner.name,
             partition = tracing::field::Empty,
             offset = tracing::field::Empty,
         );

@@ -140,7 +140,7 @@ async fn deliver(
                 .instruments
                 .messages_failed
                 .increment(u64::from(count));
-            tracing::warn!(topic = %inner.topic, partition = slot.partition, messages = count, error = %e, "batch failed");
+            tracing::warn!(topic = %inner.topic, producer = %inner.name, partition = slot.partition, messages = count, error = %e, "batch failed");
             // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
             *sequence = None;
         }
@@ -205,7 +205,7 @@ async fn send(
     let backoff = crate::transport::backoff::Backoff::new(retry);
     let mut attempt = 0u32;
     loop {
-        let span = tracing::debug_span!(target: "rustmq::produce", "produce", topic = %inner.topic, partition = slot.partition, records = count, attempt);
+        let span = tracing::debug_span!(target: "rustmq::produce", "produce", topic = %inner.topic, producer = %inner.name, partition = slot.partition, records = count, attempt);
         let answer = tracing::Instrument::instrument(
             inner.client.request(Request::Produce(request.clone())),
             span,
