@@ -440,7 +440,7 @@ impl Core {
         let deadline = Instant::now() + max_wait;
         // Subscribe before reading so that an append between the read and the wait is not missed.
         let mut changes = log.subscribe();
-        loop {
+        let records = loop {
             let records = log.read(r.offset, max_bytes).map_err(|e| {
                 BrokerError::storage(format!("fetch from {}/{}", r.topic, r.partition), e)
             })?;
@@ -448,26 +448,23 @@ impl Core {
                 || max_wait.is_zero()
                 || self.shutting_down.load(Ordering::Relaxed)
             {
-                crate::metrics::record_fetch(&r.topic, records.len() as u64);
-                tracing::Span::current().record("bytes", records.len());
-                return Ok(Response::Fetch(FetchResponse {
-                    high_watermark: log.high_watermark(),
-                    log_start_offset: log.log_start_offset(),
-                    records,
-                }));
+                break records;
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                // Deadline passed or the log was closed: answer with what there is (nothing).
-                _ => {
-                    return Ok(Response::Fetch(FetchResponse {
-                        high_watermark: log.high_watermark(),
-                        log_start_offset: log.log_start_offset(),
-                        records: bytes::Bytes::new(),
-                    }))
-                }
+            // Deadline passed or the log was closed: answer with what there is (nothing).
+            if !matches!(
+                tokio::time::timeout_at(deadline, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
+                break bytes::Bytes::new();
             }
-        }
+        };
+        crate::metrics::record_fetch(&r.topic, records.len() as u64);
+        tracing::Span::current().record("bytes", records.len());
+        Ok(Response::Fetch(FetchResponse {
+            high_watermark: log.high_watermark(),
+            log_start_offset: log.log_start_offset(),
+            records,
+        }))
     }
 
     fn list_offsets(&self, r: ListOffsetsRequest) -> Answer {
