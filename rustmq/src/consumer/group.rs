@@ -68,10 +68,6 @@ pub(crate) enum Rejoin {
     NewMember,
 }
 
-fn code(e: &ClientError) -> Option<ErrorCode> {
-    e.error_code()
-}
-
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
@@ -273,7 +269,7 @@ pub(crate) async fn commit(inner: &Arc<Inner>) -> Result<()> {
         Ok(other) => Err(ClientError::unexpected_response(&other)),
         Err(e) => {
             if matches!(
-                code(&e),
+                e.error_code(),
                 Some(ErrorCode::IllegalGeneration | ErrorCode::UnknownMember)
             ) && inner.membership.lock().generation == generation
             {
@@ -298,7 +294,7 @@ pub(crate) async fn leave(inner: &Arc<Inner>) -> Result<()> {
     });
     match inner.client.request(request).await {
         Ok(_) => Ok(()),
-        Err(e) if code(&e) == Some(ErrorCode::UnknownMember) => Ok(()),
+        Err(e) if e.error_code() == Some(ErrorCode::UnknownMember) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -325,7 +321,7 @@ async fn heartbeat(inner: &Arc<Inner>) -> Option<Rejoin> {
     match inner.client.request_with_timeout(request, timeout).await {
         Ok(Response::Heartbeat(r)) if r.rebalance => Some(Rejoin::Keep),
         Ok(_) => None,
-        Err(e) => match code(&e) {
+        Err(e) => match e.error_code() {
             Some(ErrorCode::IllegalGeneration) => Some(Rejoin::RevokeAll),
             Some(ErrorCode::UnknownMember) => {
                 tracing::warn!(group = %inner.group, "the group forgot this member (session expired?); joining again");
@@ -355,7 +351,7 @@ async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
                 return;
             }
             Err(e) => {
-                match code(&e) {
+                match e.error_code() {
                     Some(ErrorCode::UnknownMember) => how = Rejoin::NewMember,
                     Some(ErrorCode::IllegalGeneration) => how = Rejoin::RevokeAll,
                     _ => {}

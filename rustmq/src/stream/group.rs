@@ -13,6 +13,7 @@ use rustmq_protocol::{
 use super::ledger::Snapshot;
 use super::Tp;
 use crate::client::RustMqClient;
+use crate::consumer::ConsumerConfig;
 use crate::error::{ClientError, Result};
 
 /// The stream's standing in its group for one generation.
@@ -41,8 +42,8 @@ pub(crate) async fn join(
         member_id: member_id.to_owned(),
         client_id: client.client_id().to_owned(),
         topics: topics.to_vec(),
-        session_timeout_ms: millis(session_timeout),
-        rebalance_timeout_ms: millis(rebalance_timeout),
+        session_timeout_ms: ConsumerConfig::ms(session_timeout),
+        rebalance_timeout_ms: ConsumerConfig::ms(rebalance_timeout),
     });
     // The broker answers once the rebalance settles, which may take the whole rebalance timeout.
     let wait = rebalance_timeout + client.config().request_timeout;
@@ -63,10 +64,6 @@ pub(crate) async fn join(
         }
         other => Err(unexpected("join-group", &other)),
     }
-}
-
-fn millis(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// `Ok(true)` when the member must rejoin.
