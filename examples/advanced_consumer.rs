@@ -49,25 +49,14 @@ async fn process_order(message: &Message) -> std::result::Result<(), ProcessingE
     Ok(())
 }
 
-async fn ensure_topic(client: &RustMqClient, name: &str, partitions: u32) -> Result<()> {
-    match client.create_topic(name, partitions).await {
-        Err(ClientError::Broker {
-            code: ErrorCode::TopicAlreadyExists,
-            ..
-        })
-        | Ok(()) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     examples::init_tracing();
     let args = Args::parse();
     let (_embedded, config) = args.target.config().await?;
     let client = RustMqClient::new(config).await?;
-    ensure_topic(&client, "orders", 3).await?;
-    ensure_topic(&client, "failed-orders", 1).await?;
+    examples::ensure_topic(&client, "orders", 3).await?;
+    examples::ensure_topic(&client, "failed-orders", 1).await?;
 
     let started_ms = message::now_ms();
     let producer = client.create_producer("orders").await?;

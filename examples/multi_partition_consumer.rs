@@ -40,14 +40,7 @@ async fn main() -> Result<()> {
         ..config
     };
     let client = RustMqClient::new(config).await?;
-    match client.create_topic(TOPIC, 6).await {
-        Err(ClientError::Broker {
-            code: ErrorCode::TopicAlreadyExists,
-            ..
-        })
-        | Ok(()) => {}
-        Err(e) => return Err(e),
-    }
+    examples::ensure_topic(&client, TOPIC, 6).await?;
     let started_ms = message::now_ms();
     let producer = client.create_producer(TOPIC).await?;
     for i in 0..args.count {
