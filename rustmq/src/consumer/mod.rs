@@ -50,7 +50,7 @@ pub(crate) mod fetcher;
 mod group;
 mod metrics;
 mod offsets;
-mod retry;
+pub(crate) mod retry;
 mod state;
 mod stream;
 mod tracker;

@@ -126,20 +126,40 @@ pub(crate) fn nack_detached(inner: &Arc<Inner>, failed: Failed, error: String) {
 /// The copy written to the dead-letter topic: key, payload and headers of the original, plus
 /// the `rustmq.dlq.*` headers.
 pub(crate) fn dead_letter_message(dlq: &str, failed: &Failed, error: &str) -> Result<Message> {
-    let original = &failed.message;
-    let mut builder = Message::builder()
+    dead_letter_builder(
+        dlq,
+        &failed.message,
+        failed.partition,
+        failed.offset,
+        failed.attempt,
+        error,
+    )
+    .build()
+}
+
+/// The dead-letter copy of `original`: same key, payload and headers, plus the `rustmq.dlq.*`
+/// headers. Shared by the consumer's `nack` path and the typed layer's `DeadLetterLayer`.
+pub(crate) fn dead_letter_builder(
+    dlq: &str,
+    original: &Message,
+    partition: u32,
+    offset: u64,
+    attempts: u32,
+    error: &str,
+) -> crate::message::MessageBuilder {
+    let builder = Message::builder()
         .topic(dlq)
         .payload(original.payload.clone())
         .headers(original.headers.clone())
         .header(DLQ_ORIGINAL_TOPIC, original.topic.clone())
-        .header(DLQ_ORIGINAL_PARTITION, failed.partition.to_string())
-        .header(DLQ_ORIGINAL_OFFSET, failed.offset.to_string())
-        .header(DLQ_ATTEMPTS, failed.attempt.to_string())
+        .header(DLQ_ORIGINAL_PARTITION, partition.to_string())
+        .header(DLQ_ORIGINAL_OFFSET, offset.to_string())
+        .header(DLQ_ATTEMPTS, attempts.to_string())
         .header(DLQ_ERROR, error);
-    if let Some(key) = &original.key {
-        builder = builder.key(key.clone());
+    match &original.key {
+        Some(key) => builder.key(key.clone()),
+        None => builder,
     }
-    builder.build()
 }
 
 async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {

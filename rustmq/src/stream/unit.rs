@@ -35,7 +35,7 @@ use crate::error::{ClientError, Result};
 use crate::message::Message;
 
 /// Header on dead-letter records: `failed` (processing failed) or `late` (after its window).
-pub const DLQ_KIND: &str = "rustmq.dlq.kind";
+pub const DLQ_KIND: &str = crate::typed::layers::DLQ_HEADER_KIND;
 /// Header on dead-letter records: `message`, `batch`, `window:<start>-<end>` or `late`.
 pub const DLQ_UNIT: &str = "rustmq.dlq.unit";
 /// Header on dead-letter records: every member of the failed unit, as

@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 use crate::consumer::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
 };
-use crate::message::Message;
 use crate::typed::delivery::Delivery;
 use crate::typed::handler::HandlerFuture;
 use crate::typed::settle::{BoxError, Settlement};
@@ -35,20 +34,16 @@ pub(crate) async fn publish_dead_letter(
 ) -> Result<String, BoxError> {
     let original = delivery.message();
     let dlq = topic.unwrap_or_else(|| delivery.dead_letter_topic());
-    let mut builder = Message::builder()
-        .topic(dlq)
-        .payload(original.payload.clone())
-        .headers(original.headers.clone())
-        .header(DLQ_HEADER_TOPIC, original.topic.clone())
-        .header(DLQ_HEADER_PARTITION, original.partition.to_string())
-        .header(DLQ_HEADER_OFFSET, original.offset.to_string())
-        .header(DLQ_HEADER_ATTEMPTS, delivery.attempt().to_string())
-        .header(DLQ_HEADER_ERROR, error)
-        .header(DLQ_HEADER_KIND, kind)
-        .timestamp(original.timestamp);
-    if let Some(key) = &original.key {
-        builder = builder.key(key.clone());
-    }
+    let builder = crate::consumer::retry::dead_letter_builder(
+        dlq,
+        original,
+        original.partition,
+        original.offset,
+        delivery.attempt(),
+        error,
+    )
+    .header(DLQ_HEADER_KIND, kind)
+    .timestamp(original.timestamp);
     let message = builder.build()?;
     let producer = delivery.producer_for(dlq).await?;
     producer.send(message).await?;
