@@ -1,13 +1,11 @@
 //! Error strategies in each mode: skip, retry (recovering and exhausted), dead-letter (the
 //! whole unit, members listed), stop (nothing after the failure committed).
 
-mod stream_support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::stream_support::*;
 use rustmq::stream::{ErrorStrategy, MessageStream, StreamConfig, StreamMode, DLQ_UNIT_MEMBERS};
-use stream_support::*;
 
 fn modes() -> Vec<StreamMode> {
     vec![

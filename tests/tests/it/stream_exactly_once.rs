@@ -2,15 +2,13 @@
 //! broker restarted under it) and started again produces every input's output exactly once.
 //! 24 seeded runs over individual, batch and windowed modes (21 kills, 3 broker restarts).
 
-mod stream_support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::stream_support::*;
 use rustmq::stream::{MessageProcessor, MessageStream, StreamConfig, StreamMode};
 use rustmq::testing::TestBroker;
 use rustmq::{async_trait, Message, Result, RustMqClient};
-use stream_support::*;
 
 const INPUTS: usize = 150;
 

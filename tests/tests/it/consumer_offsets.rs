@@ -2,12 +2,10 @@
 //! survive a restart of broker and consumer, auto-commit, start positions apply only where
 //! nothing is committed.
 
-mod consumer_support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use consumer_support::*;
+use crate::consumer_support::*;
 use rustmq::consumer::{ConsumerConfig, StartPosition};
 use rustmq::testing::TestBroker;
 use rustmq::ClientError;

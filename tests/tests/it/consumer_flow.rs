@@ -1,13 +1,11 @@
 //! Flow control against a real broker: pause/resume per partition, bounded buffers under a
 //! large backlog, and the `Stream` interface.
 
-mod consumer_support;
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use consumer_support::*;
+use crate::consumer_support::*;
 use futures::StreamExt;
 use rustmq::consumer::ConsumerConfig;
 use rustmq::testing::TestBroker;

@@ -2,12 +2,10 @@
 //! holding up anything else, then the message lands in the dead-letter topic with its
 //! headers and counts as processed.
 
-mod consumer_support;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use consumer_support::*;
+use crate::consumer_support::*;
 use rustmq::consumer::{
     ConsumerConfig, DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,

@@ -2,13 +2,11 @@
 //! operation allowed and denied, prefix rules, deny overriding allow, filtered lists, and a
 //! denied request that changes nothing.
 
-mod security_support;
-
+use crate::security_support::*;
 use rustmq::testing::TestBroker;
 use rustmq::{ClientError, RustMqClient};
 use rustmq_broker::security::{AclRule, Operation, PatternType, Permission, ResourceType};
 use rustmq_protocol::*;
-use security_support::*;
 use tests::{batch, fetch, produce, TestRecord};
 
 fn rule(

@@ -1,11 +1,9 @@
 //! Seeking by offset and by timestamp, on one partition and on all, and lag as high watermark
 //! minus position, against a real broker.
 
-mod consumer_support;
-
 use std::collections::HashMap;
 
-use consumer_support::*;
+use crate::consumer_support::*;
 use rustmq::consumer::{Consumer, ConsumerConfig};
 use rustmq::testing::TestBroker;
 use rustmq::ClientError;

@@ -1,15 +1,13 @@
 //! Authentication in the hello exchange against a real broker: argon2 users file, SHA-256
 //! token digests, `required`, the per-connection failure limit, and no secret in the logs.
 
-mod security_support;
-
 use std::sync::{Arc, Mutex};
 
+use crate::security_support::*;
 use rustmq::testing::{BrokerConfig, TestBroker};
 use rustmq::{ClientError, RustMqClient};
 use rustmq_broker::security::{hash_token, TokenEntry};
 use rustmq_protocol::{Credentials, ErrorCode, Response};
-use security_support::*;
 
 async fn auth_broker(pki: &Pki, required: bool) -> TestBroker {
     let mut config: BrokerConfig = broker_config(pki);

@@ -2,17 +2,15 @@
 //! (size and timeout), tumbling and sliding windows with exact contents and a late message,
 //! several input topics, the typed variant, and a graceful stop under load.
 
-mod stream_support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::stream_support::*;
 use rustmq::stream::{
     LatePolicy, MessageStream, StreamConfig, StreamMode, TypedProcessor, WindowOptions,
 };
 use rustmq::{async_trait, Message, Result, Topic};
 use serde::{Deserialize, Serialize};
-use stream_support::*;
 
 fn config(inputs: &[&str], output: &str, group: &str, mode: StreamMode) -> StreamConfig {
     StreamConfig {

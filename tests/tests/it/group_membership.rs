@@ -2,13 +2,11 @@
 //! partitions move after the session timeout, a closing member's at once; nothing acked and
 //! committed is delivered again, nothing is lost.
 
-mod consumer_support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use consumer_support::*;
+use crate::consumer_support::*;
 use rustmq::consumer::{Consumer, ConsumerConfig};
 use rustmq::protocol::{DescribeGroupRequest, Request, Response};
 use rustmq::testing::TestBroker;

@@ -2,13 +2,11 @@
 //! refuses a broker it cannot verify, the broker refuses a client without a certificate when
 //! it requires one, and a client certificate's CN or SAN becomes the principal.
 
-mod security_support;
-
+use crate::security_support::*;
 use rustmq::config::TlsConfig;
 use rustmq::testing::TestBroker;
 use rustmq::{ClientError, RustMqClient};
 use rustmq_broker::tls::{ClientAuth, PrincipalFrom};
-use security_support::*;
 
 fn tls_message(result: Result<RustMqClient, ClientError>) -> String {
     match result {

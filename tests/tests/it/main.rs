@@ -1,0 +1,29 @@
+//! The integration tests: one test binary, so that the real broker, client and their
+//! dependencies are linked once rather than once per file. Every test starts its own broker on
+//! an ephemeral port with its own temporary directory, so they run side by side.
+//!
+//! `cargo test -p tests --test it <module>` runs one file's tests, e.g. `security_tls`.
+//! `observability_trace.rs` stays a binary of its own: it needs the `opentelemetry` feature.
+
+mod consumer_support;
+mod security_support;
+mod stream_support;
+
+mod broker_bad_peers;
+mod broker_concurrency;
+mod broker_durability;
+mod broker_roundtrip;
+mod consumer_flow;
+mod consumer_offsets;
+mod consumer_retry;
+mod consumer_seek;
+mod group_membership;
+mod observability_metrics;
+mod producer_delivery;
+mod security_acl;
+mod security_auth;
+mod security_tls;
+mod stream_errors;
+mod stream_exactly_once;
+mod stream_modes;
+mod typed_service;
