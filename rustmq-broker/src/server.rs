@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rustmq_protocol::{
     ErrorCode, ErrorResponse, Frame, FrameHeader, Request, Response, FRAME_HEADER_LEN,
 };
@@ -221,16 +221,7 @@ async fn read_frame(recv: &mut quinn::RecvStream, max_body: u32, timeout: Durati
             Ok(Err(_)) | Err(_) => return ReadOutcome::Fail(None, header.request_id),
         }
     }
-    // The common case is one chunk: hand it on without copying.
-    let body = if chunks.len() == 1 {
-        chunks.pop().unwrap_or_default()
-    } else {
-        let mut buf = BytesMut::with_capacity(want);
-        for c in chunks {
-            buf.extend_from_slice(&c);
-        }
-        buf.freeze()
-    };
+    let body = rustmq_protocol::frame::join_chunks(chunks, want);
     ReadOutcome::Frame(Frame { header, body })
 }
 
@@ -269,11 +260,9 @@ async fn serve_stream(
                         Response::Error(BrokerError::from(e).to_response())
                     }
                 };
-                if send
-                    .write_all(&response.to_frame(frame.header.request_id))
-                    .await
-                    .is_err()
-                {
+                // A fetch answer's records go out as a chunk of their own, not copied.
+                let mut chunks = response.to_frame_chunks(frame.header.request_id);
+                if send.write_all_chunks(&mut chunks).await.is_err() {
                     return;
                 }
                 if conn.close_requested.load(Ordering::Relaxed) {

@@ -142,7 +142,17 @@ fn bench_prints_one_json_line_per_workload_with_baseline_ratios() {
         .collect();
     assert_eq!(
         names,
-        ["baseline", "W1", "W2", "W3", "W4", "W5", "W6"],
+        [
+            "baseline",
+            "W1",
+            "W2",
+            "W3",
+            "W4",
+            "W5",
+            "W6",
+            "W7-produce",
+            "W7-consume"
+        ],
         "{out}"
     );
     assert!(lines[0]["bulk_mb_per_s"].as_f64().unwrap() > 0.0);
@@ -153,6 +163,8 @@ fn bench_prints_one_json_line_per_workload_with_baseline_ratios() {
         ("W4", 100, 100, 1),
         ("W5", 100, 100, 1),
         ("W6", 2000, 100, 1),
+        ("W7-produce", 2000, 99, 1),
+        ("W7-consume", 2000, 99, 1),
     ];
     for (line, (name, messages, bytes, partitions)) in lines[1..].iter().zip(expected) {
         assert_eq!(line["workload"], name);
@@ -175,4 +187,9 @@ fn bench_prints_one_json_line_per_workload_with_baseline_ratios() {
         lines[6]["settings"].as_str().unwrap().contains("acks=All"),
         "{out}"
     );
+    // W7 is reported against the untyped workload of the same run.
+    for (line, untyped) in lines[7..].iter().zip(["W1", "W3"]) {
+        assert_eq!(line["untyped"], untyped, "{line}");
+        assert!(line["vs_untyped"].as_f64().unwrap() > 0.0, "{line}");
+    }
 }

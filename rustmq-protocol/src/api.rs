@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use crate::codec::{Decode, Encode, Reader};
 use crate::error::{ProtocolError, Result};
-use crate::frame::{encode_frame, Frame, ERROR_KIND, RESPONSE_BIT};
+use crate::frame::{encode_frame, encode_frame_chunks, Frame, ERROR_KIND, RESPONSE_BIT};
 use crate::messages::*;
 
 macro_rules! api {
@@ -62,6 +62,14 @@ macro_rules! api {
                 }
             }
 
+            /// Encodes the request as buffers to send in order, sharing a produce request's
+            /// batch instead of copying it. Concatenated, they are [`to_frame`](Self::to_frame).
+            pub fn to_frame_chunks(&self, request_id: u32) -> Vec<Bytes> {
+                match self {
+                    $( Request::$variant(body) => encode_frame_chunks($kind, 1, request_id, |b| body.encode_chunked(b)), )*
+                }
+            }
+
             /// Decodes a request frame; the whole body must be consumed.
             pub fn from_frame(frame: &Frame) -> Result<Self> {
                 let kind = frame.header.kind;
@@ -96,6 +104,16 @@ macro_rules! api {
                 match self {
                     $( Response::$variant(body) => encode_frame($kind | RESPONSE_BIT, 1, request_id, |b| body.encode(b)), )*
                     Response::Error(body) => encode_frame(ERROR_KIND, 1, request_id, |b| body.encode(b)),
+                }
+            }
+
+            /// Encodes the response as buffers to send in order, sharing a fetch answer's
+            /// records instead of copying them. Concatenated, they are
+            /// [`to_frame`](Self::to_frame).
+            pub fn to_frame_chunks(&self, request_id: u32) -> Vec<Bytes> {
+                match self {
+                    $( Response::$variant(body) => encode_frame_chunks($kind | RESPONSE_BIT, 1, request_id, |b| body.encode_chunked(b)), )*
+                    Response::Error(body) => encode_frame_chunks(ERROR_KIND, 1, request_id, |b| body.encode_chunked(b)),
                 }
             }
 

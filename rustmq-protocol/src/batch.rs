@@ -267,6 +267,15 @@ impl RecordBatch {
         self.records_with_limit(DEFAULT_MAX_UNCOMPRESSED)
     }
 
+    /// Checks every record as [`decode_all`](Self::decode_all) would, without building them:
+    /// nothing is allocated unless the batch is compressed. Accepts exactly the batches
+    /// `decode_all` accepts.
+    pub fn validate_records(&self, max_uncompressed: usize) -> Result<()> {
+        self.records_with_limit(max_uncompressed)?
+            .validate()
+            .map(drop)
+    }
+
     /// Decodes every record, checking the whole records section.
     pub fn decode_all(&self, max_uncompressed: usize) -> Result<Vec<Record>> {
         self.records_with_limit(max_uncompressed)?.collect()
@@ -284,9 +293,19 @@ pub struct RecordIter {
 }
 
 impl RecordIter {
-    fn next_record(&mut self) -> Result<Record> {
-        let len = self.reader.length()?;
-        let mut r = Reader::new(self.reader.bytes(len)?);
+    /// Parses the next record and checks all of it. With `keep` the record is built; without,
+    /// nothing is allocated and the record comes back with no key, value or headers (the
+    /// broker's validation of every produced batch takes that path).
+    fn next_record(&mut self, keep: bool) -> Result<Record> {
+        let r = &mut self.reader;
+        let len = r.length()?;
+        if len > r.remaining() {
+            return Err(ProtocolError::Truncated {
+                needed: len,
+                remaining: r.remaining(),
+            });
+        }
+        let end = r.position() + len;
         let _attributes = r.u8()?;
         let ts_delta = r.varint()?;
         let offset_delta = r.uvarint()?;
@@ -295,22 +314,34 @@ impl RecordIter {
                 "record offset delta out of sequence",
             ));
         }
-        let key = nullable_bytes(&mut r)?;
-        let value = nullable_bytes(&mut r)?;
+        let key = nullable_bytes(r, keep)?;
+        let value = nullable_bytes(r, keep)?;
         let header_count = r.length()?;
-        let mut headers = Vec::with_capacity(header_count.min(64));
+        let mut headers = Vec::with_capacity(if keep { header_count.min(64) } else { 0 });
         for _ in 0..header_count {
             let klen = r.length()?;
-            let key = std::str::from_utf8(r.slice(klen)?)
-                .map_err(|_| ProtocolError::InvalidUtf8)?
-                .to_owned();
+            let name =
+                std::str::from_utf8(r.slice(klen)?).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let name = keep.then(|| name.to_owned());
             let vlen = r.length()?;
-            headers.push(RecordHeader {
-                key,
-                value: r.bytes(vlen)?,
-            });
+            match name {
+                Some(key) => headers.push(RecordHeader {
+                    key,
+                    value: r.bytes(vlen)?,
+                }),
+                None => {
+                    r.slice(vlen)?;
+                }
+            }
+            if r.position() > end {
+                break;
+            }
         }
-        r.finish()?;
+        if r.position() != end {
+            return Err(ProtocolError::CorruptBatch(
+                "record length does not match its fields",
+            ));
+        }
         Ok(Record {
             offset: self.base_offset + offset_delta,
             timestamp: self.base_timestamp.wrapping_add(ts_delta),
@@ -319,27 +350,20 @@ impl RecordIter {
             headers,
         })
     }
-}
 
-fn nullable_bytes(r: &mut Reader) -> Result<Option<Bytes>> {
-    match r.varint()? {
-        -1 => Ok(None),
-        n if n < 0 => Err(ProtocolError::CorruptBatch("negative field length")),
-        n => {
-            let n = usize::try_from(n).map_err(|_| ProtocolError::BadVarint)?;
-            Ok(Some(r.bytes(n)?))
+    /// Checks every remaining record without building any; the number checked.
+    pub fn validate(mut self) -> Result<u32> {
+        let mut checked = 0;
+        while self.index < self.count {
+            self.advance(false)?;
+            checked += 1;
         }
+        Ok(checked)
     }
-}
 
-impl Iterator for RecordIter {
-    type Item = Result<Record>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.index >= self.count {
-            return None;
-        }
-        let result = self.next_record().and_then(|rec| {
+    /// The next record, then the end-of-batch checks; stops the iteration on error.
+    fn advance(&mut self, keep: bool) -> Result<Record> {
+        let result = self.next_record(keep).and_then(|rec| {
             if self.index + 1 == self.count && self.reader.remaining() != 0 {
                 Err(ProtocolError::CorruptBatch(
                     "trailing bytes after the last record",
@@ -353,7 +377,35 @@ impl Iterator for RecordIter {
         } else {
             self.count
         };
-        Some(result)
+        result
+    }
+}
+
+/// A nullable length-prefixed field; without `keep` it is checked and skipped.
+fn nullable_bytes(r: &mut Reader, keep: bool) -> Result<Option<Bytes>> {
+    match r.varint()? {
+        -1 => Ok(None),
+        n if n < 0 => Err(ProtocolError::CorruptBatch("negative field length")),
+        n => {
+            let n = usize::try_from(n).map_err(|_| ProtocolError::BadVarint)?;
+            if keep {
+                Ok(Some(r.bytes(n)?))
+            } else {
+                r.slice(n)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        Some(self.advance(true))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -169,6 +169,91 @@ pub fn varint_len(v: i64) -> usize {
 pub trait Encode {
     /// Appends the encoding of `self` to `buf`.
     fn encode(&self, buf: &mut BytesMut);
+
+    /// Appends the encoding of `self` to `out`, sharing large byte fields rather than copying
+    /// them. The bytes written are the same as [`encode`](Self::encode)'s.
+    fn encode_chunked(&self, out: &mut ChunkedEncoder) {
+        self.encode(out.buf());
+    }
+}
+
+/// Byte fields at least this long are shared by [`ChunkedEncoder`] rather than copied.
+pub const SHARE_MIN_BYTES: usize = 4096;
+
+/// An encoding as a list of buffers: small fields are copied into the current buffer, large
+/// [`Bytes`] fields (record batches) go in as chunks of their own without a copy. Written in
+/// order, the chunks are the encoding; QUIC sends them with one `write_all_chunks`.
+#[derive(Debug)]
+pub struct ChunkedEncoder {
+    /// The first buffer, kept mutable so that a frame header can be written once the length
+    /// of everything after it is known.
+    head: Option<BytesMut>,
+    chunks: Vec<Bytes>,
+    buf: BytesMut,
+}
+
+impl ChunkedEncoder {
+    /// An encoder whose first buffer starts with `reserve` zero bytes (room for a header).
+    pub fn new(reserve: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(reserve + 64);
+        buf.put_bytes(0, reserve);
+        Self {
+            head: None,
+            chunks: Vec::new(),
+            buf,
+        }
+    }
+
+    /// The buffer small fields are copied into.
+    pub fn buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Appends `bytes`: copied when short, otherwise shared as a chunk of its own.
+    pub fn put_shared(&mut self, bytes: &Bytes) {
+        if bytes.len() < SHARE_MIN_BYTES {
+            self.buf.put_slice(bytes);
+            return;
+        }
+        let current = self.buf.split();
+        match self.head {
+            None => self.head = Some(current),
+            Some(_) if current.is_empty() => {}
+            Some(_) => self.chunks.push(current.freeze()),
+        }
+        self.chunks.push(bytes.clone());
+    }
+
+    /// Total length of everything written so far.
+    pub fn len(&self) -> usize {
+        self.head.as_ref().map_or(0, BytesMut::len)
+            + self.chunks.iter().map(Bytes::len).sum::<usize>()
+            + self.buf.len()
+    }
+
+    /// True if nothing was written (not even a reserved header).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The chunks in order; `patch_head` may rewrite the first buffer (e.g. its reserved
+    /// header) before it is frozen.
+    pub fn finish(mut self, patch_head: impl FnOnce(&mut BytesMut)) -> Vec<Bytes> {
+        let mut head = match self.head.take() {
+            Some(head) => {
+                if !self.buf.is_empty() {
+                    self.chunks.push(self.buf.freeze());
+                }
+                head
+            }
+            None => self.buf,
+        };
+        patch_head(&mut head);
+        let mut out = Vec::with_capacity(1 + self.chunks.len());
+        out.push(head.freeze());
+        out.append(&mut self.chunks);
+        out
+    }
 }
 
 /// A value that can be read back from its wire encoding.
@@ -248,6 +333,11 @@ impl Encode for Bytes {
     fn encode(&self, buf: &mut BytesMut) {
         put_uvarint(buf, self.len() as u64);
         buf.put_slice(self);
+    }
+
+    fn encode_chunked(&self, out: &mut ChunkedEncoder) {
+        put_uvarint(out.buf(), self.len() as u64);
+        out.put_shared(self);
     }
 }
 
@@ -335,6 +425,11 @@ macro_rules! wire_struct {
             #[allow(unused_variables)]
             fn encode(&self, buf: &mut ::bytes::BytesMut) {
                 $( $crate::codec::Encode::encode(&self.$field, buf); )*
+            }
+
+            #[allow(unused_variables)]
+            fn encode_chunked(&self, out: &mut $crate::codec::ChunkedEncoder) {
+                $( $crate::codec::Encode::encode_chunked(&self.$field, out); )*
             }
         }
 

@@ -13,6 +13,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::codec::ChunkedEncoder;
 use crate::error::{ProtocolError, Result};
 
 /// Size of a frame header.
@@ -104,6 +105,39 @@ pub fn encode_frame(
         request_id,
     };
     header.write(&mut &mut buf[..FRAME_HEADER_LEN]);
+    buf.freeze()
+}
+
+/// Writes a frame as buffers to send in order: like [`encode_frame`], but large byte fields
+/// the body encodes with [`Encode::encode_chunked`](crate::codec::Encode::encode_chunked) (a
+/// produce request's batch, a fetch answer's records) are shared, not copied.
+pub fn encode_frame_chunks(
+    kind: u16,
+    version: u16,
+    request_id: u32,
+    body: impl FnOnce(&mut ChunkedEncoder),
+) -> Vec<Bytes> {
+    let mut out = ChunkedEncoder::new(FRAME_HEADER_LEN);
+    body(&mut out);
+    let header = FrameHeader {
+        body_len: (out.len() - FRAME_HEADER_LEN) as u32,
+        kind,
+        version,
+        request_id,
+    };
+    out.finish(|head| header.write(&mut &mut head[..FRAME_HEADER_LEN]))
+}
+
+/// One buffer of `total` bytes from `chunks` as they came off a stream; a single chunk is
+/// handed on without a copy, several are copied once into a buffer of the exact size.
+pub fn join_chunks(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut buf = BytesMut::with_capacity(total);
+    for c in chunks {
+        buf.extend_from_slice(&c);
+    }
     buf.freeze()
 }
 

@@ -31,7 +31,10 @@ fn parse_and_decode(bytes: Bytes, limit: usize) -> Result<(), TestCaseError> {
         h.compression(),
         h.is_idempotent(),
     );
-    if let Ok(records) = batch.decode_all(limit) {
+    let decoded = batch.decode_all(limit);
+    // Validation without decoding (the broker's path) accepts exactly what decoding accepts.
+    prop_assert_eq!(batch.validate_records(limit).is_ok(), decoded.is_ok());
+    if let Ok(records) = decoded {
         prop_assert_eq!(records.len(), h.record_count as usize);
         for (i, r) in records.iter().enumerate() {
             prop_assert_eq!(r.offset, h.base_offset + i as u64);

@@ -17,7 +17,9 @@ use proptest::test_runner::TestRunner;
 use rustmq_protocol::batch::{
     set_base_offset, verify_crc, BATCH_HEADER_LEN, NO_PRODUCER_ID, NO_SEQUENCE,
 };
-use rustmq_protocol::codec::{put_uvarint, put_varint, uvarint_len, varint_len, Reader};
+use rustmq_protocol::codec::{
+    put_uvarint, put_varint, uvarint_len, varint_len, Reader, SHARE_MIN_BYTES,
+};
 use rustmq_protocol::*;
 use strategies::*;
 
@@ -72,6 +74,7 @@ proptest! {
         prop_assert_eq!(frame.header.version, 1);
         prop_assert!(!frame.header.is_response());
         prop_assert_eq!(frame.header.body_len as usize, wire.len() - FRAME_HEADER_LEN);
+        prop_assert_eq!(req.to_frame_chunks(id).concat(), wire.to_vec());
         prop_assert_eq!(Request::from_frame(&frame)?, req);
     }
 
@@ -85,7 +88,35 @@ proptest! {
             Some(kind) => prop_assert_eq!(frame.header.kind, kind.code() | frame::RESPONSE_BIT),
             None => prop_assert_eq!(frame.header.kind, frame::ERROR_KIND),
         }
+        prop_assert_eq!(resp.to_frame_chunks(id).concat(), wire.to_vec());
         prop_assert_eq!(Response::from_frame(&frame)?, resp);
+    }
+
+    /// Large byte fields go out as chunks of their own, shared with the message, and the
+    /// chunks still make exactly the frame.
+    #[test]
+    fn large_fields_are_shared_not_copied(len in 0usize..20_000, id in any::<u32>()) {
+        let batch = Bytes::from(vec![7u8; len]);
+        let req = Request::Produce(ProduceRequest {
+            topic: "t".into(),
+            partition: 1,
+            acks: Acks::Leader,
+            timeout_ms: 5,
+            batch: batch.clone(),
+        });
+        let resp = Response::Fetch(FetchResponse {
+            high_watermark: 9,
+            log_start_offset: 0,
+            records: batch.clone(),
+        });
+        for (chunks, wire) in [
+            (req.to_frame_chunks(id), req.to_frame(id)),
+            (resp.to_frame_chunks(id), resp.to_frame(id)),
+        ] {
+            prop_assert_eq!(chunks.concat(), wire.to_vec());
+            let shared = chunks.iter().any(|c| c.as_ptr() == batch.as_ptr() && c.len() == len);
+            prop_assert_eq!(shared, len >= SHARE_MIN_BYTES);
+        }
     }
 }
 
@@ -230,6 +261,7 @@ proptest! {
         }
 
         assert_records(&batch.decode_all(section)?, &inputs, 0)?;
+        batch.validate_records(section)?;
         let streamed: Vec<Record> = batch.records()?.collect::<Result<_, _>>()?;
         assert_records(&streamed, &inputs, 0)?;
     }

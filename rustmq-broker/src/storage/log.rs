@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
-use rustmq_protocol::batch::set_base_offset;
 use rustmq_protocol::{BatchHeader, ProtocolError};
 use tokio::sync::watch;
 use tracing::debug;
@@ -80,12 +78,13 @@ impl PartitionLog {
     /// The caller has verified the CRC; this re-checks the header and that the buffer holds
     /// exactly one batch. Idempotent batches are checked against the producer table first: a
     /// retry of a stored batch returns [`StorageError::DuplicateSequence`] and writes nothing.
-    /// Only `base_offset` is rewritten. With [`FlushPolicy::Always`] this blocks until the
+    /// Only `base_offset` is rewritten, in the copy written to the segment. With [`FlushPolicy::Always`] this blocks until the
     /// batch is on disk (sharing the fdatasync with concurrent appends), so async callers
     /// should run it on a blocking thread or use [`FlushPolicy::Os`] plus
     /// [`sync_up_to`](Self::sync_up_to).
-    pub fn append(&self, mut batch: BytesMut) -> Result<AppendInfo, StorageError> {
-        let header = BatchHeader::parse(&batch)?;
+    pub fn append(&self, batch: impl AsRef<[u8]>) -> Result<AppendInfo, StorageError> {
+        let batch = batch.as_ref();
+        let header = BatchHeader::parse(batch)?;
         if header.total_len() != batch.len() {
             return Err(StorageError::CorruptBatch(ProtocolError::CorruptBatch(
                 "batch length does not match its buffer",
@@ -104,8 +103,7 @@ impl PartitionLog {
                 active = self.roll(&active)?;
             }
             let base_offset = active.next_offset();
-            set_base_offset(&mut batch, base_offset);
-            active.append(&batch, &header)?;
+            active.append(batch, &header)?;
             producers.record(&header, base_offset);
             let next = active.next_offset();
             self.high_watermark.store(next, Ordering::Release);
@@ -265,10 +263,32 @@ mod tests {
         let mut builder = RecordBatchBuilder::new();
         builder.push(1_700_000_000_000, Some(b"key"), Some(b"value"), []);
         let batch = builder.build().expect("one record");
-        let info = log.append(batch[..].into()).unwrap();
+        let info = log.append(&batch[..]).unwrap();
         assert_eq!((info.base_offset, log.high_watermark()), (0, 1));
         let stored = log.read(0, 1024 * 1024).unwrap();
         assert_eq!(stored.len(), batch.len());
+        log.close().unwrap();
+    }
+
+    /// Small batches are copied to set their base offset, large ones written as offset + rest:
+    /// both must store the assigned offset, leave the caller's bytes alone and keep the CRC.
+    #[test]
+    fn small_and_large_batches_store_their_assigned_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let counts = [1u32, 2_000, 3, 10_000, 1];
+        let mut expected = Vec::new();
+        for (i, &count) in counts.iter().enumerate() {
+            let b = batch(&format!("s{i}"), count, 0);
+            let before = b.clone();
+            let info = log.append(&b).unwrap();
+            assert_eq!(b, before, "append must not modify the caller's batch");
+            assert_eq!(info.last_offset + 1 - info.base_offset, u64::from(count));
+            expected
+                .extend((0..count).map(|r| (info.base_offset + u64::from(r), format!("s{i}-{r}"))));
+        }
+        assert!(batch("x", 2_000, 0).len() > crate::storage::segment::COPY_TO_PATCH_MAX);
+        assert_eq!(values(&read_all(&log, 0, 64 * 1024)), expected);
         log.close().unwrap();
     }
 
@@ -324,7 +344,7 @@ mod tests {
             Err(StorageError::CorruptBatch(_))
         ));
         assert!(matches!(
-            log.append(BytesMut::from(&[0u8; 10][..])),
+            log.append([0u8; 10]),
             Err(StorageError::CorruptBatch(_))
         ));
         assert_eq!(log.high_watermark(), 0);

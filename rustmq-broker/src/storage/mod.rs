@@ -42,7 +42,7 @@
 //! let mut builder = RecordBatchBuilder::new();
 //! builder.push(1_700_000_000_000, Some(b"key"), Some(b"value"), []);
 //! let batch = builder.build().expect("one record");
-//! let info = log.append(batch[..].into())?;
+//! let info = log.append(&batch[..])?;
 //! assert_eq!((info.base_offset, log.high_watermark()), (0, 1));
 //! let stored = log.read(0, 1024 * 1024)?;
 //! assert_eq!(stored.len(), batch.len());

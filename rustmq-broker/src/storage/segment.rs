@@ -12,13 +12,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use rustmq_protocol::batch::{batch_size_at, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use rustmq_protocol::batch::{batch_size_at, set_base_offset, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use rustmq_protocol::{BatchHeader, ProtocolError, RecordBatch};
 use tracing::warn;
 
 use super::index::{read_optional, write_atomic, OffsetIndex, TimeIndex};
 use super::scan::{scan, Walker, HEADER_CHUNK};
 use super::StorageError;
+
+/// Batches up to this size are copied to set their base offset and written with one call;
+/// larger ones are written as offset + rest, without a copy.
+pub(crate) const COPY_TO_PATCH_MAX: usize = 16 * 1024;
 
 const LOG_EXT: &str = "log";
 const INDEX_EXT: &str = "index";
@@ -254,8 +258,9 @@ impl Segment {
         meta.size + len <= segment_bytes && last_relative <= u64::from(u32::MAX)
     }
 
-    /// Writes a batch whose base offset is `self.next_offset()`. Called under the log's append
-    /// lock; the batch becomes visible to readers only after the write completed.
+    /// Writes `batch` with its base offset set to `self.next_offset()` (the batch itself is not
+    /// modified). Called under the log's append lock; the batch becomes visible to readers only
+    /// after the write completed.
     pub(crate) fn append(&self, batch: &[u8], header: &BatchHeader) -> io::Result<()> {
         let (position, base_offset) = {
             let meta = self.meta.read();
@@ -263,7 +268,16 @@ impl Segment {
         };
         // A failed write leaves garbage past `size` only; the next append overwrites it and
         // recovery truncates it.
-        self.file.write_all_at(batch, position)?;
+        if batch.len() <= COPY_TO_PATCH_MAX {
+            let mut patched = batch.to_vec();
+            set_base_offset(&mut patched, base_offset);
+            self.file.write_all_at(&patched, position)?;
+        } else {
+            // Large batches are not copied: the new base offset, then the rest as received.
+            self.file
+                .write_all_at(&base_offset.to_be_bytes(), position)?;
+            self.file.write_all_at(&batch[8..], position + 8)?;
+        }
         let relative = u32::try_from(base_offset - self.base_offset)
             .map_err(|_| io::Error::other("relative offset overflow"))?;
         let next_offset = base_offset + u64::from(header.record_count);

@@ -1,6 +1,6 @@
 //! `rustmq bench`: the load tool.
 //!
-//! Standard workloads (`--workload W1..W6|all`, issue 9) or custom runs (`bench produce`,
+//! Standard workloads (`--workload W1..W7|all`, issue 9) or custom runs (`bench produce`,
 //! `bench consume`, `bench e2e`), against a broker embedded in this process (its own thread
 //! and runtime) or the brokers given with `--broker`. One JSON line per result on stdout;
 //! progress on stderr when it is a terminal.
@@ -13,14 +13,16 @@
 //! | W4 | end to end: 10,000 x 100 B at 2,000 msgs/s, latency = receive - send |
 //! | W5 | 10,000 sequential awaited `send`s of 100 B |
 //! | W6 | W1 with acks=all (fdatasync before each answer) |
+//! | W7 | W1 and W3 through the typed layer: `#[derive(Topic)]` JSON events from the typed producer, read by a `#[handler]` behind trace, timeout, retry and dead-letter layers; reported as `W7-produce` and `W7-consume` with their ratio to W1 and W3 (run too) |
 //!
-//! `--messages N` scales them: W1, W3 and W6 send N, W2 N/5, W4 and W5 N/100 (at least 100).
-//! W7 (typed producer and handler) is not part of the load tool yet (see docs/PERFORMANCE.md).
+//! `--messages N` scales them: W1, W3, W6 and W7 send N, W2 N/5, W4 and W5 N/100 (at least
+//! 100).
 
 mod baseline;
 mod payload;
 mod report;
 mod target;
+mod typed;
 mod workloads;
 
 use std::path::PathBuf;
@@ -107,6 +109,9 @@ pub(crate) enum Workload {
     /// W1 with acks=all.
     #[value(name = "W6", alias = "w6")]
     W6,
+    /// W1 and W3 through the typed producer and a layered `#[handler]` (runs W1 and W3 too).
+    #[value(name = "W7", alias = "w7")]
+    W7,
     /// All of the above, in order.
     #[value(name = "all")]
     All,
@@ -289,15 +294,21 @@ async fn standard(
             Workload::W4,
             Workload::W5,
             Workload::W6,
+            Workload::W7,
         ]
     } else {
         workloads.to_vec()
     };
+    if chosen.contains(&Workload::W7) {
+        // W7 is reported as a fraction of W1 and W3 of the same run.
+        chosen.extend([Workload::W1, Workload::W3]);
+    }
     chosen.sort();
     chosen.dedup();
     let n = scaled(scale, 1);
     // W3 reads what W1 wrote; run alone, it writes its backlog first (untimed).
     let mut w1_topic: Option<String> = None;
+    let (mut w1, mut w3): (Option<Report>, Option<Report>) = (None, None);
     for w in chosen {
         let report = match w {
             Workload::W1 | Workload::W6 => {
@@ -332,6 +343,11 @@ async fn standard(
                 };
                 workloads::consume(client, "W3", &topic, n, 1, quiet).await?
             }
+            Workload::W7 => {
+                let (produced, consumed) = typed::run(client, n, quiet).await?;
+                produced.versus(w1.as_ref()).with_baseline(baseline).print();
+                consumed.versus(w3.as_ref())
+            }
             Workload::W4 => {
                 workloads::end_to_end(client, "W4", scaled(scale, 100), 100, 2_000, quiet).await?
             }
@@ -351,7 +367,13 @@ async fn standard(
             }
             Workload::All => unreachable!("expanded above"),
         };
-        report.with_baseline(baseline).print();
+        let report = report.with_baseline(baseline);
+        report.print();
+        match w {
+            Workload::W1 => w1 = Some(report),
+            Workload::W3 => w3 = Some(report),
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -85,6 +85,12 @@ pub(crate) struct Report {
     p50_vs_baseline: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     p99_vs_baseline: Option<f64>,
+    /// W7: the untyped workload of the same run this compares with (W1 or W3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    untyped: Option<String>,
+    /// W7: msgs/s as a fraction of `untyped`'s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_untyped: Option<f64>,
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -120,12 +126,23 @@ impl Report {
             baseline_rtt_p99_us: None,
             p50_vs_baseline: None,
             p99_vs_baseline: None,
+            untyped: None,
+            vs_untyped: None,
         }
     }
 
     /// Adds the ratios to the baseline: throughput against bulk MB/s for every workload, and
     /// latency percentiles against the round trip where latency was measured (a ratio of 2.0
     /// means twice the raw round trip).
+    /// Compares a typed run with the untyped `reference` of the same run (W7 against W1/W3).
+    pub(crate) fn versus(mut self, reference: Option<&Report>) -> Self {
+        if let Some(r) = reference {
+            self.untyped = Some(r.workload.clone());
+            self.vs_untyped = Some(round(self.msgs_per_s / r.msgs_per_s.max(1e-9), 3));
+        }
+        self
+    }
+
     pub(crate) fn with_baseline(mut self, b: Option<Baseline>) -> Self {
         let Some(b) = b else { return self };
         self.baseline_bulk_mb_per_s = Some(b.bulk_mb_per_s);

@@ -149,7 +149,7 @@ impl Connector {
 
     async fn hello(&self, quic: &quinn::Connection) -> Result<HelloResponse> {
         let request = Request::Hello(self.hello.clone());
-        let response = exchange(quic, 1, request.to_frame(1), &self.counters).await?;
+        let response = exchange(quic, 1, request.to_frame_chunks(1), &self.counters).await?;
         match check_answer(&request, response)? {
             Response::Hello(hello) if (1..=PROTOCOL_VERSION).contains(&hello.version) => Ok(hello),
             Response::Hello(hello) => Err(ClientError::UnexpectedResponse(format!(

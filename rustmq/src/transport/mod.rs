@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rustmq_protocol::{
     BrokerLimits, Frame, FrameHeader, HelloResponse, PingRequest, Request, Response,
     FRAME_HEADER_LEN,
@@ -180,8 +180,9 @@ impl Connection {
 
     async fn send(&self, request: &Request) -> Result<Response> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let frame = request.to_frame(id);
-        let body_len = frame.len() - FRAME_HEADER_LEN;
+        // A produce request's batch goes out as a chunk of its own, not copied into the frame.
+        let chunks = request.to_frame_chunks(id);
+        let body_len = chunks.iter().map(Bytes::len).sum::<usize>() - FRAME_HEADER_LEN;
         let max = self.hello.limits.max_frame_bytes as usize;
         if body_len > max {
             return Err(ClientError::MessageTooLarge {
@@ -189,7 +190,7 @@ impl Connection {
                 max_size: max,
             });
         }
-        let response = exchange(&self.quic, id, frame, &self.counters).await?;
+        let response = exchange(&self.quic, id, chunks, &self.counters).await?;
         check_answer(request, response)
     }
 }
@@ -198,15 +199,18 @@ impl Connection {
 async fn exchange(
     quic: &quinn::Connection,
     id: u32,
-    frame: Bytes,
+    mut frame: Vec<Bytes>,
     counters: &Counters,
 ) -> Result<Response> {
     let (mut send, mut recv) = quic.open_bi().await.map_err(connection_error)?;
-    send.write_all(&frame).await.map_err(write_error)?;
+    let frame_len = frame.iter().map(Bytes::len).sum();
+    send.write_all_chunks(&mut frame)
+        .await
+        .map_err(write_error)?;
     // Finishing tells the broker the request is complete; an error here means the stream was
     // already reset, which the read below reports better.
     let _ = send.finish();
-    Counters::add(&counters.bytes_sent, frame.len());
+    Counters::add(&counters.bytes_sent, frame_len);
 
     let mut head = [0u8; FRAME_HEADER_LEN];
     recv.read_exact(&mut head).await.map_err(|e| match e {
@@ -227,28 +231,26 @@ async fn exchange(
     Ok(Response::from_frame(&Frame { header, body })?)
 }
 
-/// Reads exactly `len` bytes, growing the buffer as data arrives rather than trusting the
-/// announced length with one allocation.
+/// Reads exactly `len` bytes. Chunks are kept as they arrive and joined once at the end, so
+/// the announced length is never trusted with an allocation before the bytes are there, and
+/// a large answer is copied once rather than on every buffer growth.
 async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes> {
-    let mut buf = BytesMut::new();
-    while buf.len() < len {
-        match recv
-            .read_chunk(len - buf.len(), true)
-            .await
-            .map_err(read_error)?
-        {
-            // The common case of a body arriving in one chunk needs no copy.
-            Some(chunk) if buf.is_empty() && chunk.bytes.len() == len => return Ok(chunk.bytes),
-            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut got = 0;
+    while got < len {
+        match recv.read_chunk(len - got, true).await.map_err(read_error)? {
+            Some(chunk) => {
+                got += chunk.bytes.len();
+                chunks.push(chunk.bytes);
+            }
             None => {
                 return Err(ClientError::Quic(format!(
-                    "broker ended the response stream after {} of {len} body bytes",
-                    buf.len()
+                    "broker ended the response stream after {got} of {len} body bytes"
                 )))
             }
         }
     }
-    Ok(buf.freeze())
+    Ok(rustmq_protocol::frame::join_chunks(chunks, len))
 }
 
 /// Turns error answers into errors and rejects answers of another kind.

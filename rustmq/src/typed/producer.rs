@@ -10,7 +10,7 @@ use super::topic::Topic;
 use crate::codec::Codec;
 use crate::error::{ClientError, Result};
 use crate::message::Message;
-use crate::producer::{Producer, SendResult};
+use crate::producer::{Producer, ProducerBuilder, ProducerConfig, SendResult};
 use crate::RustMqClient;
 
 /// Sends values of `T` to `T::NAME`, with everything the untyped [`Producer`] does underneath
@@ -21,6 +21,7 @@ pub struct TypedProducer<T> {
     client: RustMqClient,
     cell: Arc<OnceCell<Producer>>,
     ctx: Option<Arc<Context>>,
+    config: Option<Arc<ProducerConfig>>,
     _topic: PhantomData<fn(T)>,
 }
 
@@ -30,6 +31,7 @@ impl<T> Clone for TypedProducer<T> {
             client: self.client.clone(),
             cell: Arc::clone(&self.cell),
             ctx: self.ctx.clone(),
+            config: self.config.clone(),
             _topic: PhantomData,
         }
     }
@@ -51,7 +53,17 @@ impl RustMqClient {
             client: self.clone(),
             cell: Arc::new(OnceCell::new()),
             ctx: None,
+            config: None,
             _topic: PhantomData,
+        }
+    }
+
+    /// Like [`producer`](Self::producer), with the underlying producer's settings (batching,
+    /// acks, compression, buffer) given rather than the defaults.
+    pub fn producer_with_config<T: Topic>(&self, config: ProducerConfig) -> TypedProducer<T> {
+        TypedProducer {
+            config: Some(Arc::new(config)),
+            ..self.producer()
         }
     }
 }
@@ -85,6 +97,7 @@ impl<T: Topic> TypedProducer<T> {
             client,
             cell: Arc::new(OnceCell::new()),
             ctx: Some(ctx),
+            config: None,
             _topic: PhantomData,
         }
     }
@@ -96,7 +109,13 @@ impl<T: Topic> TypedProducer<T> {
         self.cell
             .get_or_try_init(|| async {
                 ensure_topic::<T>(&self.client).await?;
-                self.client.create_producer(T::NAME).await
+                let builder = ProducerBuilder::new()
+                    .topic(T::NAME)
+                    .client(self.client.clone());
+                match &self.config {
+                    Some(config) => builder.config(ProducerConfig::clone(config)).build().await,
+                    None => builder.build().await,
+                }
             })
             .await
             .cloned()

@@ -1,0 +1,176 @@
+//! W7: W1 and W3 through the typed layer. A `#[derive(Topic)]` struct is sent with the typed
+//! producer (same producer settings as W1), then read back by a `#[handler]` behind the four
+//! layers of the quick start (trace, timeout, retry, dead-letter), run by `Service` exactly as
+//! an application runs it.
+//!
+//! The topic (`bench.typed`) and the handler's group are fixed by the derive and the attribute,
+//! so each run deletes the topic first (the broker forgets the group's offsets with it).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rustmq::consumer::{ConsumerConfig, StartPosition};
+use rustmq::prelude::*;
+use rustmq::{handler, AckLevel, Topic};
+use tokio::sync::Notify;
+
+use super::payload::Payloads;
+use super::report::Report;
+use super::workloads::{describe_config, throughput_config};
+use crate::error::CliError;
+use crate::progress;
+
+/// Text bytes per event: with the JSON around it, a payload of about W1's 100 bytes.
+const BODY_BYTES: usize = 80;
+/// Longest wait for the handler to see everything.
+const STALL: Duration = Duration::from_secs(60);
+
+/// What W7 sends: a sequence number and a random alphanumeric body, as JSON.
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "bench.typed", partitions = 1)]
+pub(crate) struct BenchEvent {
+    seq: u64,
+    body: String,
+}
+
+/// What the handler saw, shared through `State`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen {
+    count: Arc<AtomicU64>,
+    first: Arc<OnceLock<Instant>>,
+    last: Arc<OnceLock<Instant>>,
+    target: Arc<AtomicU64>,
+    done: Arc<Notify>,
+}
+
+/// The measured handler: counts, and notes when the first and the last event arrived.
+#[handler(group = "bench.typed.reader")]
+async fn count(event: BenchEvent, State(seen): State<Seen>) {
+    std::hint::black_box(&event);
+    seen.first.get_or_init(Instant::now);
+    let n = seen.count.fetch_add(1, Ordering::AcqRel) + 1;
+    if n == seen.target.load(Ordering::Acquire) {
+        seen.last.get_or_init(Instant::now);
+        seen.done.notify_one();
+    }
+}
+
+/// Runs W7 with `messages` events: one report for the typed produce, one for the handler.
+pub(crate) async fn run(
+    client: &RustMqClient,
+    messages: u64,
+    quiet: bool,
+) -> Result<(Report, Report), CliError> {
+    match client.delete_topic(BenchEvent::NAME).await {
+        Ok(()) | Err(ClientError::TopicNotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    client.create_topic(BenchEvent::NAME, 1).await?;
+    let produced = produce(client, messages, quiet).await?;
+    let consumed = consume(client, messages, produced.payload_bytes, quiet).await?;
+    Ok((produced, consumed))
+}
+
+async fn produce(client: &RustMqClient, messages: u64, quiet: bool) -> Result<Report, CliError> {
+    let config = throughput_config(AckLevel::Leader);
+    let settings = format!("typed JSON producer; {}", describe_config(&config));
+    let producer = client.producer_with_config::<BenchEvent>(config);
+    // Bodies are generated outside the timed loop, as W1's payloads are.
+    let mut bodies = Payloads::new(BODY_BYTES);
+    let bodies: Vec<String> = (0..1024)
+        .map(|_| String::from_utf8_lossy(&bodies.next()).into_owned())
+        .collect();
+    let bar = progress::bar(quiet, Some(messages), "W7-produce");
+    let mut event = BenchEvent {
+        seq: 0,
+        body: String::new(),
+    };
+    let started = Instant::now();
+    for seq in 0..messages {
+        event.seq = seq;
+        event.body.clone_from(&bodies[seq as usize % bodies.len()]);
+        producer.send_async(&event).await?;
+        if seq % 1024 == 0 {
+            bar.set_position(seq);
+        }
+    }
+    producer.flush().await?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    // The size of the first event (seq 0): 99 bytes of JSON; later ones carry more digits.
+    event.seq = 0;
+    let payload = serde_json::to_vec(&event).map_or(0, |v| v.len());
+    Ok(Report::new(
+        "W7-produce",
+        messages,
+        payload,
+        1,
+        elapsed,
+        None,
+        settings,
+    ))
+}
+
+async fn consume(
+    client: &RustMqClient,
+    messages: u64,
+    payload_bytes: usize,
+    quiet: bool,
+) -> Result<Report, CliError> {
+    let seen = Seen::default();
+    seen.target.store(messages, Ordering::Release);
+    let config = ConsumerConfig {
+        start_position: StartPosition::Earliest,
+        fetch_size: 10_000,
+        max_buffered_messages_per_partition: 20_000,
+        fetch_timeout: Duration::from_millis(100),
+        ..ConsumerConfig::default()
+    };
+    let settings = format!(
+        "#[handler] behind trace+timeout+retry+dead-letter; fetch_size={} max_buffered_messages_per_partition={}",
+        config.fetch_size, config.max_buffered_messages_per_partition
+    );
+    let bar = progress::bar(quiet, Some(messages), "W7-consume");
+    let running = Service::with_state(client.clone(), seen.clone())
+        .consumer_config(config)
+        .layer(TraceLayer::new())
+        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(RetryLayer::exponential(3, Duration::from_millis(100)))
+        .layer(DeadLetterLayer::default())
+        .handler(count)
+        .start()
+        .await?;
+    let deadline = tokio::time::Instant::now() + STALL;
+    while seen.count.load(Ordering::Acquire) < messages {
+        let done = seen.done.notified();
+        tokio::select! {
+            _ = done => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                let got = seen.count.load(Ordering::Acquire);
+                running.shutdown().await?;
+                return Err(CliError::Failed(format!(
+                    "W7-consume: the handler saw {got} of {messages} events in {STALL:?}"
+                )));
+            }
+        }
+        bar.set_position(seen.count.load(Ordering::Acquire));
+    }
+    bar.finish_and_clear();
+    running.shutdown().await?;
+    // From the first event handled to the last (W3 likewise starts after the group join).
+    let elapsed = match (seen.first.get(), seen.last.get()) {
+        (Some(first), Some(last)) => last.duration_since(*first),
+        _ => Duration::ZERO,
+    };
+    Ok(Report::new(
+        "W7-consume",
+        messages,
+        payload_bytes,
+        1,
+        elapsed,
+        None,
+        settings,
+    ))
+}
