@@ -6,7 +6,6 @@ use std::time::Duration;
 use rustmq::prelude::*;
 use rustmq::typed::{BoxService, HandlerService};
 use rustmq::Topic;
-use tower::util::BoxCloneService;
 use tower::Layer;
 
 #[derive(Debug, Serialize, Deserialize, Topic)]
@@ -38,14 +37,14 @@ pub(crate) fn message() -> Message {
 
 /// The handler alone, erased as the runtime erases it.
 pub(crate) fn bare() -> BoxService {
-    BoxCloneService::new(HandlerService::new(handle, ()))
+    BoxService::new(HandlerService::new(handle, ()))
 }
 
 /// The handler behind trace, timeout, retry and dead-letter layers, applied as `Service` does.
 pub(crate) fn layered() -> BoxService {
     let mut svc = bare();
-    svc = BoxCloneService::new(TraceLayer::new().layer(svc));
-    svc = BoxCloneService::new(TimeoutLayer::new(Duration::from_secs(5)).layer(svc));
-    svc = BoxCloneService::new(RetryLayer::exponential(3, Duration::from_millis(100)).layer(svc));
-    BoxCloneService::new(DeadLetterLayer::default().layer(svc))
+    svc = BoxService::new(TraceLayer::new().layer(svc));
+    svc = BoxService::new(TimeoutLayer::new(Duration::from_secs(5)).layer(svc));
+    svc = BoxService::new(RetryLayer::exponential(3, Duration::from_millis(100)).layer(svc));
+    BoxService::new(DeadLetterLayer::default().layer(svc))
 }

@@ -34,14 +34,24 @@ pub(crate) struct BenchEvent {
     body: String,
 }
 
-/// What the handler saw, shared through `State`.
+/// What the handler saw, shared through `State` (one `Arc`: the state is cloned per message).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Seen {
-    count: Arc<AtomicU64>,
-    first: Arc<OnceLock<Instant>>,
-    last: Arc<OnceLock<Instant>>,
-    target: Arc<AtomicU64>,
-    done: Arc<Notify>,
+pub(crate) struct Seen(Arc<SeenInner>);
+
+#[derive(Debug, Default)]
+pub(crate) struct SeenInner {
+    count: AtomicU64,
+    first: OnceLock<Instant>,
+    last: OnceLock<Instant>,
+    target: AtomicU64,
+    done: Notify,
+}
+
+impl std::ops::Deref for Seen {
+    type Target = SeenInner;
+    fn deref(&self) -> &SeenInner {
+        &self.0
+    }
 }
 
 /// The measured handler: counts, and notes when the first and the last event arrived.

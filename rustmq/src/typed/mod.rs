@@ -11,6 +11,7 @@
 //! A payload that fails to decode is a poison message ([`Settlement::Poison`]): never retried,
 //! handled by the service's [`PoisonPolicy`].
 
+pub(crate) mod boxed;
 pub(crate) mod delivery;
 pub(crate) mod extract;
 pub(crate) mod handler;
@@ -20,12 +21,13 @@ pub(crate) mod service;
 pub(crate) mod settle;
 pub(crate) mod topic;
 
+pub use boxed::BoxService;
 pub use delivery::{Attempt, Delivery, Headers, Metadata, State};
 pub use extract::{decode_payload, ExtractorKind, FromDelivery, Rejection};
 pub use handler::{
     call_handler, Handler, HandlerArgs, HandlerFuture, HandlerOptions, HandlerService, StartFrom,
 };
 pub use producer::TypedProducer;
-pub use service::{BoxService, PoisonPolicy, RunningService, Service};
+pub use service::{PoisonPolicy, RunningService, Service};
 pub use settle::{BoxError, IntoSettlement, Settlement};
 pub use topic::{Topic, TopicInfo, TopicKey};

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
+use super::boxed::BoxService;
 use super::delivery::{Context, Delivery};
 use super::handler::{Handler, HandlerArgs, HandlerOptions, HandlerService, StartFrom};
 use super::layers::publish_dead_letter;
@@ -30,9 +30,6 @@ use crate::consumer::{Consumer, ConsumerBuilder, ConsumerConfig, ConsumerMessage
 use crate::error::{ClientError, Result};
 use crate::producer::partition_for_key;
 use crate::RustMqClient;
-
-/// A handler's service once erased: what layers wrap.
-pub type BoxService = BoxCloneService<Delivery, Settlement, BoxError>;
 
 type LayerFn = Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>;
 
@@ -119,9 +116,8 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             + 'static,
         <L::Service as tower::Service<Delivery>>::Future: Send + 'static,
     {
-        self.layers.push(Arc::new(move |inner| {
-            BoxCloneService::new(layer.layer(inner))
-        }));
+        self.layers
+            .push(Arc::new(move |inner| BoxService::new(layer.layer(inner))));
         self
     }
 
@@ -147,7 +143,7 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             options,
             topic,
             make: Box::new(move |state| {
-                BoxCloneService::new(HandlerService::new(handler.clone(), state))
+                BoxService::new(HandlerService::new(handler.clone(), state))
             }),
         });
         self
@@ -305,7 +301,13 @@ impl Runner {
         let halt = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::with_capacity(self.concurrency);
         let mut workers = Vec::with_capacity(self.concurrency);
-        for _ in 0..self.concurrency {
+        // With one worker, messages are handled in this task (see below).
+        let spawned = if self.concurrency == 1 {
+            0
+        } else {
+            self.concurrency
+        };
+        for _ in 0..spawned {
             let (tx, rx) = mpsc::channel::<ConsumerMessage>(64);
             senders.push(tx);
             workers.push(tokio::spawn(worker(
@@ -324,6 +326,31 @@ impl Runner {
                 r = self.consumer.receive() => r,
             };
             match received {
+                // One worker: handle the message here, without a channel and a task switch per
+                // message. A shutdown still abandons it after the shutdown timeout.
+                Ok(Some(message)) if self.concurrency == 1 => {
+                    let handled = handle(&self.service, &self.ctx, message, self.poison);
+                    let timeout = self.shutdown_timeout;
+                    let abandon = async {
+                        let _ = stop.wait_for(|s| *s).await;
+                        tokio::time::sleep(timeout).await;
+                    };
+                    let go_on = tokio::select! {
+                        biased;
+                        go_on = handled => go_on,
+                        _ = abandon => {
+                            tracing::warn!(
+                                handler = self.ctx.handler,
+                                "shutdown timeout: abandoning an in-flight message"
+                            );
+                            break;
+                        }
+                    };
+                    if !go_on {
+                        self.stopped.send_replace(true);
+                        break;
+                    }
+                }
                 Ok(Some(message)) => {
                     let worker = route(&message, self.concurrency);
                     if senders[worker].send(message).await.is_err() {
@@ -381,18 +408,28 @@ async fn worker(
         if halt.load(Ordering::Acquire) {
             break;
         }
-        let delivery = Delivery::with_context(
-            message.message.clone(),
-            message.delivery_attempt(),
-            Arc::clone(&ctx),
-        );
-        let result = service.clone().oneshot(delivery.clone()).await;
-        if !settle(&message, &delivery, result, poison).await {
+        if !handle(&service, &ctx, message, poison).await {
             halt.store(true, Ordering::Release);
             stopped.send_replace(true);
             break;
         }
     }
+}
+
+/// Runs one message through the layered handler and settles it; false means stop.
+async fn handle(
+    service: &BoxService,
+    ctx: &Arc<Context>,
+    message: ConsumerMessage,
+    poison: PoisonPolicy,
+) -> bool {
+    let delivery = Delivery::with_context(
+        message.message.clone(),
+        message.delivery_attempt(),
+        Arc::clone(ctx),
+    );
+    let result = service.clone().oneshot(delivery.clone()).await;
+    settle(&message, &delivery, result, poison).await
 }
 
 /// Acknowledges or nacks per the settlement; false means the handler must stop.

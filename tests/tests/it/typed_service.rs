@@ -419,3 +419,72 @@ async fn shutdown_mid_stream_loses_nothing_and_redelivers_nothing_acked() {
         "every entry handled exactly once across the restart"
     );
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "stuck-jobs", partitions = 1)]
+struct StuckJob {
+    n: u32,
+}
+
+/// Started handlers, counted; the first call never finishes.
+#[derive(Debug, Clone, Default)]
+struct Stuck {
+    started: Arc<AtomicU32>,
+    started_changed: Arc<tokio::sync::Notify>,
+}
+
+#[handler(group = "stuck-workers")]
+async fn stuck(job: StuckJob, State(state): State<Stuck>) {
+    let n = state.started.fetch_add(1, Ordering::SeqCst) + 1;
+    state.started_changed.notify_waiters();
+    if n == 1 {
+        assert_eq!(job.n, 7);
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A shutdown waits for the in-flight message only up to the shutdown timeout; the abandoned
+/// message is not acknowledged, so the group gets it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_abandons_a_stuck_message_after_the_timeout_and_it_comes_back() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client
+        .producer::<StuckJob>()
+        .send(&StuckJob { n: 7 })
+        .await
+        .unwrap();
+    let state = Stuck::default();
+    let start = |state: Stuck| {
+        Service::with_state(client.clone(), state)
+            .shutdown_timeout(Duration::from_millis(300))
+            .handler(stuck)
+            .start()
+    };
+    let wait_started = |state: Stuck, n: u32| async move {
+        tokio::time::timeout(WAIT, async {
+            while state.started.load(Ordering::SeqCst) < n {
+                let changed = state.started_changed.notified();
+                if state.started.load(Ordering::SeqCst) >= n {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
+            }
+        })
+        .await
+        .expect("the handler did not start in time");
+    };
+
+    let running = start(state.clone()).await.unwrap();
+    wait_started(state.clone(), 1).await;
+    tokio::time::timeout(WAIT, running.shutdown())
+        .await
+        .expect("shutdown must not wait for the stuck handler past its timeout")
+        .unwrap();
+
+    // The same group again: the abandoned message is delivered again (and now finishes).
+    let running = start(state.clone()).await.unwrap();
+    wait_started(state.clone(), 2).await;
+    running.shutdown().await.unwrap();
+}
