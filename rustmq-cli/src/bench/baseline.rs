@@ -73,6 +73,7 @@ pub(crate) async fn measure(
 
     let bulk_mb_per_s = bulk(&conn, bulk_bytes).await?;
     let rtt = round_trips_of(&conn, round_trips).await?;
+    let per_stream = round_trips_on_new_streams(&conn, round_trips).await?;
     conn.close(0u32.into(), b"done");
     client.wait_idle().await;
     accept.abort();
@@ -80,6 +81,8 @@ pub(crate) async fn measure(
         bulk_mb_per_s: (bulk_mb_per_s * 100.0).round() / 100.0,
         rtt_p50_us: rtt.quantile_us(0.5),
         rtt_p99_us: rtt.quantile_us(0.99),
+        stream_rtt_p50_us: per_stream.quantile_us(0.5),
+        stream_rtt_p99_us: per_stream.quantile_us(0.99),
     };
     Ok((baseline, rtt))
 }
@@ -129,7 +132,35 @@ async fn round_trips_of(conn: &quinn::Connection, n: u32) -> Result<Latency, Cli
     Ok(latency)
 }
 
-/// The server: the first stream of a connection is the bulk sink, the second the echo.
+/// Round trips of a 100-byte frame each on a stream of its own (open, write, finish, read to
+/// the end), as RustMQ's requests go: what the protocol's stream per request costs on top of
+/// the echo on one stream.
+async fn round_trips_on_new_streams(
+    conn: &quinn::Connection,
+    n: u32,
+) -> Result<Latency, CliError> {
+    let frame = [b's'; FRAME];
+    let mut latency = Latency::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| failed("request stream")(&e))?;
+        send.write_all(&frame)
+            .await
+            .map_err(|e| failed("request write")(&e))?;
+        let _ = send.finish();
+        recv.read_to_end(FRAME)
+            .await
+            .map_err(|e| failed("request answer")(&e))?;
+        latency.record(started.elapsed());
+    }
+    Ok(latency)
+}
+
+/// The server: the first stream of a connection is the bulk sink, the second the echo, every
+/// later one a single request answered on a task of its own (as the broker does).
 async fn serve(endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(async move {
@@ -154,7 +185,15 @@ async fn serve(endpoint: quinn::Endpoint) {
                 }
             }
             let _ = send.finish();
-            conn.closed().await;
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    if let Ok(frame) = recv.read_to_end(FRAME).await {
+                        if send.write_all(&frame).await.is_ok() {
+                            let _ = send.finish();
+                        }
+                    }
+                });
+            }
         });
     }
 }

@@ -259,6 +259,8 @@ fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_tr
         rtt_p99_us: u64,
         rtt_p999_us: u64,
         rtt_max_us: u64,
+        stream_rtt_p50_us: u64,
+        stream_rtt_p99_us: u64,
         settings: &'a str,
     }
     let line = Line {
@@ -270,6 +272,8 @@ fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_tr
         rtt_p99_us: b.rtt_p99_us,
         rtt_p999_us: rtt.quantile_us(0.999),
         rtt_max_us: rtt.quantile_us(1.0),
+        stream_rtt_p50_us: b.stream_rtt_p50_us,
+        stream_rtt_p99_us: b.stream_rtt_p99_us,
         settings: "quinn defaults, rustls ring TLS 1.3, ALPN rustmq/1, self-signed certificate",
     };
     println!("{}", serde_json::to_string(&line).unwrap_or_default());

@@ -49,6 +49,10 @@ pub(crate) struct Baseline {
     pub(crate) rtt_p50_us: u64,
     /// Round trip of a 100-byte frame, 99th percentile.
     pub(crate) rtt_p99_us: u64,
+    /// Round trip of a 100-byte frame on a new stream per request, median.
+    pub(crate) stream_rtt_p50_us: u64,
+    /// Same, 99th percentile.
+    pub(crate) stream_rtt_p99_us: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -187,6 +191,8 @@ mod tests {
             bulk_mb_per_s: 100.0,
             rtt_p50_us: 250,
             rtt_p99_us: 990,
+            stream_rtt_p50_us: 300,
+            stream_rtt_p99_us: 1200,
         }));
         assert_eq!(r.msgs_per_s, 500_000.0);
         assert_eq!(r.mb_per_s, 50.0);
@@ -213,6 +219,8 @@ mod tests {
             bulk_mb_per_s: 1.0,
             rtt_p50_us: 1,
             rtt_p99_us: 1,
+            stream_rtt_p50_us: 1,
+            stream_rtt_p99_us: 1,
         }));
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert!(json.get("p50_us").is_none());
