@@ -492,7 +492,13 @@ impl RecordBatchBuilder {
     /// An empty batch with room for `bytes` of records.
     pub fn with_capacity(bytes: usize) -> Self {
         Self {
-            records: BytesMut::with_capacity(bytes),
+            // The header is written in place at `build`, so an uncompressed batch is never
+            // copied: the records follow room reserved for it.
+            records: {
+                let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + bytes);
+                buf.put_bytes(0, BATCH_HEADER_LEN);
+                buf
+            },
             count: 0,
             base_timestamp: None,
             max_timestamp: i64::MIN,
@@ -531,7 +537,7 @@ impl RecordBatchBuilder {
 
     /// Uncompressed size of the batch so far, header included.
     pub fn size(&self) -> usize {
-        BATCH_HEADER_LEN + self.records.len()
+        self.records.len()
     }
 
     /// Upper bound of the bytes one record adds to a batch.
@@ -611,36 +617,39 @@ impl RecordBatchBuilder {
         if self.count == 0 {
             return Err(ProtocolError::CorruptBatch("empty batch"));
         }
-        let mut compressed = Vec::new();
+        let mut records = self.records;
         let mut codec = self.compression;
-        if codec != Compression::None {
-            codec.compress(&self.records, self.level, &mut compressed)?;
-            if compressed.len() >= self.records.len() {
-                codec = Compression::None;
-            }
-        }
-        let section: &[u8] = if codec == Compression::None {
-            &self.records
+        let mut out = if codec == Compression::None {
+            records
         } else {
-            &compressed
+            let mut compressed = Vec::new();
+            codec.compress(&records[BATCH_HEADER_LEN..], self.level, &mut compressed)?;
+            if compressed.len() >= records.len() - BATCH_HEADER_LEN {
+                codec = Compression::None;
+                records
+            } else {
+                records.truncate(BATCH_HEADER_LEN);
+                records.extend_from_slice(&compressed);
+                records
+            }
         };
-        let total = BATCH_HEADER_LEN + section.len();
-        let batch_length = u32::try_from(total - LOG_OVERHEAD)
+        let batch_length = u32::try_from(out.len() - LOG_OVERHEAD)
             .map_err(|_| ProtocolError::CorruptBatch("batch larger than 4 GiB"))?;
-        let mut out = BytesMut::with_capacity(total);
-        out.put_u64(0);
-        out.put_u32(batch_length);
-        out.put_u8(MAGIC);
-        out.put_u32(0);
-        out.put_u16(codec.id());
-        out.put_u32(self.count - 1);
-        out.put_i64(self.base_timestamp.unwrap_or(0));
-        out.put_i64(self.max_timestamp);
-        out.put_i64(self.producer_id);
-        out.put_i16(self.producer_epoch);
-        out.put_i32(self.base_sequence);
-        out.put_u32(self.count);
-        out.put_slice(section);
+        {
+            let mut header = &mut out[..BATCH_HEADER_LEN];
+            header.put_u64(0);
+            header.put_u32(batch_length);
+            header.put_u8(MAGIC);
+            header.put_u32(0);
+            header.put_u16(codec.id());
+            header.put_u32(self.count - 1);
+            header.put_i64(self.base_timestamp.unwrap_or(0));
+            header.put_i64(self.max_timestamp);
+            header.put_i64(self.producer_id);
+            header.put_i16(self.producer_epoch);
+            header.put_i32(self.base_sequence);
+            header.put_u32(self.count);
+        }
         let crc = compute_crc(&out);
         out[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
         Ok(out.freeze())

@@ -135,10 +135,7 @@ async fn round_trips_of(conn: &quinn::Connection, n: u32) -> Result<Latency, Cli
 /// Round trips of a 100-byte frame each on a stream of its own (open, write, finish, read to
 /// the end), as RustMQ's requests go: what the protocol's stream per request costs on top of
 /// the echo on one stream.
-async fn round_trips_on_new_streams(
-    conn: &quinn::Connection,
-    n: u32,
-) -> Result<Latency, CliError> {
+async fn round_trips_on_new_streams(conn: &quinn::Connection, n: u32) -> Result<Latency, CliError> {
     let frame = [b's'; FRAME];
     let mut latency = Latency::new();
     for _ in 0..n {

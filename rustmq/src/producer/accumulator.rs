@@ -17,7 +17,10 @@ use rustmq_protocol::RecordBatchBuilder;
 use super::Waiter;
 use crate::message::Message;
 
-const INITIAL_BATCH_CAPACITY: usize = 64 * 1024;
+/// Buffer size of the first batch of a partition; later ones start at the previous batch's
+/// size, so a partition sending one message at a time does not allocate (and fault in) a large
+/// buffer per message, and one sending full batches does not grow its buffer step by step.
+const FIRST_BATCH_CAPACITY: usize = 4 * 1024;
 
 /// What happened to a pushed message.
 #[derive(Debug)]
@@ -58,11 +61,17 @@ struct OpenBatch {
 pub(crate) struct Accumulator {
     limits: BatchLimits,
     open: Option<OpenBatch>,
+    /// Bytes of the last batch taken: the next batch's starting capacity.
+    last_size: usize,
 }
 
 impl Accumulator {
     pub(crate) fn new(limits: BatchLimits) -> Self {
-        Self { limits, open: None }
+        Self {
+            limits,
+            open: None,
+            last_size: FIRST_BATCH_CAPACITY,
+        }
     }
 
     /// Adds a message to the open batch (opening one if needed).
@@ -86,7 +95,7 @@ impl Accumulator {
         // Start big enough that a busy partition's batch rarely reallocates (each regrowth
         // copies the whole batch), small enough that an idle partition's does not waste memory.
         let capacity = bound
-            .max(INITIAL_BATCH_CAPACITY)
+            .max(self.last_size)
             .min(self.limits.max_bytes.max(bound));
         let open = self.open.get_or_insert_with(|| OpenBatch {
             builder: RecordBatchBuilder::with_capacity(capacity),
@@ -114,7 +123,11 @@ impl Accumulator {
 
     /// Closes the open batch, if any.
     pub(crate) fn take(&mut self) -> Option<ReadyBatch> {
-        self.open.take().map(|o| ReadyBatch {
+        let open = self.open.take();
+        if let Some(o) = &open {
+            self.last_size = o.builder.size();
+        }
+        open.map(|o| ReadyBatch {
             builder: o.builder,
             waiters: o.waiters,
             buffered_bytes: o.buffered_bytes,
