@@ -4,7 +4,7 @@
 //!  send(message) ──► try_push ──► Aggregated { full: false }   (waits in the open batch)
 //!                          │
 //!                          ├──► Aggregated { full: true }   ──► take() ──► sender
-//!                          └──► NoCapacity(message)         ──► take(), then push again
+//!                          └──► NoCapacity(waiter)          ──► take(), then push again
 //! ```
 //!
 //! It decides what goes into a batch (count, bytes, age); the partition's sender task does
@@ -28,7 +28,7 @@ pub(crate) enum TryPush {
     /// In the open batch; `full` says it should be taken now.
     Aggregated { full: bool },
     /// The open batch has no room for it: take the batch, then push again.
-    NoCapacity(Box<(Message, Waiter)>),
+    NoCapacity(Waiter),
 }
 
 /// Limits of one batch.
@@ -63,6 +63,8 @@ pub(crate) struct Accumulator {
     open: Option<OpenBatch>,
     /// Bytes of the last batch taken: the next batch's starting capacity.
     last_size: usize,
+    /// Messages in the last batch taken: the next batch's starting waiter capacity.
+    last_count: usize,
 }
 
 impl Accumulator {
@@ -71,13 +73,14 @@ impl Accumulator {
             limits,
             open: None,
             last_size: FIRST_BATCH_CAPACITY,
+            last_count: 0,
         }
     }
 
     /// Adds a message to the open batch (opening one if needed).
     pub(crate) fn try_push(
         &mut self,
-        message: Message,
+        message: &Message,
         waiter: Waiter,
         now: impl FnOnce() -> Instant,
     ) -> TryPush {
@@ -92,20 +95,20 @@ impl Accumulator {
             Some(&message.payload),
             headers(),
         );
-        // Start big enough that a busy partition's batch rarely reallocates (each regrowth
-        // copies the whole batch), small enough that an idle partition's does not waste memory.
+        // Start at the previous batch's size: a busy partition's batch then rarely reallocates
+        // (each regrowth copies the whole batch), an idle partition's wastes no memory.
         let capacity = bound
             .max(self.last_size)
             .min(self.limits.max_bytes.max(bound));
         let open = self.open.get_or_insert_with(|| OpenBatch {
             builder: RecordBatchBuilder::with_capacity(capacity),
-            waiters: Vec::new(),
+            waiters: Vec::with_capacity(self.last_count),
             buffered_bytes: 0,
             opened: now(),
         });
         // A message alone larger than the byte limit still goes, in a batch of its own.
         if !open.builder.is_empty() && open.builder.size() + bound > self.limits.max_bytes {
-            return TryPush::NoCapacity(Box::new((message, waiter)));
+            return TryPush::NoCapacity(waiter);
         }
         open.builder.push(
             message.timestamp as i64,
@@ -126,6 +129,7 @@ impl Accumulator {
         let open = self.open.take();
         if let Some(o) = &open {
             self.last_size = o.builder.size();
+            self.last_count = o.waiters.len();
         }
         open.map(|o| ReadyBatch {
             builder: o.builder,
@@ -161,7 +165,7 @@ mod tests {
         });
         let now = Instant::now();
         for i in 0..3 {
-            match acc.try_push(msg(10), Waiter::Detached, || now) {
+            match acc.try_push(&msg(10), Waiter::Detached, || now) {
                 TryPush::Aggregated { full } => assert_eq!(full, i == 2),
                 TryPush::NoCapacity(..) => panic!("no capacity"),
             }
@@ -181,17 +185,17 @@ mod tests {
         });
         let now = Instant::now();
         assert!(matches!(
-            acc.try_push(msg(600), Waiter::Detached, || now),
+            acc.try_push(&msg(600), Waiter::Detached, || now),
             TryPush::Aggregated { full: false }
         ));
         assert!(matches!(
-            acc.try_push(msg(600), Waiter::Detached, || now),
+            acc.try_push(&msg(600), Waiter::Detached, || now),
             TryPush::NoCapacity(..)
         ));
         assert_eq!(acc.take().unwrap().builder.len(), 1);
         // A message above the limit is accepted alone and marks the batch full.
         assert!(matches!(
-            acc.try_push(msg(5000), Waiter::Detached, || now),
+            acc.try_push(&msg(5000), Waiter::Detached, || now),
             TryPush::Aggregated { full: true }
         ));
     }
@@ -204,8 +208,8 @@ mod tests {
         });
         assert!(acc.opened_at().is_none());
         let t0 = Instant::now();
-        let _ = acc.try_push(msg(1), Waiter::Detached, || t0);
-        let _ = acc.try_push(msg(1), Waiter::Detached, || {
+        let _ = acc.try_push(&msg(1), Waiter::Detached, || t0);
+        let _ = acc.try_push(&msg(1), Waiter::Detached, || {
             t0 + std::time::Duration::from_millis(5)
         });
         assert_eq!(acc.opened_at(), Some(t0));

@@ -438,9 +438,10 @@ impl Producer {
         message.partition = partition;
         {
             let mut acc = slot.acc.lock();
-            let mut item = (message, waiter);
+            // The message stays here: the accumulator copies its bytes into the batch.
+            let mut waiter = waiter;
             loop {
-                match acc.try_push(item.0, item.1, Instant::now) {
+                match acc.try_push(&message, waiter, Instant::now) {
                     TryPush::Aggregated { full } => {
                         if full {
                             if let Some(b) = acc.take() {
@@ -453,7 +454,7 @@ impl Producer {
                         if let Some(b) = acc.take() {
                             slot.ready.lock().push_back(b);
                         }
-                        item = *rejected;
+                        waiter = rejected;
                     }
                 }
             }
