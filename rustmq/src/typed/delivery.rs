@@ -27,9 +27,15 @@ pub(crate) struct Context {
 /// counter, so that layers outside a retry layer see how many attempts were made.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub(crate) message: Arc<Message>,
-    attempt: Arc<AtomicU32>,
+    /// The message and its attempt counter, in one allocation.
+    shared: Arc<Shared>,
     pub(crate) ctx: Arc<Context>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    message: Message,
+    attempt: AtomicU32,
 }
 
 impl Delivery {
@@ -38,34 +44,36 @@ impl Delivery {
     pub fn new(message: Message) -> Self {
         // One shared empty context: a delivery outside a service owns nothing but its message.
         static DETACHED: std::sync::OnceLock<Arc<Context>> = std::sync::OnceLock::new();
-        Delivery {
-            message: Arc::new(message),
-            attempt: Arc::new(AtomicU32::new(1)),
-            ctx: Arc::clone(DETACHED.get_or_init(Default::default)),
-        }
+        Delivery::with_context(
+            message,
+            1,
+            Arc::clone(DETACHED.get_or_init(Default::default)),
+        )
     }
 
     pub(crate) fn with_context(message: Message, attempt: u32, ctx: Arc<Context>) -> Self {
         Delivery {
-            message: Arc::new(message),
-            attempt: Arc::new(AtomicU32::new(attempt)),
+            shared: Arc::new(Shared {
+                message,
+                attempt: AtomicU32::new(attempt),
+            }),
             ctx,
         }
     }
 
     /// The received message.
     pub fn message(&self) -> &Message {
-        &self.message
+        &self.shared.message
     }
 
     /// 1 for the first delivery, then 2, 3, ... as retries happen.
     pub fn attempt(&self) -> u32 {
-        self.attempt.load(Ordering::Acquire)
+        self.shared.attempt.load(Ordering::Acquire)
     }
 
     /// Counts one more attempt of the same message (used by retry layers) and returns it.
     pub fn next_attempt(&self) -> Self {
-        self.attempt.fetch_add(1, Ordering::AcqRel);
+        self.shared.attempt.fetch_add(1, Ordering::AcqRel);
         self.clone()
     }
 

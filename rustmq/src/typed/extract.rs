@@ -57,13 +57,13 @@ pub trait FromDelivery<S>: ExtractorKind + Sized {
 
 /// Decodes the payload of `delivery` as `T` (used by `#[derive(Topic)]`).
 pub fn decode_payload<T: Topic>(delivery: &Delivery) -> Result<T, Rejection> {
-    <T::Codec as Codec>::decode(&delivery.message.payload).map_err(Rejection::Poison)
+    <T::Codec as Codec>::decode(&delivery.message().payload).map_err(Rejection::Poison)
 }
 
 impl ExtractorKind for Metadata {}
 impl<S> FromDelivery<S> for Metadata {
     fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
-        let m = &d.message;
+        let m = d.message();
         Ok(Metadata {
             topic: m.topic.clone(),
             partition: m.partition,
@@ -78,7 +78,7 @@ impl<S> FromDelivery<S> for Metadata {
 impl ExtractorKind for Headers {}
 impl<S> FromDelivery<S> for Headers {
     fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
-        Ok(Headers(d.message.headers.clone()))
+        Ok(Headers(d.message().headers.clone()))
     }
 }
 
