@@ -320,10 +320,20 @@ impl Runner {
             )));
         }
         loop {
-            let received = tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => break,
-                r = self.consumer.receive() => r,
+            if *stop.borrow() {
+                break;
+            }
+            // A buffered message is taken without arming the stop watch (registering with it
+            // takes a lock, twice per message); only a receive that has to wait races the stop.
+            let receive = self.consumer.receive();
+            tokio::pin!(receive);
+            let received = match futures::poll!(receive.as_mut()) {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break,
+                    r = receive => r,
+                },
             };
             match received {
                 // One worker: handle the message here, without a channel and a task switch per
