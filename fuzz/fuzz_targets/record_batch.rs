@@ -1,4 +1,5 @@
-//! `RecordBatch::parse` (header, length, CRC) then every record, decompressing with a 1 MiB cap.
+//! `RecordBatch::parse` (header, length, CRC) then every record, decompressing with a 1 MiB cap;
+//! the broker's validation without decoding must accept exactly what decoding accepts.
 //!
 //! Input: `[flags, batch...]`. With bit 0 of `flags` set, the batch length and CRC are fixed up
 //! first so that the fuzzer reaches the record and decompression decoders behind the CRC.
@@ -33,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
         header.next_offset(),
         header.is_idempotent(),
     );
-    if let Ok(records) = parsed.decode_all(LIMIT) {
+    let decoded = parsed.decode_all(LIMIT);
+    assert_eq!(parsed.validate_records(LIMIT).is_ok(), decoded.is_ok());
+    if let Ok(records) = decoded {
         assert_eq!(records.len(), header.record_count as usize);
         for (i, record) in records.iter().enumerate() {
             assert_eq!(record.offset, header.base_offset + i as u64);
