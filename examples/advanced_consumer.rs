@@ -55,8 +55,8 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let (_embedded, config) = args.target.config().await?;
     let client = RustMqClient::new(config).await?;
-    examples::ensure_topic(&client, "orders", 3).await?;
-    examples::ensure_topic(&client, "failed-orders", 1).await?;
+    client.ensure_topic("orders", 3).await?;
+    client.ensure_topic("failed-orders", 1).await?;
 
     let started_ms = message::now_ms();
     let producer = client.create_producer("orders").await?;

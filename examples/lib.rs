@@ -5,7 +5,7 @@
 //! development broker without it).
 
 use rustmq::testing::TestBroker;
-use rustmq::{ClientConfig, ClientError, ErrorCode, RustMqClient, TlsConfig};
+use rustmq::{ClientConfig, TlsConfig};
 
 /// The `--broker` / `--ca-cert` options of every example.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,22 +40,6 @@ impl BrokerArgs {
                 Ok((Some(broker), config))
             }
         }
-    }
-}
-
-/// Creates a topic unless it already exists (examples may run again against the same broker).
-pub async fn ensure_topic(
-    client: &RustMqClient,
-    name: &str,
-    partitions: u32,
-) -> rustmq::Result<()> {
-    match client.create_topic(name, partitions).await {
-        Err(ClientError::Broker {
-            code: ErrorCode::TopicAlreadyExists,
-            ..
-        })
-        | Ok(()) => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

@@ -40,7 +40,7 @@ async fn main() -> Result<()> {
         ..config
     };
     let client = RustMqClient::new(config).await?;
-    examples::ensure_topic(&client, TOPIC, 6).await?;
+    client.ensure_topic(TOPIC, 6).await?;
     let started_ms = message::now_ms();
     let producer = client.create_producer(TOPIC).await?;
     for i in 0..args.count {

@@ -31,7 +31,7 @@ async fn main() -> Result<()> {
     let client = RustMqClient::new(config).await?;
 
     // Something to read.
-    examples::ensure_topic(&client, "my-topic", 1).await?;
+    client.ensure_topic("my-topic", 1).await?;
     let producer = client.create_producer("my-topic").await?;
     for i in 0..args.count {
         let message = Message::builder()

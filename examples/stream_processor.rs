@@ -100,7 +100,7 @@ async fn main() -> Result<()> {
     let (_embedded, config) = args.target.config().await?;
     let client = RustMqClient::new(config).await?;
     for topic in ["raw-payments", "processed-payments", "failed-payments"] {
-        let _ = client.create_topic(topic, 3).await;
+        client.ensure_topic(topic, 3).await?;
     }
     let producer = client.create_producer("raw-payments").await?;
     for i in 0..args.payments {

@@ -79,8 +79,8 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let (_embedded, config) = args.target.config().await?;
     let client = RustMqClient::new(config).await?;
-    let _ = client.create_topic("analytics-events", 2).await;
-    let _ = client.create_topic("analytics-aggregated", 1).await;
+    client.ensure_topic("analytics-events", 2).await?;
+    client.ensure_topic("analytics-aggregated", 1).await?;
 
     // 20 s of events, 10 per second, with event timestamps (not arrival times).
     let producer = client.create_producer("analytics-events").await?;

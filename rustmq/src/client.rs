@@ -243,6 +243,15 @@ impl RustMqClient {
             .await
     }
 
+    /// Creates a topic with `partitions` partitions unless it already exists (then its
+    /// partition count is left as it is). Any other failure is returned.
+    pub async fn ensure_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        match self.create_topic(name, partitions).await {
+            Err(e) if e.error_code() == Some(crate::ErrorCode::TopicAlreadyExists) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Creates a topic with explicit settings.
     pub async fn create_topic_with(
         &self,

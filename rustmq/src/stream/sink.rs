@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rustmq_protocol::{
-    Acks, Compression, ErrorCode, OffsetSpec, ProduceRequest, RecordBatchBuilder, Request, Response,
+    Acks, Compression, OffsetSpec, ProduceRequest, RecordBatchBuilder, Request, Response,
 };
 use tokio::sync::mpsc;
 
@@ -113,12 +113,9 @@ impl Sink {
         let n = match group::partition_count(&ctx.client, topic).await? {
             Some(n) => n,
             None => {
-                match ctx.client.create_topic(topic, ctx.default_partitions).await {
-                    Err(e) if e.error_code() != Some(ErrorCode::TopicAlreadyExists) => {
-                        return Err(e)
-                    }
-                    _ => {}
-                }
+                ctx.client
+                    .ensure_topic(topic, ctx.default_partitions)
+                    .await?;
                 group::partition_count(&ctx.client, topic)
                     .await?
                     .unwrap_or(1)

@@ -78,16 +78,9 @@ pub(crate) async fn ensure_topic_named(
     name: &str,
     partitions: Option<u32>,
 ) -> Result<()> {
-    let Some(partitions) = partitions else {
-        return Ok(());
-    };
-    match client.create_topic(name, partitions).await {
-        Ok(()) => Ok(()),
-        Err(ClientError::Broker {
-            code: crate::ErrorCode::TopicAlreadyExists,
-            ..
-        }) => Ok(()),
-        Err(e) => Err(e),
+    match partitions {
+        Some(partitions) => client.ensure_topic(name, partitions).await,
+        None => Ok(()),
     }
 }
 

@@ -150,3 +150,16 @@ async fn admin_calls_create_list_describe_delete() {
     assert!(client.describe_topic("a").await.is_err());
     assert!(client.create_topic("bad name", 1).await.is_err());
 }
+
+/// `ensure_topic` creates a missing topic and leaves an existing one as it is; other failures
+/// (here an invalid name) still come back.
+#[tokio::test]
+async fn ensure_topic_creates_once_and_keeps_existing_partitions() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.ensure_topic("ensured", 3).await.unwrap();
+    client.ensure_topic("ensured", 5).await.unwrap();
+    let description = client.describe_topic("ensured").await.unwrap();
+    assert_eq!(description.partition_count(), 3);
+    assert!(client.ensure_topic("bad name!", 1).await.is_err());
+}
