@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustmq::consumer::{ConsumerConfig, StartPosition};
 use rustmq::prelude::*;
 use rustmq::{handler, AckLevel, Topic};
 use tokio::sync::Notify;
 
 use super::payload::Payloads;
 use super::report::Report;
-use super::workloads::{describe_config, throughput_config};
+use super::workloads::{backlog_config, describe_config, throughput_config};
 use crate::error::CliError;
 use crate::progress;
 
@@ -35,11 +34,8 @@ pub(crate) struct BenchEvent {
 }
 
 /// What the handler saw, shared through `State` (one `Arc`: the state is cloned per message).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Seen(Arc<SeenInner>);
-
 #[derive(Debug, Default)]
-pub(crate) struct SeenInner {
+pub(crate) struct Seen {
     count: AtomicU64,
     first: OnceLock<Instant>,
     last: OnceLock<Instant>,
@@ -47,16 +43,9 @@ pub(crate) struct SeenInner {
     done: Notify,
 }
 
-impl std::ops::Deref for Seen {
-    type Target = SeenInner;
-    fn deref(&self) -> &SeenInner {
-        &self.0
-    }
-}
-
 /// The measured handler: counts, and notes when the first and the last event arrived.
 #[handler(group = "bench.typed.reader")]
-async fn count(event: BenchEvent, State(seen): State<Seen>) {
+async fn count(event: BenchEvent, State(seen): State<Arc<Seen>>) {
     std::hint::black_box(&event);
     seen.first.get_or_init(Instant::now);
     let n = seen.count.fetch_add(1, Ordering::AcqRel) + 1;
@@ -128,15 +117,9 @@ async fn consume(
     payload_bytes: usize,
     quiet: bool,
 ) -> Result<Report, CliError> {
-    let seen = Seen::default();
+    let seen = Arc::new(Seen::default());
     seen.target.store(messages, Ordering::Release);
-    let config = ConsumerConfig {
-        start_position: StartPosition::Earliest,
-        fetch_size: 10_000,
-        max_buffered_messages_per_partition: 20_000,
-        fetch_timeout: Duration::from_millis(100),
-        ..ConsumerConfig::default()
-    };
+    let config = backlog_config();
     let settings = format!(
         "#[handler] behind trace+timeout+retry+dead-letter; fetch_size={} max_buffered_messages_per_partition={}",
         config.fetch_size, config.max_buffered_messages_per_partition

@@ -135,8 +135,8 @@ pub(crate) async fn produce(
     ))
 }
 
-/// The consumer settings for reading a backlog: large fetches and buffers.
-fn backlog_config() -> ConsumerConfig {
+/// The consumer settings for reading a backlog (W3, W7): large fetches and buffers.
+pub(crate) fn backlog_config() -> ConsumerConfig {
     ConsumerConfig {
         start_position: StartPosition::Earliest,
         fetch_size: 10_000,
