@@ -349,10 +349,7 @@ impl Runner {
                         biased;
                         go_on = handled => go_on,
                         _ = abandon => {
-                            tracing::warn!(
-                                handler = self.ctx.handler,
-                                "shutdown timeout: abandoning an in-flight message"
-                            );
+                            warn_abandoned(self.ctx.handler);
                             break;
                         }
                     };
@@ -386,20 +383,20 @@ impl Runner {
             let abort = w.abort_handle();
             if tokio::time::timeout_at(deadline, w).await.is_err() {
                 abort.abort();
-                tracing::warn!(
-                    handler = self.ctx.handler,
-                    "shutdown timeout: abandoning an in-flight message"
-                );
+                warn_abandoned(self.ctx.handler);
             }
         }
         self.consumer.close().await
     }
 }
 
+/// A message given up at the shutdown timeout: not acknowledged, so delivered again.
+fn warn_abandoned(handler: &str) {
+    tracing::warn!(handler, "shutdown timeout: abandoning an in-flight message");
+}
+
+/// The worker of a message, with several: by key, else by partition.
 fn route(message: &ConsumerMessage, workers: usize) -> usize {
-    if workers == 1 {
-        return 0;
-    }
     match &message.message.key {
         Some(key) => partition_for_key(key, workers as u32) as usize,
         None => message.message.partition as usize % workers,
