@@ -153,11 +153,7 @@ async fn latency(rate: u64, secs: u64) {
 
 fn main() {
     let messages = benches::messages_arg(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = benches::runtime();
     rt.block_on(async {
         throughput(messages).await;
         latency(2_000, 10).await;

@@ -8,3 +8,13 @@ pub fn messages_arg(default: usize) -> usize {
         .find_map(|a| a.parse().ok())
         .unwrap_or(default)
 }
+
+/// The runtime of the end-to-end benches: two workers, one per core of the machine kind the
+/// figures in docs/PERFORMANCE.md come from.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -86,11 +86,7 @@ async fn run(name: &str, messages: usize, size: usize, partitions: u32) {
 
 fn main() {
     let first = benches::messages_arg(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = benches::runtime();
     rt.block_on(async {
         run("produce-100b-1p", first, 100, 1).await;
         run("produce-1k-8p", first / 5, 1024, 8).await;

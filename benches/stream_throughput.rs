@@ -90,10 +90,7 @@ async fn case(messages: usize, mode: StreamMode, exactly_once: bool) {
 
 fn main() {
     let messages = benches::messages_arg(1_000_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = benches::runtime();
     for exactly_once in [false, true] {
         runtime.block_on(case(messages, StreamMode::Individual, exactly_once));
         let batch = StreamMode::Batch {
