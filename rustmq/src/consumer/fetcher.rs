@@ -76,6 +76,10 @@ pub(crate) fn decode(
         let header = batch.header();
         bytes += batch.as_bytes().len();
         count += header.record_count as usize;
+        // Room for this batch's records up front (the count is the sender's claim, so never
+        // more than `max` allows): growing one push at a time moved the messages again and again.
+        out.messages
+            .reserve((header.record_count as usize).min(max.saturating_sub(out.messages.len())));
         for record in records {
             let record = match record {
                 Ok(r) => r,

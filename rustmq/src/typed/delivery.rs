@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use crate::consumer::ConsumerMessage;
 use crate::message::Message;
 use crate::producer::Producer;
 use crate::RustMqClient;
@@ -34,8 +35,17 @@ pub struct Delivery {
 
 #[derive(Debug)]
 struct Shared {
-    message: Message,
+    source: Source,
     attempt: AtomicU32,
+}
+
+/// Where a delivery's message came from. A received message stays inside its
+/// `ConsumerMessage` (settled through it once the service is done) instead of being cloned out
+/// of it for every delivery.
+#[derive(Debug)]
+enum Source {
+    Detached(Message),
+    Received(ConsumerMessage),
 }
 
 impl Delivery {
@@ -44,17 +54,24 @@ impl Delivery {
     pub fn new(message: Message) -> Self {
         // One shared empty context: a delivery outside a service owns nothing but its message.
         static DETACHED: std::sync::OnceLock<Arc<Context>> = std::sync::OnceLock::new();
-        Delivery::with_context(
-            message,
+        Delivery::from_source(
+            Source::Detached(message),
             1,
             Arc::clone(DETACHED.get_or_init(Default::default)),
         )
     }
 
-    pub(crate) fn with_context(message: Message, attempt: u32, ctx: Arc<Context>) -> Self {
+    /// A delivery of a message a handler's consumer received; it is settled through
+    /// [`Delivery::received`] once the service is done with it.
+    pub(crate) fn receiving(message: ConsumerMessage, ctx: Arc<Context>) -> Self {
+        let attempt = message.delivery_attempt();
+        Delivery::from_source(Source::Received(message), attempt, ctx)
+    }
+
+    fn from_source(source: Source, attempt: u32, ctx: Arc<Context>) -> Self {
         Delivery {
             shared: Arc::new(Shared {
-                message,
+                source,
                 attempt: AtomicU32::new(attempt),
             }),
             ctx,
@@ -63,7 +80,18 @@ impl Delivery {
 
     /// The received message.
     pub fn message(&self) -> &Message {
-        &self.shared.message
+        match &self.shared.source {
+            Source::Detached(message) => message,
+            Source::Received(received) => &received.message,
+        }
+    }
+
+    /// The consumer's message this delivery settles; `None` outside a service.
+    pub(crate) fn received(&self) -> Option<&ConsumerMessage> {
+        match &self.shared.source {
+            Source::Detached(_) => None,
+            Source::Received(received) => Some(received),
+        }
     }
 
     /// 1 for the first delivery, then 2, 3, ... as retries happen.

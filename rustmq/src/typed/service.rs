@@ -430,16 +430,18 @@ async fn handle(
     message: ConsumerMessage,
     poison: PoisonPolicy,
 ) -> bool {
-    let delivery = Delivery::with_context(
-        message.message.clone(),
-        message.delivery_attempt(),
-        Arc::clone(ctx),
-    );
+    let delivery = Delivery::receiving(message, Arc::clone(ctx));
     let result = service.clone().oneshot(delivery.clone()).await;
-    settle(&message, &delivery, result, poison).await
+    match delivery.received() {
+        Some(message) => settle(message, &delivery, result, poison).await,
+        None => unreachable!("a delivery made by `Delivery::receiving` holds its message"),
+    }
 }
 
 /// Acknowledges or nacks per the settlement; false means the handler must stop.
+///
+/// Dead-lettering is boxed apart: its future is some 2.5 KB, and would otherwise make every
+/// message's `handle` future that large.
 async fn settle(
     message: &ConsumerMessage,
     delivery: &Delivery,
@@ -457,11 +459,11 @@ async fn settle(
                 return false;
             }
             PoisonPolicy::DeadLetter => {
-                dead_letter_then_ack(message, delivery, "poison", &reason).await
+                Box::pin(dead_letter_then_ack(message, delivery, "poison", &reason)).await
             }
         },
         Ok(Settlement::DeadLetter(reason)) => {
-            dead_letter_then_ack(message, delivery, "rejected", &reason).await
+            Box::pin(dead_letter_then_ack(message, delivery, "rejected", &reason)).await
         }
         Ok(Settlement::Retry(reason)) => message.nack_with_error(reason).await,
         Err(e) => message.nack_with_error(e.to_string()).await,

@@ -123,7 +123,11 @@ where
                 Ok(Settlement::Retry(r)) => ("failed", r),
                 Err(e) => ("failed", e.to_string()),
             };
-            let topic = publish_dead_letter(&delivery, topic, kind, &reason).await?;
+            // Boxed apart: publishing is the rare path, and its future (producer lookup and
+            // send) is some 2.5 KB, which would otherwise be allocated and moved for every
+            // delivery.
+            let published = Box::pin(publish_dead_letter(&delivery, topic, kind, &reason));
+            let topic = published.await?;
             Ok(Settlement::DeadLettered { topic, reason })
         })
     }
