@@ -65,6 +65,9 @@ pub(crate) struct Accumulator {
     last_size: usize,
     /// Messages in the last batch taken: the next batch's starting waiter capacity.
     last_count: usize,
+    /// A batch of this partition is being sent (by the sender task, or by a `send` that found
+    /// the partition idle): one at a time, so order holds across retries.
+    in_flight: bool,
 }
 
 impl Accumulator {
@@ -74,6 +77,7 @@ impl Accumulator {
             open: None,
             last_size: FIRST_BATCH_CAPACITY,
             last_count: 0,
+            in_flight: false,
         }
     }
 
@@ -142,6 +146,16 @@ impl Accumulator {
     /// When the open batch was opened.
     pub(crate) fn opened_at(&self) -> Option<Instant> {
         self.open.as_ref().map(|o| o.opened)
+    }
+
+    /// Whether a batch is being sent.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Marks a batch as being sent (`true`) or done (`false`).
+    pub(crate) fn set_in_flight(&mut self, in_flight: bool) {
+        self.in_flight = in_flight;
     }
 }
 

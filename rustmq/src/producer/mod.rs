@@ -103,6 +103,71 @@ pub(crate) struct Slot {
     pub(crate) accepted: AtomicU64,
     /// Messages of this partition resolved (acknowledged or failed), in order.
     pub(crate) completed: watch::Sender<u64>,
+    /// Idempotent producer state; used only by the holder of the sending role.
+    pub(crate) sequence: Mutex<Option<sender::Sequence>>,
+}
+
+impl Slot {
+    /// Gives up the sending role taken with the batch just delivered, and wakes the sender task
+    /// if batches are waiting (or the producer closes, so that it can end).
+    pub(crate) fn finish_sending(&self, inner: &Inner) {
+        let pending = {
+            let mut acc = self.acc.lock();
+            acc.set_in_flight(false);
+            acc.opened_at().is_some() || !self.ready.lock().is_empty()
+        };
+        if pending || inner.closing.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// A `send`'s own delivery of its batch, which must not be lost if the `send` is dropped
+/// half-way (a `select!` or a timeout around it): then it is finished on a task of its own,
+/// as if the sender task had sent it.
+struct DirectDelivery(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+
+impl DirectDelivery {
+    fn new(inner: Arc<Inner>, slot: Arc<Slot>, batch: ReadyBatch) -> Self {
+        DirectDelivery(Some(Box::pin(async move {
+            // Gives the role back however this ends (completed, or dropped with the runtime).
+            struct Role(Arc<Inner>, Arc<Slot>);
+            impl Drop for Role {
+                fn drop(&mut self) {
+                    self.1.finish_sending(&self.0);
+                }
+            }
+            let role = Role(inner, slot);
+            sender::deliver(&role.0, &role.1, batch).await;
+        })))
+    }
+}
+
+impl std::future::Future for DirectDelivery {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if let Some(delivery) = self.0.as_mut() {
+            std::task::ready!(delivery.as_mut().poll(cx));
+            self.0 = None;
+        }
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Drop for DirectDelivery {
+    fn drop(&mut self) {
+        if let Some(delivery) = self.0.take() {
+            // Outside a runtime (it is shutting down) the delivery is dropped: its role guard
+            // still frees the partition.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(delivery);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -255,6 +320,7 @@ impl Inner {
                 wake: Notify::new(),
                 accepted: AtomicU64::new(0),
                 completed: watch::channel(0).0,
+                sequence: Mutex::new(None),
             });
             let task = tokio::spawn(sender::run(Arc::clone(self), Arc::clone(&slot)));
             self.tasks.lock().push(task);
@@ -317,7 +383,9 @@ impl Producer {
         );
         let sent = async {
             let (tx, rx) = oneshot::channel();
-            self.enqueue(message, Waiter::Future(tx)).await?;
+            if let Some((slot, batch)) = self.enqueue(message, Waiter::Future(tx), true).await? {
+                DirectDelivery::new(Arc::clone(&self.inner), slot, batch).await;
+            }
             rx.await.map_err(|_| ClientError::Closed)?
         };
         let result = tracing::Instrument::instrument(sent, span.clone()).await;
@@ -340,7 +408,7 @@ impl Producer {
             })),
             None => Waiter::Detached,
         };
-        self.enqueue(message, waiter).await
+        self.enqueue(message, waiter, false).await.map(drop)
     }
 
     /// Sends without waiting; `callback` gets the outcome.
@@ -349,8 +417,9 @@ impl Producer {
         message: Message,
         callback: impl FnOnce(Result<SendResult>) + Send + 'static,
     ) -> Result<()> {
-        self.enqueue(message, Waiter::Callback(Box::new(callback)))
+        self.enqueue(message, Waiter::Callback(Box::new(callback)), false)
             .await
+            .map(drop)
     }
 
     /// Sends every message and waits for all of them; the first failure is returned, after
@@ -359,7 +428,7 @@ impl Producer {
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
             let (tx, rx) = oneshot::channel();
-            self.enqueue(message, Waiter::Future(tx)).await?;
+            self.enqueue(message, Waiter::Future(tx), false).await?;
             pending.push(rx);
         }
         let mut results = Vec::with_capacity(pending.len());
@@ -378,7 +447,15 @@ impl Producer {
         }
     }
 
-    async fn enqueue(&self, mut message: Message, waiter: Waiter) -> Result<()> {
+    /// Accepts `message` into its partition's open batch. With `direct`, if the partition is
+    /// idle (nothing open, queued or in flight), the message's batch is returned instead, with
+    /// the partition's sending role: the caller sends it itself.
+    async fn enqueue(
+        &self,
+        mut message: Message,
+        waiter: Waiter,
+        direct: bool,
+    ) -> Result<Option<(Arc<Slot>, ReadyBatch)>> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
@@ -436,8 +513,12 @@ impl Producer {
             }
         };
         message.partition = partition;
-        {
+        let direct_batch = {
             let mut acc = slot.acc.lock();
+            let idle = direct
+                && !acc.in_flight()
+                && acc.opened_at().is_none()
+                && slot.ready.lock().is_empty();
             // The message stays here: the accumulator copies its bytes into the batch.
             let mut waiter = waiter;
             loop {
@@ -459,9 +540,22 @@ impl Producer {
                 }
             }
             slot.accepted.fetch_add(1, Ordering::AcqRel);
+            if idle {
+                // The message's batch: the open one, or the ready one if it filled it alone.
+                let batch = slot.ready.lock().pop_front().or_else(|| acc.take());
+                acc.set_in_flight(batch.is_some());
+                batch
+            } else {
+                None
+            }
+        };
+        match direct_batch {
+            Some(batch) => Ok(Some((slot, batch))),
+            None => {
+                slot.wake.notify_one();
+                Ok(None)
+            }
         }
-        slot.wake.notify_one();
-        Ok(())
     }
 
     /// Sends every open batch now and waits until every message accepted before this call is

@@ -37,7 +37,7 @@ pub(crate) async fn partition_count(client: &RustMqClient, topic: &str) -> Resul
 
 /// Idempotent producer state of one partition.
 #[derive(Debug, Clone, Copy)]
-struct Sequence {
+pub(crate) struct Sequence {
     producer_id: i64,
     epoch: i16,
     next: i32,
@@ -66,33 +66,41 @@ fn advance(seq: i32, count: u32) -> i32 {
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, slot: Arc<Slot>) {
-    let mut sequence: Option<Sequence> = None;
     while let Some(batch) = next_batch(&inner, &slot).await {
-        deliver(&inner, &slot, batch, &mut sequence).await;
+        deliver(&inner, &slot, batch).await;
+        slot.finish_sending(&inner);
     }
 }
 
-/// The next batch to send: a closed one, or the open one once its linger time is up.
-/// `None` once the producer is closing and nothing is left.
+/// The next batch to send: a closed one, or the open one once its linger time is up; the
+/// partition is then marked as sending. Waits while a `send` sends a batch of its own (see
+/// [`super::Producer::send`]). `None` once the producer is closing and nothing is left.
 async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
     let linger = inner.config.batch_timeout;
     loop {
         let notified = slot.wake.notified();
         let deadline = {
             let mut acc = slot.acc.lock();
-            if let Some(b) = slot.ready.lock().pop_front() {
+            if acc.in_flight() {
+                // Woken when that send is done.
+                None
+            } else if let Some(b) = slot.ready.lock().pop_front() {
+                acc.set_in_flight(true);
                 return Some(b);
-            }
-            let closing = inner.closing.load(Ordering::Acquire);
-            match acc.opened_at() {
-                Some(opened)
-                    if linger.is_zero() || closing || opened + linger <= Instant::now() =>
-                {
-                    return acc.take()
+            } else {
+                let closing = inner.closing.load(Ordering::Acquire);
+                match acc.opened_at() {
+                    Some(opened)
+                        if linger.is_zero() || closing || opened + linger <= Instant::now() =>
+                    {
+                        let batch = acc.take();
+                        acc.set_in_flight(batch.is_some());
+                        return batch;
+                    }
+                    Some(opened) => Some(opened + linger),
+                    None if closing => return None,
+                    None => None,
                 }
-                Some(opened) => Some(opened + linger),
-                None if closing => return None,
-                None => None,
             }
         };
         match deadline {
@@ -107,14 +115,14 @@ async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
     }
 }
 
-async fn deliver(
-    inner: &Arc<Inner>,
-    slot: &Slot,
-    batch: ReadyBatch,
-    sequence: &mut Option<Sequence>,
-) {
+/// Sends `batch` (the caller holds the partition's sending role), resolves its waiters and
+/// returns its buffer room.
+pub(crate) async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch) {
     let count = batch.builder.len();
-    let result = send(inner, slot, batch.builder, sequence).await;
+    // Only the holder of the sending role touches the sequence: the lock is never contended.
+    let mut sequence = *slot.sequence.lock();
+    let result = send(inner, slot, batch.builder, &mut sequence).await;
+    *slot.sequence.lock() = sequence;
     let now = Instant::now();
     let latency_us = now.duration_since(batch.opened).as_micros() as u64;
     match &result {
@@ -142,7 +150,7 @@ async fn deliver(
                 .increment(u64::from(count));
             tracing::warn!(topic = %inner.topic, producer = %inner.name, partition = slot.partition, messages = count, error = %e, "batch failed");
             // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
-            *sequence = None;
+            *slot.sequence.lock() = None;
         }
     }
     for (i, (waiter, timestamp)) in batch.waiters.into_iter().enumerate() {

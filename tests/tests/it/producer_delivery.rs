@@ -137,6 +137,54 @@ async fn a_resent_batch_is_stored_once_with_idempotence_and_twice_without() {
     }
 }
 
+/// An awaited `send` on an idle partition sends its batch from the caller's task. Dropped
+/// mid-request (a timeout or `select!` around it), the message must still be delivered and the
+/// partition must not stay blocked; a `send` behind queued messages must not overtake them;
+/// and the idempotent sequence must carry across both senders (answers are lost on purpose).
+#[tokio::test]
+async fn a_send_dropped_mid_request_is_still_delivered_and_order_holds() {
+    tests::init_tracing();
+    for idempotent in [false, true] {
+        let broker = TestBroker::start().await.unwrap();
+        let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
+        client.create_topic("direct", 1).await.unwrap();
+        let p = producer(
+            &client,
+            "direct",
+            ProducerConfig {
+                idempotent,
+                ..Default::default()
+            },
+        )
+        .await;
+        if idempotent {
+            broker.handle().unwrap().drop_next_produce_answers(2);
+        }
+        let mut first = Box::pin(p.send(msg("direct", "0000")));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        drop(first);
+        for i in 1..=100 {
+            p.send_async(msg("direct", format!("{i:04}")), None)
+                .await
+                .unwrap();
+        }
+        let behind = p.send(msg("direct", "0101")).await.unwrap();
+        assert_eq!(behind.offset, 101, "idempotent = {idempotent}");
+        let alone = tokio::time::timeout(Duration::from_secs(10), p.send(msg("direct", "0102")))
+            .await
+            .expect("the partition is not left blocked")
+            .unwrap();
+        assert_eq!(alone.offset, 102, "idempotent = {idempotent}");
+        let expected: Vec<String> = (0..=102).map(|i| format!("{i:04}")).collect();
+        assert_eq!(stored_payloads(&client, "direct", 0).await, expected);
+        // Every accepted message was resolved, the dropped one included.
+        tokio::time::timeout(Duration::from_secs(10), p.close())
+            .await
+            .expect("close finds every message resolved")
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn message_too_large_fails_before_sending_and_the_limit_itself_passes() {
     let broker = TestBroker::start().await.unwrap();
