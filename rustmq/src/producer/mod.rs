@@ -10,6 +10,7 @@
 //!        ▼
 //!   sender task[p]: encode (producer id + sequence, compression over min_size),
 //!   one request in flight, retries with backoff on retryable errors (order kept)
+//!   (or the awaited `send` itself, when it finds its partition idle: see `DirectDelivery`)
 //!        ▼
 //!   broker answer ──► every waiter of the batch resolved with (partition, offset)
 //! ```
