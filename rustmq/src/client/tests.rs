@@ -378,3 +378,19 @@ async fn invalid_config_is_rejected_before_connecting() {
     .unwrap_err();
     assert!(matches!(err, ClientError::InvalidConfig(_)));
 }
+
+/// Every answer ends its stream, and the client takes that end with the answer: a stream left
+/// unread to its end makes quinn send STOP_SENDING when it is dropped, a frame (and a wake-up
+/// of both connection drivers) per request.
+#[tokio::test]
+async fn answered_streams_are_read_to_their_end() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    for _ in 0..20 {
+        client.list_topics().await.unwrap();
+    }
+    let stats = client.inner.pool.quic_stats();
+    assert!(!stats.is_empty());
+    let stops: u64 = stats.iter().map(|s| s.frame_tx.stop_sending).sum();
+    assert_eq!(stops, 0, "STOP_SENDING frames sent for answered requests");
+}

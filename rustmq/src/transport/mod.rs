@@ -137,6 +137,12 @@ impl Connection {
         self.quic.close_reason().is_some()
     }
 
+    /// quinn's counters of this connection.
+    #[cfg(test)]
+    pub(crate) fn quic_stats(&self) -> quinn::ConnectionStats {
+        self.quic.stats()
+    }
+
     /// Closes the connection; requests in flight fail.
     pub(crate) fn close(&self, reason: &str) {
         self.quic.close(0u32.into(), reason.as_bytes());
@@ -227,6 +233,11 @@ async fn exchange(
         )));
     }
     let body = read_body(&mut recv, header.body_len as usize).await?;
+    // The broker ends its side of the stream right after the answer, normally in the same
+    // packet: take that end now if it is there. A stream read to its end is dropped silently;
+    // one that is not makes quinn send STOP_SENDING (a frame, a wake-up of the connection
+    // driver, and work for the broker) on every request.
+    let _ = futures::FutureExt::now_or_never(recv.read_chunk(1, true));
     Counters::add(&counters.bytes_received, FRAME_HEADER_LEN + body.len());
     Ok(Response::from_frame(&Frame { header, body })?)
 }

@@ -367,6 +367,15 @@ impl Pool {
         self.slots.iter().flat_map(Slot::live).collect()
     }
 
+    /// quinn's counters of every live connection (what went over the wire).
+    #[cfg(test)]
+    pub(crate) fn quic_stats(&self) -> Vec<quinn::ConnectionStats> {
+        self.live_connections()
+            .iter()
+            .map(|c| c.quic_stats())
+            .collect()
+    }
+
     /// Pings the connection in the background and closes it if it does not answer.
     fn probe(&self, conn: &Arc<Connection>) {
         if !conn.start_probe() {
