@@ -20,6 +20,7 @@ fn bench(c: &mut Criterion) {
     for (name, service) in [
         ("handler_only", support::bare()),
         ("four_layers", support::layered()),
+        ("four_layers_one_service_builder", support::stacked()),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {

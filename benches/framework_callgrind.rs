@@ -20,6 +20,7 @@ fn main() {
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let service = match args.next().as_deref() {
         Some("bare") => support::bare(),
+        Some("stacked") => support::stacked(),
         _ => support::layered(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

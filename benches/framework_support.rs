@@ -40,6 +40,18 @@ pub(crate) fn bare() -> BoxService {
     BoxService::new(HandlerService::new(handle, ()))
 }
 
+/// The same four layers composed with `tower::ServiceBuilder` and erased once.
+pub(crate) fn stacked() -> BoxService {
+    BoxService::new(
+        tower::ServiceBuilder::new()
+            .layer(DeadLetterLayer::default())
+            .layer(RetryLayer::exponential(3, Duration::from_millis(100)))
+            .layer(TimeoutLayer::new(Duration::from_secs(5)))
+            .layer(TraceLayer::new())
+            .service(bare()),
+    )
+}
+
 /// The handler behind trace, timeout, retry and dead-letter layers, applied as `Service` does.
 pub(crate) fn layered() -> BoxService {
     let mut svc = bare();

@@ -107,6 +107,11 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
     }
 
     /// Wraps every handler in `layer` (outside the layers added before).
+    ///
+    /// Each call erases the layered service again (one allocation per layer per message).
+    /// Several layers composed into one `tower::ServiceBuilder` and passed in a single call
+    /// are erased once; note that `ServiceBuilder` lists layers outermost first, the reverse
+    /// of successive calls here.
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<BoxService> + Send + Sync + 'static,

@@ -1,13 +1,14 @@
 //! Dead-lettering: what retries could not save goes to the dead-letter topic, with the failure
 //! and the source position in headers, and is then acknowledged (committed).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::consumer::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
 };
 use crate::typed::delivery::Delivery;
-use crate::typed::handler::HandlerFuture;
 use crate::typed::settle::{BoxError, Settlement};
 
 /// Header: original topic.
@@ -100,35 +101,75 @@ impl<S> DeadLetter<S> {
 impl<S> tower::Service<Delivery> for DeadLetter<S>
 where
     S: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Settlement;
     type Error = BoxError;
-    type Future = HandlerFuture;
+    type Future = DeadLetterFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, delivery: Delivery) -> Self::Future {
-        let topic = self.topic;
-        let fut = self.inner.call(delivery.clone());
-        Box::pin(async move {
-            let (kind, reason) = match fut.await {
-                Ok(s @ (Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. })) => {
-                    return Ok(s)
-                }
-                Ok(Settlement::Poison(r)) => ("poison", r),
-                Ok(Settlement::DeadLetter(r)) => ("rejected", r),
-                Ok(Settlement::Retry(r)) => ("failed", r),
-                Err(e) => ("failed", e.to_string()),
-            };
-            // Boxed apart: publishing is the rare path, and its future (producer lookup and
-            // send) is some 2.5 KB, which would otherwise be allocated and moved for every
-            // delivery.
-            let published = Box::pin(publish_dead_letter(&delivery, topic, kind, &reason));
-            let topic = published.await?;
+        DeadLetterFuture {
+            inner: self.inner.call(delivery.clone()),
+            delivery,
+            topic: self.topic,
+            publishing: None,
+        }
+    }
+}
+
+/// Publishing a dead letter: the rare path, boxed (its future, producer lookup and send, is
+/// some 2.5 KB; inline it would be allocated and moved with every delivery).
+type Publishing = Pin<Box<dyn Future<Output = Result<Settlement, BoxError>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`DeadLetter`]: the inner service's, then the dead letter's publication
+    /// when the settlement calls for one.
+    pub struct DeadLetterFuture<F> {
+        #[pin]
+        inner: F,
+        delivery: Delivery,
+        topic: Option<&'static str>,
+        publishing: Option<Publishing>,
+    }
+}
+
+impl<F> std::fmt::Debug for DeadLetterFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterFuture")
+            .field("topic", &self.topic)
+            .field("publishing", &self.publishing.is_some())
+            .finish()
+    }
+}
+
+impl<F> Future for DeadLetterFuture<F>
+where
+    F: Future<Output = Result<Settlement, BoxError>>,
+{
+    type Output = Result<Settlement, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(publishing) = this.publishing.as_mut() {
+            return publishing.as_mut().poll(cx);
+        }
+        let (kind, reason) = match std::task::ready!(this.inner.poll(cx)) {
+            Ok(s @ (Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. })) => {
+                return Poll::Ready(Ok(s))
+            }
+            Ok(Settlement::Poison(r)) => ("poison", r),
+            Ok(Settlement::DeadLetter(r)) => ("rejected", r),
+            Ok(Settlement::Retry(r)) => ("failed", r),
+            Err(e) => ("failed", e.to_string()),
+        };
+        let (delivery, topic) = (this.delivery.clone(), *this.topic);
+        let publishing = this.publishing.insert(Box::pin(async move {
+            let topic = publish_dead_letter(&delivery, topic, kind, &reason).await?;
             Ok(Settlement::DeadLettered { topic, reason })
-        })
+        }));
+        publishing.as_mut().poll(cx)
     }
 }
