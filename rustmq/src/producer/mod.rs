@@ -10,7 +10,8 @@
 //!        ▼
 //!   sender task[p]: encode (producer id + sequence, compression over min_size),
 //!   one request in flight, retries with backoff on retryable errors (order kept)
-//!   (or the awaited `send` itself, when it finds its partition idle: see `DirectDelivery`)
+//!   (or the awaited `send` itself, when it finds its partition idle: see `DirectDelivery`;
+//!   the sender task drives that one too while it waits)
 //!        ▼
 //!   broker answer ──► every waiter of the batch resolved with (partition, offset)
 //! ```
@@ -106,6 +107,8 @@ pub(crate) struct Slot {
     pub(crate) completed: watch::Sender<u64>,
     /// Idempotent producer state; used only by the holder of the sending role.
     pub(crate) sequence: Mutex<Option<sender::Sequence>>,
+    /// The batch an awaited `send` is sending, if it holds the sending role.
+    pub(crate) direct: Mutex<Option<DirectDelivery>>,
 }
 
 impl Slot {
@@ -123,52 +126,28 @@ impl Slot {
     }
 }
 
-/// A `send`'s own delivery of its batch, which must not be lost if the `send` is dropped
-/// half-way (a `select!` or a timeout around it): then it is finished on a task of its own,
-/// as if the sender task had sent it.
-struct DirectDelivery(Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>);
+/// A batch sent by an awaited `send` that found its partition idle (see [`Producer::send`]).
+/// Shared: the `send` drives it, and so does the partition's sender task while it waits for
+/// the sending role, so it progresses whether or not that `send` is still polled (dropped by
+/// a timeout, or parked in a `select!`), and neither `flush`/`close` nor the partition's later
+/// batches ever wait on a future nobody polls.
+pub(crate) type DirectDelivery = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
-impl DirectDelivery {
-    fn new(inner: Arc<Inner>, slot: Arc<Slot>, batch: ReadyBatch) -> Self {
-        DirectDelivery(Some(Box::pin(async move {
-            // Gives the role back however this ends (completed, or dropped with the runtime).
-            struct Role(Arc<Inner>, Arc<Slot>);
-            impl Drop for Role {
-                fn drop(&mut self) {
-                    self.1.finish_sending(&self.0);
-                }
-            }
-            let role = Role(inner, slot);
-            sender::deliver(&role.0, &role.1, batch).await;
-        })))
-    }
-}
-
-impl std::future::Future for DirectDelivery {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if let Some(delivery) = self.0.as_mut() {
-            std::task::ready!(delivery.as_mut().poll(cx));
-            self.0 = None;
-        }
-        std::task::Poll::Ready(())
-    }
-}
-
-impl Drop for DirectDelivery {
-    fn drop(&mut self) {
-        if let Some(delivery) = self.0.take() {
-            // Outside a runtime (it is shutting down) the delivery is dropped: its role guard
-            // still frees the partition.
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(delivery);
-            }
+fn direct_delivery(inner: Arc<Inner>, slot: Arc<Slot>, batch: ReadyBatch) -> DirectDelivery {
+    /// Gives the sending role back however the delivery ends (completed, or dropped unfinished
+    /// with its runtime).
+    struct Role(Arc<Inner>, Arc<Slot>);
+    impl Drop for Role {
+        fn drop(&mut self) {
+            *self.1.direct.lock() = None;
+            self.1.finish_sending(&self.0);
         }
     }
+    let role = Role(inner, slot);
+    futures::FutureExt::shared(Box::pin(async move {
+        sender::deliver(&role.0, &role.1, batch).await;
+        drop(role);
+    }) as futures::future::BoxFuture<'static, ()>)
 }
 
 #[derive(Debug)]
@@ -322,6 +301,7 @@ impl Inner {
                 accepted: AtomicU64::new(0),
                 completed: watch::channel(0).0,
                 sequence: Mutex::new(None),
+                direct: Mutex::new(None),
             });
             let task = tokio::spawn(sender::run(Arc::clone(self), Arc::clone(&slot)));
             self.tasks.lock().push(task);
@@ -383,9 +363,21 @@ impl Producer {
             offset = tracing::field::Empty,
         );
         let sent = async {
-            let (tx, rx) = oneshot::channel();
+            let (tx, mut rx) = oneshot::channel();
             if let Some((slot, batch)) = self.enqueue(message, Waiter::Future(tx), true).await? {
-                DirectDelivery::new(Arc::clone(&self.inner), slot, batch).await;
+                let mut delivery =
+                    direct_delivery(Arc::clone(&self.inner), Arc::clone(&slot), batch);
+                *slot.direct.lock() = Some(delivery.clone());
+                // Write the request before anything else runs; then the sender task drives the
+                // delivery too, and this send returns as soon as its answer is in.
+                if futures::poll!(&mut delivery).is_pending() {
+                    slot.wake.notify_one();
+                    tokio::select! {
+                        biased;
+                        answer = &mut rx => return answer.map_err(|_| ClientError::Closed)?,
+                        () = &mut delivery => {}
+                    }
+                }
             }
             rx.await.map_err(|_| ClientError::Closed)?
         };

@@ -79,10 +79,13 @@ async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
     let linger = inner.config.batch_timeout;
     loop {
         let notified = slot.wake.notified();
+        let mut direct = None;
         let deadline = {
             let mut acc = slot.acc.lock();
             if acc.in_flight() {
-                // Woken when that send is done.
+                // A `send` is sending a batch of its own: drive it too (its `send` may no
+                // longer be polled); woken when it is done.
+                direct = slot.direct.lock().clone();
                 None
             } else if let Some(b) = slot.ready.lock().pop_front() {
                 acc.set_in_flight(true);
@@ -103,6 +106,13 @@ async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
                 }
             }
         };
+        if let Some(direct) = direct {
+            tokio::select! {
+                () = direct => {}
+                _ = notified => {}
+            }
+            continue;
+        }
         match deadline {
             Some(d) => {
                 tokio::select! {

@@ -26,6 +26,12 @@ pub(crate) struct Context {
 ///
 /// Cheap to clone (retry layers resend it): the message is shared, and so is the attempt
 /// counter, so that layers outside a retry layer see how many attempts were made.
+///
+/// A delivery made by a running [`Service`](super::Service) holds the consumer's message
+/// until its last clone is dropped. It is settled when the handler's service is done, whoever
+/// still holds a clone; but a message that is never settled (abandoned at shutdown) is only
+/// handed back for redelivery once every clone is gone, so layers should not keep clones
+/// beyond the call.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The message and its attempt counter, in one allocation.

@@ -138,9 +138,10 @@ async fn a_resent_batch_is_stored_once_with_idempotence_and_twice_without() {
 }
 
 /// An awaited `send` on an idle partition sends its batch from the caller's task. Dropped
-/// mid-request (a timeout or `select!` around it), the message must still be delivered and the
-/// partition must not stay blocked; a `send` behind queued messages must not overtake them;
-/// and the idempotent sequence must carry across both senders (answers are lost on purpose).
+/// mid-request (a timeout or `select!` around it), or kept without being polled, the message
+/// must still be delivered and the partition must not stay blocked (nor `flush`); a `send`
+/// behind queued messages must not overtake them; and the idempotent sequence must carry
+/// across both senders (answers are lost on purpose).
 #[tokio::test]
 async fn a_send_dropped_mid_request_is_still_delivered_and_order_holds() {
     tests::init_tracing();
@@ -168,14 +169,30 @@ async fn a_send_dropped_mid_request_is_still_delivered_and_order_holds() {
                 .await
                 .unwrap();
         }
-        let behind = p.send(msg("direct", "0101")).await.unwrap();
+        let behind = tokio::time::timeout(Duration::from_secs(10), p.send(msg("direct", "0101")))
+            .await
+            .expect("a dropped send does not block its partition")
+            .unwrap();
         assert_eq!(behind.offset, 101, "idempotent = {idempotent}");
         let alone = tokio::time::timeout(Duration::from_secs(10), p.send(msg("direct", "0102")))
             .await
             .expect("the partition is not left blocked")
             .unwrap();
         assert_eq!(alone.offset, 102, "idempotent = {idempotent}");
-        let expected: Vec<String> = (0..=102).map(|i| format!("{i:04}")).collect();
+        // Polled once, then parked: the partition still moves, and flush does not hang.
+        let mut parked = Box::pin(p.send(msg("direct", "0103")));
+        assert!(futures::poll!(parked.as_mut()).is_pending());
+        p.send_async(msg("direct", "0104"), None).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), p.flush())
+            .await
+            .expect("flush does not wait on a parked send")
+            .unwrap();
+        assert_eq!(
+            parked.await.unwrap().offset,
+            103,
+            "idempotent = {idempotent}"
+        );
+        let expected: Vec<String> = (0..=104).map(|i| format!("{i:04}")).collect();
         assert_eq!(stored_payloads(&client, "direct", 0).await, expected);
         // Every accepted message was resolved, the dropped one included.
         tokio::time::timeout(Duration::from_secs(10), p.close())

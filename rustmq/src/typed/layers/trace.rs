@@ -80,9 +80,11 @@ where
         );
         #[cfg(feature = "opentelemetry")]
         crate::telemetry::otel::set_parent_from_headers(&span, &m.headers);
-        // Timed only if an event below can be recorded: otherwise the two clock reads per
-        // message measure nothing anybody sees.
-        let timed = tracing::enabled!(target: "rustmq::handle", tracing::Level::WARN);
+        // Timed and logged only if an event below can be recorded (asked inside the span, so
+        // that filters on the span apply): otherwise the two clock reads per message measure
+        // nothing anybody sees.
+        let timed =
+            span.in_scope(|| tracing::enabled!(target: "rustmq::handle", tracing::Level::WARN));
         TraceFuture {
             inner: self.inner.call(delivery),
             start: timed.then(Instant::now),
