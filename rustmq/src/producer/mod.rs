@@ -350,6 +350,11 @@ impl Producer {
 
     /// Sends a message and resolves once the broker acknowledged it (per `ack_level`).
     ///
+    /// Once accepted, the message is sent whatever becomes of this future: dropping it (a
+    /// timeout around it) gives up the answer, not the send. When the partition has nothing
+    /// else open, queued or in flight, the request goes out from the calling task itself, which
+    /// saves a hand-over to the partition's sender task on the way out and on the way back.
+    ///
     /// Runs in a `send` span (target `rustmq::produce`, level debug) that records the
     /// partition and offset; with the `opentelemetry` feature, the message carries that span's
     /// trace context (or the caller's, when the `send` span is disabled) in `traceparent`.
