@@ -444,9 +444,6 @@ async fn handle(
 }
 
 /// Acknowledges or nacks per the settlement; false means the handler must stop.
-///
-/// Dead-lettering is boxed apart: its future is some 2.5 KB, and would otherwise make every
-/// message's `handle` future that large.
 async fn settle(
     message: &ConsumerMessage,
     delivery: &Delivery,
@@ -464,11 +461,11 @@ async fn settle(
                 return false;
             }
             PoisonPolicy::DeadLetter => {
-                Box::pin(dead_letter_then_ack(message, delivery, "poison", &reason)).await
+                dead_letter_then_ack(message, delivery, "poison", &reason).await
             }
         },
         Ok(Settlement::DeadLetter(reason)) => {
-            Box::pin(dead_letter_then_ack(message, delivery, "rejected", &reason)).await
+            dead_letter_then_ack(message, delivery, "rejected", &reason).await
         }
         Ok(Settlement::Retry(reason)) => message.nack_with_error(reason).await,
         Err(e) => message.nack_with_error(e.to_string()).await,

@@ -27,7 +27,20 @@ pub const DLQ_HEADER_KIND: &str = "rustmq.dlq.kind";
 
 /// Publishes the delivery's message to `topic` (or the handler's dead-letter topic) with the
 /// failure in headers; returns the topic used.
-pub(crate) async fn publish_dead_letter(
+///
+/// Boxed: this is the rare path, and its future (producer lookup and send) is some 2.5 KB,
+/// which would otherwise be part of every delivery's future that may dead-letter (this layer's
+/// and the runner's), allocated and moved for every message.
+pub(crate) fn publish_dead_letter<'a>(
+    delivery: &'a Delivery,
+    topic: Option<&'static str>,
+    kind: &'a str,
+    error: &'a str,
+) -> Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send + 'a>> {
+    Box::pin(publish(delivery, topic, kind, error))
+}
+
+async fn publish(
     delivery: &Delivery,
     topic: Option<&'static str>,
     kind: &str,
@@ -120,8 +133,7 @@ where
     }
 }
 
-/// Publishing a dead letter: the rare path, boxed (its future, producer lookup and send, is
-/// some 2.5 KB; inline it would be allocated and moved with every delivery).
+/// Publishing a dead letter (owning what it needs, as the future that holds it cannot lend it).
 type Publishing = Pin<Box<dyn Future<Output = Result<Settlement, BoxError>> + Send>>;
 
 pin_project_lite::pin_project! {
