@@ -132,7 +132,8 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch) 
     // Only the holder of the sending role touches the sequence: the lock is never contended.
     let mut sequence = *slot.sequence.lock();
     let result = send(inner, slot, batch.builder, &mut sequence).await;
-    *slot.sequence.lock() = sequence;
+    // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
+    *slot.sequence.lock() = if result.is_ok() { sequence } else { None };
     let now = Instant::now();
     let latency_us = now.duration_since(batch.opened).as_micros() as u64;
     match &result {
@@ -159,8 +160,6 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch) 
                 .messages_failed
                 .increment(u64::from(count));
             tracing::warn!(topic = %inner.topic, producer = %inner.name, partition = slot.partition, messages = count, error = %e, "batch failed");
-            // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
-            *slot.sequence.lock() = None;
         }
     }
     for (i, (waiter, timestamp)) in batch.waiters.into_iter().enumerate() {
