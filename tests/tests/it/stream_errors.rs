@@ -69,6 +69,18 @@ async fn run(
     (stream, client, broker)
 }
 
+/// The output payloads, sorted, without `Z` (the output of the last input, `z`, which only
+/// closes the windows before it).
+fn sorted_without_z(outs: Vec<Out>) -> Vec<String> {
+    let mut got: Vec<String> = outs
+        .into_iter()
+        .map(|o| o.payload)
+        .filter(|p| p != "Z")
+        .collect();
+    got.sort();
+    got
+}
+
 fn expected_outputs(mode: &StreamMode, skip_bad: bool, flaky_ok: bool) -> Vec<String> {
     match mode {
         StreamMode::Individual => {
@@ -113,14 +125,8 @@ async fn skip_and_retry_in_every_mode() {
         let got_n = want.len() + usize::from(matches!(mode, StreamMode::Batch { .. })); // batch: [z] alone
         let outs = wait_records(&client, "out", got_n).await;
         stream.stop().await.unwrap();
-        let mut got: Vec<String> = outs
-            .into_iter()
-            .map(|o| o.payload)
-            .filter(|p| p != "Z")
-            .collect();
-        got.sort();
         let want: Vec<String> = want.into_iter().filter(|p| p != "Z").collect();
-        assert_eq!(got, want, "skip in {mode:?}");
+        assert_eq!(sorted_without_z(outs), want, "skip in {mode:?}");
         assert!(
             metrics.messages_skipped.load(Ordering::Relaxed) >= 2,
             "{mode:?}"
@@ -144,13 +150,7 @@ async fn skip_and_retry_in_every_mode() {
             ));
         let outs = wait_records(&client, "out", n).await;
         stream.stop().await.unwrap();
-        let mut got: Vec<String> = outs
-            .into_iter()
-            .map(|o| o.payload)
-            .filter(|p| p != "Z")
-            .collect();
-        got.sort();
-        assert_eq!(got, want, "retry in {mode:?}");
+        assert_eq!(sorted_without_z(outs), want, "retry in {mode:?}");
         let units = if matches!(mode, StreamMode::Individual) {
             1
         } else {
