@@ -1,12 +1,12 @@
 // Shared by the framework benchmarks: a small JSON payload, a handler, and the layered service
-// exactly as `Service` builds it for a running handler (four layers around the handler).
+// as `Service` composes it for a running handler (four layers around the handler).
 
 use std::time::Duration;
 
 use rustmq::prelude::*;
-use rustmq::typed::{BoxService, HandlerService};
+use rustmq::typed::{BoxError, BoxService, Delivery, HandlerLayer, HandlerService, Settlement};
 use rustmq::Topic;
-use tower::Layer;
+use tower::layer::util::{Identity, Stack};
 
 #[derive(Debug, Serialize, Deserialize, Topic)]
 #[topic(name = "orders", key = "order_id")]
@@ -40,23 +40,25 @@ pub(crate) fn bare() -> BoxService {
     BoxService::new(HandlerService::new(handle, ()))
 }
 
-/// The same four layers composed with `tower::ServiceBuilder` and erased once.
-pub(crate) fn stacked() -> BoxService {
-    BoxService::new(
-        tower::ServiceBuilder::new()
-            .layer(DeadLetterLayer::default())
-            .layer(RetryLayer::exponential(3, Duration::from_millis(100)))
-            .layer(TimeoutLayer::new(Duration::from_secs(5)))
-            .layer(TraceLayer::new())
-            .service(bare()),
+/// The handler behind trace, timeout, retry and dead-letter layers, composed as
+/// `Service::layer` composes them (statically, around the erased handler).
+pub(crate) fn layered() -> impl tower::Service<
+    Delivery,
+    Response = Settlement,
+    Error = BoxError,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    Stack::new(
+        Stack::new(
+            Stack::new(
+                Stack::new(Identity::new(), TraceLayer::new()),
+                TimeoutLayer::new(Duration::from_secs(5)),
+            ),
+            RetryLayer::exponential(3, Duration::from_millis(100)),
+        ),
+        DeadLetterLayer::default(),
     )
-}
-
-/// The handler behind trace, timeout, retry and dead-letter layers, applied as `Service` does.
-pub(crate) fn layered() -> BoxService {
-    let mut svc = bare();
-    svc = BoxService::new(TraceLayer::new().layer(svc));
-    svc = BoxService::new(TimeoutLayer::new(Duration::from_secs(5)).layer(svc));
-    svc = BoxService::new(RetryLayer::exponential(3, Duration::from_millis(100)).layer(svc));
-    BoxService::new(DeadLetterLayer::default().layer(svc))
+    .wrap(bare())
 }

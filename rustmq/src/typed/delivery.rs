@@ -15,6 +15,8 @@ use crate::RustMqClient;
 /// What the runtime shares with every delivery of one handler.
 #[derive(Debug, Default)]
 pub(crate) struct Context {
+    /// The handler's topic, shared by every delivery's [`Metadata`].
+    pub(crate) topic: Arc<str>,
     pub(crate) client: Option<RustMqClient>,
     pub(crate) handler: &'static str,
     pub(crate) group: String,
@@ -58,13 +60,21 @@ impl Delivery {
     /// A delivery of `message` outside any service (benchmarks, unit tests of handlers).
     /// Extractors that need a broker (producers) fail on it.
     pub fn new(message: Message) -> Self {
-        // One shared empty context: a delivery outside a service owns nothing but its message.
-        static DETACHED: std::sync::OnceLock<Arc<Context>> = std::sync::OnceLock::new();
-        Delivery::from_source(
-            Source::Detached(message),
-            1,
-            Arc::clone(DETACHED.get_or_init(Default::default)),
-        )
+        // A delivery outside a service owns nothing but its message: its context is empty but
+        // for the topic, shared (as a handler's is) by the deliveries of one topic in a row.
+        thread_local! {
+            static DETACHED: std::cell::RefCell<Option<Arc<Context>>> = const {
+                std::cell::RefCell::new(None)
+            };
+        }
+        let ctx = DETACHED.with_borrow_mut(|last| match last {
+            Some(ctx) if *ctx.topic == *message.topic => Arc::clone(ctx),
+            _ => Arc::clone(last.insert(Arc::new(Context {
+                topic: message.topic.as_str().into(),
+                ..Context::default()
+            }))),
+        });
+        Delivery::from_source(Source::Detached(message), 1, ctx)
     }
 
     /// A delivery of a message a handler's consumer received; it is settled through
@@ -165,8 +175,8 @@ impl Context {
 /// Where a message came from: an extractor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared with the handler's other deliveries, not copied for each).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: u32,
     /// Offset in the partition.

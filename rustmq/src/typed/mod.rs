@@ -28,6 +28,6 @@ pub use handler::{
     call_handler, Handler, HandlerArgs, HandlerFuture, HandlerOptions, HandlerService, StartFrom,
 };
 pub use producer::TypedProducer;
-pub use service::{PoisonPolicy, RunningService, Service};
+pub use service::{HandlerLayer, PoisonPolicy, RunningService, Service};
 pub use settle::{BoxError, IntoSettlement, Settlement};
 pub use topic::{Topic, TopicInfo, TopicKey};

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tower::layer::util::{Identity, Stack};
 use tower::{Layer, ServiceExt};
 
 use super::boxed::BoxService;
@@ -31,7 +32,41 @@ use crate::error::{ClientError, Result};
 use crate::producer::partition_for_key;
 use crate::RustMqClient;
 
-type LayerFn = Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>;
+/// A layer (or a stack of them) that a [`Service`] can wrap its handlers in: any
+/// `tower::Layer` over the erased handler whose service takes a [`Delivery`] and answers a
+/// [`Settlement`], and can be cloned and sent to the handler's task.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot wrap RustMQ handlers",
+    label = "not a handler layer",
+    note = "a handler layer is a `tower::Layer<BoxService>` whose service is a `tower::Service<Delivery, Response = Settlement, Error = BoxError>` that is `Clone + Send` with a `Send` future"
+)]
+pub trait HandlerLayer: Send + Sync + 'static {
+    /// The layered service.
+    type Service: tower::Service<Delivery, Response = Settlement, Error = BoxError, Future = Self::Future>
+        + Clone
+        + Send
+        + 'static;
+    /// Its future.
+    type Future: Future<Output = std::result::Result<Settlement, BoxError>> + Send + 'static;
+
+    /// Wraps a handler.
+    fn wrap(&self, handler: BoxService) -> Self::Service;
+}
+
+impl<L> HandlerLayer for L
+where
+    L: Layer<BoxService> + Send + Sync + 'static,
+    L::Service:
+        tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone + Send + 'static,
+    <L::Service as tower::Service<Delivery>>::Future: Send + 'static,
+{
+    type Service = L::Service;
+    type Future = <L::Service as tower::Service<Delivery>>::Future;
+
+    fn wrap(&self, handler: BoxService) -> L::Service {
+        self.layer(handler)
+    }
+}
 
 /// What to do with a message whose payload does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,18 +90,18 @@ struct Registered<S> {
 /// [`Service::run_until`] a shutdown signal (or [`Service::start`] for a handle).
 ///
 /// Layers apply to every handler, innermost first: the first layer added wraps the handler
-/// directly, the last one is outermost.
-pub struct Service<S = ()> {
+/// directly, the last one is outermost. `L` is the stack of layers added so far.
+pub struct Service<S = (), L = Identity> {
     client: RustMqClient,
     state: S,
-    layers: Vec<LayerFn>,
+    layers: L,
     handlers: Vec<Registered<S>>,
     consumer_config: ConsumerConfig,
     poison: PoisonPolicy,
     shutdown_timeout: Duration,
 }
 
-impl<S> std::fmt::Debug for Service<S> {
+impl<S, L> std::fmt::Debug for Service<S, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
             .field(
@@ -77,8 +112,7 @@ impl<S> std::fmt::Debug for Service<S> {
                     .map(|h| h.options.name)
                     .collect::<Vec<_>>(),
             )
-            .field("layers", &self.layers.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,7 +129,7 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         Service {
             client,
             state,
-            layers: Vec::new(),
+            layers: Identity::new(),
             handlers: Vec::new(),
             consumer_config: ConsumerConfig {
                 start_position: StartPosition::Earliest,
@@ -105,25 +139,28 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             shutdown_timeout: Duration::from_secs(30),
         }
     }
+}
 
+impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
     /// Wraps every handler in `layer` (outside the layers added before).
     ///
-    /// Each call erases the layered service again (one allocation per layer per message).
-    /// Several layers composed into one `tower::ServiceBuilder` and passed in a single call
-    /// are erased once; note that `ServiceBuilder` lists layers outermost first, the reverse
-    /// of successive calls here.
-    pub fn layer<L>(mut self, layer: L) -> Self
+    /// Layers are composed statically, as `tower::ServiceBuilder` composes them: only the
+    /// handler itself is erased, and the layers' futures nest inside the handler task's own,
+    /// without an allocation per layer and message. (`ServiceBuilder` lists layers outermost
+    /// first, the reverse of successive calls here; passing one works too.)
+    pub fn layer<N>(self, layer: N) -> Service<S, Stack<L, N>>
     where
-        L: Layer<BoxService> + Send + Sync + 'static,
-        L::Service: tower::Service<Delivery, Response = Settlement, Error = BoxError>
-            + Clone
-            + Send
-            + 'static,
-        <L::Service as tower::Service<Delivery>>::Future: Send + 'static,
+        Stack<L, N>: HandlerLayer,
     {
-        self.layers
-            .push(Arc::new(move |inner| BoxService::new(layer.layer(inner))));
-        self
+        Service {
+            client: self.client,
+            state: self.state,
+            layers: Stack::new(self.layers, layer),
+            handlers: self.handlers,
+            consumer_config: self.consumer_config,
+            poison: self.poison,
+            shutdown_timeout: self.shutdown_timeout,
+        }
     }
 
     /// Adds a handler. Its topic is its payload argument's; its group comes from
@@ -220,11 +257,9 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
                 .client(self.client.clone())
                 .build()
                 .await?;
-            let mut service = (reg.make)(self.state.clone());
-            for layer in &self.layers {
-                service = layer(service);
-            }
+            let service = self.layers.wrap((reg.make)(self.state.clone()));
             let ctx = Arc::new(Context {
+                topic: reg.topic.name.into(),
                 client: Some(self.client.clone()),
                 handler: reg.options.name,
                 group,
@@ -291,9 +326,9 @@ impl RunningService {
     }
 }
 
-struct Runner {
+struct Runner<T> {
     consumer: Consumer,
-    service: BoxService,
+    service: T,
     ctx: Arc<Context>,
     concurrency: usize,
     poison: PoisonPolicy,
@@ -301,7 +336,11 @@ struct Runner {
     stopped: Arc<watch::Sender<bool>>,
 }
 
-impl Runner {
+impl<T> Runner<T>
+where
+    T: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone + Send + 'static,
+    T::Future: Send + 'static,
+{
     async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let halt = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::with_capacity(self.concurrency);
@@ -344,7 +383,7 @@ impl Runner {
                 // One worker: handle the message here, without a channel and a task switch per
                 // message. A shutdown still abandons it after the shutdown timeout.
                 Ok(Some(message)) if self.concurrency == 1 => {
-                    let handled = handle(&self.service, &self.ctx, message, self.poison);
+                    let handled = handle(self.service.clone(), &self.ctx, message, self.poison);
                     let timeout = self.shutdown_timeout;
                     let abandon = async {
                         let _ = stop.wait_for(|s| *s).await;
@@ -408,19 +447,22 @@ fn route(message: &ConsumerMessage, workers: usize) -> usize {
     }
 }
 
-async fn worker(
+async fn worker<T>(
     mut rx: mpsc::Receiver<ConsumerMessage>,
-    service: BoxService,
+    service: T,
     ctx: Arc<Context>,
     poison: PoisonPolicy,
     halt: Arc<AtomicBool>,
     stopped: Arc<watch::Sender<bool>>,
-) {
+) where
+    T: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone + Send + 'static,
+    T::Future: Send + 'static,
+{
     while let Some(message) = rx.recv().await {
         if halt.load(Ordering::Acquire) {
             break;
         }
-        if !handle(&service, &ctx, message, poison).await {
+        if !handle(service.clone(), &ctx, message, poison).await {
             halt.store(true, Ordering::Release);
             stopped.send_replace(true);
             break;
@@ -429,14 +471,17 @@ async fn worker(
 }
 
 /// Runs one message through the layered handler and settles it; false means stop.
-async fn handle(
-    service: &BoxService,
+async fn handle<T>(
+    service: T,
     ctx: &Arc<Context>,
     message: ConsumerMessage,
     poison: PoisonPolicy,
-) -> bool {
+) -> bool
+where
+    T: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
+{
     let delivery = Delivery::receiving(message, Arc::clone(ctx));
-    let result = service.clone().oneshot(delivery.clone()).await;
+    let result = service.oneshot(delivery.clone()).await;
     match delivery.received() {
         Some(message) => settle(message, &delivery, result, poison).await,
         None => unreachable!("a delivery made by `Delivery::receiving` holds its message"),

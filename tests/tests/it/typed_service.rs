@@ -35,7 +35,7 @@ struct PostcardOrder {
 }
 
 async fn json_handler(order: JsonOrder, meta: Metadata) {
-    assert_eq!(meta.topic, "orders-json");
+    assert_eq!(&*meta.topic, "orders-json");
     assert_eq!(meta.key.as_deref(), Some(order.id.as_bytes()));
 }
 async fn bincode_handler(_: BincodeOrder) {}

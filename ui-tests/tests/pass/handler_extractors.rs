@@ -65,7 +65,7 @@ async fn check_amount(
     attempt: Attempt,
     state: State<AppState>,
 ) -> Settlement {
-    assert_eq!((meta.topic.as_str(), attempt.0), ("orders", 1));
+    assert_eq!((&*meta.topic, attempt.0), ("orders", 1));
     assert_eq!(state.0.max_cents, 100);
     if order.amount_cents > 100 {
         Settlement::DeadLetter("too expensive".into())

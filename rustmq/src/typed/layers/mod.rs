@@ -6,12 +6,15 @@
 //! .layer(DeadLetterLayer::default())` times out each attempt, retries around the timeout, and
 //! dead-letters what the retries could not save.
 //!
-//! Timeouts and concurrency limits are tower's own ([`TimeoutLayer`], [`ConcurrencyLimitLayer`]);
-//! retry uses `tower::retry` with a messaging policy; dead-lettering, tracing and metrics are ours.
+//! Concurrency limits are tower's own ([`ConcurrencyLimitLayer`]); retry uses `tower::retry`
+//! with a messaging policy; timeouts ([`TimeoutLayer`], tower's semantics and error, with a timer
+//! armed only for handlers that wait), dead-lettering, tracing and metrics are ours. Any other
+//! tower layer applies too.
 
 mod dead_letter;
 mod metrics;
 mod retry;
+mod timeout;
 mod trace;
 
 pub(crate) use dead_letter::publish_dead_letter;
@@ -21,6 +24,6 @@ pub use dead_letter::{
 };
 pub use metrics::{Metrics, MetricsLayer};
 pub use retry::{RetryLayer, RetryPolicy};
+pub use timeout::{Elapsed, Timeout, TimeoutFuture, TimeoutLayer};
 pub use tower::limit::ConcurrencyLimitLayer;
-pub use tower::timeout::TimeoutLayer;
 pub use trace::{Trace, TraceLayer};

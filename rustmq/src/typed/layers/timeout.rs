@@ -1,0 +1,175 @@
+//! A per-attempt timeout whose timer is only armed for a handler that has to wait.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+pub use tower::timeout::error::Elapsed;
+
+use crate::typed::delivery::Delivery;
+use crate::typed::settle::{BoxError, Settlement};
+
+/// Fails a handler call that takes longer than its timeout with [`Elapsed`] (tower's error, so
+/// a retry layer outside retries it like any other failure).
+///
+/// It behaves as `tower::timeout::TimeoutLayer`, the deadline counted from the call, but it
+/// registers a timer only when the handler is still pending after its first poll: a handler
+/// that settles without waiting (most of them, for most messages) costs one clock read rather
+/// than a timer entry made and dropped per message.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    timeout: Duration,
+}
+
+impl TimeoutLayer {
+    /// A timeout of `timeout` per call.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> tower::Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The service of [`TimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Timeout<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> tower::Service<Delivery> for Timeout<S>
+where
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
+{
+    type Response = Settlement;
+    type Error = BoxError;
+    type Future = TimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, delivery: Delivery) -> Self::Future {
+        TimeoutFuture {
+            inner: self.inner.call(delivery),
+            deadline: Instant::now() + self.timeout,
+            sleep: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Timeout`].
+    #[derive(Debug)]
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: F,
+        deadline: Instant,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl<F> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<Settlement, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result);
+        }
+        if this.sleep.is_none() {
+            this.sleep
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
+        }
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(Elapsed::new().into())),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+    use crate::message::Message;
+    use crate::typed::handler::HandlerFuture;
+
+    fn delivery() -> Delivery {
+        Delivery::new(Message::builder().topic("t").payload("x").build().unwrap())
+    }
+
+    /// A handler that settles after `wait` (at once when zero).
+    #[derive(Clone)]
+    struct Waits(Duration);
+
+    impl tower::Service<Delivery> for Waits {
+        type Response = Settlement;
+        type Error = BoxError;
+        type Future = HandlerFuture;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Delivery) -> HandlerFuture {
+            let wait = self.0;
+            Box::pin(async move {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Settlement::Ack)
+            })
+        }
+    }
+
+    /// A handler slower than the timeout fails with `Elapsed` at the deadline, counted from
+    /// the call (not from the first poll); one that waits less, or not at all, settles.
+    #[tokio::test(start_paused = true)]
+    async fn slow_calls_elapse_at_the_deadline_and_the_others_settle() {
+        let layer = TimeoutLayer::new(Duration::from_millis(100));
+
+        let start = Instant::now();
+        let mut slow = layer.layer(Waits(Duration::from_secs(10)));
+        let call = tower::Service::call(&mut slow, delivery());
+        // The deadline runs from the call, while nobody polls it yet.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let err = call.await.unwrap_err();
+        assert!(err.is::<Elapsed>(), "{err}");
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+
+        let waited = layer
+            .layer(Waits(Duration::from_millis(99)))
+            .oneshot(delivery())
+            .await;
+        assert!(matches!(waited, Ok(Settlement::Ack)));
+        let at_once = layer.layer(Waits(Duration::ZERO)).oneshot(delivery()).await;
+        assert!(matches!(at_once, Ok(Settlement::Ack)));
+    }
+}
