@@ -168,13 +168,13 @@ impl Consumer {
         loop {
             let notified = self.inner.data.notified();
             tokio::pin!(notified);
-            let mut next = self.inner.state.lock().next_delivery(Instant::now());
+            let mut next = self.inner.state.lock().next_delivery(Instant::now);
             if matches!(next, Next::Wait(_)) {
                 // Only now register for a wake-up (registering takes the notifier's lock, and
                 // most calls find a buffered message), then look again so that a message
                 // buffered in between is not missed.
                 notified.as_mut().enable();
-                next = self.inner.state.lock().next_delivery(Instant::now());
+                next = self.inner.state.lock().next_delivery(Instant::now);
             }
             match next {
                 Next::Deliver(d) => {

@@ -103,7 +103,9 @@ fn plan(inner: &Inner, mut failed: Failed) -> Plan {
 pub(crate) async fn nack(inner: &Arc<Inner>, failed: Failed, error: String) -> Result<()> {
     match plan(inner, failed) {
         Plan::Retried | Plan::Stale => Ok(()),
-        Plan::DeadLetter(failed) => dead_letter(inner, *failed, error).await,
+        // Rare, and its future (a produce to the dead-letter topic) is kilobytes: boxed, so
+        // that every caller's future (a handler runner's, per message) stays small.
+        Plan::DeadLetter(failed) => Box::pin(dead_letter(inner, *failed, error)).await,
     }
 }
 

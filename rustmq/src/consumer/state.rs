@@ -178,7 +178,10 @@ impl State {
 
     /// The next message for the application: a due retry first (oldest due first), then the
     /// buffers round-robin, skipping paused partitions.
-    pub(crate) fn next_delivery(&mut self, now: Instant) -> Next {
+    ///
+    /// `now` is read only when a retry is pending (most calls find none, and a clock read per
+    /// message is measurable).
+    pub(crate) fn next_delivery(&mut self, now: impl FnOnce() -> Instant) -> Next {
         if self.closed {
             return Next::Closed;
         }
@@ -200,7 +203,7 @@ impl State {
             }
         }
         if let Some((due, id, key)) = earliest {
-            if due <= now {
+            if due <= now() {
                 let p = self.partitions.get_mut(&id).expect("partition just seen");
                 let entry = p.retries.remove(&key).expect("retry just seen");
                 return Next::Deliver(Delivery {

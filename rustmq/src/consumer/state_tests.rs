@@ -30,7 +30,7 @@ fn fill(s: &mut State, partition: u32, offsets: std::ops::Range<u64>) {
 }
 
 fn deliver(s: &mut State) -> Delivery {
-    match s.next_delivery(Instant::now()) {
+    match s.next_delivery(Instant::now) {
         Next::Deliver(d) => d,
         other => panic!("expected a delivery, got {other:?}"),
     }
@@ -48,7 +48,7 @@ fn partitions_are_served_round_robin_and_paused_ones_are_skipped() {
     s.pause(&[1]).unwrap();
     let order: Vec<u32> = (0..2).map(|_| deliver(&mut s).message.partition).collect();
     assert_eq!(order, [0, 2]);
-    assert!(matches!(s.next_delivery(Instant::now()), Next::Wait(None)));
+    assert!(matches!(s.next_delivery(Instant::now), Next::Wait(None)));
     assert_eq!(
         s.fetch_gate(1),
         FetchGate::Wait,
@@ -103,7 +103,7 @@ fn seek_discards_buffer_retries_and_stale_fetches() {
     );
     assert!(!s.resolve(0, old_epoch, 0), "stale ack ignored");
     assert!(
-        matches!(s.next_delivery(Instant::now()), Next::Wait(None)),
+        matches!(s.next_delivery(Instant::now), Next::Wait(None)),
         "retry dropped"
     );
     assert!(matches!(s.fetch_gate(0), FetchGate::Go { offset: 100, .. }));
@@ -121,11 +121,11 @@ fn due_retries_come_first_and_the_earliest_sets_the_wait() {
     assert!(s.schedule_retry(first.epoch, first.message, 1, later));
     let second = deliver(&mut s);
     assert_eq!(second.message.offset, 1);
-    match s.next_delivery(Instant::now()) {
+    match s.next_delivery(Instant::now) {
         Next::Wait(Some(t)) => assert_eq!(t, later),
         other => panic!("{other:?}"),
     }
-    let again = match s.next_delivery(later) {
+    let again = match s.next_delivery(|| later) {
         Next::Deliver(d) => d,
         other => panic!("{other:?}"),
     };
@@ -147,7 +147,7 @@ fn revoke_drops_everything_and_closing_ends_delivery() {
     assert!(s.paused.is_empty() && s.buffered() == 0 && s.owned().is_empty());
     assert_eq!(s.fetch_gate(0), FetchGate::Stop);
     s.push_error(ClientError::Closed);
-    assert!(matches!(s.next_delivery(Instant::now()), Next::Error(_)));
+    assert!(matches!(s.next_delivery(Instant::now), Next::Error(_)));
     s.closed = true;
-    assert!(matches!(s.next_delivery(Instant::now()), Next::Closed));
+    assert!(matches!(s.next_delivery(Instant::now), Next::Closed));
 }

@@ -384,17 +384,25 @@ where
                 // message. A shutdown still abandons it after the shutdown timeout.
                 Ok(Some(message)) if self.concurrency == 1 => {
                     let handled = handle(self.service.clone(), &self.ctx, message, self.poison);
-                    let timeout = self.shutdown_timeout;
-                    let abandon = async {
-                        let _ = stop.wait_for(|s| *s).await;
-                        tokio::time::sleep(timeout).await;
-                    };
-                    let go_on = tokio::select! {
-                        biased;
-                        go_on = handled => go_on,
-                        _ = abandon => {
-                            warn_abandoned(self.ctx.handler);
-                            break;
+                    tokio::pin!(handled);
+                    // Most messages are handled without waiting: then there is nothing to race
+                    // against the shutdown (and the future is not moved into a `select!`).
+                    let go_on = match futures::poll!(handled.as_mut()) {
+                        std::task::Poll::Ready(go_on) => go_on,
+                        std::task::Poll::Pending => {
+                            let timeout = self.shutdown_timeout;
+                            let abandon = async {
+                                let _ = stop.wait_for(|s| *s).await;
+                                tokio::time::sleep(timeout).await;
+                            };
+                            tokio::select! {
+                                biased;
+                                go_on = &mut handled => go_on,
+                                _ = abandon => {
+                                    warn_abandoned(self.ctx.handler);
+                                    break;
+                                }
+                            }
                         }
                     };
                     if !go_on {

@@ -80,14 +80,21 @@ where
         );
         #[cfg(feature = "opentelemetry")]
         crate::telemetry::otel::set_parent_from_headers(&span, &m.headers);
-        // Timed and logged only if an event below can be recorded (asked inside the span, so
-        // that filters on the span apply): otherwise the two clock reads per message measure
-        // nothing anybody sees.
-        let timed =
-            span.in_scope(|| tracing::enabled!(target: "rustmq::handle", tracing::Level::WARN));
+        // Each event is logged only if it can be recorded (asked inside the span, so that
+        // filters on the span apply), and the handling is timed only for the per-message
+        // `settled` event: at the usual levels (info, warn) the two clock reads per message
+        // would measure nothing anybody sees. A failure's warning carries the time when the
+        // debug level is on too.
+        let (settled, failed) = span.in_scope(|| {
+            (
+                tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG),
+                tracing::enabled!(target: "rustmq::handle", tracing::Level::WARN),
+            )
+        });
         TraceFuture {
             inner: self.inner.call(delivery),
-            start: timed.then(Instant::now),
+            start: settled.then(Instant::now),
+            failed,
         }
         .instrument(span)
     }
@@ -100,7 +107,9 @@ pin_project_lite::pin_project! {
     pub struct TraceFuture<F> {
         #[pin]
         inner: F,
+        // Set when the `settled` event is on.
         start: Option<Instant>,
+        failed: bool,
     }
 }
 
@@ -113,16 +122,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
-        if let Some(start) = this.start {
-            let elapsed_us = start.elapsed().as_micros() as u64;
-            match &result {
-                Ok(s) => {
+        let elapsed_us = this.start.map(|start| start.elapsed().as_micros() as u64);
+        match &result {
+            Ok(s) => {
+                if let Some(elapsed_us) = elapsed_us {
                     tracing::debug!(target: "rustmq::handle", settlement = s.kind(), elapsed_us, "settled")
                 }
-                Err(e) => {
-                    tracing::warn!(target: "rustmq::handle", error = %e, elapsed_us, "handler failed")
-                }
             }
+            Err(e) if *this.failed => {
+                tracing::warn!(target: "rustmq::handle", error = %e, elapsed_us, "handler failed")
+            }
+            Err(_) => {}
         }
         Poll::Ready(result)
     }
