@@ -165,6 +165,24 @@ pub fn batch_size_at(buf: &[u8]) -> Option<usize> {
     Some(u32::from_be_bytes(len.try_into().ok()?) as usize + LOG_OVERHEAD)
 }
 
+/// The records the batches in `buf` say they hold, read from their headers and nothing else
+/// checked: a capacity hint for a reader about to decode them (stops at the first header that
+/// is not complete).
+pub fn record_count_hint(buf: &[u8]) -> usize {
+    const RECORD_COUNT_AT: usize = BATCH_HEADER_LEN - 4;
+    let mut total = 0usize;
+    let mut rest = buf;
+    while let (Some(size), Some(count)) = (
+        batch_size_at(rest),
+        rest.get(RECORD_COUNT_AT..BATCH_HEADER_LEN),
+    ) {
+        let count: [u8; 4] = count.try_into().unwrap_or_default();
+        total = total.saturating_add(u32::from_be_bytes(count) as usize);
+        rest = rest.get(size..).unwrap_or_default();
+    }
+    total
+}
+
 /// Rewrites the base offset of an encoded batch in place (the CRC does not cover it).
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -672,6 +690,21 @@ mod tests {
             );
         }
         b.build().unwrap()
+    }
+
+    #[test]
+    fn record_count_hint_sums_the_complete_headers() {
+        let (a, b) = (sample(Compression::None), sample(Compression::Lz4));
+        let both = [&a[..], &b[..]].concat();
+        assert_eq!(record_count_hint(&both), 200);
+        // A second batch cut inside its header is not counted; one cut after it is (a hint).
+        assert_eq!(record_count_hint(&both[..a.len() + 30]), 100);
+        assert_eq!(record_count_hint(&both[..a.len() + BATCH_HEADER_LEN]), 200);
+        assert_eq!(record_count_hint(&[]), 0);
+        // A length pointing past the end ends the walk instead of reading beyond it.
+        let mut huge = a.to_vec();
+        huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(record_count_hint(&huge), 100);
     }
 
     #[test]

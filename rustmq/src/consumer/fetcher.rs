@@ -56,6 +56,10 @@ pub(crate) fn decode(
         next_offset: None,
         record_bytes: None,
     };
+    // Room for every record up front (the headers' claim, never more than `max` allows):
+    // growing batch by batch moved the messages decoded so far again on every reallocation.
+    out.messages
+        .reserve(max.min(rustmq_protocol::batch::record_count_hint(&records)));
     let (mut bytes, mut count) = (0usize, 0usize);
     // On a decoding error after some messages were taken, stop after the last one taken.
     let stop = |out: &mut Decoded, e: ProtocolError| match out.messages.last() {
@@ -76,10 +80,6 @@ pub(crate) fn decode(
         let header = batch.header();
         bytes += batch.as_bytes().len();
         count += header.record_count as usize;
-        // Room for this batch's records up front (the count is the sender's claim, so never
-        // more than `max` allows): growing one push at a time moved the messages again and again.
-        out.messages
-            .reserve((header.record_count as usize).min(max.saturating_sub(out.messages.len())));
         for record in records {
             let record = match record {
                 Ok(r) => r,
