@@ -1,6 +1,7 @@
 //! Framework overhead per message, without a network: decode a small JSON struct, extract,
 //! run the handler, and settle — alone and behind four layers (trace, timeout, retry,
-//! dead-letter). `cargo bench -p benches --bench framework`.
+//! dead-letter) — against the payload decoded by hand (`payload_decode_only`, the baseline:
+//! the overhead is the difference). `cargo bench -p benches --bench framework`.
 
 use criterion::{criterion_main, Criterion, Throughput};
 use rustmq::typed::{BoxError, Delivery, Settlement};
@@ -17,8 +18,28 @@ fn bench(c: &mut Criterion) {
     let message = support::message();
     let mut group = c.benchmark_group("framework");
     group.throughput(Throughput::Elements(1));
+    // The baseline: what a program does without the framework (decode the payload by hand).
+    // Run on the runtime like the others, so that `block_on`'s own cost cancels out.
+    group.bench_function("payload_decode_only", |b| {
+        b.iter(|| {
+            let message = message.clone();
+            rt.block_on(async {
+                let order: support::OrderPlaced =
+                    <rustmq::codec::Json as rustmq::codec::Codec>::decode(&message.payload)
+                        .expect("decodes");
+                std::hint::black_box(order);
+            })
+        })
+    });
     bench_one(&mut group, &rt, &message, "handler_only", support::bare());
     bench_one(&mut group, &rt, &message, "four_layers", support::layered());
+    bench_one(
+        &mut group,
+        &rt,
+        &message,
+        "four_layers_each_erased",
+        support::erased_each(),
+    );
     group.finish();
 }
 

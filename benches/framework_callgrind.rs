@@ -20,6 +20,8 @@
 //!   (payload and `Metadata`), the handler and its settlement.
 //! - `layered` (default): the same behind trace, timeout, retry and dead-letter layers,
 //!   composed as `Service::layer` composes them.
+//! - `erased`: the same four layers each erased into a `BoxService`, as `Service::layer`
+//!   composed them before it stacked them statically.
 
 use rustmq::codec::{Codec, Json};
 use rustmq::typed::{BoxError, Delivery, Settlement};
@@ -47,6 +49,7 @@ fn main() {
             std::hint::black_box(&order);
         }),
         "bare" => run(support::bare(), messages),
+        "erased" => run(support::erased_each(), messages),
         _ => run(support::layered(), messages),
     }
 }

@@ -62,3 +62,19 @@ pub(crate) fn layered() -> impl tower::Service<
     )
     .wrap(bare())
 }
+
+/// The same four layers each erased into a `BoxService` (one allocation per layer and
+/// message): how `Service::layer` composed them before it stacked them statically.
+pub(crate) fn erased_each() -> BoxService {
+    let mut svc = bare();
+    svc = BoxService::new(tower::Layer::layer(&TraceLayer::new(), svc));
+    svc = BoxService::new(tower::Layer::layer(
+        &TimeoutLayer::new(Duration::from_secs(5)),
+        svc,
+    ));
+    svc = BoxService::new(tower::Layer::layer(
+        &RetryLayer::exponential(3, Duration::from_millis(100)),
+        svc,
+    ));
+    BoxService::new(tower::Layer::layer(&DeadLetterLayer::default(), svc))
+}
