@@ -121,32 +121,26 @@ mod tests {
 
     use super::*;
     use crate::message::Message;
-    use crate::typed::handler::HandlerFuture;
 
     fn delivery() -> Delivery {
         Delivery::new(Message::builder().topic("t").payload("x").build().unwrap())
     }
 
     /// A handler that settles after `wait` (at once when zero).
-    #[derive(Clone)]
-    struct Waits(Duration);
-
-    impl tower::Service<Delivery> for Waits {
-        type Response = Settlement;
-        type Error = BoxError;
-        type Future = HandlerFuture;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-            Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, _: Delivery) -> HandlerFuture {
-            let wait = self.0;
-            Box::pin(async move {
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(Settlement::Ack)
-            })
-        }
+    fn waits(
+        wait: Duration,
+    ) -> impl tower::Service<
+        Delivery,
+        Response = Settlement,
+        Error = BoxError,
+        Future = impl Future<Output = Result<Settlement, BoxError>>,
+    > {
+        tower::service_fn(move |_: Delivery| async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Settlement::Ack)
+        })
     }
 
     /// A handler slower than the timeout fails with `Elapsed` at the deadline, counted from
@@ -156,7 +150,7 @@ mod tests {
         let layer = TimeoutLayer::new(Duration::from_millis(100));
 
         let start = Instant::now();
-        let mut slow = layer.layer(Waits(Duration::from_secs(10)));
+        let mut slow = layer.layer(waits(Duration::from_secs(10)));
         let call = tower::Service::call(&mut slow, delivery());
         // The deadline runs from the call, while nobody polls it yet.
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -165,11 +159,11 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(100));
 
         let waited = layer
-            .layer(Waits(Duration::from_millis(99)))
+            .layer(waits(Duration::from_millis(99)))
             .oneshot(delivery())
             .await;
         assert!(matches!(waited, Ok(Settlement::Ack)));
-        let at_once = layer.layer(Waits(Duration::ZERO)).oneshot(delivery()).await;
+        let at_once = layer.layer(waits(Duration::ZERO)).oneshot(delivery()).await;
         assert!(matches!(at_once, Ok(Settlement::Ack)));
     }
 }
