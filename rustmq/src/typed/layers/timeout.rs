@@ -73,9 +73,15 @@ where
     }
 
     fn call(&mut self, delivery: Delivery) -> Self::Future {
+        let now = Instant::now();
+        // A timeout too long to add (`Duration::MAX`: "never") waits about thirty years, as
+        // tokio's own `sleep` does.
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         TimeoutFuture {
             inner: self.inner.call(delivery),
-            deadline: Instant::now() + self.timeout,
+            deadline,
             sleep: None,
         }
     }
@@ -165,5 +171,11 @@ mod tests {
         assert!(matches!(waited, Ok(Settlement::Ack)));
         let at_once = layer.layer(waits(Duration::ZERO)).oneshot(delivery()).await;
         assert!(matches!(at_once, Ok(Settlement::Ack)));
+        // "Never" is a valid timeout, not an overflow.
+        let never = TimeoutLayer::new(Duration::MAX)
+            .layer(waits(Duration::from_secs(3_600)))
+            .oneshot(delivery())
+            .await;
+        assert!(matches!(never, Ok(Settlement::Ack)));
     }
 }
