@@ -368,6 +368,7 @@ impl Producer {
             offset = tracing::field::Empty,
         );
         let sent = async {
+            cooperate().await;
             let (tx, mut rx) = oneshot::channel();
             if let Some((slot, batch)) = self.enqueue(message, Waiter::Future(tx), true).await? {
                 let mut delivery =
@@ -399,6 +400,7 @@ impl Producer {
     ///
     /// For a callback that captures state, use [`Producer::send_async_with`].
     pub async fn send_async(&self, message: Message, callback: Option<SendCallback>) -> Result<()> {
+        cooperate().await;
         let waiter = match callback {
             Some(cb) => Waiter::Callback(Box::new(move |r: Result<SendResult>| match r {
                 Ok(ok) => cb(Some(ok), None),
@@ -415,6 +417,7 @@ impl Producer {
         message: Message,
         callback: impl FnOnce(Result<SendResult>) + Send + 'static,
     ) -> Result<()> {
+        cooperate().await;
         self.enqueue(message, Waiter::Callback(Box::new(callback)), false)
             .await
             .map(drop)
@@ -425,6 +428,7 @@ impl Producer {
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendResult>> {
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
+            cooperate().await;
             let (tx, rx) = oneshot::channel();
             self.enqueue(message, Waiter::Future(tx), false).await?;
             pending.push(rx);
@@ -655,6 +659,16 @@ impl RustMqClient {
     }
 }
 
+/// Spends a unit of the task's coop budget, yielding to the scheduler when it is spent, as
+/// tokio's own resources (the buffer's semaphore among them) do. A send that does not wait
+/// calls it before its message is accepted: a loop of sends then yields now and then, and the
+/// partitions' senders and the connection run while the batches fill (without it a sending
+/// loop ran until the buffer was full, and W1 lost a quarter of its throughput), and a send
+/// dropped at that point has accepted nothing.
+fn cooperate() -> impl std::future::Future<Output = ()> {
+    std::future::poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|p| p.made_progress()))
+}
+
 /// A message accepted into its batch (with the batch itself when the caller is to send it).
 type Accepted = Option<(Arc<Slot>, ReadyBatch)>;
 
@@ -672,15 +686,8 @@ impl std::future::Future for Enqueue<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         match &mut *self {
+            // Taken once; a poll after completion (which `.await` never makes) says closed.
             Enqueue::Done(outcome) => {
-                // A send that does not wait still spends the task's budget, as tokio's own
-                // resources (the buffer's semaphore among them) do: a loop of sends then yields
-                // to the scheduler now and then, and the partitions' senders and the connection
-                // run while the batches fill. Without it a sending loop ran until the buffer
-                // was full, and W1 lost a quarter of its throughput.
-                let progress = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-                progress.made_progress();
-                // Taken once; a poll after completion (which `.await` never makes) says closed.
                 std::task::Poll::Ready(outcome.take().unwrap_or_else(|| Err(ClientError::Closed)))
             }
             Enqueue::Waiting(waiting) => waiting.as_mut().poll(cx),
