@@ -42,12 +42,10 @@ use crate::RustMqClient;
 )]
 pub trait HandlerLayer: Send + Sync + 'static {
     /// The layered service.
-    type Service: tower::Service<Delivery, Response = Settlement, Error = BoxError, Future = Self::Future>
+    type Service: tower::Service<Delivery, Response = Settlement, Error = BoxError, Future: Send + 'static>
         + Clone
         + Send
         + 'static;
-    /// Its future.
-    type Future: Future<Output = std::result::Result<Settlement, BoxError>> + Send + 'static;
 
     /// Wraps a handler.
     fn wrap(&self, handler: BoxService) -> Self::Service;
@@ -61,7 +59,6 @@ where
     <L::Service as tower::Service<Delivery>>::Future: Send + 'static,
 {
     type Service = L::Service;
-    type Future = <L::Service as tower::Service<Delivery>>::Future;
 
     fn wrap(&self, handler: BoxService) -> L::Service {
         self.layer(handler)
@@ -266,7 +263,7 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
                 dead_letter: reg.topic.dead_letter.clone(),
                 producers: Default::default(),
             });
-            let runner = Runner {
+            let runner = Runner::<L> {
                 consumer,
                 service,
                 ctx,
@@ -326,9 +323,9 @@ impl RunningService {
     }
 }
 
-struct Runner<T> {
+struct Runner<L: HandlerLayer> {
     consumer: Consumer,
-    service: T,
+    service: L::Service,
     ctx: Arc<Context>,
     concurrency: usize,
     poison: PoisonPolicy,
@@ -336,11 +333,7 @@ struct Runner<T> {
     stopped: Arc<watch::Sender<bool>>,
 }
 
-impl<T> Runner<T>
-where
-    T: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone + Send + 'static,
-    T::Future: Send + 'static,
-{
+impl<L: HandlerLayer> Runner<L> {
     async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let halt = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::with_capacity(self.concurrency);
@@ -354,7 +347,7 @@ where
         for _ in 0..spawned {
             let (tx, rx) = mpsc::channel::<ConsumerMessage>(64);
             senders.push(tx);
-            workers.push(tokio::spawn(worker(
+            workers.push(tokio::spawn(worker::<L>(
                 rx,
                 self.service.clone(),
                 Arc::clone(&self.ctx),
@@ -455,17 +448,14 @@ fn route(message: &ConsumerMessage, workers: usize) -> usize {
     }
 }
 
-async fn worker<T>(
+async fn worker<L: HandlerLayer>(
     mut rx: mpsc::Receiver<ConsumerMessage>,
-    service: T,
+    service: L::Service,
     ctx: Arc<Context>,
     poison: PoisonPolicy,
     halt: Arc<AtomicBool>,
     stopped: Arc<watch::Sender<bool>>,
-) where
-    T: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone + Send + 'static,
-    T::Future: Send + 'static,
-{
+) {
     while let Some(message) = rx.recv().await {
         if halt.load(Ordering::Acquire) {
             break;
