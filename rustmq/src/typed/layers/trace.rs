@@ -80,21 +80,15 @@ where
         );
         #[cfg(feature = "opentelemetry")]
         crate::telemetry::otel::set_parent_from_headers(&span, &m.headers);
-        // Each event is logged only if it can be recorded (asked inside the span, so that
-        // filters on the span apply), and the handling is timed only for the per-message
-        // `settled` event: at the usual levels (info, warn) the two clock reads per message
-        // would measure nothing anybody sees. A failure's warning carries the time when the
-        // debug level is on too.
-        let (settled, failed) = span.in_scope(|| {
-            (
-                tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG),
-                tracing::enabled!(target: "rustmq::handle", tracing::Level::WARN),
-            )
-        });
+        // The handling is timed only if the per-message `settled` event can be recorded (asked
+        // inside the span, so that filters on the span apply): at the usual levels (info, warn)
+        // the two clock reads per message would measure nothing anybody sees. A failure's
+        // warning carries the time when the debug level is on too.
+        let timed =
+            span.in_scope(|| tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG));
         TraceFuture {
             inner: self.inner.call(delivery),
-            start: settled.then(Instant::now),
-            failed,
+            start: timed.then(Instant::now),
         }
         .instrument(span)
     }
@@ -109,7 +103,6 @@ pin_project_lite::pin_project! {
         inner: F,
         // Set when the `settled` event is on.
         start: Option<Instant>,
-        failed: bool,
     }
 }
 
@@ -129,10 +122,10 @@ where
                     tracing::debug!(target: "rustmq::handle", settlement = s.kind(), elapsed_us, "settled")
                 }
             }
-            Err(e) if *this.failed => {
+            // The macro checks its own level (within the span, entered while this polls).
+            Err(e) => {
                 tracing::warn!(target: "rustmq::handle", error = %e, elapsed_us, "handler failed")
             }
-            Err(_) => {}
         }
         Poll::Ready(result)
     }
