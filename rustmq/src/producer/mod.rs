@@ -26,9 +26,11 @@ mod partitioner;
 mod sender;
 
 use std::collections::VecDeque;
+use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use futures::future::{BoxFuture, Either};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch, Notify, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
@@ -456,19 +458,20 @@ impl Producer {
     /// The work is done in this call, not in the returned future, unless the buffer is full
     /// and the producer waits for room: the message then moves into a boxed future. A send's
     /// future thus does not hold the message twice (an `async fn` keeps its arguments and its
-    /// locals apart), and is moved around lighter for every message sent.
+    /// locals apart), and is moved around lighter for every message sent. Every caller awaits
+    /// [`cooperate`] first: the budget is spent in a poll, and before the message is accepted.
     fn enqueue(&self, message: Message, waiter: Waiter, direct: bool) -> Enqueue<'_> {
         let inner = &self.inner;
         let (message, permits) = match self.admit(message) {
             Ok(admitted) => admitted,
-            Err(e) => return Enqueue::Done(Some(Err(e))),
+            Err(e) => return Either::Left(ready(Err(e))),
         };
         // Room in the buffer, taken at once when there is some (the semaphore is fair: waiting
         // senders are served first as permits come back).
         match inner.buffer.try_acquire_many(permits) {
             Ok(permit) => permit.forget(),
             Err(TryAcquireError::NoPermits) if inner.config.block_on_buffer_full => {
-                return Enqueue::Waiting(Box::pin(async move {
+                return Either::Right(Box::pin(async move {
                     inner
                         .buffer
                         .acquire_many(permits)
@@ -479,15 +482,15 @@ impl Producer {
                 }))
             }
             Err(TryAcquireError::Closed) if inner.config.block_on_buffer_full => {
-                return Enqueue::Done(Some(Err(ClientError::Closed)))
+                return Either::Left(ready(Err(ClientError::Closed)))
             }
             Err(_) => {
-                return Enqueue::Done(Some(Err(ClientError::BufferFull {
+                return Either::Left(ready(Err(ClientError::BufferFull {
                     limit: inner.config.buffer_memory,
                 })))
             }
         }
-        Enqueue::Done(Some(self.accept(message, waiter, direct, permits)))
+        Either::Left(ready(self.accept(message, waiter, direct, permits)))
     }
 
     /// Checks `message` for this producer and adds the default properties; returns it with
@@ -672,25 +675,5 @@ fn cooperate() -> impl std::future::Future<Output = ()> {
 /// A message accepted into its batch (with the batch itself when the caller is to send it).
 type Accepted = Option<(Arc<Slot>, ReadyBatch)>;
 
-/// The outcome of [`Producer::enqueue`]: already known, or a wait for buffer room.
-enum Enqueue<'a> {
-    Done(Option<Result<Accepted>>),
-    Waiting(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Accepted>> + Send + 'a>>),
-}
-
-impl std::future::Future for Enqueue<'_> {
-    type Output = Result<Accepted>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        match &mut *self {
-            // Taken once; a poll after completion (which `.await` never makes) says closed.
-            Enqueue::Done(outcome) => {
-                std::task::Poll::Ready(outcome.take().unwrap_or_else(|| Err(ClientError::Closed)))
-            }
-            Enqueue::Waiting(waiting) => waiting.as_mut().poll(cx),
-        }
-    }
-}
+/// The outcome of [`Producer::enqueue`]: already known, or (the buffer full) a wait for room.
+type Enqueue<'a> = Either<Ready<Result<Accepted>>, BoxFuture<'a, Result<Accepted>>>;
