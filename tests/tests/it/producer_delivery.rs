@@ -35,6 +35,19 @@ async fn producer(client: &RustMqClient, topic: &str, config: ProducerConfig) ->
         .unwrap()
 }
 
+/// A broker, a client with fast retries, `topic` with one partition, and a producer of it
+/// (the broker is returned to keep it running and to reach its test handle).
+async fn one_partition(
+    topic: &str,
+    config: ProducerConfig,
+) -> (TestBroker, RustMqClient, Producer) {
+    let broker = TestBroker::start().await.unwrap();
+    let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
+    client.create_topic(topic, 1).await.unwrap();
+    let p = producer(&client, topic, config).await;
+    (broker, client, p)
+}
+
 fn msg(topic: &str, payload: impl Into<String>) -> Message {
     Message::builder()
         .topic(topic)
@@ -56,11 +69,7 @@ async fn stored_payloads(client: &RustMqClient, topic: &str, partition: u32) -> 
 async fn order_holds_across_retries_and_idempotence_drops_the_resends() {
     tests::init_tracing();
     for idempotent in [false, true] {
-        let broker = TestBroker::start().await.unwrap();
-        let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
-        client.create_topic("ordered", 1).await.unwrap();
-        let p = producer(
-            &client,
+        let (broker, client, p) = one_partition(
             "ordered",
             ProducerConfig {
                 batch_size: 10,
@@ -113,11 +122,7 @@ async fn order_holds_across_retries_and_idempotence_drops_the_resends() {
 async fn a_resent_batch_is_stored_once_with_idempotence_and_twice_without() {
     tests::init_tracing();
     for (idempotent, copies) in [(true, 1u64), (false, 2)] {
-        let broker = TestBroker::start().await.unwrap();
-        let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
-        client.create_topic("once", 1).await.unwrap();
-        let p = producer(
-            &client,
+        let (broker, client, p) = one_partition(
             "once",
             ProducerConfig {
                 idempotent,
@@ -146,11 +151,7 @@ async fn a_resent_batch_is_stored_once_with_idempotence_and_twice_without() {
 async fn a_send_dropped_mid_request_is_still_delivered_and_order_holds() {
     tests::init_tracing();
     for idempotent in [false, true] {
-        let broker = TestBroker::start().await.unwrap();
-        let client = RustMqClient::new(fast_retries(&broker)).await.unwrap();
-        client.create_topic("direct", 1).await.unwrap();
-        let p = producer(
-            &client,
+        let (broker, client, p) = one_partition(
             "direct",
             ProducerConfig {
                 idempotent,
