@@ -148,6 +148,20 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
+/// Checking every record without building any: the broker's check of each produced batch,
+/// and the consumer's check of each fetched one (records are decoded later, one per receive).
+fn validate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validate_records");
+    for w in workloads() {
+        let batch = RecordBatch::parse(w.encode(Compression::None)).expect("valid");
+        group.throughput(Throughput::Elements(RECORDS as u64));
+        group.bench_with_input(BenchmarkId::new("none", w.name), &batch, |b, batch| {
+            b.iter(|| black_box(batch).validate_records(1 << 20).expect("valid"));
+        });
+    }
+    group.finish();
+}
+
 fn crc(c: &mut Criterion) {
     let mut rng = fastrand::Rng::with_seed(7);
     let data: Vec<u8> = (0..1 << 20).map(|_| rng.u8(..)).collect();
@@ -160,6 +174,12 @@ fn crc(c: &mut Criterion) {
 // The macro generates an undocumented `pub fn benches`.
 #[allow(missing_docs)]
 mod group {
-    criterion::criterion_group!(benches, super::encode_decode, super::parse, super::crc);
+    criterion::criterion_group!(
+        benches,
+        super::encode_decode,
+        super::parse,
+        super::validate,
+        super::crc
+    );
 }
 criterion_main!(group::benches);

@@ -165,24 +165,6 @@ pub fn batch_size_at(buf: &[u8]) -> Option<usize> {
     Some(u32::from_be_bytes(len.try_into().ok()?) as usize + LOG_OVERHEAD)
 }
 
-/// The records the batches in `buf` say they hold, read from their headers and nothing else
-/// checked: a capacity hint for a reader about to decode them (stops at the first header that
-/// is not complete).
-pub fn record_count_hint(buf: &[u8]) -> usize {
-    const RECORD_COUNT_AT: usize = BATCH_HEADER_LEN - 4;
-    let mut total = 0usize;
-    let mut rest = buf;
-    while let (Some(size), Some(count)) = (
-        batch_size_at(rest),
-        rest.get(RECORD_COUNT_AT..BATCH_HEADER_LEN),
-    ) {
-        let count: [u8; 4] = count.try_into().unwrap_or_default();
-        total = total.saturating_add(u32::from_be_bytes(count) as usize);
-        rest = rest.get(size..).unwrap_or_default();
-    }
-    total
-}
-
 /// Rewrites the base offset of an encoded batch in place (the CRC does not cover it).
 pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -301,7 +283,9 @@ impl RecordBatch {
 }
 
 /// Iterator over the records of a batch; yields an error and stops on corrupt input.
-#[derive(Debug)]
+///
+/// Cloning it is cheap (the records are shared, not copied).
+#[derive(Debug, Clone)]
 pub struct RecordIter {
     reader: Reader,
     index: u32,
@@ -311,18 +295,13 @@ pub struct RecordIter {
 }
 
 impl RecordIter {
-    /// Parses the next record and checks all of it. With `keep` the record is built; without,
-    /// nothing is allocated and the record comes back with no key, value or headers (the
-    /// broker's validation of every produced batch takes that path).
-    fn next_record(&mut self, keep: bool) -> Result<Record> {
+    /// Parses the next record and checks all of it. With `KEEP` the record is built; without,
+    /// nothing is built or allocated (the broker's check of every produced batch and the
+    /// consumer's check of every fetched one take that path).
+    #[inline]
+    fn next_record<const KEEP: bool>(&mut self) -> Result<Option<Record>> {
         let r = &mut self.reader;
         let len = r.length()?;
-        if len > r.remaining() {
-            return Err(ProtocolError::Truncated {
-                needed: len,
-                remaining: r.remaining(),
-            });
-        }
         let end = r.position() + len;
         let _attributes = r.u8()?;
         let ts_delta = r.varint()?;
@@ -332,56 +311,83 @@ impl RecordIter {
                 "record offset delta out of sequence",
             ));
         }
-        let key = nullable_bytes(r, keep)?;
-        let value = nullable_bytes(r, keep)?;
+        let (key, value) = if KEEP {
+            (nullable_bytes(r)?, nullable_bytes(r)?)
+        } else {
+            skip_nullable(r)?;
+            skip_nullable(r)?;
+            (None, None)
+        };
         let header_count = r.length()?;
-        let mut headers = Vec::with_capacity(if keep { header_count.min(64) } else { 0 });
+        if !KEEP {
+            skip_headers(r, header_count, end)?;
+            return check_end(r, end).map(|()| None);
+        }
+        let mut headers = Vec::with_capacity(header_count.min(64));
         for _ in 0..header_count {
             let klen = r.length()?;
             let name =
                 std::str::from_utf8(r.slice(klen)?).map_err(|_| ProtocolError::InvalidUtf8)?;
-            let name = keep.then(|| name.to_owned());
+            let key = name.to_owned();
             let vlen = r.length()?;
-            match name {
-                Some(key) => headers.push(RecordHeader {
-                    key,
-                    value: r.bytes(vlen)?,
-                }),
-                None => {
-                    r.slice(vlen)?;
-                }
-            }
+            headers.push(RecordHeader {
+                key,
+                value: r.bytes(vlen)?,
+            });
             if r.position() > end {
                 break;
             }
         }
-        if r.position() != end {
-            return Err(ProtocolError::CorruptBatch(
-                "record length does not match its fields",
-            ));
-        }
-        Ok(Record {
+        check_end(r, end)?;
+        Ok(Some(Record {
             offset: self.base_offset + offset_delta,
             timestamp: self.base_timestamp.wrapping_add(ts_delta),
             key,
             value,
             headers,
-        })
+        }))
     }
 
     /// Checks every remaining record without building any; the number checked.
     pub fn validate(mut self) -> Result<u32> {
         let mut checked = 0;
         while self.index < self.count {
-            self.advance(false)?;
+            self.advance::<false>()?;
             checked += 1;
         }
         Ok(checked)
     }
 
+    /// Checks the next `n` records (at most the remaining ones) exactly as iterating would,
+    /// without building them and without moving this iterator. On corrupt input, the error
+    /// comes with the number of records that checked fine before it.
+    pub fn check_ahead(&self, n: u32) -> std::result::Result<(), (u32, ProtocolError)> {
+        let mut ahead = self.clone();
+        let n = n.min(self.count - self.index);
+        for good in 0..n {
+            ahead.advance::<false>().map_err(|e| (good, e))?;
+        }
+        Ok(())
+    }
+
+    /// Steps over the next `n` records (at most the remaining ones) without building them;
+    /// fails on the first corrupt one, as iterating would.
+    pub fn skip_records(&mut self, n: u32) -> Result<()> {
+        for _ in 0..n.min(self.count - self.index) {
+            self.advance::<false>()?;
+        }
+        Ok(())
+    }
+
+    /// Records not iterated yet.
+    pub fn remaining(&self) -> u32 {
+        self.count - self.index
+    }
+
     /// The next record, then the end-of-batch checks; stops the iteration on error.
-    fn advance(&mut self, keep: bool) -> Result<Record> {
-        let result = self.next_record(keep).and_then(|rec| {
+    #[inline]
+    fn advance<const KEEP: bool>(&mut self) -> Result<Option<Record>> {
+        let result = self.next_record::<KEEP>().and_then(|rec| {
             if self.index + 1 == self.count && self.reader.remaining() != 0 {
                 Err(ProtocolError::CorruptBatch(
                     "trailing bytes after the last record",
@@ -399,20 +405,57 @@ impl RecordIter {
     }
 }
 
-/// A nullable length-prefixed field; without `keep` it is checked and skipped.
-fn nullable_bytes(r: &mut Reader, keep: bool) -> Result<Option<Bytes>> {
+/// Checks and steps over `count` headers of a record ending at `end`.
+#[inline]
+fn skip_headers(r: &mut Reader, count: usize, end: usize) -> Result<()> {
+    for _ in 0..count {
+        let klen = r.length()?;
+        std::str::from_utf8(r.slice(klen)?).map_err(|_| ProtocolError::InvalidUtf8)?;
+        let vlen = r.length()?;
+        r.slice(vlen)?;
+        if r.position() > end {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless the record's fields ended exactly at its announced `end`.
+#[inline]
+fn check_end(r: &Reader, end: usize) -> Result<()> {
+    if r.position() == end {
+        Ok(())
+    } else {
+        Err(ProtocolError::CorruptBatch(
+            "record length does not match its fields",
+        ))
+    }
+}
+
+/// A nullable length-prefixed field.
+#[inline]
+fn nullable_bytes(r: &mut Reader) -> Result<Option<Bytes>> {
+    nullable_len(r)?.map(|n| r.bytes(n)).transpose()
+}
+
+/// Checks and steps over a nullable length-prefixed field.
+#[inline]
+fn skip_nullable(r: &mut Reader) -> Result<()> {
+    if let Some(n) = nullable_len(r)? {
+        r.slice(n)?;
+    }
+    Ok(())
+}
+
+/// The length of a nullable field (`None`: null).
+#[inline]
+fn nullable_len(r: &mut Reader) -> Result<Option<usize>> {
     match r.varint()? {
         -1 => Ok(None),
         n if n < 0 => Err(ProtocolError::CorruptBatch("negative field length")),
-        n => {
-            let n = usize::try_from(n).map_err(|_| ProtocolError::BadVarint)?;
-            if keep {
-                Ok(Some(r.bytes(n)?))
-            } else {
-                r.slice(n)?;
-                Ok(None)
-            }
-        }
+        n => usize::try_from(n)
+            .map(Some)
+            .map_err(|_| ProtocolError::BadVarint),
     }
 }
 
@@ -423,7 +466,8 @@ impl Iterator for RecordIter {
         if self.index >= self.count {
             return None;
         }
-        Some(self.advance(true))
+        // Built records always come back: `None` here cannot happen, and would end the walk.
+        self.advance::<true>().transpose()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -693,21 +737,6 @@ mod tests {
     }
 
     #[test]
-    fn record_count_hint_sums_the_complete_headers() {
-        let (a, b) = (sample(Compression::None), sample(Compression::Lz4));
-        let both = [&a[..], &b[..]].concat();
-        assert_eq!(record_count_hint(&both), 200);
-        // A second batch cut inside its header is not counted; one cut after it is (a hint).
-        assert_eq!(record_count_hint(&both[..a.len() + 30]), 100);
-        assert_eq!(record_count_hint(&both[..a.len() + BATCH_HEADER_LEN]), 200);
-        assert_eq!(record_count_hint(&[]), 0);
-        // A length pointing past the end ends the walk instead of reading beyond it.
-        let mut huge = a.to_vec();
-        huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(record_count_hint(&huge), 100);
-    }
-
-    #[test]
     fn every_codec_round_trips() {
         for codec in Compression::ALL {
             let bytes = sample(codec);
@@ -770,6 +799,54 @@ mod tests {
         both.truncate(both.len() - 1);
         let results: Vec<_> = BatchIter::new(both.freeze()).collect();
         assert!(results[0].is_ok() && results[1].is_err());
+    }
+
+    /// Ten plain records, the sixth (offset 5) corrupt: its offset delta is out of sequence,
+    /// under a CRC recomputed to match, as a broken or hostile peer could send it.
+    fn sixth_record_corrupt() -> RecordBatch {
+        let mut b = RecordBatchBuilder::new();
+        for i in 0..10 {
+            b.push(1_000 + i, Some(b"k"), Some(b"v"), std::iter::empty());
+        }
+        let mut raw = b.build().unwrap().to_vec();
+        let mut r = crate::codec::Reader::new(Bytes::copy_from_slice(&raw[BATCH_HEADER_LEN..]));
+        for _ in 0..5 {
+            let len = r.length().unwrap();
+            r.slice(len).unwrap();
+        }
+        // Length, attributes and timestamp delta take a byte each; then the offset delta.
+        let at = BATCH_HEADER_LEN + r.position() + 3;
+        assert_eq!(raw[at], 5);
+        raw[at] = 9;
+        let crc = compute_crc(&raw);
+        raw[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        RecordBatch::parse(Bytes::from(raw)).unwrap()
+    }
+
+    #[test]
+    fn check_ahead_counts_the_good_records_before_a_corrupt_one_and_moves_nothing() {
+        let iter = sixth_record_corrupt().records().unwrap();
+        assert_eq!(iter.check_ahead(5), Ok(()));
+        let (good, e) = iter.check_ahead(8).unwrap_err();
+        assert_eq!(good, 5);
+        assert!(matches!(e, ProtocolError::CorruptBatch(_)), "{e:?}");
+        assert_eq!(iter.remaining(), 10, "checking ahead does not advance");
+        let mut iter = iter;
+        iter.skip_records(3).unwrap();
+        assert_eq!(
+            (iter.remaining(), iter.next().unwrap().unwrap().offset),
+            (7, 3)
+        );
+        assert!(
+            iter.skip_records(4).is_err(),
+            "skipping checks what it skips"
+        );
+        assert!(
+            iter.next().is_none(),
+            "and stops the iteration on corrupt input"
+        );
+        let plain = RecordBatch::parse(sample(Compression::Lz4)).unwrap();
+        assert_eq!(plain.records().unwrap().check_ahead(u32::MAX), Ok(()));
     }
 
     #[test]

@@ -102,7 +102,10 @@ impl ConsumerBuilder {
         let inner = Arc::new(Inner {
             instruments: crate::telemetry::ConsumerInstruments::new(&topic, &config.consumer_group),
             group: config.consumer_group.clone(),
-            state: Mutex::new(State::new(config.max_buffered_messages_per_partition)),
+            state: Mutex::new(State::new(
+                &topic,
+                config.max_buffered_messages_per_partition,
+            )),
             topic,
             consumer_id,
             config,

@@ -24,6 +24,7 @@ use rustmq_protocol::{
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use super::buffer::Records;
 use super::config::ConsumerConfig;
 use super::state::FetchGate;
 use super::{offsets, Inner};
@@ -33,69 +34,77 @@ use crate::message::Message;
 /// What one fetch answer decoded into.
 #[derive(Debug)]
 pub(crate) struct Decoded {
-    pub(crate) messages: Vec<Message>,
+    /// The records to deliver, checked; each is decoded into a message when received.
+    pub(crate) records: Records,
     /// Where the next fetch starts (`None` if the answer held no batch).
     pub(crate) next_offset: Option<u64>,
     /// Average stored bytes per record in the answer.
     pub(crate) record_bytes: Option<usize>,
 }
 
-/// Decodes the batches of a fetch answer into at most `max` messages at or after `from`.
+/// Checks the batches of a fetch answer and keeps at most `max` records at or after `from`.
 ///
-/// A batch that fails to decode after some messages were taken ends the answer early (the
-/// next fetch starts at it and reports the error); one that fails first is the error.
+/// Every record kept is checked here (CRC, decompression, every field), so that receiving it
+/// cannot fail; records below `from` are not. A batch or record that fails after some records
+/// were kept ends the answer early (the next fetch starts at it and reports the error); one
+/// that fails first is the error.
 pub(crate) fn decode(
-    topic: &str,
-    partition: u32,
     from: u64,
     max: usize,
     records: Bytes,
 ) -> std::result::Result<Decoded, ProtocolError> {
     let mut out = Decoded {
-        messages: Vec::new(),
+        records: Records::default(),
         next_offset: None,
         record_bytes: None,
     };
-    // Room for every record up front (the headers' claim, never more than `max` allows):
-    // growing batch by batch moved the messages decoded so far again on every reallocation.
-    out.messages
-        .reserve(max.min(rustmq_protocol::batch::record_count_hint(&records)));
     let (mut bytes, mut count) = (0usize, 0usize);
-    // On a decoding error after some messages were taken, stop after the last one taken.
-    let stop = |out: &mut Decoded, e: ProtocolError| match out.messages.last() {
-        Some(last) => {
-            out.next_offset = Some(last.offset + 1);
-            Ok(())
-        }
+    // The offset after the last record kept, where the next fetch starts if this one ends early.
+    let mut kept_end = None;
+    let stop = |out: Decoded, kept_end: Option<u64>, e| match kept_end {
+        Some(end) => Ok(Decoded {
+            next_offset: Some(end),
+            ..out
+        }),
         None => Err(e),
     };
-    'batches: for batch in BatchIter::new(records) {
-        let (batch, records) = match batch.and_then(|b| b.records().map(|r| (b, r))) {
+    for batch in BatchIter::new(records) {
+        let (batch, mut iter) = match batch.and_then(|b| b.records().map(|r| (b, r))) {
             Ok(d) => d,
-            Err(e) => {
-                stop(&mut out, e)?;
-                break;
-            }
+            Err(e) => return stop(out, kept_end, e),
         };
         let header = batch.header();
         bytes += batch.as_bytes().len();
         count += header.record_count as usize;
-        for record in records {
-            let record = match record {
-                Ok(r) => r,
-                Err(e) => {
-                    stop(&mut out, e)?;
-                    break 'batches;
-                }
-            };
-            if record.offset < from {
-                continue;
+        // Offsets in a batch run from its base offset, one per record (decoding checks it).
+        let below = from.saturating_sub(header.base_offset);
+        let skip = u32::try_from(below).map_or(header.record_count, |b| b.min(header.record_count));
+        if skip == header.record_count {
+            out.next_offset = Some(header.next_offset());
+            continue;
+        }
+        let room = u32::try_from(max - out.records.len()).unwrap_or(u32::MAX);
+        let take = (header.record_count - skip).min(room);
+        let first = header.base_offset + u64::from(skip);
+        if take == 0 {
+            out.next_offset = Some(first);
+            break;
+        }
+        if let Err((good, e)) = iter.check_ahead(skip + take) {
+            let good = good.saturating_sub(skip);
+            if good > 0 && iter.skip_records(skip).is_ok() {
+                out.records.push_checked(iter, good);
+                kept_end = Some(first + u64::from(good));
             }
-            if out.messages.len() == max {
-                out.next_offset = Some(record.offset);
-                break 'batches;
-            }
-            out.messages.push(to_message(topic, partition, record));
+            return stop(out, kept_end, e);
+        }
+        iter.skip_records(skip)?;
+        out.records.push_checked(iter, take);
+        kept_end = Some(first + u64::from(take));
+        if take < header.record_count - skip {
+            // Full inside this batch: the next fetch starts at its first record not kept.
+            out.next_offset = kept_end;
+            break;
         }
         out.next_offset = Some(header.next_offset());
     }
@@ -197,16 +206,10 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
             Some(Err(e)) => Err(e),
         };
         match result {
-            Ok(response) => match decode(
-                &inner.topic,
-                partition,
-                offset,
-                max_records,
-                response.records,
-            ) {
+            Ok(response) => match decode(offset, max_records, response.records) {
                 Ok(decoded) => {
                     failures = 0;
-                    let count = decoded.messages.len();
+                    let count = decoded.records.len();
                     let hw = response.high_watermark;
                     let position = {
                         let mut state = inner.state.lock();
@@ -215,7 +218,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                             .apply_fetch(
                                 partition,
                                 epoch,
-                                decoded.messages,
+                                decoded.records,
                                 next,
                                 hw,
                                 decoded.record_bytes,
@@ -323,13 +326,26 @@ mod tests {
         )
     }
 
+    /// The messages `d` holds, as partition 2 of topic `t` delivers them.
+    fn messages(mut d: Decoded) -> Vec<Message> {
+        let n = d.records.len();
+        let out: Vec<Message> = std::iter::from_fn(|| d.records.pop_front("t", 2)).collect();
+        assert_eq!(out.len(), n, "every record counted is delivered");
+        out
+    }
+
+    fn offsets(d: Decoded) -> Vec<u64> {
+        messages(d).iter().map(|m| m.offset).collect()
+    }
+
     #[test]
     fn records_below_the_requested_offset_are_skipped() {
-        let d = decode("t", 2, 13, 100, answer(&[(10, 5), (15, 5)])).unwrap();
-        let offsets: Vec<u64> = d.messages.iter().map(|m| m.offset).collect();
-        assert_eq!(offsets, (13..20).collect::<Vec<_>>());
+        let d = decode(13, 100, answer(&[(10, 5), (15, 5)])).unwrap();
         assert_eq!(d.next_offset, Some(20));
-        let m = &d.messages[0];
+        let messages = messages(d);
+        let got: Vec<u64> = messages.iter().map(|m| m.offset).collect();
+        assert_eq!(got, (13..20).collect::<Vec<_>>());
+        let m = &messages[0];
         assert_eq!(
             (m.topic.as_str(), m.partition, m.id.as_str()),
             ("t", 2, "t-2-13")
@@ -338,18 +354,29 @@ mod tests {
         assert_eq!(m.headers["h"], "x");
         assert_eq!(m.key_as_str(), Some("k"));
         assert_eq!(m.timestamp, 1_003);
+        // A batch wholly below the offset is passed over.
+        let d = decode(17, 100, answer(&[(10, 5), (15, 5)])).unwrap();
+        assert_eq!(d.next_offset, Some(20));
+        assert_eq!(offsets(d), [17, 18, 19]);
     }
 
     #[test]
     fn at_most_max_records_are_kept_and_the_next_fetch_resumes_after_them() {
-        let d = decode("t", 0, 0, 7, answer(&[(0, 5), (5, 5)])).unwrap();
-        assert_eq!(d.messages.len(), 7);
+        let d = decode(0, 7, answer(&[(0, 5), (5, 5)])).unwrap();
         assert_eq!(d.next_offset, Some(7));
-        let d = decode("t", 0, 0, 5, answer(&[(0, 5), (5, 5)])).unwrap();
-        assert_eq!((d.messages.len(), d.next_offset), (5, Some(5)));
-        let d = decode("t", 0, 0, 5, Bytes::new()).unwrap();
+        assert_eq!(offsets(d), (0..7).collect::<Vec<_>>());
+        let d = decode(0, 5, answer(&[(0, 5), (5, 5)])).unwrap();
+        assert_eq!((d.records.len(), d.next_offset), (5, Some(5)));
+        let d = decode(3, 4, answer(&[(0, 5), (5, 5)])).unwrap();
+        assert_eq!(d.next_offset, Some(7));
+        assert_eq!(offsets(d), [3, 4, 5, 6]);
+        // Full in the middle of a batch with more batches after it.
+        let d = decode(0, 3, answer(&[(0, 5), (5, 5), (10, 5)])).unwrap();
+        assert_eq!(d.next_offset, Some(3));
+        assert_eq!(offsets(d), [0, 1, 2]);
+        let d = decode(0, 5, Bytes::new()).unwrap();
         assert_eq!(
-            (d.messages.len(), d.next_offset, d.record_bytes),
+            (d.records.len(), d.next_offset, d.record_bytes),
             (0, None, None)
         );
     }
@@ -361,9 +388,53 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         bytes.extend_from_slice(&bad);
-        let d = decode("t", 0, 0, 100, Bytes::from(bytes)).unwrap();
-        assert_eq!((d.messages.len(), d.next_offset), (3, Some(3)));
-        assert!(decode("t", 0, 3, 100, Bytes::from(bad)).is_err());
+        let d = decode(0, 100, Bytes::from(bytes)).unwrap();
+        assert_eq!(d.next_offset, Some(3));
+        assert_eq!(offsets(d), [0, 1, 2]);
+        assert!(decode(3, 100, Bytes::from(bad)).is_err());
+    }
+
+    /// Plain records at offsets `base..base + n`, the one at `corrupt` with an offset delta
+    /// out of sequence under a CRC recomputed to match (a broken or hostile broker).
+    fn batch_with_corrupt_record(base: u64, n: u64, corrupt: u64) -> Vec<u8> {
+        let mut b = RecordBatchBuilder::new();
+        for _ in 0..n {
+            b.push(1_000, Some(b"k"), Some(b"v"), std::iter::empty());
+        }
+        let mut raw = b.build().unwrap().to_vec();
+        rustmq_protocol::batch::set_base_offset(&mut raw, base);
+        // Each record here is 9 bytes: length, attributes, timestamp delta, offset delta,
+        // key length and key, value length and value, header count.
+        let header_len = raw.len() - 9 * n as usize;
+        let at = header_len + 9 * (corrupt - base) as usize + 3;
+        assert_eq!(u64::from(raw[at]), corrupt - base);
+        raw[at] = raw[at].wrapping_add(1);
+        let crc = rustmq_protocol::batch::compute_crc(&raw);
+        raw[17 - 4..17].copy_from_slice(&crc.to_be_bytes());
+        raw
+    }
+
+    #[test]
+    fn a_corrupt_record_under_a_valid_crc_ends_the_answer_before_it() {
+        let mut bytes = answer(&[(0, 3)]).to_vec();
+        bytes.extend_from_slice(&batch_with_corrupt_record(3, 6, 6));
+        let d = decode(0, 100, Bytes::from(bytes.clone())).unwrap();
+        assert_eq!(
+            d.next_offset,
+            Some(6),
+            "the next fetch starts at the corrupt record"
+        );
+        assert_eq!(offsets(d), [0, 1, 2, 3, 4, 5]);
+        // Fetched again from there, the record is the error.
+        assert!(matches!(
+            decode(6, 100, Bytes::from(batch_with_corrupt_record(3, 6, 6))),
+            Err(ProtocolError::CorruptBatch(_))
+        ));
+        // Records kept before the corrupt one are still delivered when the limit stops short
+        // of it, and the answer reads as a good one.
+        let d = decode(4, 2, Bytes::from(bytes)).unwrap();
+        assert_eq!(d.next_offset, Some(6));
+        assert_eq!(offsets(d), [4, 5]);
     }
 
     #[test]

@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+mod buffer;
 mod builder;
 mod config;
 mod delivery;

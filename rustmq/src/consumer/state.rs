@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::buffer::Records;
 use super::tracker::OffsetTracker;
 use crate::error::ClientError;
 use crate::message::Message;
@@ -63,7 +64,8 @@ pub(crate) struct PartitionState {
     pub(crate) epoch: u64,
     /// Next offset to fetch.
     pub(crate) fetch_offset: u64,
-    buffer: Buffer,
+    /// Fetched records not yet delivered.
+    buffer: Records,
     pub(crate) tracker: OffsetTracker,
     /// High watermark from the latest fetch.
     pub(crate) high_watermark: Option<u64>,
@@ -87,11 +89,14 @@ pub(crate) struct State {
     next_epoch: u64,
     retry_seq: u64,
     cap: usize,
+    /// The topic, for the messages decoded from the buffers.
+    topic: String,
 }
 
 impl State {
-    /// Empty state with at most `cap` buffered messages per partition.
-    pub(crate) fn new(cap: usize) -> Self {
+    /// Empty state of a consumer of `topic` with at most `cap` buffered messages per
+    /// partition.
+    pub(crate) fn new(topic: &str, cap: usize) -> Self {
         Self {
             partitions: BTreeMap::new(),
             paused: BTreeSet::new(),
@@ -102,6 +107,7 @@ impl State {
             next_epoch: 1,
             retry_seq: 0,
             cap,
+            topic: topic.to_owned(),
         }
     }
 
@@ -124,7 +130,7 @@ impl State {
             PartitionState {
                 epoch,
                 fetch_offset: position,
-                buffer: Buffer::default(),
+                buffer: Records::default(),
                 tracker: OffsetTracker::new(position, committed),
                 high_watermark: None,
                 record_bytes: 1024,
@@ -229,7 +235,10 @@ impl State {
             self.cursor = Some(id);
             let cap = self.cap;
             let p = self.partitions.get_mut(&id).expect("partition just seen");
-            let message = p.buffer.pop_front().expect("buffer not empty");
+            let message = p
+                .buffer
+                .pop_front(&self.topic, id)
+                .expect("buffer not empty");
             p.tracker.delivered(message.offset);
             if p.buffer.len() <= refill_level(cap) {
                 p.wake.notify_one();
@@ -268,7 +277,7 @@ impl State {
         &mut self,
         partition: u32,
         epoch: u64,
-        messages: Vec<Message>,
+        records: Records,
         next_offset: u64,
         high_watermark: u64,
         record_bytes: Option<usize>,
@@ -282,10 +291,10 @@ impl State {
             return false;
         };
         debug_assert!(
-            p.buffer.len() + messages.len() <= cap,
+            p.buffer.len() + records.len() <= cap,
             "a fetch overfilled its buffer"
         );
-        p.buffer.push(messages);
+        p.buffer.append(records);
         p.fetch_offset = p.fetch_offset.max(next_offset);
         p.high_watermark = Some(high_watermark);
         if let Some(bytes) = record_bytes {
@@ -419,49 +428,6 @@ impl State {
         for p in self.partitions.values() {
             p.wake.notify_one();
         }
-    }
-}
-
-/// Fetched messages waiting for delivery, kept in the vectors the fetches decoded them into:
-/// a message is moved once more, out to the application, instead of into one queue first (a
-/// `Message` is ~200 bytes, and these moves showed in profiles of W3).
-#[derive(Debug, Default)]
-struct Buffer {
-    fetches: VecDeque<std::vec::IntoIter<Message>>,
-    len: usize,
-}
-
-impl Buffer {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn push(&mut self, messages: Vec<Message>) {
-        if !messages.is_empty() {
-            self.len += messages.len();
-            self.fetches.push_back(messages.into_iter());
-        }
-    }
-
-    // The `Option` from the vector's iterator is handed on as it is: unwrapping and wrapping
-    // the ~200-byte message again costs copies the compiler does not elide.
-    fn pop_front(&mut self) -> Option<Message> {
-        let fetch = self.fetches.front_mut()?;
-        let message = fetch.next();
-        if fetch.len() == 0 {
-            self.fetches.pop_front();
-        }
-        self.len -= usize::from(message.is_some());
-        message
-    }
-
-    fn clear(&mut self) {
-        self.fetches.clear();
-        self.len = 0;
     }
 }
 

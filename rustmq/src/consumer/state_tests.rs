@@ -4,29 +4,23 @@
 use super::*;
 use std::time::Duration;
 
-fn msg(partition: u32, offset: u64) -> Message {
-    Message::received(
-        "t".into(),
-        partition,
-        offset,
-        None,
-        bytes::Bytes::new(),
-        Default::default(),
-        0,
-    )
+/// Fetched records at `offsets`, as the fetch task hands them over.
+fn records(offsets: std::ops::Range<u64>) -> Records {
+    let mut batch = rustmq_protocol::RecordBatchBuilder::new();
+    for _ in offsets.clone() {
+        batch.push(0, None, Some(b"v"), std::iter::empty());
+    }
+    let mut batch = batch.build().unwrap().to_vec();
+    rustmq_protocol::batch::set_base_offset(&mut batch, offsets.start);
+    super::super::fetcher::decode(offsets.start, usize::MAX, batch.into())
+        .unwrap()
+        .records
 }
 
 fn fill(s: &mut State, partition: u32, offsets: std::ops::Range<u64>) {
     let epoch = s.partitions[&partition].epoch;
     let end = offsets.end;
-    assert!(s.apply_fetch(
-        partition,
-        epoch,
-        offsets.map(|o| msg(partition, o)).collect(),
-        end,
-        end,
-        None
-    ));
+    assert!(s.apply_fetch(partition, epoch, records(offsets), end, end, None));
 }
 
 fn deliver(s: &mut State) -> Delivery {
@@ -38,7 +32,7 @@ fn deliver(s: &mut State) -> Delivery {
 
 #[test]
 fn partitions_are_served_round_robin_and_paused_ones_are_skipped() {
-    let mut s = State::new(10);
+    let mut s = State::new("t", 10);
     for p in 0..3 {
         s.assign(p, 0, None);
         fill(&mut s, p, 0..2);
@@ -61,7 +55,7 @@ fn partitions_are_served_round_robin_and_paused_ones_are_skipped() {
 
 #[test]
 fn a_full_buffer_stops_fetching_until_half_is_drained() {
-    let mut s = State::new(4);
+    let mut s = State::new("t", 4);
     s.assign(0, 0, None);
     assert!(matches!(
         s.fetch_gate(0),
@@ -89,7 +83,7 @@ fn a_full_buffer_stops_fetching_until_half_is_drained() {
 
 #[test]
 fn seek_discards_buffer_retries_and_stale_fetches() {
-    let mut s = State::new(10);
+    let mut s = State::new("t", 10);
     s.assign(0, 0, None);
     fill(&mut s, 0, 0..5);
     let d = deliver(&mut s);
@@ -98,7 +92,7 @@ fn seek_discards_buffer_retries_and_stale_fetches() {
     assert!(s.seek(0, 100));
     assert_eq!(s.buffered(), 0);
     assert!(
-        !s.apply_fetch(0, old_epoch, vec![msg(0, 5)], 6, 6, None),
+        !s.apply_fetch(0, old_epoch, records(5..6), 6, 6, None),
         "stale fetch dropped"
     );
     assert!(!s.resolve(0, old_epoch, 0), "stale ack ignored");
@@ -113,7 +107,7 @@ fn seek_discards_buffer_retries_and_stale_fetches() {
 
 #[test]
 fn due_retries_come_first_and_the_earliest_sets_the_wait() {
-    let mut s = State::new(10);
+    let mut s = State::new("t", 10);
     s.assign(0, 0, None);
     fill(&mut s, 0, 0..2);
     let first = deliver(&mut s);
@@ -139,7 +133,7 @@ fn due_retries_come_first_and_the_earliest_sets_the_wait() {
 
 #[test]
 fn revoke_drops_everything_and_closing_ends_delivery() {
-    let mut s = State::new(10);
+    let mut s = State::new("t", 10);
     s.assign(0, 0, None);
     fill(&mut s, 0, 0..3);
     s.pause(&[0]).unwrap();
