@@ -323,7 +323,12 @@ impl RecordIter {
             skip_headers(r, header_count, end)?;
             return check_end(r, end).map(|()| None);
         }
-        let mut headers = Vec::with_capacity(header_count.min(64));
+        // No call into the allocator for the usual record without headers.
+        let mut headers = if header_count == 0 {
+            Vec::new()
+        } else {
+            Vec::with_capacity(header_count.min(64))
+        };
         for _ in 0..header_count {
             let klen = r.length()?;
             let name =
@@ -387,20 +392,17 @@ impl RecordIter {
     /// The next record, then the end-of-batch checks; stops the iteration on error.
     #[inline]
     fn advance<const KEEP: bool>(&mut self) -> Result<Option<Record>> {
-        let result = self.next_record::<KEEP>().and_then(|rec| {
-            if self.index + 1 == self.count && self.reader.remaining() != 0 {
-                Err(ProtocolError::CorruptBatch(
-                    "trailing bytes after the last record",
-                ))
-            } else {
-                Ok(rec)
-            }
-        });
-        self.index = if result.is_ok() {
-            self.index + 1
-        } else {
-            self.count
-        };
+        let result = self.next_record::<KEEP>();
+        if result.is_err() {
+            self.index = self.count;
+            return result;
+        }
+        self.index += 1;
+        if self.index == self.count && self.reader.remaining() != 0 {
+            return Err(ProtocolError::CorruptBatch(
+                "trailing bytes after the last record",
+            ));
+        }
         result
     }
 }

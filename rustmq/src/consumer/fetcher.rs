@@ -13,6 +13,7 @@
 //!   apply (under the lock, dropped if the epoch changed) ──► wake receivers
 //! ```
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,11 +116,16 @@ pub(crate) fn decode(
 /// A fetched record as a received [`Message`] of `topic`/`partition` (the stream's fetch
 /// decodes with it too).
 pub(crate) fn to_message(topic: &str, partition: u32, record: Record) -> Message {
-    let headers = record
-        .headers
-        .into_iter()
-        .map(|h| (h.key, String::from_utf8_lossy(&h.value).into_owned()))
-        .collect();
+    // Most records have no headers: an empty map without walking an empty iterator.
+    let headers = if record.headers.is_empty() {
+        HashMap::new()
+    } else {
+        record
+            .headers
+            .into_iter()
+            .map(|h| (h.key, String::from_utf8_lossy(&h.value).into_owned()))
+            .collect()
+    };
     Message::received(
         topic.to_owned(),
         partition,

@@ -197,7 +197,11 @@ impl State {
         if self.rebalancing {
             return Next::Wait(None);
         }
+        // One pass over the partitions: the earliest pending retry, and the next partition with
+        // buffered messages in round-robin order (from the one after the last served, wrapping).
+        let start = self.cursor.map_or(0, |c| c.saturating_add(1));
         let mut earliest: Option<(Instant, u32, (Instant, u64))> = None;
+        let (mut next, mut wrapped) = (None, None);
         for (&id, p) in &self.partitions {
             if self.paused.contains(&id) {
                 continue;
@@ -205,6 +209,13 @@ impl State {
             if let Some((&key, _)) = p.retries.first_key_value() {
                 if earliest.is_none_or(|(due, _, _)| key.0 < due) {
                     earliest = Some((key.0, id, key));
+                }
+            }
+            if !p.buffer.is_empty() {
+                if id >= start {
+                    next = next.or(Some(id));
+                } else {
+                    wrapped = wrapped.or(Some(id));
                 }
             }
         }
@@ -219,35 +230,24 @@ impl State {
                 });
             }
         }
-        let start = self.cursor.map_or(0, |c| c.saturating_add(1));
-        let order = self
-            .partitions
-            .range(start..)
-            .chain(self.partitions.range(..start));
-        let mut chosen = None;
-        for (&id, p) in order {
-            if !p.buffer.is_empty() && !self.paused.contains(&id) {
-                chosen = Some(id);
-                break;
-            }
-        }
-        if let Some(id) = chosen {
+        if let Some(id) = next.or(wrapped) {
             self.cursor = Some(id);
-            let cap = self.cap;
+            let refill = refill_level(self.cap);
             let p = self.partitions.get_mut(&id).expect("partition just seen");
-            let message = p
-                .buffer
-                .pop_front(&self.topic, id)
-                .expect("buffer not empty");
-            p.tracker.delivered(message.offset);
-            if p.buffer.len() <= refill_level(cap) {
-                p.wake.notify_one();
+            let before = p.buffer.len();
+            if let Some(message) = p.buffer.pop_front(&self.topic, id) {
+                p.tracker.delivered(message.offset);
+                // The fetch task is woken once, as the buffer comes down to the refill level; a
+                // wake-up before it waits is kept for it (`notify_one` stores one permit).
+                if before > refill && p.buffer.len() <= refill {
+                    p.wake.notify_one();
+                }
+                return Next::Deliver(Delivery {
+                    message,
+                    epoch: p.epoch,
+                    attempt: 1,
+                });
             }
-            return Next::Deliver(Delivery {
-                message,
-                epoch: p.epoch,
-                attempt: 1,
-            });
         }
         Next::Wait(earliest.map(|(due, _, _)| due))
     }

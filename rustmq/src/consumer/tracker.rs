@@ -110,8 +110,11 @@ impl OffsetTracker {
             self.base -= BITS;
         }
         let word = ((word_base - self.base) / BITS) as usize;
-        if word >= self.words.len() {
-            self.words.resize(word + 1, 0);
+        // Usually one word more at most (deliveries come in order): `push_back` is a few
+        // instructions where `resize` cost ~50 per message once every acknowledged word had
+        // been dropped from the front.
+        while word >= self.words.len() {
+            self.words.push_back(0);
         }
         let bit = 1 << (offset % BITS);
         if self.words[word] & bit == 0 {
