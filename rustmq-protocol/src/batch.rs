@@ -295,11 +295,11 @@ pub struct RecordIter {
 }
 
 impl RecordIter {
-    /// Parses the next record and checks all of it. With `KEEP` the record is built; without,
-    /// nothing is built or allocated (the broker's check of every produced batch and the
-    /// consumer's check of every fetched one take that path).
+    /// Reads and checks the fields every record starts with: its length, attributes,
+    /// timestamp delta and offset delta. Returns where the record ends, its timestamp delta and
+    /// its offset delta.
     #[inline]
-    fn next_record<const KEEP: bool>(&mut self) -> Result<Option<Record>> {
+    fn record_start(&mut self) -> Result<(usize, i64, u64)> {
         let r = &mut self.reader;
         let len = r.length()?;
         let end = r.position() + len;
@@ -311,18 +311,16 @@ impl RecordIter {
                 "record offset delta out of sequence",
             ));
         }
-        let (key, value) = if KEEP {
-            (nullable_bytes(r)?, nullable_bytes(r)?)
-        } else {
-            skip_nullable(r)?;
-            skip_nullable(r)?;
-            (None, None)
-        };
+        Ok((end, ts_delta, offset_delta))
+    }
+
+    /// Parses the next record, checking all of it, and builds it.
+    fn next_record(&mut self) -> Result<Record> {
+        let (end, ts_delta, offset_delta) = self.record_start()?;
+        let r = &mut self.reader;
+        let key = nullable_bytes(r)?;
+        let value = nullable_bytes(r)?;
         let header_count = r.length()?;
-        if !KEEP {
-            skip_headers(r, header_count, end)?;
-            return check_end(r, end).map(|()| None);
-        }
         // No call into the allocator for the usual record without headers.
         let mut headers = if header_count == 0 {
             Vec::new()
@@ -344,20 +342,34 @@ impl RecordIter {
             }
         }
         check_end(r, end)?;
-        Ok(Some(Record {
+        Ok(Record {
             offset: self.base_offset + offset_delta,
             timestamp: self.base_timestamp.wrapping_add(ts_delta),
             key,
             value,
             headers,
-        }))
+        })
+    }
+
+    /// Checks the next record as [`next_record`](Self::next_record) would, building nothing
+    /// (the broker's check of every produced batch and the consumer's check of every fetched
+    /// one take this path).
+    #[inline]
+    fn check_record(&mut self) -> Result<()> {
+        let (end, _, _) = self.record_start()?;
+        let r = &mut self.reader;
+        skip_nullable(r)?;
+        skip_nullable(r)?;
+        let header_count = r.length()?;
+        skip_headers(r, header_count, end)?;
+        check_end(r, end)
     }
 
     /// Checks every remaining record without building any; the number checked.
     pub fn validate(mut self) -> Result<u32> {
         let mut checked = 0;
         while self.index < self.count {
-            self.advance::<false>()?;
+            self.advance(Self::check_record)?;
             checked += 1;
         }
         Ok(checked)
@@ -370,7 +382,7 @@ impl RecordIter {
         let mut ahead = self.clone();
         let n = n.min(self.count - self.index);
         for good in 0..n {
-            ahead.advance::<false>().map_err(|e| (good, e))?;
+            ahead.advance(Self::check_record).map_err(|e| (good, e))?;
         }
         Ok(())
     }
@@ -379,7 +391,7 @@ impl RecordIter {
     /// fails on the first corrupt one, as iterating would.
     pub fn skip_records(&mut self, n: u32) -> Result<()> {
         for _ in 0..n.min(self.count - self.index) {
-            self.advance::<false>()?;
+            self.advance(Self::check_record)?;
         }
         Ok(())
     }
@@ -389,10 +401,11 @@ impl RecordIter {
         self.count - self.index
     }
 
-    /// The next record, then the end-of-batch checks; stops the iteration on error.
+    /// The next record through `read` (building or checking it), then the end-of-batch
+    /// checks; stops the iteration on error.
     #[inline]
-    fn advance<const KEEP: bool>(&mut self) -> Result<Option<Record>> {
-        let result = self.next_record::<KEEP>();
+    fn advance<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let result = read(self);
         if result.is_err() {
             self.index = self.count;
             return result;
@@ -468,8 +481,7 @@ impl Iterator for RecordIter {
         if self.index >= self.count {
             return None;
         }
-        // Built records always come back: `None` here cannot happen, and would end the walk.
-        self.advance::<true>().transpose()
+        Some(self.advance(Self::next_record))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
