@@ -137,3 +137,55 @@ async fn a_slow_consumer_holds_a_bounded_buffer_over_a_100k_backlog() {
         "the stream ends when the consumer closes"
     );
 }
+
+#[tokio::test]
+async fn fetches_that_fill_up_inside_a_batch_lose_and_repeat_nothing() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("batched", 1).await.unwrap();
+    // 12 batches of 10 records, every other one compressed: a fetch of 7 records always ends
+    // inside a batch, with more batches after it in the same answer.
+    for b in 0..12u64 {
+        let records: Vec<tests::TestRecord> = (b * 10..b * 10 + 10)
+            .map(|i| tests::TestRecord::new(value(0, i).into_bytes(), 0))
+            .collect();
+        let codec = if b % 2 == 0 {
+            rustmq::protocol::Compression::None
+        } else {
+            rustmq::protocol::Compression::Lz4
+        };
+        tests::produce(
+            &client,
+            "batched",
+            0,
+            tests::batch(&records, codec),
+            rustmq::protocol::Acks::Leader,
+        )
+        .await
+        .unwrap();
+    }
+    let config = ConsumerConfig {
+        fetch_size: 7,
+        max_buffered_messages_per_partition: 14,
+        ..config("batch-readers")
+    };
+    let consumer = client
+        .create_consumer_with_config("batched", "batch-readers", config)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..120 {
+        let m = recv(&consumer).await;
+        assert_eq!(
+            m.message.payload_as_string().unwrap(),
+            value(0, m.message.offset),
+            "offset {} carries its own record",
+            m.message.offset
+        );
+        got.push(m.message.offset);
+        m.ack().await.unwrap();
+    }
+    assert_eq!(got, (0..120).collect::<Vec<u64>>());
+    nothing_within(&consumer, Duration::from_millis(300)).await;
+}
