@@ -101,9 +101,18 @@ impl Server {
                 crate::metrics::connection_closed();
             });
         }
+        // New handshakes are dropped rather than refused while the connections close: a client
+        // reconnecting during a restart keeps retransmitting its first packet and completes
+        // its handshake with the next broker on this port, instead of counting a refusal
+        // against its retries.
+        self.endpoint.set_server_config(None);
         self.endpoint.close(0u32.into(), b"broker shutting down");
-        // Bounded: a peer that never acknowledges the close must not hold the shutdown.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        // Wait out every connection's closing period (three probe timeouts on quinn's timers;
+        // the peer need not answer) so that the port is free once shutdown returns. One still
+        // in its handshake has no RTT sample and uses the initial 333 ms estimate: ~3 s, which
+        // a 2 s bound here cut short now and then ("address in use" on a restart). Bounded all
+        // the same.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
     }
 }
 
