@@ -7,7 +7,7 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use rustmq_protocol::batch::{compute_crc, BATCH_HEADER_LEN, LOG_OVERHEAD};
+use rustmq_protocol::batch::{seal, BATCH_HEADER_LEN, LOG_OVERHEAD};
 use rustmq_protocol::RecordBatch;
 
 const LIMIT: usize = 1 << 20;
@@ -20,8 +20,7 @@ fuzz_target!(|data: &[u8]| {
     if flags & 1 == 1 && batch.len() >= BATCH_HEADER_LEN {
         let length = (batch.len() - LOG_OVERHEAD) as u32;
         batch[8..12].copy_from_slice(&length.to_be_bytes());
-        let crc = compute_crc(&batch);
-        batch[13..17].copy_from_slice(&crc.to_be_bytes());
+        seal(&mut batch);
     }
     let bytes: Bytes = batch.freeze();
     let Ok(parsed) = RecordBatch::parse(bytes.clone()) else {

@@ -175,6 +175,13 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_START..])
 }
 
+/// Writes the CRC-32C of an encoded batch into its header, after the bytes it covers changed
+/// (the builder's last step; tests and fuzzers use it to craft batches that pass the CRC).
+pub fn seal(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Checks the CRC of a complete encoded batch.
 pub fn verify_crc(batch: &[u8]) -> Result<()> {
     let header = BatchHeader::parse(batch)?;
@@ -380,7 +387,7 @@ impl RecordIter {
     /// comes with the number of records that checked fine before it.
     pub fn check_ahead(&self, n: u32) -> std::result::Result<(), (u32, ProtocolError)> {
         let mut ahead = self.clone();
-        let n = n.min(self.count - self.index);
+        let n = n.min(self.remaining());
         for good in 0..n {
             ahead.advance(Self::check_record).map_err(|e| (good, e))?;
         }
@@ -390,7 +397,7 @@ impl RecordIter {
     /// Steps over the next `n` records (at most the remaining ones) without building them;
     /// fails on the first corrupt one, as iterating would.
     pub fn skip_records(&mut self, n: u32) -> Result<()> {
-        for _ in 0..n.min(self.count - self.index) {
+        for _ in 0..n.min(self.remaining()) {
             self.advance(Self::check_record)?;
         }
         Ok(())
@@ -485,7 +492,7 @@ impl Iterator for RecordIter {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = (self.count - self.index) as usize;
+        let n = self.remaining() as usize;
         (0, Some(n))
     }
 }
@@ -726,8 +733,7 @@ impl RecordBatchBuilder {
             header.put_i32(self.base_sequence);
             header.put_u32(self.count);
         }
-        let crc = compute_crc(&out);
-        out[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        seal(&mut out);
         Ok(out.freeze())
     }
 }
@@ -832,8 +838,7 @@ mod tests {
         let at = BATCH_HEADER_LEN + r.position() + 3;
         assert_eq!(raw[at], 5);
         raw[at] = 9;
-        let crc = compute_crc(&raw);
-        raw[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        seal(&mut raw);
         RecordBatch::parse(Bytes::from(raw)).unwrap()
     }
 

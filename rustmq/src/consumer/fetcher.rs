@@ -415,8 +415,7 @@ mod tests {
         let at = header_len + 9 * (corrupt - base) as usize + 3;
         assert_eq!(u64::from(raw[at]), corrupt - base);
         raw[at] = raw[at].wrapping_add(1);
-        let crc = rustmq_protocol::batch::compute_crc(&raw);
-        raw[17 - 4..17].copy_from_slice(&crc.to_be_bytes());
+        rustmq_protocol::batch::seal(&mut raw);
         raw
     }
 
