@@ -46,9 +46,10 @@ pub(crate) struct Decoded {
 /// Checks the batches of a fetch answer and keeps at most `max` records at or after `from`.
 ///
 /// Every record kept is checked here (CRC, decompression, every field), so that receiving it
-/// cannot fail; records below `from` are not. A batch or record that fails after some records
-/// were kept ends the answer early (the next fetch starts at it and reports the error); one
-/// that fails first is the error.
+/// cannot fail; so are the records below `from` in a batch that holds kept ones (batches wholly
+/// below it are passed over). A batch or record that fails after some records were kept ends
+/// the answer early (the next fetch starts at it and reports the error); one that fails first
+/// is the error.
 pub(crate) fn decode(
     from: u64,
     max: usize,
@@ -91,15 +92,18 @@ pub(crate) fn decode(
             out.next_offset = Some(first);
             break;
         }
-        if let Err((good, e)) = iter.check_ahead(skip + take) {
-            let good = good.saturating_sub(skip);
-            if good > 0 && iter.skip_records(skip).is_ok() {
-                out.records.push_checked(iter, good);
-                kept_end = Some(first + u64::from(good));
-            }
+        // Records below `from` are stepped over (and checked on the way), then the ones kept
+        // are checked ahead; each record is read once here.
+        if let Err(e) = iter.skip_records(skip) {
             return stop(out, kept_end, e);
         }
-        iter.skip_records(skip)?;
+        if let Err((good, e)) = iter.check_ahead(take) {
+            if good > 0 {
+                kept_end = Some(first + u64::from(good));
+            }
+            out.records.push_checked(iter, good);
+            return stop(out, kept_end, e);
+        }
         out.records.push_checked(iter, take);
         kept_end = Some(first + u64::from(take));
         if take < header.record_count - skip {
