@@ -146,25 +146,22 @@ async fn fetches_that_fill_up_inside_a_batch_lose_and_repeat_nothing() {
     client.create_topic("batched", 1).await.unwrap();
     // 12 batches of 10 records, every other one compressed: a fetch of 7 records always ends
     // inside a batch, with more batches after it in the same answer.
-    for b in 0..12u64 {
-        let records: Vec<tests::TestRecord> = (b * 10..b * 10 + 10)
-            .map(|i| tests::TestRecord::new(value(0, i).into_bytes(), 0))
-            .collect();
-        let codec = if b % 2 == 0 {
-            rustmq::protocol::Compression::None
-        } else {
-            rustmq::protocol::Compression::Lz4
-        };
-        tests::produce(
-            &client,
-            "batched",
-            0,
-            tests::batch(&records, codec),
-            rustmq::protocol::Acks::Leader,
-        )
-        .await
-        .unwrap();
-    }
+    produce_batched(
+        &client,
+        "batched",
+        0,
+        0..120,
+        10,
+        |_| 0,
+        |first| {
+            if (first / 10) % 2 == 0 {
+                rustmq::protocol::Compression::None
+            } else {
+                rustmq::protocol::Compression::Lz4
+            }
+        },
+    )
+    .await;
     let config = ConsumerConfig {
         fetch_size: 7,
         max_buffered_messages_per_partition: 14,

@@ -43,9 +43,26 @@ pub async fn produce_range(
     to: u64,
     ts: impl Fn(u64) -> i64,
 ) {
-    let mut i = from;
-    while i < to {
-        let end = (i + 1000).min(to);
+    produce_batched(client, topic, partition, from..to, 1000, ts, |_| {
+        Compression::None
+    })
+    .await;
+}
+
+/// Produces records `range` (values from [`value`]) to `partition`, timestamps `ts(i)`, in
+/// batches of `per_batch` records, the batch starting at record `i` compressed with `codec(i)`.
+pub async fn produce_batched(
+    client: &RustMqClient,
+    topic: &str,
+    partition: u32,
+    range: std::ops::Range<u64>,
+    per_batch: u64,
+    ts: impl Fn(u64) -> i64,
+    codec: impl Fn(u64) -> Compression,
+) {
+    let mut i = range.start;
+    while i < range.end {
+        let end = (i + per_batch).min(range.end);
         let records: Vec<TestRecord> = (i..end)
             .map(|j| TestRecord::new(value(partition, j).into_bytes(), ts(j)))
             .collect();
@@ -53,7 +70,7 @@ pub async fn produce_range(
             client,
             topic,
             partition,
-            batch(&records, Compression::None),
+            batch(&records, codec(i)),
             Acks::Leader,
         )
         .await
