@@ -5,7 +5,6 @@
 
 use criterion::{criterion_main, Criterion, Throughput};
 use rustmq::typed::{BoxError, Delivery, Settlement};
-use tower::ServiceExt;
 
 #[path = "framework_support.rs"]
 mod support;
@@ -50,12 +49,12 @@ fn bench_one<S>(
     name: &str,
     service: S,
 ) where
-    S: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone,
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
 {
+    let mut runner = support::Runner::new(service);
     group.bench_function(name, |b| {
         b.iter(|| {
-            let delivery = Delivery::new(message.clone());
-            let settled = rt.block_on(service.clone().oneshot(delivery));
+            let settled = rt.block_on(runner.handle(message.clone()));
             assert!(settled.is_ok());
         })
     });

@@ -16,8 +16,9 @@
 //! - `raw`: the payload decoded by hand (`Json::decode`) and the message dropped: what a
 //!   program does without the framework. The framework's overhead is a mode's figure minus
 //!   this one.
-//! - `bare`: the handler alone, erased as the runtime erases it: a `Delivery`, extraction
-//!   (payload and `Metadata`), the handler and its settlement.
+//! - `bare`: the handler alone, erased as the runtime erases it: a `Delivery` (made and handed
+//!   on as a handler's runner does), extraction (payload and `Metadata`), the handler and its
+//!   settlement.
 //! - `layered` (default): the same behind trace, timeout, retry and dead-letter layers,
 //!   composed as `Service::layer` composes them.
 //! - `erased`: the same four layers each erased into a `BoxService`, as `Service::layer`
@@ -26,7 +27,6 @@
 use rustmq::codec::{Codec, Json};
 use rustmq::typed::{BoxError, Delivery, Settlement};
 use rustmq::Message;
-use tower::ServiceExt;
 
 #[path = "framework_support.rs"]
 mod support;
@@ -56,16 +56,16 @@ fn main() {
 
 fn run<S>(service: S, messages: impl Iterator<Item = Message>)
 where
-    S: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone,
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    let mut runner = support::Runner::new(service);
     rt.block_on(async {
         for message in messages {
-            let settled = service.clone().oneshot(Delivery::new(message)).await;
-            assert!(settled.is_ok());
+            assert!(runner.handle(message).await.is_ok());
         }
     });
 }

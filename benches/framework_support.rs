@@ -7,6 +7,7 @@ use rustmq::prelude::*;
 use rustmq::typed::{BoxError, BoxService, Delivery, HandlerLayer, HandlerService, Settlement};
 use rustmq::Topic;
 use tower::layer::util::{Identity, Stack};
+use tower::ServiceExt;
 
 #[derive(Debug, Serialize, Deserialize, Topic)]
 #[topic(name = "orders", key = "order_id")]
@@ -80,4 +81,41 @@ pub(crate) fn erased_each() -> BoxService {
         svc,
     ));
     BoxService::new(tower::Layer::layer(&DeadLetterLayer::default(), svc))
+}
+
+/// Hands messages to a service one at a time as a handler's runner does: its own service
+/// driven (`ready`, then `call`; not a clone per message), each delivery made in the last
+/// one's allocation, and a clone kept to settle by.
+pub(crate) struct Runner<S> {
+    service: S,
+    last: Option<Delivery>,
+}
+
+impl<S> Runner<S>
+where
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
+{
+    pub(crate) fn new(service: S) -> Self {
+        Self {
+            service,
+            last: None,
+        }
+    }
+
+    /// The message's delivery is made before the returned future, which would otherwise hold
+    /// (and move) the message until its first poll.
+    pub(crate) fn handle(
+        &mut self,
+        message: Message,
+    ) -> impl std::future::Future<Output = Result<Settlement, BoxError>> + '_ {
+        let delivery = match self.last.take() {
+            Some(last) => last.recycle(message),
+            None => Delivery::new(message),
+        };
+        async move {
+            let settled = self.service.ready().await?.call(delivery.clone()).await;
+            self.last = Some(delivery);
+            settled
+        }
+    }
 }

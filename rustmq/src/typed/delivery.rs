@@ -36,15 +36,16 @@ pub(crate) struct Context {
 /// beyond the call.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The message and its attempt counter, in one allocation.
+    /// The message, its attempt counter and the handler's context, in one allocation that a
+    /// runner reuses for its next message once no clone is left ([`Delivery::recycle`]).
     shared: Arc<Shared>,
-    pub(crate) ctx: Arc<Context>,
 }
 
 #[derive(Debug)]
 struct Shared {
     source: Source,
     attempt: AtomicU32,
+    ctx: Arc<Context>,
 }
 
 /// Where a delivery's message came from. A received message stays inside its
@@ -54,44 +55,103 @@ struct Shared {
 enum Source {
     Detached(Message),
     Received(ConsumerMessage),
+    /// Emptied by [`Delivery::into_spare`]: only ever inside a [`Spare`], never a `Delivery`.
+    Vacant,
+}
+
+/// A finished delivery's allocation, its message dropped, kept for the next message.
+#[derive(Debug)]
+pub(crate) struct Spare(Arc<Shared>);
+
+thread_local! {
+    /// The context of deliveries made outside a service: empty but for the topic, shared (as
+    /// a handler's is) by the deliveries of one topic in a row.
+    static DETACHED: std::cell::RefCell<Option<Arc<Context>>> = const {
+        std::cell::RefCell::new(None)
+    };
+}
+
+/// The context of a delivery of `message` outside any service.
+fn detached_context(message: &Message) -> Arc<Context> {
+    DETACHED.with_borrow_mut(|last| match last {
+        Some(ctx) if *ctx.topic == *message.topic => Arc::clone(ctx),
+        _ => Arc::clone(last.insert(Arc::new(Context {
+            topic: message.topic.as_str().into(),
+            ..Context::default()
+        }))),
+    })
 }
 
 impl Delivery {
     /// A delivery of `message` outside any service (benchmarks, unit tests of handlers).
     /// Extractors that need a broker (producers) fail on it.
     pub fn new(message: Message) -> Self {
-        // A delivery outside a service owns nothing but its message: its context is empty but
-        // for the topic, shared (as a handler's is) by the deliveries of one topic in a row.
-        thread_local! {
-            static DETACHED: std::cell::RefCell<Option<Arc<Context>>> = const {
-                std::cell::RefCell::new(None)
-            };
-        }
-        let ctx = DETACHED.with_borrow_mut(|last| match last {
-            Some(ctx) if *ctx.topic == *message.topic => Arc::clone(ctx),
-            _ => Arc::clone(last.insert(Arc::new(Context {
-                topic: message.topic.as_str().into(),
-                ..Context::default()
-            }))),
-        });
-        Delivery::from_source(Source::Detached(message), 1, ctx)
+        let ctx = detached_context(&message);
+        Delivery::fill(None, Source::Detached(message), 1, Some(ctx))
     }
 
-    /// A delivery of a message a handler's consumer received; it is settled through
-    /// [`Delivery::received`] once the service is done with it.
-    pub(crate) fn receiving(message: ConsumerMessage, ctx: Arc<Context>) -> Self {
+    /// A delivery of `message` outside any service, as [`Delivery::new`], made in this
+    /// delivery's allocation when no clone of it is left (else in a new one): what a service's
+    /// runner does from one message to the next, without an allocation per message. This
+    /// delivery's message is dropped.
+    pub fn recycle(self, message: Message) -> Self {
+        let spare = self.into_spare();
+        let ctx = match &spare {
+            Some(Spare(shared)) if *shared.ctx.topic == *message.topic => None,
+            _ => Some(detached_context(&message)),
+        };
+        Delivery::fill(spare, Source::Detached(message), 1, ctx)
+    }
+
+    /// A delivery of a message a handler's consumer received, in `spare` if there is one; it
+    /// is settled through [`Delivery::received`] once the service is done with it.
+    pub(crate) fn receiving(
+        spare: Option<Spare>,
+        message: ConsumerMessage,
+        ctx: &Arc<Context>,
+    ) -> Self {
         let attempt = message.delivery_attempt();
-        Delivery::from_source(Source::Received(message), attempt, ctx)
+        let ctx = match &spare {
+            Some(Spare(shared)) if Arc::ptr_eq(&shared.ctx, ctx) => None,
+            _ => Some(Arc::clone(ctx)),
+        };
+        Delivery::fill(spare, Source::Received(message), attempt, ctx)
     }
 
-    fn from_source(source: Source, attempt: u32, ctx: Arc<Context>) -> Self {
-        Delivery {
-            shared: Arc::new(Shared {
+    /// Puts `source` in `spare`'s allocation, or a new one; `ctx` is `None` to keep the
+    /// spare's context. Inlined, so that the message is moved once, into its place.
+    #[inline(always)]
+    fn fill(spare: Option<Spare>, source: Source, attempt: u32, ctx: Option<Arc<Context>>) -> Self {
+        let shared = match spare {
+            Some(Spare(mut shared)) => {
+                let vacant = Arc::get_mut(&mut shared).expect("a spare is never shared");
+                vacant.source = source;
+                *vacant.attempt.get_mut() = attempt;
+                if let Some(ctx) = ctx {
+                    vacant.ctx = ctx;
+                }
+                shared
+            }
+            None => Arc::new(Shared {
                 source,
                 attempt: AtomicU32::new(attempt),
+                ctx: ctx.expect("a new delivery is given its context"),
             }),
-            ctx,
-        }
+        };
+        Delivery { shared }
+    }
+
+    /// Drops this delivery's message and keeps its allocation for another, when this is its
+    /// last clone.
+    pub(crate) fn into_spare(mut self) -> Option<Spare> {
+        let shared = Arc::get_mut(&mut self.shared)?;
+        shared.source = Source::Vacant;
+        Some(Spare(self.shared))
+    }
+
+    /// The handler's context.
+    pub(crate) fn ctx(&self) -> &Arc<Context> {
+        &self.shared.ctx
     }
 
     /// The received message.
@@ -99,13 +159,14 @@ impl Delivery {
         match &self.shared.source {
             Source::Detached(message) => message,
             Source::Received(received) => &received.message,
+            Source::Vacant => unreachable!("a vacant delivery is only ever a spare"),
         }
     }
 
     /// The consumer's message this delivery settles; `None` outside a service.
     pub(crate) fn received(&self) -> Option<&ConsumerMessage> {
         match &self.shared.source {
-            Source::Detached(_) => None,
+            Source::Detached(_) | Source::Vacant => None,
             Source::Received(received) => Some(received),
         }
     }
@@ -123,27 +184,27 @@ impl Delivery {
 
     /// The consumer group this delivery was received in (empty outside a service).
     pub fn group(&self) -> &str {
-        &self.ctx.group
+        &self.shared.ctx.group
     }
 
     /// The handler's name (empty outside a service).
     pub fn handler_name(&self) -> &'static str {
-        self.ctx.handler
+        self.shared.ctx.handler
     }
 
     /// The dead-letter topic of the handler's topic.
     pub fn dead_letter_topic(&self) -> &str {
-        &self.ctx.dead_letter
+        &self.shared.ctx.dead_letter
     }
 
     /// The client of the service, if any.
     pub fn client(&self) -> Option<&RustMqClient> {
-        self.ctx.client.as_ref()
+        self.shared.ctx.client.as_ref()
     }
 
     /// An untyped producer for `topic`, shared by the handler's deliveries.
     pub async fn producer_for(&self, topic: &str) -> crate::Result<Producer> {
-        self.ctx.producer(topic, None).await
+        self.shared.ctx.producer(topic, None).await
     }
 }
 
@@ -207,3 +268,44 @@ pub struct State<T>(pub T);
 /// The delivery attempt (1, 2, ...): an extractor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt(pub u32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(topic: &str, payload: &'static str) -> Message {
+        Message::builder()
+            .topic(topic)
+            .payload(payload)
+            .build()
+            .unwrap()
+    }
+
+    /// A delivery is remade in place only when no clone is left; a clone keeps its message,
+    /// and a recycled delivery starts again at attempt 1 with its topic's context.
+    #[test]
+    fn recycling_reuses_the_allocation_only_when_no_clone_is_left() {
+        let first = Delivery::new(message("a", "1"));
+        first.next_attempt();
+        let place = Arc::as_ptr(&first.shared);
+        let second = first.recycle(message("a", "2"));
+        assert!(std::ptr::eq(Arc::as_ptr(&second.shared), place));
+        assert_eq!(&second.message().payload[..], b"2");
+        assert_eq!(second.attempt(), 1);
+
+        let kept = second.clone();
+        let third = second.recycle(message("b", "3"));
+        assert!(!std::ptr::eq(Arc::as_ptr(&third.shared), place));
+        assert_eq!(&kept.message().payload[..], b"2");
+        assert_eq!(&third.message().payload[..], b"3");
+        assert_eq!(&*third.ctx().topic, "b");
+        assert_eq!(&*kept.ctx().topic, "a");
+
+        // Recycled into another topic: the context follows the message.
+        let place = Arc::as_ptr(&third.shared);
+        let fourth = third.recycle(message("c", "4"));
+        assert!(std::ptr::eq(Arc::as_ptr(&fourth.shared), place));
+        assert_eq!(&*fourth.ctx().topic, "c");
+        assert!(kept.into_spare().is_some());
+    }
+}

@@ -64,7 +64,7 @@ impl ExtractorKind for Metadata {}
 impl<S> FromDelivery<S> for Metadata {
     fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
         let m = d.message();
-        let topic = &d.ctx.topic;
+        let topic = &d.ctx().topic;
         Ok(Metadata {
             topic: if **topic == *m.topic {
                 std::sync::Arc::clone(topic)
@@ -109,7 +109,7 @@ impl<S, T: Topic> FromDelivery<S> for TypedProducer<T> {
         })?;
         Ok(TypedProducer::shared(
             client.clone(),
-            std::sync::Arc::clone(&d.ctx),
+            std::sync::Arc::clone(d.ctx()),
         ))
     }
 }

@@ -22,7 +22,7 @@ use tower::layer::util::{Identity, Stack};
 use tower::{Layer, ServiceExt};
 
 use super::boxed::BoxService;
-use super::delivery::{Context, Delivery};
+use super::delivery::{Context, Delivery, Spare};
 use super::handler::{Handler, HandlerArgs, HandlerOptions, HandlerService, StartFrom};
 use super::layers::publish_dead_letter;
 use super::settle::{BoxError, Settlement};
@@ -334,7 +334,7 @@ struct Runner<L: HandlerLayer> {
 }
 
 impl<L: HandlerLayer> Runner<L> {
-    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let halt = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::with_capacity(self.concurrency);
         let mut workers = Vec::with_capacity(self.concurrency);
@@ -356,6 +356,8 @@ impl<L: HandlerLayer> Runner<L> {
                 Arc::clone(&self.stopped),
             )));
         }
+        // The allocation of the last delivery, reused for the next message (one worker).
+        let mut spare = None;
         loop {
             if *stop.borrow() {
                 break;
@@ -376,7 +378,13 @@ impl<L: HandlerLayer> Runner<L> {
                 // One worker: handle the message here, without a channel and a task switch per
                 // message. A shutdown still abandons it after the shutdown timeout.
                 Ok(Some(message)) if self.concurrency == 1 => {
-                    let handled = handle(self.service.clone(), &self.ctx, message, self.poison);
+                    let handled = handle(
+                        &mut self.service,
+                        &self.ctx,
+                        message,
+                        self.poison,
+                        &mut spare,
+                    );
                     tokio::pin!(handled);
                     // Most messages are handled without waiting: then there is nothing to race
                     // against the shutdown (and the future is not moved into a `select!`).
@@ -450,17 +458,18 @@ fn route(message: &ConsumerMessage, workers: usize) -> usize {
 
 async fn worker<L: HandlerLayer>(
     mut rx: mpsc::Receiver<ConsumerMessage>,
-    service: L::Service,
+    mut service: L::Service,
     ctx: Arc<Context>,
     poison: PoisonPolicy,
     halt: Arc<AtomicBool>,
     stopped: Arc<watch::Sender<bool>>,
 ) {
+    let mut spare = None;
     while let Some(message) = rx.recv().await {
         if halt.load(Ordering::Acquire) {
             break;
         }
-        if !handle(service.clone(), &ctx, message, poison).await {
+        if !handle(&mut service, &ctx, message, poison, &mut spare).await {
             halt.store(true, Ordering::Release);
             stopped.send_replace(true);
             break;
@@ -469,20 +478,34 @@ async fn worker<L: HandlerLayer>(
 }
 
 /// Runs one message through the layered handler and settles it; false means stop.
-async fn handle<T>(
-    service: T,
+///
+/// The worker's own service is driven (`ready`, then `call`), not a clone per message: state
+/// a layer keeps in its service (a rate limit's window) holds across messages, and nothing is
+/// cloned. The delivery is made in `spare`, the last one's allocation, and left there.
+fn handle<'a, T>(
+    service: &'a mut T,
     ctx: &Arc<Context>,
     message: ConsumerMessage,
     poison: PoisonPolicy,
-) -> bool
+    spare: &'a mut Option<Spare>,
+) -> impl Future<Output = bool> + 'a
 where
     T: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
 {
-    let delivery = Delivery::receiving(message, Arc::clone(ctx));
-    let result = service.oneshot(delivery.clone()).await;
-    match delivery.received() {
-        Some(message) => settle(message, &delivery, result, poison).await,
-        None => unreachable!("a delivery made by `Delivery::receiving` holds its message"),
+    // Made before the future, which would otherwise hold (and move) the message until its
+    // first poll.
+    let delivery = Delivery::receiving(spare.take(), message, ctx);
+    async move {
+        let result = match service.ready().await {
+            Ok(ready) => ready.call(delivery.clone()).await,
+            Err(e) => Err(e),
+        };
+        let go_on = match delivery.received() {
+            Some(message) => settle(message, &delivery, result, poison).await,
+            None => unreachable!("a delivery made by `Delivery::receiving` holds its message"),
+        };
+        *spare = delivery.into_spare();
+        go_on
     }
 }
 

@@ -488,3 +488,94 @@ async fn shutdown_abandons_a_stuck_message_after_the_timeout_and_it_comes_back()
     wait_started(state.clone(), 2).await;
     running.shutdown().await.unwrap();
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "tallies", partitions = 1)]
+struct Tally {
+    n: u64,
+}
+
+/// A layer whose service counts its calls in a plain field (state kept in the service, as
+/// tower's rate and concurrency limits keep theirs) and keeps a clone of every other delivery
+/// beyond the call.
+#[derive(Clone)]
+struct KeepLayer(Arc<parking_lot::Mutex<Vec<(u32, rustmq::Delivery)>>>);
+
+#[derive(Clone)]
+struct Keep<S> {
+    inner: S,
+    calls: u32,
+    kept: Arc<parking_lot::Mutex<Vec<(u32, rustmq::Delivery)>>>,
+}
+
+impl<S> tower::Layer<S> for KeepLayer {
+    type Service = Keep<S>;
+    fn layer(&self, inner: S) -> Keep<S> {
+        Keep {
+            inner,
+            calls: 0,
+            kept: Arc::clone(&self.0),
+        }
+    }
+}
+
+impl<S: tower::Service<rustmq::Delivery>> tower::Service<rustmq::Delivery> for Keep<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, delivery: rustmq::Delivery) -> S::Future {
+        self.calls += 1;
+        if self.calls % 2 == 1 {
+            self.kept.lock().push((self.calls, delivery.clone()));
+        }
+        self.inner.call(delivery)
+    }
+}
+
+/// The runner drives one service for all of a handler's messages, so state a layer keeps in its
+/// service holds from one message to the next; and it reuses a delivery's allocation for the
+/// next message only when nothing kept a clone: a delivery a layer kept still holds its own
+/// message after later ones were handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_state_holds_across_messages_and_kept_deliveries_keep_their_message() {
+    async fn tally(_: Tally) {}
+
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let kept = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(KeepLayer(Arc::clone(&kept)))
+        .layer(recorder.layer())
+        .handler(tally)
+        .start()
+        .await
+        .unwrap();
+    let producer = client.producer::<Tally>();
+    for n in 0..20 {
+        producer.send_async(&Tally { n }).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let settled = recorder.wait_for(20, WAIT).await;
+    assert!(settled.iter().all(|s| s.settlement == Ok(Settlement::Ack)));
+
+    let kept = std::mem::take(&mut *kept.lock());
+    // Calls 1, 3, 5, ... 19: the count went on across messages instead of starting again.
+    let calls: Vec<u32> = kept.iter().map(|(call, _)| *call).collect();
+    assert_eq!(calls, (1..=19).step_by(2).collect::<Vec<_>>());
+    for (call, delivery) in kept.iter() {
+        let n = u64::from(call - 1);
+        let message = delivery.message();
+        assert_eq!(message.offset, n, "call {call}");
+        let tally: Tally = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(tally.n, n, "call {call}");
+    }
+    drop(kept);
+    running.shutdown().await.unwrap();
+}

@@ -94,8 +94,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         deadline: Instant,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: armed only for a handler that has to wait, and a `Sleep` is some 100 bytes
+        // that every layer around this one would otherwise move with the future.
+        sleep: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -106,17 +107,17 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result);
         }
-        if this.sleep.is_none() {
-            this.sleep
-                .set(Some(tokio::time::sleep_until(*this.deadline)));
-        }
-        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(Elapsed::new().into())),
-            _ => Poll::Pending,
+        let deadline = *this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed::new().into())),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
