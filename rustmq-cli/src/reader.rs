@@ -6,7 +6,7 @@ use std::time::Duration;
 use rustmq::protocol::{
     BatchIter, FetchRequest, ListOffsetsRequest, OffsetSpec, Record, Request, Response,
 };
-use rustmq::{ClientError, Message, RustMqClient};
+use rustmq::{ClientError, Message, MessageId, RustMqClient};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -159,6 +159,6 @@ fn to_message(topic: &str, partition: u32, record: Record) -> Result<Message, Cl
     let mut message = builder.build()?;
     message.partition = partition;
     message.offset = record.offset;
-    message.id = format!("{topic}-{partition}-{}", record.offset);
+    message.id = MessageId::position(message.topic.clone(), partition, record.offset);
     Ok(message)
 }

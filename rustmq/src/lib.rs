@@ -67,7 +67,7 @@ pub use config::{
     RetryConfig, TlsConfig,
 };
 pub use error::{ClientError, Result};
-pub use message::{IntoPayload, Message, MessageBuilder};
+pub use message::{IntoPayload, Message, MessageBuilder, MessageId, TopicName};
 pub use producer::{
     AckLevel, Producer, ProducerBuilder, ProducerConfig, ProducerMetrics, SendResult,
 };

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustmq::consumer::{ConsumerBuilder, ConsumerConfig, StartPosition};
-use rustmq::{AckLevel, Message, ProducerBuilder, ProducerConfig, RustMqClient};
+use rustmq::{AckLevel, Message, ProducerBuilder, ProducerConfig, RustMqClient, TopicName};
 
 use super::payload::{Payloads, Stamped};
 use super::report::{Latency, Report};
@@ -91,10 +91,12 @@ pub(crate) async fn produce(
     let mut payloads = Payloads::new(spec.size);
     let mut latency = Latency::new();
     let bar = progress::bar(quiet, Some(spec.messages), &spec.name);
+    // Made once and shared by every message (as an application sending to one topic would).
+    let topic = TopicName::from(&spec.topic);
     let started = Instant::now();
     for i in 0..spec.messages {
         let message = Message::builder()
-            .topic(&spec.topic)
+            .topic(topic.clone())
             .payload(payloads.next())
             .build()?;
         if spec.sequential {
@@ -266,10 +268,11 @@ pub(crate) async fn end_to_end(
     let bar = progress::bar(quiet, Some(messages), name);
     let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let started = tokio::time::Instant::now();
+    let topic = TopicName::from(topic);
     for i in 0..messages {
         tokio::time::sleep_until(started + period.mul_f64(i as f64)).await;
         let message = Message::builder()
-            .topic(&topic)
+            .topic(topic.clone())
             .payload(stamp.payload())
             .build()?;
         producer.send_async(message, None).await?;

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use rustmq_protocol::batch::RecordIter;
 
-use crate::message::Message;
+use crate::message::{Message, TopicName};
 
 /// Checked records of one partition, in offset order.
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ impl Records {
     }
 
     /// The next record, as a received message of `topic`/`partition`.
-    pub(crate) fn pop_front(&mut self, topic: &str, partition: u32) -> Option<Message> {
+    pub(crate) fn pop_front(&mut self, topic: &TopicName, partition: u32) -> Option<Message> {
         loop {
             let run = self.runs.front_mut()?;
             let record = run.iter.next();

@@ -30,7 +30,7 @@ use super::config::ConsumerConfig;
 use super::state::FetchGate;
 use super::{offsets, Inner};
 use crate::error::{ClientError, Result};
-use crate::message::Message;
+use crate::message::{Message, TopicName};
 
 /// What one fetch answer decoded into.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ pub(crate) fn decode(
 
 /// A fetched record as a received [`Message`] of `topic`/`partition` (the stream's fetch
 /// decodes with it too).
-pub(crate) fn to_message(topic: &str, partition: u32, record: Record) -> Message {
+pub(crate) fn to_message(topic: &TopicName, partition: u32, record: Record) -> Message {
     // Most records have no headers: an empty map without walking an empty iterator.
     let headers = if record.headers.is_empty() {
         HashMap::new()
@@ -131,7 +131,7 @@ pub(crate) fn to_message(topic: &str, partition: u32, record: Record) -> Message
             .collect()
     };
     Message::received(
-        topic.to_owned(),
+        topic.clone(),
         partition,
         record.offset,
         record.key,
@@ -339,7 +339,8 @@ mod tests {
     /// The messages `d` holds, as partition 2 of topic `t` delivers them.
     fn messages(mut d: Decoded) -> Vec<Message> {
         let n = d.records.len();
-        let out: Vec<Message> = std::iter::from_fn(|| d.records.pop_front("t", 2)).collect();
+        let topic = TopicName::from("t");
+        let out: Vec<Message> = std::iter::from_fn(|| d.records.pop_front(&topic, 2)).collect();
         assert_eq!(out.len(), n, "every record counted is delivered");
         out
     }
@@ -357,7 +358,7 @@ mod tests {
         assert_eq!(got, (13..20).collect::<Vec<_>>());
         let m = &messages[0];
         assert_eq!(
-            (m.topic.as_str(), m.partition, m.id.as_str()),
+            (m.topic.as_str(), m.partition, m.id.to_string().as_str()),
             ("t", 2, "t-2-13")
         );
         assert_eq!(m.payload_as_string().unwrap(), "v13");

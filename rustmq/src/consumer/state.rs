@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::buffer::Records;
 use super::tracker::OffsetTracker;
 use crate::error::ClientError;
-use crate::message::Message;
+use crate::message::{Message, TopicName};
 
 /// A message handed to the application.
 #[derive(Debug)]
@@ -89,8 +89,8 @@ pub(crate) struct State {
     next_epoch: u64,
     retry_seq: u64,
     cap: usize,
-    /// The topic, for the messages decoded from the buffers.
-    topic: String,
+    /// The topic, shared by the messages decoded from the buffers.
+    topic: TopicName,
 }
 
 impl State {
@@ -107,7 +107,7 @@ impl State {
             next_epoch: 1,
             retry_seq: 0,
             cap,
-            topic: topic.to_owned(),
+            topic: topic.into(),
         }
     }
 

@@ -86,18 +86,19 @@ pub use self::metrics::StreamMetrics;
 pub use self::processor::MessageProcessor;
 pub use self::typed::{TypedAdapter, TypedProcessor};
 pub use self::unit::{DLQ_KIND, DLQ_UNIT, DLQ_UNIT_MEMBERS};
+use crate::message::TopicName;
 
 /// A topic partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Tp {
-    pub(crate) topic: Arc<str>,
+    pub(crate) topic: TopicName,
     pub(crate) partition: u32,
 }
 
 impl Tp {
     pub(crate) fn new(topic: &str, partition: u32) -> Self {
         Self {
-            topic: Arc::from(topic),
+            topic: TopicName::from(topic),
             partition,
         }
     }

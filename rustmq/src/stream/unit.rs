@@ -32,7 +32,7 @@ use crate::consumer::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
 };
 use crate::error::{ClientError, Result};
-use crate::message::Message;
+use crate::message::{Message, TopicName};
 
 /// Header on dead-letter records: `failed` (processing failed) or `late` (after its window).
 pub const DLQ_KIND: &str = crate::typed::layers::DLQ_HEADER_KIND;
@@ -160,8 +160,9 @@ fn prepare_outputs(
     mut outputs: Vec<Message>,
 ) -> Result<Vec<Message>> {
     if let Some(topic) = &ctx.config.output_topic {
+        let topic = TopicName::from(topic);
         for m in &mut outputs {
-            m.topic.clone_from(topic);
+            m.topic = topic.clone();
         }
     }
     if ctx.config.exactly_once {
@@ -202,13 +203,14 @@ fn dead_letters(
         };
         source_headers(&ctx.group, extent, window, unit.kind == Kind::Batch)
     });
+    let topic = TopicName::from(topic);
     unit.messages
         .iter()
         .map(|original| {
             let mut m = original.clone();
-            m.topic = topic.to_owned();
+            m.topic = topic.clone();
             m.headers.extend([
-                (DLQ_ORIGINAL_TOPIC.to_owned(), original.topic.clone()),
+                (DLQ_ORIGINAL_TOPIC.to_owned(), original.topic.to_string()),
                 (
                     DLQ_ORIGINAL_PARTITION.to_owned(),
                     original.partition.to_string(),

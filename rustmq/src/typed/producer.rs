@@ -9,7 +9,7 @@ use super::delivery::Context;
 use super::topic::Topic;
 use crate::codec::Codec;
 use crate::error::{ClientError, Result};
-use crate::message::Message;
+use crate::message::{Message, TopicName};
 use crate::producer::{Producer, ProducerBuilder, ProducerConfig, SendResult};
 use crate::RustMqClient;
 
@@ -118,7 +118,9 @@ impl<T: Topic> TypedProducer<T> {
     pub fn to_message(value: &T) -> Result<Message> {
         let payload = <T::Codec as Codec>::encode(value)
             .map_err(|e| ClientError::Serialization(e.to_string()))?;
-        let builder = Message::builder().topic(T::NAME).payload(payload);
+        let builder = Message::builder()
+            .topic(TopicName::from_static(T::NAME))
+            .payload(payload);
         match value.key() {
             Some(key) => builder.key(key).build(),
             None => builder.build(),

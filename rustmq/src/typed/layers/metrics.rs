@@ -155,7 +155,7 @@ where
 
     fn call(&mut self, delivery: Delivery) -> Self::Future {
         let (topic, group, handler) = (
-            delivery.message().topic.clone(),
+            delivery.message().topic.to_string(),
             delivery.group().to_owned(),
             delivery.handler_name(),
         );

@@ -7,6 +7,10 @@ use bytes::Bytes;
 
 use crate::error::{ClientError, Result};
 
+mod names;
+
+pub use names::{MessageId, TopicName};
+
 /// Longest topic name accepted (the broker's limit).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
@@ -16,11 +20,13 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// Identifies this message. Assigned at build time; a received message's id is
-    /// `topic-partition-offset`, unique for every stored record.
-    pub id: String,
-    /// Topic the message is sent to or was read from.
-    pub topic: String,
+    /// Identifies this message: random unless set with [`MessageBuilder::id`]; a received
+    /// message's is `topic-partition-offset`, unique for every stored record. Its text is made
+    /// when it is displayed, not for every message.
+    pub id: MessageId,
+    /// Topic the message is sent to or was read from (shared, not copied, by the messages of
+    /// a topic: see [`TopicName`]).
+    pub topic: TopicName,
     /// Partition: the one it was read from, or an explicit target set with
     /// [`MessageBuilder::partition`].
     pub partition: u32,
@@ -68,32 +74,6 @@ pub fn now_ms() -> u64 {
     })
 }
 
-fn new_id() -> String {
-    // Hand-rolled hex, a byte (two digits) at a time: this runs once per message built, and
-    // `format!` costs several times more.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = [0u8; 32];
-    for (pair, byte) in id.chunks_exact_mut(2).zip(fastrand::u128(..).to_be_bytes()) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0xf)];
-    }
-    // All ASCII: the check cannot fail and costs a few nanoseconds for 32 bytes.
-    String::from_utf8(id.to_vec()).unwrap_or_default()
-}
-
-/// `topic-partition-offset`, the id of a received message, without `format!`'s machinery
-/// (this runs once per message received).
-fn received_id(topic: &str, partition: u32, offset: u64) -> String {
-    let mut digits = itoa::Buffer::new();
-    let mut id = String::with_capacity(topic.len() + 2 + 10 + 20);
-    id.push_str(topic);
-    id.push('-');
-    id.push_str(digits.format(partition));
-    id.push('-');
-    id.push_str(digits.format(offset));
-    id
-}
-
 impl Message {
     /// Starts building a message.
     ///
@@ -117,7 +97,7 @@ impl Message {
     /// A message read from `topic`/`partition` at `offset` (used by the consumer); its id is
     /// `topic-partition-offset`.
     pub(crate) fn received(
-        topic: String,
+        topic: TopicName,
         partition: u32,
         offset: u64,
         key: Option<Bytes>,
@@ -126,7 +106,7 @@ impl Message {
         timestamp: u64,
     ) -> Message {
         Message {
-            id: received_id(&topic, partition, offset),
+            id: MessageId::position(topic.clone(), partition, offset),
             topic,
             partition,
             offset,
@@ -177,8 +157,8 @@ impl Message {
     /// otherwise `payload_hex` / `key_hex`.
     pub fn to_json(&self) -> Result<String> {
         let mut obj = serde_json::Map::new();
-        obj.insert("id".into(), self.id.clone().into());
-        obj.insert("topic".into(), self.topic.clone().into());
+        obj.insert("id".into(), self.id.to_string().into());
+        obj.insert("topic".into(), self.topic.to_string().into());
         obj.insert("partition".into(), self.partition.into());
         obj.insert("offset".into(), self.offset.into());
         obj.insert("timestamp".into(), self.timestamp.into());
@@ -265,18 +245,18 @@ impl<const N: usize> IntoPayload for &[u8; N] {
 /// Builds a [`Message`]; [`MessageBuilder::build`] validates it.
 #[derive(Debug, Default, Clone)]
 pub struct MessageBuilder {
-    topic: Option<String>,
+    topic: Option<TopicName>,
     key: Option<Bytes>,
     payload: Option<Bytes>,
     headers: HashMap<String, String>,
     timestamp: Option<u64>,
     partition: Option<u32>,
-    id: Option<String>,
+    id: Option<MessageId>,
 }
 
 impl MessageBuilder {
     /// The topic (required).
-    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+    pub fn topic(mut self, topic: impl Into<TopicName>) -> Self {
         self.topic = Some(topic.into());
         self
     }
@@ -322,7 +302,7 @@ impl MessageBuilder {
     }
 
     /// Sets the id instead of a generated one.
-    pub fn id(mut self, id: impl Into<String>) -> Self {
+    pub fn id(mut self, id: impl Into<MessageId>) -> Self {
         self.id = Some(id.into());
         self
     }
@@ -343,7 +323,7 @@ impl MessageBuilder {
             return Err(ClientError::InvalidMessage("timestamp out of range".into()));
         }
         Ok(Message {
-            id: self.id.unwrap_or_else(new_id),
+            id: self.id.unwrap_or_else(MessageId::random),
             topic,
             partition: self.partition.unwrap_or(0),
             offset: 0,
@@ -411,17 +391,33 @@ mod tests {
 
     #[test]
     fn ids_are_hex_and_received_ids_name_the_record() {
-        let (a, b) = (new_id(), new_id());
+        let (a, b) = (
+            MessageId::random().to_string(),
+            MessageId::random().to_string(),
+        );
         assert_eq!(a.len(), 32);
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
+        let received = |topic: &str, partition, offset| {
+            Message::received(
+                topic.into(),
+                partition,
+                offset,
+                None,
+                Bytes::new(),
+                HashMap::new(),
+                0,
+            )
+            .id
+            .to_string()
+        };
         assert_eq!(
-            received_id("orders", 7, u64::MAX),
+            received("orders", 7, u64::MAX),
             format!("orders-7-{}", u64::MAX)
         );
-        assert_eq!(received_id("t", 0, 0), "t-0-0");
+        assert_eq!(received("t", 0, 0), "t-0-0");
     }
 
     #[test]
@@ -434,7 +430,7 @@ mod tests {
             .build()
             .is_err());
         let m = Message::builder().topic("t").build().unwrap();
-        assert!(m.payload.is_empty() && m.timestamp > 0 && !m.id.is_empty());
+        assert!(m.payload.is_empty() && m.timestamp > 0 && !m.id.to_string().is_empty());
     }
 
     #[test]
