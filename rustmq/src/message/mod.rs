@@ -90,6 +90,7 @@ impl Message {
     /// assert_eq!(message.get_header("event-type"), Some(&"user-registration".to_string()));
     /// # Ok::<(), rustmq::ClientError>(())
     /// ```
+    #[inline]
     pub fn builder() -> MessageBuilder {
         MessageBuilder::default()
     }
@@ -290,12 +291,14 @@ impl MessageBuilder {
     }
 
     /// The timestamp in milliseconds since the Unix epoch (default: now).
+    #[inline]
     pub fn timestamp(mut self, ms: u64) -> Self {
         self.timestamp = Some(ms);
         self
     }
 
     /// Sends to this partition, bypassing the partitioner.
+    #[inline]
     pub fn partition(mut self, partition: u32) -> Self {
         self.partition = Some(partition);
         self
@@ -308,11 +311,14 @@ impl MessageBuilder {
     }
 
     /// Validates and returns the message.
+    #[inline]
     pub fn build(self) -> Result<Message> {
         let topic = self
             .topic
             .ok_or_else(|| ClientError::InvalidMessage("a message needs a topic".into()))?;
-        validate_topic(&topic)?;
+        if !topic.is_valid() {
+            return Err(invalid_topic(&topic));
+        }
         if let Some(name) = self.headers.keys().find(|k| k.is_empty()) {
             return Err(ClientError::InvalidMessage(format!(
                 "empty header name (value {:?})",
@@ -338,20 +344,17 @@ impl MessageBuilder {
 
 /// Checks a topic name as the broker will: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn validate_topic(topic: &str) -> Result<()> {
-    let ok = !topic.is_empty()
-        && topic.len() <= MAX_TOPIC_NAME_LEN
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if names::is_valid_topic(topic) {
         Ok(())
     } else {
-        Err(ClientError::InvalidMessage(format!(
-            "invalid topic name {topic:?}: use 1 to {MAX_TOPIC_NAME_LEN} characters of [A-Za-z0-9._-]"
-        )))
+        Err(invalid_topic(topic))
     }
+}
+
+fn invalid_topic(topic: &str) -> ClientError {
+    ClientError::InvalidMessage(format!(
+        "invalid topic name {topic:?}: use 1 to {MAX_TOPIC_NAME_LEN} characters of [A-Za-z0-9._-]"
+    ))
 }
 
 #[cfg(test)]

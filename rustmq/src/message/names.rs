@@ -33,23 +33,60 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct TopicName(Name);
 
+/// The name, and whether it is a valid topic name (checked once, when the name is made,
+/// rather than for every message built with it).
 #[derive(Clone)]
 enum Name {
-    Static(&'static str),
-    Shared(Arc<str>),
+    Static(&'static str, bool),
+    Shared(Arc<str>, bool),
+}
+
+impl Name {
+    fn shared(name: Arc<str>) -> Self {
+        let valid = is_valid_topic(&name);
+        Name::Shared(name, valid)
+    }
+}
+
+/// Whether `name` is a valid topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub(crate) const fn is_valid_topic(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > super::MAX_TOPIC_NAME_LEN {
+        return false;
+    }
+    if matches!(bytes, [b'.'] | [b'.', b'.']) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl TopicName {
     /// A name from a `&'static str`, without an allocation (usable in a `const`).
     pub const fn from_static(name: &'static str) -> Self {
-        TopicName(Name::Static(name))
+        TopicName(Name::Static(name, is_valid_topic(name)))
     }
 
     /// The name.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            Name::Static(name) => name,
-            Name::Shared(name) => name,
+            Name::Static(name, _) => name,
+            Name::Shared(name, _) => name,
+        }
+    }
+
+    /// Whether this is a valid topic name (as [`validate_topic`](super::validate_topic)
+    /// checks; known since the name was made).
+    pub fn is_valid(&self) -> bool {
+        match self.0 {
+            Name::Static(_, valid) | Name::Shared(_, valid) => valid,
         }
     }
 
@@ -57,8 +94,8 @@ impl TopicName {
     /// text).
     pub fn ptr_eq(&self, other: &TopicName) -> bool {
         match (&self.0, &other.0) {
-            (Name::Static(a), Name::Static(b)) => std::ptr::eq(*a, *b),
-            (Name::Shared(a), Name::Shared(b)) => Arc::ptr_eq(a, b),
+            (Name::Static(a, _), Name::Static(b, _)) => std::ptr::eq(*a, *b),
+            (Name::Shared(a, _), Name::Shared(b, _)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -129,25 +166,25 @@ impl fmt::Debug for TopicName {
 
 impl From<&str> for TopicName {
     fn from(name: &str) -> Self {
-        TopicName(Name::Shared(name.into()))
+        TopicName(Name::shared(name.into()))
     }
 }
 
 impl From<&String> for TopicName {
     fn from(name: &String) -> Self {
-        TopicName(Name::Shared(name.as_str().into()))
+        TopicName(Name::shared(name.as_str().into()))
     }
 }
 
 impl From<String> for TopicName {
     fn from(name: String) -> Self {
-        TopicName(Name::Shared(name.into()))
+        TopicName(Name::shared(name.into()))
     }
 }
 
 impl From<Arc<str>> for TopicName {
     fn from(name: Arc<str>) -> Self {
-        TopicName(Name::Shared(name))
+        TopicName(Name::shared(name))
     }
 }
 
@@ -166,8 +203,8 @@ impl From<TopicName> for String {
 impl From<TopicName> for Arc<str> {
     fn from(name: TopicName) -> Self {
         match name.0 {
-            Name::Static(name) => name.into(),
-            Name::Shared(name) => name,
+            Name::Static(name, _) => name.into(),
+            Name::Shared(name, _) => name,
         }
     }
 }
@@ -438,6 +475,14 @@ mod tests {
         assert_eq!(String::from(copy), "orders");
 
         const STATIC: TopicName = TopicName::from_static("orders");
+        assert!(STATIC.is_valid() && name.is_valid());
+        for bad in ["", ".", "..", "a b", "ü"] {
+            assert!(!TopicName::from(bad).is_valid(), "{bad:?}");
+        }
+        assert!(!TopicName::from_static("a/b").is_valid());
+        assert!(TopicName::from("..a").is_valid());
+        assert!(TopicName::from("t".repeat(249)).is_valid());
+        assert!(!TopicName::from("t".repeat(250)).is_valid());
         assert_eq!(STATIC, name);
         assert!(STATIC.ptr_eq(&STATIC.clone()));
         assert!(!STATIC.ptr_eq(&name));

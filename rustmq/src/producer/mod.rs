@@ -410,7 +410,11 @@ impl Producer {
             })),
             None => Waiter::Detached,
         };
-        self.enqueue(message, waiter, false).await.map(drop)
+        // Matched here rather than awaited: a ready outcome is not moved into this future.
+        match self.enqueue(message, waiter, false) {
+            Either::Left(done) => done.into_inner().map(drop),
+            Either::Right(waiting) => waiting.await.map(drop),
+        }
     }
 
     /// Sends without waiting; `callback` gets the outcome.
@@ -420,9 +424,10 @@ impl Producer {
         callback: impl FnOnce(Result<SendResult>) + Send + 'static,
     ) -> Result<()> {
         cooperate().await;
-        self.enqueue(message, Waiter::Callback(Box::new(callback)), false)
-            .await
-            .map(drop)
+        match self.enqueue(message, Waiter::Callback(Box::new(callback)), false) {
+            Either::Left(done) => done.into_inner().map(drop),
+            Either::Right(waiting) => waiting.await.map(drop),
+        }
     }
 
     /// Sends every message and waits for all of them; the first failure is returned, after
@@ -460,10 +465,10 @@ impl Producer {
     /// future thus does not hold the message twice (an `async fn` keeps its arguments and its
     /// locals apart), and is moved around lighter for every message sent. Every caller awaits
     /// [`cooperate`] first: the budget is spent in a poll, and before the message is accepted.
-    fn enqueue(&self, message: Message, waiter: Waiter, direct: bool) -> Enqueue<'_> {
+    fn enqueue(&self, mut message: Message, waiter: Waiter, direct: bool) -> Enqueue<'_> {
         let inner = &self.inner;
-        let (message, permits) = match self.admit(message) {
-            Ok(admitted) => admitted,
+        let permits = match self.admit(&mut message) {
+            Ok(permits) => permits,
             Err(e) => return Either::Left(ready(Err(e))),
         };
         // Room in the buffer, taken at once when there is some (the semaphore is fair: waiting
@@ -478,7 +483,7 @@ impl Producer {
                         .await
                         .map_err(|_| ClientError::Closed)?
                         .forget();
-                    self.accept(message, waiter, direct, permits)
+                    self.accept(&mut message, waiter, direct, permits)
                 }))
             }
             Err(TryAcquireError::Closed) if inner.config.block_on_buffer_full => {
@@ -490,12 +495,13 @@ impl Producer {
                 })))
             }
         }
-        Either::Left(ready(self.accept(message, waiter, direct, permits)))
+        Either::Left(ready(self.accept(&mut message, waiter, direct, permits)))
     }
 
-    /// Checks `message` for this producer and adds the default properties; returns it with
-    /// the buffer permits it needs.
-    fn admit(&self, mut message: Message) -> Result<(Message, u32)> {
+    /// Checks `message` for this producer and adds the default properties; returns the buffer
+    /// permits it needs. (The message is lent, here and to `accept`, not moved: it is ~200
+    /// bytes, and every move is a copy.)
+    fn admit(&self, message: &mut Message) -> Result<u32> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
@@ -522,13 +528,13 @@ impl Producer {
             });
         }
         // `size <= max_message_size <= buffer_memory < 4 GiB` so this fits.
-        Ok((message, size.max(1) as u32))
+        Ok(size.max(1) as u32)
     }
 
     /// Puts an admitted message, whose buffer permits are taken, into its partition's batch.
     fn accept(
         &self,
-        mut message: Message,
+        message: &mut Message,
         waiter: Waiter,
         direct: bool,
         permits: u32,
@@ -538,7 +544,7 @@ impl Producer {
             message.partition
         } else {
             let n = inner.partition_count.load(Ordering::Acquire).max(1);
-            inner.partitioner.partition(&message, n)
+            inner.partitioner.partition(message, n)
         };
         let slot = match inner.slot(partition) {
             Ok(s) => s,
@@ -557,7 +563,7 @@ impl Producer {
             // The message stays here: the accumulator copies its bytes into the batch.
             let mut waiter = waiter;
             loop {
-                match acc.try_push(&message, waiter, Instant::now) {
+                match acc.try_push(message, waiter, Instant::now) {
                     TryPush::Aggregated { full } => {
                         if full {
                             if let Some(b) = acc.take() {
