@@ -8,15 +8,15 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::consumer::ConsumerMessage;
-use crate::message::Message;
+use crate::message::{Message, TopicName};
 use crate::producer::Producer;
 use crate::RustMqClient;
 
 /// What the runtime shares with every delivery of one handler.
 #[derive(Debug, Default)]
 pub(crate) struct Context {
-    /// The handler's topic, shared by every delivery's [`Metadata`].
-    pub(crate) topic: Arc<str>,
+    /// The handler's topic.
+    pub(crate) topic: TopicName,
     pub(crate) client: Option<RustMqClient>,
     pub(crate) handler: &'static str,
     pub(crate) group: String,
@@ -74,9 +74,9 @@ thread_local! {
 /// The context of a delivery of `message` outside any service.
 fn detached_context(message: &Message) -> Arc<Context> {
     DETACHED.with_borrow_mut(|last| match last {
-        Some(ctx) if *ctx.topic == *message.topic => Arc::clone(ctx),
+        Some(ctx) if ctx.topic == message.topic => Arc::clone(ctx),
         _ => Arc::clone(last.insert(Arc::new(Context {
-            topic: message.topic.as_str().into(),
+            topic: message.topic.clone(),
             ..Context::default()
         }))),
     })
@@ -97,7 +97,7 @@ impl Delivery {
     pub fn recycle(self, message: Message) -> Self {
         let spare = self.into_spare();
         let ctx = match &spare {
-            Some(Spare(shared)) if *shared.ctx.topic == *message.topic => None,
+            Some(Spare(shared)) if shared.ctx.topic == message.topic => None,
             _ => Some(detached_context(&message)),
         };
         Delivery::fill(spare, Source::Detached(message), 1, ctx)
@@ -236,8 +236,8 @@ impl Context {
 /// Where a message came from: an extractor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
-    /// Topic (shared with the handler's other deliveries, not copied for each).
-    pub topic: Arc<str>,
+    /// Topic (the message's, shared, not copied).
+    pub topic: TopicName,
     /// Partition.
     pub partition: u32,
     /// Offset in the partition.

@@ -64,13 +64,8 @@ impl ExtractorKind for Metadata {}
 impl<S> FromDelivery<S> for Metadata {
     fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
         let m = d.message();
-        let topic = &d.ctx().topic;
         Ok(Metadata {
-            topic: if **topic == *m.topic {
-                std::sync::Arc::clone(topic)
-            } else {
-                m.topic.as_str().into()
-            },
+            topic: m.topic.clone(),
             partition: m.partition,
             offset: m.offset,
             key: m.key.clone(),
