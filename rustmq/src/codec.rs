@@ -75,7 +75,11 @@ impl Codec for Json {
         serde_json::to_vec(value).map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(|e| CodecError::decode(Self::NAME, e))
+        // JSON text is UTF-8 (RFC 8259): checked once for the whole payload (std's check runs
+        // a word at a time over ASCII), after which serde_json reads strings without checking
+        // each again, as `from_slice` does string by string.
+        let text = std::str::from_utf8(bytes).map_err(|e| CodecError::decode(Self::NAME, e))?;
+        serde_json::from_str(text).map_err(|e| CodecError::decode(Self::NAME, e))
     }
 }
 
@@ -153,6 +157,27 @@ mod tests {
             "{}: garbage",
             C::NAME
         );
+    }
+
+    /// JSON is checked as UTF-8 once, then read as text: strings with any characters and
+    /// escapes decode as before, and a payload that is not UTF-8 anywhere is refused.
+    #[test]
+    fn json_reads_any_text_and_refuses_what_is_not_utf8() {
+        let order = Order {
+            id: "ü€😀 \"quoted\"\n\u{7}".into(),
+            cents: 1,
+            tags: vec!["日本".into(), String::new()],
+        };
+        let bytes = Json::encode(&order).unwrap();
+        assert_eq!(Json::decode::<Order>(&bytes).unwrap(), order);
+        let escaped = br#"{"id":"\u00fc\ud83d\ude00","cents":2,"tags":[]}"#;
+        assert_eq!(Json::decode::<Order>(escaped).unwrap().id, "ü😀");
+        for bad in [
+            &b"{\"id\":\"\xff\",\"cents\":1,\"tags\":[]}"[..],
+            &b"{\"id\":\"a\",\"cents\":1,\"tags\":[]} \xc3"[..],
+        ] {
+            assert!(Json::decode::<Order>(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
