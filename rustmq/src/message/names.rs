@@ -1,7 +1,7 @@
 //! [`TopicName`] and [`MessageId`]: a message's topic and id, shared and made lazily instead of
 //! a `String` allocated (and an id formatted) for every message sent or received.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt::{self, Write as _};
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
@@ -154,7 +154,8 @@ impl Borrow<str> for TopicName {
 
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`: width, fill and precision apply, as they do to a `String`.
+        f.pad(self.as_str())
     }
 }
 
@@ -185,6 +186,18 @@ impl From<String> for TopicName {
 impl From<Arc<str>> for TopicName {
     fn from(name: Arc<str>) -> Self {
         TopicName(Name::shared(name))
+    }
+}
+
+impl From<Box<str>> for TopicName {
+    fn from(name: Box<str>) -> Self {
+        TopicName(Name::shared(name.into()))
+    }
+}
+
+impl From<Cow<'_, str>> for TopicName {
+    fn from(name: Cow<'_, str>) -> Self {
+        TopicName(Name::shared(name.into()))
     }
 }
 
@@ -300,6 +313,10 @@ impl MessageId {
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.width().is_some() || f.precision().is_some() {
+            // Padded or cut as a `String` would be: the text is made first.
+            return self.with_text(|text| f.pad(text));
+        }
         match &self.0 {
             Repr::Random(high, low) => write!(f, "{high:016x}{low:016x}"),
             Repr::Position {
@@ -309,6 +326,19 @@ impl fmt::Display for MessageId {
             } => write!(f, "{topic}-{partition}-{offset}"),
             Repr::Text(text) => f.write_str(text),
         }
+    }
+}
+
+impl PartialOrd for MessageId {
+    fn partial_cmp(&self, other: &MessageId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// By text, as the ids' `String`s compared.
+impl Ord for MessageId {
+    fn cmp(&self, other: &MessageId) -> std::cmp::Ordering {
+        self.with_text(|a| other.with_text(|b| a.cmp(b)))
     }
 }
 
@@ -365,6 +395,24 @@ impl PartialEq<String> for MessageId {
     }
 }
 
+impl PartialEq<MessageId> for str {
+    fn eq(&self, other: &MessageId) -> bool {
+        other == self
+    }
+}
+
+impl PartialEq<MessageId> for &str {
+    fn eq(&self, other: &MessageId) -> bool {
+        other == *self
+    }
+}
+
+impl PartialEq<MessageId> for String {
+    fn eq(&self, other: &MessageId) -> bool {
+        other == self
+    }
+}
+
 impl From<&str> for MessageId {
     fn from(text: &str) -> Self {
         MessageId(Repr::Text(text.into()))
@@ -373,6 +421,30 @@ impl From<&str> for MessageId {
 
 impl From<String> for MessageId {
     fn from(text: String) -> Self {
+        MessageId(Repr::Text(text.into()))
+    }
+}
+
+impl From<&String> for MessageId {
+    fn from(text: &String) -> Self {
+        MessageId(Repr::Text(text.as_str().into()))
+    }
+}
+
+impl From<Box<str>> for MessageId {
+    fn from(text: Box<str>) -> Self {
+        MessageId(Repr::Text(text.into()))
+    }
+}
+
+impl From<Arc<str>> for MessageId {
+    fn from(text: Arc<str>) -> Self {
+        MessageId(Repr::Text(text))
+    }
+}
+
+impl From<Cow<'_, str>> for MessageId {
+    fn from(text: Cow<'_, str>) -> Self {
         MessageId(Repr::Text(text.into()))
     }
 }
@@ -442,6 +514,14 @@ mod tests {
         assert_eq!(position, MessageId::from("orders-3-42"));
         assert_ne!(position, MessageId::position("orders".into(), 3, 43));
         assert_eq!(format!("{position:?}"), "\"orders-3-42\"");
+        assert_eq!("orders-3-42", position);
+        assert_eq!(
+            format!("[{position:>12}] [{position:.6}]"),
+            "[ orders-3-42] [orders]"
+        );
+        let (a, b) = (MessageId::from("a"), MessageId::position("b".into(), 0, 0));
+        assert!(a < b);
+        assert!(position < MessageId::position("orders".into(), 3, 5));
 
         let random = MessageId::random();
         let text = random.to_string();
@@ -470,6 +550,7 @@ mod tests {
         assert_eq!("orders", name);
         assert_eq!(name, String::from("orders"));
         assert_eq!(format!("{name} {name:?}"), "orders \"orders\"");
+        assert_eq!(format!("[{name:<8}] [{name:.3}]"), "[orders  ] [ord]");
         let set: HashSet<TopicName> = [name.clone()].into();
         assert!(set.contains("orders"));
         assert_eq!(String::from(copy), "orders");

@@ -22,6 +22,8 @@ pub(crate) struct Context {
     pub(crate) group: String,
     pub(crate) dead_letter: String,
     pub(crate) producers: Mutex<HashMap<String, Producer>>,
+    /// Made for deliveries outside any service ([`Delivery::new`]).
+    pub(crate) detached: bool,
 }
 
 /// One received message with its delivery attempt, as handed to a handler's service.
@@ -77,6 +79,7 @@ fn detached_context(message: &Message) -> Arc<Context> {
         Some(ctx) if ctx.topic == message.topic => Arc::clone(ctx),
         _ => Arc::clone(last.insert(Arc::new(Context {
             topic: message.topic.clone(),
+            detached: true,
             ..Context::default()
         }))),
     })
@@ -97,7 +100,9 @@ impl Delivery {
     pub fn recycle(self, message: Message) -> Self {
         let spare = self.into_spare();
         let ctx = match &spare {
-            Some(Spare(shared)) if shared.ctx.topic == message.topic => None,
+            // The spare's context is kept only if it is a detached one of the same topic: a
+            // service's context (group, handler, client) must not follow the message.
+            Some(Spare(shared)) if shared.ctx.detached && shared.ctx.topic == message.topic => None,
             _ => Some(detached_context(&message)),
         };
         Delivery::fill(spare, Source::Detached(message), 1, ctx)
@@ -307,5 +312,18 @@ mod tests {
         assert!(std::ptr::eq(Arc::as_ptr(&fourth.shared), place));
         assert_eq!(&*fourth.ctx().topic, "c");
         assert!(kept.into_spare().is_some());
+
+        // A service's context does not follow a recycled delivery, even of its own topic.
+        let service = Arc::new(Context {
+            topic: "a".into(),
+            handler: "h",
+            group: "g".into(),
+            ..Context::default()
+        });
+        let received = Delivery::fill(None, Source::Detached(message("a", "5")), 1, Some(service));
+        assert_eq!(received.handler_name(), "h");
+        let recycled = received.recycle(message("a", "6"));
+        assert_eq!((recycled.handler_name(), recycled.group()), ("", ""));
+        assert!(recycled.ctx().detached);
     }
 }

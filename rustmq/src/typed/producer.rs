@@ -119,7 +119,8 @@ impl<T: Topic> TypedProducer<T> {
         let payload = <T::Codec as Codec>::encode(value)
             .map_err(|e| ClientError::Serialization(e.to_string()))?;
         let builder = Message::builder()
-            .topic(TopicName::from_static(T::NAME))
+            // A constant: the name's validity is checked at compile time, not per message.
+            .topic(const { TopicName::from_static(T::NAME) })
             .payload(payload);
         match value.key() {
             Some(key) => builder.key(key).build(),

@@ -262,6 +262,7 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
                 group,
                 dead_letter: reg.topic.dead_letter.clone(),
                 producers: Default::default(),
+                detached: false,
             });
             let runner = Runner::<L> {
                 consumer,
@@ -334,7 +335,7 @@ struct Runner<L: HandlerLayer> {
 }
 
 impl<L: HandlerLayer> Runner<L> {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let halt = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::with_capacity(self.concurrency);
         let mut workers = Vec::with_capacity(self.concurrency);
@@ -356,8 +357,8 @@ impl<L: HandlerLayer> Runner<L> {
                 Arc::clone(&self.stopped),
             )));
         }
-        // The allocation of the last delivery, reused for the next message (one worker).
-        let mut spare = None;
+        // With one worker, its service.
+        let mut driven = Driven::new(self.service.clone());
         loop {
             if *stop.borrow() {
                 break;
@@ -378,13 +379,7 @@ impl<L: HandlerLayer> Runner<L> {
                 // One worker: handle the message here, without a channel and a task switch per
                 // message. A shutdown still abandons it after the shutdown timeout.
                 Ok(Some(message)) if self.concurrency == 1 => {
-                    let handled = handle(
-                        &mut self.service,
-                        &self.ctx,
-                        message,
-                        self.poison,
-                        &mut spare,
-                    );
+                    let handled = driven.handle(&self.ctx, message, self.poison);
                     tokio::pin!(handled);
                     // Most messages are handled without waiting: then there is nothing to race
                     // against the shutdown (and the future is not moved into a `select!`).
@@ -458,18 +453,18 @@ fn route(message: &ConsumerMessage, workers: usize) -> usize {
 
 async fn worker<L: HandlerLayer>(
     mut rx: mpsc::Receiver<ConsumerMessage>,
-    mut service: L::Service,
+    service: L::Service,
     ctx: Arc<Context>,
     poison: PoisonPolicy,
     halt: Arc<AtomicBool>,
     stopped: Arc<watch::Sender<bool>>,
 ) {
-    let mut spare = None;
+    let mut driven = Driven::new(service);
     while let Some(message) = rx.recv().await {
         if halt.load(Ordering::Acquire) {
             break;
         }
-        if !handle(&mut service, &ctx, message, poison, &mut spare).await {
+        if !driven.handle(&ctx, message, poison).await {
             halt.store(true, Ordering::Release);
             stopped.send_replace(true);
             break;
@@ -477,35 +472,55 @@ async fn worker<L: HandlerLayer>(
     }
 }
 
-/// Runs one message through the layered handler and settles it; false means stop.
-///
-/// The worker's own service is driven (`ready`, then `call`), not a clone per message: state
-/// a layer keeps in its service (a rate limit's window) holds across messages, and nothing is
-/// cloned. The delivery is made in `spare`, the last one's allocation, and left there.
-fn handle<'a, T>(
-    service: &'a mut T,
-    ctx: &Arc<Context>,
-    message: ConsumerMessage,
-    poison: PoisonPolicy,
-    spare: &'a mut Option<Spare>,
-) -> impl Future<Output = bool> + 'a
+/// A worker's layered service, driven for all of its messages (`ready`, then `call`; not a
+/// clone per message, so state a layer keeps in its service, a counter or a window, holds
+/// across messages and nothing is cloned), with the untouched service it is cloned from again
+/// if it fails (tower's contract: a service whose `poll_ready` failed is not used again), and
+/// the last delivery's allocation, in which the next delivery is made.
+struct Driven<S> {
+    service: S,
+    pristine: S,
+    spare: Option<Spare>,
+}
+
+impl<S> Driven<S>
 where
-    T: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone,
 {
-    // Made before the future, which would otherwise hold (and move) the message until its
-    // first poll.
-    let delivery = Delivery::receiving(spare.take(), message, ctx);
-    async move {
-        let result = match service.ready().await {
-            Ok(ready) => ready.call(delivery.clone()).await,
-            Err(e) => Err(e),
-        };
-        let go_on = match delivery.received() {
-            Some(message) => settle(message, &delivery, result, poison).await,
-            None => unreachable!("a delivery made by `Delivery::receiving` holds its message"),
-        };
-        *spare = delivery.into_spare();
-        go_on
+    fn new(service: S) -> Self {
+        Driven {
+            pristine: service.clone(),
+            service,
+            spare: None,
+        }
+    }
+
+    /// Runs one message through the layered handler and settles it; false means stop.
+    fn handle<'a>(
+        &'a mut self,
+        ctx: &Arc<Context>,
+        message: ConsumerMessage,
+        poison: PoisonPolicy,
+    ) -> impl Future<Output = bool> + 'a {
+        // Made before the future, which would otherwise hold (and move) the message until its
+        // first poll.
+        let delivery = Delivery::receiving(self.spare.take(), message, ctx);
+        async move {
+            let result = match self.service.ready().await {
+                Ok(ready) => ready.call(delivery.clone()).await,
+                Err(e) => {
+                    // Settled as a failure, as before; the next message gets a working service.
+                    self.service = self.pristine.clone();
+                    Err(e)
+                }
+            };
+            let go_on = match delivery.received() {
+                Some(message) => settle(message, &delivery, result, poison).await,
+                None => unreachable!("a delivery made by `Delivery::receiving` holds its message"),
+            };
+            self.spare = delivery.into_spare();
+            go_on
+        }
     }
 }
 

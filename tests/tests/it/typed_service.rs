@@ -579,3 +579,87 @@ async fn layer_state_holds_across_messages_and_kept_deliveries_keep_their_messag
     drop(kept);
     running.shutdown().await.unwrap();
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "flaky-readiness", partitions = 1)]
+struct Job {
+    n: u64,
+}
+
+/// A layer whose service, once its `poll_ready` failed, fails for good (as a service whose
+/// worker died does); the third readiness check made through any clone is the one that fails.
+#[derive(Clone)]
+struct DiesOnceLayer(Arc<AtomicU32>);
+
+#[derive(Clone)]
+struct DiesOnce<S> {
+    inner: S,
+    polls: Arc<AtomicU32>,
+    dead: bool,
+}
+
+impl<S> tower::Layer<S> for DiesOnceLayer {
+    type Service = DiesOnce<S>;
+    fn layer(&self, inner: S) -> DiesOnce<S> {
+        DiesOnce {
+            inner,
+            polls: Arc::clone(&self.0),
+            dead: false,
+        }
+    }
+}
+
+impl<S> tower::Service<rustmq::Delivery> for DiesOnce<S>
+where
+    S: tower::Service<rustmq::Delivery, Error = rustmq::BoxError>,
+{
+    type Response = S::Response;
+    type Error = rustmq::BoxError;
+    type Future = S::Future;
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), rustmq::BoxError>> {
+        if !self.dead && self.polls.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
+            self.dead = true;
+        }
+        if self.dead {
+            return std::task::Poll::Ready(Err("the service died".into()));
+        }
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, delivery: rustmq::Delivery) -> S::Future {
+        self.inner.call(delivery)
+    }
+}
+
+/// A service whose readiness fails is not used again: the message it failed on is redelivered
+/// (it was never handled), and the messages after it are handled by a fresh copy of the
+/// layered service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_fails_readiness_is_replaced_and_every_message_is_handled() {
+    async fn job(_: Job) {}
+
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(DiesOnceLayer(Arc::new(AtomicU32::new(0))))
+        .layer(recorder.layer())
+        .handler(job)
+        .start()
+        .await
+        .unwrap();
+    let producer = client.producer::<Job>();
+    for n in 0..10 {
+        producer.send_async(&Job { n }).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let settled = recorder.wait_for(10, WAIT).await;
+    let mut handled: Vec<u64> = decoded::<Job>(&settled).iter().map(|j| j.n).collect();
+    handled.sort_unstable();
+    handled.dedup();
+    assert_eq!(handled, (0..10).collect::<Vec<_>>());
+    assert!(settled.iter().all(|s| s.settlement == Ok(Settlement::Ack)));
+    running.shutdown().await.unwrap();
+}
