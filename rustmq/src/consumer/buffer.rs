@@ -53,6 +53,10 @@ impl Records {
     }
 
     /// The next record, as a received message of `topic`/`partition`.
+    // Inlined, as `to_message`, `Message::received` and `ConsumerMessage::new` are, so that the
+    // decoded message is built where it is delivered from instead of being moved through each
+    // call's return value (two `memcpy`s of ~200 bytes fewer per message received).
+    #[inline]
     pub(crate) fn pop_front(&mut self, topic: &TopicName, partition: u32) -> Option<Message> {
         loop {
             let run = self.runs.front_mut()?;

@@ -44,6 +44,7 @@ impl fmt::Debug for ConsumerMessage {
 }
 
 impl ConsumerMessage {
+    #[inline]
     pub(crate) fn new(inner: Arc<Inner>, d: Delivery) -> Self {
         Self {
             partition: d.message.partition,

@@ -97,6 +97,7 @@ impl Message {
 
     /// A message read from `topic`/`partition` at `offset` (used by the consumer); its id is
     /// `topic-partition-offset`.
+    #[inline]
     pub(crate) fn received(
         topic: TopicName,
         partition: u32,
