@@ -495,28 +495,14 @@ struct Tally {
     n: u64,
 }
 
-/// A layer whose service counts its calls in a plain field (state kept in the service, as
-/// tower's rate and concurrency limits keep theirs) and keeps a clone of every other delivery
-/// beyond the call.
-#[derive(Clone)]
-struct KeepLayer(Arc<parking_lot::Mutex<Vec<(u32, rustmq::Delivery)>>>);
-
+/// A layer's service that counts its calls in a plain field (state kept in the service, as
+/// tower's concurrency limit keeps its permit) and keeps a clone of every other delivery beyond
+/// the call.
 #[derive(Clone)]
 struct Keep<S> {
     inner: S,
     calls: u32,
     kept: Arc<parking_lot::Mutex<Vec<(u32, rustmq::Delivery)>>>,
-}
-
-impl<S> tower::Layer<S> for KeepLayer {
-    type Service = Keep<S>;
-    fn layer(&self, inner: S) -> Keep<S> {
-        Keep {
-            inner,
-            calls: 0,
-            kept: Arc::clone(&self.0),
-        }
-    }
 }
 
 impl<S: tower::Service<rustmq::Delivery>> tower::Service<rustmq::Delivery> for Keep<S> {
@@ -549,9 +535,17 @@ async fn layer_state_holds_across_messages_and_kept_deliveries_keep_their_messag
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
     let kept = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let keep = {
+        let kept = Arc::clone(&kept);
+        tower::layer::layer_fn(move |inner| Keep {
+            inner,
+            calls: 0,
+            kept: Arc::clone(&kept),
+        })
+    };
     let recorder = Recorder::new();
     let running = Service::new(client.clone())
-        .layer(KeepLayer(Arc::clone(&kept)))
+        .layer(keep)
         .layer(recorder.layer())
         .handler(tally)
         .start()
@@ -586,27 +580,13 @@ struct Job {
     n: u64,
 }
 
-/// A layer whose service, once its `poll_ready` failed, fails for good (as a service whose
+/// A layer's service that, once its `poll_ready` failed, fails for good (as a service whose
 /// worker died does); the third readiness check made through any clone is the one that fails.
-#[derive(Clone)]
-struct DiesOnceLayer(Arc<AtomicU32>);
-
 #[derive(Clone)]
 struct DiesOnce<S> {
     inner: S,
     polls: Arc<AtomicU32>,
     dead: bool,
-}
-
-impl<S> tower::Layer<S> for DiesOnceLayer {
-    type Service = DiesOnce<S>;
-    fn layer(&self, inner: S) -> DiesOnce<S> {
-        DiesOnce {
-            inner,
-            polls: Arc::clone(&self.0),
-            dead: false,
-        }
-    }
 }
 
 impl<S> tower::Service<rustmq::Delivery> for DiesOnce<S>
@@ -642,9 +622,15 @@ async fn a_service_that_fails_readiness_is_replaced_and_every_message_is_handled
 
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
+    let polls = Arc::new(AtomicU32::new(0));
+    let dies_once = tower::layer::layer_fn(move |inner| DiesOnce {
+        inner,
+        polls: Arc::clone(&polls),
+        dead: false,
+    });
     let recorder = Recorder::new();
     let running = Service::new(client.clone())
-        .layer(DiesOnceLayer(Arc::new(AtomicU32::new(0))))
+        .layer(dies_once)
         .layer(recorder.layer())
         .handler(job)
         .start()
