@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::consumer_support::*;
 use futures::StreamExt;
-use rustmq::consumer::ConsumerConfig;
 use rustmq::testing::TestBroker;
 use rustmq::ClientError;
 
@@ -86,15 +85,7 @@ async fn a_slow_consumer_holds_a_bounded_buffer_over_a_100k_backlog() {
         produce_n(&client, "backlog", p, 0, BACKLOG / 2).await;
     }
     // A fetch may hand over more than the buffer holds: the buffer bound must win.
-    let config = ConsumerConfig {
-        fetch_size: 5 * CAP,
-        max_buffered_messages_per_partition: CAP,
-        ..config("slow")
-    };
-    let consumer = client
-        .create_consumer_with_config("backlog", "slow", config)
-        .await
-        .unwrap();
+    let consumer = consumer_with_fetches(&client, "backlog", "slow", 5 * CAP, CAP).await;
 
     // The application takes nothing: fetching stops once each buffer is full.
     eventually("full buffers", || async {
@@ -162,15 +153,7 @@ async fn fetches_that_fill_up_inside_a_batch_lose_and_repeat_nothing() {
         },
     )
     .await;
-    let config = ConsumerConfig {
-        fetch_size: 7,
-        max_buffered_messages_per_partition: 14,
-        ..config("batch-readers")
-    };
-    let consumer = client
-        .create_consumer_with_config("batched", "batch-readers", config)
-        .await
-        .unwrap();
+    let consumer = consumer_with_fetches(&client, "batched", "batch-readers", 7, 14).await;
     let mut got = Vec::new();
     for _ in 0..120 {
         let m = recv(&consumer).await;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::consumer_support::*;
-use rustmq::consumer::{Consumer, ConsumerConfig};
+use rustmq::consumer::Consumer;
 use rustmq::testing::TestBroker;
 use rustmq::ClientError;
 
@@ -20,15 +20,7 @@ async fn setup() -> (TestBroker, Consumer) {
     for p in 0..3 {
         produce_range(&client, "history", p, 0, 20, |i| BASE_TS + i as i64 * 1000).await;
     }
-    let config = ConsumerConfig {
-        fetch_size: 4,
-        max_buffered_messages_per_partition: 8,
-        ..config("historians")
-    };
-    let consumer = client
-        .create_consumer_with_config("history", "historians", config)
-        .await
-        .unwrap();
+    let consumer = consumer_with_fetches(&client, "history", "historians", 4, 8).await;
     assert_eq!(consumer.assigned_partitions().await, vec![0, 1, 2]);
     (broker, consumer)
 }

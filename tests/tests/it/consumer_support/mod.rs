@@ -28,6 +28,26 @@ pub fn config(group: &str) -> ConsumerConfig {
     }
 }
 
+/// A consumer of `topic` in `group` with the test timing of [`config`], fetching at most
+/// `fetch_size` records at a time and buffering at most `cap` per partition.
+pub async fn consumer_with_fetches(
+    client: &RustMqClient,
+    topic: &str,
+    group: &str,
+    fetch_size: usize,
+    cap: usize,
+) -> Consumer {
+    let config = ConsumerConfig {
+        fetch_size,
+        max_buffered_messages_per_partition: cap,
+        ..config(group)
+    };
+    client
+        .create_consumer_with_config(topic, group, config)
+        .await
+        .expect("consumer")
+}
+
 /// The value of record `i` of `partition`.
 pub fn value(partition: u32, i: u64) -> String {
     format!("p{partition}-{i}")
