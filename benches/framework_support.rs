@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rustmq::prelude::*;
-use rustmq::typed::{BoxError, BoxService, Delivery, HandlerLayer, HandlerService, Settlement};
+use rustmq::typed::{BoxError, BoxService, Delivery, HandlerLayer, Settlement};
 use rustmq::Topic;
 use tower::layer::util::{Identity, Stack};
 use tower::ServiceExt;
@@ -41,7 +41,7 @@ pub(crate) fn message() -> Message {
 
 /// The handler alone, erased as the runtime erases it.
 pub(crate) fn bare() -> BoxService {
-    BoxService::new(HandlerService::new(handle, ()))
+    BoxService::handler(handle, ())
 }
 
 /// The handler behind trace, timeout, retry and dead-letter layers, composed as

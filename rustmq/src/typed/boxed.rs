@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tower::ServiceExt;
 
 use super::delivery::Delivery;
-use super::handler::HandlerFuture;
+use super::handler::{Handler, HandlerArgs, HandlerFuture, HandlerService};
 use super::settle::{BoxError, Settlement};
 
 /// A handler's service once erased: what layers wrap. Cloning it is an `Arc` increment; it is
@@ -38,6 +38,23 @@ impl BoxService {
     {
         BoxService {
             inner: Arc::new(Shared(Mutex::new(service))),
+        }
+    }
+}
+
+impl BoxService {
+    /// Erases `handler`, called with `state`: what a running [`Service`](super::Service) does
+    /// with each handler. Equivalent to `BoxService::new(HandlerService::new(handler, state))`,
+    /// but a call goes straight to the handler: a handler is always ready and is called
+    /// through a shared reference, so no clone of it is made and no lock taken per call.
+    pub fn handler<H, M, S>(handler: H, state: S) -> Self
+    where
+        H: Handler<M, S>,
+        M: HandlerArgs + 'static,
+        S: Clone + Send + Sync + 'static,
+    {
+        BoxService {
+            inner: Arc::new(HandlerService::new(handler, state)),
         }
     }
 }
@@ -64,6 +81,17 @@ impl tower::Service<Delivery> for BoxService {
 
 trait Erased: Send + Sync {
     fn call(&self, delivery: Delivery) -> HandlerFuture;
+}
+
+impl<H, M, S> Erased for HandlerService<H, M, S>
+where
+    H: Handler<M, S>,
+    M: HandlerArgs + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    fn call(&self, delivery: Delivery) -> HandlerFuture {
+        self.call_shared(delivery)
+    }
 }
 
 struct Shared<T>(Mutex<T>);

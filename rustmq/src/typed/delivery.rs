@@ -90,7 +90,7 @@ impl Delivery {
     /// Extractors that need a broker (producers) fail on it.
     pub fn new(message: Message) -> Self {
         let ctx = detached_context(&message);
-        Delivery::fill(None, Source::Detached(message), 1, Some(ctx))
+        Delivery::make(Source::Detached(message), 1, ctx)
     }
 
     /// A delivery of `message` outside any service, as [`Delivery::new`], made in this
@@ -98,14 +98,19 @@ impl Delivery {
     /// runner does from one message to the next, without an allocation per message. This
     /// delivery's message is dropped.
     pub fn recycle(self, message: Message) -> Self {
-        let spare = self.into_spare();
-        let ctx = match &spare {
-            // The spare's context is kept only if it is a detached one of the same topic: a
-            // service's context (group, handler, client) must not follow the message.
-            Some(Spare(shared)) if shared.ctx.detached && shared.ctx.topic == message.topic => None,
-            _ => Some(detached_context(&message)),
+        let Some(Spare(mut shared)) = self.into_spare() else {
+            return Delivery::new(message);
         };
-        Delivery::fill(spare, Source::Detached(message), 1, ctx)
+        let place = Arc::get_mut(&mut shared).expect("a spare is never shared");
+        // The spare's context is kept only if it is a detached one of the same topic: a
+        // service's context (group, handler, client) must not follow the message.
+        if !(place.ctx.detached && place.ctx.topic == message.topic) {
+            place.ctx = detached_context(&message);
+        }
+        *place.attempt.get_mut() = 1;
+        // Moved once, from the argument into its place.
+        place.source = Source::Detached(message);
+        Delivery { shared }
     }
 
     /// A delivery of a message a handler's consumer received, in `spare` if there is one; it
@@ -116,34 +121,28 @@ impl Delivery {
         ctx: &Arc<Context>,
     ) -> Self {
         let attempt = message.delivery_attempt();
-        let ctx = match &spare {
-            Some(Spare(shared)) if Arc::ptr_eq(&shared.ctx, ctx) => None,
-            _ => Some(Arc::clone(ctx)),
+        let Some(Spare(mut shared)) = spare else {
+            return Delivery::make(Source::Received(message), attempt, Arc::clone(ctx));
         };
-        Delivery::fill(spare, Source::Received(message), attempt, ctx)
+        let place = Arc::get_mut(&mut shared).expect("a spare is never shared");
+        if !Arc::ptr_eq(&place.ctx, ctx) {
+            place.ctx = Arc::clone(ctx);
+        }
+        *place.attempt.get_mut() = attempt;
+        // Moved once, from the argument into its place.
+        place.source = Source::Received(message);
+        Delivery { shared }
     }
 
-    /// Puts `source` in `spare`'s allocation, or a new one; `ctx` is `None` to keep the
-    /// spare's context. Inlined, so that the message is moved once, into its place.
-    #[inline(always)]
-    fn fill(spare: Option<Spare>, source: Source, attempt: u32, ctx: Option<Arc<Context>>) -> Self {
-        let shared = match spare {
-            Some(Spare(mut shared)) => {
-                let vacant = Arc::get_mut(&mut shared).expect("a spare is never shared");
-                vacant.source = source;
-                *vacant.attempt.get_mut() = attempt;
-                if let Some(ctx) = ctx {
-                    vacant.ctx = ctx;
-                }
-                shared
-            }
-            None => Arc::new(Shared {
+    /// A delivery in a new allocation.
+    fn make(source: Source, attempt: u32, ctx: Arc<Context>) -> Self {
+        Delivery {
+            shared: Arc::new(Shared {
                 source,
                 attempt: AtomicU32::new(attempt),
-                ctx: ctx.expect("a new delivery is given its context"),
+                ctx,
             }),
-        };
-        Delivery { shared }
+        }
     }
 
     /// Drops this delivery's message and keeps its allocation for another, when this is its
@@ -155,11 +154,13 @@ impl Delivery {
     }
 
     /// The handler's context.
+    #[inline]
     pub(crate) fn ctx(&self) -> &Arc<Context> {
         &self.shared.ctx
     }
 
     /// The received message.
+    #[inline]
     pub fn message(&self) -> &Message {
         match &self.shared.source {
             Source::Detached(message) => message,
@@ -169,6 +170,7 @@ impl Delivery {
     }
 
     /// The consumer's message this delivery settles; `None` outside a service.
+    #[inline]
     pub(crate) fn received(&self) -> Option<&ConsumerMessage> {
         match &self.shared.source {
             Source::Detached(_) | Source::Vacant => None,
@@ -177,6 +179,7 @@ impl Delivery {
     }
 
     /// 1 for the first delivery, then 2, 3, ... as retries happen.
+    #[inline]
     pub fn attempt(&self) -> u32 {
         self.shared.attempt.load(Ordering::Acquire)
     }
@@ -188,21 +191,25 @@ impl Delivery {
     }
 
     /// The consumer group this delivery was received in (empty outside a service).
+    #[inline]
     pub fn group(&self) -> &str {
         &self.shared.ctx.group
     }
 
     /// The handler's name (empty outside a service).
+    #[inline]
     pub fn handler_name(&self) -> &'static str {
         self.shared.ctx.handler
     }
 
     /// The dead-letter topic of the handler's topic.
+    #[inline]
     pub fn dead_letter_topic(&self) -> &str {
         &self.shared.ctx.dead_letter
     }
 
     /// The client of the service, if any.
+    #[inline]
     pub fn client(&self) -> Option<&RustMqClient> {
         self.shared.ctx.client.as_ref()
     }
@@ -320,7 +327,7 @@ mod tests {
             group: "g".into(),
             ..Context::default()
         });
-        let received = Delivery::fill(None, Source::Detached(message("a", "5")), 1, Some(service));
+        let received = Delivery::make(Source::Detached(message("a", "5")), 1, service);
         assert_eq!(received.handler_name(), "h");
         let recycled = received.recycle(message("a", "6"));
         assert_eq!((recycled.handler_name(), recycled.group()), ("", ""));

@@ -192,6 +192,17 @@ impl<H, M, S> HandlerService<H, M, S> {
     pub fn get_ref(&self) -> &H {
         &self.handler
     }
+
+    /// Calls the handler with a clone of the state (a handler is always ready).
+    #[inline]
+    pub(crate) fn call_shared(&self, delivery: Delivery) -> HandlerFuture
+    where
+        H: Handler<M, S>,
+        M: HandlerArgs,
+        S: Clone,
+    {
+        self.handler.call(delivery, self.state.clone())
+    }
 }
 
 impl<H, M, S> tower::Service<Delivery> for HandlerService<H, M, S>
@@ -209,6 +220,6 @@ where
     }
 
     fn call(&mut self, delivery: Delivery) -> Self::Future {
-        self.handler.call(delivery, self.state.clone())
+        self.call_shared(delivery)
     }
 }

@@ -23,7 +23,7 @@ use tower::{Layer, ServiceExt};
 
 use super::boxed::BoxService;
 use super::delivery::{Context, Delivery, Spare};
-use super::handler::{Handler, HandlerArgs, HandlerOptions, HandlerService, StartFrom};
+use super::handler::{Handler, HandlerArgs, HandlerOptions, StartFrom};
 use super::layers::publish_dead_letter;
 use super::settle::{BoxError, Settlement};
 use super::topic::TopicInfo;
@@ -181,9 +181,7 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
         self.handlers.push(Registered {
             options,
             topic,
-            make: Box::new(move |state| {
-                BoxService::new(HandlerService::new(handler.clone(), state))
-            }),
+            make: Box::new(move |state| BoxService::handler(handler.clone(), state)),
         });
         self
     }

@@ -123,6 +123,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, delivery: Delivery) -> Self::Future {
         DeadLetterFuture {
             inner: self.inner.call(delivery.clone()),
@@ -163,6 +164,7 @@ where
 {
     type Output = Result<Settlement, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Some(publishing) = this.publishing.as_mut() {

@@ -72,16 +72,12 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, delivery: Delivery) -> Self::Future {
-        let now = Instant::now();
-        // A timeout too long to add (`Duration::MAX`: "never") waits about thirty years, as
-        // tokio's own `sleep` does.
-        let deadline = now
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         TimeoutFuture {
             inner: self.inner.call(delivery),
-            deadline,
+            start: Instant::now(),
+            timeout: self.timeout,
             sleep: None,
         }
     }
@@ -93,7 +89,9 @@ pin_project_lite::pin_project! {
     pub struct TimeoutFuture<F> {
         #[pin]
         inner: F,
-        deadline: Instant,
+        // The deadline is `start + timeout`, added up only for a handler that has to wait.
+        start: Instant,
+        timeout: Duration,
         // Boxed: armed only for a handler that has to wait, and a `Sleep` is some 100 bytes
         // that every layer around this one would otherwise move with the future.
         sleep: Option<Pin<Box<Sleep>>>,
@@ -106,15 +104,21 @@ where
 {
     type Output = F::Output;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result);
         }
-        let deadline = *this.deadline;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let (start, timeout) = (*this.start, *this.timeout);
+        let sleep = this.sleep.get_or_insert_with(|| {
+            // A timeout too long to add (`Duration::MAX`: "never") waits about thirty years,
+            // as tokio's own `sleep` does.
+            let deadline = start
+                .checked_add(timeout)
+                .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365 * 30));
+            Box::pin(tokio::time::sleep_until(deadline))
+        });
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed::new().into())),
             Poll::Pending => Poll::Pending,

@@ -66,6 +66,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, delivery: Delivery) -> Self::Future {
         let m = delivery.message();
         let span = tracing::info_span!(
@@ -84,8 +85,11 @@ where
         // inside the span, so that filters on the span apply): at the usual levels (info, warn)
         // the two clock reads per message would measure nothing anybody sees. A failure's
         // warning carries the time when the debug level is on too.
-        let timed =
-            span.in_scope(|| tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG));
+        let timed = if span.is_disabled() {
+            tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG)
+        } else {
+            span.in_scope(|| tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG))
+        };
         TraceFuture {
             inner: self.inner.call(delivery),
             start: timed.then(Instant::now),
@@ -112,6 +116,7 @@ where
 {
     type Output = F::Output;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
