@@ -115,7 +115,13 @@ impl BrokerBuilder {
                 log.fence_producer(producer_id, epoch);
             }
         }
-        let server = Server::bind(config.listen, &identity, &config.tls, &config.limits)?;
+        let server = Server::bind(
+            config.listen,
+            &identity,
+            &config.tls,
+            &config.limits,
+            &config.quic,
+        )?;
         let local_addr = server
             .local_addr()
             .map_err(|e| BrokerError::io("read bound address", e))?;

@@ -31,6 +31,9 @@
 //! max_connections = 1024
 //! max_in_flight_per_connection = 256
 //!
+//! [quic]
+//! max_udp_payload_size = 6550      # largest datagram probed for (path MTU discovery)
+//!
 //! [log]
 //! segment_bytes = 134217728
 //! index_interval_bytes = 4096
@@ -71,6 +74,8 @@ pub struct BrokerConfig {
     pub tls: TlsSettings,
     /// Request and connection limits.
     pub limits: Limits,
+    /// QUIC transport settings.
+    pub quic: QuicSettings,
     /// Storage settings applied to every partition unless a topic overrides them.
     pub log: LogSettings,
     /// Where the broker binaries serve Prometheus metrics over HTTP (`GET /metrics`); none
@@ -94,6 +99,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             tls: TlsSettings::default(),
             limits: Limits::default(),
+            quic: QuicSettings::default(),
             log: LogSettings::default(),
             metrics_listen: None,
             auth: AuthSettings::default(),
@@ -145,6 +151,26 @@ impl Default for Limits {
             max_in_flight_per_connection: 256,
             request_read_timeout_ms: 30_000,
             max_fetch_wait_ms: 60_000,
+        }
+    }
+}
+
+/// QUIC transport settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicSettings {
+    /// Largest UDP payload, in bytes, the broker accepts and probes for on each connection:
+    /// QUIC's `max_udp_payload_size`, and the upper bound of path MTU discovery, which finds
+    /// what the path carries (about 1,452 bytes over Ethernet, up to this bound over loopback
+    /// or jumbo frames). Between 1,200 and 6,550, the default
+    /// ([`MAX_UDP_PAYLOAD_SIZE`](rustmq_protocol::MAX_UDP_PAYLOAD_SIZE) says why).
+    pub max_udp_payload_size: u16,
+}
+
+impl Default for QuicSettings {
+    fn default() -> Self {
+        Self {
+            max_udp_payload_size: rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
         }
     }
 }
@@ -309,6 +335,16 @@ impl BrokerConfig {
                 "limits.max_connections and limits.max_in_flight_per_connection must be at least 1",
             );
         }
+        let (min, max) = (
+            rustmq_protocol::MIN_UDP_PAYLOAD_SIZE,
+            rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
+        );
+        if !(min..=max).contains(&self.quic.max_udp_payload_size) {
+            return Err(ConfigError::Invalid(format!(
+                "quic.max_udp_payload_size must be between {min} and {max} bytes (got {})",
+                self.quic.max_udp_payload_size
+            )));
+        }
         if self.log.segment_bytes < 1024 {
             return bad("log.segment_bytes must be at least 1024");
         }
@@ -349,6 +385,8 @@ mod tests {
             flush = "interval:250ms"
             retention_bytes = 100
             retention_check_interval = "5s"
+            [quic]
+            max_udp_payload_size = 1452
             "#,
         )
         .unwrap();
@@ -360,6 +398,7 @@ mod tests {
         );
         assert_eq!(cfg.log.retention_check_interval, Duration::from_secs(5));
         assert!(!cfg.auto_create_topics);
+        assert_eq!(cfg.quic.max_udp_payload_size, 1452);
         assert_eq!(
             cfg.metrics_listen,
             Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
@@ -375,5 +414,14 @@ mod tests {
             ..Default::default()
         };
         assert!(cfg.validate().is_err());
+        for size in [1199, 6551] {
+            let mut cfg = BrokerConfig::default();
+            cfg.quic.max_udp_payload_size = size;
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("quic.max_udp_payload_size must be between 1200 and 6550"),
+                "{err}"
+            );
+        }
     }
 }

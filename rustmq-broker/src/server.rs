@@ -37,6 +37,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// A QUIC setting quinn refused.
+    #[error("invalid QUIC setting: {0}")]
+    Config(String),
 }
 
 /// A bound QUIC endpoint.
@@ -50,6 +53,7 @@ impl Server {
         identity: &BrokerIdentity,
         tls: &crate::config::TlsSettings,
         core_limits: &crate::config::Limits,
+        quic: &crate::config::QuicSettings,
     ) -> Result<Self, ServerError> {
         let crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config(tls)?)
@@ -62,9 +66,29 @@ impl Server {
             .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
                 120_000,
             ))));
+        let mut discovery = quinn::MtuDiscoveryConfig::default();
+        discovery.upper_bound(quic.max_udp_payload_size);
+        transport.mtu_discovery_config(Some(discovery));
         config.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(config, addr)
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        // `Endpoint::server`, with the datagram size of `quic` (validated with the config).
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(quic.max_udp_payload_size)
+            .map_err(|_| {
+                ServerError::Config(format!(
+                    "quic.max_udp_payload_size {} is out of range",
+                    quic.max_udp_payload_size
+                ))
+            })?;
+        let socket =
+            std::net::UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Self { endpoint })
     }
 

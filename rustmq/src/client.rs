@@ -103,6 +103,12 @@ pub struct ConnectionStats {
     pub bytes_sent: u64,
     /// Bytes of response frames read, hello and pings included.
     pub bytes_received: u64,
+    /// The largest UDP payload the open connections send now, the smallest if they differ:
+    /// what path MTU discovery found, up to [`QuicConfig::max_udp_payload_size`] (and the
+    /// broker's own bound). `None` without an open connection.
+    ///
+    /// [`QuicConfig::max_udp_payload_size`]: crate::QuicConfig::max_udp_payload_size
+    pub udp_payload_size: Option<u16>,
 }
 
 impl RustMqClient {
@@ -202,6 +208,7 @@ impl RustMqClient {
             reconnects: counters.reconnects.load(Relaxed),
             bytes_sent: counters.bytes_sent.load(Relaxed),
             bytes_received: counters.bytes_received.load(Relaxed),
+            udp_payload_size: now.udp_payload_size,
         })
     }
 

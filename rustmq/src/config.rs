@@ -475,6 +475,12 @@ pub struct QuicConfig {
     /// SO_RCVBUF of the client's UDP socket, in bytes; 0 keeps the OS default. The OS may cap
     /// it (Linux: `net.core.rmem_max`).
     pub recv_buffer_size: usize,
+    /// Largest UDP payload, in bytes, the client accepts and probes for: QUIC's
+    /// `max_udp_payload_size`, and the upper bound of path MTU discovery, which finds what the
+    /// path carries (about 1,452 bytes over Ethernet, up to this bound over loopback or jumbo
+    /// frames). Between 1,200 and 6,550 (the default,
+    /// [`MAX_UDP_PAYLOAD_SIZE`](rustmq_protocol::MAX_UDP_PAYLOAD_SIZE), which says why).
+    pub max_udp_payload_size: u16,
 }
 
 impl Default for QuicConfig {
@@ -488,6 +494,7 @@ impl Default for QuicConfig {
             initial_max_stream_data_bidi_local: 8 * 1024 * 1024,
             send_buffer_size: 2 * 1024 * 1024,
             recv_buffer_size: 2 * 1024 * 1024,
+            max_udp_payload_size: rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
         }
     }
 }
@@ -508,6 +515,16 @@ impl QuicConfig {
             return Err(invalid(
                 "quic_config.keep_alive_interval must be shorter than quic_config.max_idle_timeout",
             ));
+        }
+        let (min, max) = (
+            rustmq_protocol::MIN_UDP_PAYLOAD_SIZE,
+            rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
+        );
+        if !(min..=max).contains(&self.max_udp_payload_size) {
+            return Err(invalid(&format!(
+                "quic_config.max_udp_payload_size must be between {min} and {max} bytes (got {})",
+                self.max_udp_payload_size
+            )));
         }
         for (name, value, min) in [
             ("initial_max_streams_bidi", self.initial_max_streams_bidi, 1),
@@ -836,6 +853,23 @@ mod tests {
             }),
             "initial_max_data",
         );
+        for size in [0, 1199, 6551, u16::MAX] {
+            rejects(
+                quic(QuicConfig {
+                    max_udp_payload_size: size,
+                    ..Default::default()
+                }),
+                "max_udp_payload_size must be between 1200 and 6550",
+            );
+        }
+        for size in [1200, 1452, 6550] {
+            quic(QuicConfig {
+                max_udp_payload_size: size,
+                ..Default::default()
+            })
+            .validate()
+            .unwrap();
+        }
         quic(QuicConfig {
             keep_alive_interval: Duration::ZERO,
             ..Default::default()

@@ -1,6 +1,8 @@
 //! The raw-QUIC baseline: quinn endpoints with the broker's TLS setup (rustls with ring, TLS
 //! 1.3, ALPN `rustmq/1`, a self-signed certificate made by the broker's own code) and quinn's
-//! default transport settings, between the same two runtimes as the benchmark.
+//! default transport settings but for the datagram size, which is RustMQ's (path MTU discovery
+//! up to `MAX_UDP_PAYLOAD_SIZE`, as the client and the broker do), between the same two
+//! runtimes as the benchmark.
 //!
 //! - bulk: the client writes `bulk_bytes` on one stream in 64 KiB chunks; the server reads
 //!   them and answers one byte; MB/s = bytes / (first write .. answer).
@@ -38,13 +40,13 @@ pub(crate) async fn measure(
     let server_tls = identity
         .server_config(&TlsSettings::default())
         .map_err(|e| failed("server tls")(&e))?;
-    let server_config = quinn::ServerConfig::with_crypto(Arc::new(
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from((*server_tls).clone()).map_err(|e| failed("server tls")(&e))?,
     ));
+    server_config.transport_config(large_datagrams());
     let endpoint = {
         let _guard = server.handle().enter();
-        quinn::Endpoint::server(server_config, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .map_err(|e| failed("bind")(&e))?
+        bind(Some(server_config))?
     };
     let addr = endpoint.local_addr().map_err(|e| failed("bind")(&e))?;
     let accept = server.handle().spawn(serve(endpoint));
@@ -60,11 +62,12 @@ pub(crate) async fn measure(
         .with_root_certificates(roots)
         .with_no_client_auth();
     client_tls.alpn_protocols = vec![rustmq::protocol::ALPN.to_vec()];
-    let mut client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .map_err(|e| failed("bind")(&e))?;
-    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+    let mut client = bind(None)?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(client_tls).map_err(|e| failed("client tls")(&e))?,
-    )));
+    ));
+    client_config.transport_config(large_datagrams());
+    client.set_default_client_config(client_config);
     let conn = client
         .connect(addr, "localhost")
         .map_err(|e| failed("connect")(&e))?
@@ -85,6 +88,28 @@ pub(crate) async fn measure(
         stream_rtt_p99_us: per_stream.quantile_us(0.99),
     };
     Ok((baseline, rtt))
+}
+
+/// quinn's default transport settings, with RustMQ's datagram size bound.
+fn large_datagrams() -> Arc<quinn::TransportConfig> {
+    let mut discovery = quinn::MtuDiscoveryConfig::default();
+    discovery.upper_bound(rustmq::protocol::MAX_UDP_PAYLOAD_SIZE);
+    let mut transport = quinn::TransportConfig::default();
+    transport.mtu_discovery_config(Some(discovery));
+    Arc::new(transport)
+}
+
+/// An endpoint on 127.0.0.1 accepting RustMQ's largest datagrams (a server if `server` is
+/// given); called within a tokio runtime.
+fn bind(server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint, CliError> {
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(rustmq::protocol::MAX_UDP_PAYLOAD_SIZE)
+        .map_err(|e| failed("endpoint")(&e))?;
+    let socket = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .map_err(|e| failed("bind")(&e))?;
+    quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|e| failed("bind")(&e))
 }
 
 async fn bulk(conn: &quinn::Connection, bytes: u64) -> Result<f64, CliError> {

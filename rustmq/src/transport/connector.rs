@@ -218,12 +218,33 @@ fn bind(ipv6: bool, quic: &QuicConfig) -> Result<quinn::Endpoint> {
         "udp socket bound"
     );
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config(quic.max_udp_payload_size)?,
         None,
         socket.into(),
         Arc::new(quinn::TokioRuntime),
     )?;
     Ok(endpoint)
+}
+
+/// Path MTU discovery up to `max_udp_payload_size` (quinn stops at 1,452 by default).
+pub(crate) fn mtu_discovery(max_udp_payload_size: u16) -> quinn::MtuDiscoveryConfig {
+    let mut discovery = quinn::MtuDiscoveryConfig::default();
+    discovery.upper_bound(max_udp_payload_size);
+    discovery
+}
+
+/// An endpoint that accepts datagrams of up to `max_udp_payload_size` bytes (QUIC's
+/// `max_udp_payload_size` transport parameter; quinn's default is 1,472).
+pub(crate) fn endpoint_config(max_udp_payload_size: u16) -> Result<quinn::EndpointConfig> {
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(max_udp_payload_size)
+        .map_err(|_| {
+            ClientError::InvalidConfig(format!(
+                "quic_config.max_udp_payload_size {max_udp_payload_size} is out of range"
+            ))
+        })?;
+    Ok(config)
 }
 
 /// Maps [`QuicConfig`] onto quinn's transport parameters (values validated beforehand).
@@ -254,7 +275,8 @@ fn transport_config(quic: &QuicConfig) -> Result<quinn::TransportConfig> {
             "initial_max_stream_data_bidi_local",
             quic.initial_max_stream_data_bidi_local,
         )?)
-        .send_window(quic.initial_max_data);
+        .send_window(quic.initial_max_data)
+        .mtu_discovery_config(Some(mtu_discovery(quic.max_udp_payload_size)));
     Ok(transport)
 }
 

@@ -112,6 +112,11 @@ impl Connection {
         self.hello.limits.clone()
     }
 
+    /// The largest UDP payload this connection sends now (what path MTU discovery found).
+    pub(crate) fn udp_payload_size(&self) -> u16 {
+        self.quic.stats().path.current_mtu
+    }
+
     /// Requests currently in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.max_in_flight - self.permits.available_permits()

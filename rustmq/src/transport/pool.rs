@@ -79,6 +79,7 @@ pub(crate) struct HealthReport {
 pub(crate) struct PoolStats {
     pub(crate) active_connections: usize,
     pub(crate) in_flight: usize,
+    pub(crate) udp_payload_size: Option<u16>,
 }
 
 impl Pool {
@@ -459,6 +460,7 @@ impl Pool {
         PoolStats {
             active_connections: live.len(),
             in_flight: live.iter().map(|c| c.in_flight()).sum(),
+            udp_payload_size: live.iter().map(|c| c.udp_payload_size()).min(),
         }
     }
 }

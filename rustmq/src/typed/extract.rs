@@ -62,6 +62,7 @@ pub fn decode_payload<T: Topic>(delivery: &Delivery) -> Result<T, Rejection> {
 
 impl ExtractorKind for Metadata {}
 impl<S> FromDelivery<S> for Metadata {
+    #[inline]
     fn from_delivery(d: &Delivery, _: &S) -> Result<Self, Rejection> {
         let m = d.message();
         Ok(Metadata {

@@ -163,3 +163,85 @@ async fn ensure_topic_creates_once_and_keeps_existing_partitions() {
     assert_eq!(description.partition_count(), 3);
     assert!(client.ensure_topic("bad name!", 1).await.is_err());
 }
+
+/// Produces `batches` batches of 200 records of 1 KiB (random bytes, so no codec shrinks
+/// them), fetches everything back and checks every value; then returns the datagram size the
+/// client's connection has reached (waiting for it to pass 1,452 bytes if `grows`).
+async fn bulk_round_trip(
+    client: &rustmq::RustMqClient,
+    topic: &str,
+    batches: usize,
+    grows: bool,
+) -> u16 {
+    client.create_topic(topic, 1).await.unwrap();
+    let mut sent = Vec::new();
+    for b in 0..batches {
+        let recs: Vec<_> = (0..200)
+            .map(|i| {
+                let value: Vec<u8> = (0..1024).map(|_| fastrand::u8(..)).collect();
+                TestRecord::new(value, (b * 200 + i) as i64)
+            })
+            .collect();
+        produce(
+            client,
+            topic,
+            0,
+            batch(&recs, Compression::None),
+            Acks::Leader,
+        )
+        .await
+        .unwrap();
+        sent.extend(recs.into_iter().map(|r| r.value));
+    }
+    let (got, _) = fetch_all(client, topic, 0, 0).await;
+    assert_eq!(got.len(), sent.len(), "every record comes back");
+    for (i, (rec, want)) in got.iter().zip(&sent).enumerate() {
+        assert_eq!(rec.value.as_deref(), Some(&want[..]), "value of record {i}");
+    }
+    // Discovery probes run alongside the traffic; wait for them to settle (well under a
+    // second on loopback).
+    let mut size = 0;
+    for _ in 0..200 {
+        size = client
+            .connection_stats()
+            .await
+            .unwrap()
+            .udp_payload_size
+            .expect("an open connection");
+        if !grows || size > 1452 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    size
+}
+
+/// Over loopback, path MTU discovery takes the client's datagrams past Ethernet's 1,452 bytes
+/// up to the configured bound, and megabytes carried in such datagrams arrive intact. The
+/// bound is the smaller of the client's and the broker's; 1,200 keeps datagrams at QUIC's
+/// minimum.
+#[tokio::test]
+async fn loopback_datagrams_grow_to_the_configured_bound_and_carry_everything() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let size = bulk_round_trip(&client, "large-datagrams", 20, true).await;
+    assert!(
+        size > 1452 && size <= MAX_UDP_PAYLOAD_SIZE,
+        "datagrams of {size} bytes"
+    );
+
+    let mut config = broker.client_config();
+    config.quic_config.max_udp_payload_size = MIN_UDP_PAYLOAD_SIZE;
+    let small = rustmq::RustMqClient::new(config).await.unwrap();
+    assert_eq!(
+        bulk_round_trip(&small, "small-datagrams", 5, false).await,
+        1200
+    );
+
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.quic.max_udp_payload_size = 1400;
+    let capped = TestBroker::start_with(config).await.unwrap();
+    let client = capped.client().await.unwrap();
+    let size = bulk_round_trip(&client, "capped-datagrams", 5, false).await;
+    assert!((1200..=1400).contains(&size), "datagrams of {size} bytes");
+}

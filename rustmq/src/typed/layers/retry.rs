@@ -41,6 +41,7 @@ impl RetryPolicy {
 impl Policy<Delivery, Settlement, BoxError> for RetryPolicy {
     type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+    #[inline]
     fn retry(
         &mut self,
         req: &mut Delivery,
@@ -57,6 +58,7 @@ impl Policy<Delivery, Settlement, BoxError> for RetryPolicy {
         Some(Box::pin(tokio::time::sleep(delay)))
     }
 
+    #[inline]
     fn clone_request(&mut self, req: &Delivery) -> Option<Delivery> {
         Some(req.clone())
     }
