@@ -394,3 +394,94 @@ async fn answered_streams_are_read_to_their_end() {
     let stops: u64 = stats.iter().map(|s| s.frame_tx.stop_sending).sum();
     assert_eq!(stops, 0, "STOP_SENDING frames sent for answered requests");
 }
+
+/// The real broker sends its answers in datagrams up to its own bound (path MTU discovery on
+/// its side of the connection): two megabytes fetched over loopback arrive in datagrams far
+/// larger than quinn's default limit of 1,472 bytes.
+#[tokio::test]
+async fn the_broker_answers_in_large_datagrams_over_loopback() {
+    use rustmq_protocol::{Acks, ProduceRequest, RecordBatchBuilder};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = rustmq_broker::Broker::builder()
+        .data_dir(dir.path())
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let client = RustMqClient::new(ClientConfig {
+        brokers: vec![broker.local_addr().to_string()],
+        tls_config: Some(TlsConfig {
+            ca_cert: Some(broker.cert_path().display().to_string()),
+            server_name: Some("localhost".into()),
+            ..TlsConfig::default()
+        }),
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    client.create_topic("t", 1).await.unwrap();
+    for _ in 0..8 {
+        let mut batch = RecordBatchBuilder::new();
+        for i in 0..256 {
+            let value: Vec<u8> = (0..1024).map(|_| fastrand::u8(..)).collect();
+            batch.push(i, None, Some(&value), std::iter::empty());
+        }
+        let produce = Request::Produce(ProduceRequest {
+            topic: "t".into(),
+            partition: 0,
+            acks: Acks::Leader,
+            timeout_ms: 10_000,
+            batch: batch.build().unwrap(),
+        });
+        assert!(matches!(
+            client.raw_request(produce).await.unwrap(),
+            Response::Produce(_)
+        ));
+    }
+    // Bytes and datagrams the client has received.
+    let received = |client: &RustMqClient| {
+        client
+            .inner
+            .pool
+            .quic_stats()
+            .iter()
+            .fold((0, 0), |(b, d), s| {
+                (b + s.udp_rx.bytes, d + s.udp_rx.datagrams)
+            })
+    };
+    // Fetched twice: discovery on the broker's side runs during the first pass.
+    let mut fetched = 0;
+    let mut during_second = (0, 0);
+    for pass in 0..2 {
+        let before = received(&client);
+        let mut offset = 0;
+        while offset < 2048 {
+            let fetch = Request::Fetch(FetchRequest {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                max_bytes: 1 << 20,
+                max_wait_ms: 0,
+            });
+            let Response::Fetch(answer) = client.raw_request(fetch).await.unwrap() else {
+                panic!("not a fetch answer");
+            };
+            for batch in rustmq_protocol::BatchIter::new(answer.records) {
+                offset = batch.unwrap().header().next_offset();
+            }
+            fetched += 1;
+        }
+        let after = received(&client);
+        if pass == 1 {
+            during_second = (after.0 - before.0, after.1 - before.1);
+        }
+    }
+    let (bytes, datagrams) = during_second;
+    assert!(fetched >= 4 && datagrams > 0);
+    assert!(
+        bytes / datagrams > 3_000,
+        "{bytes} bytes in {datagrams} datagrams while fetching"
+    );
+    broker.shutdown().await;
+}
