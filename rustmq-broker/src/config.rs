@@ -335,16 +335,11 @@ impl BrokerConfig {
                 "limits.max_connections and limits.max_in_flight_per_connection must be at least 1",
             );
         }
-        let (min, max) = (
-            rustmq_protocol::MIN_UDP_PAYLOAD_SIZE,
-            rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
-        );
-        if !(min..=max).contains(&self.quic.max_udp_payload_size) {
-            return Err(ConfigError::Invalid(format!(
-                "quic.max_udp_payload_size must be between {min} and {max} bytes (got {})",
-                self.quic.max_udp_payload_size
-            )));
-        }
+        rustmq_protocol::check_udp_payload_size(
+            "quic.max_udp_payload_size",
+            self.quic.max_udp_payload_size,
+        )
+        .map_err(ConfigError::Invalid)?;
         if self.log.segment_bytes < 1024 {
             return bad("log.segment_bytes must be at least 1024");
         }
@@ -414,14 +409,20 @@ mod tests {
             ..Default::default()
         };
         assert!(cfg.validate().is_err());
-        for size in [1199, 6551] {
+        let with_size = |size| {
             let mut cfg = BrokerConfig::default();
             cfg.quic.max_udp_payload_size = size;
-            let err = cfg.validate().unwrap_err().to_string();
+            cfg.validate()
+        };
+        for size in [0, 1199, 6551] {
+            let err = with_size(size).unwrap_err().to_string();
             assert!(
                 err.contains("quic.max_udp_payload_size must be between 1200 and 6550"),
                 "{err}"
             );
+        }
+        for size in [1200, 6550] {
+            with_size(size).unwrap();
         }
     }
 }

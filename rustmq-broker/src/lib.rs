@@ -38,6 +38,6 @@ pub mod tls;
 pub mod topics;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, StartError};
-pub use config::{BrokerConfig, ConfigError, Limits, LogSettings, TlsSettings};
+pub use config::{BrokerConfig, ConfigError, Limits, LogSettings, QuicSettings, TlsSettings};
 pub use error::BrokerError;
 pub use server::ServerError;

@@ -21,16 +21,29 @@ pub const MIN_UDP_PAYLOAD_SIZE: u16 = 1200;
 /// The largest UDP payload a RustMQ peer accepts and probes for by default: QUIC's
 /// `max_udp_payload_size`, and the upper bound of path MTU discovery (RFC 8899).
 ///
-/// Discovery finds what the path carries: about 1,452 bytes over Ethernet, and up to this
-/// bound over loopback or jumbo frames, where fewer, larger datagrams move the same bytes with
-/// a fraction of the per-datagram work (W1 1.2–1.3x, W2 1.5x, W3 1.2x on loopback against
-/// quinn's default bound of 1,452; see `docs/PERFORMANCE.md`).
+/// Discovery finds what the path carries: about 1,450–1,470 bytes over Ethernet, and up to
+/// this bound over loopback or jumbo frames, where fewer, larger datagrams move the same bytes
+/// with a fraction of the per-datagram work (interleaved runs on loopback against quinn's
+/// default bound of 1,452: W1 0.98–1.32x, W2 1.46x, W3 1.11–1.29x; see `docs/PERFORMANCE.md`).
 ///
 /// It is also the largest value allowed: quinn sends up to 10 datagrams in one GSO call, and
 /// Linux refuses a call of more than 64 KiB (`EMSGSIZE`, which quinn drops silently), so with
 /// larger datagrams whole batches are lost. Measured: W3 took 27 s instead of 0.5 s with a
 /// bound of 7,000.
 pub const MAX_UDP_PAYLOAD_SIZE: u16 = 6550;
+
+/// Checks a configured `max_udp_payload_size` against [`MIN_UDP_PAYLOAD_SIZE`] and
+/// [`MAX_UDP_PAYLOAD_SIZE`]; the error names the setting as `name`.
+pub fn check_udp_payload_size(name: &str, size: u16) -> std::result::Result<(), String> {
+    if (MIN_UDP_PAYLOAD_SIZE..=MAX_UDP_PAYLOAD_SIZE).contains(&size) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be between {MIN_UDP_PAYLOAD_SIZE} and {MAX_UDP_PAYLOAD_SIZE} bytes \
+             (got {size})"
+        ))
+    }
+}
 
 wire_enum! {
     /// How much durability a produce waits for before it is answered.

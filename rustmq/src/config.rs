@@ -516,16 +516,11 @@ impl QuicConfig {
                 "quic_config.keep_alive_interval must be shorter than quic_config.max_idle_timeout",
             ));
         }
-        let (min, max) = (
-            rustmq_protocol::MIN_UDP_PAYLOAD_SIZE,
-            rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
-        );
-        if !(min..=max).contains(&self.max_udp_payload_size) {
-            return Err(invalid(&format!(
-                "quic_config.max_udp_payload_size must be between {min} and {max} bytes (got {})",
-                self.max_udp_payload_size
-            )));
-        }
+        rustmq_protocol::check_udp_payload_size(
+            "quic_config.max_udp_payload_size",
+            self.max_udp_payload_size,
+        )
+        .map_err(|m| invalid(&m))?;
         for (name, value, min) in [
             ("initial_max_streams_bidi", self.initial_max_streams_bidi, 1),
             ("initial_max_streams_uni", self.initial_max_streams_uni, 0),

@@ -263,6 +263,11 @@ fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_tr
         stream_rtt_p99_us: u64,
         settings: &'a str,
     }
+    let settings = format!(
+        "quinn defaults but datagrams up to {} bytes (path MTU discovery, as RustMQ), rustls \
+         ring TLS 1.3, ALPN rustmq/1, self-signed certificate",
+        rustmq::protocol::MAX_UDP_PAYLOAD_SIZE
+    );
     let line = Line {
         workload: "baseline",
         bulk_bytes,
@@ -274,7 +279,7 @@ fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_tr
         rtt_max_us: rtt.quantile_us(1.0),
         stream_rtt_p50_us: b.stream_rtt_p50_us,
         stream_rtt_p99_us: b.stream_rtt_p99_us,
-        settings: "quinn defaults but datagrams up to 6550 bytes (path MTU discovery, as RustMQ), rustls ring TLS 1.3, ALPN rustmq/1, self-signed certificate",
+        settings: &settings,
     };
     println!("{}", serde_json::to_string(&line).unwrap_or_default());
 }

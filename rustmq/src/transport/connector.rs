@@ -227,7 +227,7 @@ fn bind(ipv6: bool, quic: &QuicConfig) -> Result<quinn::Endpoint> {
 }
 
 /// Path MTU discovery up to `max_udp_payload_size` (quinn stops at 1,452 by default).
-pub(crate) fn mtu_discovery(max_udp_payload_size: u16) -> quinn::MtuDiscoveryConfig {
+fn mtu_discovery(max_udp_payload_size: u16) -> quinn::MtuDiscoveryConfig {
     let mut discovery = quinn::MtuDiscoveryConfig::default();
     discovery.upper_bound(max_udp_payload_size);
     discovery
@@ -235,7 +235,7 @@ pub(crate) fn mtu_discovery(max_udp_payload_size: u16) -> quinn::MtuDiscoveryCon
 
 /// An endpoint that accepts datagrams of up to `max_udp_payload_size` bytes (QUIC's
 /// `max_udp_payload_size` transport parameter; quinn's default is 1,472).
-pub(crate) fn endpoint_config(max_udp_payload_size: u16) -> Result<quinn::EndpointConfig> {
+fn endpoint_config(max_udp_payload_size: u16) -> Result<quinn::EndpointConfig> {
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(max_udp_payload_size)

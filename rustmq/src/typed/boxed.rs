@@ -3,10 +3,12 @@
 //! `tower::util::BoxCloneService` allocates on every clone, and a layered handler is cloned
 //! for every message (the runner's `oneshot`, and tower's `Retry` clones the service it wraps
 //! for every call): with four layers that was eight allocations per message before any work.
-//! Here the erased service sits behind an `Arc`; cloning is a reference count, and each call
-//! clones the concrete service inside (whose fields are themselves `BoxService`s, `Arc`s or
-//! plain values) under an uncontended lock, then drives `poll_ready` and `call` on that clone,
-//! so layers that reserve capacity in `poll_ready` (a concurrency limit) work as tower intends.
+//! Here the erased service sits behind an `Arc`; cloning is a reference count. A service
+//! erased with [`BoxService::new`] is cloned for each call (its fields are themselves
+//! `BoxService`s, `Arc`s or plain values) under an uncontended lock, and `poll_ready` and
+//! `call` are driven on that clone, so layers that reserve capacity in `poll_ready` (a
+//! concurrency limit) work as tower intends. A handler erased with [`BoxService::handler`]
+//! (always ready, called through a shared reference) is called directly.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use super::handler::{Handler, HandlerArgs, HandlerFuture, HandlerService};
 use super::settle::{BoxError, Settlement};
 
 /// A handler's service once erased: what layers wrap. Cloning it is an `Arc` increment; it is
-/// always ready (readiness is checked on each call's own clone of the service inside).
+/// always ready (readiness is checked on each call's own clone of the service inside, when the
+/// service needs one).
 #[derive(Clone)]
 pub struct BoxService {
     inner: Arc<dyn Erased>,

@@ -74,9 +74,10 @@ where
 
     #[inline]
     fn call(&mut self, delivery: Delivery) -> Self::Future {
+        let start = Instant::now();
         TimeoutFuture {
             inner: self.inner.call(delivery),
-            start: Instant::now(),
+            start,
             timeout: self.timeout,
             sleep: None,
         }

@@ -85,10 +85,11 @@ where
         // inside the span, so that filters on the span apply): at the usual levels (info, warn)
         // the two clock reads per message would measure nothing anybody sees. A failure's
         // warning carries the time when the debug level is on too.
+        let debug_on = || tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG);
         let timed = if span.is_disabled() {
-            tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG)
+            debug_on()
         } else {
-            span.in_scope(|| tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG))
+            span.in_scope(debug_on)
         };
         TraceFuture {
             inner: self.inner.call(delivery),
