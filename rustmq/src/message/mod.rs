@@ -95,6 +95,25 @@ impl Message {
         MessageBuilder::default()
     }
 
+    /// Takes this message's contents, leaving an empty message (no topic, no payload) in its
+    /// place: for the producer's rare paths that must own a message it was lent.
+    pub(crate) fn take(&mut self) -> Message {
+        std::mem::replace(
+            self,
+            Message {
+                id: MessageId::position(TopicName::default(), 0, 0),
+                topic: TopicName::default(),
+                partition: 0,
+                offset: 0,
+                key: None,
+                payload: Bytes::new(),
+                headers: HashMap::new(),
+                timestamp: 0,
+                explicit_partition: false,
+            },
+        )
+    }
+
     /// A message read from `topic`/`partition` at `offset` (used by the consumer); its id is
     /// `topic-partition-offset`.
     #[inline]

@@ -360,7 +360,7 @@ impl Producer {
     /// Runs in a `send` span (target `rustmq::produce`, level debug) that records the
     /// partition and offset; with the `opentelemetry` feature, the message carries that span's
     /// trace context (or the caller's, when the `send` span is disabled) in `traceparent`.
-    pub async fn send(&self, message: Message) -> Result<SendResult> {
+    pub async fn send(&self, mut message: Message) -> Result<SendResult> {
         let span = tracing::debug_span!(
             target: "rustmq::produce",
             "send",
@@ -372,7 +372,9 @@ impl Producer {
         let sent = async {
             cooperate().await;
             let (tx, mut rx) = oneshot::channel();
-            if let Some((slot, batch)) = self.enqueue(message, Waiter::Future(tx), true).await? {
+            if let Some((slot, batch)) =
+                self.enqueue(&mut message, Waiter::Future(tx), true).await?
+            {
                 let mut delivery =
                     direct_delivery(Arc::clone(&self.inner), Arc::clone(&slot), batch);
                 *slot.direct.lock() = Some(delivery.clone());
@@ -401,7 +403,11 @@ impl Producer {
     /// Resolves once the message is accepted (which may wait for buffer room).
     ///
     /// For a callback that captures state, use [`Producer::send_async_with`].
-    pub async fn send_async(&self, message: Message, callback: Option<SendCallback>) -> Result<()> {
+    pub async fn send_async(
+        &self,
+        mut message: Message,
+        callback: Option<SendCallback>,
+    ) -> Result<()> {
         cooperate().await;
         let waiter = match callback {
             Some(cb) => Waiter::Callback(Box::new(move |r: Result<SendResult>| match r {
@@ -411,7 +417,7 @@ impl Producer {
             None => Waiter::Detached,
         };
         // Matched here rather than awaited: a ready outcome is not moved into this future.
-        match self.enqueue(message, waiter, false) {
+        match self.enqueue(&mut message, waiter, false) {
             Either::Left(done) => done.into_inner().map(drop),
             Either::Right(waiting) => waiting.await.map(drop),
         }
@@ -420,11 +426,11 @@ impl Producer {
     /// Sends without waiting; `callback` gets the outcome.
     pub async fn send_async_with(
         &self,
-        message: Message,
+        mut message: Message,
         callback: impl FnOnce(Result<SendResult>) + Send + 'static,
     ) -> Result<()> {
         cooperate().await;
-        match self.enqueue(message, Waiter::Callback(Box::new(callback)), false) {
+        match self.enqueue(&mut message, Waiter::Callback(Box::new(callback)), false) {
             Either::Left(done) => done.into_inner().map(drop),
             Either::Right(waiting) => waiting.await.map(drop),
         }
@@ -434,10 +440,11 @@ impl Producer {
     /// every message was attempted.
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendResult>> {
         let mut pending = Vec::with_capacity(messages.len());
-        for message in messages {
+        for mut message in messages {
             cooperate().await;
             let (tx, rx) = oneshot::channel();
-            self.enqueue(message, Waiter::Future(tx), false).await?;
+            self.enqueue(&mut message, Waiter::Future(tx), false)
+                .await?;
             pending.push(rx);
         }
         let mut results = Vec::with_capacity(pending.len());
@@ -465,9 +472,9 @@ impl Producer {
     /// future thus does not hold the message twice (an `async fn` keeps its arguments and its
     /// locals apart), and is moved around lighter for every message sent. Every caller awaits
     /// [`cooperate`] first: the budget is spent in a poll, and before the message is accepted.
-    fn enqueue(&self, mut message: Message, waiter: Waiter, direct: bool) -> Enqueue<'_> {
+    fn enqueue(&self, message: &mut Message, waiter: Waiter, direct: bool) -> Enqueue<'_> {
         let inner = &self.inner;
-        let permits = match self.admit(&mut message) {
+        let permits = match self.admit(message) {
             Ok(permits) => permits,
             Err(e) => return Either::Left(ready(Err(e))),
         };
@@ -476,6 +483,8 @@ impl Producer {
         match inner.buffer.try_acquire_many(permits) {
             Ok(permit) => permit.forget(),
             Err(TryAcquireError::NoPermits) if inner.config.block_on_buffer_full => {
+                // The rare path: the message moves into the wait.
+                let mut message = message.take();
                 return Either::Right(Box::pin(async move {
                     inner
                         .buffer
@@ -484,7 +493,7 @@ impl Producer {
                         .map_err(|_| ClientError::Closed)?
                         .forget();
                     self.accept(&mut message, waiter, direct, permits)
-                }))
+                }));
             }
             Err(TryAcquireError::Closed) if inner.config.block_on_buffer_full => {
                 return Either::Left(ready(Err(ClientError::Closed)))
@@ -495,7 +504,7 @@ impl Producer {
                 })))
             }
         }
-        Either::Left(ready(self.accept(&mut message, waiter, direct, permits)))
+        Either::Left(ready(self.accept(message, waiter, direct, permits)))
     }
 
     /// Checks `message` for this producer and adds the default properties; returns the buffer
