@@ -468,9 +468,10 @@ impl Producer {
     /// the partition's sending role: the caller sends it itself.
     ///
     /// The work is done in this call, not in the returned future, unless the buffer is full
-    /// and the producer waits for room: the message then moves into a boxed future. A send's
-    /// future thus does not hold the message twice (an `async fn` keeps its arguments and its
-    /// locals apart), and is moved around lighter for every message sent. Every caller awaits
+    /// and the producer waits for room: the message is then taken (`Message::take`) into a
+    /// boxed future. Otherwise it is lent, not moved: a send's future keeps its message
+    /// argument where it is (each move of the ~200-byte message is a copy), does not hold it
+    /// twice, and is moved around lighter for every message sent. Every caller awaits
     /// [`cooperate`] first: the budget is spent in a poll, and before the message is accepted.
     fn enqueue(&self, message: &mut Message, waiter: Waiter, direct: bool) -> Enqueue<'_> {
         let inner = &self.inner;
