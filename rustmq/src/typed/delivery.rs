@@ -65,6 +65,23 @@ enum Source {
 #[derive(Debug)]
 pub(crate) struct Spare(Arc<Shared>);
 
+impl Spare {
+    /// A delivery of `source` in this allocation; `ctx` replaces the context it holds, if
+    /// given. (The message is still copied twice on its way in: assigning the source drops the
+    /// vacant one first, so the new value is built aside.)
+    #[inline(always)]
+    fn refill(self, source: Source, attempt: u32, ctx: Option<Arc<Context>>) -> Delivery {
+        let mut shared = self.0;
+        let place = Arc::get_mut(&mut shared).expect("a spare is never shared");
+        if let Some(ctx) = ctx {
+            place.ctx = ctx;
+        }
+        *place.attempt.get_mut() = attempt;
+        place.source = source;
+        Delivery { shared }
+    }
+}
+
 thread_local! {
     /// The context of deliveries made outside a service: empty but for the topic, shared (as
     /// a handler's is) by the deliveries of one topic in a row.
@@ -98,19 +115,14 @@ impl Delivery {
     /// runner does from one message to the next, without an allocation per message. This
     /// delivery's message is dropped.
     pub fn recycle(self, message: Message) -> Self {
-        let Some(Spare(mut shared)) = self.into_spare() else {
+        let Some(spare) = self.into_spare() else {
             return Delivery::new(message);
         };
-        let place = Arc::get_mut(&mut shared).expect("a spare is never shared");
         // The spare's context is kept only if it is a detached one of the same topic: a
         // service's context (group, handler, client) must not follow the message.
-        if !(place.ctx.detached && place.ctx.topic == message.topic) {
-            place.ctx = detached_context(&message);
-        }
-        *place.attempt.get_mut() = 1;
-        // Moved once, from the argument into its place.
-        place.source = Source::Detached(message);
-        Delivery { shared }
+        let kept = spare.0.ctx.detached && spare.0.ctx.topic == message.topic;
+        let ctx = (!kept).then(|| detached_context(&message));
+        spare.refill(Source::Detached(message), 1, ctx)
     }
 
     /// A delivery of a message a handler's consumer received, in `spare` if there is one; it
@@ -121,17 +133,13 @@ impl Delivery {
         ctx: &Arc<Context>,
     ) -> Self {
         let attempt = message.delivery_attempt();
-        let Some(Spare(mut shared)) = spare else {
-            return Delivery::make(Source::Received(message), attempt, Arc::clone(ctx));
-        };
-        let place = Arc::get_mut(&mut shared).expect("a spare is never shared");
-        if !Arc::ptr_eq(&place.ctx, ctx) {
-            place.ctx = Arc::clone(ctx);
+        match spare {
+            Some(spare) => {
+                let ctx = (!Arc::ptr_eq(&spare.0.ctx, ctx)).then(|| Arc::clone(ctx));
+                spare.refill(Source::Received(message), attempt, ctx)
+            }
+            None => Delivery::make(Source::Received(message), attempt, Arc::clone(ctx)),
         }
-        *place.attempt.get_mut() = attempt;
-        // Moved once, from the argument into its place.
-        place.source = Source::Received(message);
-        Delivery { shared }
     }
 
     /// A delivery in a new allocation.
