@@ -43,9 +43,7 @@ impl BoxService {
             inner: Arc::new(Shared(Mutex::new(service))),
         }
     }
-}
 
-impl BoxService {
     /// Erases `handler`, called with `state`: what a running [`Service`](super::Service) does
     /// with each handler. Equivalent to `BoxService::new(HandlerService::new(handler, state))`,
     /// but a call goes straight to the handler: a handler is always ready and is called
