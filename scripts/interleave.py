@@ -50,6 +50,9 @@ def main():
             p50 = statistics.median(j["p50_us"] for j in results[b])
             p99 = statistics.median(j["p99_us"] for j in results[b])
             text += f"  p50 {p50} us  p99 {p99} us"
+        if b == binaries[0]:
+            print(text + "  (the baseline)")
+            continue
         pairs = [j["msgs_per_s"] / k["msgs_per_s"] for j, k in zip(results[b], base)]
         text += (
             f"  ratio {statistics.median(rate) / statistics.median(j['msgs_per_s'] for j in base):.3f}"
