@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::state::Delivery;
 use super::{retry, Inner};
 use crate::error::Result;
 use crate::message::Message;
@@ -44,14 +43,16 @@ impl fmt::Debug for ConsumerMessage {
 }
 
 impl ConsumerMessage {
-    #[inline]
-    pub(crate) fn new(inner: Arc<Inner>, d: Delivery) -> Self {
+    /// A delivery of `message` (taken from the consumer's state with `epoch`, the
+    /// partition's epoch then, and `attempt`).
+    #[inline(always)]
+    pub(crate) fn new(inner: Arc<Inner>, message: Message, epoch: u64, attempt: u32) -> Self {
         Self {
-            partition: d.message.partition,
-            offset: d.message.offset,
-            message: d.message,
-            epoch: d.epoch,
-            attempt: d.attempt,
+            partition: message.partition,
+            offset: message.offset,
+            message,
+            epoch,
+            attempt,
             inner,
             settled: AtomicBool::new(false),
         }

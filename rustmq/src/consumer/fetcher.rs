@@ -119,7 +119,7 @@ pub(crate) fn decode(
 
 /// A fetched record as a received [`Message`] of `topic`/`partition` (the stream's fetch
 /// decodes with it too).
-#[inline]
+#[inline(always)]
 pub(crate) fn to_message(topic: &TopicName, partition: u32, record: Record) -> Message {
     // Most records have no headers: an empty map without walking an empty iterator.
     let headers = if record.headers.is_empty() {

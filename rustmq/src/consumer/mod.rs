@@ -51,6 +51,7 @@ pub(crate) mod fetcher;
 mod group;
 mod metrics;
 mod offsets;
+mod receive;
 pub(crate) mod retry;
 mod state;
 mod stream;
@@ -62,20 +63,20 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 pub use self::builder::ConsumerBuilder;
 pub use self::config::{ConsumerConfig, StartPosition};
 pub use self::delivery::ConsumerMessage;
 pub use self::group::PartitionAssignment;
 pub use self::metrics::ConsumerMetrics;
+pub use self::receive::Receive;
 pub use self::retry::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
 };
 pub use self::stream::ConsumerStream;
 
 use self::group::Membership;
-use self::state::{Next, State};
+use self::state::State;
 use crate::client::RustMqClient;
 use crate::error::{ClientError, Result};
 use crate::producer::Producer;
@@ -165,40 +166,9 @@ impl Consumer {
     /// Due redeliveries of nacked messages come first, then the partitions' buffers in turn
     /// (paused partitions are skipped). Errors are reported once each (a failing fetch keeps
     /// being retried in the background): a later call continues.
-    pub async fn receive(&self) -> Result<Option<ConsumerMessage>> {
-        loop {
-            let notified = self.inner.data.notified();
-            tokio::pin!(notified);
-            let mut next = self.inner.state.lock().next_delivery(Instant::now);
-            if matches!(next, Next::Wait(_)) {
-                // Only now register for a wake-up (registering takes the notifier's lock, and
-                // most calls find a buffered message), then look again so that a message
-                // buffered in between is not missed.
-                notified.as_mut().enable();
-                next = self.inner.state.lock().next_delivery(Instant::now);
-            }
-            match next {
-                Next::Deliver(d) => {
-                    if d.attempt == 1 {
-                        self.inner
-                            .metrics
-                            .messages_received
-                            .fetch_add(1, Ordering::Relaxed);
-                        self.inner.instruments.received.increment(1);
-                    }
-                    return Ok(Some(ConsumerMessage::new(Arc::clone(&self.inner), d)));
-                }
-                Next::Error(e) => return Err(e),
-                Next::Closed => return Ok(None),
-                Next::Wait(None) => notified.await,
-                Next::Wait(Some(due)) => {
-                    tokio::select! {
-                        _ = notified => {}
-                        _ = tokio::time::sleep_until(due) => {}
-                    }
-                }
-            }
-        }
+    #[inline]
+    pub fn receive(&self) -> Receive<'_> {
+        Receive::new(&self.inner)
     }
 
     /// The messages as a [`futures::Stream`]; it ends when the consumer is closed. Errors are

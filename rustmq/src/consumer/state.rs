@@ -14,27 +14,30 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::buffer::Records;
+use super::fetcher::to_message;
 use super::tracker::OffsetTracker;
 use crate::error::ClientError;
 use crate::message::{Message, TopicName};
 
-/// A message handed to the application.
+/// What [`State::next_step`] found.
 #[derive(Debug)]
-pub(crate) struct Delivery {
-    pub(crate) message: Message,
-    pub(crate) epoch: u64,
-    /// 1 for the first delivery, n + 1 for the n-th retry.
-    pub(crate) attempt: u32,
-}
-
-/// What [`State::next_delivery`] found.
-#[derive(Debug)]
-pub(crate) enum Next {
-    Deliver(Delivery),
+pub(crate) enum Step {
+    /// A message to deliver, still in place: [`State::take`] takes it.
+    Deliver(Pick),
     Error(ClientError),
     Closed,
     /// Nothing to deliver; wait for a notification, or until this instant (a retry falls due).
     Wait(Option<Instant>),
+}
+
+/// Where the next message lies: found by [`State::next_step`], taken by [`State::take`] under
+/// the same lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pick {
+    /// A due retry of this partition, under this key of its retries.
+    Retry(u32, (Instant, u64)),
+    /// The front of this partition's buffer.
+    Buffered(u32),
 }
 
 /// Whether a partition's fetch task should fetch now.
@@ -182,20 +185,20 @@ impl State {
         }
     }
 
-    /// The next message for the application: a due retry first (oldest due first), then the
-    /// buffers round-robin, skipping paused partitions.
+    /// Where the next message for the application is: a due retry first (oldest due first),
+    /// then the buffers round-robin, skipping paused partitions.
     ///
     /// `now` is read only when a retry is pending (most calls find none, and a clock read per
     /// message is measurable).
-    pub(crate) fn next_delivery(&mut self, now: impl FnOnce() -> Instant) -> Next {
+    pub(crate) fn next_step(&mut self, now: impl FnOnce() -> Instant) -> Step {
         if self.closed {
-            return Next::Closed;
+            return Step::Closed;
         }
         if let Some(e) = self.errors.pop_front() {
-            return Next::Error(e);
+            return Step::Error(e);
         }
         if self.rebalancing {
-            return Next::Wait(None);
+            return Step::Wait(None);
         }
         // One pass over the partitions: the earliest pending retry, and the next partition with
         // buffered messages in round-robin order (from the one after the last served, wrapping).
@@ -221,35 +224,58 @@ impl State {
         }
         if let Some((due, id, key)) = earliest {
             if due <= now() {
-                let p = self.partitions.get_mut(&id).expect("partition just seen");
-                let entry = p.retries.remove(&key).expect("retry just seen");
-                return Next::Deliver(Delivery {
-                    message: entry.message,
-                    epoch: p.epoch,
-                    attempt: entry.attempt + 1,
-                });
+                return Step::Deliver(Pick::Retry(id, key));
             }
         }
-        if let Some(id) = next.or(wrapped) {
-            self.cursor = Some(id);
-            let refill = refill_level(self.cap);
-            let p = self.partitions.get_mut(&id).expect("partition just seen");
-            let before = p.buffer.len();
-            if let Some(message) = p.buffer.pop_front(&self.topic, id) {
-                p.tracker.delivered(message.offset);
+        match next.or(wrapped) {
+            Some(id) => Step::Deliver(Pick::Buffered(id)),
+            None => Step::Wait(earliest.map(|(due, _, _)| due)),
+        }
+    }
+
+    /// Takes the message `pick` names (found by [`State::next_step`] under the same lock) and
+    /// hands it to `make` with the partition's epoch and the delivery attempt (1 for the first
+    /// delivery, n + 1 for the n-th retry); `gone` answers if it is not there after all.
+    ///
+    /// The caller builds its final value around the message in `make` (`receive` builds the
+    /// `Poll` it returns), so that the ~200-byte message is not moved through wrappers on its
+    /// way out: each move is a copy, and at millions of messages a second they show.
+    #[inline(always)]
+    pub(crate) fn take<T>(
+        &mut self,
+        pick: Pick,
+        make: impl FnOnce(Message, u64, u32) -> T,
+        gone: impl FnOnce() -> T,
+    ) -> T {
+        match pick {
+            Pick::Retry(id, key) => {
+                let Some(p) = self.partitions.get_mut(&id) else {
+                    return gone();
+                };
+                match p.retries.remove(&key) {
+                    Some(entry) => make(entry.message, p.epoch, entry.attempt + 1),
+                    None => gone(),
+                }
+            }
+            Pick::Buffered(id) => {
+                self.cursor = Some(id);
+                let refill = refill_level(self.cap);
+                let Some(p) = self.partitions.get_mut(&id) else {
+                    return gone();
+                };
+                let before = p.buffer.len();
+                let Some(record) = p.buffer.pop_record() else {
+                    return gone();
+                };
+                p.tracker.delivered(record.offset);
                 // The fetch task is woken once, as the buffer comes down to the refill level; a
                 // wake-up before it waits is kept for it (`notify_one` stores one permit).
                 if before > refill && p.buffer.len() <= refill {
                     p.wake.notify_one();
                 }
-                return Next::Deliver(Delivery {
-                    message,
-                    epoch: p.epoch,
-                    attempt: 1,
-                });
+                make(to_message(&self.topic, id, record), p.epoch, 1)
             }
         }
-        Next::Wait(earliest.map(|(due, _, _)| due))
     }
 
     /// Whether the fetch task of `partition` should fetch, and from where.

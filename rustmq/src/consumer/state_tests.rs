@@ -23,6 +23,44 @@ fn fill(s: &mut State, partition: u32, offsets: std::ops::Range<u64>) {
     assert!(s.apply_fetch(partition, epoch, records(offsets), end, end, None));
 }
 
+/// A message handed to the application, as `receive` takes it.
+#[derive(Debug)]
+struct Delivery {
+    message: Message,
+    epoch: u64,
+    attempt: u32,
+}
+
+#[derive(Debug)]
+enum Next {
+    Deliver(Delivery),
+    Error(#[allow(dead_code)] ClientError),
+    Closed,
+    Wait(#[allow(dead_code)] Option<Instant>),
+}
+
+impl State {
+    /// The next delivery, as `receive` finds and takes it.
+    fn next_delivery(&mut self, now: impl FnOnce() -> Instant) -> Next {
+        match self.next_step(now) {
+            Step::Deliver(pick) => self.take(
+                pick,
+                |message, epoch, attempt| {
+                    Next::Deliver(Delivery {
+                        message,
+                        epoch,
+                        attempt,
+                    })
+                },
+                || Next::Wait(None),
+            ),
+            Step::Error(e) => Next::Error(e),
+            Step::Closed => Next::Closed,
+            Step::Wait(due) => Next::Wait(due),
+        }
+    }
+}
+
 fn deliver(s: &mut State) -> Delivery {
     match s.next_delivery(Instant::now) {
         Next::Deliver(d) => d,

@@ -116,7 +116,7 @@ impl Message {
 
     /// A message read from `topic`/`partition` at `offset` (used by the consumer); its id is
     /// `topic-partition-offset`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn received(
         topic: TopicName,
         partition: u32,

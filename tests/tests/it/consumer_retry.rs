@@ -144,3 +144,57 @@ async fn a_pending_retry_holds_the_commit_and_without_a_dead_letter_queue_the_me
     consumer.close().await.unwrap();
     assert_eq!(consumer.committed_offset(0).await.unwrap(), 6);
 }
+
+/// One `receive` waits both for new data and for a retry falling due: a message that arrives
+/// first is handed out at once (the armed retry timer does not hold it up), the retry comes
+/// when it is due, and a `receive` dropped while waiting takes nothing with it.
+#[tokio::test]
+async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_loses_nothing() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("tasks", 1).await.unwrap();
+    produce_n(&client, "tasks", 0, 0, 1).await;
+    let backoff = Duration::from_millis(1500);
+    let config = ConsumerConfig {
+        max_retry_attempts: 1,
+        retry_backoff: backoff,
+        ..config("workers")
+    };
+    let consumer = client
+        .create_consumer_with_config("tasks", "workers", config)
+        .await
+        .unwrap();
+    let first = recv(&consumer).await;
+    let nacked_at = Instant::now();
+    first.nack().await.unwrap();
+
+    // A receive that waits (the retry is not due, nothing is buffered), then is dropped.
+    nothing_within(&consumer, Duration::from_millis(100)).await;
+
+    // New data wakes the next waiting receive long before the retry is due.
+    let waiting = tokio::spawn({
+        let consumer = consumer.clone();
+        async move {
+            let m = recv(&consumer).await;
+            (Instant::now(), m.message.offset, m.delivery_attempt(), m)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    produce_n(&client, "tasks", 0, 1, 1).await;
+    let (at, offset, attempt, m) = waiting.await.unwrap();
+    assert_eq!((offset, attempt), (1, 1), "the new message, not the retry");
+    assert!(
+        at - nacked_at < backoff,
+        "handed out before the retry fell due"
+    );
+    m.ack().await.unwrap();
+
+    // Then the retry, once due.
+    let retried = recv(&consumer).await;
+    assert_eq!((retried.message.offset, retried.delivery_attempt()), (0, 2));
+    assert!(nacked_at.elapsed() >= backoff);
+    retried.ack().await.unwrap();
+    consumer.commit().await.unwrap();
+    assert_eq!(consumer.committed_offset(0).await.unwrap(), 2);
+    consumer.close().await.unwrap();
+}
