@@ -23,6 +23,7 @@ mod accumulator;
 mod config;
 mod metrics;
 mod partitioner;
+mod send;
 mod sender;
 
 use std::collections::VecDeque;
@@ -42,6 +43,7 @@ pub use self::metrics::ProducerMetrics;
 pub use self::partitioner::{
     murmur2, partition_for_key, DefaultPartitioner, Partitioner, RoundRobinPartitioner,
 };
+pub use self::send::SendAsync;
 
 use self::accumulator::{Accumulator, BatchLimits, ReadyBatch, TryPush};
 use crate::client::RustMqClient;
@@ -403,12 +405,8 @@ impl Producer {
     /// Resolves once the message is accepted (which may wait for buffer room).
     ///
     /// For a callback that captures state, use [`Producer::send_async_with`].
-    pub async fn send_async(
-        &self,
-        mut message: Message,
-        callback: Option<SendCallback>,
-    ) -> Result<()> {
-        cooperate().await;
+    #[inline]
+    pub fn send_async(&self, message: Message, callback: Option<SendCallback>) -> SendAsync<'_> {
         let waiter = match callback {
             Some(cb) => Waiter::Callback(Box::new(move |r: Result<SendResult>| match r {
                 Ok(ok) => cb(Some(ok), None),
@@ -416,24 +414,17 @@ impl Producer {
             })),
             None => Waiter::Detached,
         };
-        // Matched here rather than awaited: a ready outcome is not moved into this future.
-        match self.enqueue(&mut message, waiter, false) {
-            Either::Left(done) => done.into_inner().map(drop),
-            Either::Right(waiting) => waiting.await.map(drop),
-        }
+        SendAsync::new(self, message, waiter)
     }
 
     /// Sends without waiting; `callback` gets the outcome.
-    pub async fn send_async_with(
+    #[inline]
+    pub fn send_async_with(
         &self,
-        mut message: Message,
+        message: Message,
         callback: impl FnOnce(Result<SendResult>) + Send + 'static,
-    ) -> Result<()> {
-        cooperate().await;
-        match self.enqueue(&mut message, Waiter::Callback(Box::new(callback)), false) {
-            Either::Left(done) => done.into_inner().map(drop),
-            Either::Right(waiting) => waiting.await.map(drop),
-        }
+    ) -> SendAsync<'_> {
+        SendAsync::new(self, message, Waiter::Callback(Box::new(callback)))
     }
 
     /// Sends every message and waits for all of them; the first failure is returned, after

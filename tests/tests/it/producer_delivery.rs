@@ -434,3 +434,24 @@ async fn compression_above_min_size_and_default_headers() {
         "a message's own header wins"
     );
 }
+
+/// `send_async` and `send_async_with` return futures that, as futures do, send nothing until
+/// polled; once awaited, the callback hears the stored offset.
+#[tokio::test]
+async fn a_send_async_never_polled_sends_nothing_and_the_callback_hears_the_outcome() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("lazy", 1).await.unwrap();
+    let p = producer(&client, "lazy", ProducerConfig::default()).await;
+    drop(p.send_async(msg("lazy", "dropped"), None));
+    drop(p.send_async_with(msg("lazy", "dropped too"), |_| {}));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    p.send_async_with(msg("lazy", "kept"), move |r| {
+        let _ = tx.send(r.map(|ok| ok.offset));
+    })
+    .await
+    .unwrap();
+    p.flush().await.unwrap();
+    assert_eq!(rx.await.unwrap().unwrap(), 0, "the first stored message");
+    assert_eq!(stored_payloads(&client, "lazy", 0).await, ["kept"]);
+}
