@@ -130,14 +130,26 @@ impl<T: Topic> TypedProducer<T> {
 
     /// Sends `value` and waits for the acknowledgement.
     pub async fn send(&self, value: &T) -> Result<SendResult> {
-        let message = Self::to_message(value)?;
-        self.producer().await?.send(message).await
+        match self.cell.get() {
+            Some(producer) => producer.send(Self::to_message(value)?).await,
+            None => self.producer().await?.send(Self::to_message(value)?).await,
+        }
     }
 
     /// Sends `value` without waiting for the acknowledgement (failures are logged and counted).
     pub async fn send_async(&self, value: &T) -> Result<()> {
-        let message = Self::to_message(value)?;
-        self.producer().await?.send_async(message, None).await
+        // Once the producer is made, it is borrowed rather than cloned for every message, and
+        // the message is built after any wait, straight into the send's future (not held
+        // across the wait and moved again: it is ~200 bytes).
+        match self.cell.get() {
+            Some(producer) => producer.send_async(Self::to_message(value)?, None).await,
+            None => {
+                self.producer()
+                    .await?
+                    .send_async(Self::to_message(value)?, None)
+                    .await
+            }
+        }
     }
 
     /// Waits until everything sent so far is acknowledged.
