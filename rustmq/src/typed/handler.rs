@@ -130,17 +130,19 @@ macro_rules! impl_handler {
             $($t: FromDelivery<S> + Send + 'static,)+
         {
             fn call(&self, delivery: Delivery, state: S) -> HandlerFuture {
-                let f = self.clone();
-                Box::pin(async move {
-                    $(
-                        let $t = match $t::from_delivery(&delivery, &state) {
-                            Ok(v) => v,
-                            Err(rejection) => return rejection.into_result(),
-                        };
-                    )+
-                    drop(delivery);
-                    f($($t),+).await.into_settlement()
-                })
+                // The arguments are extracted (the payload decoded) when the handler is called,
+                // and only the function's own future is boxed: the box holds neither the
+                // delivery nor the state, and no state machine of ours sits around the
+                // function's.
+                $(
+                    let $t = match $t::from_delivery(&delivery, &state) {
+                        Ok(v) => v,
+                        Err(rejection) => return Box::pin(std::future::ready(rejection.into_result())),
+                    };
+                )+
+                drop(delivery);
+                drop(state);
+                Box::pin(Settle { future: self($($t),+) })
             }
         }
     };
@@ -154,6 +156,30 @@ impl_handler!(T1, T2, T3, T4, T5);
 impl_handler!(T1, T2, T3, T4, T5, T6);
 impl_handler!(T1, T2, T3, T4, T5, T6, T7);
 impl_handler!(T1, T2, T3, T4, T5, T6, T7, T8);
+
+pin_project_lite::pin_project! {
+    /// A handler function's future, its output made a settlement.
+    struct Settle<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F> Future for Settle<F>
+where
+    F: Future,
+    F::Output: IntoSettlement,
+{
+    type Output = Result<Settlement, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .future
+            .poll(cx)
+            .map(IntoSettlement::into_settlement)
+    }
+}
 
 /// A handler with its state, as a `tower::Service<Delivery>`.
 pub struct HandlerService<H, M, S> {
