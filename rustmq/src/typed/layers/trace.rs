@@ -86,16 +86,19 @@ where
         // the two clock reads per message would measure nothing anybody sees. A failure's
         // warning carries the time when the debug level is on too.
         let debug_on = || tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG);
-        let timed = if span.is_disabled() {
-            debug_on()
+        // The call runs in the span too: a handler's arguments are extracted (its payload
+        // decoded) in its service's call, and what they log belongs to the delivery. The
+        // handling is timed from before it.
+        let (inner, start) = if span.is_disabled() {
+            let start = debug_on().then(Instant::now);
+            (self.inner.call(delivery), start)
         } else {
-            span.in_scope(debug_on)
+            span.in_scope(|| {
+                let start = debug_on().then(Instant::now);
+                (self.inner.call(delivery), start)
+            })
         };
-        TraceFuture {
-            inner: self.inner.call(delivery),
-            start: timed.then(Instant::now),
-        }
-        .instrument(span)
+        TraceFuture { inner, start }.instrument(span)
     }
 }
 
