@@ -132,22 +132,25 @@ impl<T: Topic> TypedProducer<T> {
     pub async fn send(&self, value: &T) -> Result<SendResult> {
         match self.cell.get() {
             Some(producer) => producer.send(Self::to_message(value)?).await,
-            None => self.producer().await?.send(Self::to_message(value)?).await,
+            None => {
+                let message = Self::to_message(value)?;
+                self.producer().await?.send(message).await
+            }
         }
     }
 
     /// Sends `value` without waiting for the acknowledgement (failures are logged and counted).
     pub async fn send_async(&self, value: &T) -> Result<()> {
-        // Once the producer is made, it is borrowed rather than cloned for every message, and
-        // the message is built after any wait, straight into the send's future (not held
-        // across the wait and moved again: it is ~200 bytes).
+        // Once this producer's own producer is made (not for a handler's, which its service
+        // shares), it is borrowed rather than cloned for every message, and the message is
+        // built straight into the send's future rather than held across a wait and moved
+        // again (it is ~200 bytes). A value that does not encode fails before anything is
+        // made.
         match self.cell.get() {
             Some(producer) => producer.send_async(Self::to_message(value)?, None).await,
             None => {
-                self.producer()
-                    .await?
-                    .send_async(Self::to_message(value)?, None)
-                    .await
+                let message = Self::to_message(value)?;
+                self.producer().await?.send_async(message, None).await
             }
         }
     }
