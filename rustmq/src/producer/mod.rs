@@ -462,8 +462,9 @@ impl Producer {
     /// and the producer waits for room: the message is then taken (`Message::take`) into a
     /// boxed future. Otherwise it is lent, not moved: a send's future keeps its message
     /// argument where it is (each move of the ~200-byte message is a copy), does not hold it
-    /// twice, and is moved around lighter for every message sent. Every caller awaits
-    /// [`cooperate`] first: the budget is spent in a poll, and before the message is accepted.
+    /// twice, and is moved around lighter for every message sent. Every caller spends the
+    /// task's coop budget first ([`cooperate`], or `SendAsync::poll` directly): the budget is
+    /// spent in a poll, and before the message is accepted.
     fn enqueue(&self, message: &mut Message, waiter: Waiter, direct: bool) -> Enqueue<'_> {
         let inner = &self.inner;
         let permits = match self.admit(message) {
@@ -671,7 +672,7 @@ impl RustMqClient {
 
 /// Spends a unit of the task's coop budget, yielding to the scheduler when it is spent, as
 /// tokio's own resources (the buffer's semaphore among them) do. A send that does not wait
-/// calls it before its message is accepted: a loop of sends then yields now and then, and the
+/// calls it (or, in `SendAsync::poll`, its body) before its message is accepted: a loop of sends then yields now and then, and the
 /// partitions' senders and the connection run while the batches fill (without it a sending
 /// loop ran until the buffer was full, and W1 lost a quarter of its throughput), and a send
 /// dropped at that point has accepted nothing.

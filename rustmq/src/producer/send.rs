@@ -55,7 +55,9 @@ impl Future for SendAsync<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
         if let Some(waiting) = &mut this.waiting {
-            return waiting.as_mut().poll(cx).map(|r| r.map(drop));
+            let accepted = ready!(waiting.as_mut().poll(cx));
+            this.waiting = None;
+            return Poll::Ready(accepted.map(drop));
         }
         // The task's budget is spent before the message is accepted: a loop of sends yields
         // to the producer's sender task (on a one-thread runtime, the one that sends).
