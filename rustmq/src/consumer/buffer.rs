@@ -1,5 +1,5 @@
 //! A partition's fetched records waiting for delivery: checked when fetched, decoded into a
-//! [`Message`] only as each one is received.
+//! [`Message`](crate::message::Message) only as each one is received.
 //!
 //! Decoding a whole fetch at once (10,000 records in W3) made ~1.8 MB of `Message`s, ~190
 //! bytes each before their strings: written once, read back and moved out one by one after

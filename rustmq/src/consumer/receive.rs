@@ -74,16 +74,9 @@ impl Future for Receive<'_> {
             match step {
                 Step::Deliver(pick) => {
                     // Built in the `Poll` returned: the message is not moved again.
-                    return state.take(
+                    let taken = state.take(
                         pick,
                         |message, epoch, attempt| {
-                            if attempt == 1 {
-                                inner
-                                    .metrics
-                                    .messages_received
-                                    .fetch_add(1, Ordering::Relaxed);
-                                inner.instruments.received.increment(1);
-                            }
                             Poll::Ready(Ok(Some(ConsumerMessage::new(
                                 Arc::clone(inner),
                                 message,
@@ -91,12 +84,26 @@ impl Future for Receive<'_> {
                                 attempt,
                             ))))
                         },
-                        // Not there after all: look again on the next poll.
+                        // Never while `next_step` and `take` share one lock; if it were, the
+                        // partition's buffer is empty after it, and the next poll (at once)
+                        // looks again.
                         || {
+                            debug_assert!(false, "a picked message was not there");
                             cx.waker().wake_by_ref();
                             Poll::Pending
                         },
                     );
+                    drop(state);
+                    if let Poll::Ready(Ok(Some(message))) = &taken {
+                        if message.delivery_attempt() == 1 {
+                            inner
+                                .metrics
+                                .messages_received
+                                .fetch_add(1, Ordering::Relaxed);
+                            inner.instruments.received.increment(1);
+                        }
+                    }
+                    return taken;
                 }
                 Step::Error(e) => return Poll::Ready(Err(e)),
                 Step::Closed => return Poll::Ready(Ok(None)),
