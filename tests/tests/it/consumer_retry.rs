@@ -147,14 +147,15 @@ async fn a_pending_retry_holds_the_commit_and_without_a_dead_letter_queue_the_me
 
 /// One `receive` waits both for new data and for a retry falling due: a message that arrives
 /// first is handed out at once (the armed retry timer does not hold it up), the retry comes
-/// when it is due, and a `receive` dropped while waiting takes nothing with it.
+/// when it is due, and a `receive` dropped after its message arrived, before it was polled
+/// again, takes nothing with it.
 #[tokio::test]
 async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_loses_nothing() {
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
     client.create_topic("tasks", 1).await.unwrap();
     produce_n(&client, "tasks", 0, 0, 1).await;
-    let backoff = Duration::from_millis(1500);
+    let backoff = Duration::from_millis(2000);
     let config = ConsumerConfig {
         max_retry_attempts: 1,
         retry_backoff: backoff,
@@ -168,8 +169,20 @@ async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_l
     let nacked_at = Instant::now();
     first.nack().await.unwrap();
 
-    // A receive that waits (the retry is not due, nothing is buffered), then is dropped.
-    nothing_within(&consumer, Duration::from_millis(100)).await;
+    // A receive that waits (the retry is not due, nothing is buffered): its message arrives
+    // and wakes it, but it is dropped before it is polled again.
+    let mut dropped = Box::pin(consumer.receive());
+    assert!(futures::poll!(dropped.as_mut()).is_pending());
+    produce_n(&client, "tasks", 0, 1, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(dropped);
+    let kept = recv(&consumer).await;
+    assert_eq!(
+        (kept.message.offset, kept.delivery_attempt()),
+        (1, 1),
+        "the message the dropped receive was woken for"
+    );
+    kept.ack().await.unwrap();
 
     // New data wakes the next waiting receive long before the retry is due.
     let waiting = tokio::spawn({
@@ -180,9 +193,9 @@ async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_l
         }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    produce_n(&client, "tasks", 0, 1, 1).await;
+    produce_n(&client, "tasks", 0, 2, 1).await;
     let (at, offset, attempt, m) = waiting.await.unwrap();
-    assert_eq!((offset, attempt), (1, 1), "the new message, not the retry");
+    assert_eq!((offset, attempt), (2, 1), "the new message, not the retry");
     assert!(
         at - nacked_at < backoff,
         "handed out before the retry fell due"
@@ -195,6 +208,6 @@ async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_l
     assert!(nacked_at.elapsed() >= backoff);
     retried.ack().await.unwrap();
     consumer.commit().await.unwrap();
-    assert_eq!(consumer.committed_offset(0).await.unwrap(), 2);
+    assert_eq!(consumer.committed_offset(0).await.unwrap(), 3);
     consumer.close().await.unwrap();
 }
