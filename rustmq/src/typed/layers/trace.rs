@@ -5,8 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tracing::instrument::Instrumented;
-use tracing::Instrument;
+use tracing::Span;
 
 use crate::typed::delivery::Delivery;
 use crate::typed::settle::{BoxError, Settlement};
@@ -60,7 +59,7 @@ where
 {
     type Response = Settlement;
     type Error = BoxError;
-    type Future = Instrumented<TraceFuture<S::Future>>;
+    type Future = TraceFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -98,19 +97,37 @@ where
                 (self.inner.call(delivery), start)
             })
         };
-        TraceFuture { inner, start }.instrument(span)
+        TraceFuture {
+            inner: Some(inner),
+            span,
+            start,
+        }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The future of [`Trace`]: the inner service's, logging the settlement (inside the
-    /// `handle` span it is instrumented with).
+    /// The future of [`Trace`]: the inner service's, run inside the delivery's `handle` span
+    /// (entered while it is polled and while it is dropped, as `tracing::Instrumented` does,
+    /// but only if the span is enabled: a disabled one costs nothing per poll), logging the
+    /// settlement.
     #[derive(Debug)]
     pub struct TraceFuture<F> {
+        // Emptied only when dropped, inside the span.
         #[pin]
-        inner: F,
+        inner: Option<F>,
+        span: Span,
         // Set when the `settled` event is on.
         start: Option<Instant>,
+    }
+
+    impl<F> PinnedDrop for TraceFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if !this.span.is_disabled() {
+                let _entered = this.span.enter();
+                this.inner.set(None);
+            }
+        }
     }
 }
 
@@ -123,19 +140,36 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        let elapsed_us = this.start.map(|start| start.elapsed().as_micros() as u64);
-        match &result {
-            Ok(s) => {
-                if let Some(elapsed_us) = elapsed_us {
-                    tracing::debug!(target: "rustmq::handle", settlement = s.kind(), elapsed_us, "settled")
-                }
-            }
-            // The macro checks its own level (within the span, entered while this polls).
-            Err(e) => {
-                tracing::warn!(target: "rustmq::handle", error = %e, elapsed_us, "handler failed")
+        let Some(inner) = this.inner.as_pin_mut() else {
+            unreachable!("a trace future is only emptied when it is dropped")
+        };
+        if this.span.is_disabled() {
+            settle(inner, *this.start, cx)
+        } else {
+            let _entered = this.span.enter();
+            settle(inner, *this.start, cx)
+        }
+    }
+}
+
+/// Polls the inner future and logs its settlement (inside the span, if it is entered).
+#[inline(always)]
+fn settle<F>(inner: Pin<&mut F>, start: Option<Instant>, cx: &mut Context<'_>) -> Poll<F::Output>
+where
+    F: Future<Output = Result<Settlement, BoxError>>,
+{
+    let result = std::task::ready!(inner.poll(cx));
+    let elapsed_us = start.map(|start| start.elapsed().as_micros() as u64);
+    match &result {
+        Ok(s) => {
+            if let Some(elapsed_us) = elapsed_us {
+                tracing::debug!(target: "rustmq::handle", settlement = s.kind(), elapsed_us, "settled")
             }
         }
-        Poll::Ready(result)
+        // The macro checks its own level (within the span, when it is entered).
+        Err(e) => {
+            tracing::warn!(target: "rustmq::handle", error = %e, elapsed_us, "handler failed")
+        }
     }
+    Poll::Ready(result)
 }
