@@ -110,7 +110,7 @@ impl ConsumerBuilder {
             consumer_id,
             config,
             client,
-            data: Notify::new(),
+            data: Arc::new(Notify::new()),
             membership: Mutex::new(Membership::default()),
             rejoin: Notify::new(),
             commit_lock: tokio::sync::Mutex::new(()),

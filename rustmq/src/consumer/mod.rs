@@ -92,7 +92,7 @@ pub(crate) struct Inner {
     pub(crate) client: RustMqClient,
     pub(crate) state: Mutex<State>,
     /// Wakes waiting `receive` calls: records buffered, a retry scheduled, a resume, close.
-    pub(crate) data: Notify,
+    pub(crate) data: Arc<Notify>,
     pub(crate) membership: Mutex<Membership>,
     /// Asks the group task to check its standing now (a commit was refused as stale).
     pub(crate) rejoin: Notify,

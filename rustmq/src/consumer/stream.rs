@@ -4,29 +4,31 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::stream::Stream;
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::Sleep;
 
-use super::{Consumer, ConsumerMessage};
+use super::{receive, Consumer, ConsumerMessage};
 use crate::error::Result;
 
 /// The messages of a [`Consumer`] as a [`Stream`], from [`Consumer::stream`]. It ends when the
 /// consumer is closed; errors are items and the stream continues after them. It holds a
 /// handle of the consumer, which keeps consuming while the stream lives.
+///
+/// It polls as [`Consumer::receive`]'s future does, each message built where it is returned.
 pub struct ConsumerStream {
-    inner: BoxStream<'static, Result<ConsumerMessage>>,
+    consumer: Consumer,
+    // Made before the state is first looked at, renewed after each notification.
+    notified: Pin<Box<OwnedNotified>>,
+    retry_due: Option<Pin<Box<Sleep>>>,
 }
 
 impl ConsumerStream {
     pub(crate) fn new(consumer: Consumer) -> Self {
-        let stream = futures::stream::unfold(consumer, |consumer| async move {
-            match consumer.receive().await {
-                Ok(Some(message)) => Some((Ok(message), consumer)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), consumer)),
-            }
-        });
         Self {
-            inner: stream.boxed(),
+            notified: receive::owned_notified(&consumer.inner.data),
+            consumer,
+            retry_due: None,
         }
     }
 }
@@ -35,7 +37,13 @@ impl Stream for ConsumerStream {
     type Item = Result<ConsumerMessage>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
+        let this = &mut *self;
+        receive::poll_stream(
+            &this.consumer.inner,
+            &mut this.notified,
+            &mut this.retry_due,
+            cx,
+        )
     }
 }
 
