@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::layer::util::{Identity, Stack};
@@ -357,26 +358,27 @@ impl<L: HandlerLayer> Runner<L> {
         }
         // With one worker, its service.
         let mut driven = Driven::new(self.service.clone());
+        let mut messages = self.consumer.stream();
         loop {
             if *stop.borrow() {
                 break;
             }
             // A buffered message is taken without arming the stop watch (registering with it
             // takes a lock, twice per message); only a receive that has to wait races the stop.
-            let receive = self.consumer.receive();
-            tokio::pin!(receive);
-            let received = match futures::poll!(receive.as_mut()) {
+            // The consumer's stream keeps its registration for wake-ups across messages,
+            // where each `receive` would make its own.
+            let received = match futures::poll!(messages.next()) {
                 std::task::Poll::Ready(r) => r,
                 std::task::Poll::Pending => tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => break,
-                    r = receive => r,
+                    r = messages.next() => r,
                 },
             };
             match received {
                 // One worker: handle the message here, without a channel and a task switch per
                 // message. A shutdown still abandons it after the shutdown timeout.
-                Ok(Some(message)) if self.concurrency == 1 => {
+                Some(Ok(message)) if self.concurrency == 1 => {
                     let handled = driven.handle(&self.ctx, message, self.poison);
                     tokio::pin!(handled);
                     // Most messages are handled without waiting: then there is nothing to race
@@ -404,18 +406,18 @@ impl<L: HandlerLayer> Runner<L> {
                         break;
                     }
                 }
-                Ok(Some(message)) => {
+                Some(Ok(message)) => {
                     let worker = route(&message, self.concurrency);
                     if senders[worker].send(message).await.is_err() {
                         break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) if e.is_retryable() => {
+                None => break,
+                Some(Err(e)) if e.is_retryable() => {
                     tracing::warn!(error = %e, "receive failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::error!(error = %e, "receive failed; handler stops");
                     break;
                 }
