@@ -28,10 +28,9 @@ pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct Receive<'a> {
         inner: &'a Arc<Inner>,
-        // Made before the state is looked at, so that a notification sent after the look (the
-        // consumer notifies every waiter) wakes this future even if it is registered later.
+        // Made and registered only when there is nothing to deliver (see `poll_next`).
         #[pin]
-        notified: Notified<'a>,
+        notified: Option<Notified<'a>>,
         // Armed while the earliest pending retry is not due yet (boxed: rarely used, and the
         // future stays small to move).
         retry_due: Option<Pin<Box<Sleep>>>,
@@ -43,7 +42,7 @@ impl<'a> Receive<'a> {
     pub(super) fn new(inner: &'a Arc<Inner>) -> Self {
         Self {
             inner,
-            notified: inner.data.notified(),
+            notified: None,
             retry_due: None,
         }
     }
@@ -68,16 +67,11 @@ impl Future for Receive<'_> {
     }
 }
 
-/// A wait for the consumer's next notification that lives as long as its owner (the stream),
-/// boxed so that the stream stays `Unpin`; renewed only after a notification arrived.
-pub(super) fn owned_notified(notify: &Arc<Notify>) -> Pin<Box<OwnedNotified>> {
-    Box::pin(Arc::clone(notify).notified_owned())
-}
-
-/// The stream's side of [`poll_next`]: its owned registration.
+/// The stream's side of [`poll_next`]: its owned registration (boxed, so that the stream stays
+/// `Unpin`; made when the stream first has to wait, and again after each notification).
 pub(super) fn poll_stream(
     inner: &Arc<Inner>,
-    notified: &mut Pin<Box<OwnedNotified>>,
+    notified: &mut Option<Pin<Box<OwnedNotified>>>,
     retry_due: &mut Option<Pin<Box<Sleep>>>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<ConsumerMessage>>> {
@@ -133,49 +127,67 @@ impl Answer for Option<Result<ConsumerMessage>> {
 }
 
 /// A registration for the consumer's notifications (records buffered, a retry scheduled, a
-/// resume, close), made before the state is looked at.
+/// resume, close). Made only when there is nothing to deliver: the state is looked at again
+/// after it is registered, and everything that notifies changes the state first, under its
+/// lock, so nothing falls between the two looks.
 trait Registration {
-    /// Registers it, so that a notification from now on wakes the task.
+    /// Makes it (if there is none) and registers it, so that a notification from now on wakes
+    /// the task.
     fn enable(&mut self);
-    /// Whether a notification arrived (registering the task's waker if not).
+    /// Whether a notification arrived (registering the task's waker if not); only after
+    /// `enable`.
     fn poll_notified(&mut self, cx: &mut Context<'_>) -> Poll<()>;
-    /// A new registration, after one arrived.
-    fn renew(&mut self);
+    /// Drops an arrived notification: the next wait makes a new one.
+    fn reset(&mut self);
 }
 
 /// [`Receive`]'s registration, pinned inside it and borrowing the notifier.
 struct Borrowed<'p, 'a> {
-    notified: Pin<&'p mut Notified<'a>>,
+    notified: Pin<&'p mut Option<Notified<'a>>>,
     notify: &'a Notify,
 }
 
 impl Registration for Borrowed<'_, '_> {
     fn enable(&mut self) {
-        self.notified.as_mut().enable();
+        if self.notified.is_none() {
+            self.notified.set(Some(self.notify.notified()));
+        }
+        if let Some(notified) = self.notified.as_mut().as_pin_mut() {
+            notified.enable();
+        }
     }
     fn poll_notified(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.notified.as_mut().poll(cx)
+        match self.notified.as_mut().as_pin_mut() {
+            Some(notified) => notified.poll(cx),
+            None => Poll::Ready(()),
+        }
     }
-    fn renew(&mut self) {
-        self.notified.set(self.notify.notified());
+    fn reset(&mut self) {
+        self.notified.set(None);
     }
 }
 
 /// The stream's registration, owning its share of the notifier.
 struct Owned<'p> {
-    notified: &'p mut Pin<Box<OwnedNotified>>,
+    notified: &'p mut Option<Pin<Box<OwnedNotified>>>,
     notify: &'p Arc<Notify>,
 }
 
 impl Registration for Owned<'_> {
     fn enable(&mut self) {
-        self.notified.as_mut().enable();
+        self.notified
+            .get_or_insert_with(|| Box::pin(Arc::clone(self.notify).notified_owned()))
+            .as_mut()
+            .enable();
     }
     fn poll_notified(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.notified.as_mut().poll(cx)
+        match self.notified {
+            Some(notified) => notified.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
     }
-    fn renew(&mut self) {
-        *self.notified = owned_notified(self.notify);
+    fn reset(&mut self) {
+        *self.notified = None;
     }
 }
 
@@ -242,8 +254,9 @@ fn poll_next<A: Answer>(
             Step::Wait(due) => {
                 drop(state);
                 if registration.poll_notified(cx).is_ready() {
-                    // Something changed: a new registration, then look again.
-                    registration.renew();
+                    // Something changed: look again (registering anew if there is still
+                    // nothing).
+                    registration.reset();
                     continue;
                 }
                 let Some(due) = due else {

@@ -18,16 +18,16 @@ use crate::error::Result;
 /// It polls as [`Consumer::receive`]'s future does, each message built where it is returned.
 pub struct ConsumerStream {
     consumer: Consumer,
-    // Made before the state is first looked at, renewed after each notification.
-    notified: Pin<Box<OwnedNotified>>,
+    // Made when the stream has to wait (see `receive::poll_next`).
+    notified: Option<Pin<Box<OwnedNotified>>>,
     retry_due: Option<Pin<Box<Sleep>>>,
 }
 
 impl ConsumerStream {
     pub(crate) fn new(consumer: Consumer) -> Self {
         Self {
-            notified: receive::owned_notified(&consumer.inner.data),
             consumer,
+            notified: None,
             retry_due: None,
         }
     }
