@@ -91,7 +91,10 @@ pub(crate) struct Inner {
     pub(crate) config: ConsumerConfig,
     pub(crate) client: RustMqClient,
     pub(crate) state: Mutex<State>,
-    /// Wakes waiting `receive` calls: records buffered, a retry scheduled, a resume, close.
+    /// Wakes waiting `receive` calls and streams: records buffered, a retry scheduled, a
+    /// resume, close. Always notified (`notify_waiters`) after the change is made to `state`,
+    /// under its lock: a receive registers only when it finds nothing, then looks again, so a
+    /// notification sent before the change would be missed.
     pub(crate) data: Arc<Notify>,
     pub(crate) membership: Mutex<Membership>,
     /// Asks the group task to check its standing now (a commit was refused as stale).
