@@ -211,3 +211,59 @@ async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_l
     assert_eq!(consumer.committed_offset(0).await.unwrap(), 3);
     consumer.close().await.unwrap();
 }
+
+/// A waiting receive whose timer is armed for one retry re-arms it when an earlier retry is
+/// scheduled: the earlier one is handed out when it falls due, not when the later one does.
+#[tokio::test]
+async fn a_waiting_receive_rearms_its_timer_for_an_earlier_retry() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("jobs.rearm", 1).await.unwrap();
+    produce_n(&client, "jobs.rearm", 0, 0, 2).await;
+    let backoff = Duration::from_millis(600);
+    let config = ConsumerConfig {
+        max_retry_attempts: 3,
+        retry_backoff: backoff,
+        ..config("rearmers")
+    };
+    let consumer = client
+        .create_consumer_with_config("jobs.rearm", "rearmers", config)
+        .await
+        .unwrap();
+    // Offset 0 fails twice: its second retry is due 2 x backoff after the second failure.
+    let a = recv(&consumer).await;
+    assert_eq!(a.message.offset, 0);
+    a.nack().await.unwrap();
+    let b = recv(&consumer).await;
+    assert_eq!(b.message.offset, 1);
+    let a = recv(&consumer).await;
+    assert_eq!((a.message.offset, a.delivery_attempt()), (0, 2));
+    // Both due times are taken before the nack that sets them: no later than the real ones.
+    let a_due = Instant::now() + backoff * 2;
+    a.nack().await.unwrap();
+
+    // A receive now waits with its timer armed for offset 0's retry. Offset 1 then fails for
+    // the first time: its retry, due one backoff later, comes before offset 0's.
+    let waiting = tokio::spawn({
+        let consumer = consumer.clone();
+        async move {
+            let m = recv(&consumer).await;
+            (Instant::now(), m.message.offset, m.delivery_attempt(), m)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let b_due = Instant::now() + backoff;
+    b.nack().await.unwrap();
+    let (at, offset, attempt, m) = waiting.await.unwrap();
+    assert_eq!((offset, attempt), (1, 2), "the earlier retry first");
+    assert!(at >= b_due, "not before it fell due");
+    assert!(
+        at < a_due,
+        "handed out when it fell due, not at the timer armed before it was scheduled"
+    );
+    m.ack().await.unwrap();
+    let a = recv(&consumer).await;
+    assert_eq!((a.message.offset, a.delivery_attempt()), (0, 3));
+    a.ack().await.unwrap();
+    consumer.close().await.unwrap();
+}
