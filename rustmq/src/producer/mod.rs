@@ -463,8 +463,8 @@ impl Producer {
     /// boxed future. Otherwise it is lent, not moved: a send's future keeps its message
     /// argument where it is (each move of the ~200-byte message is a copy), does not hold it
     /// twice, and is moved around lighter for every message sent. Every caller spends the
-    /// task's coop budget first ([`cooperate`], or `SendAsync::poll` directly): the budget is
-    /// spent in a poll, and before the message is accepted.
+    /// task's coop budget first ([`poll_budget`]): the budget is spent in a poll, and before
+    /// the message is accepted.
     fn enqueue(&self, message: &mut Message, waiter: Waiter, direct: bool) -> Enqueue<'_> {
         let inner = &self.inner;
         let permits = match self.admit(message) {
@@ -672,12 +672,17 @@ impl RustMqClient {
 
 /// Spends a unit of the task's coop budget, yielding to the scheduler when it is spent, as
 /// tokio's own resources (the buffer's semaphore among them) do. A send that does not wait
-/// calls it (or, in `SendAsync::poll`, its body) before its message is accepted: a loop of sends then yields now and then, and the
-/// partitions' senders and the connection run while the batches fill (without it a sending
-/// loop ran until the buffer was full, and W1 lost a quarter of its throughput), and a send
-/// dropped at that point has accepted nothing.
+/// spends it before its message is accepted (awaiting [`cooperate`], or in `SendAsync::poll`):
+/// a loop of sends then yields now and then, and the partitions' senders and the connection
+/// run while the batches fill (without it a sending loop ran until the buffer was full, and W1
+/// lost a quarter of its throughput), and a send dropped at that point has accepted nothing.
+fn poll_budget(cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    tokio::task::coop::poll_proceed(cx).map(|p| p.made_progress())
+}
+
+/// [`poll_budget`] as a future.
 fn cooperate() -> impl std::future::Future<Output = ()> {
-    std::future::poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|p| p.made_progress()))
+    std::future::poll_fn(poll_budget)
 }
 
 /// A message accepted into its batch (with the batch itself when the caller is to send it).

@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 
 use futures::future::{BoxFuture, Either};
 
-use super::{Accepted, Producer, Waiter};
+use super::{poll_budget, Accepted, Producer, Waiter};
 use crate::error::Result;
 use crate::message::Message;
 
@@ -61,7 +61,7 @@ impl Future for SendAsync<'_> {
         }
         // The task's budget is spent before the message is accepted: a loop of sends yields
         // to the producer's sender task (on a one-thread runtime, the one that sends).
-        ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+        ready!(poll_budget(cx));
         let waiter = this
             .waiter
             .take()
