@@ -83,19 +83,13 @@ where
         // The handling is timed only if the per-message `settled` event can be recorded (asked
         // inside the span, so that filters on the span apply): at the usual levels (info, warn)
         // the two clock reads per message would measure nothing anybody sees. A failure's
-        // warning carries the time when the debug level is on too.
-        let debug_on = || tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG);
-        // The call runs in the span too: a handler's arguments are extracted (its payload
-        // decoded) in its service's call, and what they log belongs to the delivery. The
-        // handling is timed from before it.
+        // warning carries the time when the debug level is on too. The call runs in the span
+        // as well: a handler's arguments are extracted (its payload decoded) in its service's
+        // call, and what they log belongs to the delivery.
         let (inner, start) = if span.is_disabled() {
-            let start = debug_on().then(Instant::now);
-            (self.inner.call(delivery), start)
+            timed_call(&mut self.inner, delivery)
         } else {
-            span.in_scope(|| {
-                let start = debug_on().then(Instant::now);
-                (self.inner.call(delivery), start)
-            })
+            span.in_scope(|| timed_call(&mut self.inner, delivery))
         };
         TraceFuture {
             inner: Some(inner),
@@ -144,17 +138,33 @@ where
             unreachable!("a trace future is only emptied when it is dropped")
         };
         if this.span.is_disabled() {
-            settle(inner, *this.start, cx)
+            poll_logged(inner, *this.start, cx)
         } else {
             let _entered = this.span.enter();
-            settle(inner, *this.start, cx)
+            poll_logged(inner, *this.start, cx)
         }
     }
 }
 
+/// Calls `inner`, noting the time first if the `settled` event is on (asked where it is called,
+/// inside the span when that is enabled, so that filters on the span apply).
+#[inline(always)]
+fn timed_call<S: tower::Service<Delivery>>(
+    inner: &mut S,
+    delivery: Delivery,
+) -> (S::Future, Option<Instant>) {
+    let debug_on = tracing::enabled!(target: "rustmq::handle", tracing::Level::DEBUG);
+    let start = debug_on.then(Instant::now);
+    (inner.call(delivery), start)
+}
+
 /// Polls the inner future and logs its settlement (inside the span, if it is entered).
 #[inline(always)]
-fn settle<F>(inner: Pin<&mut F>, start: Option<Instant>, cx: &mut Context<'_>) -> Poll<F::Output>
+fn poll_logged<F>(
+    inner: Pin<&mut F>,
+    start: Option<Instant>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output>
 where
     F: Future<Output = Result<Settlement, BoxError>>,
 {
