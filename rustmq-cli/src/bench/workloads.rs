@@ -185,14 +185,10 @@ pub(crate) async fn consume(
                 .map_err(|_| stalled(name, got, messages))?,
         };
         // The message is used where it lies: each move of a ~240-byte message is a copy.
-        let delivery = match &received {
-            Ok(Some(d)) => d,
+        let delivery = match received {
+            Ok(Some(ref d)) => d,
             Ok(None) => return Err(closed(name, got, messages)),
-            Err(_) => {
-                return Err(received
-                    .err()
-                    .map_or_else(|| closed(name, got, messages), CliError::from))
-            }
+            Err(e) => return Err(e.into()),
         };
         bytes = bytes.max(delivery.message.payload.len());
         delivery.ack().await?;
