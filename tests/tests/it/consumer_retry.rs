@@ -6,13 +6,49 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::consumer_support::*;
+use rustmq::consumer::{Consumer, ConsumerMessage};
 use rustmq::consumer::{
     ConsumerConfig, DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
 };
 use rustmq::testing::TestBroker;
+use rustmq::RustMqClient;
 
 const POISON: u64 = 3;
+
+/// A broker, `topic` with one partition holding `messages` messages, and a consumer of it in
+/// `group` that retries a nacked message up to `retries` times, `backoff` apart (doubling).
+async fn retrying(
+    topic: &str,
+    group: &str,
+    messages: u64,
+    retries: u32,
+    backoff: Duration,
+) -> (TestBroker, RustMqClient, Consumer) {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic(topic, 1).await.unwrap();
+    produce_n(&client, topic, 0, 0, messages).await;
+    let config = ConsumerConfig {
+        max_retry_attempts: retries,
+        retry_backoff: backoff,
+        ..config(group)
+    };
+    let consumer = client
+        .create_consumer_with_config(topic, group, config)
+        .await
+        .unwrap();
+    (broker, client, consumer)
+}
+
+/// The next message, received by a task of its own (started now), and when it arrived.
+fn receive_on_a_task(consumer: &Consumer) -> tokio::task::JoinHandle<(Instant, ConsumerMessage)> {
+    let consumer = consumer.clone();
+    tokio::spawn(async move {
+        let m = recv(&consumer).await;
+        (Instant::now(), m)
+    })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nacked_until_retries_run_out_then_dead_lettered_with_headers() {
@@ -101,19 +137,8 @@ async fn nacked_until_retries_run_out_then_dead_lettered_with_headers() {
 
 #[tokio::test]
 async fn a_pending_retry_holds_the_commit_and_without_a_dead_letter_queue_the_message_is_dropped() {
-    let broker = TestBroker::start().await.unwrap();
-    let client = broker.client().await.unwrap();
-    client.create_topic("jobs", 1).await.unwrap();
-    produce_n(&client, "jobs", 0, 0, 5).await;
-    let config = ConsumerConfig {
-        max_retry_attempts: 1,
-        retry_backoff: Duration::from_millis(100),
-        ..config("runners")
-    };
-    let consumer = client
-        .create_consumer_with_config("jobs", "runners", config)
-        .await
-        .unwrap();
+    let (_broker, client, consumer) =
+        retrying("jobs", "runners", 5, 1, Duration::from_millis(100)).await;
     let first = recv(&consumer).await;
     assert_eq!(first.message.offset, 0);
     first.nack().await.unwrap();
@@ -151,20 +176,8 @@ async fn a_pending_retry_holds_the_commit_and_without_a_dead_letter_queue_the_me
 /// again, takes nothing with it.
 #[tokio::test]
 async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_loses_nothing() {
-    let broker = TestBroker::start().await.unwrap();
-    let client = broker.client().await.unwrap();
-    client.create_topic("tasks", 1).await.unwrap();
-    produce_n(&client, "tasks", 0, 0, 1).await;
     let backoff = Duration::from_millis(2000);
-    let config = ConsumerConfig {
-        max_retry_attempts: 1,
-        retry_backoff: backoff,
-        ..config("workers")
-    };
-    let consumer = client
-        .create_consumer_with_config("tasks", "workers", config)
-        .await
-        .unwrap();
+    let (_broker, client, consumer) = retrying("tasks", "workers", 1, 1, backoff).await;
     let first = recv(&consumer).await;
     let nacked_at = Instant::now();
     first.nack().await.unwrap();
@@ -185,17 +198,15 @@ async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_l
     kept.ack().await.unwrap();
 
     // New data wakes the next waiting receive long before the retry is due.
-    let waiting = tokio::spawn({
-        let consumer = consumer.clone();
-        async move {
-            let m = recv(&consumer).await;
-            (Instant::now(), m.message.offset, m.delivery_attempt(), m)
-        }
-    });
+    let waiting = receive_on_a_task(&consumer);
     tokio::time::sleep(Duration::from_millis(100)).await;
     produce_n(&client, "tasks", 0, 2, 1).await;
-    let (at, offset, attempt, m) = waiting.await.unwrap();
-    assert_eq!((offset, attempt), (2, 1), "the new message, not the retry");
+    let (at, m) = waiting.await.unwrap();
+    assert_eq!(
+        (m.message.offset, m.delivery_attempt()),
+        (2, 1),
+        "the new message, not the retry"
+    );
     assert!(
         at - nacked_at < backoff,
         "handed out before the retry fell due"
@@ -216,20 +227,8 @@ async fn a_waiting_receive_takes_new_data_before_a_later_retry_and_dropping_it_l
 /// scheduled: the earlier one is handed out when it falls due, not when the later one does.
 #[tokio::test]
 async fn a_waiting_receive_rearms_its_timer_for_an_earlier_retry() {
-    let broker = TestBroker::start().await.unwrap();
-    let client = broker.client().await.unwrap();
-    client.create_topic("jobs.rearm", 1).await.unwrap();
-    produce_n(&client, "jobs.rearm", 0, 0, 2).await;
     let backoff = Duration::from_millis(600);
-    let config = ConsumerConfig {
-        max_retry_attempts: 3,
-        retry_backoff: backoff,
-        ..config("rearmers")
-    };
-    let consumer = client
-        .create_consumer_with_config("jobs.rearm", "rearmers", config)
-        .await
-        .unwrap();
+    let (_broker, _client, consumer) = retrying("jobs.rearm", "rearmers", 2, 3, backoff).await;
     // Offset 0 fails twice: its second retry is due 2 x backoff after the second failure.
     let a = recv(&consumer).await;
     assert_eq!(a.message.offset, 0);
@@ -244,18 +243,16 @@ async fn a_waiting_receive_rearms_its_timer_for_an_earlier_retry() {
 
     // A receive now waits with its timer armed for offset 0's retry. Offset 1 then fails for
     // the first time: its retry, due one backoff later, comes before offset 0's.
-    let waiting = tokio::spawn({
-        let consumer = consumer.clone();
-        async move {
-            let m = recv(&consumer).await;
-            (Instant::now(), m.message.offset, m.delivery_attempt(), m)
-        }
-    });
+    let waiting = receive_on_a_task(&consumer);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let b_due = Instant::now() + backoff;
     b.nack().await.unwrap();
-    let (at, offset, attempt, m) = waiting.await.unwrap();
-    assert_eq!((offset, attempt), (1, 2), "the earlier retry first");
+    let (at, m) = waiting.await.unwrap();
+    assert_eq!(
+        (m.message.offset, m.delivery_attempt()),
+        (1, 2),
+        "the earlier retry first"
+    );
     assert!(at >= b_due, "not before it fell due");
     assert!(
         at < a_due,
