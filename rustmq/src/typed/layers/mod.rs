@@ -6,8 +6,8 @@
 //! .layer(DeadLetterLayer::default())` times out each attempt, retries around the timeout, and
 //! dead-letters what the retries could not save.
 //!
-//! Concurrency limits are tower's own ([`ConcurrencyLimitLayer`]); retry uses `tower::retry`
-//! with a messaging policy; timeouts ([`TimeoutLayer`], tower's semantics and error, with a timer
+//! Concurrency limits are tower's own ([`ConcurrencyLimitLayer`]); retry ([`RetryLayer`]) is
+//! `tower::retry`'s behaviour with a messaging policy, in a service of its own; timeouts ([`TimeoutLayer`], tower's semantics and error, with a timer
 //! armed only for handlers that wait), dead-lettering, tracing and metrics are ours. Any other
 //! tower layer applies too.
 
@@ -23,7 +23,7 @@ pub use dead_letter::{
     DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC,
 };
 pub use metrics::{Metrics, MetricsLayer};
-pub use retry::{RetryLayer, RetryPolicy};
+pub use retry::{Retry, RetryFuture, RetryLayer, RetryPolicy};
 pub use timeout::{Elapsed, Timeout, TimeoutFuture, TimeoutLayer};
 pub use tower::limit::ConcurrencyLimitLayer;
 pub use trace::{Trace, TraceLayer};

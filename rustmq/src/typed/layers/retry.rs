@@ -1,9 +1,11 @@
-//! Retry with exponential backoff and jitter, on `tower::retry`.
+//! Retry with exponential backoff and jitter.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Sleep;
 use tower::retry::Policy;
 
 use crate::typed::delivery::Delivery;
@@ -38,6 +40,22 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// Whether `result` is retried, and after which delay; counts the retry.
+    #[inline]
+    fn next_delay(&mut self, result: &Result<Settlement, BoxError>) -> Option<Duration> {
+        let transient = matches!(result, Err(_) | Ok(Settlement::Retry(_)));
+        if !transient || self.retries >= self.max_retries {
+            return None;
+        }
+        let delay = self.delay(self.retries);
+        self.retries += 1;
+        Some(delay)
+    }
+}
+
+/// The policy on `tower::retry::Retry`, for services that use tower's own retry. [`RetryLayer`]
+/// has a service of its own ([`Retry`]) with the same behaviour.
 impl Policy<Delivery, Settlement, BoxError> for RetryPolicy {
     type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -47,12 +65,7 @@ impl Policy<Delivery, Settlement, BoxError> for RetryPolicy {
         req: &mut Delivery,
         result: &mut Result<Settlement, BoxError>,
     ) -> Option<Self::Future> {
-        let transient = matches!(result, Err(_) | Ok(Settlement::Retry(_)));
-        if !transient || self.retries >= self.max_retries {
-            return None;
-        }
-        let delay = self.delay(self.retries);
-        self.retries += 1;
+        let delay = self.next_delay(result)?;
         *req = req.next_attempt();
         tracing::debug!(attempt = req.attempt(), ?delay, "retrying delivery");
         Some(Box::pin(tokio::time::sleep(delay)))
@@ -98,16 +111,263 @@ impl RetryLayer {
 }
 
 impl<S> tower::Layer<S> for RetryLayer {
-    type Service = tower::retry::Retry<RetryPolicy, S>;
+    type Service = Retry<S>;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        tower::retry::Retry::new(self.policy, inner)
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            policy: self.policy,
+        }
+    }
+}
+
+/// The service of [`RetryLayer`]: `tower::retry::Retry` with [`RetryPolicy`], in fewer steps.
+///
+/// A call keeps a clone of the delivery (a reference count) and of the wrapped service, as
+/// tower's does, to retry with; a retry waits for its delay, then for the clone to be ready,
+/// and calls it with the delivery's next attempt. The backoff's timer is boxed: it is made
+/// only for a retry, and every future around this one would otherwise carry it.
+#[derive(Debug, Clone)]
+pub struct Retry<S> {
+    inner: S,
+    policy: RetryPolicy,
+}
+
+impl<S> Retry<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> tower::Service<Delivery> for Retry<S>
+where
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError> + Clone,
+{
+    type Response = Settlement;
+    type Error = BoxError;
+    type Future = RetryFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, delivery: Delivery) -> RetryFuture<S> {
+        let service = self.inner.clone();
+        RetryFuture {
+            state: State::Called {
+                future: self.inner.call(delivery.clone()),
+            },
+            service,
+            delivery,
+            policy: self.policy,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Retry`].
+    pub struct RetryFuture<S>
+    where
+        S: tower::Service<Delivery>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: S,
+        delivery: Delivery,
+        policy: RetryPolicy,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // An attempt.
+        Called {
+            #[pin]
+            future: F,
+        },
+        // The delay before the next attempt, then the service's readiness for it.
+        Backoff {
+            sleep: Pin<Box<Sleep>>,
+        },
+    }
+}
+
+impl<S> std::fmt::Debug for RetryFuture<S>
+where
+    S: tower::Service<Delivery>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryFuture")
+            .field("attempt", &self.delivery.attempt())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Future for RetryFuture<S>
+where
+    S: tower::Service<Delivery, Response = Settlement, Error = BoxError>,
+{
+    type Output = Result<Settlement, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = std::task::ready!(future.poll(cx));
+                    let Some(delay) = this.policy.next_delay(&result) else {
+                        return Poll::Ready(result);
+                    };
+                    let attempt = this.delivery.next_attempt().attempt();
+                    tracing::debug!(attempt, ?delay, "retrying delivery");
+                    this.state.set(State::Backoff {
+                        sleep: Box::pin(tokio::time::sleep(delay)),
+                    });
+                }
+                StateProj::Backoff { sleep } => {
+                    // A finished `Sleep` stays ready, so waiting for the service after it is
+                    // safe to resume.
+                    std::task::ready!(sleep.as_mut().poll(cx));
+                    std::task::ready!(this.service.poll_ready(cx))?;
+                    let future = this.service.call(this.delivery.clone());
+                    this.state.set(State::Called { future });
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use tower::limit::ConcurrencyLimitLayer;
+    use tower::{Layer, Service, ServiceExt};
+
     use super::*;
+    use crate::message::Message;
+
+    /// Fails its first `failures` calls with `failure`, then acks; counts calls and records
+    /// the attempt each call saw.
+    #[derive(Clone)]
+    struct Flaky {
+        failures: u32,
+        failure: fn() -> Result<Settlement, BoxError>,
+        calls: Arc<AtomicU32>,
+        attempts: Arc<parking_lot::Mutex<Vec<u32>>>,
+    }
+
+    impl Flaky {
+        fn new(failures: u32, failure: fn() -> Result<Settlement, BoxError>) -> Self {
+            Flaky {
+                failures,
+                failure,
+                calls: Arc::default(),
+                attempts: Arc::default(),
+            }
+        }
+    }
+
+    impl Service<Delivery> for Flaky {
+        type Response = Settlement;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Settlement, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, delivery: Delivery) -> Self::Future {
+            self.attempts.lock().push(delivery.attempt());
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if n < self.failures {
+                (self.failure)()
+            } else {
+                Ok(Settlement::Ack)
+            })
+        }
+    }
+
+    fn delivery() -> Delivery {
+        Delivery::new(Message::builder().topic("t").payload("x").build().unwrap())
+    }
+
+    fn failed() -> Result<Settlement, BoxError> {
+        Err("down".into())
+    }
+
+    /// Transient failures (`Err`, `Settlement::Retry`) are retried after `base * 2^n`, each
+    /// attempt counted on the delivery, until one succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_failures_with_backoff_counting_attempts() {
+        for failure in [failed as fn() -> _, || {
+            Ok(Settlement::Retry("later".into()))
+        }] {
+            let flaky = Flaky::new(2, failure);
+            let layer = RetryLayer::exponential(3, Duration::from_millis(100)).without_jitter();
+            let start = tokio::time::Instant::now();
+            let d = delivery();
+            let result = layer.layer(flaky.clone()).oneshot(d.clone()).await;
+            assert!(matches!(result, Ok(Settlement::Ack)), "{result:?}");
+            assert_eq!(*flaky.attempts.lock(), [1, 2, 3]);
+            assert_eq!(
+                d.attempt(),
+                3,
+                "the attempt count is shared with the caller's clone"
+            );
+            assert_eq!(start.elapsed(), Duration::from_millis(100 + 200));
+        }
+    }
+
+    /// After `max_retries` retries the last failure is returned; settlements that are not
+    /// transient are never retried.
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_max_retries_and_never_retries_final_settlements() {
+        let flaky = Flaky::new(u32::MAX, failed);
+        let layer = RetryLayer::exponential(2, Duration::from_millis(10));
+        let result = layer.layer(flaky.clone()).oneshot(delivery()).await;
+        assert_eq!(result.unwrap_err().to_string(), "down");
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 3, "1 call + 2 retries");
+
+        let finals: [fn() -> Result<Settlement, BoxError>; 3] = [
+            || Ok(Settlement::Poison("bad".into())),
+            || Ok(Settlement::DeadLetter("no".into())),
+            || Ok(Settlement::Skip),
+        ];
+        for settlement in finals {
+            let flaky = Flaky::new(1, settlement);
+            let result = layer.layer(flaky.clone()).oneshot(delivery()).await;
+            assert_eq!(result.unwrap(), settlement().unwrap());
+            assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    /// A retry waits for the service to be ready again: a concurrency limit of one inside the
+    /// retry is released by the failed attempt before the next one takes it.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waits_for_the_service_to_be_ready() {
+        let flaky = Flaky::new(2, failed);
+        let limited = ConcurrencyLimitLayer::new(1).layer(flaky.clone());
+        let mut retry = RetryLayer::exponential(3, Duration::from_millis(10)).layer(limited);
+        let first = retry.ready().await.unwrap().call(delivery());
+        let result = tokio::time::timeout(Duration::from_secs(5), first).await;
+        assert!(matches!(result, Ok(Ok(Settlement::Ack))), "{result:?}");
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
+        // The limit's permit came back: the service takes the next call.
+        let next = retry.ready().await.unwrap().call(delivery()).await;
+        assert!(matches!(next, Ok(Settlement::Ack)));
+    }
 
     #[test]
     fn delays_double_and_cap() {
