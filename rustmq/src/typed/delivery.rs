@@ -67,8 +67,8 @@ pub(crate) struct Spare(Arc<Shared>);
 
 impl Spare {
     /// A delivery of `source` in this allocation; `ctx` replaces the context it holds, if
-    /// given. (The message is still copied twice on its way in: assigning the source drops the
-    /// vacant one first, so the new value is built aside.)
+    /// given. (The message is still copied twice on its way in: the source is assembled aside,
+    /// before the allocation is checked, and then moved in.)
     #[inline(always)]
     fn refill(self, source: Source, attempt: u32, ctx: Option<Arc<Context>>) -> Delivery {
         let mut shared = self.0;
@@ -77,7 +77,10 @@ impl Spare {
             place.ctx = ctx;
         }
         *place.attempt.get_mut() = attempt;
-        place.source = source;
+        // Replaced rather than assigned: the vacant source has nothing to drop, and assigning
+        // would call its drop glue anyway.
+        debug_assert!(matches!(place.source, Source::Vacant));
+        std::mem::forget(std::mem::replace(&mut place.source, source));
         Delivery { shared }
     }
 }
