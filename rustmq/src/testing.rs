@@ -255,7 +255,7 @@ where
         let message = delivery.message().clone();
         let attempt = delivery.attempt();
         let fut = self.inner.call(delivery);
-        Box::pin(async move {
+        crate::typed::HandlerFuture::new(async move {
             let result = fut.await;
             recorder.record(Settled {
                 message,

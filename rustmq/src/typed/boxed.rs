@@ -112,8 +112,8 @@ where
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match service.poll_ready(&mut cx) {
             Poll::Ready(Ok(())) => into_handler_future(service.call(delivery)),
-            Poll::Ready(Err(e)) => Box::pin(std::future::ready(Err(e))),
-            Poll::Pending => Box::pin(async move { service.oneshot(delivery).await }),
+            Poll::Ready(Err(e)) => HandlerFuture::new(std::future::ready(Err(e))),
+            Poll::Pending => HandlerFuture::new(async move { service.oneshot(delivery).await }),
         }
     }
 }
@@ -131,7 +131,7 @@ where
     {
         Some(boxed) => boxed,
         None => match slot {
-            Some(future) => Box::pin(future),
+            Some(future) => HandlerFuture::new(future),
             None => unreachable!("the slot is only emptied when it held a HandlerFuture"),
         },
     }
@@ -164,7 +164,7 @@ mod tests {
         }
         fn call(&mut self, _: Delivery) -> HandlerFuture {
             let (now, peak) = (Arc::clone(&self.0), Arc::clone(&self.1));
-            Box::pin(async move {
+            HandlerFuture::new(async move {
                 let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(n, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;

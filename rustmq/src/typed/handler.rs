@@ -11,8 +11,7 @@ use super::extract::{ExtractorKind, FromDelivery};
 use super::settle::{BoxError, IntoSettlement, Settlement};
 use super::topic::TopicInfo;
 
-/// The future of a handler call.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Settlement, BoxError>> + Send>>;
+pub use super::future::HandlerFuture;
 
 /// Where a handler's group starts reading when it has no committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +136,14 @@ macro_rules! impl_handler {
                 $(
                     let $t = match $t::from_delivery(&delivery, &state) {
                         Ok(v) => v,
-                        Err(rejection) => return Box::pin(std::future::ready(rejection.into_result())),
+                        Err(rejection) => {
+                            return HandlerFuture::new(std::future::ready(rejection.into_result()))
+                        }
                     };
                 )+
                 drop(delivery);
                 drop(state);
-                Box::pin(Settle { future: self($($t),+) })
+                HandlerFuture::make(|| Settle { future: self($($t),+) })
             }
         }
     };

@@ -14,6 +14,7 @@
 pub(crate) mod boxed;
 pub(crate) mod delivery;
 pub(crate) mod extract;
+mod future;
 pub(crate) mod handler;
 pub mod layers;
 pub(crate) mod producer;

@@ -163,7 +163,7 @@ where
         // Timed from before the call, which extracts the handler's arguments.
         let started = Instant::now();
         let fut = self.inner.call(delivery);
-        Box::pin(async move {
+        HandlerFuture::new(async move {
             let result = fut.await;
             let elapsed = started.elapsed().as_secs_f64();
             let cached = handles.get_or_init(|| Handles::new(&topic, &group, handler));
