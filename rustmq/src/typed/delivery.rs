@@ -197,8 +197,13 @@ impl Delivery {
 
     /// Counts one more attempt of the same message (used by retry layers) and returns it.
     pub fn next_attempt(&self) -> Self {
-        self.shared.attempt.fetch_add(1, Ordering::AcqRel);
+        self.count_attempt();
         self.clone()
+    }
+
+    /// Counts one more attempt of the same message and returns its number.
+    pub(crate) fn count_attempt(&self) -> u32 {
+        self.shared.attempt.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The consumer group this delivery was received in (empty outside a service).

@@ -66,8 +66,8 @@ impl Policy<Delivery, Settlement, BoxError> for RetryPolicy {
         result: &mut Result<Settlement, BoxError>,
     ) -> Option<Self::Future> {
         let delay = self.next_delay(result)?;
-        *req = req.next_attempt();
-        tracing::debug!(attempt = req.attempt(), ?delay, "retrying delivery");
+        let attempt = req.count_attempt();
+        tracing::debug!(attempt, ?delay, "retrying delivery");
         Some(Box::pin(tokio::time::sleep(delay)))
     }
 
@@ -108,6 +108,12 @@ impl RetryLayer {
         self.policy.jitter = false;
         self
     }
+
+    /// The layer's policy, for `tower::retry::Retry::new(policy, service)` where tower's own
+    /// retry service is wanted.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
 }
 
 impl<S> tower::Layer<S> for RetryLayer {
@@ -139,6 +145,11 @@ impl<S> Retry<S> {
         &self.inner
     }
 
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// Unwraps the service.
     pub fn into_inner(self) -> S {
         self.inner
@@ -159,12 +170,12 @@ where
 
     #[inline]
     fn call(&mut self, delivery: Delivery) -> RetryFuture<S> {
-        let service = self.inner.clone();
+        // Cloned after the call, as tower's `Retry` does: a service whose clone copies state
+        // that `call` changes (a counter, readiness taken) hands the retry its state after it.
+        let future = self.inner.call(delivery.clone());
         RetryFuture {
-            state: State::Called {
-                future: self.inner.call(delivery.clone()),
-            },
-            service,
+            state: State::Called { future },
+            service: self.inner.clone(),
             delivery,
             policy: self.policy,
         }
@@ -193,9 +204,10 @@ pin_project_lite::pin_project! {
             #[pin]
             future: F,
         },
-        // The delay before the next attempt, then the service's readiness for it.
+        // The delay before the next attempt (`None` once it is over), then the service's
+        // readiness for it.
         Backoff {
-            sleep: Pin<Box<Sleep>>,
+            sleep: Option<Pin<Box<Sleep>>>,
         },
     }
 }
@@ -228,16 +240,18 @@ where
                     let Some(delay) = this.policy.next_delay(&result) else {
                         return Poll::Ready(result);
                     };
-                    let attempt = this.delivery.next_attempt().attempt();
+                    let attempt = this.delivery.count_attempt();
                     tracing::debug!(attempt, ?delay, "retrying delivery");
                     this.state.set(State::Backoff {
-                        sleep: Box::pin(tokio::time::sleep(delay)),
+                        sleep: Some(Box::pin(tokio::time::sleep(delay))),
                     });
                 }
                 StateProj::Backoff { sleep } => {
-                    // A finished `Sleep` stays ready, so waiting for the service after it is
-                    // safe to resume.
-                    std::task::ready!(sleep.as_mut().poll(cx));
+                    if let Some(delay) = sleep {
+                        std::task::ready!(delay.as_mut().poll(cx));
+                        // Over: the timer is let go before waiting for the service.
+                        *sleep = None;
+                    }
                     std::task::ready!(this.service.poll_ready(cx))?;
                     let future = this.service.call(this.delivery.clone());
                     this.state.set(State::Called { future });
@@ -351,6 +365,77 @@ mod tests {
             assert_eq!(result.unwrap(), settlement().unwrap());
             assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
         }
+    }
+
+    /// Counts its own calls in a field its clones copy (as a layer keeping a counter in its
+    /// service does), fails the first, and fails readiness once `broken` is set.
+    #[derive(Clone)]
+    struct Counting {
+        count: u32,
+        seen: Arc<parking_lot::Mutex<Vec<u32>>>,
+        broken: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Service<Delivery> for Counting {
+        type Response = Settlement;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Settlement, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            if self.broken.load(Ordering::SeqCst) {
+                Poll::Ready(Err("not ready".into()))
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        fn call(&mut self, _: Delivery) -> Self::Future {
+            self.seen.lock().push(self.count);
+            self.count += 1;
+            std::future::ready(if self.count == 1 {
+                failed()
+            } else {
+                Ok(Settlement::Ack)
+            })
+        }
+    }
+
+    /// The service a retry calls is cloned after the first call, as tower's `Retry` clones
+    /// it: it carries the state that call left; and a retry whose service fails readiness
+    /// ends with that error.
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_clone_is_taken_after_the_call_and_its_readiness_error_ends_the_retry() {
+        let counting = Counting {
+            count: 0,
+            seen: Arc::default(),
+            broken: Arc::default(),
+        };
+        let layer = RetryLayer::exponential(3, Duration::from_millis(10));
+        let result = layer.layer(counting.clone()).oneshot(delivery()).await;
+        assert!(matches!(result, Ok(Settlement::Ack)), "{result:?}");
+        assert_eq!(*counting.seen.lock(), [0, 1]);
+
+        counting.seen.lock().clear();
+        let mut retry = layer.layer(counting.clone());
+        let first = retry.ready().await.unwrap().call(delivery());
+        counting.broken.store(true, Ordering::SeqCst);
+        let result = first.await;
+        assert_eq!(result.unwrap_err().to_string(), "not ready");
+        assert_eq!(*counting.seen.lock(), [0], "no call without readiness");
+    }
+
+    /// The layer's policy drives tower's own `Retry` the same way.
+    #[tokio::test(start_paused = true)]
+    async fn the_policy_drives_towers_retry() {
+        let flaky = Flaky::new(2, failed);
+        let layer = RetryLayer::exponential(3, Duration::from_millis(100)).without_jitter();
+        let start = tokio::time::Instant::now();
+        let d = delivery();
+        let tower_retry = tower::retry::Retry::new(layer.policy(), flaky.clone());
+        let result = tower_retry.oneshot(d.clone()).await;
+        assert!(matches!(result, Ok(Settlement::Ack)), "{result:?}");
+        assert_eq!(*flaky.attempts.lock(), [1, 2, 3]);
+        assert_eq!(start.elapsed(), Duration::from_millis(100 + 200));
     }
 
     /// A retry waits for the service to be ready again: a concurrency limit of one inside the
