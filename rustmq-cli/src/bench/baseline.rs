@@ -8,6 +8,10 @@
 //!   them and answers one byte; MB/s = bytes / (first write .. answer).
 //! - round trip: the client writes a 100-byte frame on one stream and reads it echoed back,
 //!   `round_trips` times; percentiles of each round trip.
+//! - stream round trip: the same frame on a new stream per request, as RustMQ's requests go.
+//! - paced stream round trip: the same, one request every `1 / paced_rate` seconds (W4's
+//!   pace), so that both threads go idle between requests as they do in W4: what waking them
+//!   costs on this machine is part of this figure, as it is of W4's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +37,7 @@ pub(crate) async fn measure(
     server: &ServerThread,
     bulk_bytes: u64,
     round_trips: u32,
+    paced_rate: u64,
 ) -> Result<(Baseline, Latency), CliError> {
     let dir = tempfile::tempdir().map_err(|e| CliError::io("baseline: temporary directory", e))?;
     let identity = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path())
@@ -76,7 +81,10 @@ pub(crate) async fn measure(
 
     let bulk_mb_per_s = bulk(&conn, bulk_bytes).await?;
     let rtt = round_trips_of(&conn, round_trips).await?;
-    let per_stream = round_trips_on_new_streams(&conn, round_trips).await?;
+    let per_stream = round_trips_on_new_streams(&conn, round_trips, None).await?;
+    // One second of W4's pace at most.
+    let paced_round_trips = round_trips.min(paced_rate.clamp(1, u64::from(u32::MAX)) as u32);
+    let paced = round_trips_on_new_streams(&conn, paced_round_trips, Some(paced_rate)).await?;
     conn.close(0u32.into(), b"done");
     client.wait_idle().await;
     accept.abort();
@@ -86,6 +94,8 @@ pub(crate) async fn measure(
         rtt_p99_us: rtt.quantile_us(0.99),
         stream_rtt_p50_us: per_stream.quantile_us(0.5),
         stream_rtt_p99_us: per_stream.quantile_us(0.99),
+        paced_rtt_p50_us: paced.quantile_us(0.5),
+        paced_rtt_p99_us: paced.quantile_us(0.99),
     };
     Ok((baseline, rtt))
 }
@@ -159,11 +169,20 @@ async fn round_trips_of(conn: &quinn::Connection, n: u32) -> Result<Latency, Cli
 
 /// Round trips of a 100-byte frame each on a stream of its own (open, write, finish, read to
 /// the end), as RustMQ's requests go: what the protocol's stream per request costs on top of
-/// the echo on one stream.
-async fn round_trips_on_new_streams(conn: &quinn::Connection, n: u32) -> Result<Latency, CliError> {
+/// the echo on one stream. Back to back, or `rate` per second, paced as W4 paces its sends.
+async fn round_trips_on_new_streams(
+    conn: &quinn::Connection,
+    n: u32,
+    rate: Option<u64>,
+) -> Result<Latency, CliError> {
     let frame = [b's'; FRAME];
     let mut latency = Latency::new();
-    for _ in 0..n {
+    let period = rate.map(|rate| std::time::Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    let first = tokio::time::Instant::now();
+    for i in 0..n {
+        if let Some(period) = period {
+            tokio::time::sleep_until(first + period.mul_f64(f64::from(i))).await;
+        }
         let started = Instant::now();
         let (mut send, mut recv) = conn
             .open_bi()

@@ -225,7 +225,7 @@ async fn run_on(
     let baseline = if args.common.baseline {
         let bulk_bytes = (scale * 100).clamp(16 << 20, 1 << 30);
         let round_trips = (scale / 100).clamp(1_000, 100_000) as u32;
-        let (b, rtt) = baseline::measure(server, bulk_bytes, round_trips).await?;
+        let (b, rtt) = baseline::measure(server, bulk_bytes, round_trips, W4_RATE).await?;
         print_baseline(&b, &rtt, bulk_bytes, round_trips);
         Some(b)
     } else {
@@ -261,6 +261,8 @@ fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_tr
         rtt_max_us: u64,
         stream_rtt_p50_us: u64,
         stream_rtt_p99_us: u64,
+        paced_rtt_p50_us: u64,
+        paced_rtt_p99_us: u64,
         settings: &'a str,
     }
     let settings = format!(
@@ -279,10 +281,15 @@ fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_tr
         rtt_max_us: rtt.quantile_us(1.0),
         stream_rtt_p50_us: b.stream_rtt_p50_us,
         stream_rtt_p99_us: b.stream_rtt_p99_us,
+        paced_rtt_p50_us: b.paced_rtt_p50_us,
+        paced_rtt_p99_us: b.paced_rtt_p99_us,
         settings: &settings,
     };
     println!("{}", serde_json::to_string(&line).unwrap_or_default());
 }
+
+/// W4's pace, messages per second (and the paced baseline's).
+const W4_RATE: u64 = 2_000;
 
 fn scaled(scale: u64, divisor: u64) -> u64 {
     (scale / divisor).max(100)
@@ -358,7 +365,9 @@ async fn standard(
                 consumed.versus(w3.as_ref())
             }
             Workload::W4 => {
-                workloads::end_to_end(client, "W4", scaled(scale, 100), 100, 2_000, quiet).await?
+                workloads::end_to_end(client, "W4", scaled(scale, 100), 100, W4_RATE, quiet)
+                    .await?
+                    .paced()
             }
             Workload::W5 => {
                 let spec = ProduceSpec {

@@ -53,6 +53,10 @@ pub(crate) struct Baseline {
     pub(crate) stream_rtt_p50_us: u64,
     /// Same, 99th percentile.
     pub(crate) stream_rtt_p99_us: u64,
+    /// Round trip on a new stream per request at W4's pace, median.
+    pub(crate) paced_rtt_p50_us: u64,
+    /// Same, 99th percentile.
+    pub(crate) paced_rtt_p99_us: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -89,6 +93,17 @@ pub(crate) struct Report {
     p50_vs_baseline: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     p99_vs_baseline: Option<f64>,
+    /// Paced workloads (W4): the baseline's round trips at the same pace, and the ratios.
+    #[serde(skip)]
+    paced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_paced_rtt_p50_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_paced_rtt_p99_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_vs_paced: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_vs_paced: Option<f64>,
     /// W7: the untyped workload of the same run this compares with (W1 or W3).
     #[serde(skip_serializing_if = "Option::is_none")]
     untyped: Option<String>,
@@ -130,14 +145,23 @@ impl Report {
             baseline_rtt_p99_us: None,
             p50_vs_baseline: None,
             p99_vs_baseline: None,
+            paced: false,
+            baseline_paced_rtt_p50_us: None,
+            baseline_paced_rtt_p99_us: None,
+            p50_vs_paced: None,
+            p99_vs_paced: None,
             untyped: None,
             vs_untyped: None,
         }
     }
 
-    /// Adds the ratios to the baseline: throughput against bulk MB/s for every workload, and
-    /// latency percentiles against the round trip where latency was measured (a ratio of 2.0
-    /// means twice the raw round trip).
+    /// Marks a workload whose messages are paced (W4): its latency is also compared with the
+    /// baseline's round trips at the same pace.
+    pub(crate) fn paced(mut self) -> Self {
+        self.paced = true;
+        self
+    }
+
     /// Compares a typed run with the untyped `reference` of the same run (W7 against W1/W3).
     pub(crate) fn versus(mut self, reference: Option<&Report>) -> Self {
         if let Some(r) = reference {
@@ -147,15 +171,26 @@ impl Report {
         self
     }
 
+    /// Adds the ratios to the baseline: throughput against bulk MB/s for every workload, and
+    /// latency percentiles against the round trip where latency was measured (a ratio of 2.0
+    /// means twice the raw round trip), and for a paced workload against the paced round trip
+    /// too.
     pub(crate) fn with_baseline(mut self, b: Option<Baseline>) -> Self {
         let Some(b) = b else { return self };
         self.baseline_bulk_mb_per_s = Some(b.bulk_mb_per_s);
         self.mb_per_s_vs_baseline = Some(round(self.mb_per_s / b.bulk_mb_per_s.max(1e-9), 4));
         if let Some(l) = self.latency {
+            let ratio = |ours: u64, raw: u64| round(ours as f64 / raw.max(1) as f64, 2);
             self.baseline_rtt_p50_us = Some(b.rtt_p50_us);
             self.baseline_rtt_p99_us = Some(b.rtt_p99_us);
-            self.p50_vs_baseline = Some(round(l.p50_us as f64 / b.rtt_p50_us.max(1) as f64, 2));
-            self.p99_vs_baseline = Some(round(l.p99_us as f64 / b.rtt_p99_us.max(1) as f64, 2));
+            self.p50_vs_baseline = Some(ratio(l.p50_us, b.rtt_p50_us));
+            self.p99_vs_baseline = Some(ratio(l.p99_us, b.rtt_p99_us));
+            if self.paced {
+                self.baseline_paced_rtt_p50_us = Some(b.paced_rtt_p50_us);
+                self.baseline_paced_rtt_p99_us = Some(b.paced_rtt_p99_us);
+                self.p50_vs_paced = Some(ratio(l.p50_us, b.paced_rtt_p50_us));
+                self.p99_vs_paced = Some(ratio(l.p99_us, b.paced_rtt_p99_us));
+            }
         }
         self
     }
@@ -193,6 +228,8 @@ mod tests {
             rtt_p99_us: 990,
             stream_rtt_p50_us: 300,
             stream_rtt_p99_us: 1200,
+            paced_rtt_p50_us: 400,
+            paced_rtt_p99_us: 1000,
         }));
         assert_eq!(r.msgs_per_s, 500_000.0);
         assert_eq!(r.mb_per_s, 50.0);
@@ -202,6 +239,40 @@ mod tests {
         assert_eq!(json["max_us"], 1000);
         assert_eq!(json["p50_vs_baseline"], 2.0);
         assert!(json["p999_us"].as_u64().unwrap() >= 999);
+        assert!(json.get("p50_vs_paced").is_none(), "not a paced workload");
+    }
+
+    #[test]
+    fn a_paced_workload_is_also_compared_with_the_paced_round_trip() {
+        let mut l = Latency::new();
+        for us in 1..=1000u64 {
+            l.record(Duration::from_micros(us));
+        }
+        let r = Report::new(
+            "W4",
+            1_000,
+            100,
+            1,
+            Duration::from_secs(1),
+            Some(&l),
+            String::new(),
+        )
+        .paced()
+        .with_baseline(Some(Baseline {
+            bulk_mb_per_s: 100.0,
+            rtt_p50_us: 50,
+            rtt_p99_us: 99,
+            stream_rtt_p50_us: 60,
+            stream_rtt_p99_us: 120,
+            paced_rtt_p50_us: 250,
+            paced_rtt_p99_us: 495,
+        }));
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["p50_vs_baseline"], 10.0);
+        assert_eq!(json["baseline_paced_rtt_p50_us"], 250);
+        assert_eq!(json["p50_vs_paced"], 2.0);
+        assert_eq!(json["p99_vs_paced"], 2.0);
+        assert!(json.get("paced").is_none());
     }
 
     #[test]
@@ -221,6 +292,8 @@ mod tests {
             rtt_p99_us: 1,
             stream_rtt_p50_us: 1,
             stream_rtt_p99_us: 1,
+            paced_rtt_p50_us: 1,
+            paced_rtt_p99_us: 1,
         }));
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert!(json.get("p50_us").is_none());
