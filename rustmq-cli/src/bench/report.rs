@@ -207,12 +207,18 @@ impl Report {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rates_percentiles_and_ratios() {
+    /// One sample of each whole number of microseconds from 1 to 1,000.
+    fn one_to_a_thousand_us() -> Latency {
         let mut l = Latency::new();
         for us in 1..=1000u64 {
             l.record(Duration::from_micros(us));
         }
+        l
+    }
+
+    #[test]
+    fn rates_percentiles_and_ratios() {
+        let l = one_to_a_thousand_us();
         let r = Report::new(
             "W",
             1_000_000,
@@ -244,10 +250,7 @@ mod tests {
 
     #[test]
     fn a_paced_workload_is_also_compared_with_the_paced_round_trip() {
-        let mut l = Latency::new();
-        for us in 1..=1000u64 {
-            l.record(Duration::from_micros(us));
-        }
+        let l = one_to_a_thousand_us();
         let r = Report::new(
             "W4",
             1_000,

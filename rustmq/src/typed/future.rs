@@ -345,36 +345,34 @@ mod tests {
     /// A future whose own drop panics still gives its memory back.
     #[test]
     fn memory_of_a_future_whose_drop_panics_is_kept() {
-        struct Explodes {
+        /// Panics when dropped if `explodes`.
+        struct Fragile {
+            explodes: bool,
             _size: [u64; 8],
         }
-        impl Future for Explodes {
+        impl Future for Fragile {
             type Output = Output;
             fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Output> {
                 Poll::Ready(Ok(Settlement::Ack))
             }
         }
-        impl Drop for Explodes {
+        impl Drop for Fragile {
             fn drop(&mut self) {
-                panic!("a handler's future panics when dropped");
+                if self.explodes {
+                    panic!("a handler's future panics when dropped");
+                }
             }
         }
-        /// A future of the same layout.
-        struct Calm {
-            _size: [u64; 8],
-        }
-        impl Future for Calm {
-            type Output = Output;
-            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Output> {
-                Poll::Ready(Ok(Settlement::Ack))
-            }
-        }
-        let exploding = HandlerFuture::new(Explodes { _size: [0; 8] });
+        let fragile = |explodes| Fragile {
+            explodes,
+            _size: [0; 8],
+        };
+        let exploding = HandlerFuture::new(fragile(true));
         let at = address(&exploding);
         let dropped =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(exploding)));
         assert!(dropped.is_err());
-        let next = HandlerFuture::new(Calm { _size: [0; 8] });
+        let next = HandlerFuture::new(fragile(false));
         assert_eq!(
             address(&next),
             at,
