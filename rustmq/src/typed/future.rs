@@ -4,8 +4,9 @@
 //! (as axum's handlers do). With the system allocator that allocation and its release were the
 //! largest single cost of the framework per message (~130 instructions of ~1,060, callgrind).
 //! Here the memory of a finished call is kept by its thread, a few blocks per thread, and the
-//! next call whose future has the same layout is made in it. A future is always dropped where
-//! it is dropped (a cancelled call releases what it holds at once): only the memory is kept.
+//! next call whose future has the same layout is made in it. A future is still dropped when its
+//! `HandlerFuture` is (a cancelled call releases what it holds at once): only the memory is
+//! kept.
 
 #![allow(unsafe_code)]
 
@@ -136,7 +137,7 @@ struct Spares(Vec<(Layout, NonNull<u8>)>);
 impl Drop for Spares {
     fn drop(&mut self) {
         for (layout, memory) in self.0.drain(..) {
-            // SAFETY: allocated with this layout by `HandlerFuture::new`, and held by nothing.
+            // SAFETY: allocated with this layout by `HandlerFuture::make`, and held by nothing.
             unsafe { alloc::dealloc(memory.as_ptr(), layout) };
         }
     }
@@ -193,7 +194,7 @@ fn keep_in_place_of_oldest(layout: Layout, memory: NonNull<u8>) {
             oldest
         })
         .unwrap_or((layout, memory));
-    // SAFETY: allocated with this layout by `HandlerFuture::new`, and held by nothing.
+    // SAFETY: allocated with this layout by `HandlerFuture::make`, and held by nothing.
     unsafe { alloc::dealloc(freed.1.as_ptr(), freed.0) };
 }
 

@@ -6,10 +6,10 @@
 //! .layer(DeadLetterLayer::default())` times out each attempt, retries around the timeout, and
 //! dead-letters what the retries could not save.
 //!
-//! Concurrency limits are tower's own ([`ConcurrencyLimitLayer`]); retry ([`RetryLayer`]) is
-//! `tower::retry`'s behaviour with a messaging policy, in a service of its own; timeouts ([`TimeoutLayer`], tower's semantics and error, with a timer
-//! armed only for handlers that wait), dead-lettering, tracing and metrics are ours. Any other
-//! tower layer applies too.
+//! Concurrency limits are tower's own ([`ConcurrencyLimitLayer`]). Retry ([`RetryLayer`]) is
+//! `tower::retry`'s behaviour with a messaging policy, in a service of its own; timeouts
+//! ([`TimeoutLayer`], tower's semantics and error, with a timer armed only for handlers that
+//! wait), dead-lettering, tracing and metrics are ours. Any other tower layer applies too.
 
 mod dead_letter;
 mod metrics;

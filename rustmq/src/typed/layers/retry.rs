@@ -38,9 +38,7 @@ impl RetryPolicy {
             nominal
         }
     }
-}
 
-impl RetryPolicy {
     /// Whether `result` is retried, and after which delay; counts the retry.
     #[inline]
     fn next_delay(&mut self, result: &Result<Settlement, BoxError>) -> Option<Duration> {
