@@ -136,7 +136,8 @@ pub struct Limits {
     pub max_connections: u32,
     /// Concurrent requests (QUIC streams) per connection.
     pub max_in_flight_per_connection: u32,
-    /// A request that takes longer than this to arrive is abandoned (ms).
+    /// A request's stream is abandoned when its frame header, or then its body, has been
+    /// waited for longer than this (ms).
     pub request_read_timeout_ms: u64,
     /// Longest long-poll a fetch may ask for (ms).
     pub max_fetch_wait_ms: u32,

@@ -195,7 +195,8 @@ impl Delivery {
         self.shared.attempt.load(Ordering::Acquire)
     }
 
-    /// Counts one more attempt of the same message (used by retry layers) and returns it.
+    /// Counts one more attempt of the same message and returns it: for retry layers of one's
+    /// own (`RetryLayer` counts through the same counter).
     pub fn next_attempt(&self) -> Self {
         self.count_attempt();
         self.clone()
