@@ -7,9 +7,12 @@
 //! costs its sender an error answer or a closed stream; other streams and connections never
 //! notice.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -143,7 +146,7 @@ impl Server {
 async fn serve_connection(
     conn: quinn::Connection,
     core: Arc<Core>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let remote = conn.remote_address();
     let span = tracing::debug_span!("connection", %remote);
@@ -154,11 +157,16 @@ async fn serve_connection(
         let _ = state.peer_principal.set(principal);
     }
     let close = Arc::new(tokio::sync::Notify::new());
+    // Made once and polled again for every stream, rather than made, registered with their
+    // signals and dropped per stream.
+    let mut stop = shutdown.clone();
+    let mut stopping = std::pin::pin!(stop.wait_for(|stop| *stop));
+    let mut closing = std::pin::pin!(close.notified());
     loop {
         let stream = tokio::select! {
             s = conn.accept_bi() => s,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            _ = close.notified() => {
+            _ = &mut stopping => break,
+            () = &mut closing => {
                 tracing::info!(parent: &span, "closing the connection after repeated authentication failures");
                 conn.close(3u32.into(), b"too many failed authentication attempts");
                 break;
@@ -170,12 +178,14 @@ async fn serve_connection(
                 let state = Arc::clone(&state);
                 let close = Arc::clone(&close);
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
+                // Boxed: the stream's future is a few KB (every kind of request is handled
+                // inline), which spawning would copy several times over into the task.
+                tokio::spawn(Box::pin(async move {
                     serve_stream(send, recv, &core, &state, shutdown).await;
                     if state.close_requested.load(Ordering::Relaxed) {
                         close.notify_one();
                     }
-                });
+                }));
             }
             Err(e) => {
                 tracing::debug!(parent: &span, reason = %e, "connection closed");
@@ -210,20 +220,38 @@ enum ReadOutcome {
 /// now) only when `future` has to wait. Most reads find their bytes already received: a
 /// timer made and dropped for each of them cost a clock read and the timer's setup, 668
 /// instructions of the ~12,000 a small produce request took on the broker (callgrind).
-async fn within<F: std::future::Future>(
+async fn within<F: Future>(
     deadline: &mut Option<tokio::time::Instant>,
     timeout: Duration,
     future: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut future = std::pin::pin!(future);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
-    match first {
-        std::task::Poll::Ready(output) => Ok(output),
-        std::task::Poll::Pending => {
-            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
-            tokio::time::timeout_at(deadline, future).await
-        }
+    if let Poll::Ready(output) = poll_once(future.as_mut()).await {
+        return Ok(output);
     }
+    let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+    tokio::time::timeout_at(deadline, future).await
+}
+
+/// `future`'s output, or `None` if the broker shuts down first; the shutdown signal is waited
+/// for only when `future` has to wait (a request answered at once never registers with it).
+async fn unless_shutdown<F: Future>(
+    future: F,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    if let Poll::Ready(output) = poll_once(future.as_mut()).await {
+        return Some(output);
+    }
+    tokio::select! {
+        output = future => Some(output),
+        _ = shutdown.wait_for(|stop| *stop) => None,
+    }
+}
+
+/// Polls `future` once: its output, or `Pending` (it is then registered to wake the task).
+async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
 /// Reads one frame: its header within `timeout` of waiting for it, then its body within
@@ -296,13 +324,14 @@ async fn serve_stream(
                     Ok(req) => {
                         // A long poll or a pending group join must not outlive the broker: the
                         // stream keeps the endpoint, and so its port, open while it waits.
-                        let response = tokio::select! {
-                            response = core.handle(conn, req) => response,
-                            _ = shutdown.wait_for(|stop| *stop) => Response::Error(ErrorResponse {
-                                code: ErrorCode::ShuttingDown,
-                                message: "broker is shutting down".into(),
-                            }),
-                        };
+                        let response = unless_shutdown(core.handle(conn, req), &mut shutdown)
+                            .await
+                            .unwrap_or_else(|| {
+                                Response::Error(ErrorResponse {
+                                    code: ErrorCode::ShuttingDown,
+                                    message: "broker is shutting down".into(),
+                                })
+                            });
                         if matches!(response, Response::Produce(_)) && core.take_dropped_answer() {
                             tracing::warn!("fault injection: dropping a produce answer");
                             let _ = send.reset(2u32.into());
