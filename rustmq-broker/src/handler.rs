@@ -117,7 +117,7 @@ impl Core {
             .instrument(span)
             .await;
         crate::metrics::record_request(
-            kind.name(),
+            kind,
             started.elapsed(),
             result.as_ref().err().map(|e| e.code),
         );
@@ -421,7 +421,7 @@ impl Core {
                 }
             }
         }
-        crate::metrics::record_produce(&r.topic, records, r.batch.len() as u64);
+        topic.metrics.record_produce(records, r.batch.len() as u64);
         span.record("base_offset", info.base_offset);
         Ok(Response::Produce(ProduceResponse {
             base_offset: info.base_offset,
@@ -462,7 +462,7 @@ impl Core {
                 break bytes::Bytes::new();
             }
         };
-        crate::metrics::record_fetch(&r.topic, records.len() as u64);
+        topic.metrics.record_fetch(records.len() as u64);
         tracing::Span::current().record("bytes", records.len());
         Ok(Response::Fetch(FetchResponse {
             high_watermark: log.high_watermark(),

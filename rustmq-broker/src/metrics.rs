@@ -17,10 +17,11 @@
 //! | `rustmq_broker_fsyncs_total` | counter | | fdatasync calls for appended data |
 //! | `rustmq_broker_fsync_duration_seconds` | histogram | | time of each of those calls |
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Unit};
-use rustmq_protocol::ErrorCode;
+use metrics::{counter, gauge, histogram, Key, Label, Level, Metadata, Unit};
+use rustmq_protocol::{ApiKind, ErrorCode};
 
 /// Requests answered, by `kind`.
 pub const REQUESTS_TOTAL: &str = "rustmq_broker_requests_total";
@@ -75,22 +76,93 @@ pub fn describe() {
     );
 }
 
-pub(crate) fn record_request(kind: &'static str, elapsed: Duration, error: Option<ErrorCode>) {
-    counter!(REQUESTS_TOTAL, "kind" => kind).increment(1);
-    histogram!(REQUEST_DURATION_SECONDS, "kind" => kind).record(elapsed.as_secs_f64());
+// The metrics recorded for every request go through keys made once (`Key`s hash their name
+// and labels when made, and a topic label is an owned copy of the name): the macros would make
+// them again on every call. They are still registered with the recorder on every call, as the
+// macros do, so a recorder installed (or set for a thread) at any time gets them all.
+
+/// What the macros pass along with the metrics of this module.
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+fn counter_of(key: &Key) -> metrics::Counter {
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA))
+}
+
+fn histogram_of(key: &Key) -> metrics::Histogram {
+    metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
+}
+
+/// The keys of a request kind's metrics, by wire code.
+struct KindKeys {
+    requests: Key,
+    duration: Key,
+}
+
+static KIND_KEYS: LazyLock<Vec<Option<KindKeys>>> = LazyLock::new(|| {
+    let mut keys: Vec<Option<KindKeys>> = Vec::new();
+    for &kind in ApiKind::ALL {
+        let code = usize::from(kind.code());
+        if keys.len() <= code {
+            keys.resize_with(code + 1, || None);
+        }
+        let labels = || vec![Label::new("kind", kind.name())];
+        keys[code] = Some(KindKeys {
+            requests: Key::from_parts(REQUESTS_TOTAL, labels()),
+            duration: Key::from_parts(REQUEST_DURATION_SECONDS, labels()),
+        });
+    }
+    keys
+});
+
+pub(crate) fn record_request(kind: ApiKind, elapsed: Duration, error: Option<ErrorCode>) {
+    match KIND_KEYS
+        .get(usize::from(kind.code()))
+        .and_then(Option::as_ref)
+    {
+        Some(keys) => {
+            counter_of(&keys.requests).increment(1);
+            histogram_of(&keys.duration).record(elapsed.as_secs_f64());
+        }
+        None => {
+            counter!(REQUESTS_TOTAL, "kind" => kind.name()).increment(1);
+            histogram!(REQUEST_DURATION_SECONDS, "kind" => kind.name())
+                .record(elapsed.as_secs_f64());
+        }
+    }
     if let Some(code) = error {
-        counter!(REQUEST_ERRORS_TOTAL, "kind" => kind, "code" => code.to_string()).increment(1);
+        counter!(REQUEST_ERRORS_TOTAL, "kind" => kind.name(), "code" => code.to_string())
+            .increment(1);
     }
 }
 
-pub(crate) fn record_produce(topic: &str, records: u64, bytes: u64) {
-    counter!(PRODUCE_RECORDS_TOTAL, "topic" => topic.to_owned()).increment(records);
-    counter!(PRODUCE_BYTES_TOTAL, "topic" => topic.to_owned()).increment(bytes);
+/// The keys of a topic's metrics, made with the topic.
+#[derive(Debug)]
+pub(crate) struct TopicMetrics {
+    produce_records: Key,
+    produce_bytes: Key,
+    fetch_bytes: Key,
 }
 
-pub(crate) fn record_fetch(topic: &str, bytes: u64) {
-    if bytes > 0 {
-        counter!(FETCH_BYTES_TOTAL, "topic" => topic.to_owned()).increment(bytes);
+impl TopicMetrics {
+    pub(crate) fn new(topic: &str) -> Self {
+        let labels = || vec![Label::new("topic", topic.to_owned())];
+        Self {
+            produce_records: Key::from_parts(PRODUCE_RECORDS_TOTAL, labels()),
+            produce_bytes: Key::from_parts(PRODUCE_BYTES_TOTAL, labels()),
+            fetch_bytes: Key::from_parts(FETCH_BYTES_TOTAL, labels()),
+        }
+    }
+
+    pub(crate) fn record_produce(&self, records: u64, bytes: u64) {
+        counter_of(&self.produce_records).increment(records);
+        counter_of(&self.produce_bytes).increment(bytes);
+    }
+
+    pub(crate) fn record_fetch(&self, bytes: u64) {
+        if bytes > 0 {
+            counter_of(&self.fetch_bytes).increment(bytes);
+        }
     }
 }
 

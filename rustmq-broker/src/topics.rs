@@ -30,6 +30,7 @@ pub struct Topic {
     /// Partition logs, index = partition number.
     pub partitions: Vec<Arc<PartitionLog>>,
     dir: PathBuf,
+    pub(crate) metrics: crate::metrics::TopicMetrics,
 }
 
 impl Topic {
@@ -158,6 +159,7 @@ impl TopicManager {
             settings,
             partitions: logs,
             dir,
+            metrics: crate::metrics::TopicMetrics::new(name),
         })
     }
 
