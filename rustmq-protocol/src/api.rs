@@ -2,9 +2,9 @@
 
 use bytes::Bytes;
 
-use crate::codec::{Decode, Encode, Reader};
+use crate::codec::{Decode, Encode, Reader, SHARE_MIN_BYTES};
 use crate::error::{ProtocolError, Result};
-use crate::frame::{encode_frame, encode_frame_chunks, Frame, ERROR_KIND, RESPONSE_BIT};
+use crate::frame::{encode_frame, encode_frame_chunks_with_room, Frame, ERROR_KIND, RESPONSE_BIT};
 use crate::messages::*;
 
 macro_rules! api {
@@ -65,8 +65,9 @@ macro_rules! api {
             /// Encodes the request as buffers to send in order, sharing a produce request's
             /// batch instead of copying it. Concatenated, they are [`to_frame`](Self::to_frame).
             pub fn to_frame_chunks(&self, request_id: u32) -> Vec<Bytes> {
+                let room = self.copied_len();
                 match self {
-                    $( Request::$variant(body) => encode_frame_chunks($kind, 1, request_id, |b| body.encode_chunked(b)), )*
+                    $( Request::$variant(body) => encode_frame_chunks_with_room($kind, 1, request_id, room, |b| body.encode_chunked(b)), )*
                 }
             }
 
@@ -111,9 +112,10 @@ macro_rules! api {
             /// records instead of copying them. Concatenated, they are
             /// [`to_frame`](Self::to_frame).
             pub fn to_frame_chunks(&self, request_id: u32) -> Vec<Bytes> {
+                let room = self.copied_len();
                 match self {
-                    $( Response::$variant(body) => encode_frame_chunks($kind | RESPONSE_BIT, 1, request_id, |b| body.encode_chunked(b)), )*
-                    Response::Error(body) => encode_frame_chunks(ERROR_KIND, 1, request_id, |b| body.encode_chunked(b)),
+                    $( Response::$variant(body) => encode_frame_chunks_with_room($kind | RESPONSE_BIT, 1, request_id, room, |b| body.encode_chunked(b)), )*
+                    Response::Error(body) => encode_frame_chunks_with_room(ERROR_KIND, 1, request_id, room, |b| body.encode_chunked(b)),
                 }
             }
 
@@ -163,6 +165,38 @@ api! {
     16 FetchOffsets(FetchOffsetsRequest) => FetchOffsetsResponse;
     17 DescribeGroup(DescribeGroupRequest) => DescribeGroupResponse;
     18 ListGroups(ListGroupsRequest) => ListGroupsResponse;
+}
+
+/// How many bytes of `field` a chunked encoding copies: all of a short one, none of one long
+/// enough to go as a chunk of its own.
+fn copied(field: &Bytes) -> usize {
+    if field.len() < SHARE_MIN_BYTES {
+        field.len()
+    } else {
+        0
+    }
+}
+
+impl Request {
+    /// The bytes of this request's variable-length fields that its chunked encoding copies,
+    /// for the requests where they can be many: room reserved before encoding.
+    fn copied_len(&self) -> usize {
+        match self {
+            Request::Produce(r) => r.topic.len() + copied(&r.batch),
+            _ => 0,
+        }
+    }
+}
+
+impl Response {
+    /// As [`Request::copied_len`].
+    fn copied_len(&self) -> usize {
+        match self {
+            Response::Fetch(r) => copied(&r.records),
+            Response::Error(e) => e.message.len(),
+            _ => 0,
+        }
+    }
 }
 
 impl std::fmt::Display for ApiKind {

@@ -232,7 +232,12 @@ pub struct ChunkedEncoder {
 impl ChunkedEncoder {
     /// An encoder whose first buffer starts with `reserve` zero bytes (room for a header).
     pub fn new(reserve: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(reserve + 64);
+        Self::with_room(reserve, 0)
+    }
+
+    /// An encoder as [`new`](Self::new) whose first buffer has room for `room` more bytes.
+    pub fn with_room(reserve: usize, room: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(reserve + 64 + room);
         buf.put_bytes(0, reserve);
         Self {
             head: None,

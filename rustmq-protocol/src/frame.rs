@@ -117,7 +117,19 @@ pub fn encode_frame_chunks(
     request_id: u32,
     body: impl FnOnce(&mut ChunkedEncoder),
 ) -> Vec<Bytes> {
-    let mut out = ChunkedEncoder::new(FRAME_HEADER_LEN);
+    encode_frame_chunks_with_room(kind, version, request_id, 0, body)
+}
+
+/// [`encode_frame_chunks`] with `room` bytes more than usual reserved up front for the fields
+/// the body copies (a short batch), so that its first buffer does not grow while it is written.
+pub(crate) fn encode_frame_chunks_with_room(
+    kind: u16,
+    version: u16,
+    request_id: u32,
+    room: usize,
+    body: impl FnOnce(&mut ChunkedEncoder),
+) -> Vec<Bytes> {
+    let mut out = ChunkedEncoder::with_room(FRAME_HEADER_LEN, room);
     body(&mut out);
     let header = FrameHeader {
         body_len: (out.len() - FRAME_HEADER_LEN) as u32,
