@@ -359,7 +359,14 @@ impl RustMqClient {
     /// pings) are re-sent transparently after a lost connection; others return the
     /// (retryable) error to the caller.
     pub(crate) async fn request(&self, request: Request) -> Result<Response> {
-        self.request_with_timeout(request, self.inner.config.request_timeout)
+        self.send_request(&request).await
+    }
+
+    /// [`request`](Self::request) for a request the caller keeps (to send again, say).
+    pub(crate) async fn send_request(&self, request: &Request) -> Result<Response> {
+        self.inner
+            .pool
+            .request(request, self.inner.config.request_timeout)
             .await
     }
 

@@ -208,7 +208,7 @@ async fn send(
         .compression(codec, config.compression.level)
         .build()?;
     let client_config = inner.client.config();
-    let request = ProduceRequest {
+    let request = Request::Produce(ProduceRequest {
         topic: inner.topic.clone(),
         partition: slot.partition,
         acks: config.ack_level.wire(),
@@ -217,17 +217,14 @@ async fn send(
             .as_millis()
             .min(u128::from(u32::MAX)) as u32,
         batch,
-    };
+    });
     let retry = &client_config.retry_config;
     let backoff = crate::transport::backoff::Backoff::new(retry);
     let mut attempt = 0u32;
     loop {
         let span = tracing::debug_span!(target: "rustmq::produce", "produce", topic = %inner.topic, producer = %inner.name, partition = slot.partition, records = count, attempt);
-        let answer = tracing::Instrument::instrument(
-            inner.client.request(Request::Produce(request.clone())),
-            span,
-        )
-        .await;
+        let answer =
+            tracing::Instrument::instrument(inner.client.send_request(&request), span).await;
         match answer {
             Ok(Response::Produce(r)) => {
                 if r.duplicate {

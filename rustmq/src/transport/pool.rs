@@ -186,9 +186,13 @@ impl Pool {
         let safe = is_safe_to_repeat(request);
         let mut retries = 0;
         loop {
-            let (conn, permit) = tokio::time::timeout_at(deadline.into(), self.acquire(deadline))
-                .await
-                .map_err(|_| ClientError::timeout(timeout))??;
+            // A free slot on a live connection is taken without setting up the timeout.
+            let (conn, permit) = match self.reserve_least_busy() {
+                Some(reserved) => reserved,
+                None => tokio::time::timeout_at(deadline.into(), self.acquire(deadline))
+                    .await
+                    .map_err(|_| ClientError::timeout(timeout))??,
+            };
             let error =
                 match tokio::time::timeout_at(deadline.into(), conn.request(request, permit)).await
                 {
@@ -230,6 +234,9 @@ impl Pool {
             if self.is_closed() {
                 return Err(ClientError::Closed);
             }
+            if let Some(reserved) = self.reserve_least_busy() {
+                return Ok(reserved);
+            }
             let mut live = self.live_connections();
             live.sort_by_key(|c| c.in_flight());
             if let Some((conn, permit)) = live.iter().find_map(|c| c.try_reserve().map(|p| (c, p)))
@@ -263,6 +270,24 @@ impl Pool {
                 return Ok((least.clone(), permit));
             }
         }
+    }
+
+    /// A slot on the live connection with the fewest requests in flight, if it has one free
+    /// now: the common case, found without collecting the connections (a request that finds
+    /// none goes on to the general search of [`acquire`](Self::acquire)).
+    fn reserve_least_busy(&self) -> Option<(Arc<Connection>, OwnedSemaphorePermit)> {
+        let mut least: Option<(usize, Arc<Connection>)> = None;
+        for slot in self.slots.iter() {
+            for conn in slot.live_guard().iter() {
+                let in_flight = conn.in_flight();
+                if least.as_ref().is_none_or(|(n, _)| in_flight < *n) {
+                    least = Some((in_flight, Arc::clone(conn)));
+                }
+            }
+        }
+        let (_, conn) = least?;
+        let permit = conn.try_reserve()?;
+        Some((conn, permit))
     }
 
     /// Opens a connection to some broker, trying each in turn for `max_retries + 1` rounds.
@@ -468,6 +493,11 @@ impl Pool {
 impl Slot {
     /// Live connections; closed ones are removed and counted as lost.
     fn live(&self) -> Vec<Arc<Connection>> {
+        self.live_guard().clone()
+    }
+
+    /// The list of connections, closed ones removed (and counted as lost), held locked.
+    fn live_guard(&self) -> parking_lot::MutexGuard<'_, Vec<Arc<Connection>>> {
         let mut connections = self.connections.lock();
         let before = connections.len();
         connections.retain(|c| !c.is_closed());
@@ -476,7 +506,7 @@ impl Slot {
             self.state.lock().lost += dropped;
             tracing::debug!(broker = %self.address, dropped, "dropped closed connections");
         }
-        connections.clone()
+        connections
     }
 }
 
