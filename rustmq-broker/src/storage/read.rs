@@ -126,6 +126,36 @@ mod tests {
         assert_eq!(base_offsets(log.read(23, u32::MAX).unwrap()), [22]);
     }
 
+    /// Every offset's read starts with the batch that holds it: the latest batches are found
+    /// from the positions kept for them, older ones by a walk from the offset index, before
+    /// and after a reopen.
+    #[test]
+    fn a_read_starts_with_the_batch_holding_its_offset_however_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || small_config(1 << 20);
+        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let mut batches = Vec::new();
+        for i in 0..30u32 {
+            let count = 1 + i % 4;
+            let info = log.append(batch(&format!("t{i}"), count, 0)).unwrap();
+            batches.push((info.base_offset, info.last_offset));
+        }
+        assert_eq!(log.segment_count(), 1);
+        let check = |log: &PartitionLog| {
+            for &(base, last) in &batches {
+                for offset in base..=last {
+                    let first = BatchIter::new(log.read(offset, 1).unwrap()).next();
+                    let header = first.expect("a batch").unwrap().header().clone();
+                    assert_eq!(header.base_offset, base, "read at {offset}");
+                }
+            }
+        };
+        check(&log);
+        log.close().unwrap();
+        drop(log);
+        check(&PartitionLog::open(dir.path(), config()).unwrap());
+    }
+
     #[test]
     fn offsets_outside_the_log_are_out_of_range() {
         let dir = tempfile::tempdir().unwrap();
