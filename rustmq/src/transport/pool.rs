@@ -234,9 +234,6 @@ impl Pool {
             if self.is_closed() {
                 return Err(ClientError::Closed);
             }
-            if let Some(reserved) = self.reserve_least_busy() {
-                return Ok(reserved);
-            }
             let mut live = self.live_connections();
             live.sort_by_key(|c| c.in_flight());
             if let Some((conn, permit)) = live.iter().find_map(|c| c.try_reserve().map(|p| (c, p)))
@@ -273,9 +270,13 @@ impl Pool {
     }
 
     /// A slot on the live connection with the fewest requests in flight, if it has one free
-    /// now: the common case, found without collecting the connections (a request that finds
-    /// none goes on to the general search of [`acquire`](Self::acquire)).
+    /// now (and the pool is open): the common case, found without collecting the connections.
+    /// A request that finds none goes on to [`acquire`](Self::acquire), which searches every
+    /// connection, opens one, or waits.
     fn reserve_least_busy(&self) -> Option<(Arc<Connection>, OwnedSemaphorePermit)> {
+        if self.is_closed() {
+            return None;
+        }
         let mut least: Option<(usize, Arc<Connection>)> = None;
         for slot in self.slots.iter() {
             for conn in slot.live_guard().iter() {
