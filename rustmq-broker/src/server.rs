@@ -233,12 +233,16 @@ async fn within<F: Future>(
     tokio::time::timeout_at(deadline, future).await
 }
 
-/// `future`'s output, or `None` if the broker shuts down first; the shutdown signal is waited
-/// for only when `future` has to wait (a request answered at once never registers with it).
+/// `future`'s output, or `None` if the broker is shutting down or shuts down first. The
+/// shutdown signal is waited for only when `future` has to wait: a request answered at once
+/// never registers with it.
 async fn unless_shutdown<F: Future>(
     future: F,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<F::Output> {
+    if *shutdown.borrow() {
+        return None;
+    }
     let mut future = std::pin::pin!(future);
     if let Poll::Ready(output) = poll_once(future.as_mut()).await {
         return Some(output);
