@@ -214,3 +214,68 @@ pub fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), PrometheusEr
     describe();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    /// Keys made before any recorder (a topic's, with the topic; the request kinds', at first
+    /// use) reach a recorder set afterwards, under the documented names and labels.
+    #[test]
+    fn keys_made_before_a_recorder_reach_it() {
+        let topic = TopicMetrics::new("orders");
+        record_request(ApiKind::Produce, Duration::from_millis(1), None);
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            topic.record_produce(3, 120);
+            topic.record_fetch(0);
+            topic.record_fetch(50);
+            record_request(
+                ApiKind::Produce,
+                Duration::from_millis(2),
+                Some(ErrorCode::Timeout),
+            );
+        });
+        type Sample = (String, Vec<(String, String)>, DebugValue);
+        let samples: Vec<Sample> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let (_, key) = key.into_parts();
+                let labels = key
+                    .labels()
+                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                    .collect();
+                (key.name().to_owned(), labels, value)
+            })
+            .collect();
+        let value = |name: &str, label: (&str, &str)| {
+            let found: Vec<_> = samples
+                .iter()
+                .filter(|(n, labels, _)| {
+                    n == name && labels.iter().any(|(k, v)| k == label.0 && v == label.1)
+                })
+                .map(|(_, _, value)| value)
+                .collect();
+            assert_eq!(found.len(), 1, "{name} {label:?} in {samples:?}");
+            found[0]
+        };
+        let counter = |name, label| match value(name, label) {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{name} is not a counter: {other:?}"),
+        };
+        assert_eq!(counter(PRODUCE_RECORDS_TOTAL, ("topic", "orders")), 3);
+        assert_eq!(counter(PRODUCE_BYTES_TOTAL, ("topic", "orders")), 120);
+        assert_eq!(counter(FETCH_BYTES_TOTAL, ("topic", "orders")), 50);
+        assert_eq!(counter(REQUESTS_TOTAL, ("kind", "Produce")), 1);
+        assert_eq!(counter(REQUEST_ERRORS_TOTAL, ("kind", "Produce")), 1);
+        match value(REQUEST_DURATION_SECONDS, ("kind", "Produce")) {
+            DebugValue::Histogram(values) => assert_eq!(values.len(), 1),
+            other => panic!("not a histogram: {other:?}"),
+        }
+    }
+}

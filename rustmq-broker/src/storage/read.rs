@@ -145,7 +145,7 @@ mod tests {
             for &(base, last) in &batches {
                 for offset in base..=last {
                     let first = BatchIter::new(log.read(offset, 1).unwrap()).next();
-                    let header = first.expect("a batch").unwrap().header().clone();
+                    let header = *first.expect("a batch").unwrap().header();
                     assert_eq!(header.base_offset, base, "read at {offset}");
                 }
             }

@@ -474,3 +474,39 @@ fn check_batch_size(size: usize, available: u64) -> Result<(), StorageError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RecentBatches;
+
+    /// Batches of 1, 2, 3... records from relative offset 0, `position` = 100 x their index.
+    fn recent(batches: u32) -> (RecentBatches, Vec<(u32, u32)>) {
+        let mut ring = RecentBatches::default();
+        let mut bounds = Vec::new();
+        let mut base = 0;
+        for i in 0..batches {
+            ring.push(base, u64::from(i) * 100);
+            bounds.push((base, base + i));
+            base += i + 1;
+        }
+        (ring, bounds)
+    }
+
+    #[test]
+    fn the_latest_batches_are_found_and_older_ones_left_to_the_index() {
+        for batches in [0, 1, 5, 8, 9, 20] {
+            let (ring, bounds) = recent(batches);
+            for (i, &(first, last)) in bounds.iter().enumerate() {
+                let kept = i + 8 >= bounds.len();
+                for relative in first..=last {
+                    let expected = kept.then_some(i as u64 * 100);
+                    assert_eq!(
+                        ring.position_of(relative),
+                        expected,
+                        "{batches} batches, offset {relative}"
+                    );
+                }
+            }
+        }
+    }
+}
