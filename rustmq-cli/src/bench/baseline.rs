@@ -9,6 +9,8 @@
 //! - round trip: the client writes a 100-byte frame on one stream and reads it echoed back,
 //!   `round_trips` times; percentiles of each round trip.
 //! - stream round trip: the same frame on a new stream per request, as RustMQ's requests go.
+//! - CPU per stream round trip, each side (the client's: the process but the server's thread),
+//!   for comparison with a workload's CPU per message.
 //! - paced stream round trip: the same, one request every `1 / paced_rate` seconds (W4's
 //!   pace), so that both threads go idle between requests as they do in W4: what waking them
 //!   costs on this machine is part of this figure, as it is of W4's.
@@ -21,6 +23,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustmq_broker::config::TlsSettings;
 use rustmq_broker::tls::BrokerIdentity;
 
+use super::cpu::CpuProbe;
 use super::report::{Baseline, Latency};
 use super::target::ServerThread;
 use crate::error::CliError;
@@ -81,7 +84,13 @@ pub(crate) async fn measure(
 
     let bulk_mb_per_s = bulk(&conn, bulk_bytes).await?;
     let rtt = round_trips_of(&conn, round_trips).await?;
+    let probe = CpuProbe::new(Some(server.handle().clone()));
+    let cpu = probe.mark().await;
     let per_stream = round_trips_on_new_streams(&conn, round_trips, None).await?;
+    let cpu = cpu.until(&probe.mark().await);
+    let per_trip = |d: std::time::Duration| {
+        (d.as_secs_f64() * 1e6 / f64::from(round_trips.max(1)) * 100.0).round() / 100.0
+    };
     // One second of W4's pace at most.
     let paced_round_trips = round_trips.min(paced_rate.clamp(1, u64::from(u32::MAX)) as u32);
     let paced = round_trips_on_new_streams(&conn, paced_round_trips, Some(paced_rate)).await?;
@@ -96,6 +105,8 @@ pub(crate) async fn measure(
         stream_rtt_p99_us: per_stream.quantile_us(0.99),
         paced_rtt_p50_us: paced.quantile_us(0.5),
         paced_rtt_p99_us: paced.quantile_us(0.99),
+        stream_client_cpu_us: cpu.map(|c| per_trip(c.client)),
+        stream_server_cpu_us: cpu.and_then(|c| c.broker).map(per_trip),
     };
     Ok((baseline, rtt))
 }

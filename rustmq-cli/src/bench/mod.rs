@@ -19,6 +19,7 @@
 //! 100).
 
 mod baseline;
+mod cpu;
 mod payload;
 mod report;
 mod target;
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use rustmq::{AckLevel, RustMqClient};
 
+use self::cpu::CpuProbe;
 use self::report::{Baseline, Report};
 use self::target::{ServerThread, Target};
 use self::workloads::{throughput_config, ProduceSpec};
@@ -237,12 +239,18 @@ async fn run_on(
             brokers: target.describe(),
             source: e,
         })?;
-    let quiet = global.quiet;
+    let ctx = Ctx {
+        quiet: global.quiet,
+        cpu: CpuProbe::new(match target {
+            Target::Embedded { .. } => Some(server.handle().clone()),
+            Target::External(_) => None,
+        }),
+    };
     let result = match args.custom {
-        Some(custom) => custom_run(&client, custom, quiet)
+        Some(custom) => custom_run(&client, custom, &ctx)
             .await
             .map(|r| r.with_baseline(baseline).print()),
-        None => standard(&client, &args.workload, scale, baseline, quiet).await,
+        None => standard(&client, &args.workload, scale, baseline, &ctx).await,
     };
     let _ = client.close().await;
     result
@@ -263,6 +271,10 @@ fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_tr
         stream_rtt_p99_us: u64,
         paced_rtt_p50_us: u64,
         paced_rtt_p99_us: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream_client_cpu_us: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream_server_cpu_us: Option<f64>,
         settings: &'a str,
     }
     let settings = format!(
@@ -283,9 +295,19 @@ fn print_baseline(b: &Baseline, rtt: &report::Latency, bulk_bytes: u64, round_tr
         stream_rtt_p99_us: b.stream_rtt_p99_us,
         paced_rtt_p50_us: b.paced_rtt_p50_us,
         paced_rtt_p99_us: b.paced_rtt_p99_us,
+        stream_client_cpu_us: b.stream_client_cpu_us,
+        stream_server_cpu_us: b.stream_server_cpu_us,
         settings: &settings,
     };
     println!("{}", serde_json::to_string(&line).unwrap_or_default());
+}
+
+/// What every workload gets besides its client.
+pub(crate) struct Ctx {
+    /// No progress bars.
+    pub(crate) quiet: bool,
+    /// Reads the CPU clocks at the start and end of each workload's run.
+    pub(crate) cpu: CpuProbe,
 }
 
 /// W4's pace, messages per second (and the paced baseline's).
@@ -300,7 +322,7 @@ async fn standard(
     workloads: &[Workload],
     scale: u64,
     baseline: Option<Baseline>,
-    quiet: bool,
+    ctx: &Ctx,
 ) -> Result<(), CliError> {
     let mut chosen: Vec<Workload> = if workloads.contains(&Workload::All) {
         vec![
@@ -335,7 +357,7 @@ async fn standard(
                 };
                 let spec = produce_spec(name, n, 100, 1, throughput_config(acks));
                 workloads::create_topic(client, &spec.topic, 1).await?;
-                let report = workloads::produce(client, &spec, quiet).await?;
+                let report = workloads::produce(client, &spec, ctx).await?;
                 if w == Workload::W1 {
                     w1_topic = Some(spec.topic);
                 }
@@ -350,22 +372,22 @@ async fn standard(
                     throughput_config(AckLevel::Leader),
                 );
                 workloads::create_topic(client, &spec.topic, 8).await?;
-                workloads::produce(client, &spec, quiet).await?
+                workloads::produce(client, &spec, ctx).await?
             }
             Workload::W3 => {
                 let topic = match w1_topic.clone() {
                     Some(t) => t,
-                    None => backlog(client, "W3", n, 100, 1, quiet).await?,
+                    None => backlog(client, "W3", n, 100, 1, ctx).await?,
                 };
-                workloads::consume(client, "W3", &topic, n, 1, quiet).await?
+                workloads::consume(client, "W3", &topic, n, 1, ctx).await?
             }
             Workload::W7 => {
-                let (produced, consumed) = typed::run(client, n, quiet).await?;
+                let (produced, consumed) = typed::run(client, n, ctx).await?;
                 produced.versus(w1.as_ref()).with_baseline(baseline).print();
                 consumed.versus(w3.as_ref())
             }
             Workload::W4 => {
-                workloads::end_to_end(client, "W4", scaled(scale, 100), 100, W4_RATE, quiet)
+                workloads::end_to_end(client, "W4", scaled(scale, 100), 100, W4_RATE, ctx)
                     .await?
                     .paced()
             }
@@ -381,7 +403,7 @@ async fn standard(
                     )
                 };
                 workloads::create_topic(client, &spec.topic, 1).await?;
-                workloads::produce(client, &spec, quiet).await?
+                workloads::produce(client, &spec, ctx).await?
             }
             Workload::All => unreachable!("expanded above"),
         };
@@ -421,7 +443,7 @@ async fn backlog(
     messages: u64,
     size: usize,
     partitions: u32,
-    quiet: bool,
+    ctx: &Ctx,
 ) -> Result<String, CliError> {
     let spec = produce_spec(
         &format!("{name}-prep"),
@@ -431,14 +453,14 @@ async fn backlog(
         throughput_config(AckLevel::Leader),
     );
     workloads::create_topic(client, &spec.topic, partitions).await?;
-    workloads::produce(client, &spec, quiet).await?;
+    workloads::produce(client, &spec, ctx).await?;
     Ok(spec.topic)
 }
 
 async fn custom_run(
     client: &RustMqClient,
     custom: BenchCommand,
-    quiet: bool,
+    ctx: &Ctx,
 ) -> Result<Report, CliError> {
     match custom {
         BenchCommand::Produce(p) => {
@@ -453,14 +475,14 @@ async fn custom_run(
                 ..produce_spec("produce", p.messages, p.size, p.partitions, config)
             };
             workloads::create_topic(client, &spec.topic, p.partitions).await?;
-            workloads::produce(client, &spec, quiet).await
+            workloads::produce(client, &spec, ctx).await
         }
         BenchCommand::Consume(c) => {
-            let topic = backlog(client, "consume", c.messages, c.size, c.partitions, quiet).await?;
-            workloads::consume(client, "consume", &topic, c.messages, c.partitions, quiet).await
+            let topic = backlog(client, "consume", c.messages, c.size, c.partitions, ctx).await?;
+            workloads::consume(client, "consume", &topic, c.messages, c.partitions, ctx).await
         }
         BenchCommand::E2e(e) => {
-            workloads::end_to_end(client, "e2e", e.messages, e.size, e.rate, quiet).await
+            workloads::end_to_end(client, "e2e", e.messages, e.size, e.rate, ctx).await
         }
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::cpu::CpuUse;
+
 /// Latencies in microseconds, 1 µs to 60 s at 3 significant digits.
 #[derive(Debug)]
 pub(crate) struct Latency(Histogram<u64>);
@@ -57,6 +59,10 @@ pub(crate) struct Baseline {
     pub(crate) paced_rtt_p50_us: u64,
     /// Same, 99th percentile.
     pub(crate) paced_rtt_p99_us: u64,
+    /// CPU per back-to-back new-stream round trip, microseconds: the client's side (the
+    /// process but the server's thread) and the server's thread.
+    pub(crate) stream_client_cpu_us: Option<f64>,
+    pub(crate) stream_server_cpu_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -79,6 +85,17 @@ pub(crate) struct Report {
     pub(crate) mb_per_s: f64,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     latency: Option<Percentiles>,
+    /// CPU time over the run divided by its wall-clock time (1.0: one core busy throughout):
+    /// the client (the process but the embedded broker's thread), and the broker's thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cpu_busy: Option<f64>,
+    /// CPU time per message, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cpu_us_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_cpu_busy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_cpu_us_per_msg: Option<f64>,
     /// Producer or consumer settings that matter for the figure.
     pub(crate) settings: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,6 +155,10 @@ impl Report {
             msgs_per_s: round(messages as f64 / secs, 0),
             mb_per_s: round(messages as f64 * payload_bytes as f64 / secs / 1e6, 2),
             latency: latency.filter(|l| l.len() > 0).map(Latency::percentiles),
+            client_cpu_busy: None,
+            client_cpu_us_per_msg: None,
+            broker_cpu_busy: None,
+            broker_cpu_us_per_msg: None,
             settings,
             baseline_bulk_mb_per_s: None,
             mb_per_s_vs_baseline: None,
@@ -153,6 +174,20 @@ impl Report {
             untyped: None,
             vs_untyped: None,
         }
+    }
+
+    /// Adds the CPU the run used (where the clocks could be read).
+    pub(crate) fn with_cpu(mut self, cpu: Option<CpuUse>) -> Self {
+        let Some(cpu) = cpu else { return self };
+        let wall = cpu.wall.as_secs_f64().max(1e-9);
+        let messages = self.messages.max(1) as f64;
+        let busy = |d: Duration| round(d.as_secs_f64() / wall, 2);
+        let per_msg = |d: Duration| round(d.as_secs_f64() * 1e6 / messages, 2);
+        self.client_cpu_busy = Some(busy(cpu.client));
+        self.client_cpu_us_per_msg = Some(per_msg(cpu.client));
+        self.broker_cpu_busy = cpu.broker.map(busy);
+        self.broker_cpu_us_per_msg = cpu.broker.map(per_msg);
+        self
     }
 
     /// Marks a workload whose messages are paced (W4): its latency is also compared with the
@@ -236,6 +271,8 @@ mod tests {
             stream_rtt_p99_us: 1200,
             paced_rtt_p50_us: 400,
             paced_rtt_p99_us: 1000,
+            stream_client_cpu_us: None,
+            stream_server_cpu_us: None,
         }));
         assert_eq!(r.msgs_per_s, 500_000.0);
         assert_eq!(r.mb_per_s, 50.0);
@@ -269,6 +306,8 @@ mod tests {
             stream_rtt_p99_us: 120,
             paced_rtt_p50_us: 250,
             paced_rtt_p99_us: 495,
+            stream_client_cpu_us: None,
+            stream_server_cpu_us: None,
         }));
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(json["p50_vs_baseline"], 10.0);
@@ -276,6 +315,41 @@ mod tests {
         assert_eq!(json["p50_vs_paced"], 2.0);
         assert_eq!(json["p99_vs_paced"], 2.0);
         assert!(json.get("paced").is_none());
+    }
+
+    #[test]
+    fn cpu_is_reported_as_busy_fractions_and_per_message() {
+        let report = |broker| {
+            let r = Report::new(
+                "W",
+                1_000,
+                100,
+                1,
+                Duration::from_secs(2),
+                None,
+                String::new(),
+            )
+            .with_cpu(Some(CpuUse {
+                wall: Duration::from_secs(2),
+                client: Duration::from_millis(1_500),
+                broker,
+            }));
+            serde_json::to_value(&r).unwrap()
+        };
+        let json = report(Some(Duration::from_millis(500)));
+        assert_eq!(json["client_cpu_busy"], 0.75);
+        assert_eq!(json["client_cpu_us_per_msg"], 1500.0);
+        assert_eq!(json["broker_cpu_busy"], 0.25);
+        assert_eq!(json["broker_cpu_us_per_msg"], 500.0);
+        // An external broker: the client's figures only.
+        let json = report(None);
+        assert_eq!(json["client_cpu_busy"], 0.75);
+        assert!(json.get("broker_cpu_busy").is_none());
+        // Clocks that could not be read: no CPU fields at all.
+        let r =
+            Report::new("W", 1, 1, 1, Duration::from_secs(1), None, String::new()).with_cpu(None);
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("client_cpu_busy").is_none());
     }
 
     #[test]
@@ -297,6 +371,8 @@ mod tests {
             stream_rtt_p99_us: 1,
             paced_rtt_p50_us: 1,
             paced_rtt_p99_us: 1,
+            stream_client_cpu_us: None,
+            stream_server_cpu_us: None,
         }));
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert!(json.get("p50_us").is_none());

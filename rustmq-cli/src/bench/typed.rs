@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use super::payload::Payloads;
 use super::report::Report;
 use super::workloads::{backlog_config, describe_config, throughput_config};
+use super::Ctx;
 use crate::error::CliError;
 use crate::progress;
 
@@ -59,19 +60,19 @@ async fn count(event: BenchEvent, State(seen): State<Arc<Seen>>) {
 pub(crate) async fn run(
     client: &RustMqClient,
     messages: u64,
-    quiet: bool,
+    ctx: &Ctx,
 ) -> Result<(Report, Report), CliError> {
     match client.delete_topic(BenchEvent::NAME).await {
         Ok(()) | Err(ClientError::TopicNotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
     client.create_topic(BenchEvent::NAME, 1).await?;
-    let produced = produce(client, messages, quiet).await?;
-    let consumed = consume(client, messages, produced.payload_bytes, quiet).await?;
+    let produced = produce(client, messages, ctx).await?;
+    let consumed = consume(client, messages, produced.payload_bytes, ctx).await?;
     Ok((produced, consumed))
 }
 
-async fn produce(client: &RustMqClient, messages: u64, quiet: bool) -> Result<Report, CliError> {
+async fn produce(client: &RustMqClient, messages: u64, ctx: &Ctx) -> Result<Report, CliError> {
     let config = throughput_config(AckLevel::Leader);
     let settings = format!("typed JSON producer; {}", describe_config(&config));
     let producer = client.producer_with_config::<BenchEvent>(config);
@@ -80,11 +81,12 @@ async fn produce(client: &RustMqClient, messages: u64, quiet: bool) -> Result<Re
     let bodies: Vec<String> = (0..1024)
         .map(|_| String::from_utf8_lossy(&bodies.next()).into_owned())
         .collect();
-    let bar = progress::bar(quiet, Some(messages), "W7-produce");
+    let bar = progress::bar(ctx.quiet, Some(messages), "W7-produce");
     let mut event = BenchEvent {
         seq: 0,
         body: String::new(),
     };
+    let cpu = ctx.cpu.mark().await;
     let started = Instant::now();
     for seq in 0..messages {
         event.seq = seq;
@@ -96,26 +98,19 @@ async fn produce(client: &RustMqClient, messages: u64, quiet: bool) -> Result<Re
     }
     producer.flush().await?;
     let elapsed = started.elapsed();
+    let cpu = cpu.until(&ctx.cpu.mark().await);
     bar.finish_and_clear();
     // The size of the first event (seq 0): 99 bytes of JSON; later ones carry more digits.
     event.seq = 0;
     let payload = serde_json::to_vec(&event).map_or(0, |v| v.len());
-    Ok(Report::new(
-        "W7-produce",
-        messages,
-        payload,
-        1,
-        elapsed,
-        None,
-        settings,
-    ))
+    Ok(Report::new("W7-produce", messages, payload, 1, elapsed, None, settings).with_cpu(cpu))
 }
 
 async fn consume(
     client: &RustMqClient,
     messages: u64,
     payload_bytes: usize,
-    quiet: bool,
+    ctx: &Ctx,
 ) -> Result<Report, CliError> {
     let seen = Arc::new(Seen::default());
     seen.target.store(messages, Ordering::Release);
@@ -124,7 +119,10 @@ async fn consume(
         "#[handler] behind trace+timeout+retry+dead-letter; fetch_size={} max_buffered_messages_per_partition={}",
         config.fetch_size, config.max_buffered_messages_per_partition
     );
-    let bar = progress::bar(quiet, Some(messages), "W7-consume");
+    let bar = progress::bar(ctx.quiet, Some(messages), "W7-consume");
+    // The handler's run is timed from its first event to its last; the CPU clocks are read
+    // around the whole service (its group join and shutdown too, a small part of a run).
+    let cpu = ctx.cpu.mark().await;
     let running = Service::with_state(client.clone(), seen.clone())
         .consumer_config(config)
         .layer(TraceLayer::new())
@@ -152,6 +150,7 @@ async fn consume(
     }
     bar.finish_and_clear();
     running.shutdown().await?;
+    let cpu = cpu.until(&ctx.cpu.mark().await);
     // From the first event handled to the last (W3 likewise starts after the group join).
     let elapsed = match (seen.first.get(), seen.last.get()) {
         (Some(first), Some(last)) => last.duration_since(*first),
@@ -165,5 +164,6 @@ async fn consume(
         elapsed,
         None,
         settings,
-    ))
+    )
+    .with_cpu(cpu))
 }

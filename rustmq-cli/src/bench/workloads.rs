@@ -9,6 +9,7 @@ use rustmq::{AckLevel, Message, ProducerBuilder, ProducerConfig, RustMqClient, T
 
 use super::payload::{Payloads, Stamped};
 use super::report::{Latency, Report};
+use super::Ctx;
 use crate::error::CliError;
 use crate::progress;
 
@@ -80,7 +81,7 @@ pub(crate) async fn create_topic(
 pub(crate) async fn produce(
     client: &RustMqClient,
     spec: &ProduceSpec,
-    quiet: bool,
+    ctx: &Ctx,
 ) -> Result<Report, CliError> {
     let producer = ProducerBuilder::new()
         .topic(&spec.topic)
@@ -90,9 +91,10 @@ pub(crate) async fn produce(
         .await?;
     let mut payloads = Payloads::new(spec.size);
     let mut latency = Latency::new();
-    let bar = progress::bar(quiet, Some(spec.messages), &spec.name);
+    let bar = progress::bar(ctx.quiet, Some(spec.messages), &spec.name);
     // Made once and shared by every message (as an application sending to one topic would).
     let topic = TopicName::from(&spec.topic);
+    let cpu = ctx.cpu.mark().await;
     let started = Instant::now();
     for i in 0..spec.messages {
         let message = Message::builder()
@@ -112,6 +114,7 @@ pub(crate) async fn produce(
     }
     producer.flush().await?;
     let elapsed = started.elapsed();
+    let cpu = cpu.until(&ctx.cpu.mark().await);
     bar.finish_and_clear();
     let failed = producer
         .metrics()
@@ -134,7 +137,8 @@ pub(crate) async fn produce(
         elapsed,
         spec.sequential.then_some(&latency),
         settings,
-    ))
+    )
+    .with_cpu(cpu))
 }
 
 /// The consumer settings for reading a backlog (W3, W7): large fetches and buffers.
@@ -156,7 +160,7 @@ pub(crate) async fn consume(
     topic: &str,
     messages: u64,
     partitions: u32,
-    quiet: bool,
+    ctx: &Ctx,
 ) -> Result<Report, CliError> {
     let config = backlog_config();
     let settings = format!(
@@ -170,8 +174,9 @@ pub(crate) async fn consume(
         .client(client.clone())
         .build()
         .await?;
-    let bar = progress::bar(quiet, Some(messages), name);
+    let bar = progress::bar(ctx.quiet, Some(messages), name);
     let (mut got, mut bytes) = (0u64, 0usize);
+    let cpu = ctx.cpu.mark().await;
     let started = Instant::now();
     while got < messages {
         let receive = consumer.receive();
@@ -198,11 +203,10 @@ pub(crate) async fn consume(
         }
     }
     let elapsed = started.elapsed();
+    let cpu = cpu.until(&ctx.cpu.mark().await);
     bar.finish_and_clear();
     consumer.close().await?;
-    Ok(Report::new(
-        name, messages, bytes, partitions, elapsed, None, settings,
-    ))
+    Ok(Report::new(name, messages, bytes, partitions, elapsed, None, settings).with_cpu(cpu))
 }
 
 async fn next(
@@ -247,7 +251,7 @@ pub(crate) async fn end_to_end(
     messages: u64,
     size: usize,
     rate: u64,
-    quiet: bool,
+    ctx: &Ctx,
 ) -> Result<Report, CliError> {
     let topic = topic_name(name);
     create_topic(client, &topic, 1).await?;
@@ -288,8 +292,9 @@ pub(crate) async fn end_to_end(
             Ok::<_, CliError>(latency)
         })
     };
-    let bar = progress::bar(quiet, Some(messages), name);
+    let bar = progress::bar(ctx.quiet, Some(messages), name);
     let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let cpu = ctx.cpu.mark().await;
     let started = tokio::time::Instant::now();
     let topic = TopicName::from(topic);
     for i in 0..messages {
@@ -308,16 +313,9 @@ pub(crate) async fn end_to_end(
         .await
         .map_err(|e| CliError::Failed(format!("{name}: reader task failed: {e}")))??;
     let elapsed = started.elapsed();
+    let cpu = cpu.until(&ctx.cpu.mark().await);
     bar.finish_and_clear();
     producer.close().await?;
     consumer.close().await?;
-    Ok(Report::new(
-        name,
-        messages,
-        size,
-        1,
-        elapsed,
-        Some(&latency),
-        settings,
-    ))
+    Ok(Report::new(name, messages, size, 1, elapsed, Some(&latency), settings).with_cpu(cpu))
 }
