@@ -181,7 +181,7 @@ impl Report {
         let Some(cpu) = cpu else { return self };
         let wall = cpu.wall.as_secs_f64().max(1e-9);
         let messages = self.messages.max(1) as f64;
-        let busy = |d: Duration| round(d.as_secs_f64() / wall, 2);
+        let busy = |d: Duration| round(d.as_secs_f64() / wall, 3);
         let per_msg = |d: Duration| round(d.as_secs_f64() * 1e6 / messages, 2);
         self.client_cpu_busy = Some(busy(cpu.client));
         self.client_cpu_us_per_msg = Some(per_msg(cpu.client));

@@ -121,7 +121,8 @@ async fn consume(
     );
     let bar = progress::bar(ctx.quiet, Some(messages), "W7-consume");
     // The handler's run is timed from its first event to its last; the CPU clocks are read
-    // around the whole service (its group join and shutdown too, a small part of a run).
+    // from before the service starts (its group join too, a small part of a run) to when the
+    // last event is handled, before the shutdown.
     let cpu = ctx.cpu.mark().await;
     let running = Service::with_state(client.clone(), seen.clone())
         .consumer_config(config)
@@ -148,9 +149,9 @@ async fn consume(
         }
         bar.set_position(seen.count.load(Ordering::Acquire));
     }
+    let cpu = cpu.until(&ctx.cpu.mark().await);
     bar.finish_and_clear();
     running.shutdown().await?;
-    let cpu = cpu.until(&ctx.cpu.mark().await);
     // From the first event handled to the last (W3 likewise starts after the group join).
     let elapsed = match (seen.first.get(), seen.last.get()) {
         (Some(first), Some(last)) => last.duration_since(*first),
