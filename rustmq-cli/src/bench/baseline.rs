@@ -87,7 +87,7 @@ pub(crate) async fn measure(
     let probe = CpuProbe::new(Some(server.handle().clone()));
     let cpu = probe.mark().await;
     let per_stream = round_trips_on_new_streams(&conn, round_trips, None).await?;
-    let cpu = cpu.until(&probe.mark().await);
+    let cpu = probe.since(&cpu).await;
     let per_trip = |d: std::time::Duration| {
         (d.as_secs_f64() * 1e6 / f64::from(round_trips.max(1)) * 100.0).round() / 100.0
     };

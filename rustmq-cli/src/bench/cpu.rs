@@ -86,6 +86,11 @@ impl CpuProbe {
             server,
         }
     }
+
+    /// What was used from `start` until now.
+    pub(crate) async fn since(&self, start: &CpuMark) -> Option<CpuUse> {
+        start.until(&self.mark().await)
+    }
 }
 
 impl CpuMark {

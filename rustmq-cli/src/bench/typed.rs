@@ -98,7 +98,7 @@ async fn produce(client: &RustMqClient, messages: u64, ctx: &Ctx) -> Result<Repo
     }
     producer.flush().await?;
     let elapsed = started.elapsed();
-    let cpu = cpu.until(&ctx.cpu.mark().await);
+    let cpu = ctx.cpu.since(&cpu).await;
     bar.finish_and_clear();
     // The size of the first event (seq 0): 99 bytes of JSON; later ones carry more digits.
     event.seq = 0;
@@ -149,7 +149,7 @@ async fn consume(
         }
         bar.set_position(seen.count.load(Ordering::Acquire));
     }
-    let cpu = cpu.until(&ctx.cpu.mark().await);
+    let cpu = ctx.cpu.since(&cpu).await;
     bar.finish_and_clear();
     running.shutdown().await?;
     // From the first event handled to the last (W3 likewise starts after the group join).

@@ -114,7 +114,7 @@ pub(crate) async fn produce(
     }
     producer.flush().await?;
     let elapsed = started.elapsed();
-    let cpu = cpu.until(&ctx.cpu.mark().await);
+    let cpu = ctx.cpu.since(&cpu).await;
     bar.finish_and_clear();
     let failed = producer
         .metrics()
@@ -203,7 +203,7 @@ pub(crate) async fn consume(
         }
     }
     let elapsed = started.elapsed();
-    let cpu = cpu.until(&ctx.cpu.mark().await);
+    let cpu = ctx.cpu.since(&cpu).await;
     bar.finish_and_clear();
     consumer.close().await?;
     Ok(Report::new(name, messages, bytes, partitions, elapsed, None, settings).with_cpu(cpu))
@@ -313,7 +313,7 @@ pub(crate) async fn end_to_end(
         .await
         .map_err(|e| CliError::Failed(format!("{name}: reader task failed: {e}")))??;
     let elapsed = started.elapsed();
-    let cpu = cpu.until(&ctx.cpu.mark().await);
+    let cpu = ctx.cpu.since(&cpu).await;
     bar.finish_and_clear();
     producer.close().await?;
     consumer.close().await?;
