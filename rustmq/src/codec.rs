@@ -4,6 +4,9 @@
 //! bincode is pinned to its 2.x line: 3.0.0 is a tombstone release (the project ended its
 //! development in 2025) and must not be picked up by a semver-compatible update.
 
+use std::cell::RefCell;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -57,12 +60,63 @@ impl CodecError {
 /// }
 /// ```
 pub trait Codec: Send + Sync + 'static {
-    /// Name, also written to the `content-type` header of produced messages.
+    /// Name; a typed stream processor writes it to the `content-type` header of the messages
+    /// it produces.
     const NAME: &'static str;
     /// Encodes a value.
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError>;
     /// Decodes a value; any failure makes the message a poison message.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
+    /// Encodes a value at the end of `buf`: what the typed producer calls, with a buffer it
+    /// reuses from one message to the next. On failure `buf` may hold part of the value past
+    /// its old length; the caller cuts it back.
+    ///
+    /// The default appends what [`encode`](Self::encode) returns (one allocation and one copy
+    /// more); the built-in codecs write into `buf` directly.
+    fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
+        buf.extend_from_slice(&Self::encode(value)?);
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Where [`encode_shared`] encodes on this thread: each payload is split off it, and once
+    /// every payload of an allocation is dropped the allocation is written again.
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Room the scratch buffer must have before a value is encoded into it; below it, the buffer
+/// takes its memory back (or a new allocation of [`SCRATCH_CHUNK`]).
+const SCRATCH_ROOM: usize = 512;
+/// Each allocation of the scratch buffer: room for dozens of small payloads.
+const SCRATCH_CHUNK: usize = 16 * 1024;
+
+/// Encodes `value` with `C` into memory shared with the payloads encoded before it on this
+/// thread: a payload that is dropped soon after (the producer copies it into its batch) lets
+/// the next ones reuse its memory, so a stream of small values allocates nothing per value.
+///
+/// A payload held for long keeps its allocation (up to [`SCRATCH_CHUNK`] bytes, besides its
+/// own) from being reused, so this is only for payloads the producer takes at once; a payload
+/// larger than the chunk gets an allocation of its own.
+pub(crate) fn encode_shared<C: Codec, T: Serialize>(value: &T) -> Result<Bytes, CodecError> {
+    SCRATCH
+        .try_with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            if buf.capacity() < SCRATCH_ROOM {
+                buf.reserve(SCRATCH_CHUNK);
+            }
+            match C::encode_into(value, &mut buf) {
+                Ok(()) if buf.len() <= SCRATCH_CHUNK => Ok(buf.split().freeze()),
+                // The buffer grew for this payload: the payload leaves with that allocation.
+                Ok(()) => Ok(std::mem::take(&mut *buf).freeze()),
+                Err(e) => {
+                    buf.clear();
+                    Err(e)
+                }
+            }
+        })
+        // The thread is exiting and its scratch buffer is gone.
+        .unwrap_or_else(|_| C::encode(value).map(Bytes::from))
 }
 
 /// JSON (serde_json): readable, the default.
@@ -73,6 +127,9 @@ impl Codec for Json {
     const NAME: &'static str = "json";
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
         serde_json::to_vec(value).map_err(|e| CodecError::encode(Self::NAME, e))
+    }
+    fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
+        serde_json::to_writer(buf.writer(), value).map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         // JSON text is UTF-8 (RFC 8259): checked once for the whole payload (std's check runs
@@ -91,6 +148,11 @@ impl Codec for Bincode {
     const NAME: &'static str = "bincode";
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
         bincode::serde::encode_to_vec(value, bincode::config::standard())
+            .map_err(|e| CodecError::encode(Self::NAME, e))
+    }
+    fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
+        bincode::serde::encode_into_std_write(value, &mut buf.writer(), bincode::config::standard())
+            .map(drop)
             .map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
@@ -114,6 +176,11 @@ impl Codec for Postcard {
     const NAME: &'static str = "postcard";
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
         postcard::to_stdvec(value).map_err(|e| CodecError::encode(Self::NAME, e))
+    }
+    fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
+        postcard::to_io(value, buf.writer())
+            .map(drop)
+            .map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         let (value, rest) =
@@ -185,5 +252,103 @@ mod tests {
         round_trip::<Json>();
         round_trip::<Bincode>();
         round_trip::<Postcard>();
+    }
+
+    /// A codec that only has `encode` and `decode`: `encode_into` is the trait's default.
+    struct Plain;
+    impl Codec for Plain {
+        const NAME: &'static str = "plain";
+        fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+            Json::encode(value)
+        }
+        fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+            Json::decode(bytes)
+        }
+    }
+
+    fn order(n: u64) -> Order {
+        Order {
+            id: format!("order-{n}"),
+            cents: n,
+            tags: vec!["x".repeat((n % 50) as usize)],
+        }
+    }
+
+    fn appends_what_encode_returns<C: Codec>() {
+        let mut buf = BytesMut::from(&b"before"[..]);
+        C::encode_into(&order(7), &mut buf).unwrap();
+        assert_eq!(&buf[..6], b"before", "{}", C::NAME);
+        assert_eq!(buf[6..], C::encode(&order(7)).unwrap()[..], "{}", C::NAME);
+        let payload = encode_shared::<C, _>(&order(8)).unwrap();
+        assert_eq!(
+            C::decode::<Order>(&payload).unwrap(),
+            order(8),
+            "{}",
+            C::NAME
+        );
+    }
+
+    #[test]
+    fn every_codec_encodes_into_a_buffer_as_it_encodes_alone() {
+        appends_what_encode_returns::<Json>();
+        appends_what_encode_returns::<Bincode>();
+        appends_what_encode_returns::<Postcard>();
+        appends_what_encode_returns::<Plain>();
+    }
+
+    /// Payloads encoded one after the other share an allocation, which is written again only
+    /// once none of its payloads is held: a held payload never changes.
+    #[test]
+    fn shared_encoding_reuses_memory_only_when_its_payloads_are_gone() {
+        let first = encode_shared::<Json, _>(&order(0)).unwrap();
+        let second = encode_shared::<Json, _>(&order(1)).unwrap();
+        assert_eq!(second.as_ptr(), first.as_ptr().wrapping_add(first.len()));
+        let start = first.as_ptr();
+        drop((first, second));
+
+        // Enough values to fill the chunk several times, each dropped at once: the memory
+        // comes back to its start instead of new allocations.
+        let mut back_at_start = 0;
+        for n in 0..2_000 {
+            let payload = encode_shared::<Json, _>(&order(n)).unwrap();
+            assert_eq!(Json::decode::<Order>(&payload).unwrap(), order(n));
+            back_at_start += usize::from(payload.as_ptr() == start);
+        }
+        assert!(back_at_start >= 2, "reused {back_at_start} times");
+
+        // One payload held across as many more: it keeps its bytes.
+        let held = encode_shared::<Json, _>(&order(4_242)).unwrap();
+        let copy = held.to_vec();
+        let mut others = Vec::new();
+        for n in 0..2_000 {
+            others.push(encode_shared::<Json, _>(&order(n)).unwrap());
+            if others.len() > 10 {
+                others.remove(0);
+            }
+        }
+        assert_eq!(held[..], copy[..]);
+        for (payload, n) in others.iter().zip(1_990..) {
+            assert_eq!(Json::decode::<Order>(payload).unwrap(), order(n));
+        }
+    }
+
+    #[test]
+    fn shared_encoding_of_a_large_value_or_a_failed_one_leaves_later_payloads_whole() {
+        let large = Order {
+            id: "L".repeat(3 * SCRATCH_CHUNK),
+            cents: 1,
+            tags: Vec::new(),
+        };
+        let payload = encode_shared::<Json, _>(&large).unwrap();
+        assert_eq!(Json::decode::<Order>(&payload).unwrap(), large);
+        let next = encode_shared::<Json, _>(&order(3)).unwrap();
+        assert_eq!(next[..], Json::encode(&order(3)).unwrap()[..]);
+
+        // JSON keys must be strings: this fails after writing the map's opening brace.
+        let bad: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert!(encode_shared::<Json, _>(&bad).is_err());
+        let after = encode_shared::<Json, _>(&order(4)).unwrap();
+        assert_eq!(after[..], Json::encode(&order(4)).unwrap()[..]);
+        assert_eq!(payload.len(), Json::encode(&large).unwrap().len());
     }
 }

@@ -3,11 +3,12 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use super::delivery::Context;
 use super::topic::Topic;
-use crate::codec::Codec;
+use crate::codec::{encode_shared, Codec};
 use crate::error::{ClientError, Result};
 use crate::message::{Message, TopicName};
 use crate::producer::{Producer, ProducerBuilder, ProducerConfig, SendResult};
@@ -118,6 +119,19 @@ impl<T: Topic> TypedProducer<T> {
     pub fn to_message(value: &T) -> Result<Message> {
         let payload = <T::Codec as Codec>::encode(value)
             .map_err(|e| ClientError::Serialization(e.to_string()))?;
+        Self::message(value, payload.into())
+    }
+
+    /// [`to_message`](Self::to_message) for a message sent at once: the payload is encoded in
+    /// memory that later payloads reuse once the producer has copied it into its batch.
+    fn to_sent_message(value: &T) -> Result<Message> {
+        let payload = encode_shared::<T::Codec, T>(value)
+            .map_err(|e| ClientError::Serialization(e.to_string()))?;
+        Self::message(value, payload)
+    }
+
+    #[inline]
+    fn message(value: &T, payload: Bytes) -> Result<Message> {
         let builder = Message::builder()
             // A constant: the name's validity is checked at compile time, not per message.
             .topic(const { TopicName::from_static(T::NAME) })
@@ -131,9 +145,9 @@ impl<T: Topic> TypedProducer<T> {
     /// Sends `value` and waits for the acknowledgement.
     pub async fn send(&self, value: &T) -> Result<SendResult> {
         match self.cell.get() {
-            Some(producer) => producer.send(Self::to_message(value)?).await,
+            Some(producer) => producer.send(Self::to_sent_message(value)?).await,
             None => {
-                let message = Self::to_message(value)?;
+                let message = Self::to_sent_message(value)?;
                 self.producer().await?.send(message).await
             }
         }
@@ -147,9 +161,13 @@ impl<T: Topic> TypedProducer<T> {
         // again (it is ~200 bytes). A value that does not encode fails before anything is
         // made.
         match self.cell.get() {
-            Some(producer) => producer.send_async(Self::to_message(value)?, None).await,
+            Some(producer) => {
+                producer
+                    .send_async(Self::to_sent_message(value)?, None)
+                    .await
+            }
             None => {
-                let message = Self::to_message(value)?;
+                let message = Self::to_sent_message(value)?;
                 self.producer().await?.send_async(message, None).await
             }
         }
