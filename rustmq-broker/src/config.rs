@@ -33,6 +33,7 @@
 //!
 //! [quic]
 //! max_udp_payload_size = 6550      # largest datagram probed for (path MTU discovery)
+//! ack_eliciting_threshold = 2       # broker packets a client may leave unacknowledged (0: none)
 //!
 //! [log]
 //! segment_bytes = 134217728
@@ -166,12 +167,19 @@ pub struct QuicSettings {
     /// or jumbo frames). Between 1,200 and 6,550, the default
     /// ([`MAX_UDP_PAYLOAD_SIZE`](rustmq_protocol::MAX_UDP_PAYLOAD_SIZE) says why).
     pub max_udp_payload_size: u16,
+    /// Ack-eliciting packets a client may receive from the broker before it acknowledges them
+    /// in a packet of its own; until then its acknowledgements ride on its requests or wait at
+    /// most 25 ms (QUIC's ACK frequency extension). 0 asks for an acknowledgement of every
+    /// packet at once. Default 2
+    /// ([`ACK_ELICITING_THRESHOLD`](rustmq_protocol::ACK_ELICITING_THRESHOLD) says why).
+    pub ack_eliciting_threshold: u32,
 }
 
 impl Default for QuicSettings {
     fn default() -> Self {
         Self {
             max_udp_payload_size: rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
+            ack_eliciting_threshold: rustmq_protocol::ACK_ELICITING_THRESHOLD,
         }
     }
 }
@@ -383,6 +391,7 @@ mod tests {
             retention_check_interval = "5s"
             [quic]
             max_udp_payload_size = 1452
+            ack_eliciting_threshold = 0
             "#,
         )
         .unwrap();
@@ -395,6 +404,7 @@ mod tests {
         assert_eq!(cfg.log.retention_check_interval, Duration::from_secs(5));
         assert!(!cfg.auto_create_topics);
         assert_eq!(cfg.quic.max_udp_payload_size, 1452);
+        assert_eq!(cfg.quic.ack_eliciting_threshold, 0);
         assert_eq!(
             cfg.metrics_listen,
             Some(SocketAddr::from(([127, 0, 0, 1], 9100)))

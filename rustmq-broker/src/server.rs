@@ -72,6 +72,9 @@ impl Server {
         let mut discovery = quinn::MtuDiscoveryConfig::default();
         discovery.upper_bound(quic.max_udp_payload_size);
         transport.mtu_discovery_config(Some(discovery));
+        let mut acks = quinn::AckFrequencyConfig::default();
+        acks.ack_eliciting_threshold(quic.ack_eliciting_threshold.into());
+        transport.ack_frequency_config(Some(acks));
         config.transport_config(Arc::new(transport));
         // `Endpoint::server`, with the datagram size of `quic` (validated with the config).
         let mut endpoint_config = quinn::EndpointConfig::default();

@@ -481,6 +481,13 @@ pub struct QuicConfig {
     /// frames). Between 1,200 and 6,550 (the default,
     /// [`MAX_UDP_PAYLOAD_SIZE`](rustmq_protocol::MAX_UDP_PAYLOAD_SIZE), which says why).
     pub max_udp_payload_size: u16,
+    /// Ack-eliciting packets the broker may receive from this client before it acknowledges
+    /// them in a packet of its own; until then its acknowledgements ride on its answers or
+    /// wait at most 25 ms (QUIC's ACK frequency extension). 0 asks for an acknowledgement of
+    /// every packet at once. Default 2
+    /// ([`ACK_ELICITING_THRESHOLD`](rustmq_protocol::ACK_ELICITING_THRESHOLD), which says
+    /// why).
+    pub ack_eliciting_threshold: u32,
 }
 
 impl Default for QuicConfig {
@@ -495,6 +502,7 @@ impl Default for QuicConfig {
             send_buffer_size: 2 * 1024 * 1024,
             recv_buffer_size: 2 * 1024 * 1024,
             max_udp_payload_size: rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
+            ack_eliciting_threshold: rustmq_protocol::ACK_ELICITING_THRESHOLD,
         }
     }
 }

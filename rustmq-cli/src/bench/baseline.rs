@@ -1,8 +1,9 @@
 //! The raw-QUIC baseline: quinn endpoints with the broker's TLS setup (rustls with ring, TLS
 //! 1.3, ALPN `rustmq/1`, a self-signed certificate made by the broker's own code) and quinn's
-//! default transport settings but for the datagram size, which is RustMQ's (path MTU discovery
-//! up to `MAX_UDP_PAYLOAD_SIZE`, as the client and the broker do), between the same two
-//! runtimes as the benchmark.
+//! default transport settings but for the datagram size and the acknowledgement frequency,
+//! which are RustMQ's (path MTU discovery up to `MAX_UDP_PAYLOAD_SIZE`, and
+//! `ACK_ELICITING_THRESHOLD`, as the client and the broker do), between the same two runtimes
+//! as the benchmark.
 //!
 //! - bulk: the client writes `bulk_bytes` on one stream in 64 KiB chunks; the server reads
 //!   them and answers one byte; MB/s = bytes / (first write .. answer).
@@ -111,12 +112,17 @@ pub(crate) async fn measure(
     Ok((baseline, rtt))
 }
 
-/// quinn's default transport settings, with RustMQ's datagram size bound.
+/// quinn's default transport settings, with RustMQ's datagram size bound and acknowledgement
+/// frequency.
 fn large_datagrams() -> Arc<quinn::TransportConfig> {
     let mut discovery = quinn::MtuDiscoveryConfig::default();
     discovery.upper_bound(rustmq::protocol::MAX_UDP_PAYLOAD_SIZE);
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(rustmq::protocol::ACK_ELICITING_THRESHOLD.into());
     let mut transport = quinn::TransportConfig::default();
-    transport.mtu_discovery_config(Some(discovery));
+    transport
+        .mtu_discovery_config(Some(discovery))
+        .ack_frequency_config(Some(acks));
     Arc::new(transport)
 }
 

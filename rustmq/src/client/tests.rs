@@ -395,6 +395,79 @@ async fn answered_streams_are_read_to_their_end() {
     assert_eq!(stops, 0, "STOP_SENDING frames sent for answered requests");
 }
 
+/// Datagrams the client received and sent per request, over `requests` sequential requests
+/// to a real broker, with the given acknowledgement thresholds on each end.
+async fn datagrams_per_request(client_threshold: u32, broker_threshold: u32) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rustmq_broker::BrokerConfig::default();
+    config.quic.ack_eliciting_threshold = broker_threshold;
+    let broker = rustmq_broker::Broker::builder()
+        .config(config)
+        .data_dir(dir.path())
+        .listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut config = ClientConfig {
+        brokers: vec![broker.local_addr().to_string()],
+        tls_config: Some(TlsConfig {
+            ca_cert: Some(broker.cert_path().display().to_string()),
+            server_name: Some("localhost".into()),
+            ..TlsConfig::default()
+        }),
+        ..ClientConfig::default()
+    };
+    config.quic_config.ack_eliciting_threshold = client_threshold;
+    let client = RustMqClient::new(config).await.unwrap();
+    let datagrams = |client: &RustMqClient| {
+        let stats = client.inner.pool.quic_stats();
+        assert_eq!(stats.len(), 1);
+        (stats[0].udp_rx.datagrams, stats[0].udp_tx.datagrams)
+    };
+    // Both ends have sent their ACK_FREQUENCY frames, and had them acknowledged, once a few
+    // round trips are over.
+    for _ in 0..5 {
+        client.list_topics().await.unwrap();
+    }
+    let stats = &client.inner.pool.quic_stats()[0];
+    assert!(stats.frame_tx.ack_frequency >= 1 && stats.frame_rx.ack_frequency >= 1);
+    let requests = 100;
+    let before = datagrams(&client);
+    for _ in 0..requests {
+        client.list_topics().await.unwrap();
+    }
+    let after = datagrams(&client);
+    broker.shutdown().await;
+    (
+        (after.0 - before.0) as f64 / f64::from(requests),
+        (after.1 - before.1) as f64 / f64::from(requests),
+    )
+}
+
+/// Each end tells the other, through QUIC's ACK frequency extension, how many of its packets
+/// may go unacknowledged (`ack_eliciting_threshold`). At 0 every request draws an
+/// acknowledgement packet of its own ahead of the answer (and every answer one from the
+/// client); at the default of 2 the acknowledgements ride on the answers and on the next
+/// requests: about one datagram each way per request.
+#[tokio::test]
+async fn acknowledgements_ride_on_answers_unless_asked_for_at_once() {
+    let (received, sent) = datagrams_per_request(2, 2).await;
+    assert!(
+        received < 1.3 && sent < 1.3,
+        "{received} in, {sent} out per request"
+    );
+    let (received, _) = datagrams_per_request(0, 2).await;
+    assert!(
+        received > 1.7,
+        "client asks for every packet: {received} in per request"
+    );
+    let (_, sent) = datagrams_per_request(2, 0).await;
+    assert!(
+        sent > 1.7,
+        "broker asks for every packet: {sent} out per request"
+    );
+}
+
 /// The real broker sends its answers in datagrams up to its own bound (path MTU discovery on
 /// its side of the connection): two megabytes fetched over loopback arrive in datagrams far
 /// larger than quinn's default limit of 1,472 bytes.

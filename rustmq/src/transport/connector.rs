@@ -277,6 +277,9 @@ fn transport_config(quic: &QuicConfig) -> Result<quinn::TransportConfig> {
         )?)
         .send_window(quic.initial_max_data)
         .mtu_discovery_config(Some(mtu_discovery(quic.max_udp_payload_size)));
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(quic.ack_eliciting_threshold.into());
+    transport.ack_frequency_config(Some(acks));
     Ok(transport)
 }
 
