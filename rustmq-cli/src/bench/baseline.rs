@@ -25,6 +25,7 @@ use rustmq_broker::config::TlsSettings;
 use rustmq_broker::tls::BrokerIdentity;
 
 use super::cpu::CpuProbe;
+use super::pace::Pacer;
 use super::report::{Baseline, Latency};
 use super::target::ServerThread;
 use crate::error::CliError;
@@ -194,11 +195,13 @@ async fn round_trips_on_new_streams(
 ) -> Result<Latency, CliError> {
     let frame = [b's'; FRAME];
     let mut latency = Latency::new();
-    let period = rate.map(|rate| std::time::Duration::from_secs_f64(1.0 / rate.max(1) as f64));
-    let first = tokio::time::Instant::now();
-    for i in 0..n {
-        if let Some(period) = period {
-            tokio::time::sleep_until(first + period.mul_f64(f64::from(i))).await;
+    let mut pacer = rate
+        .map(|rate| Pacer::start(rate, u64::from(n)))
+        .transpose()
+        .map_err(|e| failed("pacing timer")(&e))?;
+    for _ in 0..n {
+        if let Some(pacer) = &mut pacer {
+            pacer.tick().await.map_err(|e| failed("pacing timer")(&e))?;
         }
         let started = Instant::now();
         let (mut send, mut recv) = conn

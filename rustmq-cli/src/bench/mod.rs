@@ -20,6 +20,7 @@
 
 mod baseline;
 mod cpu;
+mod pace;
 mod payload;
 mod report;
 mod target;

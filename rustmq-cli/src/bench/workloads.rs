@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rustmq::consumer::{ConsumerBuilder, ConsumerConfig, StartPosition};
 use rustmq::{AckLevel, Message, ProducerBuilder, ProducerConfig, RustMqClient, TopicName};
 
+use super::pace::Pacer;
 use super::payload::{Payloads, Stamped};
 use super::report::{Latency, Report};
 use super::Ctx;
@@ -293,12 +294,16 @@ pub(crate) async fn end_to_end(
         })
     };
     let bar = progress::bar(ctx.quiet, Some(messages), name);
-    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let cpu = ctx.cpu.mark().await;
     let started = tokio::time::Instant::now();
+    let mut pacer = Pacer::start(rate, messages)
+        .map_err(|e| CliError::Failed(format!("{name}: could not start the pacing thread: {e}")))?;
     let topic = TopicName::from(topic);
     for i in 0..messages {
-        tokio::time::sleep_until(started + period.mul_f64(i as f64)).await;
+        pacer
+            .tick()
+            .await
+            .map_err(|e| CliError::Failed(format!("{name}: pacing timer: {e}")))?;
         let message = Message::builder()
             .topic(topic.clone())
             .payload(stamp.payload())
