@@ -95,13 +95,16 @@ const SCRATCH_CHUNK: usize = 16 * 1024;
 /// thread: a payload that is dropped soon after (the producer copies it into its batch) lets
 /// the next ones reuse its memory, so a stream of small values allocates nothing per value.
 ///
-/// A payload held for long keeps its allocation (up to [`SCRATCH_CHUNK`] bytes, besides its
-/// own) from being reused, so this is only for payloads the producer takes at once; a payload
-/// larger than the chunk gets an allocation of its own.
+/// A payload held for long keeps its allocation (about [`SCRATCH_CHUNK`] bytes, up to twice
+/// that as the buffer grows, besides its own) from being reused, so this is only for payloads
+/// the producer takes at once; a payload larger than the chunk gets an allocation of its own.
 pub(crate) fn encode_shared<C: Codec, T: Serialize>(value: &T) -> Result<Bytes, CodecError> {
     SCRATCH
         .try_with(|scratch| {
             let mut buf = scratch.borrow_mut();
+            // Empty but after a value whose `Serialize` panicked half-way (the unwinding left
+            // its bytes): they must not lead the next payload.
+            buf.clear();
             if buf.capacity() < SCRATCH_ROOM {
                 buf.reserve(SCRATCH_CHUNK);
             }
@@ -109,6 +112,11 @@ pub(crate) fn encode_shared<C: Codec, T: Serialize>(value: &T) -> Result<Bytes, 
                 Ok(()) if buf.len() <= SCRATCH_CHUNK => Ok(buf.split().freeze()),
                 // The buffer grew for this payload: the payload leaves with that allocation.
                 Ok(()) => Ok(std::mem::take(&mut *buf).freeze()),
+                // A buffer grown for a large value that failed is not kept either.
+                Err(e) if buf.capacity() > 2 * SCRATCH_CHUNK => {
+                    *buf = BytesMut::new();
+                    Err(e)
+                }
                 Err(e) => {
                     buf.clear();
                     Err(e)
@@ -350,5 +358,24 @@ mod tests {
         let after = encode_shared::<Json, _>(&order(4)).unwrap();
         assert_eq!(after[..], Json::encode(&order(4)).unwrap()[..]);
         assert_eq!(payload.len(), Json::encode(&large).unwrap().len());
+    }
+
+    /// A value whose `Serialize` panics half-way (a user's impl) leaves nothing in front of
+    /// the next payload encoded on the thread.
+    #[test]
+    fn a_value_that_panics_while_encoding_leaves_later_payloads_whole() {
+        struct Panics;
+        impl Serialize for Panics {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(None)?;
+                map.serialize_entry("written", "before the panic")?;
+                panic!("a user's Serialize panics");
+            }
+        }
+        let panicked = std::panic::catch_unwind(|| encode_shared::<Json, _>(&Panics));
+        assert!(panicked.is_err());
+        let next = encode_shared::<Json, _>(&order(5)).unwrap();
+        assert_eq!(next[..], Json::encode(&order(5)).unwrap()[..]);
     }
 }

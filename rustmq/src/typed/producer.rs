@@ -122,8 +122,10 @@ impl<T: Topic> TypedProducer<T> {
         Self::message(value, payload.into())
     }
 
-    /// [`to_message`](Self::to_message) for a message sent at once: the payload is encoded in
-    /// memory that later payloads reuse once the producer has copied it into its batch.
+    /// [`to_message`](Self::to_message) for a message handed to `send_async`, which copies
+    /// it into its batch and drops it (or holds it only while waiting for buffer space): the
+    /// payload is encoded in memory that later payloads reuse once it is dropped. (An awaited
+    /// `send` holds its message until the answer, so it keeps its own allocation.)
     fn to_sent_message(value: &T) -> Result<Message> {
         let payload = encode_shared::<T::Codec, T>(value)
             .map_err(|e| ClientError::Serialization(e.to_string()))?;
@@ -145,9 +147,9 @@ impl<T: Topic> TypedProducer<T> {
     /// Sends `value` and waits for the acknowledgement.
     pub async fn send(&self, value: &T) -> Result<SendResult> {
         match self.cell.get() {
-            Some(producer) => producer.send(Self::to_sent_message(value)?).await,
+            Some(producer) => producer.send(Self::to_message(value)?).await,
             None => {
-                let message = Self::to_sent_message(value)?;
+                let message = Self::to_message(value)?;
                 self.producer().await?.send(message).await
             }
         }
