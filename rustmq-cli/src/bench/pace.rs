@@ -78,9 +78,11 @@ impl Clock {
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         // `AsyncFd::new` is deprecated for descriptors that safe code could close while they
-        // are registered (a bare `RawFd`); this one is owned by the `AsyncFd`, closed only when
-        // it is dropped, after the reactor let go of it. (Its replacement, `register`, is
-        // `unsafe`, which this crate does not allow.)
+        // are registered (a bare `RawFd`); this one is owned by the `AsyncFd` and closed only
+        // when it is dropped, after the reactor let go of it: `register`'s safety contract,
+        // which holds as long as this module only reaches the timer through `get_ref` (never
+        // `get_mut` or `into_inner`). `register` itself is `unsafe`, which this crate does not
+        // allow.
         #[allow(deprecated)]
         let timer = tokio::io::unix::AsyncFd::new(Timer(timer))?;
         Ok(Clock { start, timer })
@@ -141,34 +143,36 @@ mod tests {
 
     use super::*;
 
-    /// Ticks come one at a time at the rate: at 2,000 a second three in four come at least
-    /// 250 us after the one before (tokio's timer gave two at once every millisecond, so half
-    /// its gaps were ~0), and the run is not shorter than the rate makes it.
+    /// Ticks are never early, and they come one at a time: at 2,000 a second, tokio's timer
+    /// gave two at once every millisecond (half its gaps ~0); here three in four gaps are at
+    /// least 150 us (a tick that comes late on a loaded machine is followed by a short gap,
+    /// by design, hence the margin).
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn ticks_come_one_at_a_time_at_the_rate() {
+    async fn ticks_come_one_at_a_time_and_never_early() {
+        let period = Duration::from_micros(500);
+        let begun = Instant::now();
         let mut pacer = Pacer::start(2_000, 200).unwrap();
         let mut times = Vec::new();
         while pacer.tick().await.unwrap() {
             times.push(Instant::now());
         }
         assert_eq!(times.len(), 200);
+        for (i, at) in times.iter().enumerate() {
+            let due = begun + period * i as u32;
+            assert!(*at >= due, "tick {i} came {:?} early", due - *at);
+        }
         let mut gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
         gaps.sort();
         assert!(
-            gaps[gaps.len() / 4] >= Duration::from_micros(250),
+            gaps[gaps.len() / 4] >= Duration::from_micros(150),
             "a quarter of the gaps are under {:?}",
             gaps[gaps.len() / 4]
         );
-        // Never early: the last tick is due 99.5 ms after the first.
-        let total = times[199] - times[0];
-        assert!(
-            total >= Duration::from_millis(99),
-            "200 ticks at 2,000/s took {total:?}"
-        );
     }
 
-    /// A sender that falls behind gets the ticks it missed at once, then the rate again.
+    /// A sender that falls behind gets the ticks it missed at once (19 ticks well within the
+    /// 19 ms that waiting a period for each would take), then the rate again.
     #[tokio::test]
     async fn missed_ticks_come_at_once() {
         let begun = Instant::now();
@@ -179,7 +183,7 @@ mod tests {
         for _ in 0..19 {
             assert!(pacer.tick().await.unwrap());
         }
-        assert!(caught_up.elapsed() < Duration::from_millis(5));
+        assert!(caught_up.elapsed() < Duration::from_millis(15));
         for _ in 0..10 {
             assert!(pacer.tick().await.unwrap());
         }

@@ -297,7 +297,7 @@ pub(crate) async fn end_to_end(
     let cpu = ctx.cpu.mark().await;
     let started = tokio::time::Instant::now();
     let mut pacer = Pacer::start(rate, messages)
-        .map_err(|e| CliError::Failed(format!("{name}: could not start the pacing thread: {e}")))?;
+        .map_err(|e| CliError::Failed(format!("{name}: pacing timer: {e}")))?;
     let topic = TopicName::from(topic);
     for i in 0..messages {
         pacer
