@@ -395,6 +395,19 @@ async fn answered_streams_are_read_to_their_end() {
     assert_eq!(stops, 0, "STOP_SENDING frames sent for answered requests");
 }
 
+/// A client of a real broker on this machine, trusting its development certificate.
+fn config_for_real(broker: &rustmq_broker::BrokerHandle) -> ClientConfig {
+    ClientConfig {
+        brokers: vec![broker.local_addr().to_string()],
+        tls_config: Some(TlsConfig {
+            ca_cert: Some(broker.cert_path().display().to_string()),
+            server_name: Some("localhost".into()),
+            ..TlsConfig::default()
+        }),
+        ..ClientConfig::default()
+    }
+}
+
 /// Datagrams the client received and sent per request, over `requests` sequential requests
 /// to a real broker, with the given acknowledgement thresholds on each end.
 async fn datagrams_per_request(client_threshold: u32, broker_threshold: u32) -> (f64, f64) {
@@ -408,15 +421,7 @@ async fn datagrams_per_request(client_threshold: u32, broker_threshold: u32) -> 
         .start()
         .await
         .unwrap();
-    let mut config = ClientConfig {
-        brokers: vec![broker.local_addr().to_string()],
-        tls_config: Some(TlsConfig {
-            ca_cert: Some(broker.cert_path().display().to_string()),
-            server_name: Some("localhost".into()),
-            ..TlsConfig::default()
-        }),
-        ..ClientConfig::default()
-    };
+    let mut config = config_for_real(&broker);
     config.quic_config.ack_eliciting_threshold = client_threshold;
     let client = RustMqClient::new(config).await.unwrap();
     let datagrams = |client: &RustMqClient| {
@@ -482,17 +487,7 @@ async fn the_broker_answers_in_large_datagrams_over_loopback() {
         .start()
         .await
         .unwrap();
-    let client = RustMqClient::new(ClientConfig {
-        brokers: vec![broker.local_addr().to_string()],
-        tls_config: Some(TlsConfig {
-            ca_cert: Some(broker.cert_path().display().to_string()),
-            server_name: Some("localhost".into()),
-            ..TlsConfig::default()
-        }),
-        ..ClientConfig::default()
-    })
-    .await
-    .unwrap();
+    let client = RustMqClient::new(config_for_real(&broker)).await.unwrap();
     client.create_topic("t", 1).await.unwrap();
     for _ in 0..8 {
         let mut batch = RecordBatchBuilder::new();
