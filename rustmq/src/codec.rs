@@ -112,13 +112,12 @@ pub(crate) fn encode_shared<C: Codec, T: Serialize>(value: &T) -> Result<Bytes, 
                 Ok(()) if buf.len() <= SCRATCH_CHUNK => Ok(buf.split().freeze()),
                 // The buffer grew for this payload: the payload leaves with that allocation.
                 Ok(()) => Ok(std::mem::take(&mut *buf).freeze()),
-                // A buffer grown for a large value that failed is not kept either.
-                Err(e) if buf.capacity() > 2 * SCRATCH_CHUNK => {
-                    *buf = BytesMut::new();
-                    Err(e)
-                }
+                // What a failed value wrote is cleared by the next call; a buffer grown for a
+                // large value is not kept.
                 Err(e) => {
-                    buf.clear();
+                    if buf.capacity() > 2 * SCRATCH_CHUNK {
+                        *buf = BytesMut::new();
+                    }
                     Err(e)
                 }
             }
