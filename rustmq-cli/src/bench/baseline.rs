@@ -53,7 +53,7 @@ pub(crate) async fn measure(
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from((*server_tls).clone()).map_err(|e| failed("server tls")(&e))?,
     ));
-    server_config.transport_config(large_datagrams());
+    server_config.transport_config(rustmq_transport());
     let endpoint = {
         let _guard = server.handle().enter();
         bind(Some(server_config))?
@@ -76,7 +76,7 @@ pub(crate) async fn measure(
     let mut client_config = quinn::ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(client_tls).map_err(|e| failed("client tls")(&e))?,
     ));
-    client_config.transport_config(large_datagrams());
+    client_config.transport_config(rustmq_transport());
     client.set_default_client_config(client_config);
     let conn = client
         .connect(addr, "localhost")
@@ -115,7 +115,7 @@ pub(crate) async fn measure(
 
 /// quinn's default transport settings, with RustMQ's datagram size bound and acknowledgement
 /// frequency.
-fn large_datagrams() -> Arc<quinn::TransportConfig> {
+fn rustmq_transport() -> Arc<quinn::TransportConfig> {
     let mut discovery = quinn::MtuDiscoveryConfig::default();
     discovery.upper_bound(rustmq::protocol::MAX_UDP_PAYLOAD_SIZE);
     let mut acks = quinn::AckFrequencyConfig::default();
