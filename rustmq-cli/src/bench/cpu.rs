@@ -15,22 +15,20 @@ use tokio::runtime::Handle;
 /// CPU time of the calling thread.
 #[cfg(target_os = "linux")]
 fn thread_cpu() -> Option<Duration> {
-    clock(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+    clock(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()
 }
 
 /// CPU time of the whole process.
 #[cfg(target_os = "linux")]
 fn process_cpu() -> Option<Duration> {
-    clock(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+    clock(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()
 }
 
+/// A clock's reading (`clock_gettime`; the CPU-time clocks here, the monotonic one for the
+/// pacer's deadlines), none of which is ever negative.
 #[cfg(target_os = "linux")]
-fn clock(id: nix::time::ClockId) -> Option<Duration> {
-    let t = nix::time::clock_gettime(id).ok()?;
-    Some(Duration::new(
-        u64::try_from(t.tv_sec()).ok()?,
-        u32::try_from(t.tv_nsec()).ok()?,
-    ))
+pub(super) fn clock(id: nix::time::ClockId) -> nix::Result<Duration> {
+    nix::time::clock_gettime(id).map(Duration::from)
 }
 
 #[cfg(not(target_os = "linux"))]

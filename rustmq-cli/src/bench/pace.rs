@@ -113,7 +113,7 @@ impl Clock {
 /// The monotonic clock the timer counts in (`CLOCK_MONOTONIC`).
 #[cfg(target_os = "linux")]
 fn now() -> std::io::Result<Duration> {
-    Ok(nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?.into())
+    Ok(super::cpu::clock(nix::time::ClockId::CLOCK_MONOTONIC)?)
 }
 
 /// Elsewhere: tokio's timer, whose deadlines fall on whole milliseconds.
