@@ -26,7 +26,7 @@ use rustmq_broker::tls::BrokerIdentity;
 
 use super::cpu::CpuProbe;
 use super::pace::Pacer;
-use super::report::{Baseline, Latency};
+use super::report::{round, Baseline, Latency};
 use super::target::ServerThread;
 use crate::error::CliError;
 
@@ -90,9 +90,8 @@ pub(crate) async fn measure(
     let cpu = probe.mark().await;
     let per_stream = round_trips_on_new_streams(&conn, round_trips, None).await?;
     let cpu = probe.since(&cpu).await;
-    let per_trip = |d: std::time::Duration| {
-        (d.as_secs_f64() * 1e6 / f64::from(round_trips.max(1)) * 100.0).round() / 100.0
-    };
+    let per_trip =
+        |d: std::time::Duration| round(d.as_secs_f64() * 1e6 / f64::from(round_trips.max(1)), 2);
     // One second of W4's pace at most.
     let paced_round_trips = round_trips.min(paced_rate.clamp(1, u64::from(u32::MAX)) as u32);
     let paced = round_trips_on_new_streams(&conn, paced_round_trips, Some(paced_rate)).await?;
@@ -195,13 +194,14 @@ async fn round_trips_on_new_streams(
 ) -> Result<Latency, CliError> {
     let frame = [b's'; FRAME];
     let mut latency = Latency::new();
+    let pacing = |e: std::io::Error| failed("pacing timer")(&e);
     let mut pacer = rate
         .map(|rate| Pacer::start(rate, u64::from(n)))
         .transpose()
-        .map_err(|e| failed("pacing timer")(&e))?;
+        .map_err(pacing)?;
     for _ in 0..n {
         if let Some(pacer) = &mut pacer {
-            pacer.tick().await.map_err(|e| failed("pacing timer")(&e))?;
+            pacer.tick().await.map_err(pacing)?;
         }
         let started = Instant::now();
         let (mut send, mut recv) = conn

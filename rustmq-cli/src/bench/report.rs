@@ -129,7 +129,8 @@ pub(crate) struct Report {
     vs_untyped: Option<f64>,
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+/// `x` rounded to `digits` decimals, as the report's figures are.
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
 }

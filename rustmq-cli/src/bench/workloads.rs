@@ -296,14 +296,11 @@ pub(crate) async fn end_to_end(
     let bar = progress::bar(ctx.quiet, Some(messages), name);
     let cpu = ctx.cpu.mark().await;
     let started = tokio::time::Instant::now();
-    let mut pacer = Pacer::start(rate, messages)
-        .map_err(|e| CliError::Failed(format!("{name}: pacing timer: {e}")))?;
+    let pacing = |e: std::io::Error| CliError::Failed(format!("{name}: pacing timer: {e}"));
+    let mut pacer = Pacer::start(rate, messages).map_err(pacing)?;
     let topic = TopicName::from(topic);
     for i in 0..messages {
-        pacer
-            .tick()
-            .await
-            .map_err(|e| CliError::Failed(format!("{name}: pacing timer: {e}")))?;
+        pacer.tick().await.map_err(pacing)?;
         let message = Message::builder()
             .topic(topic.clone())
             .payload(stamp.payload())
