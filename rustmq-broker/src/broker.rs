@@ -125,6 +125,10 @@ impl BrokerBuilder {
         let local_addr = server
             .local_addr()
             .map_err(|e| BrokerError::io("read bound address", e))?;
+        let request_memory = crate::memory::RequestMemory::new(
+            config.limits.max_request_memory_bytes,
+            config.limits.max_request_memory_per_connection,
+        );
         let core = Arc::new(Core {
             port: local_addr.port(),
             config,
@@ -134,6 +138,7 @@ impl BrokerBuilder {
             shutting_down: Default::default(),
             drop_produce_answers: Default::default(),
             security,
+            request_memory,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(server.run(Arc::clone(&core), stop_rx.clone()))];
@@ -231,6 +236,12 @@ impl BrokerHandle {
     /// streams are reset instead of answered, exactly as a lost answer looks to a client.
     pub fn drop_next_produce_answers(&self, n: u32) {
         self.core.drop_produce_answers.store(n, Ordering::Release);
+    }
+
+    /// Request bytes reserved now by frames being read or handled, over all connections
+    /// (`limits.max_request_memory_bytes` bounds it; see [`crate::memory`]).
+    pub fn request_memory_in_use(&self) -> u64 {
+        self.core.request_memory.in_use()
     }
 
     /// The configuration in force.

@@ -30,6 +30,8 @@
 //! max_batch_bytes = 8388608
 //! max_connections = 1024
 //! max_in_flight_per_connection = 256
+//! max_request_memory_bytes = 268435456         # request bytes held at once, all connections
+//! max_request_memory_per_connection = 33554432 # the same per connection (>= max_frame_bytes)
 //!
 //! [quic]
 //! max_udp_payload_size = 6550      # largest datagram probed for (path MTU discovery)
@@ -142,6 +144,12 @@ pub struct Limits {
     pub request_read_timeout_ms: u64,
     /// Longest long-poll a fetch may ask for (ms).
     pub max_fetch_wait_ms: u32,
+    /// Request bytes the broker holds at once over all connections: each frame's body is
+    /// reserved from its header until its request is handled, and a frame that finds no room
+    /// waits unread (see [`crate::memory`]). At least `max_request_memory_per_connection`.
+    pub max_request_memory_bytes: u64,
+    /// The same for one connection. At least `max_frame_bytes`.
+    pub max_request_memory_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -153,6 +161,8 @@ impl Default for Limits {
             max_in_flight_per_connection: 256,
             request_read_timeout_ms: 30_000,
             max_fetch_wait_ms: 60_000,
+            max_request_memory_bytes: 256 * 1024 * 1024,
+            max_request_memory_per_connection: 32 * 1024 * 1024,
         }
     }
 }
@@ -344,6 +354,15 @@ impl BrokerConfig {
                 "limits.max_connections and limits.max_in_flight_per_connection must be at least 1",
             );
         }
+        if self.limits.max_request_memory_per_connection < self.limits.max_frame_bytes
+            || u64::from(self.limits.max_request_memory_per_connection)
+                > self.limits.max_request_memory_bytes
+        {
+            return bad(
+                "limits.max_request_memory_per_connection must be between limits.max_frame_bytes \
+                 and limits.max_request_memory_bytes",
+            );
+        }
         rustmq_protocol::check_udp_payload_size(
             "quic.max_udp_payload_size",
             self.quic.max_udp_payload_size,
@@ -435,5 +454,24 @@ mod tests {
         for size in [1200, 6550] {
             with_size(size).unwrap();
         }
+        // The request budget must hold a whole frame, and a connection's within the broker's.
+        let with_memory = |frame: u32, per_connection: u32, total: u64| {
+            let mut cfg = BrokerConfig::default();
+            cfg.limits.max_frame_bytes = frame;
+            cfg.limits.max_batch_bytes = frame;
+            cfg.limits.max_request_memory_per_connection = per_connection;
+            cfg.limits.max_request_memory_bytes = total;
+            cfg.validate()
+        };
+        for (frame, per_connection, total) in [(4096, 4095, 1 << 20), (4096, 8192, 8191)] {
+            let err = with_memory(frame, per_connection, total)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("limits.max_request_memory_per_connection must be between"),
+                "{err}"
+            );
+        }
+        with_memory(4096, 4096, 4096).unwrap();
     }
 }

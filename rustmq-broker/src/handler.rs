@@ -51,6 +51,8 @@ pub struct Core {
     pub drop_produce_answers: AtomicU32,
     /// Authentication and ACLs.
     pub security: Security,
+    /// The budget of request bytes held at once.
+    pub request_memory: crate::memory::RequestMemory,
 }
 
 fn denied(d: Denied) -> BrokerError {

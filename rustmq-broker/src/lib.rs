@@ -29,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod handler;
+pub mod memory;
 pub mod metrics;
 pub mod producers;
 pub mod security;

@@ -14,6 +14,8 @@
 //! | `rustmq_broker_produce_bytes_total` | counter | `topic` | record-batch bytes appended |
 //! | `rustmq_broker_fetch_bytes_total` | counter | `topic` | record-batch bytes returned by fetches |
 //! | `rustmq_broker_connections` | gauge | | open client connections |
+//! | `rustmq_broker_request_memory_bytes` | gauge | | request bytes reserved by frames being read or handled |
+//! | `rustmq_broker_request_memory_waits_total` | counter | | frames that waited for room in the request budget |
 //! | `rustmq_broker_fsyncs_total` | counter | | fdatasync calls for appended data |
 //! | `rustmq_broker_fsync_duration_seconds` | histogram | | time of each of those calls |
 
@@ -37,6 +39,10 @@ pub const PRODUCE_BYTES_TOTAL: &str = "rustmq_broker_produce_bytes_total";
 pub const FETCH_BYTES_TOTAL: &str = "rustmq_broker_fetch_bytes_total";
 /// Open client connections.
 pub const CONNECTIONS: &str = "rustmq_broker_connections";
+/// Request bytes reserved by frames being read or handled.
+pub const REQUEST_MEMORY_BYTES: &str = "rustmq_broker_request_memory_bytes";
+/// Frames that waited for room in the request budget.
+pub const REQUEST_MEMORY_WAITS_TOTAL: &str = "rustmq_broker_request_memory_waits_total";
 /// fdatasync calls for appended data (group commits and segment rolls).
 pub const FSYNCS_TOTAL: &str = "rustmq_broker_fsyncs_total";
 /// Duration of each fdatasync.
@@ -68,6 +74,15 @@ pub fn describe() {
         "Record-batch bytes returned by fetches, by topic"
     );
     describe_gauge!(CONNECTIONS, "Open client connections");
+    describe_gauge!(
+        REQUEST_MEMORY_BYTES,
+        Unit::Bytes,
+        "Request bytes reserved by frames being read or handled"
+    );
+    describe_counter!(
+        REQUEST_MEMORY_WAITS_TOTAL,
+        "Frames that waited for room in the request budget"
+    );
     describe_counter!(FSYNCS_TOTAL, "fdatasync calls for appended data");
     describe_histogram!(
         FSYNC_DURATION_SECONDS,
@@ -172,6 +187,26 @@ pub(crate) fn connection_opened() {
 
 pub(crate) fn connection_closed() {
     gauge!(CONNECTIONS).decrement(1.0);
+}
+
+/// Made once: the macro would build (and hash) the key on every request.
+static REQUEST_MEMORY_KEY: LazyLock<Key> =
+    LazyLock::new(|| Key::from_static_name(REQUEST_MEMORY_BYTES));
+
+fn gauge_of(key: &Key) -> metrics::Gauge {
+    metrics::with_recorder(|recorder| recorder.register_gauge(key, &METADATA))
+}
+
+pub(crate) fn request_memory_reserved(bytes: u32) {
+    gauge_of(&REQUEST_MEMORY_KEY).increment(f64::from(bytes));
+}
+
+pub(crate) fn request_memory_released(bytes: usize) {
+    gauge_of(&REQUEST_MEMORY_KEY).decrement(bytes as f64);
+}
+
+pub(crate) fn request_memory_wait() {
+    counter!(REQUEST_MEMORY_WAITS_TOTAL).increment(1);
 }
 
 pub(crate) fn record_fsync(elapsed: Duration) {

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::error::BrokerError;
 use crate::handler::{ConnState, Core};
+use crate::memory::{ConnectionMemory, Reservation};
 use crate::tls::{BrokerIdentity, TlsError};
 
 /// Errors starting the QUIC endpoint.
@@ -66,6 +67,11 @@ impl Server {
         transport
             .max_concurrent_bidi_streams(core_limits.max_in_flight_per_connection.into())
             .max_concurrent_uni_streams(0u32.into())
+            // What the transport buffers for a stream the broker does not read (a frame waiting
+            // for room in the request budget): see `memory`. The connection's own window stays
+            // unlimited: were it smaller than the waiting streams' windows together, their
+            // unread bytes could take all of it, and a frame holding room could never finish.
+            .stream_receive_window(crate::memory::STREAM_RECEIVE_WINDOW.into())
             .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
                 120_000,
             ))));
@@ -155,6 +161,7 @@ async fn serve_connection(
     let span = tracing::debug_span!("connection", %remote);
     tracing::debug!(parent: &span, "connected");
     let state = Arc::new(ConnState::default());
+    let memory = core.request_memory.connection();
     if let Some(principal) = certificate_principal(&conn, core.config.tls.principal_from) {
         tracing::debug!(parent: &span, %principal, "client certificate verified");
         let _ = state.peer_principal.set(principal);
@@ -181,10 +188,11 @@ async fn serve_connection(
                 let state = Arc::clone(&state);
                 let close = Arc::clone(&close);
                 let shutdown = shutdown.clone();
+                let memory = memory.clone();
                 // Boxed: the stream's future is a few KB (every kind of request is handled
                 // inline), which spawning would copy several times over into the task.
                 tokio::spawn(Box::pin(async move {
-                    serve_stream(send, recv, &core, &state, shutdown).await;
+                    serve_stream(send, recv, &core, &state, &memory, shutdown).await;
                     if state.close_requested.load(Ordering::Relaxed) {
                         close.notify_one();
                     }
@@ -212,7 +220,8 @@ fn certificate_principal(
 }
 
 enum ReadOutcome {
-    Frame(Frame),
+    /// A whole frame, and the bytes its body holds in the request budget.
+    Frame(Frame, Reservation),
     /// The client finished its side cleanly between frames.
     End,
     /// The stream cannot continue; answer with this error (if any) and stop.
@@ -263,7 +272,12 @@ async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
 
 /// Reads one frame: its header within `timeout` of waiting for it, then its body within
 /// `timeout` of first waiting for body bytes.
-async fn read_frame(recv: &mut quinn::RecvStream, max_body: u32, timeout: Duration) -> ReadOutcome {
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max_body: u32,
+    timeout: Duration,
+    memory: &ConnectionMemory,
+) -> ReadOutcome {
     let mut head = [0u8; FRAME_HEADER_LEN];
     match within(&mut None, timeout, recv.read_exact(&mut head)).await {
         Ok(Ok(())) => {}
@@ -291,6 +305,18 @@ async fn read_frame(recv: &mut quinn::RecvStream, max_body: u32, timeout: Durati
         );
         return ReadOutcome::Fail(Some(e), header.request_id);
     }
+    // Room for the whole body before any of it is read; waiting for it is not the peer's doing,
+    // so it does not count against the read timeout (QUIC flow control holds the peer back).
+    let Some(reservation) = memory.reserve(header.body_len).await else {
+        let e = BrokerError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "frame body of {} bytes exceeds the broker's request memory",
+                header.body_len
+            ),
+        );
+        return ReadOutcome::Fail(Some(e), header.request_id);
+    };
     let want = header.body_len as usize;
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut got = 0usize;
@@ -312,7 +338,7 @@ async fn read_frame(recv: &mut quinn::RecvStream, max_body: u32, timeout: Durati
         }
     }
     let body = rustmq_protocol::frame::join_chunks(chunks, want);
-    ReadOutcome::Frame(Frame { header, body })
+    ReadOutcome::Frame(Frame { header, body }, reservation)
 }
 
 async fn serve_stream(
@@ -320,13 +346,15 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     core: &Arc<Core>,
     conn: &ConnState,
+    memory: &ConnectionMemory,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = &core.config.limits;
     let timeout = Duration::from_millis(limits.request_read_timeout_ms);
     loop {
-        match read_frame(&mut recv, limits.max_frame_bytes, timeout).await {
-            ReadOutcome::Frame(frame) => {
+        match read_frame(&mut recv, limits.max_frame_bytes, timeout, memory).await {
+            ReadOutcome::Frame(frame, reservation) => {
+                let request_id = frame.header.request_id;
                 let response = match Request::from_frame(&frame) {
                     Ok(req) => {
                         // A long poll or a pending group join must not outlive the broker: the
@@ -351,8 +379,12 @@ async fn serve_stream(
                         Response::Error(BrokerError::from(e).to_response())
                     }
                 };
+                // Handled: the body is let go, and its room in the budget with it, before the
+                // answer waits for the peer to take it.
+                drop(frame);
+                drop(reservation);
                 // A fetch answer's records go out as a chunk of their own, not copied.
-                let mut chunks = response.to_frame_chunks(frame.header.request_id);
+                let mut chunks = response.to_frame_chunks(request_id);
                 if send.write_all_chunks(&mut chunks).await.is_err() {
                     return;
                 }

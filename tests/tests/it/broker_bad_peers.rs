@@ -148,3 +148,114 @@ async fn bad_frames_are_answered_or_closed_while_others_keep_working() {
         Ok(Response::Ping(PingResponse { nonce: 9 }))
     ));
 }
+
+/// A peer that opens many large frames and holds them unfinished gets no more of the broker's
+/// memory than its connection's share: the broker reads a body only once its length is
+/// reserved, the rest wait unread, and QUIC's flow control stops the peer once a stream window
+/// of each is buffered. Other clients are served meanwhile, and every held frame is handled
+/// once it is complete: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use rustmq_broker::memory::STREAM_RECEIVE_WINDOW;
+
+    const MIB: usize = 1024 * 1024;
+    const FRAMES: usize = 8;
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_frame_bytes = 4 * MIB as u32;
+    config.limits.max_batch_bytes = 4 * MIB as u32 - 1024;
+    // Room for two of the peer's 3 MiB bodies, not three; the broker's total leaves room for
+    // another connection's.
+    config.limits.max_request_memory_per_connection = 7 * MIB as u32;
+    config.limits.max_request_memory_bytes = 14 * MIB as u64;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let handle = broker.handle().unwrap();
+    let good = broker.client().await.unwrap();
+    good.create_topic("flood", 1).await.unwrap();
+    let big_batch = |fill| {
+        batch(
+            &[TestRecord::new(vec![fill; 3 * MIB], 1)],
+            Compression::None,
+        )
+    };
+
+    let bad = raw_connection(broker.addr(), handle.cert_pem()).await;
+    raw_hello(&bad).await;
+    let frame = Request::Produce(ProduceRequest {
+        topic: "flood".into(),
+        partition: 0,
+        acks: Acks::Leader,
+        timeout_ms: 10_000,
+        batch: big_batch(7),
+    })
+    .to_frame(1);
+    let (head, last) = frame.split_at(frame.len() - 1);
+    let (head, last) = (
+        bytes::Bytes::copy_from_slice(head),
+        bytes::Bytes::copy_from_slice(last),
+    );
+    let written = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..FRAMES {
+        let (mut send, mut recv) = bad.open_bi().await.unwrap();
+        let (head, last) = (head.clone(), last.clone());
+        let (written, release) = (Arc::clone(&written), Arc::clone(&release));
+        senders.push(tokio::spawn(async move {
+            // All but the last byte, counting what flow control lets through.
+            let mut sent = 0;
+            while sent < head.len() {
+                let n = send.write(&head[sent..]).await.expect("write");
+                sent += n;
+                written.fetch_add(n, Ordering::Relaxed);
+            }
+            release.acquire().await.unwrap().forget();
+            send.write_all(&last).await.expect("last byte");
+            send.finish().unwrap();
+            let answer = recv.read_to_end(1 << 20).await.expect("answer");
+            Response::from_frame(&decode_one(&answer).expect("a frame"))
+        }));
+    }
+
+    // Let the peer push all it can.
+    let mut before = usize::MAX;
+    while written.load(Ordering::Relaxed) != before {
+        before = written.load(Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let body = frame.len() - rustmq::protocol::frame::FRAME_HEADER_LEN;
+    assert_eq!(
+        handle.request_memory_in_use(),
+        2 * body as u64,
+        "two bodies reserved: the connection's share has no room for a third"
+    );
+    // Two bodies read, and a stream window of each of the six others (unbounded, the peer
+    // would have sent all eight: ~25 MB).
+    let sent = written.load(Ordering::Relaxed);
+    let bound = 2 * frame.len() + (FRAMES - 2) * (STREAM_RECEIVE_WINDOW as usize + 64 * 1024);
+    assert!(
+        sent <= bound && sent < FRAMES * head.len() * 6 / 10,
+        "the peer sent {sent} bytes; at most {bound} can be let through"
+    );
+
+    // Another client is served meanwhile, with a frame as large.
+    produce(&good, "flood", 0, big_batch(1), Acks::Leader)
+        .await
+        .expect("another connection is not held back");
+
+    // Once complete, every held frame is handled.
+    release.add_permits(FRAMES);
+    for sender in senders {
+        let answer = sender.await.unwrap();
+        assert!(
+            matches!(answer, Ok(Response::Produce(_))),
+            "a held frame is answered: {answer:?}"
+        );
+    }
+    let (records, _) = fetch_all(&good, "flood", 0, 0).await;
+    assert_eq!(records.len(), FRAMES + 1, "nothing was lost");
+    assert_eq!(handle.request_memory_in_use(), 0, "all room given back");
+}

@@ -1,0 +1,182 @@
+//! The broker's budget for request bytes: what bounds its memory whatever its peers send.
+//!
+//! A request's body is read into memory whole before it is handled, and a connection may have
+//! `limits.max_in_flight_per_connection` requests on the way at once, each up to
+//! `limits.max_frame_bytes`: with the defaults, 256 x 16 MiB per connection. Every frame body
+//! therefore reserves its length, announced in its header, before a byte of it is read:
+//! first from its connection's budget (`limits.max_request_memory_per_connection`), then from
+//! the broker's (`limits.max_request_memory_bytes`). The reservation lasts until the request
+//! has been handled (its answer is built; the body is dropped by then). A frame that finds no
+//! room waits, its bytes left unread: QUIC's flow control then holds its sender back once
+//! [`STREAM_RECEIVE_WINDOW`] bytes of the stream are buffered.
+//!
+//! So one connection holds at most its share of bodies, plus one stream window for each frame
+//! waiting (at most `limits.max_in_flight_per_connection` streams), however many large frames
+//! it opens and however slowly it sends them (each must arrive within
+//! `limits.request_read_timeout_ms`); requests of other connections go on while it waits.
+//! Reserving the whole body up front rather than as chunks arrive means a reserved frame can
+//! always be read to its end: frames holding parts of the budget never wait on each other.
+//! For the same reason the connection's flow-control window is left unlimited: waiting
+//! streams could otherwise fill it and starve the reserved ones.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Bytes of a request stream the transport buffers before the broker reads them (its QUIC
+/// stream receive window): quinn's default, stated here because it bounds what a frame waiting
+/// for room in the budget costs.
+pub const STREAM_RECEIVE_WINDOW: u32 = 1_250_000;
+
+/// The broker-wide budget, shared by every connection.
+#[derive(Debug)]
+pub struct RequestMemory {
+    broker: Arc<Semaphore>,
+    limit: u64,
+    per_connection: u32,
+}
+
+impl RequestMemory {
+    /// A budget of `limit` bytes in all and `per_connection` bytes for each connection.
+    pub fn new(limit: u64, per_connection: u32) -> Self {
+        let permits = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            broker: Arc::new(Semaphore::new(permits)),
+            limit: permits as u64,
+            per_connection,
+        }
+    }
+
+    /// Bytes reserved now by frames being read or handled, over all connections.
+    pub fn in_use(&self) -> u64 {
+        self.limit - self.broker.available_permits() as u64
+    }
+
+    /// A new connection's budget.
+    pub(crate) fn connection(&self) -> ConnectionMemory {
+        ConnectionMemory {
+            connection: Arc::new(Semaphore::new(self.per_connection as usize)),
+            broker: Arc::clone(&self.broker),
+            largest: u64::from(self.per_connection).min(self.limit),
+        }
+    }
+}
+
+/// One connection's budget, drawing on the broker's.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionMemory {
+    connection: Arc<Semaphore>,
+    broker: Arc<Semaphore>,
+    /// The largest reservation either budget can ever grant.
+    largest: u64,
+}
+
+impl ConnectionMemory {
+    /// Reserves `bytes`, waiting for room; `None` if `bytes` exceed a whole budget and so
+    /// could never be granted (the configuration's validation rules that out for frames within
+    /// `limits.max_frame_bytes`).
+    pub(crate) async fn reserve(&self, bytes: u32) -> Option<Reservation> {
+        match self.try_reserve(bytes) {
+            Ok(reservation) => Some(reservation),
+            Err(()) if u64::from(bytes) > self.largest => None,
+            Err(()) => {
+                crate::metrics::request_memory_wait();
+                // The connection's part first: a connection waiting for the broker's part then
+                // holds back only itself. (Never closed, so these waits end only with room.)
+                let connection = Arc::clone(&self.connection)
+                    .acquire_many_owned(bytes)
+                    .await
+                    .ok()?;
+                let broker = Arc::clone(&self.broker)
+                    .acquire_many_owned(bytes)
+                    .await
+                    .ok()?;
+                Some(Reservation::new(bytes, connection, broker))
+            }
+        }
+    }
+
+    /// `bytes` reserved at once if both budgets have room, without making a future: how nearly
+    /// every frame gets its room.
+    #[inline]
+    fn try_reserve(&self, bytes: u32) -> Result<Reservation, ()> {
+        if bytes == 0 {
+            return Ok(Reservation::default());
+        }
+        let connection = Arc::clone(&self.connection)
+            .try_acquire_many_owned(bytes)
+            .map_err(drop)?;
+        let broker = Arc::clone(&self.broker)
+            .try_acquire_many_owned(bytes)
+            .map_err(drop)?;
+        Ok(Reservation::new(bytes, connection, broker))
+    }
+}
+
+/// Bytes reserved for one frame, returned to both budgets when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Reservation {
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+impl Reservation {
+    fn new(bytes: u32, connection: OwnedSemaphorePermit, broker: OwnedSemaphorePermit) -> Self {
+        crate::metrics::request_memory_reserved(bytes);
+        Self {
+            permits: Some((connection, broker)),
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((connection, _)) = &self.permits {
+            crate::metrics::request_memory_released(connection.num_permits());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A connection's reservations stop at its share and the broker's at its total; dropping
+    /// one lets a waiting frame in, and a frame larger than a whole budget is refused at once.
+    #[tokio::test]
+    async fn reservations_wait_for_room_in_both_budgets() {
+        let memory = RequestMemory::new(300, 200);
+        let (a, b) = (memory.connection(), memory.connection());
+        let first = a.reserve(150).await.unwrap();
+        assert_eq!(memory.in_use(), 150);
+        // The connection has 50 left: 100 more waits...
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { a.reserve(100).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        // ...while another connection gets the broker's remaining 150, and no more.
+        let other = b.reserve(150).await.unwrap();
+        assert_eq!(memory.in_use(), 300);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), b.reserve(1))
+                .await
+                .is_err(),
+            "the broker's total is spent"
+        );
+        drop(first);
+        let second = waiting.await.unwrap();
+        assert_eq!(memory.in_use(), 250);
+        assert!(
+            a.reserve(201).await.is_none(),
+            "beyond the connection's share"
+        );
+        assert!(a.reserve(0).await.unwrap().permits.is_none());
+        drop((second, other));
+        assert_eq!(memory.in_use(), 0);
+    }
+}
