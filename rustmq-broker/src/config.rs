@@ -30,7 +30,7 @@
 //! max_batch_bytes = 8388608
 //! max_connections = 1024
 //! max_in_flight_per_connection = 256
-//! max_request_memory_bytes = 268435456         # request bytes held at once, all connections
+//! max_request_memory_bytes = 268435456         # request and answer bytes held, all connections
 //! max_request_memory_per_connection = 33554432 # the same per connection (>= max_frame_bytes)
 //!
 //! [quic]
@@ -144,9 +144,10 @@ pub struct Limits {
     pub request_read_timeout_ms: u64,
     /// Longest long-poll a fetch may ask for (ms).
     pub max_fetch_wait_ms: u32,
-    /// Request bytes the broker holds at once over all connections: each frame's body is
-    /// reserved from its header until its request is handled, and a frame that finds no room
-    /// waits unread (see [`crate::memory`]). At least `max_request_memory_per_connection`.
+    /// Bytes of requests and fetch answers the broker holds at once over all connections: each
+    /// frame's body is reserved from its header until its request is handled, each fetch
+    /// answer's records from the read until the transport lets go of them, and what finds no
+    /// room waits (see [`crate::memory`]). At least `max_request_memory_per_connection`.
     pub max_request_memory_bytes: u64,
     /// The same for one connection. At least `max_frame_bytes`.
     pub max_request_memory_per_connection: u32,

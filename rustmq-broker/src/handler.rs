@@ -30,6 +30,9 @@ pub struct ConnState {
     pub auth_failures: AtomicU32,
     /// Set when the connection must be closed once the current answer is sent.
     pub close_requested: AtomicBool,
+    /// The connection's share of the broker's request memory (`None`: unbounded, for a state
+    /// made outside the server).
+    pub(crate) memory: Option<crate::memory::ConnectionMemory>,
 }
 
 /// Everything a request handler needs; shared by all connections.
@@ -199,7 +202,7 @@ impl Core {
                 }))
             }
             Request::Produce(r) => self.produce(r).await,
-            Request::Fetch(r) => self.fetch(r).await,
+            Request::Fetch(r) => self.fetch(conn, r).await,
             Request::ListOffsets(r) => self.list_offsets(r),
             Request::InitProducer(r) => {
                 let (producer_id, epoch) = self.producer_ids.init(r.name.as_deref())?;
@@ -433,7 +436,7 @@ impl Core {
         }))
     }
 
-    async fn fetch(&self, r: FetchRequest) -> Answer {
+    async fn fetch(&self, conn: &ConnState, r: FetchRequest) -> Answer {
         let topic = self.topics.require(&r.topic)?;
         let log = Arc::clone(topic.partition(r.partition)?);
         let limits = &self.config.limits;
@@ -447,6 +450,12 @@ impl Core {
         // Subscribe before reading so that an append between the read and the wait is not missed.
         let mut changes = log.subscribe();
         let records = loop {
+            // Room in the connection's (and the broker's) budget for what the read may return,
+            // taken before it: a peer that leaves its answers unread stops getting more.
+            let room = match &conn.memory {
+                Some(memory) => Some((memory, memory.reserve(max_bytes).await)),
+                None => None,
+            };
             let records = log.read(r.offset, max_bytes).map_err(|e| {
                 BrokerError::storage(format!("fetch from {}/{}", r.topic, r.partition), e)
             })?;
@@ -454,7 +463,11 @@ impl Core {
                 || max_wait.is_zero()
                 || self.shutting_down.load(Ordering::Relaxed)
             {
-                break records;
+                break match room {
+                    // Held, cut to the records' length, until the transport lets go of them.
+                    Some((memory, Some(room))) => memory.hold(records, room).await,
+                    _ => records,
+                };
             }
             // Deadline passed or the log was closed: answer with what there is (nothing).
             if !matches!(

@@ -1,4 +1,5 @@
-//! The broker's budget for request bytes: what bounds its memory whatever its peers send.
+//! The broker's budget for request and answer bytes: what bounds its memory whatever its peers
+//! send or leave unread.
 //!
 //! A request's body is read into memory whole before it is handled, and a connection may have
 //! `limits.max_in_flight_per_connection` requests on the way at once, each up to
@@ -10,7 +11,12 @@
 //! room waits, its bytes left unread: QUIC's flow control then holds its sender back once
 //! [`STREAM_RECEIVE_WINDOW`] bytes of the stream are buffered.
 //!
-//! So one connection holds at most its share of bodies, plus one stream window for each frame
+//! A fetch answer's records take room the same way: `max_bytes` is reserved before the log is
+//! read, cut to what the read returned, and held until the transport has let go of the records
+//! (sent, and acknowledged by the peer). A peer that asks for answers and leaves them unread
+//! stops getting more once its connection's share is spent.
+//!
+//! So one connection holds at most its share of bodies and answers, plus one stream window for each frame
 //! waiting (at most `limits.max_in_flight_per_connection` streams), however many large frames
 //! it opens and however slowly it sends them (each must arrive within
 //! `limits.request_read_timeout_ms`); requests of other connections go on while it waits.
@@ -21,6 +27,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes of a request stream the transport buffers before the broker reads them (its QUIC
@@ -98,6 +105,30 @@ impl ConnectionMemory {
         }
     }
 
+    /// `records`, read with `room` reserved for them: the room is cut (or grown, when the
+    /// read returned a first batch larger than asked for) to their length and given back when
+    /// the last copy of them is dropped, once the transport has sent them and the peer has
+    /// acknowledged them.
+    pub(crate) async fn hold(&self, records: Bytes, mut room: Reservation) -> Bytes {
+        let held = room.bytes();
+        if records.len() < held {
+            room.shrink_to(records.len());
+        } else if records.len() > held {
+            // Taken again whole, waiting with no room held: reads holding some while waiting
+            // for more could wait on each other for ever.
+            drop(room);
+            let bytes = u32::try_from(records.len()).unwrap_or(u32::MAX);
+            room = self.reserve(bytes).await.unwrap_or_default();
+        }
+        if records.is_empty() {
+            return records;
+        }
+        Bytes::from_owner(Held {
+            records,
+            _room: room,
+        })
+    }
+
     /// `bytes` reserved at once if both budgets have room, without making a future: how nearly
     /// every frame gets its room.
     #[inline]
@@ -127,6 +158,36 @@ impl Reservation {
         Self {
             permits: Some((connection, broker)),
         }
+    }
+
+    /// The bytes reserved.
+    fn bytes(&self) -> usize {
+        self.permits
+            .as_ref()
+            .map_or(0, |(connection, _)| connection.num_permits())
+    }
+
+    /// Gives back all but `bytes`.
+    fn shrink_to(&mut self, bytes: usize) {
+        if let Some((connection, broker)) = &mut self.permits {
+            let excess = connection.num_permits().saturating_sub(bytes);
+            if excess > 0 {
+                drop((connection.split(excess), broker.split(excess)));
+                crate::metrics::request_memory_released(excess);
+            }
+        }
+    }
+}
+
+/// Records holding their room in the budget.
+struct Held {
+    records: Bytes,
+    _room: Reservation,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.records
     }
 }
 
@@ -178,5 +239,30 @@ mod tests {
         assert!(a.reserve(0).await.unwrap().permits.is_none());
         drop((second, other));
         assert_eq!(memory.in_use(), 0);
+    }
+
+    /// Records read with room keep exactly their length reserved (cut, or grown for a first
+    /// batch larger than asked for) until their last copy is dropped.
+    #[tokio::test]
+    async fn held_records_keep_their_length_until_the_last_copy_goes() {
+        let memory = RequestMemory::new(1000, 1000);
+        let conn = memory.connection();
+        let room = conn.reserve(400).await.unwrap();
+        let records = conn.hold(Bytes::from(vec![1u8; 150]), room).await;
+        assert_eq!(memory.in_use(), 150, "cut to the records");
+        let copy = records.slice(10..20);
+        drop(records);
+        assert_eq!(memory.in_use(), 150, "a slice still holds them");
+        drop(copy);
+        assert_eq!(memory.in_use(), 0);
+
+        let room = conn.reserve(100).await.unwrap();
+        let records = conn.hold(Bytes::from(vec![2u8; 250]), room).await;
+        assert_eq!(memory.in_use(), 250, "grown to a larger first batch");
+        assert_eq!(&records[..], &[2u8; 250][..]);
+        drop(records);
+        let room = conn.reserve(100).await.unwrap();
+        assert!(conn.hold(Bytes::new(), room).await.is_empty());
+        assert_eq!(memory.in_use(), 0, "an empty read holds nothing");
     }
 }

@@ -160,8 +160,10 @@ async fn serve_connection(
     let remote = conn.remote_address();
     let span = tracing::debug_span!("connection", %remote);
     tracing::debug!(parent: &span, "connected");
-    let state = Arc::new(ConnState::default());
-    let memory = core.request_memory.connection();
+    let state = Arc::new(ConnState {
+        memory: Some(core.request_memory.connection()),
+        ..ConnState::default()
+    });
     if let Some(principal) = certificate_principal(&conn, core.config.tls.principal_from) {
         tracing::debug!(parent: &span, %principal, "client certificate verified");
         let _ = state.peer_principal.set(principal);
@@ -188,11 +190,10 @@ async fn serve_connection(
                 let state = Arc::clone(&state);
                 let close = Arc::clone(&close);
                 let shutdown = shutdown.clone();
-                let memory = memory.clone();
                 // Boxed: the stream's future is a few KB (every kind of request is handled
                 // inline), which spawning would copy several times over into the task.
                 tokio::spawn(Box::pin(async move {
-                    serve_stream(send, recv, &core, &state, &memory, shutdown).await;
+                    serve_stream(send, recv, &core, &state, shutdown).await;
                     if state.close_requested.load(Ordering::Relaxed) {
                         close.notify_one();
                     }
@@ -276,7 +277,7 @@ async fn read_frame(
     recv: &mut quinn::RecvStream,
     max_body: u32,
     timeout: Duration,
-    memory: &ConnectionMemory,
+    memory: Option<&ConnectionMemory>,
 ) -> ReadOutcome {
     let mut head = [0u8; FRAME_HEADER_LEN];
     match within(&mut None, timeout, recv.read_exact(&mut head)).await {
@@ -307,7 +308,11 @@ async fn read_frame(
     }
     // Room for the whole body before any of it is read; waiting for it is not the peer's doing,
     // so it does not count against the read timeout (QUIC flow control holds the peer back).
-    let Some(reservation) = memory.reserve(header.body_len).await else {
+    let reservation = match memory {
+        Some(memory) => memory.reserve(header.body_len).await,
+        None => Some(Reservation::default()),
+    };
+    let Some(reservation) = reservation else {
         let e = BrokerError::new(
             ErrorCode::FrameTooLarge,
             format!(
@@ -346,13 +351,19 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     core: &Arc<Core>,
     conn: &ConnState,
-    memory: &ConnectionMemory,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = &core.config.limits;
     let timeout = Duration::from_millis(limits.request_read_timeout_ms);
     loop {
-        match read_frame(&mut recv, limits.max_frame_bytes, timeout, memory).await {
+        match read_frame(
+            &mut recv,
+            limits.max_frame_bytes,
+            timeout,
+            conn.memory.as_ref(),
+        )
+        .await
+        {
             ReadOutcome::Frame(frame, reservation) => {
                 let request_id = frame.header.request_id;
                 let response = match Request::from_frame(&frame) {

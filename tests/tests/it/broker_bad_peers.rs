@@ -257,5 +257,108 @@ async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
     }
     let (records, _) = fetch_all(&good, "flood", 0, 0).await;
     assert_eq!(records.len(), FRAMES + 1, "nothing was lost");
-    assert_eq!(handle.request_memory_in_use(), 0, "all room given back");
+    all_room_given_back(handle).await;
+}
+
+/// The budget comes back to 0 once the transport has let go of every answer (the peer's
+/// acknowledgements may still be on their way when the last answer is read).
+async fn all_room_given_back(handle: &rustmq::testing::BrokerHandle) {
+    for _ in 0..100 {
+        if handle.request_memory_in_use() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{} bytes still reserved", handle.request_memory_in_use());
+}
+
+/// A peer that asks for fetch answers and leaves them unread gets no more of them than its
+/// connection's share: each answer's records hold their room until the transport has let go
+/// of them, and a fetch finding no room waits before reading the log. Another client fetches
+/// meanwhile, and once the peer reads, every answer arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_leaving_fetch_answers_unread_gets_only_its_share() {
+    const MIB: usize = 1024 * 1024;
+    const FETCHES: usize = 6;
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_frame_bytes = 4 * MIB as u32;
+    config.limits.max_batch_bytes = 4 * MIB as u32 - 1024;
+    // Room for two of the 3 MiB answers (and the 3.5 MiB asked for), not three.
+    config.limits.max_request_memory_per_connection = 7 * MIB as u32;
+    config.limits.max_request_memory_bytes = 14 * MIB as u64;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let handle = broker.handle().unwrap();
+    let good = broker.client().await.unwrap();
+    good.create_topic("big", 1).await.unwrap();
+    for fill in 0..3u8 {
+        let records = [TestRecord::new(vec![fill; 3 * MIB], 1)];
+        produce(
+            &good,
+            "big",
+            0,
+            batch(&records, Compression::None),
+            Acks::Leader,
+        )
+        .await
+        .unwrap();
+    }
+
+    let bad = raw_connection(broker.addr(), handle.cert_pem()).await;
+    raw_hello(&bad).await;
+    let fetch = Request::Fetch(FetchRequest {
+        topic: "big".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 3 * MIB as u32 + MIB as u32 / 2,
+        max_wait_ms: 0,
+    })
+    .to_frame(1);
+    let mut answers = Vec::new();
+    for _ in 0..FETCHES {
+        let (mut send, recv) = bad.open_bi().await.unwrap();
+        send.write_all(&fetch).await.unwrap();
+        send.finish().unwrap();
+        answers.push(recv);
+    }
+    // Let the broker answer what it will.
+    let mut before = u64::MAX;
+    while handle.request_memory_in_use() != before {
+        before = handle.request_memory_in_use();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // (The waiting fetches' own request frames, a few bytes each, hold room too.)
+    let in_use = handle.request_memory_in_use() as usize;
+    assert!(
+        (6 * MIB..6 * MIB + 8192).contains(&in_use),
+        "two answers of one 3 MiB batch each hold room, got {in_use} bytes"
+    );
+    // Only those two streams get any data: the others' fetches wait before the read.
+    let mut started = 0;
+    for recv in &mut answers {
+        let mut byte = [0u8; 1];
+        let first =
+            tokio::time::timeout(std::time::Duration::from_millis(300), recv.read(&mut byte));
+        if matches!(first.await, Ok(Ok(Some(1)))) {
+            started += 1;
+        }
+    }
+    assert_eq!(
+        started, 2,
+        "answers beyond the connection's share are not sent"
+    );
+
+    // Another client fetches meanwhile.
+    let (records, _) = fetch_all(&good, "big", 0, 0).await;
+    assert_eq!(records.len(), 3);
+
+    // Read (all at once, as a client does: the answers waiting for room are sent only as the
+    // first ones are taken), every answer arrives whole, the first two less the byte read above.
+    let reads = answers
+        .into_iter()
+        .map(|mut recv| async move { recv.read_to_end(8 * MIB).await.expect("answer") });
+    for rest in futures::future::join_all(reads).await {
+        assert!(rest.len() > 3 * MIB, "a whole answer: {} bytes", rest.len());
+    }
+    all_room_given_back(handle).await;
 }
