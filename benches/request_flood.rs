@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rustmq::testing::{BrokerConfig, TestBroker};
 use rustmq_protocol::{Acks, Compression, FetchRequest, ProduceRequest, Request};
-use tests::{batch, produce, raw_connection, raw_hello, TestRecord};
+use tests::{batch, produce, raw_connection, raw_hello, write_counting, TestRecord};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -95,15 +95,8 @@ fn main() {
                 let (head, sent) = (head.clone(), Arc::clone(&sent));
                 tokio::spawn(async move {
                     let _recv = recv;
-                    let mut at = 0;
-                    while at < head.len() {
-                        match send.write(&head[at..]).await {
-                            Ok(n) => {
-                                at += n;
-                                sent.fetch_add(n, Ordering::Relaxed);
-                            }
-                            Err(_) => return,
-                        }
+                    if write_counting(&mut send, &head, &sent).await.is_err() {
+                        return;
                     }
                     if cut == 0 {
                         let _ = send.finish();

@@ -188,3 +188,36 @@ pub fn decode_one(bytes: &[u8]) -> Option<Frame> {
     d.extend(bytes);
     d.next_frame().ok().flatten()
 }
+
+/// Reads `read` every 20 ms until `done` holds for its value, for up to `within`; returns the
+/// last value read (the caller asserts on it).
+pub async fn wait_until<T: Copy>(
+    within: std::time::Duration,
+    mut read: impl FnMut() -> T,
+    done: impl Fn(T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let value = read();
+        if done(value) || tokio::time::Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes all of `bytes` to `send`, adding what the transport accepts to `written` as it goes
+/// (a peer counting how much flow control lets through); stops at the first error.
+pub async fn write_counting(
+    send: &mut quinn::SendStream,
+    bytes: &[u8],
+    written: &std::sync::atomic::AtomicUsize,
+) -> Result<(), quinn::WriteError> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let n = send.write(&bytes[at..]).await?;
+        at += n;
+        written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}

@@ -140,7 +140,8 @@ pub struct Limits {
     /// Concurrent requests (QUIC streams) per connection.
     pub max_in_flight_per_connection: u32,
     /// A request's stream is abandoned when its frame header, or then its body, has been
-    /// waited for longer than this (ms).
+    /// waited for longer than this (ms); so is one whose answer the peer has not taken (read
+    /// far enough for it all to be sent) within it.
     pub request_read_timeout_ms: u64,
     /// Longest long-poll a fetch may ask for (ms).
     pub max_fetch_wait_ms: u32,

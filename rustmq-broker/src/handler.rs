@@ -453,7 +453,15 @@ impl Core {
             // Room in the connection's (and the broker's) budget for what the read may return,
             // taken before it: a peer that leaves its answers unread stops getting more.
             let room = match &conn.memory {
-                Some(memory) => Some((memory, memory.reserve(max_bytes).await)),
+                Some(memory) => Some((
+                    memory,
+                    memory.reserve(max_bytes).await.map_err(|_| {
+                        BrokerError::new(
+                            ErrorCode::Throttled,
+                            "the connection ended while the fetch waited for memory",
+                        )
+                    })?,
+                )),
                 None => None,
             };
             let records = log.read(r.offset, max_bytes).map_err(|e| {
@@ -465,10 +473,12 @@ impl Core {
             {
                 break match room {
                     // Held, cut to the records' length, until the transport lets go of them.
-                    Some((memory, Some(room))) => memory.hold(records, room).await,
-                    _ => records,
+                    Some((memory, room)) => memory.hold(records, room).await,
+                    None => records,
                 };
             }
+            // A long poll waits for data with no room held.
+            drop(room);
             // Deadline passed or the log was closed: answer with what there is (nothing).
             if !matches!(
                 tokio::time::timeout_at(deadline, changes.changed()).await,

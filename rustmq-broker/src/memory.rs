@@ -1,34 +1,39 @@
-//! The broker's budget for request and answer bytes: what bounds its memory whatever its peers
-//! send or leave unread.
+//! The broker's budget for request and answer bytes: what bounds the memory its requests take
+//! whatever its peers send or leave unread.
 //!
 //! A request's body is read into memory whole before it is handled, and a connection may have
 //! `limits.max_in_flight_per_connection` requests on the way at once, each up to
 //! `limits.max_frame_bytes`: with the defaults, 256 x 16 MiB per connection. Every frame body
 //! therefore reserves its length, announced in its header, before a byte of it is read:
 //! first from its connection's budget (`limits.max_request_memory_per_connection`), then from
-//! the broker's (`limits.max_request_memory_bytes`). The reservation lasts until the request
-//! has been handled (its answer is built; the body is dropped by then). A frame that finds no
-//! room waits, its bytes left unread: QUIC's flow control then holds its sender back once
-//! [`STREAM_RECEIVE_WINDOW`] bytes of the stream are buffered.
+//! the broker's (`limits.max_request_memory_bytes`). A produce keeps its body's room until it
+//! has been handled (the batch is part of the body); any other request gives it back as soon
+//! as it is decoded. A frame that finds no room waits, its bytes left unread: QUIC's flow
+//! control then holds its sender back once [`STREAM_RECEIVE_WINDOW`] bytes of the stream are
+//! buffered, and a frame not finished within `limits.request_read_timeout_ms` is dropped.
 //!
 //! A fetch answer's records take room the same way: `max_bytes` is reserved before the log is
-//! read, cut to what the read returned, and held until the transport has let go of the records
-//! (sent, and acknowledged by the peer). A peer that asks for answers and leaves them unread
-//! stops getting more once its connection's share is spent.
+//! read (not while a long poll waits for data), cut to what the read returned, and held until
+//! the transport has let go of the records (sent, and acknowledged by the peer's transport). A
+//! peer that leaves its answers unread stops getting more once its connection's share is spent,
+//! and an answer it takes nothing of for `limits.request_read_timeout_ms` is given up (its
+//! stream reset, its room returned).
 //!
-//! So one connection holds at most its share of bodies and answers, plus one stream window for each frame
-//! waiting (at most `limits.max_in_flight_per_connection` streams), however many large frames
-//! it opens and however slowly it sends them (each must arrive within
-//! `limits.request_read_timeout_ms`); requests of other connections go on while it waits.
-//! Reserving the whole body up front rather than as chunks arrive means a reserved frame can
-//! always be read to its end: frames holding parts of the budget never wait on each other.
-//! For the same reason the connection's flow-control window is left unlimited: waiting
-//! streams could otherwise fill it and starve the reserved ones.
+//! So one connection holds at most its share of bodies and answers, plus a stream window for
+//! each frame waiting. Reserving a whole body up front rather than as chunks arrive means a
+//! reserved frame can always be read to its end, and no task waits for room while it holds
+//! some: no two waits can wait on each other. For the same reason the connection's
+//! flow-control window is left unlimited: waiting streams could otherwise fill it and starve
+//! the reserved ones. What the budget does not give is fairness between connections: a few
+//! connections that spend their shares (`max_request_memory_bytes /
+//! max_request_memory_per_connection` of them, 8 with the defaults) can hold the broker's whole
+//! budget, and others then wait until their frames time out or their answers are taken.
+//! When a connection ends, its waits end with it (`ConnectionMemory::close`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Bytes of a request stream the transport buffers before the broker reads them (its QUIC
 /// stream receive window): quinn's default, stated here because it bounds what a frame waiting
@@ -40,23 +45,29 @@ pub const STREAM_RECEIVE_WINDOW: u32 = 1_250_000;
 pub struct RequestMemory {
     broker: Arc<Semaphore>,
     limit: u64,
-    per_connection: u32,
+    per_connection: usize,
+}
+
+/// `bytes` as semaphore permits (a semaphore holds at most `Semaphore::MAX_PERMITS`).
+fn permits(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
 }
 
 impl RequestMemory {
     /// A budget of `limit` bytes in all and `per_connection` bytes for each connection.
     pub fn new(limit: u64, per_connection: u32) -> Self {
-        let permits = usize::try_from(limit)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
+        let limit = permits(limit);
         Self {
-            broker: Arc::new(Semaphore::new(permits)),
-            limit: permits as u64,
-            per_connection,
+            broker: Arc::new(Semaphore::new(limit)),
+            limit: limit as u64,
+            per_connection: permits(per_connection.into()),
         }
     }
 
-    /// Bytes reserved now by frames being read or handled, over all connections.
+    /// Bytes reserved now over all connections, including room already set aside for a frame
+    /// or a fetch still waiting for the rest of its room.
     pub fn in_use(&self) -> u64 {
         self.limit - self.broker.available_permits() as u64
     }
@@ -64,11 +75,22 @@ impl RequestMemory {
     /// A new connection's budget.
     pub(crate) fn connection(&self) -> ConnectionMemory {
         ConnectionMemory {
-            connection: Arc::new(Semaphore::new(self.per_connection as usize)),
+            connection: Arc::new(Semaphore::new(self.per_connection)),
             broker: Arc::clone(&self.broker),
-            largest: u64::from(self.per_connection).min(self.limit),
+            largest: self.per_connection.min(self.limit as usize),
+            closed: Arc::new(Notify::new()),
         }
     }
+}
+
+/// Why no room was reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// More than a whole budget: it could never be granted (the configuration's validation
+    /// rules that out for frames within `limits.max_frame_bytes`).
+    TooLarge,
+    /// The connection has ended.
+    Closed,
 }
 
 /// One connection's budget, drawing on the broker's.
@@ -77,51 +99,76 @@ pub(crate) struct ConnectionMemory {
     connection: Arc<Semaphore>,
     broker: Arc<Semaphore>,
     /// The largest reservation either budget can ever grant.
-    largest: u64,
+    largest: usize,
+    /// Woken by [`ConnectionMemory::close`].
+    closed: Arc<Notify>,
 }
 
 impl ConnectionMemory {
-    /// Reserves `bytes`, waiting for room; `None` if `bytes` exceed a whole budget and so
-    /// could never be granted (the configuration's validation rules that out for frames within
-    /// `limits.max_frame_bytes`).
-    pub(crate) async fn reserve(&self, bytes: u32) -> Option<Reservation> {
-        match self.try_reserve(bytes) {
-            Ok(reservation) => Some(reservation),
-            Err(()) if u64::from(bytes) > self.largest => None,
-            Err(()) => {
-                crate::metrics::request_memory_wait();
-                // The connection's part first: a connection waiting for the broker's part then
-                // holds back only itself. (Never closed, so these waits end only with room.)
-                let connection = Arc::clone(&self.connection)
-                    .acquire_many_owned(bytes)
-                    .await
-                    .ok()?;
-                let broker = Arc::clone(&self.broker)
-                    .acquire_many_owned(bytes)
-                    .await
-                    .ok()?;
-                Some(Reservation::new(bytes, connection, broker))
-            }
+    /// Reserves `bytes`, waiting for room.
+    pub(crate) async fn reserve(&self, bytes: u32) -> Result<Reservation, Refused> {
+        if let Some(reservation) = self.try_reserve(bytes) {
+            return Ok(reservation);
         }
+        if bytes as usize > self.largest {
+            return Err(Refused::TooLarge);
+        }
+        crate::metrics::request_memory_wait();
+        // The connection's part first: a connection waiting for the broker's part then holds
+        // back only itself. A closed connection's semaphore ends the first wait; the second
+        // listens for the close itself.
+        let connection = Arc::clone(&self.connection)
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| Refused::Closed)?;
+        let closed = self.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.connection.is_closed() {
+            return Err(Refused::Closed);
+        }
+        let broker = tokio::select! {
+            permit = Arc::clone(&self.broker).acquire_many_owned(bytes) => {
+                permit.map_err(|_| Refused::Closed)?
+            }
+            () = closed => return Err(Refused::Closed),
+        };
+        Ok(Reservation::new(bytes, connection, broker))
     }
 
-    /// `records`, read with `room` reserved for them: the room is cut (or grown, when the
-    /// read returned a first batch larger than asked for) to their length and given back when
-    /// the last copy of them is dropped, once the transport has sent them and the peer has
-    /// acknowledged them.
+    /// `bytes` reserved at once if both budgets have room, without making a future: how nearly
+    /// every frame gets its room.
+    #[inline]
+    fn try_reserve(&self, bytes: u32) -> Option<Reservation> {
+        if bytes == 0 {
+            return Some(Reservation::default());
+        }
+        let connection = Arc::clone(&self.connection)
+            .try_acquire_many_owned(bytes)
+            .ok()?;
+        let broker = Arc::clone(&self.broker)
+            .try_acquire_many_owned(bytes)
+            .ok()?;
+        Some(Reservation::new(bytes, connection, broker))
+    }
+
+    /// `records`, read with `room` reserved for them: the room is cut to their length (or
+    /// taken again for it, when the read returned a first batch larger than asked for) and
+    /// given back when the last copy of them is dropped, once the transport has sent them and
+    /// the peer's transport has acknowledged them.
     pub(crate) async fn hold(&self, records: Bytes, mut room: Reservation) -> Bytes {
+        if records.is_empty() {
+            return records;
+        }
         let held = room.bytes();
         if records.len() < held {
             room.shrink_to(records.len());
         } else if records.len() > held {
-            // Taken again whole, waiting with no room held: reads holding some while waiting
-            // for more could wait on each other for ever.
+            // Taken again whole, waiting with no room held (a task never waits for room while
+            // it holds some). If the connection ended meanwhile, the answer goes nowhere.
             drop(room);
             let bytes = u32::try_from(records.len()).unwrap_or(u32::MAX);
             room = self.reserve(bytes).await.unwrap_or_default();
-        }
-        if records.is_empty() {
-            return records;
         }
         Bytes::from_owner(Held {
             records,
@@ -129,24 +176,15 @@ impl ConnectionMemory {
         })
     }
 
-    /// `bytes` reserved at once if both budgets have room, without making a future: how nearly
-    /// every frame gets its room.
-    #[inline]
-    fn try_reserve(&self, bytes: u32) -> Result<Reservation, ()> {
-        if bytes == 0 {
-            return Ok(Reservation::default());
-        }
-        let connection = Arc::clone(&self.connection)
-            .try_acquire_many_owned(bytes)
-            .map_err(drop)?;
-        let broker = Arc::clone(&self.broker)
-            .try_acquire_many_owned(bytes)
-            .map_err(drop)?;
-        Ok(Reservation::new(bytes, connection, broker))
+    /// Ends every wait for room on this connection, now and later: called when the connection
+    /// ends. Its streams' tasks then end, and with them what they hold.
+    pub(crate) fn close(&self) {
+        self.connection.close();
+        self.closed.notify_waiters();
     }
 }
 
-/// Bytes reserved for one frame, returned to both budgets when dropped.
+/// Bytes reserved for one frame or answer, returned to both budgets when dropped.
 #[derive(Debug, Default)]
 pub(crate) struct Reservation {
     permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
@@ -179,6 +217,14 @@ impl Reservation {
     }
 }
 
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((connection, _)) = &self.permits {
+            crate::metrics::request_memory_released(connection.num_permits());
+        }
+    }
+}
+
 /// Records holding their room in the budget.
 struct Held {
     records: Bytes,
@@ -188,14 +234,6 @@ struct Held {
 impl AsRef<[u8]> for Held {
     fn as_ref(&self) -> &[u8] {
         &self.records
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if let Some((connection, _)) = &self.permits {
-            crate::metrics::request_memory_released(connection.num_permits());
-        }
     }
 }
 
@@ -218,8 +256,6 @@ mod tests {
             let a = a.clone();
             async move { a.reserve(100).await.unwrap() }
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished());
         // ...while another connection gets the broker's remaining 150, and no more.
         let other = b.reserve(150).await.unwrap();
         assert_eq!(memory.in_use(), 300);
@@ -232,8 +268,9 @@ mod tests {
         drop(first);
         let second = waiting.await.unwrap();
         assert_eq!(memory.in_use(), 250);
-        assert!(
-            a.reserve(201).await.is_none(),
+        assert_eq!(
+            a.reserve(201).await.unwrap_err(),
+            Refused::TooLarge,
             "beyond the connection's share"
         );
         assert!(a.reserve(0).await.unwrap().permits.is_none());
@@ -264,5 +301,32 @@ mod tests {
         let room = conn.reserve(100).await.unwrap();
         assert!(conn.hold(Bytes::new(), room).await.is_empty());
         assert_eq!(memory.in_use(), 0, "an empty read holds nothing");
+    }
+
+    /// Closing a connection ends its waits, whether for its own share or for the broker's, and
+    /// refuses later ones; what its reservations held comes back as they are dropped.
+    #[tokio::test]
+    async fn a_closed_connection_waits_no_more() {
+        let memory = RequestMemory::new(300, 200);
+        let (a, b) = (memory.connection(), memory.connection());
+        let held = a.reserve(200).await.unwrap();
+        let taken = b.reserve(100).await.unwrap();
+        // `a` waits for its own share, `b` (with its share free) for the broker's.
+        let own = tokio::spawn({
+            let a = a.clone();
+            async move { a.reserve(10).await }
+        });
+        let brokers = tokio::spawn({
+            let b = b.clone();
+            async move { b.reserve(50).await }
+        });
+        tokio::task::yield_now().await;
+        a.close();
+        b.close();
+        assert_eq!(own.await.unwrap().unwrap_err(), Refused::Closed);
+        assert_eq!(brokers.await.unwrap().unwrap_err(), Refused::Closed);
+        assert_eq!(a.reserve(1).await.unwrap_err(), Refused::Closed);
+        drop((held, taken));
+        assert_eq!(memory.in_use(), 0);
     }
 }

@@ -14,8 +14,8 @@
 //! | `rustmq_broker_produce_bytes_total` | counter | `topic` | record-batch bytes appended |
 //! | `rustmq_broker_fetch_bytes_total` | counter | `topic` | record-batch bytes returned by fetches |
 //! | `rustmq_broker_connections` | gauge | | open client connections |
-//! | `rustmq_broker_request_memory_bytes` | gauge | | request bytes reserved by frames being read or handled |
-//! | `rustmq_broker_request_memory_waits_total` | counter | | frames that waited for room in the request budget |
+//! | `rustmq_broker_request_memory_bytes` | gauge | | bytes reserved in the request budget: frames being read or handled, fetch answers not yet let go of |
+//! | `rustmq_broker_request_memory_waits_total` | counter | | frames and fetches that waited for room in the request budget |
 //! | `rustmq_broker_fsyncs_total` | counter | | fdatasync calls for appended data |
 //! | `rustmq_broker_fsync_duration_seconds` | histogram | | time of each of those calls |
 
@@ -39,9 +39,10 @@ pub const PRODUCE_BYTES_TOTAL: &str = "rustmq_broker_produce_bytes_total";
 pub const FETCH_BYTES_TOTAL: &str = "rustmq_broker_fetch_bytes_total";
 /// Open client connections.
 pub const CONNECTIONS: &str = "rustmq_broker_connections";
-/// Request bytes reserved by frames being read or handled.
+/// Bytes reserved in the request budget: frames being read or handled, fetch answers not yet
+/// let go of.
 pub const REQUEST_MEMORY_BYTES: &str = "rustmq_broker_request_memory_bytes";
-/// Frames that waited for room in the request budget.
+/// Frames and fetches that waited for room in the request budget.
 pub const REQUEST_MEMORY_WAITS_TOTAL: &str = "rustmq_broker_request_memory_waits_total";
 /// fdatasync calls for appended data (group commits and segment rolls).
 pub const FSYNCS_TOTAL: &str = "rustmq_broker_fsyncs_total";
@@ -77,11 +78,11 @@ pub fn describe() {
     describe_gauge!(
         REQUEST_MEMORY_BYTES,
         Unit::Bytes,
-        "Request bytes reserved by frames being read or handled"
+        "Bytes reserved in the request budget: frames being read or handled, fetch answers not yet let go of"
     );
     describe_counter!(
         REQUEST_MEMORY_WAITS_TOTAL,
-        "Frames that waited for room in the request budget"
+        "Frames and fetches that waited for room in the request budget"
     );
     describe_counter!(FSYNCS_TOTAL, "fdatasync calls for appended data");
     describe_histogram!(

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::error::BrokerError;
 use crate::handler::{ConnState, Core};
-use crate::memory::{ConnectionMemory, Reservation};
+use crate::memory::{ConnectionMemory, Refused, Reservation};
 use crate::tls::{BrokerIdentity, TlsError};
 
 /// Errors starting the QUIC endpoint.
@@ -205,6 +205,11 @@ async fn serve_connection(
             }
         }
     }
+    // Streams still waiting for room end now, rather than wait for room their own connection's
+    // buffers may hold for as long as they exist.
+    if let Some(memory) = &state.memory {
+        memory.close();
+    }
 }
 
 /// The principal of the connection's verified client certificate (rustls has checked its
@@ -296,31 +301,26 @@ async fn read_frame(
         Err(_) => return ReadOutcome::Fail(None, 0),
     }
     let header = FrameHeader::parse(&head);
-    if header.body_len > max_body {
+    let too_large = |limit: &str| {
         let e = BrokerError::new(
             ErrorCode::FrameTooLarge,
-            format!(
-                "frame body of {} bytes exceeds the limit of {max_body} bytes",
-                header.body_len
-            ),
+            format!("frame body of {} bytes exceeds {limit}", header.body_len),
         );
-        return ReadOutcome::Fail(Some(e), header.request_id);
+        ReadOutcome::Fail(Some(e), header.request_id)
+    };
+    if header.body_len > max_body {
+        return too_large(&format!("the limit of {max_body} bytes"));
     }
     // Room for the whole body before any of it is read; waiting for it is not the peer's doing,
     // so it does not count against the read timeout (QUIC flow control holds the peer back).
-    let reservation = match memory {
-        Some(memory) => memory.reserve(header.body_len).await,
-        None => Some(Reservation::default()),
-    };
-    let Some(reservation) = reservation else {
-        let e = BrokerError::new(
-            ErrorCode::FrameTooLarge,
-            format!(
-                "frame body of {} bytes exceeds the broker's request memory",
-                header.body_len
-            ),
-        );
-        return ReadOutcome::Fail(Some(e), header.request_id);
+    // The wait ends with the connection.
+    let reservation = match memory.map(|memory| memory.reserve(header.body_len)) {
+        None => Reservation::default(),
+        Some(reserving) => match reserving.await {
+            Ok(reservation) => reservation,
+            Err(Refused::TooLarge) => return too_large("the broker's request memory"),
+            Err(Refused::Closed) => return ReadOutcome::Fail(None, header.request_id),
+        },
     };
     let want = header.body_len as usize;
     let mut chunks: Vec<Bytes> = Vec::new();
@@ -346,6 +346,32 @@ async fn read_frame(
     ReadOutcome::Frame(Frame { header, body }, reservation)
 }
 
+enum Stalled {
+    /// The stream failed (the peer stopped it, the connection ended).
+    Failed,
+    /// The peer took nothing of the answer for the whole timeout.
+    TimedOut,
+}
+
+/// Writes `chunks`, failing if the peer takes nothing of them for `timeout`: a slow reader on a
+/// slow link keeps its stream as long as it makes progress; one that stops reading does not
+/// hold the answer (and its room in the budget) for ever.
+async fn write_answer(
+    send: &mut quinn::SendStream,
+    chunks: &mut [Bytes],
+    timeout: Duration,
+) -> Result<(), Stalled> {
+    let mut from = 0;
+    while from < chunks.len() {
+        match within(&mut None, timeout, send.write_chunks(&mut chunks[from..])).await {
+            Ok(Ok(written)) => from += written.chunks,
+            Ok(Err(_)) => return Err(Stalled::Failed),
+            Err(_) => return Err(Stalled::TimedOut),
+        }
+    }
+    Ok(())
+}
+
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -364,10 +390,16 @@ async fn serve_stream(
         )
         .await
         {
-            ReadOutcome::Frame(frame, reservation) => {
+            ReadOutcome::Frame(frame, mut reservation) => {
                 let request_id = frame.header.request_id;
                 let response = match Request::from_frame(&frame) {
                     Ok(req) => {
+                        // Only a produce needs its body while it is handled (its batch is part
+                        // of it); any other request gives the body's room back before it
+                        // waits for anything (a fetch for its answer's room, a long poll).
+                        if !matches!(req, Request::Produce(_)) {
+                            reservation = Reservation::default();
+                        }
                         // A long poll or a pending group join must not outlive the broker: the
                         // stream keeps the endpoint, and so its port, open while it waits.
                         let response = unless_shutdown(core.handle(conn, req), &mut shutdown)
@@ -394,10 +426,18 @@ async fn serve_stream(
                 // answer waits for the peer to take it.
                 drop(frame);
                 drop(reservation);
-                // A fetch answer's records go out as a chunk of their own, not copied.
+                // A fetch answer's records go out as a chunk of their own, not copied. A peer
+                // that does not take its answer within the timeout loses the stream, and the
+                // answer's room in the budget is given back (quinn drops what it buffered).
                 let mut chunks = response.to_frame_chunks(request_id);
-                if send.write_all_chunks(&mut chunks).await.is_err() {
-                    return;
+                match write_answer(&mut send, &mut chunks, timeout).await {
+                    Ok(()) => {}
+                    Err(Stalled::Failed) => return,
+                    Err(Stalled::TimedOut) => {
+                        tracing::debug!("answer not taken in time: stream reset");
+                        let _ = send.reset(3u32.into());
+                        return;
+                    }
                 }
                 if conn.close_requested.load(Ordering::Relaxed) {
                     // Let the refusal reach the client before the connection goes away.
@@ -411,7 +451,12 @@ async fn serve_stream(
                 if let Some(e) = error {
                     tracing::debug!(code = %e.code, message = %e.message, "bad frame");
                     let answer = Response::Error(e.to_response());
-                    let _ = send.write_all(&answer.to_frame(request_id)).await;
+                    let _ = within(
+                        &mut None,
+                        timeout,
+                        send.write_all(&answer.to_frame(request_id)),
+                    )
+                    .await;
                 }
                 // Tell the peer to stop sending the rest of whatever it was sending.
                 let _ = recv.stop(1u32.into());

@@ -4,7 +4,8 @@ use rustmq::testing::TestBroker;
 use rustmq_protocol::frame::encode_frame;
 use rustmq_protocol::*;
 use tests::{
-    batch, decode_one, fetch_all, produce, raw_connection, raw_exchange, raw_hello, TestRecord,
+    batch, decode_one, fetch_all, produce, raw_connection, raw_exchange, raw_hello, wait_until,
+    write_counting, TestRecord,
 };
 
 fn error_code(answer: &[u8]) -> Option<ErrorCode> {
@@ -149,6 +150,59 @@ async fn bad_frames_are_answered_or_closed_while_others_keep_working() {
     ));
 }
 
+const MIB: usize = 1024 * 1024;
+
+/// Limits for the request-memory tests: 4 MiB frames, room for two 3 MiB bodies or answers
+/// per connection (not three), and for two connections' worth in all.
+fn small_budget() -> rustmq::testing::BrokerConfig {
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_frame_bytes = 4 * MIB as u32;
+    config.limits.max_batch_bytes = 4 * MIB as u32 - 1024;
+    config.limits.max_request_memory_per_connection = 7 * MIB as u32;
+    config.limits.max_request_memory_bytes = 14 * MIB as u64;
+    config
+}
+
+/// A batch of one record of 3 MiB of `fill`.
+fn three_mib(fill: u8) -> bytes::Bytes {
+    batch(
+        &[TestRecord::new(vec![fill; 3 * MIB], 1)],
+        Compression::None,
+    )
+}
+
+/// `future`, or a failure naming `what` after 30 s (a regression fails rather than hangs).
+async fn within_30s<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish in 30 s"))
+}
+
+/// The budget comes back to 0 once the transport has let go of every answer (the peer's
+/// acknowledgements may still be on their way when the last answer is read).
+async fn all_room_given_back(handle: &rustmq::testing::BrokerHandle) {
+    let left = wait_until(
+        std::time::Duration::from_secs(10),
+        || handle.request_memory_in_use(),
+        |left| left == 0,
+    )
+    .await;
+    assert_eq!(left, 0, "bytes still reserved");
+}
+
+/// A fetch of everything from `offset` of `topic`'s partition 0.
+fn fetch_frame(topic: &str, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Vec<u8> {
+    Request::Fetch(FetchRequest {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        max_bytes,
+        max_wait_ms,
+    })
+    .to_frame(1)
+    .to_vec()
+}
+
 /// A peer that opens many large frames and holds them unfinished gets no more of the broker's
 /// memory than its connection's share: the broker reads a body only once its length is
 /// reserved, the rest wait unread, and QUIC's flow control stops the peer once a stream window
@@ -161,26 +215,12 @@ async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
 
     use rustmq_broker::memory::STREAM_RECEIVE_WINDOW;
 
-    const MIB: usize = 1024 * 1024;
     const FRAMES: usize = 8;
     tests::init_tracing();
-    let mut config = rustmq::testing::BrokerConfig::default();
-    config.limits.max_frame_bytes = 4 * MIB as u32;
-    config.limits.max_batch_bytes = 4 * MIB as u32 - 1024;
-    // Room for two of the peer's 3 MiB bodies, not three; the broker's total leaves room for
-    // another connection's.
-    config.limits.max_request_memory_per_connection = 7 * MIB as u32;
-    config.limits.max_request_memory_bytes = 14 * MIB as u64;
-    let broker = TestBroker::start_with(config).await.unwrap();
+    let broker = TestBroker::start_with(small_budget()).await.unwrap();
     let handle = broker.handle().unwrap();
     let good = broker.client().await.unwrap();
     good.create_topic("flood", 1).await.unwrap();
-    let big_batch = |fill| {
-        batch(
-            &[TestRecord::new(vec![fill; 3 * MIB], 1)],
-            Compression::None,
-        )
-    };
 
     let bad = raw_connection(broker.addr(), handle.cert_pem()).await;
     raw_hello(&bad).await;
@@ -189,7 +229,7 @@ async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
         partition: 0,
         acks: Acks::Leader,
         timeout_ms: 10_000,
-        batch: big_batch(7),
+        batch: three_mib(7),
     })
     .to_frame(1);
     let (head, last) = frame.split_at(frame.len() - 1);
@@ -206,12 +246,9 @@ async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
         let (written, release) = (Arc::clone(&written), Arc::clone(&release));
         senders.push(tokio::spawn(async move {
             // All but the last byte, counting what flow control lets through.
-            let mut sent = 0;
-            while sent < head.len() {
-                let n = send.write(&head[sent..]).await.expect("write");
-                sent += n;
-                written.fetch_add(n, Ordering::Relaxed);
-            }
+            write_counting(&mut send, &head, &written)
+                .await
+                .expect("write");
             release.acquire().await.unwrap().forget();
             send.write_all(&last).await.expect("last byte");
             send.finish().unwrap();
@@ -220,36 +257,49 @@ async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
         }));
     }
 
-    // Let the peer push all it can.
-    let mut before = usize::MAX;
-    while written.load(Ordering::Relaxed) != before {
-        before = written.load(Ordering::Relaxed);
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
-    let body = frame.len() - rustmq::protocol::frame::FRAME_HEADER_LEN;
-    assert_eq!(
-        handle.request_memory_in_use(),
-        2 * body as u64,
-        "two bodies reserved: the connection's share has no room for a third"
-    );
-    // Two bodies read, and a stream window of each of the six others (unbounded, the peer
-    // would have sent all eight: ~25 MB).
-    let sent = written.load(Ordering::Relaxed);
-    let bound = 2 * frame.len() + (FRAMES - 2) * (STREAM_RECEIVE_WINDOW as usize + 64 * 1024);
+    // Two bodies are reserved; the peer gets them through and a stream window of each of the
+    // six others (unbounded, it would get all eight through: ~25 MB).
+    let body = (frame.len() - rustmq::protocol::frame::FRAME_HEADER_LEN) as u64;
+    let in_use = wait_until(
+        std::time::Duration::from_secs(20),
+        || handle.request_memory_in_use(),
+        |in_use| in_use == 2 * body,
+    )
+    .await;
+    assert_eq!(in_use, 2 * body, "two bodies reserved, not a third");
+    let least = 2 * head.len() + (FRAMES - 2) * STREAM_RECEIVE_WINDOW as usize;
+    let sent = wait_until(
+        std::time::Duration::from_secs(20),
+        || written.load(Ordering::Relaxed),
+        |sent| sent >= least,
+    )
+    .await;
     assert!(
-        sent <= bound && sent < FRAMES * head.len() * 6 / 10,
-        "the peer sent {sent} bytes; at most {bound} can be let through"
+        sent >= least,
+        "the peer got {sent} bytes through, {least} expected"
     );
+    // And no more, given time.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let sent = written.load(Ordering::Relaxed);
+    let most = least + FRAMES * 64 * 1024;
+    assert!(
+        sent <= most,
+        "the peer got {sent} bytes through; at most {most} can pass"
+    );
+    assert_eq!(handle.request_memory_in_use(), 2 * body);
 
     // Another client is served meanwhile, with a frame as large.
-    produce(&good, "flood", 0, big_batch(1), Acks::Leader)
-        .await
-        .expect("another connection is not held back");
+    within_30s(
+        "another connection's produce",
+        produce(&good, "flood", 0, three_mib(1), Acks::Leader),
+    )
+    .await
+    .expect("another connection is not held back");
 
     // Once complete, every held frame is handled.
     release.add_permits(FRAMES);
     for sender in senders {
-        let answer = sender.await.unwrap();
+        let answer = within_30s("a held frame's answer", sender).await.unwrap();
         assert!(
             matches!(answer, Ok(Response::Produce(_))),
             "a held frame is answered: {answer:?}"
@@ -260,60 +310,29 @@ async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
     all_room_given_back(handle).await;
 }
 
-/// The budget comes back to 0 once the transport has let go of every answer (the peer's
-/// acknowledgements may still be on their way when the last answer is read).
-async fn all_room_given_back(handle: &rustmq::testing::BrokerHandle) {
-    for _ in 0..100 {
-        if handle.request_memory_in_use() == 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{} bytes still reserved", handle.request_memory_in_use());
-}
-
 /// A peer that asks for fetch answers and leaves them unread gets no more of them than its
 /// connection's share: each answer's records hold their room until the transport has let go
 /// of them, and a fetch finding no room waits before reading the log. Another client fetches
 /// meanwhile, and once the peer reads, every answer arrives whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_leaving_fetch_answers_unread_gets_only_its_share() {
-    const MIB: usize = 1024 * 1024;
     const FETCHES: usize = 6;
     tests::init_tracing();
-    let mut config = rustmq::testing::BrokerConfig::default();
-    config.limits.max_frame_bytes = 4 * MIB as u32;
-    config.limits.max_batch_bytes = 4 * MIB as u32 - 1024;
-    // Room for two of the 3 MiB answers (and the 3.5 MiB asked for), not three.
-    config.limits.max_request_memory_per_connection = 7 * MIB as u32;
-    config.limits.max_request_memory_bytes = 14 * MIB as u64;
-    let broker = TestBroker::start_with(config).await.unwrap();
+    let broker = TestBroker::start_with(small_budget()).await.unwrap();
     let handle = broker.handle().unwrap();
     let good = broker.client().await.unwrap();
     good.create_topic("big", 1).await.unwrap();
-    for fill in 0..3u8 {
-        let records = [TestRecord::new(vec![fill; 3 * MIB], 1)];
-        produce(
-            &good,
-            "big",
-            0,
-            batch(&records, Compression::None),
-            Acks::Leader,
-        )
-        .await
-        .unwrap();
+    let stored = three_mib(0);
+    for _ in 0..3 {
+        produce(&good, "big", 0, stored.clone(), Acks::Leader)
+            .await
+            .unwrap();
     }
 
     let bad = raw_connection(broker.addr(), handle.cert_pem()).await;
     raw_hello(&bad).await;
-    let fetch = Request::Fetch(FetchRequest {
-        topic: "big".into(),
-        partition: 0,
-        offset: 0,
-        max_bytes: 3 * MIB as u32 + MIB as u32 / 2,
-        max_wait_ms: 0,
-    })
-    .to_frame(1);
+    // Each fetch asks for 3.5 MiB: one batch.
+    let fetch = fetch_frame("big", 0, 3 * MIB as u32 + MIB as u32 / 2, 0);
     let mut answers = Vec::new();
     for _ in 0..FETCHES {
         let (mut send, recv) = bad.open_bi().await.unwrap();
@@ -321,44 +340,218 @@ async fn a_peer_leaving_fetch_answers_unread_gets_only_its_share() {
         send.finish().unwrap();
         answers.push(recv);
     }
-    // Let the broker answer what it will.
-    let mut before = u64::MAX;
-    while handle.request_memory_in_use() != before {
-        before = handle.request_memory_in_use();
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
-    // (The waiting fetches' own request frames, a few bytes each, hold room too.)
-    let in_use = handle.request_memory_in_use() as usize;
-    assert!(
-        (6 * MIB..6 * MIB + 8192).contains(&in_use),
-        "two answers of one 3 MiB batch each hold room, got {in_use} bytes"
-    );
+    let two = 2 * stored.len() as u64;
+    let in_use = wait_until(
+        std::time::Duration::from_secs(20),
+        || handle.request_memory_in_use(),
+        |in_use| in_use == two,
+    )
+    .await;
+    assert_eq!(in_use, two, "two answers of one batch each hold room");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(handle.request_memory_in_use(), two, "and no third");
     // Only those two streams get any data: the others' fetches wait before the read.
-    let mut started = 0;
+    let mut first_bytes = Vec::new();
     for recv in &mut answers {
         let mut byte = [0u8; 1];
         let first =
             tokio::time::timeout(std::time::Duration::from_millis(300), recv.read(&mut byte));
-        if matches!(first.await, Ok(Ok(Some(1)))) {
-            started += 1;
-        }
+        first_bytes.push(match first.await {
+            Ok(Ok(Some(1))) => Some(byte[0]),
+            _ => None,
+        });
     }
+    let started = first_bytes.iter().filter(|b| b.is_some()).count();
     assert_eq!(
         started, 2,
         "answers beyond the connection's share are not sent"
     );
 
     // Another client fetches meanwhile.
-    let (records, _) = fetch_all(&good, "big", 0, 0).await;
+    let (records, _) =
+        within_30s("another connection's fetch", fetch_all(&good, "big", 0, 0)).await;
     assert_eq!(records.len(), 3);
 
     // Read (all at once, as a client does: the answers waiting for room are sent only as the
-    // first ones are taken), every answer arrives whole, the first two less the byte read above.
+    // first ones are taken), every answer arrives whole: the stored batch.
     let reads = answers
         .into_iter()
-        .map(|mut recv| async move { recv.read_to_end(8 * MIB).await.expect("answer") });
-    for rest in futures::future::join_all(reads).await {
-        assert!(rest.len() > 3 * MIB, "a whole answer: {} bytes", rest.len());
+        .zip(first_bytes)
+        .map(|(mut recv, first)| async move {
+            let rest = recv.read_to_end(8 * MIB).await.expect("answer");
+            [first.as_slice(), &rest].concat()
+        });
+    for answer in within_30s("the answers", futures::future::join_all(reads)).await {
+        match Response::from_frame(&decode_one(&answer).expect("a whole frame")) {
+            Ok(Response::Fetch(f)) => assert_eq!(f.records.len(), stored.len()),
+            other => panic!("a fetch answer, got {other:?}"),
+        }
     }
     all_room_given_back(handle).await;
+}
+
+/// A long poll waiting for data holds no room, and neither does its request once decoded: at
+/// the edge where a connection's share is one frame, a long poll asking for all of it leaves
+/// the same connection free to produce the data it waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_holds_no_room_while_it_waits() {
+    tests::init_tracing();
+    let mut config = small_budget();
+    config.limits.max_request_memory_per_connection = config.limits.max_frame_bytes;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let handle = broker.handle().unwrap();
+    let good = broker.client().await.unwrap();
+    good.create_topic("later", 1).await.unwrap();
+
+    let peer = raw_connection(broker.addr(), handle.cert_pem()).await;
+    raw_hello(&peer).await;
+    // Longer than the test waits for the produce below: a poll holding its room would fail it.
+    let poll = fetch_frame("later", 0, 4 * MIB as u32 - 2048, 60_000);
+    let (mut send, mut recv) = peer.open_bi().await.unwrap();
+    send.write_all(&poll).await.unwrap();
+    send.finish().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        handle.request_memory_in_use(),
+        0,
+        "a waiting long poll holds nothing"
+    );
+
+    // The same connection produces a 3 MiB batch (which its share has room for only if the
+    // poll holds none); the poll then answers with it.
+    let produce = Request::Produce(ProduceRequest {
+        topic: "later".into(),
+        partition: 0,
+        acks: Acks::Leader,
+        timeout_ms: 10_000,
+        batch: three_mib(5),
+    })
+    .to_frame(2);
+    let answer = within_30s(
+        "the produce on the polling connection",
+        raw_exchange(&peer, &produce),
+    )
+    .await;
+    assert!(matches!(
+        Response::from_frame(&decode_one(&answer).expect("a frame")),
+        Ok(Response::Produce(_))
+    ));
+    let answer = within_30s("the long poll", recv.read_to_end(8 * MIB))
+        .await
+        .unwrap();
+    match Response::from_frame(&decode_one(&answer).expect("a frame")) {
+        Ok(Response::Fetch(f)) => assert!(f.records.len() > 3 * MIB),
+        other => panic!("a fetch answer, got {other:?}"),
+    }
+    all_room_given_back(handle).await;
+}
+
+/// When a connection ends, everything it held comes back: the bodies it was sending, the
+/// answers it left unread, and the frames and fetches that were waiting for room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_ends_gives_back_all_its_room() {
+    tests::init_tracing();
+    let broker = TestBroker::start_with(small_budget()).await.unwrap();
+    let handle = broker.handle().unwrap();
+    let good = broker.client().await.unwrap();
+    good.create_topic("big", 1).await.unwrap();
+    let stored = three_mib(0);
+    produce(&good, "big", 0, stored.clone(), Acks::Leader)
+        .await
+        .unwrap();
+
+    // One peer holds four 3 MiB frames one byte short (two reserved, two waiting); another
+    // leaves three 3 MiB answers unread (two held, one waiting).
+    let sender = raw_connection(broker.addr(), handle.cert_pem()).await;
+    raw_hello(&sender).await;
+    let frame = Request::Produce(ProduceRequest {
+        topic: "big".into(),
+        partition: 0,
+        acks: Acks::Leader,
+        timeout_ms: 10_000,
+        batch: three_mib(9),
+    })
+    .to_frame(1);
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let (mut send, recv) = sender.open_bi().await.unwrap();
+        let head = bytes::Bytes::copy_from_slice(&frame[..frame.len() - 1]);
+        streams.push(tokio::spawn(async move {
+            let _ = send.write_all(&head).await;
+            (send, recv)
+        }));
+    }
+    let reader = raw_connection(broker.addr(), handle.cert_pem()).await;
+    raw_hello(&reader).await;
+    let fetch = fetch_frame("big", 0, 3 * MIB as u32 + MIB as u32 / 2, 0);
+    let mut unread = Vec::new();
+    for _ in 0..3 {
+        let (mut send, recv) = reader.open_bi().await.unwrap();
+        send.write_all(&fetch).await.unwrap();
+        send.finish().unwrap();
+        unread.push((send, recv));
+    }
+    let body = (frame.len() - rustmq::protocol::frame::FRAME_HEADER_LEN) as u64;
+    let full = 2 * body + 2 * stored.len() as u64;
+    let in_use = wait_until(
+        std::time::Duration::from_secs(20),
+        || handle.request_memory_in_use(),
+        |in_use| in_use == full,
+    )
+    .await;
+    assert_eq!(
+        in_use, full,
+        "two bodies and two answers held, the rest waiting"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(handle.request_memory_in_use(), full, "and no more");
+
+    sender.close(0u32.into(), b"gone");
+    reader.close(0u32.into(), b"gone");
+    all_room_given_back(handle).await;
+    // The broker goes on serving.
+    let (records, _) = within_30s("a fetch after", fetch_all(&good, "big", 0, 0)).await;
+    assert_eq!(records.len(), 1);
+    drop((streams, unread));
+}
+
+/// An answer the peer takes nothing of is given up after the request timeout: its stream is
+/// reset and its room in the budget comes back, so a peer cannot hold the broker's budget for
+/// ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_never_taken_is_given_up_after_the_timeout() {
+    tests::init_tracing();
+    let mut config = small_budget();
+    config.limits.request_read_timeout_ms = 1_000;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let handle = broker.handle().unwrap();
+    let good = broker.client().await.unwrap();
+    good.create_topic("big", 1).await.unwrap();
+    produce(&good, "big", 0, three_mib(1), Acks::Leader)
+        .await
+        .unwrap();
+
+    let bad = raw_connection(broker.addr(), handle.cert_pem()).await;
+    raw_hello(&bad).await;
+    let (mut send, mut recv) = bad.open_bi().await.unwrap();
+    send.write_all(&fetch_frame("big", 0, 4 * MIB as u32 - 2048, 0))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    // The answer holds its room while it waits for the peer...
+    let held = wait_until(
+        std::time::Duration::from_secs(10),
+        || handle.request_memory_in_use(),
+        |held| held > 3 * MIB as u64,
+    )
+    .await;
+    assert!(held > 3 * MIB as u64, "the answer holds room: {held} bytes");
+    // ...until the peer has taken nothing for the timeout: then the stream is reset.
+    all_room_given_back(handle).await;
+    let answer = recv.read_to_end(8 * MIB).await;
+    assert!(
+        answer.is_err(),
+        "the stream was reset rather than finished: {:?}",
+        answer.map(|a| a.len())
+    );
 }
