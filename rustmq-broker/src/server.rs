@@ -390,16 +390,17 @@ async fn serve_stream(
         )
         .await
         {
-            ReadOutcome::Frame(frame, mut reservation) => {
-                let request_id = frame.header.request_id;
-                let response = match Request::from_frame(&frame) {
+            ReadOutcome::Frame(frame, reservation) => {
+                let (request_id, kind) = (frame.header.request_id, frame.header.kind);
+                let decoded = Request::from_frame(&frame);
+                // The body and its room in the budget: kept while a produce is handled (its
+                // batch is part of the body), let go at once otherwise, before the request
+                // waits for anything (a fetch for its answer's room, a long poll). Other
+                // requests own what they decoded.
+                let body =
+                    matches!(decoded, Ok(Request::Produce(_))).then_some((frame, reservation));
+                let response = match decoded {
                     Ok(req) => {
-                        // Only a produce needs its body while it is handled (its batch is part
-                        // of it); any other request gives the body's room back before it
-                        // waits for anything (a fetch for its answer's room, a long poll).
-                        if !matches!(req, Request::Produce(_)) {
-                            reservation = Reservation::default();
-                        }
                         // A long poll or a pending group join must not outlive the broker: the
                         // stream keeps the endpoint, and so its port, open while it waits.
                         let response = unless_shutdown(core.handle(conn, req), &mut shutdown)
@@ -418,14 +419,13 @@ async fn serve_stream(
                         response
                     }
                     Err(e) => {
-                        tracing::debug!(kind = frame.header.kind, error = %e, "undecodable request");
+                        tracing::debug!(kind, error = %e, "undecodable request");
                         Response::Error(BrokerError::from(e).to_response())
                     }
                 };
-                // Handled: the body is let go, and its room in the budget with it, before the
-                // answer waits for the peer to take it.
-                drop(frame);
-                drop(reservation);
+                // Handled: a produce's body is let go, and its room in the budget with it, before
+                // the answer waits for the peer to take it.
+                drop(body);
                 // A fetch answer's records go out as a chunk of their own, not copied. A peer
                 // that does not take its answer within the timeout loses the stream, and the
                 // answer's room in the budget is given back (quinn drops what it buffered).

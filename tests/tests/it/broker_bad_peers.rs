@@ -190,6 +190,34 @@ async fn all_room_given_back(handle: &rustmq::testing::BrokerHandle) {
     assert_eq!(left, 0, "bytes still reserved");
 }
 
+/// A broker with `config`, a client of it with `topic` (one partition) made, and a raw peer
+/// that has said hello.
+async fn broker_client_and_peer(
+    config: rustmq::testing::BrokerConfig,
+    topic: &str,
+) -> (TestBroker, rustmq::RustMqClient, quinn::Connection) {
+    tests::init_tracing();
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic(topic, 1).await.unwrap();
+    let peer = raw_connection(broker.addr(), broker.handle().unwrap().cert_pem()).await;
+    raw_hello(&peer).await;
+    (broker, client, peer)
+}
+
+/// A produce of `batch` to `topic`'s partition 0.
+fn produce_frame(topic: &str, batch: bytes::Bytes) -> Vec<u8> {
+    Request::Produce(ProduceRequest {
+        topic: topic.into(),
+        partition: 0,
+        acks: Acks::Leader,
+        timeout_ms: 10_000,
+        batch,
+    })
+    .to_frame(1)
+    .to_vec()
+}
+
 /// A fetch of everything from `offset` of `topic`'s partition 0.
 fn fetch_frame(topic: &str, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Vec<u8> {
     Request::Fetch(FetchRequest {
@@ -216,22 +244,9 @@ async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
     use rustmq_broker::memory::STREAM_RECEIVE_WINDOW;
 
     const FRAMES: usize = 8;
-    tests::init_tracing();
-    let broker = TestBroker::start_with(small_budget()).await.unwrap();
+    let (broker, good, bad) = broker_client_and_peer(small_budget(), "flood").await;
     let handle = broker.handle().unwrap();
-    let good = broker.client().await.unwrap();
-    good.create_topic("flood", 1).await.unwrap();
-
-    let bad = raw_connection(broker.addr(), handle.cert_pem()).await;
-    raw_hello(&bad).await;
-    let frame = Request::Produce(ProduceRequest {
-        topic: "flood".into(),
-        partition: 0,
-        acks: Acks::Leader,
-        timeout_ms: 10_000,
-        batch: three_mib(7),
-    })
-    .to_frame(1);
+    let frame = produce_frame("flood", three_mib(7));
     let (head, last) = frame.split_at(frame.len() - 1);
     let (head, last) = (
         bytes::Bytes::copy_from_slice(head),
@@ -317,20 +332,14 @@ async fn a_peer_holding_large_frames_gets_only_its_share_of_request_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_leaving_fetch_answers_unread_gets_only_its_share() {
     const FETCHES: usize = 6;
-    tests::init_tracing();
-    let broker = TestBroker::start_with(small_budget()).await.unwrap();
+    let (broker, good, bad) = broker_client_and_peer(small_budget(), "big").await;
     let handle = broker.handle().unwrap();
-    let good = broker.client().await.unwrap();
-    good.create_topic("big", 1).await.unwrap();
     let stored = three_mib(0);
     for _ in 0..3 {
         produce(&good, "big", 0, stored.clone(), Acks::Leader)
             .await
             .unwrap();
     }
-
-    let bad = raw_connection(broker.addr(), handle.cert_pem()).await;
-    raw_hello(&bad).await;
     // Each fetch asks for 3.5 MiB: one batch.
     let fetch = fetch_frame("big", 0, 3 * MIB as u32 + MIB as u32 / 2, 0);
     let mut answers = Vec::new();
@@ -395,16 +404,10 @@ async fn a_peer_leaving_fetch_answers_unread_gets_only_its_share() {
 /// the same connection free to produce the data it waits for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_holds_no_room_while_it_waits() {
-    tests::init_tracing();
     let mut config = small_budget();
     config.limits.max_request_memory_per_connection = config.limits.max_frame_bytes;
-    let broker = TestBroker::start_with(config).await.unwrap();
+    let (broker, _client, peer) = broker_client_and_peer(config, "later").await;
     let handle = broker.handle().unwrap();
-    let good = broker.client().await.unwrap();
-    good.create_topic("later", 1).await.unwrap();
-
-    let peer = raw_connection(broker.addr(), handle.cert_pem()).await;
-    raw_hello(&peer).await;
     // Longer than the test waits for the produce below: a poll holding its room would fail it.
     let poll = fetch_frame("later", 0, 4 * MIB as u32 - 2048, 60_000);
     let (mut send, mut recv) = peer.open_bi().await.unwrap();
@@ -419,14 +422,7 @@ async fn a_long_poll_holds_no_room_while_it_waits() {
 
     // The same connection produces a 3 MiB batch (which its share has room for only if the
     // poll holds none); the poll then answers with it.
-    let produce = Request::Produce(ProduceRequest {
-        topic: "later".into(),
-        partition: 0,
-        acks: Acks::Leader,
-        timeout_ms: 10_000,
-        batch: three_mib(5),
-    })
-    .to_frame(2);
+    let produce = produce_frame("later", three_mib(5));
     let answer = within_30s(
         "the produce on the polling connection",
         raw_exchange(&peer, &produce),
@@ -450,28 +446,15 @@ async fn a_long_poll_holds_no_room_while_it_waits() {
 /// answers it left unread, and the frames and fetches that were waiting for room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_ends_gives_back_all_its_room() {
-    tests::init_tracing();
-    let broker = TestBroker::start_with(small_budget()).await.unwrap();
+    // One peer holds four 3 MiB frames one byte short (two reserved, two waiting); another
+    // leaves three 3 MiB answers unread (two held, one waiting).
+    let (broker, good, sender) = broker_client_and_peer(small_budget(), "big").await;
     let handle = broker.handle().unwrap();
-    let good = broker.client().await.unwrap();
-    good.create_topic("big", 1).await.unwrap();
     let stored = three_mib(0);
     produce(&good, "big", 0, stored.clone(), Acks::Leader)
         .await
         .unwrap();
-
-    // One peer holds four 3 MiB frames one byte short (two reserved, two waiting); another
-    // leaves three 3 MiB answers unread (two held, one waiting).
-    let sender = raw_connection(broker.addr(), handle.cert_pem()).await;
-    raw_hello(&sender).await;
-    let frame = Request::Produce(ProduceRequest {
-        topic: "big".into(),
-        partition: 0,
-        acks: Acks::Leader,
-        timeout_ms: 10_000,
-        batch: three_mib(9),
-    })
-    .to_frame(1);
+    let frame = produce_frame("big", three_mib(9));
     let mut streams = Vec::new();
     for _ in 0..4 {
         let (mut send, recv) = sender.open_bi().await.unwrap();
@@ -520,19 +503,13 @@ async fn a_connection_that_ends_gives_back_all_its_room() {
 /// ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_never_taken_is_given_up_after_the_timeout() {
-    tests::init_tracing();
     let mut config = small_budget();
     config.limits.request_read_timeout_ms = 1_000;
-    let broker = TestBroker::start_with(config).await.unwrap();
+    let (broker, good, bad) = broker_client_and_peer(config, "big").await;
     let handle = broker.handle().unwrap();
-    let good = broker.client().await.unwrap();
-    good.create_topic("big", 1).await.unwrap();
     produce(&good, "big", 0, three_mib(1), Acks::Leader)
         .await
         .unwrap();
-
-    let bad = raw_connection(broker.addr(), handle.cert_pem()).await;
-    raw_hello(&bad).await;
     let (mut send, mut recv) = bad.open_bi().await.unwrap();
     send.write_all(&fetch_frame("big", 0, 4 * MIB as u32 - 2048, 0))
         .await
