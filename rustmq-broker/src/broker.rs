@@ -238,8 +238,9 @@ impl BrokerHandle {
         self.core.drop_produce_answers.store(n, Ordering::Release);
     }
 
-    /// Request bytes reserved now by frames being read or handled, over all connections
-    /// (`limits.max_request_memory_bytes` bounds it; see [`crate::memory`]).
+    /// Bytes reserved now in the request budget, over all connections: frames being read or
+    /// handled, fetch answers not yet let go of (`limits.max_request_memory_bytes` bounds it;
+    /// see [`crate::memory`]).
     pub fn request_memory_in_use(&self) -> u64 {
         self.core.request_memory.in_use()
     }

@@ -54,7 +54,7 @@ pub struct Core {
     pub drop_produce_answers: AtomicU32,
     /// Authentication and ACLs.
     pub security: Security,
-    /// The budget of request bytes held at once.
+    /// The budget of request and answer bytes held at once.
     pub request_memory: crate::memory::RequestMemory,
 }
 
@@ -449,36 +449,39 @@ impl Core {
         let deadline = Instant::now() + max_wait;
         // Subscribe before reading so that an append between the read and the wait is not missed.
         let mut changes = log.subscribe();
-        let records = loop {
-            // Room in the connection's (and the broker's) budget for what the read may return,
-            // taken before it: a peer that leaves its answers unread stops getting more.
-            let room = match &conn.memory {
-                Some(memory) => Some((
-                    memory,
-                    memory.reserve(max_bytes).await.map_err(|_| {
-                        BrokerError::new(
-                            ErrorCode::Throttled,
-                            "the connection ended while the fetch waited for memory",
-                        )
-                    })?,
-                )),
-                None => None,
-            };
-            let records = log.read(r.offset, max_bytes).map_err(|e| {
+        let read = || {
+            log.read(r.offset, max_bytes).map_err(|e| {
                 BrokerError::storage(format!("fetch from {}/{}", r.topic, r.partition), e)
-            })?;
+            })
+        };
+        let records = loop {
+            let records = read()?;
+            if let (false, Some(memory)) = (records.is_empty(), &conn.memory) {
+                // The records take room in the connection's (and the broker's) budget until
+                // the transport lets go of them: a peer that leaves its answers unread stops
+                // getting more. Without room at once, they are let go while the fetch waits
+                // for it (nothing is awaited while they are held unaccounted), then read again.
+                let bytes = u32::try_from(records.len()).unwrap_or(u32::MAX);
+                break match memory.try_reserve(bytes) {
+                    Some(room) => memory.hold(records, room).await,
+                    None => {
+                        drop(records);
+                        let room = memory.reserve(bytes).await.map_err(|_| {
+                            BrokerError::new(
+                                ErrorCode::Throttled,
+                                "the connection ended while the fetch waited for memory",
+                            )
+                        })?;
+                        memory.hold(read()?, room).await
+                    }
+                };
+            }
             if !records.is_empty()
                 || max_wait.is_zero()
                 || self.shutting_down.load(Ordering::Relaxed)
             {
-                break match room {
-                    // Held, cut to the records' length, until the transport lets go of them.
-                    Some((memory, room)) => memory.hold(records, room).await,
-                    None => records,
-                };
+                break records;
             }
-            // A long poll waits for data with no room held.
-            drop(room);
             // Deadline passed or the log was closed: answer with what there is (nothing).
             if !matches!(
                 tokio::time::timeout_at(deadline, changes.changed()).await,

@@ -12,9 +12,10 @@
 //! control then holds its sender back once [`STREAM_RECEIVE_WINDOW`] bytes of the stream are
 //! buffered, and a frame not finished within `limits.request_read_timeout_ms` is dropped.
 //!
-//! A fetch answer's records take room the same way: `max_bytes` is reserved before the log is
-//! read (not while a long poll waits for data), cut to what the read returned, and held until
-//! the transport has let go of the records (sent, and acknowledged by the peer's transport). A
+//! A fetch answer's records take room the same way: their length, right after the log is read
+//! (if there is no room, the records are let go while the fetch waits for it, then read again;
+//! a long poll waiting for data holds nothing), held until the transport has let go of them
+//! (sent, and acknowledged by the peer's transport). A
 //! peer that leaves its answers unread stops getting more once its connection's share is spent,
 //! and an answer it takes nothing of for `limits.request_read_timeout_ms` is given up (its
 //! stream reset, its room returned).
@@ -34,6 +35,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// Frames and answers of at most this many bytes take no room: they are most requests and
+/// answers (a small produce, a fetch request, a tail read's answer), whose room would cost more
+/// to count than it holds, and a connection's streams (`limits.max_in_flight_per_connection`,
+/// 256 by default) can hold at most 1 MiB of them, less than the transport may buffer for one
+/// waiting stream.
+pub const UNCOUNTED_BYTES: u32 = 4096;
 
 /// Bytes of a request stream the transport buffers before the broker reads them (its QUIC
 /// stream receive window): quinn's default, stated here because it bounds what a frame waiting
@@ -139,8 +147,8 @@ impl ConnectionMemory {
     /// `bytes` reserved at once if both budgets have room, without making a future: how nearly
     /// every frame gets its room.
     #[inline]
-    fn try_reserve(&self, bytes: u32) -> Option<Reservation> {
-        if bytes == 0 {
+    pub(crate) fn try_reserve(&self, bytes: u32) -> Option<Reservation> {
+        if bytes <= UNCOUNTED_BYTES {
             return Some(Reservation::default());
         }
         let connection = Arc::clone(&self.connection)
@@ -153,11 +161,11 @@ impl ConnectionMemory {
     }
 
     /// `records`, read with `room` reserved for them: the room is cut to their length (or
-    /// taken again for it, when the read returned a first batch larger than asked for) and
+    /// taken again for it, when a read after a wait for room returned more than before) and
     /// given back when the last copy of them is dropped, once the transport has sent them and
     /// the peer's transport has acknowledged them.
     pub(crate) async fn hold(&self, records: Bytes, mut room: Reservation) -> Bytes {
-        if records.is_empty() {
+        if records.len() <= UNCOUNTED_BYTES as usize {
             return records;
         }
         let held = room.bytes();
@@ -247,33 +255,35 @@ mod tests {
     /// one lets a waiting frame in, and a frame larger than a whole budget is refused at once.
     #[tokio::test]
     async fn reservations_wait_for_room_in_both_budgets() {
-        let memory = RequestMemory::new(300, 200);
+        const K: u32 = 10_000;
+        let memory = RequestMemory::new(30 * u64::from(K), 20 * K);
         let (a, b) = (memory.connection(), memory.connection());
-        let first = a.reserve(150).await.unwrap();
-        assert_eq!(memory.in_use(), 150);
-        // The connection has 50 left: 100 more waits...
+        let first = a.reserve(15 * K).await.unwrap();
+        assert_eq!(memory.in_use(), 15 * u64::from(K));
+        // The connection has 5 K left: 10 K more waits...
         let waiting = tokio::spawn({
             let a = a.clone();
-            async move { a.reserve(100).await.unwrap() }
+            async move { a.reserve(10 * K).await.unwrap() }
         });
-        // ...while another connection gets the broker's remaining 150, and no more.
-        let other = b.reserve(150).await.unwrap();
-        assert_eq!(memory.in_use(), 300);
+        // ...while another connection gets the broker's remaining 15 K, and no more.
+        let other = b.reserve(15 * K).await.unwrap();
+        assert_eq!(memory.in_use(), 30 * u64::from(K));
         assert!(
-            tokio::time::timeout(Duration::from_millis(20), b.reserve(1))
+            tokio::time::timeout(Duration::from_millis(20), b.reserve(K))
                 .await
                 .is_err(),
             "the broker's total is spent"
         );
+        // Small frames take no room, even now.
+        assert!(b.reserve(UNCOUNTED_BYTES).await.unwrap().permits.is_none());
         drop(first);
         let second = waiting.await.unwrap();
-        assert_eq!(memory.in_use(), 250);
+        assert_eq!(memory.in_use(), 25 * u64::from(K));
         assert_eq!(
-            a.reserve(201).await.unwrap_err(),
+            a.reserve(20 * K + 1).await.unwrap_err(),
             Refused::TooLarge,
             "beyond the connection's share"
         );
-        assert!(a.reserve(0).await.unwrap().permits.is_none());
         drop((second, other));
         assert_eq!(memory.in_use(), 0);
     }
@@ -282,50 +292,53 @@ mod tests {
     /// batch larger than asked for) until their last copy is dropped.
     #[tokio::test]
     async fn held_records_keep_their_length_until_the_last_copy_goes() {
-        let memory = RequestMemory::new(1000, 1000);
+        let memory = RequestMemory::new(100_000, 100_000);
         let conn = memory.connection();
-        let room = conn.reserve(400).await.unwrap();
-        let records = conn.hold(Bytes::from(vec![1u8; 150]), room).await;
-        assert_eq!(memory.in_use(), 150, "cut to the records");
+        let room = conn.reserve(40_000).await.unwrap();
+        let records = conn.hold(Bytes::from(vec![1u8; 15_000]), room).await;
+        assert_eq!(memory.in_use(), 15_000, "cut to the records");
         let copy = records.slice(10..20);
         drop(records);
-        assert_eq!(memory.in_use(), 150, "a slice still holds them");
+        assert_eq!(memory.in_use(), 15_000, "a slice still holds them");
         drop(copy);
         assert_eq!(memory.in_use(), 0);
 
-        let room = conn.reserve(100).await.unwrap();
-        let records = conn.hold(Bytes::from(vec![2u8; 250]), room).await;
-        assert_eq!(memory.in_use(), 250, "grown to a larger first batch");
-        assert_eq!(&records[..], &[2u8; 250][..]);
+        let room = conn.reserve(10_000).await.unwrap();
+        let records = conn.hold(Bytes::from(vec![2u8; 25_000]), room).await;
+        assert_eq!(memory.in_use(), 25_000, "taken again for more records");
+        assert_eq!(&records[..], &[2u8; 25_000][..]);
         drop(records);
-        let room = conn.reserve(100).await.unwrap();
-        assert!(conn.hold(Bytes::new(), room).await.is_empty());
-        assert_eq!(memory.in_use(), 0, "an empty read holds nothing");
+        let room = conn.reserve(10_000).await.unwrap();
+        assert_eq!(
+            conn.hold(Bytes::from(vec![3u8; 100]), room).await.len(),
+            100
+        );
+        assert_eq!(memory.in_use(), 0, "a small answer holds nothing");
     }
 
     /// Closing a connection ends its waits, whether for its own share or for the broker's, and
     /// refuses later ones; what its reservations held comes back as they are dropped.
     #[tokio::test]
     async fn a_closed_connection_waits_no_more() {
-        let memory = RequestMemory::new(300, 200);
+        let memory = RequestMemory::new(300_000, 200_000);
         let (a, b) = (memory.connection(), memory.connection());
-        let held = a.reserve(200).await.unwrap();
-        let taken = b.reserve(100).await.unwrap();
+        let held = a.reserve(200_000).await.unwrap();
+        let taken = b.reserve(100_000).await.unwrap();
         // `a` waits for its own share, `b` (with its share free) for the broker's.
         let own = tokio::spawn({
             let a = a.clone();
-            async move { a.reserve(10).await }
+            async move { a.reserve(10_000).await }
         });
         let brokers = tokio::spawn({
             let b = b.clone();
-            async move { b.reserve(50).await }
+            async move { b.reserve(50_000).await }
         });
         tokio::task::yield_now().await;
         a.close();
         b.close();
         assert_eq!(own.await.unwrap().unwrap_err(), Refused::Closed);
         assert_eq!(brokers.await.unwrap().unwrap_err(), Refused::Closed);
-        assert_eq!(a.reserve(1).await.unwrap_err(), Refused::Closed);
+        assert_eq!(a.reserve(10_000).await.unwrap_err(), Refused::Closed);
         drop((held, taken));
         assert_eq!(memory.in_use(), 0);
     }

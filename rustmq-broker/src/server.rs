@@ -314,12 +314,16 @@ async fn read_frame(
     // Room for the whole body before any of it is read; waiting for it is not the peer's doing,
     // so it does not count against the read timeout (QUIC flow control holds the peer back).
     // The wait ends with the connection.
-    let reservation = match memory.map(|memory| memory.reserve(header.body_len)) {
+    // Nearly every frame finds room at once, without the waiting future being made.
+    let reservation = match memory {
         None => Reservation::default(),
-        Some(reserving) => match reserving.await {
-            Ok(reservation) => reservation,
-            Err(Refused::TooLarge) => return too_large("the broker's request memory"),
-            Err(Refused::Closed) => return ReadOutcome::Fail(None, header.request_id),
+        Some(memory) => match memory.try_reserve(header.body_len) {
+            Some(reservation) => reservation,
+            None => match memory.reserve(header.body_len).await {
+                Ok(reservation) => reservation,
+                Err(Refused::TooLarge) => return too_large("the broker's request memory"),
+                Err(Refused::Closed) => return ReadOutcome::Fail(None, header.request_id),
+            },
         },
     };
     let want = header.body_len as usize;
@@ -427,7 +431,7 @@ async fn serve_stream(
                 // the answer waits for the peer to take it.
                 drop(body);
                 // A fetch answer's records go out as a chunk of their own, not copied. A peer
-                // that does not take its answer within the timeout loses the stream, and the
+                // that takes nothing of its answer for the timeout loses the stream, and the
                 // answer's room in the budget is given back (quinn drops what it buffered).
                 let mut chunks = response.to_frame_chunks(request_id);
                 match write_answer(&mut send, &mut chunks, timeout).await {
