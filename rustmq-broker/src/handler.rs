@@ -456,7 +456,10 @@ impl Core {
         };
         let records = loop {
             let records = read()?;
-            if let (false, Some(memory)) = (records.is_empty(), &conn.memory) {
+            if !records.is_empty() {
+                let Some(memory) = &conn.memory else {
+                    break records;
+                };
                 // The records take room in the connection's (and the broker's) budget until
                 // the transport lets go of them: a peer that leaves its answers unread stops
                 // getting more. Without room at once, they are let go while the fetch waits
@@ -476,10 +479,7 @@ impl Core {
                     }
                 };
             }
-            if !records.is_empty()
-                || max_wait.is_zero()
-                || self.shutting_down.load(Ordering::Relaxed)
-            {
+            if max_wait.is_zero() || self.shutting_down.load(Ordering::Relaxed) {
                 break records;
             }
             // Deadline passed or the log was closed: answer with what there is (nothing).
