@@ -455,12 +455,8 @@ async fn serve_stream(
                 if let Some(e) = error {
                     tracing::debug!(code = %e.code, message = %e.message, "bad frame");
                     let answer = Response::Error(e.to_response());
-                    let _ = within(
-                        &mut None,
-                        timeout,
-                        send.write_all(&answer.to_frame(request_id)),
-                    )
-                    .await;
+                    let _ =
+                        write_answer(&mut send, &mut [answer.to_frame(request_id)], timeout).await;
                 }
                 // Tell the peer to stop sending the rest of whatever it was sending.
                 let _ = recv.stop(1u32.into());
