@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use benches::memory;
 use rustmq::testing::{BrokerConfig, TestBroker};
 use rustmq_protocol::{Acks, Compression, FetchRequest, ProduceRequest, Request};
 use tests::{batch, produce, raw_connection, raw_hello, write_counting, TestRecord};
@@ -129,17 +130,4 @@ fn main() {
         // No orderly shutdown: the held streams would wait out their read timeouts.
         std::process::exit(0);
     });
-}
-
-/// The process's `VmRSS` and `VmHWM`, in KiB.
-fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }

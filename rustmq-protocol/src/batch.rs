@@ -408,6 +408,12 @@ impl RecordIter {
         self.count - self.index
     }
 
+    /// Size of the records section this iterator holds (decompressed, for a compressed batch),
+    /// whatever has been iterated: the memory it keeps alive.
+    pub fn held_bytes(&self) -> usize {
+        self.reader.position() + self.reader.remaining()
+    }
+
     /// The next record through `read` (building or checking it), then the end-of-batch
     /// checks; stops the iteration on error.
     #[inline]
@@ -770,6 +776,21 @@ mod tests {
             assert_eq!(records[7].headers[0].value.as_ref(), &7u32.to_be_bytes());
             assert_eq!(batch.header().max_timestamp, 1_099);
         }
+    }
+
+    /// An iterator holds its whole records section, decompressed, however far it has gone.
+    #[test]
+    fn held_bytes_is_the_records_section_as_held() {
+        let plain = RecordBatch::parse(sample(Compression::None)).unwrap();
+        let mut iter = plain.records().unwrap();
+        let section = plain.as_bytes().len() - BATCH_HEADER_LEN;
+        assert_eq!(iter.held_bytes(), section);
+        iter.skip_records(60).unwrap();
+        assert_eq!(iter.held_bytes(), section);
+        let packed = RecordBatch::parse(sample(Compression::Zstd)).unwrap();
+        let iter = packed.records().unwrap();
+        assert_eq!(iter.held_bytes(), section);
+        assert!(packed.as_bytes().len() - BATCH_HEADER_LEN < section);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::message::{Message, TopicName};
 pub(crate) struct Records {
     runs: VecDeque<Run>,
     len: usize,
+    bytes: usize,
 }
 
 /// The next `left` records of one batch.
@@ -26,6 +27,14 @@ pub(crate) struct Records {
 struct Run {
     iter: RecordIter,
     left: u32,
+}
+
+impl Run {
+    /// What the run holds in memory: its batch's whole records section (decompressed), from
+    /// the first record kept until the last is taken.
+    fn bytes(&self) -> usize {
+        self.iter.held_bytes()
+    }
 }
 
 impl Records {
@@ -38,18 +47,27 @@ impl Records {
         self.len == 0
     }
 
+    /// Bytes held: the records sections of the batches these records are in, whole (the
+    /// records taken from a batch free nothing until its last one is taken).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Adds the next `n` records of `iter`, which the caller checked
     /// ([`RecordIter::check_ahead`]): decoding them later cannot fail.
     pub(crate) fn push_checked(&mut self, iter: RecordIter, n: u32) {
         if n > 0 {
+            let run = Run { iter, left: n };
             self.len += n as usize;
-            self.runs.push_back(Run { iter, left: n });
+            self.bytes += run.bytes();
+            self.runs.push_back(run);
         }
     }
 
     /// Moves all of `other`'s records after these.
     pub(crate) fn append(&mut self, mut other: Records) {
         self.len += other.len;
+        self.bytes += other.bytes;
         self.runs.append(&mut other.runs);
     }
 
@@ -73,6 +91,7 @@ impl Records {
             run.left -= 1;
             self.len -= 1;
             if run.left == 0 {
+                self.bytes -= run.bytes();
                 self.runs.pop_front();
             }
             match record {
@@ -87,5 +106,6 @@ impl Records {
     pub(crate) fn clear(&mut self) {
         self.runs.clear();
         self.len = 0;
+        self.bytes = 0;
     }
 }

@@ -105,6 +105,7 @@ impl ConsumerBuilder {
             state: Mutex::new(State::new(
                 &topic,
                 config.max_buffered_messages_per_partition,
+                config.max_buffered_bytes_per_partition,
             )),
             topic,
             consumer_id,

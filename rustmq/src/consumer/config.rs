@@ -93,6 +93,13 @@ pub struct ConsumerConfig {
     /// partition's fetching until the application catches up, which bounds memory whatever
     /// the backlog.
     pub max_buffered_messages_per_partition: usize,
+    /// Bytes of fetched records not yet received, per partition: the records sections of
+    /// their batches as held in memory (decompressed), which large messages reach long before
+    /// the message count. A partition stops fetching once it holds more than half of this, and
+    /// a fetch takes no more than the room left but always at least one batch: a partition
+    /// holds at most this, or half of it plus one batch larger than the rest. Messages already
+    /// received are the application's to drop and not counted.
+    pub max_buffered_bytes_per_partition: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -113,6 +120,7 @@ impl Default for ConsumerConfig {
             retry_backoff: Duration::from_secs(2),
             max_retry_backoff: Duration::from_secs(300),
             max_buffered_messages_per_partition: 1000,
+            max_buffered_bytes_per_partition: 32 << 20,
         }
     }
 }
@@ -129,6 +137,9 @@ impl ConsumerConfig {
         }
         if self.max_buffered_messages_per_partition == 0 {
             return bad("consumer max_buffered_messages_per_partition must be at least 1");
+        }
+        if self.max_buffered_bytes_per_partition == 0 {
+            return bad("consumer max_buffered_bytes_per_partition must be at least 1");
         }
         if self.enable_auto_commit && self.auto_commit_interval.is_zero() {
             return bad("consumer auto_commit_interval must be greater than zero");
@@ -198,6 +209,10 @@ mod tests {
             },
             ConsumerConfig {
                 max_buffered_messages_per_partition: 0,
+                ..valid()
+            },
+            ConsumerConfig {
+                max_buffered_bytes_per_partition: 0,
                 ..valid()
             },
             ConsumerConfig {

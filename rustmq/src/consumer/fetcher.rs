@@ -2,13 +2,15 @@
 //! paused and its buffer has room, decoding into messages, never more than the room.
 //!
 //! ```text
-//!   gate (under the state lock): paused or buffer over half full ──► wait for a wake-up
-//!        │ go: offset, epoch, room
+//!   gate (under the state lock): paused or buffer over half full (of messages or of
+//!        │ bytes) ──► wait for a wake-up
+//!        │ go: offset, epoch, room, room in bytes
 //!        ▼
-//!   Fetch(offset, max_bytes ≈ min(room, fetch_size) × average record size,
+//!   Fetch(offset, max_bytes ≈ min(min(room, fetch_size) × average record size, room in bytes),
 //!         max_wait = fetch_timeout)  ── a seek/revoke/close during the wait cancels it
 //!        ▼
 //!   decode whole batches, skip records below `offset`, keep at most min(room, fetch_size)
+//!   records and no batch beyond the room in bytes but the first
 //!        ▼
 //!   apply (under the lock, dropped if the epoch changed) ──► wake receivers
 //! ```
@@ -43,7 +45,9 @@ pub(crate) struct Decoded {
     pub(crate) record_bytes: Option<usize>,
 }
 
-/// Checks the batches of a fetch answer and keeps at most `max` records at or after `from`.
+/// Checks the batches of a fetch answer and keeps at most `max` records at or after `from`,
+/// in batches holding at most `max_bytes` (`Records::bytes`) but for the first batch kept, which
+/// is kept whatever its size (the broker answers with at least one batch too).
 ///
 /// Every record kept is checked here (CRC, decompression, every field), so that receiving it
 /// cannot fail; so are the records below `from` in a batch that holds kept ones (batches wholly
@@ -53,6 +57,7 @@ pub(crate) struct Decoded {
 pub(crate) fn decode(
     from: u64,
     max: usize,
+    max_bytes: usize,
     records: Bytes,
 ) -> std::result::Result<Decoded, ProtocolError> {
     let mut out = Decoded {
@@ -88,7 +93,10 @@ pub(crate) fn decode(
         let room = u32::try_from(max - out.records.len()).unwrap_or(u32::MAX);
         let take = (header.record_count - skip).min(room);
         let first = header.base_offset + u64::from(skip);
-        if take == 0 {
+        if take == 0
+            || (!out.records.is_empty()
+                && out.records.bytes().saturating_add(iter.held_bytes()) > max_bytes)
+        {
             out.next_offset = Some(first);
             break;
         }
@@ -142,14 +150,21 @@ pub(crate) fn to_message(topic: &TopicName, partition: u32, record: Record) -> M
     )
 }
 
-/// Byte budget of a fetch for `records` records of about `record_bytes` each.
-fn max_bytes(records: usize, record_bytes: usize, frame_limit: Option<u32>) -> u32 {
+/// Byte budget of a fetch for `records` records of about `record_bytes` each, within
+/// `room_bytes` (the broker still answers with one batch when that batch is larger).
+fn max_bytes(
+    records: usize,
+    record_bytes: usize,
+    room_bytes: usize,
+    frame_limit: Option<u32>,
+) -> u32 {
     let ceiling = frame_limit
         .map_or(8 << 20, |l| l.saturating_sub(4096))
         .clamp(4096, 16 << 20);
     let wanted = records
         .saturating_mul(record_bytes)
-        .saturating_add(record_bytes);
+        .saturating_add(record_bytes)
+        .min(room_bytes);
     u32::try_from(wanted)
         .unwrap_or(u32::MAX)
         .clamp(4096, ceiling)
@@ -174,7 +189,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
     let mut failures = 0u32;
     loop {
         let gate = inner.state.lock().fetch_gate(partition);
-        let (offset, epoch, room, record_bytes) = match gate {
+        let (offset, epoch, room, room_bytes, record_bytes) = match gate {
             FetchGate::Stop => return,
             FetchGate::Wait => {
                 wake.notified().await;
@@ -184,8 +199,9 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                 offset,
                 epoch,
                 room,
+                room_bytes,
                 record_bytes,
-            } => (offset, epoch, room, record_bytes),
+            } => (offset, epoch, room, room_bytes, record_bytes),
         };
         let max_records = room.min(config.fetch_size);
         let limit = inner.client.broker_limits().map(|l| l.max_frame_bytes);
@@ -193,7 +209,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
             topic: inner.topic.clone(),
             partition,
             offset,
-            max_bytes: max_bytes(max_records, record_bytes, limit),
+            max_bytes: max_bytes(max_records, record_bytes, room_bytes, limit),
             max_wait_ms: ConsumerConfig::ms(config.fetch_timeout),
         });
         let timeout = inner.client.config().request_timeout + config.fetch_timeout;
@@ -217,7 +233,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
             Some(Err(e)) => Err(e),
         };
         match result {
-            Ok(response) => match decode(offset, max_records, response.records) {
+            Ok(response) => match decode(offset, max_records, room_bytes, response.records) {
                 Ok(decoded) => {
                     failures = 0;
                     let count = decoded.records.len();
@@ -352,7 +368,7 @@ mod tests {
 
     #[test]
     fn records_below_the_requested_offset_are_skipped() {
-        let d = decode(13, 100, answer(&[(10, 5), (15, 5)])).unwrap();
+        let d = decode(13, 100, usize::MAX, answer(&[(10, 5), (15, 5)])).unwrap();
         assert_eq!(d.next_offset, Some(20));
         let messages = messages(d);
         let got: Vec<u64> = messages.iter().map(|m| m.offset).collect();
@@ -367,26 +383,26 @@ mod tests {
         assert_eq!(m.key_as_str(), Some("k"));
         assert_eq!(m.timestamp, 1_003);
         // A batch wholly below the offset is passed over.
-        let d = decode(17, 100, answer(&[(10, 5), (15, 5)])).unwrap();
+        let d = decode(17, 100, usize::MAX, answer(&[(10, 5), (15, 5)])).unwrap();
         assert_eq!(d.next_offset, Some(20));
         assert_eq!(offsets(d), [17, 18, 19]);
     }
 
     #[test]
     fn at_most_max_records_are_kept_and_the_next_fetch_resumes_after_them() {
-        let d = decode(0, 7, answer(&[(0, 5), (5, 5)])).unwrap();
+        let d = decode(0, 7, usize::MAX, answer(&[(0, 5), (5, 5)])).unwrap();
         assert_eq!(d.next_offset, Some(7));
         assert_eq!(offsets(d), (0..7).collect::<Vec<_>>());
-        let d = decode(0, 5, answer(&[(0, 5), (5, 5)])).unwrap();
+        let d = decode(0, 5, usize::MAX, answer(&[(0, 5), (5, 5)])).unwrap();
         assert_eq!((d.records.len(), d.next_offset), (5, Some(5)));
-        let d = decode(3, 4, answer(&[(0, 5), (5, 5)])).unwrap();
+        let d = decode(3, 4, usize::MAX, answer(&[(0, 5), (5, 5)])).unwrap();
         assert_eq!(d.next_offset, Some(7));
         assert_eq!(offsets(d), [3, 4, 5, 6]);
         // Full in the middle of a batch with more batches after it.
-        let d = decode(0, 3, answer(&[(0, 5), (5, 5), (10, 5)])).unwrap();
+        let d = decode(0, 3, usize::MAX, answer(&[(0, 5), (5, 5), (10, 5)])).unwrap();
         assert_eq!(d.next_offset, Some(3));
         assert_eq!(offsets(d), [0, 1, 2]);
-        let d = decode(0, 5, Bytes::new()).unwrap();
+        let d = decode(0, 5, usize::MAX, Bytes::new()).unwrap();
         assert_eq!(
             (d.records.len(), d.next_offset, d.record_bytes),
             (0, None, None)
@@ -400,10 +416,10 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         bytes.extend_from_slice(&bad);
-        let d = decode(0, 100, Bytes::from(bytes)).unwrap();
+        let d = decode(0, 100, usize::MAX, Bytes::from(bytes)).unwrap();
         assert_eq!(d.next_offset, Some(3));
         assert_eq!(offsets(d), [0, 1, 2]);
-        assert!(decode(3, 100, Bytes::from(bad)).is_err());
+        assert!(decode(3, 100, usize::MAX, Bytes::from(bad)).is_err());
     }
 
     /// Plain records at offsets `base..base + n`, the one at `corrupt` with an offset delta
@@ -429,7 +445,7 @@ mod tests {
     fn a_corrupt_record_under_a_valid_crc_ends_the_answer_before_it() {
         let mut bytes = answer(&[(0, 3)]).to_vec();
         bytes.extend_from_slice(&batch_with_corrupt_record(3, 6, 6));
-        let d = decode(0, 100, Bytes::from(bytes.clone())).unwrap();
+        let d = decode(0, 100, usize::MAX, Bytes::from(bytes.clone())).unwrap();
         assert_eq!(
             d.next_offset,
             Some(6),
@@ -438,23 +454,65 @@ mod tests {
         assert_eq!(offsets(d), [0, 1, 2, 3, 4, 5]);
         // Fetched again from there, the record is the error.
         assert!(matches!(
-            decode(6, 100, Bytes::from(batch_with_corrupt_record(3, 6, 6))),
+            decode(
+                6,
+                100,
+                usize::MAX,
+                Bytes::from(batch_with_corrupt_record(3, 6, 6))
+            ),
             Err(ProtocolError::CorruptBatch(_))
         ));
         // Records kept before the corrupt one are still delivered when the limit stops short
         // of it, and the answer reads as a good one.
-        let d = decode(4, 2, Bytes::from(bytes)).unwrap();
+        let d = decode(4, 2, usize::MAX, Bytes::from(bytes)).unwrap();
         assert_eq!(d.next_offset, Some(6));
         assert_eq!(offsets(d), [4, 5]);
     }
 
     #[test]
     fn byte_budget_follows_record_size_within_limits() {
-        assert_eq!(max_bytes(500, 100, None), 50_100);
-        assert_eq!(max_bytes(1, 10, None), 4096);
+        let any = usize::MAX;
+        assert_eq!(max_bytes(500, 100, any, None), 50_100);
+        assert_eq!(max_bytes(1, 10, any, None), 4096);
         assert_eq!(
-            max_bytes(1_000_000, 1_000_000, Some(1 << 20)),
+            max_bytes(1_000_000, 1_000_000, any, Some(1 << 20)),
             (1 << 20) - 4096
         );
+        // The buffer's room in bytes caps it, down to the same floor.
+        assert_eq!(max_bytes(500, 100, 20_000, None), 20_000);
+        assert_eq!(max_bytes(500, 100, 10, None), 4096);
+    }
+
+    /// The records section of `batch(base, n)`, as `Records::bytes` counts it.
+    fn section(base: u64, n: u64) -> usize {
+        rustmq_protocol::RecordBatch::parse(Bytes::from(batch(base, n)))
+            .unwrap()
+            .records()
+            .unwrap()
+            .held_bytes()
+    }
+
+    #[test]
+    fn batches_beyond_the_room_in_bytes_are_left_for_the_next_fetch() {
+        let (a, b) = (section(0, 5), section(5, 5));
+        let three = || answer(&[(0, 5), (5, 5), (10, 5)]);
+        // Room for two batches: the third is fetched again next time.
+        let d = decode(0, 100, a + b, three()).unwrap();
+        assert_eq!((d.next_offset, d.records.bytes()), (Some(10), a + b));
+        assert_eq!(offsets(d), (0..10).collect::<Vec<_>>());
+        // Less room than one batch: the first is kept all the same.
+        let d = decode(0, 100, 1, three()).unwrap();
+        assert_eq!((d.next_offset, d.records.bytes()), (Some(5), a));
+        assert_eq!(offsets(d), (0..5).collect::<Vec<_>>());
+        // A batch partly below the offset counts whole, as it is held whole.
+        let mut d = decode(3, 100, a, three()).unwrap();
+        assert_eq!((d.next_offset, d.records.len()), (Some(5), 2));
+        assert_eq!(d.records.bytes(), a);
+        // Its bytes are given back with its last record.
+        let topic = TopicName::from("t");
+        d.records.pop_front(&topic, 2).unwrap();
+        assert_eq!(d.records.bytes(), a);
+        d.records.pop_front(&topic, 2).unwrap();
+        assert_eq!(d.records.bytes(), 0);
     }
 }

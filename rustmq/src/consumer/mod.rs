@@ -8,7 +8,8 @@
 //!        │        one fetch task per assigned partition (long poll, `fetch_timeout`),
 //!        │        skipped while paused or while its buffer is more than half full
 //!        │                     ▼
-//!        │        bounded buffer per partition (`max_buffered_messages_per_partition`)
+//!        │        bounded buffer per partition (`max_buffered_messages_per_partition`,
+//!        │        `max_buffered_bytes_per_partition`)
 //!        │                     ▼
 //!        │        receive() / stream(): due retries first, then partitions round-robin
 //!        │                     ▼
@@ -263,6 +264,13 @@ impl Consumer {
     /// `max_buffered_messages_per_partition` times the number of assigned partitions.
     pub fn buffered_messages(&self) -> usize {
         self.inner.state.lock().buffered()
+    }
+
+    /// Bytes the buffered messages hold in memory (the records sections of their batches,
+    /// decompressed), over all partitions. About `max_buffered_bytes_per_partition` times the
+    /// number of assigned partitions at most (see that setting for the exact bound).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.state.lock().buffered_bytes()
     }
 
     /// Commits, for every assigned partition, the end of its contiguous acknowledged prefix.

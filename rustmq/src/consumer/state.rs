@@ -48,6 +48,8 @@ pub(crate) enum FetchGate {
         epoch: u64,
         /// Records the buffer can take.
         room: usize,
+        /// Bytes the buffer can take (`Records::bytes`).
+        room_bytes: usize,
         /// Average record size seen so far (bytes), to size the request.
         record_bytes: usize,
     },
@@ -76,6 +78,9 @@ pub(crate) struct PartitionState {
     retries: BTreeMap<(Instant, u64), RetryEntry>,
     /// Wakes the partition's fetch task (room in the buffer, resume, seek, close).
     pub(crate) wake: Arc<Notify>,
+    /// The fetch task was told to wait for room in the buffer (`fetch_gate`): `take` wakes it
+    /// once there is.
+    full: bool,
     task: Option<JoinHandle<()>>,
 }
 
@@ -92,14 +97,15 @@ pub(crate) struct State {
     next_epoch: u64,
     retry_seq: u64,
     cap: usize,
+    cap_bytes: usize,
     /// The topic, shared by the messages decoded from the buffers.
     topic: TopicName,
 }
 
 impl State {
-    /// Empty state of a consumer of `topic` with at most `cap` buffered messages per
-    /// partition.
-    pub(crate) fn new(topic: &str, cap: usize) -> Self {
+    /// Empty state of a consumer of `topic` with at most `cap` buffered messages and about
+    /// `cap_bytes` buffered bytes per partition.
+    pub(crate) fn new(topic: &str, cap: usize, cap_bytes: usize) -> Self {
         Self {
             partitions: BTreeMap::new(),
             paused: BTreeSet::new(),
@@ -110,6 +116,7 @@ impl State {
             next_epoch: 1,
             retry_seq: 0,
             cap,
+            cap_bytes,
             topic: topic.into(),
         }
     }
@@ -139,6 +146,7 @@ impl State {
                 record_bytes: 1024,
                 retries: BTreeMap::new(),
                 wake: Arc::clone(&wake),
+                full: false,
                 task: None,
             },
         );
@@ -260,17 +268,19 @@ impl State {
             Pick::Buffered(id) => {
                 self.cursor = Some(id);
                 let refill = refill_level(self.cap);
+                let refill_bytes = refill_level(self.cap_bytes);
                 let Some(p) = self.partitions.get_mut(&id) else {
                     return gone();
                 };
-                let before = p.buffer.len();
                 let Some(record) = p.buffer.pop_record() else {
                     return gone();
                 };
                 p.tracker.delivered(record.offset);
-                // The fetch task is woken once, as the buffer comes down to the refill level; a
-                // wake-up before it waits is kept for it (`notify_one` stores one permit).
-                if before > refill && p.buffer.len() <= refill {
+                // A fetch task waiting for room is woken once, as the buffer comes down to the
+                // refill levels of both messages and bytes; a wake-up before it waits is kept
+                // for it (`notify_one` stores one permit).
+                if p.full && p.buffer.len() <= refill && p.buffer.bytes() <= refill_bytes {
+                    p.full = false;
                     p.wake.notify_one();
                 }
                 make(to_message(&self.topic, id, record), p.epoch, 1)
@@ -279,20 +289,27 @@ impl State {
     }
 
     /// Whether the fetch task of `partition` should fetch, and from where.
-    pub(crate) fn fetch_gate(&self, partition: u32) -> FetchGate {
+    pub(crate) fn fetch_gate(&mut self, partition: u32) -> FetchGate {
         if self.closed {
             return FetchGate::Stop;
         }
-        let Some(p) = self.partitions.get(&partition) else {
+        let Some(p) = self.partitions.get_mut(&partition) else {
             return FetchGate::Stop;
         };
-        if self.paused.contains(&partition) || p.buffer.len() > refill_level(self.cap) {
+        if self.paused.contains(&partition) {
+            return FetchGate::Wait;
+        }
+        if p.buffer.len() > refill_level(self.cap)
+            || p.buffer.bytes() > refill_level(self.cap_bytes)
+        {
+            p.full = true;
             return FetchGate::Wait;
         }
         FetchGate::Go {
             offset: p.fetch_offset,
             epoch: p.epoch,
             room: self.cap - p.buffer.len(),
+            room_bytes: self.cap_bytes - p.buffer.bytes(),
             record_bytes: p.record_bytes,
         }
     }
@@ -447,6 +464,11 @@ impl State {
     /// Messages buffered across partitions (fetched, not yet received).
     pub(crate) fn buffered(&self) -> usize {
         self.partitions.values().map(|p| p.buffer.len()).sum()
+    }
+
+    /// Bytes those messages hold (`Records::bytes`), across partitions.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.partitions.values().map(|p| p.buffer.bytes()).sum()
     }
 
     /// Wakes every fetch task (close, resume after a rebalance).

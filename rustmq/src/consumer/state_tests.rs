@@ -12,7 +12,7 @@ fn records(offsets: std::ops::Range<u64>) -> Records {
     }
     let mut batch = batch.build().unwrap().to_vec();
     rustmq_protocol::batch::set_base_offset(&mut batch, offsets.start);
-    super::super::fetcher::decode(offsets.start, usize::MAX, batch.into())
+    super::super::fetcher::decode(offsets.start, usize::MAX, usize::MAX, batch.into())
         .unwrap()
         .records
 }
@@ -70,7 +70,7 @@ fn deliver(s: &mut State) -> Delivery {
 
 #[test]
 fn partitions_are_served_round_robin_and_paused_ones_are_skipped() {
-    let mut s = State::new("t", 10);
+    let mut s = State::new("t", 10, usize::MAX);
     for p in 0..3 {
         s.assign(p, 0, None);
         fill(&mut s, p, 0..2);
@@ -93,7 +93,7 @@ fn partitions_are_served_round_robin_and_paused_ones_are_skipped() {
 
 #[test]
 fn a_full_buffer_stops_fetching_until_half_is_drained() {
-    let mut s = State::new("t", 4);
+    let mut s = State::new("t", 4, usize::MAX);
     s.assign(0, 0, None);
     assert!(matches!(
         s.fetch_gate(0),
@@ -120,8 +120,43 @@ fn a_full_buffer_stops_fetching_until_half_is_drained() {
 }
 
 #[test]
+fn a_buffer_over_half_its_bytes_stops_fetching_until_a_batch_is_taken() {
+    use futures::FutureExt;
+    // Batches of two records, all the same size; room for three, so half is one and a half.
+    let batch = records(0..2).bytes();
+    let mut s = State::new("t", 100, 3 * batch);
+    s.assign(0, 0, None);
+    let wake = Arc::clone(&s.partitions[&0].wake);
+    let room = |s: &mut State| match s.fetch_gate(0) {
+        FetchGate::Go {
+            room_bytes, offset, ..
+        } => Some((room_bytes, offset)),
+        _ => None,
+    };
+    assert_eq!(room(&mut s), Some((3 * batch, 0)));
+    fill(&mut s, 0, 0..2);
+    assert_eq!(room(&mut s), Some((2 * batch, 2)));
+    fill(&mut s, 0, 2..4);
+    assert_eq!(s.fetch_gate(0), FetchGate::Wait);
+    assert_eq!(s.buffered_bytes(), 2 * batch);
+    // A batch holds its bytes until its last record is taken.
+    deliver(&mut s);
+    assert_eq!(
+        (s.fetch_gate(0), s.buffered_bytes()),
+        (FetchGate::Wait, 2 * batch)
+    );
+    assert!(wake.notified().now_or_never().is_none());
+    deliver(&mut s);
+    assert_eq!(s.buffered_bytes(), batch);
+    assert_eq!(room(&mut s), Some((2 * batch, 4)));
+    // The waiting fetch task is woken as the buffer comes under half.
+    assert!(wake.notified().now_or_never().is_some());
+    assert_eq!(s.buffered(), 2);
+}
+
+#[test]
 fn seek_discards_buffer_retries_and_stale_fetches() {
-    let mut s = State::new("t", 10);
+    let mut s = State::new("t", 10, usize::MAX);
     s.assign(0, 0, None);
     fill(&mut s, 0, 0..5);
     let d = deliver(&mut s);
@@ -145,7 +180,7 @@ fn seek_discards_buffer_retries_and_stale_fetches() {
 
 #[test]
 fn due_retries_come_first_and_the_earliest_sets_the_wait() {
-    let mut s = State::new("t", 10);
+    let mut s = State::new("t", 10, usize::MAX);
     s.assign(0, 0, None);
     fill(&mut s, 0, 0..2);
     let first = deliver(&mut s);
@@ -171,7 +206,7 @@ fn due_retries_come_first_and_the_earliest_sets_the_wait() {
 
 #[test]
 fn revoke_drops_everything_and_closing_ends_delivery() {
-    let mut s = State::new("t", 10);
+    let mut s = State::new("t", 10, usize::MAX);
     s.assign(0, 0, None);
     fill(&mut s, 0, 0..3);
     s.pause(&[0]).unwrap();

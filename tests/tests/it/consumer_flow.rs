@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use crate::consumer_support::*;
 use futures::StreamExt;
+use rustmq::consumer::ConsumerConfig;
+use rustmq::protocol::{Acks, Compression};
 use rustmq::testing::TestBroker;
 use rustmq::ClientError;
+use tests::{batch, produce, TestRecord};
 
 #[tokio::test]
 async fn a_paused_partition_delivers_nothing_until_resumed_while_others_flow() {
@@ -127,6 +130,78 @@ async fn a_slow_consumer_holds_a_bounded_buffer_over_a_100k_backlog() {
         stream.next().await.is_none(),
         "the stream ends when the consumer closes"
     );
+}
+
+#[tokio::test]
+async fn large_messages_fill_the_buffer_up_to_its_bytes_and_all_arrive() {
+    const MESSAGES: u64 = 40;
+    const SIZE: usize = 256 << 10;
+    const CAP_BYTES: usize = 1 << 20;
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("large", 1).await.unwrap();
+    // One record per batch, every other batch compressed: stored, those take a few hundred
+    // bytes, so a fetch's byte budget lets many through, but each holds 256 KiB once
+    // decompressed.
+    let payload = |i: u64| {
+        let mut p = vec![b'x'; SIZE];
+        p[..8].copy_from_slice(&i.to_be_bytes());
+        p
+    };
+    for i in 0..MESSAGES {
+        let codec = if i % 2 == 1 {
+            Compression::Lz4
+        } else {
+            Compression::None
+        };
+        let records = [TestRecord::new(payload(i), 0)];
+        produce(&client, "large", 0, batch(&records, codec), Acks::Leader)
+            .await
+            .unwrap();
+    }
+    // Far more messages than the backlog: only the bytes can bound this buffer.
+    let config = ConsumerConfig {
+        max_buffered_bytes_per_partition: CAP_BYTES,
+        ..config("large-group")
+    };
+    let consumer = client
+        .create_consumer_with_config("large", "large-group", config)
+        .await
+        .unwrap();
+
+    // The application takes nothing: fetching stops for good once the buffer holds more than
+    // half its bytes, and it never holds more than all of them.
+    eventually("a buffer more than half full", || async {
+        consumer.buffered_bytes() > CAP_BYTES / 2
+    })
+    .await;
+    let (held, bytes) = (consumer.buffered_messages(), consumer.buffered_bytes());
+    assert!(bytes <= CAP_BYTES, "{bytes} bytes buffered");
+    assert!((2..=4).contains(&held), "{held} messages buffered");
+    assert!(bytes >= held * SIZE, "{bytes} bytes for {held} messages");
+    let lag = consumer.get_lag().await.unwrap();
+    assert_eq!(lag[&0], MESSAGES, "nothing handed over yet");
+
+    // Draining never lets it grow past its bytes, and every message arrives whole, in order.
+    let mut peak = 0;
+    let mut stream = consumer.stream();
+    for i in 0..MESSAGES {
+        let m = within("a message", stream.next())
+            .await
+            .expect("open")
+            .expect("receive");
+        assert_eq!(m.message.offset, i);
+        assert_eq!(m.message.payload, payload(i));
+        m.ack().await.unwrap();
+        peak = peak.max(consumer.buffered_bytes());
+    }
+    assert!(peak <= CAP_BYTES, "peak {peak} bytes buffered");
+    assert_eq!(
+        (consumer.buffered_messages(), consumer.buffered_bytes()),
+        (0, 0)
+    );
+    consumer.close().await.unwrap();
 }
 
 #[tokio::test]
