@@ -14,7 +14,7 @@
 //! of BYTES, when given), receives one message, waits until the consumer's buffer stops
 //! growing, and prints one JSON line: what the buffer holds and the process's resident memory
 //! (`VmRSS`, `VmHWM`) before and after; then it receives every other message and checks that
-//! none is missing. Run each case in its own process: the high-water mark is the process's.
+//! they all arrive, in order (the partition's lag at the start is the count). Run each case in its own process: the high-water mark is the process's.
 
 use std::time::Duration;
 
@@ -90,7 +90,13 @@ async fn consume(client: &RustMqClient, bytes: Option<usize>) {
         .create_consumer_with_config(TOPIC, &config.consumer_group.clone(), config.clone())
         .await
         .expect("consumer");
+    let total: u64 = consumer.get_lag().await.expect("lag").values().sum();
     let first = consumer.receive().await.expect("receive").expect("open");
+    assert_eq!(
+        index(&first.message.payload),
+        0,
+        "the backlog starts at message 0"
+    );
     let mut seen = 1u64;
     first.ack().await.expect("ack");
     // The buffer fills in the background: wait until it has not grown for a second.
@@ -118,11 +124,16 @@ async fn consume(client: &RustMqClient, bytes: Option<usize>) {
     loop {
         let next = tokio::time::timeout(Duration::from_secs(5), consumer.receive()).await;
         let Ok(Ok(Some(m))) = next else { break };
-        let index = u64::from_be_bytes(m.message.payload[..8].try_into().expect("8 bytes"));
-        assert_eq!(index, seen, "messages arrive in order");
+        assert_eq!(index(&m.message.payload), seen, "messages arrive in order");
         seen += 1;
         m.ack().await.expect("ack");
     }
+    assert_eq!(seen, total, "every message of the backlog arrives");
     eprintln!("received {seen} messages");
     consumer.close().await.expect("close");
+}
+
+/// The index a produced payload starts with.
+fn index(payload: &[u8]) -> u64 {
+    u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"))
 }

@@ -6,6 +6,17 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
+/// Distinct payloads in a pool: 1,024, or as many as fit in [`POOL_BYTES`] (at least 16) when
+/// payloads are large. A batch holds at most a few MiB, so it never repeats a payload either
+/// way, and a run of 1 MiB payloads does not make (and hold) a GiB of them first.
+const POOL_PAYLOADS: usize = 1024;
+const POOL_BYTES: usize = 64 << 20;
+
+/// Payloads in the pool of payloads of `size` bytes.
+fn pool_len(size: usize) -> usize {
+    (POOL_BYTES / size.max(1)).clamp(16, POOL_PAYLOADS)
+}
+
 /// A pool of distinct random payloads, handed out in turn (cloning `Bytes` copies nothing, so
 /// generating payloads stays out of the measurement).
 #[derive(Debug)]
@@ -17,7 +28,7 @@ pub(crate) struct Payloads {
 impl Payloads {
     pub(crate) fn new(size: usize) -> Self {
         let mut rng = fastrand::Rng::with_seed(0x5eed);
-        let pool = (0..1024)
+        let pool = (0..pool_len(size))
             .map(|_| {
                 let v: Vec<u8> = (0..size)
                     .map(|_| ALPHANUMERIC[rng.usize(..ALPHANUMERIC.len())])
@@ -69,6 +80,14 @@ impl Stamped {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_payloads_make_a_smaller_pool() {
+        assert_eq!(pool_len(1 << 20), 64);
+        assert_eq!(pool_len(16 << 20), 16);
+        assert_eq!(pool_len(1024), 1024);
+        assert_eq!(pool_len(0), 1024);
+    }
 
     #[test]
     fn payloads_are_alphanumeric_and_cycle() {

@@ -116,8 +116,10 @@ async fn consume(
     seen.target.store(messages, Ordering::Release);
     let config = backlog_config();
     let settings = format!(
-        "#[handler] behind trace+timeout+retry+dead-letter; fetch_size={} max_buffered_messages_per_partition={}",
-        config.fetch_size, config.max_buffered_messages_per_partition
+        "#[handler] behind trace+timeout+retry+dead-letter; fetch_size={} max_buffered_messages_per_partition={} max_buffered_bytes_per_partition={}",
+        config.fetch_size,
+        config.max_buffered_messages_per_partition,
+        config.max_buffered_bytes_per_partition
     );
     let bar = progress::bar(ctx.quiet, Some(messages), "W7-consume");
     // The handler's run is timed from its first event to its last; the CPU clocks are read

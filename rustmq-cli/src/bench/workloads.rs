@@ -165,8 +165,11 @@ pub(crate) async fn consume(
 ) -> Result<Report, CliError> {
     let config = backlog_config();
     let settings = format!(
-        "fetch_size={} max_buffered_messages_per_partition={} ack=each auto_commit={}",
-        config.fetch_size, config.max_buffered_messages_per_partition, config.enable_auto_commit
+        "fetch_size={} max_buffered_messages_per_partition={} max_buffered_bytes_per_partition={} ack=each auto_commit={}",
+        config.fetch_size,
+        config.max_buffered_messages_per_partition,
+        config.max_buffered_bytes_per_partition,
+        config.enable_auto_commit
     );
     let consumer = ConsumerBuilder::new()
         .topic(topic)

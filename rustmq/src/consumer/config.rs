@@ -89,16 +89,20 @@ pub struct ConsumerConfig {
     pub retry_backoff: Duration,
     /// Upper bound of a retry delay.
     pub max_retry_backoff: Duration,
-    /// Messages fetched but not yet received, per partition. A full buffer stops that
-    /// partition's fetching until the application catches up, which bounds memory whatever
-    /// the backlog.
+    /// Messages fetched but not yet received, per partition. A buffer more than half full
+    /// stops that partition's fetching until the application catches up. It bounds memory
+    /// only with the message size: `max_buffered_bytes_per_partition` bounds it whatever the
+    /// size.
     pub max_buffered_messages_per_partition: usize,
     /// Bytes of fetched records not yet received, per partition: the records sections of
     /// their batches as held in memory (decompressed), which large messages reach long before
     /// the message count. A partition stops fetching once it holds more than half of this, and
     /// a fetch takes no more than the room left but always at least one batch: a partition
-    /// holds at most this, or half of it plus one batch larger than the rest. Messages already
-    /// received are the application's to drop and not counted.
+    /// holds at most this, or half of it plus one batch larger than the room left. (Counted
+    /// per batch: an uncompressed batch shares its fetch answer's memory, which is freed once
+    /// the last batch of the answer is taken, so the memory held may exceed the count by up
+    /// to one answer.) Messages already received are the application's to drop and not
+    /// counted.
     pub max_buffered_bytes_per_partition: usize,
 }
 

@@ -6,7 +6,8 @@
 //!        │ bytes) ──► wait for a wake-up
 //!        │ go: offset, epoch, room, room in bytes
 //!        ▼
-//!   Fetch(offset, max_bytes ≈ min(min(room, fetch_size) × average record size, room in bytes),
+//!   Fetch(offset, max_bytes ≈ min(min(room, fetch_size) × average stored record size,
+//!         room in bytes ÷ how much batches grew when decompressed),
 //!         max_wait = fetch_timeout)  ── a seek/revoke/close during the wait cancels it
 //!        ▼
 //!   decode whole batches, skip records below `offset`, keep at most min(room, fetch_size)
@@ -41,13 +42,45 @@ pub(crate) struct Decoded {
     pub(crate) records: Records,
     /// Where the next fetch starts (`None` if the answer held no batch).
     pub(crate) next_offset: Option<u64>,
-    /// Average stored bytes per record in the answer.
-    pub(crate) record_bytes: Option<usize>,
+    /// Sizes seen in the answer, to size the next request.
+    pub(crate) sizes: Option<RecordSizes>,
+}
+
+/// Sizes a fetch answer showed: what the next request's byte budget is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordSizes {
+    /// Average stored bytes per record (whole batches, as the broker counts its budget).
+    pub(crate) stored: usize,
+    /// Bytes held once decoded (`Records::bytes`: decompressed) per 16 stored bytes, over the
+    /// batches kept: 16 for uncompressed batches, 160 for ones that compress tenfold.
+    pub(crate) expansion: usize,
+}
+
+impl RecordSizes {
+    /// What a consumer assumes before its first answer.
+    pub(crate) const INITIAL: RecordSizes = RecordSizes {
+        stored: 1024,
+        expansion: 16,
+    };
+
+    /// A running average that follows changes within a few fetches.
+    pub(crate) fn follow(self, seen: RecordSizes) -> RecordSizes {
+        RecordSizes {
+            stored: ((self.stored * 3 + seen.stored) / 4).max(16),
+            expansion: ((self.expansion * 3 + seen.expansion) / 4).max(1),
+        }
+    }
+
+    /// The stored bytes that decode into about `held` bytes.
+    pub(crate) fn stored_for(self, held: usize) -> usize {
+        held.saturating_mul(16) / self.expansion.max(1)
+    }
 }
 
 /// Checks the batches of a fetch answer and keeps at most `max` records at or after `from`,
-/// in batches holding at most `max_bytes` (`Records::bytes`) but for the first batch kept, which
-/// is kept whatever its size (the broker answers with at least one batch too).
+/// in batches holding at most `room_bytes` (`Records::bytes`) but for the first batch kept,
+/// which is kept whatever its size (the broker answers with at least one batch too). A batch
+/// beyond the room is not decompressed.
 ///
 /// Every record kept is checked here (CRC, decompression, every field), so that receiving it
 /// cannot fail; so are the records below `from` in a batch that holds kept ones (batches wholly
@@ -57,15 +90,17 @@ pub(crate) struct Decoded {
 pub(crate) fn decode(
     from: u64,
     max: usize,
-    max_bytes: usize,
+    room_bytes: usize,
     records: Bytes,
 ) -> std::result::Result<Decoded, ProtocolError> {
     let mut out = Decoded {
         records: Records::default(),
         next_offset: None,
-        record_bytes: None,
+        sizes: None,
     };
     let (mut bytes, mut count) = (0usize, 0usize);
+    // Stored bytes of the batches kept, against `out.records.bytes()`.
+    let mut kept_stored = 0usize;
     // The offset after the last record kept, where the next fetch starts if this one ends early.
     let mut kept_end = None;
     let stop = |out: Decoded, kept_end: Option<u64>, e| match kept_end {
@@ -76,8 +111,8 @@ pub(crate) fn decode(
         None => Err(e),
     };
     for batch in BatchIter::new(records) {
-        let (batch, mut iter) = match batch.and_then(|b| b.records().map(|r| (b, r))) {
-            Ok(d) => d,
+        let batch = match batch {
+            Ok(batch) => batch,
             Err(e) => return stop(out, kept_end, e),
         };
         let header = batch.header();
@@ -93,13 +128,22 @@ pub(crate) fn decode(
         let room = u32::try_from(max - out.records.len()).unwrap_or(u32::MAX);
         let take = (header.record_count - skip).min(room);
         let first = header.base_offset + u64::from(skip);
-        if take == 0
-            || (!out.records.is_empty()
-                && out.records.bytes().saturating_add(iter.held_bytes()) > max_bytes)
-        {
+        let full = |out: &Decoded, more: usize| {
+            !out.records.is_empty() && out.records.bytes().saturating_add(more) > room_bytes
+        };
+        if take == 0 || full(&out, 0) {
             out.next_offset = Some(first);
             break;
         }
+        let mut iter = match batch.records() {
+            Ok(iter) => iter,
+            Err(e) => return stop(out, kept_end, e),
+        };
+        if full(&out, iter.held_bytes()) {
+            out.next_offset = Some(first);
+            break;
+        }
+        kept_stored += batch.as_bytes().len();
         // Records below `from` are stepped over (and checked on the way), then the ones kept
         // are checked ahead; each record is read once here.
         if let Err(e) = iter.skip_records(skip) {
@@ -121,7 +165,15 @@ pub(crate) fn decode(
         }
         out.next_offset = Some(header.next_offset());
     }
-    out.record_bytes = (count > 0).then(|| bytes / count);
+    out.sizes = (count > 0).then(|| RecordSizes {
+        stored: bytes / count,
+        expansion: out
+            .records
+            .bytes()
+            .saturating_mul(16)
+            .checked_div(kept_stored)
+            .unwrap_or(RecordSizes::INITIAL.expansion),
+    });
     Ok(out)
 }
 
@@ -150,8 +202,9 @@ pub(crate) fn to_message(topic: &TopicName, partition: u32, record: Record) -> M
     )
 }
 
-/// Byte budget of a fetch for `records` records of about `record_bytes` each, within
-/// `room_bytes` (the broker still answers with one batch when that batch is larger).
+/// Byte budget of a fetch for `records` records of about `record_bytes` each (stored), within
+/// `room_bytes` (stored bytes; the broker still answers with one batch when that batch is
+/// larger).
 fn max_bytes(
     records: usize,
     record_bytes: usize,
@@ -189,7 +242,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
     let mut failures = 0u32;
     loop {
         let gate = inner.state.lock().fetch_gate(partition);
-        let (offset, epoch, room, room_bytes, record_bytes) = match gate {
+        let (offset, epoch, room, room_bytes, sizes) = match gate {
             FetchGate::Stop => return,
             FetchGate::Wait => {
                 wake.notified().await;
@@ -200,8 +253,8 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                 epoch,
                 room,
                 room_bytes,
-                record_bytes,
-            } => (offset, epoch, room, room_bytes, record_bytes),
+                sizes,
+            } => (offset, epoch, room, room_bytes, sizes),
         };
         let max_records = room.min(config.fetch_size);
         let limit = inner.client.broker_limits().map(|l| l.max_frame_bytes);
@@ -209,7 +262,12 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
             topic: inner.topic.clone(),
             partition,
             offset,
-            max_bytes: max_bytes(max_records, record_bytes, room_bytes, limit),
+            max_bytes: max_bytes(
+                max_records,
+                sizes.stored,
+                sizes.stored_for(room_bytes),
+                limit,
+            ),
             max_wait_ms: ConsumerConfig::ms(config.fetch_timeout),
         });
         let timeout = inner.client.config().request_timeout + config.fetch_timeout;
@@ -242,14 +300,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                         let mut state = inner.state.lock();
                         let next = decoded.next_offset.unwrap_or(offset);
                         state
-                            .apply_fetch(
-                                partition,
-                                epoch,
-                                decoded.records,
-                                next,
-                                hw,
-                                decoded.record_bytes,
-                            )
+                            .apply_fetch(partition, epoch, decoded.records, next, hw, decoded.sizes)
                             .then(|| state.partitions[&partition].tracker.position())
                     };
                     if let Some(position) = position {
@@ -403,10 +454,7 @@ mod tests {
         assert_eq!(d.next_offset, Some(3));
         assert_eq!(offsets(d), [0, 1, 2]);
         let d = decode(0, 5, usize::MAX, Bytes::new()).unwrap();
-        assert_eq!(
-            (d.records.len(), d.next_offset, d.record_bytes),
-            (0, None, None)
-        );
+        assert_eq!((d.records.len(), d.next_offset, d.sizes), (0, None, None));
     }
 
     #[test]
@@ -481,6 +529,33 @@ mod tests {
         // The buffer's room in bytes caps it, down to the same floor.
         assert_eq!(max_bytes(500, 100, 20_000, None), 20_000);
         assert_eq!(max_bytes(500, 100, 10, None), 4096);
+    }
+
+    #[test]
+    fn the_next_request_is_sized_in_stored_bytes_from_what_the_answer_decoded_into() {
+        // Five records of 1,000 identical bytes, LZ4: stored small, held whole.
+        let mut b = RecordBatchBuilder::new().compression(Compression::Lz4, 1);
+        for _ in 0..5 {
+            b.push(0, None, Some(&[b'x'; 1_000][..]), std::iter::empty());
+        }
+        let stored = b.build().unwrap();
+        let stored_len = stored.len();
+        let d = decode(0, 100, usize::MAX, stored).unwrap();
+        let (held, sizes) = (d.records.bytes(), d.sizes.unwrap());
+        assert!(held > 5_000, "{held}");
+        assert_eq!(sizes.stored, stored_len / 5);
+        assert_eq!(sizes.expansion, held * 16 / stored_len);
+        assert!(sizes.expansion > 16 * 10, "{sizes:?}");
+        // Room for what this answer held asks the broker for about what it stored.
+        let asked = sizes.stored_for(held);
+        assert!(
+            asked <= stored_len && asked > stored_len * 9 / 10,
+            "{asked}"
+        );
+        // The running average moves a quarter of the way.
+        let followed = RecordSizes::INITIAL.follow(sizes);
+        assert_eq!(followed.expansion, (16 * 3 + sizes.expansion) / 4);
+        assert_eq!(followed.stored, (1024 * 3 + sizes.stored) / 4);
     }
 
     /// The records section of `batch(base, n)`, as `Records::bytes` counts it.

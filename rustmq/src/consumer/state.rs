@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::buffer::Records;
-use super::fetcher::to_message;
+use super::fetcher::{to_message, RecordSizes};
 use super::tracker::OffsetTracker;
 use crate::error::ClientError;
 use crate::message::{Message, TopicName};
@@ -50,8 +50,8 @@ pub(crate) enum FetchGate {
         room: usize,
         /// Bytes the buffer can take (`Records::bytes`).
         room_bytes: usize,
-        /// Average record size seen so far (bytes), to size the request.
-        record_bytes: usize,
+        /// Record sizes seen so far, to size the request.
+        sizes: RecordSizes,
     },
     Wait,
     Stop,
@@ -74,13 +74,13 @@ pub(crate) struct PartitionState {
     pub(crate) tracker: OffsetTracker,
     /// High watermark from the latest fetch.
     pub(crate) high_watermark: Option<u64>,
-    record_bytes: usize,
+    sizes: RecordSizes,
     retries: BTreeMap<(Instant, u64), RetryEntry>,
     /// Wakes the partition's fetch task (room in the buffer, resume, seek, close).
     pub(crate) wake: Arc<Notify>,
     /// The fetch task was told to wait for room in the buffer (`fetch_gate`): `take` wakes it
     /// once there is.
-    full: bool,
+    waiting_for_room: bool,
     task: Option<JoinHandle<()>>,
 }
 
@@ -143,10 +143,10 @@ impl State {
                 buffer: Records::default(),
                 tracker: OffsetTracker::new(position, committed),
                 high_watermark: None,
-                record_bytes: 1024,
+                sizes: RecordSizes::INITIAL,
                 retries: BTreeMap::new(),
                 wake: Arc::clone(&wake),
-                full: false,
+                waiting_for_room: false,
                 task: None,
             },
         );
@@ -279,8 +279,11 @@ impl State {
                 // A fetch task waiting for room is woken once, as the buffer comes down to the
                 // refill levels of both messages and bytes; a wake-up before it waits is kept
                 // for it (`notify_one` stores one permit).
-                if p.full && p.buffer.len() <= refill && p.buffer.bytes() <= refill_bytes {
-                    p.full = false;
+                if p.waiting_for_room
+                    && p.buffer.len() <= refill
+                    && p.buffer.bytes() <= refill_bytes
+                {
+                    p.waiting_for_room = false;
                     p.wake.notify_one();
                 }
                 make(to_message(&self.topic, id, record), p.epoch, 1)
@@ -302,7 +305,7 @@ impl State {
         if p.buffer.len() > refill_level(self.cap)
             || p.buffer.bytes() > refill_level(self.cap_bytes)
         {
-            p.full = true;
+            p.waiting_for_room = true;
             return FetchGate::Wait;
         }
         FetchGate::Go {
@@ -310,7 +313,7 @@ impl State {
             epoch: p.epoch,
             room: self.cap - p.buffer.len(),
             room_bytes: self.cap_bytes - p.buffer.bytes(),
-            record_bytes: p.record_bytes,
+            sizes: p.sizes,
         }
     }
 
@@ -323,7 +326,7 @@ impl State {
         records: Records,
         next_offset: u64,
         high_watermark: u64,
-        record_bytes: Option<usize>,
+        sizes: Option<RecordSizes>,
     ) -> bool {
         let cap = self.cap;
         let Some(p) = self
@@ -340,9 +343,8 @@ impl State {
         p.buffer.append(records);
         p.fetch_offset = p.fetch_offset.max(next_offset);
         p.high_watermark = Some(high_watermark);
-        if let Some(bytes) = record_bytes {
-            // A running average that follows changes in record size within a few fetches.
-            p.record_bytes = ((p.record_bytes * 3 + bytes) / 4).max(16);
+        if let Some(seen) = sizes {
+            p.sizes = p.sizes.follow(seen);
         }
         true
     }

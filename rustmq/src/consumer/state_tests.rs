@@ -105,9 +105,14 @@ fn a_full_buffer_stops_fetching_until_half_is_drained() {
     ));
     fill(&mut s, 0, 0..4);
     assert_eq!(s.fetch_gate(0), FetchGate::Wait);
+    let wake = Arc::clone(&s.partitions[&0].wake);
+    let woken = || futures::FutureExt::now_or_never(wake.notified()).is_some();
     deliver(&mut s);
     assert_eq!(s.fetch_gate(0), FetchGate::Wait);
+    assert!(!woken());
     deliver(&mut s);
+    // The waiting fetch task is woken as the buffer comes down to half.
+    assert!(woken());
     assert!(matches!(
         s.fetch_gate(0),
         FetchGate::Go {

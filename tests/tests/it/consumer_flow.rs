@@ -178,7 +178,9 @@ async fn large_messages_fill_the_buffer_up_to_its_bytes_and_all_arrive() {
     .await;
     let (held, bytes) = (consumer.buffered_messages(), consumer.buffered_bytes());
     assert!(bytes <= CAP_BYTES, "{bytes} bytes buffered");
-    assert!((2..=4).contains(&held), "{held} messages buffered");
+    // Each batch holds a little over 256 KiB, so two are just over half of 1 MiB: the first
+    // request (sized from the initial estimate of 1 KiB per record) brings two or three.
+    assert!((2..=3).contains(&held), "{held} messages buffered");
     assert!(bytes >= held * SIZE, "{bytes} bytes for {held} messages");
     let lag = consumer.get_lag().await.unwrap();
     assert_eq!(lag[&0], MESSAGES, "nothing handed over yet");
