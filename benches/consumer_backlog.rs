@@ -5,6 +5,7 @@
 //! target/release/rustmq broker --data-dir D --listen 127.0.0.1:19092 &
 //! target/release/examples/consumer_backlog produce 127.0.0.1:19092 D/tls/cert.pem [MESSAGES] [SIZE]
 //! target/release/examples/consumer_backlog consume 127.0.0.1:19092 D/tls/cert.pem [BYTES]
+//! target/release/examples/consumer_backlog stream 127.0.0.1:19092 D/tls/cert.pem [BYTES]
 //! ```
 //!
 //! The broker runs in its own process, so that this one's memory is the consumer's.
@@ -14,12 +15,22 @@
 //! of BYTES, when given), receives one message, waits until the consumer's buffer stops
 //! growing, and prints one JSON line: what the buffer holds and the process's resident memory
 //! (`VmRSS`, `VmHWM`) before and after; then it receives every other message and checks that
-//! they all arrive, in order (the partition's lag at the start is the count). Run each case in its own process: the high-water mark is the process's.
+//! they all arrive, in order (the partition's lag at the start is the count).
+//!
+//! `stream` does the same with a `MessageStream` (default settings, and `max_in_flight_bytes`
+//! of BYTES, when given) whose processor holds the first message: what a stream fetches ahead
+//! is bounded by its in-flight limits. It prints the same line with the stream's gauges. Run each case in its own process: the high-water mark is the process's.
 
 use std::time::Duration;
 
 use benches::memory;
-use rustmq::{ClientConfig, ConsumerConfig, Message, RustMqClient, StartPosition, TlsConfig};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustmq::stream::{MessageProcessor, MessageStream, StreamConfig, StreamMode};
+use rustmq::{
+    async_trait, ClientConfig, ConsumerConfig, Message, RustMqClient, StartPosition, TlsConfig,
+};
 
 const TOPIC: &str = "backlog";
 
@@ -51,6 +62,7 @@ fn main() {
         match mode.as_str() {
             "produce" => produce(&client, number(0, 1_000), number(1, 1 << 20)).await,
             "consume" => consume(&client, rest.first().map(|_| number(0, 0))).await,
+            "stream" => stream(&client, rest.first().map(|_| number(0, 0))).await,
             other => {
                 eprintln!("unknown mode {other}: produce or consume");
                 std::process::exit(2);
@@ -136,4 +148,59 @@ async fn consume(client: &RustMqClient, bytes: Option<usize>) {
 /// The index a produced payload starts with.
 fn index(payload: &[u8]) -> u64 {
     u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"))
+}
+
+/// Holds every message until let through.
+struct Hold(Arc<tokio::sync::Semaphore>);
+
+#[async_trait]
+impl MessageProcessor for Hold {
+    async fn process(&self, _: &Message) -> rustmq::Result<Option<Message>> {
+        self.0.acquire().await.expect("open").forget();
+        Ok(None)
+    }
+}
+
+async fn stream(client: &RustMqClient, bytes: Option<usize>) {
+    let mut config = StreamConfig {
+        input_topics: vec![TOPIC.into()],
+        consumer_group: format!("backlog-stream-{}", std::process::id()),
+        parallelism: 1,
+        mode: StreamMode::Individual,
+        ..StreamConfig::default()
+    };
+    if let Some(bytes) = bytes {
+        config.max_in_flight_bytes = bytes;
+    }
+    let before = memory();
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let stream = MessageStream::new(client.clone(), config.clone())
+        .await
+        .expect("stream")
+        .with_processor(Hold(Arc::clone(&open)));
+    stream.start().await.expect("start");
+    let metrics = stream.metrics().await;
+    let gauges = || {
+        (
+            metrics.messages_in_flight.load(Ordering::Relaxed),
+            metrics.bytes_in_flight.load(Ordering::Relaxed),
+        )
+    };
+    // What is in flight grows until a bound stops it: wait until it has not grown for a second.
+    let mut last = gauges();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = gauges();
+        if now == last && now.0 > 0 {
+            break;
+        }
+        last = now;
+    }
+    let after = memory();
+    println!(
+        "{{\"max_in_flight\":{},\"max_in_flight_bytes\":{},\"messages_in_flight\":{},\"bytes_in_flight\":{},\"rss_before_kib\":{},\"rss_after_kib\":{},\"hwm_kib\":{}}}",
+        config.max_in_flight, config.max_in_flight_bytes, last.0, last.1, before.0, after.0, after.1,
+    );
+    open.add_permits(1 << 20);
+    stream.stop().await.expect("stop");
 }

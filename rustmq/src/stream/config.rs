@@ -118,6 +118,12 @@ pub struct StreamConfig {
     /// Most input messages fetched and not yet finished (processed, outputs acknowledged).
     /// In windowed mode a message counts until it is placed in its windows.
     pub max_in_flight: usize,
+    /// Most bytes of input messages (payload, key and headers) fetched and not yet finished,
+    /// counted as `max_in_flight` counts messages: with large messages this binds first, so
+    /// that memory stays bounded whatever their size. A message larger than this waits until
+    /// nothing else is in flight, then goes alone. In batch mode a batch that reaches it
+    /// before `batch_size` closes on its `batch_timeout`.
+    pub max_in_flight_bytes: usize,
     /// What to do when processing fails.
     pub error_strategy: ErrorStrategy,
     /// Individual, batch or windowed processing.
@@ -134,6 +140,7 @@ impl Default for StreamConfig {
             processing_timeout: Duration::from_secs(30),
             exactly_once: false,
             max_in_flight: 1000,
+            max_in_flight_bytes: 64 << 20,
             error_strategy: ErrorStrategy::default(),
             mode: StreamMode::default(),
         }
@@ -161,6 +168,9 @@ impl StreamConfig {
         }
         if self.max_in_flight == 0 {
             return bad("stream max_in_flight must be at least 1".into());
+        }
+        if self.max_in_flight_bytes == 0 {
+            return bad("stream max_in_flight_bytes must be at least 1".into());
         }
         match &self.error_strategy {
             ErrorStrategy::Retry {
@@ -238,6 +248,13 @@ mod tests {
                     ..config()
                 },
                 "max_in_flight",
+            ),
+            (
+                StreamConfig {
+                    max_in_flight_bytes: 0,
+                    ..config()
+                },
+                "max_in_flight_bytes",
             ),
             (
                 StreamConfig {

@@ -1,6 +1,6 @@
 //! The fetch task of one assigned input partition: long-poll fetches from the stream's
-//! position, each message held by a `max_in_flight` permit and registered in the ledger
-//! before it goes to the router, in offset order.
+//! position, each message admitted within `max_in_flight` and `max_in_flight_bytes`
+//! ([`Limits`]) and registered in the ledger before it goes to the router, in offset order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustmq_protocol::{BatchIter, ErrorCode, FetchRequest, OffsetSpec, Request, Response};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::config::StreamConfig;
+use super::metrics::StreamMetrics;
 
 use super::group::log_offset;
 use super::session::Ctx;
@@ -24,7 +27,83 @@ const MAX_BYTES: u32 = 1 << 20;
 pub(crate) struct Incoming {
     pub(crate) tp: Tp,
     pub(crate) message: Message,
-    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) permit: InFlight,
+}
+
+/// The bounds of a session's messages in flight, shared by its fetch tasks: `max_in_flight`
+/// messages and `max_in_flight_bytes` of them.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    messages: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    /// What one message takes at most: all of `bytes`, so that a larger message goes alone.
+    most: u32,
+    metrics: Arc<StreamMetrics>,
+}
+
+impl Limits {
+    pub(crate) fn new(config: &StreamConfig, metrics: Arc<StreamMetrics>) -> Self {
+        let bytes = config
+            .max_in_flight_bytes
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
+        Limits {
+            messages: Arc::new(Semaphore::new(
+                config.max_in_flight.min(Semaphore::MAX_PERMITS),
+            )),
+            bytes: Arc::new(Semaphore::new(bytes)),
+            most: bytes as u32,
+            metrics,
+        }
+    }
+
+    /// Waits until `message` fits (first among the messages, then among the bytes, each in
+    /// turn of arrival); `None` once the session closes the limits.
+    async fn admit(&self, message: &Message) -> Option<InFlight> {
+        let place = Arc::clone(&self.messages).acquire_owned().await.ok()?;
+        let size = u32::try_from(message_bytes(message)).unwrap_or(u32::MAX);
+        let bytes = Arc::clone(&self.bytes)
+            .acquire_many_owned(size.min(self.most))
+            .await
+            .ok()?;
+        StreamMetrics::add(&self.metrics.messages_in_flight, 1);
+        StreamMetrics::add(&self.metrics.bytes_in_flight, bytes.num_permits());
+        Some(InFlight {
+            _place: place,
+            bytes,
+            metrics: Arc::clone(&self.metrics),
+        })
+    }
+}
+
+/// A message's payload, key and headers, in bytes.
+fn message_bytes(message: &Message) -> usize {
+    message.payload.len()
+        + message.key.as_ref().map_or(0, |k| k.len())
+        + message
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+/// A message's share of the [`Limits`], given back when it is dropped (the message finished,
+/// or placed in its windows).
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    _place: OwnedSemaphorePermit,
+    bytes: OwnedSemaphorePermit,
+    metrics: Arc<StreamMetrics>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let sub = |gauge: &std::sync::atomic::AtomicU64, n: usize| {
+            gauge.fetch_sub(n as u64, std::sync::atomic::Ordering::Relaxed);
+        };
+        sub(&self.metrics.messages_in_flight, 1);
+        sub(&self.metrics.bytes_in_flight, self.bytes.num_permits());
+    }
 }
 
 /// Decodes a fetch answer into the messages at or after `from`; returns them and the offset
@@ -51,7 +130,7 @@ pub(crate) async fn run(
     ctx: Arc<Ctx>,
     tp: Tp,
     mut offset: u64,
-    permits: Arc<Semaphore>,
+    limits: Arc<Limits>,
     tx: mpsc::Sender<Incoming>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -114,9 +193,9 @@ pub(crate) async fn run(
         };
         for message in messages {
             let permit = tokio::select! {
-                p = Arc::clone(&permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
+                p = limits.admit(&message) => match p {
+                    Some(p) => p,
+                    None => return,
                 },
                 _ = stop.wait_for(|s| *s) => return,
             };

@@ -32,6 +32,11 @@ pub struct StreamMetrics {
     pub processing_errors: AtomicU64,
     /// Offset commits made.
     pub commits: AtomicU64,
+    /// Input messages fetched and not yet finished, now (at most `max_in_flight`).
+    pub messages_in_flight: AtomicU64,
+    /// Their bytes (payload, key and headers), now (at most `max_in_flight_bytes`, or one
+    /// message larger than that).
+    pub bytes_in_flight: AtomicU64,
     /// Mean duration of a processor call (`process` or `process_batch`), in milliseconds.
     /// Read it with `try_read()`.
     pub average_processing_time: RwLock<f64>,

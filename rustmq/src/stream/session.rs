@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -323,13 +323,13 @@ pub(crate) async fn run(
 
     // Fetchers, heartbeat, committer.
     let (stop_fetch, stop_fetch_rx) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    let limits = Arc::new(fetch::Limits::new(config, Arc::clone(&ctx.metrics)));
     for (tp, position, _) in &recovered.positions {
         ctx.spawn(fetch::run(
             Arc::clone(&ctx),
             tp.clone(),
             *position,
-            Arc::clone(&permits),
+            Arc::clone(&limits),
             in_tx.clone(),
             stop_fetch_rx.clone(),
         ));

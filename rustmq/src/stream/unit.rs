@@ -17,11 +17,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::claims::{extent, source_headers, Extent};
 use super::config::{ErrorStrategy, LatePolicy};
+use super::fetch::InFlight;
 use super::ledger::Coverage;
 use super::metrics::StreamMetrics;
 use super::session::Ctx;
@@ -57,7 +57,7 @@ pub(crate) struct Unit {
     pub(crate) kind: Kind,
     pub(crate) tps: Vec<Tp>,
     pub(crate) messages: Vec<Message>,
-    pub(crate) permits: Vec<OwnedSemaphorePermit>,
+    pub(crate) permits: Vec<InFlight>,
 }
 
 impl Unit {

@@ -3,9 +3,11 @@
 //! several input topics, the typed variant, and a graceful stop under load.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::stream_support::*;
+use rustmq::stream::MessageProcessor;
 use rustmq::stream::{
     LatePolicy, MessageStream, StreamConfig, StreamMode, TypedProcessor, WindowOptions,
 };
@@ -378,4 +380,94 @@ async fn stop_under_load_commits_everything_it_produced() {
         assert_eq!(got, want);
     }
     feeder.await.unwrap();
+}
+
+/// Holds every message until the test lets one through; records what it processed, in order.
+#[derive(Clone)]
+struct Gate {
+    open: Arc<tokio::sync::Semaphore>,
+    seen: Arc<parking_lot::Mutex<Vec<u64>>>,
+}
+
+#[async_trait]
+impl MessageProcessor for Gate {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        self.open.acquire().await.expect("open").forget();
+        let index = u64::from_be_bytes(m.payload[..8].try_into().expect("8 bytes"));
+        self.seen.lock().push(index);
+        Ok(None)
+    }
+}
+
+#[tokio::test]
+async fn large_messages_in_flight_are_bounded_by_their_bytes() {
+    const MESSAGES: u64 = 40;
+    const SIZE: usize = 256 << 10;
+    const CAP: u64 = 1 << 20;
+    let (_broker, client) = broker().await;
+    client.create_topic("big-in", 1).await.unwrap();
+    let producer = client.create_producer("big-in").await.unwrap();
+    for i in 0..MESSAGES {
+        let mut payload = vec![b'x'; SIZE];
+        payload[..8].copy_from_slice(&i.to_be_bytes());
+        let m = Message::builder()
+            .topic("big-in")
+            .payload(payload)
+            .build()
+            .unwrap();
+        producer.send(m).await.unwrap();
+    }
+    // Far more messages than the backlog: only the bytes can bound what is in flight.
+    let config = StreamConfig {
+        input_topics: vec!["big-in".into()],
+        consumer_group: "big".into(),
+        parallelism: 1,
+        processing_timeout: Duration::from_secs(60),
+        max_in_flight_bytes: CAP as usize,
+        mode: StreamMode::Individual,
+        ..Default::default()
+    };
+    assert!(config.max_in_flight >= MESSAGES as usize);
+    let gate = Gate {
+        open: Arc::new(tokio::sync::Semaphore::new(0)),
+        seen: Arc::default(),
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(gate.clone());
+    stream.start().await.unwrap();
+    let metrics = stream.metrics().await;
+    let in_flight = || {
+        (
+            metrics.messages_in_flight.load(Ordering::Relaxed),
+            metrics.bytes_in_flight.load(Ordering::Relaxed),
+        )
+    };
+    // The processor holds the first message: messages are admitted until their bytes fill
+    // the bound (exactly four of 256 KiB, which have no key and no headers), and no more.
+    eventually("the bound filled", Duration::from_secs(20), || async {
+        in_flight().1 == CAP
+    })
+    .await;
+    assert_eq!(in_flight(), (4, CAP));
+    // One at a time: the bound holds all along, and every message is processed, in order.
+    for done in 1..=MESSAGES {
+        gate.open.add_permits(1);
+        eventually("a message processed", Duration::from_secs(20), || async {
+            metrics.messages_processed.load(Ordering::Relaxed) == done
+        })
+        .await;
+        let (messages, bytes) = in_flight();
+        assert!(
+            bytes <= CAP && messages <= 4,
+            "{messages} messages, {bytes} bytes"
+        );
+    }
+    assert_eq!(*gate.seen.lock(), (0..MESSAGES).collect::<Vec<_>>());
+    eventually("nothing in flight", Duration::from_secs(20), || async {
+        in_flight() == (0, 0)
+    })
+    .await;
+    stream.stop().await.unwrap();
 }
