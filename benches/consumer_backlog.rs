@@ -17,15 +17,18 @@
 //! (`VmRSS`, `VmHWM`) before and after; then it receives every other message and checks that
 //! they all arrive, in order (the partition's lag at the start is the count).
 //!
-//! `stream` does the same with a `MessageStream` (default settings, and `max_in_flight_bytes`
-//! of BYTES, when given) whose processor holds the first message: what a stream fetches ahead
-//! is bounded by its in-flight limits. It prints the same line with the stream's gauges. Run each case in its own process: the high-water mark is the process's.
+//! `stream` reads them with a `MessageStream` (default settings, and
+//! `with_max_in_flight_bytes(BYTES)`, when given) whose processor holds the first message,
+//! waits until what is in flight stops growing, and prints one JSON line: the stream's
+//! in-flight gauges and the process's resident memory.
+//!
+//! Run each case in its own process: the high-water mark is the process's.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use benches::memory;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use rustmq::stream::{MessageProcessor, MessageStream, StreamConfig, StreamMode};
 use rustmq::{
@@ -37,7 +40,7 @@ const TOPIC: &str = "backlog";
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, broker, ca_cert, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: consumer_backlog produce|consume BROKER CA_CERT [...]");
+        eprintln!("usage: consumer_backlog produce|consume|stream BROKER CA_CERT [...]");
         std::process::exit(2);
     };
     let number = |i: usize, default: usize| {
@@ -64,7 +67,7 @@ fn main() {
             "consume" => consume(&client, rest.first().map(|_| number(0, 0))).await,
             "stream" => stream(&client, rest.first().map(|_| number(0, 0))).await,
             other => {
-                eprintln!("unknown mode {other}: produce or consume");
+                eprintln!("unknown mode {other}: produce, consume or stream");
                 std::process::exit(2);
             }
         }
@@ -162,21 +165,20 @@ impl MessageProcessor for Hold {
 }
 
 async fn stream(client: &RustMqClient, bytes: Option<usize>) {
-    let mut config = StreamConfig {
+    let config = StreamConfig {
         input_topics: vec![TOPIC.into()],
         consumer_group: format!("backlog-stream-{}", std::process::id()),
         parallelism: 1,
         mode: StreamMode::Individual,
         ..StreamConfig::default()
     };
-    if let Some(bytes) = bytes {
-        config.max_in_flight_bytes = bytes;
-    }
+    let max_in_flight_bytes = bytes.unwrap_or(64 << 20);
     let before = memory();
     let open = Arc::new(tokio::sync::Semaphore::new(0));
     let stream = MessageStream::new(client.clone(), config.clone())
         .await
         .expect("stream")
+        .with_max_in_flight_bytes(max_in_flight_bytes)
         .with_processor(Hold(Arc::clone(&open)));
     stream.start().await.expect("start");
     let metrics = stream.metrics().await;
@@ -199,7 +201,7 @@ async fn stream(client: &RustMqClient, bytes: Option<usize>) {
     let after = memory();
     println!(
         "{{\"max_in_flight\":{},\"max_in_flight_bytes\":{},\"messages_in_flight\":{},\"bytes_in_flight\":{},\"rss_before_kib\":{},\"rss_after_kib\":{},\"hwm_kib\":{}}}",
-        config.max_in_flight, config.max_in_flight_bytes, last.0, last.1, before.0, after.0, after.1,
+        config.max_in_flight, max_in_flight_bytes, last.0, last.1, before.0, after.0, after.1,
     );
     open.add_permits(1 << 20);
     stream.stop().await.expect("stop");

@@ -130,7 +130,6 @@ async fn main() -> Result<()> {
         processing_timeout: Duration::from_secs(30),
         exactly_once: true,
         max_in_flight: 1000,
-        max_in_flight_bytes: 64 << 20,
         error_strategy: ErrorStrategy::DeadLetter {
             topic: "failed-payments".to_string(),
         },

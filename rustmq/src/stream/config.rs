@@ -86,7 +86,8 @@ pub enum LatePolicy {
 /// [`MessageStream::with_window_options`](super::MessageStream::with_window_options).
 ///
 /// They live outside [`StreamConfig`] so that the seed's exhaustive `StreamConfig { .. }` and
-/// `StreamMode::Windowed { .. }` literals keep compiling.
+/// `StreamMode::Windowed { .. }` literals keep compiling (as does
+/// [`MessageStream::with_max_in_flight_bytes`](super::MessageStream::with_max_in_flight_bytes)).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WindowOptions {
     /// How far behind the largest timestamp seen a message may be and still join its window:
@@ -117,13 +118,9 @@ pub struct StreamConfig {
     pub exactly_once: bool,
     /// Most input messages fetched and not yet finished (processed, outputs acknowledged).
     /// In windowed mode a message counts until it is placed in its windows.
+    /// Bytes in flight are bounded too:
+    /// [`MessageStream::with_max_in_flight_bytes`](super::MessageStream::with_max_in_flight_bytes).
     pub max_in_flight: usize,
-    /// Most bytes of input messages (payload, key and headers) fetched and not yet finished,
-    /// counted as `max_in_flight` counts messages: with large messages this binds first, so
-    /// that memory stays bounded whatever their size. A message larger than this waits until
-    /// nothing else is in flight, then goes alone. In batch mode a batch that reaches it
-    /// before `batch_size` closes on its `batch_timeout`.
-    pub max_in_flight_bytes: usize,
     /// What to do when processing fails.
     pub error_strategy: ErrorStrategy,
     /// Individual, batch or windowed processing.
@@ -140,7 +137,6 @@ impl Default for StreamConfig {
             processing_timeout: Duration::from_secs(30),
             exactly_once: false,
             max_in_flight: 1000,
-            max_in_flight_bytes: 64 << 20,
             error_strategy: ErrorStrategy::default(),
             mode: StreamMode::default(),
         }
@@ -168,9 +164,6 @@ impl StreamConfig {
         }
         if self.max_in_flight == 0 {
             return bad("stream max_in_flight must be at least 1".into());
-        }
-        if self.max_in_flight_bytes == 0 {
-            return bad("stream max_in_flight_bytes must be at least 1".into());
         }
         match &self.error_strategy {
             ErrorStrategy::Retry {
@@ -248,13 +241,6 @@ mod tests {
                     ..config()
                 },
                 "max_in_flight",
-            ),
-            (
-                StreamConfig {
-                    max_in_flight_bytes: 0,
-                    ..config()
-                },
-                "max_in_flight_bytes",
             ),
             (
                 StreamConfig {

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use rustmq_protocol::{BatchIter, ErrorCode, FetchRequest, OffsetSpec, Request, Response};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::config::StreamConfig;
 use super::metrics::StreamMetrics;
 
 use super::group::log_offset;
@@ -31,7 +30,8 @@ pub(crate) struct Incoming {
 }
 
 /// The bounds of a session's messages in flight, shared by its fetch tasks: `max_in_flight`
-/// messages and `max_in_flight_bytes` of them.
+/// messages and `max_in_flight_bytes` of them. (Per session: after an abort, units of the
+/// session before may still hold theirs while the next one starts.)
 #[derive(Debug)]
 pub(crate) struct Limits {
     messages: Arc<Semaphore>,
@@ -42,15 +42,10 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub(crate) fn new(config: &StreamConfig, metrics: Arc<StreamMetrics>) -> Self {
-        let bytes = config
-            .max_in_flight_bytes
-            .min(Semaphore::MAX_PERMITS)
-            .min(u32::MAX as usize);
+    pub(crate) fn new(messages: usize, bytes: usize, metrics: Arc<StreamMetrics>) -> Self {
+        let bytes = bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         Limits {
-            messages: Arc::new(Semaphore::new(
-                config.max_in_flight.min(Semaphore::MAX_PERMITS),
-            )),
+            messages: Arc::new(Semaphore::new(messages.min(Semaphore::MAX_PERMITS))),
             bytes: Arc::new(Semaphore::new(bytes)),
             most: bytes as u32,
             metrics,
@@ -58,10 +53,11 @@ impl Limits {
     }
 
     /// Waits until `message` fits (first among the messages, then among the bytes, each in
-    /// turn of arrival); `None` once the session closes the limits.
+    /// turn of arrival; a message larger than the bytes takes all of them); `None` only if the
+    /// semaphores were closed, which nothing does.
     async fn admit(&self, message: &Message) -> Option<InFlight> {
         let place = Arc::clone(&self.messages).acquire_owned().await.ok()?;
-        let size = u32::try_from(message_bytes(message)).unwrap_or(u32::MAX);
+        let size = u32::try_from(message.size()).unwrap_or(u32::MAX);
         let bytes = Arc::clone(&self.bytes)
             .acquire_many_owned(size.min(self.most))
             .await
@@ -74,17 +70,6 @@ impl Limits {
             metrics: Arc::clone(&self.metrics),
         })
     }
-}
-
-/// A message's payload, key and headers, in bytes.
-fn message_bytes(message: &Message) -> usize {
-    message.payload.len()
-        + message.key.as_ref().map_or(0, |k| k.len())
-        + message
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
 }
 
 /// A message's share of the [`Limits`], given back when it is dropped (the message finished,

@@ -37,11 +37,15 @@ impl std::fmt::Debug for MessageStream {
     }
 }
 
+/// `with_max_in_flight_bytes`'s default.
+const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
 #[derive(Debug, Clone)]
 struct Tuning {
     window_options: WindowOptions,
     session_timeout: Duration,
     commit_interval: Duration,
+    max_in_flight_bytes: usize,
 }
 
 struct Inner {
@@ -99,6 +103,7 @@ impl MessageStream {
                     window_options: WindowOptions::default(),
                     session_timeout: Duration::from_secs(10),
                     commit_interval: Duration::from_millis(500),
+                    max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
                 }),
                 metrics: Arc::new(StreamMetrics::default()),
                 member: Arc::new(Mutex::new(Member::default())),
@@ -141,6 +146,19 @@ impl MessageStream {
         self
     }
 
+    /// Most bytes of input messages (payload, key and headers) fetched and not yet finished
+    /// (default 64 MiB), counted as [`StreamConfig::max_in_flight`] counts messages: with
+    /// large messages this binds first. A message larger than this waits until nothing else
+    /// is in flight, then goes alone. In batch mode a batch that reaches it before its
+    /// `batch_size` closes on its `batch_timeout`. Not counted: the fetch answer each
+    /// partition's fetch task holds while it waits for room (at most 1 MiB, or one larger
+    /// batch), and the messages windows keep until they close. Above 4 GiB counts as 4 GiB;
+    /// 0 fails [`start`](Self::start).
+    pub fn with_max_in_flight_bytes(self, bytes: usize) -> Self {
+        self.inner.tuning.lock().max_in_flight_bytes = bytes;
+        self
+    }
+
     /// The settings in force.
     pub fn config(&self) -> &StreamConfig {
         &self.inner.config
@@ -160,12 +178,17 @@ impl MessageStream {
             ));
         }
         let config = &self.inner.config;
+        let tuning = self.inner.tuning.lock().clone();
+        if tuning.max_in_flight_bytes == 0 {
+            return Err(ClientError::InvalidConfig(
+                "stream max_in_flight_bytes must be at least 1".into(),
+            ));
+        }
         let default_partitions =
             group::partition_count(&self.inner.client, &config.input_topics[0])
                 .await?
                 .ok_or_else(|| ClientError::TopicNotFound(config.input_topics[0].clone()))?;
         processor.on_start().await?;
-        let tuning = self.inner.tuning.lock().clone();
         let settings = Settings {
             client: self.inner.client.clone(),
             config: config.clone(),
@@ -176,6 +199,7 @@ impl MessageStream {
             rebalance_timeout: tuning.session_timeout.max(config.processing_timeout)
                 + Duration::from_secs(10),
             commit_interval: tuning.commit_interval,
+            max_in_flight_bytes: tuning.max_in_flight_bytes,
             default_partitions,
         };
         let (running_tx, mut running) = watch::channel(false);

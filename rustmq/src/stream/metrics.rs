@@ -32,10 +32,12 @@ pub struct StreamMetrics {
     pub processing_errors: AtomicU64,
     /// Offset commits made.
     pub commits: AtomicU64,
-    /// Input messages fetched and not yet finished, now (at most `max_in_flight`).
+    /// Input messages fetched and not yet finished, now (at most `max_in_flight` per
+    /// session; after an abort the units of the session before may still be counted while
+    /// the next one starts).
     pub messages_in_flight: AtomicU64,
-    /// Their bytes (payload, key and headers), now (at most `max_in_flight_bytes`, or one
-    /// message larger than that).
+    /// Their bytes as counted against `with_max_in_flight_bytes` (payload, key and headers;
+    /// a message larger than the bound counts as the bound), now.
     pub bytes_in_flight: AtomicU64,
     /// Mean duration of a processor call (`process` or `process_batch`), in milliseconds.
     /// Read it with `try_read()`.

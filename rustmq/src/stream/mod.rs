@@ -114,5 +114,6 @@ pub(crate) struct Settings {
     pub(crate) session_timeout: std::time::Duration,
     pub(crate) rebalance_timeout: std::time::Duration,
     pub(crate) commit_interval: std::time::Duration,
+    pub(crate) max_in_flight_bytes: usize,
     pub(crate) default_partitions: u32,
 }

@@ -3,7 +3,7 @@
 //! ```text
 //!  join ──► producer id (exactly-once: named, fencing the previous instance) ──► recover
 //!  fetch task per partition ──► router ──┬─ individual: worker[hash(partition) % parallelism]
-//!   (max_in_flight permits,              ├─ batch: batcher ──► shared worker queue
+//!   (max_in_flight, bytes in flight,     ├─ batch: batcher ──► shared worker queue
 //!    ledger: received)                   └─ windowed: windows ──► closed windows, late ones
 //!  workers: unit::run (processor, error strategy) ──► sink lanes ──► ledger: finished
 //!  committer: ledger snapshot ──► CommitOffsets every commit interval
@@ -323,7 +323,11 @@ pub(crate) async fn run(
 
     // Fetchers, heartbeat, committer.
     let (stop_fetch, stop_fetch_rx) = watch::channel(false);
-    let limits = Arc::new(fetch::Limits::new(config, Arc::clone(&ctx.metrics)));
+    let limits = Arc::new(fetch::Limits::new(
+        config.max_in_flight,
+        settings.max_in_flight_bytes,
+        Arc::clone(&ctx.metrics),
+    ));
     for (tp, position, _) in &recovered.positions {
         ctx.spawn(fetch::run(
             Arc::clone(&ctx),

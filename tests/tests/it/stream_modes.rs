@@ -423,7 +423,6 @@ async fn large_messages_in_flight_are_bounded_by_their_bytes() {
         consumer_group: "big".into(),
         parallelism: 1,
         processing_timeout: Duration::from_secs(60),
-        max_in_flight_bytes: CAP as usize,
         mode: StreamMode::Individual,
         ..Default::default()
     };
@@ -432,9 +431,19 @@ async fn large_messages_in_flight_are_bounded_by_their_bytes() {
         open: Arc::new(tokio::sync::Semaphore::new(0)),
         seen: Arc::default(),
     };
+    let nothing = MessageStream::new(client.clone(), config.clone())
+        .await
+        .unwrap()
+        .with_max_in_flight_bytes(0)
+        .with_processor(gate.clone());
+    assert!(matches!(
+        nothing.start().await,
+        Err(rustmq::ClientError::InvalidConfig(m)) if m.contains("max_in_flight_bytes")
+    ));
     let stream = MessageStream::new(client.clone(), config)
         .await
         .unwrap()
+        .with_max_in_flight_bytes(CAP as usize)
         .with_processor(gate.clone());
     stream.start().await.unwrap();
     let metrics = stream.metrics().await;
