@@ -34,6 +34,11 @@ impl<T> Batcher<T> {
             .flatten()
     }
 
+    /// Whether a batch is open (holds an item).
+    pub(crate) fn is_open(&self) -> bool {
+        self.opened.is_some()
+    }
+
     /// When the open batch is due, if there is one.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.opened.map(|t| t + self.timeout)

@@ -2,16 +2,16 @@
 //! position, each message admitted within `max_in_flight` and `max_in_flight_bytes`
 //! ([`Limits`]) and registered in the ledger before it goes to the router, in offset order.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rustmq_protocol::{BatchIter, ErrorCode, FetchRequest, OffsetSpec, Request, Response};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-
-use super::metrics::StreamMetrics;
+use tokio::sync::{mpsc, watch, AcquireError, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::group::log_offset;
+use super::metrics::StreamMetrics;
 use super::session::Ctx;
 use super::Tp;
 use crate::consumer::fetcher::to_message;
@@ -39,6 +39,11 @@ pub(crate) struct Limits {
     /// What one message takes at most: all of `bytes`, so that a larger message goes alone.
     most: u32,
     metrics: Arc<StreamMetrics>,
+    /// Fetch tasks waiting for room now.
+    waiting: AtomicUsize,
+    /// Told each time a fetch task starts to wait: the router then closes its open batch
+    /// rather than let it wait for its timeout while nothing more can be fetched.
+    starved: Notify,
 }
 
 impl Limits {
@@ -49,6 +54,37 @@ impl Limits {
             bytes: Arc::new(Semaphore::new(bytes)),
             most: bytes as u32,
             metrics,
+            waiting: AtomicUsize::new(0),
+            starved: Notify::new(),
+        }
+    }
+
+    /// Whether a fetch task waits for room now.
+    pub(crate) fn starving(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// Completes when a fetch task starts to wait for room (or did since the last call).
+    pub(crate) async fn starved(&self) {
+        self.starved.notified().await;
+    }
+
+    /// Takes permits at once when there are enough; otherwise counts this task as waiting
+    /// (and tells the router) until they come.
+    async fn take(
+        &self,
+        semaphore: &Arc<Semaphore>,
+        n: u32,
+    ) -> std::result::Result<OwnedSemaphorePermit, AcquireError> {
+        match Arc::clone(semaphore).try_acquire_many_owned(n) {
+            Ok(permit) => Ok(permit),
+            // No permits (or closed: then the wait fails at once).
+            Err(_) => {
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                let _waiting = Waiting(&self.waiting);
+                self.starved.notify_one();
+                Arc::clone(semaphore).acquire_many_owned(n).await
+            }
         }
     }
 
@@ -56,12 +92,9 @@ impl Limits {
     /// turn of arrival; a message larger than the bytes takes all of them); `None` only if the
     /// semaphores were closed, which nothing does.
     async fn admit(&self, message: &Message) -> Option<InFlight> {
-        let place = Arc::clone(&self.messages).acquire_owned().await.ok()?;
+        let place = self.take(&self.messages, 1).await.ok()?;
         let size = u32::try_from(message.size()).unwrap_or(u32::MAX);
-        let bytes = Arc::clone(&self.bytes)
-            .acquire_many_owned(size.min(self.most))
-            .await
-            .ok()?;
+        let bytes = self.take(&self.bytes, size.min(self.most)).await.ok()?;
         StreamMetrics::add(&self.metrics.messages_in_flight, 1);
         StreamMetrics::add(&self.metrics.bytes_in_flight, bytes.num_permits());
         Some(InFlight {
@@ -69,6 +102,15 @@ impl Limits {
             bytes,
             metrics: Arc::clone(&self.metrics),
         })
+    }
+}
+
+/// A fetch task counted as waiting for room, until dropped (its wait is over or cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -83,8 +125,8 @@ pub(crate) struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let sub = |gauge: &std::sync::atomic::AtomicU64, n: usize| {
-            gauge.fetch_sub(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let sub = |gauge: &AtomicU64, n: usize| {
+            gauge.fetch_sub(n as u64, Ordering::Relaxed);
         };
         sub(&self.metrics.messages_in_flight, 1);
         sub(&self.metrics.bytes_in_flight, self.bytes.num_permits());

@@ -311,8 +311,14 @@ pub(crate) async fn run(
         } => Some(Batcher::new(batch_size, batch_timeout)),
         _ => None,
     };
+    let limits = Arc::new(fetch::Limits::new(
+        config.max_in_flight,
+        settings.max_in_flight_bytes,
+        Arc::clone(&ctx.metrics),
+    ));
     let router = Router {
         ctx: Arc::clone(&ctx),
+        limits: Arc::clone(&limits),
         claims: recovered.claims,
         windows,
         batcher,
@@ -323,11 +329,6 @@ pub(crate) async fn run(
 
     // Fetchers, heartbeat, committer.
     let (stop_fetch, stop_fetch_rx) = watch::channel(false);
-    let limits = Arc::new(fetch::Limits::new(
-        config.max_in_flight,
-        settings.max_in_flight_bytes,
-        Arc::clone(&ctx.metrics),
-    ));
     for (tp, position, _) in &recovered.positions {
         ctx.spawn(fetch::run(
             Arc::clone(&ctx),
@@ -431,6 +432,7 @@ async fn committer(ctx: Arc<Ctx>, every: Duration) {
 /// Turns fetched messages into units.
 struct Router {
     ctx: Arc<Ctx>,
+    limits: Arc<fetch::Limits>,
     claims: Claims,
     windows: Option<Windows<(Tp, Message)>>,
     batcher: Option<Batcher<Incoming>>,
@@ -441,6 +443,16 @@ struct Router {
 impl Router {
     async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
         loop {
+            let open = self.batcher.as_ref().is_some_and(Batcher::is_open);
+            // An open batch that nothing more can join until units finish (a fetch task waits
+            // for room: the open batch may hold what it waits for) is closed now rather than at
+            // its timeout.
+            if open && self.limits.starving() && rx.is_empty() {
+                if let Some(batch) = self.batcher.as_mut().and_then(Batcher::flush) {
+                    self.dispatch_batch(batch).await;
+                }
+                continue;
+            }
             let deadline = self.batcher.as_ref().and_then(Batcher::deadline);
             let incoming = tokio::select! {
                 i = rx.recv() => i,
@@ -450,6 +462,7 @@ impl Router {
                     }
                     continue;
                 }
+                _ = self.limits.starved(), if open => continue,
             };
             match incoming {
                 Some(i) => self.route(i).await,

@@ -382,6 +382,32 @@ async fn stop_under_load_commits_everything_it_produced() {
     feeder.await.unwrap();
 }
 
+/// Produces messages `range` of `size` bytes to `topic`, each starting with its index (no key,
+/// no headers: a message's size is its payload's).
+async fn produce_indexed(
+    client: &rustmq::RustMqClient,
+    topic: &str,
+    range: std::ops::Range<u64>,
+    size: usize,
+) {
+    let producer = client.create_producer(topic).await.unwrap();
+    for i in range {
+        let mut payload = vec![b'x'; size];
+        payload[..8].copy_from_slice(&i.to_be_bytes());
+        let m = Message::builder()
+            .topic(topic)
+            .payload(payload)
+            .build()
+            .unwrap();
+        producer.send(m).await.unwrap();
+    }
+}
+
+/// The index a message of [`produce_indexed`] starts with.
+fn index(m: &Message) -> u64 {
+    u64::from_be_bytes(m.payload[..8].try_into().expect("8 bytes"))
+}
+
 /// Holds every message until the test lets one through; records what it processed, in order.
 #[derive(Clone)]
 struct Gate {
@@ -393,8 +419,7 @@ struct Gate {
 impl MessageProcessor for Gate {
     async fn process(&self, m: &Message) -> Result<Option<Message>> {
         self.open.acquire().await.expect("open").forget();
-        let index = u64::from_be_bytes(m.payload[..8].try_into().expect("8 bytes"));
-        self.seen.lock().push(index);
+        self.seen.lock().push(index(m));
         Ok(None)
     }
 }
@@ -406,17 +431,7 @@ async fn large_messages_in_flight_are_bounded_by_their_bytes() {
     const CAP: u64 = 1 << 20;
     let (_broker, client) = broker().await;
     client.create_topic("big-in", 1).await.unwrap();
-    let producer = client.create_producer("big-in").await.unwrap();
-    for i in 0..MESSAGES {
-        let mut payload = vec![b'x'; SIZE];
-        payload[..8].copy_from_slice(&i.to_be_bytes());
-        let m = Message::builder()
-            .topic("big-in")
-            .payload(payload)
-            .build()
-            .unwrap();
-        producer.send(m).await.unwrap();
-    }
+    produce_indexed(&client, "big-in", 0..MESSAGES, SIZE).await;
     // Far more messages than the backlog: only the bytes can bound what is in flight.
     let config = StreamConfig {
         input_topics: vec!["big-in".into()],
@@ -479,4 +494,72 @@ async fn large_messages_in_flight_are_bounded_by_their_bytes() {
     })
     .await;
     stream.stop().await.unwrap();
+}
+
+/// Records each batch it is given (the messages' indexes).
+#[derive(Clone, Default)]
+struct Batches(Arc<parking_lot::Mutex<Vec<Vec<u64>>>>);
+
+#[async_trait]
+impl MessageProcessor for Batches {
+    async fn process(&self, _: &Message) -> Result<Option<Message>> {
+        unreachable!("batch mode")
+    }
+
+    async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
+        self.0.lock().push(messages.iter().map(index).collect());
+        Ok(vec![])
+    }
+}
+
+#[tokio::test]
+async fn a_batch_the_byte_bound_stops_short_closes_without_waiting_for_its_timeout() {
+    const MESSAGES: u64 = 24;
+    let (_broker, client) = broker().await;
+    client.create_topic("big-batches", 1).await.unwrap();
+    produce_indexed(&client, "big-batches", 0..MESSAGES - 4, 256 << 10).await;
+    // Batches of ten would take 2.5 MiB; a 1 MiB bound lets four messages in at a time, and
+    // the timeout is far beyond the test's patience.
+    let config = StreamConfig {
+        input_topics: vec!["big-batches".into()],
+        consumer_group: "big-batches".into(),
+        parallelism: 1,
+        processing_timeout: Duration::from_secs(60),
+        mode: StreamMode::Batch {
+            batch_size: 10,
+            batch_timeout: Duration::from_secs(120),
+        },
+        ..Default::default()
+    };
+    let batches = Batches::default();
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_max_in_flight_bytes(1 << 20)
+        .with_processor(batches.clone());
+    stream.start().await.unwrap();
+    let metrics = stream.metrics().await;
+    // Batches of four close as soon as the fifth message waits for room. The last four, with
+    // nothing behind them, wait for their timeout like any partial batch at the end of the
+    // input, until more input arrives and has to wait for room.
+    let processed = |n: u64| {
+        let metrics = Arc::clone(&metrics);
+        move || {
+            let metrics = Arc::clone(&metrics);
+            async move { metrics.messages_processed.load(Ordering::Relaxed) == n }
+        }
+    };
+    let patience = Duration::from_secs(20);
+    eventually("all but the last four", patience, processed(MESSAGES - 8)).await;
+    produce_indexed(&client, "big-batches", MESSAGES - 4..MESSAGES, 256 << 10).await;
+    eventually("all but the newest four", patience, processed(MESSAGES - 4)).await;
+    stream.stop().await.unwrap();
+    let batches = batches.0.lock().clone();
+    assert!(
+        batches.iter().all(|b| !b.is_empty() && b.len() <= 4),
+        "{batches:?}"
+    );
+    let all: Vec<u64> = batches.concat();
+    assert_eq!(all[..], (0..all.len() as u64).collect::<Vec<_>>()[..]);
+    assert!(all.len() as u64 >= MESSAGES - 4);
 }
