@@ -39,6 +39,16 @@ impl<T> Batcher<T> {
         self.opened.is_some()
     }
 
+    /// Items in the open batch.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The open batch's items.
+    pub(crate) fn items(&self) -> impl Iterator<Item = &T> {
+        self.items.iter()
+    }
+
     /// When the open batch is due, if there is one.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.opened.map(|t| t + self.timeout)

@@ -16,7 +16,11 @@ pub enum StreamMode {
     Individual,
     /// Messages in arrival order, `batch_size` at a time or whatever arrived within
     /// `batch_timeout` of a batch's first message, whichever comes first, through
-    /// [`MessageProcessor::process_batch`](super::MessageProcessor::process_batch).
+    /// [`MessageProcessor::process_batch`](super::MessageProcessor::process_batch). A batch
+    /// also closes early when nothing more can join it: it holds every message and byte in
+    /// flight (`max_in_flight`,
+    /// [`with_max_in_flight_bytes`](super::MessageStream::with_max_in_flight_bytes)) and more
+    /// input waits for room.
     Batch {
         /// Most messages in one batch.
         batch_size: usize,

@@ -35,6 +35,8 @@ pub(crate) struct Incoming {
 #[derive(Debug)]
 pub(crate) struct Limits {
     messages: Arc<Semaphore>,
+    /// `messages`' permits in all.
+    places: usize,
     bytes: Arc<Semaphore>,
     /// What one message takes at most: all of `bytes`, so that a larger message goes alone.
     most: u32,
@@ -49,8 +51,10 @@ pub(crate) struct Limits {
 impl Limits {
     pub(crate) fn new(messages: usize, bytes: usize, metrics: Arc<StreamMetrics>) -> Self {
         let bytes = bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        let places = messages.min(Semaphore::MAX_PERMITS);
         Limits {
-            messages: Arc::new(Semaphore::new(messages.min(Semaphore::MAX_PERMITS))),
+            messages: Arc::new(Semaphore::new(places)),
+            places,
             bytes: Arc::new(Semaphore::new(bytes)),
             most: bytes as u32,
             metrics,
@@ -62,6 +66,15 @@ impl Limits {
     /// Whether a fetch task waits for room now.
     pub(crate) fn starving(&self) -> bool {
         self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// Places and bytes taken now, by messages admitted and not finished and by fetch tasks
+    /// on their way to admitting one (given what they waited for, or part of it).
+    pub(crate) fn held(&self) -> (usize, usize) {
+        (
+            self.places - self.messages.available_permits(),
+            self.most as usize - self.bytes.available_permits(),
+        )
     }
 
     /// Completes when a fetch task starts to wait for room (or did since the last call).
@@ -88,13 +101,15 @@ impl Limits {
         }
     }
 
-    /// Waits until `message` fits (first among the messages, then among the bytes, each in
+    /// Waits until `message` fits (first among the bytes, then among the messages, each in
     /// turn of arrival; a message larger than the bytes takes all of them); `None` only if the
-    /// semaphores were closed, which nothing does.
+    /// semaphores were closed, which nothing does. Bytes first: a fetch task waiting for
+    /// bytes then holds no place, which the router's test of a batch nothing more can join
+    /// relies on.
     async fn admit(&self, message: &Message) -> Option<InFlight> {
-        let place = self.take(&self.messages, 1).await.ok()?;
         let size = u32::try_from(message.size()).unwrap_or(u32::MAX);
         let bytes = self.take(&self.bytes, size.min(self.most)).await.ok()?;
+        let place = self.take(&self.messages, 1).await.ok()?;
         StreamMetrics::add(&self.metrics.messages_in_flight, 1);
         StreamMetrics::add(&self.metrics.bytes_in_flight, bytes.num_permits());
         Some(InFlight {
@@ -121,6 +136,13 @@ pub(crate) struct InFlight {
     _place: OwnedSemaphorePermit,
     bytes: OwnedSemaphorePermit,
     metrics: Arc<StreamMetrics>,
+}
+
+impl InFlight {
+    /// The bytes this message takes of the bound.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.num_permits()
+    }
 }
 
 impl Drop for InFlight {

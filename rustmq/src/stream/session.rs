@@ -444,10 +444,12 @@ impl Router {
     async fn run(mut self, mut rx: mpsc::Receiver<Incoming>) {
         loop {
             let open = self.batcher.as_ref().is_some_and(Batcher::is_open);
-            // An open batch that nothing more can join until units finish (a fetch task waits
-            // for room: the open batch may hold what it waits for) is closed now rather than at
-            // its timeout.
-            if open && self.limits.starving() && rx.is_empty() {
+            // An open batch that nothing more can join is closed now rather than at its
+            // timeout: a fetch task waits for room, and the batch holds every place and byte
+            // taken (no message queued, being processed, or admitted and on its way; no fetch
+            // task given part of what it waits for), so only processing this batch can give
+            // room back.
+            if open && self.limits.starving() && self.holds_all_room() {
                 if let Some(batch) = self.batcher.as_mut().and_then(Batcher::flush) {
                     self.dispatch_batch(batch).await;
                 }
@@ -474,6 +476,15 @@ impl Router {
                 self.dispatch_batch(batch).await;
             }
         }
+    }
+
+    /// Whether the open batch holds every place and byte of the limits that is taken.
+    fn holds_all_room(&self) -> bool {
+        let Some(batcher) = self.batcher.as_ref() else {
+            return false;
+        };
+        let (places, bytes) = self.limits.held();
+        batcher.len() == places && batcher.items().map(|i| i.permit.bytes()).sum::<usize>() == bytes
     }
 
     async fn route(&mut self, i: Incoming) {
