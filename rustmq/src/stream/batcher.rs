@@ -44,11 +44,6 @@ impl<T> Batcher<T> {
         self.items.len()
     }
 
-    /// The open batch's items.
-    pub(crate) fn items(&self) -> impl Iterator<Item = &T> {
-        self.items.iter()
-    }
-
     /// When the open batch is due, if there is one.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.opened.map(|t| t + self.timeout)

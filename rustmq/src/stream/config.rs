@@ -17,10 +17,9 @@ pub enum StreamMode {
     /// Messages in arrival order, `batch_size` at a time or whatever arrived within
     /// `batch_timeout` of a batch's first message, whichever comes first, through
     /// [`MessageProcessor::process_batch`](super::MessageProcessor::process_batch). A batch
-    /// also closes early when nothing more can join it: it holds every message and byte in
-    /// flight (`max_in_flight`,
-    /// [`with_max_in_flight_bytes`](super::MessageStream::with_max_in_flight_bytes)) and more
-    /// input waits for room.
+    /// also closes early when nothing more can join it: it holds every message in flight
+    /// and more input waits for room (`max_in_flight`,
+    /// [`with_max_in_flight_bytes`](super::MessageStream::with_max_in_flight_bytes)).
     Batch {
         /// Most messages in one batch.
         batch_size: usize,

@@ -68,13 +68,10 @@ impl Limits {
         self.waiting.load(Ordering::Acquire) > 0
     }
 
-    /// Places and bytes taken now, by messages admitted and not finished and by fetch tasks
-    /// on their way to admitting one (given what they waited for, or part of it).
-    pub(crate) fn held(&self) -> (usize, usize) {
-        (
-            self.places - self.messages.available_permits(),
-            self.most as usize - self.bytes.available_permits(),
-        )
+    /// Places taken now: by messages admitted and not finished, and by fetch tasks given
+    /// their place and not yet run.
+    pub(crate) fn places_taken(&self) -> usize {
+        self.places - self.messages.available_permits()
     }
 
     /// Completes when a fetch task starts to wait for room (or did since the last call).
@@ -105,7 +102,7 @@ impl Limits {
     /// turn of arrival; a message larger than the bytes takes all of them); `None` only if the
     /// semaphores were closed, which nothing does. Bytes first: a fetch task waiting for
     /// bytes then holds no place, which the router's test of a batch nothing more can join
-    /// relies on.
+    /// relies on (tokio gives a waiter part of its permits as they come back).
     async fn admit(&self, message: &Message) -> Option<InFlight> {
         let size = u32::try_from(message.size()).unwrap_or(u32::MAX);
         let bytes = self.take(&self.bytes, size.min(self.most)).await.ok()?;
@@ -136,13 +133,6 @@ pub(crate) struct InFlight {
     _place: OwnedSemaphorePermit,
     bytes: OwnedSemaphorePermit,
     metrics: Arc<StreamMetrics>,
-}
-
-impl InFlight {
-    /// The bytes this message takes of the bound.
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes.num_permits()
-    }
 }
 
 impl Drop for InFlight {

@@ -149,9 +149,9 @@ impl MessageStream {
     /// Most bytes of input messages (payload, key and headers) fetched and not yet finished
     /// (default 64 MiB), counted as [`StreamConfig::max_in_flight`] counts messages: with
     /// large messages this binds first. A message larger than this waits until nothing else
-    /// is in flight, then goes alone. In batch mode an open batch that holds every message and
-    /// byte in flight closes before its `batch_size` as soon as more input waits for room,
-    /// rather than at its `batch_timeout`: nothing more could join it. Not counted: the fetch answer each
+    /// is in flight, then goes alone. In batch mode an open batch that holds every message in
+    /// flight closes before its `batch_size` as soon as more input waits for room, rather
+    /// than at its `batch_timeout`: nothing more could join it. Not counted: the fetch answer each
     /// partition's fetch task holds while it waits for room (at most 1 MiB, or one larger
     /// batch), and the messages windows keep until they close. Above 4 GiB counts as 4 GiB;
     /// 0 fails [`start`](Self::start).

@@ -445,11 +445,16 @@ impl Router {
         loop {
             let open = self.batcher.as_ref().is_some_and(Batcher::is_open);
             // An open batch that nothing more can join is closed now rather than at its
-            // timeout: a fetch task waits for room, and the batch holds every place and byte
-            // taken (no message queued, being processed, or admitted and on its way; no fetch
-            // task given part of what it waits for), so only processing this batch can give
-            // room back.
-            if open && self.limits.starving() && self.holds_all_room() {
+            // timeout: a fetch task waits for room, and the batch holds every place taken (no
+            // message queued, being processed, or given its place and on its way), so only
+            // processing this batch can give room back. (A fetch task takes its bytes before
+            // its place: one waiting for bytes, even given part of them, holds no place. One
+            // given all its bytes and not yet run still counts as waiting: then the batch
+            // closes a message short.)
+            if open
+                && self.limits.starving()
+                && self.batcher.as_ref().map(Batcher::len) == Some(self.limits.places_taken())
+            {
                 if let Some(batch) = self.batcher.as_mut().and_then(Batcher::flush) {
                     self.dispatch_batch(batch).await;
                 }
@@ -476,15 +481,6 @@ impl Router {
                 self.dispatch_batch(batch).await;
             }
         }
-    }
-
-    /// Whether the open batch holds every place and byte of the limits that is taken.
-    fn holds_all_room(&self) -> bool {
-        let Some(batcher) = self.batcher.as_ref() else {
-            return false;
-        };
-        let (places, bytes) = self.limits.held();
-        batcher.len() == places && batcher.items().map(|i| i.permit.bytes()).sum::<usize>() == bytes
     }
 
     async fn route(&mut self, i: Incoming) {

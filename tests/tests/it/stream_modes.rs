@@ -517,9 +517,10 @@ async fn a_batch_the_byte_bound_stops_short_closes_without_waiting_for_its_timeo
     const MESSAGES: u64 = 24;
     let (_broker, client) = broker().await;
     client.create_topic("big-batches", 1).await.unwrap();
-    produce_indexed(&client, "big-batches", 0..MESSAGES - 4, 256 << 10).await;
-    // Batches of ten would take 2.5 MiB; a 1 MiB bound lets four messages in at a time, and
-    // the timeout is far beyond the test's patience.
+    produce_indexed(&client, "big-batches", 0..MESSAGES - 4, 250 << 10).await;
+    // Batches of ten would take 2.5 MB; a 1 MiB bound lets four messages of 250 KiB in at a
+    // time (the fifth's fetch task is given the 24 KiB left while it waits), and the timeout
+    // is far beyond the test's patience.
     let config = StreamConfig {
         input_topics: vec!["big-batches".into()],
         consumer_group: "big-batches".into(),
@@ -551,7 +552,7 @@ async fn a_batch_the_byte_bound_stops_short_closes_without_waiting_for_its_timeo
     };
     let patience = Duration::from_secs(20);
     eventually("all but the last four", patience, processed(MESSAGES - 8)).await;
-    produce_indexed(&client, "big-batches", MESSAGES - 4..MESSAGES, 256 << 10).await;
+    produce_indexed(&client, "big-batches", MESSAGES - 4..MESSAGES, 250 << 10).await;
     eventually("all but the newest four", patience, processed(MESSAGES - 4)).await;
     stream.stop().await.unwrap();
     let batches = batches.0.lock().clone();
