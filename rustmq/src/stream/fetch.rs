@@ -2,7 +2,7 @@
 //! position, each message admitted within `max_in_flight` and `max_in_flight_bytes`
 //! ([`Limits`]) and registered in the ledger before it goes to the router, in offset order.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,17 +102,20 @@ impl Limits {
     /// turn of arrival; a message larger than the bytes takes all of them); `None` only if the
     /// semaphores were closed, which nothing does. Bytes first: a fetch task waiting for
     /// bytes then holds no place, which the router's test of a batch nothing more can join
-    /// relies on (tokio gives a waiter part of its permits as they come back).
-    async fn admit(&self, message: &Message) -> Option<InFlight> {
+    /// relies on (tokio gives a waiter part of its permits as they come back). A message
+    /// takes at least one byte, so that an empty one queues behind the others too.
+    async fn admit(self: &Arc<Self>, message: &Message) -> Option<InFlight> {
         let size = u32::try_from(message.size()).unwrap_or(u32::MAX);
-        let bytes = self.take(&self.bytes, size.min(self.most)).await.ok()?;
+        let bytes = self
+            .take(&self.bytes, size.clamp(1, self.most))
+            .await
+            .ok()?;
         let place = self.take(&self.messages, 1).await.ok()?;
         StreamMetrics::add(&self.metrics.messages_in_flight, 1);
         StreamMetrics::add(&self.metrics.bytes_in_flight, bytes.num_permits());
         Some(InFlight {
-            _place: place,
-            bytes,
-            metrics: Arc::clone(&self.metrics),
+            permits: Some((bytes, place)),
+            limits: Arc::clone(self),
         })
     }
 }
@@ -130,18 +133,30 @@ impl Drop for Waiting<'_> {
 /// or placed in its windows).
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    _place: OwnedSemaphorePermit,
-    bytes: OwnedSemaphorePermit,
-    metrics: Arc<StreamMetrics>,
+    /// Its bytes and its place; `None` only while dropped.
+    permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    limits: Arc<Limits>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let sub = |gauge: &AtomicU64, n: usize| {
-            gauge.fetch_sub(n as u64, Ordering::Relaxed);
+        let Some((bytes, place)) = self.permits.take() else {
+            return;
         };
-        sub(&self.metrics.messages_in_flight, 1);
-        sub(&self.metrics.bytes_in_flight, self.bytes.num_permits());
+        let metrics = &self.limits.metrics;
+        metrics.messages_in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics
+            .bytes_in_flight
+            .fetch_sub(bytes.num_permits() as u64, Ordering::Relaxed);
+        // Bytes before the place: a message never holds bytes without a place.
+        drop(bytes);
+        drop(place);
+        // What came back may leave a waiting fetch task still short while the open batch now
+        // holds every place taken: the router looks again (it is woken only by messages and
+        // by waits that start otherwise).
+        if self.limits.starving() {
+            self.limits.starved.notify_one();
+        }
     }
 }
 

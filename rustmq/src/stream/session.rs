@@ -450,7 +450,8 @@ impl Router {
             // processing this batch can give room back. (A fetch task takes its bytes before
             // its place: one waiting for bytes, even given part of them, holds no place. One
             // given all its bytes and not yet run still counts as waiting: then the batch
-            // closes a message short.)
+            // closes short of what could have joined. The router is woken when a wait starts
+            // and when a message gives its room back while a fetch task waits.)
             if open
                 && self.limits.starving()
                 && self.batcher.as_ref().map(Batcher::len) == Some(self.limits.places_taken())
