@@ -181,12 +181,15 @@ async fn within_30s<F: std::future::Future>(what: &str, future: F) -> F::Output 
 /// The budget comes back to 0 once the transport has let go of every answer (the peer's
 /// acknowledgements may still be on their way when the last answer is read).
 async fn all_room_given_back(handle: &rustmq::testing::BrokerHandle) {
-    let left = wait_until(
-        std::time::Duration::from_secs(10),
-        || handle.request_memory_in_use(),
-        |left| left == 0,
-    )
-    .await;
+    all_room_given_back_within(handle, std::time::Duration::from_secs(10)).await;
+}
+
+/// [`all_room_given_back`], waiting up to `limit`.
+async fn all_room_given_back_within(
+    handle: &rustmq::testing::BrokerHandle,
+    limit: std::time::Duration,
+) {
+    let left = wait_until(limit, || handle.request_memory_in_use(), |left| left == 0).await;
     assert_eq!(left, 0, "bytes still reserved");
 }
 
@@ -491,7 +494,13 @@ async fn a_connection_that_ends_gives_back_all_its_room() {
 
     sender.close(0u32.into(), b"gone");
     reader.close(0u32.into(), b"gone");
-    all_room_given_back(handle).await;
+    // At once, as a rule. A peer's CONNECTION_CLOSE is sent once and nothing makes the peer
+    // send it again while the broker waits for data, so if it is lost (a loaded machine's
+    // loopback drops datagrams: it happened in CI) the broker sees the end only when the held
+    // frames' reads time out (`request_read_timeout_ms`, 30 s by default): the room comes back
+    // then. A room that never came back (what this test was written for: a wait that kept its
+    // closed connection's buffers alive) still fails.
+    all_room_given_back_within(handle, std::time::Duration::from_secs(45)).await;
     // The broker goes on serving.
     let (records, _) = within_30s("a fetch after", fetch_all(&good, "big", 0, 0)).await;
     assert_eq!(records.len(), 1);

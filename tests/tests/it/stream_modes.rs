@@ -505,6 +505,33 @@ async fn large_messages_in_flight_are_bounded_by_their_bytes() {
     stream.stop().await.unwrap();
 }
 
+/// A started stream of `topic` (one partition) in batches of ten, with a batch timeout far
+/// beyond any test's patience and a byte bound of 1 MiB.
+async fn tight_batches(
+    client: &rustmq::RustMqClient,
+    topic: &str,
+    processor: impl MessageProcessor,
+) -> MessageStream {
+    let config = StreamConfig {
+        input_topics: vec![topic.into()],
+        consumer_group: topic.into(),
+        parallelism: 1,
+        processing_timeout: Duration::from_secs(60),
+        mode: StreamMode::Batch {
+            batch_size: 10,
+            batch_timeout: Duration::from_secs(120),
+        },
+        ..Default::default()
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_max_in_flight_bytes(1 << 20)
+        .with_processor(processor);
+    stream.start().await.unwrap();
+    stream
+}
+
 /// Records each batch it is given (the messages' indexes).
 #[derive(Clone, Default)]
 struct Batches(Arc<parking_lot::Mutex<Vec<Vec<u64>>>>);
@@ -530,24 +557,8 @@ async fn a_batch_the_byte_bound_stops_short_closes_without_waiting_for_its_timeo
     // Batches of ten would take 2.5 MB; a 1 MiB bound lets four messages of 250 KiB in at a
     // time (the fifth's fetch task is given the 24 KiB left while it waits), and the timeout
     // is far beyond the test's patience.
-    let config = StreamConfig {
-        input_topics: vec!["big-batches".into()],
-        consumer_group: "big-batches".into(),
-        parallelism: 1,
-        processing_timeout: Duration::from_secs(60),
-        mode: StreamMode::Batch {
-            batch_size: 10,
-            batch_timeout: Duration::from_secs(120),
-        },
-        ..Default::default()
-    };
     let batches = Batches::default();
-    let stream = MessageStream::new(client.clone(), config)
-        .await
-        .unwrap()
-        .with_max_in_flight_bytes(1 << 20)
-        .with_processor(batches.clone());
-    stream.start().await.unwrap();
+    let stream = tight_batches(&client, "big-batches", batches.clone()).await;
     let metrics = stream.metrics().await;
     // Batches of four close as soon as the fifth message waits for room. The last four, with
     // nothing behind them, wait for their timeout like any partial batch at the end of the
@@ -641,23 +652,8 @@ async fn a_batch_closes_when_a_finished_batch_leaves_the_waiting_input_short() {
         .map(|i| (i, 1024))
         .chain([(10, 600 << 10), (11, 600 << 10)]);
     produce_sized(&client, "mixed", sizes).await;
-    let config = StreamConfig {
-        input_topics: vec!["mixed".into()],
-        consumer_group: "mixed".into(),
-        parallelism: 1,
-        mode: StreamMode::Batch {
-            batch_size: 10,
-            batch_timeout: Duration::from_secs(120),
-        },
-        ..Default::default()
-    };
     let slow = SlowBatches::default();
-    let stream = MessageStream::new(client.clone(), config)
-        .await
-        .unwrap()
-        .with_max_in_flight_bytes(1 << 20)
-        .with_processor(slow.clone());
-    stream.start().await.unwrap();
+    let stream = tight_batches(&client, "mixed", slow.clone()).await;
     let metrics = stream.metrics().await;
     // The small batch, then the first large message alone (the second, last, waits for its
     // timeout like any partial batch at the end of the input).
