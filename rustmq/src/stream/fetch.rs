@@ -43,8 +43,9 @@ pub(crate) struct Limits {
     metrics: Arc<StreamMetrics>,
     /// Fetch tasks waiting for room now.
     waiting: AtomicUsize,
-    /// Told each time a fetch task starts to wait: the router then closes its open batch
-    /// rather than let it wait for its timeout while nothing more can be fetched.
+    /// Told each time a fetch task starts to wait, and when a message gives its room back
+    /// while one waits: the router then looks whether its open batch is all that can make
+    /// room, and closes it rather than let it wait for its timeout.
     starved: Notify,
 }
 
@@ -74,7 +75,8 @@ impl Limits {
         self.places - self.messages.available_permits()
     }
 
-    /// Completes when a fetch task starts to wait for room (or did since the last call).
+    /// Completes when a fetch task starts to wait for room or room comes back while one
+    /// waits (or did since the last call).
     pub(crate) async fn starved(&self) {
         self.starved.notified().await;
     }
