@@ -29,14 +29,6 @@ struct Run {
     left: u32,
 }
 
-impl Run {
-    /// What the run holds in memory: its batch's whole records section (decompressed), from
-    /// the first record kept until the last is taken.
-    fn bytes(&self) -> usize {
-        self.iter.held_bytes()
-    }
-}
-
 impl Records {
     /// Records held.
     pub(crate) fn len(&self) -> usize {
@@ -57,10 +49,11 @@ impl Records {
     /// ([`RecordIter::check_ahead`]): decoding them later cannot fail.
     pub(crate) fn push_checked(&mut self, iter: RecordIter, n: u32) {
         if n > 0 {
-            let run = Run { iter, left: n };
+            // A run holds its batch's whole records section (decompressed) until its last
+            // record is taken.
             self.len += n as usize;
-            self.bytes += run.bytes();
-            self.runs.push_back(run);
+            self.bytes += iter.held_bytes();
+            self.runs.push_back(Run { iter, left: n });
         }
     }
 
@@ -91,7 +84,7 @@ impl Records {
             run.left -= 1;
             self.len -= 1;
             if run.left == 0 {
-                self.bytes -= run.bytes();
+                self.bytes -= run.iter.held_bytes();
                 self.runs.pop_front();
             }
             match record {

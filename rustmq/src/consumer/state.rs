@@ -267,8 +267,6 @@ impl State {
             }
             Pick::Buffered(id) => {
                 self.cursor = Some(id);
-                let refill = refill_level(self.cap);
-                let refill_bytes = refill_level(self.cap_bytes);
                 let Some(p) = self.partitions.get_mut(&id) else {
                     return gone();
                 };
@@ -279,10 +277,7 @@ impl State {
                 // A fetch task waiting for room is woken once, as the buffer comes down to the
                 // refill levels of both messages and bytes; a wake-up before it waits is kept
                 // for it (`notify_one` stores one permit).
-                if p.waiting_for_room
-                    && p.buffer.len() <= refill
-                    && p.buffer.bytes() <= refill_bytes
-                {
+                if p.waiting_for_room && !above_refill(&p.buffer, self.cap, self.cap_bytes) {
                     p.waiting_for_room = false;
                     p.wake.notify_one();
                 }
@@ -302,9 +297,7 @@ impl State {
         if self.paused.contains(&partition) {
             return FetchGate::Wait;
         }
-        if p.buffer.len() > refill_level(self.cap)
-            || p.buffer.bytes() > refill_level(self.cap_bytes)
-        {
+        if above_refill(&p.buffer, self.cap, self.cap_bytes) {
             p.waiting_for_room = true;
             return FetchGate::Wait;
         }
@@ -485,6 +478,12 @@ impl State {
 /// while the application works through the rest.
 fn refill_level(cap: usize) -> usize {
     cap / 2
+}
+
+/// Whether `buffer` is above the refill level of its messages (`cap`) or of its bytes
+/// (`cap_bytes`): its fetch task then waits.
+fn above_refill(buffer: &Records, cap: usize, cap_bytes: usize) -> bool {
+    buffer.len() > refill_level(cap) || buffer.bytes() > refill_level(cap_bytes)
 }
 
 #[cfg(test)]
