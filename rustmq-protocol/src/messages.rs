@@ -24,7 +24,8 @@ pub const MIN_UDP_PAYLOAD_SIZE: u16 = 1200;
 /// Discovery finds what the path carries: about 1,450–1,470 bytes over Ethernet, and up to
 /// this bound over loopback or jumbo frames, where fewer, larger datagrams move the same bytes
 /// with a fraction of the per-datagram work (interleaved runs on loopback against quinn's
-/// default bound of 1,452: W1 0.98–1.32x, W2 1.46x, W3 1.11–1.29x; see `docs/PERFORMANCE.md`).
+/// default bound of 1,452: W1 0.98–1.32x, W2 1.46x, W3 1.11–1.29x; see
+/// `docs/PERFORMANCE-HISTORY.md`, the session of 2026-11-27 from 14:12).
 ///
 /// It is also the largest value allowed: quinn sends up to 10 datagrams in one GSO call, and
 /// Linux refuses a call of more than 64 KiB (`EMSGSIZE`, which quinn drops silently), so with

@@ -151,10 +151,10 @@ impl MessageStream {
     /// large messages this binds first. A message larger than this waits until nothing else
     /// is in flight, then goes alone. In batch mode an open batch that holds every message in
     /// flight closes before its `batch_size` as soon as more input waits for room, rather
-    /// than at its `batch_timeout`: nothing more could join it. Not counted: the fetch answer each
-    /// partition's fetch task holds while it waits for room (at most 1 MiB, or one larger
-    /// batch), and the messages windows keep until they close. Above 4 GiB counts as 4 GiB;
-    /// 0 fails [`start`](Self::start).
+    /// than at its `batch_timeout`: nothing more could join it. Not counted: the fetch answer
+    /// each partition's fetch task holds while it waits for room (at most 1 MiB, or one
+    /// larger batch), and the messages windows keep until they close. Above 4 GiB counts as
+    /// 4 GiB; 0 fails [`start`](Self::start).
     pub fn with_max_in_flight_bytes(self, bytes: usize) -> Self {
         self.inner.tuning.lock().max_in_flight_bytes = bytes;
         self

@@ -316,7 +316,8 @@ mod tests {
     /// More finished calls than the thread keeps: the oldest blocks are freed and the newest
     /// kept, so a burst of another layout does not crowd out the usual one for good; a future
     /// dropped on another thread gives its memory to that thread. (That surplus memory is
-    /// freed rather than leaked is for AddressSanitizer to see; PERFORMANCE.md has the run.)
+    /// freed rather than leaked is for AddressSanitizer to see; docs/PERFORMANCE-HISTORY.md
+    /// has the run.)
     #[test]
     fn the_newest_blocks_are_kept_and_memory_moves_with_the_drop() {
         let drops = Arc::new(AtomicUsize::new(0));
