@@ -19,6 +19,12 @@ use crate::storage::{sync_dir, write_atomic, PartitionLog};
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
+/// Smallest `segment_bytes` a topic may set.
+pub const MIN_SEGMENT_BYTES: u64 = 1024;
+/// A deleted topic's directory is renamed to this prefix, the name and a random number before
+/// its removal. `~` is not allowed in topic names, so a tomb a crash left behind is never
+/// taken for a topic; opening the topics removes it.
+const TOMB_PREFIX: &str = "~deleted~";
 
 /// One topic and its open partition logs.
 #[derive(Debug)]
@@ -116,23 +122,39 @@ impl TopicManager {
             let entry = entry.map_err(|e| BrokerError::io("list topics", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let dir = entry.path();
+            if name.starts_with(TOMB_PREFIX) {
+                // A deletion the broker did not finish (it stopped, or the removal failed).
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        tracing::info!(path = %dir.display(), "removed a deleted topic's data")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted topic's data")
+                    }
+                }
+                continue;
+            }
             if validate_topic_name(&name).is_err() || !dir.join("topic.toml").exists() {
                 tracing::warn!(path = %dir.display(), "skipping a directory that is not a topic");
                 continue;
             }
             let text = std::fs::read_to_string(dir.join("topic.toml"))
                 .map_err(|e| BrokerError::io("read topic.toml", e))?;
-            let file: TopicFile = toml::from_str(&text).map_err(|e| {
+            let corrupt = |why: String| {
                 BrokerError::new(
                     ErrorCode::StorageError,
-                    format!("corrupt {}/topic.toml: {e}", dir.display()),
+                    format!("corrupt {}/topic.toml: {why}", dir.display()),
                 )
-            })?;
+            };
+            let file: TopicFile = toml::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
             let settings = TopicSettings {
                 retention_ms: file.retention_ms,
                 retention_bytes: file.retention_bytes,
                 segment_bytes: file.segment_bytes,
             };
+            // Checked as a creation checks them: a damaged file must not make the broker
+            // create partitions until the disk is full, or roll a segment per batch.
+            check_topic(file.partitions, &settings).map_err(|e| corrupt(e.message))?;
             let topic = manager.open_topic(&name, file.partitions, settings)?;
             manager.topics.write().insert(name, Arc::new(topic));
         }
@@ -183,18 +205,7 @@ impl TopicManager {
         settings: TopicSettings,
     ) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(name)?;
-        if partitions == 0 || partitions > MAX_PARTITIONS {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidTopic,
-                format!("a topic needs 1 to {MAX_PARTITIONS} partitions, not {partitions}"),
-            ));
-        }
-        if settings.segment_bytes.is_some_and(|b| b < 1024) {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidTopic,
-                "segment_bytes must be at least 1024",
-            ));
-        }
+        check_topic(partitions, &settings)?;
         let mut topics = self.topics.write();
         if topics.contains_key(name) {
             return Err(BrokerError::new(
@@ -204,6 +215,9 @@ impl TopicManager {
         }
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("create topic directory", e))?;
+        // The topic's own entry in `topics/`, or a crash could lose the whole directory with
+        // the records acknowledged in it.
+        sync_dir(&self.root).map_err(|e| BrokerError::io("create topic directory", e))?;
         let topic = Arc::new(self.open_topic(name, partitions, settings.clone())?);
         let file = TopicFile {
             partitions,
@@ -232,16 +246,31 @@ impl TopicManager {
     }
 
     /// Deletes a topic and its data. Readers still holding its logs finish undisturbed.
+    ///
+    /// The topic's directory is renamed out of the way before the topic is let go, under the
+    /// topics' lock: a topic of the same name created at once (a produce that auto-creates
+    /// it) gets a directory of its own, never the one being removed. The data is then removed
+    /// outside the lock; a removal that fails or that a crash interrupts is finished when the
+    /// broker next opens its topics.
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
-        let topic = self.topics.write().remove(name).ok_or_else(|| {
-            BrokerError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
-        })?;
-        // Rename first so that a crash mid-delete never leaves a half-deleted topic behind.
-        let tomb = self
-            .root
-            .join(format!(".deleted-{name}-{}", fastrand::u64(..)));
-        std::fs::rename(&topic.dir, &tomb).map_err(|e| BrokerError::io("delete topic", e))?;
-        std::fs::remove_dir_all(&tomb).map_err(|e| BrokerError::io("delete topic", e))?;
+        let tomb = {
+            let mut topics = self.topics.write();
+            let topic = topics.get(name).ok_or_else(|| {
+                BrokerError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
+            })?;
+            let tomb = self
+                .root
+                .join(format!("{TOMB_PREFIX}{name}~{}", fastrand::u64(..)));
+            std::fs::rename(&topic.dir, &tomb).map_err(|e| BrokerError::io("delete topic", e))?;
+            topics.remove(name);
+            tomb
+        };
+        if let Err(e) = sync_dir(&self.root) {
+            tracing::warn!(topic = name, error = %e, "cannot sync the topics directory");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&tomb) {
+            tracing::warn!(topic = name, path = %tomb.display(), error = %e, "cannot remove a deleted topic's data; it is removed when the broker restarts");
+        }
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -269,6 +298,26 @@ impl TopicManager {
             .flat_map(|t| t.partitions.iter().cloned())
             .collect()
     }
+}
+
+/// Checks a topic's partition count and settings (at creation, and when a topic is opened).
+fn check_topic(partitions: u32, settings: &TopicSettings) -> Result<(), BrokerError> {
+    if partitions == 0 || partitions > MAX_PARTITIONS {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidTopic,
+            format!("a topic needs 1 to {MAX_PARTITIONS} partitions, not {partitions}"),
+        ));
+    }
+    if settings
+        .segment_bytes
+        .is_some_and(|b| b < MIN_SEGMENT_BYTES)
+    {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidTopic,
+            format!("segment_bytes must be at least {MIN_SEGMENT_BYTES}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes a small file atomically and durably: temp file, fsync, rename, fsync the directory.
@@ -309,5 +358,65 @@ mod tests {
         m.delete("t").unwrap();
         assert!(!dir.path().join("topics/t").exists());
         assert!(m.get("t").is_none());
+    }
+
+    /// A deletion a crash interrupted leaves its renamed directory behind: it is removed when
+    /// the topics are next opened, never taken for a topic.
+    #[test]
+    fn a_deletion_left_unfinished_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        m.create("orders", 2, TopicSettings::default()).unwrap();
+        drop(m);
+        // What `delete` leaves if the broker stops between its rename and the removal.
+        let tomb = dir.path().join(format!("topics/{TOMB_PREFIX}orders~42"));
+        std::fs::rename(dir.path().join("topics/orders"), &tomb).unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        assert!(m.list().is_empty(), "{:?}", m.list());
+        assert!(!tomb.exists());
+        // A topic of the same name starts empty.
+        let t = m.create("orders", 1, TopicSettings::default()).unwrap();
+        assert_eq!(t.partitions[0].high_watermark(), 0);
+    }
+
+    /// A topic deleted and created again at once gets a directory of its own: what the new one
+    /// writes survives a reopen.
+    #[test]
+    fn a_topic_created_again_after_a_delete_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        m.create("t", 1, TopicSettings::default()).unwrap();
+        m.delete("t").unwrap();
+        m.create("t", 3, TopicSettings::default()).unwrap();
+        drop(m);
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        assert_eq!(m.require("t").unwrap().partitions.len(), 3);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("topics"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["t"]);
+    }
+
+    /// A damaged `topic.toml` with an impossible partition count or segment size is refused
+    /// with a clear error rather than opened.
+    #[test]
+    fn a_damaged_topic_file_is_refused() {
+        for (text, says) in [
+            ("partitions = 4294967295\n", "partitions"),
+            ("partitions = 1\nsegment_bytes = 0\n", "segment_bytes"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+            m.create("t", 1, TopicSettings::default()).unwrap();
+            drop(m);
+            std::fs::write(dir.path().join("topics/t/topic.toml"), text).unwrap();
+            let e = TopicManager::open(dir.path(), LogSettings::default()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::StorageError);
+            assert!(
+                e.message.contains("topic.toml") && e.message.contains(says),
+                "{e}"
+            );
+        }
     }
 }
