@@ -351,6 +351,10 @@ impl BrokerConfig {
         {
             return bad("limits.max_batch_bytes must be between 1 and limits.max_frame_bytes");
         }
+        if self.limits.request_read_timeout_ms == 0 {
+            // Every read or write that has to wait would time out at once.
+            return bad("limits.request_read_timeout_ms must be at least 1");
+        }
         if self.limits.max_connections == 0 || self.limits.max_in_flight_per_connection == 0 {
             return bad(
                 "limits.max_connections and limits.max_in_flight_per_connection must be at least 1",
@@ -380,6 +384,10 @@ impl BrokerConfig {
             if d.is_zero() {
                 return bad("log.flush interval must be greater than zero");
             }
+        }
+        if self.log.retention_check_interval.is_zero() {
+            // A periodic task cannot tick every zero seconds (tokio's `interval` panics).
+            return bad("log.retention_check_interval must be greater than zero");
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be given together");
@@ -475,5 +483,20 @@ mod tests {
             );
         }
         with_memory(4096, 4096, 4096).unwrap();
+        // Zero durations that would stop the broker's work or time everything out.
+        let mut cfg = BrokerConfig::default();
+        cfg.log.retention_check_interval = Duration::ZERO;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("log.retention_check_interval"), "{err}");
+        assert!(
+            toml::from_str::<BrokerConfig>("[log]\nretention_check_interval = \"0s\"")
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+        let mut cfg = BrokerConfig::default();
+        cfg.limits.request_read_timeout_ms = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.request_read_timeout_ms"), "{err}");
     }
 }
