@@ -419,13 +419,31 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Stores offsets durably; a group member's commit must carry the current generation.
+    /// Stores offsets durably; a group member's commit must carry the current generation. A
+    /// commit without a member id (a standalone consumer's, or a tool's) is taken only while
+    /// the group has no members: it would otherwise move partitions a member owns.
     pub fn commit(&self, r: CommitOffsetsRequest) -> Result<(), BrokerError> {
+        // Topic names are checked as a topic's creation checks them: the offsets file keeps
+        // one `topic<TAB>partition<TAB>offset` line per entry, and a name holding a tab or a
+        // line break would read back as other entries.
+        for o in &r.offsets {
+            crate::topics::validate_topic_name(&o.topic)?;
+        }
         let mut groups = self.groups.lock();
         let group = groups
             .entry(r.group.clone())
             .or_insert_with(|| Group::new(BTreeMap::new()));
-        if !r.member_id.is_empty() {
+        if r.member_id.is_empty() {
+            if !group.members.is_empty() {
+                return Err(BrokerError::new(
+                    ErrorCode::UnknownMember,
+                    format!(
+                        "a commit without a member id is refused while group {:?} has members",
+                        r.group
+                    ),
+                ));
+            }
+        } else {
             if !group.members.contains_key(&r.member_id) {
                 return Err(unknown_member(&r.group, &r.member_id));
             }
@@ -516,5 +534,60 @@ impl GroupCoordinator {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(group: &str, topic: &str, partition: u32, offset: u64) -> CommitOffsetsRequest {
+        CommitOffsetsRequest {
+            group: group.into(),
+            member_id: String::new(),
+            generation: 0,
+            offsets: vec![PartitionOffset {
+                topic: topic.into(),
+                partition,
+                offset,
+            }],
+        }
+    }
+
+    fn committed(
+        groups: &GroupCoordinator,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Option<u64> {
+        groups
+            .fetch_offsets(FetchOffsetsRequest {
+                group: group.into(),
+                partitions: vec![TopicPartitions {
+                    topic: topic.into(),
+                    partitions: vec![partition],
+                }],
+            })
+            .offsets[0]
+            .offset
+    }
+
+    /// A topic name that is not one (a tab, a line break) is refused: written to the offsets
+    /// file, it would read back after a restart as other entries, moving another topic's
+    /// committed offset. Valid names survive the restart as committed.
+    #[test]
+    fn commits_of_names_that_are_not_topics_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        groups.commit(commit("g", "orders", 3, 40)).unwrap();
+        for bad in ["zz\norders\t3\t999999", "a\tb", "", "a/b"] {
+            let e = groups.commit(commit("g", bad, 0, 0)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidTopic, "{bad:?}");
+        }
+        groups.commit(commit("g", "__internal.v1", 0, 5)).unwrap();
+        drop(groups);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        assert_eq!(committed(&groups, "g", "orders", 3), Some(40));
+        assert_eq!(committed(&groups, "g", "__internal.v1", 0), Some(5));
     }
 }

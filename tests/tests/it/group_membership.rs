@@ -298,6 +298,20 @@ async fn a_closing_member_leaves_at_once_and_its_partitions_resume_from_its_comm
         refused.error_code(),
         Some(rustmq::ErrorCode::IllegalGeneration)
     );
+    // A commit without a member id would move the members' partitions: refused while the
+    // group has members.
+    let anonymous = Request::CommitOffsets(rustmq::protocol::CommitOffsetsRequest {
+        group: "workers".into(),
+        member_id: String::new(),
+        generation: 0,
+        offsets: vec![rustmq::protocol::PartitionOffset {
+            topic: "jobs".into(),
+            partition: second.partitions[0],
+            offset: 7,
+        }],
+    });
+    let refused = client.raw_request(anonymous).await.unwrap_err();
+    assert_eq!(refused.error_code(), Some(rustmq::ErrorCode::UnknownMember));
     recv_ack(&a, 1).await;
     a.commit().await.unwrap();
 

@@ -249,9 +249,22 @@ async fn join_and_commit_need_group_and_topic_rights() {
         .raw_request(join("billing", "orders.eu"))
         .await
         .unwrap();
-    assert!(matches!(joined, Response::JoinGroup(_)), "{joined:?}");
+    let Response::JoinGroup(member) = joined else {
+        panic!("{joined:?}");
+    };
+    // The group now has a member: a commit carries its id and generation (one without is
+    // refused while the group has members).
     s.bob
-        .raw_request(commit("billing", "orders.eu"))
+        .raw_request(Request::CommitOffsets(CommitOffsetsRequest {
+            group: "billing".into(),
+            member_id: member.member_id,
+            generation: member.generation,
+            offsets: vec![PartitionOffset {
+                topic: "orders.eu".into(),
+                partition: 0,
+                offset: 0,
+            }],
+        }))
         .await
         .unwrap();
 
