@@ -144,6 +144,7 @@ impl BrokerBuilder {
         let mut tasks = vec![tokio::spawn(server.run(Arc::clone(&core), stop_rx.clone()))];
         tasks.push(spawn_periodic(
             core.config.log.retention_check_interval,
+            true,
             stop_rx.clone(),
             {
                 let core = Arc::clone(&core);
@@ -152,6 +153,7 @@ impl BrokerBuilder {
         ));
         tasks.push(spawn_periodic(
             Duration::from_millis(100),
+            false,
             stop_rx.clone(),
             {
                 let core = Arc::clone(&core);
@@ -159,7 +161,7 @@ impl BrokerBuilder {
             },
         ));
         if let FlushPolicy::Interval(every) = core.config.log.flush.0 {
-            tasks.push(spawn_periodic(every, stop_rx, {
+            tasks.push(spawn_periodic(every, true, stop_rx, {
                 let core = Arc::clone(&core);
                 move || core.flush_all()
             }));
@@ -176,19 +178,35 @@ impl BrokerBuilder {
     }
 }
 
+/// Runs `f` every `every` until `stop`. With `blocking`, each run goes to a blocking thread
+/// (work that waits for the disk: fdatasyncs, deleting segments), so that the connections the
+/// runtime's threads serve do not wait with it; runs do not overlap.
 fn spawn_periodic(
     every: Duration,
+    blocking: bool,
     mut stop: watch::Receiver<bool>,
-    f: impl Fn() + Send + 'static,
+    f: impl Fn() + Send + Sync + 'static,
 ) -> JoinHandle<()> {
+    let f = Arc::new(f);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
-            tokio::select! {
-                _ = tick.tick() => f(),
-                _ = stop.wait_for(|s| *s) => break,
+            let stopped = tokio::select! {
+                _ = tick.tick() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopped {
+                break;
+            }
+            if blocking {
+                let f = Arc::clone(&f);
+                if let Err(e) = tokio::task::spawn_blocking(move || f()).await {
+                    tracing::error!(error = %e, "a periodic task failed");
+                }
+            } else {
+                f();
             }
         }
     })

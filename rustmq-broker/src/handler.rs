@@ -167,7 +167,7 @@ impl Core {
 
     async fn dispatch(self: &Arc<Self>, conn: &ConnState, req: Request) -> Answer {
         match req {
-            Request::Hello(r) => self.hello(conn, r),
+            Request::Hello(r) => self.hello(conn, r).await,
             Request::Ping(r) => Ok(Response::Ping(PingResponse { nonce: r.nonce })),
             Request::Metadata(r) => self.metadata(r),
             Request::CreateTopic(r) => {
@@ -256,7 +256,7 @@ impl Core {
         }
     }
 
-    fn hello(&self, conn: &ConnState, r: HelloRequest) -> Answer {
+    async fn hello(&self, conn: &ConnState, r: HelloRequest) -> Answer {
         if r.min_version > PROTOCOL_VERSION
             || r.max_version < PROTOCOL_VERSION
             || r.min_version > r.max_version
@@ -271,7 +271,7 @@ impl Core {
         }
         let principal = match conn.principal.get() {
             Some(p) => p.clone(),
-            None => self.authenticate(conn, &r)?,
+            None => self.authenticate(conn, &r).await?,
         };
         let principal = conn.principal.get_or_init(|| principal).clone();
         let _ = conn.client_id.set(r.client_id.clone());
@@ -287,7 +287,11 @@ impl Core {
     /// The principal of a hello, or `AuthenticationFailed`. Credentials are verified whenever
     /// the broker has users, tokens, ACL rules or requires authentication; a fully open broker
     /// takes the name the client gives, as before.
-    fn authenticate(&self, conn: &ConnState, r: &HelloRequest) -> Result<String, BrokerError> {
+    async fn authenticate(
+        &self,
+        conn: &ConnState,
+        r: &HelloRequest,
+    ) -> Result<String, BrokerError> {
         let auth = &self.security.authenticator;
         let max = auth.max_failures.max(1);
         if conn.auth_failures.load(Ordering::Relaxed) >= max {
@@ -300,7 +304,7 @@ impl Core {
         let verify = auth.required || auth.has_credentials() || !self.security.acl.is_open();
         let result = match &r.credentials {
             Some(Credentials::Plain { username, password }) if verify => {
-                auth.check_password(username, password)
+                auth.verify_password(username, password).await
             }
             Some(Credentials::Token(token)) if verify => auth.check_token(token),
             Some(Credentials::Plain { username, .. }) => Ok(username.clone()),
@@ -384,19 +388,37 @@ impl Core {
         let span = tracing::Span::current();
         if span.is_disabled() {
             // Nobody records the trace id: check the records without building them.
-            batch.validate_records(DEFAULT_MAX_UNCOMPRESSED)?;
+            batch.validate_produced(DEFAULT_MAX_UNCOMPRESSED)?;
         } else {
             let mut traced = false;
+            let mut max_timestamp = None;
             for record in batch.records_with_limit(DEFAULT_MAX_UNCOMPRESSED)? {
                 let record = record?;
+                max_timestamp =
+                    Some(max_timestamp.map_or(record.timestamp, |m: i64| m.max(record.timestamp)));
                 if !traced {
                     traced = record_trace_id(&span, &record);
                 }
             }
+            batch.check_max_timestamp(max_timestamp)?;
         }
         let records = u64::from(batch.header().record_count);
         let context = || format!("produce to {}/{}", r.topic, r.partition);
-        let info = match log.append(&r.batch) {
+        // Appended here unless it has to wait for the disk (a segment roll syncs the sealed
+        // segment; `flush = "always"` syncs every batch): then on a blocking thread, so that
+        // the other connections this thread serves do not wait with it.
+        let appended = match log.try_append(&r.batch) {
+            Some(appended) => appended,
+            None => {
+                let (blocking_log, batch) = (Arc::clone(&log), r.batch.clone());
+                tokio::task::spawn_blocking(move || blocking_log.append(&batch))
+                    .await
+                    .map_err(|e| {
+                        BrokerError::new(ErrorCode::Internal, format!("append failed: {e}"))
+                    })?
+            }
+        };
+        let info = match appended {
             Ok(info) => info,
             Err(StorageError::DuplicateSequence { base_offset }) => {
                 // The stored copy may not be on disk yet: acks=all still waits for it.

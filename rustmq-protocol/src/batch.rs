@@ -283,6 +283,30 @@ impl RecordBatch {
             .map(drop)
     }
 
+    /// Checks a batch as a broker must before storing it: every record as
+    /// [`validate_records`](Self::validate_records) does, and the header's `max_timestamp`
+    /// against the records' timestamps. The header's value is what the broker's time index,
+    /// timestamp lookups and time-based retention go by, and the CRC keeps it from being
+    /// corrected in place, so a batch whose header disagrees with its records is refused.
+    pub fn validate_produced(&self, max_uncompressed: usize) -> Result<()> {
+        let max = self
+            .records_with_limit(max_uncompressed)?
+            .validate_max_timestamp()?;
+        self.check_max_timestamp(max)
+    }
+
+    /// Fails unless `max`, the largest timestamp of the batch's records (`None` for none), is
+    /// the header's `max_timestamp`.
+    pub fn check_max_timestamp(&self, max: Option<i64>) -> Result<()> {
+        if max.is_none_or(|max| max == self.header.max_timestamp) {
+            Ok(())
+        } else {
+            Err(ProtocolError::CorruptBatch(
+                "max_timestamp does not match the records' timestamps",
+            ))
+        }
+    }
+
     /// Decodes every record, checking the whole records section.
     pub fn decode_all(&self, max_uncompressed: usize) -> Result<Vec<Record>> {
         self.records_with_limit(max_uncompressed)?.collect()
@@ -363,13 +387,31 @@ impl RecordIter {
     /// one take this path).
     #[inline]
     fn check_record(&mut self) -> Result<()> {
-        let (end, _, _) = self.record_start()?;
+        self.check_record_timestamp().map(drop)
+    }
+
+    /// [`check_record`](Self::check_record), answering the record's timestamp.
+    #[inline]
+    fn check_record_timestamp(&mut self) -> Result<i64> {
+        let (end, ts_delta, _) = self.record_start()?;
         let r = &mut self.reader;
         skip_nullable(r)?;
         skip_nullable(r)?;
         let header_count = r.length()?;
         skip_headers(r, header_count, end)?;
-        check_end(r, end)
+        check_end(r, end)?;
+        Ok(self.base_timestamp.wrapping_add(ts_delta))
+    }
+
+    /// Checks every remaining record as [`validate`](Self::validate) does; the largest of
+    /// their timestamps (`None` if none remain).
+    pub fn validate_max_timestamp(mut self) -> Result<Option<i64>> {
+        let mut max = None;
+        while self.index < self.count {
+            let ts = self.advance(Self::check_record_timestamp)?;
+            max = Some(max.map_or(ts, |m: i64| m.max(ts)));
+        }
+        Ok(max)
     }
 
     /// Checks every remaining record without building any; the number checked.
@@ -776,6 +818,37 @@ mod tests {
             assert_eq!(records[7].headers[0].value.as_ref(), &7u32.to_be_bytes());
             assert_eq!(batch.header().max_timestamp, 1_099);
         }
+    }
+
+    /// A produced batch must carry its records' largest timestamp as its `max_timestamp`,
+    /// compressed or not; records out of time order are fine.
+    #[test]
+    fn a_produced_batch_must_carry_its_records_max_timestamp() {
+        for codec in Compression::ALL {
+            let batch = RecordBatch::parse(sample(codec)).unwrap();
+            batch.validate_produced(1 << 20).unwrap();
+            for lie in [0, 1_098, 1_100, i64::MAX] {
+                let mut bytes = sample(codec).to_vec();
+                bytes[31..39].copy_from_slice(&lie.to_be_bytes());
+                seal(&mut bytes);
+                let batch = RecordBatch::parse(Bytes::from(bytes)).unwrap();
+                batch.validate_records(1 << 20).unwrap();
+                assert!(
+                    matches!(
+                        batch.validate_produced(1 << 20),
+                        Err(ProtocolError::CorruptBatch(_))
+                    ),
+                    "{codec:?} {lie}"
+                );
+            }
+        }
+        let mut b = RecordBatchBuilder::new();
+        for ts in [50, 10, 70, -5] {
+            b.push(ts, None, Some(b"v"), []);
+        }
+        let batch = RecordBatch::parse(b.build().unwrap()).unwrap();
+        assert_eq!(batch.header().max_timestamp, 70);
+        batch.validate_produced(1 << 20).unwrap();
     }
 
     /// An iterator holds its whole records section, decompressed, however far it has gone.

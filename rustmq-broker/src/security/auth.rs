@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -112,8 +113,11 @@ impl AuthFailure {
 /// Checks credentials against the configured users and tokens.
 #[derive(Debug, Default)]
 pub struct Authenticator {
-    /// User name to argon2 PHC string (validated at load).
-    users: BTreeMap<String, String>,
+    /// User name to argon2 PHC string (validated at load); shared with the blocking threads
+    /// that check passwords.
+    users: Arc<BTreeMap<String, String>>,
+    /// Password checks running at once (see [`verify_password`](Self::verify_password)).
+    password_checks: PasswordChecks,
     tokens: Vec<(String, [u8; 32])>,
     /// Whether a hello must authenticate.
     pub required: bool,
@@ -143,7 +147,8 @@ impl Authenticator {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            users,
+            users: Arc::new(users),
+            password_checks: PasswordChecks::default(),
             tokens,
             required: settings.required,
             max_failures: settings.max_failures,
@@ -155,7 +160,33 @@ impl Authenticator {
         !self.users.is_empty() || !self.tokens.is_empty()
     }
 
-    /// Checks a username and password; the principal is the username.
+    /// [`check_password`](Self::check_password) on a blocking thread, at most as many at once
+    /// as the machine has cores: a check is argon2 (tens of milliseconds of CPU and 19 MiB),
+    /// which on the runtime's threads would hold up every connection they serve, and which
+    /// unauthenticated peers can ask for.
+    pub async fn verify_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<String, AuthFailure> {
+        let _turn = self
+            .password_checks
+            .0
+            .acquire()
+            .await
+            .map_err(|_| AuthFailure::WrongPassword(username.to_owned()))?;
+        let checker = Self {
+            users: Arc::clone(&self.users),
+            ..Self::default()
+        };
+        let (user, pass) = (username.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || checker.check_password(&user, &pass))
+            .await
+            .unwrap_or_else(|_| Err(AuthFailure::WrongPassword(username.to_owned())))
+    }
+
+    /// Checks a username and password; the principal is the username. Blocks for the argon2
+    /// check: async callers use [`verify_password`](Self::verify_password).
     pub fn check_password(&self, username: &str, password: &str) -> Result<String, AuthFailure> {
         let Some(phc) = self.users.get(username) else {
             // Spend the same time as for a known user, so timing does not reveal user names.
@@ -178,6 +209,17 @@ impl Authenticator {
             .find(|(_, d)| bool::from(d.ct_eq(&digest)))
             .map(|(principal, _)| principal.clone())
             .ok_or(AuthFailure::UnknownToken)
+    }
+}
+
+/// The semaphore of the password checks running at once: one per core.
+#[derive(Debug)]
+struct PasswordChecks(tokio::sync::Semaphore);
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self(tokio::sync::Semaphore::new(cores))
     }
 }
 

@@ -78,12 +78,56 @@ impl PartitionLog {
     /// The caller has verified the CRC; this re-checks the header and that the buffer holds
     /// exactly one batch. Idempotent batches are checked against the producer table first: a
     /// retry of a stored batch returns [`StorageError::DuplicateSequence`] and writes nothing.
-    /// Only `base_offset` is rewritten, in the copy written to the segment. With [`FlushPolicy::Always`] this blocks until the
-    /// batch is on disk (sharing the fdatasync with concurrent appends), so async callers
-    /// should run it on a blocking thread or use [`FlushPolicy::Os`] plus
-    /// [`sync_up_to`](Self::sync_up_to).
+    /// Only `base_offset` is rewritten, in the copy written to the segment. It may block on the
+    /// disk: a batch that rolls the segment syncs the sealed one, and with
+    /// [`FlushPolicy::Always`] it returns once the batch is on disk (sharing the fdatasync with
+    /// concurrent appends). Async callers try [`try_append`](Self::try_append) first and run
+    /// this on a blocking thread when it cannot append without waiting.
     pub fn append(&self, batch: impl AsRef<[u8]>) -> Result<AppendInfo, StorageError> {
         let batch = batch.as_ref();
+        let header = self.check_append(batch)?;
+        let info = {
+            let mut producers = self.appender.lock();
+            let active = self.active();
+            self.append_locked(&mut producers, active, batch, &header)?
+        };
+        if self.config.flush == FlushPolicy::Always {
+            self.commit
+                .sync_blocking(info.last_offset + 1, || self.sync_target())?;
+        }
+        Ok(info)
+    }
+
+    /// [`append`](Self::append), if it can be done without waiting for the disk: `None` (and
+    /// nothing done) when the batch would roll the segment (a roll syncs the sealed one), with
+    /// [`FlushPolicy::Always`], or while another append holds the log (it may be rolling).
+    /// Async callers append here on their own thread and run [`append`](Self::append) on a
+    /// blocking thread when this answers `None`, so that an fdatasync never holds up the other
+    /// connections that thread serves.
+    pub fn try_append(&self, batch: impl AsRef<[u8]>) -> Option<Result<AppendInfo, StorageError>> {
+        if self.config.flush == FlushPolicy::Always {
+            return None;
+        }
+        let batch = batch.as_ref();
+        let header = match self.check_append(batch) {
+            Ok(header) => header,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut producers = self.appender.try_lock()?;
+        let active = self.active();
+        if !active.has_room(
+            batch.len() as u64,
+            header.record_count,
+            self.config.segment_bytes,
+        ) {
+            return None;
+        }
+        Some(self.append_locked(&mut producers, active, batch, &header))
+    }
+
+    /// The checks of an append before the log is locked: the batch's header, and that the
+    /// buffer holds exactly one batch.
+    fn check_append(&self, batch: &[u8]) -> Result<BatchHeader, StorageError> {
         let header = BatchHeader::parse(batch)?;
         if header.total_len() != batch.len() {
             return Err(StorageError::CorruptBatch(ProtocolError::CorruptBatch(
@@ -91,34 +135,37 @@ impl PartitionLog {
             )));
         }
         self.commit.check()?;
-        let info = {
-            let mut producers = self.appender.lock();
-            producers.check(&header)?;
-            let mut active = self.active();
-            if !active.has_room(
-                batch.len() as u64,
-                header.record_count,
-                self.config.segment_bytes,
-            ) {
-                active = self.roll(&active)?;
-            }
-            let base_offset = active.next_offset();
-            active.append(batch, &header)?;
-            producers.record(&header, base_offset);
-            let next = active.next_offset();
-            self.high_watermark.store(next, Ordering::Release);
-            self.watermark_tx.send_replace(next);
-            AppendInfo {
-                base_offset,
-                last_offset: next - 1,
-                log_append_time: now_ms(),
-            }
-        };
-        if self.config.flush == FlushPolicy::Always {
-            self.commit
-                .sync_blocking(info.last_offset + 1, || self.sync_target())?;
+        Ok(header)
+    }
+
+    /// The append itself, under the append lock (`producers`), into `active` or, when it has
+    /// no room, a new segment.
+    fn append_locked(
+        &self,
+        producers: &mut ProducerTable,
+        mut active: Arc<Segment>,
+        batch: &[u8],
+        header: &BatchHeader,
+    ) -> Result<AppendInfo, StorageError> {
+        producers.check(header)?;
+        if !active.has_room(
+            batch.len() as u64,
+            header.record_count,
+            self.config.segment_bytes,
+        ) {
+            active = self.roll(&active)?;
         }
-        Ok(info)
+        let base_offset = active.next_offset();
+        active.append(batch, header)?;
+        producers.record(header, base_offset);
+        let next = active.next_offset();
+        self.high_watermark.store(next, Ordering::Release);
+        self.watermark_tx.send_replace(next);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: now_ms(),
+        })
     }
 
     /// Fences older epochs of an idempotent producer on this partition (see
@@ -268,6 +315,50 @@ mod tests {
         let stored = log.read(0, 1024 * 1024).unwrap();
         assert_eq!(stored.len(), batch.len());
         log.close().unwrap();
+    }
+
+    /// `try_append` appends what it can without waiting for the disk, and leaves alone (for
+    /// `append` on a blocking thread) a batch that would roll the segment, any batch under
+    /// `flush = always`, and any batch while another append holds the log.
+    #[test]
+    fn try_append_leaves_what_may_wait_for_the_disk_to_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(4096)).unwrap();
+        let b = batch("a", 10, 0);
+        let first = log.try_append(&b[..]).expect("room").unwrap();
+        assert_eq!((first.base_offset, first.last_offset), (0, 9));
+        // Up to the segment's end, then a roll is left to `append`.
+        let mut appended = 10;
+        while let Some(info) = log.try_append(&b[..]) {
+            appended = info.unwrap().last_offset + 1;
+        }
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.high_watermark(), appended);
+        let rolled = log.append(&b[..]).unwrap();
+        assert_eq!(rolled.base_offset, appended);
+        assert_eq!(log.segment_count(), 2);
+        // Bad input is answered at once.
+        assert!(matches!(
+            log.try_append(&b[..b.len() - 1]),
+            Some(Err(StorageError::CorruptBatch(_)))
+        ));
+        // Another append holds the log: left alone, nothing written.
+        {
+            let _held = log.appender.lock();
+            assert!(log.try_append(&b[..]).is_none());
+        }
+        assert_eq!(log.high_watermark(), appended + 10);
+        let always = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(
+            always.path(),
+            LogConfig {
+                flush: FlushPolicy::Always,
+                ..small_config(1 << 20)
+            },
+        )
+        .unwrap();
+        assert!(log.try_append(&b[..]).is_none());
+        assert_eq!(log.high_watermark(), 0);
     }
 
     /// Small batches are copied to set their base offset, large ones written as offset + rest:

@@ -96,8 +96,14 @@ async fn bad_frames_are_answered_or_closed_while_others_keep_working() {
     let mut corrupt = batch(&[TestRecord::new("x", 1)], Compression::None).to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
+    // A batch whose header's `max_timestamp` (what the time index, timestamp lookups and
+    // time-based retention go by) is not its records' largest, sealed with a right CRC.
+    let mut lying = batch(&[TestRecord::new("x", 1)], Compression::None).to_vec();
+    lying[31..39].copy_from_slice(&0i64.to_be_bytes());
+    rustmq::protocol::batch::seal(&mut lying);
     for (b, want) in [
         (corrupt, ErrorCode::CorruptBatch),
+        (lying, ErrorCode::CorruptBatch),
         (
             batch(
                 &[TestRecord::new(vec![7u8; 40 * 1024], 1)],
