@@ -402,7 +402,17 @@ impl Core {
             }
             batch.check_max_timestamp(max_timestamp)?;
         }
-        let records = u64::from(batch.header().record_count);
+        let header = batch.header();
+        if header.is_idempotent() && !self.producer_ids.issued(header.producer_id) {
+            return Err(BrokerError::new(
+                ErrorCode::UnknownProducer,
+                format!(
+                    "producer id {} was not handed out by this broker (InitProducer first)",
+                    header.producer_id
+                ),
+            ));
+        }
+        let records = u64::from(header.record_count);
         let context = || format!("produce to {}/{}", r.topic, r.partition);
         // Appended here unless it has to wait for the disk (a segment roll syncs the sealed
         // segment; `flush = "always"` syncs every batch): then on a blocking thread, so that

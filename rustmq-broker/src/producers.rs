@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,9 @@ struct State {
 pub struct ProducerIds {
     path: PathBuf,
     state: Mutex<State>,
+    /// `state.next_id` as last stored: every id below it was handed out (read per idempotent
+    /// batch without the lock).
+    issued: AtomicI64,
 }
 
 impl ProducerIds {
@@ -42,8 +46,16 @@ impl ProducerIds {
         };
         Ok(Self {
             path,
+            issued: AtomicI64::new(state.next_id),
             state: Mutex::new(state),
         })
+    }
+
+    /// Whether this broker handed out `producer_id` (now or before a restart). A batch of an
+    /// id it never issued is refused: each id a peer makes up would otherwise take a place in
+    /// the producer table of every partition it writes to, for good.
+    pub fn issued(&self, producer_id: i64) -> bool {
+        (0..self.issued.load(Ordering::Acquire)).contains(&producer_id)
     }
 
     /// Every named producer's id and current epoch.
@@ -80,6 +92,7 @@ impl ProducerIds {
             .map_err(|e| BrokerError::new(rustmq_protocol::ErrorCode::Internal, e.to_string()))?;
         write_durably(&self.path, text.as_bytes())
             .map_err(|e| BrokerError::io("write producers.toml", e))?;
+        self.issued.store(state.next_id, Ordering::Release);
         Ok(result)
     }
 }
@@ -92,12 +105,16 @@ mod tests {
     fn ids_are_unique_and_named_epochs_grow_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let p = ProducerIds::open(dir.path()).unwrap();
+        assert!(!p.issued(0));
         let a = p.init(None).unwrap();
         let b = p.init(None).unwrap();
         assert_ne!(a.0, b.0);
+        assert!(p.issued(a.0) && p.issued(b.0));
+        assert!(!p.issued(b.0 + 1) && !p.issued(-1));
         let n1 = p.init(Some("stream-1")).unwrap();
         drop(p);
         let p = ProducerIds::open(dir.path()).unwrap();
+        assert!(p.issued(a.0) && p.issued(n1.0) && !p.issued(n1.0 + 1));
         let n2 = p.init(Some("stream-1")).unwrap();
         assert_eq!(n1.0, n2.0);
         assert_eq!(n2.1, n1.1 + 1);

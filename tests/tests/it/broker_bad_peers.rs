@@ -101,9 +101,14 @@ async fn bad_frames_are_answered_or_closed_while_others_keep_working() {
     let mut lying = batch(&[TestRecord::new("x", 1)], Compression::None).to_vec();
     lying[31..39].copy_from_slice(&0i64.to_be_bytes());
     rustmq::protocol::batch::seal(&mut lying);
+    // An idempotent batch of a producer id the broker never handed out.
+    let mut made_up = RecordBatchBuilder::new().producer(999_999, 0, 0);
+    made_up.push(1, None, Some(b"x"), []);
+    let made_up = made_up.build().unwrap().to_vec();
     for (b, want) in [
         (corrupt, ErrorCode::CorruptBatch),
         (lying, ErrorCode::CorruptBatch),
+        (made_up, ErrorCode::UnknownProducer),
         (
             batch(
                 &[TestRecord::new(vec![7u8; 40 * 1024], 1)],
