@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -46,6 +47,11 @@ struct Group {
     deadline: Instant,
     completed: watch::Sender<u32>,
     offsets: BTreeMap<(String, u32), u64>,
+    /// Taken by a commit for as long as it writes the group's offsets file: one at a time.
+    writes: Arc<tokio::sync::Mutex<()>>,
+    /// Bumped when a deleted topic's offsets are dropped, so that a commit that was writing
+    /// then writes again without them.
+    forgets: u64,
 }
 
 impl Group {
@@ -58,6 +64,8 @@ impl Group {
             deadline: Instant::now(),
             completed: watch::channel(0).0,
             offsets,
+            writes: Arc::default(),
+            forgets: 0,
         }
     }
 
@@ -179,6 +187,36 @@ fn unhex(s: &str) -> Option<String> {
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect::<Option<Vec<u8>>>()?;
     String::from_utf8(bytes).ok()
+}
+
+/// Whether `r` may commit to `group`: a member of its current generation, or anyone while
+/// the group has no members.
+fn check_committer(r: &CommitOffsetsRequest, group: &Group) -> Result<(), BrokerError> {
+    if r.member_id.is_empty() {
+        if group.members.is_empty() {
+            return Ok(());
+        }
+        return Err(BrokerError::new(
+            ErrorCode::UnknownMember,
+            format!(
+                "a commit without a member id is refused while group {:?} has members",
+                r.group
+            ),
+        ));
+    }
+    if !group.members.contains_key(&r.member_id) {
+        return Err(unknown_member(&r.group, &r.member_id));
+    }
+    if r.generation != group.generation {
+        return Err(BrokerError::new(
+            ErrorCode::IllegalGeneration,
+            format!(
+                "commit from generation {} refused; the group is at {}",
+                r.generation, group.generation
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn unknown_member(group: &str, member: &str) -> BrokerError {
@@ -422,49 +460,58 @@ impl GroupCoordinator {
     /// Stores offsets durably; a group member's commit must carry the current generation. A
     /// commit without a member id (a standalone consumer's, or a tool's) is taken only while
     /// the group has no members: it would otherwise move partitions a member owns.
-    pub fn commit(&self, r: CommitOffsetsRequest) -> Result<(), BrokerError> {
+    ///
+    /// The group's offsets file is rewritten on a blocking thread (it takes two fsyncs), one
+    /// commit of the group at a time: the coordinator's lock is held only to check the
+    /// committer and to update the offsets, so heartbeats, joins and other groups' commits do
+    /// not wait for this group's disk.
+    pub async fn commit(&self, r: CommitOffsetsRequest) -> Result<(), BrokerError> {
         // Topic names are checked as a topic's creation checks them: the offsets file keeps
         // one `topic<TAB>partition<TAB>offset` line per entry, and a name holding a tab or a
         // line break would read back as other entries.
         for o in &r.offsets {
             crate::topics::validate_topic_name(&o.topic)?;
         }
-        let mut groups = self.groups.lock();
-        let group = groups
-            .entry(r.group.clone())
-            .or_insert_with(|| Group::new(BTreeMap::new()));
-        if r.member_id.is_empty() {
-            if !group.members.is_empty() {
-                return Err(BrokerError::new(
-                    ErrorCode::UnknownMember,
-                    format!(
-                        "a commit without a member id is refused while group {:?} has members",
-                        r.group
-                    ),
-                ));
-            }
-        } else {
-            if !group.members.contains_key(&r.member_id) {
-                return Err(unknown_member(&r.group, &r.member_id));
-            }
-            if r.generation != group.generation {
-                return Err(BrokerError::new(
-                    ErrorCode::IllegalGeneration,
-                    format!(
-                        "commit from generation {} refused; the group is at {}",
-                        r.generation, group.generation
-                    ),
-                ));
-            }
-        }
-        let mut offsets = group.offsets.clone();
-        for o in &r.offsets {
-            offsets.insert((o.topic.clone(), o.partition), o.offset);
-        }
-        persist_offsets(&self.dir, &r.group, &offsets)
+        let writes = {
+            let mut groups = self.groups.lock();
+            let group = groups
+                .entry(r.group.clone())
+                .or_insert_with(|| Group::new(BTreeMap::new()));
+            check_committer(&r, group)?;
+            Arc::clone(&group.writes)
+        };
+        let _turn = writes.lock().await;
+        loop {
+            let (offsets, forgets) = {
+                let mut groups = self.groups.lock();
+                let group = groups
+                    .entry(r.group.clone())
+                    .or_insert_with(|| Group::new(BTreeMap::new()));
+                // Again: the group may have moved on while this commit waited for its turn.
+                check_committer(&r, group)?;
+                let mut offsets = group.offsets.clone();
+                for o in &r.offsets {
+                    offsets.insert((o.topic.clone(), o.partition), o.offset);
+                }
+                (offsets, group.forgets)
+            };
+            let (dir, name) = (self.dir.clone(), r.group.clone());
+            let offsets = tokio::task::spawn_blocking(move || {
+                persist_offsets(&dir, &name, &offsets).map(|()| offsets)
+            })
+            .await
+            .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("commit failed: {e}")))?
             .map_err(|e| BrokerError::io("write group offsets", e))?;
-        group.offsets = offsets;
-        Ok(())
+            let mut groups = self.groups.lock();
+            let Some(group) = groups.get_mut(&r.group) else {
+                continue;
+            };
+            if group.forgets == forgets {
+                group.offsets = offsets;
+                return Ok(());
+            }
+            // A deleted topic's offsets were dropped meanwhile: written again without them.
+        }
     }
 
     /// Committed offsets of the requested partitions.
@@ -529,6 +576,7 @@ impl GroupCoordinator {
             let before = g.offsets.len();
             g.offsets.retain(|(t, _), _| t != topic);
             if g.offsets.len() != before {
+                g.forgets += 1;
                 if let Err(e) = persist_offsets(&self.dir, name, &g.offsets) {
                     tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
                 }
@@ -575,19 +623,53 @@ mod tests {
     /// A topic name that is not one (a tab, a line break) is refused: written to the offsets
     /// file, it would read back after a restart as other entries, moving another topic's
     /// committed offset. Valid names survive the restart as committed.
-    #[test]
-    fn commits_of_names_that_are_not_topics_are_refused() {
+    #[tokio::test]
+    async fn commits_of_names_that_are_not_topics_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let groups = GroupCoordinator::open(dir.path()).unwrap();
-        groups.commit(commit("g", "orders", 3, 40)).unwrap();
+        groups.commit(commit("g", "orders", 3, 40)).await.unwrap();
         for bad in ["zz\norders\t3\t999999", "a\tb", "", "a/b"] {
-            let e = groups.commit(commit("g", bad, 0, 0)).unwrap_err();
+            let e = groups.commit(commit("g", bad, 0, 0)).await.unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidTopic, "{bad:?}");
         }
-        groups.commit(commit("g", "__internal.v1", 0, 5)).unwrap();
+        groups
+            .commit(commit("g", "__internal.v1", 0, 5))
+            .await
+            .unwrap();
         drop(groups);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         assert_eq!(committed(&groups, "g", "orders", 3), Some(40));
         assert_eq!(committed(&groups, "g", "__internal.v1", 0), Some(5));
+    }
+
+    /// Commits of one group run their file writes one at a time, off the coordinator's lock:
+    /// concurrent commits of different partitions all land, in memory and on disk, and a
+    /// topic forgotten while they write stays forgotten.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_of_a_group_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = std::sync::Arc::new(GroupCoordinator::open(dir.path()).unwrap());
+        groups.commit(commit("g", "gone", 0, 1)).await.unwrap();
+        let commits: Vec<_> = (0..40u32)
+            .map(|p| {
+                let groups = std::sync::Arc::clone(&groups);
+                tokio::spawn(
+                    async move { groups.commit(commit("g", "t", p, u64::from(p) + 100)).await },
+                )
+            })
+            .collect();
+        groups.forget_topic("gone");
+        for c in commits {
+            c.await.unwrap().unwrap();
+        }
+        let check = |groups: &GroupCoordinator| {
+            for p in 0..40u32 {
+                assert_eq!(committed(groups, "g", "t", p), Some(u64::from(p) + 100));
+            }
+            assert_eq!(committed(groups, "g", "gone", 0), None);
+        };
+        check(&groups);
+        drop(groups);
+        check(&GroupCoordinator::open(dir.path()).unwrap());
     }
 }

@@ -227,7 +227,12 @@ impl Core {
                 Ok(Response::LeaveGroup(LeaveGroupResponse {}))
             }
             Request::CommitOffsets(r) => {
-                self.groups.commit(r)?;
+                // Only partitions that exist: a group's offsets are rewritten whole on every
+                // commit, and made-up entries would make every later commit larger.
+                for o in &r.offsets {
+                    self.topics.require(&o.topic)?.partition(o.partition)?;
+                }
+                self.groups.commit(r).await?;
                 Ok(Response::CommitOffsets(CommitOffsetsResponse {}))
             }
             Request::FetchOffsets(r) => Ok(Response::FetchOffsets(self.groups.fetch_offsets(r))),
