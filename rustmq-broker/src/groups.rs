@@ -189,6 +189,10 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Most committed entries named `__...` (the client libraries' own entries, which name no
+/// topic the broker could check) a group may hold.
+pub const MAX_RESERVED_ENTRIES: usize = 65_536;
+
 /// Whether `r` may commit to `group`: a member of its current generation, or anyone while
 /// the group has no members.
 fn check_committer(r: &CommitOffsetsRequest, group: &Group) -> Result<(), BrokerError> {
@@ -493,6 +497,17 @@ impl GroupCoordinator {
                 for o in &r.offsets {
                     offsets.insert((o.topic.clone(), o.partition), o.offset);
                 }
+                let reserved = offsets.keys().filter(|(t, _)| t.starts_with("__")).count();
+                if reserved > MAX_RESERVED_ENTRIES {
+                    return Err(BrokerError::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "group {:?} would hold {reserved} entries named `__...`, over the \
+                             limit of {MAX_RESERVED_ENTRIES}",
+                            r.group
+                        ),
+                    ));
+                }
                 (offsets, group.forgets)
             };
             let (dir, name) = (self.dir.clone(), r.group.clone());
@@ -640,6 +655,19 @@ mod tests {
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         assert_eq!(committed(&groups, "g", "orders", 3), Some(40));
         assert_eq!(committed(&groups, "g", "__internal.v1", 0), Some(5));
+        // Entries named `__...` name no topic the broker can check: their number is bounded.
+        let mut many = commit("g", "__many", 0, 0);
+        many.offsets = (0..MAX_RESERVED_ENTRIES as u32)
+            .map(|partition| PartitionOffset {
+                topic: "__many".into(),
+                partition,
+                offset: 1,
+            })
+            .collect();
+        let e = groups.commit(many).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("65536"), "{e}");
+        assert_eq!(committed(&groups, "g", "__many", 0), None);
     }
 
     /// Commits of one group run their file writes one at a time, off the coordinator's lock:

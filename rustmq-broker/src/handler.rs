@@ -171,16 +171,23 @@ impl Core {
             Request::Ping(r) => Ok(Response::Ping(PingResponse { nonce: r.nonce })),
             Request::Metadata(r) => self.metadata(r),
             Request::CreateTopic(r) => {
-                let t = self.topics.create(&r.name, r.partitions, r.settings)?;
+                let t = self
+                    .on_blocking_thread(move |core| {
+                        core.topics.create(&r.name, r.partitions, r.settings)
+                    })
+                    .await?;
                 Ok(Response::CreateTopic(CreateTopicResponse {
                     name: t.name.clone(),
                     partitions: t.partitions.len() as u32,
                 }))
             }
             Request::DeleteTopic(r) => {
-                self.topics.delete(&r.name)?;
-                self.groups.forget_topic(&r.name);
-                Ok(Response::DeleteTopic(DeleteTopicResponse { name: r.name }))
+                self.on_blocking_thread(move |core| {
+                    core.topics.delete(&r.name)?;
+                    core.groups.forget_topic(&r.name);
+                    Ok(Response::DeleteTopic(DeleteTopicResponse { name: r.name }))
+                })
+                .await
             }
             Request::ListTopics(_) => Ok(Response::ListTopics(ListTopicsResponse {
                 topics: self
@@ -205,18 +212,24 @@ impl Core {
             Request::Fetch(r) => self.fetch(conn, r).await,
             Request::ListOffsets(r) => self.list_offsets(r),
             Request::InitProducer(r) => {
-                let (producer_id, epoch) = self.producer_ids.init(r.name.as_deref())?;
-                if r.name.is_some() {
-                    // Fence the previous instance everywhere now: a batch of the old epoch
-                    // still in flight is refused even where the new instance has not written.
-                    for log in self.topics.all_logs() {
-                        log.fence_producer(producer_id, epoch);
+                // The allocation is on disk before it is answered (an fsync), and fencing
+                // takes every partition's append lock, which a roll may hold.
+                self.on_blocking_thread(move |core| {
+                    let (producer_id, epoch) = core.producer_ids.init(r.name.as_deref())?;
+                    if r.name.is_some() {
+                        // Fence the previous instance everywhere now: a batch of the old epoch
+                        // still in flight is refused even where the new instance has not
+                        // written.
+                        for log in core.topics.all_logs() {
+                            log.fence_producer(producer_id, epoch);
+                        }
                     }
-                }
-                Ok(Response::InitProducer(InitProducerResponse {
-                    producer_id,
-                    epoch,
-                }))
+                    Ok(Response::InitProducer(InitProducerResponse {
+                        producer_id,
+                        epoch,
+                    }))
+                })
+                .await
             }
             Request::JoinGroup(r) => Ok(Response::JoinGroup(
                 self.groups.join(r, &self.topics).await?,
@@ -228,8 +241,10 @@ impl Core {
             }
             Request::CommitOffsets(r) => {
                 // Only partitions that exist: a group's offsets are rewritten whole on every
-                // commit, and made-up entries would make every later commit larger.
-                for o in &r.offsets {
+                // commit, and made-up entries would make every later commit larger. Names
+                // starting with `__` are the client libraries' own entries (a stream's
+                // `__out.<topic>`, for one), bounded in number by the coordinator instead.
+                for o in r.offsets.iter().filter(|o| !o.topic.starts_with("__")) {
                     self.topics.require(&o.topic)?.partition(o.partition)?;
                 }
                 self.groups.commit(r).await?;
@@ -369,12 +384,31 @@ impl Core {
         }))
     }
 
-    async fn produce(&self, r: ProduceRequest) -> Answer {
-        let topic = if self.config.auto_create_topics {
-            self.topics
-                .get_or_create(&r.topic, self.config.default_partitions)?
-        } else {
-            self.topics.require(&r.topic)?
+    /// Runs `f` on a blocking thread: work that waits for the disk (fsyncs, creating or
+    /// removing directories), which on the runtime's threads would hold up every connection
+    /// they serve.
+    async fn on_blocking_thread<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Core) -> Result<T, BrokerError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let core = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&core))
+            .await
+            .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("task failed: {e}")))?
+    }
+
+    async fn produce(self: &Arc<Self>, r: ProduceRequest) -> Answer {
+        let topic = match self.topics.get(&r.topic) {
+            Some(topic) => topic,
+            None if self.config.auto_create_topics => {
+                let name = r.topic.clone();
+                self.on_blocking_thread(move |core| {
+                    core.topics
+                        .get_or_create(&name, core.config.default_partitions)
+                })
+                .await?
+            }
+            None => self.topics.require(&r.topic)?,
         };
         let log = Arc::clone(topic.partition(r.partition)?);
         let max = self.config.limits.max_batch_bytes as usize;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rustmq_protocol::{ErrorCode, PartitionDescription, TopicSettings};
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,10 @@ pub struct TopicManager {
     root: PathBuf,
     log: LogSettings,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Held by a creation or deletion for its whole disk work (one at a time), so that the
+    /// topics' lock, which every produce and fetch reads, is written only for the moment a
+    /// topic comes or goes.
+    changes: Mutex<()>,
 }
 
 /// Checks a topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
@@ -115,6 +119,7 @@ impl TopicManager {
             root,
             log,
             topics: RwLock::new(BTreeMap::new()),
+            changes: Mutex::new(()),
         };
         let entries =
             std::fs::read_dir(&manager.root).map_err(|e| BrokerError::io("list topics", e))?;
@@ -197,7 +202,8 @@ impl TopicManager {
         })
     }
 
-    /// Creates a topic; fails with `TopicAlreadyExists` if it exists.
+    /// Creates a topic; fails with `TopicAlreadyExists` if it exists. It waits for the disk
+    /// (a directory and an fsync per partition): async callers run it on a blocking thread.
     pub fn create(
         &self,
         name: &str,
@@ -206,8 +212,8 @@ impl TopicManager {
     ) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(name)?;
         check_topic(partitions, &settings)?;
-        let mut topics = self.topics.write();
-        if topics.contains_key(name) {
+        let _changing = self.changes.lock();
+        if self.topics.read().contains_key(name) {
             return Err(BrokerError::new(
                 ErrorCode::TopicAlreadyExists,
                 format!("topic {name:?} already exists"),
@@ -229,7 +235,9 @@ impl TopicManager {
             .map_err(|e| BrokerError::new(ErrorCode::Internal, e.to_string()))?;
         write_durably(&dir.join("topic.toml"), text.as_bytes())
             .map_err(|e| BrokerError::io("write topic.toml", e))?;
-        topics.insert(name.to_owned(), Arc::clone(&topic));
+        self.topics
+            .write()
+            .insert(name.to_owned(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
     }
@@ -254,6 +262,7 @@ impl TopicManager {
     /// broker next opens its topics.
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
         let tomb = {
+            let _changing = self.changes.lock();
             let mut topics = self.topics.write();
             let topic = topics.get(name).ok_or_else(|| {
                 BrokerError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
