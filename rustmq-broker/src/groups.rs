@@ -47,11 +47,9 @@ struct Group {
     deadline: Instant,
     completed: watch::Sender<u32>,
     offsets: BTreeMap<(String, u32), u64>,
-    /// Taken by a commit for as long as it writes the group's offsets file: one at a time.
+    /// Taken by a commit (and by a deleted topic's removal from the offsets) for as long as
+    /// it writes the group's offsets file: one at a time, in turn.
     writes: Arc<tokio::sync::Mutex<()>>,
-    /// Bumped when a deleted topic's offsets are dropped, so that a commit that was writing
-    /// then writes again without them.
-    forgets: u64,
 }
 
 impl Group {
@@ -65,7 +63,6 @@ impl Group {
             completed: watch::channel(0).0,
             offsets,
             writes: Arc::default(),
-            forgets: 0,
         }
     }
 
@@ -484,49 +481,44 @@ impl GroupCoordinator {
             check_committer(&r, group)?;
             Arc::clone(&group.writes)
         };
+        // Held until the new offsets are in memory: commits of the group, and a deleted
+        // topic's removal from them, take turns.
         let _turn = writes.lock().await;
-        loop {
-            let (offsets, forgets) = {
-                let mut groups = self.groups.lock();
-                let group = groups
-                    .entry(r.group.clone())
-                    .or_insert_with(|| Group::new(BTreeMap::new()));
-                // Again: the group may have moved on while this commit waited for its turn.
-                check_committer(&r, group)?;
-                let mut offsets = group.offsets.clone();
-                for o in &r.offsets {
-                    offsets.insert((o.topic.clone(), o.partition), o.offset);
-                }
-                let reserved = offsets.keys().filter(|(t, _)| t.starts_with("__")).count();
-                if reserved > MAX_RESERVED_ENTRIES {
-                    return Err(BrokerError::new(
-                        ErrorCode::InvalidRequest,
-                        format!(
-                            "group {:?} would hold {reserved} entries named `__...`, over the \
-                             limit of {MAX_RESERVED_ENTRIES}",
-                            r.group
-                        ),
-                    ));
-                }
-                (offsets, group.forgets)
-            };
-            let (dir, name) = (self.dir.clone(), r.group.clone());
-            let offsets = tokio::task::spawn_blocking(move || {
-                persist_offsets(&dir, &name, &offsets).map(|()| offsets)
-            })
-            .await
-            .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("commit failed: {e}")))?
-            .map_err(|e| BrokerError::io("write group offsets", e))?;
+        let offsets = {
             let mut groups = self.groups.lock();
-            let Some(group) = groups.get_mut(&r.group) else {
-                continue;
-            };
-            if group.forgets == forgets {
-                group.offsets = offsets;
-                return Ok(());
+            let group = groups
+                .entry(r.group.clone())
+                .or_insert_with(|| Group::new(BTreeMap::new()));
+            // Again: the group may have moved on while this commit waited for its turn.
+            check_committer(&r, group)?;
+            let mut offsets = group.offsets.clone();
+            for o in &r.offsets {
+                offsets.insert((o.topic.clone(), o.partition), o.offset);
             }
-            // A deleted topic's offsets were dropped meanwhile: written again without them.
+            let reserved = offsets.keys().filter(|(t, _)| t.starts_with("__")).count();
+            if reserved > MAX_RESERVED_ENTRIES {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "group {:?} would hold {reserved} entries named `__...`, over the \
+                         limit of {MAX_RESERVED_ENTRIES}",
+                        r.group
+                    ),
+                ));
+            }
+            offsets
+        };
+        let (dir, name) = (self.dir.clone(), r.group.clone());
+        let offsets = tokio::task::spawn_blocking(move || {
+            persist_offsets(&dir, &name, &offsets).map(|()| offsets)
+        })
+        .await
+        .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("commit failed: {e}")))?
+        .map_err(|e| BrokerError::io("write group offsets", e))?;
+        if let Some(group) = self.groups.lock().get_mut(&r.group) {
+            group.offsets = offsets;
         }
+        Ok(())
     }
 
     /// Committed offsets of the requested partitions.
@@ -584,17 +576,29 @@ impl GroupCoordinator {
         names
     }
 
-    /// Drops committed offsets of a deleted topic.
+    /// Drops committed offsets of a deleted topic. It waits for the disk and for commits in
+    /// progress (it takes each affected group's turn to write, as a commit does): call it from
+    /// a blocking thread, not from async code.
     pub fn forget_topic(&self, topic: &str) {
-        let mut groups = self.groups.lock();
-        for (name, g) in groups.iter_mut() {
-            let before = g.offsets.len();
-            g.offsets.retain(|(t, _), _| t != topic);
-            if g.offsets.len() != before {
-                g.forgets += 1;
-                if let Err(e) = persist_offsets(&self.dir, name, &g.offsets) {
-                    tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
-                }
+        let affected: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = self
+            .groups
+            .lock()
+            .iter()
+            .filter(|(_, g)| g.offsets.keys().any(|(t, _)| t == topic))
+            .map(|(name, g)| (name.clone(), Arc::clone(&g.writes)))
+            .collect();
+        for (name, writes) in affected {
+            let _turn = writes.blocking_lock();
+            let offsets = {
+                let mut groups = self.groups.lock();
+                let Some(g) = groups.get_mut(&name) else {
+                    continue;
+                };
+                g.offsets.retain(|(t, _), _| t != topic);
+                g.offsets.clone()
+            };
+            if let Err(e) = persist_offsets(&self.dir, &name, &offsets) {
+                tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
             }
         }
     }
@@ -686,7 +690,10 @@ mod tests {
                 )
             })
             .collect();
-        groups.forget_topic("gone");
+        let forget = std::sync::Arc::clone(&groups);
+        tokio::task::spawn_blocking(move || forget.forget_topic("gone"))
+            .await
+            .unwrap();
         for c in commits {
             c.await.unwrap().unwrap();
         }
