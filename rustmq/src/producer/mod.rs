@@ -427,21 +427,25 @@ impl Producer {
         SendAsync::new(self, message, Waiter::Callback(Box::new(callback)))
     }
 
-    /// Sends every message and waits for all of them; the first failure is returned, after
-    /// every message was attempted.
+    /// Sends every message and waits for all of them; the first failure (in the order of
+    /// `messages`) is returned, after every message was attempted: a message refused at once
+    /// (too large, say) does not keep the others from being sent.
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendResult>> {
         let mut pending = Vec::with_capacity(messages.len());
         for mut message in messages {
             cooperate().await;
             let (tx, rx) = oneshot::channel();
-            self.enqueue(&mut message, Waiter::Future(tx), false)
-                .await?;
-            pending.push(rx);
+            let accepted = self.enqueue(&mut message, Waiter::Future(tx), false).await;
+            pending.push(accepted.map(|_| rx));
         }
         let mut results = Vec::with_capacity(pending.len());
         let mut first_error = None;
-        for rx in pending {
-            match rx.await.map_err(|_| ClientError::Closed).and_then(|r| r) {
+        for accepted in pending {
+            let outcome = match accepted {
+                Ok(rx) => rx.await.map_err(|_| ClientError::Closed).and_then(|r| r),
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok(r) => results.push(r),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -558,6 +562,15 @@ impl Producer {
         message.partition = partition;
         let direct_batch = {
             let mut acc = slot.acc.lock();
+            // A send that waited for room may get it after `close` counted this partition's
+            // messages (under this lock) and its sender task ended: accepted now, the message
+            // would sit in a batch nobody sends, its waiter never told. `close` sets `closed`
+            // before it counts, so every message accepted here is one it waits for.
+            if inner.closed.load(Ordering::Acquire) {
+                drop(acc);
+                inner.buffer.add_permits(permits as usize);
+                return Err(ClientError::Closed);
+            }
             let idle = direct
                 && !acc.in_flight()
                 && acc.opened_at().is_none()
@@ -627,7 +640,7 @@ impl Producer {
     }
 
     /// Delivers (or reports failed) everything accepted so far, then stops. Later sends fail
-    /// with `ClientError::Closed`.
+    /// with `ClientError::Closed`, and so do sends still waiting for buffer room.
     pub async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
         let flushed = self.flush().await;

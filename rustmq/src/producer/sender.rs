@@ -187,10 +187,22 @@ async fn send(
 ) -> Result<ProduceResponse> {
     let config = &inner.config;
     let count = builder.len();
+    let client_config = inner.client.config();
+    let retry = &client_config.retry_config;
+    let backoff = crate::transport::backoff::Backoff::new(retry);
+    // Attempts of this batch so far, the producer id's included: both share `max_retries`.
+    let mut attempt = 0u32;
     if config.idempotent {
         let seq = match *sequence {
             Some(s) => s,
-            None => init_producer(&inner.client).await?,
+            // Retried as a produce request is: a lost connection or a busy broker must not
+            // fail the batch where a producer without idempotence would try again.
+            None => loop {
+                match init_producer(&inner.client).await {
+                    Ok(s) => break s,
+                    Err(e) => retry_after(inner, e, &backoff, &mut attempt, true).await?,
+                }
+            },
         };
         builder = builder.producer(seq.producer_id, seq.epoch, seq.next);
         *sequence = Some(Sequence {
@@ -207,7 +219,6 @@ async fn send(
     let batch = builder
         .compression(codec, config.compression.level)
         .build()?;
-    let client_config = inner.client.config();
     let request = Request::Produce(ProduceRequest {
         topic: inner.topic.clone(),
         partition: slot.partition,
@@ -218,9 +229,6 @@ async fn send(
             .min(u128::from(u32::MAX)) as u32,
         batch,
     });
-    let retry = &client_config.retry_config;
-    let backoff = crate::transport::backoff::Backoff::new(retry);
-    let mut attempt = 0u32;
     loop {
         let span = tracing::debug_span!(target: "rustmq::produce", "produce", topic = %inner.topic, producer = %inner.name, partition = slot.partition, records = count, attempt);
         let answer =
@@ -239,21 +247,41 @@ async fn send(
                 )));
             }
             Err(e) => {
-                inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                inner.instruments.errors.increment(1);
-                let may_retry = e.is_retryable()
-                    && attempt < retry.max_retries
-                    && config.ack_level != AckLevel::None;
-                if !may_retry {
-                    return Err(e);
-                }
-                let delay: Duration = backoff.delay(attempt);
-                attempt += 1;
-                inner.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                inner.instruments.retries.increment(1);
-                tracing::debug!(error = %e, attempt, ?delay, "retrying batch");
-                tokio::time::sleep(delay).await;
+                let answered = config.ack_level != AckLevel::None;
+                retry_after(inner, e, &backoff, &mut attempt, answered).await?;
             }
         }
     }
+}
+
+/// Whether a batch whose request failed with `error` after `attempt` retries is tried again:
+/// a retryable error, retries left, and a request whose answer is waited for (produce
+/// requests of `AckLevel::None` are fire and forget, never retried).
+fn may_retry(error: &ClientError, attempt: u32, max_retries: u32, answered: bool) -> bool {
+    answered && error.is_retryable() && attempt < max_retries
+}
+
+/// Counts a failed request of a batch (its producer id's or its produce request); waits out
+/// the backoff before the next attempt if the batch may be retried (see [`may_retry`]), else
+/// gives the error back.
+async fn retry_after(
+    inner: &Inner,
+    e: ClientError,
+    backoff: &crate::transport::backoff::Backoff,
+    attempt: &mut u32,
+    answered: bool,
+) -> Result<()> {
+    inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
+    inner.instruments.errors.increment(1);
+    let max_retries = inner.client.config().retry_config.max_retries;
+    if !may_retry(&e, *attempt, max_retries, answered) {
+        return Err(e);
+    }
+    let delay: Duration = backoff.delay(*attempt);
+    *attempt += 1;
+    inner.metrics.retries.fetch_add(1, Ordering::Relaxed);
+    inner.instruments.retries.increment(1);
+    tracing::debug!(error = %e, attempt = *attempt, ?delay, "retrying batch");
+    tokio::time::sleep(delay).await;
+    Ok(())
 }

@@ -455,3 +455,191 @@ async fn a_send_async_never_polled_sends_nothing_and_the_callback_hears_the_outc
     assert_eq!(rx.await.unwrap().unwrap(), 0, "the first stored message");
     assert_eq!(stored_payloads(&client, "lazy", 0).await, ["kept"]);
 }
+
+/// A callback that counts its calls in `told`.
+fn counting(told: &Arc<AtomicUsize>) -> impl FnOnce(Result<SendResult>) + Send + 'static {
+    let told = Arc::clone(told);
+    move |_| {
+        told.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A send waiting for buffer room when `close` starts gets its room only once `close` counted
+/// what it must deliver: it is refused then (accepted, it would sit in a batch nobody sends,
+/// its callback never told, and every later `flush` would wait for it).
+#[tokio::test]
+async fn a_send_waiting_for_room_when_close_starts_is_refused() {
+    let (_broker, client, p) = one_partition(
+        "closing",
+        ProducerConfig {
+            buffer_memory: 1024,
+            max_message_size: 1024,
+            // The first message stays in its open batch until `close` sends it.
+            batch_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .await;
+    let told = Arc::new(AtomicUsize::new(0));
+    p.send_async_with(msg("closing", "a".repeat(1000)), counting(&told))
+        .await
+        .unwrap();
+    let waiting = {
+        let (p, callback) = (p.clone(), counting(&told));
+        tokio::spawn(async move {
+            p.send_async_with(msg("closing", "b".repeat(1000)), callback)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the second send waits for room");
+    tokio::time::timeout(Duration::from_secs(10), p.close())
+        .await
+        .expect("close ends")
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting send ends")
+        .unwrap();
+    assert!(matches!(waited, Err(ClientError::Closed)), "{waited:?}");
+    assert_eq!(told.load(Ordering::SeqCst), 1, "the first send was told");
+    tokio::time::timeout(Duration::from_secs(5), p.flush())
+        .await
+        .expect("a flush after close has nothing to wait for")
+        .unwrap();
+    assert_eq!(stored_payloads(&client, "closing", 0).await.len(), 1);
+}
+
+/// Many sends waiting for room while `close` runs: every send that returned `Ok` has its
+/// callback called by the time `close` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_send_accepted_around_close_is_told_its_outcome() {
+    for round in 0..5 {
+        let (_broker, _client, p) = one_partition(
+            "racing",
+            ProducerConfig {
+                buffer_memory: 1024,
+                max_message_size: 1024,
+                ..Default::default()
+            },
+        )
+        .await;
+        let told = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (p, told, accepted) = (p.clone(), Arc::clone(&told), Arc::clone(&accepted));
+            tasks.push(tokio::spawn(async move {
+                while p
+                    .send_async_with(msg("racing", "x".repeat(1000)), counting(&told))
+                    .await
+                    .is_ok()
+                {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::timeout(Duration::from_secs(10), p.close())
+            .await
+            .expect("close ends")
+            .unwrap();
+        let told_at_close = told.load(Ordering::SeqCst);
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("every sender sees the producer closed")
+                .unwrap();
+        }
+        assert!(accepted.load(Ordering::SeqCst) > 0);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            told_at_close,
+            "round {round}: every accepted send was told by the time close returned"
+        );
+        assert_eq!(told.load(Ordering::SeqCst), told_at_close);
+    }
+}
+
+/// `send_batch` attempts every message: one refused at once does not keep the others back,
+/// and the refusal is the answer.
+#[tokio::test]
+async fn send_batch_sends_the_others_when_one_message_is_too_large() {
+    let (_broker, client, p) = one_partition(
+        "mixed",
+        ProducerConfig {
+            max_message_size: 1024,
+            buffer_memory: 4096,
+            ..Default::default()
+        },
+    )
+    .await;
+    let batch = vec![
+        msg("mixed", "first"),
+        msg("mixed", "x".repeat(2048)),
+        msg("mixed", "last"),
+    ];
+    match p.send_batch(batch).await {
+        Err(ClientError::MessageTooLarge { max_size: 1024, .. }) => {}
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        stored_payloads(&client, "mixed", 0).await,
+        ["first", "last"]
+    );
+}
+
+/// Restarts the broker on its port (which the old endpoint may hold for a moment).
+async fn restart(broker: &mut TestBroker) {
+    for attempt in 0.. {
+        match broker.restart().await {
+            Ok(()) => return,
+            Err(e) if attempt < 50 => {
+                tracing::debug!(error = %e, "broker restart: retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("broker restart: {e}"),
+        }
+    }
+}
+
+/// An idempotent producer asks for its producer id with its first batch: a transient failure
+/// of that request (the broker restarting) is retried as the produce request would be, rather
+/// than failing the batch at once.
+#[tokio::test]
+async fn an_idempotent_producer_retries_its_producer_id_across_a_broker_restart() {
+    tests::init_tracing();
+    let mut broker = TestBroker::start().await.unwrap();
+    let mut config = fast_retries(&broker);
+    config.retry_config.max_retries = 30;
+    config.retry_config.base_delay = Duration::from_millis(50);
+    config.retry_config.max_delay = Duration::from_millis(200);
+    // While the broker is down, the request for a producer id fails (times out) well before
+    // the broker is back.
+    config.connect_timeout = Duration::from_millis(300);
+    config.request_timeout = Duration::from_secs(1);
+    let client = RustMqClient::new(config).await.unwrap();
+    client.create_topic("restarting", 1).await.unwrap();
+    let p = producer(
+        &client,
+        "restarting",
+        ProducerConfig {
+            idempotent: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    broker.stop().await;
+    let sending = {
+        let p = p.clone();
+        tokio::spawn(async move { p.send(msg("restarting", "after")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    restart(&mut broker).await;
+    let sent = tokio::time::timeout(Duration::from_secs(30), sending)
+        .await
+        .expect("the send ends")
+        .unwrap();
+    assert_eq!(sent.expect("the send outlives the restart").offset, 0);
+    assert_eq!(stored_payloads(&client, "restarting", 0).await, ["after"]);
+}
