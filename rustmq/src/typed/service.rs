@@ -414,18 +414,39 @@ impl<L: HandlerLayer> Runner<L> {
                 }
                 Some(Ok(message)) => {
                     let worker = route(&message, self.concurrency);
-                    if senders[worker].send(message).await.is_err() {
+                    // The worker's queue may stay full (its handler hangs): a shutdown must
+                    // not wait for room there, past its timeout. Only a full queue races the
+                    // stop watch (registering with it takes a lock).
+                    let sent = match senders[worker].try_send(message) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        Err(mpsc::error::TrySendError::Full(message)) => tokio::select! {
+                            biased;
+                            _ = stop.wait_for(|s| *s) => break,
+                            sent = senders[worker].send(message) => sent.is_ok(),
+                        },
+                    };
+                    if !sent {
                         break;
                     }
                 }
                 None => break,
-                Some(Err(e)) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "receive failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                // The consumer reports each failure of its fetches once and keeps retrying
+                // them in the background (a closed consumer ends the stream with `None`): a
+                // receive after a failure goes on, whether the failure is retryable or not (a
+                // missing topic or permission may come back). Stopping here would stop the
+                // handler for good without a word to `run_until` or `is_stopped`.
                 Some(Err(e)) => {
-                    tracing::error!(error = %e, "receive failed; handler stops");
-                    break;
+                    if e.is_retryable() {
+                        tracing::warn!(handler = self.ctx.handler, error = %e, "receive failed; retrying");
+                    } else {
+                        tracing::error!(handler = self.ctx.handler, error = %e, "receive failed; retrying");
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => break,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
                 }
             }
         }

@@ -649,3 +649,116 @@ async fn a_service_that_fails_readiness_is_replaced_and_every_message_is_handled
     assert!(settled.iter().all(|s| s.settlement == Ok(Settlement::Ack)));
     running.shutdown().await.unwrap();
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "hung-jobs", key = "key", partitions = 1)]
+struct HungJob {
+    key: String,
+    n: u32,
+}
+
+/// With several workers, a hung handler fills its worker's queue and the dispatcher waits for
+/// room there: a shutdown still ends after its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_while_a_hung_workers_queue_is_full() {
+    tests::init_tracing();
+
+    #[handler(concurrency = 2)]
+    async fn hangs(job: HungJob, State(state): State<Stuck>) {
+        state.started.fetch_add(1, Ordering::SeqCst);
+        state.started_changed.notify_waiters();
+        if job.key == "k" {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let producer = client.producer::<HungJob>();
+    for n in 0..80 {
+        producer
+            .send_async(&HungJob { key: "k".into(), n })
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let state = Stuck::default();
+    let running = Service::with_state(client.clone(), state.clone())
+        .shutdown_timeout(Duration::from_millis(100))
+        .handler(hangs)
+        .start()
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while state.started.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the handler started");
+    // Time for the dispatcher to fill the hung worker's queue and wait for room.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(5), running.shutdown())
+        .await
+        .expect("shutdown must end after its timeout, whatever the hung worker's queue holds")
+        .unwrap();
+    assert_eq!(state.started.load(Ordering::SeqCst), 1, "one message hung");
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "vanishing", partitions = 1)]
+struct Vanishing {
+    text: String,
+}
+
+async fn vanishing(_: Vanishing) {}
+
+/// A receive error the consumer does not call retryable (its topic deleted) does not stop
+/// the handler for good: once the topic is back, the handler goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_goes_on_after_its_topic_was_deleted_and_created_again() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(recorder.layer())
+        .handler(vanishing)
+        .start()
+        .await
+        .unwrap();
+    let producer = client.producer::<Vanishing>();
+    producer
+        .send(&Vanishing {
+            text: "before".into(),
+        })
+        .await
+        .unwrap();
+    recorder.wait_for(1, WAIT).await;
+    client.delete_topic("vanishing").await.unwrap();
+    // The consumer's fetches fail meanwhile (unknown topic), and it says so.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client.create_topic("vanishing", 1).await.unwrap();
+    let after = tokio::time::timeout(WAIT, async {
+        loop {
+            let _ = producer
+                .send(&Vanishing {
+                    text: "after".into(),
+                })
+                .await;
+            let seen = recorder.settled().iter().any(|s| {
+                decoded::<Vanishing>(std::slice::from_ref(s))
+                    .first()
+                    .is_some_and(|v| v.text == "after")
+            });
+            if seen {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(after.is_ok(), "the handler stopped after the receive error");
+    assert!(!running.is_stopped());
+    running.shutdown().await.unwrap();
+}
