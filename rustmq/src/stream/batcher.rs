@@ -46,7 +46,10 @@ impl<T> Batcher<T> {
 
     /// When the open batch is due, if there is one.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.opened.map(|t| t + self.timeout)
+        // A timeout past what an `Instant` can hold (`Duration::MAX`) is as good as never.
+        const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+        self.opened
+            .map(|t| t.checked_add(self.timeout).unwrap_or_else(|| t + FAR))
     }
 
     /// The open batch if its time is up.
@@ -67,6 +70,15 @@ impl<T> Batcher<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_no_instant_can_hold_is_never_due() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(3, Duration::MAX);
+        assert!(b.push(1, t0).is_none());
+        assert!(b.deadline().is_some_and(|d| d > t0));
+        assert!(b.take_due(t0 + Duration::from_secs(86_400)).is_none());
+    }
 
     #[test]
     fn closes_on_size_or_timeout_whichever_first() {

@@ -161,6 +161,33 @@ impl Claims {
         }
     }
 
+    /// The log of `tp` now ends at `offset` (below the records these claims name, which are
+    /// gone): the records it gets from there on are new, and no claim read back covers them.
+    pub(crate) fn forget_from(&mut self, tp: &Tp, offset: u64) {
+        if let Some(rs) = self.ranges.get_mut(tp) {
+            rs.retain_mut(|r| {
+                r.1 = r.1.min(offset.saturating_sub(1));
+                r.0 < offset
+            });
+            rs.sort_unstable();
+            if rs.is_empty() {
+                self.ranges.remove(tp);
+            }
+        }
+        for members in self.windows.values_mut() {
+            if let Some(max) = members.get_mut(tp) {
+                if *max >= offset {
+                    match offset.checked_sub(1) {
+                        Some(m) => *max = m,
+                        None => {
+                            members.remove(tp);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether an output already covers this input.
     pub(crate) fn is_claimed(&self, tp: &Tp, offset: u64) -> bool {
         let Some(rs) = self.ranges.get(tp) else {
@@ -225,5 +252,29 @@ mod tests {
             assert!(!c.is_claimed(&tp, o), "{o}");
         }
         assert!(!c.is_claimed(&Tp::new("t", 1), 7));
+    }
+
+    #[test]
+    fn forgotten_claims_cover_nothing_from_the_new_log_end() {
+        let tp = Tp::new("t", 0);
+        let other = Tp::new("t", 1);
+        let mut c = Claims::default();
+        c.add(Claim::Ranges(vec![
+            (tp.clone(), 5, 20),
+            (other.clone(), 5, 20),
+        ]));
+        c.add(Claim::Ranges(vec![(tp.clone(), 30, 31)]));
+        c.finish();
+        c.forget_from(&tp, 10);
+        for o in 5..10 {
+            assert!(c.is_claimed(&tp, o), "{o}");
+        }
+        for o in [10, 20, 30, 31] {
+            assert!(!c.is_claimed(&tp, o), "{o}");
+            assert!(c.is_claimed(&other, 10));
+        }
+        c.forget_from(&tp, 0);
+        assert!(!c.is_claimed(&tp, 5));
+        assert!(!c.is_empty(), "other partitions keep their claims");
     }
 }

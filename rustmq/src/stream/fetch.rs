@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rustmq_protocol::{BatchIter, ErrorCode, FetchRequest, OffsetSpec, Request, Response};
+use rustmq_protocol::{BatchIter, ErrorCode, FetchRequest, Request, Response};
 use tokio::sync::{mpsc, watch, AcquireError, Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::group::log_offset;
+use super::group::log_bounds;
 use super::metrics::StreamMetrics;
 use super::session::Ctx;
 use super::Tp;
@@ -192,6 +192,8 @@ pub(crate) async fn run(
 ) {
     let client = &ctx.client;
     let mut failures = 0u32;
+    // Fetches answered "out of range" in a row.
+    let mut out_of_range = 0u32;
     loop {
         let request = Request::Fetch(FetchRequest {
             topic: tp.topic.to_string(),
@@ -214,13 +216,45 @@ pub(crate) async fn run(
                 return;
             }
             Err(e) if e.error_code() == Some(ErrorCode::OffsetOutOfRange) => {
-                match log_offset(client, &tp.topic, tp.partition, OffsetSpec::Earliest).await {
-                    Ok(first) if first > offset => {
+                // As the consumer does: below the log start, skip to it; past the log end (a
+                // committed position beyond it, or a log that lost records), go back to it,
+                // so that the records it gets from there on are not skipped.
+                out_of_range += 1;
+                let moved = match log_bounds(client, &tp.topic, tp.partition).await {
+                    Ok((first, _)) if first > offset => {
                         tracing::warn!(topic = %tp.topic, partition = tp.partition, from = offset, to = first, "position below the log start: skipping ahead");
                         ctx.skip_to(&tp, first);
                         offset = first;
+                        true
                     }
-                    _ => {}
+                    Ok((_, end)) if offset > end => {
+                        tracing::warn!(topic = %tp.topic, partition = tp.partition, from = offset, to = end, "position past the log end: moving back to it");
+                        if !ctx.rewind_to(&tp, end) {
+                            // The log lost records this session is processing: a new session
+                            // starts over from what is committed.
+                            ctx.abort(ClientError::OffsetOutOfRange(format!(
+                                "{} partition {} ends at {end}, below inputs being processed",
+                                tp.topic, tp.partition
+                            )));
+                            return;
+                        }
+                        offset = end;
+                        true
+                    }
+                    Ok(_) => false,
+                    Err(e) => {
+                        tracing::debug!(topic = %tp.topic, partition = tp.partition, error = %e, "log bounds unknown");
+                        false
+                    }
+                };
+                // Straight on after a first move; otherwise (nothing moved, or the log keeps
+                // moving under us) not without a pause.
+                if !moved || out_of_range > 1 {
+                    let delay = Duration::from_millis(50u64 << out_of_range.min(5));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
                 }
                 continue;
             }
@@ -240,6 +274,7 @@ pub(crate) async fn run(
             }
         };
         failures = 0;
+        out_of_range = 0;
         let (messages, next) = match decode(&tp, offset, records) {
             Ok(d) => d,
             Err(e) => {

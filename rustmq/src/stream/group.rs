@@ -45,8 +45,10 @@ pub(crate) async fn join(
         session_timeout_ms: ConsumerConfig::ms(session_timeout),
         rebalance_timeout_ms: ConsumerConfig::ms(rebalance_timeout),
     });
-    // The broker answers once the rebalance settles, which may take the whole rebalance timeout.
-    let wait = rebalance_timeout + client.config().request_timeout;
+    // The broker answers once the rebalance settles, which may take the whole rebalance timeout
+    // (as sent: in ms, at most `u32::MAX`; an `Instant` cannot go as far as `Duration::MAX`).
+    let sent = Duration::from_millis(u64::from(ConsumerConfig::ms(rebalance_timeout)));
+    let wait = sent.saturating_add(client.config().request_timeout);
     match client.request_with_timeout(request, wait).await? {
         Response::JoinGroup(r) => {
             let mut assigned: Vec<Tp> = r
@@ -166,6 +168,27 @@ pub(crate) async fn log_offset(
         .map_err(|e| e.for_topic(topic))?
     {
         Response::ListOffsets(r) => Ok(r.offset),
+        other => Err(unexpected("list-offsets", &other)),
+    }
+}
+
+/// The first offset of a partition and its high watermark (the offset of its next record).
+pub(crate) async fn log_bounds(
+    client: &RustMqClient,
+    topic: &str,
+    partition: u32,
+) -> Result<(u64, u64)> {
+    let request = Request::ListOffsets(ListOffsetsRequest {
+        topic: topic.to_owned(),
+        partition,
+        spec: OffsetSpec::Earliest,
+    });
+    match client
+        .request(request)
+        .await
+        .map_err(|e| e.for_topic(topic))?
+    {
+        Response::ListOffsets(r) => Ok((r.offset, r.high_watermark)),
         other => Err(unexpected("list-offsets", &other)),
     }
 }

@@ -197,8 +197,11 @@ impl MessageStream {
             processor,
             metrics: Arc::clone(&self.inner.metrics),
             session_timeout: tuning.session_timeout,
-            rebalance_timeout: tuning.session_timeout.max(config.processing_timeout)
-                + Duration::from_secs(10),
+            // Saturating: `Duration::MAX` is a valid processing timeout ("none").
+            rebalance_timeout: tuning
+                .session_timeout
+                .max(config.processing_timeout)
+                .saturating_add(Duration::from_secs(10)),
             commit_interval: tuning.commit_interval,
             max_in_flight_bytes: tuning.max_in_flight_bytes,
             default_partitions,

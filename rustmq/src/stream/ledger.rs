@@ -127,6 +127,40 @@ impl Ledger {
         }
     }
 
+    /// The log of `tp` ends below its position (the committed position was past the log end,
+    /// or the log lost records): the next record of `tp` will get `offset`, which may be
+    /// below what was received or committed. Outputs that claim inputs of `tp` at or past
+    /// `offset` no longer wait for them. Refused (`false`, nothing changed) while a received
+    /// input at or past `offset` is unfinished: its unit's adjustments would land on the new
+    /// record that gets its offset.
+    pub(crate) fn rewind_to(&mut self, tp: &Tp, offset: u64) -> bool {
+        let Some(input) = self.inputs.get_mut(tp) else {
+            return true;
+        };
+        if input.pending.iter().any(|e| e.0 >= offset && e.1 > 0) {
+            return false;
+        }
+        input.pending.retain(|e| e.0 < offset);
+        input.next = offset;
+        input.seen = input.seen.min(offset);
+        for lane in self.lanes.values_mut() {
+            for coverage in lane.uncovered.values_mut() {
+                if let Coverage::Members(members) = coverage {
+                    members.retain_mut(|(t, max)| {
+                        if t != tp || *max < offset {
+                            return true;
+                        }
+                        // What is left of the claim: the inputs below `offset`.
+                        *max = offset.saturating_sub(1);
+                        offset > 0
+                    });
+                }
+            }
+        }
+        self.changed = true;
+        true
+    }
+
     /// Windowed mode: `offset` of `tp` is placed in its windows.
     pub(crate) fn placed(&mut self, tp: &Tp, offset: u64) {
         if let Some(input) = self.inputs.get_mut(tp) {
@@ -286,6 +320,48 @@ mod tests {
         assert_eq!(get(&l.snapshot(), "in", 0), Some(14));
         l.received(&tp(0), 14, 0);
         assert_eq!(get(&l.snapshot(), "in", 0), Some(15));
+    }
+
+    #[test]
+    fn a_rewind_moves_the_position_back_to_the_log_end() {
+        let mut l = Ledger::new(true, None);
+        let out: Arc<str> = Arc::from("out");
+        l.start_partition(tp(0), 100, Some(100));
+        l.start_partition(tp(1), 7, None);
+        l.open_lane(Arc::clone(&out), 0, 50);
+        // An output read back claims input 0 at 100 (gone from the log), and input 1 at 7.
+        l.output_stored(
+            &out,
+            0,
+            50,
+            51,
+            Coverage::Members(vec![(tp(0), 100), (tp(1), 7)]),
+        );
+        // `skip_to` only moves forwards.
+        l.skip_to(&tp(0), 3);
+        assert_eq!(get(&l.snapshot(), "in", 0), Some(100));
+        // Not while an input past the new end is unfinished.
+        l.received(&tp(0), 100, 1);
+        l.received(&tp(0), 101, 1);
+        l.adjust(&tp(0), 101, -1);
+        assert!(!l.rewind_to(&tp(0), 3));
+        assert_eq!(get(&l.snapshot(), "in", 0), Some(100));
+        l.adjust(&tp(0), 100, -1);
+        assert!(l.rewind_to(&tp(0), 3));
+        let s = l.snapshot();
+        assert_eq!(
+            (get(&s, "in", 0), get(&s, "__seen.in", 0)),
+            (Some(3), Some(3))
+        );
+        assert_eq!(get(&s, "__out.out", 0), Some(50));
+        // The output waits for input 1 only now: input 0 at 100 will be another record.
+        l.received(&tp(1), 7, 1);
+        l.adjust(&tp(1), 7, -1);
+        let s = l.snapshot();
+        assert_eq!(
+            (get(&s, "in", 0), get(&s, "in", 1), get(&s, "__out.out", 0)),
+            (Some(3), Some(8), Some(51))
+        );
     }
 
     #[test]

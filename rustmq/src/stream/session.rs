@@ -14,13 +14,13 @@
 //! ```
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use super::batcher::Batcher;
@@ -69,8 +69,16 @@ pub(crate) struct Ctx {
     ended: Notify,
     in_flight: AtomicUsize,
     idle: Notify,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Every task of the session (workers and router too): aborted when it ends, so that
+    /// none of them outlives it (an aborted session's workers would otherwise go on with
+    /// their queued units after `stop` returned, or beside the next session's).
+    tasks: Mutex<Vec<AbortHandle>>,
     commit_lock: tokio::sync::Mutex<()>,
+    /// Input partitions whose log ended below their position, with the new end, for the
+    /// router to forget what recovery claimed of them from there (see [`Ctx::rewind_to`]).
+    rewinds: Mutex<Vec<(Tp, u64)>>,
+    /// Whether `rewinds` holds any (read by the router for every message).
+    rewound: AtomicBool,
 }
 
 impl Ctx {
@@ -79,7 +87,18 @@ impl Ctx {
     }
 
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().push(tokio::spawn(task));
+        self.tasks.lock().push(tokio::spawn(task).abort_handle());
+    }
+
+    /// Spawns a task that ends with the session like those of [`spawn`](Self::spawn), and
+    /// returns its handle for the drain to await.
+    fn spawn_joined(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let handle = tokio::spawn(task);
+        self.tasks.lock().push(handle.abort_handle());
+        handle
     }
 
     fn end_with(&self, end: End) {
@@ -124,6 +143,19 @@ impl Ctx {
     /// The log start moved past `tp`'s position: nothing below it will arrive.
     pub(crate) fn skip_to(&self, tp: &Tp, offset: u64) {
         self.ledger.lock().skip_to(tp, offset);
+    }
+
+    /// `tp`'s log ends below its position: it goes on from the log end, `offset`. Called by
+    /// the fetch task of `tp` before it fetches from there: the router learns of it before
+    /// the first record it sends from there. `false` (nothing changed) while inputs of `tp`
+    /// the log no longer holds are being processed: see [`Ledger::rewind_to`].
+    pub(crate) fn rewind_to(&self, tp: &Tp, offset: u64) -> bool {
+        if !self.ledger.lock().rewind_to(tp, offset) {
+            return false;
+        }
+        self.rewinds.lock().push((tp.clone(), offset));
+        self.rewound.store(true, Ordering::Release);
+        true
     }
 
     async fn commit(&self) -> Result<()> {
@@ -241,6 +273,8 @@ pub(crate) async fn run(
         idle: Notify::new(),
         tasks: Mutex::new(Vec::new()),
         commit_lock: tokio::sync::Mutex::new(()),
+        rewinds: Mutex::new(Vec::new()),
+        rewound: AtomicBool::new(false),
     });
     let _guard = AbortOnDrop(Arc::clone(&ctx));
 
@@ -253,10 +287,10 @@ pub(crate) async fn run(
         for _ in 0..workers_n {
             let (tx, mut rx) = mpsc::channel::<Unit>(64);
             individual.push(tx);
-            let ctx = Arc::clone(&ctx);
-            worker_handles.push(tokio::spawn(async move {
+            let worker_ctx = Arc::clone(&ctx);
+            worker_handles.push(ctx.spawn_joined(async move {
                 while let Some(u) = rx.recv().await {
-                    unit::run(&ctx, u).await;
+                    unit::run(&worker_ctx, u).await;
                 }
             }));
         }
@@ -265,13 +299,13 @@ pub(crate) async fn run(
         shared_tx = Some(tx);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..workers_n {
-            let ctx = Arc::clone(&ctx);
+            let worker_ctx = Arc::clone(&ctx);
             let rx = Arc::clone(&rx);
-            worker_handles.push(tokio::spawn(async move {
+            worker_handles.push(ctx.spawn_joined(async move {
                 loop {
                     let next = rx.lock().await.recv().await;
                     match next {
-                        Some(u) => unit::run(&ctx, u).await,
+                        Some(u) => unit::run(&worker_ctx, u).await,
                         None => return,
                     }
                 }
@@ -325,7 +359,7 @@ pub(crate) async fn run(
         individual,
         shared: shared_tx,
     };
-    let router_handle = tokio::spawn(router.run(in_rx));
+    let router_handle = ctx.spawn_joined(router.run(in_rx));
 
     // Fetchers, heartbeat, committer.
     let (stop_fetch, stop_fetch_rx) = watch::channel(false);
@@ -484,7 +518,26 @@ impl Router {
         }
     }
 
+    /// Forgets what recovery claimed of inputs whose log ended below their position: the
+    /// records they get from the new end on are new ones.
+    fn apply_rewinds(&mut self) {
+        let rewinds = {
+            let mut pending = self.ctx.rewinds.lock();
+            self.ctx.rewound.store(false, Ordering::Release);
+            std::mem::take(&mut *pending)
+        };
+        for (tp, offset) in rewinds {
+            self.claims.forget_from(&tp, offset);
+            if let Some(windows) = self.windows.as_mut() {
+                windows.forget_from(&tp, offset);
+            }
+        }
+    }
+
     async fn route(&mut self, i: Incoming) {
+        if self.ctx.rewound.load(Ordering::Acquire) {
+            self.apply_rewinds();
+        }
         let ctx = &self.ctx;
         if !self.claims.is_empty() && self.claims.is_claimed(&i.tp, i.message.offset) {
             ctx.ledger.lock().adjust(&i.tp, i.message.offset, -1);

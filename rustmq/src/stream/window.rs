@@ -67,6 +67,26 @@ pub(crate) struct WindowRecovery {
 }
 
 impl WindowRecovery {
+    /// The log of `tp` now ends at `offset`: its records from there on are new, and nothing
+    /// an earlier instance placed or emitted counts them.
+    pub(crate) fn forget_from(&mut self, tp: &Tp, offset: u64) {
+        if let Some(seen) = self.seen.get_mut(tp) {
+            *seen = (*seen).min(offset);
+        }
+        for members in self.emitted.values_mut() {
+            if members.get(tp).is_some_and(|max| *max >= offset) {
+                match offset.checked_sub(1) {
+                    Some(m) => {
+                        members.insert(tp.clone(), m);
+                    }
+                    None => {
+                        members.remove(tp);
+                    }
+                }
+            }
+        }
+    }
+
     /// The placement an earlier instance's work dictates, if any.
     pub(crate) fn placement(&self, span: Span, tp: &Tp, offset: u64) -> Option<Placement> {
         if self.closed_up_to.is_some_and(|t| span.1 <= t) {
@@ -120,6 +140,11 @@ impl<T: Clone> Windows<T> {
 
     fn is_closed(&self, span: Span) -> bool {
         self.watermark().is_some_and(|w| span.1 <= w)
+    }
+
+    /// See [`WindowRecovery::forget_from`].
+    pub(crate) fn forget_from(&mut self, tp: &Tp, offset: u64) {
+        self.recovery.forget_from(tp, offset);
     }
 
     /// Places a message of `tp` at `offset` with timestamp `ts` in its windows.
@@ -236,5 +261,24 @@ mod tests {
             Some(Placement::Late)
         );
         assert_eq!(r.placement((20, 30), &tp(), 9), None);
+    }
+
+    #[test]
+    fn a_rewound_partition_counts_nothing_from_its_new_end() {
+        let mut emitted = HashMap::new();
+        emitted.insert((10, 20), HashMap::from([(tp(), 7)]));
+        let mut r = WindowRecovery {
+            closed_up_to: Some(10),
+            seen: HashMap::from([(tp(), 5)]),
+            emitted,
+        };
+        r.forget_from(&tp(), 3);
+        assert_eq!(r.placement((0, 10), &tp(), 2), Some(Placement::Ignore));
+        assert_eq!(r.placement((0, 10), &tp(), 3), Some(Placement::Late));
+        assert_eq!(r.placement((10, 20), &tp(), 2), Some(Placement::Ignore));
+        assert_eq!(r.placement((10, 20), &tp(), 3), Some(Placement::Late));
+        r.forget_from(&tp(), 0);
+        assert_eq!(r.placement((0, 10), &tp(), 0), Some(Placement::Late));
+        assert_eq!(r.placement((10, 20), &tp(), 0), Some(Placement::Late));
     }
 }

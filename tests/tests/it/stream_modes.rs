@@ -666,3 +666,171 @@ async fn a_batch_closes_when_a_finished_batch_leaves_the_waiting_input_short() {
     stream.stop().await.unwrap();
     assert_eq!(slow.0.lock()[..2], [10, 1]);
 }
+
+/// A committed position past the log end (committed by hand here; a log that lost records
+/// does the same) moves back to the log end, as the consumer's does: the records the
+/// partition gets from there on are all processed, none skipped.
+#[tokio::test]
+async fn a_committed_position_past_the_log_end_moves_back_to_it() {
+    use rustmq::protocol::{CommitOffsetsRequest, PartitionOffset, Request, Response};
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let commit = Request::CommitOffsets(CommitOffsetsRequest {
+        group: "g".into(),
+        member_id: String::new(),
+        generation: 0,
+        offsets: vec![PartitionOffset {
+            topic: "in".into(),
+            partition: 0,
+            offset: 100,
+        }],
+    });
+    let answer = client.raw_request(commit).await;
+    assert!(
+        matches!(answer, Ok(Response::CommitOffsets(_))),
+        "{answer:?}"
+    );
+    let mut c = config(&["in"], "out", "g", StreamMode::Individual);
+    c.parallelism = 1;
+    let stream = MessageStream::new(client.clone(), c)
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0));
+    stream.start().await.unwrap();
+    // The stream finds its position out of range before anything arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inputs: Vec<(u32, String, u64)> = (0..5).map(|i| (0, format!("m{i}"), 1000 + i)).collect();
+    send(&client, "in", &inputs).await;
+    let outs = wait_records(&client, "out", 5).await;
+    stream.stop().await.unwrap();
+    let got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+    assert_eq!(got, ["M0", "M1", "M2", "M3", "M4"]);
+    assert_eq!(
+        committed(&client, "g").await.get(&("in".to_string(), 0)),
+        Some(&5)
+    );
+}
+
+/// `Duration::MAX` passes `validate` as a processing timeout and a batch timeout ("none"):
+/// the stream starts and processes with them rather than overflow.
+#[tokio::test]
+async fn timeouts_of_duration_max_mean_none() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let mode = StreamMode::Batch {
+        batch_size: 2,
+        batch_timeout: Duration::MAX,
+    };
+    let mut c = config(&["in"], "out", "g", mode);
+    c.parallelism = 1;
+    c.processing_timeout = Duration::MAX;
+    let stream = MessageStream::new(client.clone(), c)
+        .await
+        .unwrap()
+        .with_processor(Join(Upper::new(0)));
+    stream.start().await.unwrap();
+    let inputs: Vec<(u32, String, u64)> = (0..4).map(|i| (0, format!("m{i}"), 1000 + i)).collect();
+    send(&client, "in", &inputs).await;
+    let outs = wait_records(&client, "out", 2).await;
+    stream.stop().await.unwrap();
+    let got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+    assert_eq!(got, ["M0|M1", "M2|M3"]);
+}
+
+/// Counts the processor calls running at once; each takes a while.
+struct Slow {
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One call running, until dropped (finished, or cancelled with its task).
+struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl MessageProcessor for Slow {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        let _running = Running(Arc::clone(&self.running));
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Some(m.clone()))
+    }
+}
+
+/// A session that loses its membership ends at once, its workers with it: the units they had
+/// queued are not processed beside the next session's (one worker: never two calls at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_sessions_workers_end_with_it() {
+    use rustmq::protocol::{LeaveGroupRequest, Request};
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let inputs: Vec<(u32, String, u64)> = (0..200).map(|i| (0, format!("m{i:03}"), 1)).collect();
+    send(&client, "in", &inputs).await;
+    let mut c = config(&["in"], "out", "g", StreamMode::Individual);
+    c.parallelism = 1;
+    // Enough queued for the worker to go on for a second; little for `stop` to drain.
+    c.max_in_flight = 20;
+    let (running, most, calls) = Default::default();
+    let slow = Slow {
+        running: Arc::clone(&running),
+        most: Arc::clone(&most),
+        calls: Arc::clone(&calls),
+    };
+    let stream = MessageStream::new(client.clone(), c)
+        .await
+        .unwrap()
+        .with_session_timeout(Duration::from_millis(900))
+        .with_processor(slow);
+    stream.start().await.unwrap();
+    eventually("processing", Duration::from_secs(10), || {
+        let calls = Arc::clone(&calls);
+        async move { calls.load(Ordering::SeqCst) >= 3 }
+    })
+    .await;
+    // Another client removes the member: its next heartbeat finds it unknown, and the session
+    // aborts with units queued for its worker.
+    let member = client.describe_group("g").await.unwrap().members[0]
+        .member_id
+        .clone();
+    client
+        .raw_request(Request::LeaveGroup(LeaveGroupRequest {
+            group: "g".into(),
+            member_id: member.clone(),
+        }))
+        .await
+        .unwrap();
+    // The next session joins as a new member and processes.
+    eventually("a new session", Duration::from_secs(10), || {
+        let (client, member) = (client.clone(), member.clone());
+        async move {
+            client
+                .describe_group("g")
+                .await
+                .is_ok_and(|g| g.members.iter().any(|m| m.member_id != member))
+        }
+    })
+    .await;
+    let at_rejoin = calls.load(Ordering::SeqCst);
+    eventually("the new session's work", Duration::from_secs(10), || {
+        let calls = Arc::clone(&calls);
+        async move { calls.load(Ordering::SeqCst) >= at_rejoin + 10 }
+    })
+    .await;
+    stream.stop().await.unwrap();
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "the aborted session's worker went on beside the next session's"
+    );
+}
