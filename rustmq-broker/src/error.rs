@@ -36,6 +36,7 @@ impl BrokerError {
             StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
             StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            StorageError::Retired => ErrorCode::UnknownTopic,
             _ => ErrorCode::StorageError,
         };
         Self::new(code, format!("{context}: {e}"))

@@ -190,6 +190,29 @@ fn unhex(s: &str) -> Option<String> {
 /// topic the broker could check) a group may hold.
 pub const MAX_RESERVED_ENTRIES: usize = 65_536;
 
+/// Checks the name of a committed entry: a topic name, or one of the client libraries' own
+/// entries (`__` and a topic name, with a prefix of their own: up to 32 characters more). The
+/// offsets file keeps one `topic<TAB>partition<TAB>offset` line per entry, and a name holding
+/// a tab or a line break would read back as other entries.
+fn validate_entry_name(name: &str) -> Result<(), BrokerError> {
+    if !name.starts_with("__") {
+        return crate::topics::validate_topic_name(name);
+    }
+    let longest = crate::topics::MAX_TOPIC_NAME_LEN + 32;
+    let ok = name.len() <= longest
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BrokerError::new(
+            ErrorCode::InvalidTopic,
+            format!("invalid committed entry {name:?}: use up to {longest} characters of [A-Za-z0-9._-]"),
+        ))
+    }
+}
+
 /// Whether `r` may commit to `group`: a member of its current generation, or anyone while
 /// the group has no members.
 fn check_committer(r: &CommitOffsetsRequest, group: &Group) -> Result<(), BrokerError> {
@@ -462,16 +485,22 @@ impl GroupCoordinator {
     /// commit without a member id (a standalone consumer's, or a tool's) is taken only while
     /// the group has no members: it would otherwise move partitions a member owns.
     ///
+    /// Entries of partitions that do not exist in `topics` are left out (a deleted input must
+    /// not keep a stream from committing the others); entries named `__...`, the client
+    /// libraries' own (a stream's `__out.<topic>`), name no partition and are kept, at most
+    /// [`MAX_RESERVED_ENTRIES`] per group.
+    ///
     /// The group's offsets file is rewritten on a blocking thread (it takes two fsyncs), one
     /// commit of the group at a time: the coordinator's lock is held only to check the
     /// committer and to update the offsets, so heartbeats, joins and other groups' commits do
     /// not wait for this group's disk.
-    pub async fn commit(&self, r: CommitOffsetsRequest) -> Result<(), BrokerError> {
-        // Topic names are checked as a topic's creation checks them: the offsets file keeps
-        // one `topic<TAB>partition<TAB>offset` line per entry, and a name holding a tab or a
-        // line break would read back as other entries.
+    pub async fn commit(
+        &self,
+        r: CommitOffsetsRequest,
+        topics: &TopicManager,
+    ) -> Result<(), BrokerError> {
         for o in &r.offsets {
-            crate::topics::validate_topic_name(&o.topic)?;
+            validate_entry_name(&o.topic)?;
         }
         let writes = {
             let mut groups = self.groups.lock();
@@ -481,9 +510,10 @@ impl GroupCoordinator {
             check_committer(&r, group)?;
             Arc::clone(&group.writes)
         };
-        // Held until the new offsets are in memory: commits of the group, and a deleted
-        // topic's removal from them, take turns.
-        let _turn = writes.lock().await;
+        // Held until the new offsets are in memory (or, if this commit is given up while its
+        // file is written, until the write ends): commits of the group, and a deleted topic's
+        // removal from them, take turns.
+        let turn = writes.lock_owned().await;
         let offsets = {
             let mut groups = self.groups.lock();
             let group = groups
@@ -492,8 +522,20 @@ impl GroupCoordinator {
             // Again: the group may have moved on while this commit waited for its turn.
             check_committer(&r, group)?;
             let mut offsets = group.offsets.clone();
+            // Existence is checked in the turn too: a topic deleted meanwhile has had its
+            // offsets dropped (`forget_topic` takes the turn), and must not get them back.
+            let exists = |topic: &str, partition: u32| {
+                topic.starts_with("__")
+                    || topics
+                        .get(topic)
+                        .is_some_and(|t| (partition as usize) < t.partitions.len())
+            };
             for o in &r.offsets {
-                offsets.insert((o.topic.clone(), o.partition), o.offset);
+                if exists(&o.topic, o.partition) {
+                    offsets.insert((o.topic.clone(), o.partition), o.offset);
+                } else {
+                    tracing::debug!(group = %r.group, topic = %o.topic, partition = o.partition, "commit of a partition that does not exist left out");
+                }
             }
             let reserved = offsets.keys().filter(|(t, _)| t.starts_with("__")).count();
             if reserved > MAX_RESERVED_ENTRIES {
@@ -509,12 +551,13 @@ impl GroupCoordinator {
             offsets
         };
         let (dir, name) = (self.dir.clone(), r.group.clone());
-        let offsets = tokio::task::spawn_blocking(move || {
-            persist_offsets(&dir, &name, &offsets).map(|()| offsets)
+        let (_turn, written) = tokio::task::spawn_blocking(move || {
+            let written = persist_offsets(&dir, &name, &offsets).map(|()| offsets);
+            (turn, written)
         })
         .await
-        .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("commit failed: {e}")))?
-        .map_err(|e| BrokerError::io("write group offsets", e))?;
+        .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("commit failed: {e}")))?;
+        let offsets = written.map_err(|e| BrokerError::io("write group offsets", e))?;
         if let Some(group) = self.groups.lock().get_mut(&r.group) {
             group.offsets = offsets;
         }
@@ -576,29 +619,45 @@ impl GroupCoordinator {
         names
     }
 
-    /// Drops committed offsets of a deleted topic. It waits for the disk and for commits in
-    /// progress (it takes each affected group's turn to write, as a commit does): call it from
-    /// a blocking thread, not from async code.
-    pub fn forget_topic(&self, topic: &str) {
-        let affected: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = self
+    /// Drops a deleted topic's committed offsets from every group, and the client libraries'
+    /// entries about it (`__out.<topic>`, `__seen.<topic>`), in each group's turn to write.
+    pub async fn forget_topic(&self, topic: &str) {
+        let reserved = [format!("__out.{topic}"), format!("__seen.{topic}")];
+        let about = |t: &str| t == topic || reserved.iter().any(|r| r == t);
+        // Every group, not only those that name the topic now: a commit in its turn may be
+        // about to add it (it then finds the topic gone and leaves it out).
+        let all: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = self
             .groups
             .lock()
             .iter()
-            .filter(|(_, g)| g.offsets.keys().any(|(t, _)| t == topic))
             .map(|(name, g)| (name.clone(), Arc::clone(&g.writes)))
             .collect();
-        for (name, writes) in affected {
-            let _turn = writes.blocking_lock();
+        for (name, writes) in all {
+            let turn = writes.lock_owned().await;
             let offsets = {
                 let mut groups = self.groups.lock();
                 let Some(g) = groups.get_mut(&name) else {
                     continue;
                 };
-                g.offsets.retain(|(t, _), _| t != topic);
+                let before = g.offsets.len();
+                g.offsets.retain(|(t, _), _| !about(t));
+                if g.offsets.len() == before {
+                    continue;
+                }
                 g.offsets.clone()
             };
-            if let Err(e) = persist_offsets(&self.dir, &name, &offsets) {
-                tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
+            let dir = self.dir.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                persist_offsets(&dir, &name, &offsets).map_err(|e| (name, e))
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err((group, e))) => {
+                    tracing::warn!(%group, error = %e, "cannot rewrite group offsets");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot rewrite group offsets"),
             }
         }
     }
@@ -639,26 +698,57 @@ mod tests {
             .offset
     }
 
+    fn topics_with(dir: &Path, names: &[(&str, u32)]) -> TopicManager {
+        let topics = TopicManager::open(dir, crate::config::LogSettings::default()).unwrap();
+        for &(name, partitions) in names {
+            topics
+                .create(name, partitions, TopicSettings::default())
+                .unwrap();
+        }
+        topics
+    }
+
     /// A topic name that is not one (a tab, a line break) is refused: written to the offsets
     /// file, it would read back after a restart as other entries, moving another topic's
-    /// committed offset. Valid names survive the restart as committed.
+    /// committed offset. Valid names survive the restart as committed; so do the client
+    /// libraries' `__` entries, even about a topic of the longest name. Partitions that do
+    /// not exist are left out.
     #[tokio::test]
     async fn commits_of_names_that_are_not_topics_are_refused() {
         let dir = tempfile::tempdir().unwrap();
+        let long = "t".repeat(crate::topics::MAX_TOPIC_NAME_LEN);
+        let topics = topics_with(dir.path(), &[("orders", 4)]);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
-        groups.commit(commit("g", "orders", 3, 40)).await.unwrap();
-        for bad in ["zz\norders\t3\t999999", "a\tb", "", "a/b"] {
-            let e = groups.commit(commit("g", bad, 0, 0)).await.unwrap_err();
+        groups
+            .commit(commit("g", "orders", 3, 40), &topics)
+            .await
+            .unwrap();
+        for bad in ["zz\norders\t3\t999999", "a\tb", "", "a/b", "__a\tb"] {
+            let e = groups
+                .commit(commit("g", bad, 0, 0), &topics)
+                .await
+                .unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidTopic, "{bad:?}");
         }
+        let out = format!("__seen.{long}");
         groups
-            .commit(commit("g", "__internal.v1", 0, 5))
+            .commit(commit("g", &out, 0, 5), &topics)
+            .await
+            .unwrap();
+        groups
+            .commit(commit("g", "orders", 4, 9), &topics)
+            .await
+            .unwrap();
+        groups
+            .commit(commit("g", "missing", 0, 9), &topics)
             .await
             .unwrap();
         drop(groups);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         assert_eq!(committed(&groups, "g", "orders", 3), Some(40));
-        assert_eq!(committed(&groups, "g", "__internal.v1", 0), Some(5));
+        assert_eq!(committed(&groups, "g", &out, 0), Some(5));
+        assert_eq!(committed(&groups, "g", "orders", 4), None);
+        assert_eq!(committed(&groups, "g", "missing", 0), None);
         // Entries named `__...` name no topic the broker can check: their number is bounded.
         let mut many = commit("g", "__many", 0, 0);
         many.offsets = (0..MAX_RESERVED_ENTRIES as u32)
@@ -668,40 +758,50 @@ mod tests {
                 offset: 1,
             })
             .collect();
-        let e = groups.commit(many).await.unwrap_err();
+        let e = groups.commit(many, &topics).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.message.contains("65536"), "{e}");
         assert_eq!(committed(&groups, "g", "__many", 0), None);
     }
 
     /// Commits of one group run their file writes one at a time, off the coordinator's lock:
-    /// concurrent commits of different partitions all land, in memory and on disk, and a
-    /// topic forgotten while they write stays forgotten.
+    /// concurrent commits of different partitions all land, in memory and on disk. A topic
+    /// deleted while commits of it are in flight stays forgotten, with the client libraries'
+    /// entries about it, whichever comes first.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_commits_of_a_group_all_land() {
         let dir = tempfile::tempdir().unwrap();
+        let topics = std::sync::Arc::new(topics_with(dir.path(), &[("t", 40), ("gone", 40)]));
         let groups = std::sync::Arc::new(GroupCoordinator::open(dir.path()).unwrap());
-        groups.commit(commit("g", "gone", 0, 1)).await.unwrap();
-        let commits: Vec<_> = (0..40u32)
-            .map(|p| {
-                let groups = std::sync::Arc::clone(&groups);
-                tokio::spawn(
-                    async move { groups.commit(commit("g", "t", p, u64::from(p) + 100)).await },
-                )
-            })
-            .collect();
-        let forget = std::sync::Arc::clone(&groups);
-        tokio::task::spawn_blocking(move || forget.forget_topic("gone"))
+        groups
+            .commit(commit("g", "__out.gone", 0, 1), &topics)
             .await
             .unwrap();
+        let commits: Vec<_> = (0..40u32)
+            .flat_map(|p| [("t", p), ("gone", p)])
+            .map(|(topic, p)| {
+                let (groups, topics) = (
+                    std::sync::Arc::clone(&groups),
+                    std::sync::Arc::clone(&topics),
+                );
+                tokio::spawn(async move {
+                    groups
+                        .commit(commit("g", topic, p, u64::from(p) + 100), &topics)
+                        .await
+                })
+            })
+            .collect();
+        topics.delete("gone").unwrap();
+        groups.forget_topic("gone").await;
         for c in commits {
             c.await.unwrap().unwrap();
         }
         let check = |groups: &GroupCoordinator| {
             for p in 0..40u32 {
                 assert_eq!(committed(groups, "g", "t", p), Some(u64::from(p) + 100));
+                assert_eq!(committed(groups, "g", "gone", p), None);
             }
-            assert_eq!(committed(groups, "g", "gone", 0), None);
+            assert_eq!(committed(groups, "g", "__out.gone", 0), None);
         };
         check(&groups);
         drop(groups);

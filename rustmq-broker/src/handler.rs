@@ -182,12 +182,19 @@ impl Core {
                 }))
             }
             Request::DeleteTopic(r) => {
-                self.on_blocking_thread(move |core| {
-                    core.topics.delete(&r.name)?;
-                    core.groups.forget_topic(&r.name);
-                    Ok(Response::DeleteTopic(DeleteTopicResponse { name: r.name }))
-                })
-                .await
+                let name = r.name.clone();
+                self.on_blocking_thread(move |core| core.topics.delete(&name))
+                    .await?;
+                // In a task of its own: the groups forget the topic even if this request is
+                // given up (the broker stops) while they wait for their turns to write.
+                let core = Arc::clone(self);
+                let name = r.name.clone();
+                let forgotten =
+                    tokio::spawn(async move { core.groups.forget_topic(&name).await }).await;
+                if let Err(e) = forgotten {
+                    tracing::warn!(topic = %r.name, error = %e, "forgetting the topic's offsets failed");
+                }
+                Ok(Response::DeleteTopic(DeleteTopicResponse { name: r.name }))
             }
             Request::ListTopics(_) => Ok(Response::ListTopics(ListTopicsResponse {
                 topics: self
@@ -240,14 +247,7 @@ impl Core {
                 Ok(Response::LeaveGroup(LeaveGroupResponse {}))
             }
             Request::CommitOffsets(r) => {
-                // Only partitions that exist: a group's offsets are rewritten whole on every
-                // commit, and made-up entries would make every later commit larger. Names
-                // starting with `__` are the client libraries' own entries (a stream's
-                // `__out.<topic>`, for one), bounded in number by the coordinator instead.
-                for o in r.offsets.iter().filter(|o| !o.topic.starts_with("__")) {
-                    self.topics.require(&o.topic)?.partition(o.partition)?;
-                }
-                self.groups.commit(r).await?;
+                self.groups.commit(r, &self.topics).await?;
                 Ok(Response::CommitOffsets(CommitOffsetsResponse {}))
             }
             Request::FetchOffsets(r) => Ok(Response::FetchOffsets(self.groups.fetch_offsets(r))),
@@ -314,7 +314,11 @@ impl Core {
     ) -> Result<String, BrokerError> {
         let auth = &self.security.authenticator;
         let max = auth.max_failures.max(1);
-        if conn.auth_failures.load(Ordering::Relaxed) >= max {
+        // Counted before the check, which waits (a password's argon2 runs on a blocking
+        // thread): hellos sent at once on parallel streams must not each get a guess past the
+        // limit. An attempt that succeeds is given back.
+        let failures_before = conn.auth_failures.fetch_add(1, Ordering::AcqRel);
+        if failures_before >= max {
             conn.close_requested.store(true, Ordering::Relaxed);
             return Err(BrokerError::new(
                 ErrorCode::AuthenticationFailed,
@@ -335,8 +339,11 @@ impl Core {
                 None => Ok("anonymous".to_owned()),
             },
         };
+        if result.is_ok() {
+            conn.auth_failures.fetch_sub(1, Ordering::AcqRel);
+        }
         result.map_err(|failure| {
-            let failures = conn.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let failures = failures_before + 1;
             let user = match &r.credentials {
                 Some(Credentials::Plain { username, .. }) => Some(username.as_str()),
                 _ => None,

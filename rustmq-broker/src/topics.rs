@@ -263,10 +263,15 @@ impl TopicManager {
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
         let tomb = {
             let _changing = self.changes.lock();
+            let topic = self.require(name)?;
+            // Nothing writes to the old files once the directory is renamed and a topic of the
+            // same name may have files at their paths: an append or roll, or a retention pass,
+            // in progress on a handle taken before is waited for (before the topics' lock is
+            // written: a roll may take a while), later ones fail or do nothing.
+            for log in &topic.partitions {
+                log.retire();
+            }
             let mut topics = self.topics.write();
-            let topic = topics.get(name).ok_or_else(|| {
-                BrokerError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
-            })?;
             let tomb = self
                 .root
                 .join(format!("{TOMB_PREFIX}{name}~{}", fastrand::u64(..)));
@@ -405,6 +410,45 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, ["t"]);
+    }
+
+    /// A handle to a deleted topic's log, taken before the deletion, writes nothing more to
+    /// the files at its old paths, which a topic of the same name created after it now uses:
+    /// its appends fail and its retention passes remove nothing.
+    #[test]
+    fn a_deleted_topics_logs_leave_a_new_topic_of_the_same_name_alone() {
+        use crate::storage::StorageError;
+        let dir = tempfile::tempdir().unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        let small = TopicSettings {
+            segment_bytes: Some(1024),
+            ..TopicSettings::default()
+        };
+        let batch = |ts: i64| {
+            let mut b = rustmq_protocol::RecordBatchBuilder::new();
+            b.push(ts, None, Some(&[7u8; 600][..]), []);
+            b.build().unwrap()
+        };
+        let old = Arc::clone(&m.create("t", 1, small.clone()).unwrap().partitions[0]);
+        for _ in 0..4 {
+            old.append(batch(1)).unwrap();
+        }
+        assert!(old.segment_count() > 1);
+        m.delete("t").unwrap();
+        let new = Arc::clone(&m.create("t", 1, small).unwrap().partitions[0]);
+        new.append(batch(1)).unwrap();
+        assert!(matches!(old.append(batch(1)), Err(StorageError::Retired)));
+        // Every old segment is past any retention: a pass on the old handle would remove the
+        // files at the old paths, the new topic's among them.
+        assert_eq!(old.apply_retention(i64::MAX).unwrap(), 0);
+        old.close().unwrap();
+        new.append(batch(1)).unwrap();
+        assert_eq!(new.high_watermark(), 2);
+        drop((old, new, m));
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        let reopened = &m.require("t").unwrap().partitions[0];
+        assert_eq!(reopened.high_watermark(), 2);
+        assert_eq!(reopened.read(0, 1 << 20).unwrap().len(), 2 * batch(1).len());
     }
 
     /// A damaged `topic.toml` with an impossible partition count or segment size is refused

@@ -175,12 +175,9 @@ impl Authenticator {
             .acquire()
             .await
             .map_err(|_| AuthFailure::WrongPassword(username.to_owned()))?;
-        let checker = Self {
-            users: Arc::clone(&self.users),
-            ..Self::default()
-        };
+        let users = Arc::clone(&self.users);
         let (user, pass) = (username.to_owned(), password.to_owned());
-        tokio::task::spawn_blocking(move || checker.check_password(&user, &pass))
+        tokio::task::spawn_blocking(move || check_password(&users, &user, &pass))
             .await
             .unwrap_or_else(|_| Err(AuthFailure::WrongPassword(username.to_owned())))
     }
@@ -188,17 +185,7 @@ impl Authenticator {
     /// Checks a username and password; the principal is the username. Blocks for the argon2
     /// check: async callers use [`verify_password`](Self::verify_password).
     pub fn check_password(&self, username: &str, password: &str) -> Result<String, AuthFailure> {
-        let Some(phc) = self.users.get(username) else {
-            // Spend the same time as for a known user, so timing does not reveal user names.
-            let _ = Argon2::default().verify_password(password.as_bytes(), &dummy_hash());
-            return Err(AuthFailure::UnknownUser(username.to_owned()));
-        };
-        let hash =
-            PasswordHash::new(phc).map_err(|_| AuthFailure::WrongPassword(username.to_owned()))?;
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .map(|()| username.to_owned())
-            .map_err(|_| AuthFailure::WrongPassword(username.to_owned()))
+        check_password(&self.users, username, password)
     }
 
     /// Checks a bearer token; the principal is the one configured for its digest.
@@ -210,6 +197,25 @@ impl Authenticator {
             .map(|(principal, _)| principal.clone())
             .ok_or(AuthFailure::UnknownToken)
     }
+}
+
+/// Checks `password` against `username`'s hash in `users` (argon2: it blocks).
+fn check_password(
+    users: &BTreeMap<String, String>,
+    username: &str,
+    password: &str,
+) -> Result<String, AuthFailure> {
+    let Some(phc) = users.get(username) else {
+        // Spend the same time as for a known user, so timing does not reveal user names.
+        let _ = Argon2::default().verify_password(password.as_bytes(), &dummy_hash());
+        return Err(AuthFailure::UnknownUser(username.to_owned()));
+    };
+    let hash =
+        PasswordHash::new(phc).map_err(|_| AuthFailure::WrongPassword(username.to_owned()))?;
+    Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .map(|()| username.to_owned())
+        .map_err(|_| AuthFailure::WrongPassword(username.to_owned()))
 }
 
 /// The semaphore of the password checks running at once: one per core.

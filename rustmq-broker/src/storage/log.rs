@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,6 +42,13 @@ pub struct PartitionLog {
     pub(super) high_watermark: AtomicU64,
     pub(super) watermark_tx: watch::Sender<u64>,
     pub(super) commit: Arc<GroupCommit>,
+    /// Set once the log's topic is deleted: nothing is written to its files any more.
+    pub(super) retired: AtomicBool,
+    /// Set while an append holds the log to roll its segment (it syncs the sealed one).
+    pub(super) rolling: AtomicBool,
+    /// Held by a retention pass for its whole run (the files it removes too), and by
+    /// [`retire`](PartitionLog::retire).
+    pub(super) maintenance: Mutex<()>,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -100,7 +107,8 @@ impl PartitionLog {
 
     /// [`append`](Self::append), if it can be done without waiting for the disk: `None` (and
     /// nothing done) when the batch would roll the segment (a roll syncs the sealed one), with
-    /// [`FlushPolicy::Always`], or while another append holds the log (it may be rolling).
+    /// [`FlushPolicy::Always`], or while another append holds the log to roll it. Another
+    /// append's write (to the page cache) is waited for.
     /// Async callers append here on their own thread and run [`append`](Self::append) on a
     /// blocking thread when this answers `None`, so that an fdatasync never holds up the other
     /// connections that thread serves.
@@ -113,7 +121,11 @@ impl PartitionLog {
             Ok(header) => header,
             Err(e) => return Some(Err(e)),
         };
-        let mut producers = self.appender.try_lock()?;
+        let mut producers = match self.appender.try_lock() {
+            Some(producers) => producers,
+            None if self.rolling.load(Ordering::Acquire) => return None,
+            None => self.appender.lock(),
+        };
         let active = self.active();
         if !active.has_room(
             batch.len() as u64,
@@ -147,13 +159,19 @@ impl PartitionLog {
         batch: &[u8],
         header: &BatchHeader,
     ) -> Result<AppendInfo, StorageError> {
+        if self.retired.load(Ordering::Acquire) {
+            return Err(StorageError::Retired);
+        }
         producers.check(header)?;
         if !active.has_room(
             batch.len() as u64,
             header.record_count,
             self.config.segment_bytes,
         ) {
-            active = self.roll(&active)?;
+            self.rolling.store(true, Ordering::Release);
+            let rolled = self.roll(&active);
+            self.rolling.store(false, Ordering::Release);
+            active = rolled?;
         }
         let base_offset = active.next_offset();
         active.append(batch, header)?;
@@ -274,11 +292,25 @@ impl PartitionLog {
         self.commit.count()
     }
 
+    /// Stops every write to the log's files, for good: its topic is being deleted, and a
+    /// topic of the same name may soon have files at the same paths. Waits for an append (and
+    /// the roll it may do) and a retention pass in progress; later appends fail with
+    /// [`StorageError::Retired`], and retention and [`close`](Self::close) leave the files
+    /// alone. Reads of what is stored go on while the files last.
+    pub fn retire(&self) {
+        let _maintenance = self.maintenance.lock();
+        let _appends = self.appender.lock();
+        self.retired.store(true, Ordering::Release);
+    }
+
     /// Writes the active segment's index files and syncs everything; for a clean shutdown.
     /// The log stays usable.
     pub fn close(&self) -> Result<(), StorageError> {
         {
             let _appends = self.appender.lock();
+            if self.retired.load(Ordering::Acquire) {
+                return Ok(());
+            }
             self.active().write_indexes()?;
         }
         self.flush()?;
@@ -342,10 +374,12 @@ mod tests {
             log.try_append(&b[..b.len() - 1]),
             Some(Err(StorageError::CorruptBatch(_)))
         ));
-        // Another append holds the log: left alone, nothing written.
+        // Another append holds the log to roll it: left alone, nothing written.
         {
             let _held = log.appender.lock();
+            log.rolling.store(true, Ordering::Release);
             assert!(log.try_append(&b[..]).is_none());
+            log.rolling.store(false, Ordering::Release);
         }
         assert_eq!(log.high_watermark(), appended + 10);
         let always = tempfile::tempdir().unwrap();

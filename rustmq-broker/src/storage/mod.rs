@@ -127,6 +127,10 @@ pub enum StorageError {
     /// since the last good sync can be trusted. Reopen the log to recover from the disk.
     #[error("log is unusable after a failed fdatasync; reopen it")]
     Poisoned,
+    /// The log's topic was deleted: its files are gone or going, and nothing is written to
+    /// them any more (see [`PartitionLog::retire`]).
+    #[error("the partition's topic was deleted")]
+    Retired,
     /// An I/O operation failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -88,6 +88,9 @@ impl PartitionLog {
             high_watermark: AtomicU64::new(high_watermark),
             watermark_tx: watch::Sender::new(high_watermark),
             commit: Arc::new(GroupCommit::new(high_watermark)),
+            retired: std::sync::atomic::AtomicBool::new(false),
+            rolling: std::sync::atomic::AtomicBool::new(false),
+            maintenance: Mutex::new(()),
         })
     }
 }

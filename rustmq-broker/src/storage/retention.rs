@@ -14,6 +14,12 @@ impl PartitionLog {
     /// contiguous; `log_start_offset` moves to the first remaining segment. Readers already
     /// holding a deleted segment finish their read from the unlinked file.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        // The whole pass, file removals included, is over before a retirement completes: the
+        // paths may belong to a new topic of the same name after it.
+        let _maintenance = self.maintenance.lock();
+        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(0);
+        }
         let config = self.config();
         let cutoff = config
             .retention_ms

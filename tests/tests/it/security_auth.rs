@@ -130,6 +130,46 @@ async fn repeated_failures_close_the_connection() {
     );
 }
 
+/// Hellos sent at once on parallel streams get no more password checks between them than
+/// the connection's allowance (3): each attempt counts before its (slow) check runs.
+#[tokio::test(flavor = "current_thread")]
+async fn parallel_hellos_get_no_more_guesses_than_the_allowance() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let pki = Pki::new("CA");
+    let broker = auth_broker(&pki, true).await;
+    let pem = std::fs::read_to_string(pki.ca()).unwrap();
+    let conn = tests::raw_connection(broker.addr(), &pem).await;
+    let hellos = (0..12).map(|_| {
+        raw_hello_with(
+            &conn,
+            Some(Credentials::Plain {
+                username: "alice".into(),
+                password: "nope".into(),
+            }),
+        )
+    });
+    let answers = futures::future::join_all(hellos).await;
+    assert!(answers.iter().all(|a| match a {
+        Some(Response::Error(e)) => e.code == ErrorCode::AuthenticationFailed,
+        other => other.is_none(),
+    }));
+    // Checks still running when the connection closed finish and log too: give them time.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let checked = logs.matches("authentication failed").count();
+    assert!(
+        (1..=3).contains(&checked),
+        "{checked} passwords checked:\n{logs}"
+    );
+}
+
 /// Collects every log line written while it is the default subscriber.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -698,8 +698,17 @@ async fn a_committed_position_past_the_log_end_moves_back_to_it() {
         .unwrap()
         .with_processor(Upper::new(0));
     stream.start().await.unwrap();
-    // The stream finds its position out of range before anything arrives.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream finds its position out of range before anything arrives, and commits the
+    // log end it moved back to.
+    eventually(
+        "the position moved back to 0",
+        Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            async move { committed(&client, "g").await.get(&("in".to_string(), 0)) == Some(&0) }
+        },
+    )
+    .await;
     let inputs: Vec<(u32, String, u64)> = (0..5).map(|i| (0, format!("m{i}"), 1000 + i)).collect();
     send(&client, "in", &inputs).await;
     let outs = wait_records(&client, "out", 5).await;
