@@ -406,12 +406,12 @@ impl RecordIter {
     /// Checks every remaining record as [`validate`](Self::validate) does; the largest of
     /// their timestamps (`None` if none remain).
     pub fn validate_max_timestamp(mut self) -> Result<Option<i64>> {
-        let mut max = None;
+        let any = self.index < self.count;
+        let mut max = i64::MIN;
         while self.index < self.count {
-            let ts = self.advance(Self::check_record_timestamp)?;
-            max = Some(max.map_or(ts, |m: i64| m.max(ts)));
+            max = max.max(self.advance(Self::check_record_timestamp)?);
         }
-        Ok(max)
+        Ok(any.then_some(max))
     }
 
     /// Checks every remaining record without building any; the number checked.
