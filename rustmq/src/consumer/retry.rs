@@ -103,9 +103,19 @@ fn plan(inner: &Inner, mut failed: Failed) -> Plan {
 pub(crate) async fn nack(inner: &Arc<Inner>, failed: Failed, error: String) -> Result<()> {
     match plan(inner, failed) {
         Plan::Retried | Plan::Stale => Ok(()),
-        // Rare, and its future (a produce to the dead-letter topic) is kilobytes: boxed, so
-        // that every caller's future (a handler runner's, per message) stays small.
-        Plan::DeadLetter(failed) => Box::pin(dead_letter(inner, *failed, error)).await,
+        // On a task of its own, awaited: a caller that gives up on the nack (a timeout around
+        // it) must not leave the message neither written nor rescheduled, its offset holding
+        // back the partition's commits. (Rare, and its future is kilobytes: the task keeps it
+        // out of every caller's future too.)
+        Plan::DeadLetter(failed) => {
+            let inner = Arc::clone(inner);
+            match tokio::spawn(async move { dead_letter(&inner, *failed, error).await }).await {
+                Ok(written) => written,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down.
+                Err(_) => Err(crate::ClientError::Closed),
+            }
+        }
     }
 }
 

@@ -170,6 +170,49 @@ async fn a_pending_retry_holds_the_commit_and_without_a_dead_letter_queue_the_me
     assert_eq!(consumer.committed_offset(0).await.unwrap(), 6);
 }
 
+/// A nack given up while it dead-letters (dropped after its first poll, as a timeout around
+/// it would) still writes the message to the dead-letter topic and resolves its offset: the
+/// partition's commits go past it.
+#[tokio::test]
+async fn a_nack_given_up_while_it_dead_letters_still_settles_the_message() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("orders", 1).await.unwrap();
+    client.create_topic("orders.dlq", 1).await.unwrap();
+    produce_n(&client, "orders", 0, 0, 3).await;
+    let config = ConsumerConfig {
+        max_retry_attempts: 0,
+        dead_letter_queue: Some("orders.dlq".into()),
+        ..config("dropped-nacks")
+    };
+    let consumer = client
+        .create_consumer_with_config("orders", "dropped-nacks", config)
+        .await
+        .unwrap();
+    let first = recv(&consumer).await;
+    assert_eq!(first.message.offset, 0);
+    {
+        // Polled once: the dead-lettering starts (it has to wait for the producer it makes),
+        // then the caller gives up on it.
+        let nack = first.nack();
+        tokio::pin!(nack);
+        assert!(futures::poll!(nack.as_mut()).is_pending());
+    }
+    recv_ack(&consumer, 2).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        consumer.commit().await.unwrap();
+        if consumer.committed_offset(0).await.unwrap() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "offset 0 never resolved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = consumer.metrics().await;
+    assert_eq!(metrics.messages_dead_lettered.load(Ordering::Relaxed), 1);
+    consumer.close().await.unwrap();
+}
+
 /// One `receive` waits both for new data and for a retry falling due: a message that arrives
 /// first is handed out at once (the armed retry timer does not hold it up), the retry comes
 /// when it is due, and a `receive` dropped after its message arrived, before it was polled
