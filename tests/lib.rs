@@ -221,3 +221,17 @@ pub async fn write_counting(
     }
     Ok(())
 }
+
+/// Restarts the broker on its port (which the old endpoint may hold for a moment).
+pub async fn restart_broker(broker: &mut rustmq::testing::TestBroker) {
+    for attempt in 0.. {
+        match broker.restart().await {
+            Ok(()) => return,
+            Err(e) if attempt < 50 => {
+                tracing::debug!(error = %e, "broker restart: retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("broker restart: {e}"),
+        }
+    }
+}

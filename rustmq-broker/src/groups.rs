@@ -199,11 +199,7 @@ fn validate_entry_name(name: &str) -> Result<(), BrokerError> {
         return crate::topics::validate_topic_name(name);
     }
     let longest = crate::topics::MAX_TOPIC_NAME_LEN + 32;
-    let ok = name.len() <= longest
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if crate::topics::is_name(name, longest) {
         Ok(())
     } else {
         Err(BrokerError::new(

@@ -90,16 +90,21 @@ pub struct TopicManager {
     changes: Mutex<()>,
 }
 
-/// Checks a topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_TOPIC_NAME_LEN
+/// Whether `name` is 1 to `longest` of `[A-Za-z0-9._-]`, and not `.` or `..`: the shape of a
+/// topic name (and of what is stored under one, such as a group's committed entries).
+pub(crate) fn is_name(name: &str, longest: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= longest
         && name != "."
         && name != ".."
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Checks a topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    if is_name(name, MAX_TOPIC_NAME_LEN) {
         Ok(())
     } else {
         Err(BrokerError::new(

@@ -589,20 +589,6 @@ async fn send_batch_sends_the_others_when_one_message_is_too_large() {
     );
 }
 
-/// Restarts the broker on its port (which the old endpoint may hold for a moment).
-async fn restart(broker: &mut TestBroker) {
-    for attempt in 0.. {
-        match broker.restart().await {
-            Ok(()) => return,
-            Err(e) if attempt < 50 => {
-                tracing::debug!(error = %e, "broker restart: retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("broker restart: {e}"),
-        }
-    }
-}
-
 /// An idempotent producer asks for its producer id with its first batch: a transient failure
 /// of that request (the broker restarting) is retried as the produce request would be, rather
 /// than failing the batch at once.
@@ -635,7 +621,7 @@ async fn an_idempotent_producer_retries_its_producer_id_across_a_broker_restart(
         tokio::spawn(async move { p.send(msg("restarting", "after")).await })
     };
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    restart(&mut broker).await;
+    tests::restart_broker(&mut broker).await;
     let sent = tokio::time::timeout(Duration::from_secs(30), sending)
         .await
         .expect("the send ends")

@@ -134,14 +134,7 @@ async fn repeated_failures_close_the_connection() {
 /// the connection's allowance (3): each attempt counts before its (slow) check runs.
 #[tokio::test(flavor = "current_thread")]
 async fn parallel_hellos_get_no_more_guesses_than_the_allowance() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install(tracing::Level::WARN);
     let pki = Pki::new("CA");
     let broker = auth_broker(&pki, true).await;
     let pem = std::fs::read_to_string(pki.ca()).unwrap();
@@ -162,7 +155,7 @@ async fn parallel_hellos_get_no_more_guesses_than_the_allowance() {
     }));
     // Checks still running when the connection closed finish and log too: give them time.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let checked = logs.matches("authentication failed").count();
     assert!(
         (1..=3).contains(&checked),
@@ -173,6 +166,26 @@ async fn parallel_hellos_get_no_more_guesses_than_the_allowance() {
 /// Collects every log line written while it is the default subscriber.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Made the default subscriber of this thread (logging up to `level`) until the guard
+    /// is dropped.
+    fn install(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// What was logged so far.
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -186,14 +199,7 @@ impl std::io::Write for Captured {
 
 #[tokio::test(flavor = "current_thread")]
 async fn failures_are_logged_without_the_secret() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install(tracing::Level::TRACE);
 
     let pki = Pki::new("CA");
     let broker = auth_broker(&pki, true).await;
@@ -204,7 +210,7 @@ async fn failures_are_logged_without_the_secret() {
         .await
         .unwrap();
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("authentication failed") && logs.contains("wrong password"),
         "{logs}"

@@ -119,7 +119,7 @@ async fn run_once(
         match kill {
             Kill::Drop(_) => drop(s),
             Kill::Broker => {
-                restart(broker).await;
+                tests::restart_broker(broker).await;
                 // The same stream recovers by itself: finish with it.
                 finish(client, run, &mode, s, &inputs).await;
                 return;
@@ -129,20 +129,6 @@ async fn run_once(
     let s = stream(client, run, &mode, 50).await;
     s.start().await.unwrap();
     finish(client, run, &mode, s, &inputs).await;
-}
-
-/// Restarts the broker on its port (which the old endpoint may hold for a moment).
-async fn restart(broker: &mut TestBroker) {
-    for attempt in 0.. {
-        match broker.restart().await {
-            Ok(()) => return,
-            Err(e) if attempt < 50 => {
-                tracing::debug!(error = %e, "broker restart: retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("broker restart: {e}"),
-        }
-    }
 }
 
 /// Waits until every input is done, stops, and compares outputs with inputs.
