@@ -127,6 +127,10 @@ impl ProducerTable {
         if entry.recent.len() == RECENT_BATCHES {
             entry.recent.pop_front();
         }
+        // A fenced entry starts without memory for its batches (see `fence`).
+        if entry.recent.capacity() == 0 {
+            entry.recent.reserve_exact(RECENT_BATCHES);
+        }
         entry.recent.push_back(stored);
     }
 
@@ -135,10 +139,12 @@ impl ProducerTable {
     /// previous instance is fenced at once, not only after the new one first writes here).
     /// The new epoch starts at sequence 0; a lower or equal `epoch` changes nothing.
     pub(crate) fn fence(&mut self, producer_id: i64, epoch: i16) {
+        // No memory for batches until one is written: a named producer's initialisation fences
+        // it in every partition of the broker, most of which it may never write to.
         let fenced = ProducerEntry {
             epoch,
             last_seq: -1,
-            recent: VecDeque::with_capacity(RECENT_BATCHES),
+            recent: VecDeque::new(),
         };
         match self.producers.get_mut(&producer_id) {
             Some(entry) if entry.epoch >= epoch => {}
@@ -280,13 +286,16 @@ mod tests {
             })
         ));
         t.check(&header(1, 1, 0, 1)).unwrap();
-        // Fencing an unknown producer pins it to the epoch and to sequence 0.
+        // Fencing an unknown producer pins it to the epoch and to sequence 0, holding no
+        // memory for batches until it writes one; then room for its recent batches, no more.
         t.fence(2, 3);
+        assert_eq!(t.producers[&2].recent.capacity(), 0);
         assert!(t.check(&header(2, 2, 0, 1)).is_err());
         assert!(t.check(&header(2, 3, 4, 1)).is_err());
         t.check(&header(2, 3, 0, 1)).unwrap();
         // An equal epoch keeps the sequence state.
         append(&mut t, &header(2, 3, 0, 2), 9).unwrap();
+        assert_eq!(t.producers[&2].recent.capacity(), RECENT_BATCHES);
         t.fence(2, 3);
         assert!(matches!(
             t.check(&header(2, 3, 0, 2)),
