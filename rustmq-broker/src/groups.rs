@@ -186,9 +186,34 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Most committed entries named `__...` (the client libraries' own entries, which name no
-/// topic the broker could check) a group may hold.
-pub const MAX_RESERVED_ENTRIES: usize = 65_536;
+/// Most committed entries named `__...` that name no topic (the client libraries' own, such
+/// as a stream's `__closed`) a group may hold.
+pub const MAX_RESERVED_ENTRIES: usize = 1_024;
+
+/// The client libraries' entries about a topic: `__out.<topic>` (where a stream's recovery
+/// scans an output partition) and `__seen.<topic>` (a windowed stream's input).
+const ABOUT_TOPIC: [&str; 2] = ["__out.", "__seen."];
+
+/// The topic a committed entry is about: itself, the one an `__out.`/`__seen.` entry names,
+/// or `None` for other `__...` entries.
+fn about_topic(entry: &str) -> Option<&str> {
+    if !entry.starts_with("__") {
+        return Some(entry);
+    }
+    ABOUT_TOPIC
+        .iter()
+        .find_map(|prefix| entry.strip_prefix(prefix))
+}
+
+/// Whether a committed entry may be kept: the partition it is about exists in `topics`, or
+/// it is about no topic.
+pub(crate) fn entry_exists(topics: &TopicManager, entry: &str, partition: u32) -> bool {
+    about_topic(entry).is_none_or(|topic| {
+        topics
+            .get(topic)
+            .is_some_and(|t| (partition as usize) < t.partitions.len())
+    })
+}
 
 /// Checks the name of a committed entry: a topic name, or one of the client libraries' own
 /// entries (`__` and a topic name, with a prefix of their own: up to 32 characters more). The
@@ -482,9 +507,10 @@ impl GroupCoordinator {
     /// the group has no members: it would otherwise move partitions a member owns.
     ///
     /// Entries of partitions that do not exist in `topics` are left out (a deleted input must
-    /// not keep a stream from committing the others); entries named `__...`, the client
-    /// libraries' own (a stream's `__out.<topic>`), name no partition and are kept, at most
-    /// [`MAX_RESERVED_ENTRIES`] per group.
+    /// not keep a stream from committing the others; see [`entry_exists`]): the client
+    /// libraries' `__out.<topic>` and `__seen.<topic>` count as their topic's; other entries
+    /// named `__...` name no partition and are kept, at most [`MAX_RESERVED_ENTRIES`] per
+    /// group.
     ///
     /// The group's offsets file is rewritten on a blocking thread (it takes two fsyncs), one
     /// commit of the group at a time: the coordinator's lock is held only to check the
@@ -520,26 +546,23 @@ impl GroupCoordinator {
             let mut offsets = group.offsets.clone();
             // Existence is checked in the turn too: a topic deleted meanwhile has had its
             // offsets dropped (`forget_topic` takes the turn), and must not get them back.
-            let exists = |topic: &str, partition: u32| {
-                topic.starts_with("__")
-                    || topics
-                        .get(topic)
-                        .is_some_and(|t| (partition as usize) < t.partitions.len())
-            };
             for o in &r.offsets {
-                if exists(&o.topic, o.partition) {
+                if entry_exists(topics, &o.topic, o.partition) {
                     offsets.insert((o.topic.clone(), o.partition), o.offset);
                 } else {
                     tracing::debug!(group = %r.group, topic = %o.topic, partition = o.partition, "commit of a partition that does not exist left out");
                 }
             }
-            let reserved = offsets.keys().filter(|(t, _)| t.starts_with("__")).count();
+            let reserved = offsets
+                .keys()
+                .filter(|(t, _)| about_topic(t).is_none())
+                .count();
             if reserved > MAX_RESERVED_ENTRIES {
                 return Err(BrokerError::new(
                     ErrorCode::InvalidRequest,
                     format!(
-                        "group {:?} would hold {reserved} entries named `__...`, over the \
-                         limit of {MAX_RESERVED_ENTRIES}",
+                        "group {:?} would hold {reserved} entries named `__...` that name no \
+                         topic, over the limit of {MAX_RESERVED_ENTRIES}",
                         r.group
                     ),
                 ));
@@ -615,11 +638,27 @@ impl GroupCoordinator {
         names
     }
 
+    /// Drops the entries of partitions that do not exist in `topics` (a deletion a crash
+    /// interrupted before the groups forgot the topic), rewriting the files that change. For
+    /// a broker's start, before it serves.
+    pub fn forget_missing(&self, topics: &TopicManager) {
+        let mut groups = self.groups.lock();
+        for (name, g) in groups.iter_mut() {
+            let before = g.offsets.len();
+            g.offsets.retain(|(t, p), _| entry_exists(topics, t, *p));
+            if g.offsets.len() != before {
+                tracing::info!(group = %name, dropped = before - g.offsets.len(), "committed offsets of deleted topics dropped");
+                if let Err(e) = persist_offsets(&self.dir, name, &g.offsets) {
+                    tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
+                }
+            }
+        }
+    }
+
     /// Drops a deleted topic's committed offsets from every group, and the client libraries'
     /// entries about it (`__out.<topic>`, `__seen.<topic>`), in each group's turn to write.
     pub async fn forget_topic(&self, topic: &str) {
-        let reserved = [format!("__out.{topic}"), format!("__seen.{topic}")];
-        let about = |t: &str| t == topic || reserved.iter().any(|r| r == t);
+        let about = |t: &str| about_topic(t) == Some(topic);
         // Every group, not only those that name the topic now: a commit in its turn may be
         // about to add it (it then finds the topic gone and leaves it out).
         let all: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = self
@@ -713,7 +752,7 @@ mod tests {
     async fn commits_of_names_that_are_not_topics_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let long = "t".repeat(crate::topics::MAX_TOPIC_NAME_LEN);
-        let topics = topics_with(dir.path(), &[("orders", 4)]);
+        let topics = topics_with(dir.path(), &[("orders", 4), (&long, 1)]);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         groups
             .commit(commit("g", "orders", 3, 40), &topics)
@@ -731,6 +770,17 @@ mod tests {
             .commit(commit("g", &out, 0, 5), &topics)
             .await
             .unwrap();
+        // `__out.`/`__seen.` entries count as their topic's; other `__` entries name none.
+        for (entry, partition) in [
+            (format!("__out.{long}"), 1),
+            ("__out.missing".into(), 0),
+            ("__closed".into(), 0),
+        ] {
+            groups
+                .commit(commit("g", &entry, partition, 7), &topics)
+                .await
+                .unwrap();
+        }
         groups
             .commit(commit("g", "orders", 4, 9), &topics)
             .await
@@ -745,7 +795,11 @@ mod tests {
         assert_eq!(committed(&groups, "g", &out, 0), Some(5));
         assert_eq!(committed(&groups, "g", "orders", 4), None);
         assert_eq!(committed(&groups, "g", "missing", 0), None);
-        // Entries named `__...` name no topic the broker can check: their number is bounded.
+        assert_eq!(committed(&groups, "g", &format!("__out.{long}"), 1), None);
+        assert_eq!(committed(&groups, "g", "__out.missing", 0), None);
+        assert_eq!(committed(&groups, "g", "__closed", 0), Some(7));
+        // Entries named `__...` that name no topic cannot be checked: their number is bounded
+        // (`__closed` is one of them already).
         let mut many = commit("g", "__many", 0, 0);
         many.offsets = (0..MAX_RESERVED_ENTRIES as u32)
             .map(|partition| PartitionOffset {
@@ -756,7 +810,7 @@ mod tests {
             .collect();
         let e = groups.commit(many, &topics).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
-        assert!(e.message.contains("65536"), "{e}");
+        assert!(e.message.contains(&MAX_RESERVED_ENTRIES.to_string()), "{e}");
         assert_eq!(committed(&groups, "g", "__many", 0), None);
     }
 
@@ -774,7 +828,7 @@ mod tests {
             .await
             .unwrap();
         let commits: Vec<_> = (0..40u32)
-            .flat_map(|p| [("t", p), ("gone", p)])
+            .flat_map(|p| [("t", p), ("gone", p), ("__out.gone", p)])
             .map(|(topic, p)| {
                 let (groups, topics) = (
                     std::sync::Arc::clone(&groups),
@@ -797,10 +851,38 @@ mod tests {
                 assert_eq!(committed(groups, "g", "t", p), Some(u64::from(p) + 100));
                 assert_eq!(committed(groups, "g", "gone", p), None);
             }
-            assert_eq!(committed(groups, "g", "__out.gone", 0), None);
+            for p in 0..40u32 {
+                assert_eq!(committed(groups, "g", "__out.gone", p), None);
+            }
         };
         check(&groups);
         drop(groups);
         check(&GroupCoordinator::open(dir.path()).unwrap());
+    }
+
+    /// A deletion the broker stopped in before the groups forgot the topic: the next start
+    /// drops the entries about topics (and partitions) that do not exist.
+    #[test]
+    fn a_start_drops_the_offsets_of_topics_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("kept", 1), ("gone", 2)]);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (entry, partition) in [("kept", 0), ("gone", 1), ("__out.gone", 0), ("__closed", 0)] {
+            rt.block_on(groups.commit(commit("g", entry, partition, 3), &topics))
+                .unwrap();
+        }
+        drop(groups);
+        topics.delete("gone").unwrap();
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        groups.forget_missing(&topics);
+        drop(groups);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        assert_eq!(committed(&groups, "g", "kept", 0), Some(3));
+        assert_eq!(committed(&groups, "g", "__closed", 0), Some(3));
+        assert_eq!(committed(&groups, "g", "gone", 1), None);
+        assert_eq!(committed(&groups, "g", "__out.gone", 0), None);
     }
 }

@@ -28,6 +28,9 @@ pub struct ConnState {
     pub peer_principal: OnceLock<String>,
     /// Failed authentication attempts on this connection.
     pub auth_failures: AtomicU32,
+    /// Authentication attempts on this connection that failed or are being checked: what
+    /// admits another check (the failures alone decide when to close).
+    pub auth_attempts: AtomicU32,
     /// Set when the connection must be closed once the current answer is sent.
     pub close_requested: AtomicBool,
     /// The connection's share of the broker's request memory (`None`: unbounded, for a state
@@ -182,18 +185,31 @@ impl Core {
                 }))
             }
             Request::DeleteTopic(r) => {
-                let name = r.name.clone();
-                self.on_blocking_thread(move |core| core.topics.delete(&name))
-                    .await?;
-                // In a task of its own: the groups forget the topic even if this request is
-                // given up (the broker stops) while they wait for their turns to write.
+                // In a task of its own, so that a request given up midway (the broker stops)
+                // does not leave the name reserved or the groups' offsets of the topic behind
+                // (a start drops those too, should the broker stop first). The groups forget
+                // the topic while its name is reserved: nothing of a new topic of that name
+                // is there to forget with it.
                 let core = Arc::clone(self);
                 let name = r.name.clone();
-                let forgotten =
-                    tokio::spawn(async move { core.groups.forget_topic(&name).await }).await;
-                if let Err(e) = forgotten {
-                    tracing::warn!(topic = %r.name, error = %e, "forgetting the topic's offsets failed");
-                }
+                tokio::spawn(async move {
+                    let tomb = core
+                        .on_blocking_thread({
+                            let name = name.clone();
+                            move |core| core.topics.begin_delete(&name)
+                        })
+                        .await?;
+                    core.groups.forget_topic(&name).await;
+                    core.on_blocking_thread(move |core| {
+                        core.topics.finish_delete(&name, &tomb);
+                        Ok(())
+                    })
+                    .await
+                })
+                .await
+                .map_err(|e| {
+                    BrokerError::new(ErrorCode::Internal, format!("delete failed: {e}"))
+                })??;
                 Ok(Response::DeleteTopic(DeleteTopicResponse { name: r.name }))
             }
             Request::ListTopics(_) => Ok(Response::ListTopics(ListTopicsResponse {
@@ -317,8 +333,7 @@ impl Core {
         // Counted before the check, which waits (a password's argon2 runs on a blocking
         // thread): hellos sent at once on parallel streams must not each get a guess past the
         // limit. An attempt that succeeds is given back.
-        let failures_before = conn.auth_failures.fetch_add(1, Ordering::AcqRel);
-        if failures_before >= max {
+        if conn.auth_attempts.fetch_add(1, Ordering::AcqRel) >= max {
             conn.close_requested.store(true, Ordering::Relaxed);
             return Err(BrokerError::new(
                 ErrorCode::AuthenticationFailed,
@@ -340,10 +355,10 @@ impl Core {
             },
         };
         if result.is_ok() {
-            conn.auth_failures.fetch_sub(1, Ordering::AcqRel);
+            conn.auth_attempts.fetch_sub(1, Ordering::AcqRel);
         }
         result.map_err(|failure| {
-            let failures = failures_before + 1;
+            let failures = conn.auth_failures.fetch_add(1, Ordering::AcqRel) + 1;
             let user = match &r.credentials {
                 Some(Credentials::Plain { username, .. }) => Some(username.as_str()),
                 _ => None,

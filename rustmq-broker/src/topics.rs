@@ -88,6 +88,8 @@ pub struct TopicManager {
     /// topics' lock, which every produce and fetch reads, is written only for the moment a
     /// topic comes or goes.
     changes: Mutex<()>,
+    /// Names of topics being deleted (between `begin_delete` and `finish_delete`).
+    deleting: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Whether `name` is 1 to `longest` of `[A-Za-z0-9._-]`, and not `.` or `..`: the shape of a
@@ -125,6 +127,7 @@ impl TopicManager {
             log,
             topics: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            deleting: Mutex::default(),
         };
         let entries =
             std::fs::read_dir(&manager.root).map_err(|e| BrokerError::io("list topics", e))?;
@@ -224,6 +227,12 @@ impl TopicManager {
                 format!("topic {name:?} already exists"),
             ));
         }
+        if self.deleting.lock().contains(name) {
+            return Err(BrokerError::new(
+                ErrorCode::Throttled,
+                format!("topic {name:?} is being deleted; try again"),
+            ));
+        }
         let dir = self.root.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("create topic directory", e))?;
         // The topic's own entry in `topics/`, or a crash could lose the whole directory with
@@ -259,39 +268,59 @@ impl TopicManager {
     }
 
     /// Deletes a topic and its data. Readers still holding its logs finish undisturbed.
-    ///
-    /// The topic's directory is renamed out of the way before the topic is let go, under the
-    /// topics' lock: a topic of the same name created at once (a produce that auto-creates
-    /// it) gets a directory of its own, never the one being removed. The data is then removed
-    /// outside the lock; a removal that fails or that a crash interrupts is finished when the
-    /// broker next opens its topics.
+    /// [`begin_delete`](Self::begin_delete), then [`finish_delete`](Self::finish_delete).
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
-        let tomb = {
-            let _changing = self.changes.lock();
-            let topic = self.require(name)?;
-            // Nothing writes to the old files once the directory is renamed and a topic of the
-            // same name may have files at their paths: an append or roll, or a retention pass,
-            // in progress on a handle taken before is waited for (before the topics' lock is
-            // written: a roll may take a while), later ones fail or do nothing.
+        let tomb = self.begin_delete(name)?;
+        self.finish_delete(name, &tomb);
+        Ok(())
+    }
+
+    /// The first half of a deletion: the topic is gone from the broker, its name reserved
+    /// (creating it fails with a retryable error) until [`finish_delete`](Self::finish_delete).
+    /// In between, the caller drops what refers to the topic elsewhere (the groups' offsets),
+    /// so that nothing of the old topic applies to a new one of the same name. Answers where
+    /// the data went.
+    ///
+    /// The topic's logs are retired first (see [`PartitionLog::retire`]): a request or a
+    /// retention pass holding one writes nothing more to the files at its paths. The
+    /// directory is then renamed out of the way under the topics' lock; a failed rename
+    /// leaves the topic as it was.
+    pub fn begin_delete(&self, name: &str) -> Result<PathBuf, BrokerError> {
+        let _changing = self.changes.lock();
+        let topic = self.require(name)?;
+        // Before the topics' lock is written: a roll in progress may take a while.
+        for log in &topic.partitions {
+            log.retire();
+        }
+        let mut topics = self.topics.write();
+        let tomb = self
+            .root
+            .join(format!("{TOMB_PREFIX}{name}~{}", fastrand::u64(..)));
+        if let Err(e) = std::fs::rename(&topic.dir, &tomb) {
+            // Nothing moved (and no topic of the name can have come meanwhile: `changes` is
+            // held): the topic goes on as it was.
             for log in &topic.partitions {
-                log.retire();
+                log.reinstate();
             }
-            let mut topics = self.topics.write();
-            let tomb = self
-                .root
-                .join(format!("{TOMB_PREFIX}{name}~{}", fastrand::u64(..)));
-            std::fs::rename(&topic.dir, &tomb).map_err(|e| BrokerError::io("delete topic", e))?;
-            topics.remove(name);
-            tomb
-        };
+            return Err(BrokerError::io("delete topic", e));
+        }
+        topics.remove(name);
+        self.deleting.lock().insert(name.to_owned());
         if let Err(e) = sync_dir(&self.root) {
             tracing::warn!(topic = name, error = %e, "cannot sync the topics directory");
         }
-        if let Err(e) = std::fs::remove_dir_all(&tomb) {
+        Ok(tomb)
+    }
+
+    /// The second half of a deletion: the data is removed and the name free again. A removal
+    /// that fails (or that a crash interrupts) is finished when the broker next opens its
+    /// topics.
+    pub fn finish_delete(&self, name: &str, tomb: &Path) {
+        if let Err(e) = std::fs::remove_dir_all(tomb) {
             tracing::warn!(topic = name, path = %tomb.display(), error = %e, "cannot remove a deleted topic's data; it is removed when the broker restarts");
         }
+        self.deleting.lock().remove(name);
         tracing::info!(topic = name, "deleted topic");
-        Ok(())
     }
 
     /// Every topic, sorted by name.
@@ -425,8 +454,10 @@ mod tests {
         use crate::storage::StorageError;
         let dir = tempfile::tempdir().unwrap();
         let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        // Small segments, and a retention that every sealed one is past.
         let small = TopicSettings {
             segment_bytes: Some(1024),
+            retention_ms: Some(1),
             ..TopicSettings::default()
         };
         let batch = |ts: i64| {
@@ -440,20 +471,62 @@ mod tests {
         }
         assert!(old.segment_count() > 1);
         m.delete("t").unwrap();
-        let new = Arc::clone(&m.create("t", 1, small).unwrap().partitions[0]);
+        let new = Arc::clone(
+            &m.create("t", 1, TopicSettings::default())
+                .unwrap()
+                .partitions[0],
+        );
         new.append(batch(1)).unwrap();
         assert!(matches!(old.append(batch(1)), Err(StorageError::Retired)));
-        // Every old segment is past any retention: a pass on the old handle would remove the
-        // files at the old paths, the new topic's among them.
+        // Every old sealed segment is past the retention: a pass on the old handle would remove
+        // the files at the old paths, the new topic's among them; its close would write index
+        // files there.
         assert_eq!(old.apply_retention(i64::MAX).unwrap(), 0);
         old.close().unwrap();
         new.append(batch(1)).unwrap();
         assert_eq!(new.high_watermark(), 2);
+        let files = |dir: &Path| {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let partition_dir = dir.path().join("topics/t/0");
+        let before = files(&partition_dir);
+        assert!(before.iter().any(|f| f.ends_with(".log")), "{before:?}");
         drop((old, new, m));
         let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
         let reopened = &m.require("t").unwrap().partitions[0];
         assert_eq!(reopened.high_watermark(), 2);
         assert_eq!(reopened.read(0, 1 << 20).unwrap().len(), 2 * batch(1).len());
+        // Only the new topic's files: one segment (it rolls at the default size).
+        assert_eq!(
+            files(&partition_dir)
+                .iter()
+                .filter(|f| f.ends_with(".log"))
+                .count(),
+            1,
+            "{before:?}"
+        );
+    }
+
+    /// Between the two halves of a deletion the name is reserved: creating the topic again
+    /// fails with a retryable error until the deletion is finished.
+    #[test]
+    fn a_topic_being_deleted_cannot_be_created_until_the_deletion_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        m.create("t", 1, TopicSettings::default()).unwrap();
+        let tomb = m.begin_delete("t").unwrap();
+        assert!(m.get("t").is_none());
+        let e = m.create("t", 1, TopicSettings::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Throttled);
+        assert!(e.code.is_retryable());
+        m.finish_delete("t", &tomb);
+        assert!(!tomb.exists());
+        m.create("t", 1, TopicSettings::default()).unwrap();
     }
 
     /// A damaged `topic.toml` with an impossible partition count or segment size is refused

@@ -28,6 +28,11 @@ pub struct AppendInfo {
     pub log_append_time: i64,
 }
 
+/// How many times [`PartitionLog::try_append`] tries the log's lock before it leaves the
+/// append to a blocking thread (another append's write to the page cache takes well under
+/// this).
+const TRY_APPEND_SPINS: u32 = 1_000;
+
 /// The durable, segmented log of one partition.
 ///
 /// Cheap to share: every method takes `&self`, appends are serialized internally, and reads
@@ -107,8 +112,9 @@ impl PartitionLog {
 
     /// [`append`](Self::append), if it can be done without waiting for the disk: `None` (and
     /// nothing done) when the batch would roll the segment (a roll syncs the sealed one), with
-    /// [`FlushPolicy::Always`], or while another append holds the log to roll it. Another
-    /// append's write (to the page cache) is waited for.
+    /// [`FlushPolicy::Always`], or while another append holds the log to roll it, or holds
+    /// it for longer than a short spin. Another append's write (to the page cache) is waited
+    /// for that way: the calling thread never parks on the log.
     /// Async callers append here on their own thread and run [`append`](Self::append) on a
     /// blocking thread when this answers `None`, so that an fdatasync never holds up the other
     /// connections that thread serves.
@@ -121,10 +127,18 @@ impl PartitionLog {
             Ok(header) => header,
             Err(e) => return Some(Err(e)),
         };
-        let mut producers = match self.appender.try_lock() {
-            Some(producers) => producers,
-            None if self.rolling.load(Ordering::Acquire) => return None,
-            None => self.appender.lock(),
+        // Spinning, not parking: a holder that is about to roll (it sets `rolling` only once
+        // it has the lock), or waits for the disk otherwise, must not hold this thread.
+        let mut spins = 0;
+        let mut producers = loop {
+            if let Some(producers) = self.appender.try_lock() {
+                break producers;
+            }
+            if spins == TRY_APPEND_SPINS || self.rolling.load(Ordering::Acquire) {
+                return None;
+            }
+            spins += 1;
+            std::hint::spin_loop();
         };
         let active = self.active();
         if !active.has_room(
@@ -301,6 +315,11 @@ impl PartitionLog {
         let _maintenance = self.maintenance.lock();
         let _appends = self.appender.lock();
         self.retired.store(true, Ordering::Release);
+    }
+
+    /// Undoes [`retire`](Self::retire): the topic's deletion failed before its files moved.
+    pub(crate) fn reinstate(&self) {
+        self.retired.store(false, Ordering::Release);
     }
 
     /// Writes the active segment's index files and syncs everything; for a clean shutdown.

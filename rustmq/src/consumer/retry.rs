@@ -107,15 +107,20 @@ pub(crate) async fn nack(inner: &Arc<Inner>, failed: Failed, error: String) -> R
         // it) must not leave the message neither written nor rescheduled, its offset holding
         // back the partition's commits. (Rare, and its future is kilobytes: the task keeps it
         // out of every caller's future too.)
-        Plan::DeadLetter(failed) => {
-            let inner = Arc::clone(inner);
-            match tokio::spawn(async move { dead_letter(&inner, *failed, error).await }).await {
-                Ok(written) => written,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // The runtime is shutting down.
-                Err(_) => Err(crate::ClientError::Closed),
+        Plan::DeadLetter(failed) => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let inner = Arc::clone(inner);
+                let task = runtime.spawn(async move { dead_letter(&inner, *failed, error).await });
+                match task.await {
+                    Ok(written) => written,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // The runtime is shutting down.
+                    Err(_) => Err(crate::ClientError::Closed),
+                }
             }
-        }
+            // Awaited outside a tokio runtime (another executor): done in place, as before.
+            Err(_) => Box::pin(dead_letter(inner, *failed, error)).await,
+        },
     }
 }
 
