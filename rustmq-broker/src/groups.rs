@@ -194,10 +194,11 @@ pub const MAX_RESERVED_ENTRIES: usize = 1_024;
 /// scans an output partition) and `__seen.<topic>` (a windowed stream's input).
 const ABOUT_TOPIC: [&str; 2] = ["__out.", "__seen."];
 
-/// The topic a committed entry is about: itself, the one an `__out.`/`__seen.` entry names,
-/// or `None` for other `__...` entries.
-fn about_topic(entry: &str) -> Option<&str> {
-    if !entry.starts_with("__") {
+/// The topic a committed entry is about: a topic of that very name if there is one (topic
+/// names may start with `__` too); else the one an `__out.`/`__seen.` entry names; else, for
+/// other `__...` entries, none. A name without `__` is always about itself.
+fn about_topic<'a>(topics: &TopicManager, entry: &'a str) -> Option<&'a str> {
+    if !entry.starts_with("__") || topics.get(entry).is_some() {
         return Some(entry);
     }
     ABOUT_TOPIC
@@ -205,10 +206,19 @@ fn about_topic(entry: &str) -> Option<&str> {
         .find_map(|prefix| entry.strip_prefix(prefix))
 }
 
+/// Whether a committed entry is `topic`'s own or one of the client libraries' entries about
+/// it.
+fn is_about(entry: &str, topic: &str) -> bool {
+    entry == topic
+        || ABOUT_TOPIC
+            .iter()
+            .any(|prefix| entry.strip_prefix(prefix) == Some(topic))
+}
+
 /// Whether a committed entry may be kept: the partition it is about exists in `topics`, or
 /// it is about no topic.
 pub(crate) fn entry_exists(topics: &TopicManager, entry: &str, partition: u32) -> bool {
-    about_topic(entry).is_none_or(|topic| {
+    about_topic(topics, entry).is_none_or(|topic| {
         topics
             .get(topic)
             .is_some_and(|t| (partition as usize) < t.partitions.len())
@@ -507,10 +517,10 @@ impl GroupCoordinator {
     /// the group has no members: it would otherwise move partitions a member owns.
     ///
     /// Entries of partitions that do not exist in `topics` are left out (a deleted input must
-    /// not keep a stream from committing the others; see [`entry_exists`]): the client
-    /// libraries' `__out.<topic>` and `__seen.<topic>` count as their topic's; other entries
-    /// named `__...` name no partition and are kept, at most [`MAX_RESERVED_ENTRIES`] per
-    /// group.
+    /// not keep a stream from committing the others): the client libraries' `__out.<topic>`
+    /// and `__seen.<topic>` count as their topic's; other entries named `__...` (but for
+    /// topics of such names) name no partition and are kept, at most [`MAX_RESERVED_ENTRIES`]
+    /// per group.
     ///
     /// The group's offsets file is rewritten on a blocking thread (it takes two fsyncs), one
     /// commit of the group at a time: the coordinator's lock is held only to check the
@@ -555,7 +565,7 @@ impl GroupCoordinator {
             }
             let reserved = offsets
                 .keys()
-                .filter(|(t, _)| about_topic(t).is_none())
+                .filter(|(t, _)| about_topic(topics, t).is_none())
                 .count();
             if reserved > MAX_RESERVED_ENTRIES {
                 return Err(BrokerError::new(
@@ -638,14 +648,23 @@ impl GroupCoordinator {
         names
     }
 
-    /// Drops the entries of partitions that do not exist in `topics` (a deletion a crash
-    /// interrupted before the groups forgot the topic), rewriting the files that change. For
-    /// a broker's start, before it serves.
-    pub fn forget_missing(&self, topics: &TopicManager) {
+    /// Drops the entries about `deleted` topics that do not exist in `topics` (deletions the
+    /// broker stopped in before the groups forgot the topic: see
+    /// `TopicManager::deleted_at_open`), rewriting the files that change. For a broker's
+    /// start, before it serves. A topic of such a name that exists again keeps its entries.
+    pub fn forget_deleted(&self, topics: &TopicManager, deleted: &[String]) {
+        let gone: Vec<&String> = deleted
+            .iter()
+            .filter(|name| topics.get(name).is_none())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
         let mut groups = self.groups.lock();
         for (name, g) in groups.iter_mut() {
             let before = g.offsets.len();
-            g.offsets.retain(|(t, p), _| entry_exists(topics, t, *p));
+            g.offsets
+                .retain(|(t, _), _| !gone.iter().any(|topic| is_about(t, topic)));
             if g.offsets.len() != before {
                 tracing::info!(group = %name, dropped = before - g.offsets.len(), "committed offsets of deleted topics dropped");
                 if let Err(e) = persist_offsets(&self.dir, name, &g.offsets) {
@@ -658,7 +677,7 @@ impl GroupCoordinator {
     /// Drops a deleted topic's committed offsets from every group, and the client libraries'
     /// entries about it (`__out.<topic>`, `__seen.<topic>`), in each group's turn to write.
     pub async fn forget_topic(&self, topic: &str) {
-        let about = |t: &str| about_topic(t) == Some(topic);
+        let about = |t: &str| is_about(t, topic);
         // Every group, not only those that name the topic now: a commit in its turn may be
         // about to add it (it then finds the topic gone and leaves it out).
         let all: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = self
@@ -861,27 +880,39 @@ mod tests {
     }
 
     /// A deletion the broker stopped in before the groups forgot the topic: the next start
-    /// drops the entries about topics (and partitions) that do not exist.
+    /// drops the entries about it (the client libraries' too), and only about it: a topic
+    /// that is merely not opened, and topics named `__...`, keep theirs.
     #[test]
-    fn a_start_drops_the_offsets_of_topics_that_are_gone() {
+    fn a_start_drops_the_offsets_of_a_deletion_it_did_not_finish() {
         let dir = tempfile::tempdir().unwrap();
-        let topics = topics_with(dir.path(), &[("kept", 1), ("gone", 2)]);
+        let topics = topics_with(dir.path(), &[("kept", 1), ("gone", 2), ("__sys", 1)]);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        for (entry, partition) in [("kept", 0), ("gone", 1), ("__out.gone", 0), ("__closed", 0)] {
+        for (entry, partition) in [
+            ("kept", 0),
+            ("gone", 1),
+            ("__out.gone", 0),
+            ("__closed", 0),
+            ("__sys", 0),
+        ] {
             rt.block_on(groups.commit(commit("g", entry, partition, 3), &topics))
                 .unwrap();
         }
         drop(groups);
-        topics.delete("gone").unwrap();
+        // The broker stops between the two halves of the deletion.
+        topics.begin_delete("gone").unwrap();
+        drop(topics);
+        let topics = TopicManager::open(dir.path(), crate::config::LogSettings::default()).unwrap();
+        assert_eq!(topics.deleted_at_open(), ["gone"]);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
-        groups.forget_missing(&topics);
+        groups.forget_deleted(&topics, &topics.deleted_at_open());
         drop(groups);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
-        assert_eq!(committed(&groups, "g", "kept", 0), Some(3));
-        assert_eq!(committed(&groups, "g", "__closed", 0), Some(3));
+        for kept in ["kept", "__closed", "__sys"] {
+            assert_eq!(committed(&groups, "g", kept, 0), Some(3), "{kept}");
+        }
         assert_eq!(committed(&groups, "g", "gone", 1), None);
         assert_eq!(committed(&groups, "g", "__out.gone", 0), None);
     }

@@ -334,10 +334,18 @@ impl Core {
         // thread): hellos sent at once on parallel streams must not each get a guess past the
         // limit. An attempt that succeeds is given back.
         if conn.auth_attempts.fetch_add(1, Ordering::AcqRel) >= max {
-            conn.close_requested.store(true, Ordering::Relaxed);
+            if conn.auth_failures.load(Ordering::Acquire) >= max {
+                conn.close_requested.store(true, Ordering::Relaxed);
+                return Err(BrokerError::new(
+                    ErrorCode::AuthenticationFailed,
+                    "too many failed authentication attempts on this connection",
+                ));
+            }
+            // Checks still running hold the allowance: this hello may come back once they end.
+            conn.auth_attempts.fetch_sub(1, Ordering::AcqRel);
             return Err(BrokerError::new(
-                ErrorCode::AuthenticationFailed,
-                "too many failed authentication attempts on this connection",
+                ErrorCode::Throttled,
+                "authentication attempts in progress on this connection; try again",
             ));
         }
         let verify = auth.required || auth.has_credentials() || !self.security.acl.is_open();

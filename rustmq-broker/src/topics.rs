@@ -90,6 +90,8 @@ pub struct TopicManager {
     changes: Mutex<()>,
     /// Names of topics being deleted (between `begin_delete` and `finish_delete`).
     deleting: Mutex<std::collections::HashSet<String>>,
+    /// Names of the topics whose leftovers of a deletion opening the topics removed.
+    deleted_at_open: Mutex<Vec<String>>,
 }
 
 /// Whether `name` is 1 to `longest` of `[A-Za-z0-9._-]`, and not `.` or `..`: the shape of a
@@ -128,6 +130,7 @@ impl TopicManager {
             topics: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
             deleting: Mutex::default(),
+            deleted_at_open: Mutex::default(),
         };
         let entries =
             std::fs::read_dir(&manager.root).map_err(|e| BrokerError::io("list topics", e))?;
@@ -135,8 +138,11 @@ impl TopicManager {
             let entry = entry.map_err(|e| BrokerError::io("list topics", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let dir = entry.path();
-            if name.starts_with(TOMB_PREFIX) {
+            if let Some(rest) = name.strip_prefix(TOMB_PREFIX) {
                 // A deletion the broker did not finish (it stopped, or the removal failed).
+                if let Some((deleted, _)) = rest.rsplit_once('~') {
+                    manager.deleted_at_open.lock().push(deleted.to_owned());
+                }
                 match std::fs::remove_dir_all(&dir) {
                     Ok(()) => {
                         tracing::info!(path = %dir.display(), "removed a deleted topic's data")
@@ -292,20 +298,24 @@ impl TopicManager {
         for log in &topic.partitions {
             log.retire();
         }
-        let mut topics = self.topics.write();
         let tomb = self
             .root
             .join(format!("{TOMB_PREFIX}{name}~{}", fastrand::u64(..)));
-        if let Err(e) = std::fs::rename(&topic.dir, &tomb) {
-            // Nothing moved (and no topic of the name can have come meanwhile: `changes` is
-            // held): the topic goes on as it was.
-            for log in &topic.partitions {
-                log.reinstate();
+        {
+            let mut topics = self.topics.write();
+            if let Err(e) = std::fs::rename(&topic.dir, &tomb) {
+                // Nothing moved (and no topic of the name can have come meanwhile: `changes`
+                // is held): the topic goes on as it was.
+                for log in &topic.partitions {
+                    log.reinstate();
+                }
+                return Err(BrokerError::io("delete topic", e));
             }
-            return Err(BrokerError::io("delete topic", e));
+            topics.remove(name);
+            self.deleting.lock().insert(name.to_owned());
         }
-        topics.remove(name);
-        self.deleting.lock().insert(name.to_owned());
+        drop(_changing);
+        // Outside the locks: produce and fetch read the topics' lock.
         if let Err(e) = sync_dir(&self.root) {
             tracing::warn!(topic = name, error = %e, "cannot sync the topics directory");
         }
@@ -316,11 +326,19 @@ impl TopicManager {
     /// that fails (or that a crash interrupts) is finished when the broker next opens its
     /// topics.
     pub fn finish_delete(&self, name: &str, tomb: &Path) {
+        // The name first: the data's place is its own, and removing it may take a while.
+        self.deleting.lock().remove(name);
         if let Err(e) = std::fs::remove_dir_all(tomb) {
             tracing::warn!(topic = name, path = %tomb.display(), error = %e, "cannot remove a deleted topic's data; it is removed when the broker restarts");
         }
-        self.deleting.lock().remove(name);
         tracing::info!(topic = name, "deleted topic");
+    }
+
+    /// Names of the topics whose deletion the broker stopped in (their data was removed when
+    /// the topics were opened): what else refers to them may be left too (see
+    /// `GroupCoordinator::forget_deleted`).
+    pub fn deleted_at_open(&self) -> Vec<String> {
+        self.deleted_at_open.lock().clone()
     }
 
     /// Every topic, sorted by name.
@@ -493,23 +511,21 @@ mod tests {
             names.sort();
             names
         };
+        // Only the new topic's files, all of its one segment (based at 0): no index files of
+        // the old handle's active segment (based at 3), which its close would have written.
+        let only_the_new_segment = |names: &[String]| {
+            !names.is_empty() && names.iter().all(|f| f.starts_with("00000000000000000000."))
+        };
         let partition_dir = dir.path().join("topics/t/0");
         let before = files(&partition_dir);
-        assert!(before.iter().any(|f| f.ends_with(".log")), "{before:?}");
+        assert!(only_the_new_segment(&before), "{before:?}");
         drop((old, new, m));
         let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
         let reopened = &m.require("t").unwrap().partitions[0];
         assert_eq!(reopened.high_watermark(), 2);
         assert_eq!(reopened.read(0, 1 << 20).unwrap().len(), 2 * batch(1).len());
-        // Only the new topic's files: one segment (it rolls at the default size).
-        assert_eq!(
-            files(&partition_dir)
-                .iter()
-                .filter(|f| f.ends_with(".log"))
-                .count(),
-            1,
-            "{before:?}"
-        );
+        let after = files(&partition_dir);
+        assert!(only_the_new_segment(&after), "{after:?}");
     }
 
     /// Between the two halves of a deletion the name is reserved: creating the topic again
