@@ -106,7 +106,11 @@ impl BrokerBuilder {
         let security = crate::security::Security::from_config(&config)?;
         let topics = TopicManager::open(&config.data_dir, config.log.clone())?;
         let groups = GroupCoordinator::open(&config.data_dir)?;
-        groups.forget_deleted(&topics, &topics.deleted_at_open());
+        // What deletions the broker stopped in left: the groups forget those topics first, then
+        // the data goes (kept for the next start if a group's file could not be rewritten).
+        if groups.forget_deleted(&topics, &topics.deleted_at_open()) {
+            topics.remove_tombs();
+        }
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         // Producer tables are rebuilt from batch headers, which know nothing of an epoch
         // that was initialised but has not written yet: fence named producers again.

@@ -47,6 +47,11 @@ struct Group {
     deadline: Instant,
     completed: watch::Sender<u32>,
     offsets: BTreeMap<(String, u32), u64>,
+    /// Whether the offsets file may hold other entries than `offsets`: a commit is writing it,
+    /// or wrote it and did not get to update `offsets` (its write failed after the file was
+    /// replaced, or it was given up). A deletion's `forget_topic` then rewrites the file
+    /// even if `offsets` does not name the topic.
+    unsure: bool,
     /// Taken by a commit (and by a deleted topic's removal from the offsets) for as long as
     /// it writes the group's offsets file: one at a time, in turn.
     writes: Arc<tokio::sync::Mutex<()>>,
@@ -62,6 +67,7 @@ impl Group {
             deadline: Instant::now(),
             completed: watch::channel(0).0,
             offsets,
+            unsure: false,
             writes: Arc::default(),
         }
     }
@@ -207,12 +213,13 @@ fn about_topic<'a>(topics: &TopicManager, entry: &'a str) -> Option<&'a str> {
 }
 
 /// Whether a committed entry is `topic`'s own or one of the client libraries' entries about
-/// it.
-fn is_about(entry: &str, topic: &str) -> bool {
+/// it (unless the entry is the name of a topic of its own).
+fn is_about(topics: &TopicManager, entry: &str, topic: &str) -> bool {
     entry == topic
-        || ABOUT_TOPIC
+        || (ABOUT_TOPIC
             .iter()
             .any(|prefix| entry.strip_prefix(prefix) == Some(topic))
+            && topics.get(entry).is_none())
 }
 
 /// Whether a committed entry may be kept: the partition it is about exists in `topics`, or
@@ -577,6 +584,7 @@ impl GroupCoordinator {
                     ),
                 ));
             }
+            group.unsure = true;
             offsets
         };
         let (dir, name) = (self.dir.clone(), r.group.clone());
@@ -589,6 +597,7 @@ impl GroupCoordinator {
         let offsets = written.map_err(|e| BrokerError::io("write group offsets", e))?;
         if let Some(group) = self.groups.lock().get_mut(&r.group) {
             group.offsets = offsets;
+            group.unsure = false;
         }
         Ok(())
     }
@@ -650,34 +659,40 @@ impl GroupCoordinator {
 
     /// Drops the entries about `deleted` topics that do not exist in `topics` (deletions the
     /// broker stopped in before the groups forgot the topic: see
-    /// `TopicManager::deleted_at_open`), rewriting the files that change. For a broker's
-    /// start, before it serves. A topic of such a name that exists again keeps its entries.
-    pub fn forget_deleted(&self, topics: &TopicManager, deleted: &[String]) {
+    /// `TopicManager::deleted_at_open`), rewriting every group's file. For a broker's start,
+    /// before it serves. A topic of such a name that exists again keeps its entries. Whether
+    /// every file was written: until then, what the deletions left must stay, for the next
+    /// start to try again.
+    pub fn forget_deleted(&self, topics: &TopicManager, deleted: &[String]) -> bool {
         let gone: Vec<&String> = deleted
             .iter()
             .filter(|name| topics.get(name).is_none())
             .collect();
         if gone.is_empty() {
-            return;
+            return true;
         }
+        let mut written = true;
         let mut groups = self.groups.lock();
         for (name, g) in groups.iter_mut() {
             let before = g.offsets.len();
             g.offsets
-                .retain(|(t, _), _| !gone.iter().any(|topic| is_about(t, topic)));
+                .retain(|(t, _), _| !gone.iter().any(|topic| is_about(topics, t, topic)));
             if g.offsets.len() != before {
                 tracing::info!(group = %name, dropped = before - g.offsets.len(), "committed offsets of deleted topics dropped");
-                if let Err(e) = persist_offsets(&self.dir, name, &g.offsets) {
-                    tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
-                }
+            }
+            if let Err(e) = persist_offsets(&self.dir, name, &g.offsets) {
+                tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
+                written = false;
             }
         }
+        written
     }
 
     /// Drops a deleted topic's committed offsets from every group, and the client libraries'
     /// entries about it (`__out.<topic>`, `__seen.<topic>`), in each group's turn to write.
-    pub async fn forget_topic(&self, topic: &str) {
-        let about = |t: &str| is_about(t, topic);
+    /// Whether every file that may name the topic was rewritten: if not, the deletion must
+    /// not be finished (its tomb kept for the next start's [`forget_deleted`](Self::forget_deleted)).
+    pub async fn forget_topic(&self, topic: &str, topics: &TopicManager) -> bool {
         // Every group, not only those that name the topic now: a commit in its turn may be
         // about to add it (it then finds the topic gone and leaves it out).
         let all: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = self
@@ -686,6 +701,7 @@ impl GroupCoordinator {
             .iter()
             .map(|(name, g)| (name.clone(), Arc::clone(&g.writes)))
             .collect();
+        let mut all_written = true;
         for (name, writes) in all {
             let turn = writes.lock_owned().await;
             let offsets = {
@@ -694,26 +710,36 @@ impl GroupCoordinator {
                     continue;
                 };
                 let before = g.offsets.len();
-                g.offsets.retain(|(t, _), _| !about(t));
-                if g.offsets.len() == before {
+                g.offsets.retain(|(t, _), _| !is_about(topics, t, topic));
+                if g.offsets.len() == before && !g.unsure {
                     continue;
                 }
                 g.offsets.clone()
             };
             let dir = self.dir.clone();
+            let group = name.clone();
             let written = tokio::task::spawn_blocking(move || {
                 let _turn = turn;
-                persist_offsets(&dir, &name, &offsets).map_err(|e| (name, e))
+                persist_offsets(&dir, &group, &offsets)
             })
             .await;
             match written {
-                Ok(Ok(())) => {}
-                Ok(Err((group, e))) => {
-                    tracing::warn!(%group, error = %e, "cannot rewrite group offsets");
+                Ok(Ok(())) => {
+                    if let Some(g) = self.groups.lock().get_mut(&name) {
+                        g.unsure = false;
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot rewrite group offsets"),
+                Ok(Err(e)) => {
+                    tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
+                    all_written = false;
+                }
+                Err(e) => {
+                    tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
+                    all_written = false;
+                }
             }
         }
+        all_written
     }
 }
 
@@ -861,7 +887,7 @@ mod tests {
             })
             .collect();
         topics.delete("gone").unwrap();
-        groups.forget_topic("gone").await;
+        assert!(groups.forget_topic("gone", &topics).await);
         for c in commits {
             c.await.unwrap().unwrap();
         }
@@ -885,7 +911,10 @@ mod tests {
     #[test]
     fn a_start_drops_the_offsets_of_a_deletion_it_did_not_finish() {
         let dir = tempfile::tempdir().unwrap();
-        let topics = topics_with(dir.path(), &[("kept", 1), ("gone", 2), ("__sys", 1)]);
+        let topics = topics_with(
+            dir.path(),
+            &[("kept", 1), ("gone", 2), ("__sys", 1), ("__seen.gone", 1)],
+        );
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -896,6 +925,7 @@ mod tests {
             ("__out.gone", 0),
             ("__closed", 0),
             ("__sys", 0),
+            ("__seen.gone", 0),
         ] {
             rt.block_on(groups.commit(commit("g", entry, partition, 3), &topics))
                 .unwrap();
@@ -907,10 +937,12 @@ mod tests {
         let topics = TopicManager::open(dir.path(), crate::config::LogSettings::default()).unwrap();
         assert_eq!(topics.deleted_at_open(), ["gone"]);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
-        groups.forget_deleted(&topics, &topics.deleted_at_open());
+        assert!(groups.forget_deleted(&topics, &topics.deleted_at_open()));
+        topics.remove_tombs();
         drop(groups);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
-        for kept in ["kept", "__closed", "__sys"] {
+        // A topic named like an entry about the deleted one is a topic of its own.
+        for kept in ["kept", "__closed", "__sys", "__seen.gone"] {
             assert_eq!(committed(&groups, "g", kept, 0), Some(3), "{kept}");
         }
         assert_eq!(committed(&groups, "g", "gone", 1), None);

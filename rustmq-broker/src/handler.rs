@@ -199,7 +199,17 @@ impl Core {
                             move |core| core.topics.begin_delete(&name)
                         })
                         .await?;
-                    core.groups.forget_topic(&name).await;
+                    if !core.groups.forget_topic(&name, &core.topics).await {
+                        // The data and the name stay until a start forgets the topic.
+                        return Err(BrokerError::new(
+                            ErrorCode::StorageError,
+                            format!(
+                                "topic {name:?} is deleted, but the groups' committed offsets of \
+                                 it could not be rewritten; the broker drops them when it next \
+                                 starts, and the name is free then"
+                            ),
+                        ));
+                    }
                     core.on_blocking_thread(move |core| {
                         core.topics.finish_delete(&name, &tomb);
                         Ok(())

@@ -21,10 +21,13 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 pub const MAX_PARTITIONS: u32 = 10_000;
 /// Smallest `segment_bytes` a topic may set.
 pub const MIN_SEGMENT_BYTES: u64 = 1024;
-/// A deleted topic's directory is renamed to this prefix, the name and a random number before
-/// its removal. `~` is not allowed in topic names, so a tomb a crash left behind is never
-/// taken for a topic; opening the topics removes it.
+/// A deleted topic's directory is renamed to this prefix and a random number before its
+/// removal (its name, which with the prefix could exceed a file name's 255 bytes, is written
+/// in [`TOMB_NAME_FILE`] inside it first). `~` is not allowed in topic names, so a tomb a crash
+/// left behind is never taken for a topic.
 const TOMB_PREFIX: &str = "~deleted~";
+/// The file in a topic's directory that names the topic once the directory is a tomb.
+const TOMB_NAME_FILE: &str = "~deleted";
 
 /// One topic and its open partition logs.
 #[derive(Debug)]
@@ -90,8 +93,9 @@ pub struct TopicManager {
     changes: Mutex<()>,
     /// Names of topics being deleted (between `begin_delete` and `finish_delete`).
     deleting: Mutex<std::collections::HashSet<String>>,
-    /// Names of the topics whose leftovers of a deletion opening the topics removed.
-    deleted_at_open: Mutex<Vec<String>>,
+    /// What deletions the broker did not finish left (found when the topics were opened):
+    /// each tomb and the topic it held, if it says.
+    tombs: Mutex<Vec<(Option<String>, PathBuf)>>,
 }
 
 /// Whether `name` is 1 to `longest` of `[A-Za-z0-9._-]`, and not `.` or `..`: the shape of a
@@ -130,7 +134,7 @@ impl TopicManager {
             topics: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
             deleting: Mutex::default(),
-            deleted_at_open: Mutex::default(),
+            tombs: Mutex::default(),
         };
         let entries =
             std::fs::read_dir(&manager.root).map_err(|e| BrokerError::io("list topics", e))?;
@@ -138,19 +142,11 @@ impl TopicManager {
             let entry = entry.map_err(|e| BrokerError::io("list topics", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let dir = entry.path();
-            if let Some(rest) = name.strip_prefix(TOMB_PREFIX) {
-                // A deletion the broker did not finish (it stopped, or the removal failed).
-                if let Some((deleted, _)) = rest.rsplit_once('~') {
-                    manager.deleted_at_open.lock().push(deleted.to_owned());
-                }
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {
-                        tracing::info!(path = %dir.display(), "removed a deleted topic's data")
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted topic's data")
-                    }
-                }
+            if name.starts_with(TOMB_PREFIX) {
+                // A deletion the broker did not finish (it stopped, or the removal failed):
+                // removed by `remove_tombs`, once what refers to the topic is dropped.
+                let deleted = std::fs::read_to_string(dir.join(TOMB_NAME_FILE)).ok();
+                manager.tombs.lock().push((deleted, dir));
                 continue;
             }
             if validate_topic_name(&name).is_err() || !dir.join("topic.toml").exists() {
@@ -289,33 +285,31 @@ impl TopicManager {
     ///
     /// The topic's logs are retired first (see [`PartitionLog::retire`]): a request or a
     /// retention pass holding one writes nothing more to the files at its paths. The
-    /// directory is then renamed out of the way under the topics' lock; a failed rename
-    /// leaves the topic as it was.
+    /// directory, naming its topic inside, is then renamed out of the way; a failed rename
+    /// leaves the topic as it was. The topics' lock is written only to take the topic out.
     pub fn begin_delete(&self, name: &str) -> Result<PathBuf, BrokerError> {
-        let _changing = self.changes.lock();
+        let changing = self.changes.lock();
         let topic = self.require(name)?;
-        // Before the topics' lock is written: a roll in progress may take a while.
         for log in &topic.partitions {
             log.retire();
         }
         let tomb = self
             .root
-            .join(format!("{TOMB_PREFIX}{name}~{}", fastrand::u64(..)));
-        {
-            let mut topics = self.topics.write();
-            if let Err(e) = std::fs::rename(&topic.dir, &tomb) {
-                // Nothing moved (and no topic of the name can have come meanwhile: `changes`
-                // is held): the topic goes on as it was.
-                for log in &topic.partitions {
-                    log.reinstate();
-                }
-                return Err(BrokerError::io("delete topic", e));
+            .join(format!("{TOMB_PREFIX}{}", fastrand::u64(..)));
+        let moved = write_durably(&topic.dir.join(TOMB_NAME_FILE), name.as_bytes())
+            .and_then(|()| std::fs::rename(&topic.dir, &tomb));
+        if let Err(e) = moved {
+            // Nothing moved (and no topic of the name can have come meanwhile: `changes` is
+            // held): the topic goes on as it was.
+            let _ = std::fs::remove_file(topic.dir.join(TOMB_NAME_FILE));
+            for log in &topic.partitions {
+                log.reinstate();
             }
-            topics.remove(name);
-            self.deleting.lock().insert(name.to_owned());
+            return Err(BrokerError::io("delete topic", e));
         }
-        drop(_changing);
-        // Outside the locks: produce and fetch read the topics' lock.
+        self.topics.write().remove(name);
+        self.deleting.lock().insert(name.to_owned());
+        drop(changing);
         if let Err(e) = sync_dir(&self.root) {
             tracing::warn!(topic = name, error = %e, "cannot sync the topics directory");
         }
@@ -323,8 +317,8 @@ impl TopicManager {
     }
 
     /// The second half of a deletion: the data is removed and the name free again. A removal
-    /// that fails (or that a crash interrupts) is finished when the broker next opens its
-    /// topics.
+    /// that fails (or that a crash interrupts) is finished at the next start
+    /// ([`remove_tombs`](Self::remove_tombs)).
     pub fn finish_delete(&self, name: &str, tomb: &Path) {
         // The name first: the data's place is its own, and removing it may take a while.
         self.deleting.lock().remove(name);
@@ -334,11 +328,27 @@ impl TopicManager {
         tracing::info!(topic = name, "deleted topic");
     }
 
-    /// Names of the topics whose deletion the broker stopped in (their data was removed when
-    /// the topics were opened): what else refers to them may be left too (see
-    /// `GroupCoordinator::forget_deleted`).
+    /// Names of the topics whose deletion the broker stopped in (found when the topics were
+    /// opened): what else refers to them may be left too (see
+    /// `GroupCoordinator::forget_deleted`); then [`remove_tombs`](Self::remove_tombs).
     pub fn deleted_at_open(&self) -> Vec<String> {
-        self.deleted_at_open.lock().clone()
+        self.tombs
+            .lock()
+            .iter()
+            .filter_map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Removes what the deletions the broker stopped in left of their topics' data.
+    pub fn remove_tombs(&self) {
+        for (_, dir) in self.tombs.lock().drain(..) {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(path = %dir.display(), "removed a deleted topic's data"),
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove a deleted topic's data")
+                }
+            }
+        }
     }
 
     /// Every topic, sorted by name.
@@ -431,18 +441,31 @@ mod tests {
     #[test]
     fn a_deletion_left_unfinished_is_finished_on_open() {
         let dir = tempfile::tempdir().unwrap();
+        let long = "x".repeat(MAX_TOPIC_NAME_LEN);
         let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
-        m.create("orders", 2, TopicSettings::default()).unwrap();
+        for name in ["orders", long.as_str()] {
+            m.create(name, 2, TopicSettings::default()).unwrap();
+        }
+        // What a deletion leaves if the broker stops between its halves (a name of the
+        // longest length too: the tomb's own name stays short).
+        let tombs = [
+            m.begin_delete("orders").unwrap(),
+            m.begin_delete(&long).unwrap(),
+        ];
         drop(m);
-        // What `delete` leaves if the broker stops between its rename and the removal.
-        let tomb = dir.path().join(format!("topics/{TOMB_PREFIX}orders~42"));
-        std::fs::rename(dir.path().join("topics/orders"), &tomb).unwrap();
         let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
         assert!(m.list().is_empty(), "{:?}", m.list());
-        assert!(!tomb.exists());
+        let mut deleted = m.deleted_at_open();
+        deleted.sort();
+        assert_eq!(deleted, ["orders", long.as_str()]);
+        // The data stays until what refers to the topics is dropped.
+        assert!(tombs.iter().all(|t| t.exists()));
+        m.remove_tombs();
+        assert!(tombs.iter().all(|t| !t.exists()));
         // A topic of the same name starts empty.
         let t = m.create("orders", 1, TopicSettings::default()).unwrap();
         assert_eq!(t.partitions[0].high_watermark(), 0);
+        assert!(m.get(&long).is_none());
     }
 
     /// A topic deleted and created again at once gets a directory of its own: what the new one
