@@ -110,6 +110,8 @@ impl BrokerBuilder {
         // the data goes (kept for the next start if a group's file could not be rewritten).
         if groups.forget_deleted(&topics, &topics.deleted_at_open()) {
             topics.remove_tombs();
+        } else {
+            topics.reserve_deleted();
         }
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         // Producer tables are rebuilt from batch headers, which know nothing of an epoch

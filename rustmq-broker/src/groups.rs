@@ -164,6 +164,24 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
 }
 
+/// Longest group name, in bytes: a group's offsets file is named by the hex of its name (and
+/// written through a `.tmp` beside it), within a file name's 255 bytes.
+pub const MAX_GROUP_NAME_LEN: usize = 120;
+
+/// Checks a group name: 1 to [`MAX_GROUP_NAME_LEN`] bytes.
+fn validate_group_name(group: &str) -> Result<(), BrokerError> {
+    if group.is_empty() || group.len() > MAX_GROUP_NAME_LEN {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "a group name needs 1 to {MAX_GROUP_NAME_LEN} bytes, not {}",
+                group.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn group_file(dir: &Path, group: &str) -> PathBuf {
     let hex: String = group.bytes().map(|b| format!("{b:02x}")).collect();
     dir.join(format!("{hex}.offsets"))
@@ -336,12 +354,7 @@ impl GroupCoordinator {
         r: JoinGroupRequest,
         topics: &TopicManager,
     ) -> Result<JoinGroupResponse, BrokerError> {
-        if r.group.is_empty() {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidRequest,
-                "group name must not be empty",
-            ));
-        }
+        validate_group_name(&r.group)?;
         if r.topics.is_empty() {
             return Err(BrokerError::new(
                 ErrorCode::InvalidRequest,
@@ -538,6 +551,7 @@ impl GroupCoordinator {
         r: CommitOffsetsRequest,
         topics: &TopicManager,
     ) -> Result<(), BrokerError> {
+        validate_group_name(&r.group)?;
         for o in &r.offsets {
             validate_entry_name(&o.topic)?;
         }
@@ -718,18 +732,20 @@ impl GroupCoordinator {
             };
             let dir = self.dir.clone();
             let group = name.clone();
+            // The turn comes back with the result: `unsure` is cleared before another commit
+            // of the group can set it.
             let written = tokio::task::spawn_blocking(move || {
-                let _turn = turn;
-                persist_offsets(&dir, &group, &offsets)
+                let written = persist_offsets(&dir, &group, &offsets);
+                (turn, written)
             })
             .await;
             match written {
-                Ok(Ok(())) => {
+                Ok((_turn, Ok(()))) => {
                     if let Some(g) = self.groups.lock().get_mut(&name) {
                         g.unsure = false;
                     }
                 }
-                Ok(Err(e)) => {
+                Ok((_, Err(e))) => {
                     tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
                     all_written = false;
                 }
@@ -947,5 +963,76 @@ mod tests {
         }
         assert_eq!(committed(&groups, "g", "gone", 1), None);
         assert_eq!(committed(&groups, "g", "__out.gone", 0), None);
+    }
+
+    /// Makes the group's offsets file impossible to replace (its temporary file's path is a
+    /// directory), or possible again.
+    fn block_writes(dir: &Path, group: &str, blocked: bool) {
+        let mut tmp = group_file(&dir.join("groups"), group).into_os_string();
+        tmp.push(".tmp");
+        if blocked {
+            std::fs::create_dir_all(&tmp).unwrap();
+        } else {
+            std::fs::remove_dir(&tmp).unwrap();
+        }
+    }
+
+    /// A group name too long for its file is refused at once, rather than failing every
+    /// write of it (and every deletion after).
+    #[tokio::test]
+    async fn a_group_name_too_long_for_its_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("t", 1)]);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let longest = "g".repeat(MAX_GROUP_NAME_LEN);
+        groups
+            .commit(commit(&longest, "t", 0, 1), &topics)
+            .await
+            .unwrap();
+        let e = groups
+            .commit(commit(&format!("{longest}g"), "t", 0, 1), &topics)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(groups.forget_topic("t", &topics).await);
+    }
+
+    /// A deletion whose groups cannot all be rewritten says so (it is then not finished); at a
+    /// start, the names of unfinished deletions stay reserved until one can rewrite them, and
+    /// their data stays.
+    #[test]
+    fn groups_that_cannot_be_rewritten_keep_a_deletion_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("gone", 1)]);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(groups.commit(commit("g", "gone", 0, 4), &topics))
+            .unwrap();
+        let tomb = topics.begin_delete("gone").unwrap();
+        block_writes(dir.path(), "g", true);
+        assert!(!rt.block_on(groups.forget_topic("gone", &topics)));
+        drop((groups, topics));
+        // The next start cannot rewrite the group either.
+        let topics = TopicManager::open(dir.path(), crate::config::LogSettings::default()).unwrap();
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        assert!(!groups.forget_deleted(&topics, &topics.deleted_at_open()));
+        topics.reserve_deleted();
+        let e = topics
+            .create("gone", 1, TopicSettings::default())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Throttled);
+        assert!(tomb.exists());
+        drop((groups, topics));
+        // Once it can, the start finishes the deletion.
+        block_writes(dir.path(), "g", false);
+        let topics = TopicManager::open(dir.path(), crate::config::LogSettings::default()).unwrap();
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        assert!(groups.forget_deleted(&topics, &topics.deleted_at_open()));
+        topics.remove_tombs();
+        assert!(!tomb.exists());
+        assert_eq!(committed(&groups, "g", "gone", 0), None);
+        topics.create("gone", 1, TopicSettings::default()).unwrap();
     }
 }

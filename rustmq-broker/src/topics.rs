@@ -339,6 +339,13 @@ impl TopicManager {
             .collect()
     }
 
+    /// Keeps the names of the topics whose deletion the broker stopped in reserved (as a
+    /// deletion in progress does) for as long as this broker runs: what refers to them could
+    /// not be dropped at the start, and a new topic of such a name would inherit it.
+    pub fn reserve_deleted(&self) {
+        self.deleting.lock().extend(self.deleted_at_open());
+    }
+
     /// Removes what the deletions the broker stopped in left of their topics' data.
     pub fn remove_tombs(&self) {
         for (_, dir) in self.tombs.lock().drain(..) {
