@@ -182,6 +182,13 @@ fn validate_group_name(group: &str) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// The group of that name, made (empty) if there is none.
+fn group_mut<'a>(groups: &'a mut HashMap<String, Group>, name: &str) -> &'a mut Group {
+    groups
+        .entry(name.to_owned())
+        .or_insert_with(|| Group::new(BTreeMap::new()))
+}
+
 fn group_file(dir: &Path, group: &str) -> PathBuf {
     let hex: String = group.bytes().map(|b| format!("{b:02x}")).collect();
     dir.join(format!("{hex}.offsets"))
@@ -367,9 +374,7 @@ impl GroupCoordinator {
             Duration::from_millis(u64::from(r.rebalance_timeout_ms.clamp(100, 600_000)));
         let (member_id, mut completed, target) = {
             let mut groups = self.groups.lock();
-            let group = groups
-                .entry(r.group.clone())
-                .or_insert_with(|| Group::new(BTreeMap::new()));
+            let group = group_mut(&mut groups, &r.group);
             let member_id = if r.member_id.is_empty() {
                 format!("{}-{:016x}", r.client_id, fastrand::u64(..))
             } else if group.members.contains_key(&r.member_id) {
@@ -557,9 +562,7 @@ impl GroupCoordinator {
         }
         let writes = {
             let mut groups = self.groups.lock();
-            let group = groups
-                .entry(r.group.clone())
-                .or_insert_with(|| Group::new(BTreeMap::new()));
+            let group = group_mut(&mut groups, &r.group);
             check_committer(&r, group)?;
             Arc::clone(&group.writes)
         };
@@ -569,9 +572,7 @@ impl GroupCoordinator {
         let turn = writes.lock_owned().await;
         let offsets = {
             let mut groups = self.groups.lock();
-            let group = groups
-                .entry(r.group.clone())
-                .or_insert_with(|| Group::new(BTreeMap::new()));
+            let group = group_mut(&mut groups, &r.group);
             // Again: the group may have moved on while this commit waited for its turn.
             check_committer(&r, group)?;
             let mut offsets = group.offsets.clone();
@@ -601,19 +602,37 @@ impl GroupCoordinator {
             group.unsure = true;
             offsets
         };
-        let (dir, name) = (self.dir.clone(), r.group.clone());
-        let (_turn, written) = tokio::task::spawn_blocking(move || {
-            let written = persist_offsets(&dir, &name, &offsets).map(|()| offsets);
-            (turn, written)
-        })
-        .await
-        .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("commit failed: {e}")))?;
+        let (_turn, written) = self.write_in_turn(&r.group, offsets, turn).await;
         let offsets = written.map_err(|e| BrokerError::io("write group offsets", e))?;
         if let Some(group) = self.groups.lock().get_mut(&r.group) {
             group.offsets = offsets;
             group.unsure = false;
         }
         Ok(())
+    }
+
+    /// Writes `group`'s offsets file on a blocking thread, holding the group's `turn` until
+    /// the write ends (even if the caller gives up meanwhile); the turn and the offsets come
+    /// back with the outcome.
+    async fn write_in_turn(
+        &self,
+        group: &str,
+        offsets: BTreeMap<(String, u32), u64>,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) -> (
+        Option<tokio::sync::OwnedMutexGuard<()>>,
+        std::io::Result<BTreeMap<(String, u32), u64>>,
+    ) {
+        let (dir, name) = (self.dir.clone(), group.to_owned());
+        let written = tokio::task::spawn_blocking(move || {
+            let written = persist_offsets(&dir, &name, &offsets).map(|()| offsets);
+            (turn, written)
+        })
+        .await;
+        match written {
+            Ok((turn, written)) => (Some(turn), written),
+            Err(e) => (None, Err(std::io::Error::other(e))),
+        }
     }
 
     /// Committed offsets of the requested partitions.
@@ -730,26 +749,15 @@ impl GroupCoordinator {
                 }
                 g.offsets.clone()
             };
-            let dir = self.dir.clone();
-            let group = name.clone();
             // The turn comes back with the result: `unsure` is cleared before another commit
             // of the group can set it.
-            let written = tokio::task::spawn_blocking(move || {
-                let written = persist_offsets(&dir, &group, &offsets);
-                (turn, written)
-            })
-            .await;
-            match written {
-                Ok((_turn, Ok(()))) => {
+            match self.write_in_turn(&name, offsets, turn).await {
+                (_turn, Ok(_)) => {
                     if let Some(g) = self.groups.lock().get_mut(&name) {
                         g.unsure = false;
                     }
                 }
-                Ok((_, Err(e))) => {
-                    tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
-                    all_written = false;
-                }
-                Err(e) => {
+                (_, Err(e)) => {
                     tracing::warn!(group = %name, error = %e, "cannot rewrite group offsets");
                     all_written = false;
                 }
