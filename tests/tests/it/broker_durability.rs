@@ -205,3 +205,78 @@ async fn a_pending_long_poll_does_not_hold_the_port_across_a_restart() {
         .unwrap();
     assert!(!fetched.records.is_empty());
 }
+
+/// A group's committed offset of `topic`'s `partition`, as the broker answers it.
+async fn committed(
+    client: &rustmq::RustMqClient,
+    group: &str,
+    topic: &str,
+    partition: u32,
+) -> Option<u64> {
+    let req = Request::FetchOffsets(FetchOffsetsRequest {
+        group: group.into(),
+        partitions: vec![TopicPartitions {
+            topic: topic.into(),
+            partitions: vec![partition],
+        }],
+    });
+    match client.raw_request(req).await.unwrap() {
+        Response::FetchOffsets(r) => r.offsets[0].offset,
+        other => panic!("unexpected answer to fetch offsets: {other:?}"),
+    }
+}
+
+/// A deletion that cannot rewrite a group's offsets answers a storage error through the
+/// handler, and leaves what it could not finish: the topic is gone, its name stays reserved
+/// (creating it again is refused, retryably), and the next start that can rewrite the group
+/// drops the offsets and frees the name, so that a new topic of that name starts empty and
+/// without the old offsets.
+#[tokio::test]
+async fn a_deletion_that_cannot_rewrite_a_group_is_answered_and_finished_at_the_next_start() {
+    tests::init_tracing();
+    let mut broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("gone", 1).await.unwrap();
+    produce(
+        &client,
+        "gone",
+        0,
+        batch(&recs(5, "old"), Compression::None),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
+    let commit = Request::CommitOffsets(CommitOffsetsRequest {
+        group: "g".into(),
+        member_id: String::new(),
+        generation: 0,
+        offsets: vec![PartitionOffset {
+            topic: "gone".into(),
+            partition: 0,
+            offset: 4,
+        }],
+    });
+    client.raw_request(commit).await.unwrap();
+    assert_eq!(committed(&client, "g", "gone", 0).await, Some(4));
+
+    // The group's file cannot be replaced while its temporary path ("g" is 67 in hex) is a
+    // directory.
+    let blocked = broker.data_dir().join("groups").join("67.offsets.tmp");
+    std::fs::create_dir_all(&blocked).unwrap();
+    let e = client.delete_topic("gone").await.unwrap_err();
+    assert_eq!(e.error_code(), Some(ErrorCode::StorageError), "{e}");
+    assert!(
+        client.describe_topic("gone").await.is_err(),
+        "the topic is gone"
+    );
+    let e = client.create_topic("gone", 1).await.unwrap_err();
+    assert_eq!(e.error_code(), Some(ErrorCode::Throttled), "{e}");
+    assert!(e.is_retryable(), "{e}");
+
+    std::fs::remove_dir(&blocked).unwrap();
+    tests::restart_broker(&mut broker).await;
+    let client = broker.client().await.unwrap();
+    assert_eq!(committed(&client, "g", "gone", 0).await, None);
+    client.create_topic("gone", 1).await.unwrap();
+    assert!(fetch_all(&client, "gone", 0, 0).await.1.is_empty());
+}
