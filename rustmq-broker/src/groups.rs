@@ -166,7 +166,7 @@ pub struct GroupCoordinator {
 
 /// Longest group name, in bytes: a group's offsets file is named by the hex of its name (and
 /// written through a `.tmp` beside it), within a file name's 255 bytes.
-pub const MAX_GROUP_NAME_LEN: usize = 120;
+pub use rustmq_protocol::MAX_GROUP_NAME_LEN;
 
 /// Checks a group name: 1 to [`MAX_GROUP_NAME_LEN`] bytes.
 fn validate_group_name(group: &str) -> Result<(), BrokerError> {

@@ -152,7 +152,8 @@ impl Core {
         } else {
             let principal = conn.principal.get().map(String::as_str).unwrap_or_default();
             let acl = &self.security.acl;
-            acl.authorize(principal, &req).map_err(denied)?;
+            acl.authorize(principal, &req, |t| self.topics.get(t).is_some())
+                .map_err(denied)?;
             if let Request::Produce(r) = &req {
                 // Only a restrictive ACL can refuse the create: skip the lookup otherwise.
                 if self.config.auto_create_topics
@@ -176,7 +177,12 @@ impl Core {
             Request::CreateTopic(r) => {
                 let t = self
                     .on_blocking_thread(move |core| {
-                        core.topics.create(&r.name, r.partitions, r.settings)
+                        // 0 asks for the broker's default, as an auto-created topic gets.
+                        let partitions = match r.partitions {
+                            0 => core.config.default_partitions,
+                            n => n,
+                        };
+                        core.topics.create(&r.name, partitions, r.settings)
                     })
                     .await?;
                 Ok(Response::CreateTopic(CreateTopicResponse {

@@ -251,7 +251,8 @@ wire_struct! {
     pub struct CreateTopicRequest {
         /// Topic name.
         pub name: String,
-        /// Number of partitions (at least 1).
+        /// Number of partitions; 0 asks for the broker's default (its `default_partitions`,
+        /// which auto-created topics get too).
         pub partitions: u32,
         /// Settings.
         pub settings: TopicSettings,
@@ -495,6 +496,10 @@ wire_struct! {
         pub partitions: Vec<u32>,
     }
 }
+
+/// The longest consumer group name a broker takes, in bytes (a group's offsets file is named
+/// by the hex of its name, within a file name's 255 bytes).
+pub const MAX_GROUP_NAME_LEN: usize = 120;
 
 wire_struct! {
     /// Joins (or rejoins) a consumer group; answered once the group's assignment is settled.

@@ -242,7 +242,8 @@ impl RustMqClient {
         }
     }
 
-    /// Creates a topic with `partitions` partitions and the broker's default settings.
+    /// Creates a topic with `partitions` partitions (0: the broker's default partition count,
+    /// as auto-created topics get) and the broker's default settings.
     ///
     /// Fails with [`ClientError::Broker`] and code `TopicAlreadyExists` if it exists.
     pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {

@@ -61,7 +61,8 @@ impl CodecError {
 /// ```
 pub trait Codec: Send + Sync + 'static {
     /// Name; a typed stream processor writes it to the `content-type` header of the messages
-    /// it produces.
+    /// it produces (the typed producer does not, to keep its messages lean), and a payload
+    /// that fails to decode names the header's codec in its poison reason when it differs.
     const NAME: &'static str;
     /// Encodes a value.
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError>;

@@ -225,16 +225,23 @@ impl Acl {
     /// `ListGroups`, `Metadata` of all topics) are not refused here: their answers are
     /// filtered to what the principal may describe. A produce to a missing topic that would
     /// auto-create it needs `create` too; the handler checks that.
-    pub fn authorize(&self, principal: &str, req: &Request) -> Result<(), Denied> {
+    ///
+    /// `is_topic` tells whether a name is an existing topic's: offsets entries named `__...`
+    /// are the client libraries' own (`__closed`, `__out.<topic>`, ...), covered by the
+    /// group's permission, unless a topic has that name.
+    pub fn authorize(
+        &self,
+        principal: &str,
+        req: &Request,
+        is_topic: impl Fn(&str) -> bool,
+    ) -> Result<(), Denied> {
         use Operation::*;
         use ResourceType::{Group, Topic};
         if self.is_open() {
             return Ok(());
         }
         let check = |op, res, name: &str| self.check(principal, op, res, name);
-        // Stream processing commits reserved entries (`__closed`, `__out.<topic>`, ...) that
-        // are not topics; the group's commit permission covers them.
-        let user_topic = |t: &&str| !t.starts_with("__");
+        let user_topic = |t: &&str| !t.starts_with("__") || is_topic(t);
         match req {
             Request::Metadata(r) => {
                 for t in r.topics.iter().flatten() {
@@ -360,6 +367,51 @@ mod tests {
             denied.to_string(),
             "principal \"mallory\" is not authorized to read topic \"orders.secret\""
         );
+    }
+
+    /// The client libraries' `__...` offsets entries are covered by the group's permissions,
+    /// but a real topic named `__...` needs `read` like any other.
+    #[test]
+    fn offsets_of_a_topic_named_like_a_reserved_entry_need_read() {
+        let mut rules = vec![rule(
+            "*",
+            "g",
+            PatternType::Literal,
+            &[Operation::Read, Operation::Commit],
+            Permission::Allow,
+        )];
+        rules[0].resource = ResourceType::Group;
+        let acl = Acl::new(rules);
+        let commit = |topic: &str| {
+            Request::CommitOffsets(rustmq_protocol::CommitOffsetsRequest {
+                group: "g".into(),
+                member_id: String::new(),
+                generation: 0,
+                offsets: vec![rustmq_protocol::PartitionOffset {
+                    topic: topic.into(),
+                    partition: 0,
+                    offset: 1,
+                }],
+            })
+        };
+        let fetch = |topic: &str| {
+            Request::FetchOffsets(rustmq_protocol::FetchOffsetsRequest {
+                group: "g".into(),
+                partitions: vec![rustmq_protocol::TopicPartitions {
+                    topic: topic.into(),
+                    partitions: vec![0],
+                }],
+            })
+        };
+        let is_topic = |t: &str| t == "__audit";
+        for entry in ["__closed", "__out.orders"] {
+            acl.authorize("bob", &commit(entry), is_topic).unwrap();
+            acl.authorize("bob", &fetch(entry), is_topic).unwrap();
+        }
+        for topic in ["__audit", "orders"] {
+            acl.authorize("bob", &commit(topic), is_topic).unwrap_err();
+            acl.authorize("bob", &fetch(topic), is_topic).unwrap_err();
+        }
     }
 
     #[test]

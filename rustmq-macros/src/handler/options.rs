@@ -15,6 +15,8 @@ pub(crate) const CONCURRENCY: &str = "concurrency";
 pub(crate) const START: &str = "start";
 
 const OPTIONS: &[&str] = &[GROUP, CONCURRENCY, START];
+/// The longest consumer group name the broker takes (`rustmq_protocol::MAX_GROUP_NAME_LEN`).
+const MAX_GROUP_LEN: usize = 120;
 
 /// Where a new group starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +51,19 @@ impl Options {
     fn read(&mut self, cx: &Ctxt, option: &NameValue) {
         if option.is(GROUP) {
             self.group = attr::lit_str(cx, option, "\"billing\"").filter(|group| {
-                let empty = group.value().is_empty();
-                if empty {
+                let len = group.value().len();
+                if len == 0 {
                     cx.error_spanned_by(group, "`group` must not be empty");
+                } else if len > MAX_GROUP_LEN {
+                    cx.error_spanned_by(
+                        group,
+                        format!(
+                            "`group` is {len} bytes long; the broker takes group names of at \
+                             most {MAX_GROUP_LEN}"
+                        ),
+                    );
                 }
-                !empty
+                (1..=MAX_GROUP_LEN).contains(&len)
             });
         } else if option.is(CONCURRENCY) {
             self.concurrency = attr::lit_int_at_least(cx, option, 1usize).map(|(n, _)| n);

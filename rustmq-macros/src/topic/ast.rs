@@ -105,10 +105,25 @@ impl<'a> Topic<'a> {
                 "missing topic name: add `name = \"...\"` to #[topic(..)]",
             );
         }
-        if let (Some(name), Some(dead_letter)) = (&options.name, &options.dead_letter) {
-            if name.value() == dead_letter.value() {
+        match (&options.name, &options.dead_letter) {
+            (Some(name), Some(dead_letter)) if name.value() == dead_letter.value() => {
                 cx.error_spanned_by(dead_letter, "`dead_letter` must differ from the topic name");
             }
+            // The default dead-letter topic, `<name>.dlq`, must be a valid name too: else every
+            // poison message would fail to be dead-lettered and come back for ever.
+            (Some(name), None) if name.value().len() + ".dlq".len() > super::name::MAX_LEN => {
+                cx.error_spanned_by(
+                    name,
+                    format!(
+                        "the default dead-letter topic `<name>.dlq` would be {} characters \
+                         long, over the {} a topic name may have: shorten `name` or set \
+                         `dead_letter`",
+                        name.value().len() + ".dlq".len(),
+                        super::name::MAX_LEN
+                    ),
+                );
+            }
+            _ => {}
         }
         let key = match &options.key {
             Some(spec) => resolve_key(cx, input, spec),

@@ -33,7 +33,7 @@ pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
         quote! {
             #[inline]
             fn key(&self) -> ::core::option::Option<::rustmq::__private::Bytes> {
-                ::core::option::Option::Some(#body)
+                #body
             }
         }
     });
@@ -99,7 +99,7 @@ fn key_body(key: &Key<'_>) -> TokenStream {
 fn convert(field: &KeyField<'_>, value: TokenStream) -> TokenStream {
     let ty = field.ty;
     quote_spanned! {ty.span()=>
-        <#ty as ::rustmq::__private::TopicKey>::key_bytes(#value)
+        <#ty as ::rustmq::__private::TopicKey>::message_key(#value)
     }
 }
 
@@ -138,7 +138,7 @@ mod tests {
         assert!(out.contains("Some (\"orders.bad\")"), "{out}");
         assert!(
             out.contains(
-                "< String as :: rustmq :: __private :: TopicKey > :: key_bytes (& self . id)"
+                "< String as :: rustmq :: __private :: TopicKey > :: message_key (& self . id)"
             ),
             "{out}"
         );
@@ -161,7 +161,7 @@ mod tests {
             #[topic(name = "ids", key = 0)]
             struct Id(String);
         ));
-        assert!(out.contains("key_bytes (& self . 0)"), "{out}");
+        assert!(out.contains("message_key (& self . 0)"), "{out}");
     }
 
     #[test]

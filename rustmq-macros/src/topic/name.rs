@@ -2,7 +2,7 @@
 //! rustmq-broker): 1 to 249 characters of `[A-Za-z0-9._-]`, and neither `.` nor `..`.
 
 /// The longest topic name the broker accepts.
-const MAX_LEN: usize = 249;
+pub(crate) const MAX_LEN: usize = 249;
 
 /// Checks `name` (the value of `option`, for messages); the error says what is wrong.
 pub(crate) fn check(option: &str, name: &str) -> Result<(), String> {

@@ -136,6 +136,13 @@ impl ConsumerConfig {
         if self.consumer_group.is_empty() {
             return bad("consumer_group must not be empty");
         }
+        if self.consumer_group.len() > rustmq_protocol::MAX_GROUP_NAME_LEN {
+            return Err(ClientError::InvalidConfig(format!(
+                "consumer_group is {} bytes long; brokers take group names of at most {}",
+                self.consumer_group.len(),
+                rustmq_protocol::MAX_GROUP_NAME_LEN
+            )));
+        }
         if self.fetch_size == 0 {
             return bad("consumer fetch_size must be at least 1");
         }

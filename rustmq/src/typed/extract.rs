@@ -55,9 +55,19 @@ pub trait FromDelivery<S>: ExtractorKind + Sized {
     fn from_delivery(delivery: &Delivery, state: &S) -> Result<Self, Rejection>;
 }
 
-/// Decodes the payload of `delivery` as `T` (used by `#[derive(Topic)]`).
+/// Decodes the payload of `delivery` as `T` (used by `#[derive(Topic)]`). A payload that does
+/// not decode is poison; when the message names another codec in its `content-type` header
+/// (as a typed stream processor writes it), the reason says so.
 pub fn decode_payload<T: Topic>(delivery: &Delivery) -> Result<T, Rejection> {
-    <T::Codec as Codec>::decode(&delivery.message().payload).map_err(Rejection::Poison)
+    let message = delivery.message();
+    <T::Codec as Codec>::decode(&message.payload).map_err(|mut e| {
+        if let Some(sent) = message.headers.get("content-type") {
+            if sent != e.codec {
+                e.message = format!("{} (the message's content-type is {sent:?})", e.message);
+            }
+        }
+        Rejection::Poison(e)
+    })
 }
 
 impl ExtractorKind for Metadata {}
@@ -107,5 +117,45 @@ impl<S, T: Topic> FromDelivery<S> for TypedProducer<T> {
             client.clone(),
             std::sync::Arc::clone(d.ctx()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Json;
+    use crate::Message;
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        id: String,
+    }
+
+    impl Topic for Order {
+        const NAME: &'static str = "orders";
+        type Codec = Json;
+    }
+
+    fn delivery(payload: &'static [u8], content_type: Option<&str>) -> Delivery {
+        let mut builder = Message::builder().topic("orders").payload(payload);
+        if let Some(ct) = content_type {
+            builder = builder.header("content-type", ct);
+        }
+        Delivery::new(builder.build().unwrap())
+    }
+
+    /// A payload that does not decode is poison; its reason names the codec the message says
+    /// it was written with when that is another one.
+    #[test]
+    fn a_poison_reason_names_another_codec_of_the_messages_content_type() {
+        let order: Order = decode_payload(&delivery(br#"{"id":"o-1"}"#, None)).unwrap();
+        assert_eq!(order.id, "o-1");
+        let reason = |content_type| match decode_payload::<Order>(&delivery(b"\x01\x02", content_type)) {
+            Err(Rejection::Poison(e)) => e.to_string(),
+            other => panic!("not poison: {other:?}"),
+        };
+        assert!(reason(Some("bincode")).contains("content-type is \"bincode\""));
+        assert!(!reason(Some("json")).contains("content-type"));
+        assert!(!reason(None).contains("content-type"));
     }
 }

@@ -74,6 +74,9 @@ pub(crate) async fn ensure_topic<T: Topic>(client: &RustMqClient) -> Result<()> 
     ensure_topic_named(client, T::NAME, T::PARTITIONS).await
 }
 
+/// Creates `name` with `partitions` partitions if it does not exist yet; with `None`, leaves
+/// it to the broker, which creates it on the first message (auto-creation) with its default
+/// partition count.
 pub(crate) async fn ensure_topic_named(
     client: &RustMqClient,
     name: &str,

@@ -11,6 +11,7 @@
 //! unkeyed messages); with `concurrency = 1` (the default) there is one worker. Acks go to the
 //! consumer's offset tracker, which commits only the contiguous acknowledged prefix.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -179,6 +180,14 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
                 options.name
             )
         });
+        // `#[handler]` refuses this at compile time; a plain `async fn` gets here.
+        let payloads = M::payloads();
+        assert!(
+            payloads == 1,
+            "handler {} has {payloads} payload arguments (types that derive `Topic`); a handler \
+             consumes one topic, so it takes one payload",
+            options.name
+        );
         self.handlers.push(Registered {
             options,
             topic,
@@ -222,30 +231,16 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let stopped_tx = Arc::new(stopped_tx);
+        // Every handler's settings are checked before any handler starts.
+        let configs = consumer_configs(&self.handlers, &self.consumer_config)?;
         let mut tasks = Vec::new();
-        for reg in self.handlers {
-            // A consumer needs its topic to exist: create it (with the declared partitions, else one).
-            super::producer::ensure_topic_named(
-                &self.client,
-                reg.topic.name,
-                Some(reg.topic.partitions.unwrap_or(1)),
-            )
-            .await?;
-            let group = match reg.options.group {
-                Some(g) => g.to_owned(),
-                None => format!("{}.{}", reg.topic.name, reg.options.name),
-            };
-            let mut config = self.consumer_config.clone();
-            config.consumer_group = group.clone();
-            if let Some(start) = reg.options.start {
-                config.start_position = match start {
-                    StartFrom::Earliest => StartPosition::Earliest,
-                    StartFrom::Latest => StartPosition::Latest,
-                };
-            }
-            if config.dead_letter_queue.is_none() {
-                config.dead_letter_queue = Some(reg.topic.dead_letter.clone());
-            }
+        for (reg, config) in self.handlers.into_iter().zip(configs) {
+            // A consumer needs its topic to exist: create it with the declared partitions,
+            // else the broker's default (0), which a producer's auto-creation would give it too.
+            self.client
+                .ensure_topic(reg.topic.name, reg.topic.partitions.unwrap_or(0))
+                .await?;
+            let group = config.consumer_group.clone();
             let consumer = ConsumerBuilder::new()
                 .topic(reg.topic.name)
                 .consumer_group(group.clone())
@@ -285,6 +280,49 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
             tasks,
         })
     }
+}
+
+/// Each handler's consumer settings: `base` with the handler's group (`#[handler(group =
+/// ..)]`, else `"<topic>.<function name>"`), start position and dead-letter topic, checked.
+/// Two handlers of one topic in one group are refused: they would split its partitions, and
+/// each would see only part of the messages.
+fn consumer_configs<S>(
+    handlers: &[Registered<S>],
+    base: &ConsumerConfig,
+) -> Result<Vec<ConsumerConfig>> {
+    let mut consumers: HashMap<(&str, String), &str> = HashMap::new();
+    handlers
+        .iter()
+        .map(|reg| {
+            let mut config = base.clone();
+            config.consumer_group = match reg.options.group {
+                Some(g) => g.to_owned(),
+                None => format!("{}.{}", reg.topic.name, reg.options.name),
+            };
+            if let Some(start) = reg.options.start {
+                config.start_position = match start {
+                    StartFrom::Earliest => StartPosition::Earliest,
+                    StartFrom::Latest => StartPosition::Latest,
+                };
+            }
+            if config.dead_letter_queue.is_none() {
+                config.dead_letter_queue = Some(reg.topic.dead_letter.clone());
+            }
+            config.validate().map_err(|e| {
+                ClientError::InvalidConfig(format!("handler {}: {e}", reg.options.name))
+            })?;
+            let key = (reg.topic.name, config.consumer_group.clone());
+            if let Some(other) = consumers.insert(key, reg.options.name) {
+                return Err(ClientError::InvalidConfig(format!(
+                    "handlers {other} and {} both consume topic {:?} in group {:?}: each would \
+                     get only part of its messages; give one of them a group of its own \
+                     (`#[handler(group = \"...\")]`)",
+                    reg.options.name, reg.topic.name, config.consumer_group
+                )));
+            }
+            Ok(config)
+        })
+        .collect()
 }
 
 /// Running handlers; [`RunningService::shutdown`] stops them cleanly.

@@ -78,6 +78,14 @@ impl TopicInfo {
 pub trait TopicKey {
     /// The key's bytes.
     fn key_bytes(&self) -> Bytes;
+
+    /// The message's key: [`key_bytes`](Self::key_bytes), or none at all (an `Option` field
+    /// that is `None`: the message is spread over partitions, as a message without a key).
+    /// `#[derive(Topic)]`'s `key()` returns this.
+    #[inline]
+    fn message_key(&self) -> Option<Bytes> {
+        Some(self.key_bytes())
+    }
 }
 
 impl TopicKey for str {
@@ -114,15 +122,26 @@ impl<T: TopicKey + ?Sized> TopicKey for &T {
     fn key_bytes(&self) -> Bytes {
         (**self).key_bytes()
     }
+    fn message_key(&self) -> Option<Bytes> {
+        (**self).message_key()
+    }
 }
 impl<T: TopicKey + ?Sized> TopicKey for Box<T> {
     fn key_bytes(&self) -> Bytes {
         (**self).key_bytes()
     }
+    fn message_key(&self) -> Option<Bytes> {
+        (**self).message_key()
+    }
 }
+/// `None` is no key at all: [`message_key`](TopicKey::message_key) is `None` (and
+/// `key_bytes`, which must give bytes, gives the empty key).
 impl<T: TopicKey> TopicKey for Option<T> {
     fn key_bytes(&self) -> Bytes {
         self.as_ref().map(TopicKey::key_bytes).unwrap_or_default()
+    }
+    fn message_key(&self) -> Option<Bytes> {
+        self.as_ref().and_then(TopicKey::message_key)
     }
 }
 

@@ -762,3 +762,97 @@ async fn a_handler_goes_on_after_its_topic_was_deleted_and_created_again() {
     assert!(!running.is_stopped());
     running.shutdown().await.unwrap();
 }
+
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "visits")]
+struct Visit {
+    page: String,
+}
+
+mod billing {
+    use super::*;
+    pub(super) async fn on_visit(_: Visit) {}
+}
+
+mod audit {
+    use super::*;
+    pub(super) async fn on_visit(_: Visit) {}
+}
+
+/// Two handlers of one topic that would share a consumer group (same function name in two
+/// modules, no `group`) are refused before anything starts: each would get only part of the
+/// topic's messages. Given groups of their own, both start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_that_would_share_a_topics_group_are_refused() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let e = Service::new(client.clone())
+        .handler(billing::on_visit)
+        .handler(audit::on_visit)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, rustmq::ClientError::InvalidConfig(_)), "{e}");
+    assert!(e.to_string().contains("visits.on_visit"), "{e}");
+    assert!(
+        client.describe_topic("visits").await.is_err(),
+        "nothing started, not even the topic"
+    );
+}
+
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(
+    name = "a-topic-whose-name-is-long-enough-that-its-handlers-default-group-name-runs-over-the-limit-of-120-bytes-that-the-broker-sets"
+)]
+struct LongNamed {
+    n: u32,
+}
+
+async fn on_long_named(_: LongNamed) {}
+
+/// A default group name (`<topic>.<function>`) too long for the broker is refused at start,
+/// with the handler named, before any handler starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_group_name_too_long_for_the_broker_is_refused_at_start() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let e = Service::new(client)
+        .handler(json_handler)
+        .handler(on_long_named)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, rustmq::ClientError::InvalidConfig(_)), "{e}");
+    assert!(e.to_string().contains("on_long_named"), "{e}");
+}
+
+async fn two_payloads(_: Visit, _: JsonOrder) {}
+
+/// A plain `async fn` with two payloads (which `#[handler]` refuses at compile time) is refused
+/// when it is added: it would consume the first payload's topic and decode every message as
+/// the second payload too.
+#[tokio::test]
+#[should_panic(expected = "2 payload arguments")]
+async fn a_handler_with_two_payloads_is_refused_when_added() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let _ = Service::new(client).handler(two_payloads);
+}
+
+/// A topic without declared partitions is created by a service with the broker's default
+/// partition count, as the producer side's auto-creation creates it, not with one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_creates_an_undeclared_topic_with_the_brokers_default_partitions() {
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.default_partitions = 4;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    let running = Service::new(client.clone())
+        .handler(billing::on_visit)
+        .start()
+        .await
+        .unwrap();
+    let described = client.describe_topic("visits").await.unwrap();
+    assert_eq!(described.partition_count(), 4);
+    running.shutdown().await.unwrap();
+}
