@@ -168,6 +168,9 @@ pub struct GroupCoordinator {
 /// written through a `.tmp` beside it), within a file name's 255 bytes.
 pub use rustmq_protocol::MAX_GROUP_NAME_LEN;
 
+/// Longest member id a join may name, in bytes.
+pub const MAX_MEMBER_ID_LEN: usize = 255;
+
 /// Checks a group name: 1 to [`MAX_GROUP_NAME_LEN`] bytes.
 fn validate_group_name(group: &str) -> Result<(), BrokerError> {
     if group.is_empty() || group.len() > MAX_GROUP_NAME_LEN {
@@ -362,6 +365,15 @@ impl GroupCoordinator {
         topics: &TopicManager,
     ) -> Result<JoinGroupResponse, BrokerError> {
         validate_group_name(&r.group)?;
+        if r.member_id.len() > MAX_MEMBER_ID_LEN {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a member id has at most {MAX_MEMBER_ID_LEN} bytes, not {}",
+                    r.member_id.len()
+                ),
+            ));
+        }
         if r.topics.is_empty() {
             return Err(BrokerError::new(
                 ErrorCode::InvalidRequest,
@@ -375,12 +387,14 @@ impl GroupCoordinator {
         let (member_id, mut completed, target) = {
             let mut groups = self.groups.lock();
             let group = group_mut(&mut groups, &r.group);
+            // A member may name itself: a join sent again (its answer lost, or timed out while
+            // the rebalance waited for others) is then the same member's, not a new one that
+            // would hold partitions until its session expired. An unknown id is a new member
+            // (a member that was removed, or one that names itself), as an empty one is.
             let member_id = if r.member_id.is_empty() {
                 format!("{}-{:016x}", r.client_id, fastrand::u64(..))
-            } else if group.members.contains_key(&r.member_id) {
-                r.member_id.clone()
             } else {
-                return Err(unknown_member(&r.group, &r.member_id));
+                r.member_id.clone()
             };
             let is_new = !group.members.contains_key(&member_id);
             let member = group
@@ -810,6 +824,53 @@ mod tests {
                 .unwrap();
         }
         topics
+    }
+
+    fn join_as(member_id: &str) -> JoinGroupRequest {
+        JoinGroupRequest {
+            group: "g".into(),
+            member_id: member_id.into(),
+            client_id: "c".into(),
+            topics: vec!["t".into()],
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+        }
+    }
+
+    /// A join that names its member and is sent again (the first given up while the
+    /// rebalance waited for another member) is the same member's: the group gets one member
+    /// for it, not one per attempt that would hold partitions until its session expired.
+    #[tokio::test]
+    async fn a_join_sent_again_under_the_members_own_id_adds_no_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("t", 4)]);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let first = groups.join(join_as(""), &topics).await.unwrap();
+        // The newcomer's joins wait for the first member to rejoin; each is given up.
+        for _ in 0..3 {
+            let attempt = groups.join(join_as("newcomer-1"), &topics);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), attempt)
+                    .await
+                    .is_err(),
+                "the rebalance waits for the first member"
+            );
+        }
+        let rejoined = groups.join(join_as(&first.member_id), &topics);
+        let newcomer = groups.join(join_as("newcomer-1"), &topics);
+        let (rejoined, newcomer) = tokio::join!(rejoined, newcomer);
+        let (rejoined, newcomer) = (rejoined.unwrap(), newcomer.unwrap());
+        assert_eq!(newcomer.member_id, "newcomer-1");
+        assert_eq!(rejoined.generation, newcomer.generation);
+        let described = groups.describe("g").unwrap();
+        assert_eq!(described.members.len(), 2, "{described:?}");
+        let assigned = |r: &JoinGroupResponse| -> usize {
+            r.assignment.iter().map(|a| a.partitions.len()).sum()
+        };
+        assert_eq!((assigned(&rejoined), assigned(&newcomer)), (2, 2));
+        let too_long = "m".repeat(MAX_MEMBER_ID_LEN + 1);
+        let e = groups.join(join_as(&too_long), &topics).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
     }
 
     /// A topic name that is not one (a tab, a line break) is refused: written to the offsets

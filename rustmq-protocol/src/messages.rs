@@ -506,7 +506,9 @@ wire_struct! {
     pub struct JoinGroupRequest {
         /// Group name.
         pub group: String,
-        /// Member id from an earlier join, empty for a new member.
+        /// The member's id: from an earlier join, or one the member chose (at most 255
+        /// bytes), so that a join sent again is the same member's; empty for a new member
+        /// the broker names. An id the group does not know joins as a new member.
         pub member_id: String,
         /// Client id for descriptions.
         pub client_id: String,
