@@ -104,7 +104,7 @@ impl ConsumerBuilder {
             group: config.consumer_group.clone(),
             state: Mutex::new(State::new(
                 &topic,
-                config.max_buffered_messages_per_partition,
+                config.buffer_cap(),
                 config.max_buffered_bytes_per_partition,
             )),
             topic,

@@ -16,8 +16,9 @@ pub enum StartPosition {
     Latest,
     /// This offset (clamped into the partition's stored range if it lies outside).
     Offset(u64),
-    /// The first record whose timestamp is at or after this time, in **milliseconds** since
-    /// the Unix epoch (the high watermark when no record is that recent).
+    /// The first record whose timestamp is at or after this time (the high watermark when no
+    /// record is that recent), in milliseconds since the Unix epoch; values below 10^11 are
+    /// taken as seconds, as the seed SDK passed them.
     Timestamp(u64),
 }
 
@@ -60,7 +61,9 @@ pub struct ConsumerConfig {
     /// Period of automatic commits.
     pub auto_commit_interval: Duration,
     /// Most records one fetch hands over per partition; the fetch's byte budget is sized from
-    /// it and the average record size seen so far.
+    /// it and the average record size seen so far. A partition's buffer holds at least one
+    /// whole fetch: a `fetch_size` above `max_buffered_messages_per_partition` raises that
+    /// bound to `fetch_size` (`max_buffered_bytes_per_partition` still applies).
     pub fetch_size: usize,
     /// How long a fetch waits at the broker for new records before answering empty (the
     /// long-poll wait).
@@ -89,10 +92,11 @@ pub struct ConsumerConfig {
     pub retry_backoff: Duration,
     /// Upper bound of a retry delay.
     pub max_retry_backoff: Duration,
-    /// Messages fetched but not yet received, per partition. A buffer more than half full
-    /// stops that partition's fetching until the application catches up. It bounds memory
-    /// only with the message size: `max_buffered_bytes_per_partition` bounds it whatever the
-    /// size.
+    /// Messages fetched but not yet received, per partition, at least `fetch_size` (a larger
+    /// `fetch_size` raises it, so that the buffer holds one whole fetch). A buffer more than
+    /// half full stops that partition's fetching until the application catches up. It bounds
+    /// memory only with the message size: `max_buffered_bytes_per_partition` bounds it
+    /// whatever the size.
     pub max_buffered_messages_per_partition: usize,
     /// Bytes of fetched records not yet received, per partition: the records sections of
     /// their batches as held in memory (decompressed), which large messages reach long before
@@ -176,6 +180,13 @@ impl ConsumerConfig {
         Ok(())
     }
 
+    /// Messages a partition buffers at most: `max_buffered_messages_per_partition`, raised to
+    /// `fetch_size` so that one whole fetch fits.
+    pub(crate) fn buffer_cap(&self) -> usize {
+        self.max_buffered_messages_per_partition
+            .max(self.fetch_size)
+    }
+
     /// The delay before retry number `retry` (1-based): `retry_backoff * 2^(retry-1)`, capped
     /// by `max_retry_backoff`.
     pub(crate) fn retry_delay(&self, retry: u32) -> Duration {
@@ -257,6 +268,16 @@ mod tests {
         }
         .validate()
         .unwrap();
+    }
+
+    #[test]
+    fn the_buffer_holds_at_least_one_fetch() {
+        assert_eq!(valid().buffer_cap(), 1_000);
+        let big_fetches = ConsumerConfig {
+            fetch_size: 10_000,
+            ..valid()
+        };
+        assert_eq!(big_fetches.buffer_cap(), 10_000);
     }
 
     #[test]

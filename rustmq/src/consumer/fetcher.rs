@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use rustmq_protocol::{
@@ -30,10 +29,12 @@ use tracing::Instrument;
 
 use super::buffer::Records;
 use super::config::ConsumerConfig;
+use super::failures::{Streak, Verdict};
 use super::state::FetchGate;
-use super::{offsets, Inner};
+use super::{offsets, timing, Inner};
 use crate::error::{ClientError, Result};
 use crate::message::{Message, TopicName};
+use crate::transport::backoff::Backoff;
 
 /// What one fetch answer decoded into.
 #[derive(Debug)]
@@ -239,7 +240,8 @@ pub(crate) async fn run(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
 
 async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
     let config = &inner.config;
-    let mut failures = 0u32;
+    let mut failures = Streak::default();
+    let backoff = timing::retry_backoff(inner.client.config().retry_config.jitter);
     loop {
         let gate = inner.state.lock().fetch_gate(partition);
         let (offset, epoch, room, room_bytes, sizes) = match gate {
@@ -256,6 +258,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                 sizes,
             } => (offset, epoch, room, room_bytes, sizes),
         };
+        // The cap is at least `fetch_size`: a fetch into an empty buffer takes a whole one.
         let max_records = room.min(config.fetch_size);
         let limit = inner.client.broker_limits().map(|l| l.max_frame_bytes);
         let request = Request::Fetch(FetchRequest {
@@ -270,7 +273,11 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
             ),
             max_wait_ms: ConsumerConfig::ms(config.fetch_timeout),
         });
-        let timeout = inner.client.config().request_timeout + config.fetch_timeout;
+        let timeout = inner
+            .client
+            .config()
+            .request_timeout
+            .saturating_add(config.fetch_timeout);
         let fetch = inner.client.request_with_timeout(request, timeout);
         tokio::pin!(fetch);
         let answer = loop {
@@ -293,7 +300,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
         match result {
             Ok(response) => match decode(offset, max_records, room_bytes, response.records) {
                 Ok(decoded) => {
-                    failures = 0;
+                    failures.succeeded();
                     let count = decoded.records.len();
                     let hw = response.high_watermark;
                     let position = {
@@ -318,38 +325,45 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                 }
                 Err(e) => {
                     let e = ClientError::Protocol(e);
-                    failed(&inner, &wake, &mut failures, e).await;
+                    failed(&inner, &wake, &backoff, &mut failures, e).await;
                 }
             },
-            Err(ClientError::Closed) => return,
             Err(e) if e.error_code() == Some(ErrorCode::OffsetOutOfRange) => {
                 if let Err(e) = reset_out_of_range(&inner, partition, epoch, offset).await {
-                    failed(&inner, &wake, &mut failures, e).await;
+                    failed(&inner, &wake, &backoff, &mut failures, e).await;
                 }
             }
-            Err(e) => failed(&inner, &wake, &mut failures, e).await,
+            Err(e) => failed(&inner, &wake, &backoff, &mut failures, e).await,
         }
     }
 }
 
-/// Logs a failed fetch, tells the application about the first non-retryable failure of a
-/// streak, and waits before the next attempt (a seek or close ends the wait).
-async fn failed(inner: &Inner, wake: &Notify, failures: &mut u32, e: ClientError) {
-    *failures += 1;
+/// Logs a failed fetch, tells the application about the first failure of a streak that
+/// retrying cannot mend (see [`Streak`]), and waits before the next attempt (a seek or close
+/// ends the wait). A closed client ends the consumer: the next gate stops this task.
+async fn failed(
+    inner: &Inner,
+    wake: &Notify,
+    backoff: &Backoff,
+    failures: &mut Streak,
+    e: ClientError,
+) {
     if inner.closed.load(Ordering::Acquire) {
         return;
     }
+    let (attempt, report) = match failures.failed(&e) {
+        Verdict::Stop => return inner.client_closed(),
+        Verdict::Retry { attempt, report } => (attempt, report),
+    };
     if e.is_retryable() {
-        tracing::debug!(error = %e, failures = *failures, "fetch failed; retrying");
+        tracing::debug!(error = %e, attempt, "fetch failed; retrying");
     } else {
-        tracing::warn!(error = %e, failures = *failures, "fetch failed; retrying");
-        if *failures == 1 {
-            inner.state.lock().push_error(e);
-            inner.data.notify_waiters();
-        }
+        tracing::warn!(error = %e, attempt, "fetch failed; retrying");
     }
-    let delay = Duration::from_millis(50u64 << (*failures).min(7)).min(Duration::from_secs(5));
-    let _ = tokio::time::timeout(delay, wake.notified()).await;
+    if report {
+        inner.report(e);
+    }
+    let _ = tokio::time::timeout(backoff.delay(attempt), wake.notified()).await;
 }
 
 /// Moves the position of a partition that fell outside its log (retention deleted the

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::future::try_join_all;
 use rustmq_protocol::{
@@ -29,7 +29,8 @@ use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
 use super::config::{ConsumerConfig, StartPosition};
-use super::{fetcher, offsets, Inner};
+use super::failures::{Streak, Verdict};
+use super::{fetcher, offsets, timing, Inner};
 use crate::error::{ClientError, Result};
 
 /// The partitions a consumer holds in one generation of its group.
@@ -64,25 +65,29 @@ pub(crate) enum Rejoin {
     Keep,
     /// Our generation is stale: revoke everything, then rejoin with the same member id.
     RevokeAll,
-    /// The broker does not know us: revoke everything and join as a new member.
+    /// The broker does not know us: revoke everything and join again, under the same member
+    /// id (which the broker takes as a new member's).
     NewMember,
-}
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
 
 /// Joins the group and applies the assignment it answers with.
 pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
     if how != Rejoin::Keep {
         inner.state.lock().revoke_all();
-        let mut m = inner.membership.lock();
-        m.assignment = None;
-        if how == Rejoin::NewMember {
-            m.member_id.clear();
-        }
+        inner.membership.lock().assignment = None;
     }
-    let member_id = inner.membership.lock().member_id.clone();
+    // A member names itself before its first join and keeps its name (a broker that does not
+    // know it, or no longer does, takes it as a new member's): a join sent again, given up
+    // while the rebalance waited for the others or its connection lost, is then the same
+    // member's to the broker, not one more member holding partitions until its session
+    // expires.
+    let member_id = {
+        let mut m = inner.membership.lock();
+        if m.member_id.is_empty() {
+            m.member_id = format!("{}-{:016x}", inner.consumer_id, fastrand::u64(..));
+        }
+        m.member_id.clone()
+    };
     let config = &inner.config;
     let request = Request::JoinGroup(JoinGroupRequest {
         group: inner.group.clone(),
@@ -94,7 +99,11 @@ pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
     });
     // The broker answers once every member has rejoined, which may take the whole
     // rebalance timeout.
-    let timeout = inner.client.config().request_timeout + config.rebalance_timeout;
+    let timeout = inner
+        .client
+        .config()
+        .request_timeout
+        .saturating_add(config.rebalance_timeout);
     let response = match inner.client.request_with_timeout(request, timeout).await? {
         Response::JoinGroup(r) => r,
         other => return Err(ClientError::unexpected_response(&other)),
@@ -161,12 +170,13 @@ pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
 
 /// The first join of a new consumer; retryable failures are retried a few times.
 pub(crate) async fn join_initial(inner: &Arc<Inner>) -> Result<()> {
+    let backoff = timing::retry_backoff(inner.client.config().retry_config.jitter);
     let mut attempt = 0;
     loop {
         match join(inner, Rejoin::NewMember).await {
             Err(e) if e.is_retryable() && attempt < 3 => {
                 tracing::debug!(error = %e, "join failed, retrying");
-                tokio::time::sleep(backoff(attempt)).await;
+                tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
             }
             other => return other,
@@ -216,8 +226,7 @@ async fn start_positions(
                         .offset
                 }
                 (None, StartPosition::Timestamp(ts)) => {
-                    let ts = i64::try_from(ts).unwrap_or(i64::MAX);
-                    offsets::list_offset(inner, p, OffsetSpec::Timestamp(ts))
+                    offsets::list_offset(inner, p, offsets::timestamp_spec(ts))
                         .await?
                         .offset
                 }
@@ -299,14 +308,26 @@ pub(crate) async fn leave(inner: &Arc<Inner>) -> Result<()> {
     }
 }
 
-/// One heartbeat; says whether and how to rejoin.
-async fn heartbeat(inner: &Arc<Inner>) -> Option<Rejoin> {
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Nothing to do (in good standing, or the heartbeat failed and the next one retries).
+    Fine,
+    /// Rejoin, this way.
+    Rejoin(Rejoin),
+    /// The client is closed: the consumer ended.
+    Stop,
+}
+
+/// One heartbeat; says whether and how to rejoin. A failure that retrying cannot mend (the
+/// group's rights withdrawn) is reported to the application once per streak.
+async fn heartbeat(inner: &Arc<Inner>, failures: &mut Streak) -> Standing {
     let (member_id, generation) = {
         let m = inner.membership.lock();
         (m.member_id.clone(), m.generation)
     };
     if member_id.is_empty() {
-        return Some(Rejoin::NewMember);
+        return Standing::Rejoin(Rejoin::NewMember);
     }
     let request = Request::Heartbeat(HeartbeatRequest {
         group: inner.group.clone(),
@@ -318,24 +339,48 @@ async fn heartbeat(inner: &Arc<Inner>) -> Option<Rejoin> {
         .config()
         .request_timeout
         .min(inner.config.session_timeout);
-    match inner.client.request_with_timeout(request, timeout).await {
-        Ok(Response::Heartbeat(r)) if r.rebalance => Some(Rejoin::Keep),
-        Ok(_) => None,
-        Err(e) => match e.error_code() {
-            Some(ErrorCode::IllegalGeneration) => Some(Rejoin::RevokeAll),
-            Some(ErrorCode::UnknownMember) => {
-                tracing::warn!(group = %inner.group, "the group forgot this member (session expired?); joining again");
-                Some(Rejoin::NewMember)
+    let e = match inner.client.request_with_timeout(request, timeout).await {
+        Ok(response) => {
+            failures.succeeded();
+            return match response {
+                Response::Heartbeat(r) if r.rebalance => Standing::Rejoin(Rejoin::Keep),
+                _ => Standing::Fine,
+            };
+        }
+        Err(e) => e,
+    };
+    match e.error_code() {
+        Some(ErrorCode::IllegalGeneration) => {
+            failures.succeeded();
+            Standing::Rejoin(Rejoin::RevokeAll)
+        }
+        Some(ErrorCode::UnknownMember) => {
+            failures.succeeded();
+            tracing::warn!(group = %inner.group, "the group forgot this member (session expired?); joining again");
+            Standing::Rejoin(Rejoin::NewMember)
+        }
+        _ => match failures.failed(&e) {
+            Verdict::Stop => {
+                inner.client_closed();
+                Standing::Stop
             }
-            _ => {
+            Verdict::Retry { report, .. } => {
                 tracing::warn!(group = %inner.group, error = %e, "heartbeat failed");
-                None
+                if report {
+                    inner.report(e);
+                }
+                Standing::Fine
             }
         },
     }
 }
 
 /// Commits, then rejoins until it succeeds (or the consumer closes).
+///
+/// Deliveries wait meanwhile, so a failure that retrying cannot mend (the group's or the
+/// topic's rights withdrawn, the topic deleted) is reported through `receive`, once per
+/// streak; the rejoin goes on, with a jittered backoff of at most 5 s, so that the consumer
+/// carries on by itself once the cause is lifted. A closed client ends the consumer.
 async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
     inner.state.lock().rebalancing = true;
     if how == Rejoin::Keep {
@@ -343,27 +388,35 @@ async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
             tracing::warn!(group = %inner.group, error = %e, "commit before rejoining failed");
         }
     }
-    let mut attempt = 0;
+    let backoff = timing::retry_backoff(inner.client.config().retry_config.jitter);
+    let mut failures = Streak::default();
     loop {
-        match join(inner, how).await {
+        let e = match join(inner, how).await {
             Ok(()) => {
                 inner.metrics.rebalances.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            Err(e) => {
-                match e.error_code() {
-                    Some(ErrorCode::UnknownMember) => how = Rejoin::NewMember,
-                    Some(ErrorCode::IllegalGeneration) => how = Rejoin::RevokeAll,
-                    _ => {}
-                }
-                if matches!(e, ClientError::Closed) || inner.state.lock().closed {
-                    return;
-                }
-                tracing::warn!(group = %inner.group, error = %e, "rejoin failed; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
+            Err(e) => e,
+        };
+        if inner.state.lock().closed {
+            return;
         }
+        match e.error_code() {
+            Some(ErrorCode::UnknownMember) => how = Rejoin::NewMember,
+            Some(ErrorCode::IllegalGeneration) => how = Rejoin::RevokeAll,
+            _ => {}
+        }
+        let attempt = match failures.failed(&e) {
+            Verdict::Stop => return inner.client_closed(),
+            Verdict::Retry { attempt, report } => {
+                tracing::warn!(group = %inner.group, error = %e, "rejoin failed; retrying");
+                if report {
+                    inner.report(e);
+                }
+                attempt
+            }
+        };
+        tokio::time::sleep(backoff.delay(attempt)).await;
     }
 }
 
@@ -375,34 +428,44 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 async fn group_loop(inner: Arc<Inner>) {
     let config = &inner.config;
-    let mut heartbeats = tokio::time::interval(config.heartbeat_interval);
+    let mut heartbeats = tokio::time::interval(timing::period(config.heartbeat_interval));
     heartbeats.set_missed_tick_behavior(MissedTickBehavior::Delay);
     heartbeats.reset();
     let commit_every = if config.enable_auto_commit {
         config.auto_commit_interval
     } else {
         // Never fires in practice; keeps one `select!` for both modes.
-        Duration::from_secs(365 * 24 * 3600)
+        timing::FAR_FUTURE
     };
-    let mut commits = tokio::time::interval(commit_every);
+    let mut commits = tokio::time::interval(timing::period(commit_every));
     commits.set_missed_tick_behavior(MissedTickBehavior::Delay);
     commits.reset();
+    let mut heartbeat_failures = Streak::default();
     loop {
-        let rejoin = tokio::select! {
-            _ = heartbeats.tick() => heartbeat(&inner).await,
-            _ = commits.tick() => {
-                if let Err(e) = commit(&inner).await {
-                    tracing::warn!(group = %inner.group, error = %e, "auto-commit failed");
+        let standing = tokio::select! {
+            _ = heartbeats.tick() => heartbeat(&inner, &mut heartbeat_failures).await,
+            _ = commits.tick() => match commit(&inner).await {
+                Err(ClientError::Closed) => {
+                    inner.client_closed();
+                    Standing::Stop
                 }
-                None
-            }
+                Err(e) => {
+                    tracing::warn!(group = %inner.group, error = %e, "auto-commit failed");
+                    Standing::Fine
+                }
+                Ok(()) => Standing::Fine,
+            },
             // A commit was refused: a heartbeat tells how we stand with the group.
-            _ = inner.rejoin.notified() => heartbeat(&inner).await,
+            _ = inner.rejoin.notified() => heartbeat(&inner, &mut heartbeat_failures).await,
         };
-        if let Some(how) = rejoin {
+        if let Standing::Rejoin(how) = standing {
             tracing::info!(group = %inner.group, ?how, "rebalancing");
             rebalance(&inner, how).await;
             heartbeats.reset();
+        }
+        if standing == Standing::Stop || inner.state.lock().closed {
+            tracing::debug!(group = %inner.group, "group task stopped");
+            return;
         }
     }
 }

@@ -8,8 +8,8 @@
 //!        │        one fetch task per assigned partition (long poll, `fetch_timeout`),
 //!        │        skipped while paused or while its buffer is more than half full
 //!        │                     ▼
-//!        │        bounded buffer per partition (`max_buffered_messages_per_partition`,
-//!        │        `max_buffered_bytes_per_partition`)
+//!        │        bounded buffer per partition (`max_buffered_messages_per_partition`
+//!        │        or `fetch_size` if larger, and `max_buffered_bytes_per_partition`)
 //!        │                     ▼
 //!        │        receive() / stream(): due retries first, then partitions round-robin
 //!        │                     ▼
@@ -24,6 +24,9 @@
 //!        │
 //!   group task: heartbeat every `heartbeat_interval`; on `rebalance` (or a stale
 //!   generation): commit, stop delivering, rejoin, drop revoked partitions, start new ones
+//!
+//!   failures of the tasks: retried with a jittered backoff; those retrying cannot mend are
+//!   told once to receive(); a closed client ends the consumer (see `failures`)
 //! ```
 //!
 //! Delivery is at least once: what was acknowledged **and committed** is never delivered
@@ -48,6 +51,7 @@ mod buffer;
 mod builder;
 mod config;
 mod delivery;
+mod failures;
 pub(crate) mod fetcher;
 mod group;
 mod metrics;
@@ -56,6 +60,7 @@ mod receive;
 pub(crate) mod retry;
 mod state;
 mod stream;
+mod timing;
 mod tracker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,11 +170,16 @@ impl Consumer {
         }
     }
 
-    /// The next message, waiting as long as it takes; `Ok(None)` once the consumer is closed.
+    /// The next message, waiting as long as it takes; `Ok(None)` once the consumer is closed,
+    /// or once the [`RustMqClient`] it was built from is closed (it then stops as if closed,
+    /// without committing or leaving).
     ///
     /// Due redeliveries of nacked messages come first, then the partitions' buffers in turn
-    /// (paused partitions are skipped). Errors are reported once each (a failing fetch keeps
-    /// being retried in the background): a later call continues.
+    /// (paused partitions are skipped). Failures of the background work (fetches, heartbeats,
+    /// rejoining the group) that retrying cannot mend by itself, such as a refused
+    /// authorization, are returned once per streak of failures, while the work keeps being
+    /// retried (backing off up to 5 s): a later call continues, and the consumer recovers by
+    /// itself if the cause is lifted. An application that would rather stop closes it.
     #[inline]
     pub fn receive(&self) -> Receive<'_> {
         Receive::new(&self.inner)
@@ -261,7 +271,8 @@ impl Consumer {
     }
 
     /// Messages fetched but not yet received, over all partitions. Bounded by
-    /// `max_buffered_messages_per_partition` times the number of assigned partitions.
+    /// `max_buffered_messages_per_partition` (or `fetch_size` if larger) times the number of
+    /// assigned partitions.
     pub fn buffered_messages(&self) -> usize {
         self.inner.state.lock().buffered()
     }
@@ -288,6 +299,10 @@ impl Consumer {
     /// Commits what is acknowledged, leaves the group (its partitions move to the other
     /// members at once) and stops. Later `receive` calls return `Ok(None)`; closing twice is
     /// harmless. The client stays open.
+    ///
+    /// Close consumers before their client: after the client is closed, the consumer has
+    /// stopped already, and this fails with [`ClientError::Closed`] since it can neither
+    /// commit nor leave the group any more.
     pub async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

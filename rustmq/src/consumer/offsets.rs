@@ -1,7 +1,9 @@
 //! Positions: seeking (by offset or timestamp), lag and committed offsets.
 //!
-//! Timestamps are **milliseconds** since the Unix epoch, as in [`Message::timestamp`]
-//! (the seed README's snippets compute seconds; multiply those by 1000).
+//! Timestamps are **milliseconds** since the Unix epoch, as in [`Message::timestamp`];
+//! values below 10^11 are taken as seconds, as the seed SDK passed them (its README's
+//! `one_hour_ago` is `as_secs() - 3600`). 10^11 ms is March 1973 and 10^11 s the year 5138,
+//! so no timestamp a consumer could mean is read the wrong way.
 //!
 //! [`Message::timestamp`]: crate::Message::timestamp
 
@@ -39,8 +41,23 @@ pub(crate) async fn list_offset(
     }
 }
 
-fn timestamp_spec(timestamp_ms: u64) -> OffsetSpec {
-    OffsetSpec::Timestamp(i64::try_from(timestamp_ms).unwrap_or(i64::MAX))
+/// Below this a timestamp is in seconds: 10^11 ms is March 1973, 10^11 s the year 5138.
+const SECONDS_BELOW: u64 = 100_000_000_000;
+
+/// A timestamp a consumer was given (a seek, a start position), in milliseconds since the
+/// epoch: values below 10^11 are seconds, as the seed SDK passed them.
+pub(crate) fn timestamp_ms(timestamp: u64) -> u64 {
+    if timestamp < SECONDS_BELOW {
+        timestamp * 1000
+    } else {
+        timestamp
+    }
+}
+
+/// The broker's lookup of the first record at or after `timestamp` ([`timestamp_ms`]); every
+/// timestamp the consumer is given goes through here.
+pub(crate) fn timestamp_spec(timestamp: u64) -> OffsetSpec {
+    OffsetSpec::Timestamp(i64::try_from(timestamp_ms(timestamp)).unwrap_or(i64::MAX))
 }
 
 impl Consumer {
@@ -74,9 +91,13 @@ impl Consumer {
         Ok(())
     }
 
-    /// Seeks `partition` to its first record with a timestamp at or after `timestamp_ms`
-    /// (**milliseconds** since the Unix epoch), using the broker's time index; to the high
-    /// watermark if no record is that recent. Returns the offset.
+    /// Seeks `partition` to its first record with a timestamp at or after `timestamp_ms`,
+    /// using the broker's time index; to the high watermark if no record is that recent.
+    /// Returns the offset.
+    ///
+    /// `timestamp_ms` is in milliseconds since the epoch; values below 10^11 are taken as
+    /// seconds, as the seed SDK passed them (`SystemTime::now()...as_secs() - 3600` is an
+    /// hour ago, not January 1970).
     pub async fn seek_to_timestamp(&self, partition: u32, timestamp_ms: u64) -> Result<u64> {
         if !self.inner.state.lock().partitions.contains_key(&partition) {
             return Err(self.inner.not_assigned(partition));
@@ -88,8 +109,11 @@ impl Consumer {
         Ok(offset)
     }
 
-    /// [`seek_to_timestamp`](Self::seek_to_timestamp) on every assigned partition
-    /// (**milliseconds**); returns partition -> offset.
+    /// [`seek_to_timestamp`](Self::seek_to_timestamp) on every assigned partition; returns
+    /// partition -> offset.
+    ///
+    /// `timestamp_ms` is in milliseconds since the epoch; values below 10^11 are taken as
+    /// seconds, as the seed SDK passed them.
     pub async fn seek_all_to_timestamp(&self, timestamp_ms: u64) -> Result<HashMap<u32, u64>> {
         let owned = self.inner.state.lock().owned();
         let found = try_join_all(owned.into_iter().map(|p| {
@@ -170,5 +194,25 @@ impl Consumer {
             topic: self.inner.topic.clone(),
             partition,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_below_ten_to_the_eleven_are_seconds() {
+        // The seed README's `one_hour_ago` (seconds) and the same instant in milliseconds.
+        assert_eq!(timestamp_ms(1_700_000_000), 1_700_000_000_000);
+        assert_eq!(timestamp_ms(1_700_000_000_000), 1_700_000_000_000);
+        assert_eq!(timestamp_ms(99_999_999_999), 99_999_999_999_000);
+        assert_eq!(timestamp_ms(100_000_000_000), 100_000_000_000);
+        assert_eq!(timestamp_ms(0), 0);
+        assert_eq!(timestamp_spec(u64::MAX), OffsetSpec::Timestamp(i64::MAX));
+        assert_eq!(
+            timestamp_spec(1_700_000_000),
+            OffsetSpec::Timestamp(1_700_000_000_000)
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::Inner;
+use super::{timing, Inner};
 use crate::error::Result;
 use crate::message::Message;
 use crate::producer::{Producer, ProducerBuilder};
@@ -77,7 +77,7 @@ fn plan(inner: &Inner, mut failed: Failed) -> Plan {
         failed.epoch,
         failed.message,
         attempt,
-        Instant::now() + delay,
+        timing::deadline(Instant::now(), delay),
     );
     if !scheduled {
         return Plan::Stale;
@@ -224,7 +224,7 @@ async fn dead_letter(inner: &Arc<Inner>, failed: Failed, error: String) -> Resul
         }
         Err(e) => {
             tracing::warn!(partition, offset, dlq, error = %e, "dead-lettering failed; the message will be retried");
-            let due = Instant::now() + inner.config.retry_delay(attempt);
+            let due = timing::deadline(Instant::now(), inner.config.retry_delay(attempt));
             if inner
                 .state
                 .lock()

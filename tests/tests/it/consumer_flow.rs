@@ -87,8 +87,9 @@ async fn a_slow_consumer_holds_a_bounded_buffer_over_a_100k_backlog() {
     for p in 0..2 {
         produce_n(&client, "backlog", p, 0, BACKLOG / 2).await;
     }
-    // A fetch may hand over more than the buffer holds: the buffer bound must win.
-    let consumer = consumer_with_fetches(&client, "backlog", "slow", 5 * CAP, CAP).await;
+    // Fetches as large as the buffer, which is never empty when one starts: the room left,
+    // not the fetch size, bounds what a fetch hands over.
+    let consumer = consumer_with_fetches(&client, "backlog", "slow", CAP, CAP).await;
 
     // The application takes nothing: fetching stops once each buffer is full.
     eventually("full buffers", || async {
@@ -130,6 +131,43 @@ async fn a_slow_consumer_holds_a_bounded_buffer_over_a_100k_backlog() {
         stream.next().await.is_none(),
         "the stream ends when the consumer closes"
     );
+}
+
+#[tokio::test]
+async fn a_fetch_size_above_the_buffer_cap_is_fetched_whole() {
+    const BACKLOG: u64 = 5_000;
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("bulk", 1).await.unwrap();
+    produce_n(&client, "bulk", 0, 0, BACKLOG).await;
+    // The seed README's tuning: a large fetch_size with the default buffer of 1,000 messages.
+    let config = ConsumerConfig {
+        fetch_size: BACKLOG as usize,
+        ..config("bulk")
+    };
+    assert_eq!(config.max_buffered_messages_per_partition, 1_000);
+    let consumer = client
+        .create_consumer_with_config("bulk", "bulk", config)
+        .await
+        .unwrap();
+
+    // The application takes nothing: the buffer holds one whole fetch.
+    eventually("the whole backlog buffered", || async {
+        consumer.buffered_messages() == BACKLOG as usize
+    })
+    .await;
+    let mut stream = consumer.stream();
+    for i in 0..BACKLOG {
+        let m = within("a message", stream.next())
+            .await
+            .expect("open")
+            .expect("receive");
+        assert_eq!(m.message.offset, i);
+        m.ack().await.unwrap();
+        assert!(consumer.buffered_messages() <= BACKLOG as usize);
+    }
+    consumer.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -10,6 +10,9 @@ use rustmq::consumer::{ConsumerConfig, StartPosition};
 use rustmq::testing::TestBroker;
 use rustmq::ClientError;
 
+/// A record timestamp of November 2023, in milliseconds.
+const BASE_TS: i64 = 1_700_000_000_000;
+
 #[tokio::test]
 async fn out_of_order_acks_commit_the_contiguous_prefix_and_restarts_resume_there() {
     tests::init_tracing();
@@ -143,8 +146,8 @@ async fn start_position_applies_only_without_a_committed_offset() {
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
     client.create_topic("events", 1).await.unwrap();
-    // Timestamps 10_000, 11_000, ... 19_000.
-    produce_range(&client, "events", 0, 0, 10, |i| 10_000 + i as i64 * 1000).await;
+    // Timestamps BASE_TS, BASE_TS + 1 s, ... BASE_TS + 9 s (milliseconds).
+    produce_range(&client, "events", 0, 0, 10, |i| BASE_TS + i as i64 * 1000).await;
 
     let start = |group: &str, position| ConsumerConfig {
         start_position: position,
@@ -154,7 +157,7 @@ async fn start_position_applies_only_without_a_committed_offset() {
         .create_consumer_with_config("events", "latest", start("latest", StartPosition::Latest))
         .await
         .unwrap();
-    produce_range(&client, "events", 0, 10, 12, |i| 10_000 + i as i64 * 1000).await;
+    produce_range(&client, "events", 0, 10, 12, |i| BASE_TS + i as i64 * 1000).await;
     assert_eq!(
         recv(&latest).await.message.offset,
         10,
@@ -171,7 +174,7 @@ async fn start_position_applies_only_without_a_committed_offset() {
         .unwrap();
     assert_eq!(recv(&by_offset).await.message.offset, 7);
 
-    let by_time = start("by-time", StartPosition::Timestamp(14_500));
+    let by_time = start("by-time", StartPosition::Timestamp(BASE_TS as u64 + 4_500));
     let by_time_consumer = client
         .create_consumer_with_config("events", "by-time", by_time.clone())
         .await
@@ -179,8 +182,8 @@ async fn start_position_applies_only_without_a_committed_offset() {
     let m = recv(&by_time_consumer).await;
     assert_eq!(
         (m.message.offset, m.message.timestamp),
-        (5, 15_000),
-        "first record at or after 14.5 s"
+        (5, BASE_TS as u64 + 5_000),
+        "first record at or after BASE_TS + 4.5 s"
     );
 
     let earliest = client.create_consumer("events", "earliest").await.unwrap();

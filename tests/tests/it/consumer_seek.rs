@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::consumer_support::*;
-use rustmq::consumer::Consumer;
+use rustmq::consumer::{Consumer, ConsumerConfig, StartPosition};
 use rustmq::testing::TestBroker;
 use rustmq::ClientError;
 
@@ -145,4 +145,56 @@ async fn lag_is_high_watermark_minus_position_per_partition() {
         "metrics follow get_lag"
     );
     consumer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn timestamps_in_seconds_as_the_seed_readme_passes_them_seek_like_milliseconds() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("recent", 2).await.unwrap();
+    // The seed README's `one_hour_ago`: seconds since the epoch.
+    let now_s = rustmq::message::now_ms() / 1000;
+    let one_hour_ago = now_s - 3600;
+    let later: Vec<u64> = (10..20).collect();
+    // Records 0..10 two hours old, 10..20 half an hour old, on both partitions.
+    for p in 0..2 {
+        produce_range(&client, "recent", p, 0, 20, |i| {
+            let age_s = if i < 10 { 7200 } else { 1800 };
+            ((now_s - age_s) * 1000 + i) as i64
+        })
+        .await;
+    }
+    let consumer = consumer_with_fetches(&client, "recent", "readers", 4, 8).await;
+    take(&consumer, &[0, 1], 1).await;
+
+    // Seconds and the same instant in milliseconds land on the same record.
+    let in_seconds = consumer.seek_to_timestamp(0, one_hour_ago).await.unwrap();
+    let in_ms = consumer
+        .seek_to_timestamp(0, one_hour_ago * 1000)
+        .await
+        .unwrap();
+    assert_eq!((in_seconds, in_ms), (10, 10));
+    let offsets = consumer.seek_all_to_timestamp(one_hour_ago).await.unwrap();
+    assert_eq!(offsets, HashMap::from([(0, 10), (1, 10)]));
+    let got = take(&consumer, &[0, 1], 10).await;
+    for p in 0..2 {
+        assert_eq!(got[&p][..10], later[..], "partition {p}");
+    }
+    consumer.close().await.unwrap();
+
+    // A start position in seconds too.
+    let since = ConsumerConfig {
+        start_position: StartPosition::Timestamp(one_hour_ago),
+        ..config("latecomers")
+    };
+    let latecomer = client
+        .create_consumer_with_config("recent", "latecomers", since)
+        .await
+        .unwrap();
+    let got = take(&latecomer, &[0, 1], 10).await;
+    for p in 0..2 {
+        assert_eq!(got[&p][..10], later[..], "partition {p}");
+    }
+    latecomer.close().await.unwrap();
 }

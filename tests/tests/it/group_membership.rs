@@ -348,3 +348,49 @@ async fn a_closing_member_leaves_at_once_and_its_partitions_resume_from_its_comm
     assert!(m.rebalances.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     a.close().await.unwrap();
 }
+
+/// A newcomer whose joins time out while the rebalance waits for a slow member sends its join
+/// again under the same member id: the group ends with two members, not one more per
+/// attempt, each of which would hold partitions until its session expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_sent_again_leave_no_phantom_members() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let admin = broker.client().await.unwrap();
+    admin.create_topic(TOPIC, PARTITIONS).await.unwrap();
+    // The first member notices a rebalance only at its next heartbeat, two seconds on.
+    let slow = ConsumerConfig {
+        heartbeat_interval: Duration::from_secs(2),
+        session_timeout: Duration::from_secs(10),
+        ..config("phantoms")
+    };
+    let first = broker.client().await.unwrap();
+    let first = first
+        .create_consumer_with_config(TOPIC, "phantoms", slow)
+        .await
+        .unwrap();
+    // The newcomer gives each join up after 600 ms (request timeout + rebalance timeout) and
+    // sends it again.
+    let mut impatient = broker.client_config();
+    impatient.request_timeout = Duration::from_millis(300);
+    let newcomer = RustMqClient::new(impatient).await.unwrap();
+    let quick = ConsumerConfig {
+        rebalance_timeout: Duration::from_millis(300),
+        ..config("phantoms")
+    };
+    let second = within(
+        "the newcomer's join",
+        newcomer.create_consumer_with_config(TOPIC, "phantoms", quick),
+    )
+    .await
+    .unwrap();
+    assert_eq!(describe(&admin, "phantoms").await.1, 2);
+    eventually("an even split", || {
+        let (first, second) = (first.clone(), second.clone());
+        async move {
+            first.assigned_partitions().await.len() == 3
+                && second.assigned_partitions().await.len() == 3
+        }
+    })
+    .await;
+}

@@ -13,6 +13,8 @@ mod broker_bad_peers;
 mod broker_concurrency;
 mod broker_durability;
 mod broker_roundtrip;
+mod client_pool;
+mod consumer_failures;
 mod consumer_flow;
 mod consumer_offsets;
 mod consumer_retry;

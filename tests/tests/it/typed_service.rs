@@ -843,8 +843,10 @@ async fn a_handler_with_two_payloads_is_refused_when_added() {
 /// partition count, as the producer side's auto-creation creates it, not with one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_creates_an_undeclared_topic_with_the_brokers_default_partitions() {
-    let mut config = rustmq::testing::BrokerConfig::default();
-    config.default_partitions = 4;
+    let config = rustmq::testing::BrokerConfig {
+        default_partitions: 4,
+        ..Default::default()
+    };
     let broker = TestBroker::start_with(config).await.unwrap();
     let client = broker.client().await.unwrap();
     let running = Service::new(client.clone())

@@ -1,0 +1,136 @@
+//! What a consumer does when the ground goes from under it, against a real broker: its
+//! client closed, and a rejoin the broker refuses for good.
+
+use std::time::Duration;
+
+use crate::consumer_support::*;
+use crate::security_support::*;
+use rustmq::testing::{BrokerConfig, TestBroker};
+use rustmq::{ClientError, RustMqClient};
+use rustmq_broker::security::{AclRule, Operation, PatternType, Permission, ResourceType};
+
+#[tokio::test]
+async fn closing_the_client_ends_its_consumers() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("orphans", 2).await.unwrap();
+    produce_n(&client, "orphans", 0, 0, 3).await;
+    let consumer = client
+        .create_consumer_with_config("orphans", "orphans", config("orphans"))
+        .await
+        .unwrap();
+    recv_ack(&consumer, 3).await;
+    // One receive already waiting when the client closes, one started after.
+    let waiting = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.receive().await.map(|m| m.is_some()) }
+    });
+
+    client.close().await.unwrap();
+    let after = tokio::time::timeout(Duration::from_secs(5), consumer.receive())
+        .await
+        .expect("a receive returns once the client is closed");
+    assert!(matches!(after, Ok(None)), "{after:?}");
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("a waiting receive returns once the client is closed")
+        .unwrap();
+    assert!(matches!(waited, Ok(false)), "{waited:?}");
+    assert!(consumer.assigned_partitions().await.len() <= 2);
+    // The consumer can neither commit its acks nor leave through a closed client.
+    assert!(matches!(consumer.close().await, Err(ClientError::Closed)));
+    assert!(matches!(consumer.receive().await, Ok(None)));
+}
+
+fn rule(principal: &str, resource: ResourceType, name: &str, ops: &[Operation]) -> AclRule {
+    AclRule {
+        principal: principal.into(),
+        resource,
+        name: name.into(),
+        pattern: PatternType::Literal,
+        operations: ops.to_vec(),
+        permission: Permission::Allow,
+    }
+}
+
+/// Rules where `admin` may do everything and `bob` may use group "workers", and read topic
+/// "jobs" if `bob_reads`.
+fn rules(bob_reads: bool) -> Vec<AclRule> {
+    use Operation::*;
+    use ResourceType::*;
+    let mut rules = vec![
+        rule("admin", Topic, "*", &[Create, Describe, Read, Write]),
+        rule("admin", Group, "*", &[Read, Commit, Describe]),
+        rule("bob", Group, "workers", &[Read, Commit]),
+    ];
+    if bob_reads {
+        rules.push(rule("bob", Topic, "jobs", &[Read, Describe]));
+    }
+    rules
+}
+
+/// Starts a broker with `config` again on its port, once the old endpoint let it go.
+async fn start_again(config: &BrokerConfig) -> TestBroker {
+    within("the broker to start again", async {
+        loop {
+            match TestBroker::start_in(config.clone()).await {
+                Ok(broker) => return broker,
+                Err(e) if e.to_string().contains("in use") => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("restart failed: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_the_broker_refuses_for_good_reaches_receive_once() {
+    tests::init_tracing();
+    let pki = Pki::new("CA");
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = broker_config(&pki);
+    settings.data_dir = dir.path().to_owned();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.auth.required = true;
+    settings.auth.users_file = Some(users_file(
+        pki.dir.path(),
+        &[("admin", "a-pw"), ("bob", "b-pw")],
+    ));
+    settings.acl = rules(true);
+    let mut broker = TestBroker::start_in(settings.clone()).await.unwrap();
+    settings.listen = broker.addr();
+    let base = client_config(&broker, &pki.ca());
+    let admin = RustMqClient::new(with_password(base.clone(), "admin", "a-pw"))
+        .await
+        .unwrap();
+    admin.create_topic("jobs", 1).await.unwrap();
+    let bob = RustMqClient::new(with_password(base, "bob", "b-pw"))
+        .await
+        .unwrap();
+    let consumer = bob
+        .create_consumer_with_config("jobs", "workers", config("workers"))
+        .await
+        .unwrap();
+    // Paused, its fetch task asks nothing: only the group task meets the refusal.
+    consumer.pause_partitions(vec![0]).await.unwrap();
+
+    // The broker comes back without bob's right to read the topic, and without the group's
+    // members: the consumer must join again, and that join is refused.
+    broker.stop().await;
+    settings.acl = rules(false);
+    let _restarted = start_again(&settings).await;
+    match within("the refusal", consumer.receive()).await {
+        Err(ClientError::Authorization(message)) => assert!(
+            message.contains("not authorized to read topic \"jobs\""),
+            "{message}"
+        ),
+        other => panic!("expected the refused join, got {other:?}"),
+    }
+
+    // Reported once: the rejoins that keep failing the same way meanwhile are not.
+    nothing_within(&consumer, Duration::from_millis(500)).await;
+    consumer.close().await.unwrap();
+}
