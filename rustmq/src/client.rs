@@ -17,10 +17,11 @@ use crate::admin::{
 };
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
-use crate::transport::{spawn_health_task, Pool};
+use crate::transport::{spawn_health_task, Pool, Unanswered};
 
-/// A connection to a RustMQ deployment: a pool of QUIC connections to the configured
-/// brokers, with reconnection, request timeouts, in-flight limits and health checks.
+/// A connection to a RustMQ deployment: a pool of QUIC connections to one of the configured
+/// brokers at a time (the others are failover addresses, see [`ClientConfig::brokers`]), with
+/// reconnection, request timeouts, in-flight limits and health checks.
 ///
 /// Cheap to clone: clones share the pool. The pool closes when [`close`](Self::close) is
 /// called or the last clone is dropped.
@@ -112,14 +113,15 @@ pub struct ConnectionStats {
 }
 
 impl RustMqClient {
-    /// Validates `config`, then connects to every broker (one connection each, retrying per
-    /// `retry_config`) and starts the background health check.
+    /// Validates `config`, then connects to the first broker of `config.brokers` that answers
+    /// (trying them in list order, the whole list again per `retry_config`) and starts the
+    /// background health check. That broker serves every request until it is lost; see
+    /// [`ClientConfig::brokers`].
     ///
     /// Fails with [`ClientError::InvalidConfig`] or [`ClientError::Tls`] for a bad
     /// configuration, with [`ClientError::Connection`] if no broker could be reached, and with
-    /// the broker's refusal ([`ClientError::Authentication`], ...) if one answered the hello
-    /// with an error. Brokers that were unreachable while another answered are retried on
-    /// demand.
+    /// the broker's refusal ([`ClientError::Authentication`], ...) if every broker failed and
+    /// one answered the hello with an error.
     pub async fn new(config: ClientConfig) -> Result<Self> {
         config.validate()?;
         let client_id = config
@@ -159,8 +161,9 @@ impl RustMqClient {
         self.inner.pool.is_closed()
     }
 
-    /// Pings every connection within `health_check_timeout` (first opening one to any broker
-    /// that has none). Connections that fail are closed and reopened on demand.
+    /// Pings every connection within `health_check_timeout` (first opening one if the broker
+    /// in use has none, or failing over to the next broker if it cannot be reached).
+    /// Connections that fail are closed and reopened on demand.
     ///
     /// Fails when no connection is healthy: with [`ClientError::Timeout`] if every ping timed
     /// out, [`ClientError::Connection`] otherwise.
@@ -368,6 +371,16 @@ impl RustMqClient {
         self.inner
             .pool
             .request(request, self.inner.config.request_timeout)
+            .await
+    }
+
+    /// Writes a request within `request_timeout` without waiting for its answer (fire and
+    /// forget); the answer is read, within `request_timeout` counted from now, through
+    /// [`Unanswered::answer`]. Never re-sent.
+    pub(crate) async fn write_request(&self, request: &Request) -> Result<Unanswered> {
+        self.inner
+            .pool
+            .write_request(request, self.inner.config.request_timeout)
             .await
     }
 

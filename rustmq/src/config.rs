@@ -43,8 +43,14 @@ const QUIC_VARINT_MAX: u64 = (1 << 62) - 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
-    /// Broker addresses as `host:port` (`[ipv6]:port` for IPv6 literals). The client opens
-    /// connections to each of them and spreads requests over all live connections.
+    /// Broker addresses as `host:port` (`[ipv6]:port` for IPv6 literals): bootstrap and
+    /// failover addresses, not a cluster. Brokers are standalone (each holds its own topics,
+    /// offsets and groups), so the client uses one at a time: the first of the list that
+    /// answers, and it keeps to it while it is reachable. Only when that broker is lost (its
+    /// connections fail and reconnecting to it fails) does the client move on to the next of
+    /// the list (wrapping around to the first), which it then keeps to in turn. What the lost
+    /// broker held is not on the next one: failing over suits brokers that share their data
+    /// (a replacement at another address, say), not independent ones.
     pub brokers: Vec<String>,
 
     /// Identifies this client in the broker's logs, metrics and consumer group descriptions.
@@ -61,8 +67,9 @@ pub struct ClientConfig {
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
 
-    /// Most connections opened to each broker. One is opened per broker at start; more are
-    /// opened on demand when every live connection is at its in-flight limit.
+    /// Most connections opened to each broker (to the one in use: see
+    /// [`brokers`](Self::brokers)). One is opened at start; more are opened on demand when
+    /// every live connection is at its in-flight limit.
     pub max_connections: usize,
 
     /// Interval of the background health check, which pings every connection and drops
@@ -356,7 +363,9 @@ impl CompressionConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Rejects a level out of the codec's range (the codec would clamp it silently). Shared
+    /// by [`ClientConfig::validate`] and the producer's own check of its settings.
+    pub(crate) fn validate(&self) -> Result<()> {
         if !self.enabled {
             return Ok(());
         }

@@ -8,8 +8,25 @@ use crate::config::CompressionConfig;
 /// How much durability a send waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AckLevel {
-    /// Fire and forget: batches are pipelined without waiting for each answer and are never
-    /// retried; a send still reports the offset if the broker's answer arrives.
+    /// Fire and forget: a batch's sends resolve as soon as its request is written to its
+    /// stream, with [`SendResult::UNKNOWN_OFFSET`] as their offset, and the partition's next
+    /// batch may follow at once: batches are pipelined (up to the connections' in-flight
+    /// limits), never waiting for an answer, and never retried.
+    ///
+    /// There is no order guarantee: each batch travels on a stream of its own, and the broker
+    /// may store a partition's pipelined batches in another order than they were sent.
+    ///
+    /// The answers are still read, by a task of their own: a failure is logged and counted
+    /// in [`ProducerMetrics`](super::ProducerMetrics) (`errors`, `messages_failed`), but no
+    /// send hears of it. A message holds its room in `buffer_memory` until its batch's answer
+    /// is read, and [`flush`](super::Producer::flush) and [`close`](super::Producer::close)
+    /// wait for the answers, so that closing the client afterwards cuts nothing short.
+    ///
+    /// With `idempotent`, a partition's batches go one at a time instead (the broker checks
+    /// their sequence numbers in order), each send resolving with its offset once answered;
+    /// they are not retried either.
+    ///
+    /// [`SendResult::UNKNOWN_OFFSET`]: super::SendResult::UNKNOWN_OFFSET
     None,
     /// The broker has appended the batch to its log.
     #[default]
@@ -96,6 +113,57 @@ impl ProducerConfig {
         if self.buffer_memory > u32::MAX as usize {
             return bad("producer buffer_memory must be below 4 GiB");
         }
-        Ok(())
+        self.compression.validate().map_err(|e| match e {
+            crate::ClientError::InvalidConfig(m) => {
+                crate::ClientError::InvalidConfig(format!("producer {m}"))
+            }
+            other => other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientConfig, CompressionAlgorithm};
+
+    #[test]
+    fn compression_is_checked_as_the_clients_is() {
+        let compression = |algorithm, level| CompressionConfig {
+            enabled: true,
+            algorithm,
+            level,
+            ..CompressionConfig::default()
+        };
+        for (algorithm, level, valid) in [
+            (CompressionAlgorithm::Zstd, 3, true),
+            (CompressionAlgorithm::Zstd, 0, false),
+            (CompressionAlgorithm::Zstd, 23, false),
+            (CompressionAlgorithm::Gzip, 9, true),
+            (CompressionAlgorithm::Gzip, 10, false),
+            (CompressionAlgorithm::Lz4, 99, true),
+        ] {
+            let producer = ProducerConfig {
+                compression: compression(algorithm, level),
+                ..ProducerConfig::default()
+            };
+            let client = ClientConfig {
+                compression: compression(algorithm, level),
+                ..ClientConfig::default()
+            };
+            assert_eq!(producer.validate().is_ok(), valid, "{algorithm:?} {level}");
+            assert_eq!(client.validate().is_ok(), valid, "{algorithm:?} {level}");
+            if let Err(e) = producer.validate() {
+                assert!(e.to_string().contains("producer compression.level"), "{e}");
+            }
+        }
+        let disabled = ProducerConfig {
+            compression: CompressionConfig {
+                enabled: false,
+                ..compression(CompressionAlgorithm::Zstd, 99)
+            },
+            ..ProducerConfig::default()
+        };
+        assert!(disabled.validate().is_ok());
     }
 }

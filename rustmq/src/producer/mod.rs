@@ -9,7 +9,9 @@
 //!   Accumulator[p] (IO-free: count, bytes, age) ──► ReadyBatch
 //!        ▼
 //!   sender task[p]: encode (producer id + sequence, compression over min_size),
-//!   one request in flight, retries with backoff on retryable errors (order kept)
+//!   one request in flight, retries with backoff on retryable errors (order kept);
+//!   with AckLevel::None: the next batch once this one is written, its answer read by a task
+//!   of its own (no order kept)
 //!   (or the awaited `send` itself, when it finds its partition idle: see `DirectDelivery`;
 //!   the sender task drives that one too while it waits)
 //!        ▼
@@ -55,10 +57,17 @@ use crate::message::{validate_topic, Message};
 pub struct SendResult {
     /// Partition it went to.
     pub partition: u32,
-    /// Its offset in that partition.
+    /// Its offset in that partition; [`SendResult::UNKNOWN_OFFSET`] with
+    /// [`AckLevel::None`], whose sends resolve before the broker answers.
     pub offset: u64,
     /// Its timestamp (ms since the Unix epoch).
     pub timestamp: u64,
+}
+
+impl SendResult {
+    /// The offset of a send that did not wait for the broker's answer ([`AckLevel::None`]):
+    /// no record has it.
+    pub const UNKNOWN_OFFSET: u64 = u64::MAX;
 }
 
 /// A callback for [`Producer::send_async`]: exactly one of the two arguments is `Some`.
@@ -113,6 +122,11 @@ pub(crate) struct Slot {
     pub(crate) sequence: Mutex<Option<sender::Sequence>>,
     /// The batch an awaited `send` is sending, if it holds the sending role.
     pub(crate) direct: Mutex<Option<DirectDelivery>>,
+    /// With [`AckLevel::None`]: signalled (dropped) once the last batch written has been
+    /// counted in `completed`, which the next batch waits for, so that `completed` counts
+    /// batches in order whatever order their answers arrive in. Used only by the holder of the
+    /// sending role.
+    pub(crate) last_unanswered: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Slot {
@@ -306,6 +320,7 @@ impl Inner {
                 completed: watch::channel(0).0,
                 sequence: Mutex::new(None),
                 direct: Mutex::new(None),
+                last_unanswered: Mutex::new(None),
             });
             let task = tokio::spawn(sender::run(Arc::clone(self), Arc::clone(&slot)));
             self.tasks.lock().push(task);

@@ -1,5 +1,6 @@
 //! The sender task of one partition: closes batches when due, encodes them, sends them one at a
-//! time (so retries never reorder a partition), and resolves their waiters.
+//! time (so retries never reorder a partition), and resolves their waiters. With
+//! [`AckLevel::None`] a batch is done once written: its answer is read by a task of its own.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use rustmq_protocol::{
     Compression, InitProducerRequest, MetadataRequest, ProduceRequest, ProduceResponse, Request,
     Response,
 };
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::accumulator::ReadyBatch;
@@ -127,46 +129,26 @@ async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
 
 /// Sends `batch` (the caller holds the partition's sending role), resolves its waiters and
 /// returns its buffer room.
-pub(crate) async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch) {
+pub(crate) async fn deliver(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBatch) {
+    if inner.config.ack_level == AckLevel::None && !inner.config.idempotent {
+        return deliver_unanswered(inner, slot, batch).await;
+    }
     let count = batch.builder.len();
     // Only the holder of the sending role touches the sequence: the lock is never contended.
     let mut sequence = *slot.sequence.lock();
     let result = send(inner, slot, batch.builder, &mut sequence).await;
     // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
     *slot.sequence.lock() = if result.is_ok() { sequence } else { None };
-    let now = Instant::now();
-    let latency_us = now.duration_since(batch.opened).as_micros() as u64;
     match &result {
-        Ok(_) => {
-            inner.metrics.record_batch(
-                u64::from(count),
-                batch.buffered_bytes as u64,
-                latency_us * u64::from(count),
-                latency_us,
-            );
-            inner.instruments.record_batch(
-                u64::from(count),
-                batch.buffered_bytes as u64,
-                now.duration_since(batch.opened),
-            );
-        }
-        Err(e) => {
-            inner
-                .metrics
-                .messages_failed
-                .fetch_add(u64::from(count), Ordering::Relaxed);
-            inner
-                .instruments
-                .messages_failed
-                .increment(u64::from(count));
-            tracing::warn!(topic = %inner.topic, producer = %inner.name, partition = slot.partition, messages = count, error = %e, "batch failed");
-        }
+        Ok(_) => batch_sent(inner, count, batch.buffered_bytes, batch.opened),
+        Err(e) => batch_failed(inner, slot, count, e),
     }
     for (i, (waiter, timestamp)) in batch.waiters.into_iter().enumerate() {
         waiter.complete(match &result {
             Ok(r) => Ok(SendResult {
                 partition: slot.partition,
-                offset: r.base_offset + i as u64,
+                // Checked by `check_offsets` when the answer came in.
+                offset: r.base_offset.saturating_add(i as u64),
                 timestamp,
             }),
             Err(e) => Err(e.duplicate()),
@@ -177,6 +159,158 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, slot: &Slot, batch: ReadyBatch) 
     if result.is_ok() {
         inner.learn_partitions().await;
     }
+}
+
+/// [`deliver`] for [`AckLevel::None`]: the batch's waiters are told as soon as its request is
+/// written, and the caller may send the partition's next batch at once. The answer is read by
+/// a task of its own, which counts a failure, then gives back the batch's buffer room and
+/// counts it in `completed` (after the batch before it: `flush` waits for batches in order).
+async fn deliver_unanswered(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBatch) {
+    let ReadyBatch {
+        builder,
+        waiters,
+        buffered_bytes,
+        opened,
+    } = batch;
+    let count = builder.len();
+    let (done, done_rx) = oneshot::channel::<()>();
+    let previous = slot.last_unanswered.lock().replace(done_rx);
+    let written = match produce_request(inner, slot, builder) {
+        Ok(request) => inner.client.write_request(&request).await,
+        Err(e) => Err(e),
+    };
+    let unanswered = match written {
+        Ok(unanswered) => {
+            for (waiter, timestamp) in waiters {
+                waiter.complete(Ok(SendResult {
+                    partition: slot.partition,
+                    offset: SendResult::UNKNOWN_OFFSET,
+                    timestamp,
+                }));
+            }
+            Some(unanswered)
+        }
+        Err(e) => {
+            unanswered_failed(inner, slot, count, &e);
+            for (waiter, _) in waiters {
+                waiter.complete(Err(e.duplicate()));
+            }
+            None
+        }
+    };
+    let (inner, slot) = (Arc::clone(inner), Arc::clone(slot));
+    tokio::spawn(async move {
+        if let Some(unanswered) = unanswered {
+            let answer = match unanswered.answer().await {
+                Ok(Response::Produce(r)) => check_offsets(&r, count).map(|()| r),
+                Ok(other) => Err(unexpected(&other)),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(r) => {
+                    tracing::trace!(topic = %inner.topic, partition = slot.partition, offset = r.base_offset, "fire-and-forget batch stored");
+                    batch_sent(&inner, count, buffered_bytes, opened);
+                    inner.learn_partitions().await;
+                }
+                Err(e) => unanswered_failed(&inner, &slot, count, &e),
+            }
+        }
+        if let Some(previous) = previous {
+            // Dropped (not sent) once the batch before is counted.
+            let _ = previous.await;
+        }
+        inner.buffer.add_permits(buffered_bytes);
+        slot.completed.send_modify(|done| *done += u64::from(count));
+        drop(done);
+    });
+}
+
+/// Counts an acknowledged batch of `count` messages, opened at `opened`.
+fn batch_sent(inner: &Inner, count: u32, buffered_bytes: usize, opened: Instant) {
+    let now = Instant::now();
+    let latency_us = now.duration_since(opened).as_micros() as u64;
+    inner.metrics.record_batch(
+        u64::from(count),
+        buffered_bytes as u64,
+        latency_us * u64::from(count),
+        latency_us,
+    );
+    inner.instruments.record_batch(
+        u64::from(count),
+        buffered_bytes as u64,
+        now.duration_since(opened),
+    );
+}
+
+/// Counts the failed request of an [`AckLevel::None`] batch (in `errors`: it is not retried),
+/// then the batch as failed.
+fn unanswered_failed(inner: &Inner, slot: &Slot, count: u32, e: &ClientError) {
+    inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
+    inner.instruments.errors.increment(1);
+    batch_failed(inner, slot, count, e);
+}
+
+/// Counts (and logs) a batch of `count` messages that failed for good.
+fn batch_failed(inner: &Inner, slot: &Slot, count: u32, e: &ClientError) {
+    inner
+        .metrics
+        .messages_failed
+        .fetch_add(u64::from(count), Ordering::Relaxed);
+    inner
+        .instruments
+        .messages_failed
+        .increment(u64::from(count));
+    tracing::warn!(topic = %inner.topic, producer = %inner.name, partition = slot.partition, messages = count, error = %e, "batch failed");
+}
+
+/// Fails an answer whose base offset leaves no room for the batch's `count` records: their
+/// offsets would overflow (a broker bug or a corrupt answer).
+fn check_offsets(r: &ProduceResponse, count: u32) -> Result<()> {
+    match r
+        .base_offset
+        .checked_add(u64::from(count.saturating_sub(1)))
+    {
+        Some(_) => Ok(()),
+        None => Err(ClientError::UnexpectedResponse(format!(
+            "produce answered with base offset {}, past which the batch's {count} records do not fit",
+            r.base_offset
+        ))),
+    }
+}
+
+fn unexpected(answer: &Response) -> ClientError {
+    ClientError::UnexpectedResponse(format!("{:?} to a produce request", answer.kind()))
+}
+
+/// The produce request of `builder`'s batch (its producer id and sequence already set),
+/// compressed if it is large enough.
+fn produce_request(
+    inner: &Inner,
+    slot: &Slot,
+    builder: rustmq_protocol::RecordBatchBuilder,
+) -> Result<Request> {
+    let config = &inner.config;
+    let records_bytes = builder.size() - BATCH_HEADER_LEN;
+    let codec = if config.compression.enabled && records_bytes >= config.compression.min_size {
+        config.compression.codec()
+    } else {
+        Compression::None
+    };
+    let batch = builder
+        .compression(codec, config.compression.level)
+        .build()?;
+    Ok(Request::Produce(ProduceRequest {
+        topic: inner.topic.clone(),
+        partition: slot.partition,
+        acks: config.ack_level.wire(),
+        timeout_ms: inner
+            .client
+            .config()
+            .request_timeout
+            .as_millis()
+            .min(u128::from(u32::MAX)) as u32,
+        batch,
+    }))
 }
 
 async fn send(
@@ -210,25 +344,7 @@ async fn send(
             ..seq
         });
     }
-    let records_bytes = builder.size() - BATCH_HEADER_LEN;
-    let codec = if config.compression.enabled && records_bytes >= config.compression.min_size {
-        config.compression.codec()
-    } else {
-        Compression::None
-    };
-    let batch = builder
-        .compression(codec, config.compression.level)
-        .build()?;
-    let request = Request::Produce(ProduceRequest {
-        topic: inner.topic.clone(),
-        partition: slot.partition,
-        acks: config.ack_level.wire(),
-        timeout_ms: client_config
-            .request_timeout
-            .as_millis()
-            .min(u128::from(u32::MAX)) as u32,
-        batch,
-    });
+    let request = produce_request(inner, slot, builder)?;
     loop {
         let span = tracing::debug_span!(target: "rustmq::produce", "produce", topic = %inner.topic, producer = %inner.name, partition = slot.partition, records = count, attempt);
         let answer =
@@ -238,14 +354,10 @@ async fn send(
                 if r.duplicate {
                     tracing::debug!(topic = %inner.topic, partition = slot.partition, offset = r.base_offset, "broker dropped a resent duplicate");
                 }
+                check_offsets(&r, count)?;
                 return Ok(r);
             }
-            Ok(other) => {
-                return Err(ClientError::UnexpectedResponse(format!(
-                    "{:?} to a produce request",
-                    other.kind()
-                )));
-            }
+            Ok(other) => return Err(unexpected(&other)),
             Err(e) => {
                 let answered = config.ack_level != AckLevel::None;
                 retry_after(inner, e, &backoff, &mut attempt, answered).await?;
@@ -284,4 +396,116 @@ async fn retry_after(
     tracing::debug!(error = %e, attempt = *attempt, ?delay, "retrying batch");
     tokio::time::sleep(delay).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustmq_protocol::ApiKind;
+
+    use super::*;
+    use crate::config::ClientConfig;
+    use crate::message::Message;
+    use crate::producer::{Producer, ProducerBuilder, ProducerConfig};
+    use crate::transport::test_broker::{Script, TestBroker};
+
+    /// A scripted broker with topic `t` (one partition), and a producer of it.
+    async fn producer(script: Script, config: ProducerConfig) -> (TestBroker, Producer) {
+        let broker = TestBroker::start(script).await;
+        let client = RustMqClient::new(ClientConfig {
+            brokers: vec![broker.address()],
+            request_timeout: Duration::from_secs(60),
+            ..ClientConfig::default()
+        })
+        .await
+        .unwrap();
+        client.create_topic("t", 1).await.unwrap();
+        let producer = ProducerBuilder::new()
+            .topic("t")
+            .client(client)
+            .config(config)
+            .build()
+            .await
+            .unwrap();
+        (broker, producer)
+    }
+
+    fn message(i: usize) -> Message {
+        Message::builder()
+            .topic("t")
+            .payload(format!("m{i}"))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn fire_and_forget_batches_go_out_without_waiting_for_answers() {
+        let (broker, producer) = producer(
+            Script::default(),
+            ProducerConfig {
+                ack_level: AckLevel::None,
+                batch_size: 1,
+                ..ProducerConfig::default()
+            },
+        )
+        .await;
+        // The broker reads every produce request and answers none.
+        *broker.state.hold.lock() = Some(ApiKind::Produce);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        const SENDS: usize = 20;
+        for i in 0..SENDS {
+            let tx = tx.clone();
+            producer
+                .send_async_with(message(i), move |r| {
+                    let _ = tx.send(r);
+                })
+                .await
+                .unwrap();
+        }
+        for _ in 0..SENDS {
+            let result = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .expect("a send resolves without its answer")
+                .unwrap()
+                .unwrap();
+            assert_eq!(result.offset, SendResult::UNKNOWN_OFFSET);
+        }
+        // Twenty batches (one message each) reached the broker, none of them answered.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while broker.state.count(ApiKind::Produce) < SENDS {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("every batch reaches the broker");
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_offsets_do_not_fit_fails_the_batch() {
+        let (_broker, producer) = producer(
+            Script {
+                produce_base_offset: Some(u64::MAX - 1),
+                ..Script::default()
+            },
+            ProducerConfig {
+                batch_size: 3,
+                ..ProducerConfig::default()
+            },
+        )
+        .await;
+        // Three records from u64::MAX - 1: the third has no offset.
+        let err = producer
+            .send_batch((0..3).map(message).collect())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::UnexpectedResponse(m) if m.contains("base offset")),
+            "{err}"
+        );
+        // Two fit.
+        let sent = producer
+            .send_batch((0..2).map(message).collect())
+            .await
+            .unwrap();
+        assert_eq!(sent[1].offset, u64::MAX);
+    }
 }

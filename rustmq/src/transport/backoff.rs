@@ -48,7 +48,9 @@ impl Backoff {
             return nominal;
         }
         let half = nominal / 2;
-        half + (nominal - half).mul_f64(fastrand::f64())
+        // Saturating: with a `max_delay` near `Duration::MAX`, float rounding could tip over.
+        half.saturating_add((nominal - half).mul_f64(fastrand::f64()))
+            .min(nominal)
     }
 }
 

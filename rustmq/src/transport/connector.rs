@@ -71,15 +71,24 @@ impl Connector {
         })
     }
 
-    /// Connects to `broker` and says hello, within `connect_timeout`.
+    /// Connects to `broker` and says hello, within `connect_timeout` and before `deadline`
+    /// (that of the request waiting for the connection), whichever comes first.
     ///
     /// Every resolved address is tried at once and the first to complete wins: with UDP
     /// there is no quick "connection refused" to fall back on, so trying them in turn could
     /// spend the whole timeout on an address nobody listens on.
-    pub(crate) async fn connect(&self, broker: &BrokerAddress) -> Result<Connection> {
+    pub(crate) async fn connect(
+        &self,
+        broker: &BrokerAddress,
+        deadline: Option<Instant>,
+    ) -> Result<Connection> {
         let span = tracing::debug_span!("connect", %broker);
         async {
             let started = Instant::now();
+            let limit = deadline.map_or(self.connect_timeout, |d| {
+                self.connect_timeout
+                    .min(d.saturating_duration_since(started))
+            });
             let attempt = async {
                 let attempts = broker
                     .resolve()
@@ -90,12 +99,17 @@ impl Connector {
                     .await
                     .map(|(conn, _rest)| conn)
             };
-            let result = tokio::time::timeout(self.connect_timeout, attempt)
+            let result = tokio::time::timeout(limit, attempt)
                 .await
                 .unwrap_or_else(|_| {
                     Err(ClientError::Connection(format!(
-                        "connecting to {broker} timed out after {} ms",
-                        self.connect_timeout.as_millis()
+                        "connecting to {broker} timed out after {} ms{}",
+                        limit.as_millis(),
+                        if limit < self.connect_timeout {
+                            " (the request's deadline)"
+                        } else {
+                            ""
+                        }
                     )))
                 });
             match &result {
@@ -150,7 +164,7 @@ impl Connector {
     async fn hello(&self, quic: &quinn::Connection) -> Result<HelloResponse> {
         let request = Request::Hello(self.hello.clone());
         let response = exchange(quic, 1, request.to_frame_chunks(1), &self.counters).await?;
-        match check_answer(&request, response)? {
+        match check_answer(request.kind(), response)? {
             Response::Hello(hello) if (1..=PROTOCOL_VERSION).contains(&hello.version) => Ok(hello),
             Response::Hello(hello) => Err(ClientError::UnexpectedResponse(format!(
                 "broker chose protocol version {}, this client speaks 1 to {PROTOCOL_VERSION}",

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustmq_protocol::{
-    BrokerLimits, Frame, FrameHeader, HelloResponse, PingRequest, Request, Response,
+    ApiKind, BrokerLimits, Frame, FrameHeader, HelloResponse, PingRequest, Request, Response,
     FRAME_HEADER_LEN,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -37,7 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::{ClientError, Result};
 
 pub(crate) use address::BrokerAddress;
-pub(crate) use pool::{spawn_health_task, Pool};
+pub(crate) use pool::{spawn_health_task, Pool, Unanswered};
 
 /// Largest response body the client reads: fetch answers can be much larger than the
 /// broker's request limit, but a corrupt or hostile length must not make us buffer gigabytes.
@@ -165,6 +165,36 @@ impl Connection {
         response
     }
 
+    /// Writes `request` to a stream of its own and finishes the stream, without reading the
+    /// answer: [`read_answer`](Self::read_answer) does, later.
+    pub(crate) async fn write(&self, request: &Request) -> Result<Written> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        // A produce request's batch goes out as a chunk of its own, not copied into the frame.
+        let chunks = request.to_frame_chunks(id);
+        let body_len = chunks.iter().map(Bytes::len).sum::<usize>() - FRAME_HEADER_LEN;
+        let max = self.hello.limits.max_frame_bytes as usize;
+        if body_len > max {
+            return Err(ClientError::MessageTooLarge {
+                size: body_len,
+                max_size: max,
+            });
+        }
+        let recv = write_request(&self.quic, chunks, &self.counters).await?;
+        Ok(Written {
+            recv,
+            id,
+            kind: request.kind(),
+        })
+    }
+
+    /// Reads the answer to a request [`write`](Self::write) wrote; an error answer becomes the
+    /// matching [`ClientError`].
+    pub(crate) async fn read_answer(&self, written: Written) -> Result<Response> {
+        let Written { mut recv, id, kind } = written;
+        let response = read_response(&mut recv, id, &self.counters).await?;
+        check_answer(kind, response)
+    }
+
     /// Pings the broker outside the in-flight limit; the round-trip time on success.
     pub(crate) async fn ping(&self, timeout: Duration) -> Result<Duration> {
         let started = Instant::now();
@@ -190,39 +220,55 @@ impl Connection {
     }
 
     async fn send(&self, request: &Request) -> Result<Response> {
-        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        // A produce request's batch goes out as a chunk of its own, not copied into the frame.
-        let chunks = request.to_frame_chunks(id);
-        let body_len = chunks.iter().map(Bytes::len).sum::<usize>() - FRAME_HEADER_LEN;
-        let max = self.hello.limits.max_frame_bytes as usize;
-        if body_len > max {
-            return Err(ClientError::MessageTooLarge {
-                size: body_len,
-                max_size: max,
-            });
-        }
-        let response = exchange(&self.quic, id, chunks, &self.counters).await?;
-        check_answer(request, response)
+        let written = self.write(request).await?;
+        self.read_answer(written).await
     }
+}
+
+/// A request written to its stream whose answer is still to be read.
+#[derive(Debug)]
+pub(crate) struct Written {
+    recv: quinn::RecvStream,
+    id: u32,
+    kind: ApiKind,
 }
 
 /// One request on a fresh bidirectional stream: write the frame, finish, read the answer.
 async fn exchange(
     quic: &quinn::Connection,
     id: u32,
-    mut frame: Vec<Bytes>,
+    frame: Vec<Bytes>,
     counters: &Counters,
 ) -> Result<Response> {
-    let (mut send, mut recv) = quic.open_bi().await.map_err(connection_error)?;
+    let mut recv = write_request(quic, frame, counters).await?;
+    read_response(&mut recv, id, counters).await
+}
+
+/// Opens a bidirectional stream, writes the frame and finishes the stream; the stream's
+/// receiving side is returned for the answer.
+async fn write_request(
+    quic: &quinn::Connection,
+    mut frame: Vec<Bytes>,
+    counters: &Counters,
+) -> Result<quinn::RecvStream> {
+    let (mut send, recv) = quic.open_bi().await.map_err(connection_error)?;
     let frame_len = frame.iter().map(Bytes::len).sum();
     send.write_all_chunks(&mut frame)
         .await
         .map_err(write_error)?;
     // Finishing tells the broker the request is complete; an error here means the stream was
-    // already reset, which the read below reports better.
+    // already reset, which reading the answer reports better.
     let _ = send.finish();
     Counters::add(&counters.bytes_sent, frame_len);
+    Ok(recv)
+}
 
+/// Reads the answer to request `id` from its stream.
+async fn read_response(
+    recv: &mut quinn::RecvStream,
+    id: u32,
+    counters: &Counters,
+) -> Result<Response> {
     let mut head = [0u8; FRAME_HEADER_LEN];
     recv.read_exact(&mut head).await.map_err(|e| match e {
         quinn::ReadExactError::FinishedEarly(n) => ClientError::Quic(format!(
@@ -237,7 +283,7 @@ async fn exchange(
             header.request_id
         )));
     }
-    let body = read_body(&mut recv, header.body_len as usize).await?;
+    let body = read_body(recv, header.body_len as usize).await?;
     // The broker ends its side of the stream right after the answer, normally in the same
     // packet: take that end now if it is there. A stream read to its end is dropped silently;
     // one that is not makes quinn send STOP_SENDING (a frame, a wake-up of the connection
@@ -269,15 +315,14 @@ async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Bytes> {
     Ok(rustmq_protocol::frame::join_chunks(chunks, len))
 }
 
-/// Turns error answers into errors and rejects answers of another kind.
-fn check_answer(request: &Request, response: Response) -> Result<Response> {
+/// Turns error answers into errors and rejects answers of another kind than the request's.
+fn check_answer(request: ApiKind, response: Response) -> Result<Response> {
     match response {
         Response::Error(e) => Err(ClientError::from_response(e)),
-        r if r.kind() == Some(request.kind()) => Ok(r),
+        r if r.kind() == Some(request) => Ok(r),
         r => Err(ClientError::UnexpectedResponse(format!(
-            "{} answer to a {} request",
+            "{} answer to a {request} request",
             r.kind().map_or("unknown", |k| k.name()),
-            request.kind()
         ))),
     }
 }
@@ -357,6 +402,16 @@ pub(crate) fn is_safe_to_repeat(request: &Request) -> bool {
 /// Upper bound for waiting on graceful closes.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// `start + duration`, or about thirty years after `start` when an `Instant` cannot hold that
+/// (a configured `Duration::MAX` meaning "no limit"), as tokio's own timers do.
+pub(crate) fn deadline_after(start: Instant, duration: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    start
+        .checked_add(duration)
+        .or_else(|| start.checked_add(FAR))
+        .unwrap_or(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,7 +439,7 @@ mod tests {
             message: "x".into(),
         });
         assert!(matches!(
-            check_answer(&ping, err),
+            check_answer(ping.kind(), err),
             Err(ClientError::Broker {
                 code: ErrorCode::Throttled,
                 ..
@@ -392,11 +447,20 @@ mod tests {
         ));
         let wrong = Response::ListGroups(ListGroupsResponse { groups: vec![] });
         assert!(matches!(
-            check_answer(&ping, wrong),
+            check_answer(ping.kind(), wrong),
             Err(ClientError::UnexpectedResponse(_))
         ));
         let right = Response::Ping(PingResponse { nonce: 1 });
-        assert!(check_answer(&ping, right).is_ok());
+        assert!(check_answer(ping.kind(), right).is_ok());
+    }
+
+    #[test]
+    fn deadlines_past_what_an_instant_holds_are_far_away() {
+        let now = Instant::now();
+        let secs = Duration::from_secs(3);
+        assert_eq!(deadline_after(now, secs), now + secs);
+        let never = deadline_after(now, Duration::MAX);
+        assert!(never >= now + Duration::from_secs(10 * 365 * 86_400));
     }
 
     #[test]

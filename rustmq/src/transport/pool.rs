@@ -1,15 +1,25 @@
-//! The connection pool: connections per broker, opened on demand, spread by load, replaced
-//! with backoff when they die.
+//! The connection pool: connections to one broker at a time, opened on demand, spread by
+//! load, replaced with backoff when they die.
 //!
-//! Policy, in order, for each request:
+//! The configured brokers are bootstrap and failover addresses, not a cluster: every broker is
+//! standalone (it names only itself as the leader of its partitions), so a partition's records,
+//! a group's members and its commits must all go to the same one. The pool uses the first
+//! broker of the list that answers and keeps to it while it is reachable. Only when it is lost
+//! (no live connection left, and reconnecting to it fails or is backing off past the request's
+//! deadline) does the pool move on to the next broker of the list (wrapping around), which it
+//! then keeps to in turn.
+//!
+//! Policy, in order, for each request, on the broker in use:
 //! 1. use the live connection with the fewest requests in flight that has a free slot;
-//! 2. if all are busy (or none is live), open another to the broker with the fewest
-//!    connections, up to `max_connections` per broker;
-//! 3. otherwise wait for a slot on the least loaded connection.
+//! 2. if all are busy, open another, up to `max_connections`;
+//! 3. otherwise wait for a slot on the least loaded connection;
+//! 4. with no live connection, reconnect, or fail over as above.
 //!
 //! A connection QUIC reports closed is dropped the next time the pool looks at it. Opening a
-//! connection to a broker whose last attempt failed waits out that broker's backoff first, so
-//! a down broker is probed at a decreasing rate rather than hammered by every request.
+//! connection to a broker whose last attempt failed (or was abandoned at its request's
+//! deadline) waits out that broker's backoff first, so a down broker is probed at a decreasing
+//! rate rather than hammered by every request. Closing the pool wakes requests waiting out a
+//! backoff.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -21,7 +31,7 @@ use tracing::Instrument;
 
 use super::backoff::Backoff;
 use super::connector::Connector;
-use super::{is_safe_to_repeat, BrokerAddress, Connection, Counters};
+use super::{deadline_after, is_safe_to_repeat, BrokerAddress, Connection, Counters, Written};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 
@@ -36,8 +46,10 @@ pub(crate) struct Pool {
     health_check_timeout: Duration,
     counters: Arc<Counters>,
     closed: AtomicBool,
-    /// Rotates the first broker tried, so that equal candidates share the load.
-    next_slot: AtomicUsize,
+    /// Notified once, by [`close`](Pool::close): wakes the requests waiting out a backoff.
+    closing: tokio::sync::Notify,
+    /// The broker in use: an index into `slots`.
+    active: AtomicUsize,
     limits: parking_lot::Mutex<Option<BrokerLimits>>,
 }
 
@@ -107,34 +119,37 @@ impl Pool {
             health_check_timeout: config.health_check_timeout,
             counters,
             closed: AtomicBool::new(false),
-            next_slot: AtomicUsize::new(0),
+            closing: tokio::sync::Notify::new(),
+            active: AtomicUsize::new(0),
             limits: parking_lot::Mutex::new(None),
         })
     }
 
-    /// Opens one connection per broker, retrying per the retry policy until at least one
-    /// broker is reachable. Brokers that stay unreachable are retried later on demand.
+    /// Opens a connection to the first broker of the list that answers, which the pool then
+    /// uses; the list is tried again per the retry policy until one does.
     pub(crate) async fn connect_initial(&self) -> Result<()> {
         let mut errors = Vec::new();
         for round in 0..=self.max_retries {
-            let results =
-                futures::future::join_all(self.slots.iter().map(|s| self.open(s, None))).await;
-            if results.iter().any(Result::is_ok) {
-                for (slot, result) in self.slots.iter().zip(&results) {
-                    if let Err(error) = result {
-                        tracing::warn!(broker = %slot.address, %error, "broker unreachable; will retry on demand");
+            let mut failed: Vec<(&BrokerAddress, ClientError)> = Vec::new();
+            for (index, slot) in self.slots.iter().enumerate() {
+                match self.open(slot, None, true).await {
+                    Ok(_) => {
+                        for (broker, error) in failed {
+                            tracing::warn!(%broker, %error, "broker unreachable; using the next in the list");
+                        }
+                        self.use_broker(index);
+                        return Ok(());
                     }
+                    Err(error) => failed.push((&slot.address, error)),
                 }
-                return Ok(());
             }
-            errors.clear();
-            for (slot, result) in self.slots.iter().zip(results) {
-                let Err(error) = result else { continue };
-                if !error.is_retryable() {
-                    return Err(error);
-                }
-                errors.push(format!("{}: {error}", slot.address));
+            if let Some(i) = failed.iter().position(|(_, e)| !e.is_retryable()) {
+                return Err(failed.swap_remove(i).1);
             }
+            errors = failed
+                .into_iter()
+                .map(|(address, error)| format!("{address}: {error}"))
+                .collect::<Vec<_>>();
             tracing::debug!(round, "no broker reachable yet");
         }
         Err(ClientError::Connection(format!(
@@ -154,27 +169,91 @@ impl Pool {
         let span = tracing::debug_span!("request", kind = %request.kind());
         let started = Instant::now();
         let result = self
-            .send_with_retries(request, started + timeout, timeout)
+            .send_with_retries(request, deadline_after(started, timeout), timeout)
             .instrument(span.clone())
-            .await
-            // Closing the client fails requests in flight with a lost connection; say why.
-            .map_err(|e| {
-                if self.is_closed() && e.is_transport_loss() {
-                    ClientError::Closed
-                } else {
-                    e
-                }
-            });
-        if result.is_err() {
-            self.counters
-                .failed_requests
-                .fetch_add(1, Ordering::Relaxed);
-        }
+            .await;
+        let result = self.settle(result);
         span.in_scope(|| match &result {
             Ok(_) => tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "request done"),
             Err(error) => tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, %error, "request failed"),
         });
         result
+    }
+
+    /// Writes a request within `timeout` without waiting for its answer, which
+    /// [`Unanswered::answer`] reads (within the same `timeout`, counted from now). The request
+    /// holds its connection's in-flight slot until then. Never re-sent.
+    pub(crate) async fn write_request(
+        self: &Arc<Self>,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Unanswered> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        self.counters.total_requests.fetch_add(1, Ordering::Relaxed);
+        let deadline = deadline_after(Instant::now(), timeout);
+        let written = async {
+            let (conn, permit) = self.reserve(deadline, timeout).await?;
+            match tokio::time::timeout_at(deadline.into(), conn.write(request)).await {
+                Ok(Ok(written)) => Ok(Unanswered {
+                    pool: Arc::clone(self),
+                    conn,
+                    written,
+                    permit,
+                    deadline,
+                    timeout,
+                }),
+                Ok(Err(error)) => Err(error),
+                Err(_) => {
+                    self.probe(&conn);
+                    Err(ClientError::timeout(timeout))
+                }
+            }
+        }
+        .await;
+        match written {
+            Ok(unanswered) => Ok(unanswered),
+            Err(error) => self.settle(Err(error)),
+        }
+    }
+
+    /// Counts a failed request. Closing the client fails its requests in flight with a lost
+    /// connection: those get [`ClientError::Closed`], which says why.
+    fn settle<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| {
+            self.counters
+                .failed_requests
+                .fetch_add(1, Ordering::Relaxed);
+            if self.is_closed() && e.is_transport_loss() {
+                ClientError::Closed
+            } else {
+                e
+            }
+        })
+    }
+
+    /// A connection and an in-flight slot on it before `deadline` (`timeout` after the
+    /// request began).
+    async fn reserve(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(Arc<Connection>, OwnedSemaphorePermit)> {
+        // A free slot on a live connection is taken without setting up the timeout.
+        if let Some(reserved) = self.reserve_least_busy() {
+            return Ok(reserved);
+        }
+        match tokio::time::timeout_at(deadline.into(), self.acquire(deadline)).await {
+            Ok(Ok(reserved)) => Ok(reserved),
+            // An attempt to connect cut off by the deadline is the request's timeout.
+            Ok(Err(error)) if error.is_retryable() && Instant::now() >= deadline => {
+                tracing::debug!(%error, "no connection before the deadline");
+                Err(ClientError::timeout(timeout))
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(ClientError::timeout(timeout)),
+        }
     }
 
     async fn send_with_retries(
@@ -186,13 +265,7 @@ impl Pool {
         let safe = is_safe_to_repeat(request);
         let mut retries = 0;
         loop {
-            // A free slot on a live connection is taken without setting up the timeout.
-            let (conn, permit) = match self.reserve_least_busy() {
-                Some(reserved) => reserved,
-                None => tokio::time::timeout_at(deadline.into(), self.acquire(deadline))
-                    .await
-                    .map_err(|_| ClientError::timeout(timeout))??,
-            };
+            let (conn, permit) = self.reserve(deadline, timeout).await?;
             let error =
                 match tokio::time::timeout_at(deadline.into(), conn.request(request, permit)).await
                 {
@@ -218,23 +291,21 @@ impl Pool {
             // A dead connection is replaced through the broker's backoff; a live one that
             // failed this stream gets a pause of its own before the next try.
             if !lost {
-                tokio::time::sleep_until(
-                    deadline
-                        .min(Instant::now() + self.backoff.delay(retries - 1))
-                        .into(),
-                )
-                .await;
+                let pause = deadline_after(Instant::now(), self.backoff.delay(retries - 1));
+                self.sleep_until(deadline.min(pause)).await?;
             }
         }
     }
 
-    /// A connection with a free in-flight slot, opening one if needed.
+    /// A connection to the broker in use with a free in-flight slot, opening one if needed
+    /// (failing over to the next broker if the one in use is lost).
     async fn acquire(&self, deadline: Instant) -> Result<(Arc<Connection>, OwnedSemaphorePermit)> {
         loop {
             if self.is_closed() {
                 return Err(ClientError::Closed);
             }
-            let mut live = self.live_connections();
+            let slot = self.active_slot();
+            let mut live = slot.live();
             live.sort_by_key(|c| c.in_flight());
             if let Some((conn, permit)) = live.iter().find_map(|c| c.try_reserve().map(|p| (c, p)))
             {
@@ -247,10 +318,10 @@ impl Pool {
                 }
                 continue;
             }
-            // Every live connection is busy: add one where there is room, without waiting
-            // out a broker's backoff (a busy connection frees up sooner).
-            if let Some(slot) = self.slot_with_room() {
-                match self.open(slot, Some(Instant::now())).await {
+            // Every live connection is busy: add one if there is room, without waiting out
+            // the broker's backoff (a busy connection frees up sooner).
+            if live.len() < self.max_connections {
+                match self.open(slot, Some(deadline), false).await {
                     Ok(conn) => {
                         if let Some(permit) = conn.try_reserve() {
                             return Ok((conn, permit));
@@ -269,43 +340,51 @@ impl Pool {
         }
     }
 
-    /// A slot on the live connection with the fewest requests in flight, if it has one free
-    /// now (and the pool is open): the common case, found without collecting the connections.
-    /// A request that finds none goes on to [`acquire`](Self::acquire), which searches every
-    /// connection, opens one, or waits.
+    /// A slot on the live connection to the broker in use with the fewest requests in
+    /// flight, if it has one free now (and the pool is open): the common case, found without
+    /// collecting the connections. A request that finds none goes on to
+    /// [`acquire`](Self::acquire), which searches every connection, opens one, or waits.
     fn reserve_least_busy(&self) -> Option<(Arc<Connection>, OwnedSemaphorePermit)> {
         if self.is_closed() {
             return None;
         }
-        let mut least: Option<(usize, Arc<Connection>)> = None;
-        for slot in self.slots.iter() {
-            for conn in slot.live_guard().iter() {
-                let in_flight = conn.in_flight();
-                if least.as_ref().is_none_or(|(n, _)| in_flight < *n) {
-                    least = Some((in_flight, Arc::clone(conn)));
-                }
-            }
-        }
-        let (_, conn) = least?;
+        let conn = self
+            .active_slot()
+            .live_guard()
+            .iter()
+            .min_by_key(|c| c.in_flight())
+            .cloned()?;
         let permit = conn.try_reserve()?;
         Some((conn, permit))
     }
 
-    /// Opens a connection to some broker, trying each in turn for `max_retries + 1` rounds.
+    /// Opens a connection to the broker in use, or else to the next of the list that answers
+    /// (which is then used), trying them all for `max_retries + 1` rounds. With several
+    /// brokers the first round skips those backing off (one that cannot be reconnected to is
+    /// lost: the next is tried at once); the others wait out their backoffs.
     async fn connect_any(&self, deadline: Instant) -> Result<Arc<Connection>> {
         let mut errors = Vec::new();
-        for _ in 0..=self.max_retries {
+        for round in 0..=self.max_retries {
+            let wait = round > 0 || self.slots.len() == 1;
             errors.clear();
-            for slot in self.slots_in_order() {
-                match self.open(slot, Some(deadline)).await {
-                    Ok(conn) => return Ok(conn),
+            for (index, slot) in self.failover_order() {
+                // Another request may have reconnected or failed over meanwhile.
+                if let Some(conn) = self.active_slot().live().into_iter().next() {
+                    return Ok(conn);
+                }
+                match self.open(slot, Some(deadline), wait).await {
+                    Ok(conn) => {
+                        self.use_broker(index);
+                        return Ok(conn);
+                    }
                     Err(error) if !error.is_retryable() => return Err(error),
                     Err(error) => errors.push((slot, error)),
                 }
             }
-            if errors
-                .iter()
-                .all(|(_, e)| matches!(e, ClientError::NoConnectionsAvailable))
+            if (wait || round == self.max_retries)
+                && errors
+                    .iter()
+                    .all(|(_, e)| matches!(e, ClientError::NoConnectionsAvailable))
             {
                 return Err(ClientError::NoConnectionsAvailable);
             }
@@ -320,10 +399,16 @@ impl Pool {
         )))
     }
 
-    /// Opens a connection to `slot`'s broker after its backoff, unless another task opened
-    /// one meanwhile. With a `deadline`, a backoff ending after it fails fast with
-    /// [`ClientError::NoConnectionsAvailable`].
-    async fn open(&self, slot: &Slot, deadline: Option<Instant>) -> Result<Arc<Connection>> {
+    /// Opens a connection to `slot`'s broker, unless another task opened one meanwhile. The
+    /// attempt ends by `deadline` (and `connect_timeout`). A broker backing off after a failed
+    /// attempt fails fast with [`ClientError::NoConnectionsAvailable`] unless `wait_backoff`
+    /// and the backoff ends before `deadline`: then it is waited out first.
+    async fn open(
+        &self,
+        slot: &Slot,
+        deadline: Option<Instant>,
+        wait_backoff: bool,
+    ) -> Result<Arc<Connection>> {
         let live_before = slot.live().len();
         let _guard = slot.opening.lock().await;
         let live = slot.live();
@@ -335,15 +420,28 @@ impl Pool {
         }
         let retry_at = slot.state.lock().retry_at;
         if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
-            if deadline.is_some_and(|d| at > d) {
+            if !wait_backoff || deadline.is_some_and(|d| at > d) {
                 return Err(ClientError::NoConnectionsAvailable);
             }
-            tokio::time::sleep_until(at.into()).await;
+            self.sleep_until(at).await?;
         }
         if self.is_closed() {
             return Err(ClientError::Closed);
         }
-        match self.connector.connect(&slot.address).await {
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            // No time left to try: not a failure of the broker's.
+            return Err(ClientError::NoConnectionsAvailable);
+        }
+        // Counts as failed if abandoned (its request timed out, or was dropped), so that
+        // the broker's backoff applies to the next attempt all the same.
+        let mut attempt = Attempt {
+            pool: self,
+            slot,
+            done: false,
+        };
+        let connected = self.connector.connect(&slot.address, deadline).await;
+        attempt.done = true;
+        match connected {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 if self.is_closed() {
@@ -364,29 +462,64 @@ impl Pool {
                 Ok(conn)
             }
             Err(error) => {
-                let mut state = slot.state.lock();
-                let delay = self.backoff.delay(state.failures);
-                state.failures = state.failures.saturating_add(1);
-                state.retry_at = Some(Instant::now() + delay);
-                tracing::debug!(broker = %slot.address, %error, failures = state.failures, retry_in_ms = delay.as_millis() as u64, "connection attempt failed");
+                self.record_failure(slot, &error);
                 Err(error)
             }
         }
     }
 
-    /// Brokers by number of live connections, rotating among equals.
-    fn slots_in_order(&self) -> Vec<&Slot> {
-        let start = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        let n = self.slots.len();
-        let mut order: Vec<&Slot> = (0..n).map(|i| &self.slots[(start + i) % n]).collect();
-        order.sort_by_key(|s| s.live().len());
-        order
+    /// Sets `slot`'s broker's backoff after a failed (or abandoned) connection attempt.
+    fn record_failure(&self, slot: &Slot, error: &dyn std::fmt::Display) {
+        let mut state = slot.state.lock();
+        let delay = self.backoff.delay(state.failures);
+        state.failures = state.failures.saturating_add(1);
+        state.retry_at = Some(deadline_after(Instant::now(), delay));
+        tracing::debug!(broker = %slot.address, %error, failures = state.failures, retry_in_ms = delay.as_millis() as u64, "connection attempt failed");
     }
 
-    fn slot_with_room(&self) -> Option<&Slot> {
-        self.slots_in_order()
-            .into_iter()
-            .find(|s| s.live().len() < self.max_connections)
+    /// Sleeps until `at`, or until the pool closes: then [`ClientError::Closed`].
+    async fn sleep_until(&self, at: Instant) -> Result<()> {
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
+        // Registered before the check: a close from now on wakes it.
+        closing.as_mut().enable();
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(at.into()) => Ok(()),
+            () = closing => Err(ClientError::Closed),
+        }
+    }
+
+    /// The broker in use.
+    fn active_slot(&self) -> &Slot {
+        &self.slots[self.active.load(Ordering::Acquire)]
+    }
+
+    /// The brokers, with their index, in the order a lost broker is replaced: the one in use,
+    /// then those after it in the list, then those before it.
+    fn failover_order(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        let n = self.slots.len();
+        let start = self.active.load(Ordering::Acquire);
+        (0..n).map(move |i| {
+            let index = (start + i) % n;
+            (index, &self.slots[index])
+        })
+    }
+
+    /// Makes `index` the broker in use. Connections left to the one it replaces are closed:
+    /// requests must not go to two standalone brokers.
+    fn use_broker(&self, index: usize) {
+        let previous = self.active.swap(index, Ordering::AcqRel);
+        if previous == index {
+            return;
+        }
+        let (from, to) = (&self.slots[previous], &self.slots[index]);
+        tracing::info!(from = %from.address, to = %to.address, "using another broker");
+        for conn in from.connections.lock().drain(..) {
+            conn.close("client moved to another broker");
+        }
     }
 
     /// Every live connection; dead ones are dropped on the way.
@@ -422,12 +555,22 @@ impl Pool {
     }
 
     /// Pings every connection within `health_check_timeout`; those that fail are closed and
-    /// dropped. Brokers without a connection get an attempt first (if not backing off).
+    /// dropped. Without a live connection to the broker in use, it gets an attempt first (if
+    /// not backing off), or else the next brokers as in a failover.
     pub(crate) async fn check_health(&self) -> HealthReport {
         let mut report = HealthReport::default();
-        let missing = self.slots.iter().filter(|s| s.live().is_empty());
-        let opened =
-            futures::future::join_all(missing.map(|s| self.open(s, Some(Instant::now())))).await;
+        let mut opened = Vec::new();
+        if self.active_slot().live().is_empty() {
+            for (index, slot) in self.failover_order() {
+                match self.open(slot, None, false).await {
+                    Ok(_) => {
+                        self.use_broker(index);
+                        break;
+                    }
+                    Err(error) => opened.push(error),
+                }
+            }
+        }
         let live = self.live_connections();
         let pings =
             futures::future::join_all(live.iter().map(|c| c.ping(self.health_check_timeout))).await;
@@ -448,9 +591,7 @@ impl Pool {
             }
         }
         if report.total == 0 {
-            report
-                .errors
-                .extend(opened.into_iter().filter_map(Result::err));
+            report.errors.extend(opened);
         }
         report
     }
@@ -460,6 +601,7 @@ impl Pool {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.closing.notify_waiters();
         for slot in &self.slots {
             for conn in slot.connections.lock().drain(..) {
                 conn.close("client closed");
@@ -511,13 +653,68 @@ impl Slot {
     }
 }
 
+/// A connection attempt in progress; dropped unfinished (its request timed out, or was
+/// dropped), it counts as a failed attempt.
+struct Attempt<'a> {
+    pool: &'a Pool,
+    slot: &'a Slot,
+    done: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.pool
+                .record_failure(self.slot, &"attempt abandoned at its request's deadline");
+        }
+    }
+}
+
+/// A request written by [`Pool::write_request`], its answer not yet read. Holds the request's
+/// in-flight slot on its connection until [`answer`](Self::answer) is done (or it is dropped).
+#[derive(Debug)]
+pub(crate) struct Unanswered {
+    pool: Arc<Pool>,
+    conn: Arc<Connection>,
+    written: Written,
+    permit: OwnedSemaphorePermit,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Unanswered {
+    /// Reads the answer before the request's deadline; an error answer becomes the matching
+    /// [`ClientError`].
+    pub(crate) async fn answer(self) -> Result<Response> {
+        let Unanswered {
+            pool,
+            conn,
+            written,
+            permit,
+            deadline,
+            timeout,
+        } = self;
+        let answer = match tokio::time::timeout_at(deadline.into(), conn.read_answer(written)).await
+        {
+            Ok(answer) => answer,
+            Err(_) => {
+                pool.probe(&conn);
+                Err(ClientError::timeout(timeout))
+            }
+        };
+        drop(permit);
+        pool.settle(answer)
+    }
+}
+
 /// Runs [`Pool::check_health`] every `interval` until the pool is dropped or closed.
 pub(crate) fn spawn_health_task(
     pool: Weak<Pool>,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let first = deadline_after(Instant::now(), interval);
+        let mut ticks = tokio::time::interval_at(first.into(), interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
@@ -533,4 +730,140 @@ pub(crate) fn spawn_health_task(
             );
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rustmq_protocol::PingRequest;
+
+    use super::*;
+    use crate::config::RetryConfig;
+    use crate::transport::test_broker::{Script, TestBroker};
+
+    fn ping() -> Request {
+        Request::Ping(PingRequest { nonce: 7 })
+    }
+
+    /// A bound UDP socket that never answers: QUIC handshakes to it never complete.
+    fn silent_broker() -> std::net::UdpSocket {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
+    }
+
+    /// A client configuration for the silent broker, with long connection attempts and a
+    /// long backoff after a failed one.
+    fn config_for_silent(silent: &std::net::UdpSocket) -> ClientConfig {
+        ClientConfig {
+            brokers: vec![silent.local_addr().unwrap().to_string()],
+            connect_timeout: Duration::from_secs(60),
+            retry_config: RetryConfig {
+                max_retries: 2,
+                base_delay: Duration::from_secs(60),
+                max_delay: Duration::from_secs(60),
+                multiplier: 1.0,
+                jitter: false,
+            },
+            ..ClientConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_cut_off_by_the_request_deadline_backs_off_all_the_same() {
+        let silent = silent_broker();
+        let pool = Pool::new(&config_for_silent(&silent), "test".into()).unwrap();
+        let timeout = Duration::from_millis(100);
+        let err = pool.request(&ping(), timeout).await.unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+        assert_eq!(pool.slots[0].state.lock().failures, 1);
+        // The broker is backing off: later requests do not start handshakes of their own.
+        for _ in 0..3 {
+            let err = pool.request(&ping(), timeout).await.unwrap_err();
+            assert!(matches!(err, ClientError::NoConnectionsAvailable), "{err}");
+        }
+        assert_eq!(pool.slots[0].state.lock().failures, 1);
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_requests_waiting_out_a_backoff() {
+        let silent = silent_broker();
+        let pool = Arc::new(Pool::new(&config_for_silent(&silent), "test".into()).unwrap());
+        pool.slots[0].state.lock().retry_at = Some(Instant::now() + Duration::from_secs(60));
+        let request = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.request(&ping(), Duration::from_secs(120)).await }
+        });
+        // The request holds the broker's opening lock while it waits out the backoff.
+        while pool.slots[0].opening.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        pool.close().await;
+        let result = tokio::time::timeout(Duration::from_secs(20), request)
+            .await
+            .expect("the request is woken by close")
+            .unwrap();
+        assert!(matches!(result, Err(ClientError::Closed)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn durations_past_what_an_instant_holds_mean_no_limit() {
+        let broker = TestBroker::start(Script::default()).await;
+        let config = ClientConfig {
+            brokers: vec![broker.address()],
+            ..ClientConfig::default()
+        };
+        let pool = Arc::new(Pool::new(&config, "test".into()).unwrap());
+        pool.connect_initial().await.unwrap();
+        pool.request(&ping(), Duration::MAX).await.unwrap();
+        let unanswered = pool.write_request(&ping(), Duration::MAX).await.unwrap();
+        assert!(matches!(unanswered.answer().await, Ok(Response::Ping(_))));
+        let health = spawn_health_task(Arc::downgrade(&pool), Duration::MAX);
+        tokio::task::yield_now().await;
+        assert!(!health.is_finished(), "the health task panicked");
+        health.abort();
+
+        // A failed attempt's backoff of `Duration::MAX`.
+        let silent = silent_broker();
+        let config = ClientConfig {
+            connect_timeout: Duration::from_millis(50),
+            retry_config: RetryConfig {
+                max_retries: 0,
+                base_delay: Duration::MAX,
+                max_delay: Duration::MAX,
+                ..RetryConfig::default()
+            },
+            ..config_for_silent(&silent)
+        };
+        let pool = Pool::new(&config, "test".into()).unwrap();
+        assert!(pool
+            .request(&ping(), Duration::from_secs(30))
+            .await
+            .is_err());
+        assert!(pool.slots[0].state.lock().retry_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn requests_stay_on_the_first_broker_that_answers() {
+        let first = TestBroker::start(Script::default()).await;
+        let second = TestBroker::start(Script::default()).await;
+        let config = ClientConfig {
+            brokers: vec![first.address(), second.address()],
+            ..ClientConfig::default()
+        };
+        let pool = Pool::new(&config, "test".into()).unwrap();
+        pool.connect_initial().await.unwrap();
+        // Concurrent requests: with both brokers in use, they would be spread by load.
+        let ping = ping();
+        let requests = (0..50).map(|_| pool.request(&ping, Duration::from_secs(30)));
+        for result in futures::future::join_all(requests).await {
+            result.unwrap();
+        }
+        assert_eq!(first.state.count(rustmq_protocol::ApiKind::Ping), 50);
+        assert_eq!(second.state.count(rustmq_protocol::ApiKind::Ping), 0);
+        assert_eq!(
+            second
+                .state
+                .hellos
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
 }

@@ -18,6 +18,8 @@ pub(crate) struct Script {
     pub(crate) token: Option<String>,
     /// Certificate names (DNS names or IP literals).
     pub(crate) names: Vec<String>,
+    /// Produce requests are answered with this base offset (and left unscripted without).
+    pub(crate) produce_base_offset: Option<u64>,
 }
 
 impl Default for Script {
@@ -30,6 +32,7 @@ impl Default for Script {
             },
             token: None,
             names: vec!["localhost".into(), "127.0.0.1".into()],
+            produce_base_offset: None,
         }
     }
 }
@@ -42,6 +45,8 @@ pub(crate) struct State {
     pub(crate) received: parking_lot::Mutex<BTreeMap<&'static str, usize>>,
     /// The next request of this kind closes its connection instead of being answered.
     pub(crate) close_on_next: parking_lot::Mutex<Option<ApiKind>>,
+    /// Requests of this kind are read (and counted) but never answered.
+    pub(crate) hold: parking_lot::Mutex<Option<ApiKind>>,
     topics: parking_lot::Mutex<BTreeMap<String, u32>>,
 }
 
@@ -202,6 +207,10 @@ async fn serve_stream(
         conn.close(7u32.into(), b"scripted failure");
         return;
     }
+    if *state.hold.lock() == Some(request.kind()) {
+        conn.closed().await;
+        return;
+    }
     let response = if let Request::Fetch(f) = &request {
         // A long poll that never finds data.
         tokio::time::sleep(Duration::from_millis(f.max_wait_ms.into())).await;
@@ -319,6 +328,14 @@ fn answer(
                 })
                 .collect(),
         }),
+        Request::Produce(_) if script.produce_base_offset.is_some() => {
+            Response::Produce(ProduceResponse {
+                base_offset: script.produce_base_offset.unwrap_or_default(),
+                log_append_time: 0,
+                log_start_offset: 0,
+                duplicate: false,
+            })
+        }
         _ => error(ErrorCode::InvalidRequest, "not scripted"),
     }
 }

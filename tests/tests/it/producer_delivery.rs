@@ -629,3 +629,54 @@ async fn an_idempotent_producer_retries_its_producer_id_across_a_broker_restart(
     assert_eq!(sent.expect("the send outlives the restart").offset, 0);
     assert_eq!(stored_payloads(&client, "restarting", 0).await, ["after"]);
 }
+
+/// `AckLevel::None`: a send resolves once its batch is written, not when (or whether) the broker
+/// answers. Every answer is lost here (the broker stores each batch and resets its stream): the
+/// sends still succeed, and the lost answers are counted, not reported to them.
+#[tokio::test]
+async fn fire_and_forget_sends_do_not_wait_for_their_answers() {
+    tests::init_tracing();
+    const SENDS: usize = 50;
+    let (broker, client, p) = one_partition(
+        "unanswered",
+        ProducerConfig {
+            ack_level: AckLevel::None,
+            batch_size: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    broker
+        .handle()
+        .unwrap()
+        .drop_next_produce_answers(SENDS as u32);
+    let outcomes = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    for i in 0..SENDS {
+        let outcomes = Arc::clone(&outcomes);
+        p.send_async_with(msg("unanswered", format!("{i:04}")), move |r| {
+            outcomes.lock().push(r)
+        })
+        .await
+        .unwrap();
+    }
+    // Flush waits for the answers too (here: their loss).
+    p.flush().await.unwrap();
+    let outcomes = std::mem::take(&mut *outcomes.lock());
+    assert_eq!(outcomes.len(), SENDS);
+    for outcome in outcomes {
+        let sent = outcome.expect("a fire-and-forget send does not wait for its answer");
+        assert_eq!(sent.offset, SendResult::UNKNOWN_OFFSET);
+    }
+    let metrics = p.metrics().await;
+    assert_eq!(metrics.errors.load(Ordering::Relaxed), SENDS as u64);
+    assert_eq!(
+        metrics.messages_failed.load(Ordering::Relaxed),
+        SENDS as u64
+    );
+    assert_eq!(metrics.retries.load(Ordering::Relaxed), 0);
+    // Each batch was stored once (no order is promised between pipelined batches).
+    let mut stored = stored_payloads(&client, "unanswered", 0).await;
+    stored.sort();
+    let expected: Vec<String> = (0..SENDS).map(|i| format!("{i:04}")).collect();
+    assert_eq!(stored, expected);
+}

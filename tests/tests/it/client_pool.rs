@@ -1,0 +1,101 @@
+//! The client's pool with several broker addresses: they are failover addresses, not a
+//! cluster. Requests go to the first broker that answers, and to the next only once it is lost.
+
+use std::time::Duration;
+
+use rustmq::testing::TestBroker;
+use rustmq::*;
+
+const TOPIC: &str = "orders";
+const PARTITIONS: u32 = 4;
+
+/// Records stored in `TOPIC` on the broker `client` reaches.
+async fn stored(client: &RustMqClient) -> u64 {
+    client
+        .describe_topic(TOPIC)
+        .await
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.record_count())
+        .sum()
+}
+
+fn keyed(i: usize) -> Message {
+    Message::builder()
+        .topic(TOPIC)
+        .key(format!("key-{}", i % 16))
+        .payload(format!("{i}"))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn several_brokers_are_failover_addresses_used_one_at_a_time() {
+    tests::init_tracing();
+    let mut a = TestBroker::start().await.unwrap();
+    let b = TestBroker::start().await.unwrap();
+    let only_a = a.client().await.unwrap();
+    let only_b = b.client().await.unwrap();
+    only_a.create_topic(TOPIC, PARTITIONS).await.unwrap();
+    only_b.create_topic(TOPIC, PARTITIONS).await.unwrap();
+
+    // Without `tls_config`, both loopback brokers' own certificates are accepted.
+    let client = RustMqClient::new(ClientConfig {
+        brokers: vec![a.addr().to_string(), b.addr().to_string()],
+        connect_timeout: Duration::from_secs(2),
+        retry_config: RetryConfig {
+            max_retries: 5,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+            ..RetryConfig::default()
+        },
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    let producer = ProducerBuilder::new()
+        .topic(TOPIC)
+        .client(client.clone())
+        .config(ProducerConfig {
+            batch_size: 1,
+            ..ProducerConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    // Many requests in flight at once, over four partitions: spread by load, some would have
+    // gone to b.
+    for i in 0..200 {
+        producer.send_async(keyed(i), None).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    assert_eq!(
+        producer
+            .metrics()
+            .await
+            .messages_failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        stored(&only_a).await,
+        200,
+        "every record on the first broker"
+    );
+    assert_eq!(stored(&only_b).await, 0, "nothing on the second");
+
+    // The first broker goes away: the client moves on to the next.
+    only_a.close().await.unwrap();
+    a.stop().await;
+    for i in 200..210 {
+        producer.send(keyed(i)).await.unwrap();
+    }
+    assert_eq!(
+        stored(&only_b).await,
+        10,
+        "the later sends went to the second broker"
+    );
+    let health = client.health_check().await.unwrap();
+    assert_eq!(health.healthy_connections, health.total_connections);
+}
