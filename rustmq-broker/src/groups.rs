@@ -168,8 +168,7 @@ pub struct GroupCoordinator {
 /// written through a `.tmp` beside it), within a file name's 255 bytes.
 pub use rustmq_protocol::MAX_GROUP_NAME_LEN;
 
-/// Longest member id a join may name, in bytes.
-pub const MAX_MEMBER_ID_LEN: usize = 255;
+pub use rustmq_protocol::MAX_MEMBER_ID_LEN;
 
 /// Checks a group name: 1 to [`MAX_GROUP_NAME_LEN`] bytes.
 fn validate_group_name(group: &str) -> Result<(), BrokerError> {
@@ -226,7 +225,7 @@ pub const MAX_RESERVED_ENTRIES: usize = 1_024;
 
 /// The client libraries' entries about a topic: `__out.<topic>` (where a stream's recovery
 /// scans an output partition) and `__seen.<topic>` (a windowed stream's input).
-const ABOUT_TOPIC: [&str; 2] = ["__out.", "__seen."];
+const ABOUT_TOPIC: [&str; 2] = rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC;
 
 /// The topic a committed entry is about: a topic of that very name if there is one (topic
 /// names may start with `__` too); else the one an `__out.`/`__seen.` entry names; else, for
@@ -392,7 +391,7 @@ impl GroupCoordinator {
             // would hold partitions until its session expired. An unknown id is a new member
             // (a member that was removed, or one that names itself), as an empty one is.
             let member_id = if r.member_id.is_empty() {
-                format!("{}-{:016x}", r.client_id, fastrand::u64(..))
+                rustmq_protocol::member_id(&r.client_id, fastrand::u64(..))
             } else {
                 r.member_id.clone()
             };

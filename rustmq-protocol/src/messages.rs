@@ -501,14 +501,46 @@ wire_struct! {
 /// by the hex of its name, within a file name's 255 bytes).
 pub const MAX_GROUP_NAME_LEN: usize = 120;
 
+/// The longest member id a join may carry, in bytes.
+pub const MAX_MEMBER_ID_LEN: usize = 255;
+
+/// A member id made from a client id: the client id's first 200 bytes (cut at a character
+/// boundary), `-` and `random` in 16 hex digits, within [`MAX_MEMBER_ID_LEN`] whatever the
+/// client id's length.
+pub fn member_id(client_id: &str, random: u64) -> String {
+    let mut end = client_id.len().min(200);
+    while !client_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}-{random:016x}", &client_id[..end])
+}
+
+/// The committed-offsets entry of stream processing's windowed mode (partition 0: every
+/// window ending at or before its offset is finished). It names no topic.
+pub const CLOSED_ENTRY: &str = "__closed";
+
+/// Prefixes of stream processing's committed-offsets entries about a topic: `__out.<topic>`
+/// (exactly-once outputs) and `__seen.<topic>` (inputs seen).
+pub const ENTRY_PREFIXES_ABOUT_TOPIC: [&str; 2] = ["__out.", "__seen."];
+
+/// Whether a committed-offsets entry is one of the client libraries' own ([`CLOSED_ENTRY`],
+/// or an entry about a topic) rather than a topic's offsets: unless a topic has that name.
+pub fn is_library_entry(name: &str) -> bool {
+    name == CLOSED_ENTRY
+        || ENTRY_PREFIXES_ABOUT_TOPIC
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
 wire_struct! {
     /// Joins (or rejoins) a consumer group; answered once the group's assignment is settled.
     pub struct JoinGroupRequest {
         /// Group name.
         pub group: String,
-        /// The member's id: from an earlier join, or one the member chose (at most 255
-        /// bytes), so that a join sent again is the same member's; empty for a new member
-        /// the broker names. An id the group does not know joins as a new member.
+        /// The member's id: from an earlier join, or one the member chose (at most
+        /// [`MAX_MEMBER_ID_LEN`] bytes; see [`member_id`]), so that a join sent again is the
+        /// same member's; empty for a new member the broker names. An id the group does not
+        /// know joins as a new member.
         pub member_id: String,
         /// Client id for descriptions.
         pub client_id: String,
@@ -685,5 +717,26 @@ wire_struct! {
         pub code: ErrorCode,
         /// What went wrong, for people.
         pub message: String,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_fit_whatever_the_client_id() {
+        assert_eq!(member_id("c", 0xab), "c-00000000000000ab");
+        let long = "é".repeat(300);
+        let id = member_id(&long, u64::MAX);
+        assert!(id.len() <= MAX_MEMBER_ID_LEN, "{}", id.len());
+        assert!(id.ends_with("-ffffffffffffffff"));
+    }
+
+    #[test]
+    fn library_entries_are_the_stream_processors_own() {
+        assert!(is_library_entry("__closed") && is_library_entry("__out.orders"));
+        assert!(is_library_entry("__seen.orders"));
+        assert!(!is_library_entry("__audit") && !is_library_entry("orders"));
     }
 }

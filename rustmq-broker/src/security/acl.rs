@@ -226,9 +226,11 @@ impl Acl {
     /// filtered to what the principal may describe. A produce to a missing topic that would
     /// auto-create it needs `create` too; the handler checks that.
     ///
-    /// `is_topic` tells whether a name is an existing topic's: offsets entries named `__...`
-    /// are the client libraries' own (`__closed`, `__out.<topic>`, ...), covered by the
-    /// group's permission, unless a topic has that name.
+    /// `is_topic` tells whether a name is an existing topic's: the client libraries' own
+    /// offsets entries (`__closed`, `__out.<topic>`, `__seen.<topic>`:
+    /// [`rustmq_protocol::is_library_entry`]) are covered by the group's permission, unless a
+    /// topic has that name; any other entry needs `read` on the topic it names, whether or not
+    /// that topic exists yet (the entry would be its offsets once it is created).
     pub fn authorize(
         &self,
         principal: &str,
@@ -241,7 +243,7 @@ impl Acl {
             return Ok(());
         }
         let check = |op, res, name: &str| self.check(principal, op, res, name);
-        let user_topic = |t: &&str| !t.starts_with("__") || is_topic(t);
+        let user_topic = |t: &&str| !rustmq_protocol::is_library_entry(t) || is_topic(t);
         match req {
             Request::Metadata(r) => {
                 for t in r.topics.iter().flatten() {
@@ -408,7 +410,9 @@ mod tests {
             acl.authorize("bob", &commit(entry), is_topic).unwrap();
             acl.authorize("bob", &fetch(entry), is_topic).unwrap();
         }
-        for topic in ["__audit", "orders"] {
+        // `__audit` needs `read` whether it exists or not: committed before it is created,
+        // the entry would be its offsets afterwards.
+        for topic in ["__audit", "__planted", "orders"] {
             acl.authorize("bob", &commit(topic), is_topic).unwrap_err();
             acl.authorize("bob", &fetch(topic), is_topic).unwrap_err();
         }

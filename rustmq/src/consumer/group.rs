@@ -81,12 +81,12 @@ pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
     // while the rebalance waited for the others or its connection lost, is then the same
     // member's to the broker, not one more member holding partitions until its session
     // expires.
-    let member_id = {
+    let (member_id, previous) = {
         let mut m = inner.membership.lock();
         if m.member_id.is_empty() {
-            m.member_id = format!("{}-{:016x}", inner.consumer_id, fastrand::u64(..));
+            m.member_id = rustmq_protocol::member_id(&inner.consumer_id, fastrand::u64(..));
         }
-        m.member_id.clone()
+        (m.member_id.clone(), m.generation)
     };
     let config = &inner.config;
     let request = Request::JoinGroup(JoinGroupRequest {
@@ -115,8 +115,16 @@ pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
         .flat_map(|tp| tp.partitions.iter().copied())
         .collect();
     partitions.sort_unstable();
+    // A generation passed without this member (the broker dropped it while it was away, gave
+    // its partitions to others and took it back as a new member): what it held is stale, as
+    // others may have consumed and committed past it.
+    let missed = how == Rejoin::Keep && response.generation > previous.saturating_add(1);
     let new: Vec<u32> = {
         let mut state = inner.state.lock();
+        if missed {
+            tracing::info!(group = %inner.group, previous, generation = response.generation, "rejoined after missing a generation: partitions start over from the committed offsets");
+            state.revoke_all();
+        }
         for p in state.owned() {
             if !partitions.contains(&p) {
                 tracing::debug!(partition = p, "partition revoked");
@@ -441,19 +449,31 @@ async fn group_loop(inner: Arc<Inner>) {
     commits.set_missed_tick_behavior(MissedTickBehavior::Delay);
     commits.reset();
     let mut heartbeat_failures = Streak::default();
+    let mut commit_failures = Streak::default();
     loop {
         let standing = tokio::select! {
             _ = heartbeats.tick() => heartbeat(&inner, &mut heartbeat_failures).await,
             _ = commits.tick() => match commit(&inner).await {
-                Err(ClientError::Closed) => {
-                    inner.client_closed();
-                    Standing::Stop
-                }
-                Err(e) => {
-                    tracing::warn!(group = %inner.group, error = %e, "auto-commit failed");
+                Ok(()) => {
+                    commit_failures.succeeded();
                     Standing::Fine
                 }
-                Ok(()) => Standing::Fine,
+                // A refusal that retrying cannot mend (the group's commit right withdrawn) is
+                // told to the application once: else it would go on receiving with nothing
+                // committed, and a restart would deliver everything again.
+                Err(e) => match commit_failures.failed(&e) {
+                    Verdict::Stop => {
+                        inner.client_closed();
+                        Standing::Stop
+                    }
+                    Verdict::Retry { report, .. } => {
+                        tracing::warn!(group = %inner.group, error = %e, "auto-commit failed");
+                        if report {
+                            inner.report(e);
+                        }
+                        Standing::Fine
+                    }
+                },
             },
             // A commit was refused: a heartbeat tells how we stand with the group.
             _ = inner.rejoin.notified() => heartbeat(&inner, &mut heartbeat_failures).await,

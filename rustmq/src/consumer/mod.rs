@@ -217,8 +217,8 @@ impl Consumer {
         &self.inner.config
     }
 
-    /// The member id the broker gave this consumer (it changes if the consumer had to join
-    /// again as a new member).
+    /// This consumer's member id in its group: `<consumer id>-<16 hex digits>`, chosen before
+    /// its first join and kept across rejoins until it leaves the group (empty once it has).
     pub fn member_id(&self) -> String {
         self.inner.membership.lock().member_id.clone()
     }

@@ -19,12 +19,13 @@ use std::sync::Arc;
 
 use super::Tp;
 
-/// Reserved commit entries: `__out.<topic>` (scan start of an output partition).
-pub(crate) const OUT_PREFIX: &str = "__out.";
+/// Reserved commit entries (their names are the protocol's, which brokers know:
+/// `rustmq_protocol::is_library_entry`): `__out.<topic>` (scan start of an output partition).
+pub(crate) const OUT_PREFIX: &str = rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC[0];
 /// `__seen.<topic>`: windowed mode, every input below was placed in its windows.
-pub(crate) const SEEN_PREFIX: &str = "__seen.";
+pub(crate) const SEEN_PREFIX: &str = rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC[1];
 /// `__closed` partition 0: windowed mode, every window ending at or before is finished.
-pub(crate) const CLOSED_ENTRY: &str = "__closed";
+pub(crate) const CLOSED_ENTRY: &str = rustmq_protocol::CLOSED_ENTRY;
 
 /// When a commit makes an output record unnecessary for recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -208,7 +208,17 @@ pub(crate) async fn run(
     let config = &settings.config;
     let client = &settings.client;
     let group = config.consumer_group.clone();
-    let previous = member.lock().member_id.clone();
+    // A new member names itself before its first join: a join sent again (the session
+    // failed while the rebalance waited for others) is then the same member's to the broker,
+    // not one more member holding partitions until its session expires.
+    let previous = {
+        let mut m = member.lock();
+        if m.member_id.is_empty() {
+            m.group = group.clone();
+            m.member_id = rustmq_protocol::member_id(client.client_id(), fastrand::u64(..));
+        }
+        m.member_id.clone()
+    };
     let joined = group::join(
         client,
         &group,

@@ -150,10 +150,11 @@ mod tests {
     fn a_poison_reason_names_another_codec_of_the_messages_content_type() {
         let order: Order = decode_payload(&delivery(br#"{"id":"o-1"}"#, None)).unwrap();
         assert_eq!(order.id, "o-1");
-        let reason = |content_type| match decode_payload::<Order>(&delivery(b"\x01\x02", content_type)) {
-            Err(Rejection::Poison(e)) => e.to_string(),
-            other => panic!("not poison: {other:?}"),
-        };
+        let reason =
+            |content_type| match decode_payload::<Order>(&delivery(b"\x01\x02", content_type)) {
+                Err(Rejection::Poison(e)) => e.to_string(),
+                other => panic!("not poison: {other:?}"),
+            };
         assert!(reason(Some("bincode")).contains("content-type is \"bincode\""));
         assert!(!reason(Some("json")).contains("content-type"));
         assert!(!reason(None).contains("content-type"));

@@ -231,29 +231,30 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let stopped_tx = Arc::new(stopped_tx);
-        // Every handler's settings are checked before any handler starts.
+        // Every handler's settings are checked, and every consumer joins its group, before
+        // any handler starts: a service that cannot start handles nothing.
         let configs = consumer_configs(&self.handlers, &self.consumer_config)?;
-        let mut tasks = Vec::new();
+        let mut joined = Vec::with_capacity(configs.len());
         for (reg, config) in self.handlers.into_iter().zip(configs) {
-            // A consumer needs its topic to exist: create it with the declared partitions,
-            // else the broker's default (0), which a producer's auto-creation would give it too.
-            self.client
-                .ensure_topic(reg.topic.name, reg.topic.partitions.unwrap_or(0))
-                .await?;
-            let group = config.consumer_group.clone();
-            let consumer = ConsumerBuilder::new()
-                .topic(reg.topic.name)
-                .consumer_group(group.clone())
-                .config(config)
-                .client(self.client.clone())
-                .build()
-                .await?;
+            match consumer_for(&self.client, &reg, config).await {
+                Ok(consumer) => joined.push((reg, consumer)),
+                Err(e) => {
+                    // Nothing was handled, so nothing is committed: they only leave.
+                    for (_, consumer) in joined {
+                        let _ = consumer.close().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut tasks = Vec::new();
+        for (reg, consumer) in joined {
             let service = self.layers.wrap((reg.make)(self.state.clone()));
             let ctx = Arc::new(Context {
                 topic: reg.topic.name.into(),
                 client: Some(self.client.clone()),
                 handler: reg.options.name,
-                group,
+                group: consumer.group().to_owned(),
                 dead_letter: reg.topic.dead_letter.clone(),
                 producers: Default::default(),
                 detached: false,
@@ -280,6 +281,26 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
             tasks,
         })
     }
+}
+
+/// A handler's consumer, joined to its group. A consumer needs its topic to exist: it is
+/// created with the declared partitions, else the broker's default (0), which a producer's
+/// auto-creation would give it too.
+async fn consumer_for<S>(
+    client: &RustMqClient,
+    reg: &Registered<S>,
+    config: ConsumerConfig,
+) -> Result<Consumer> {
+    client
+        .ensure_topic(reg.topic.name, reg.topic.partitions.unwrap_or(0))
+        .await?;
+    ConsumerBuilder::new()
+        .topic(reg.topic.name)
+        .consumer_group(config.consumer_group.clone())
+        .config(config)
+        .client(client.clone())
+        .build()
+        .await
 }
 
 /// Each handler's consumer settings: `base` with the handler's group (`#[handler(group =
@@ -468,7 +489,18 @@ impl<L: HandlerLayer> Runner<L> {
                         break;
                     }
                 }
-                None => break,
+                None => {
+                    // The consumer ended without a stop being asked for (its client was
+                    // closed): the handler cannot go on, and `run_until` must hear of it.
+                    if !*stop.borrow() {
+                        tracing::error!(
+                            handler = self.ctx.handler,
+                            "the consumer ended (its client was closed): the handler stops"
+                        );
+                        self.stopped.send_replace(true);
+                    }
+                    break;
+                }
                 // The consumer reports each failure of its fetches once and keeps retrying
                 // them in the background (a closed consumer ends the stream with `None`): a
                 // receive after a failure goes on, whether the failure is retryable or not (a

@@ -57,12 +57,22 @@ fn rule(principal: &str, resource: ResourceType, name: &str, ops: &[Operation]) 
 /// Rules where `admin` may do everything and `bob` may use group "workers", and read topic
 /// "jobs" if `bob_reads`.
 fn rules(bob_reads: bool) -> Vec<AclRule> {
+    rules_with(bob_reads, true)
+}
+
+/// [`rules`], with `bob` allowed to commit the group's offsets if `bob_commits`.
+fn rules_with(bob_reads: bool, bob_commits: bool) -> Vec<AclRule> {
     use Operation::*;
     use ResourceType::*;
+    let bob_group: &[Operation] = if bob_commits {
+        &[Read, Commit]
+    } else {
+        &[Read]
+    };
     let mut rules = vec![
         rule("admin", Topic, "*", &[Create, Describe, Read, Write]),
         rule("admin", Group, "*", &[Read, Commit, Describe]),
-        rule("bob", Group, "workers", &[Read, Commit]),
+        rule("bob", Group, "workers", bob_group),
     ];
     if bob_reads {
         rules.push(rule("bob", Topic, "jobs", &[Read, Describe]));
@@ -86,9 +96,19 @@ async fn start_again(config: &BrokerConfig) -> TestBroker {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejoin_the_broker_refuses_for_good_reaches_receive_once() {
-    tests::init_tracing();
+/// A broker with passwords and [`rules`]: its settings (its port filled in), its `admin` and
+/// `bob` clients, and what must live as long as it does (bind `_pki` and `_dir`: `..` would
+/// drop them, and the broker's certificate with them).
+struct Secured {
+    broker: TestBroker,
+    settings: BrokerConfig,
+    admin: RustMqClient,
+    bob: RustMqClient,
+    _pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+async fn secured() -> Secured {
     let pki = Pki::new("CA");
     let dir = tempfile::tempdir().unwrap();
     let mut settings = broker_config(&pki);
@@ -100,7 +120,7 @@ async fn a_rejoin_the_broker_refuses_for_good_reaches_receive_once() {
         &[("admin", "a-pw"), ("bob", "b-pw")],
     ));
     settings.acl = rules(true);
-    let mut broker = TestBroker::start_in(settings.clone()).await.unwrap();
+    let broker = TestBroker::start_in(settings.clone()).await.unwrap();
     settings.listen = broker.addr();
     let base = client_config(&broker, &pki.ca());
     let admin = RustMqClient::new(with_password(base.clone(), "admin", "a-pw"))
@@ -110,6 +130,27 @@ async fn a_rejoin_the_broker_refuses_for_good_reaches_receive_once() {
     let bob = RustMqClient::new(with_password(base, "bob", "b-pw"))
         .await
         .unwrap();
+    Secured {
+        broker,
+        settings,
+        admin,
+        bob,
+        _pki: pki,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_the_broker_refuses_for_good_reaches_receive_once() {
+    tests::init_tracing();
+    let Secured {
+        mut broker,
+        mut settings,
+        bob,
+        _pki,
+        _dir,
+        ..
+    } = secured().await;
     let consumer = bob
         .create_consumer_with_config("jobs", "workers", config("workers"))
         .await
@@ -133,4 +174,59 @@ async fn a_rejoin_the_broker_refuses_for_good_reaches_receive_once() {
     // Reported once: the rejoins that keep failing the same way meanwhile are not.
     nothing_within(&consumer, Duration::from_millis(500)).await;
     consumer.close().await.unwrap();
+}
+
+/// Auto-commits the broker refuses for good (the group's commit right withdrawn) reach
+/// `receive` once, instead of the consumer going on with nothing committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_commit_the_broker_refuses_for_good_reaches_receive() {
+    tests::init_tracing();
+    let Secured {
+        mut broker,
+        mut settings,
+        admin,
+        bob,
+        _pki,
+        _dir,
+    } = secured().await;
+    produce_n(&admin, "jobs", 0, 0, 5).await;
+    let auto_commit = rustmq::consumer::ConsumerConfig {
+        enable_auto_commit: true,
+        auto_commit_interval: Duration::from_millis(100),
+        ..config("workers")
+    };
+    let consumer = bob
+        .create_consumer_with_config("jobs", "workers", auto_commit)
+        .await
+        .unwrap();
+    broker.stop().await;
+    settings.acl = rules_with(true, false);
+    let _restarted = start_again(&settings).await;
+    // The consumer rejoins (it may still read) and gets the records again; acking them gives
+    // its auto-commits something to send, which the broker refuses.
+    let refusal = within("the refused commit", async {
+        loop {
+            match consumer.receive().await {
+                Ok(Some(m)) => m.ack().await.unwrap(),
+                Ok(None) => panic!("the consumer closed"),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await;
+    match refusal {
+        ClientError::Authorization(message) => {
+            assert!(message.contains("commit group \"workers\""), "{message}")
+        }
+        other => panic!("expected the refused commit, got {other:?}"),
+    }
+    // Reported once: the consumer goes on (its records may come again, as it rejoins the
+    // restarted broker's group), and the commits it keeps sending are refused silently.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(800);
+    while let Ok(received) = tokio::time::timeout_at(quiet_until, consumer.receive()).await {
+        match received {
+            Ok(Some(m)) => m.ack().await.unwrap(),
+            other => panic!("expected records or nothing, got {other:?}"),
+        }
+    }
 }

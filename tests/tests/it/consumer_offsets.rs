@@ -225,13 +225,22 @@ async fn a_live_consumer_rides_out_a_broker_restart_from_its_committed_offsets()
     consumer.commit().await.unwrap();
 
     // The broker forgets the group's members (not its offsets): the consumer reconnects,
-    // learns it is unknown, joins again as a new member and resumes from its commits.
-    let before = consumer.member_id();
+    // learns it is unknown, joins again as a new member (under the id it chose, which it
+    // keeps) and resumes from its commits.
+    let before = consumer.partition_assignment().await.expect("assigned");
     restart(&mut broker).await;
-    eventually("a new membership", || async {
-        consumer.member_id() != before && !consumer.member_id().is_empty()
+    eventually("a new membership", || {
+        let consumer = consumer.clone();
+        let before = before.assigned_at;
+        async move {
+            consumer
+                .partition_assignment()
+                .await
+                .is_some_and(|a| a.assigned_at != before)
+        }
     })
     .await;
+    assert_eq!(consumer.member_id(), before.member_id);
     eventually("the partitions back", || async {
         consumer.assigned_partitions().await == [0, 1]
     })

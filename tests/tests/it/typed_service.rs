@@ -858,3 +858,70 @@ async fn a_service_creates_an_undeclared_topic_with_the_brokers_default_partitio
     assert_eq!(described.partition_count(), 4);
     running.shutdown().await.unwrap();
 }
+
+#[derive(Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "too-many-partitions", partitions = 10001)]
+struct Unmakeable {
+    n: u32,
+}
+
+async fn on_unmakeable(_: Unmakeable) {}
+
+static VISITS_HANDLED: AtomicU32 = AtomicU32::new(0);
+
+async fn count_visit(_: Visit) {
+    VISITS_HANDLED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A service whose second handler cannot start (its topic cannot be made) returns the error
+/// without having handled anything with the first: every consumer joins before any handler
+/// starts, and those that joined leave again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_cannot_start_every_handler_handles_nothing() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let visits = client.producer::<Visit>();
+    for i in 0..20 {
+        visits
+            .send(&Visit {
+                page: format!("p{i}"),
+            })
+            .await
+            .unwrap();
+    }
+    let e = Service::new(client.clone())
+        .handler(count_visit)
+        .handler(on_unmakeable)
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_code(), Some(rustmq::ErrorCode::InvalidTopic), "{e}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(VISITS_HANDLED.load(Ordering::SeqCst), 0);
+    let group = client.describe_group("visits.count_visit").await.unwrap();
+    assert!(group.members.is_empty(), "{group:?}");
+}
+
+/// When the client is closed under a running service, its handlers cannot go on: the service
+/// says it stopped (`is_stopped`), and shutting it down answers the consumers' error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_client_is_closed_says_it_stopped() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let running = Service::new(client.clone())
+        .handler(billing::on_visit)
+        .start()
+        .await
+        .unwrap();
+    assert!(!running.is_stopped());
+    client.close().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !running.is_stopped() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the service says it stopped once its client is closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(running.shutdown().await.is_err());
+}
