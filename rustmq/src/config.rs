@@ -53,8 +53,10 @@ pub struct ClientConfig {
     /// (a replacement at another address, say), not independent ones.
     pub brokers: Vec<String>,
 
-    /// Identifies this client in the broker's logs, metrics and consumer group descriptions.
-    /// `None` generates `rustmq-<random hex>` once per client.
+    /// Identifies this client to the broker: in its log of the connection's hello and of
+    /// failed authentications, and in consumer group descriptions (a member's `client_id`, and
+    /// the start of its member id). Broker metrics are not labelled by client. `None`
+    /// generates `rustmq-<random hex>` once per client.
     pub client_id: Option<String>,
 
     /// Bounds each connection attempt: QUIC handshake plus the hello exchange.
@@ -135,6 +137,12 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
+    /// `request_timeout` in milliseconds as requests carry it (at most `u32::MAX`): how long
+    /// the broker may take over a produce before it answers `Timeout`.
+    pub(crate) fn request_timeout_ms(&self) -> u32 {
+        self.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32
+    }
+
     /// Checks every field; the error names the first offending one.
     pub fn validate(&self) -> Result<()> {
         if self.brokers.is_empty() {

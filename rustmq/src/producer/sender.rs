@@ -303,12 +303,7 @@ fn produce_request(
         topic: inner.topic.clone(),
         partition: slot.partition,
         acks: config.ack_level.wire(),
-        timeout_ms: inner
-            .client
-            .config()
-            .request_timeout
-            .as_millis()
-            .min(u128::from(u32::MAX)) as u32,
+        timeout_ms: inner.client.config().request_timeout_ms(),
         batch,
     }))
 }

@@ -305,12 +305,7 @@ async fn store(
         } else {
             Acks::Leader
         },
-        timeout_ms: ctx
-            .client
-            .config()
-            .request_timeout
-            .as_millis()
-            .min(u128::from(u32::MAX)) as u32,
+        timeout_ms: ctx.client.config().request_timeout_ms(),
         batch,
     };
     let retries = ctx.client.config().retry_config.max_retries.max(3);

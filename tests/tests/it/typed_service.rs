@@ -781,7 +781,7 @@ mod audit {
 
 /// Two handlers of one topic that would share a consumer group (same function name in two
 /// modules, no `group`) are refused before anything starts: each would get only part of the
-/// topic's messages. Given groups of their own, both start.
+/// topic's messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_that_would_share_a_topics_group_are_refused() {
     let broker = TestBroker::start().await.unwrap();
