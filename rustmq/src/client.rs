@@ -114,7 +114,8 @@ pub struct ConnectionStats {
 
 impl RustMqClient {
     /// Validates `config`, then connects to the first broker of `config.brokers` that answers
-    /// (trying them in list order, the whole list again per `retry_config`) and starts the
+    /// (trying them all at once, and taking one that answers once every broker before it in
+    /// the list has failed; the whole list again per `retry_config`) and starts the
     /// background health check. That broker serves every request until it is lost; see
     /// [`ClientConfig::brokers`].
     ///
@@ -162,7 +163,8 @@ impl RustMqClient {
     }
 
     /// Pings every connection within `health_check_timeout` (first opening one if the broker
-    /// in use has none, or failing over to the next broker if it cannot be reached).
+    /// in use has none, even while it backs off after failed attempts, or failing over to the
+    /// next broker if it cannot be reached).
     /// Connections that fail are closed and reopened on demand.
     ///
     /// Fails when no connection is healthy: with [`ClientError::Timeout`] if every ping timed

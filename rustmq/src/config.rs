@@ -46,11 +46,14 @@ pub struct ClientConfig {
     /// Broker addresses as `host:port` (`[ipv6]:port` for IPv6 literals): bootstrap and
     /// failover addresses, not a cluster. Brokers are standalone (each holds its own topics,
     /// offsets and groups), so the client uses one at a time: the first of the list that
-    /// answers, and it keeps to it while it is reachable. Only when that broker is lost (its
-    /// connections fail and reconnecting to it fails) does the client move on to the next of
-    /// the list (wrapping around to the first), which it then keeps to in turn. What the lost
-    /// broker held is not on the next one: failing over suits brokers that share their data
-    /// (a replacement at another address, say), not independent ones.
+    /// answers, and it keeps to it while it is reachable. At start every broker is tried at
+    /// once, and one that answers is taken once every broker before it has failed (a dead
+    /// first broker costs one `connect_timeout`). Only when the broker in use is lost (its
+    /// connections fail, and reconnecting to it fails or backs off past a request's deadline)
+    /// does the client move on to the next of the list (wrapping around to the first), which
+    /// it then keeps to in turn. What the lost broker held is not on the next one: failing
+    /// over suits brokers that share their data (a replacement at another address, say), not
+    /// independent ones.
     pub brokers: Vec<String>,
 
     /// Identifies this client to the broker: in its log of the connection's hello and of

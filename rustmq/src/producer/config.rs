@@ -10,11 +10,15 @@ use crate::config::CompressionConfig;
 pub enum AckLevel {
     /// Fire and forget: a batch's sends resolve as soon as its request is written to its
     /// stream, with [`SendResult::UNKNOWN_OFFSET`] as their offset, and the partition's next
-    /// batch may follow at once: batches are pipelined (up to the connections' in-flight
-    /// limits), never waiting for an answer, and never retried.
+    /// batch may follow at once: batches are pipelined, never retried. At most five batches of
+    /// a partition are unanswered at a time (the default of Kafka's
+    /// `max.in.flight.requests.per.connection`): a sixth waits for the oldest answer before it
+    /// is written, so that one partition cannot take every in-flight slot of the connections
+    /// (which fetches and heartbeats need too).
     ///
     /// There is no order guarantee: each batch travels on a stream of its own, and the broker
-    /// may store a partition's pipelined batches in another order than they were sent.
+    /// may store a partition's pipelined batches (up to five apart) in another order than they
+    /// were sent.
     ///
     /// The answers are still read, by a task of their own: a failure is logged and counted
     /// in [`ProducerMetrics`](super::ProducerMetrics) (`errors`, `messages_failed`), but no
@@ -34,6 +38,10 @@ pub enum AckLevel {
     /// The batch is on the broker's disk (fdatasync) before the send resolves.
     All,
 }
+
+/// Most batches of one partition written and not yet answered with [`AckLevel::None`] (the
+/// number its docs give).
+pub(crate) const MAX_UNANSWERED_BATCHES: usize = 5;
 
 impl AckLevel {
     pub(crate) fn wire(self) -> rustmq_protocol::Acks {

@@ -11,7 +11,7 @@
 //!   sender task[p]: encode (producer id + sequence, compression over min_size),
 //!   one request in flight, retries with backoff on retryable errors (order kept);
 //!   with AckLevel::None: the next batch once this one is written, its answer read by a task
-//!   of its own (no order kept)
+//!   of its own (no order kept), at most five batches unanswered
 //!   (or the awaited `send` itself, when it finds its partition idle: see `DirectDelivery`;
 //!   the sender task drives that one too while it waits)
 //!        ▼
@@ -66,7 +66,8 @@ pub struct SendResult {
 
 impl SendResult {
     /// The offset of a send that did not wait for the broker's answer ([`AckLevel::None`]):
-    /// no record has it.
+    /// no record has it (a produce answer that would give a record this offset fails its
+    /// batch with [`ClientError::UnexpectedResponse`]).
     pub const UNKNOWN_OFFSET: u64 = u64::MAX;
 }
 
@@ -127,6 +128,9 @@ pub(crate) struct Slot {
     /// batches in order whatever order their answers arrive in. Used only by the holder of the
     /// sending role.
     pub(crate) last_unanswered: Mutex<Option<oneshot::Receiver<()>>>,
+    /// With [`AckLevel::None`]: a permit per batch written and not yet counted in `completed`,
+    /// at most [`MAX_UNANSWERED_BATCHES`](config::MAX_UNANSWERED_BATCHES).
+    pub(crate) unanswered_room: Arc<Semaphore>,
 }
 
 impl Slot {
@@ -321,6 +325,7 @@ impl Inner {
                 sequence: Mutex::new(None),
                 direct: Mutex::new(None),
                 last_unanswered: Mutex::new(None),
+                unanswered_room: Arc::new(Semaphore::new(config::MAX_UNANSWERED_BATCHES)),
             });
             let task = tokio::spawn(sender::run(Arc::clone(self), Arc::clone(&slot)));
             self.tasks.lock().push(task);

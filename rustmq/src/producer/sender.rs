@@ -1,6 +1,7 @@
 //! The sender task of one partition: closes batches when due, encodes them, sends them one at a
 //! time (so retries never reorder a partition), and resolves their waiters. With
-//! [`AckLevel::None`] a batch is done once written: its answer is read by a task of its own.
+//! [`AckLevel::None`] a batch is done once written: its answer is read by a task of its own
+//! (at most five of a partition's batches unanswered at a time).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::accumulator::ReadyBatch;
 use super::{AckLevel, Inner, SendResult, Slot};
 use crate::client::RustMqClient;
 use crate::error::{ClientError, Result};
+use crate::transport::deadline_after;
 
 /// The partition count of `topic`, `None` if it does not exist (yet).
 pub(crate) async fn partition_count(client: &RustMqClient, topic: &str) -> Result<Option<u32>> {
@@ -94,15 +96,17 @@ async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
                 return Some(b);
             } else {
                 let closing = inner.closing.load(Ordering::Acquire);
-                match acc.opened_at() {
-                    Some(opened)
-                        if linger.is_zero() || closing || opened + linger <= Instant::now() =>
-                    {
+                // `deadline_after`: a `batch_timeout` of `Duration::MAX` means no linger limit.
+                let due = acc
+                    .opened_at()
+                    .map(|opened| Instant::from_std(deadline_after(opened.into_std(), linger)));
+                match due {
+                    Some(due) if linger.is_zero() || closing || due <= Instant::now() => {
                         let batch = acc.take();
                         acc.set_in_flight(batch.is_some());
                         return batch;
                     }
-                    Some(opened) => Some(opened + linger),
+                    Some(due) => Some(due),
                     None if closing => return None,
                     None => None,
                 }
@@ -162,8 +166,10 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBa
 }
 
 /// [`deliver`] for [`AckLevel::None`]: the batch's waiters are told as soon as its request is
-/// written, and the caller may send the partition's next batch at once. The answer is read by
-/// a task of its own, which counts a failure, then gives back the batch's buffer room and
+/// written, and the caller may send the partition's next batch at once, unless
+/// [`MAX_UNANSWERED_BATCHES`](super::config::MAX_UNANSWERED_BATCHES) of the partition's
+/// batches are still unanswered: then it waits for the oldest answer first. The answer is read
+/// by a task of its own, which counts a failure, then gives back the batch's buffer room and
 /// counts it in `completed` (after the batch before it: `flush` waits for batches in order).
 async fn deliver_unanswered(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBatch) {
     let ReadyBatch {
@@ -173,10 +179,18 @@ async fn deliver_unanswered(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBa
         opened,
     } = batch;
     let count = builder.len();
+    // Given back once the batch is counted in `completed`, so in order: waiting for a
+    // permit waits for the oldest unanswered batch. The semaphore is never closed.
+    let room = Arc::clone(&slot.unanswered_room).acquire_owned().await.ok();
     let (done, done_rx) = oneshot::channel::<()>();
     let previous = slot.last_unanswered.lock().replace(done_rx);
+    // A batch that cannot be built was never sent: no failed request, as in `deliver`.
     let written = match produce_request(inner, slot, builder) {
-        Ok(request) => inner.client.write_request(&request).await,
+        Ok(request) => inner
+            .client
+            .write_request(&request)
+            .await
+            .inspect_err(|_| count_failed_request(inner)),
         Err(e) => Err(e),
     };
     let unanswered = match written {
@@ -191,7 +205,7 @@ async fn deliver_unanswered(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBa
             Some(unanswered)
         }
         Err(e) => {
-            unanswered_failed(inner, slot, count, &e);
+            batch_failed(inner, slot, count, &e);
             for (waiter, _) in waiters {
                 waiter.complete(Err(e.duplicate()));
             }
@@ -212,7 +226,10 @@ async fn deliver_unanswered(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBa
                     batch_sent(&inner, count, buffered_bytes, opened);
                     inner.learn_partitions().await;
                 }
-                Err(e) => unanswered_failed(&inner, &slot, count, &e),
+                Err(e) => {
+                    count_failed_request(&inner);
+                    batch_failed(&inner, &slot, count, &e);
+                }
             }
         }
         if let Some(previous) = previous {
@@ -222,6 +239,7 @@ async fn deliver_unanswered(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBa
         inner.buffer.add_permits(buffered_bytes);
         slot.completed.send_modify(|done| *done += u64::from(count));
         drop(done);
+        drop(room);
     });
 }
 
@@ -242,12 +260,10 @@ fn batch_sent(inner: &Inner, count: u32, buffered_bytes: usize, opened: Instant)
     );
 }
 
-/// Counts the failed request of an [`AckLevel::None`] batch (in `errors`: it is not retried),
-/// then the batch as failed.
-fn unanswered_failed(inner: &Inner, slot: &Slot, count: u32, e: &ClientError) {
+/// Counts a failed request of a batch in `errors` (a batch that fails to build sent none).
+fn count_failed_request(inner: &Inner) {
     inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
     inner.instruments.errors.increment(1);
-    batch_failed(inner, slot, count, e);
 }
 
 /// Counts (and logs) a batch of `count` messages that failed for good.
@@ -264,12 +280,11 @@ fn batch_failed(inner: &Inner, slot: &Slot, count: u32, e: &ClientError) {
 }
 
 /// Fails an answer whose base offset leaves no room for the batch's `count` records: their
-/// offsets would overflow (a broker bug or a corrupt answer).
+/// offsets would overflow (a broker bug or a corrupt answer), or the last would be
+/// [`SendResult::UNKNOWN_OFFSET`], which no stored record may have.
 fn check_offsets(r: &ProduceResponse, count: u32) -> Result<()> {
-    match r
-        .base_offset
-        .checked_add(u64::from(count.saturating_sub(1)))
-    {
+    // The offset past the batch's last record exists: the last is below `u64::MAX`.
+    match r.base_offset.checked_add(u64::from(count.max(1))) {
         Some(_) => Ok(()),
         None => Err(ClientError::UnexpectedResponse(format!(
             "produce answered with base offset {}, past which the batch's {count} records do not fit",
@@ -378,8 +393,7 @@ async fn retry_after(
     attempt: &mut u32,
     answered: bool,
 ) -> Result<()> {
-    inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
-    inner.instruments.errors.increment(1);
+    count_failed_request(inner);
     let max_retries = inner.client.config().retry_config.max_retries;
     if !may_retry(&e, *attempt, max_retries, answered) {
         return Err(e);
@@ -432,8 +446,10 @@ mod tests {
             .unwrap()
     }
 
+    /// `AckLevel::None`: sends resolve without their answers, but a partition has at most
+    /// `MAX_UNANSWERED_BATCHES` batches unanswered; the next waits for the oldest answer.
     #[tokio::test]
-    async fn fire_and_forget_batches_go_out_without_waiting_for_answers() {
+    async fn fire_and_forget_batches_go_out_without_answers_up_to_the_cap() {
         let (broker, producer) = producer(
             Script::default(),
             ProducerConfig {
@@ -447,6 +463,7 @@ mod tests {
         *broker.state.hold.lock() = Some(ApiKind::Produce);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         const SENDS: usize = 20;
+        const CAP: usize = super::super::config::MAX_UNANSWERED_BATCHES;
         for i in 0..SENDS {
             let tx = tx.clone();
             producer
@@ -456,7 +473,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        for _ in 0..SENDS {
+        for _ in 0..CAP {
             let result = tokio::time::timeout(Duration::from_secs(20), rx.recv())
                 .await
                 .expect("a send resolves without its answer")
@@ -464,14 +481,37 @@ mod tests {
                 .unwrap();
             assert_eq!(result.offset, SendResult::UNKNOWN_OFFSET);
         }
-        // Twenty batches (one message each) reached the broker, none of them answered.
-        tokio::time::timeout(Duration::from_secs(20), async {
-            while broker.state.count(ApiKind::Produce) < SENDS {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("every batch reaches the broker");
+        // No event tells that nothing more is written: give it a moment to go wrong.
+        let more = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(more.is_err(), "a batch past the cap was written: {more:?}");
+        assert_eq!(broker.state.count(ApiKind::Produce), CAP);
+    }
+
+    /// A `batch_timeout` of `Duration::MAX` means batches go when full or flushed (the sender
+    /// task panicked adding it to an `Instant`).
+    #[tokio::test]
+    async fn a_linger_past_what_an_instant_holds_means_no_limit() {
+        let (_broker, producer) = producer(
+            Script {
+                produce_base_offset: Some(0),
+                ..Script::default()
+            },
+            ProducerConfig {
+                batch_size: 10,
+                batch_timeout: Duration::MAX,
+                ..ProducerConfig::default()
+            },
+        )
+        .await;
+        producer.send_async(message(0), None).await.unwrap();
+        // The partition's sender task sees the open batch and works out when it is due.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::timeout(Duration::from_secs(20), producer.flush())
+            .await
+            .expect("the sender task is alive")
+            .unwrap();
     }
 
     #[tokio::test]
@@ -487,20 +527,20 @@ mod tests {
             },
         )
         .await;
-        // Three records from u64::MAX - 1: the third has no offset.
-        let err = producer
-            .send_batch((0..3).map(message).collect())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, ClientError::UnexpectedResponse(m) if m.contains("base offset")),
-            "{err}"
-        );
-        // Two fit.
-        let sent = producer
-            .send_batch((0..2).map(message).collect())
-            .await
-            .unwrap();
-        assert_eq!(sent[1].offset, u64::MAX);
+        // From u64::MAX - 1: a third record would have no offset, and a second would have
+        // `u64::MAX`, which is `SendResult::UNKNOWN_OFFSET`.
+        for records in [3, 2] {
+            let err = producer
+                .send_batch((0..records).map(message).collect())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, ClientError::UnexpectedResponse(m) if m.contains("base offset")),
+                "{err}"
+            );
+        }
+        // One fits.
+        let sent = producer.send_batch(vec![message(0)]).await.unwrap();
+        assert_eq!(sent[0].offset, u64::MAX - 1);
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! The configured brokers are bootstrap and failover addresses, not a cluster: every broker is
 //! standalone (it names only itself as the leader of its partitions), so a partition's records,
-//! a group's members and its commits must all go to the same one. The pool uses the first
-//! broker of the list that answers and keeps to it while it is reachable. Only when it is lost
-//! (no live connection left, and reconnecting to it fails or is backing off past the request's
-//! deadline) does the pool move on to the next broker of the list (wrapping around), which it
-//! then keeps to in turn.
+//! a group's members and its commits must all go to the same one. At start every broker of the
+//! list is tried at once, and the pool uses the first of the list that answers (a broker
+//! answering is taken once every broker before it in the list has failed); it then keeps to it
+//! while it is reachable. Only when it is lost (no live connection left, and reconnecting to it
+//! fails or is backing off past the request's deadline) does the pool move on to the next
+//! broker of the list (wrapping around), which it then keeps to in turn.
 //!
 //! Policy, in order, for each request, on the broker in use:
 //! 1. use the live connection with the fewest requests in flight that has a free slot;
@@ -15,11 +16,19 @@
 //! 3. otherwise wait for a slot on the least loaded connection;
 //! 4. with no live connection, reconnect, or fail over as above.
 //!
+//! Only the broker in use holds connections. A move to another broker is a compare-exchange
+//! from the broker the failover began from, made under that broker's list of connections: if
+//! the broker came back meanwhile (another request reconnected to it), the new connection is
+//! closed and the pool stays; a connection opened to a broker that is no longer in use is
+//! closed rather than kept. So a move never cuts requests in flight on a broker that works.
+//!
 //! A connection QUIC reports closed is dropped the next time the pool looks at it. Opening a
-//! connection to a broker whose last attempt failed (or was abandoned at its request's
-//! deadline) waits out that broker's backoff first, so a down broker is probed at a decreasing
-//! rate rather than hammered by every request. Closing the pool wakes requests waiting out a
-//! backoff.
+//! connection to a broker whose last attempt failed (or was cut off by its request's deadline)
+//! waits out that broker's backoff first, so a down broker is probed at a decreasing rate
+//! rather than hammered by every request. An attempt its caller abandons before its deadline
+//! (a `timeout` or `select!` around a request) is no failure of the broker's: it delays the
+//! next attempt by the current backoff without growing it. Closing the pool wakes requests
+//! waiting out a backoff.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -29,11 +38,14 @@ use rustmq_protocol::{BrokerLimits, Request, Response};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use self::connect::Pace;
 use super::backoff::Backoff;
 use super::connector::Connector;
 use super::{deadline_after, is_safe_to_repeat, BrokerAddress, Connection, Counters, Written};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
+
+mod connect;
 
 /// All connections of one client.
 #[derive(Debug)]
@@ -123,40 +135,6 @@ impl Pool {
             active: AtomicUsize::new(0),
             limits: parking_lot::Mutex::new(None),
         })
-    }
-
-    /// Opens a connection to the first broker of the list that answers, which the pool then
-    /// uses; the list is tried again per the retry policy until one does.
-    pub(crate) async fn connect_initial(&self) -> Result<()> {
-        let mut errors = Vec::new();
-        for round in 0..=self.max_retries {
-            let mut failed: Vec<(&BrokerAddress, ClientError)> = Vec::new();
-            for (index, slot) in self.slots.iter().enumerate() {
-                match self.open(slot, None, true).await {
-                    Ok(_) => {
-                        for (broker, error) in failed {
-                            tracing::warn!(%broker, %error, "broker unreachable; using the next in the list");
-                        }
-                        self.use_broker(index);
-                        return Ok(());
-                    }
-                    Err(error) => failed.push((&slot.address, error)),
-                }
-            }
-            if let Some(i) = failed.iter().position(|(_, e)| !e.is_retryable()) {
-                return Err(failed.swap_remove(i).1);
-            }
-            errors = failed
-                .into_iter()
-                .map(|(address, error)| format!("{address}: {error}"))
-                .collect::<Vec<_>>();
-            tracing::debug!(round, "no broker reachable yet");
-        }
-        Err(ClientError::Connection(format!(
-            "cannot connect to any broker after {} attempts: {}",
-            self.max_retries + 1,
-            errors.join("; ")
-        )))
     }
 
     /// Sends a request and reads its answer within `timeout`, re-sending requests that are
@@ -304,8 +282,8 @@ impl Pool {
             if self.is_closed() {
                 return Err(ClientError::Closed);
             }
-            let slot = self.active_slot();
-            let mut live = slot.live();
+            let index = self.active.load(Ordering::Acquire);
+            let mut live = self.slots[index].live();
             live.sort_by_key(|c| c.in_flight());
             if let Some((conn, permit)) = live.iter().find_map(|c| c.try_reserve().map(|p| (c, p)))
             {
@@ -321,7 +299,8 @@ impl Pool {
             // Every live connection is busy: add one if there is room, without waiting out
             // the broker's backoff (a busy connection frees up sooner).
             if live.len() < self.max_connections {
-                match self.open(slot, Some(deadline), false).await {
+                // Refused if the pool moved to another broker meanwhile.
+                match self.open(index, index, Some(deadline), Pace::Skip).await {
                     Ok(conn) => {
                         if let Some(permit) = conn.try_reserve() {
                             return Ok((conn, permit));
@@ -358,125 +337,6 @@ impl Pool {
         Some((conn, permit))
     }
 
-    /// Opens a connection to the broker in use, or else to the next of the list that answers
-    /// (which is then used), trying them all for `max_retries + 1` rounds. With several
-    /// brokers the first round skips those backing off (one that cannot be reconnected to is
-    /// lost: the next is tried at once); the others wait out their backoffs.
-    async fn connect_any(&self, deadline: Instant) -> Result<Arc<Connection>> {
-        let mut errors = Vec::new();
-        for round in 0..=self.max_retries {
-            let wait = round > 0 || self.slots.len() == 1;
-            errors.clear();
-            for (index, slot) in self.failover_order() {
-                // Another request may have reconnected or failed over meanwhile.
-                if let Some(conn) = self.active_slot().live().into_iter().next() {
-                    return Ok(conn);
-                }
-                match self.open(slot, Some(deadline), wait).await {
-                    Ok(conn) => {
-                        self.use_broker(index);
-                        return Ok(conn);
-                    }
-                    Err(error) if !error.is_retryable() => return Err(error),
-                    Err(error) => errors.push((slot, error)),
-                }
-            }
-            if (wait || round == self.max_retries)
-                && errors
-                    .iter()
-                    .all(|(_, e)| matches!(e, ClientError::NoConnectionsAvailable))
-            {
-                return Err(ClientError::NoConnectionsAvailable);
-            }
-        }
-        let reasons: Vec<String> = errors
-            .iter()
-            .map(|(s, e)| format!("{}: {e}", s.address))
-            .collect();
-        Err(ClientError::Connection(format!(
-            "no broker reachable: {}",
-            reasons.join("; ")
-        )))
-    }
-
-    /// Opens a connection to `slot`'s broker, unless another task opened one meanwhile. The
-    /// attempt ends by `deadline` (and `connect_timeout`). A broker backing off after a failed
-    /// attempt fails fast with [`ClientError::NoConnectionsAvailable`] unless `wait_backoff`
-    /// and the backoff ends before `deadline`: then it is waited out first.
-    async fn open(
-        &self,
-        slot: &Slot,
-        deadline: Option<Instant>,
-        wait_backoff: bool,
-    ) -> Result<Arc<Connection>> {
-        let live_before = slot.live().len();
-        let _guard = slot.opening.lock().await;
-        let live = slot.live();
-        if live.len() > live_before || live.len() >= self.max_connections {
-            // Opened by the task we waited for, or no room: the least loaded will do.
-            if let Some(conn) = live.into_iter().min_by_key(|c| c.in_flight()) {
-                return Ok(conn);
-            }
-        }
-        let retry_at = slot.state.lock().retry_at;
-        if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
-            if !wait_backoff || deadline.is_some_and(|d| at > d) {
-                return Err(ClientError::NoConnectionsAvailable);
-            }
-            self.sleep_until(at).await?;
-        }
-        if self.is_closed() {
-            return Err(ClientError::Closed);
-        }
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            // No time left to try: not a failure of the broker's.
-            return Err(ClientError::NoConnectionsAvailable);
-        }
-        // Counts as failed if abandoned (its request timed out, or was dropped), so that
-        // the broker's backoff applies to the next attempt all the same.
-        let mut attempt = Attempt {
-            pool: self,
-            slot,
-            done: false,
-        };
-        let connected = self.connector.connect(&slot.address, deadline).await;
-        attempt.done = true;
-        match connected {
-            Ok(conn) => {
-                let conn = Arc::new(conn);
-                if self.is_closed() {
-                    conn.close("client closed");
-                    return Err(ClientError::Closed);
-                }
-                {
-                    let mut state = slot.state.lock();
-                    state.failures = 0;
-                    state.retry_at = None;
-                    if state.lost > 0 {
-                        state.lost -= 1;
-                        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                *self.limits.lock() = Some(conn.limits());
-                slot.connections.lock().push(conn.clone());
-                Ok(conn)
-            }
-            Err(error) => {
-                self.record_failure(slot, &error);
-                Err(error)
-            }
-        }
-    }
-
-    /// Sets `slot`'s broker's backoff after a failed (or abandoned) connection attempt.
-    fn record_failure(&self, slot: &Slot, error: &dyn std::fmt::Display) {
-        let mut state = slot.state.lock();
-        let delay = self.backoff.delay(state.failures);
-        state.failures = state.failures.saturating_add(1);
-        state.retry_at = Some(deadline_after(Instant::now(), delay));
-        tracing::debug!(broker = %slot.address, %error, failures = state.failures, retry_in_ms = delay.as_millis() as u64, "connection attempt failed");
-    }
-
     /// Sleeps until `at`, or until the pool closes: then [`ClientError::Closed`].
     async fn sleep_until(&self, at: Instant) -> Result<()> {
         let closing = self.closing.notified();
@@ -495,31 +355,6 @@ impl Pool {
     /// The broker in use.
     fn active_slot(&self) -> &Slot {
         &self.slots[self.active.load(Ordering::Acquire)]
-    }
-
-    /// The brokers, with their index, in the order a lost broker is replaced: the one in use,
-    /// then those after it in the list, then those before it.
-    fn failover_order(&self) -> impl Iterator<Item = (usize, &Slot)> {
-        let n = self.slots.len();
-        let start = self.active.load(Ordering::Acquire);
-        (0..n).map(move |i| {
-            let index = (start + i) % n;
-            (index, &self.slots[index])
-        })
-    }
-
-    /// Makes `index` the broker in use. Connections left to the one it replaces are closed:
-    /// requests must not go to two standalone brokers.
-    fn use_broker(&self, index: usize) {
-        let previous = self.active.swap(index, Ordering::AcqRel);
-        if previous == index {
-            return;
-        }
-        let (from, to) = (&self.slots[previous], &self.slots[index]);
-        tracing::info!(from = %from.address, to = %to.address, "using another broker");
-        for conn in from.connections.lock().drain(..) {
-            conn.close("client moved to another broker");
-        }
     }
 
     /// Every live connection; dead ones are dropped on the way.
@@ -555,19 +390,26 @@ impl Pool {
     }
 
     /// Pings every connection within `health_check_timeout`; those that fail are closed and
-    /// dropped. Without a live connection to the broker in use, it gets an attempt first (if
-    /// not backing off), or else the next brokers as in a failover.
+    /// dropped. Without a live connection to the broker in use, it gets an attempt first
+    /// (backing off or not: one attempt per health check paces itself), or else the next
+    /// brokers not backing off, as in a failover.
     pub(crate) async fn check_health(&self) -> HealthReport {
         let mut report = HealthReport::default();
         let mut opened = Vec::new();
-        if self.active_slot().live().is_empty() {
-            for (index, slot) in self.failover_order() {
-                match self.open(slot, None, false).await {
-                    Ok(_) => {
-                        self.use_broker(index);
-                        break;
-                    }
+        if self.live_in_use().is_none() {
+            let start = self.active.load(Ordering::Acquire);
+            for (index, _) in self.failover_order(start) {
+                let pace = if index == start {
+                    Pace::Ignore
+                } else {
+                    Pace::Skip
+                };
+                match self.open(start, index, None, pace).await {
+                    Ok(_) => break,
                     Err(error) => opened.push(error),
+                }
+                if self.active.load(Ordering::Acquire) != start || self.is_closed() {
+                    break;
                 }
             }
         }
@@ -653,23 +495,6 @@ impl Slot {
     }
 }
 
-/// A connection attempt in progress; dropped unfinished (its request timed out, or was
-/// dropped), it counts as a failed attempt.
-struct Attempt<'a> {
-    pool: &'a Pool,
-    slot: &'a Slot,
-    done: bool,
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.pool
-                .record_failure(self.slot, &"attempt abandoned at its request's deadline");
-        }
-    }
-}
-
 /// A request written by [`Pool::write_request`], its answer not yet read. Holds the request's
 /// in-flight slot on its connection until [`answer`](Self::answer) is done (or it is dropped).
 #[derive(Debug)]
@@ -733,137 +558,4 @@ pub(crate) fn spawn_health_task(
 }
 
 #[cfg(test)]
-mod tests {
-    use rustmq_protocol::PingRequest;
-
-    use super::*;
-    use crate::config::RetryConfig;
-    use crate::transport::test_broker::{Script, TestBroker};
-
-    fn ping() -> Request {
-        Request::Ping(PingRequest { nonce: 7 })
-    }
-
-    /// A bound UDP socket that never answers: QUIC handshakes to it never complete.
-    fn silent_broker() -> std::net::UdpSocket {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
-    }
-
-    /// A client configuration for the silent broker, with long connection attempts and a
-    /// long backoff after a failed one.
-    fn config_for_silent(silent: &std::net::UdpSocket) -> ClientConfig {
-        ClientConfig {
-            brokers: vec![silent.local_addr().unwrap().to_string()],
-            connect_timeout: Duration::from_secs(60),
-            retry_config: RetryConfig {
-                max_retries: 2,
-                base_delay: Duration::from_secs(60),
-                max_delay: Duration::from_secs(60),
-                multiplier: 1.0,
-                jitter: false,
-            },
-            ..ClientConfig::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn an_attempt_cut_off_by_the_request_deadline_backs_off_all_the_same() {
-        let silent = silent_broker();
-        let pool = Pool::new(&config_for_silent(&silent), "test".into()).unwrap();
-        let timeout = Duration::from_millis(100);
-        let err = pool.request(&ping(), timeout).await.unwrap_err();
-        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
-        assert_eq!(pool.slots[0].state.lock().failures, 1);
-        // The broker is backing off: later requests do not start handshakes of their own.
-        for _ in 0..3 {
-            let err = pool.request(&ping(), timeout).await.unwrap_err();
-            assert!(matches!(err, ClientError::NoConnectionsAvailable), "{err}");
-        }
-        assert_eq!(pool.slots[0].state.lock().failures, 1);
-    }
-
-    #[tokio::test]
-    async fn closing_wakes_requests_waiting_out_a_backoff() {
-        let silent = silent_broker();
-        let pool = Arc::new(Pool::new(&config_for_silent(&silent), "test".into()).unwrap());
-        pool.slots[0].state.lock().retry_at = Some(Instant::now() + Duration::from_secs(60));
-        let request = tokio::spawn({
-            let pool = Arc::clone(&pool);
-            async move { pool.request(&ping(), Duration::from_secs(120)).await }
-        });
-        // The request holds the broker's opening lock while it waits out the backoff.
-        while pool.slots[0].opening.try_lock().is_ok() {
-            tokio::task::yield_now().await;
-        }
-        pool.close().await;
-        let result = tokio::time::timeout(Duration::from_secs(20), request)
-            .await
-            .expect("the request is woken by close")
-            .unwrap();
-        assert!(matches!(result, Err(ClientError::Closed)), "{result:?}");
-    }
-
-    #[tokio::test]
-    async fn durations_past_what_an_instant_holds_mean_no_limit() {
-        let broker = TestBroker::start(Script::default()).await;
-        let config = ClientConfig {
-            brokers: vec![broker.address()],
-            ..ClientConfig::default()
-        };
-        let pool = Arc::new(Pool::new(&config, "test".into()).unwrap());
-        pool.connect_initial().await.unwrap();
-        pool.request(&ping(), Duration::MAX).await.unwrap();
-        let unanswered = pool.write_request(&ping(), Duration::MAX).await.unwrap();
-        assert!(matches!(unanswered.answer().await, Ok(Response::Ping(_))));
-        let health = spawn_health_task(Arc::downgrade(&pool), Duration::MAX);
-        tokio::task::yield_now().await;
-        assert!(!health.is_finished(), "the health task panicked");
-        health.abort();
-
-        // A failed attempt's backoff of `Duration::MAX`.
-        let silent = silent_broker();
-        let config = ClientConfig {
-            connect_timeout: Duration::from_millis(50),
-            retry_config: RetryConfig {
-                max_retries: 0,
-                base_delay: Duration::MAX,
-                max_delay: Duration::MAX,
-                ..RetryConfig::default()
-            },
-            ..config_for_silent(&silent)
-        };
-        let pool = Pool::new(&config, "test".into()).unwrap();
-        assert!(pool
-            .request(&ping(), Duration::from_secs(30))
-            .await
-            .is_err());
-        assert!(pool.slots[0].state.lock().retry_at.is_some());
-    }
-
-    #[tokio::test]
-    async fn requests_stay_on_the_first_broker_that_answers() {
-        let first = TestBroker::start(Script::default()).await;
-        let second = TestBroker::start(Script::default()).await;
-        let config = ClientConfig {
-            brokers: vec![first.address(), second.address()],
-            ..ClientConfig::default()
-        };
-        let pool = Pool::new(&config, "test".into()).unwrap();
-        pool.connect_initial().await.unwrap();
-        // Concurrent requests: with both brokers in use, they would be spread by load.
-        let ping = ping();
-        let requests = (0..50).map(|_| pool.request(&ping, Duration::from_secs(30)));
-        for result in futures::future::join_all(requests).await {
-            result.unwrap();
-        }
-        assert_eq!(first.state.count(rustmq_protocol::ApiKind::Ping), 50);
-        assert_eq!(second.state.count(rustmq_protocol::ApiKind::Ping), 0);
-        assert_eq!(
-            second
-                .state
-                .hellos
-                .load(std::sync::atomic::Ordering::Relaxed),
-            0
-        );
-    }
-}
+mod tests;
