@@ -38,6 +38,11 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
+    /// How long one connection attempt may take at most.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// Reads certificate files and prepares the QUIC configuration; binds nothing yet.
     pub(crate) fn new(
         config: &ClientConfig,

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -42,8 +42,17 @@ impl Pool {
                     break;
                 }
             }
-            // The attempts still running are to brokers after the chosen one.
+            // The attempts still running are to brokers after the chosen one: dropped, they
+            // tell nothing about those brokers, which must not be paced for it.
             drop(attempts);
+            for (slot, result) in self.slots.iter().zip(&ended) {
+                if result.is_none() {
+                    let mut state = slot.state.lock();
+                    if state.failures == 0 {
+                        state.retry_at = None;
+                    }
+                }
+            }
             let mut failed = Vec::new();
             let mut winner = None;
             for (index, result) in ended.into_iter().enumerate() {
@@ -95,8 +104,13 @@ impl Pool {
                 if let Some(conn) = self.live_in_use() {
                     return Ok(conn);
                 }
-                let pace = if index == start || round > 0 {
+                let pace = if round > 0 || self.slots.len() == 1 {
                     Pace::Wait
+                } else if index == start {
+                    // Waited for only if a whole attempt still fits before the deadline:
+                    // a broker gone silent would otherwise take every request's time, and
+                    // the next broker none.
+                    Pace::WaitLeaving(self.connector.connect_timeout())
                 } else {
                     Pace::Skip
                 };
@@ -146,6 +160,12 @@ impl Pool {
         if self.active.load(Ordering::Acquire) != from {
             return Err(ClientError::NoConnectionsAvailable);
         }
+        if index != from {
+            // The broker in use came back while this failover waited for the lock.
+            if let Some(back) = self.live_in_use() {
+                return Ok(back);
+            }
+        }
         let live = slot.live();
         if live.len() > live_before || live.len() >= self.max_connections {
             // Opened by the task we waited for, or no room: the least loaded will do.
@@ -170,7 +190,14 @@ impl Pool {
             match pace {
                 Pace::Ignore => {}
                 Pace::Wait if deadline.is_none_or(|d| at <= d) => self.sleep_until(at).await?,
-                Pace::Wait | Pace::Skip => return Err(ClientError::NoConnectionsAvailable),
+                Pace::WaitLeaving(attempt)
+                    if deadline.is_none_or(|d| deadline_after(at, attempt) <= d) =>
+                {
+                    self.sleep_until(at).await?
+                }
+                Pace::Wait | Pace::WaitLeaving(_) | Pace::Skip => {
+                    return Err(ClientError::NoConnectionsAvailable)
+                }
             }
         }
         if self.is_closed() {
@@ -257,7 +284,14 @@ impl Pool {
             tracing::info!(from = %in_use.address, to = %self.slots[to].address, "using another broker");
             // No request goes to `to` before this: one that finds it without connections
             // waits for its opening lock, which the caller holds.
-            self.slots[to].connections.lock().push(conn.clone());
+            let mut moved_to = self.slots[to].connections.lock();
+            if self.is_closed() {
+                // Closed since the check above: `close` may have drained `to` already.
+                drop(moved_to);
+                conn.close("client closed");
+                return Err(ClientError::Closed);
+            }
+            moved_to.push(conn.clone());
         }
         *self.limits.lock() = Some(conn.limits());
         Ok(conn)
@@ -312,6 +346,9 @@ pub(super) enum Pace {
     /// Wait the backoff out if it ends before the deadline (any backoff without one), else
     /// fail fast.
     Wait,
+    /// As `Wait`, if the backoff ends at least this long (a whole attempt) before the
+    /// deadline.
+    WaitLeaving(Duration),
     /// Attempt at once.
     Ignore,
 }

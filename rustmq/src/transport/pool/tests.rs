@@ -156,6 +156,25 @@ async fn the_broker_in_use_is_waited_for_when_its_backoff_ends_before_the_deadli
     assert_eq!(pool.active.load(Ordering::Acquire), 0);
 }
 
+/// ... but not when a whole attempt at it (`connect_timeout`) would not fit before the
+/// deadline after its backoff: a broker gone silent would take every request's time, leaving
+/// none to fail over in.
+#[tokio::test]
+async fn the_broker_in_use_is_not_waited_for_when_an_attempt_would_not_fit_before_the_deadline() {
+    let a = TestBroker::start(Script::default()).await;
+    let b = TestBroker::start(Script::default()).await;
+    let config = ClientConfig {
+        connect_timeout: Duration::from_secs(10),
+        ..config_for(&[&a, &b])
+    };
+    let pool = Pool::new(&config, "test".into()).unwrap();
+    pool.slots[0].state.lock().retry_at = Some(Instant::now() + Duration::from_millis(50));
+    pool.request(&ping(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b.state.count(rustmq_protocol::ApiKind::Ping), 1);
+    assert_eq!(hellos(&a), 0);
+    assert_eq!(pool.active.load(Ordering::Acquire), 1);
+}
+
 /// The health check reconnects to the broker in use even while it backs off, instead of
 /// moving to the next broker.
 #[tokio::test]
@@ -212,13 +231,36 @@ async fn a_failover_is_called_off_when_the_broker_in_use_came_back() {
     assert_eq!(conn.broker(), a.address());
     assert!(!conn.is_closed());
     assert_eq!(pool.active.load(Ordering::Acquire), 0);
-    assert_eq!(hellos(&b), 1, "b was connected to");
-    assert!(pool.slots[1].connections.lock().is_empty(), "and dropped");
+    assert_eq!(hellos(&b), 0, "b was not even connected to");
+    assert!(pool.slots[1].connections.lock().is_empty());
     pool.request(&ping(), Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(a.state.count(rustmq_protocol::ApiKind::Ping), 2);
     assert_eq!(b.state.count(rustmq_protocol::ApiKind::Ping), 0);
+}
+
+/// A failover whose connection is made while the broker in use comes back gives that
+/// connection up and stays: moving would cut the requests in flight on the broker in use.
+#[tokio::test]
+async fn a_switch_is_called_off_when_the_broker_in_use_has_connections_again() {
+    let a = TestBroker::start(Script::default()).await;
+    let b = TestBroker::start(Script::default()).await;
+    let pool = Pool::new(&config_for(&[&a, &b]), "test".into()).unwrap();
+    let to_b = Arc::new(
+        pool.attempt(&pool.slots[1], None, Pace::Skip)
+            .await
+            .unwrap(),
+    );
+    // Meanwhile a request reconnected to `a`.
+    pool.request(&ping(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let kept = pool.register(0, 1, Arc::clone(&to_b)).unwrap();
+    assert_eq!(kept.broker(), a.address());
+    assert!(to_b.is_closed());
+    assert_eq!(pool.active.load(Ordering::Acquire), 0);
+    assert!(pool.slots[1].connections.lock().is_empty());
 }
 
 /// A connection opened for a broker the pool has moved away from meanwhile is closed, not
