@@ -68,6 +68,32 @@ impl Streak {
 }
 
 impl Inner {
+    /// What a task does after its request failed with `error`, counted in `streak`: `None`
+    /// once the client is closed (the consumer has ended, see
+    /// [`client_closed`](Self::client_closed)), else the attempt to back off for, after
+    /// `log` (given the error and the attempt) and after queueing the first failure of the
+    /// streak that retrying cannot mend for `receive`.
+    pub(crate) fn failed(
+        &self,
+        streak: &mut Streak,
+        error: ClientError,
+        log: impl FnOnce(&ClientError, u32),
+    ) -> Option<u32> {
+        match streak.failed(&error) {
+            Verdict::Stop => {
+                self.client_closed();
+                None
+            }
+            Verdict::Retry { attempt, report } => {
+                log(&error, attempt);
+                if report {
+                    self.report(error);
+                }
+                Some(attempt)
+            }
+        }
+    }
+
     /// Queues `error` for the next `receive`.
     pub(crate) fn report(&self, error: ClientError) {
         self.state.lock().push_error(error);

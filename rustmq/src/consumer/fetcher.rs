@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use super::buffer::Records;
 use super::config::ConsumerConfig;
-use super::failures::{Streak, Verdict};
+use super::failures::Streak;
 use super::state::FetchGate;
 use super::{offsets, timing, Inner};
 use crate::error::{ClientError, Result};
@@ -351,19 +351,16 @@ async fn failed(
     if inner.closed.load(Ordering::Acquire) {
         return;
     }
-    let (attempt, report) = match failures.failed(&e) {
-        Verdict::Stop => return inner.client_closed(),
-        Verdict::Retry { attempt, report } => (attempt, report),
+    let logged = |e: &ClientError, attempt| {
+        if e.is_retryable() {
+            tracing::debug!(error = %e, attempt, "fetch failed; retrying");
+        } else {
+            tracing::warn!(error = %e, attempt, "fetch failed; retrying");
+        }
     };
-    if e.is_retryable() {
-        tracing::debug!(error = %e, attempt, "fetch failed; retrying");
-    } else {
-        tracing::warn!(error = %e, attempt, "fetch failed; retrying");
+    if let Some(attempt) = inner.failed(failures, e, logged) {
+        let _ = tokio::time::timeout(backoff.delay(attempt), wake.notified()).await;
     }
-    if report {
-        inner.report(e);
-    }
-    let _ = tokio::time::timeout(backoff.delay(attempt), wake.notified()).await;
 }
 
 /// Moves the position of a partition that fell outside its log (retention deleted the

@@ -29,7 +29,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
 use super::config::{ConsumerConfig, StartPosition};
-use super::failures::{Streak, Verdict};
+use super::failures::Streak;
 use super::{fetcher, offsets, timing, Inner};
 use crate::error::{ClientError, Result};
 
@@ -63,11 +63,10 @@ pub(crate) struct Membership {
 pub(crate) enum Rejoin {
     /// A rebalance of a group we are in good standing with: keep what stays assigned.
     Keep,
-    /// Our generation is stale: revoke everything, then rejoin with the same member id.
+    /// Our generation is stale, or the broker does not know us (any more): revoke
+    /// everything, then join again under the same member id (which a broker that does not
+    /// know it takes as a new member's).
     RevokeAll,
-    /// The broker does not know us: revoke everything and join again, under the same member
-    /// id (which the broker takes as a new member's).
-    NewMember,
 }
 
 /// Joins the group and applies the assignment it answers with.
@@ -181,7 +180,7 @@ pub(crate) async fn join_initial(inner: &Arc<Inner>) -> Result<()> {
     let backoff = timing::retry_backoff(inner.client.config().retry_config.jitter);
     let mut attempt = 0;
     loop {
-        match join(inner, Rejoin::NewMember).await {
+        match join(inner, Rejoin::RevokeAll).await {
             Err(e) if e.is_retryable() && attempt < 3 => {
                 tracing::debug!(error = %e, "join failed, retrying");
                 tokio::time::sleep(backoff.delay(attempt)).await;
@@ -335,7 +334,7 @@ async fn heartbeat(inner: &Arc<Inner>, failures: &mut Streak) -> Standing {
         (m.member_id.clone(), m.generation)
     };
     if member_id.is_empty() {
-        return Standing::Rejoin(Rejoin::NewMember);
+        return Standing::Rejoin(Rejoin::RevokeAll);
     }
     let request = Request::Heartbeat(HeartbeatRequest {
         group: inner.group.clone(),
@@ -365,21 +364,9 @@ async fn heartbeat(inner: &Arc<Inner>, failures: &mut Streak) -> Standing {
         Some(ErrorCode::UnknownMember) => {
             failures.succeeded();
             tracing::warn!(group = %inner.group, "the group forgot this member (session expired?); joining again");
-            Standing::Rejoin(Rejoin::NewMember)
+            Standing::Rejoin(Rejoin::RevokeAll)
         }
-        _ => match failures.failed(&e) {
-            Verdict::Stop => {
-                inner.client_closed();
-                Standing::Stop
-            }
-            Verdict::Retry { report, .. } => {
-                tracing::warn!(group = %inner.group, error = %e, "heartbeat failed");
-                if report {
-                    inner.report(e);
-                }
-                Standing::Fine
-            }
-        },
+        _ => standing_after(inner, failures, e, "heartbeat failed"),
     }
 }
 
@@ -409,22 +396,29 @@ async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
         if inner.state.lock().closed {
             return;
         }
-        match e.error_code() {
-            Some(ErrorCode::UnknownMember) => how = Rejoin::NewMember,
-            Some(ErrorCode::IllegalGeneration) => how = Rejoin::RevokeAll,
-            _ => {}
+        if matches!(
+            e.error_code(),
+            Some(ErrorCode::UnknownMember | ErrorCode::IllegalGeneration)
+        ) {
+            how = Rejoin::RevokeAll;
         }
-        let attempt = match failures.failed(&e) {
-            Verdict::Stop => return inner.client_closed(),
-            Verdict::Retry { attempt, report } => {
-                tracing::warn!(group = %inner.group, error = %e, "rejoin failed; retrying");
-                if report {
-                    inner.report(e);
-                }
-                attempt
-            }
+        let logged = |e: &ClientError, _| {
+            tracing::warn!(group = %inner.group, error = %e, "rejoin failed; retrying");
+        };
+        let Some(attempt) = inner.failed(&mut failures, e, logged) else {
+            return;
         };
         tokio::time::sleep(backoff.delay(attempt)).await;
+    }
+}
+
+/// How the group task stands after a heartbeat or an auto-commit failed with `e` (see
+/// [`Inner::failed`]): stopped once the client is closed, else fine until the next tick.
+fn standing_after(inner: &Inner, failures: &mut Streak, e: ClientError, what: &str) -> Standing {
+    let logged = |e: &ClientError, _| tracing::warn!(group = %inner.group, error = %e, "{what}");
+    match inner.failed(failures, e, logged) {
+        None => Standing::Stop,
+        Some(_) => Standing::Fine,
     }
 }
 
@@ -461,19 +455,7 @@ async fn group_loop(inner: Arc<Inner>) {
                 // A refusal that retrying cannot mend (the group's commit right withdrawn) is
                 // told to the application once: else it would go on receiving with nothing
                 // committed, and a restart would deliver everything again.
-                Err(e) => match commit_failures.failed(&e) {
-                    Verdict::Stop => {
-                        inner.client_closed();
-                        Standing::Stop
-                    }
-                    Verdict::Retry { report, .. } => {
-                        tracing::warn!(group = %inner.group, error = %e, "auto-commit failed");
-                        if report {
-                            inner.report(e);
-                        }
-                        Standing::Fine
-                    }
-                },
+                Err(e) => standing_after(&inner, &mut commit_failures, e, "auto-commit failed"),
             },
             // A commit was refused: a heartbeat tells how we stand with the group.
             _ = inner.rejoin.notified() => heartbeat(&inner, &mut heartbeat_failures).await,

@@ -219,7 +219,8 @@ pub(crate) async fn run(
         }
         m.member_id.clone()
     };
-    let joined = group::join(
+    // A broker takes an id it does not know (the member was dropped) as a new member's.
+    let (me, assigned) = group::join(
         client,
         &group,
         &previous,
@@ -227,21 +228,7 @@ pub(crate) async fn run(
         settings.session_timeout,
         settings.rebalance_timeout,
     )
-    .await;
-    let (me, assigned) = match joined {
-        Err(e) if e.error_code() == Some(rustmq_protocol::ErrorCode::UnknownMember) => {
-            group::join(
-                client,
-                &group,
-                "",
-                &config.input_topics,
-                settings.session_timeout,
-                settings.rebalance_timeout,
-            )
-            .await?
-        }
-        other => other?,
-    };
+    .await?;
     *member.lock() = me.clone();
     tracing::info!(%group, member = %me.member_id, generation = me.generation, partitions = assigned.len(), "stream joined");
     let name = config
