@@ -8,8 +8,12 @@
 //!   retried after a jittered backoff (100 ms doubling up to 5 s) until it succeeds;
 //!   the first failure of a streak that retrying cannot mend by itself
 //!   (`ClientError::is_retryable()` false: authorization, authentication, an invalid
-//!   request, a deleted topic) is queued once for receive()
+//!   request, a deleted topic) is queued once for receive(), unless another task of the
+//!   consumer told the same refusal and it has not been lifted since
 //! ```
+//!
+//! A refusal is lifted when a task that met it succeeds, or when the consumer joins its group
+//! (every request a member makes needs the group's rights, the join the topic's too).
 //!
 //! The tasks keep retrying even then: a refusal may be lifted (an ACL granted again), and the
 //! consumer then carries on by itself; an application that would rather stop closes it.
@@ -38,7 +42,8 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 pub(crate) struct Streak {
     failures: u32,
-    reported: bool,
+    /// The refusal this streak met first, by its text.
+    refused: Option<String>,
 }
 
 impl Streak {
@@ -56,14 +61,16 @@ impl Streak {
             error.error_code(),
             Some(ErrorCode::UnknownMember | ErrorCode::IllegalGeneration)
         );
-        let report = !error.is_retryable() && !told_to_rejoin && !self.reported;
-        self.reported |= report;
+        let report = !error.is_retryable() && !told_to_rejoin && self.refused.is_none();
+        if report {
+            self.refused = Some(error.to_string());
+        }
         Verdict::Retry { attempt, report }
     }
 
-    /// A success ends the streak.
-    pub(crate) fn succeeded(&mut self) {
-        *self = Streak::default();
+    /// A success ends the streak; returns the refusal it had met, now lifted.
+    fn succeeded(&mut self) -> Option<String> {
+        std::mem::take(self).refused
     }
 }
 
@@ -87,17 +94,29 @@ impl Inner {
             Verdict::Retry { attempt, report } => {
                 log(&error, attempt);
                 if report {
-                    self.report(error);
+                    let mut state = self.state.lock();
+                    if state.refusals.insert(error.to_string()) {
+                        state.push_error(error);
+                        drop(state);
+                        self.data.notify_waiters();
+                    }
                 }
                 Some(attempt)
             }
         }
     }
 
-    /// Queues `error` for the next `receive`.
-    pub(crate) fn report(&self, error: ClientError) {
-        self.state.lock().push_error(error);
-        self.data.notify_waiters();
+    /// A task's request succeeded: ends `streak`, and lifts the refusal it had met (the same
+    /// refusal met again is told again).
+    pub(crate) fn succeeded(&self, streak: &mut Streak) {
+        if let Some(refusal) = streak.succeeded() {
+            self.state.lock().refusals.remove(&refusal);
+        }
+    }
+
+    /// The consumer joined its group: every refusal told so far is lifted.
+    pub(crate) fn joined(&self) {
+        self.state.lock().refusals.clear();
     }
 
     /// The client this consumer uses was closed (a task's request failed with
@@ -159,7 +178,8 @@ mod tests {
                 report: false
             }
         );
-        streak.succeeded();
+        // The success lifts the refusal the streak met.
+        assert_eq!(streak.succeeded(), Some(refused().to_string()));
         // A new streak: lost connections are retried quietly, a refusal after them is told.
         assert_eq!(
             streak.failed(&lost()),

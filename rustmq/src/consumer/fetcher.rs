@@ -300,7 +300,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
         match result {
             Ok(response) => match decode(offset, max_records, room_bytes, response.records) {
                 Ok(decoded) => {
-                    failures.succeeded();
+                    inner.succeeded(&mut failures);
                     let count = decoded.records.len();
                     let hw = response.high_watermark;
                     let position = {

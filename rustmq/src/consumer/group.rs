@@ -348,7 +348,7 @@ async fn heartbeat(inner: &Arc<Inner>, failures: &mut Streak) -> Standing {
         .min(inner.config.session_timeout);
     let e = match inner.client.request_with_timeout(request, timeout).await {
         Ok(response) => {
-            failures.succeeded();
+            inner.succeeded(failures);
             return match response {
                 Response::Heartbeat(r) if r.rebalance => Standing::Rejoin(Rejoin::Keep),
                 _ => Standing::Fine,
@@ -358,11 +358,11 @@ async fn heartbeat(inner: &Arc<Inner>, failures: &mut Streak) -> Standing {
     };
     match e.error_code() {
         Some(ErrorCode::IllegalGeneration) => {
-            failures.succeeded();
+            inner.succeeded(failures);
             Standing::Rejoin(Rejoin::RevokeAll)
         }
         Some(ErrorCode::UnknownMember) => {
-            failures.succeeded();
+            inner.succeeded(failures);
             tracing::warn!(group = %inner.group, "the group forgot this member (session expired?); joining again");
             Standing::Rejoin(Rejoin::RevokeAll)
         }
@@ -388,6 +388,7 @@ async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
     loop {
         let e = match join(inner, how).await {
             Ok(()) => {
+                inner.joined();
                 inner.metrics.rebalances.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -449,7 +450,7 @@ async fn group_loop(inner: Arc<Inner>) {
             _ = heartbeats.tick() => heartbeat(&inner, &mut heartbeat_failures).await,
             _ = commits.tick() => match commit(&inner).await {
                 Ok(()) => {
-                    commit_failures.succeeded();
+                    inner.succeeded(&mut commit_failures);
                     Standing::Fine
                 }
                 // A refusal that retrying cannot mend (the group's commit right withdrawn) is

@@ -6,7 +6,7 @@
 //! an ack or a retry that carries an older epoch belongs to a position that no longer exists
 //! and is ignored, so a seek or a rebalance never mixes old and new positions.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -93,6 +93,9 @@ pub(crate) struct State {
     /// Deliveries stop while the consumer rejoins its group.
     pub(crate) rebalancing: bool,
     errors: VecDeque<ClientError>,
+    /// Refusals already told to the application (by their text) and not lifted since: the
+    /// consumer's tasks meeting the same one tell it once between them.
+    pub(crate) refusals: HashSet<String>,
     cursor: Option<u32>,
     next_epoch: u64,
     retry_seq: u64,
@@ -112,6 +115,7 @@ impl State {
             closed: false,
             rebalancing: false,
             errors: VecDeque::new(),
+            refusals: HashSet::new(),
             cursor: None,
             next_epoch: 1,
             retry_seq: 0,

@@ -176,6 +176,65 @@ async fn a_rejoin_the_broker_refuses_for_good_reaches_receive_once() {
     consumer.close().await.unwrap();
 }
 
+/// The same refusal met by two of the consumer's tasks (its fetch, re-sent to the restarted
+/// broker, and its rejoin) reaches `receive` once: the application hears of the cause, not of
+/// every request that met it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_met_by_the_fetch_and_the_rejoin_reaches_receive_once() {
+    tests::init_tracing();
+    let Secured {
+        mut broker,
+        mut settings,
+        bob,
+        _pki,
+        _dir,
+        ..
+    } = secured().await;
+    let consumer = bob
+        .create_consumer_with_config("jobs", "workers", config("workers"))
+        .await
+        .unwrap();
+    // A long-poll fetch is in flight: the transport sends it again once the broker is back.
+    broker.stop().await;
+    settings.acl = rules(false);
+    let _restarted = start_again(&settings).await;
+    match within("the refusal", consumer.receive()).await {
+        Err(ClientError::Authorization(message)) => assert!(
+            message.contains("not authorized to read topic \"jobs\""),
+            "{message}"
+        ),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    // Both the fetch and the rejoin have met it by now (heartbeats every 100 ms find the
+    // member unknown to the restarted broker, and the rejoin backs off at most 5 s).
+    nothing_within(&consumer, Duration::from_millis(1500)).await;
+
+    // Lifted (the right granted again, the consumer back in its group), then withdrawn again:
+    // told again.
+    let mut restarted = _restarted;
+    for bob_reads in [true, false] {
+        restarted.stop().await;
+        settings.acl = rules(bob_reads);
+        restarted = start_again(&settings).await;
+        if bob_reads {
+            within("the consumer to rejoin", async {
+                while consumer.assigned_partitions().await.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+        }
+    }
+    match within("the refusal again", consumer.receive()).await {
+        Err(ClientError::Authorization(message)) => assert!(
+            message.contains("not authorized to read topic \"jobs\""),
+            "{message}"
+        ),
+        other => panic!("expected the refusal again, got {other:?}"),
+    }
+    consumer.close().await.unwrap();
+}
+
 /// Auto-commits the broker refuses for good (the group's commit right withdrawn) reach
 /// `receive` once, instead of the consumer going on with nothing committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
