@@ -15,7 +15,7 @@ use crate::groups::GroupCoordinator;
 use crate::producers::ProducerIds;
 use crate::security::{AuthFailure, Denied, Operation, ResourceType, Security};
 use crate::storage::{now_ms, StorageError};
-use crate::topics::TopicManager;
+use crate::topics::{Topic, TopicManager};
 
 /// What the broker knows about one client connection.
 #[derive(Debug, Default)]
@@ -154,13 +154,18 @@ impl Core {
             let acl = &self.security.acl;
             acl.authorize(principal, &req, |t| self.topics.get(t).is_some())
                 .map_err(denied)?;
-            if let Request::Produce(r) = &req {
+            let auto_created = match &req {
+                Request::Produce(r) => Some(&r.topic),
+                Request::AutoCreateTopic(r) => Some(&r.name),
+                _ => None,
+            };
+            if let Some(topic) = auto_created {
                 // Only a restrictive ACL can refuse the create: skip the lookup otherwise.
                 if self.config.auto_create_topics
                     && !acl.is_open()
-                    && self.topics.get(&r.topic).is_none()
+                    && self.topics.get(topic).is_none()
                 {
-                    acl.check(principal, Operation::Create, ResourceType::Topic, &r.topic)
+                    acl.check(principal, Operation::Create, ResourceType::Topic, topic)
                         .map_err(denied)?;
                 }
             }
@@ -186,6 +191,13 @@ impl Core {
                     })
                     .await?;
                 Ok(Response::CreateTopic(CreateTopicResponse {
+                    name: t.name.clone(),
+                    partitions: t.partitions.len() as u32,
+                }))
+            }
+            Request::AutoCreateTopic(r) => {
+                let t = self.topic_to_produce_to(&r.name).await?;
+                Ok(Response::AutoCreateTopic(CreateTopicResponse {
                     name: t.name.clone(),
                     partitions: t.partitions.len() as u32,
                 }))
@@ -443,18 +455,27 @@ impl Core {
             .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("task failed: {e}")))?
     }
 
-    async fn produce(self: &Arc<Self>, r: ProduceRequest) -> Answer {
-        let topic = match self.topics.get(&r.topic) {
-            Some(topic) => topic,
+    /// The topic `name` that a produce goes to: created with the default partitions if it
+    /// does not exist and this broker auto-creates topics.
+    async fn topic_to_produce_to(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        match self.topics.get(name) {
+            Some(topic) => Ok(topic),
             None if self.config.auto_create_topics => {
-                let name = r.topic.clone();
+                let name = name.to_owned();
                 self.on_blocking_thread(move |core| {
                     core.topics
                         .get_or_create(&name, core.config.default_partitions)
                 })
-                .await?
+                .await
             }
-            None => self.topics.require(&r.topic)?,
+            None => self.topics.require(name),
+        }
+    }
+
+    async fn produce(self: &Arc<Self>, r: ProduceRequest) -> Answer {
+        let topic = match self.topics.get(&r.topic) {
+            Some(topic) => topic,
+            None => self.topic_to_produce_to(&r.topic).await?,
         };
         let log = Arc::clone(topic.partition(r.partition)?);
         let max = self.config.limits.max_batch_bytes as usize;

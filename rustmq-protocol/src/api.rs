@@ -165,6 +165,7 @@ api! {
     16 FetchOffsets(FetchOffsetsRequest) => FetchOffsetsResponse;
     17 DescribeGroup(DescribeGroupRequest) => DescribeGroupResponse;
     18 ListGroups(ListGroupsRequest) => ListGroupsResponse;
+    19 AutoCreateTopic(AutoCreateTopicRequest) => CreateTopicResponse;
 }
 
 /// How many bytes of `field` a chunked encoding copies: all of a short one, none of one long

@@ -270,6 +270,21 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// The partition count of a topic about to be produced to, creating the topic first where
+    /// the broker auto-creates topics, as a produce to it would (with the broker's default
+    /// partitions): a producer then partitions its first keyed messages by the topic's real
+    /// count, not by a guess. Needs `write` on the topic (and `create` to create it), as a
+    /// produce does. Answered with [`CreateTopicResponse`] (`partitions`: the topic's count);
+    /// [`ErrorCode::UnknownTopic`](crate::ErrorCode::UnknownTopic) when the topic neither
+    /// exists nor is auto-created. Brokers before this request answer
+    /// [`ErrorCode::UnknownRequestKind`](crate::ErrorCode::UnknownRequestKind).
+    pub struct AutoCreateTopicRequest {
+        /// Topic name.
+        pub name: String,
+    }
+}
+
+wire_struct! {
     /// Deletes a topic and its data.
     pub struct DeleteTopicRequest {
         /// Topic name.

@@ -223,8 +223,8 @@ impl Acl {
 
     /// Checks everything `req` needs, before it is handled. Lists (`ListTopics`,
     /// `ListGroups`, `Metadata` of all topics) are not refused here: their answers are
-    /// filtered to what the principal may describe. A produce to a missing topic that would
-    /// auto-create it needs `create` too; the handler checks that.
+    /// filtered to what the principal may describe. A produce (or `AutoCreateTopic`) to a
+    /// missing topic that would auto-create it needs `create` too; the handler checks that.
     ///
     /// `is_topic` tells whether a name is an existing topic's: the client libraries' own
     /// offsets entries (`__closed`, `__out.<topic>`, `__seen.<topic>`:
@@ -255,6 +255,7 @@ impl Acl {
             Request::DeleteTopic(r) => check(Delete, Topic, &r.name),
             Request::DescribeTopic(r) => check(Describe, Topic, &r.name),
             Request::Produce(r) => check(Write, Topic, &r.topic),
+            Request::AutoCreateTopic(r) => check(Write, Topic, &r.name),
             Request::Fetch(r) => check(Read, Topic, &r.topic),
             Request::ListOffsets(r) => check(Read, Topic, &r.topic),
             Request::InitProducer(_) => {

@@ -264,6 +264,9 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
             .prop_map(|group| Request::DescribeGroup(DescribeGroupRequest { group }))
             .boxed(),
         Just(Request::ListGroups(ListGroupsRequest {})).boxed(),
+        string()
+            .prop_map(|name| Request::AutoCreateTopic(AutoCreateTopicRequest { name }))
+            .boxed(),
     ]
 }
 
@@ -382,6 +385,14 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
         (string(), any::<u32>())
             .prop_map(
                 |(name, partitions)| Response::CreateTopic(CreateTopicResponse {
+                    name,
+                    partitions
+                })
+            )
+            .boxed(),
+        (string(), any::<u32>())
+            .prop_map(
+                |(name, partitions)| Response::AutoCreateTopic(CreateTopicResponse {
                     name,
                     partitions
                 })

@@ -279,7 +279,7 @@ impl ProducerBuilder {
         let partitioner = self
             .partitioner
             .unwrap_or_else(|| Arc::new(DefaultPartitioner::new(config.batch_size)));
-        let known = sender::partition_count(&client, &topic).await?;
+        let known = sender::partition_count_to_produce(&client, &topic).await?;
         let name = config
             .producer_id
             .clone()

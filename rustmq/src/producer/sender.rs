@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rustmq_protocol::batch::BATCH_HEADER_LEN;
 use rustmq_protocol::{
-    Compression, InitProducerRequest, MetadataRequest, ProduceRequest, ProduceResponse, Request,
-    Response,
+    AutoCreateTopicRequest, Compression, ErrorCode, InitProducerRequest, MetadataRequest,
+    ProduceRequest, ProduceResponse, Request, Response,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -20,6 +20,32 @@ use super::{AckLevel, Inner, SendResult, Slot};
 use crate::client::RustMqClient;
 use crate::error::{ClientError, Result};
 use crate::transport::deadline_after;
+
+/// The partition count of `topic`, created first if it does not exist and the broker
+/// auto-creates topics (so that the first keyed messages go where the later ones will); `None`
+/// if it does not exist (yet): the broker does not auto-create topics, may not create it for
+/// this principal, or predates `AutoCreateTopic` (then the count is learnt after the first
+/// produce creates the topic).
+pub(crate) async fn partition_count_to_produce(
+    client: &RustMqClient,
+    topic: &str,
+) -> Result<Option<u32>> {
+    let req = Request::AutoCreateTopic(AutoCreateTopicRequest {
+        name: topic.to_owned(),
+    });
+    match client.request(req).await {
+        Ok(Response::AutoCreateTopic(r)) => Ok(Some(r.partitions)),
+        Ok(other) => Err(ClientError::unexpected_response(&other)),
+        Err(ClientError::TopicNotFound(_)) => Ok(None),
+        // A principal that may not create the topic (or write to it) gets a producer as
+        // before, from the metadata it may describe: its sends are refused with the reason.
+        Err(ClientError::Authorization(_)) => partition_count(client, topic).await,
+        Err(e) if e.error_code() == Some(ErrorCode::UnknownRequestKind) => {
+            partition_count(client, topic).await
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// The partition count of `topic`, `None` if it does not exist (yet).
 pub(crate) async fn partition_count(client: &RustMqClient, topic: &str) -> Result<Option<u32>> {
@@ -444,6 +470,24 @@ mod tests {
             .payload(format!("m{i}"))
             .build()
             .unwrap()
+    }
+
+    /// A broker that predates `AutoCreateTopic` answers it with `UnknownRequestKind`: the
+    /// producer learns the partition count from the topic's metadata instead.
+    #[tokio::test]
+    async fn a_broker_without_auto_create_topic_is_asked_for_metadata() {
+        let broker = TestBroker::start(Script::default()).await;
+        let client = RustMqClient::new(ClientConfig {
+            brokers: vec![broker.address()],
+            ..ClientConfig::default()
+        })
+        .await
+        .unwrap();
+        client.create_topic("three", 3).await.unwrap();
+        let producer = client.create_producer("three").await.unwrap();
+        assert_eq!(producer.partition_count(), 3);
+        assert_eq!(broker.state.count(ApiKind::AutoCreateTopic), 1);
+        assert_eq!(broker.state.count(ApiKind::Metadata), 1);
     }
 
     /// `AckLevel::None`: sends resolve without their answers, but a partition has at most

@@ -396,6 +396,8 @@ pub(crate) fn is_safe_to_repeat(request: &Request) -> bool {
             | Request::DescribeGroup(_)
             | Request::ListGroups(_)
             | Request::Hello(_)
+            // Creates at most once: the topic, once it exists, is answered as it is.
+            | Request::AutoCreateTopic(_)
     )
 }
 

@@ -336,6 +336,8 @@ fn answer(
                 duplicate: false,
             })
         }
+        // As brokers that predate the request answer it.
+        Request::AutoCreateTopic(_) => error(ErrorCode::UnknownRequestKind, "unknown kind 19"),
         _ => error(ErrorCode::InvalidRequest, "not scripted"),
     }
 }

@@ -292,6 +292,67 @@ async fn the_same_key_lands_on_the_same_partition_across_producers() {
     assert_eq!(a.send(explicit).await.unwrap().partition, 7);
 }
 
+/// A producer built for a topic that does not exist yet, on a broker that auto-creates topics
+/// with 4 partitions, partitions its very first keyed message as the later ones: a key's
+/// messages all land on one partition, in order.
+#[tokio::test]
+async fn keyed_messages_to_an_auto_created_topic_keep_one_partition_from_the_first() {
+    let config = rustmq::testing::BrokerConfig {
+        default_partitions: 4,
+        ..Default::default()
+    };
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    let producer = client.create_producer("fresh").await.unwrap();
+    assert_eq!(
+        producer.partition_count(),
+        4,
+        "the topic was created at build"
+    );
+    assert_eq!(
+        client
+            .describe_topic("fresh")
+            .await
+            .unwrap()
+            .partition_count(),
+        4
+    );
+    for round in 0..3 {
+        for k in 0..8 {
+            let key = format!("user-{k}");
+            let m = Message::builder()
+                .topic("fresh")
+                .key(&key)
+                .payload(format!("{round}"))
+                .build()
+                .unwrap();
+            let sent = producer.send(m).await.unwrap();
+            assert_eq!(
+                sent.partition,
+                partition_for_key(key.as_bytes(), 4),
+                "round {round}, key {key}"
+            );
+        }
+    }
+
+    // Without auto-creation, a producer of a missing topic is built (the topic may be created
+    // later) and its sends are refused as for an unknown topic; nothing is created.
+    let config = rustmq::testing::BrokerConfig {
+        auto_create_topics: false,
+        ..Default::default()
+    };
+    let strict = TestBroker::start_with(config).await.unwrap();
+    let client = strict.client().await.unwrap();
+    let producer = client.create_producer("absent").await.unwrap();
+    let refused = producer.send(msg("absent", "x")).await.unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(rustmq_protocol::ErrorCode::UnknownTopic),
+        "{refused:?}"
+    );
+    assert!(client.describe_topic("absent").await.is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_buffer_makes_send_wait_and_memory_stays_bounded() {
     let broker = TestBroker::start().await.unwrap();

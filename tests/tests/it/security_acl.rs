@@ -4,7 +4,7 @@
 
 use crate::security_support::*;
 use rustmq::testing::TestBroker;
-use rustmq::{ClientError, RustMqClient};
+use rustmq::{ClientError, Message, RustMqClient};
 use rustmq_broker::security::{AclRule, Operation, PatternType, Permission, ResourceType};
 use rustmq_protocol::*;
 use tests::{batch, fetch, produce, TestRecord};
@@ -160,6 +160,18 @@ async fn an_auto_created_topic_needs_create_too() {
     let s = setup().await;
     assert_denied(
         produce(&s.alice, "orders.new", 0, one("x"), Acks::All).await,
+        "principal \"alice\" is not authorized to create topic \"orders.new\"",
+    );
+    // A producer of it is built (its partition count asked for without creating the topic),
+    // and its sends are refused for the same reason.
+    let producer = s.alice.create_producer("orders.new").await.unwrap();
+    let message = Message::builder()
+        .topic("orders.new")
+        .payload("x")
+        .build()
+        .unwrap();
+    assert_denied(
+        producer.send(message).await,
         "principal \"alice\" is not authorized to create topic \"orders.new\"",
     );
     let names: Vec<String> = s
