@@ -2,8 +2,10 @@
 //!
 //! A compressed records section starts with its uncompressed length (`u32`, big-endian), so
 //! that a decoder can refuse a decompression bomb before allocating anything.
-
-use std::io::{Read, Write};
+//!
+//! The codecs other than [`Compression::None`] need the `compression` feature (on by default).
+//! Without it, compressing or decompressing with one of them is
+//! [`ProtocolError::CompressionUnavailable`] ([`Compression::is_available`] says beforehand).
 
 use crate::error::{ProtocolError, Result};
 
@@ -67,57 +69,45 @@ impl Compression {
         }
     }
 
+    /// Whether this build can compress and decompress with this codec: always for
+    /// [`Compression::None`], for the others only with the `compression` feature.
+    pub const fn is_available(self) -> bool {
+        matches!(self, Compression::None) || cfg!(feature = "compression")
+    }
+
+    /// [`ProtocolError::CompressionUnavailable`] unless [`is_available`](Self::is_available).
+    fn check_available(self) -> Result<()> {
+        if self.is_available() {
+            Ok(())
+        } else {
+            Err(ProtocolError::CompressionUnavailable { codec: self.name() })
+        }
+    }
+
     /// Compresses `data`, prefixed by its length. `level` is clamped to the codec's range
-    /// (LZ4 has no levels).
+    /// (LZ4 has no levels). A codec this build lacks is
+    /// [`ProtocolError::CompressionUnavailable`], and `out` is left as it was.
     pub fn compress(self, data: &[u8], level: i32, out: &mut Vec<u8>) -> Result<()> {
+        self.check_available()?;
         let len = u32::try_from(data.len()).map_err(|_| ProtocolError::Compression {
             codec: self.name(),
             reason: "input larger than 4 GiB".into(),
         })?;
         out.extend_from_slice(&len.to_be_bytes());
         match self {
-            Compression::None => out.extend_from_slice(data),
-            Compression::Lz4 => {
-                let start = out.len();
-                out.resize(
-                    start + lz4_flex::block::get_maximum_output_size(data.len()),
-                    0,
-                );
-                let n = lz4_flex::block::compress_into(data, &mut out[start..]).map_err(|e| {
-                    ProtocolError::Compression {
-                        codec: "lz4",
-                        reason: e.to_string(),
-                    }
-                })?;
-                out.truncate(start + n);
+            Compression::None => {
+                out.extend_from_slice(data);
+                Ok(())
             }
-            Compression::Zstd => {
-                let level = level.clamp(1, 22);
-                let compressed =
-                    zstd::bulk::compress(data, level).map_err(|e| ProtocolError::Compression {
-                        codec: "zstd",
-                        reason: e.to_string(),
-                    })?;
-                out.extend_from_slice(&compressed);
-            }
-            Compression::Gzip => {
-                let level = flate2::Compression::new(level.clamp(0, 9) as u32);
-                let mut enc = flate2::write::GzEncoder::new(std::mem::take(out), level);
-                enc.write_all(data)
-                    .and_then(|_| enc.finish())
-                    .map(|v| *out = v)
-                    .map_err(|e| ProtocolError::Compression {
-                        codec: "gzip",
-                        reason: e.to_string(),
-                    })?;
-            }
+            codec => codecs::compress(codec, data, level, out),
         }
-        Ok(())
     }
 
     /// Decompresses a section written by [`Compression::compress`], refusing to produce more
-    /// than `max_size` bytes.
+    /// than `max_size` bytes. A codec this build lacks is
+    /// [`ProtocolError::CompressionUnavailable`].
     pub fn decompress(self, data: &[u8], max_size: usize) -> Result<Vec<u8>> {
+        self.check_available()?;
         if data.len() < 4 {
             return Err(ProtocolError::CorruptBatch(
                 "compressed section shorter than its size prefix",
@@ -131,11 +121,77 @@ impl Compression {
             });
         }
         let body = &data[4..];
-        let err = |reason: String| ProtocolError::Decompression {
-            codec: self.name(),
-            reason,
-        };
         let out = match self {
+            Compression::None => body.to_vec(),
+            codec => codecs::decompress(codec, body, size)?,
+        };
+        if out.len() != size {
+            return Err(ProtocolError::Decompression {
+                codec: self.name(),
+                reason: format!("expected {size} bytes, got {}", out.len()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The codecs proper (feature `compression`).
+#[cfg(feature = "compression")]
+mod codecs {
+    use std::io::{Read, Write};
+
+    use super::Compression;
+    use crate::error::{ProtocolError, Result};
+
+    /// Appends `data` compressed with `codec` (not `None`) to `out`.
+    pub(super) fn compress(
+        codec: Compression,
+        data: &[u8],
+        level: i32,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let err = |e: String| ProtocolError::Compression {
+            codec: codec.name(),
+            reason: e,
+        };
+        match codec {
+            Compression::None => out.extend_from_slice(data),
+            Compression::Lz4 => {
+                let start = out.len();
+                out.resize(
+                    start + lz4_flex::block::get_maximum_output_size(data.len()),
+                    0,
+                );
+                let n = lz4_flex::block::compress_into(data, &mut out[start..])
+                    .map_err(|e| err(e.to_string()))?;
+                out.truncate(start + n);
+            }
+            Compression::Zstd => {
+                let level = level.clamp(1, 22);
+                let compressed =
+                    zstd::bulk::compress(data, level).map_err(|e| err(e.to_string()))?;
+                out.extend_from_slice(&compressed);
+            }
+            Compression::Gzip => {
+                let level = flate2::Compression::new(level.clamp(0, 9) as u32);
+                let mut enc = flate2::write::GzEncoder::new(std::mem::take(out), level);
+                enc.write_all(data)
+                    .and_then(|_| enc.finish())
+                    .map(|v| *out = v)
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `body` decompressed with `codec` (not `None`): at most `size + 1` bytes (the caller
+    /// checks the length).
+    pub(super) fn decompress(codec: Compression, body: &[u8], size: usize) -> Result<Vec<u8>> {
+        let err = |e: String| ProtocolError::Decompression {
+            codec: codec.name(),
+            reason: e,
+        };
+        Ok(match codec {
             Compression::None => body.to_vec(),
             Compression::Lz4 => {
                 let mut out = vec![0u8; size];
@@ -155,11 +211,26 @@ impl Compression {
                     .map_err(|e| err(e.to_string()))?;
                 out
             }
-        };
-        if out.len() != size {
-            return Err(err(format!("expected {size} bytes, got {}", out.len())));
-        }
-        Ok(out)
+        })
+    }
+}
+
+/// Without the feature: every codec but `None` is unavailable (callers check first).
+#[cfg(not(feature = "compression"))]
+mod codecs {
+    use super::Compression;
+    use crate::error::{ProtocolError, Result};
+
+    pub(super) fn compress(codec: Compression, _: &[u8], _: i32, _: &mut Vec<u8>) -> Result<()> {
+        Err(ProtocolError::CompressionUnavailable {
+            codec: codec.name(),
+        })
+    }
+
+    pub(super) fn decompress(codec: Compression, _: &[u8], _: usize) -> Result<Vec<u8>> {
+        Err(ProtocolError::CompressionUnavailable {
+            codec: codec.name(),
+        })
     }
 }
 
@@ -192,18 +263,24 @@ impl std::str::FromStr for Compression {
 mod tests {
     use super::*;
 
+    /// The codecs of this build.
+    fn available() -> impl Iterator<Item = Compression> {
+        Compression::ALL.into_iter().filter(|c| c.is_available())
+    }
+
     #[test]
     fn every_codec_round_trips() {
         let data: Vec<u8> = (0..10_000u32)
             .flat_map(|i| (i % 251).to_be_bytes())
             .collect();
-        for codec in Compression::ALL {
+        for codec in available() {
             let mut out = Vec::new();
             codec.compress(&data, 3, &mut out).unwrap();
             assert_eq!(codec.decompress(&out, data.len()).unwrap(), data, "{codec}");
         }
     }
 
+    #[cfg(feature = "compression")]
     #[test]
     fn size_limit_is_enforced_before_allocating() {
         let mut out = Vec::new();
@@ -218,13 +295,47 @@ mod tests {
 
     #[test]
     fn lying_size_prefix_is_an_error() {
-        for codec in Compression::ALL {
+        for codec in available() {
             let mut out = Vec::new();
             codec
                 .compress(b"hello world hello world", 1, &mut out)
                 .unwrap();
             out[3] = out[3].wrapping_add(5);
             assert!(codec.decompress(&out, 1 << 20).is_err(), "{codec}");
+        }
+    }
+
+    /// Without the feature, every codec but `None` is a typed error both ways, and `None`
+    /// works as ever.
+    #[cfg(not(feature = "compression"))]
+    #[test]
+    fn codecs_are_unavailable_without_the_feature() {
+        assert_eq!(available().collect::<Vec<_>>(), [Compression::None]);
+        let mut section = Vec::new();
+        Compression::None
+            .compress(b"plain", 1, &mut section)
+            .unwrap();
+        assert_eq!(
+            Compression::None.decompress(&section, 64).unwrap(),
+            b"plain"
+        );
+        for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            let mut out = b"kept".to_vec();
+            let e = codec.compress(b"data", 1, &mut out).unwrap_err();
+            assert_eq!(
+                e,
+                ProtocolError::CompressionUnavailable {
+                    codec: codec.name()
+                }
+            );
+            assert!(e.to_string().contains("`compression` feature"), "{e}");
+            assert_eq!(out, b"kept", "nothing written");
+            assert_eq!(
+                codec.decompress(&section, 64),
+                Err(ProtocolError::CompressionUnavailable {
+                    codec: codec.name()
+                })
+            );
         }
     }
 }

@@ -86,6 +86,14 @@ pub enum ProtocolError {
         /// What went wrong.
         reason: String,
     },
+    /// A batch is to be compressed, or is compressed, with a codec this build does not have:
+    /// `rustmq-protocol` was built without its `compression` feature (`rustmq`'s `compression`
+    /// feature turns it on). Only uncompressed batches can be encoded and decoded then.
+    #[error("{codec} compression is not available: built without the `compression` feature")]
+    CompressionUnavailable {
+        /// The codec asked for (`gzip`, `lz4` or `zstd`).
+        codec: &'static str,
+    },
 }
 
 /// Result alias for this crate.

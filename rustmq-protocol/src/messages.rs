@@ -275,9 +275,8 @@ wire_struct! {
     /// partitions): a producer then partitions its first keyed messages by the topic's real
     /// count, not by a guess. Needs `write` on the topic (and `create` to create it), as a
     /// produce does. Answered with [`CreateTopicResponse`] (`partitions`: the topic's count);
-    /// [`ErrorCode::UnknownTopic`](crate::ErrorCode::UnknownTopic) when the topic neither
-    /// exists nor is auto-created. Brokers before this request answer
-    /// [`ErrorCode::UnknownRequestKind`](crate::ErrorCode::UnknownRequestKind).
+    /// [`ErrorCode::UnknownTopic`] when the topic neither exists nor is auto-created. Brokers
+    /// before this request answer [`ErrorCode::UnknownRequestKind`].
     pub struct AutoCreateTopicRequest {
         /// Topic name.
         pub name: String,

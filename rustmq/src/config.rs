@@ -103,7 +103,9 @@ pub struct ClientConfig {
     /// Reconnection and retry policy.
     pub retry_config: RetryConfig,
 
-    /// Default batch compression for producers created from this client.
+    /// Default batch compression for producers created from this client (and the
+    /// compression of stream sinks). A codec other than `None` needs the `compression`
+    /// feature.
     pub compression: CompressionConfig,
 
     /// Credentials sent in the hello exchange on every connection; `None` connects
@@ -312,7 +314,8 @@ impl RetryConfig {
     }
 }
 
-/// Batch compression codecs.
+/// Batch compression codecs. Those other than `None` need the `compression` feature (on by
+/// default): without it, a [`CompressionConfig`] that enables one is refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CompressionAlgorithm {
@@ -374,11 +377,21 @@ impl CompressionConfig {
         }
     }
 
-    /// Rejects a level out of the codec's range (the codec would clamp it silently). Shared
-    /// by [`ClientConfig::validate`] and the producer's own check of its settings.
+    /// Rejects a codec this build lacks (a codec other than `None` without the `compression`
+    /// feature) and a level out of the codec's range (the codec would clamp it silently).
+    /// Shared by [`ClientConfig::validate`] and the producer's own check of its settings.
     pub(crate) fn validate(&self) -> Result<()> {
         if !self.enabled {
             return Ok(());
+        }
+        // rustmq's own feature, not rustmq-protocol's: another crate of the build (a broker)
+        // may turn the protocol's on without this crate asking for compression.
+        if !cfg!(feature = "compression") && self.algorithm != CompressionAlgorithm::None {
+            return Err(invalid(&format!(
+                "compression.algorithm {:?} needs the `compression` feature of rustmq, which \
+                 this build lacks: enable it, or set compression.enabled = false",
+                Compression::from(self.algorithm).name()
+            )));
         }
         let range = match self.algorithm {
             CompressionAlgorithm::Zstd => 1..=22,
@@ -803,6 +816,7 @@ mod tests {
         .unwrap();
     }
 
+    #[cfg(feature = "compression")]
     #[test]
     fn compression_levels_and_codec() {
         let comp = |c: CompressionConfig| ClientConfig {
@@ -840,6 +854,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(none.codec(), Compression::None);
+    }
+
+    /// Without the feature a codec other than `None` is refused by name, before any
+    /// connection; a disabled one (the default) and `None` are fine.
+    #[cfg(not(feature = "compression"))]
+    #[test]
+    fn codecs_need_the_compression_feature() {
+        let comp = |enabled, algorithm| ClientConfig {
+            compression: CompressionConfig {
+                enabled,
+                algorithm,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for (algorithm, name) in [
+            (CompressionAlgorithm::Lz4, "\"lz4\""),
+            (CompressionAlgorithm::Zstd, "\"zstd\""),
+            (CompressionAlgorithm::Gzip, "\"gzip\""),
+        ] {
+            rejects(comp(true, algorithm), "`compression` feature");
+            rejects(comp(true, algorithm), name);
+            comp(false, algorithm).validate().unwrap();
+        }
+        comp(true, CompressionAlgorithm::None).validate().unwrap();
+        ClientConfig::default().validate().unwrap();
     }
 
     #[test]

@@ -74,8 +74,10 @@ pub use producer::{
 /// The wire protocol crate, for [`RustMqClient::raw_request`]'s requests and responses.
 pub use rustmq_protocol as protocol;
 pub use rustmq_protocol::{BrokerLimits, ErrorCode};
+#[cfg(feature = "metrics")]
+pub use typed::layers::MetricsLayer;
 pub use typed::layers::{
-    ConcurrencyLimitLayer, DeadLetterLayer, MetricsLayer, RetryLayer, TimeoutLayer, TraceLayer,
+    ConcurrencyLimitLayer, DeadLetterLayer, RetryLayer, TimeoutLayer, TraceLayer,
 };
 pub use typed::{
     Attempt, BoxError, Delivery, Handler, HandlerOptions, Headers, Metadata, PoisonPolicy,
@@ -92,8 +94,10 @@ pub use consumer::{
 /// Everything a typed service needs, in one import.
 pub mod prelude {
     pub use crate::codec::{Bincode, Codec, Json, Postcard};
+    #[cfg(feature = "metrics")]
+    pub use crate::typed::layers::MetricsLayer;
     pub use crate::typed::layers::{
-        ConcurrencyLimitLayer, DeadLetterLayer, MetricsLayer, RetryLayer, TimeoutLayer, TraceLayer,
+        ConcurrencyLimitLayer, DeadLetterLayer, RetryLayer, TimeoutLayer, TraceLayer,
     };
     pub use crate::typed::{
         Attempt, Delivery, Headers, Metadata, PoisonPolicy, Service, Settlement, State, Topic,

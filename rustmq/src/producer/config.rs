@@ -133,10 +133,13 @@ impl ProducerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClientConfig, CompressionAlgorithm};
+    use crate::config::CompressionAlgorithm;
 
+    #[cfg(feature = "compression")]
     #[test]
     fn compression_is_checked_as_the_clients_is() {
+        use crate::config::ClientConfig;
+
         let compression = |algorithm, level| CompressionConfig {
             enabled: true,
             algorithm,
@@ -173,5 +176,43 @@ mod tests {
             ..ProducerConfig::default()
         };
         assert!(disabled.validate().is_ok());
+    }
+
+    /// Without the `compression` feature a producer set to compress is refused when it is
+    /// built, by this check (before the client is asked anything), naming the feature.
+    #[cfg(not(feature = "compression"))]
+    #[test]
+    fn a_codec_without_the_compression_feature_is_an_invalid_config() {
+        let producer = |enabled, algorithm| ProducerConfig {
+            compression: CompressionConfig {
+                enabled,
+                algorithm,
+                ..CompressionConfig::default()
+            },
+            ..ProducerConfig::default()
+        };
+        match producer(true, CompressionAlgorithm::Lz4).validate() {
+            Err(crate::ClientError::InvalidConfig(m)) => {
+                assert!(
+                    m.starts_with("producer compression.algorithm \"lz4\""),
+                    "{m}"
+                );
+                assert!(m.contains("`compression` feature"), "{m}");
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+        for algorithm in [CompressionAlgorithm::Zstd, CompressionAlgorithm::Gzip] {
+            assert!(matches!(
+                producer(true, algorithm).validate(),
+                Err(crate::ClientError::InvalidConfig(_))
+            ));
+        }
+        producer(false, CompressionAlgorithm::Lz4)
+            .validate()
+            .unwrap();
+        producer(true, CompressionAlgorithm::None)
+            .validate()
+            .unwrap();
+        ProducerConfig::default().validate().unwrap();
     }
 }

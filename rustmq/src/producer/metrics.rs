@@ -57,7 +57,9 @@ impl ProducerMetrics {
 }
 
 /// The producer's handles into the installed `metrics` recorder, labelled with its topic and
-/// registered once (not per message). See [`crate::telemetry`] for the names.
+/// registered once (not per message). See [`crate::telemetry`] for the names. Without the
+/// `metrics` feature, a twin of the same shape that records nothing (below).
+#[cfg(feature = "metrics")]
 #[derive(Debug)]
 pub(crate) struct ProducerInstruments {
     messages_sent: metrics::Counter,
@@ -69,6 +71,7 @@ pub(crate) struct ProducerInstruments {
     send_latency: metrics::Histogram,
 }
 
+#[cfg(feature = "metrics")]
 impl ProducerInstruments {
     pub(crate) fn new(topic: &str) -> Self {
         use crate::telemetry::names::*;
@@ -90,4 +93,28 @@ impl ProducerInstruments {
         self.batches_sent.increment(1);
         self.send_latency.record(latency.as_secs_f64());
     }
+}
+
+/// [`ProducerInstruments`] without the `metrics` feature: records nothing.
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug)]
+pub(crate) struct ProducerInstruments {
+    pub(crate) messages_failed: crate::telemetry::NoopCounter,
+    pub(crate) errors: crate::telemetry::NoopCounter,
+    pub(crate) retries: crate::telemetry::NoopCounter,
+}
+
+#[cfg(not(feature = "metrics"))]
+impl ProducerInstruments {
+    pub(crate) fn new(_topic: &str) -> Self {
+        use crate::telemetry::NoopCounter;
+        Self {
+            messages_failed: NoopCounter,
+            errors: NoopCounter,
+            retries: NoopCounter,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn record_batch(&self, _messages: u64, _bytes: u64, _latency: Duration) {}
 }

@@ -1,7 +1,12 @@
 //! Metrics and trace context: the names the client records under, and W3C `traceparent`.
 //!
-//! The client records through the [`metrics`] facade and logs through `tracing`; it never
-//! installs a recorder or a subscriber. Without one, recording costs a few branches.
+//! With the `metrics` feature (on by default) the client records through the
+//! [`metrics`](https://docs.rs/metrics) facade, and it logs through `tracing`; it never installs
+//! a recorder or a subscriber, and without a recorder recording costs a few branches. Without
+//! the feature nothing is recorded, and `describe` and `MetricsLayer` do not exist; the
+//! counters of [`Producer::metrics`](crate::Producer::metrics),
+//! [`Consumer::metrics`](crate::Consumer::metrics) and
+//! [`MessageStream::metrics`](crate::MessageStream::metrics) are there either way.
 //!
 //! Every metric is named `rustmq_<component>_<what>[_total|_seconds]` (Prometheus style:
 //! counters end in `_total`, histograms of durations in `_seconds`), labelled with `topic`
@@ -37,6 +42,18 @@ pub mod trace_context;
 
 pub(crate) use consumer::ConsumerInstruments;
 
+/// What a producer's or consumer's instruments hold instead of a `metrics` handle when the
+/// `metrics` feature is off: recording into it is nothing.
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NoopCounter;
+
+#[cfg(not(feature = "metrics"))]
+impl NoopCounter {
+    #[inline(always)]
+    pub(crate) fn increment(&self, _: u64) {}
+}
+
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
 
@@ -44,6 +61,9 @@ pub use trace_context::{TraceParent, TRACEPARENT_HEADER, TRACESTATE_HEADER};
 
 /// Registers descriptions and units of the client's metrics with the installed recorder
 /// (exporters show them as help text). Harmless without a recorder.
+///
+/// Available with the `metrics` feature.
+#[cfg(feature = "metrics")]
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     use names::*;

@@ -30,6 +30,8 @@ const KINDS: [&str; 7] = [
 /// Where it sits decides what it counts: outermost (added last) it sees one settlement per
 /// message, after retries and dead-lettering; inside a `RetryLayer` it sees every attempt.
 ///
+/// Available with the `metrics` feature (on by default).
+///
 /// ```no_run
 /// use rustmq::prelude::*;
 /// use rustmq::Topic;
@@ -76,7 +78,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
     }
 }
 
-/// The service of [`MetricsLayer`].
+/// The service of [`MetricsLayer`]. Available with the `metrics` feature.
 #[derive(Debug, Clone)]
 pub struct Metrics<S> {
     inner: S,

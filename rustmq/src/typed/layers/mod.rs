@@ -9,9 +9,11 @@
 //! Concurrency limits are tower's own ([`ConcurrencyLimitLayer`]). Retry ([`RetryLayer`]) is
 //! `tower::retry`'s behaviour with a messaging policy, in a service of its own; timeouts
 //! ([`TimeoutLayer`], tower's semantics and error, with a timer armed only for handlers that
-//! wait), dead-lettering, tracing and metrics are ours. Any other tower layer applies too.
+//! wait), dead-lettering, tracing and metrics (`MetricsLayer`, with the `metrics` feature) are
+//! ours. Any other tower layer applies too.
 
 mod dead_letter;
+#[cfg(feature = "metrics")]
 mod metrics;
 mod retry;
 mod timeout;
@@ -22,6 +24,7 @@ pub use dead_letter::{
     DeadLetter, DeadLetterLayer, DLQ_HEADER_ATTEMPTS, DLQ_HEADER_ERROR, DLQ_HEADER_KIND,
     DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC,
 };
+#[cfg(feature = "metrics")]
 pub use metrics::{Metrics, MetricsLayer};
 pub use retry::{Retry, RetryFuture, RetryLayer, RetryPolicy};
 pub use timeout::{Elapsed, Timeout, TimeoutFuture, TimeoutLayer};
