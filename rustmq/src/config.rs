@@ -182,6 +182,21 @@ impl ClientConfig {
         }
         if let Some(tls) = &self.tls_config {
             tls.validate()?;
+            let quic = &self.quic_config;
+            if let (Some(a), Some(b)) = (&tls.server_name, &quic.server_name) {
+                if a != b {
+                    return Err(invalid(&format!(
+                        "tls_config.server_name {a:?} and quic_config.server_name {b:?} \
+                         disagree: set one"
+                    )));
+                }
+            }
+            if quic.insecure && tls.ca_cert.is_some() {
+                return Err(invalid(
+                    "quic_config.insecure and tls_config.ca_cert contradict each other: set \
+                     only one",
+                ));
+            }
         }
         self.retry_config.validate()?;
         self.compression.validate()?;
@@ -241,11 +256,7 @@ impl TlsConfig {
             ));
         }
         if let Some(name) = &self.server_name {
-            rustls_pki_types::ServerName::try_from(name.as_str()).map_err(|_| {
-                invalid(&format!(
-                    "tls_config.server_name {name:?} is not a valid dns name or ip address"
-                ))
-            })?;
+            check_server_name("tls_config.server_name", name)?;
         }
         for (field, path) in [
             ("ca_cert", &self.ca_cert),
@@ -502,6 +513,15 @@ pub struct QuicConfig {
     pub initial_max_data: u64,
     /// Per-stream flow-control window for the answers the client reads.
     pub initial_max_stream_data_bidi_local: u64,
+    /// Per-stream window for bidirectional streams the broker opens (the seed SDK's field).
+    /// quinn advertises one per-stream window for every kind of stream, and RustMQ's brokers
+    /// open no streams: 0 (the default) means the same as `initial_max_stream_data_bidi_local`,
+    /// and any other value must equal it.
+    pub initial_max_stream_data_bidi_remote: u64,
+    /// Per-stream window for unidirectional streams the broker opens: as
+    /// `initial_max_stream_data_bidi_remote` (0, the default, or equal to
+    /// `initial_max_stream_data_bidi_local`).
+    pub initial_max_stream_data_uni: u64,
     /// SO_SNDBUF of the client's UDP socket, in bytes; 0 keeps the OS default. The OS may cap
     /// it (Linux: `net.core.wmem_max`).
     pub send_buffer_size: usize,
@@ -521,6 +541,19 @@ pub struct QuicConfig {
     /// ([`ACK_ELICITING_THRESHOLD`](rustmq_protocol::ACK_ELICITING_THRESHOLD), which says
     /// why).
     pub ack_eliciting_threshold: u32,
+    /// Name checked against the broker's certificate (and sent as SNI) instead of the host
+    /// part of each broker address, as `tls_config.server_name` (the seed SDK has it in both
+    /// places); set in both, they must agree.
+    pub server_name: Option<String>,
+    /// Application protocols offered in the TLS handshake (ALPN), in order of preference.
+    /// Brokers speak [`ALPN`](rustmq_protocol::ALPN) (`rustmq/1`, the default), which the list
+    /// must include; other entries serve what sits in front of a broker (a proxy routing by
+    /// ALPN). Each is 1 to 255 bytes.
+    pub alpn_protocols: Vec<Vec<u8>>,
+    /// Accepts any broker certificate without checking its chain or name, as
+    /// `tls_config.insecure_skip_verify` (either turns verification off; the handshake
+    /// signature is still checked). For development only; the client logs a warning.
+    pub insecure: bool,
 }
 
 impl Default for QuicConfig {
@@ -536,6 +569,11 @@ impl Default for QuicConfig {
             recv_buffer_size: 2 * 1024 * 1024,
             max_udp_payload_size: rustmq_protocol::MAX_UDP_PAYLOAD_SIZE,
             ack_eliciting_threshold: rustmq_protocol::ACK_ELICITING_THRESHOLD,
+            initial_max_stream_data_bidi_remote: 0,
+            initial_max_stream_data_uni: 0,
+            server_name: None,
+            alpn_protocols: vec![rustmq_protocol::ALPN.to_vec()],
+            insecure: false,
         }
     }
 }
@@ -578,8 +616,60 @@ impl QuicConfig {
                 )));
             }
         }
+        let window = self.initial_max_stream_data_bidi_local;
+        for (name, value) in [
+            (
+                "initial_max_stream_data_bidi_remote",
+                self.initial_max_stream_data_bidi_remote,
+            ),
+            (
+                "initial_max_stream_data_uni",
+                self.initial_max_stream_data_uni,
+            ),
+        ] {
+            if value != 0 && value != window {
+                return Err(invalid(&format!(
+                    "quic_config.{name} ({value}) differs from \
+                     quic_config.initial_max_stream_data_bidi_local ({window}): quinn advertises \
+                     one per-stream window for every kind of stream; set it to 0 or to the same"
+                )));
+            }
+        }
+        if let Some(name) = &self.server_name {
+            check_server_name("quic_config.server_name", name)?;
+        }
+        let alpn = rustmq_protocol::ALPN;
+        if let Some(bad) = self
+            .alpn_protocols
+            .iter()
+            .find(|p| p.is_empty() || p.len() > 255)
+        {
+            return Err(invalid(&format!(
+                "quic_config.alpn_protocols: {:?} is not 1 to 255 bytes long",
+                String::from_utf8_lossy(bad)
+            )));
+        }
+        if !self.alpn_protocols.iter().any(|p| p == alpn) {
+            return Err(invalid(&format!(
+                "quic_config.alpn_protocols must include {:?} (rustmq_protocol::ALPN), the \
+                 protocol brokers speak",
+                String::from_utf8_lossy(alpn)
+            )));
+        }
         Ok(())
     }
+}
+
+/// Checks that `name`, set at `field`, is a dns name or ip address a certificate can be
+/// checked against.
+fn check_server_name(field: &str, name: &str) -> Result<()> {
+    rustls_pki_types::ServerName::try_from(name)
+        .map(drop)
+        .map_err(|_| {
+            invalid(&format!(
+                "{field} {name:?} is not a valid dns name or ip address"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -880,6 +970,100 @@ mod tests {
         }
         comp(true, CompressionAlgorithm::None).validate().unwrap();
         ClientConfig::default().validate().unwrap();
+    }
+
+    /// The seed README's `QuicConfig` example compiles field for field; every field is used
+    /// or checked. Its ALPN `b"rustmq"` is not what brokers speak, and the error says so.
+    #[test]
+    fn the_seed_readmes_quic_config_is_taken() {
+        let seed = |alpn_protocols| QuicConfig {
+            keep_alive_interval: Duration::from_secs(30),
+            max_idle_timeout: Duration::from_secs(120),
+            initial_max_streams_bidi: 100,
+            initial_max_streams_uni: 100,
+            initial_max_data: 10_000_000,
+            initial_max_stream_data_bidi_local: 1_000_000,
+            initial_max_stream_data_bidi_remote: 1_000_000,
+            initial_max_stream_data_uni: 1_000_000,
+            send_buffer_size: 1_000_000,
+            recv_buffer_size: 1_000_000,
+            server_name: Some("rustmq.example.com".to_string()),
+            alpn_protocols,
+            insecure: false,
+            ..Default::default()
+        };
+        let config = |quic_config| ClientConfig {
+            quic_config,
+            ..Default::default()
+        };
+        rejects(
+            config(seed(vec![b"rustmq".to_vec()])),
+            "alpn_protocols must include \"rustmq/1\"",
+        );
+        config(seed(vec![rustmq_protocol::ALPN.to_vec()]))
+            .validate()
+            .unwrap();
+        // quinn has one per-stream window: the others are 0 (the same) or equal to it.
+        rejects(
+            config(QuicConfig {
+                initial_max_stream_data_uni: 5,
+                ..Default::default()
+            }),
+            "quic_config.initial_max_stream_data_uni (5) differs",
+        );
+        rejects(
+            config(QuicConfig {
+                initial_max_stream_data_bidi_remote: 5,
+                ..Default::default()
+            }),
+            "initial_max_stream_data_bidi_remote",
+        );
+        for bad in [vec![], vec![vec![]], vec![vec![b'x'; 256]]] {
+            rejects(
+                config(QuicConfig {
+                    alpn_protocols: bad,
+                    ..Default::default()
+                }),
+                "alpn_protocols",
+            );
+        }
+        rejects(
+            config(QuicConfig {
+                server_name: Some("not a name!".into()),
+                ..Default::default()
+            }),
+            "quic_config.server_name",
+        );
+        // Set twice, the names must agree, and `insecure` contradicts a CA as
+        // `insecure_skip_verify` does.
+        let both = |tls: TlsConfig, quic: QuicConfig| ClientConfig {
+            tls_config: Some(tls),
+            quic_config: quic,
+            ..Default::default()
+        };
+        let named = |name: &str| QuicConfig {
+            server_name: Some(name.into()),
+            ..Default::default()
+        };
+        let tls_named = TlsConfig {
+            server_name: Some("a.example".into()),
+            ..Default::default()
+        };
+        rejects(both(tls_named.clone(), named("b.example")), "disagree");
+        both(tls_named, named("a.example")).validate().unwrap();
+        rejects(
+            both(
+                TlsConfig {
+                    ca_cert: Some("ca.pem".into()),
+                    ..Default::default()
+                },
+                QuicConfig {
+                    insecure: true,
+                    ..Default::default()
+                },
+            ),
+            "contradict",
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Connector {
         client_id: String,
         counters: Arc<Counters>,
     ) -> Result<Self> {
-        let tls = TlsSetup::new(config.tls_config.as_ref())?;
+        let tls = TlsSetup::new(config.tls_config.as_ref(), &config.quic_config)?;
         let transport = Arc::new(transport_config(&config.quic_config)?);
         let quic_client = |tls: Arc<rustls::ClientConfig>| -> Result<quinn::ClientConfig> {
             let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| {

@@ -6,6 +6,7 @@
 //! -------------------------------   --------------   ---------------------------------------
 //! Some { ca_cert: Some(..) }        any              exactly that CA bundle
 //! Some { insecure_skip_verify }     any              nothing (warned once per client)
+//!   (or quic_config.insecure, with or without a tls_config)
 //! Some { .. } otherwise             any              Mozilla roots (webpki-roots)
 //! None                              non-loopback     Mozilla roots (webpki-roots)
 //! None                              loopback         nothing: loopback development trust
@@ -27,7 +28,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use crate::config::TlsConfig;
+use crate::config::{QuicConfig, TlsConfig};
 use crate::error::{ClientError, Result};
 
 /// The rustls configurations of one client.
@@ -45,24 +46,38 @@ impl TlsSetup {
     /// Builds the configurations, reading every certificate and key file now so that a
     /// missing file fails [`RustMqClient::new`](crate::RustMqClient::new) with a clear error
     /// instead of every connection attempt.
-    pub(crate) fn new(tls: Option<&TlsConfig>) -> Result<Self> {
+    ///
+    /// `quic`'s `server_name` and `insecure` (the seed SDK's place for them) mean what
+    /// `tls`'s `server_name` and `insecure_skip_verify` do; its `alpn_protocols` are offered.
+    pub(crate) fn new(tls: Option<&TlsConfig>, quic: &QuicConfig) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let Some(tls) = tls else {
-            let verified =
-                client_config(&provider, webpki_verifier(&provider, webpki_roots())?, None)?;
-            let loopback = client_config(&provider, no_chain_verifier(&provider), None)?;
-            return Ok(TlsSetup {
-                verified,
-                loopback: Some(loopback),
-                server_name: None,
-            });
+        let alpn = &quic.alpn_protocols;
+        let server_name = tls
+            .and_then(|tls| tls.server_name.clone())
+            .or_else(|| quic.server_name.clone());
+        let insecure = quic.insecure || tls.is_some_and(|tls| tls.insecure_skip_verify);
+        let unset = TlsConfig::default();
+        let tls = match tls {
+            Some(tls) => tls,
+            // Turning verification off says which trust to use, as a `tls_config` would.
+            None if insecure => &unset,
+            None => {
+                let roots = webpki_verifier(&provider, webpki_roots())?;
+                let verified = client_config(&provider, roots, None, alpn)?;
+                let loopback = client_config(&provider, no_chain_verifier(&provider), None, alpn)?;
+                return Ok(TlsSetup {
+                    verified,
+                    loopback: Some(loopback),
+                    server_name,
+                });
+            }
         };
 
-        let verifier = if tls.insecure_skip_verify {
+        let verifier = if insecure {
             tracing::warn!(
-                "tls_config.insecure_skip_verify is set: broker certificates are not verified \
-                 and anyone on the network path can impersonate the broker; never use this in \
-                 production"
+                "tls_config.insecure_skip_verify or quic_config.insecure is set: broker \
+                 certificates are not verified and anyone on the network path can impersonate \
+                 the broker; never use this in production"
             );
             no_chain_verifier(&provider)
         } else if let Some(ca) = &tls.ca_cert {
@@ -89,9 +104,9 @@ impl TlsSetup {
             }
         };
         Ok(TlsSetup {
-            verified: client_config(&provider, verifier, identity)?,
+            verified: client_config(&provider, verifier, identity, alpn)?,
             loopback: None,
-            server_name: tls.server_name.clone(),
+            server_name,
         })
     }
 }
@@ -102,6 +117,7 @@ fn client_config(
     provider: &Arc<CryptoProvider>,
     verifier: Arc<dyn ServerCertVerifier>,
     identity: Option<Identity>,
+    alpn: &[Vec<u8>],
 ) -> Result<Arc<rustls::ClientConfig>> {
     // QUIC mandates TLS 1.3; offering 1.2 would only fail later inside quinn.
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -115,7 +131,7 @@ fn client_config(
             .map_err(|e| ClientError::Tls(format!("invalid client certificate or key: {e}")))?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![rustmq_protocol::ALPN.to_vec()];
+    config.alpn_protocols = alpn.to_vec();
     Ok(Arc::new(config))
 }
 
@@ -216,7 +232,7 @@ mod tests {
     use super::*;
 
     fn tls_error(config: TlsConfig) -> String {
-        match TlsSetup::new(Some(&config)) {
+        match TlsSetup::new(Some(&config), &QuicConfig::default()) {
             Err(ClientError::Tls(msg)) => msg,
             other => panic!("expected a tls error, got {other:?}"),
         }
@@ -230,14 +246,14 @@ mod tests {
 
     #[test]
     fn default_config_has_loopback_trust_and_alpn() {
-        let setup = TlsSetup::new(None).unwrap();
+        let setup = TlsSetup::new(None, &QuicConfig::default()).unwrap();
         assert!(setup.loopback.is_some());
         assert_eq!(setup.verified.alpn_protocols, vec![b"rustmq/1".to_vec()]);
     }
 
     #[test]
     fn a_tls_config_never_gets_loopback_trust() {
-        let setup = TlsSetup::new(Some(&TlsConfig::default())).unwrap();
+        let setup = TlsSetup::new(Some(&TlsConfig::default()), &QuicConfig::default()).unwrap();
         assert!(setup.loopback.is_none());
     }
 
@@ -288,15 +304,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap();
         let client = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
-        let setup = TlsSetup::new(Some(&TlsConfig {
-            ca_cert: Some(write(&dir, "ca.pem", &ca.cert.pem())),
-            client_cert: Some(write(&dir, "c.pem", &client.cert.pem())),
-            client_key: Some(write(&dir, "k.pem", &client.key_pair.serialize_pem())),
-            server_name: Some("broker.internal".into()),
-            insecure_skip_verify: false,
-        }))
+        let setup = TlsSetup::new(
+            Some(&TlsConfig {
+                ca_cert: Some(write(&dir, "ca.pem", &ca.cert.pem())),
+                client_cert: Some(write(&dir, "c.pem", &client.cert.pem())),
+                client_key: Some(write(&dir, "k.pem", &client.key_pair.serialize_pem())),
+                server_name: Some("broker.internal".into()),
+                insecure_skip_verify: false,
+            }),
+            &QuicConfig::default(),
+        )
         .unwrap();
         assert!(setup.verified.client_auth_cert_resolver.has_certs());
         assert_eq!(setup.server_name.as_deref(), Some("broker.internal"));
+    }
+
+    /// The seed SDK's `quic_config.server_name`, `insecure` and `alpn_protocols` are used:
+    /// the name when `tls_config` has none, `insecure` as `insecure_skip_verify` (without a
+    /// `tls_config`, it replaces loopback development trust by no verification anywhere), and
+    /// the protocols offered in the given order.
+    #[test]
+    fn the_seeds_quic_config_tls_fields_are_used() {
+        let quic = QuicConfig {
+            server_name: Some("broker.internal".into()),
+            alpn_protocols: vec![b"proxy/1".to_vec(), rustmq_protocol::ALPN.to_vec()],
+            insecure: true,
+            ..QuicConfig::default()
+        };
+        let setup = TlsSetup::new(None, &quic).unwrap();
+        assert_eq!(setup.server_name.as_deref(), Some("broker.internal"));
+        assert!(
+            setup.loopback.is_none(),
+            "one configuration, without verification"
+        );
+        assert_eq!(
+            setup.verified.alpn_protocols,
+            vec![b"proxy/1".to_vec(), b"rustmq/1".to_vec()]
+        );
+        // tls_config's name wins (ClientConfig::validate refuses two different ones).
+        let tls = TlsConfig {
+            server_name: Some("tls.internal".into()),
+            ..TlsConfig::default()
+        };
+        let setup = TlsSetup::new(Some(&tls), &quic).unwrap();
+        assert_eq!(setup.server_name.as_deref(), Some("tls.internal"));
+        let setup = TlsSetup::new(
+            None,
+            &QuicConfig {
+                insecure: false,
+                ..quic
+            },
+        )
+        .unwrap();
+        assert!(
+            setup.loopback.is_some(),
+            "loopback development trust as before"
+        );
     }
 }

@@ -75,6 +75,37 @@ async fn insecure_skip_verify_connects_to_a_broker_it_cannot_verify() {
     client.ping().await.unwrap();
 }
 
+/// The seed SDK's places for the same settings: `quic_config.server_name` names the broker
+/// (a wrong one is refused, the right one connects), and `quic_config.insecure` connects to a
+/// broker the client cannot verify.
+#[tokio::test]
+async fn the_quic_configs_server_name_and_insecure_are_used() {
+    tests::init_tracing();
+    let pki = Pki::new("CA");
+    let broker = TestBroker::start_with(broker_config(&pki)).await.unwrap();
+    let named = |name: &str| {
+        let mut config = client_config(&broker, &pki.ca());
+        config.tls_config.as_mut().unwrap().server_name = None;
+        config.quic_config.server_name = Some(name.into());
+        config
+    };
+    let message = tls_message(RustMqClient::new(named("broker.elsewhere.example")).await);
+    assert!(
+        message.contains("not valid for name \"broker.elsewhere.example\""),
+        "{message}"
+    );
+    let client = RustMqClient::new(named("localhost")).await.unwrap();
+    client.ping().await.unwrap();
+
+    let mut config = broker.client_config();
+    config.tls_config = Some(TlsConfig::default());
+    let message = tls_message(RustMqClient::new(config.clone()).await);
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    config.quic_config.insecure = true;
+    let client = RustMqClient::new(config).await.unwrap();
+    client.ping().await.unwrap();
+}
+
 fn mtls_broker_config(
     pki: &Pki,
     mode: ClientAuth,
