@@ -1,6 +1,8 @@
 //! `name = value` options shared by `#[topic(..)]` and `#[handler(..)]`.
 //!
-//! Options are parsed as a comma-separated list of `syn::Meta`. Every mistake is recorded in
+//! Options are parsed as a comma-separated list of `syn::Meta`, whose paths may be keywords
+//! (syn reads their segments with `Ident::parse_any`): that is how `crate = ".."` reads as
+//! an option named `crate`. Every mistake is recorded in
 //! the [`Ctxt`] and parsing goes on, so that one compile shows all of them: an unknown option
 //! (with the closest known name when one is close), a duplicate (at the duplicate), an option
 //! without a value, and values of the wrong kind.
@@ -208,6 +210,24 @@ mod tests {
                 "duplicate topic option `name`",
                 "expected a value: `partitions = ...`",
                 "unknown topic option",
+            ]
+        );
+    }
+
+    #[test]
+    fn keyword_option_names() {
+        let cx = Ctxt::new();
+        let known = &["name", "crate"];
+        let options = parse_options(&cx, "topic", known, quote!(crate = "a::b", name = "x"));
+        let options = options.unwrap();
+        assert!(options[0].is("crate") && options[1].is("name"));
+        let options = parse_options(&cx, "topic", known, quote!(krate = "a", self = "b")).unwrap();
+        assert!(options.is_empty());
+        assert_eq!(
+            errors(cx),
+            [
+                "unknown topic option `krate`; did you mean `crate`? (known options: name, crate)",
+                "unknown topic option `self` (known options: name, crate)",
             ]
         );
     }

@@ -1,7 +1,8 @@
 //! Procedural macros for RustMQ's typed layer: `#[derive(Topic)]` and `#[handler]`.
 //!
 //! Use them through `rustmq` (`rustmq::Topic`, `rustmq::handler`), never from this crate
-//! directly: the generated code reaches the runtime through `::rustmq::__private` paths.
+//! directly: the generated code reaches the runtime through paths into the `rustmq` crate
+//! (`<rustmq>::Topic`, `<rustmq>::__private::..`).
 //!
 //! ```
 //! use rustmq::{handler, Topic};
@@ -24,6 +25,34 @@
 //! # let _ = bill;
 //! ```
 //!
+//! The generated paths start with what the calling crate calls `rustmq`, read from its
+//! `Cargo.toml` (with `proc-macro-crate`): `::rustmq` normally, `::rustmq_client` for the
+//! dependency renamed as code written for the seed SDK has it
+//! (`rustmq-client = { package = "rustmq", .. }`).
+//! A crate that reaches `rustmq` only through another crate's re-export names the path itself
+//! with `crate = ".."` (as with serde's `#[serde(crate = "..")]`), an option of both
+//! attributes:
+//!
+//! ```
+//! mod my_sdk {
+//!     pub use ::rustmq as mq; // an SDK re-exporting rustmq
+//! }
+//! use my_sdk::mq::{handler, Topic};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Topic)]
+//! #[topic(name = "orders", crate = "my_sdk::mq")]
+//! struct OrderPlaced {
+//!     order_id: String,
+//! }
+//!
+//! #[handler(crate = "my_sdk::mq")]
+//! async fn bill(order: OrderPlaced) {
+//!     let _ = order;
+//! }
+//! # let _ = bill;
+//! ```
+//!
 //! Both macros follow serde_derive's pipeline: the input is parsed into an AST while a
 //! `Ctxt` collects every mistake, cross-option rules are checked, and code is generated
 //! only when there were none, so that one compile shows all attribute mistakes, each at the
@@ -32,6 +61,7 @@
 mod attr;
 mod ctxt;
 mod handler;
+mod krate;
 mod topic;
 
 use proc_macro::TokenStream;
@@ -48,6 +78,7 @@ use proc_macro::TokenStream;
 /// | `codec` | `"json"`, `"bincode"`, `"postcard"`, or the path of a type implementing `rustmq::codec::Codec` (`codec = my::Cbor`) | `"json"` |
 /// | `partitions` | partitions when the topic is created (at least 1) | the broker's default |
 /// | `dead_letter` | the dead-letter topic, checked like `name` | `"<name>.dlq"` |
+/// | `crate` | the path of the `rustmq` crate, as a string: `crate = "my_sdk::rustmq"`, for a crate that gets `rustmq` through a re-export | what the crate's `Cargo.toml` calls `rustmq`: `::rustmq`, or `::rustmq_client` after `rustmq-client = { package = "rustmq", .. }` |
 ///
 /// The key field's type must implement `rustmq::__private::TopicKey` (strings, integers,
 /// byte vectors and arrays, `Bytes`, and references to these).
@@ -85,7 +116,10 @@ pub fn derive_topic(input: TokenStream) -> TokenStream {
 /// payloads, a return type that is no settlement).
 ///
 /// Options: `group = "billing"` (the consumer group, non-empty), `concurrency = 4` (at least
-/// 1), `start = "earliest" | "latest"` (where a group without committed offsets starts).
+/// 1), `start = "earliest" | "latest"` (where a group without committed offsets starts),
+/// `crate = "my_sdk::rustmq"` (the path of the `rustmq` crate, for a crate that gets it
+/// through a re-export; by default what the crate's `Cargo.toml` calls `rustmq`, as for
+/// `#[derive(Topic)]`).
 ///
 /// The function must be a free, non-generic `async fn` whose 1 to 8 arguments are written
 /// `name: Type` (or `mut name: Type`), exactly one of them a type that derives `Topic`.

@@ -14,6 +14,7 @@ use syn::{Attribute, ItemFn};
 
 use super::options::Options;
 use super::signature::HandlerSig;
+use crate::krate::Krate;
 
 /// Where the function's attributes go.
 struct FnAttrs<'a> {
@@ -52,7 +53,13 @@ fn split_attrs(attrs: &[Attribute]) -> FnAttrs<'_> {
 }
 
 /// The generated items for a checked handler.
-pub(crate) fn expand(item: &ItemFn, sig: &HandlerSig, options: &Options) -> TokenStream {
+/// `krate` is the path of the `rustmq` crate, prefixed to every path into it.
+pub(crate) fn expand(
+    item: &ItemFn,
+    sig: &HandlerSig,
+    options: &Options,
+    krate: &Krate,
+) -> TokenStream {
     let ident = &item.sig.ident;
     let vis = &item.vis;
     let block = &item.block;
@@ -68,14 +75,14 @@ pub(crate) fn expand(item: &ItemFn, sig: &HandlerSig, options: &Options) -> Toke
     let output = &sig.output;
     // `for<'__r>` keeps the bounds from being "trivial" (global): rustc reports a false
     // trivial bound at the impl, in a second error next to the checks below.
-    let extractor_bounds = args.iter().map(
-        |ty| quote_spanned!(ty.span()=> for<'__r> #ty: ::rustmq::__private::FromDelivery<__S>,),
-    );
+    let extractor_bounds = args
+        .iter()
+        .map(|ty| quote_spanned!(ty.span()=> for<'__r> #ty: #krate::__private::FromDelivery<__S>,));
     let settlement_bound = quote_spanned!(output.span()=>
-        for<'__r> #output: ::rustmq::__private::IntoSettlement,
+        for<'__r> #output: #krate::__private::IntoSettlement,
     );
-    let payload_check = payload_check(&name, ident.span(), sig);
-    let settlement_check = settlement_check(output);
+    let payload_check = payload_check(&name, ident.span(), sig, krate);
+    let settlement_check = settlement_check(output, krate);
     let send_check = send_check(ident, args);
 
     quote! {
@@ -95,7 +102,7 @@ pub(crate) fn expand(item: &ItemFn, sig: &HandlerSig, options: &Options) -> Toke
             }
 
             #[automatically_derived]
-            impl<__S> ::rustmq::__private::Handler<(#(#args,)*), __S> for #ident
+            impl<__S> #krate::__private::Handler<(#(#args,)*), __S> for #ident
             where
                 __S: ::core::clone::Clone
                     + ::core::marker::Send
@@ -106,14 +113,14 @@ pub(crate) fn expand(item: &ItemFn, sig: &HandlerSig, options: &Options) -> Toke
             {
                 fn call(
                     &self,
-                    delivery: ::rustmq::__private::Delivery,
+                    delivery: #krate::__private::Delivery,
                     state: __S,
-                ) -> ::rustmq::__private::HandlerFuture {
-                    ::rustmq::__private::call_handler(#ident::handle, delivery, state)
+                ) -> #krate::__private::HandlerFuture {
+                    #krate::__private::call_handler(#ident::handle, delivery, state)
                 }
 
-                fn options(&self) -> ::rustmq::__private::HandlerOptions {
-                    ::rustmq::__private::HandlerOptions::new(#name) #setters
+                fn options(&self) -> #krate::__private::HandlerOptions {
+                    #krate::__private::HandlerOptions::new(#name) #setters
                 }
             }
 
@@ -130,7 +137,12 @@ pub(crate) fn expand(item: &ItemFn, sig: &HandlerSig, options: &Options) -> Toke
 ///
 /// Only items (`__PAYLOADS`), no local variables, are named from user-spanned tokens: local
 /// variables are hygienic when the handler is written inside a `macro_rules!`.
-fn payload_check(name: &str, fn_span: proc_macro2::Span, sig: &HandlerSig) -> TokenStream {
+fn payload_check(
+    name: &str,
+    fn_span: proc_macro2::Span,
+    sig: &HandlerSig,
+    krate: &Krate,
+) -> TokenStream {
     let missing = format!(
         "#[handler] `{name}` has no payload argument: one argument must be a type that \
          derives `Topic`"
@@ -141,7 +153,7 @@ fn payload_check(name: &str, fn_span: proc_macro2::Span, sig: &HandlerSig) -> To
     );
     let count = sig.args.len();
     let kinds = sig.args.iter().map(
-        |ty| quote_spanned!(ty.span()=> <#ty as ::rustmq::__private::ExtractorKind>::IS_PAYLOAD),
+        |ty| quote_spanned!(ty.span()=> <#ty as #krate::__private::ExtractorKind>::IS_PAYLOAD),
     );
     let extra_checks = sig.args.iter().enumerate().skip(1).map(|(i, ty)| {
         let before = (0..i).map(|j| quote!(__PAYLOADS[#j]));
@@ -179,9 +191,9 @@ fn send_check(ident: &syn::Ident, args: &[syn::Type]) -> TokenStream {
 }
 
 /// A return type that is no settlement, reported at the return type.
-fn settlement_check(output: &TokenStream) -> TokenStream {
+fn settlement_check(output: &TokenStream, krate: &Krate) -> TokenStream {
     let check = quote_spanned! {output.span()=>
-        let _ = <#output as ::rustmq::__private::IntoSettlement>::into_settlement;
+        let _ = <#output as #krate::__private::IntoSettlement>::into_settlement;
     };
     quote!(const _: () = { #check };)
 }
@@ -197,7 +209,8 @@ mod tests {
         let options = Options::parse(&cx, options);
         let sig = HandlerSig::check(&cx, &item.sig);
         cx.check().unwrap();
-        expand(&item, &sig.unwrap(), &options).to_string()
+        let krate = Krate::or_resolve(None);
+        expand(&item, &sig.unwrap(), &options, &krate).to_string()
     }
 
     #[test]

@@ -9,13 +9,14 @@ use proc_macro2::TokenStream;
 use syn::ItemFn;
 
 use crate::ctxt::Ctxt;
+use crate::krate::Krate;
 
 /// Expands `#[handler(args)] item`. With any error, the errors come out next to the item as
 /// the user wrote it (tokio-macros' way), so that the rest of the crate and IDEs still see
 /// the function.
 pub(crate) fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
-    let options = options::Options::parse(&cx, args);
+    let mut options = options::Options::parse(&cx, args);
     let function = match syn::parse2::<ItemFn>(item.clone()) {
         Ok(function) => Some(function),
         Err(error) => {
@@ -30,7 +31,10 @@ pub(crate) fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
         .as_ref()
         .and_then(|f| signature::HandlerSig::check(&cx, &f.sig));
     match (cx.check(), function, sig) {
-        (Ok(()), Some(function), Some(sig)) => expand::expand(&function, &sig, &options),
+        (Ok(()), Some(function), Some(sig)) => {
+            let krate = Krate::or_resolve(options.krate.take());
+            expand::expand(&function, &sig, &options, &krate)
+        }
         (result, _, _) => {
             let mut out = result
                 .err()
@@ -78,5 +82,23 @@ mod tests {
         .to_string();
         assert!(out.contains("struct bill"), "{out}");
         assert!(!out.contains("compile_error"), "{out}");
+        // rustmq-macros' Cargo.toml has `rustmq` under its own name.
+        assert!(out.contains(":: rustmq :: __private :: Handler"), "{out}");
+    }
+
+    #[test]
+    fn crate_override_reaches_every_path() {
+        let out = handler(
+            quote!(crate = "my_sdk::mq"),
+            quote!(
+                async fn bill(order: Order) {}
+            ),
+        )
+        .to_string();
+        assert!(!out.contains("rustmq"), "{out}");
+        assert!(
+            out.contains("my_sdk :: mq :: __private :: Handler"),
+            "{out}"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! `#[handler(group = "billing", concurrency = 4, start = "earliest")]`.
+//! `#[handler(group = "billing", concurrency = 4, start = "earliest", crate = "my::rustmq")]`.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -6,6 +6,7 @@ use syn::LitStr;
 
 use crate::attr::{self, NameValue};
 use crate::ctxt::Ctxt;
+use crate::krate::{Krate, CRATE};
 
 /// `group = "billing"`: the consumer group (non-empty).
 pub(crate) const GROUP: &str = "group";
@@ -14,7 +15,7 @@ pub(crate) const CONCURRENCY: &str = "concurrency";
 /// `start = "earliest" | "latest"`: where a group without committed offsets starts.
 pub(crate) const START: &str = "start";
 
-const OPTIONS: &[&str] = &[GROUP, CONCURRENCY, START];
+const OPTIONS: &[&str] = &[GROUP, CONCURRENCY, START, CRATE];
 /// The longest consumer group name the broker takes (`rustmq_protocol::MAX_GROUP_NAME_LEN`).
 const MAX_GROUP_LEN: usize = 120;
 
@@ -36,6 +37,8 @@ pub(crate) struct Options {
     pub(crate) concurrency: Option<usize>,
     /// `start`.
     pub(crate) start: Option<Start>,
+    /// `crate`: the path of the `rustmq` crate, when given.
+    pub(crate) krate: Option<Krate>,
 }
 
 impl Options {
@@ -80,6 +83,8 @@ impl Options {
                     None
                 }
             });
+        } else if option.is(CRATE) {
+            self.krate = Krate::from_option(cx, option);
         }
     }
 
@@ -127,13 +132,21 @@ mod tests {
             parse(quote!(start = "latest")).unwrap().start,
             Some(Start::Latest)
         );
+        let krate = parse(quote!(crate = "my_sdk::rustmq", group = "g"))
+            .unwrap()
+            .krate
+            .unwrap();
+        assert_eq!(quote!(#krate).to_string(), "my_sdk :: rustmq");
     }
 
     #[test]
     fn none_given() {
         let options = parse(TokenStream::new()).unwrap();
         assert!(
-            options.group.is_none() && options.concurrency.is_none() && options.start.is_none()
+            options.group.is_none()
+                && options.concurrency.is_none()
+                && options.start.is_none()
+                && options.krate.is_none()
         );
         assert!(options.setters().is_empty());
     }
@@ -145,18 +158,24 @@ mod tests {
             group = "",
             concurrency = 0,
             start = "beginning",
-            start = "latest"
+            start = "latest",
+            crate = "not a path!",
+            krate = "x"
         ))
         .unwrap_err();
         assert_eq!(
             errors,
             [
                 "unknown handler option `grop`; did you mean `group`? \
-                 (known options: group, concurrency, start)",
+                 (known options: group, concurrency, start, crate)",
                 "duplicate handler option `start`",
+                "unknown handler option `krate`; did you mean `crate`? \
+                 (known options: group, concurrency, start, crate)",
                 "`group` must not be empty",
                 "`concurrency` must be at least 1",
                 "unknown start \"beginning\": use \"earliest\" or \"latest\"",
+                "`crate` must be the path of the rustmq crate, e.g. \
+                 `crate = \"my_sdk::rustmq\"`; \"not a path!\" is not a path: unexpected token",
             ]
         );
     }

@@ -13,6 +13,7 @@ use syn::{Data, DeriveInput, Expr, Fields, Ident, Lit, LitStr, Member, Type};
 use super::name;
 use crate::attr::{self, NameValue};
 use crate::ctxt::Ctxt;
+use crate::krate::{Krate, CRATE};
 
 /// The attribute's name.
 pub(crate) const TOPIC: &str = "topic";
@@ -27,7 +28,7 @@ pub(crate) const PARTITIONS: &str = "partitions";
 /// `dead_letter = "orders.dlq"`: the dead-letter topic.
 pub(crate) const DEAD_LETTER: &str = "dead_letter";
 
-const OPTIONS: &[&str] = &[NAME, KEY, CODEC, PARTITIONS, DEAD_LETTER];
+const OPTIONS: &[&str] = &[NAME, KEY, CODEC, PARTITIONS, DEAD_LETTER, CRATE];
 const BUILTIN_CODECS: &[&str] = &["json", "bincode", "postcard"];
 
 /// A type deriving `Topic`, as the code generator needs it.
@@ -36,6 +37,8 @@ pub(crate) struct Topic<'a> {
     pub(crate) ident: &'a Ident,
     /// `NAME`.
     pub(crate) name: LitStr,
+    /// The path of the `rustmq` crate (`crate = ".."`, else what `Cargo.toml` calls it).
+    pub(crate) krate: Krate,
     /// The `Codec` type: a path to one of rustmq's codecs or to the user's.
     pub(crate) codec: TokenStream,
     /// `PARTITIONS`, when given.
@@ -62,6 +65,15 @@ pub(crate) struct KeyField<'a> {
     pub(crate) ty: &'a Type,
 }
 
+/// `codec = ...` as written: a built-in codec becomes a path only once the crate's path is
+/// known (a `crate = ".."` may follow it).
+enum CodecSpec {
+    /// `"json"`, `"bincode"` or `"postcard"`: the type's name in `rustmq::codec`.
+    Builtin(&'static str),
+    /// The path of the user's codec type.
+    Custom(TokenStream),
+}
+
 /// `key = ...` as written.
 enum KeySpec {
     Named(LitStr),
@@ -73,9 +85,10 @@ enum KeySpec {
 struct Options {
     name: Option<LitStr>,
     key: Option<KeySpec>,
-    codec: Option<TokenStream>,
+    codec: Option<CodecSpec>,
     partitions: Option<u32>,
     dead_letter: Option<LitStr>,
+    krate: Option<Krate>,
     /// A `#[topic]` attribute could not be read at all (its syntax error is recorded).
     unreadable: bool,
     /// At least one `#[topic]` attribute was present.
@@ -137,12 +150,20 @@ impl<'a> Topic<'a> {
         if cx.has_errors() {
             return None;
         }
+        let name = options.name?;
+        let krate = Krate::or_resolve(options.krate);
+        let codec = match options.codec.unwrap_or(CodecSpec::Builtin("Json")) {
+            CodecSpec::Builtin(ty) => {
+                let ty = Ident::new(ty, proc_macro2::Span::call_site());
+                quote!(#krate::codec::#ty)
+            }
+            CodecSpec::Custom(path) => path,
+        };
         Some(Topic {
             ident: &input.ident,
-            name: options.name?,
-            codec: options
-                .codec
-                .unwrap_or_else(|| quote!(::rustmq::codec::Json)),
+            name,
+            krate,
+            codec,
             partitions: options.partitions,
             dead_letter: options.dead_letter,
             key,
@@ -234,6 +255,8 @@ fn read_option(cx: &Ctxt, option: &NameValue, options: &mut Options) {
         options.codec = codec(cx, option);
     } else if option.is(KEY) {
         options.key = key_spec(cx, option);
+    } else if option.is(CRATE) {
+        options.krate = Krate::from_option(cx, option);
     }
 }
 
@@ -248,14 +271,14 @@ fn topic_name(cx: &Ctxt, option: &NameValue, example: &str) -> Option<LitStr> {
     }
 }
 
-fn codec(cx: &Ctxt, option: &NameValue) -> Option<TokenStream> {
+fn codec(cx: &Ctxt, option: &NameValue) -> Option<CodecSpec> {
     match &option.value {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Str(s), ..
         }) => match s.value().as_str() {
-            "json" => Some(quote!(::rustmq::codec::Json)),
-            "bincode" => Some(quote!(::rustmq::codec::Bincode)),
-            "postcard" => Some(quote!(::rustmq::codec::Postcard)),
+            "json" => Some(CodecSpec::Builtin("Json")),
+            "bincode" => Some(CodecSpec::Builtin("Bincode")),
+            "postcard" => Some(CodecSpec::Builtin("Postcard")),
             other => {
                 cx.error_spanned_by(
                     s,
@@ -272,7 +295,7 @@ fn codec(cx: &Ctxt, option: &NameValue) -> Option<TokenStream> {
                 qself: path.qself.clone(),
                 path: path.path.clone(),
             };
-            Some(quote!(#ty))
+            Some(CodecSpec::Custom(quote!(#ty)))
         }
         other => {
             cx.error_spanned_by(
@@ -553,7 +576,7 @@ mod tests {
             errors(&input),
             [
                 "unknown topic option `nmae`; did you mean `name`? \
-                 (known options: name, key, codec, partitions, dead_letter)",
+                 (known options: name, key, codec, partitions, dead_letter, crate)",
                 "unknown codec \"xml\": use \"json\", \"bincode\" or \"postcard\", \
                  or the path of a type implementing `rustmq::codec::Codec`",
                 "`partitions` must be at least 1",
@@ -624,6 +647,53 @@ mod tests {
         assert_eq!(
             errors(&input),
             ["expected options in parentheses: #[topic(name = \"...\")]"]
+        );
+    }
+
+    #[test]
+    fn crate_path() {
+        let default: DeriveInput = parse_quote!(
+            #[topic(name = "a", codec = "postcard")]
+            struct A;
+        );
+        // rustmq-macros' Cargo.toml has `rustmq` under its own name.
+        let topic = parse(&default);
+        let krate = &topic.krate;
+        assert_eq!(quote!(#krate).to_string(), ":: rustmq");
+
+        // Given after the codec, in another attribute: the built-in codec follows it.
+        let given: DeriveInput = parse_quote!(
+            #[topic(name = "a", codec = "postcard")]
+            #[topic(crate = "my_sdk::rustmq")]
+            struct A;
+        );
+        let topic = parse(&given);
+        let krate = &topic.krate;
+        assert_eq!(quote!(#krate).to_string(), "my_sdk :: rustmq");
+        assert_eq!(
+            topic.codec.to_string(),
+            quote!(my_sdk::rustmq::codec::Postcard).to_string()
+        );
+        let json: DeriveInput = parse_quote!(
+            #[topic(name = "a", crate = "::rustmq_client")]
+            struct A;
+        );
+        assert_eq!(
+            parse(&json).codec.to_string(),
+            quote!(::rustmq_client::codec::Json).to_string()
+        );
+
+        let bad: DeriveInput = parse_quote!(
+            #[topic(name = "a", crate = "my sdk", crate = "x")]
+            struct A;
+        );
+        assert_eq!(
+            errors(&bad),
+            [
+                "duplicate topic option `crate`",
+                "`crate` must be the path of the rustmq crate, e.g. \
+                 `crate = \"my_sdk::rustmq\"`; \"my sdk\" is not a path: unexpected token",
+            ]
         );
     }
 

@@ -10,9 +10,11 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::ast::{Key, KeyField, Topic};
+use crate::krate::Krate;
 
-/// The generated items.
+/// The generated items, reaching `rustmq` through `topic.krate`.
 pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
+    let krate = &topic.krate;
     let ident = topic.ident;
     let name = &topic.name;
     let codec = &topic.codec;
@@ -29,10 +31,10 @@ pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
         }
     });
     let key = topic.key.as_ref().map(|key| {
-        let body = key_body(key);
+        let body = key_body(key, krate);
         quote! {
             #[inline]
-            fn key(&self) -> ::core::option::Option<::rustmq::__private::Bytes> {
+            fn key(&self) -> ::core::option::Option<#krate::__private::Bytes> {
                 #body
             }
         }
@@ -42,7 +44,7 @@ pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
             #[automatically_derived]
-            impl ::rustmq::Topic for #ident {
+            impl #krate::Topic for #ident {
                 const NAME: &'static ::core::primitive::str = #name;
                 type Codec = #codec;
                 #partitions
@@ -51,25 +53,25 @@ pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl<__S> ::rustmq::__private::FromDelivery<__S> for #ident
+            impl<__S> #krate::__private::FromDelivery<__S> for #ident
             where
                 __S: ::core::marker::Send + ::core::marker::Sync + 'static,
             {
                 #[inline]
                 fn from_delivery(
-                    delivery: &::rustmq::__private::Delivery,
+                    delivery: &#krate::__private::Delivery,
                     _state: &__S,
-                ) -> ::core::result::Result<Self, ::rustmq::__private::Rejection> {
-                    ::rustmq::__private::decode_payload::<Self>(delivery)
+                ) -> ::core::result::Result<Self, #krate::__private::Rejection> {
+                    #krate::__private::decode_payload::<Self>(delivery)
                 }
             }
 
             #[automatically_derived]
-            impl ::rustmq::__private::ExtractorKind for #ident {
+            impl #krate::__private::ExtractorKind for #ident {
                 const IS_PAYLOAD: ::core::primitive::bool = true;
                 #[inline]
-                fn payload_topic() -> ::core::option::Option<::rustmq::__private::TopicInfo> {
-                    ::core::option::Option::Some(::rustmq::__private::TopicInfo::of::<Self>())
+                fn payload_topic() -> ::core::option::Option<#krate::__private::TopicInfo> {
+                    ::core::option::Option::Some(#krate::__private::TopicInfo::of::<Self>())
                 }
             }
         };
@@ -79,16 +81,16 @@ pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
 /// The key conversion, spanned at the key field's type so that a type without `TopicKey`
 /// is reported at the user's field. `self` and `__key` keep the macro's span: with a user span
 /// they would not resolve when the type is declared inside a `macro_rules!`.
-fn key_body(key: &Key<'_>) -> TokenStream {
+fn key_body(key: &Key<'_>, krate: &Krate) -> TokenStream {
     match key {
         Key::Struct(field) => {
             let member = &field.member;
-            convert(field, quote!(&self.#member))
+            convert(field, quote!(&self.#member), krate)
         }
         Key::Enum(variants) => {
             let arms = variants.iter().map(|(variant, field)| {
                 let member = &field.member;
-                let call = convert(field, quote!(__key));
+                let call = convert(field, quote!(__key), krate);
                 quote!(Self::#variant { #member: ref __key, .. } => #call,)
             });
             quote!(match *self { #(#arms)* })
@@ -96,10 +98,10 @@ fn key_body(key: &Key<'_>) -> TokenStream {
     }
 }
 
-fn convert(field: &KeyField<'_>, value: TokenStream) -> TokenStream {
+fn convert(field: &KeyField<'_>, value: TokenStream, krate: &Krate) -> TokenStream {
     let ty = field.ty;
     quote_spanned! {ty.span()=>
-        <#ty as ::rustmq::__private::TopicKey>::message_key(#value)
+        <#ty as #krate::__private::TopicKey>::message_key(#value)
     }
 }
 
@@ -142,6 +144,26 @@ mod tests {
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn crate_override_reaches_every_path() {
+        let out = expand_str(parse_quote! {
+            #[topic(name = "orders", key = "id", crate = "crate::sdk::mq")]
+            enum Event { A { id: u64 } }
+        });
+        assert!(!out.contains("rustmq"), "{out}");
+        for path in [
+            "impl crate :: sdk :: mq :: Topic for Event",
+            "type Codec = crate :: sdk :: mq :: codec :: Json",
+            "-> :: core :: option :: Option < crate :: sdk :: mq :: __private :: Bytes >",
+            "< u64 as crate :: sdk :: mq :: __private :: TopicKey > :: message_key (__key)",
+            "impl < __S > crate :: sdk :: mq :: __private :: FromDelivery < __S > for Event",
+            "crate :: sdk :: mq :: __private :: decode_payload :: < Self > (delivery)",
+            "impl crate :: sdk :: mq :: __private :: ExtractorKind for Event",
+        ] {
+            assert!(out.contains(path), "{path} not in {out}");
+        }
     }
 
     #[test]
