@@ -39,6 +39,8 @@
 //!
 //! [log]
 //! segment_bytes = 134217728
+//! segment_ms = 604800000            # roll the active segment at the first append after it is
+//!                                   # this old (7 days; retention_ms instead when shorter)
 //! index_interval_bytes = 4096
 //! retention_ms = 604800000          # optional
 //! retention_bytes = 1073741824      # optional, per partition
@@ -202,6 +204,12 @@ impl Default for QuicSettings {
 pub struct LogSettings {
     /// Roll a segment at this size (bytes).
     pub segment_bytes: u64,
+    /// Roll the active segment at the first append after its first batch is this old (ms;
+    /// default 7 days, as Kafka's `segment.ms`), or `retention_ms` old when that is shorter:
+    /// retention deletes only sealed segments, so without it a partition receiving little data
+    /// would keep its records past the retention in a segment that never fills. Broker-wide;
+    /// at least 1. See [`LogConfig::segment_ms`].
+    pub segment_ms: u64,
     /// One sparse index entry per this many bytes.
     pub index_interval_bytes: u32,
     /// Delete segments older than this (ms).
@@ -220,6 +228,7 @@ impl Default for LogSettings {
         let log = LogConfig::default();
         Self {
             segment_bytes: log.segment_bytes,
+            segment_ms: log.segment_ms,
             index_interval_bytes: log.index_interval_bytes,
             retention_ms: None,
             retention_bytes: None,
@@ -234,6 +243,7 @@ impl LogSettings {
     pub fn log_config(&self, overrides: &rustmq_protocol::TopicSettings) -> LogConfig {
         LogConfig {
             segment_bytes: overrides.segment_bytes.unwrap_or(self.segment_bytes),
+            segment_ms: self.segment_ms,
             index_interval_bytes: self.index_interval_bytes,
             retention_bytes: overrides.retention_bytes.or(self.retention_bytes),
             retention_ms: overrides.retention_ms.or(self.retention_ms),
@@ -377,6 +387,9 @@ impl BrokerConfig {
         if self.log.segment_bytes < 1024 {
             return bad("log.segment_bytes must be at least 1024");
         }
+        if self.log.segment_ms == 0 {
+            return bad("log.segment_ms must be at least 1");
+        }
         if self.log.index_interval_bytes == 0 {
             return bad("log.index_interval_bytes must be at least 1");
         }
@@ -416,6 +429,7 @@ mod tests {
             max_batch_bytes = 1024
             [log]
             flush = "interval:250ms"
+            segment_ms = 3600000
             retention_bytes = 100
             retention_check_interval = "5s"
             [quic]
@@ -431,6 +445,22 @@ mod tests {
             FlushPolicy::Interval(Duration::from_millis(250))
         );
         assert_eq!(cfg.log.retention_check_interval, Duration::from_secs(5));
+        assert_eq!(cfg.log.segment_ms, 3_600_000);
+        let log = cfg
+            .log
+            .log_config(&rustmq_protocol::TopicSettings::default());
+        assert_eq!((log.segment_ms, log.roll_ms()), (3_600_000, 3_600_000));
+        // A retention shorter than segment_ms rolls segments by the retention.
+        let log = cfg.log.log_config(&rustmq_protocol::TopicSettings {
+            retention_ms: Some(60_000),
+            ..Default::default()
+        });
+        assert_eq!((log.segment_ms, log.roll_ms()), (3_600_000, 60_000));
+        assert_eq!(
+            BrokerConfig::default().log.segment_ms,
+            7 * 24 * 3_600_000,
+            "Kafka's default"
+        );
         assert!(!cfg.auto_create_topics);
         assert_eq!(cfg.quic.max_udp_payload_size, 1452);
         assert_eq!(cfg.quic.ack_eliciting_threshold, 0);
@@ -494,6 +524,10 @@ mod tests {
                 .validate()
                 .is_err()
         );
+        let mut cfg = BrokerConfig::default();
+        cfg.log.segment_ms = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("log.segment_ms must be at least 1"), "{err}");
         let mut cfg = BrokerConfig::default();
         cfg.limits.request_read_timeout_ms = 0;
         let err = cfg.validate().unwrap_err().to_string();

@@ -18,12 +18,24 @@ pub enum FlushPolicy {
     Os,
 }
 
+/// Default [`LogConfig::segment_ms`]: 7 days, as Kafka's `segment.ms`.
+pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Configuration of one [`PartitionLog`](super::PartitionLog).
 #[derive(Clone, Debug)]
 pub struct LogConfig {
     /// Roll to a new segment when the active one would exceed this many bytes. Capped at
     /// `u32::MAX` because index entries store 32-bit file positions.
     pub segment_bytes: u64,
+    /// Roll the active segment, at the next append, once its first batch was appended more
+    /// than this many milliseconds ago (Kafka's `segment.ms`), so that a partition receiving
+    /// little data still gets sealed segments that retention can delete: retention never
+    /// deletes the active segment. When `retention_ms` is shorter, the segment rolls by that
+    /// instead, so that data older than the retention is always in a sealed segment (see
+    /// [`roll_ms`](Self::roll_ms)). Age is measured on the broker's clock from the first
+    /// append, not by record timestamps, which producers set and which may lie far in the past
+    /// (a roll per append) or future (never a roll). Default 7 days.
+    pub segment_ms: u64,
     /// The sparse offset index gets one entry per this many bytes of batches.
     pub index_interval_bytes: u32,
     /// Delete the oldest segments while the log stays at least this large without them.
@@ -40,11 +52,21 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             segment_bytes: 128 * 1024 * 1024,
+            segment_ms: DEFAULT_SEGMENT_MS,
             index_interval_bytes: 4096,
             retention_bytes: None,
             retention_ms: None,
             flush: FlushPolicy::Os,
             max_uncompressed_batch: DEFAULT_MAX_UNCOMPRESSED,
         }
+    }
+}
+
+impl LogConfig {
+    /// The age (ms) after which the active segment rolls at the next append: `segment_ms`, or
+    /// `retention_ms` when that is shorter.
+    pub fn roll_ms(&self) -> u64 {
+        self.retention_ms
+            .map_or(self.segment_ms, |retention| retention.min(self.segment_ms))
     }
 }

@@ -10,9 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use rustmq_protocol::{BatchHeader, ProtocolError};
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::producer_state::ProducerTable;
+use super::retention::Maintenance;
 use super::segment::{sync_dir, Segment};
 use super::sync::GroupCommit;
 use super::{FlushPolicy, LogConfig, StorageError};
@@ -40,6 +41,8 @@ const TRY_APPEND_SPINS: u32 = 1_000;
 pub struct PartitionLog {
     pub(super) dir: PathBuf,
     pub(super) config: LogConfig,
+    /// [`LogConfig::roll_ms`], for the comparison every append makes.
+    pub(super) roll_ms: i64,
     /// Serializes appends, rolls and index writes of the active segment.
     pub(super) appender: Mutex<ProducerTable>,
     /// Oldest first; the last one is the active segment. Never empty.
@@ -52,8 +55,8 @@ pub struct PartitionLog {
     /// Set while an append holds the log to roll its segment (it syncs the sealed one).
     pub(super) rolling: AtomicBool,
     /// Held by a retention pass for its whole run (the files it removes too), and by
-    /// [`retire`](PartitionLog::retire).
-    pub(super) maintenance: Mutex<()>,
+    /// [`retire`](PartitionLog::retire); what retention still has to do.
+    pub(super) maintenance: Mutex<Maintenance>,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -91,7 +94,8 @@ impl PartitionLog {
     /// exactly one batch. Idempotent batches are checked against the producer table first: a
     /// retry of a stored batch returns [`StorageError::DuplicateSequence`] and writes nothing.
     /// Only `base_offset` is rewritten, in the copy written to the segment. It may block on the
-    /// disk: a batch that rolls the segment syncs the sealed one, and with
+    /// disk: a batch that rolls the segment (it is full, or its first batch is older than
+    /// [`LogConfig::roll_ms`]) syncs the sealed one, and with
     /// [`FlushPolicy::Always`] it returns once the batch is on disk (sharing the fdatasync with
     /// concurrent appends). Async callers try [`try_append`](Self::try_append) first and run
     /// this on a blocking thread when it cannot append without waiting.
@@ -101,7 +105,7 @@ impl PartitionLog {
         let info = {
             let mut producers = self.appender.lock();
             let active = self.active();
-            self.append_locked(&mut producers, active, batch, &header)?
+            self.append_locked(&mut producers, active, batch, &header, now_ms())?
         };
         if self.config.flush == FlushPolicy::Always {
             self.commit
@@ -141,14 +145,22 @@ impl PartitionLog {
             std::hint::spin_loop();
         };
         let active = self.active();
-        if !active.has_room(
+        let now = now_ms();
+        if !self.has_room(&active, batch, &header, now) {
+            return None;
+        }
+        Some(self.append_locked(&mut producers, active, batch, &header, now))
+    }
+
+    /// Whether `batch` goes into `active` without a roll, by size and by age (`now` is the
+    /// broker's clock, read once per append: no other clock read or syscall is made here).
+    fn has_room(&self, active: &Segment, batch: &[u8], header: &BatchHeader, now: i64) -> bool {
+        active.has_room(
             batch.len() as u64,
             header.record_count,
             self.config.segment_bytes,
-        ) {
-            return None;
-        }
-        Some(self.append_locked(&mut producers, active, batch, &header))
+            now.saturating_sub(self.roll_ms),
+        )
     }
 
     /// The checks of an append before the log is locked: the batch's header, and that the
@@ -165,30 +177,27 @@ impl PartitionLog {
     }
 
     /// The append itself, under the append lock (`producers`), into `active` or, when it has
-    /// no room, a new segment.
+    /// no room or is too old, a new segment. `now` is the broker's clock, read under the lock.
     fn append_locked(
         &self,
         producers: &mut ProducerTable,
         mut active: Arc<Segment>,
         batch: &[u8],
         header: &BatchHeader,
+        now: i64,
     ) -> Result<AppendInfo, StorageError> {
         if self.retired.load(Ordering::Acquire) {
             return Err(StorageError::Retired);
         }
         producers.check(header)?;
-        if !active.has_room(
-            batch.len() as u64,
-            header.record_count,
-            self.config.segment_bytes,
-        ) {
+        if !self.has_room(&active, batch, header, now) {
             self.rolling.store(true, Ordering::Release);
             let rolled = self.roll(&active);
             self.rolling.store(false, Ordering::Release);
             active = rolled?;
         }
         let base_offset = active.next_offset();
-        active.append(batch, header)?;
+        active.append(batch, header, now)?;
         producers.record(header, base_offset);
         let next = active.next_offset();
         self.high_watermark.store(next, Ordering::Release);
@@ -196,7 +205,7 @@ impl PartitionLog {
         Ok(AppendInfo {
             base_offset,
             last_offset: next - 1,
-            log_append_time: now_ms(),
+            log_append_time: now,
         })
     }
 
@@ -225,7 +234,16 @@ impl PartitionLog {
             base,
             self.config.index_interval_bytes,
         )?);
-        sync_dir(&self.dir)?;
+        if let Err(err) = sync_dir(&self.dir) {
+            // `old` stays the active segment and may take smaller batches past `base`: a file
+            // left at `base` would overlap it at the next open. Removed as best we can; one
+            // left anyway (or brought back by a crash) is empty, and the open removes it.
+            if let Err(remove) = segment.delete_files() {
+                warn!(dir = %self.dir.display(), base_offset = base, error = %remove,
+                    "could not remove the new segment of a failed roll");
+            }
+            return Err(err.into());
+        }
         self.segments.write().push(Arc::clone(&segment));
         debug!(dir = %self.dir.display(), base_offset = base, "rolled a new segment");
         Ok(segment)
@@ -475,6 +493,92 @@ mod tests {
         assert_eq!(log.segment_count(), 2);
         assert_eq!(log.read(0, 1).unwrap().len(), big.len());
         assert_eq!(log.read(20, 1).unwrap().len(), big.len());
+    }
+
+    /// A roll whose directory sync fails removes the file it created: the old segment stays
+    /// the active one and takes a smaller batch past the failed roll's base, and the log then
+    /// reopens with everything (a file left there would overlap the old segment).
+    #[test]
+    fn a_failed_roll_leaves_no_segment_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(1_000)).unwrap();
+        let (small, big) = (batch("s", 1, 0), batch("big", 20, 0));
+        assert!(small.len() * 3 < big.len() && big.len() < 1_000);
+        while log.active().size() + (big.len() as u64) <= 1_000 {
+            log.append(&small[..]).unwrap();
+        }
+        assert!(log.active().size() + small.len() as u64 <= 1_000);
+        let base = log.high_watermark();
+        crate::storage::segment::FAIL_SYNC_DIR.with(|n| n.set(1));
+        assert!(matches!(log.append(&big[..]), Err(StorageError::Io(_))));
+        assert!(!dir.path().join(format!("{base:020}.log")).exists());
+        assert_eq!(log.segment_count(), 1);
+        let info = log.append(&small[..]).unwrap();
+        assert_eq!((info.base_offset, log.segment_count()), (base, 1));
+        let rolled = log.append(&big[..]).unwrap();
+        assert_eq!((rolled.base_offset, log.segment_count()), (base + 1, 2));
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small_config(1_000)).unwrap();
+        assert_eq!((log.high_watermark(), log.segment_count()), (base + 21, 2));
+        assert_eq!(read_all(&log, 0, 1).len() as u64, base + 21);
+    }
+
+    /// The active segment rolls at the first append after its first batch is older than
+    /// `segment_ms` (or `retention_ms` when shorter), so that retention can delete it.
+    #[test]
+    fn an_old_active_segment_rolls_and_retention_then_deletes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_ms: 60_000,
+            retention_ms: Some(3_600_000),
+            ..small_config(1 << 20)
+        };
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        let ts = 1_000_000;
+        let before = now_ms();
+        log.append(batch("a", 2, ts)).unwrap();
+        assert!((before..=now_ms()).contains(&log.active().first_append_ms()));
+        // Young enough: no roll.
+        log.active().set_first_append_ms(now_ms() - 30_000);
+        log.append(batch("b", 1, ts)).unwrap();
+        assert_eq!(log.segment_count(), 1);
+        // Older than segment_ms: the next append rolls (not on the async path: a roll syncs).
+        log.active().set_first_append_ms(now_ms() - 60_001 - 1_000);
+        let c = batch("c", 1, ts + 10);
+        assert!(log.try_append(&c[..]).is_none());
+        assert_eq!(log.append(&c[..]).unwrap().base_offset, 3);
+        assert_eq!(log.segment_count(), 2);
+        assert_eq!(log.active().base_offset, 3);
+        assert!(log.active().first_append_ms() >= before);
+        // Retention deletes the sealed segment once its records are past the retention.
+        assert_eq!(log.apply_retention(ts + 1 + 3_600_000).unwrap(), 0);
+        assert_eq!(log.apply_retention(ts + 2 + 3_600_000).unwrap(), 1);
+        assert_eq!(log.log_start_offset(), 3);
+        assert_eq!(values(&read_all(&log, 3, 1)), [(3, "c-0".to_owned())]);
+        // A reopened log estimates its active segment's age from its file.
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small_config(1 << 20)).unwrap();
+        let estimate = log.active().first_append_ms();
+        assert!(
+            estimate <= now_ms() && estimate > before - 60_000,
+            "{estimate}"
+        );
+
+        // A retention shorter than segment_ms rolls by the retention.
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_ms: Some(60_000),
+            ..small_config(1 << 20)
+        };
+        assert_eq!(config.segment_ms, crate::storage::DEFAULT_SEGMENT_MS);
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        log.append(batch("a", 1, ts)).unwrap();
+        log.active().set_first_append_ms(now_ms() - 30_000);
+        log.append(batch("b", 1, ts)).unwrap();
+        assert_eq!(log.segment_count(), 1);
+        log.active().set_first_append_ms(now_ms() - 120_000);
+        log.append(batch("c", 1, ts)).unwrap();
+        assert_eq!(log.segment_count(), 2);
     }
 
     #[test]

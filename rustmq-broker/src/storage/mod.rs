@@ -9,7 +9,8 @@
 //!                                                                            │ duplicate?
 //!                      ┌─────────────────────────────────────────────────────┘ └──► DuplicateSequence
 //!                      ▼
-//!        assign offsets (rewrite base_offset) ──► roll? (sync old segment, write its indexes)
+//!        assign offsets (rewrite base_offset) ──► roll? (full, or older than segment_ms:
+//!                      │                           sync old segment, write its indexes)
 //!                      │
 //!                      ▼
 //!        pwrite to the active segment ──► sparse offset index + time index (in memory)
@@ -24,6 +25,7 @@
 //!     /00000000000000000000.index      (relative offset u32, file position u32), every ~4 KiB
 //!     /00000000000000000000.timeindex  (running max timestamp i64, relative offset u32)
 //!     /00000000000000004096.log        ... the last segment is the active one
+//!     /log-start-offset                where retention last moved the log start (decimal)
 //!
 //!  read(offset) ──► segment by base offset ──► index: nearest position ──► scan headers
 //!               ──► pread whole batches (no append lock held), possibly across segments
@@ -31,7 +33,9 @@
 //!
 //! Recovery on [`PartitionLog::open`] verifies every batch of the last segment (header, offsets,
 //! CRC) and truncates a torn tail; older segments were synced when they were rolled, so only
-//! their headers are scanned, to rebuild the idempotent producer table.
+//! their headers are scanned, to rebuild the idempotent producer table. Segments below the
+//! recorded log start offset, and empty segment files a failed roll left inside the previous
+//! segment, are removed instead of served.
 //!
 //! ```
 //! use rustmq_broker::storage::{LogConfig, PartitionLog};
@@ -63,7 +67,7 @@ mod sync;
 #[cfg(test)]
 mod test_util;
 
-pub use config::{FlushPolicy, LogConfig};
+pub use config::{FlushPolicy, LogConfig, DEFAULT_SEGMENT_MS};
 pub(crate) use index::write_atomic;
 pub(crate) use log::now_ms;
 pub use log::{AppendInfo, PartitionLog};

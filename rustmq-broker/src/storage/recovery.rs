@@ -9,14 +9,19 @@ use std::fs;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use parking_lot::{Mutex, RwLock};
 use rustmq_protocol::BatchHeader;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::log::now_ms;
 use super::producer_state::ProducerTable;
-use super::segment::{list_segments, sync_dir, Segment};
+use super::retention::{read_start_offset, Maintenance};
+use super::segment::{
+    list_segments, remove_segment_files, segment_path, sync_dir, Segment, LOG_EXT,
+};
 use super::sync::GroupCommit;
 use super::{LogConfig, PartitionLog, StorageError};
 
@@ -27,19 +32,64 @@ impl PartitionLog {
     /// first incomplete or invalid batch, the signature of a write torn by a crash. Older
     /// segments, synced when they were rolled, get a header-only scan, which also rebuilds the
     /// idempotent producer table and checks their index files (rewritten if missing or stale).
+    ///
+    /// Two kinds of leftovers are removed rather than served: segments below the log start
+    /// offset retention recorded (their removal failed, or a crash undid it), and an empty
+    /// segment file whose base lies inside the segment before it (a roll that failed after
+    /// creating its file, or a crash that kept the file of such a roll). A non-empty segment
+    /// overlapping the one before it is [`StorageError::CorruptLog`].
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self, StorageError> {
         let dir = dir.as_ref().to_path_buf();
         let mut config = config;
         // Index entries hold 32-bit file positions.
         config.segment_bytes = config.segment_bytes.min(u64::from(u32::MAX));
         fs::create_dir_all(&dir)?;
-        let bases = list_segments(&dir)?;
+        let mut bases = list_segments(&dir)?;
+        let mut maintenance = Maintenance::default();
+        // Segments wholly below the recorded start offset (the next one starts at or before
+        // it) were deleted by retention; the last segment always stays.
+        let recorded_start = read_start_offset(&dir)?;
+        if let Some(start) = recorded_start {
+            let deleted = bases.windows(2).take_while(|w| w[1] <= start).count();
+            for base in bases.drain(..deleted) {
+                warn!(dir = %dir.display(), base_offset = base, log_start_offset = start,
+                    "removing a segment retention deleted");
+                maintenance.undeleted.push(base);
+            }
+        }
+        let lens = bases
+            .iter()
+            .map(|&base| Ok(fs::metadata(segment_path(&dir, base, LOG_EXT))?.len()))
+            .collect::<Result<Vec<u64>, StorageError>>()?;
+        // The segment recovered as the active one: the last that holds data (the last file if
+        // none does). Empty files after it are either the new segment of a roll whose first
+        // append never happened (it starts where this one ends and becomes the active one) or
+        // strays of a failed roll (they start inside it), removed below.
+        let recover_from = lens
+            .iter()
+            .rposition(|&len| len > 0)
+            .unwrap_or(bases.len().saturating_sub(1));
         let interval = config.index_interval_bytes;
         let mut producers = ProducerTable::default();
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
+        let mut recovered_at = None;
         for (i, &base) in bases.iter().enumerate() {
+            if let Some(previous) = segments.last() {
+                let previous_end = previous.next_offset();
+                if base < previous_end && lens[i] == 0 {
+                    warn!(
+                        dir = %dir.display(),
+                        base_offset = base,
+                        previous_end,
+                        "removing an empty segment file inside the previous segment, left by a failed roll"
+                    );
+                    maintenance.undeleted.push(base);
+                    continue;
+                }
+            }
             let mut replay = |h: &BatchHeader| producers.record(h, h.base_offset);
-            let segment = if i + 1 == bases.len() {
+            let segment = if i >= recover_from {
+                recovered_at.get_or_insert(segments.len());
                 Segment::recover(&dir, base, interval, &mut replay)?
             } else {
                 Segment::open_sealed(&dir, base, interval, &mut replay)?
@@ -65,15 +115,52 @@ impl PartitionLog {
             }
             segments.push(Arc::new(segment));
         }
+        // Recovered segments followed by another (an empty one a roll created) are sealed:
+        // make them durable (recovery may have truncated them) with their index files.
+        if let Some(first) = recovered_at {
+            for segment in &segments[first..segments.len() - 1] {
+                segment.file.sync_data()?;
+                if let Err(err) = segment.write_indexes() {
+                    warn!(dir = %dir.display(), base_offset = segment.base_offset, %err,
+                        "could not write index files");
+                }
+            }
+        }
+        if !maintenance.undeleted.is_empty() {
+            maintenance
+                .undeleted
+                .retain(|&base| match remove_segment_files(&dir, base) {
+                    Ok(()) => false,
+                    Err(err) => {
+                        warn!(dir = %dir.display(), base_offset = base, %err,
+                        "could not remove a segment's files; retried by retention");
+                        true
+                    }
+                });
+            maintenance.dir_unsynced = true;
+        }
         if segments.is_empty() {
             segments.push(Arc::new(Segment::create(&dir, 0, interval)?));
             sync_dir(&dir)?;
+            maintenance.dir_unsynced = false;
+        } else if maintenance.dir_unsynced {
+            // Best effort (retried by retention): what a crash brings back is removed again by
+            // the next open.
+            match sync_dir(&dir) {
+                Ok(()) => maintenance.dir_unsynced = false,
+                Err(err) => warn!(dir = %dir.display(), %err, "could not sync the directory"),
+            }
         }
         let active = segments.last().expect("at least one segment");
         // Recovery may have read data that was only in the page cache (a process crash, not a
         // machine crash) or truncated the file: make both durable before building on them.
         active.file.sync_data()?;
+        if active.size() > 0 {
+            active.set_first_append_ms(first_append_estimate(&active.file));
+        }
         let high_watermark = active.next_offset();
+        maintenance.durable_start = recorded_start.unwrap_or(0).max(segments[0].base_offset);
+        let roll_ms = i64::try_from(config.roll_ms()).unwrap_or(i64::MAX);
         debug!(
             dir = %dir.display(),
             segments = segments.len(),
@@ -83,6 +170,7 @@ impl PartitionLog {
         Ok(Self {
             dir,
             config,
+            roll_ms,
             appender: Mutex::new(producers),
             segments: RwLock::new(segments),
             high_watermark: AtomicU64::new(high_watermark),
@@ -90,9 +178,28 @@ impl PartitionLog {
             commit: Arc::new(GroupCommit::new(high_watermark)),
             retired: std::sync::atomic::AtomicBool::new(false),
             rolling: std::sync::atomic::AtomicBool::new(false),
-            maintenance: Mutex::new(()),
+            maintenance: Mutex::new(maintenance),
         })
     }
+}
+
+/// When the recovered active segment's first batch was appended, for the time-based roll: the
+/// file's creation time where the file system records it (a roll creates the file just before
+/// its first append; the first segment of a log may be older, which only rolls it earlier),
+/// else its last modification (later than the first append, so the roll may come late by as
+/// much as the segment was written to), else now (the age restarts with the broker).
+fn first_append_estimate(file: &fs::File) -> i64 {
+    let now = now_ms();
+    let Ok(metadata) = file.metadata() else {
+        return now;
+    };
+    metadata
+        .created()
+        .or_else(|_| metadata.modified())
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .and_then(|since| i64::try_from(since.as_millis()).ok())
+        .map_or(now, |ms| ms.min(now))
 }
 
 #[cfg(test)]
@@ -243,6 +350,68 @@ mod tests {
             infos.last().unwrap().0.last_offset + 1
         );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+    }
+
+    /// An empty `.log` inside the range of the segment before it, as a roll that failed after
+    /// creating its file left it (the old segment then took more batches past its base), is
+    /// removed on open instead of stopping the log from opening; here the stray file comes
+    /// after a sealed segment and before the active one.
+    #[test]
+    fn an_empty_stray_segment_inside_a_sealed_one_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(500)).unwrap();
+        fill(&log, 20);
+        log.close().unwrap();
+        let (first_end, hw, segments) = (
+            log.segments.read()[1].base_offset,
+            log.high_watermark(),
+            log.segment_count(),
+        );
+        assert!(first_end > 2 && segments > 2);
+        drop(log);
+        let stray = dir.path().join(format!("{:020}.log", first_end / 2));
+        std::fs::File::create(&stray).unwrap();
+        let stray_index = stray.with_extension("index");
+        std::fs::write(&stray_index, b"").unwrap();
+
+        let log = PartitionLog::open(dir.path(), small_config(500)).unwrap();
+        assert!(!stray.exists() && !stray_index.exists());
+        assert_eq!((log.high_watermark(), log.segment_count()), (hw, segments));
+        assert_eq!(values(&read_all(&log, 0, 300)), expected_values(20));
+        assert_eq!(log.append(batch("next", 1, 0)).unwrap().base_offset, hw);
+    }
+
+    /// The case a failed roll leaves: the stray file at base `B` is the last one, and the
+    /// segment before it is the active one, which took batches past `B` (and whose tail a crash
+    /// may have torn). That segment is recovered as the active one: the torn tail is cut.
+    #[test]
+    fn an_empty_stray_segment_after_the_active_one_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (infos, path) = log_with_tail(dir.path());
+        let good_len = std::fs::metadata(&path).unwrap().len();
+        let active_base: u64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let end = infos.last().unwrap().0.last_offset + 1;
+        assert!(end > active_base + 2);
+        let stray = dir.path().join(format!("{:020}.log", active_base + 1));
+        std::fs::File::create(&stray).unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut file, &[0xAB; 100]).unwrap();
+        drop(file);
+
+        let log = PartitionLog::open(dir.path(), small_config(1_000)).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+        assert_eq!(log.high_watermark(), end);
+        assert_eq!(log.active().base_offset, active_base);
+        assert_eq!(values(&read_all(&log, 0, 700)), expected_values(20));
+        assert_eq!(log.append(batch("next", 1, 0)).unwrap().base_offset, end);
+        drop(log);
+        // And a stray file that is not empty is still refused.
+        std::fs::write(&stray, [0u8; 10]).unwrap();
+        assert!(matches!(
+            PartitionLog::open(dir.path(), small_config(1_000)),
+            Err(StorageError::CorruptLog { .. })
+        ));
     }
 
     #[test]

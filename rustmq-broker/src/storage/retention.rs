@@ -1,8 +1,60 @@
 //! Retention: deleting whole old segments by age and by total size.
+//!
+//! A pass takes the expired segments out of the log, records the new log start offset in the
+//! partition's `log-start-offset` file (durably), then unlinks their files and syncs the
+//! directory. Files that cannot be removed are retried by every later pass, and the recorded
+//! start offset keeps them from being served again should the broker restart first: the open
+//! leaves out (and removes) every segment below it.
+
+use std::io;
+use std::path::Path;
 
 use tracing::{info, warn};
 
+use super::index::{read_optional, write_atomic};
+use super::segment::{remove_segment_files, sync_dir};
 use super::{PartitionLog, StorageError};
+
+/// The file in a partition directory that holds the log start offset retention last moved to
+/// (decimal). Absent until retention first deletes something.
+const START_OFFSET_FILE: &str = "log-start-offset";
+
+/// What a partition's retention still has to finish; kept under `PartitionLog::maintenance`.
+#[derive(Debug, Default)]
+pub(crate) struct Maintenance {
+    /// Base offsets of segments out of the log whose files could not all be removed yet.
+    pub(super) undeleted: Vec<u64>,
+    /// The log start offset the partition directory holds: recorded in [`START_OFFSET_FILE`],
+    /// or implied by the files (no segment below it).
+    pub(super) durable_start: u64,
+    /// Files were removed and the directory sync that makes it durable failed.
+    pub(super) dir_unsynced: bool,
+}
+
+/// The log start offset recorded in `dir`, if any (a damaged record is ignored, with a warning:
+/// the segments on disk are then served as they are).
+pub(super) fn read_start_offset(dir: &Path) -> io::Result<Option<u64>> {
+    let path = dir.join(START_OFFSET_FILE);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    let parsed = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.trim().parse().ok());
+    if parsed.is_none() {
+        warn!(file = %path.display(), "ignoring an unreadable log start offset");
+    }
+    Ok(parsed)
+}
+
+/// Records `start` as the log start offset of the partition in `dir`, durably.
+fn write_start_offset(dir: &Path, start: u64) -> io::Result<()> {
+    write_atomic(
+        &dir.join(START_OFFSET_FILE),
+        format!("{start}\n").as_bytes(),
+    )?;
+    sync_dir(dir)
+}
 
 impl PartitionLog {
     /// Deletes the oldest non-active segments that retention no longer covers and returns how
@@ -11,12 +63,16 @@ impl PartitionLog {
     /// A segment goes by time when its newest batch timestamp is older than
     /// `now_ms - retention_ms`, and by size while the log without it still holds at least
     /// `retention_bytes`. Deletion stops at the first segment that stays, so the log remains
-    /// contiguous; `log_start_offset` moves to the first remaining segment. Readers already
-    /// holding a deleted segment finish their read from the unlinked file.
+    /// contiguous; `log_start_offset` moves to the first remaining segment, and is recorded
+    /// durably before any file is removed. Readers already holding a deleted segment finish
+    /// their read from the unlinked file. Files an earlier pass could not remove are retried.
+    ///
+    /// The active segment is never deleted; it rolls by age at the next append (see
+    /// [`LogConfig::roll_ms`](super::LogConfig::roll_ms)), after which retention can act.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         // The whole pass, file removals included, is over before a retirement completes: the
         // paths may belong to a new topic of the same name after it.
-        let _maintenance = self.maintenance.lock();
+        let mut maintenance = self.maintenance.lock();
         if self.retired.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(0);
         }
@@ -44,19 +100,46 @@ impl PartitionLog {
             }
             segments.drain(..count).collect()
         };
-        for segment in &removed {
-            // The segment is already out of the log; a file that cannot be removed now is
-            // only wasted space, and it is retried by the next open's retention pass.
-            if let Err(err) = segment.delete_files() {
-                warn!(dir = %self.dir().display(), base_offset = segment.base_offset, %err,
-                    "could not delete a retired segment");
+        let maintenance = &mut *maintenance;
+        maintenance
+            .undeleted
+            .extend(removed.iter().map(|segment| segment.base_offset));
+        // The new start first: files below it that survive (a removal that fails, or a crash
+        // before the directory is synced) are then left out by the next open, not served again.
+        let start = self.log_start_offset();
+        if start > maintenance.durable_start {
+            match write_start_offset(&self.dir, start) {
+                Ok(()) => maintenance.durable_start = start,
+                Err(err) => warn!(dir = %self.dir().display(), log_start_offset = start, %err,
+                    "could not record the log start offset; retried by the next pass"),
+            }
+        }
+        let dir = self.dir();
+        maintenance
+            .undeleted
+            .retain(|&base| match remove_segment_files(dir, base) {
+                Ok(()) => {
+                    maintenance.dir_unsynced = true;
+                    false
+                }
+                Err(err) => {
+                    warn!(dir = %dir.display(), base_offset = base, %err,
+                        "could not delete a deleted segment's files; retried by the next pass");
+                    true
+                }
+            });
+        if maintenance.dir_unsynced {
+            match sync_dir(dir) {
+                Ok(()) => maintenance.dir_unsynced = false,
+                Err(err) => warn!(dir = %dir.display(), %err,
+                    "could not sync the directory after deleting segments; retried by the next pass"),
             }
         }
         if !removed.is_empty() {
             info!(
                 dir = %self.dir().display(),
                 deleted = removed.len(),
-                log_start_offset = self.log_start_offset(),
+                log_start_offset = start,
                 "retention deleted segments"
             );
         }
@@ -157,6 +240,75 @@ mod tests {
         let (log, _) = log(dir.path(), small_config(2 * len));
         assert_eq!(log.apply_retention(i64::MAX).unwrap(), 0);
         assert_eq!(log.segment_count(), 5);
+    }
+
+    /// A segment whose files cannot be removed (here its index path is a non-empty directory,
+    /// which even root cannot unlink) is out of the log for good: a restart does not serve it
+    /// again, and its files are removed by a later pass once that works.
+    #[test]
+    fn a_failed_delete_is_retried_and_not_served_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = batch("s0", 1, 0).len() as u64;
+        let config = LogConfig {
+            retention_bytes: Some(0),
+            ..small_config(2 * len)
+        };
+        let (log, _) = self::log(dir.path(), config.clone());
+        let first = dir.path().join("00000000000000000000.log");
+        let obstacle = dir.path().join("00000000000000000000.index");
+        std::fs::remove_file(&obstacle).unwrap();
+        std::fs::create_dir(&obstacle).unwrap();
+        std::fs::write(obstacle.join("x"), b"").unwrap();
+        assert_eq!(log.apply_retention(0).unwrap(), 4);
+        assert_eq!(log.log_start_offset(), 8);
+        assert!(first.exists(), "the removal failed");
+        // Retried by the next pass, which has nothing new to delete.
+        std::fs::remove_dir_all(&obstacle).unwrap();
+        assert_eq!(log.apply_retention(0).unwrap(), 0);
+        assert!(!first.exists());
+        assert_eq!(
+            files(dir.path())
+                .iter()
+                .filter(|f| f.ends_with(".log"))
+                .count(),
+            1
+        );
+
+        // The same failure, then a restart (without retention configured): the deleted prefix
+        // is not served again, and its files are removed by the open, or when they can be.
+        for obstacle_stays in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = self::log(dir.path(), config.clone());
+            let first = dir.path().join("00000000000000000000.log");
+            let obstacle = dir.path().join("00000000000000000000.index");
+            std::fs::remove_file(&obstacle).unwrap();
+            std::fs::create_dir(&obstacle).unwrap();
+            std::fs::write(obstacle.join("x"), b"").unwrap();
+            assert_eq!(log.apply_retention(0).unwrap(), 4);
+            drop(log);
+            if !obstacle_stays {
+                std::fs::remove_dir_all(&obstacle).unwrap();
+            }
+            let log = PartitionLog::open(dir.path(), small_config(2 * len)).unwrap();
+            assert_eq!((log.log_start_offset(), log.high_watermark()), (8, 9));
+            assert!(matches!(
+                log.read(0, 100),
+                Err(StorageError::OffsetOutOfRange { start: 8, .. })
+            ));
+            assert_eq!(first.exists(), obstacle_stays);
+            if obstacle_stays {
+                std::fs::remove_dir_all(&obstacle).unwrap();
+                assert_eq!(log.apply_retention(0).unwrap(), 0);
+                assert!(!first.exists());
+            }
+            assert_eq!(
+                files(dir.path()),
+                ["00000000000000000008.log", "log-start-offset"]
+            );
+            drop(log);
+            let log = PartitionLog::open(dir.path(), small_config(2 * len)).unwrap();
+            assert_eq!((log.log_start_offset(), log.high_watermark()), (8, 9));
+        }
     }
 
     #[test]

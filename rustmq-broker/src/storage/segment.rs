@@ -24,7 +24,7 @@ use super::StorageError;
 /// larger ones are written as offset + rest, without a copy.
 pub(crate) const COPY_TO_PATCH_MAX: usize = 16 * 1024;
 
-const LOG_EXT: &str = "log";
+pub(crate) const LOG_EXT: &str = "log";
 const INDEX_EXT: &str = "index";
 const TIME_INDEX_EXT: &str = "timeindex";
 
@@ -61,7 +61,30 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 
 /// fsyncs a directory so that created, renamed and removed entries survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    if FAIL_SYNC_DIR.with(|left| left.replace(left.get().saturating_sub(1))) > 0 {
+        return Err(io::Error::other("injected directory sync failure"));
+    }
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Fault injection for tests: how many of this thread's next [`sync_dir`] calls fail (a
+    /// failure that cannot be provoked otherwise without exhausting the process's files).
+    pub(crate) static FAIL_SYNC_DIR: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Unlinks the files of the segment at `base_offset`, indexes first so a crash never leaves an
+/// index without its log; files already gone are fine.
+pub(crate) fn remove_segment_files(dir: &Path, base_offset: u64) -> io::Result<()> {
+    for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
+        match fs::remove_file(segment_path(dir, base_offset, ext)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What is known about a segment's contents; changes only while it is the active segment.
@@ -73,6 +96,10 @@ pub(crate) struct SegmentMeta {
     pub(crate) next_offset: u64,
     /// Largest batch `max_timestamp`, `i64::MIN` while empty.
     pub(crate) max_timestamp: i64,
+    /// The broker's clock (ms since the Unix epoch) when the first batch was appended, which
+    /// the time-based roll goes by; for the active segment of a reopened log an estimate (see
+    /// `PartitionLog::open`), `i64::MAX` when unknown (never rolled by time).
+    first_append_ms: i64,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
     bytes_since_index: u64,
@@ -128,6 +155,7 @@ impl SegmentMeta {
             size: 0,
             next_offset: base_offset,
             max_timestamp: i64::MIN,
+            first_append_ms: i64::MAX,
             offset_index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
             bytes_since_index: 0,
@@ -289,21 +317,42 @@ impl Segment {
         self.meta.read().max_timestamp
     }
 
-    /// Whether a batch of `len` bytes and `records` records fits without rolling. An empty
-    /// segment takes any batch, so an oversized batch gets a segment of its own.
-    pub(crate) fn has_room(&self, len: u64, records: u32, segment_bytes: u64) -> bool {
+    /// Whether a batch of `len` bytes and `records` records goes into this segment without
+    /// rolling: the segment stays within `segment_bytes` and 32-bit relative offsets, and its
+    /// first batch was appended no earlier than `oldest_first_append_ms` (the time-based roll).
+    /// An empty segment takes any batch, so an oversized batch gets a segment of its own.
+    pub(crate) fn has_room(
+        &self,
+        len: u64,
+        records: u32,
+        segment_bytes: u64,
+        oldest_first_append_ms: i64,
+    ) -> bool {
         let meta = self.meta.read();
         if meta.size == 0 {
             return true;
         }
         let last_relative = meta.next_offset - self.base_offset + u64::from(records) - 1;
-        meta.size + len <= segment_bytes && last_relative <= u64::from(u32::MAX)
+        meta.size + len <= segment_bytes
+            && last_relative <= u64::from(u32::MAX)
+            && meta.first_append_ms >= oldest_first_append_ms
+    }
+
+    /// Sets when the first batch was appended (the recovered active segment's estimate).
+    pub(crate) fn set_first_append_ms(&self, ms: i64) {
+        self.meta.write().first_append_ms = ms;
+    }
+
+    /// When the first batch was appended (`i64::MAX` while unknown).
+    #[cfg(test)]
+    pub(crate) fn first_append_ms(&self) -> i64 {
+        self.meta.read().first_append_ms
     }
 
     /// Writes `batch` with its base offset set to `self.next_offset()` (the batch itself is not
-    /// modified). Called under the log's append lock; the batch becomes visible to readers only
-    /// after the write completed.
-    pub(crate) fn append(&self, batch: &[u8], header: &BatchHeader) -> io::Result<()> {
+    /// modified); `now_ms` is the broker's clock. Called under the log's append lock; the batch
+    /// becomes visible to readers only after the write completed.
+    pub(crate) fn append(&self, batch: &[u8], header: &BatchHeader, now_ms: i64) -> io::Result<()> {
         let (position, base_offset) = {
             let meta = self.meta.read();
             (meta.size, meta.next_offset)
@@ -323,7 +372,11 @@ impl Segment {
         let relative = u32::try_from(base_offset - self.base_offset)
             .map_err(|_| io::Error::other("relative offset overflow"))?;
         let next_offset = base_offset + u64::from(header.record_count);
-        self.meta.write().on_batch(
+        let mut meta = self.meta.write();
+        if position == 0 {
+            meta.first_append_ms = now_ms;
+        }
+        meta.on_batch(
             relative,
             position,
             batch.len() as u64,
@@ -340,16 +393,9 @@ impl Segment {
         write_atomic(&self.path(TIME_INDEX_EXT), &times)
     }
 
-    /// Unlinks the segment's files, indexes first so a crash never leaves an index without its
-    /// log. Open handles keep working.
+    /// Unlinks the segment's files (see [`remove_segment_files`]). Open handles keep working.
     pub(crate) fn delete_files(&self) -> io::Result<()> {
-        for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
-            match fs::remove_file(self.path(ext)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        remove_segment_files(&self.dir, self.base_offset)
     }
 
     /// Position of the batch containing `offset` and the committed end of the segment, or
