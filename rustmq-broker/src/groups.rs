@@ -224,8 +224,9 @@ fn unhex(s: &str) -> Option<String> {
 pub const MAX_RESERVED_ENTRIES: usize = 1_024;
 
 /// The client libraries' entries about a topic: `__out.<topic>` (where a stream's recovery
-/// scans an output partition) and `__seen.<topic>` (a windowed stream's input).
-const ABOUT_TOPIC: [&str; 2] = rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC;
+/// scans an output partition), `__seen.<topic>` and `__closed.<topic>` (a windowed stream's
+/// input).
+const ABOUT_TOPIC: [&str; 3] = rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC;
 
 /// The topic a committed entry is about: a topic of that very name if there is one (topic
 /// names may start with `__` too); else the one an `__out.`/`__seen.` entry names; else, for

@@ -529,13 +529,16 @@ pub fn member_id(client_id: &str, random: u64) -> String {
     format!("{}-{random:016x}", &client_id[..end])
 }
 
-/// The committed-offsets entry of stream processing's windowed mode (partition 0: every
-/// window ending at or before its offset is finished). It names no topic.
+/// The committed-offsets entry of stream processing's windowed mode in earlier builds
+/// (partition 0: every window ending at or before its offset is finished), one for the whole
+/// group. It names no topic. Read, not written, since the entries went per input partition
+/// (`__closed.<topic>`).
 pub const CLOSED_ENTRY: &str = "__closed";
 
 /// Prefixes of stream processing's committed-offsets entries about a topic: `__out.<topic>`
-/// (exactly-once outputs) and `__seen.<topic>` (inputs seen).
-pub const ENTRY_PREFIXES_ABOUT_TOPIC: [&str; 2] = ["__out.", "__seen."];
+/// (exactly-once outputs), `__seen.<topic>` (inputs seen) and `__closed.<topic>` (windows
+/// finished, per input partition).
+pub const ENTRY_PREFIXES_ABOUT_TOPIC: [&str; 3] = ["__out.", "__seen.", "__closed."];
 
 /// Whether a committed-offsets entry is one of the client libraries' own ([`CLOSED_ENTRY`],
 /// or an entry about a topic) rather than a topic's offsets: unless a topic has that name.
@@ -750,6 +753,7 @@ mod tests {
     #[test]
     fn library_entries_are_the_stream_processors_own() {
         assert!(is_library_entry("__closed") && is_library_entry("__out.orders"));
+        assert!(is_library_entry("__closed.orders") && is_library_entry("__seen.orders"));
         assert!(is_library_entry("__seen.orders"));
         assert!(!is_library_entry("__audit") && !is_library_entry("orders"));
     }

@@ -32,7 +32,9 @@ pub enum StreamMode {
     /// handed to [`MessageProcessor::process_batch`](super::MessageProcessor::process_batch)
     /// (members sorted by timestamp) once the watermark — the largest timestamp seen minus
     /// [`WindowOptions::allowed_lateness`] — reaches its end; a message for a window that has
-    /// already closed is late and handled per [`WindowOptions::late_messages`].
+    /// already closed is late and handled per [`WindowOptions::late_messages`]. The watermark
+    /// is one per stream instance, over every partition it owns: a partition far behind the
+    /// others (a backlog) has its messages judged late against their timestamps.
     Windowed {
         /// Length of a window.
         window_size: Duration,
@@ -43,9 +45,11 @@ pub enum StreamMode {
 
 /// What happens to a message (or a whole batch or window) whose processing failed.
 ///
-/// Failures are errors returned by the processor and calls that outlast
-/// [`StreamConfig::processing_timeout`]. A batch or window is handled as one unit: it is
-/// retried, skipped or dead-lettered whole.
+/// Failures are errors returned by the processor, calls that outlast
+/// [`StreamConfig::processing_timeout`], and panics in `process` or `process_batch` (a
+/// [`ClientError::InvalidMessage`] whose text holds the panic's message; a panic in
+/// `on_error` is logged like an error it returns). A batch or window is handled as one unit:
+/// it is retried, skipped or dead-lettered whole.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ErrorStrategy {
     /// Drop the failed unit (counted in `messages_failed` and `messages_skipped`) and go on.
@@ -65,9 +69,13 @@ pub enum ErrorStrategy {
         /// The dead-letter topic.
         topic: String,
     },
-    /// Stop the stream: work in flight is finished and committed, the failed unit and what
-    /// follows it in its partitions are not; [`MessageStream::wait`](super::MessageStream::wait)
-    /// and [`MessageStream::stop`](super::MessageStream::stop) return the error.
+    /// Stop the stream: no further unit is processed, and no output of one is written (units
+    /// whose outputs were already handed to the writer are stored, finished and committed);
+    /// the failed unit and every unit not finished — what follows it in its partitions
+    /// among them — are not committed, and are read again by the next start.
+    /// [`MessageStream::wait`](super::MessageStream::wait) and
+    /// [`MessageStream::stop`](super::MessageStream::stop) return the error (also when the
+    /// failure comes while the stream stops).
     #[default]
     Stop,
 }
@@ -78,7 +86,8 @@ pub enum LatePolicy {
     /// Counted in `late_messages`, otherwise ignored.
     #[default]
     Drop,
-    /// Counted, and written to `topic` with the header `rustmq.dlq.kind: late`.
+    /// Counted, and written to `topic` with the header `rustmq.dlq.kind: late`. An invalid
+    /// topic name fails [`MessageStream::start`](super::MessageStream::start).
     DeadLetter {
         /// The topic late messages go to.
         topic: String,
@@ -100,6 +109,19 @@ pub struct WindowOptions {
     pub late_messages: LatePolicy,
 }
 
+impl WindowOptions {
+    /// Checks the late messages' dead-letter topic, as [`StreamConfig::validate`] checks the
+    /// error strategy's.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let LatePolicy::DeadLetter { topic } = &self.late_messages {
+            validate_topic(topic).map_err(|e| {
+                ClientError::InvalidConfig(format!("stream late_messages DeadLetter topic: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Settings of a [`MessageStream`](super::MessageStream); every field is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
@@ -117,7 +139,10 @@ pub struct StreamConfig {
     /// [`ClientError::Timeout`] and is handled by the `error_strategy`.
     pub processing_timeout: Duration,
     /// Every input contributes to the outputs exactly once, across crashes and restarts (see
-    /// the module documentation); otherwise at least once.
+    /// the module documentation); otherwise at least once. Either way outputs and dead
+    /// letters are written as with [`AckLevel::All`](crate::AckLevel::All) (on disk when
+    /// acknowledged), as the group's commits are: an input is never committed while its
+    /// outputs could still be lost to a power failure.
     pub exactly_once: bool,
     /// Most input messages fetched and not yet finished (processed, outputs acknowledged).
     /// In windowed mode a message counts until it is placed in its windows.
@@ -294,5 +319,32 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e} should name {field}");
         }
+    }
+
+    /// The late messages' dead-letter topic is checked as the error strategy's is, before
+    /// the stream starts rather than at the first late message.
+    #[test]
+    fn late_dead_letter_topic_is_validated() {
+        let late = |topic: &str| WindowOptions {
+            late_messages: LatePolicy::DeadLetter {
+                topic: topic.into(),
+            },
+            ..Default::default()
+        };
+        WindowOptions::default().validate().unwrap();
+        late("late-ones").validate().unwrap();
+        for bad in ["bad topic", ""] {
+            let e = late(bad).validate().unwrap_err();
+            assert!(matches!(e, ClientError::InvalidConfig(_)), "{bad:?}: {e:?}");
+            assert!(e.to_string().contains("late_messages"), "{e}");
+        }
+        // As the error strategy's dead-letter topic.
+        let strategy = StreamConfig {
+            error_strategy: ErrorStrategy::DeadLetter {
+                topic: "bad topic".into(),
+            },
+            ..config()
+        };
+        assert!(strategy.validate().is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! [`MessageStream`]: start, stop, metrics, and the supervisor that runs sessions.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -167,8 +169,13 @@ impl MessageStream {
 
     /// Calls the processor's `on_start`, joins the group, recovers (exactly-once: reads back
     /// the outputs written since the last commit) and starts processing; returns once
-    /// processing runs. Fails if there is no processor, the stream was started before, or
-    /// joining or recovery fails.
+    /// processing runs. Fails if there is no processor, the stream was started before, the
+    /// [window options](Self::with_window_options) are invalid, or joining or recovery fails
+    /// (with that error, retryable or not: the stream has then ended, as after
+    /// [`stop`](Self::stop)). Once processing runs, a failed session is retried by a new one
+    /// unless its error cannot be fixed by retrying. If [`stop`](Self::stop) is called (from
+    /// another task) before processing runs, the join or recovery is given up and `start`
+    /// fails with [`ClientError::Closed`].
     pub async fn start(&self) -> Result<()> {
         let processor = self.inner.processor.lock().clone().ok_or_else(|| {
             ClientError::InvalidConfig("a stream needs a processor: call with_processor".into())
@@ -185,6 +192,7 @@ impl MessageStream {
                 "stream max_in_flight_bytes must be at least 1".into(),
             ));
         }
+        tuning.window_options.validate()?;
         let default_partitions =
             group::partition_count(&self.inner.client, &config.input_topics[0])
                 .await?
@@ -225,11 +233,17 @@ impl MessageStream {
         }
         let mut result = self.inner.result.subscribe();
         tokio::select! {
-            _ = running.wait_for(|r| *r) => Ok(()),
-            r = result.wait_for(Option::is_some) => match r.ok().and_then(|r| r.clone()) {
-                Some(Err(e)) => Err(e.duplicate()),
-                _ => Ok(()),
-            },
+            _ = running.wait_for(|r| *r) => {}
+            _ = result.wait_for(Option::is_some) => {}
+        }
+        if *running.borrow() {
+            return Ok(());
+        }
+        // The stream ended before processing ran: the first session's error, or a stop.
+        let ended = self.inner.result.borrow().clone();
+        match ended {
+            Some(Err(e)) => Err(e.duplicate()),
+            _ => Err(ClientError::Closed),
         }
     }
 
@@ -237,7 +251,11 @@ impl MessageStream {
     /// outputs stored (a partial batch is processed as it is; open windows are not closed —
     /// their messages stay uncommitted and are read again by the next start), the work is
     /// committed, the group is left and the processor's `on_stop` runs. Returns the error
-    /// that stopped the stream, if one did. Stopping a stream that never started does nothing.
+    /// that stopped the stream, if one did — a failure under
+    /// [`ErrorStrategy::Stop`](super::ErrorStrategy::Stop) (also one while stopping: then
+    /// nothing fetched after it is processed), or a write or the final commit that failed
+    /// while stopping (the work not committed is processed again by the next start).
+    /// Stopping a stream that never started does nothing.
     pub async fn stop(&self) -> Result<()> {
         if self.inner.task.lock().is_none() {
             return Ok(());
@@ -311,6 +329,11 @@ async fn supervise(
             Ok(Outcome::Failed(e)) => break Err(e),
             Ok(Outcome::Aborted(e)) | Err(e) => e,
         };
+        // The first session never ran: `start` is waiting, and fails with its error (the
+        // stream is not retried behind the caller's back before it has started).
+        if !*running.borrow() {
+            break Err(error);
+        }
         if *stop.borrow() {
             break Ok(());
         }
@@ -334,8 +357,17 @@ async fn supervise(
             tracing::debug!(%group, error = %e, "leave failed");
         }
     }
-    if let Err(e) = settings.processor.on_stop().await {
-        tracing::warn!(%group, error = %e, "on_stop failed");
+    // A panic in the user's `on_stop` must not leave `stop` and `wait` waiting for ever.
+    match AssertUnwindSafe(settings.processor.on_stop())
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(%group, error = %e, "on_stop failed"),
+        Err(panic) => {
+            let panic = super::unit::panic_message(&*panic);
+            tracing::warn!(%group, %panic, "on_stop panicked");
+        }
     }
     match &outcome {
         Ok(()) => tracing::info!(%group, "stream stopped"),

@@ -24,7 +24,12 @@ use super::Tp;
 pub(crate) const OUT_PREFIX: &str = rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC[0];
 /// `__seen.<topic>`: windowed mode, every input below was placed in its windows.
 pub(crate) const SEEN_PREFIX: &str = rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC[1];
-/// `__closed` partition 0: windowed mode, every window ending at or before is finished.
+/// `__closed.<topic>`: windowed mode, every window ending at or before is finished with this
+/// input partition's messages in it. Per input partition, not one for the group: members of
+/// one group have windows of their own partitions, each with its own progress.
+pub(crate) const CLOSED_PREFIX: &str = rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC[2];
+/// `__closed` partition 0: what earlier builds committed for the whole group; read when no
+/// input partition has a `__closed.<topic>` entry.
 pub(crate) const CLOSED_ENTRY: &str = rustmq_protocol::CLOSED_ENTRY;
 
 /// When a commit makes an output record unnecessary for recovery.
@@ -265,10 +270,11 @@ impl Ledger {
                     tp.partition,
                     input.seen.max(position),
                 ));
+                // This session's windows hold messages of every partition it owns.
+                if let Some(t) = closed_up_to {
+                    out.push((format!("{CLOSED_PREFIX}{}", tp.topic), tp.partition, t));
+                }
             }
-        }
-        if let (true, Some(t)) = (self.windowed, closed_up_to) {
-            out.push((CLOSED_ENTRY.to_owned(), 0, t));
         }
         let keys: Vec<(Arc<str>, u32)> = self.lanes.keys().cloned().collect();
         for key in keys {
@@ -395,13 +401,21 @@ mod tests {
     fn closed_up_to_waits_for_the_first_unfinished_window() {
         let mut l = Ledger::new(true, Some(5));
         l.start_partition(tp(0), 0, Some(0));
-        assert_eq!(get(&l.snapshot(), CLOSED_ENTRY, 0), Some(5));
+        l.start_partition(tp(1), 0, Some(0));
+        // Committed for every input partition the session owns, none for the whole group.
+        let closed = |s: &Snapshot| {
+            let (p0, p1) = (get(s, "__closed.in", 0), get(s, "__closed.in", 1));
+            assert_eq!(p0, p1);
+            assert_eq!(get(s, CLOSED_ENTRY, 0), None);
+            p0
+        };
+        assert_eq!(closed(&l.snapshot()), Some(5));
         l.windows_closed([10, 20], Some(25));
-        assert_eq!(get(&l.snapshot(), CLOSED_ENTRY, 0), Some(9));
+        assert_eq!(closed(&l.snapshot()), Some(9));
         l.window_done(20);
-        assert_eq!(get(&l.snapshot(), CLOSED_ENTRY, 0), Some(9));
+        assert_eq!(closed(&l.snapshot()), Some(9));
         l.window_done(10);
-        assert_eq!(get(&l.snapshot(), CLOSED_ENTRY, 0), Some(25));
+        assert_eq!(closed(&l.snapshot()), Some(25));
         l.received(&tp(0), 0, 1);
         l.placed(&tp(0), 0);
         let s = l.snapshot();

@@ -10,14 +10,15 @@ use tokio::sync::RwLock;
 #[derive(Debug, Default)]
 pub struct StreamMetrics {
     /// Input messages processed successfully (in a successful call of `process` or
-    /// `process_batch`).
+    /// `process_batch`), counted once their outputs are stored: a message whose outputs could
+    /// not be written, and that is processed again, counts once.
     pub messages_processed: AtomicU64,
     /// Input messages whose processing failed for good (after the retries the strategy allows).
     pub messages_failed: AtomicU64,
     /// Input messages dropped after a failure ([`ErrorStrategy::Skip`](super::ErrorStrategy::Skip),
     /// or retries exhausted).
     pub messages_skipped: AtomicU64,
-    /// Failed messages written to the dead-letter topic.
+    /// Failed messages written to the dead-letter topic (counted once stored).
     pub messages_dead_lettered: AtomicU64,
     /// Messages that arrived after one of their windows had closed.
     pub late_messages: AtomicU64,

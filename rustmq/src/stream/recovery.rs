@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  DescribeGroup ──► input positions (else the log start)
-//!               ──► __seen.<topic>/p, __closed  (windowed)
+//!               ──► __seen.<topic>/p, __closed.<topic>/p  (windowed)
 //!               ──► __out.<topic>/q = scan start (exactly-once)
 //!                        │ (the producer epoch was bumped first: the previous instance can
 //!                        │  no longer write, so the log end read next is final for it)
@@ -19,7 +19,7 @@ use rustmq_protocol::{BatchIter, ErrorCode, FetchRequest, OffsetSpec, Request, R
 
 use super::claims::{parse_claim, Claim, Claims};
 use super::group::{group_offsets, log_offset};
-use super::ledger::{Coverage, CLOSED_ENTRY, OUT_PREFIX, SEEN_PREFIX};
+use super::ledger::{Coverage, CLOSED_ENTRY, CLOSED_PREFIX, OUT_PREFIX, SEEN_PREFIX};
 use super::Tp;
 use crate::client::RustMqClient;
 use crate::error::{ClientError, Result};
@@ -43,6 +43,23 @@ pub(crate) struct Recovered {
     pub(crate) lanes: Vec<LaneState>,
 }
 
+/// Windowed mode: every window ending at or before the result is finished with the messages
+/// of every partition in `assigned`. Each partition's `__closed.<topic>` entry says so of its
+/// own messages (committed by whichever member last owned it, from that member's windows), so
+/// the session takes the least of them: windows past a partition's own entry are built again
+/// from its uncommitted messages instead of being passed over as already emitted. Earlier
+/// builds committed one `__closed` for the whole group, read when no partition has an entry.
+fn closed_up_to(committed: &HashMap<(String, u32), u64>, assigned: &[Tp]) -> Option<u64> {
+    assigned
+        .iter()
+        .filter_map(|tp| {
+            let entry = (format!("{CLOSED_PREFIX}{}", tp.topic), tp.partition);
+            committed.get(&entry).copied()
+        })
+        .min()
+        .or_else(|| committed.get(&(CLOSED_ENTRY.to_owned(), 0)).copied())
+}
+
 pub(crate) async fn recover(
     client: &RustMqClient,
     group: &str,
@@ -51,7 +68,7 @@ pub(crate) async fn recover(
 ) -> Result<Recovered> {
     let committed = group_offsets(client, group).await?;
     let mut out = Recovered {
-        closed_up_to: committed.get(&(CLOSED_ENTRY.to_owned(), 0)).copied(),
+        closed_up_to: closed_up_to(&committed, assigned),
         ..Default::default()
     };
     for tp in assigned {
@@ -167,4 +184,40 @@ async fn scan(
 /// The claims as the window placement rules need them.
 pub(crate) fn emitted_windows(claims: &Claims) -> HashMap<super::window::Span, HashMap<Tp, u64>> {
     claims.windows.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two members of one windowed group, one far behind the other in event time: a session
+    /// takes the least `__closed.<topic>` of its own partitions, whoever committed last.
+    #[test]
+    fn a_session_takes_the_least_closed_entry_of_its_partitions() {
+        let committed: HashMap<(String, u32), u64> = [
+            (("__closed.in".to_owned(), 0), 20),
+            (("__closed.in".to_owned(), 1), 5_000),
+            // Left by an earlier build, for the whole group.
+            ((CLOSED_ENTRY.to_owned(), 0), 9_000),
+        ]
+        .into_iter()
+        .collect();
+        let (p0, p1, p2) = (Tp::new("in", 0), Tp::new("in", 1), Tp::new("in", 2));
+        assert_eq!(
+            closed_up_to(&committed, std::slice::from_ref(&p0)),
+            Some(20)
+        );
+        assert_eq!(
+            closed_up_to(&committed, std::slice::from_ref(&p1)),
+            Some(5_000)
+        );
+        assert_eq!(closed_up_to(&committed, &[p1, p0]), Some(20));
+        // A partition without an entry (never owned by a windowed session, or committed by an
+        // earlier build) does not hold the others back; with none at all, the old entry.
+        assert_eq!(
+            closed_up_to(&committed, std::slice::from_ref(&p2)),
+            Some(9_000)
+        );
+        assert_eq!(closed_up_to(&HashMap::new(), &[p2]), None);
+    }
 }

@@ -6,18 +6,24 @@
 //!   (max_in_flight, bytes in flight,     ├─ batch: batcher ──► shared worker queue
 //!    ledger: received)                   └─ windowed: windows ──► closed windows, late ones
 //!  workers: unit::run (processor, error strategy) ──► sink lanes ──► ledger: finished
-//!  committer: ledger snapshot ──► CommitOffsets every commit interval
+//!  committer: ledger snapshot ──► CommitOffsets every commit interval (and again at the next
+//!             interval after a failed one, changed or not)
 //!  heartbeat: rebalance ──► drain
-//!  end: stop or rebalance or Stop strategy ── drain: fetchers stop, router flushes, workers
-//!       finish, outputs stored, final commit;  sink/membership failure ── abort: final commit
-//!       of what is finished, tasks aborted
+//!  end: stop or rebalance ── drain: fetchers stop, router flushes, workers finish, outputs
+//!       stored, final commit (failed at stop: stop's error);  Stop strategy ── the same drain,
+//!       but no further unit is processed or emitted (queued units are dropped, uncommitted);
+//!       sink/membership failure ── abort: final commit of what is finished, tasks aborted
+//!  (a failure under the Stop strategy wins over a stop or rebalance already draining; an
+//!   abort cuts any drain short)
 //! ```
 
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -47,7 +53,8 @@ pub(crate) enum End {
     Stop,
     /// The group rebalances: drain, commit, rejoin.
     Rebalance,
-    /// A unit failed under `ErrorStrategy::Stop`: drain, commit, stop with the error.
+    /// A unit failed under `ErrorStrategy::Stop`: drain (processing nothing more), commit,
+    /// stop with the error.
     Failed(ClientError),
     /// Writing, fetching or membership failed: commit what is finished, end at once.
     Abort(ClientError),
@@ -67,13 +74,20 @@ pub(crate) struct Ctx {
     sink: Sink,
     end: Mutex<Option<End>>,
     ended: Notify,
+    /// A unit failed under `ErrorStrategy::Stop`: no further unit is processed or emitted.
+    failed: AtomicBool,
+    /// The session aborts: any drain is cut short.
+    aborting: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
     /// Every task of the session (workers and router too): aborted when it ends, so that
     /// none of them outlives it (an aborted session's workers would otherwise go on with
     /// their queued units after `stop` returned, or beside the next session's).
     tasks: Mutex<Vec<AbortHandle>>,
-    commit_lock: tokio::sync::Mutex<()>,
+    /// Held by a commit; `true` while the ledger's state is not committed because the last
+    /// commit failed (the ledger counts its snapshot as committed): the next one commits even
+    /// if nothing changed since.
+    commit_lock: tokio::sync::Mutex<bool>,
     /// Input partitions whose log ended below their position, with the new end, for the
     /// router to forget what recovery claimed of them from there (see [`Ctx::rewind_to`]).
     rewinds: Mutex<Vec<(Tp, u64)>>,
@@ -102,12 +116,26 @@ impl Ctx {
     }
 
     fn end_with(&self, end: End) {
+        match &end {
+            End::Failed(_) => self.failed.store(true, Ordering::Release),
+            End::Abort(_) => self.aborting.store(true, Ordering::Release),
+            End::Stop | End::Rebalance => {}
+        }
         let mut slot = self.end.lock();
-        if slot.is_none() {
-            tracing::debug!(group = %self.group, ?end, "session ending");
-            *slot = Some(end);
-        } else if let (Some(End::Rebalance | End::Stop), End::Abort(_)) = (&*slot, &end) {
+        let replace = match (&*slot, &end) {
+            (None, _) => true,
+            // The first failure stays: the stream stops with it, even if the session aborts
+            // (that still cuts the drain short: `aborting`).
+            (Some(End::Failed(_)), _) => false,
+            // A failure wins over a stop or a rebalance already draining, and over an abort:
+            // `stop` (or `wait`) must report it, and the supervisor must not go on.
+            (Some(_), End::Failed(_)) => true,
             // An abort during a drain still cuts it short.
+            (Some(End::Rebalance | End::Stop), End::Abort(_)) => true,
+            _ => false,
+        };
+        if replace {
+            tracing::debug!(group = %self.group, ?end, "session ending");
             *slot = Some(end);
         }
         drop(slot);
@@ -126,7 +154,14 @@ impl Ctx {
     }
 
     fn aborted(&self) -> bool {
-        matches!(&*self.end.lock(), Some(End::Abort(_)))
+        self.aborting.load(Ordering::Acquire)
+    }
+
+    /// Whether a unit failed under `ErrorStrategy::Stop`: from then on no unit is processed
+    /// or emitted (those still queued are dropped uncommitted, and read again at the next
+    /// start).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     fn unit_started(&self) {
@@ -158,16 +193,22 @@ impl Ctx {
         true
     }
 
+    /// Commits the ledger's positions if they changed since the last commit, or if the last
+    /// commit failed (the ledger's snapshot forgets that anything changed: a failed commit
+    /// would otherwise not be made again until something else changes).
     async fn commit(&self) -> Result<()> {
-        let _one_at_a_time = self.commit_lock.lock().await;
+        let mut behind = self.commit_lock.lock().await;
         let snapshot = {
             let mut ledger = self.ledger.lock();
-            if !ledger.changed() {
+            if !ledger.changed() && !*behind {
                 return Ok(());
             }
             ledger.snapshot()
         };
+        // Until it succeeds (a commit cancelled half-way counts as failed).
+        *behind = true;
         group::commit(&self.client, &self.member, snapshot).await?;
+        *behind = false;
         StreamMetrics::add(&self.metrics.commits, 1);
         Ok(())
     }
@@ -198,7 +239,8 @@ pub(crate) enum Outcome {
 }
 
 /// Runs one session. `member` holds the member id across sessions and is updated on join;
-/// `running` is told once the session processes.
+/// `running` is told once the session processes. A stop asked for while the session joins
+/// or recovers ends it there (`Stopped`, nothing processed).
 pub(crate) async fn run(
     settings: &Settings,
     member: &Mutex<Member>,
@@ -219,23 +261,35 @@ pub(crate) async fn run(
         }
         m.member_id.clone()
     };
-    // A broker takes an id it does not know (the member was dropped) as a new member's.
-    let (me, assigned) = group::join(
-        client,
-        &group,
-        &previous,
-        &config.input_topics,
-        settings.session_timeout,
-        settings.rebalance_timeout,
-    )
-    .await?;
-    *member.lock() = me.clone();
-    tracing::info!(%group, member = %me.member_id, generation = me.generation, partitions = assigned.len(), "stream joined");
-    let name = config
-        .exactly_once
-        .then(|| format!("rustmq.stream.{group}"));
-    let identity = group::init_producer(client, name).await?;
-    let recovered = recovery::recover(client, &group, &assigned, config.exactly_once).await?;
+    let setup = async {
+        // A broker takes an id it does not know (the member was dropped) as a new member's.
+        let (me, assigned) = group::join(
+            client,
+            &group,
+            &previous,
+            &config.input_topics,
+            settings.session_timeout,
+            settings.rebalance_timeout,
+        )
+        .await?;
+        *member.lock() = me.clone();
+        tracing::info!(%group, member = %me.member_id, generation = me.generation, partitions = assigned.len(), "stream joined");
+        let name = config
+            .exactly_once
+            .then(|| format!("rustmq.stream.{group}"));
+        let identity = group::init_producer(client, name).await?;
+        let recovered = recovery::recover(client, &group, &assigned, config.exactly_once).await?;
+        Ok::<_, ClientError>((me, identity, recovered))
+    };
+    // A join may wait for the whole rebalance timeout: a stop does not wait for it (the
+    // supervisor leaves the group, under the id named above).
+    let (me, identity, recovered) = tokio::select! {
+        set_up = setup => set_up?,
+        _ = stop.wait_for(|s| *s) => {
+            tracing::info!(%group, "stream stopped before it started processing");
+            return Ok(Outcome::Stopped);
+        }
+    };
     let windowed = matches!(config.mode, StreamMode::Windowed { .. });
     let mut ledger = Ledger::new(windowed, recovered.closed_up_to);
     for (tp, position, seen) in &recovered.positions {
@@ -266,10 +320,12 @@ pub(crate) async fn run(
         member: me.clone(),
         end: Mutex::new(None),
         ended: Notify::new(),
+        failed: AtomicBool::new(false),
+        aborting: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
         tasks: Mutex::new(Vec::new()),
-        commit_lock: tokio::sync::Mutex::new(()),
+        commit_lock: tokio::sync::Mutex::new(false),
         rewinds: Mutex::new(Vec::new()),
         rewound: AtomicBool::new(false),
     });
@@ -287,7 +343,7 @@ pub(crate) async fn run(
             let worker_ctx = Arc::clone(&ctx);
             worker_handles.push(ctx.spawn_joined(async move {
                 while let Some(u) = rx.recv().await {
-                    unit::run(&worker_ctx, u).await;
+                    run_unit(&worker_ctx, u).await;
                 }
             }));
         }
@@ -302,7 +358,7 @@ pub(crate) async fn run(
                 loop {
                     let next = rx.lock().await.recv().await;
                     match next {
-                        Some(u) => unit::run(&worker_ctx, u).await,
+                        Some(u) => run_unit(&worker_ctx, u).await,
                         None => return,
                     }
                 }
@@ -375,25 +431,23 @@ pub(crate) async fn run(
     ctx.spawn(committer(Arc::clone(&ctx), settings.commit_interval));
     running.send_replace(true);
 
-    // Wait for the end.
-    let ended = loop {
+    // Wait for the end. The reason stays in `ctx.end`, where a failure or an abort during the
+    // drain can replace it.
+    loop {
         let notified = ctx.ended.notified();
-        if let Some(end) = ctx.end.lock().take() {
-            break end;
+        if ctx.end.lock().is_some() {
+            break;
         }
         tokio::select! {
             _ = notified => {}
-            _ = stop.wait_for(|s| *s) => break End::Stop,
+            _ = stop.wait_for(|s| *s) => {
+                ctx.end_with(End::Stop);
+                break;
+            }
         }
-    };
-    let drain = !matches!(ended, End::Abort(_));
-    if drain {
-        // Put the reason back so that an abort during the drain can replace it.
-        *ctx.end.lock() = Some(match ended {
-            End::Failed(ref e) => End::Failed(e.duplicate()),
-            End::Stop => End::Stop,
-            _ => End::Rebalance,
-        });
+    }
+    let stopping = matches!(&*ctx.end.lock(), Some(End::Stop));
+    if !ctx.aborted() {
         stop_fetch.send_replace(true);
         let drained = async {
             let _ = router_handle.await;
@@ -413,18 +467,44 @@ pub(crate) async fn run(
             _ = wait_abort(&ctx) => {}
         }
     }
-    let outcome = match ctx.end.lock().take().unwrap_or(ended) {
+    let outcome = match ctx.end.lock().take().expect("the session's end is set") {
+        // `stop` promises that the work is stored and committed: the abort that cut its
+        // drain short is its error.
+        End::Abort(e) if stopping => Outcome::Failed(e),
         End::Abort(e) => Outcome::Aborted(e),
         End::Failed(e) => Outcome::Failed(e),
         End::Stop => Outcome::Stopped,
         End::Rebalance => Outcome::Rebalance,
     };
     ctx.abort_tasks();
-    if let Err(e) = ctx.commit().await {
-        tracing::warn!(%group, error = %e, "final commit failed");
-    }
+    let outcome = match ctx.commit().await {
+        Ok(()) => outcome,
+        Err(e) => {
+            tracing::warn!(%group, error = %e, "final commit failed");
+            match outcome {
+                // `stop` promises that the work is committed: it fails with this.
+                Outcome::Stopped => Outcome::Failed(e),
+                // Uncommitted work is processed again by the next session (or instance).
+                other => other,
+            }
+        }
+    };
     tracing::info!(%group, ?outcome, "stream session ended");
     Ok(outcome)
+}
+
+/// Runs a unit on a worker. The user's callbacks cannot unwind out of it (`unit::run` turns
+/// their panics into the unit's processing error); a panic of the stream's own code there
+/// would leave the unit neither finished nor given up, which no drain could wait out: it
+/// aborts the session.
+async fn run_unit(ctx: &Arc<Ctx>, unit: Unit) {
+    if let Err(panic) = AssertUnwindSafe(unit::run(ctx, unit)).catch_unwind().await {
+        let message = unit::panic_message(&*panic);
+        tracing::error!(group = %ctx.group, panic = %message, "stream worker panicked");
+        ctx.abort(ClientError::InvalidMessage(format!(
+            "a stream worker panicked: {message}"
+        )));
+    }
 }
 
 async fn wait_abort(ctx: &Ctx) {

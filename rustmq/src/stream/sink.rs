@@ -8,7 +8,7 @@
 //!  lane task: first use ── exactly-once: commit `__out.<topic>/<p>` = log end (so that a
 //!                          restart knows to read this partition back) before the first write
 //!             loop: take queued units while they fit (never splitting one) ──► record batch
-//!                   (producer id, epoch, sequence) ──► Produce (acks=all when exactly-once),
+//!                   (producer id, epoch, sequence) ──► Produce (acks=all, in both modes),
 //!                   retried with the same sequence (the broker drops duplicates)
 //!                   ──► ledger: where each unit was stored ──► the unit's completion
 //! ```
@@ -300,11 +300,10 @@ async fn store(
     let request = ProduceRequest {
         topic: topic.to_owned(),
         partition,
-        acks: if ctx.config.exactly_once {
-            Acks::All
-        } else {
-            Acks::Leader
-        },
+        // On disk before the unit is finished, in both modes: the commit of its inputs is
+        // (the broker syncs a group's offsets file), so an output acknowledged from the page
+        // cache could be lost in a power failure that the commit survives.
+        acks: Acks::All,
         timeout_ms: ctx.client.config().request_timeout_ms(),
         batch,
     };

@@ -4,7 +4,7 @@
 //! goes through the same steps:
 //!
 //! ```text
-//!  attempt: process / process_batch under processing_timeout
+//!  attempt: process / process_batch under processing_timeout (a panic is an error)
 //!     ok ──► outputs (to output_topic) ──► sink ──► stored ──► finish: inputs released
 //!     error ──► on_error(each member) ──► strategy:
 //!         Retry: again after backoff·2^(n-1) while attempts remain (not for decode errors)
@@ -12,11 +12,19 @@
 //!         DeadLetter: every member to the dead-letter topic, one record batch, with the
 //!                     error, attempts and the unit's member list in headers ──► finish
 //!         Stop: the unit stays unfinished (not committed); the session drains and stops
+//!  once a unit failed under Stop (this one or another): a unit not yet emitted is given up
+//!  unfinished (not processed, or its outputs dropped), so nothing after the failure is
+//!  written; it is read again at the next start
 //! ```
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::time::Instant;
 
 use super::claims::{extent, source_headers, Extent};
@@ -123,9 +131,43 @@ fn finish(ctx: &Ctx, unit: Unit) {
     ctx.unit_finished();
 }
 
+/// Gives the unit up unfinished (not committed): the stream failed.
+fn give_up(ctx: &Ctx, unit: Unit) {
+    drop(unit);
+    ctx.unit_finished();
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic payload that is not a string".to_owned()
+    }
+}
+
+/// Runs a callback of the user's processor; a panic in it is an error (as a server built on
+/// tower catches a handler's panic), so that it goes through the error strategy rather than
+/// kill the worker.
+async fn guarded<T>(callback: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(ClientError::InvalidMessage(format!(
+            "the stream processor's {callback} panicked: {}",
+            panic_message(&*panic)
+        ))),
+    }
+}
+
 /// Runs the processor on the unit once, bounded by the processing timeout.
 async fn attempt(ctx: &Ctx, unit: &Unit) -> Result<Vec<Message>> {
     let started = Instant::now();
+    let callback = match unit.kind {
+        Kind::Single => "process",
+        _ => "process_batch",
+    };
     let call = async {
         match unit.kind {
             Kind::Single => Ok(ctx
@@ -144,7 +186,7 @@ async fn attempt(ctx: &Ctx, unit: &Unit) -> Result<Vec<Message>> {
         }
     };
     let timeout = ctx.config.processing_timeout;
-    let result = tokio::time::timeout(timeout, call)
+    let result = tokio::time::timeout(timeout, guarded(callback, call))
         .await
         .unwrap_or_else(|_| Err(ClientError::timeout(timeout)));
     ctx.metrics.record_call(started.elapsed());
@@ -228,21 +270,36 @@ fn dead_letters(
         .collect()
 }
 
-/// Sends `records` through the sink; the unit is finished once they are stored.
-/// Dead letters of a unit always go together (one partition, one record batch); outputs only
-/// for exactly-once.
+/// The counter of [`StreamMetrics`] a unit's messages are added to once its records are
+/// stored (not before: a unit whose write fails is processed again, and counted then).
+type Counter = fn(&StreamMetrics) -> &AtomicU64;
+
+/// Sends `records` through the sink; the unit is finished once they are stored (and its
+/// messages added to `counter`). Dead letters of a unit always go together (one partition,
+/// one record batch); outputs only for exactly-once.
 async fn emit(
     ctx: &Arc<Ctx>,
     unit: Unit,
     records: Vec<Message>,
     coverage: Coverage,
     dead_letters: bool,
+    counter: Option<Counter>,
 ) {
+    if ctx.failed() {
+        // Nothing after a failure under `ErrorStrategy::Stop` is written.
+        give_up(ctx, unit);
+        return;
+    }
     let fallback = unit.messages.first().map_or(0, |m| m.partition);
     let together = ctx.config.exactly_once || dead_letters;
     let coverage = ctx.config.exactly_once.then_some(coverage);
     let finisher = Arc::clone(ctx);
-    let on_done = Box::new(move || finish(&finisher, unit));
+    let on_done = Box::new(move || {
+        if let Some(counter) = counter {
+            StreamMetrics::add(counter(&finisher.metrics), unit.messages.len());
+        }
+        finish(&finisher, unit);
+    });
     if let Err(e) = Sink::emit(ctx, records, together, fallback, coverage, on_done).await {
         // The unit stays unfinished: the session goes down without committing it.
         ctx.abort(e);
@@ -251,6 +308,12 @@ async fn emit(
 
 /// Processes one unit with the stream's error strategy.
 pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
+    if ctx.failed() {
+        // A unit failed under `ErrorStrategy::Stop`: this one (queued behind it, or later in
+        // its partition) is not processed; it is read again at the next start.
+        give_up(ctx, unit);
+        return;
+    }
     let n = unit.messages.len();
     let extent = unit.extent();
     let coverage = unit.coverage(&extent);
@@ -265,7 +328,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
                 "arrived after its window closed",
                 0,
             );
-            emit(ctx, unit, records, coverage, true).await;
+            emit(ctx, unit, records, coverage, true, None).await;
         } else {
             finish(ctx, unit);
         }
@@ -277,17 +340,22 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
         let result = attempt(ctx, &unit)
             .await
             .and_then(|outputs| prepare_outputs(ctx, &unit, &extent, outputs));
+        if ctx.failed() {
+            // Another unit failed under `ErrorStrategy::Stop` meanwhile.
+            give_up(ctx, unit);
+            return;
+        }
         let error = match result {
             Ok(outputs) => {
-                StreamMetrics::add(&ctx.metrics.messages_processed, n);
-                emit(ctx, unit, outputs, coverage, false).await;
+                let processed: Counter = |m| &m.messages_processed;
+                emit(ctx, unit, outputs, coverage, false, Some(processed)).await;
                 return;
             }
             Err(e) => e,
         };
         StreamMetrics::add(&ctx.metrics.processing_errors, 1);
         for m in &unit.messages {
-            if let Err(e) = ctx.processor.on_error(m, &error).await {
+            if let Err(e) = guarded("on_error", ctx.processor.on_error(m, &error)).await {
                 tracing::warn!(error = %e, "on_error failed");
             }
         }
@@ -319,8 +387,8 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
                 &error.to_string(),
                 attempts,
             );
-            StreamMetrics::add(&ctx.metrics.messages_dead_lettered, n);
-            emit(ctx, unit, records, coverage, true).await;
+            let dead_lettered: Counter = |m| &m.messages_dead_lettered;
+            emit(ctx, unit, records, coverage, true, Some(dead_lettered)).await;
         }
         ErrorStrategy::Stop => {
             ctx.fail(error);

@@ -27,5 +27,7 @@ mod security_auth;
 mod security_tls;
 mod stream_errors;
 mod stream_exactly_once;
+mod stream_lifecycle;
 mod stream_modes;
+mod stream_windows;
 mod typed_service;

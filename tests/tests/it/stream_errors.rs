@@ -1,11 +1,17 @@
 //! Error strategies in each mode: skip, retry (recovering and exhausted), dead-letter (the
-//! whole unit, members listed), stop (nothing after the failure committed).
+//! whole unit, members listed), stop (nothing after the failure processed, written or
+//! committed, also when it comes while the stream stops); a panicking processor is a failure
+//! like any other.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::stream_support::*;
-use rustmq::stream::{ErrorStrategy, MessageStream, StreamConfig, StreamMode, DLQ_UNIT_MEMBERS};
+use rustmq::stream::{
+    ErrorStrategy, MessageProcessor, MessageStream, StreamConfig, StreamMode, DLQ_UNIT_MEMBERS,
+};
+use rustmq::{async_trait, ClientError, Message, Result};
 
 fn modes() -> Vec<StreamMode> {
     vec![
@@ -47,6 +53,20 @@ async fn run(
     rustmq::RustMqClient,
     rustmq::testing::TestBroker,
 ) {
+    run_with(mode, strategy, tag, Join(Upper::new(1))).await
+}
+
+/// [`run`] with another processor.
+async fn run_with(
+    mode: &StreamMode,
+    strategy: ErrorStrategy,
+    tag: &str,
+    processor: impl MessageProcessor,
+) -> (
+    MessageStream,
+    rustmq::RustMqClient,
+    rustmq::testing::TestBroker,
+) {
     let (broker, client) = broker().await;
     client.create_topic("in", 1).await.unwrap();
     client.create_topic("out", 1).await.unwrap();
@@ -60,7 +80,6 @@ async fn run(
         mode: mode.clone(),
         ..Default::default()
     };
-    let processor = Join(Upper::new(1));
     let stream = MessageStream::new(client.clone(), config)
         .await
         .unwrap()
@@ -205,6 +224,16 @@ async fn dead_letters_hold_the_whole_failed_unit() {
     }
 }
 
+/// Outputs of the inputs after `bad` (in offset order) among `outs`: what a stream stopped by
+/// the failure of `bad` must not have written.
+fn outputs_after_bad(outs: &[Out]) -> Vec<String> {
+    let later = ["A2", "B0", "FLAKY", "B2", "Z"];
+    outs.iter()
+        .filter(|o| o.payload.split('|').any(|part| later.contains(&part)))
+        .map(|o| o.payload.clone())
+        .collect()
+}
+
 #[tokio::test]
 async fn stop_strategy_stops_before_the_failed_unit() {
     for mode in modes() {
@@ -216,6 +245,19 @@ async fn stop_strategy_stops_before_the_failed_unit() {
             err.unwrap_err().to_string().contains("cannot process bad"),
             "{mode:?}"
         );
+        // Nothing fetched after the failed unit was processed or written, though all of it
+        // was fetched before the failure (the stream has ended: every output it wrote is
+        // stored).
+        let outs = read_all(&client, "out").await;
+        assert_eq!(outputs_after_bad(&outs), Vec::<String>::new(), "{mode:?}");
+        if mode == StreamMode::Individual {
+            let payloads: Vec<&str> = outs.iter().map(|o| o.payload.as_str()).collect();
+            assert_eq!(
+                payloads,
+                ["A0"],
+                "the message before the failure is written"
+            );
+        }
         let committed = committed(&client, "g-stop").await;
         let position = committed.get(&("in".to_string(), 0)).copied().unwrap_or(0);
         let limit = match mode {
@@ -227,5 +269,168 @@ async fn stop_strategy_stops_before_the_failed_unit() {
             "{mode:?}: committed {position}, the failure is at offset 1"
         );
         assert!(!stream.is_running());
+    }
+}
+
+/// Waits on `bad` until released, then fails it.
+struct Gate {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl MessageProcessor for Gate {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        let text = m.payload_as_string()?;
+        if text == "bad" {
+            self.entered.notify_one();
+            let _ = self.release.acquire().await;
+            return Err(ClientError::InvalidMessage("cannot process bad".into()));
+        }
+        Ok(Some(
+            Message::builder()
+                .topic("unused")
+                .payload(text.to_uppercase())
+                .build()?,
+        ))
+    }
+}
+
+/// A failure under `ErrorStrategy::Stop` while the stream stops is `stop`'s error (it must
+/// not be lost to the stop's drain), and nothing after it is processed.
+#[tokio::test]
+async fn a_failure_while_stopping_is_returned_by_stop() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let inputs: Vec<(u32, String, u64)> = ["a0", "bad", "a2", "a3"]
+        .iter()
+        .map(|p| (0, p.to_string(), 10))
+        .collect();
+    send(&client, "in", &inputs).await;
+    let gate = Arc::new(Gate {
+        entered: tokio::sync::Notify::new(),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    struct Shared(Arc<Gate>);
+    #[async_trait]
+    impl MessageProcessor for Shared {
+        async fn process(&self, m: &Message) -> Result<Option<Message>> {
+            self.0.process(m).await
+        }
+    }
+    let config = StreamConfig {
+        input_topics: vec!["in".into()],
+        output_topic: Some("out".into()),
+        consumer_group: "g-stopping".into(),
+        parallelism: 1,
+        error_strategy: ErrorStrategy::Stop,
+        ..Default::default()
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(Shared(Arc::clone(&gate)));
+    stream.start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), gate.entered.notified())
+        .await
+        .expect("bad is being processed");
+    let stopping = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.stop().await }
+    });
+    // The stop's drain is under way (it waits for `bad`) when `bad` fails.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stopping.is_finished());
+    gate.release.add_permits(1);
+    let stopped = tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("stop returns")
+        .unwrap();
+    let err = stopped.expect_err("stop reports the failure that came while it drained");
+    assert!(err.to_string().contains("cannot process bad"), "{err}");
+    let payloads: Vec<String> = read_all(&client, "out")
+        .await
+        .into_iter()
+        .map(|o| o.payload)
+        .collect();
+    assert_eq!(payloads, ["A0"]);
+    let position = committed(&client, "g-stopping")
+        .await
+        .get(&("in".to_string(), 0))
+        .copied();
+    assert!(position <= Some(1), "committed {position:?}, bad is at 1");
+}
+
+/// Upper-cases payloads, panics on `bad` in `process` (so in the default `process_batch`
+/// too), and panics in every `on_error`.
+struct Panicky;
+
+#[async_trait]
+impl MessageProcessor for Panicky {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        let text = m.payload_as_string()?;
+        if text == "bad" {
+            panic!("boom on {text}");
+        }
+        Ok(Some(
+            Message::builder()
+                .topic("unused")
+                .payload(text.to_uppercase())
+                .build()?,
+        ))
+    }
+
+    async fn on_error(&self, _: &Message, _: &ClientError) -> Result<()> {
+        panic!("on_error panics too");
+    }
+}
+
+/// A panic in the processor is the unit's processing error: with `Skip` the stream goes on
+/// (every later message processed) and stops; with `Stop` it stops with the panic's message
+/// rather than hang.
+#[tokio::test]
+async fn a_panicking_processor_is_a_processing_error() {
+    let individual_or_batch = modes()
+        .into_iter()
+        .filter(|m| !matches!(m, StreamMode::Windowed { .. }));
+    for mode in individual_or_batch {
+        let (stream, client, _b) =
+            run_with(&mode, ErrorStrategy::Skip, "panic-skip", Panicky).await;
+        let want: &[&str] = match mode {
+            StreamMode::Individual => &["A0", "A2", "B0", "B2", "FLAKY", "Z"],
+            // [a0 bad a2] fails whole.
+            _ => &["B0", "B2", "FLAKY", "Z"],
+        };
+        let outs = wait_records(&client, "out", want.len()).await;
+        let mut got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+        got.sort();
+        assert_eq!(got, want, "{mode:?}");
+        tokio::time::timeout(Duration::from_secs(10), stream.stop())
+            .await
+            .expect("stop returns after a panic")
+            .unwrap();
+        let metrics = stream.metrics().await;
+        assert_eq!(
+            metrics.processing_errors.load(Ordering::Relaxed),
+            1,
+            "{mode:?}"
+        );
+
+        let (stream, _client, _b) =
+            run_with(&mode, ErrorStrategy::Stop, "panic-stop", Panicky).await;
+        let err = tokio::time::timeout(Duration::from_secs(10), stream.wait())
+            .await
+            .expect("the stream stops on the panic")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("panicked") && text.contains("boom on bad"),
+            "{mode:?}: {text}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), stream.stop())
+            .await
+            .expect("stop returns")
+            .unwrap_err();
     }
 }

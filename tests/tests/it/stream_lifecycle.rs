@@ -1,0 +1,223 @@
+//! A stream's start, commits and stop against a real broker: the first session's failure is
+//! `start`'s error, a stop while `start` waits ends it, a failed commit is made again (and one
+//! at stop is `stop`'s error), outputs are on disk when acknowledged in at-least-once mode too.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::stream_support::*;
+use rustmq::protocol::{JoinGroupRequest, Request, Response};
+use rustmq::stream::{
+    ErrorStrategy, LatePolicy, MessageStream, StreamConfig, StreamMode, WindowOptions,
+};
+use rustmq::ClientError;
+
+fn config(group: &str) -> StreamConfig {
+    StreamConfig {
+        input_topics: vec!["in".into()],
+        output_topic: Some("out".into()),
+        consumer_group: group.into(),
+        parallelism: 1,
+        error_strategy: ErrorStrategy::Skip,
+        ..Default::default()
+    }
+}
+
+fn inputs(payloads: &[&str]) -> Vec<(u32, String, u64)> {
+    payloads.iter().map(|p| (0, p.to_string(), 10)).collect()
+}
+
+/// A join the broker refuses with an error a new session could not fix either (a group name
+/// longer than the broker takes, answered `InvalidRequest`, which the supervisor would retry
+/// once the stream runs) fails `start` at once, instead of leaving it waiting for ever.
+#[tokio::test]
+async fn start_fails_with_the_first_sessions_error() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    let group = "g".repeat(rustmq::protocol::MAX_GROUP_NAME_LEN + 1);
+    let stream = MessageStream::new(client.clone(), config(&group))
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0));
+    let err = tokio::time::timeout(Duration::from_secs(10), stream.start())
+        .await
+        .expect("start returns")
+        .expect_err("the broker refuses the join");
+    assert!(err.to_string().contains("group name"), "{err}");
+    assert!(!stream.is_running());
+    // The stream has ended, with that error.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), stream.stop())
+        .await
+        .expect("stop returns");
+    assert!(stopped.is_err(), "{stopped:?}");
+}
+
+/// A late messages' dead-letter topic that is not a valid topic name fails `start`, rather
+/// than the first late message.
+#[tokio::test]
+async fn start_checks_the_late_dead_letter_topic() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    let windowed = StreamConfig {
+        mode: StreamMode::Windowed {
+            window_size: Duration::from_millis(100),
+            slide_interval: Duration::from_millis(100),
+        },
+        ..config("g-late")
+    };
+    let stream = MessageStream::new(client.clone(), windowed)
+        .await
+        .unwrap()
+        .with_processor(Join(Upper::new(0)))
+        .with_window_options(WindowOptions {
+            late_messages: LatePolicy::DeadLetter {
+                topic: "late ones".into(),
+            },
+            ..Default::default()
+        });
+    let err = stream.start().await.expect_err("an invalid topic name");
+    assert!(matches!(err, ClientError::InvalidConfig(_)), "{err:?}");
+    assert!(!stream.is_running());
+}
+
+/// `stop` while `start` waits for the join (another member holds up the rebalance) ends the
+/// wait: `start` fails with `Closed` rather than return as if the stream ran, and `stop`
+/// returns at once.
+#[tokio::test]
+async fn stop_while_start_waits_ends_the_start() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    // A member that never rejoins: the stream's join waits for it (up to its rebalance
+    // timeout, ten minutes).
+    let ghost = Request::JoinGroup(JoinGroupRequest {
+        group: "g-ghost".into(),
+        member_id: "ghost".into(),
+        client_id: "ghost".into(),
+        topics: vec!["in".into()],
+        session_timeout_ms: 600_000,
+        rebalance_timeout_ms: 600_000,
+    });
+    match client.raw_request(ghost).await.unwrap() {
+        Response::JoinGroup(_) => {}
+        other => panic!("unexpected answer to the join: {other:?}"),
+    }
+    let stream = MessageStream::new(client.clone(), config("g-ghost"))
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0));
+    let starting = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.start().await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!starting.is_finished(), "the join waits for the ghost");
+    tokio::time::timeout(Duration::from_secs(10), stream.stop())
+        .await
+        .expect("stop does not wait for the join")
+        .unwrap();
+    let started = tokio::time::timeout(Duration::from_secs(10), starting)
+        .await
+        .expect("start returns once stopped")
+        .unwrap();
+    assert!(
+        matches!(started, Err(ClientError::Closed)),
+        "start must not report a stream that never ran as started: {started:?}"
+    );
+    assert!(!stream.is_running());
+}
+
+/// The temporary file the broker writes a group's offsets through: a directory there makes
+/// every commit of the group fail (an I/O error), removing it lets them succeed again.
+fn offsets_blocker(broker: &rustmq::testing::TestBroker, group: &str) -> PathBuf {
+    let hex: String = group.bytes().map(|b| format!("{b:02x}")).collect();
+    broker
+        .data_dir()
+        .join("groups")
+        .join(format!("{hex}.offsets.tmp"))
+}
+
+/// A commit that failed is made again at the next interval even though nothing changed since
+/// (the stream is idle); a final commit that fails at stop is `stop`'s error.
+#[tokio::test]
+async fn a_failed_commit_is_retried_and_a_failed_final_commit_fails_stop() {
+    let (broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let blocker = offsets_blocker(&broker, "g-commit");
+    std::fs::create_dir_all(&blocker).unwrap();
+    send(&client, "in", &inputs(&["a", "b", "c"])).await;
+    let stream = MessageStream::new(client.clone(), config("g-commit"))
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0))
+        .with_commit_interval(Duration::from_millis(50));
+    stream.start().await.unwrap();
+    wait_records(&client, "out", 3).await;
+    // Every input is finished; the commits of several intervals fail meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let position =
+        |c: std::collections::HashMap<(String, u32), u64>| c.get(&("in".to_string(), 0)).copied();
+    assert_eq!(position(committed(&client, "g-commit").await), None);
+    std::fs::remove_dir(&blocker).unwrap();
+    eventually(
+        "the failed commit to be made again",
+        Duration::from_secs(5),
+        || {
+            let client = client.clone();
+            async move { position(committed(&client, "g-commit").await) == Some(3) }
+        },
+    )
+    .await;
+
+    std::fs::create_dir_all(&blocker).unwrap();
+    send(&client, "in", &inputs(&["d", "e"])).await;
+    wait_records(&client, "out", 5).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), stream.stop())
+        .await
+        .expect("stop returns");
+    assert!(
+        stopped.is_err(),
+        "stop must report that the work is not committed"
+    );
+    assert_eq!(position(committed(&client, "g-commit").await), Some(3));
+}
+
+/// In at-least-once mode too, outputs and dead letters are on disk when acknowledged (the
+/// broker syncs them: acks=all), as the commits of their inputs are.
+#[tokio::test]
+async fn at_least_once_outputs_and_dead_letters_are_synced() {
+    let (broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    client.create_topic("dlq", 1).await.unwrap();
+    send(&client, "in", &inputs(&["a", "bad", "c"])).await;
+    let config = StreamConfig {
+        error_strategy: ErrorStrategy::DeadLetter {
+            topic: "dlq".into(),
+        },
+        exactly_once: false,
+        ..config("g-synced")
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0));
+    stream.start().await.unwrap();
+    wait_records(&client, "out", 2).await;
+    wait_records(&client, "dlq", 1).await;
+    let topics = broker.handle().unwrap().topics();
+    for topic in ["out", "dlq"] {
+        let log = std::sync::Arc::clone(&topics.require(topic).unwrap().partitions[0]);
+        // (Readable once appended, acknowledged once synced.)
+        eventually(
+            &format!("{topic} to be synced"),
+            Duration::from_secs(5),
+            || {
+                let log = std::sync::Arc::clone(&log);
+                async move { log.sync_count() > 0 }
+            },
+        )
+        .await;
+    }
+    stream.stop().await.unwrap();
+}
