@@ -232,7 +232,8 @@ async fn a_refusal_met_by_the_fetch_and_the_rejoin_reaches_receive_once() {
         ),
         other => panic!("expected the refusal again, got {other:?}"),
     }
-    consumer.close().await.unwrap();
+    // Its close may be refused too (committing what it holds needs the right to read).
+    let _ = consumer.close().await;
 }
 
 /// Auto-commits the broker refuses for good (the group's commit right withdrawn) reach
