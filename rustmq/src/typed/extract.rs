@@ -1,6 +1,7 @@
 //! Extractors: what a handler's arguments can be (axum's `FromRequestParts`, for messages).
 
 use crate::codec::{Codec, CodecError};
+use crate::message::Message;
 
 use super::delivery::{Attempt, Delivery, Headers, Metadata, State};
 use super::producer::TypedProducer;
@@ -60,14 +61,23 @@ pub trait FromDelivery<S>: ExtractorKind + Sized {
 /// (as a typed stream processor writes it), the reason says so.
 pub fn decode_payload<T: Topic>(delivery: &Delivery) -> Result<T, Rejection> {
     let message = delivery.message();
-    <T::Codec as Codec>::decode(&message.payload).map_err(|mut e| {
-        if let Some(sent) = message.headers.get("content-type") {
-            if sent != e.codec {
-                e.message = format!("{} (the message's content-type is {sent:?})", e.message);
-            }
+    match <T::Codec as Codec>::decode(&message.payload) {
+        Ok(value) => Ok(value),
+        Err(e) => Err(poison(e, message)),
+    }
+}
+
+/// The rejection of `message`'s payload that did not decode. Out of line, so that what every
+/// message pays for in [`decode_payload`] stays the decode alone.
+#[cold]
+#[inline(never)]
+fn poison(mut e: CodecError, message: &Message) -> Rejection {
+    if let Some(sent) = message.headers.get("content-type") {
+        if sent != e.codec {
+            e.message = format!("{} (the message's content-type is {sent:?})", e.message);
         }
-        Rejection::Poison(e)
-    })
+    }
+    Rejection::Poison(e)
 }
 
 impl ExtractorKind for Metadata {}
@@ -124,7 +134,6 @@ impl<S, T: Topic> FromDelivery<S> for TypedProducer<T> {
 mod tests {
     use super::*;
     use crate::codec::Json;
-    use crate::Message;
 
     #[derive(Debug, serde::Serialize, serde::Deserialize)]
     struct Order {
