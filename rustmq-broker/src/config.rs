@@ -456,6 +456,12 @@ mod tests {
             ..Default::default()
         });
         assert_eq!((log.segment_ms, log.roll_ms()), (3_600_000, 60_000));
+        // ... but not under 10 s: a retention of a millisecond would roll at every append.
+        let log = cfg.log.log_config(&rustmq_protocol::TopicSettings {
+            retention_ms: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(log.roll_ms(), crate::storage::MIN_RETENTION_ROLL_MS);
         assert_eq!(
             BrokerConfig::default().log.segment_ms,
             7 * 24 * 3_600_000,

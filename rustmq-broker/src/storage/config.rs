@@ -21,6 +21,10 @@ pub enum FlushPolicy {
 /// Default [`LogConfig::segment_ms`]: 7 days, as Kafka's `segment.ms`.
 pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
+/// The shortest age at which a retention shorter than `segment_ms` rolls the active segment:
+/// 10 s ([`LogConfig::roll_ms`]).
+pub const MIN_RETENTION_ROLL_MS: u64 = 10_000;
+
 /// Configuration of one [`PartitionLog`](super::PartitionLog).
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -64,9 +68,12 @@ impl Default for LogConfig {
 
 impl LogConfig {
     /// The age (ms) after which the active segment rolls at the next append: `segment_ms`, or
-    /// `retention_ms` when that is shorter.
+    /// `retention_ms` when that is shorter, but never under [`MIN_RETENTION_ROLL_MS`] on
+    /// account of the retention (a retention of a few milliseconds would roll, and fsync, at
+    /// nearly every append, and hold a file per segment until the next retention pass).
     pub fn roll_ms(&self) -> u64 {
-        self.retention_ms
-            .map_or(self.segment_ms, |retention| retention.min(self.segment_ms))
+        self.retention_ms.map_or(self.segment_ms, |retention| {
+            retention.max(MIN_RETENTION_ROLL_MS).min(self.segment_ms)
+        })
     }
 }

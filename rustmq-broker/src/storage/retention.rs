@@ -115,6 +115,11 @@ impl PartitionLog {
             }
         }
         let dir = self.dir();
+        if maintenance.durable_start < start {
+            // Not recorded: a file removed now and brought back by a crash (before the
+            // directory is synced) would be served again. Removed by a later pass instead.
+            return Ok(removed.len());
+        }
         maintenance
             .undeleted
             .retain(|&base| match remove_segment_files(dir, base) {
@@ -245,6 +250,27 @@ mod tests {
     /// A segment whose files cannot be removed (here its index path is a non-empty directory,
     /// which even root cannot unlink) is out of the log for good: a restart does not serve it
     /// again, and its files are removed by a later pass once that works.
+    #[test]
+    fn no_file_is_removed_before_the_log_start_offset_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = batch("s0", 1, 0).len() as u64;
+        let config = LogConfig {
+            retention_bytes: Some(0),
+            ..small_config(2 * len)
+        };
+        let (log, _) = self::log(dir.path(), config);
+        let first = dir.path().join("00000000000000000000.log");
+        // The start offset's write fails (its directory sync): nothing is unlinked, since a
+        // crash could bring the files back without the record that leaves them out.
+        crate::storage::segment::FAIL_SYNC_DIR.with(|n| n.set(1));
+        assert_eq!(log.apply_retention(0).unwrap(), 4);
+        assert_eq!(log.log_start_offset(), 8);
+        assert!(first.exists(), "removed before the start offset was recorded");
+        // The next pass records it, then removes them.
+        assert_eq!(log.apply_retention(0).unwrap(), 0);
+        assert!(!first.exists());
+    }
+
     #[test]
     fn a_failed_delete_is_retried_and_not_served_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
