@@ -265,7 +265,10 @@ mod tests {
         crate::storage::segment::FAIL_SYNC_DIR.with(|n| n.set(1));
         assert_eq!(log.apply_retention(0).unwrap(), 4);
         assert_eq!(log.log_start_offset(), 8);
-        assert!(first.exists(), "removed before the start offset was recorded");
+        assert!(
+            first.exists(),
+            "removed before the start offset was recorded"
+        );
         // The next pass records it, then removes them.
         assert_eq!(log.apply_retention(0).unwrap(), 0);
         assert!(!first.exists());
