@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rustmq_protocol::batch::BATCH_HEADER_LEN;
 use rustmq_protocol::{
-    AutoCreateTopicRequest, Compression, ErrorCode, InitProducerRequest, MetadataRequest,
-    ProduceRequest, ProduceResponse, Request, Response,
+    AutoCreateTopicRequest, Compression, InitProducerRequest, MetadataRequest, ProduceRequest,
+    ProduceResponse, Request, Response,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -24,8 +24,8 @@ use crate::transport::deadline_after;
 /// The partition count of `topic`, created first if it does not exist and the broker
 /// auto-creates topics (so that the first keyed messages go where the later ones will); `None`
 /// if it does not exist (yet): the broker does not auto-create topics, may not create it for
-/// this principal, or predates `AutoCreateTopic` (then the count is learnt after the first
-/// produce creates the topic).
+/// this principal, refuses the request for another reason, or predates `AutoCreateTopic` (then
+/// the count is learnt after the first produce creates the topic).
 pub(crate) async fn partition_count_to_produce(
     client: &RustMqClient,
     topic: &str,
@@ -37,12 +37,12 @@ pub(crate) async fn partition_count_to_produce(
         Ok(Response::AutoCreateTopic(r)) => Ok(Some(r.partitions)),
         Ok(other) => Err(ClientError::unexpected_response(&other)),
         Err(ClientError::TopicNotFound(_)) => Ok(None),
-        // A principal that may not create the topic (or write to it) gets a producer as
-        // before, from the metadata it may describe: its sends are refused with the reason.
+        // Any other answer of the broker (a principal that may not create the topic or write
+        // to it, a broker that predates the request, a topic being deleted) gives a producer
+        // as before, from the metadata: its sends meet the reason, if it lasts. Only a broker
+        // that cannot be reached fails the build.
         Err(ClientError::Authorization(_)) => partition_count(client, topic).await,
-        Err(e) if e.error_code() == Some(ErrorCode::UnknownRequestKind) => {
-            partition_count(client, topic).await
-        }
+        Err(e) if e.error_code().is_some() => partition_count(client, topic).await,
         Err(e) => Err(e),
     }
 }

@@ -1,6 +1,7 @@
 //! [`MessageStream`]: start, stop, metrics, and the supervisor that runs sessions.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,9 +59,21 @@ struct Inner {
     metrics: Arc<StreamMetrics>,
     member: Arc<Mutex<Member>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Set while `start` runs before the stream's task exists (the processor's `on_start`,
+    /// the partition count): a `stop` then still reaches the start.
+    starting: AtomicBool,
     stop: watch::Sender<bool>,
     /// `Some` once the stream has ended, with how.
     result: watch::Sender<Option<std::result::Result<(), Arc<ClientError>>>>,
+}
+
+/// Clears [`Inner::starting`] when `start` returns, however it does.
+struct Starting<'a>(&'a AtomicBool);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Inner {
@@ -110,6 +123,7 @@ impl MessageStream {
                 metrics: Arc::new(StreamMetrics::default()),
                 member: Arc::new(Mutex::new(Member::default())),
                 task: Mutex::new(None),
+                starting: AtomicBool::new(false),
                 stop: watch::channel(false).0,
                 result: watch::channel(None).0,
             }),
@@ -193,11 +207,20 @@ impl MessageStream {
             ));
         }
         tuning.window_options.validate()?;
+        self.inner.starting.store(true, Ordering::SeqCst);
+        let _starting = Starting(&self.inner.starting);
         let default_partitions =
             group::partition_count(&self.inner.client, &config.input_topics[0])
                 .await?
                 .ok_or_else(|| ClientError::TopicNotFound(config.input_topics[0].clone()))?;
         processor.on_start().await?;
+        if *self.inner.stop.borrow() {
+            // Stopped while `on_start` ran: it is undone, and nothing else runs.
+            if let Err(e) = processor.on_stop().await {
+                tracing::warn!(group = %config.consumer_group, error = %e, "on_stop failed");
+            }
+            return Err(ClientError::Closed);
+        }
         let settings = Settings {
             client: self.inner.client.clone(),
             config: config.clone(),
@@ -258,6 +281,10 @@ impl MessageStream {
     /// Stopping a stream that never started does nothing.
     pub async fn stop(&self) -> Result<()> {
         if self.inner.task.lock().is_none() {
+            if self.inner.starting.load(Ordering::SeqCst) {
+                // `start` is under way: it fails with `Closed` instead of starting.
+                self.inner.stop.send_replace(true);
+            }
             return Ok(());
         }
         self.inner.stop.send_replace(true);

@@ -3,14 +3,17 @@
 //! at stop is `stop`'s error), outputs are on disk when acknowledged in at-least-once mode too.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::stream_support::*;
 use rustmq::protocol::{JoinGroupRequest, Request, Response};
 use rustmq::stream::{
-    ErrorStrategy, LatePolicy, MessageStream, StreamConfig, StreamMode, WindowOptions,
+    ErrorStrategy, LatePolicy, MessageProcessor, MessageStream, StreamConfig, StreamMode,
+    WindowOptions,
 };
-use rustmq::ClientError;
+use rustmq::{async_trait, ClientError, Message};
 
 fn config(group: &str) -> StreamConfig {
     StreamConfig {
@@ -124,6 +127,67 @@ async fn stop_while_start_waits_ends_the_start() {
         "start must not report a stream that never ran as started: {started:?}"
     );
     assert!(!stream.is_running());
+}
+
+/// A processor whose `on_start` takes a while, counting its `on_start` and `on_stop` calls.
+struct SlowStart {
+    started: Arc<AtomicUsize>,
+    stopped: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl MessageProcessor for SlowStart {
+    async fn process(&self, m: &Message) -> rustmq::Result<Option<Message>> {
+        Ok(Some(m.clone()))
+    }
+
+    async fn on_start(&self) -> rustmq::Result<()> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+
+    async fn on_stop(&self) -> rustmq::Result<()> {
+        self.stopped.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// `stop` while `start` still runs the processor's `on_start` (before the stream's task
+/// exists) is not lost: `start` fails with `Closed`, nothing runs, and `on_stop` undoes the
+/// `on_start`. A `stop` before any `start` still does nothing.
+#[tokio::test]
+async fn stop_while_on_start_runs_ends_the_start() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    let (started, stopped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let stream = MessageStream::new(client.clone(), config("g-slow-start"))
+        .await
+        .unwrap()
+        .with_processor(SlowStart {
+            started: Arc::clone(&started),
+            stopped: Arc::clone(&stopped),
+        });
+    stream.stop().await.unwrap();
+    let starting = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.start().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(started.load(Ordering::SeqCst), 1, "on_start runs");
+    stream.stop().await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), starting)
+        .await
+        .expect("start returns")
+        .unwrap();
+    assert!(matches!(result, Err(ClientError::Closed)), "{result:?}");
+    assert!(!stream.is_running());
+    assert_eq!(stopped.load(Ordering::SeqCst), 1, "on_stop undoes on_start");
+    let group = client.describe_group("g-slow-start").await;
+    assert!(
+        group.map_or(true, |g| g.members.is_empty()),
+        "the stream never joined"
+    );
 }
 
 /// The temporary file the broker writes a group's offsets through: a directory there makes
