@@ -119,6 +119,9 @@ async fn main() -> Result<()> {
         .with_window_options(WindowOptions {
             allowed_lateness: Duration::from_millis(500),
             late_messages: LatePolicy::Drop,
+            // A partition that delivers nothing for this long stops holding the windows of
+            // the others back (the default).
+            idle_timeout: rustmq::stream::DEFAULT_WINDOW_IDLE_TIMEOUT,
         });
     stream.start().await?;
     let metrics = stream.metrics().await;

@@ -30,11 +30,22 @@ pub enum StreamMode {
     /// `k` covers `[k·slide_interval, k·slide_interval + window_size)`. Tumbling when
     /// `slide_interval == window_size`, sliding (overlapping) when it is shorter. A window is
     /// handed to [`MessageProcessor::process_batch`](super::MessageProcessor::process_batch)
-    /// (members sorted by timestamp) once the watermark — the largest timestamp seen minus
-    /// [`WindowOptions::allowed_lateness`] — reaches its end; a message for a window that has
-    /// already closed is late and handled per [`WindowOptions::late_messages`]. The watermark
-    /// is one per stream instance, over every partition it owns: a partition far behind the
-    /// others (a backlog) has its messages judged late against their timestamps.
+    /// (members sorted by timestamp) once the watermark reaches its end; a message for a
+    /// window that has already closed is late and handled per
+    /// [`WindowOptions::late_messages`].
+    ///
+    /// The watermark waits for the slowest partition: it is the least, over the stream
+    /// instance's active input partitions, of the largest timestamp each has delivered, minus
+    /// [`WindowOptions::allowed_lateness`]. A partition far behind the others in event time (a
+    /// backlog, a partition taken over in a rebalance and read again from its committed
+    /// position, a producer with a slow clock) holds the windows back rather than have its
+    /// messages judged late. A partition is active from its assignment (before its first
+    /// message its event time is unknown, and no window closes) until it has delivered
+    /// nothing for [`WindowOptions::idle_timeout`]: an idle partition no longer holds the
+    /// others back (windows close when it becomes idle, with no message arriving), and when
+    /// every partition is idle the largest timestamp of all counts. An idle partition that
+    /// delivers again counts again, but the watermark never moves back: windows closed
+    /// meanwhile stay closed, and its messages for them are late.
     Windowed {
         /// Length of a window.
         window_size: Duration,
@@ -94,25 +105,62 @@ pub enum LatePolicy {
     },
 }
 
-/// Lateness settings of [`StreamMode::Windowed`], set with
-/// [`MessageStream::with_window_options`](super::MessageStream::with_window_options).
+/// Lateness and idleness settings of [`StreamMode::Windowed`], set with
+/// [`MessageStream::with_window_options`](super::MessageStream::with_window_options). Build
+/// them with `..Default::default()` for the fields you leave as they are.
 ///
 /// They live outside [`StreamConfig`] so that the seed's exhaustive `StreamConfig { .. }` and
 /// `StreamMode::Windowed { .. }` literals keep compiling (as does
 /// [`MessageStream::with_max_in_flight_bytes`](super::MessageStream::with_max_in_flight_bytes)).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowOptions {
-    /// How far behind the largest timestamp seen a message may be and still join its window:
-    /// the watermark is the largest timestamp minus this.
+    /// How far behind the event time a message may be and still join its window: the
+    /// watermark is the event time (the least largest timestamp of the active partitions, see
+    /// [`StreamMode::Windowed`]) minus this. Default 0.
     pub allowed_lateness: Duration,
-    /// What to do with messages that are later than that.
+    /// What to do with messages that are later than that. Default [`LatePolicy::Drop`].
     pub late_messages: LatePolicy,
+    /// How long an input partition may deliver nothing before it is idle and stops holding
+    /// the watermark back (see [`StreamMode::Windowed`]). Must be positive; [`Duration::MAX`]:
+    /// never idle (a partition that receives nothing then holds every window open for good).
+    ///
+    /// Default [`DEFAULT_WINDOW_IDLE_TIMEOUT`], 5 s: between never (one quiet partition
+    /// stops every window) and no wait (a partition behind the others has its messages judged
+    /// late). A partition behind the others with messages to deliver (a backlog, a replay)
+    /// delivers far more often than that, even through a fetch retried after a failure
+    /// (fetches back off for at most 1.6 s). The cost is paid only when a partition is really
+    /// quiet (no traffic, or nothing in it when the stream starts or rebalances): every window
+    /// of the instance then closes up to this much later. Lower it for less delay with quiet
+    /// partitions; raise it for partitions whose delivery may pause longer. Time the stream
+    /// spends waiting for its processors does not count (the windows waiting to be processed
+    /// hold every partition back then). A partition that gets a message less often than this
+    /// is idle between them: its messages behind the others by more than `allowed_lateness`
+    /// are late.
+    pub idle_timeout: Duration,
+}
+
+/// The default [`WindowOptions::idle_timeout`].
+pub const DEFAULT_WINDOW_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for WindowOptions {
+    fn default() -> Self {
+        Self {
+            allowed_lateness: Duration::ZERO,
+            late_messages: LatePolicy::Drop,
+            idle_timeout: DEFAULT_WINDOW_IDLE_TIMEOUT,
+        }
+    }
 }
 
 impl WindowOptions {
-    /// Checks the late messages' dead-letter topic, as [`StreamConfig::validate`] checks the
-    /// error strategy's.
+    /// Checks the idle timeout and the late messages' dead-letter topic (as
+    /// [`StreamConfig::validate`] checks the error strategy's).
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.idle_timeout.is_zero() {
+            return Err(ClientError::InvalidConfig(
+                "stream window idle_timeout must be positive".into(),
+            ));
+        }
         if let LatePolicy::DeadLetter { topic } = &self.late_messages {
             validate_topic(topic).map_err(|e| {
                 ClientError::InvalidConfig(format!("stream late_messages DeadLetter topic: {e}"))
@@ -346,5 +394,24 @@ mod tests {
             ..config()
         };
         assert!(strategy.validate().is_err());
+    }
+
+    /// The idle timeout must be positive, and may be as long as it likes: `Duration::MAX`
+    /// never makes a partition idle.
+    #[test]
+    fn idle_timeout_is_validated() {
+        let idle = |idle_timeout| WindowOptions {
+            idle_timeout,
+            ..Default::default()
+        };
+        assert_eq!(
+            WindowOptions::default().idle_timeout,
+            DEFAULT_WINDOW_IDLE_TIMEOUT
+        );
+        idle(Duration::from_nanos(1)).validate().unwrap();
+        idle(Duration::MAX).validate().unwrap();
+        let e = idle(Duration::ZERO).validate().unwrap_err();
+        assert!(matches!(e, ClientError::InvalidConfig(_)), "{e:?}");
+        assert!(e.to_string().contains("idle_timeout"), "{e}");
     }
 }

@@ -80,7 +80,9 @@ mod window;
 use std::sync::Arc;
 
 pub use self::claims::{SRC_GROUP, SRC_OFFSET, SRC_PARTITION, SRC_RANGES, SRC_TOPIC, SRC_WINDOW};
-pub use self::config::{ErrorStrategy, LatePolicy, StreamConfig, StreamMode, WindowOptions};
+pub use self::config::{
+    ErrorStrategy, LatePolicy, StreamConfig, StreamMode, WindowOptions, DEFAULT_WINDOW_IDLE_TIMEOUT,
+};
 pub use self::handle::MessageStream;
 pub use self::metrics::StreamMetrics;
 pub use self::processor::MessageProcessor;

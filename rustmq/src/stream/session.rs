@@ -5,6 +5,7 @@
 //!  fetch task per partition ──► router ──┬─ individual: worker[hash(partition) % parallelism]
 //!   (max_in_flight, bytes in flight,     ├─ batch: batcher ──► shared worker queue
 //!    ledger: received)                   └─ windowed: windows ──► closed windows, late ones
+//!                                           (and on a timer: partitions becoming idle)
 //!  workers: unit::run (processor, error strategy) ──► sink lanes ──► ledger: finished
 //!  committer: ledger snapshot ──► CommitOffsets every commit interval (and again at the next
 //!             interval after a failed one, changed or not)
@@ -40,7 +41,7 @@ use super::processor::MessageProcessor;
 use super::recovery;
 use super::sink::Sink;
 use super::unit::{self, Kind, Unit};
-use super::window::{WindowRecovery, WindowSpec, Windows};
+use super::window::{Span, WindowRecovery, WindowSpec, Windows};
 use super::{Settings, Tp};
 use crate::client::RustMqClient;
 use crate::error::{ClientError, Result};
@@ -387,7 +388,13 @@ pub(crate) async fn run(
                     .collect(),
                 emitted: recovery::emitted_windows(&recovered.claims),
             };
-            Some(Windows::new(spec, recovery))
+            Some(Windows::new(
+                spec,
+                settings.window_options.idle_timeout,
+                recovery,
+                recovered.positions.iter().map(|(tp, _, _)| tp.clone()),
+                Instant::now(),
+            ))
         }
         _ => None,
     };
@@ -411,6 +418,7 @@ pub(crate) async fn run(
         batcher,
         individual,
         shared: shared_tx,
+        paused: Duration::ZERO,
     };
     let router_handle = ctx.spawn_joined(router.run(in_rx));
 
@@ -549,6 +557,10 @@ struct Router {
     batcher: Option<Batcher<Incoming>>,
     individual: Vec<mpsc::Sender<Unit>>,
     shared: Option<mpsc::Sender<Unit>>,
+    /// Windowed mode: time spent waiting for room in the workers' queue, when no partition
+    /// could deliver. The windows' clock leaves it out: waiting for the processors does not
+    /// make a partition idle.
+    paused: Duration,
 }
 
 impl Router {
@@ -572,12 +584,23 @@ impl Router {
                 }
                 continue;
             }
-            let deadline = self.batcher.as_ref().and_then(Batcher::deadline);
+            // The open batch's timeout, or when a partition becomes idle (on the windows'
+            // clock): the windows are looked at again then, without a message.
+            let deadline = match (&self.batcher, &self.windows) {
+                (Some(batcher), _) => batcher.deadline(),
+                (None, Some(windows)) => {
+                    windows.next_idle().and_then(|d| d.checked_add(self.paused))
+                }
+                (None, None) => None,
+            };
             let incoming = tokio::select! {
                 i = rx.recv() => i,
                 _ = sleep_until(deadline) => {
                     if let Some(batch) = self.batcher.as_mut().and_then(|b| b.take_due(Instant::now())) {
                         self.dispatch_batch(batch).await;
+                    }
+                    if self.windows.is_some() {
+                        self.tick_windows().await;
                     }
                     continue;
                 }
@@ -645,7 +668,14 @@ impl Router {
         self.send(Some(lane), unit).await;
     }
 
-    async fn send(&self, lane: Option<usize>, unit: Unit) {
+    /// Now, on the windows' clock: real time less the time [`paused`](Self::paused).
+    fn clock(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_sub(self.paused).unwrap_or(now)
+    }
+
+    async fn send(&mut self, lane: Option<usize>, unit: Unit) {
+        let started = self.windows.is_some().then(Instant::now);
         self.ctx.unit_started();
         let sent = match lane {
             Some(l) => self.individual[l].send(unit).await,
@@ -659,6 +689,9 @@ impl Router {
         };
         if sent.is_err() {
             self.ctx.unit_finished();
+        }
+        if let Some(started) = started {
+            self.paused += started.elapsed();
         }
     }
 
@@ -678,10 +711,11 @@ impl Router {
     }
 
     async fn place(&mut self, i: Incoming) {
+        let now = self.clock();
         let windows = self.windows.as_mut().expect("windowed");
         let (tp, offset, ts) = (i.tp.clone(), i.message.offset, i.message.timestamp);
         let placed = windows.place(&tp, offset, ts, &(tp.clone(), i.message.clone()));
-        let closed = windows.advance(ts);
+        let closed = windows.advance(&tp, ts, now);
         let watermark = windows.watermark();
         let late_unit = placed.late
             && matches!(
@@ -708,6 +742,29 @@ impl Router {
             self.send(None, unit).await;
         }
         drop(i.permit);
+        self.emit_windows(closed).await;
+    }
+
+    /// Windowed mode, on the timer: partitions that became idle may let the watermark move
+    /// on and close windows with no message arriving.
+    async fn tick_windows(&mut self) {
+        let now = self.clock();
+        let windows = self.windows.as_mut().expect("windowed");
+        let before = windows.watermark();
+        let closed = windows.tick(now);
+        let watermark = windows.watermark();
+        if closed.is_empty() && watermark == before {
+            return;
+        }
+        self.ctx
+            .ledger
+            .lock()
+            .windows_closed(closed.iter().map(|(span, _)| span.1), watermark);
+        self.emit_windows(closed).await;
+    }
+
+    /// Hands closed windows (in end order) to the workers.
+    async fn emit_windows(&mut self, closed: Vec<(Span, Vec<(Tp, Message)>)>) {
         for (span, mut members) in closed {
             members.sort_by(|a, b| {
                 (a.1.timestamp, &a.0, a.1.offset).cmp(&(b.1.timestamp, &b.0, b.1.offset))

@@ -149,6 +149,7 @@ async fn windowed(
             late_messages: LatePolicy::DeadLetter {
                 topic: "late".into(),
             },
+            ..Default::default()
         });
     stream.start().await.unwrap();
     let outs = wait_records(&client, "out", windows).await;
