@@ -81,6 +81,9 @@ pub(crate) struct Ledger {
     windowed: bool,
     closed: VecDeque<(u64, bool)>,
     closed_up_to: Option<u64>,
+    /// Per input partition, the `__closed` entry it was recovered with: its commits never go
+    /// below it (windows up to it were emitted with its messages by an earlier owner).
+    closed_floors: HashMap<Tp, u64>,
     watermark: Option<u64>,
     lanes: BTreeMap<(Arc<str>, u32), Lane>,
     changed: bool,
@@ -93,6 +96,12 @@ impl Ledger {
             closed_up_to,
             ..Default::default()
         }
+    }
+
+    /// Windowed mode: the `__closed` entries the partitions were recovered with.
+    pub(crate) fn closed_floors(&mut self, floors: HashMap<Tp, u64>) {
+        self.closed_floors = floors;
+        self.changed = true;
     }
 
     /// Starts tracking an input partition at `position`.
@@ -270,8 +279,10 @@ impl Ledger {
                     tp.partition,
                     input.seen.max(position),
                 ));
-                // This session's windows hold messages of every partition it owns.
-                if let Some(t) = closed_up_to {
+                // This session's windows hold messages of every partition it owns; a partition
+                // recovered with a later entry keeps it.
+                let floor = self.closed_floors.get(tp).copied();
+                if let Some(t) = closed_up_to.max(floor) {
                     out.push((format!("{CLOSED_PREFIX}{}", tp.topic), tp.partition, t));
                 }
             }
@@ -395,6 +406,23 @@ mod tests {
             (get(&s, "in", 0), get(&s, "__out.out", 0)),
             (Some(2), Some(102))
         );
+    }
+
+    /// A partition recovered with a later `__closed` entry than the session's least keeps it
+    /// in its commits until the session's own progress passes it.
+    #[test]
+    fn a_partitions_recovered_closed_entry_is_its_floor() {
+        let mut l = Ledger::new(true, Some(20));
+        l.closed_floors(HashMap::from([(tp(0), 20), (tp(1), 5_000)]));
+        l.start_partition(tp(0), 0, Some(2));
+        l.start_partition(tp(1), 7, Some(8));
+        let s = l.snapshot();
+        assert_eq!(get(&s, "__closed.in", 0), Some(20));
+        assert_eq!(get(&s, "__closed.in", 1), Some(5_000));
+        l.windows_closed([], Some(6_000));
+        let s = l.snapshot();
+        assert_eq!(get(&s, "__closed.in", 0), Some(6_000));
+        assert_eq!(get(&s, "__closed.in", 1), Some(6_000));
     }
 
     #[test]

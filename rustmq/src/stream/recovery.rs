@@ -38,7 +38,12 @@ pub(crate) struct LaneState {
 pub(crate) struct Recovered {
     /// Start offset and (windowed) placed-up-to offset of every assigned partition.
     pub(crate) positions: Vec<(Tp, u64, Option<u64>)>,
+    /// The least of the partitions' `__closed` entries (see [`closed_up_to`]).
     pub(crate) closed_up_to: Option<u64>,
+    /// Each partition's own `__closed.<topic>` entry, where it has one: what its messages are
+    /// placed by (a window its entry covers was emitted with them), and the least its next
+    /// commits say.
+    pub(crate) closed: HashMap<Tp, u64>,
     pub(crate) claims: Claims,
     pub(crate) lanes: Vec<LaneState>,
 }
@@ -46,9 +51,10 @@ pub(crate) struct Recovered {
 /// Windowed mode: every window ending at or before the result is finished with the messages
 /// of every partition in `assigned`. Each partition's `__closed.<topic>` entry says so of its
 /// own messages (committed by whichever member last owned it, from that member's windows), so
-/// the session takes the least of them: windows past a partition's own entry are built again
-/// from its uncommitted messages instead of being passed over as already emitted. Earlier
-/// builds committed one `__closed` for the whole group, read when no partition has an entry.
+/// the session's windows, which hold all its partitions' messages, are finished up to the least
+/// of them only (each partition's messages are still placed by its own entry, see
+/// [`Recovered::closed`]). Earlier builds committed one `__closed` for the whole group, read
+/// when no partition has an entry.
 fn closed_up_to(committed: &HashMap<(String, u32), u64>, assigned: &[Tp]) -> Option<u64> {
     assigned
         .iter()
@@ -60,6 +66,17 @@ fn closed_up_to(committed: &HashMap<(String, u32), u64>, assigned: &[Tp]) -> Opt
         .or_else(|| committed.get(&(CLOSED_ENTRY.to_owned(), 0)).copied())
 }
 
+/// Each partition's own `__closed.<topic>` entry.
+fn own_closed(committed: &HashMap<(String, u32), u64>, assigned: &[Tp]) -> HashMap<Tp, u64> {
+    assigned
+        .iter()
+        .filter_map(|tp| {
+            let entry = (format!("{CLOSED_PREFIX}{}", tp.topic), tp.partition);
+            Some((tp.clone(), *committed.get(&entry)?))
+        })
+        .collect()
+}
+
 pub(crate) async fn recover(
     client: &RustMqClient,
     group: &str,
@@ -69,6 +86,7 @@ pub(crate) async fn recover(
     let committed = group_offsets(client, group).await?;
     let mut out = Recovered {
         closed_up_to: closed_up_to(&committed, assigned),
+        closed: own_closed(&committed, assigned),
         ..Default::default()
     };
     for tp in assigned {

@@ -293,6 +293,7 @@ pub(crate) async fn run(
     };
     let windowed = matches!(config.mode, StreamMode::Windowed { .. });
     let mut ledger = Ledger::new(windowed, recovered.closed_up_to);
+    ledger.closed_floors(recovered.closed.clone());
     for (tp, position, seen) in &recovered.positions {
         ledger.start_partition(tp.clone(), *position, *seen);
     }
@@ -381,6 +382,7 @@ pub(crate) async fn run(
             };
             let recovery = WindowRecovery {
                 closed_up_to: recovered.closed_up_to,
+                closed: recovered.closed.clone(),
                 seen: recovered
                     .positions
                     .iter()

@@ -63,8 +63,12 @@ pub(crate) enum Placement {
 /// What an earlier instance finished, read back on a restart.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct WindowRecovery {
-    /// Every window ending at or before this was finished and committed.
+    /// Every window ending at or before this was finished and committed (the least of the
+    /// partitions' entries; the fallback of a partition without one of its own).
     pub(crate) closed_up_to: Option<u64>,
+    /// Per input partition: every window ending at or before this was finished and committed
+    /// with this partition's messages in it (by whichever member owned it).
+    pub(crate) closed: HashMap<Tp, u64>,
     /// Per input partition: every message below this offset had been placed when
     /// `closed_up_to` was committed.
     pub(crate) seen: HashMap<Tp, u64>,
@@ -96,7 +100,10 @@ impl WindowRecovery {
 
     /// The placement an earlier instance's work dictates, if any.
     pub(crate) fn placement(&self, span: Span, tp: &Tp, offset: u64) -> Option<Placement> {
-        if self.closed_up_to.is_some_and(|t| span.1 <= t) {
+        // By the partition's own entry: a window the member that owned it emitted holds its
+        // messages, whatever the least entry of this session's partitions.
+        let closed = self.closed.get(tp).copied().or(self.closed_up_to);
+        if closed.is_some_and(|t| span.1 <= t) {
             let seen = self.seen.get(tp).copied().unwrap_or(0);
             return Some(if offset < seen {
                 Placement::Ignore
@@ -378,6 +385,7 @@ mod tests {
         emitted.insert((10, 20), HashMap::from([(tp(), 7)]));
         let r = WindowRecovery {
             closed_up_to: Some(10),
+            closed: HashMap::new(),
             seen: HashMap::from([(tp(), 5)]),
             emitted,
         };
@@ -392,12 +400,37 @@ mod tests {
         assert_eq!(r.placement((20, 30), &tp(), 9), None);
     }
 
+    /// A session recovered with the least entry of its partitions (20) still places each
+    /// partition's messages by its own entry: partition 1's window [4900,5000), emitted with
+    /// its messages by the member that owned it (entry 5000), is not built again from a
+    /// replayed member; partition 0's windows past 20 are.
+    #[test]
+    fn each_partition_is_placed_by_its_own_closed_entry() {
+        let (p0, p1) = (Tp::new("t", 0), Tp::new("t", 1));
+        let r = WindowRecovery {
+            closed_up_to: Some(20),
+            closed: HashMap::from([(p0.clone(), 20), (p1.clone(), 5_000)]),
+            seen: HashMap::from([(p0.clone(), 2), (p1.clone(), 8)]),
+            emitted: HashMap::new(),
+        };
+        assert_eq!(r.placement((4_900, 5_000), &p1, 7), Some(Placement::Ignore));
+        assert_eq!(r.placement((4_900, 5_000), &p1, 8), Some(Placement::Late));
+        assert_eq!(r.placement((4_950, 5_050), &p1, 7), None);
+        assert_eq!(r.placement((0, 100), &p0, 1), None);
+        assert_eq!(r.placement((0, 20), &p0, 1), Some(Placement::Ignore));
+        // A partition without an entry of its own goes by the least.
+        let p2 = Tp::new("t", 2);
+        assert_eq!(r.placement((0, 20), &p2, 0), Some(Placement::Late));
+        assert_eq!(r.placement((0, 100), &p2, 0), None);
+    }
+
     #[test]
     fn a_rewound_partition_counts_nothing_from_its_new_end() {
         let mut emitted = HashMap::new();
         emitted.insert((10, 20), HashMap::from([(tp(), 7)]));
         let mut r = WindowRecovery {
             closed_up_to: Some(10),
+            closed: HashMap::new(),
             seen: HashMap::from([(tp(), 5)]),
             emitted,
         };
