@@ -247,9 +247,9 @@ mod tests {
         assert_eq!(log.segment_count(), 5);
     }
 
-    /// A segment whose files cannot be removed (here its index path is a non-empty directory,
-    /// which even root cannot unlink) is out of the log for good: a restart does not serve it
-    /// again, and its files are removed by a later pass once that works.
+    /// Retention with a log start offset it could not record (its directory sync failed)
+    /// unlinks nothing: a crash could bring the files back without the record that leaves
+    /// them out. The next pass records it, then removes them.
     #[test]
     fn no_file_is_removed_before_the_log_start_offset_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
@@ -260,8 +260,6 @@ mod tests {
         };
         let (log, _) = self::log(dir.path(), config);
         let first = dir.path().join("00000000000000000000.log");
-        // The start offset's write fails (its directory sync): nothing is unlinked, since a
-        // crash could bring the files back without the record that leaves them out.
         crate::storage::segment::FAIL_SYNC_DIR.with(|n| n.set(1));
         assert_eq!(log.apply_retention(0).unwrap(), 4);
         assert_eq!(log.log_start_offset(), 8);
@@ -269,11 +267,13 @@ mod tests {
             first.exists(),
             "removed before the start offset was recorded"
         );
-        // The next pass records it, then removes them.
         assert_eq!(log.apply_retention(0).unwrap(), 0);
         assert!(!first.exists());
     }
 
+    /// A segment whose files cannot be removed (here its index path is a non-empty directory,
+    /// which even root cannot unlink) is out of the log for good: a restart does not serve it
+    /// again, and its files are removed by a later pass once that works.
     #[test]
     fn a_failed_delete_is_retried_and_not_served_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();

@@ -38,7 +38,7 @@ pub(crate) struct LaneState {
 pub(crate) struct Recovered {
     /// Start offset and (windowed) placed-up-to offset of every assigned partition.
     pub(crate) positions: Vec<(Tp, u64, Option<u64>)>,
-    /// The least of the partitions' `__closed` entries (see [`closed_up_to`]).
+    /// The least of the partitions' `__closed` entries (see [`closed_entries`]).
     pub(crate) closed_up_to: Option<u64>,
     /// Each partition's own `__closed.<topic>` entry, where it has one: what its messages are
     /// placed by (a window its entry covers was emitted with them), and the least its next
@@ -48,33 +48,29 @@ pub(crate) struct Recovered {
     pub(crate) lanes: Vec<LaneState>,
 }
 
-/// Windowed mode: every window ending at or before the result is finished with the messages
-/// of every partition in `assigned`. Each partition's `__closed.<topic>` entry says so of its
-/// own messages (committed by whichever member last owned it, from that member's windows), so
-/// the session's windows, which hold all its partitions' messages, are finished up to the least
-/// of them only (each partition's messages are still placed by its own entry, see
-/// [`Recovered::closed`]). Earlier builds committed one `__closed` for the whole group, read
-/// when no partition has an entry.
-fn closed_up_to(committed: &HashMap<(String, u32), u64>, assigned: &[Tp]) -> Option<u64> {
-    assigned
-        .iter()
-        .filter_map(|tp| {
-            let entry = (format!("{CLOSED_PREFIX}{}", tp.topic), tp.partition);
-            committed.get(&entry).copied()
-        })
-        .min()
-        .or_else(|| committed.get(&(CLOSED_ENTRY.to_owned(), 0)).copied())
-}
-
-/// Each partition's own `__closed.<topic>` entry.
-fn own_closed(committed: &HashMap<(String, u32), u64>, assigned: &[Tp]) -> HashMap<Tp, u64> {
-    assigned
+/// Windowed mode: each assigned partition's own `__closed.<topic>` entry (committed by
+/// whichever member last owned it, from that member's windows: every window ending at or before
+/// it was emitted with the partition's messages), and the least of them, up to which the
+/// session's windows, which hold all its partitions' messages, are finished (each partition's
+/// messages are still placed by its own entry, see [`Recovered::closed`]). Earlier builds
+/// committed one `__closed` for the whole group, the least when no partition has an entry.
+fn closed_entries(
+    committed: &HashMap<(String, u32), u64>,
+    assigned: &[Tp],
+) -> (HashMap<Tp, u64>, Option<u64>) {
+    let own: HashMap<Tp, u64> = assigned
         .iter()
         .filter_map(|tp| {
             let entry = (format!("{CLOSED_PREFIX}{}", tp.topic), tp.partition);
             Some((tp.clone(), *committed.get(&entry)?))
         })
-        .collect()
+        .collect();
+    let least = own
+        .values()
+        .min()
+        .copied()
+        .or_else(|| committed.get(&(CLOSED_ENTRY.to_owned(), 0)).copied());
+    (own, least)
 }
 
 pub(crate) async fn recover(
@@ -84,9 +80,10 @@ pub(crate) async fn recover(
     exactly_once: bool,
 ) -> Result<Recovered> {
     let committed = group_offsets(client, group).await?;
+    let (closed, closed_up_to) = closed_entries(&committed, assigned);
     let mut out = Recovered {
-        closed_up_to: closed_up_to(&committed, assigned),
-        closed: own_closed(&committed, assigned),
+        closed_up_to,
+        closed,
         ..Default::default()
     };
     for tp in assigned {
@@ -220,6 +217,9 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        fn closed_up_to(committed: &HashMap<(String, u32), u64>, assigned: &[Tp]) -> Option<u64> {
+            closed_entries(committed, assigned).1
+        }
         let (p0, p1, p2) = (Tp::new("in", 0), Tp::new("in", 1), Tp::new("in", 2));
         assert_eq!(
             closed_up_to(&committed, std::slice::from_ref(&p0)),
