@@ -80,6 +80,18 @@ fn rules_with(bob_reads: bool, bob_commits: bool) -> Vec<AclRule> {
     rules
 }
 
+/// The next `receive` of `consumer` (within the test's timeout, `what` naming the wait) is
+/// the refusal of bob's right to read topic "jobs".
+async fn refused_to_read_jobs(consumer: &rustmq::Consumer, what: &str) {
+    match within(what, consumer.receive()).await {
+        Err(ClientError::Authorization(message)) => assert!(
+            message.contains("not authorized to read topic \"jobs\""),
+            "{message}"
+        ),
+        other => panic!("expected {what}, got {other:?}"),
+    }
+}
+
 /// Starts a broker with `config` again on its port, once the old endpoint let it go.
 async fn start_again(config: &BrokerConfig) -> TestBroker {
     within("the broker to start again", async {
@@ -163,13 +175,7 @@ async fn a_rejoin_the_broker_refuses_for_good_reaches_receive_once() {
     broker.stop().await;
     settings.acl = rules(false);
     let _restarted = start_again(&settings).await;
-    match within("the refusal", consumer.receive()).await {
-        Err(ClientError::Authorization(message)) => assert!(
-            message.contains("not authorized to read topic \"jobs\""),
-            "{message}"
-        ),
-        other => panic!("expected the refused join, got {other:?}"),
-    }
+    refused_to_read_jobs(&consumer, "the refusal").await;
 
     // Reported once: the rejoins that keep failing the same way meanwhile are not.
     nothing_within(&consumer, Duration::from_millis(500)).await;
@@ -198,13 +204,7 @@ async fn a_refusal_met_by_the_fetch_and_the_rejoin_reaches_receive_once() {
     broker.stop().await;
     settings.acl = rules(false);
     let _restarted = start_again(&settings).await;
-    match within("the refusal", consumer.receive()).await {
-        Err(ClientError::Authorization(message)) => assert!(
-            message.contains("not authorized to read topic \"jobs\""),
-            "{message}"
-        ),
-        other => panic!("expected the refusal, got {other:?}"),
-    }
+    refused_to_read_jobs(&consumer, "the refusal").await;
     // Both the fetch and the rejoin have met it by now (heartbeats every 100 ms find the
     // member unknown to the restarted broker, and the rejoin backs off at most 5 s).
     nothing_within(&consumer, Duration::from_millis(1500)).await;
@@ -225,13 +225,7 @@ async fn a_refusal_met_by_the_fetch_and_the_rejoin_reaches_receive_once() {
             .await;
         }
     }
-    match within("the refusal again", consumer.receive()).await {
-        Err(ClientError::Authorization(message)) => assert!(
-            message.contains("not authorized to read topic \"jobs\""),
-            "{message}"
-        ),
-        other => panic!("expected the refusal again, got {other:?}"),
-    }
+    refused_to_read_jobs(&consumer, "the refusal again").await;
     // Its close may be refused too (committing what it holds needs the right to read).
     let _ = consumer.close().await;
 }

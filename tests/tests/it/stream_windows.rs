@@ -34,14 +34,14 @@ impl MessageProcessor for Recording {
     }
 }
 
-/// Member A owns partition 0, whose messages are old (window [0,100) open); member B owns
-/// partition 1, far ahead (windows closed up to ~5,000). A stops: B takes partition 0 over,
-/// committing its own progress on the way. B must not take its progress for partition 0's:
-/// the open window's messages were placed by A but never emitted, and must be placed again —
-/// in their window, not as late messages judged against partition 1's timestamps.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_moving_to_a_member_ahead_in_event_time_does_not_lose_its_open_window() {
-    let (_broker, client) = broker().await;
+/// A broker with topics "in" (2 partitions), "out" and "late", a client, and the settings of
+/// a stream in group "g" from "in" to "out" with tumbling windows of 100 ms.
+async fn two_partitions_windowed() -> (
+    rustmq::testing::TestBroker,
+    rustmq::RustMqClient,
+    StreamConfig,
+) {
+    let (broker, client) = broker().await;
     client.create_topic("in", 2).await.unwrap();
     client.create_topic("out", 1).await.unwrap();
     client.create_topic("late", 1).await.unwrap();
@@ -55,6 +55,17 @@ async fn a_partition_moving_to_a_member_ahead_in_event_time_does_not_lose_its_op
         },
         ..Default::default()
     };
+    (broker, client, config)
+}
+
+/// Member A owns partition 0, whose messages are old (window [0,100) open); member B owns
+/// partition 1, far ahead (windows closed up to ~5,000). A stops: B takes partition 0 over,
+/// committing its own progress on the way. B must not take its progress for partition 0's:
+/// the open window's messages were placed by A but never emitted, and must be placed again —
+/// in their window, not as late messages judged against partition 1's timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moving_to_a_member_ahead_in_event_time_does_not_lose_its_open_window() {
+    let (_broker, client, config) = two_partitions_windowed().await;
     let member = || async {
         let partitions = Arc::new(parking_lot::Mutex::new(HashSet::new()));
         let stream = MessageStream::new(client.clone(), config.clone())
@@ -160,10 +171,7 @@ async fn a_partition_moving_to_a_member_ahead_in_event_time_does_not_lose_its_op
 /// open against partition 1 far ahead until both are idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_close_when_partitions_become_idle() {
-    let (_broker, client) = broker().await;
-    client.create_topic("in", 2).await.unwrap();
-    client.create_topic("out", 1).await.unwrap();
-    client.create_topic("late", 1).await.unwrap();
+    let (_broker, client, config) = two_partitions_windowed().await;
     send(
         &client,
         "in",
@@ -174,16 +182,6 @@ async fn windows_close_when_partitions_become_idle() {
         ],
     )
     .await;
-    let config = StreamConfig {
-        input_topics: vec!["in".into()],
-        output_topic: Some("out".into()),
-        consumer_group: "g".into(),
-        mode: StreamMode::Windowed {
-            window_size: Duration::from_millis(100),
-            slide_interval: Duration::from_millis(100),
-        },
-        ..Default::default()
-    };
     let idle_timeout = Duration::from_secs(1);
     let started = tokio::time::Instant::now();
     let stream = MessageStream::new(client.clone(), config)
