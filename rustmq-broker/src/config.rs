@@ -46,6 +46,7 @@
 //! retention_bytes = 1073741824      # optional, per partition
 //! flush = "os"                      # "always", "os", or "interval:100ms"
 //! retention_check_interval = "30s"
+//! producer_id_expiration_ms = 86400000  # forget an idle idempotent producer (1 day)
 //! ```
 
 use std::net::SocketAddr;
@@ -221,6 +222,10 @@ pub struct LogSettings {
     /// How often retention runs.
     #[serde(with = "humantime_serde")]
     pub retention_check_interval: Duration,
+    /// Forget an idempotent producer's sequences in a partition once it has not written there
+    /// for this many milliseconds (Kafka's `producer.id.expiration.ms`; default 1 day; at least
+    /// 1), checked at each retention pass. See [`LogConfig::producer_id_expiration_ms`].
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for LogSettings {
@@ -234,6 +239,7 @@ impl Default for LogSettings {
             retention_bytes: None,
             flush: FlushSetting(FlushPolicy::Os),
             retention_check_interval: Duration::from_secs(30),
+            producer_id_expiration_ms: log.producer_id_expiration_ms,
         }
     }
 }
@@ -248,6 +254,7 @@ impl LogSettings {
             retention_bytes: overrides.retention_bytes.or(self.retention_bytes),
             retention_ms: overrides.retention_ms.or(self.retention_ms),
             flush: self.flush.0.clone(),
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
             ..LogConfig::default()
         }
     }
@@ -390,6 +397,9 @@ impl BrokerConfig {
         if self.log.segment_ms == 0 {
             return bad("log.segment_ms must be at least 1");
         }
+        if self.log.producer_id_expiration_ms == 0 {
+            return bad("log.producer_id_expiration_ms must be at least 1");
+        }
         if self.log.index_interval_bytes == 0 {
             return bad("log.index_interval_bytes must be at least 1");
         }
@@ -430,6 +440,7 @@ mod tests {
             [log]
             flush = "interval:250ms"
             segment_ms = 3600000
+            producer_id_expiration_ms = 7200000
             retention_bytes = 100
             retention_check_interval = "5s"
             [quic]
@@ -450,6 +461,7 @@ mod tests {
             .log
             .log_config(&rustmq_protocol::TopicSettings::default());
         assert_eq!((log.segment_ms, log.roll_ms()), (3_600_000, 3_600_000));
+        assert_eq!(log.producer_id_expiration_ms, 7_200_000);
         // A retention shorter than segment_ms rolls segments by the retention.
         let log = cfg.log.log_config(&rustmq_protocol::TopicSettings {
             retention_ms: Some(60_000),
@@ -465,6 +477,11 @@ mod tests {
         assert_eq!(
             BrokerConfig::default().log.segment_ms,
             7 * 24 * 3_600_000,
+            "Kafka's default"
+        );
+        assert_eq!(
+            BrokerConfig::default().log.producer_id_expiration_ms,
+            24 * 3_600_000,
             "Kafka's default"
         );
         assert!(!cfg.auto_create_topics);
@@ -534,6 +551,13 @@ mod tests {
         cfg.log.segment_ms = 0;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("log.segment_ms must be at least 1"), "{err}");
+        let mut cfg = BrokerConfig::default();
+        cfg.log.producer_id_expiration_ms = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("log.producer_id_expiration_ms must be at least 1"),
+            "{err}"
+        );
         let mut cfg = BrokerConfig::default();
         cfg.limits.request_read_timeout_ms = 0;
         let err = cfg.validate().unwrap_err().to_string();

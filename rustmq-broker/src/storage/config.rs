@@ -21,6 +21,10 @@ pub enum FlushPolicy {
 /// Default [`LogConfig::segment_ms`]: 7 days, as Kafka's `segment.ms`.
 pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
+/// Default [`LogConfig::producer_id_expiration_ms`]: 1 day, as Kafka's
+/// `producer.id.expiration.ms`.
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// The shortest age at which a retention shorter than `segment_ms` rolls the active segment:
 /// 10 s ([`LogConfig::roll_ms`]).
 pub const MIN_RETENTION_ROLL_MS: u64 = 10_000;
@@ -48,6 +52,13 @@ pub struct LogConfig {
     pub retention_ms: Option<u64>,
     /// When appends reach the disk.
     pub flush: FlushPolicy,
+    /// Forget an idempotent producer's sequence state once it has not written to the partition
+    /// for this many milliseconds (Kafka's `producer.id.expiration.ms`), checked by each
+    /// [`apply_retention`](super::PartitionLog::apply_retention) pass; named producers (those
+    /// fenced by an initialisation) are kept. A producer that writes again after it is
+    /// forgotten is taken as new: a retry of a batch sent before it would be written twice, so
+    /// this must be far longer than any producer's delivery timeout. Default 1 day.
+    pub producer_id_expiration_ms: u64,
     /// Decompression cap when a batch must be decoded (timestamp lookup).
     pub max_uncompressed_batch: usize,
 }
@@ -61,6 +72,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: None,
             flush: FlushPolicy::Os,
+            producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             max_uncompressed_batch: DEFAULT_MAX_UNCOMPRESSED,
         }
     }

@@ -198,7 +198,7 @@ impl PartitionLog {
         }
         let base_offset = active.next_offset();
         active.append(batch, header, now)?;
-        producers.record(header, base_offset);
+        producers.record(header, base_offset, now);
         let next = active.next_offset();
         self.high_watermark.store(next, Ordering::Release);
         self.watermark_tx.send_replace(next);
@@ -630,6 +630,37 @@ mod tests {
         // Non-idempotent batches are never deduplicated.
         log.append(batch("x", 1, 0)).unwrap();
         log.append(batch("x", 1, 0)).unwrap();
+    }
+
+    /// An idle producer is forgotten by the retention pass after its expiration (a retry of
+    /// its old batch is then written again, as from a new producer); a named one is not.
+    #[test]
+    fn idle_producers_expire_at_the_retention_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            producer_id_expiration_ms: 60_000,
+            ..small_config(10_000)
+        };
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        log.append(idem("a", 1, (1, 0, 0))).unwrap();
+        log.fence_producer(2, 3);
+        log.append(idem("b", 1, (2, 3, 0))).unwrap();
+        let now = now_ms();
+        log.apply_retention(now + 59_000).unwrap();
+        assert!(matches!(
+            log.append(idem("a", 1, (1, 0, 0))),
+            Err(StorageError::DuplicateSequence { base_offset: 0 })
+        ));
+        log.apply_retention(now + 120_000).unwrap();
+        assert_eq!(log.append(idem("a", 1, (1, 0, 0))).unwrap().base_offset, 2);
+        assert!(matches!(
+            log.append(idem("b", 1, (2, 2, 0))),
+            Err(StorageError::InvalidProducerEpoch { current: 3, .. })
+        ));
+        assert!(matches!(
+            log.append(idem("b", 1, (2, 3, 0))),
+            Err(StorageError::DuplicateSequence { base_offset: 1 })
+        ));
     }
 
     #[test]

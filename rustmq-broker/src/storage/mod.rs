@@ -67,7 +67,10 @@ mod sync;
 #[cfg(test)]
 mod test_util;
 
-pub use config::{FlushPolicy, LogConfig, DEFAULT_SEGMENT_MS, MIN_RETENTION_ROLL_MS};
+pub use config::{
+    FlushPolicy, LogConfig, DEFAULT_PRODUCER_ID_EXPIRATION_MS, DEFAULT_SEGMENT_MS,
+    MIN_RETENTION_ROLL_MS,
+};
 pub(crate) use index::write_atomic;
 pub(crate) use log::now_ms;
 pub use log::{AppendInfo, PartitionLog};

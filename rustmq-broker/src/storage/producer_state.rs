@@ -7,7 +7,7 @@
 //!
 //! Sequences wrap as in Kafka: after `i32::MAX` comes `0`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use rustmq_protocol::BatchHeader;
 
@@ -17,24 +17,69 @@ use super::StorageError;
 /// has at most this many requests in flight.
 pub(crate) const RECENT_BATCHES: usize = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct StoredBatch {
     first_seq: i32,
     last_seq: i32,
     base_offset: u64,
 }
 
+/// A producer's last [`RECENT_BATCHES`] batches, held in its table entry: no allocation of
+/// its own, so the table is one allocation however many producers it holds, and forgetting
+/// producers gives the memory back with it.
+#[derive(Debug, Clone, Default)]
+struct Recent {
+    batches: [StoredBatch; RECENT_BATCHES],
+    len: u8,
+    /// Where the next batch goes (over the oldest once full).
+    next: u8,
+}
+
+impl Recent {
+    fn push(&mut self, batch: StoredBatch) {
+        self.batches[usize::from(self.next)] = batch;
+        self.next = (self.next + 1) % RECENT_BATCHES as u8;
+        self.len = (self.len + 1).min(RECENT_BATCHES as u8);
+    }
+
+    fn find(&self, first_seq: i32) -> Option<&StoredBatch> {
+        self.batches[..usize::from(self.len)]
+            .iter()
+            .find(|b| b.first_seq == first_seq)
+    }
+
+    fn clear(&mut self) {
+        *self = Recent::default();
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ProducerEntry {
     epoch: i16,
     last_seq: i32,
-    recent: VecDeque<StoredBatch>,
+    /// Fenced by a named producer's initialisation: kept however long it is idle.
+    pinned: bool,
+    /// The broker's clock (ms) at its last write, or when the log was opened.
+    last_active: i64,
+    recent: Recent,
 }
 
 /// Sequence state of every idempotent producer that wrote to the log.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// No producer that is not pinned was active before this (`i64::MAX`: there is none), so
+    /// an [`expire`](Self::expire) up to it has nothing to forget and skips the walk.
+    earliest_active: i64,
+}
+
+impl Default for ProducerTable {
+    fn default() -> Self {
+        Self {
+            producers: HashMap::new(),
+            earliest_active: i64::MAX,
+        }
+    }
 }
 
 /// `seq + n` in the sequence space `0..=i32::MAX`.
@@ -82,7 +127,7 @@ impl ProducerTable {
             };
         }
         let expected = seq_add(entry.last_seq, 1);
-        if let Some(stored) = entry.recent.iter().find(|b| b.first_seq == got) {
+        if let Some(stored) = entry.recent.find(got) {
             // A retry carries exactly the same records; the same start with another length is
             // a different batch and answering it with the old offsets would be wrong.
             if stored.last_seq == last_seq(header) {
@@ -100,20 +145,25 @@ impl ProducerTable {
         })
     }
 
-    /// Records a batch that was written at `base_offset`, without checking it: used after
+    /// Records a batch that was written at `base_offset` at `now` (the broker's clock, ms; the
+    /// time of the open when replaying), without checking it: used after
     /// [`check`](Self::check) passed, and when replaying the log on open.
-    pub(crate) fn record(&mut self, header: &BatchHeader, base_offset: u64) {
+    pub(crate) fn record(&mut self, header: &BatchHeader, base_offset: u64, now: i64) {
         if !header.is_idempotent() {
             return;
         }
-        let entry = self
-            .producers
-            .entry(header.producer_id)
-            .or_insert_with(|| ProducerEntry {
+        let earliest_active = &mut self.earliest_active;
+        let entry = self.producers.entry(header.producer_id).or_insert_with(|| {
+            *earliest_active = (*earliest_active).min(now);
+            ProducerEntry {
                 epoch: header.producer_epoch,
                 last_seq: -1,
-                recent: VecDeque::with_capacity(RECENT_BATCHES),
-            });
+                pinned: false,
+                last_active: now,
+                recent: Recent::default(),
+            }
+        });
+        entry.last_active = entry.last_active.max(now);
         if entry.epoch != header.producer_epoch {
             entry.epoch = header.producer_epoch;
             entry.recent.clear();
@@ -124,35 +174,56 @@ impl ProducerTable {
             base_offset,
         };
         entry.last_seq = stored.last_seq;
-        if entry.recent.len() == RECENT_BATCHES {
-            entry.recent.pop_front();
-        }
-        // A fenced entry starts without memory for its batches (see `fence`).
-        if entry.recent.capacity() == 0 {
-            entry.recent.reserve_exact(RECENT_BATCHES);
-        }
-        entry.recent.push_back(stored);
+        entry.recent.push(stored);
     }
 
     /// Raises `producer_id`'s epoch to at least `epoch` without a batch, so that the older
     /// epoch's batches are refused from now on (a named producer was initialised again: its
     /// previous instance is fenced at once, not only after the new one first writes here).
-    /// The new epoch starts at sequence 0; a lower or equal `epoch` changes nothing.
+    /// The new epoch starts at sequence 0; a lower or equal `epoch` changes nothing but that
+    /// the entry is now kept however long it is idle (only named producers are fenced).
     pub(crate) fn fence(&mut self, producer_id: i64, epoch: i16) {
-        // No memory for batches until one is written: a named producer's initialisation fences
-        // it in every partition of the broker, most of which it may never write to.
         let fenced = ProducerEntry {
             epoch,
             last_seq: -1,
-            recent: VecDeque::new(),
+            pinned: true,
+            last_active: i64::MIN,
+            recent: Recent::default(),
         };
         match self.producers.get_mut(&producer_id) {
-            Some(entry) if entry.epoch >= epoch => {}
+            Some(entry) if entry.epoch >= epoch => entry.pinned = true,
             Some(entry) => *entry = fenced,
             None => {
                 self.producers.insert(producer_id, fenced);
             }
         }
+    }
+
+    /// Forgets the producers that are not pinned and have not written since `idle_before` (the
+    /// broker's clock, ms), and gives back the table's memory when most of it is free; returns
+    /// how many were forgotten. A forgotten producer that writes again is taken as new (its
+    /// sequences may start anywhere), as after retention removed all of its batches.
+    /// The walk over the table is made only when some producer may be due: after one, the next
+    /// is skipped until the least recently active producer left reaches its expiration.
+    pub(crate) fn expire(&mut self, idle_before: i64) -> usize {
+        if idle_before <= self.earliest_active {
+            return 0;
+        }
+        let before = self.producers.len();
+        let mut earliest_active = i64::MAX;
+        self.producers.retain(|_, entry| {
+            let keep = entry.pinned || entry.last_active >= idle_before;
+            if keep && !entry.pinned {
+                earliest_active = earliest_active.min(entry.last_active);
+            }
+            keep
+        });
+        self.earliest_active = earliest_active;
+        let len = self.producers.len();
+        if self.producers.capacity() > 4 * len.max(16) {
+            self.producers.shrink_to(2 * len);
+        }
+        before - len
     }
 
     /// Number of producers tracked.
@@ -186,7 +257,7 @@ mod tests {
 
     fn append(table: &mut ProducerTable, h: &BatchHeader, offset: u64) -> Result<(), StorageError> {
         table.check(h)?;
-        table.record(h, offset);
+        table.record(h, offset, 1_000);
         Ok(())
     }
 
@@ -286,21 +357,42 @@ mod tests {
             })
         ));
         t.check(&header(1, 1, 0, 1)).unwrap();
-        // Fencing an unknown producer pins it to the epoch and to sequence 0, holding no
-        // memory for batches until it writes one; then room for its recent batches, no more.
+        // Fencing an unknown producer pins it to the epoch and to sequence 0, with no batches.
         t.fence(2, 3);
-        assert_eq!(t.producers[&2].recent.capacity(), 0);
+        assert_eq!(t.producers[&2].recent.len, 0);
         assert!(t.check(&header(2, 2, 0, 1)).is_err());
         assert!(t.check(&header(2, 3, 4, 1)).is_err());
         t.check(&header(2, 3, 0, 1)).unwrap();
         // An equal epoch keeps the sequence state.
         append(&mut t, &header(2, 3, 0, 2), 9).unwrap();
-        assert_eq!(t.producers[&2].recent.capacity(), RECENT_BATCHES);
+        assert_eq!(t.producers[&2].recent.len, 1);
         t.fence(2, 3);
         assert!(matches!(
             t.check(&header(2, 3, 0, 2)),
             Err(StorageError::DuplicateSequence { base_offset: 9 })
         ));
+    }
+
+    #[test]
+    fn only_the_last_batches_are_known_as_duplicates() {
+        let mut t = ProducerTable::default();
+        for i in 0..12 {
+            append(&mut t, &header(1, 0, i, 1), i as u64).unwrap();
+        }
+        for i in 0..12 {
+            let checked = t.check(&header(1, 0, i, 1));
+            if i >= 12 - RECENT_BATCHES as i32 {
+                assert!(
+                    matches!(checked, Err(StorageError::DuplicateSequence { base_offset }) if base_offset == i as u64),
+                    "{i}: {checked:?}"
+                );
+            } else {
+                assert!(
+                    matches!(checked, Err(StorageError::OutOfOrderSequence { .. })),
+                    "{i}: {checked:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -324,5 +416,58 @@ mod tests {
         append(&mut t, &header(-1, 0, -1, 1), 1).unwrap();
         append(&mut t, &header(5, 0, -1, 1), 2).unwrap();
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn idle_producers_are_forgotten_and_named_ones_kept() {
+        let mut t = ProducerTable::default();
+        // Producer 1 writes at 1,000 and 5,000; producer 2 only at 1,000 (via `append`).
+        append(&mut t, &header(1, 0, 0, 1), 0).unwrap();
+        append(&mut t, &header(2, 0, 0, 1), 1).unwrap();
+        t.check(&header(1, 0, 1, 1)).unwrap();
+        t.record(&header(1, 0, 1, 1), 2, 5_000);
+        // A named producer, fenced and never written, and one fenced after it wrote.
+        t.fence(3, 2);
+        append(&mut t, &header(4, 0, 0, 1), 3).unwrap();
+        t.fence(4, 0);
+        assert_eq!(t.expire(1_000), 0);
+        assert_eq!(t.expire(1_001), 1);
+        assert_eq!(t.len(), 3);
+        // The forgotten producer is new again: its retry is no longer known as a duplicate,
+        // and its sequences may start anywhere.
+        t.check(&header(2, 0, 0, 1)).unwrap();
+        t.check(&header(2, 0, 7, 1)).unwrap();
+        assert!(matches!(
+            t.check(&header(1, 0, 1, 1)),
+            Err(StorageError::DuplicateSequence { base_offset: 2 })
+        ));
+        // Named producers outlive any idleness: their older epochs stay refused.
+        assert_eq!(t.expire(i64::MAX), 1);
+        assert_eq!(t.len(), 2);
+        assert!(matches!(
+            t.check(&header(3, 1, 0, 1)),
+            Err(StorageError::InvalidProducerEpoch { current: 2, .. })
+        ));
+        assert!(matches!(
+            t.check(&header(4, 0, 0, 1)),
+            Err(StorageError::DuplicateSequence { base_offset: 3 })
+        ));
+    }
+
+    #[test]
+    fn expiring_most_producers_gives_the_memory_back() {
+        let mut t = ProducerTable::default();
+        for pid in 0..10_000 {
+            append(&mut t, &header(pid, 0, 0, 1), pid as u64).unwrap();
+        }
+        t.record(&header(0, 0, 1, 1), 10_000, 2_000);
+        let full = t.producers.capacity();
+        assert_eq!(t.expire(2_000), 9_999);
+        assert!(
+            t.producers.capacity() < full / 100,
+            "{}",
+            t.producers.capacity()
+        );
+        assert_eq!(t.len(), 1);
     }
 }

@@ -71,6 +71,10 @@ impl PartitionLog {
             .unwrap_or(bases.len().saturating_sub(1));
         let interval = config.index_interval_bytes;
         let mut producers = ProducerTable::default();
+        // Replayed producers count as active now: how long they were idle before the open is
+        // not known (record timestamps are the producers' own), so they expire a full
+        // `producer_id_expiration_ms` later at the earliest.
+        let opened_at = now_ms();
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         let mut recovered_at = None;
         for (i, &base) in bases.iter().enumerate() {
@@ -87,7 +91,7 @@ impl PartitionLog {
                     continue;
                 }
             }
-            let mut replay = |h: &BatchHeader| producers.record(h, h.base_offset);
+            let mut replay = |h: &BatchHeader| producers.record(h, h.base_offset, opened_at);
             let segment = if i >= recover_from {
                 recovered_at.get_or_insert(segments.len());
                 Segment::recover(&dir, base, interval, &mut replay)?

@@ -9,7 +9,7 @@
 use std::io;
 use std::path::Path;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::index::{read_optional, write_atomic};
 use super::segment::{remove_segment_files, sync_dir};
@@ -69,6 +69,9 @@ impl PartitionLog {
     ///
     /// The active segment is never deleted; it rolls by age at the next append (see
     /// [`LogConfig::roll_ms`](super::LogConfig::roll_ms)), after which retention can act.
+    ///
+    /// Each pass also forgets the idempotent producers idle for longer than
+    /// [`LogConfig::producer_id_expiration_ms`](super::LogConfig::producer_id_expiration_ms).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         // The whole pass, file removals included, is over before a retirement completes: the
         // paths may belong to a new topic of the same name after it.
@@ -77,6 +80,13 @@ impl PartitionLog {
             return Ok(0);
         }
         let config = self.config();
+        let idle_before = now_ms
+            .saturating_sub(i64::try_from(config.producer_id_expiration_ms).unwrap_or(i64::MAX));
+        // Under the append lock, for a walk over the producers of this partition.
+        let forgotten = self.appender.lock().expire(idle_before);
+        if forgotten > 0 {
+            debug!(dir = %self.dir().display(), forgotten, "forgot idle idempotent producers");
+        }
         let cutoff = config
             .retention_ms
             .map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));

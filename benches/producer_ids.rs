@@ -1,0 +1,61 @@
+//! The broker's memory for idempotent producers that come and go: each producer id that writes
+//! to a partition takes a place in that partition's producer table, and the retention pass
+//! forgets it once it has been idle for `log.producer_id_expiration_ms`.
+//!
+//! ```text
+//! cargo build --release -p benches --example producer_ids
+//! target/release/examples/producer_ids [PRODUCERS]
+//! ```
+//!
+//! Opens one partition log in a temporary directory and appends one single-record idempotent
+//! batch from each of PRODUCERS distinct producer ids (default 1,000,000), as that many
+//! short-lived producers would. Then runs the retention pass twice: first at a time when every
+//! producer is still within its expiration (the pass only walks the table, under the append
+//! lock), then past it (the pass forgets them all). Prints one JSON line: the process's
+//! resident memory (`VmRSS`, KiB) before the appends, after them and after each pass, and how
+//! long each pass held the log.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use benches::memory;
+use rustmq_broker::storage::{LogConfig, PartitionLog};
+use rustmq_protocol::RecordBatchBuilder;
+
+fn main() {
+    let producers: i64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let expiration = Duration::from_secs(3_600);
+    let config = LogConfig {
+        producer_id_expiration_ms: expiration.as_millis() as u64,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), config).expect("open the log");
+    let (before, _) = memory();
+    for id in 0..producers {
+        let mut builder = RecordBatchBuilder::new().producer(id, 0, 0);
+        builder.push(0, None, Some(b"x"), []);
+        log.append(builder.build().expect("one record"))
+            .expect("append");
+    }
+    let (appended, _) = memory();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    let pass = |at: i64| {
+        let started = Instant::now();
+        log.apply_retention(at).expect("retention pass");
+        (started.elapsed(), memory().0)
+    };
+    let (walk, walked) = pass(now);
+    let (forget, forgotten) = pass(now + 2 * expiration.as_millis() as i64);
+    println!(
+        "{{\"producers\":{producers},\"rss_kib_before\":{before},\"rss_kib_appended\":{appended},\"bytes_per_producer\":{:.0},\"pass_within_expiration_ms\":{:.2},\"rss_kib_after_that_pass\":{walked},\"pass_past_expiration_ms\":{:.2},\"rss_kib_after_expiry\":{forgotten}}}",
+        (appended.saturating_sub(before) * 1024) as f64 / producers.max(1) as f64,
+        walk.as_secs_f64() * 1e3,
+        forget.as_secs_f64() * 1e3,
+    );
+}
