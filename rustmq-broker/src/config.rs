@@ -47,6 +47,7 @@
 //! flush = "os"                      # "always", "os", or "interval:100ms"
 //! retention_check_interval = "30s"
 //! producer_id_expiration_ms = 86400000  # forget an idle idempotent producer (1 day)
+//! message_timestamp_after_max_ms = 3600000 # refuse records stamped further ahead (1 hour)
 //! ```
 
 use std::net::SocketAddr;
@@ -199,6 +200,9 @@ impl Default for QuicSettings {
     }
 }
 
+/// Default [`LogSettings::message_timestamp_after_max_ms`]: 1 hour.
+pub const DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS: u64 = 60 * 60 * 1000;
+
 /// Storage settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -226,6 +230,13 @@ pub struct LogSettings {
     /// for this many milliseconds (Kafka's `producer.id.expiration.ms`; default 1 day; at least
     /// 1), checked at each retention pass. See [`LogConfig::producer_id_expiration_ms`].
     pub producer_id_expiration_ms: u64,
+    /// Refuse a produced batch whose largest record timestamp is more than this many
+    /// milliseconds ahead of the broker's clock, with `InvalidTimestamp` (Kafka's
+    /// `log.message.timestamp.after.max.ms`; default 1 hour, as Kafka's since 4.0). Retention
+    /// by time goes by a segment's largest timestamp and deletes segments oldest first, so one
+    /// record stamped years ahead would keep its segment and every later one. Any value; a
+    /// very large one accepts every timestamp.
+    pub message_timestamp_after_max_ms: u64,
 }
 
 impl Default for LogSettings {
@@ -240,6 +251,7 @@ impl Default for LogSettings {
             flush: FlushSetting(FlushPolicy::Os),
             retention_check_interval: Duration::from_secs(30),
             producer_id_expiration_ms: log.producer_id_expiration_ms,
+            message_timestamp_after_max_ms: DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS,
         }
     }
 }
@@ -441,6 +453,7 @@ mod tests {
             flush = "interval:250ms"
             segment_ms = 3600000
             producer_id_expiration_ms = 7200000
+            message_timestamp_after_max_ms = 60000
             retention_bytes = 100
             retention_check_interval = "5s"
             [quic]
@@ -462,6 +475,11 @@ mod tests {
             .log_config(&rustmq_protocol::TopicSettings::default());
         assert_eq!((log.segment_ms, log.roll_ms()), (3_600_000, 3_600_000));
         assert_eq!(log.producer_id_expiration_ms, 7_200_000);
+        assert_eq!(cfg.log.message_timestamp_after_max_ms, 60_000);
+        assert_eq!(
+            BrokerConfig::default().log.message_timestamp_after_max_ms,
+            3_600_000
+        );
         // A retention shorter than segment_ms rolls segments by the retention.
         let log = cfg.log.log_config(&rustmq_protocol::TopicSettings {
             retention_ms: Some(60_000),

@@ -99,6 +99,11 @@ error_codes! {
     UnknownGroup = 26, retryable = false;
     /// An unexpected broker failure.
     Internal = 27, retryable = true;
+    /// A record's timestamp is further ahead of the broker's clock than the broker accepts
+    /// (its `log.message_timestamp_after_max_ms`): time-based retention goes by the largest
+    /// timestamp of a segment, so one such record would keep its segment, and every later
+    /// one, past their retention.
+    InvalidTimestamp = 28, retryable = false;
 }
 
 impl Encode for ErrorCode {

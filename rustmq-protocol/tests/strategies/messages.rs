@@ -40,7 +40,7 @@ pub(crate) fn acks() -> impl Strategy<Value = Acks> {
 pub(crate) fn error_code() -> impl Strategy<Value = ErrorCode> {
     // `from_code` keeps the value canonical: `Other(n)` never holds a known code.
     prop_oneof![
-        3 => (1u16..=27).prop_map(ErrorCode::from_code),
+        3 => (1u16..=28).prop_map(ErrorCode::from_code),
         1 => any::<u16>().prop_map(ErrorCode::from_code),
     ]
 }

@@ -329,7 +329,11 @@ fn is_fatal(e: &ClientError) -> bool {
         ClientError::Broker { code, .. } => {
             matches!(
                 code,
-                C::InvalidProducerEpoch | C::BatchTooLarge | C::InvalidTopic | C::UnknownPartition
+                C::InvalidProducerEpoch
+                    | C::BatchTooLarge
+                    | C::InvalidTopic
+                    | C::UnknownPartition
+                    | C::InvalidTimestamp
             )
         }
         _ => false,

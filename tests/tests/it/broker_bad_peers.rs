@@ -105,10 +105,14 @@ async fn bad_frames_are_answered_or_closed_while_others_keep_working() {
     let mut made_up = RecordBatchBuilder::new().producer(999_999, 0, 0);
     made_up.push(1, None, Some(b"x"), []);
     let made_up = made_up.build().unwrap().to_vec();
+    // A record stamped two hours ahead of the broker's clock (it accepts one hour).
+    let ahead = rustmq::message::now_ms() as i64 + 2 * 3_600_000;
+    let ahead = batch(&[TestRecord::new("x", ahead)], Compression::None).to_vec();
     for (b, want) in [
         (corrupt, ErrorCode::CorruptBatch),
         (lying, ErrorCode::CorruptBatch),
         (made_up, ErrorCode::UnknownProducer),
+        (ahead, ErrorCode::InvalidTimestamp),
         (
             batch(
                 &[TestRecord::new(vec![7u8; 40 * 1024], 1)],

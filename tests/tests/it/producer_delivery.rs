@@ -228,6 +228,55 @@ async fn message_too_large_fails_before_sending_and_the_limit_itself_passes() {
     assert_eq!(ok.offset, 0, "nothing was stored for the oversized message");
 }
 
+/// A message stamped further ahead of the broker's clock than it accepts
+/// (`log.message_timestamp_after_max_ms`, 1 hour by default: time-based retention goes by a
+/// segment's largest timestamp) is refused with a typed, non-retryable `InvalidTimestamp` and
+/// stores nothing; the producer goes on, a message within the limit is stored with its own
+/// timestamp, and a broker configured for it accepts any timestamp.
+#[tokio::test]
+async fn a_timestamp_too_far_ahead_is_refused_and_the_producer_goes_on() {
+    const HOUR: u64 = 3_600_000;
+    let (_broker, client, p) = one_partition("stamped", ProducerConfig::default()).await;
+    let now = rustmq::message::now_ms();
+    let stamped = |at: u64| {
+        Message::builder()
+            .topic("stamped")
+            .payload("x")
+            .timestamp(at)
+            .build()
+            .unwrap()
+    };
+    let refused = p.send(stamped(now + 2 * HOUR)).await.unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(rustmq_protocol::ErrorCode::InvalidTimestamp),
+        "{refused}"
+    );
+    assert!(!refused.is_retryable(), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("message_timestamp_after_max_ms"),
+        "{refused}"
+    );
+    let stored = p.send(stamped(now + HOUR / 2)).await.unwrap();
+    assert_eq!(
+        stored.offset, 0,
+        "nothing was stored for the refused message"
+    );
+    let (records, _) = fetch_all(&client, "stamped", 0, 0).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].timestamp, (now + HOUR / 2) as i64);
+
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.log.message_timestamp_after_max_ms = u64::MAX;
+    let lenient = TestBroker::start_with(config).await.unwrap();
+    let client = lenient.client().await.unwrap();
+    client.create_topic("stamped", 1).await.unwrap();
+    let p = producer(&client, "stamped", ProducerConfig::default()).await;
+    p.send(stamped(now + 10_000 * 24 * HOUR)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_send_async_then_close_stores_each_exactly_once() {
     let broker = TestBroker::start().await.unwrap();
