@@ -5,7 +5,12 @@
 //! ```text
 //! cargo build --release -p benches --example producer_ids
 //! target/release/examples/producer_ids [PRODUCERS]
+//! target/release/examples/producer_ids fenced [PRODUCERS]
 //! ```
+//!
+//! `fenced` instead fences PRODUCERS named producers' ids in the partition, as a named
+//! producer's initialisation does in every partition of the broker, and prints the memory
+//! that takes (named producers are never forgotten).
 //!
 //! Opens one partition log in a temporary directory and appends one single-record idempotent
 //! batch from each of PRODUCERS distinct producer ids (default 1,000,000), as that many
@@ -22,8 +27,13 @@ use rustmq_broker::storage::{LogConfig, PartitionLog};
 use rustmq_protocol::RecordBatchBuilder;
 
 fn main() {
-    let producers: i64 = std::env::args()
-        .nth(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let fenced = args.first().is_some_and(|a| a == "fenced");
+    if fenced {
+        args.remove(0);
+    }
+    let producers: i64 = args
+        .first()
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -34,6 +44,17 @@ fn main() {
     };
     let log = PartitionLog::open(dir.path(), config).expect("open the log");
     let (before, _) = memory();
+    if fenced {
+        for id in 0..producers {
+            log.fence_producer(id, 1);
+        }
+        let (after, _) = memory();
+        println!(
+            "{{\"fenced\":{producers},\"rss_kib_before\":{before},\"rss_kib_fenced\":{after},\"bytes_per_producer\":{:.0}}}",
+            (after.saturating_sub(before) * 1024) as f64 / producers.max(1) as f64
+        );
+        return;
+    }
     for id in 0..producers {
         let mut builder = RecordBatchBuilder::new().producer(id, 0, 0);
         builder.push(0, None, Some(b"x"), []);

@@ -200,6 +200,9 @@ impl Default for QuicSettings {
     }
 }
 
+/// The least [`LogSettings::producer_id_expiration_ms`]: a minute.
+pub const MIN_PRODUCER_ID_EXPIRATION_MS: u64 = 60_000;
+
 /// Default [`LogSettings::message_timestamp_after_max_ms`]: 1 hour.
 pub const DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS: u64 = 60 * 60 * 1000;
 
@@ -228,7 +231,8 @@ pub struct LogSettings {
     pub retention_check_interval: Duration,
     /// Forget an idempotent producer's sequences in a partition once it has not written there
     /// for this many milliseconds (Kafka's `producer.id.expiration.ms`; default 1 day; at least
-    /// 1), checked at each retention pass. See [`LogConfig::producer_id_expiration_ms`].
+    /// a minute, [`MIN_PRODUCER_ID_EXPIRATION_MS`]), checked at each retention pass. See
+    /// [`LogConfig::producer_id_expiration_ms`].
     pub producer_id_expiration_ms: u64,
     /// Refuse a produced batch whose largest record timestamp is more than this many
     /// milliseconds ahead of the broker's clock, with `InvalidTimestamp` (Kafka's
@@ -409,8 +413,10 @@ impl BrokerConfig {
         if self.log.segment_ms == 0 {
             return bad("log.segment_ms must be at least 1");
         }
-        if self.log.producer_id_expiration_ms == 0 {
-            return bad("log.producer_id_expiration_ms must be at least 1");
+        if self.log.producer_id_expiration_ms < MIN_PRODUCER_ID_EXPIRATION_MS {
+            return bad(
+                "log.producer_id_expiration_ms must be at least 60000 (a minute): a producer forgotten between a batch and its retry would have the retry written twice",
+            );
         }
         if self.log.index_interval_bytes == 0 {
             return bad("log.index_interval_bytes must be at least 1");
@@ -570,12 +576,14 @@ mod tests {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("log.segment_ms must be at least 1"), "{err}");
         let mut cfg = BrokerConfig::default();
-        cfg.log.producer_id_expiration_ms = 0;
+        cfg.log.producer_id_expiration_ms = 59_999;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(
-            err.contains("log.producer_id_expiration_ms must be at least 1"),
+            err.contains("log.producer_id_expiration_ms must be at least 60000"),
             "{err}"
         );
+        cfg.log.producer_id_expiration_ms = 60_000;
+        cfg.validate().unwrap();
         let mut cfg = BrokerConfig::default();
         cfg.limits.request_read_timeout_ms = 0;
         let err = cfg.validate().unwrap_err().to_string();

@@ -205,7 +205,9 @@ impl Core {
                             0 => core.config.default_partitions,
                             n => n,
                         };
-                        core.topics.create(&r.name, partitions, r.settings)
+                        let topic = core.topics.create(&r.name, partitions, r.settings)?;
+                        core.fence_named_producers(&topic);
+                        Ok(topic)
                     })
                     .await?;
                 Ok(Response::CreateTopic(CreateTopicResponse {
@@ -473,6 +475,20 @@ impl Core {
             .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("task failed: {e}")))?
     }
 
+    /// Fences every named producer's current epoch in `topic`'s partitions: a topic created
+    /// after a named producer's initialisation must refuse its older instances too, and keep
+    /// the producer past its idle expiry, as the partitions that existed then do. Called once
+    /// the topic is in the topic map: an initialisation either fenced it there already or
+    /// recorded its epoch before this reads them.
+    fn fence_named_producers(&self, topic: &Topic) {
+        let named = self.producer_ids.named();
+        for log in &topic.partitions {
+            for &(producer_id, epoch) in &named {
+                log.fence_producer(producer_id, epoch);
+            }
+        }
+    }
+
     /// The topic `name` that a produce goes to: created with the default partitions if it
     /// does not exist and this broker auto-creates topics.
     async fn topic_to_produce_to(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, BrokerError> {
@@ -481,8 +497,11 @@ impl Core {
             None if self.config.auto_create_topics => {
                 let name = name.to_owned();
                 self.on_blocking_thread(move |core| {
-                    core.topics
-                        .get_or_create(&name, core.config.default_partitions)
+                    let topic = core
+                        .topics
+                        .get_or_create(&name, core.config.default_partitions)?;
+                    core.fence_named_producers(&topic);
+                    Ok(topic)
                 })
                 .await
             }

@@ -57,7 +57,7 @@ impl Recent {
 struct ProducerEntry {
     epoch: i16,
     last_seq: i32,
-    /// Fenced by a named producer's initialisation: kept however long it is idle.
+    /// A named producer's (fenced by an initialisation): kept however long it is idle.
     pinned: bool,
     /// The broker's clock (ms) at its last write, or when the log was opened.
     last_active: i64,
@@ -68,16 +68,24 @@ struct ProducerEntry {
 #[derive(Debug)]
 pub(crate) struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Named producers fenced at an epoch they have not written here since (a fence reaches
+    /// every partition of the broker, most of which a producer may never write to): only the
+    /// epoch, a few bytes, where a full entry holds room for its recent batches. Never expired.
+    fenced: HashMap<i64, i16>,
     /// No producer that is not pinned was active before this (`i64::MAX`: there is none), so
     /// an [`expire`](Self::expire) up to it has nothing to forget and skips the walk.
     earliest_active: i64,
+    /// No walk before this (the broker's clock, ms): see [`expire`](Self::expire).
+    next_walk: i64,
 }
 
 impl Default for ProducerTable {
     fn default() -> Self {
         Self {
             producers: HashMap::new(),
+            fenced: HashMap::new(),
             earliest_active: i64::MAX,
+            next_walk: i64::MIN,
         }
     }
 }
@@ -94,6 +102,11 @@ fn last_seq(header: &BatchHeader) -> i32 {
     seq_add(header.base_sequence, header.record_count.saturating_sub(1))
 }
 
+/// How many walks over the table an expiration period allows at most: with producers going
+/// idle all the time, each pass would otherwise walk the whole table under the append lock; a
+/// forgotten producer is then forgotten up to an eighth of its expiration late.
+const WALKS_PER_EXPIRATION: i64 = 8;
+
 impl ProducerTable {
     /// Decides whether `header` may be appended. `Err(DuplicateSequence)` means it is already
     /// stored and must not be written again.
@@ -103,28 +116,19 @@ impl ProducerTable {
         }
         let producer_id = header.producer_id;
         let got = header.base_sequence;
-        // An unknown producer may start anywhere: its earlier batches can have been removed by
-        // retention, and refusing it would wedge the producer forever (Kafka does the same).
         let Some(entry) = self.producers.get(&producer_id) else {
+            // Fenced at an epoch it has not written here: older epochs are refused, and the
+            // new one starts at sequence 0.
+            if let Some(&epoch) = self.fenced.get(&producer_id) {
+                return Self::check_new_epoch(header, epoch);
+            }
+            // An unknown producer may start anywhere: its earlier batches can have been
+            // removed by retention, or it was forgotten after its expiration, and refusing it
+            // would wedge the producer forever (Kafka does the same).
             return Ok(());
         };
-        if header.producer_epoch < entry.epoch {
-            return Err(StorageError::InvalidProducerEpoch {
-                producer_id,
-                current: entry.epoch,
-                got: header.producer_epoch,
-            });
-        }
-        if header.producer_epoch > entry.epoch {
-            return if got == 0 {
-                Ok(())
-            } else {
-                Err(StorageError::OutOfOrderSequence {
-                    producer_id,
-                    expected: 0,
-                    got,
-                })
-            };
+        if header.producer_epoch != entry.epoch {
+            return Self::check_new_epoch(header, entry.epoch);
         }
         let expected = seq_add(entry.last_seq, 1);
         if let Some(stored) = entry.recent.find(got) {
@@ -145,6 +149,26 @@ impl ProducerTable {
         })
     }
 
+    /// A batch of another epoch than `current`, the last one written or fenced: an older one
+    /// is refused, a newer one starts at sequence 0.
+    fn check_new_epoch(header: &BatchHeader, current: i16) -> Result<(), StorageError> {
+        if header.producer_epoch < current {
+            return Err(StorageError::InvalidProducerEpoch {
+                producer_id: header.producer_id,
+                current,
+                got: header.producer_epoch,
+            });
+        }
+        if header.base_sequence == 0 {
+            return Ok(());
+        }
+        Err(StorageError::OutOfOrderSequence {
+            producer_id: header.producer_id,
+            expected: 0,
+            got: header.base_sequence,
+        })
+    }
+
     /// Records a batch that was written at `base_offset` at `now` (the broker's clock, ms; the
     /// time of the open when replaying), without checking it: used after
     /// [`check`](Self::check) passed, and when replaying the log on open.
@@ -152,13 +176,16 @@ impl ProducerTable {
         if !header.is_idempotent() {
             return;
         }
-        let earliest_active = &mut self.earliest_active;
+        let (fenced, earliest_active) = (&mut self.fenced, &mut self.earliest_active);
         let entry = self.producers.entry(header.producer_id).or_insert_with(|| {
-            *earliest_active = (*earliest_active).min(now);
+            let pinned = fenced.remove(&header.producer_id).is_some();
+            if !pinned {
+                *earliest_active = (*earliest_active).min(now);
+            }
             ProducerEntry {
                 epoch: header.producer_epoch,
                 last_seq: -1,
-                pinned: false,
+                pinned,
                 last_active: now,
                 recent: Recent::default(),
             }
@@ -181,34 +208,37 @@ impl ProducerTable {
     /// epoch's batches are refused from now on (a named producer was initialised again: its
     /// previous instance is fenced at once, not only after the new one first writes here).
     /// The new epoch starts at sequence 0; a lower or equal `epoch` changes nothing but that
-    /// the entry is now kept however long it is idle (only named producers are fenced).
+    /// the producer is now kept however long it is idle (only named producers are fenced).
     pub(crate) fn fence(&mut self, producer_id: i64, epoch: i16) {
-        let fenced = ProducerEntry {
-            epoch,
-            last_seq: -1,
-            pinned: true,
-            last_active: i64::MIN,
-            recent: Recent::default(),
-        };
         match self.producers.get_mut(&producer_id) {
             Some(entry) if entry.epoch >= epoch => entry.pinned = true,
-            Some(entry) => *entry = fenced,
+            Some(_) => {
+                // Its batches are of an older epoch: only the new epoch is left to know.
+                self.producers.remove(&producer_id);
+                self.fenced.insert(producer_id, epoch);
+            }
             None => {
-                self.producers.insert(producer_id, fenced);
+                let fenced = self.fenced.entry(producer_id).or_insert(epoch);
+                *fenced = (*fenced).max(epoch);
             }
         }
     }
 
-    /// Forgets the producers that are not pinned and have not written since `idle_before` (the
-    /// broker's clock, ms), and gives back the table's memory when most of it is free; returns
-    /// how many were forgotten. A forgotten producer that writes again is taken as new (its
-    /// sequences may start anywhere), as after retention removed all of its batches.
-    /// The walk over the table is made only when some producer may be due: after one, the next
-    /// is skipped until the least recently active producer left reaches its expiration.
-    pub(crate) fn expire(&mut self, idle_before: i64) -> usize {
-        if idle_before <= self.earliest_active {
+    /// Forgets the producers that are not pinned and have not written for `expiration_ms`
+    /// before `now` (the broker's clock, ms), and gives back the table's memory when most of
+    /// it is free; returns how many were forgotten. A forgotten producer that writes again is
+    /// taken as new (its sequences may start anywhere), as after retention removed all of its
+    /// batches.
+    ///
+    /// The walk over the table (under the append lock) is made only when some producer may be
+    /// due, and at most [`WALKS_PER_EXPIRATION`] times per `expiration_ms`.
+    pub(crate) fn expire(&mut self, now: i64, expiration_ms: u64) -> usize {
+        let expiration = i64::try_from(expiration_ms).unwrap_or(i64::MAX);
+        let idle_before = now.saturating_sub(expiration);
+        if idle_before <= self.earliest_active || now < self.next_walk {
             return 0;
         }
+        self.next_walk = now.saturating_add(expiration / WALKS_PER_EXPIRATION);
         let before = self.producers.len();
         let mut earliest_active = i64::MAX;
         self.producers.retain(|_, entry| {
@@ -229,7 +259,7 @@ impl ProducerTable {
     /// Number of producers tracked.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.producers.len()
+        self.producers.len() + self.fenced.len()
     }
 }
 
@@ -359,13 +389,14 @@ mod tests {
         t.check(&header(1, 1, 0, 1)).unwrap();
         // Fencing an unknown producer pins it to the epoch and to sequence 0, with no batches.
         t.fence(2, 3);
-        assert_eq!(t.producers[&2].recent.len, 0);
+        assert!(t.fenced.contains_key(&2) && !t.producers.contains_key(&2));
         assert!(t.check(&header(2, 2, 0, 1)).is_err());
         assert!(t.check(&header(2, 3, 4, 1)).is_err());
         t.check(&header(2, 3, 0, 1)).unwrap();
         // An equal epoch keeps the sequence state.
         append(&mut t, &header(2, 3, 0, 2), 9).unwrap();
         assert_eq!(t.producers[&2].recent.len, 1);
+        assert!(t.producers[&2].pinned && !t.fenced.contains_key(&2));
         t.fence(2, 3);
         assert!(matches!(
             t.check(&header(2, 3, 0, 2)),
@@ -430,8 +461,8 @@ mod tests {
         t.fence(3, 2);
         append(&mut t, &header(4, 0, 0, 1), 3).unwrap();
         t.fence(4, 0);
-        assert_eq!(t.expire(1_000), 0);
-        assert_eq!(t.expire(1_001), 1);
+        assert_eq!(t.expire(2_000, 1_000), 0);
+        assert_eq!(t.expire(2_001, 1_000), 1);
         assert_eq!(t.len(), 3);
         // The forgotten producer is new again: its retry is no longer known as a duplicate,
         // and its sequences may start anywhere.
@@ -442,7 +473,7 @@ mod tests {
             Err(StorageError::DuplicateSequence { base_offset: 2 })
         ));
         // Named producers outlive any idleness: their older epochs stay refused.
-        assert_eq!(t.expire(i64::MAX), 1);
+        assert_eq!(t.expire(i64::MAX, 1_000), 1);
         assert_eq!(t.len(), 2);
         assert!(matches!(
             t.check(&header(3, 1, 0, 1)),
@@ -462,12 +493,28 @@ mod tests {
         }
         t.record(&header(0, 0, 1, 1), 10_000, 2_000);
         let full = t.producers.capacity();
-        assert_eq!(t.expire(2_000), 9_999);
+        assert_eq!(t.expire(3_000, 1_000), 9_999);
         assert!(
             t.producers.capacity() < full / 100,
             "{}",
             t.producers.capacity()
         );
         assert_eq!(t.len(), 1);
+    }
+
+    /// With producers going idle all the time, the table is walked at most
+    /// `WALKS_PER_EXPIRATION` times per expiration: one due just after a walk waits for the
+    /// next one.
+    #[test]
+    fn walks_are_spaced_by_an_eighth_of_the_expiration() {
+        let mut t = ProducerTable::default();
+        append(&mut t, &header(1, 0, 0, 1), 0).unwrap();
+        t.record(&header(2, 0, 0, 1), 1, 1_050);
+        assert_eq!(t.expire(2_001, 1_000), 1);
+        // Producer 2 is due from 2,051, the next walk from 2,126.
+        assert_eq!(t.expire(2_100, 1_000), 0);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.expire(2_126, 1_000), 1);
+        assert_eq!(t.len(), 0);
     }
 }

@@ -80,10 +80,11 @@ impl PartitionLog {
             return Ok(0);
         }
         let config = self.config();
-        let idle_before = now_ms
-            .saturating_sub(i64::try_from(config.producer_id_expiration_ms).unwrap_or(i64::MAX));
         // Under the append lock, for a walk over the producers of this partition.
-        let forgotten = self.appender.lock().expire(idle_before);
+        let forgotten = self
+            .appender
+            .lock()
+            .expire(now_ms, config.producer_id_expiration_ms);
         if forgotten > 0 {
             debug!(dir = %self.dir().display(), forgotten, "forgot idle idempotent producers");
         }

@@ -334,6 +334,9 @@ fn is_fatal(e: &ClientError) -> bool {
                     | C::InvalidTopic
                     | C::UnknownPartition
                     | C::InvalidTimestamp
+                    // A code this build does not know: not retryable (`is_retryable`), and
+                    // a new session would meet it again.
+                    | C::Other(_)
             )
         }
         _ => false,
@@ -405,4 +408,39 @@ async fn supervise(
         Err(e) => tracing::error!(%group, error = %e, "stream stopped on error"),
     }
     result.send_replace(Some(outcome.map_err(Arc::new)));
+}
+
+#[cfg(test)]
+mod tests {
+    use rustmq_protocol::ErrorCode;
+
+    use super::*;
+
+    fn broker(code: ErrorCode) -> ClientError {
+        ClientError::Broker {
+            code,
+            message: String::new(),
+        }
+    }
+
+    /// A refusal a new session would meet again ends the stream; one that may pass does not.
+    #[test]
+    fn refusals_no_session_can_fix_are_fatal() {
+        for code in [
+            ErrorCode::InvalidTimestamp,
+            ErrorCode::BatchTooLarge,
+            ErrorCode::InvalidProducerEpoch,
+            ErrorCode::from_code(999),
+        ] {
+            assert!(is_fatal(&broker(code)), "{code}");
+        }
+        for code in [
+            ErrorCode::Throttled,
+            ErrorCode::ShuttingDown,
+            ErrorCode::RebalanceInProgress,
+            ErrorCode::OutOfOrderSequence,
+        ] {
+            assert!(!is_fatal(&broker(code)), "{code}");
+        }
+    }
 }

@@ -248,3 +248,47 @@ async fn loopback_datagrams_grow_to_the_configured_bound_and_carry_everything() 
     let size = bulk_round_trip(&client, "capped-datagrams", 5, |s| s >= 1375).await;
     assert!((1375..=1400).contains(&size), "datagrams of {size} bytes");
 }
+
+/// A named producer's initialisation fences its older instance in topics created after it too
+/// (by `CreateTopic`, or auto-created by a produce), as in the topics that existed then: a
+/// batch of the older epoch is refused there, and the new epoch writes from sequence 0.
+#[tokio::test]
+async fn a_named_producers_older_epoch_is_refused_in_topics_created_after_its_init() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let init = || async {
+        let request = Request::InitProducer(InitProducerRequest {
+            name: Some("fenced".into()),
+        });
+        match client.raw_request(request).await.unwrap() {
+            Response::InitProducer(r) => r,
+            other => panic!("unexpected answer to InitProducer: {other:?}"),
+        }
+    };
+    let old = init().await;
+    let new = init().await;
+    assert_eq!(
+        (new.producer_id, new.epoch),
+        (old.producer_id, old.epoch + 1)
+    );
+    let idempotent = |epoch: i16| {
+        let mut builder = RecordBatchBuilder::new().producer(new.producer_id, epoch, 0);
+        builder.push(1, None, Some(b"x"), []);
+        builder.build().unwrap()
+    };
+    client.create_topic("made-after", 1).await.unwrap();
+    for topic in ["made-after", "auto-created"] {
+        let refused = produce(&client, topic, 0, idempotent(old.epoch), Acks::Leader)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.error_code(),
+            Some(ErrorCode::InvalidProducerEpoch),
+            "{topic}: {refused}"
+        );
+        let stored = produce(&client, topic, 0, idempotent(new.epoch), Acks::Leader)
+            .await
+            .unwrap();
+        assert_eq!(stored.base_offset, 0, "{topic}");
+    }
+}

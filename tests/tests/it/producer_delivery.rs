@@ -268,6 +268,21 @@ async fn a_timestamp_too_far_ahead_is_refused_and_the_producer_goes_on() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].timestamp, (now + HOUR / 2) as i64);
 
+    // An idempotent producer goes on too (with a new producer id: its sequences stop at a
+    // refused batch).
+    let idempotent = producer(
+        &client,
+        "stamped",
+        ProducerConfig {
+            idempotent: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    idempotent.send(stamped(now + 2 * HOUR)).await.unwrap_err();
+    let stored = idempotent.send(stamped(now)).await.unwrap();
+    assert_eq!(stored.offset, 1);
+
     let mut config = rustmq::testing::BrokerConfig::default();
     config.log.message_timestamp_after_max_ms = u64::MAX;
     let lenient = TestBroker::start_with(config).await.unwrap();
