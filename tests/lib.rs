@@ -235,3 +235,84 @@ pub async fn restart_broker(broker: &mut rustmq::testing::TestBroker) {
         }
     }
 }
+
+/// A UDP relay on 127.0.0.1 between one client and a broker: each datagram forwarded `delay`
+/// late (at once for zero: the same broker, farther away), and none, either way, while it is
+/// [`cut`](Self::cut) (a network partition of that client alone: QUIC sees a silent path).
+pub struct UdpRelay {
+    /// The address for the client to dial.
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UdpRelay {
+    /// Starts relaying to `broker`.
+    pub async fn start(broker: SocketAddr, delay: std::time::Duration) -> UdpRelay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::net::UdpSocket;
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        back.connect(broker).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let client = Arc::new(parking_lot::Mutex::new(None));
+        // Sends `datagram` to `to` (the broker for `None`), `delay` late.
+        let forward = move |socket: Arc<UdpSocket>, datagram: &[u8], to: Option<SocketAddr>| {
+            let datagram = datagram.to_vec();
+            let send = async move {
+                let _ = match to {
+                    Some(to) => socket.send_to(&datagram, to).await,
+                    None => socket.send(&datagram).await,
+                };
+            };
+            if delay.is_zero() {
+                futures::future::Either::Left(send)
+            } else {
+                futures::future::Either::Right(async move {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        send.await;
+                    });
+                })
+            }
+        };
+        tokio::spawn({
+            let (front, back, cut, client) =
+                (front.clone(), back.clone(), cut.clone(), client.clone());
+            async move {
+                let mut datagram = vec![0u8; 65_536];
+                loop {
+                    let Ok((n, from)) = front.recv_from(&mut datagram).await else {
+                        continue;
+                    };
+                    *client.lock() = Some(from);
+                    if !cut.load(Ordering::SeqCst) {
+                        forward(back.clone(), &datagram[..n], None).await;
+                    }
+                }
+            }
+        });
+        tokio::spawn({
+            let cut = cut.clone();
+            async move {
+                let mut datagram = vec![0u8; 65_536];
+                loop {
+                    // A connected socket may report the ICMP of an earlier send: not a datagram.
+                    let Ok(n) = back.recv(&mut datagram).await else {
+                        continue;
+                    };
+                    let to = *client.lock();
+                    if let Some(to) = to.filter(|_| !cut.load(Ordering::SeqCst)) {
+                        forward(front.clone(), &datagram[..n], Some(to)).await;
+                    }
+                }
+            }
+        });
+        UdpRelay { addr, cut }
+    }
+
+    /// Cuts the path (`true`) or heals it.
+    pub fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}

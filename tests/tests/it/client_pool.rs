@@ -99,3 +99,45 @@ async fn several_brokers_are_failover_addresses_used_one_at_a_time() {
     let health = client.health_check().await.unwrap();
     assert_eq!(health.healthy_connections, health.total_connections);
 }
+
+/// The broker used is the first of the list that answers, not the first to answer: every
+/// broker is tried at once, and the first broker, 100 ms farther away each way, is used although
+/// the second answers long before it. The client's topic is made there, and only there.
+#[tokio::test]
+async fn the_first_broker_of_the_list_is_used_though_a_later_one_answers_sooner() {
+    tests::init_tracing();
+    let a = TestBroker::start().await.unwrap();
+    let b = TestBroker::start().await.unwrap();
+    let far_a = tests::UdpRelay::start(a.addr(), Duration::from_millis(100))
+        .await
+        .addr;
+    // Without `tls_config`, both loopback brokers' own certificates are accepted.
+    let client = RustMqClient::new(ClientConfig {
+        brokers: vec![far_a.to_string(), b.addr().to_string()],
+        connect_timeout: Duration::from_secs(5),
+        ..ClientConfig::default()
+    })
+    .await
+    .unwrap();
+    client.create_topic(TOPIC, PARTITIONS).await.unwrap();
+
+    let only_a = a.client().await.unwrap();
+    let only_b = b.client().await.unwrap();
+    let made = |described: Result<TopicDescription>| {
+        described
+            .map(|topic| topic.partition_count())
+            .map_err(|e| e.error_code())
+    };
+    assert_eq!(
+        (
+            made(only_a.describe_topic(TOPIC).await),
+            made(only_b.describe_topic(TOPIC).await)
+        ),
+        (Ok(PARTITIONS), Err(Some(ErrorCode::UnknownTopic))),
+        "the topic is made on the first broker of the list, and only there"
+    );
+    // Only the first broker's connection is kept (the second's, made while the first's was on
+    // its way, was closed).
+    let stats = client.connection_stats().await.unwrap();
+    assert_eq!(stats.active_connections, 1, "{stats:?}");
+}

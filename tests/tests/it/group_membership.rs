@@ -394,3 +394,139 @@ async fn joins_sent_again_leave_no_phantom_members() {
     })
     .await;
 }
+
+/// A member whose rejoin missed a generation starts its partitions over from the group's
+/// committed offsets. `a` hears of a rebalance (it commits before rejoining) and is then cut
+/// off from the broker: the group goes on without it, and `b` takes its partition, consumes
+/// from `a`'s commit and commits further. Once the path heals, the rejoin `a` kept trying gets
+/// it into the group again, as a new member, generations after the one it knew and with the
+/// same partition: `a` has dropped what it held of it (records buffered, its position) and
+/// resumes from `b`'s commit, delivering nothing `b` consumed and committing nothing over
+/// `b`'s progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_that_missed_a_generation_starts_its_partitions_over() {
+    tests::init_tracing();
+    const GROUP: &str = "rejoiners";
+    let broker = TestBroker::start().await.unwrap();
+    let admin = broker.client().await.unwrap();
+    admin.create_topic("jobs", 1).await.unwrap();
+    produce_n(&admin, "jobs", 0, 0, 10).await;
+    let group = || async { admin.describe_group(GROUP).await.unwrap() };
+    // Members are named so that `a` sorts first: the broker gives the partition to the first
+    // member in id order. The group waits up to 3 s for its members to rejoin: the time the
+    // test has to cut `a` off once it heard of the rebalance, on a loaded machine too.
+    let member = |id: &str| ConsumerConfig {
+        consumer_id: Some(id.into()),
+        rebalance_timeout: Duration::from_secs(3),
+        ..config(GROUP)
+    };
+
+    // `a` reaches the broker through the relay, with a client that gives up requests lost in
+    // the partition after 500 ms (a join after 600 ms) and tries them again.
+    let partition = tests::UdpRelay::start(broker.addr(), Duration::ZERO).await;
+    let mut through = broker.client_config();
+    through.brokers = vec![partition.addr.to_string()];
+    through.request_timeout = Duration::from_millis(500);
+    through.connect_timeout = Duration::from_millis(500);
+    through.retry_config = rustmq::RetryConfig {
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+        ..rustmq::RetryConfig::default()
+    };
+    let a_client = RustMqClient::new(through).await.unwrap();
+    let a = a_client
+        .create_consumer_with_config(
+            "jobs",
+            GROUP,
+            ConsumerConfig {
+                rebalance_timeout: Duration::from_millis(100),
+                session_timeout: Duration::from_millis(500),
+                ..member("a")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.assigned_partitions().await, [0]);
+
+    // `c` joins (`a` keeps the partition) and dies without leaving; with its long session it
+    // stays a member, so the next rebalance waits for it until the rebalance timeout.
+    let c_client = broker.client().await.unwrap();
+    let c = within(
+        "c's join",
+        c_client.create_consumer_with_config(
+            "jobs",
+            GROUP,
+            ConsumerConfig {
+                session_timeout: Duration::from_secs(60),
+                ..member("c")
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(c.assigned_partitions().await.is_empty());
+    drop(c);
+    let with_c = group().await;
+    assert_eq!(with_c.state, "stable");
+    let generation = with_c.generation;
+    let before = with_c.committed("jobs", 0);
+    assert!(before.is_none_or(|offset| offset < 3), "{before:?}");
+
+    // `a` takes three records (buffering the rest) and acks them, without committing.
+    assert_eq!(recv_ack(&a, 3).await, [(0, 0), (0, 1), (0, 2)]);
+
+    // `b` joins. `a` hears of the rebalance at its next heartbeat and commits what it acked
+    // before it rejoins: once that commit is in, it is cut off.
+    let b_client = broker.client().await.unwrap();
+    let b_join = tokio::spawn(async move {
+        b_client
+            .create_consumer_with_config("jobs", GROUP, member("b"))
+            .await
+    });
+    eventually("a's commit before its rejoin", || async {
+        group().await.committed("jobs", 0) == Some(3)
+    })
+    .await;
+    partition.cut(true);
+    let during = group().await;
+    assert_eq!(
+        (during.state.as_str(), during.generation),
+        ("rebalancing", generation),
+        "a is cut off before the rebalance ends"
+    );
+
+    // The group goes on without `a` (removed as it did not rejoin in time, or once its session
+    // expired): `b` gets the partition, consumes from `a`'s commit and commits further.
+    let b = within("b's join", b_join).await.unwrap().unwrap();
+    eventually("b owns the partition", || async {
+        b.assigned_partitions().await == [0]
+    })
+    .await;
+    let consumed: Vec<(u32, u64)> = (3..10).map(|offset| (0, offset)).collect();
+    assert_eq!(recv_ack(&b, 7).await, consumed);
+    b.commit().await.unwrap();
+    assert_eq!(group().await.committed("jobs", 0), Some(10));
+    produce_n(&admin, "jobs", 0, 10, 1).await;
+
+    // The partition heals: `a`'s rejoin goes through, as a new member's, and `a` gets the
+    // partition back (first in id order) generations after the one it knew.
+    partition.cut(false);
+    let m = recv(&a).await;
+    assert_eq!(
+        (m.message.partition, m.message.offset),
+        (0, 10),
+        "a resumes from b's commit, not from what it had buffered before the partition"
+    );
+    let assignment = a.partition_assignment().await.unwrap();
+    assert_eq!(assignment.partitions, [0]);
+    assert!(
+        assignment.generation > generation + 1,
+        "a missed a generation: {} after {generation}",
+        assignment.generation
+    );
+    m.ack().await.unwrap();
+    a.commit().await.unwrap();
+    assert_eq!(group().await.committed("jobs", 0), Some(11));
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
