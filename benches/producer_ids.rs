@@ -15,8 +15,9 @@
 //! Opens one partition log in a temporary directory and appends one single-record idempotent
 //! batch from each of PRODUCERS distinct producer ids (default 1,000,000), as that many
 //! short-lived producers would. Then runs the retention pass twice: first at a time when every
-//! producer is still within its expiration (the pass only walks the table, under the append
-//! lock), then past it (the pass forgets them all). Prints one JSON line: the process's
+//! producer is still within its expiration (no producer can be due, so the pass does not walk
+//! the table), then past it (the pass walks the table under the append lock and forgets them
+//! all). Prints one JSON line: the process's
 //! resident memory (`VmRSS`, KiB) before the appends, after them and after each pass, and how
 //! long each pass held the log.
 

@@ -116,12 +116,7 @@ impl BrokerBuilder {
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         // Producer tables are rebuilt from batch headers, which know nothing of an epoch
         // that was initialised but has not written yet: fence named producers again.
-        let named = producer_ids.named();
-        for log in topics.all_logs() {
-            for &(producer_id, epoch) in &named {
-                log.fence_producer(producer_id, epoch);
-            }
-        }
+        crate::handler::fence_all(&topics.all_logs(), &producer_ids.named());
         let server = Server::bind(
             config.listen,
             &identity,

@@ -200,8 +200,9 @@ impl Default for QuicSettings {
     }
 }
 
-/// The least [`LogSettings::producer_id_expiration_ms`]: a minute.
-pub const MIN_PRODUCER_ID_EXPIRATION_MS: u64 = 60_000;
+/// The least [`LogSettings::producer_id_expiration_ms`]: ten minutes, past a producer's retries
+/// of a batch (with the client's defaults, four attempts of up to 30 s and their backoff).
+pub const MIN_PRODUCER_ID_EXPIRATION_MS: u64 = 10 * 60 * 1000;
 
 /// Default [`LogSettings::message_timestamp_after_max_ms`]: 1 hour.
 pub const DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS: u64 = 60 * 60 * 1000;
@@ -231,7 +232,7 @@ pub struct LogSettings {
     pub retention_check_interval: Duration,
     /// Forget an idempotent producer's sequences in a partition once it has not written there
     /// for this many milliseconds (Kafka's `producer.id.expiration.ms`; default 1 day; at least
-    /// a minute, [`MIN_PRODUCER_ID_EXPIRATION_MS`]), checked at each retention pass. See
+    /// ten minutes, [`MIN_PRODUCER_ID_EXPIRATION_MS`]), checked at each retention pass. See
     /// [`LogConfig::producer_id_expiration_ms`].
     pub producer_id_expiration_ms: u64,
     /// Refuse a produced batch whose largest record timestamp is more than this many
@@ -414,9 +415,9 @@ impl BrokerConfig {
             return bad("log.segment_ms must be at least 1");
         }
         if self.log.producer_id_expiration_ms < MIN_PRODUCER_ID_EXPIRATION_MS {
-            return bad(
-                "log.producer_id_expiration_ms must be at least 60000 (a minute): a producer forgotten between a batch and its retry would have the retry written twice",
-            );
+            return Err(ConfigError::Invalid(format!(
+                "log.producer_id_expiration_ms must be at least {MIN_PRODUCER_ID_EXPIRATION_MS} (ten minutes): a producer forgotten between a batch and its retry would have the retry written twice, and a producer's retries with the client's defaults span minutes"
+            )));
         }
         if self.log.index_interval_bytes == 0 {
             return bad("log.index_interval_bytes must be at least 1");
@@ -576,13 +577,13 @@ mod tests {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("log.segment_ms must be at least 1"), "{err}");
         let mut cfg = BrokerConfig::default();
-        cfg.log.producer_id_expiration_ms = 59_999;
+        cfg.log.producer_id_expiration_ms = 599_999;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(
-            err.contains("log.producer_id_expiration_ms must be at least 60000"),
+            err.contains("log.producer_id_expiration_ms must be at least 600000"),
             "{err}"
         );
-        cfg.log.producer_id_expiration_ms = 60_000;
+        cfg.log.producer_id_expiration_ms = 600_000;
         cfg.validate().unwrap();
         let mut cfg = BrokerConfig::default();
         cfg.limits.request_read_timeout_ms = 0;

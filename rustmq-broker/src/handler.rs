@@ -14,7 +14,7 @@ use crate::error::BrokerError;
 use crate::groups::GroupCoordinator;
 use crate::producers::ProducerIds;
 use crate::security::{AuthFailure, Denied, Operation, ResourceType, Security};
-use crate::storage::{now_ms, StorageError};
+use crate::storage::{now_ms, PartitionLog, StorageError};
 use crate::topics::{Topic, TopicManager};
 
 /// What the broker knows about one client connection.
@@ -114,6 +114,16 @@ fn record_trace_id(span: &tracing::Span, record: &Record) -> bool {
     trace_id.is_some()
 }
 
+/// Fences each named producer `(id, epoch)` in each of `logs` (see
+/// `PartitionLog::fence_producer`).
+pub(crate) fn fence_all(logs: &[Arc<PartitionLog>], named: &[(i64, i16)]) {
+    for log in logs {
+        for &(producer_id, epoch) in named {
+            log.fence_producer(producer_id, epoch);
+        }
+    }
+}
+
 /// Refuses a batch whose largest timestamp (checked against its records before this) is more
 /// than `limit_ms` ahead of the broker's clock (`log.message_timestamp_after_max_ms`).
 fn check_timestamp_ahead(header: &BatchHeader, limit_ms: u64) -> Result<(), BrokerError> {
@@ -205,9 +215,9 @@ impl Core {
                             0 => core.config.default_partitions,
                             n => n,
                         };
-                        let topic = core.topics.create(&r.name, partitions, r.settings)?;
-                        core.fence_named_producers(&topic);
-                        Ok(topic)
+                        core.create_topic(|topics, prepare| {
+                            topics.create_with(&r.name, partitions, r.settings, prepare)
+                        })
                     })
                     .await?;
                 Ok(Response::CreateTopic(CreateTopicResponse {
@@ -291,9 +301,7 @@ impl Core {
                         // Fence the previous instance everywhere now: a batch of the old epoch
                         // still in flight is refused even where the new instance has not
                         // written.
-                        for log in core.topics.all_logs() {
-                            log.fence_producer(producer_id, epoch);
-                        }
+                        fence_all(&core.topics.all_logs(), &[(producer_id, epoch)]);
                     }
                     Ok(Response::InitProducer(InitProducerResponse {
                         producer_id,
@@ -475,18 +483,21 @@ impl Core {
             .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("task failed: {e}")))?
     }
 
-    /// Fences every named producer's current epoch in `topic`'s partitions: a topic created
-    /// after a named producer's initialisation must refuse its older instances too, and keep
-    /// the producer past its idle expiry, as the partitions that existed then do. Called once
-    /// the topic is in the topic map: an initialisation either fenced it there already or
-    /// recorded its epoch before this reads them.
-    fn fence_named_producers(&self, topic: &Topic) {
-        let named = self.producer_ids.named();
-        for log in &topic.partitions {
-            for &(producer_id, epoch) in &named {
-                log.fence_producer(producer_id, epoch);
-            }
-        }
+    /// Creates a topic with `create` (handed the topic manager and a `prepare` step), fencing
+    /// every named producer's current epoch in its partitions: a topic created after a named
+    /// producer's initialisation must refuse the producer's older instances too, and keep it
+    /// past its idle expiry, as the partitions that existed then do. Fenced before the topic
+    /// is in the topic map (no produce can reach it yet), and again after: an initialisation
+    /// in between either found the topic in the map or recorded its epoch before the second
+    /// reading.
+    fn create_topic(
+        &self,
+        create: impl FnOnce(&TopicManager, &mut dyn FnMut(&Topic)) -> Result<Arc<Topic>, BrokerError>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let mut prepare = |topic: &Topic| fence_all(&topic.partitions, &self.producer_ids.named());
+        let topic = create(&self.topics, &mut prepare)?;
+        fence_all(&topic.partitions, &self.producer_ids.named());
+        Ok(topic)
     }
 
     /// The topic `name` that a produce goes to: created with the default partitions if it
@@ -497,11 +508,9 @@ impl Core {
             None if self.config.auto_create_topics => {
                 let name = name.to_owned();
                 self.on_blocking_thread(move |core| {
-                    let topic = core
-                        .topics
-                        .get_or_create(&name, core.config.default_partitions)?;
-                    core.fence_named_producers(&topic);
-                    Ok(topic)
+                    core.create_topic(|topics, prepare| {
+                        topics.get_or_create_with(&name, core.config.default_partitions, prepare)
+                    })
                 })
                 .await
             }

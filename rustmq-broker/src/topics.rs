@@ -220,6 +220,18 @@ impl TopicManager {
         partitions: u32,
         settings: TopicSettings,
     ) -> Result<Arc<Topic>, BrokerError> {
+        self.create_with(name, partitions, settings, |_| {})
+    }
+
+    /// [`create`](Self::create), with `prepare` run on the new topic before any request can
+    /// reach it (before it is in the topic map).
+    pub fn create_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: TopicSettings,
+        prepare: impl FnOnce(&Topic),
+    ) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(name)?;
         check_topic(partitions, &settings)?;
         let _changing = self.changes.lock();
@@ -251,6 +263,7 @@ impl TopicManager {
             .map_err(|e| BrokerError::new(ErrorCode::Internal, e.to_string()))?;
         write_durably(&dir.join("topic.toml"), text.as_bytes())
             .map_err(|e| BrokerError::io("write topic.toml", e))?;
+        prepare(&topic);
         self.topics
             .write()
             .insert(name.to_owned(), Arc::clone(&topic));
@@ -260,10 +273,21 @@ impl TopicManager {
 
     /// The topic, created with the default partition count if it does not exist.
     pub fn get_or_create(&self, name: &str, partitions: u32) -> Result<Arc<Topic>, BrokerError> {
+        self.get_or_create_with(name, partitions, |_| {})
+    }
+
+    /// [`get_or_create`](Self::get_or_create), with `prepare` run on a topic it creates, as
+    /// [`create_with`](Self::create_with) does.
+    pub fn get_or_create_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        prepare: impl FnOnce(&Topic),
+    ) -> Result<Arc<Topic>, BrokerError> {
         if let Some(t) = self.get(name) {
             return Ok(t);
         }
-        match self.create(name, partitions, TopicSettings::default()) {
+        match self.create_with(name, partitions, TopicSettings::default(), prepare) {
             Err(e) if e.code == ErrorCode::TopicAlreadyExists => self.require(name),
             other => other,
         }

@@ -5,6 +5,12 @@
 //! answer is recognised and answered with the offset of the stored copy instead of being
 //! written twice. The table is rebuilt from batch headers when the log is opened.
 //!
+//! A producer that stops writing is forgotten once it has been idle for the log's
+//! `producer_id_expiration_ms` (Kafka's `producer.id.expiration.ms`, one day by default), so
+//! that short-lived producers do not make the table grow for good. Named producers (fenced by
+//! their initialisation, see [`ProducerTable::fence`]) are kept, as their epoch is what refuses
+//! an older instance; where one has not written since its fence, only that epoch is kept.
+//!
 //! Sequences wrap as in Kafka: after `i32::MAX` comes `0`.
 
 use std::collections::HashMap;
@@ -64,7 +70,8 @@ struct ProducerEntry {
     recent: Recent,
 }
 
-/// Sequence state of every idempotent producer that wrote to the log.
+/// Sequence state of the idempotent producers that wrote to the log and were not forgotten
+/// since, and the epochs of named producers fenced here that have not written since.
 #[derive(Debug)]
 pub(crate) struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
