@@ -565,6 +565,15 @@ impl Core {
                 ),
             ));
         }
+        if header.is_idempotent() && self.producer_ids.retired(header.producer_id) {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidProducerEpoch,
+                format!(
+                    "producer id {} is retired: its name used every epoch and moved to a new id",
+                    header.producer_id
+                ),
+            ));
+        }
         let records = u64::from(header.record_count);
         let context = || format!("produce to {}/{}", r.topic, r.partition);
         // Appended here unless it has to wait for the disk (a segment roll syncs the sealed

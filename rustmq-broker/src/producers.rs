@@ -2,11 +2,14 @@
 //!
 //! Ids are handed out from a counter stored in `<data_dir>/producers.toml`; a named producer
 //! keeps its id and gets a higher epoch each time it initialises, which fences older instances
-//! (their batches fail with `InvalidProducerEpoch`).
+//! (their batches fail with `InvalidProducerEpoch`). Once a name has used every epoch (32,767
+//! initialisations: an exactly-once stream initialises at every session start), it moves to a
+//! new id at epoch 0, as Kafka's producers do, and its old id is retired: every batch of a
+//! retired id is refused, whatever its epoch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,9 @@ use crate::topics::write_durably;
 struct State {
     next_id: i64,
     named: BTreeMap<String, (i64, i16)>,
+    /// Ids of names that used every epoch and moved to a new id.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    retired: BTreeSet<i64>,
 }
 
 /// Hands out producer ids; every allocation is on disk before it is answered.
@@ -28,6 +34,8 @@ pub struct ProducerIds {
     /// `state.next_id` as last stored: every id below it was handed out (read per idempotent
     /// batch without the lock).
     issued: AtomicI64,
+    /// How many ids are retired: while none is (almost always), a batch's id is not looked up.
+    retired: AtomicUsize,
 }
 
 impl ProducerIds {
@@ -47,8 +55,16 @@ impl ProducerIds {
         Ok(Self {
             path,
             issued: AtomicI64::new(state.next_id),
+            retired: AtomicUsize::new(state.retired.len()),
             state: Mutex::new(state),
         })
+    }
+
+    /// Whether `producer_id` belonged to a name that has used every epoch and moved to a new id:
+    /// none of its batches may be written any more (the instance of its last epoch could
+    /// otherwise still write beside the name's new one).
+    pub fn retired(&self, producer_id: i64) -> bool {
+        self.retired.load(Ordering::Acquire) > 0 && self.state.lock().retired.contains(&producer_id)
     }
 
     /// Whether this broker handed out `producer_id` (now or before a restart). A batch of an
@@ -74,18 +90,20 @@ impl ProducerIds {
             }
             Some(name) => {
                 let next = state.next_id;
-                let entry = state.named.entry(name.to_owned()).or_insert((next, -1));
+                let entry = *state.named.entry(name.to_owned()).or_insert((next, -1));
+                let entry = match entry.1.checked_add(1) {
+                    Some(epoch) => (entry.0, epoch),
+                    // Every epoch used: a new id, and the old one retired.
+                    None => {
+                        state.retired.insert(entry.0);
+                        (next, 0)
+                    }
+                };
                 if entry.0 == next {
                     state.next_id += 1;
                 }
-                let entry = state.named.get_mut(name).expect("just inserted");
-                entry.1 = entry.1.checked_add(1).ok_or_else(|| {
-                    BrokerError::new(
-                        rustmq_protocol::ErrorCode::InvalidProducerEpoch,
-                        "producer epoch exhausted",
-                    )
-                })?;
-                *entry
+                state.named.insert(name.to_owned(), entry);
+                entry
             }
         };
         let text = toml::to_string(&*state)
@@ -93,6 +111,7 @@ impl ProducerIds {
         write_durably(&self.path, text.as_bytes())
             .map_err(|e| BrokerError::io("write producers.toml", e))?;
         self.issued.store(state.next_id, Ordering::Release);
+        self.retired.store(state.retired.len(), Ordering::Release);
         Ok(result)
     }
 }
@@ -120,5 +139,28 @@ mod tests {
         assert_eq!(n2.1, n1.1 + 1);
         let c = p.init(None).unwrap();
         assert!(c.0 != a.0 && c.0 != b.0 && c.0 != n1.0);
+    }
+
+    /// A name that used every epoch moves to a new id at epoch 0 and its old id is retired,
+    /// across a restart too; other names and ids are not affected.
+    #[test]
+    fn a_name_that_used_every_epoch_moves_to_a_new_id_and_retires_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        let (old, _) = p.init(Some("busy")).unwrap();
+        let other = p.init(Some("calm")).unwrap();
+        p.state.lock().named.get_mut("busy").unwrap().1 = i16::MAX - 1;
+        assert_eq!(p.init(Some("busy")).unwrap(), (old, i16::MAX));
+        assert!(!p.retired(old));
+        let (new, epoch) = p.init(Some("busy")).unwrap();
+        assert_eq!(epoch, 0);
+        assert!(new != old && new != other.0 && p.issued(new));
+        assert!(p.retired(old) && !p.retired(new) && !p.retired(other.0));
+        assert_eq!(p.named(), [(new, 0), (other.0, other.1)]);
+        drop(p);
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert!(p.retired(old) && !p.retired(new));
+        assert_eq!(p.init(Some("busy")).unwrap(), (new, 1));
+        assert_ne!(p.init(None).unwrap().0, new);
     }
 }

@@ -292,3 +292,49 @@ async fn a_named_producers_older_epoch_is_refused_in_topics_created_after_its_in
         assert_eq!(stored.base_offset, 0, "{topic}");
     }
 }
+
+/// A named producer that has used every epoch (an exactly-once stream initialises at every
+/// session start) gets a new producer id at epoch 0 instead of failing for good, and its old id
+/// is retired: the old id's batches are refused whatever their epoch, the new id writes.
+#[tokio::test]
+async fn a_named_producer_out_of_epochs_moves_to_a_new_id_and_the_old_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("producers.toml"),
+        format!("next_id = 1\n\n[named]\nworn = [0, {}]\n", i16::MAX),
+    )
+    .unwrap();
+    let config = rustmq::testing::BrokerConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let broker = TestBroker::start_in(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("outputs", 1).await.unwrap();
+    let request = Request::InitProducer(InitProducerRequest {
+        name: Some("worn".into()),
+    });
+    let fresh = match client.raw_request(request).await.unwrap() {
+        Response::InitProducer(r) => r,
+        other => panic!("unexpected answer to InitProducer: {other:?}"),
+    };
+    assert_eq!((fresh.producer_id, fresh.epoch), (1, 0));
+    let idempotent = |id: i64, epoch: i16| {
+        let mut builder = RecordBatchBuilder::new().producer(id, epoch, 0);
+        builder.push(1, None, Some(b"x"), []);
+        builder.build().unwrap()
+    };
+    let refused = produce(&client, "outputs", 0, idempotent(0, i16::MAX), Acks::Leader)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(ErrorCode::InvalidProducerEpoch),
+        "{refused}"
+    );
+    let stored = produce(&client, "outputs", 0, idempotent(1, 0), Acks::Leader)
+        .await
+        .unwrap();
+    assert_eq!(stored.base_offset, 0);
+}
