@@ -115,8 +115,13 @@ impl BrokerBuilder {
         }
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         // Producer tables are rebuilt from batch headers, which know nothing of an epoch
-        // that was initialised but has not written yet: fence named producers again.
-        crate::handler::fence_all(&topics.all_logs(), &producer_ids.named());
+        // that was initialised but has not written yet, nor of retired ids: fence named
+        // producers again, and retire those ids again.
+        crate::handler::fence_all(
+            &topics.all_logs(),
+            &producer_ids.named(),
+            &producer_ids.retired(),
+        );
         let server = Server::bind(
             config.listen,
             &identity,

@@ -35,7 +35,9 @@ impl BrokerError {
             StorageError::CorruptBatch(_) => ErrorCode::CorruptBatch,
             StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
             StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
-            StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            StorageError::InvalidProducerEpoch { .. } | StorageError::RetiredProducer { .. } => {
+                ErrorCode::InvalidProducerEpoch
+            }
             StorageError::Retired => ErrorCode::UnknownTopic,
             _ => ErrorCode::StorageError,
         };

@@ -114,12 +114,15 @@ fn record_trace_id(span: &tracing::Span, record: &Record) -> bool {
     trace_id.is_some()
 }
 
-/// Fences each named producer `(id, epoch)` in each of `logs` (see
-/// `PartitionLog::fence_producer`).
-pub(crate) fn fence_all(logs: &[Arc<PartitionLog>], named: &[(i64, i16)]) {
+/// Fences each named producer `(id, epoch)` in each of `logs`, and retires each of the
+/// `retired` ids there (see `PartitionLog::fence_producer` and `retire_producer`).
+pub(crate) fn fence_all(logs: &[Arc<PartitionLog>], named: &[(i64, i16)], retired: &[i64]) {
     for log in logs {
         for &(producer_id, epoch) in named {
             log.fence_producer(producer_id, epoch);
+        }
+        for &producer_id in retired {
+            log.retire_producer(producer_id);
         }
     }
 }
@@ -296,16 +299,20 @@ impl Core {
                 // The allocation is on disk before it is answered (an fsync), and fencing
                 // takes every partition's append lock, which a roll may hold.
                 self.on_blocking_thread(move |core| {
-                    let (producer_id, epoch) = core.producer_ids.init(r.name.as_deref())?;
+                    let init = core.producer_ids.init(r.name.as_deref())?;
                     if r.name.is_some() {
                         // Fence the previous instance everywhere now: a batch of the old epoch
-                        // still in flight is refused even where the new instance has not
-                        // written.
-                        fence_all(&core.topics.all_logs(), &[(producer_id, epoch)]);
+                        // (or of the old id, when the name used every epoch) still in flight is
+                        // refused even where the new instance has not written.
+                        fence_all(
+                            &core.topics.all_logs(),
+                            &[(init.producer_id, init.epoch)],
+                            init.retired.as_slice(),
+                        );
                     }
                     Ok(Response::InitProducer(InitProducerResponse {
-                        producer_id,
-                        epoch,
+                        producer_id: init.producer_id,
+                        epoch: init.epoch,
                     }))
                 })
                 .await
@@ -494,9 +501,11 @@ impl Core {
         &self,
         create: impl FnOnce(&TopicManager, &mut dyn FnMut(&Topic)) -> Result<Arc<Topic>, BrokerError>,
     ) -> Result<Arc<Topic>, BrokerError> {
-        let mut prepare = |topic: &Topic| fence_all(&topic.partitions, &self.producer_ids.named());
+        let ids = &self.producer_ids;
+        let mut prepare =
+            |topic: &Topic| fence_all(&topic.partitions, &ids.named(), &ids.retired());
         let topic = create(&self.topics, &mut prepare)?;
-        fence_all(&topic.partitions, &self.producer_ids.named());
+        fence_all(&topic.partitions, &ids.named(), &ids.retired());
         Ok(topic)
     }
 
@@ -561,15 +570,6 @@ impl Core {
                 ErrorCode::UnknownProducer,
                 format!(
                     "producer id {} was not handed out by this broker (InitProducer first)",
-                    header.producer_id
-                ),
-            ));
-        }
-        if header.is_idempotent() && self.producer_ids.retired(header.producer_id) {
-            return Err(BrokerError::new(
-                ErrorCode::InvalidProducerEpoch,
-                format!(
-                    "producer id {} is retired: its name used every epoch and moved to a new id",
                     header.producer_id
                 ),
             ));

@@ -4,12 +4,12 @@
 //! keeps its id and gets a higher epoch each time it initialises, which fences older instances
 //! (their batches fail with `InvalidProducerEpoch`). Once a name has used every epoch (32,767
 //! initialisations: an exactly-once stream initialises at every session start), it moves to a
-//! new id at epoch 0, as Kafka's producers do, and its old id is retired: every batch of a
-//! retired id is refused, whatever its epoch.
+//! new id at epoch 0, as Kafka's producers do, and its old id is retired: every partition
+//! refuses every batch of a retired id, whatever its epoch (`PartitionLog::retire_producer`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::BrokerError;
 use crate::topics::write_durably;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct State {
     next_id: i64,
     named: BTreeMap<String, (i64, i16)>,
@@ -34,8 +34,18 @@ pub struct ProducerIds {
     /// `state.next_id` as last stored: every id below it was handed out (read per idempotent
     /// batch without the lock).
     issued: AtomicI64,
-    /// How many ids are retired: while none is (almost always), a batch's id is not looked up.
-    retired: AtomicUsize,
+}
+
+/// What an initialisation handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Initialised {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// The name's previous id, retired by this initialisation (the name had used every
+    /// epoch): every partition must refuse its batches from now on.
+    pub retired: Option<i64>,
 }
 
 impl ProducerIds {
@@ -55,16 +65,13 @@ impl ProducerIds {
         Ok(Self {
             path,
             issued: AtomicI64::new(state.next_id),
-            retired: AtomicUsize::new(state.retired.len()),
             state: Mutex::new(state),
         })
     }
 
-    /// Whether `producer_id` belonged to a name that has used every epoch and moved to a new id:
-    /// none of its batches may be written any more (the instance of its last epoch could
-    /// otherwise still write beside the name's new one).
-    pub fn retired(&self, producer_id: i64) -> bool {
-        self.retired.load(Ordering::Acquire) > 0 && self.state.lock().retired.contains(&producer_id)
+    /// The ids retired by their names (each had used every epoch and moved to a new id).
+    pub fn retired(&self) -> Vec<i64> {
+        self.state.lock().retired.iter().copied().collect()
     }
 
     /// Whether this broker handed out `producer_id` (now or before a restart). A batch of an
@@ -79,39 +86,54 @@ impl ProducerIds {
         self.state.lock().named.values().copied().collect()
     }
 
-    /// A fresh id (epoch 0), or for a name its id with the next epoch.
-    pub fn init(&self, name: Option<&str>) -> Result<(i64, i16), BrokerError> {
+    /// A fresh id (epoch 0), or for a name its id with the next epoch; a name that used every
+    /// epoch gets a new id at epoch 0 and retires its old one. On disk before it is answered;
+    /// nothing changes when the write fails.
+    pub fn init(&self, name: Option<&str>) -> Result<Initialised, BrokerError> {
         let mut state = self.state.lock();
+        let mut next = state.clone();
+        let id = next.next_id;
         let result = match name {
             None => {
-                let id = state.next_id;
-                state.next_id += 1;
-                (id, 0)
+                next.next_id += 1;
+                Initialised {
+                    producer_id: id,
+                    epoch: 0,
+                    retired: None,
+                }
             }
             Some(name) => {
-                let next = state.next_id;
-                let entry = *state.named.entry(name.to_owned()).or_insert((next, -1));
-                let entry = match entry.1.checked_add(1) {
-                    Some(epoch) => (entry.0, epoch),
+                let (producer_id, epoch) = next.named.get(name).copied().unwrap_or((id, -1));
+                let result = match epoch.checked_add(1) {
+                    Some(epoch) => Initialised {
+                        producer_id,
+                        epoch,
+                        retired: None,
+                    },
                     // Every epoch used: a new id, and the old one retired.
                     None => {
-                        state.retired.insert(entry.0);
-                        (next, 0)
+                        next.retired.insert(producer_id);
+                        Initialised {
+                            producer_id: id,
+                            epoch: 0,
+                            retired: Some(producer_id),
+                        }
                     }
                 };
-                if entry.0 == next {
-                    state.next_id += 1;
+                if result.producer_id == id {
+                    next.next_id += 1;
                 }
-                state.named.insert(name.to_owned(), entry);
-                entry
+                next.named
+                    .insert(name.to_owned(), (result.producer_id, result.epoch));
+                result
             }
         };
-        let text = toml::to_string(&*state)
+        let text = toml::to_string(&next)
             .map_err(|e| BrokerError::new(rustmq_protocol::ErrorCode::Internal, e.to_string()))?;
         write_durably(&self.path, text.as_bytes())
             .map_err(|e| BrokerError::io("write producers.toml", e))?;
+        *state = next;
         self.issued.store(state.next_id, Ordering::Release);
-        self.retired.store(state.retired.len(), Ordering::Release);
         Ok(result)
     }
 }
@@ -127,18 +149,24 @@ mod tests {
         assert!(!p.issued(0));
         let a = p.init(None).unwrap();
         let b = p.init(None).unwrap();
-        assert_ne!(a.0, b.0);
-        assert!(p.issued(a.0) && p.issued(b.0));
-        assert!(!p.issued(b.0 + 1) && !p.issued(-1));
+        assert_ne!(a.producer_id, b.producer_id);
+        assert!(p.issued(a.producer_id) && p.issued(b.producer_id));
+        assert!(!p.issued(b.producer_id + 1) && !p.issued(-1));
         let n1 = p.init(Some("stream-1")).unwrap();
         drop(p);
         let p = ProducerIds::open(dir.path()).unwrap();
-        assert!(p.issued(a.0) && p.issued(n1.0) && !p.issued(n1.0 + 1));
+        assert!(
+            p.issued(a.producer_id) && p.issued(n1.producer_id) && !p.issued(n1.producer_id + 1)
+        );
         let n2 = p.init(Some("stream-1")).unwrap();
-        assert_eq!(n1.0, n2.0);
-        assert_eq!(n2.1, n1.1 + 1);
+        assert_eq!(n1.producer_id, n2.producer_id);
+        assert_eq!(n2.epoch, n1.epoch + 1);
         let c = p.init(None).unwrap();
-        assert!(c.0 != a.0 && c.0 != b.0 && c.0 != n1.0);
+        assert!(
+            c.producer_id != a.producer_id
+                && c.producer_id != b.producer_id
+                && c.producer_id != n1.producer_id
+        );
     }
 
     /// A name that used every epoch moves to a new id at epoch 0 and its old id is retired,
@@ -147,20 +175,25 @@ mod tests {
     fn a_name_that_used_every_epoch_moves_to_a_new_id_and_retires_the_old() {
         let dir = tempfile::tempdir().unwrap();
         let p = ProducerIds::open(dir.path()).unwrap();
-        let (old, _) = p.init(Some("busy")).unwrap();
-        let other = p.init(Some("calm")).unwrap();
+        let init = |name| {
+            let i = p.init(name).unwrap();
+            (i.producer_id, i.epoch, i.retired)
+        };
+        let (old, ..) = init(Some("busy"));
+        let other = init(Some("calm"));
         p.state.lock().named.get_mut("busy").unwrap().1 = i16::MAX - 1;
-        assert_eq!(p.init(Some("busy")).unwrap(), (old, i16::MAX));
-        assert!(!p.retired(old));
-        let (new, epoch) = p.init(Some("busy")).unwrap();
-        assert_eq!(epoch, 0);
+        assert_eq!(init(Some("busy")), (old, i16::MAX, None));
+        assert!(p.retired().is_empty());
+        let (new, epoch, retired) = init(Some("busy"));
+        assert_eq!((epoch, retired), (0, Some(old)));
         assert!(new != old && new != other.0 && p.issued(new));
-        assert!(p.retired(old) && !p.retired(new) && !p.retired(other.0));
+        assert_eq!(p.retired(), [old]);
         assert_eq!(p.named(), [(new, 0), (other.0, other.1)]);
         drop(p);
         let p = ProducerIds::open(dir.path()).unwrap();
-        assert!(p.retired(old) && !p.retired(new));
-        assert_eq!(p.init(Some("busy")).unwrap(), (new, 1));
-        assert_ne!(p.init(None).unwrap().0, new);
+        assert_eq!(p.retired(), [old]);
+        let again = p.init(Some("busy")).unwrap();
+        assert_eq!((again.producer_id, again.epoch), (new, 1));
+        assert_ne!(p.init(None).unwrap().producer_id, new);
     }
 }

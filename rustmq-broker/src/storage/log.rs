@@ -216,6 +216,13 @@ impl PartitionLog {
         self.appender.lock().fence(producer_id, epoch);
     }
 
+    /// Refuses every batch of `producer_id` on this partition from now on, whatever its epoch
+    /// (its name used every epoch and moved to a new id); under the append lock, as
+    /// [`fence_producer`](Self::fence_producer).
+    pub fn retire_producer(&self, producer_id: i64) {
+        self.appender.lock().retire(producer_id);
+    }
+
     /// Seals `old` (sync, index files) and makes a new active segment. Called with the append
     /// lock held.
     fn roll(&self, old: &Arc<Segment>) -> Result<Arc<Segment>, StorageError> {

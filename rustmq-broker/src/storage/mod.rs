@@ -122,6 +122,12 @@ pub enum StorageError {
         /// The batch's epoch.
         got: i16,
     },
+    /// The producer id is retired: its name used every epoch and moved to a new id.
+    #[error("producer {producer_id} is retired: its name used every epoch and moved to a new id")]
+    RetiredProducer {
+        /// The producer.
+        producer_id: i64,
+    },
     /// The segment files are inconsistent in a way recovery cannot repair by truncation.
     #[error("corrupt log in {dir}: {reason}")]
     CorruptLog {

@@ -13,7 +13,7 @@
 //!
 //! Sequences wrap as in Kafka: after `i32::MAX` comes `0`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rustmq_protocol::BatchHeader;
 
@@ -79,6 +79,9 @@ pub(crate) struct ProducerTable {
     /// every partition of the broker, most of which a producer may never write to): only the
     /// epoch, a few bytes, where a full entry holds room for its recent batches. Never expired.
     fenced: HashMap<i64, i16>,
+    /// Ids retired by their name (it used every epoch and moved to a new id): every batch of
+    /// them is refused. One per 32,768 initialisations of a name.
+    retired: HashSet<i64>,
     /// No producer that is not pinned was active before this (`i64::MAX`: there is none), so
     /// an [`expire`](Self::expire) up to it has nothing to forget and skips the walk.
     earliest_active: i64,
@@ -91,6 +94,7 @@ impl Default for ProducerTable {
         Self {
             producers: HashMap::new(),
             fenced: HashMap::new(),
+            retired: HashSet::new(),
             earliest_active: i64::MAX,
             next_walk: i64::MIN,
         }
@@ -123,6 +127,9 @@ impl ProducerTable {
         }
         let producer_id = header.producer_id;
         let got = header.base_sequence;
+        if !self.retired.is_empty() && self.retired.contains(&producer_id) {
+            return Err(StorageError::RetiredProducer { producer_id });
+        }
         let Some(entry) = self.producers.get(&producer_id) else {
             // Fenced at an epoch it has not written here: older epochs are refused, and the
             // new one starts at sequence 0.
@@ -231,6 +238,14 @@ impl ProducerTable {
         }
     }
 
+    /// Refuses every batch of `producer_id` from now on, whatever its epoch (its name moved to a
+    /// new id), and forgets its sequences.
+    pub(crate) fn retire(&mut self, producer_id: i64) {
+        self.producers.remove(&producer_id);
+        self.fenced.remove(&producer_id);
+        self.retired.insert(producer_id);
+    }
+
     /// Forgets the producers that are not pinned and have not written for `expiration_ms`
     /// before `now` (the broker's clock, ms), and gives back the table's memory when most of
     /// it is free; returns how many were forgotten. A forgotten producer that writes again is
@@ -263,7 +278,7 @@ impl ProducerTable {
         before - len
     }
 
-    /// Number of producers tracked.
+    /// Number of producers tracked (retired ids apart).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.producers.len() + self.fenced.len()
@@ -431,6 +446,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_retired_id_is_refused_at_every_epoch() {
+        let mut t = ProducerTable::default();
+        append(&mut t, &header(1, i16::MAX, 0, 1), 0).unwrap();
+        t.fence(2, 0);
+        t.retire(1);
+        for epoch in [0, i16::MAX] {
+            assert!(matches!(
+                t.check(&header(1, epoch, 1, 1)),
+                Err(StorageError::RetiredProducer { producer_id: 1 })
+            ));
+        }
+        assert_eq!(t.len(), 1);
+        t.check(&header(2, 0, 0, 1)).unwrap();
     }
 
     #[test]

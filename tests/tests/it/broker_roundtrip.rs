@@ -337,4 +337,17 @@ async fn a_named_producer_out_of_epochs_moves_to_a_new_id_and_the_old_is_refused
         .await
         .unwrap();
     assert_eq!(stored.base_offset, 0);
+
+    // Still refused after a restart, which rebuilds the partitions' producers from the log.
+    let mut broker = broker;
+    tests::restart_broker(&mut broker).await;
+    let client = broker.client().await.unwrap();
+    let refused = produce(&client, "outputs", 0, idempotent(0, i16::MAX), Acks::Leader)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(ErrorCode::InvalidProducerEpoch),
+        "{refused}"
+    );
 }
