@@ -249,6 +249,36 @@ async fn loopback_datagrams_grow_to_the_configured_bound_and_carry_everything() 
     assert!((1375..=1400).contains(&size), "datagrams of {size} bytes");
 }
 
+/// `InitProducer` for the producer named `name`.
+async fn init_named(client: &rustmq::RustMqClient, name: &str) -> InitProducerResponse {
+    let request = Request::InitProducer(InitProducerRequest {
+        name: Some(name.into()),
+    });
+    match client.raw_request(request).await.unwrap() {
+        Response::InitProducer(r) => r,
+        other => panic!("unexpected answer to InitProducer: {other:?}"),
+    }
+}
+
+/// A one-record batch of producer `id` at `epoch`, sequence 0.
+fn idempotent(id: i64, epoch: i16) -> bytes::Bytes {
+    let mut builder = RecordBatchBuilder::new().producer(id, epoch, 0);
+    builder.push(1, None, Some(b"x"), []);
+    builder.build().unwrap()
+}
+
+/// Produces `batch` to `topic`/0 and checks that it is refused as of a fenced producer.
+async fn refused_as_fenced(client: &rustmq::RustMqClient, topic: &str, batch: bytes::Bytes) {
+    let refused = produce(client, topic, 0, batch, Acks::Leader)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(ErrorCode::InvalidProducerEpoch),
+        "{topic}: {refused}"
+    );
+}
+
 /// A named producer's initialisation fences its older instance in topics created after it too
 /// (by `CreateTopic`, or auto-created by a produce), as in the topics that existed then: a
 /// batch of the older epoch is refused there, and the new epoch writes from sequence 0.
@@ -256,37 +286,17 @@ async fn loopback_datagrams_grow_to_the_configured_bound_and_carry_everything() 
 async fn a_named_producers_older_epoch_is_refused_in_topics_created_after_its_init() {
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
-    let init = || async {
-        let request = Request::InitProducer(InitProducerRequest {
-            name: Some("fenced".into()),
-        });
-        match client.raw_request(request).await.unwrap() {
-            Response::InitProducer(r) => r,
-            other => panic!("unexpected answer to InitProducer: {other:?}"),
-        }
-    };
-    let old = init().await;
-    let new = init().await;
+    let old = init_named(&client, "fenced").await;
+    let new = init_named(&client, "fenced").await;
     assert_eq!(
         (new.producer_id, new.epoch),
         (old.producer_id, old.epoch + 1)
     );
-    let idempotent = |epoch: i16| {
-        let mut builder = RecordBatchBuilder::new().producer(new.producer_id, epoch, 0);
-        builder.push(1, None, Some(b"x"), []);
-        builder.build().unwrap()
-    };
     client.create_topic("made-after", 1).await.unwrap();
     for topic in ["made-after", "auto-created"] {
-        let refused = produce(&client, topic, 0, idempotent(old.epoch), Acks::Leader)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            refused.error_code(),
-            Some(ErrorCode::InvalidProducerEpoch),
-            "{topic}: {refused}"
-        );
-        let stored = produce(&client, topic, 0, idempotent(new.epoch), Acks::Leader)
+        refused_as_fenced(&client, topic, idempotent(new.producer_id, old.epoch)).await;
+        let batch = idempotent(new.producer_id, new.epoch);
+        let stored = produce(&client, topic, 0, batch, Acks::Leader)
             .await
             .unwrap();
         assert_eq!(stored.base_offset, 0, "{topic}");
@@ -309,45 +319,19 @@ async fn a_named_producer_out_of_epochs_moves_to_a_new_id_and_the_old_is_refused
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     };
-    let broker = TestBroker::start_in(config).await.unwrap();
+    let mut broker = TestBroker::start_in(config).await.unwrap();
     let client = broker.client().await.unwrap();
     client.create_topic("outputs", 1).await.unwrap();
-    let request = Request::InitProducer(InitProducerRequest {
-        name: Some("worn".into()),
-    });
-    let fresh = match client.raw_request(request).await.unwrap() {
-        Response::InitProducer(r) => r,
-        other => panic!("unexpected answer to InitProducer: {other:?}"),
-    };
+    let fresh = init_named(&client, "worn").await;
     assert_eq!((fresh.producer_id, fresh.epoch), (1, 0));
-    let idempotent = |id: i64, epoch: i16| {
-        let mut builder = RecordBatchBuilder::new().producer(id, epoch, 0);
-        builder.push(1, None, Some(b"x"), []);
-        builder.build().unwrap()
-    };
-    let refused = produce(&client, "outputs", 0, idempotent(0, i16::MAX), Acks::Leader)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        refused.error_code(),
-        Some(ErrorCode::InvalidProducerEpoch),
-        "{refused}"
-    );
+    refused_as_fenced(&client, "outputs", idempotent(0, i16::MAX)).await;
     let stored = produce(&client, "outputs", 0, idempotent(1, 0), Acks::Leader)
         .await
         .unwrap();
     assert_eq!(stored.base_offset, 0);
 
     // Still refused after a restart, which rebuilds the partitions' producers from the log.
-    let mut broker = broker;
     tests::restart_broker(&mut broker).await;
     let client = broker.client().await.unwrap();
-    let refused = produce(&client, "outputs", 0, idempotent(0, i16::MAX), Acks::Leader)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        refused.error_code(),
-        Some(ErrorCode::InvalidProducerEpoch),
-        "{refused}"
-    );
+    refused_as_fenced(&client, "outputs", idempotent(0, i16::MAX)).await;
 }
