@@ -7,7 +7,8 @@
 //!                                                       holds them: stored all or nothing]
 //!  lane task: first use ── exactly-once: commit `__out.<topic>/<p>` = log end (so that a
 //!                          restart knows to read this partition back) before the first write
-//!             loop: take queued units while they fit (never splitting one) ──► record batch
+//!             loop: take queued units while they fit (never splitting one; at least once, a
+//!                   unit too large for one batch alone goes in several) ──► record batch
 //!                   (producer id, epoch, sequence) ──► Produce (acks=all, in both modes),
 //!                   retried with the same sequence (the broker drops duplicates)
 //!                   ──► ledger: where each unit was stored ──► the unit's completion
@@ -238,7 +239,23 @@ async fn run_lane(
             count += p.records.len();
             parts.push(p);
         }
-        match store(&ctx, &topic, partition, &parts, sequence).await {
+        // A part too large for one batch: at least once, its records go in several batches
+        // (exactly once, a unit is stored whole or not at all: one batch, which the broker
+        // may refuse as too large, and the stream stops with that error).
+        let split = parts.len() == 1
+            && parts[0].coverage.is_none()
+            && (bytes > ctx.sink().max_bytes || count > MAX_RECORDS);
+        let stored = if split {
+            store_split(&ctx, &topic, partition, &parts[0].records, &mut sequence).await
+        } else {
+            let records = parts.iter().flat_map(|p| &p.records);
+            let stored = store(&ctx, &topic, partition, records, sequence).await;
+            if stored.is_ok() {
+                sequence = next_sequence(sequence, count);
+            }
+            stored
+        };
+        match stored {
             Ok(base) => {
                 let mut offset = base;
                 for part in parts {
@@ -256,8 +273,6 @@ async fn run_lane(
                     StreamMetrics::add(&ctx.metrics.outputs_produced, n as usize);
                     part.done.part_done();
                 }
-                sequence =
-                    ((i64::from(sequence) + count as i64) % (i64::from(i32::MAX) + 1)) as i32;
             }
             Err(e) => {
                 tracing::warn!(%topic, partition, error = %e, "output batch failed");
@@ -268,16 +283,53 @@ async fn run_lane(
     }
 }
 
-async fn store(
+/// `sequence` after `count` records, in the sequence space `0..=i32::MAX`.
+fn next_sequence(sequence: i32, count: usize) -> i32 {
+    ((i64::from(sequence) + count as i64) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Stores `records` in as many batches as their size takes (each within the sink's byte and
+/// record bounds, with at least one record), one after the other, advancing `sequence` past
+/// each batch stored; the offset of the first.
+async fn store_split(
     ctx: &Arc<Ctx>,
     topic: &str,
     partition: u32,
-    parts: &[Part],
+    records: &[Message],
+    sequence: &mut i32,
+) -> Result<u64> {
+    let mut first = None;
+    let mut rest = records;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take(MAX_RECORDS)
+            .take_while(|m| {
+                bytes += record_bytes(m);
+                bytes <= ctx.sink().max_bytes
+            })
+            .count()
+            .max(1);
+        let (batch, after) = rest.split_at(n);
+        let base = store(ctx, topic, partition, batch, *sequence).await?;
+        first.get_or_insert(base);
+        *sequence = next_sequence(*sequence, n);
+        rest = after;
+    }
+    Ok(first.unwrap_or_default())
+}
+
+async fn store<'a>(
+    ctx: &Arc<Ctx>,
+    topic: &str,
+    partition: u32,
+    records: impl IntoIterator<Item = &'a Message>,
     sequence: i32,
 ) -> Result<u64> {
     let (producer_id, epoch) = ctx.sink().identity;
     let mut builder = RecordBatchBuilder::new().producer(producer_id, epoch, sequence);
-    for record in parts.iter().flat_map(|p| &p.records) {
+    for record in records {
         let headers: Vec<(&str, &[u8])> = record
             .headers
             .iter()

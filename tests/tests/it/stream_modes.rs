@@ -844,3 +844,67 @@ async fn an_aborted_sessions_workers_end_with_it() {
         "the aborted session's worker went on beside the next session's"
     );
 }
+
+/// Echoes each message of a batch to `wide-out`.
+struct EchoBatches;
+
+#[async_trait]
+impl MessageProcessor for EchoBatches {
+    async fn process(&self, _: &Message) -> Result<Option<Message>> {
+        unreachable!("batch mode")
+    }
+
+    async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
+        Ok(messages
+            .iter()
+            .map(|m| {
+                Message::builder()
+                    .topic("wide-out")
+                    .payload(m.payload.clone())
+                    .build()
+                    .ok()
+            })
+            .collect())
+    }
+}
+
+/// At least once, the outputs of a unit too large for one record batch (a batch of 40 inputs
+/// of 4 KiB echoed, on a broker that takes batches of at most 64 KiB) are stored in several,
+/// in order, and the stream goes on; before, the broker refused the one batch they were put
+/// in, and the stream stopped with that error.
+#[tokio::test]
+async fn outputs_too_large_for_one_batch_are_stored_in_several_at_least_once() {
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_batch_bytes = 64 << 10;
+    let broker = rustmq::testing::TestBroker::start_with(config)
+        .await
+        .unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("wide-in", 1).await.unwrap();
+    client.create_topic("wide-out", 1).await.unwrap();
+    produce_indexed(&client, "wide-in", 0..40, 4 << 10).await;
+    let config = StreamConfig {
+        input_topics: vec!["wide-in".into()],
+        consumer_group: "wide".into(),
+        parallelism: 1,
+        mode: StreamMode::Batch {
+            batch_size: 40,
+            batch_timeout: Duration::from_secs(120),
+        },
+        ..Default::default()
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(EchoBatches);
+    stream.start().await.unwrap();
+    let outputs = wait_records(&client, "wide-out", 40).await;
+    let indexes: Vec<u64> = outputs
+        .iter()
+        .map(|o| u64::from_be_bytes(o.payload.as_bytes()[..8].try_into().unwrap()))
+        .collect();
+    assert_eq!(indexes, (0..40).collect::<Vec<_>>());
+    assert!(stream.is_running());
+    stream.stop().await.unwrap();
+}
