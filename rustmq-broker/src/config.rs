@@ -204,9 +204,6 @@ impl Default for QuicSettings {
 /// of a batch (with the client's defaults, four attempts of up to 30 s and their backoff).
 pub const MIN_PRODUCER_ID_EXPIRATION_MS: u64 = 10 * 60 * 1000;
 
-/// Default [`LogSettings::message_timestamp_after_max_ms`]: 1 hour.
-pub const DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS: u64 = 60 * 60 * 1000;
-
 /// Storage settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -256,7 +253,7 @@ impl Default for LogSettings {
             flush: FlushSetting(FlushPolicy::Os),
             retention_check_interval: Duration::from_secs(30),
             producer_id_expiration_ms: log.producer_id_expiration_ms,
-            message_timestamp_after_max_ms: DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS,
+            message_timestamp_after_max_ms: log.message_timestamp_after_max_ms,
         }
     }
 }
@@ -272,6 +269,7 @@ impl LogSettings {
             retention_ms: overrides.retention_ms.or(self.retention_ms),
             flush: self.flush.0.clone(),
             producer_id_expiration_ms: self.producer_id_expiration_ms,
+            message_timestamp_after_max_ms: self.message_timestamp_after_max_ms,
             ..LogConfig::default()
         }
     }

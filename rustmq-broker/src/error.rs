@@ -38,6 +38,7 @@ impl BrokerError {
             StorageError::InvalidProducerEpoch { .. } | StorageError::RetiredProducer { .. } => {
                 ErrorCode::InvalidProducerEpoch
             }
+            StorageError::InvalidTimestamp { .. } => ErrorCode::InvalidTimestamp,
             StorageError::Retired => ErrorCode::UnknownTopic,
             _ => ErrorCode::StorageError,
         };

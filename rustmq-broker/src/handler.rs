@@ -127,24 +127,6 @@ pub(crate) fn fence_all(logs: &[Arc<PartitionLog>], named: &[(i64, i16)], retire
     }
 }
 
-/// Refuses a batch whose largest timestamp (checked against its records before this) is more
-/// than `limit_ms` ahead of the broker's clock (`log.message_timestamp_after_max_ms`).
-fn check_timestamp_ahead(header: &BatchHeader, limit_ms: u64) -> Result<(), BrokerError> {
-    let now = now_ms();
-    let limit = i64::try_from(limit_ms).unwrap_or(i64::MAX);
-    if header.max_timestamp <= now.saturating_add(limit) {
-        return Ok(());
-    }
-    Err(BrokerError::new(
-        ErrorCode::InvalidTimestamp,
-        format!(
-            "record timestamp {} is {} ms ahead of the broker's clock; it accepts at most {limit_ms} ms (log.message_timestamp_after_max_ms)",
-            header.max_timestamp,
-            header.max_timestamp.saturating_sub(now)
-        ),
-    ))
-}
-
 impl Core {
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, conn: &ConnState, req: Request) -> Response {
@@ -564,7 +546,6 @@ impl Core {
             batch.check_max_timestamp(max_timestamp)?;
         }
         let header = batch.header();
-        check_timestamp_ahead(header, self.config.log.message_timestamp_after_max_ms)?;
         if header.is_idempotent() && !self.producer_ids.issued(header.producer_id) {
             return Err(BrokerError::new(
                 ErrorCode::UnknownProducer,

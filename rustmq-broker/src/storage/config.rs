@@ -25,6 +25,9 @@ pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// `producer.id.expiration.ms`.
 pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// Default [`LogConfig::message_timestamp_after_max_ms`]: 1 hour, as Kafka's since 4.0.
+pub const DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS: u64 = 60 * 60 * 1000;
+
 /// The shortest age at which a retention shorter than `segment_ms` rolls the active segment:
 /// 10 s ([`LogConfig::roll_ms`]).
 pub const MIN_RETENTION_ROLL_MS: u64 = 10_000;
@@ -59,6 +62,12 @@ pub struct LogConfig {
     /// forgotten is taken as new: a retry of a batch sent before it would be written twice, so
     /// this must be far longer than any producer's delivery timeout. Default 1 day.
     pub producer_id_expiration_ms: u64,
+    /// Refuse a batch whose largest timestamp is more than this many milliseconds ahead of
+    /// the broker's clock ([`StorageError::InvalidTimestamp`](super::StorageError)): retention
+    /// by time goes by a segment's largest timestamp. Checked after the idempotence check, so
+    /// a retry of a stored batch is answered as a duplicate whatever the clock did since.
+    /// Default 1 hour ([`DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS`]).
+    pub message_timestamp_after_max_ms: u64,
     /// Decompression cap when a batch must be decoded (timestamp lookup).
     pub max_uncompressed_batch: usize,
 }
@@ -73,6 +82,7 @@ impl Default for LogConfig {
             retention_ms: None,
             flush: FlushPolicy::Os,
             producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            message_timestamp_after_max_ms: DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS,
             max_uncompressed_batch: DEFAULT_MAX_UNCOMPRESSED,
         }
     }

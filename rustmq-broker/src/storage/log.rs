@@ -190,6 +190,16 @@ impl PartitionLog {
             return Err(StorageError::Retired);
         }
         producers.check(header)?;
+        // After the idempotence check: a retry of a stored batch is a duplicate, whatever the
+        // clock did since.
+        let limit = self.config.message_timestamp_after_max_ms;
+        if header.max_timestamp > now.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX)) {
+            return Err(StorageError::InvalidTimestamp {
+                timestamp: header.max_timestamp,
+                ahead_ms: header.max_timestamp.saturating_sub(now),
+                limit_ms: limit,
+            });
+        }
         if !self.has_room(&active, batch, header, now) {
             self.rolling.store(true, Ordering::Release);
             let rolled = self.roll(&active);
@@ -668,6 +678,45 @@ mod tests {
             log.append(idem("b", 1, (2, 3, 0))),
             Err(StorageError::DuplicateSequence { base_offset: 1 })
         ));
+    }
+
+    /// A batch stamped further ahead of the broker's clock than the log accepts is refused,
+    /// but only after the idempotence check: the retry of a batch stored before (when the
+    /// clock was ahead, or the limit higher) is answered as the duplicate it is.
+    #[test]
+    fn timestamps_too_far_ahead_are_refused_after_the_duplicate_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let ahead = now_ms() + 10 * 60_000;
+        let stamped = |ts: i64, seq: i32| {
+            crate::storage::test_util::batch_with(
+                "t",
+                1,
+                ts,
+                rustmq_protocol::Compression::None,
+                Some((1, 0, seq)),
+            )
+        };
+        let log = PartitionLog::open(dir.path(), small_config(10_000)).unwrap();
+        assert_eq!(log.append(stamped(ahead, 0)).unwrap().base_offset, 0);
+        log.close().unwrap();
+        let strict = LogConfig {
+            message_timestamp_after_max_ms: 60_000,
+            ..small_config(10_000)
+        };
+        let log = PartitionLog::open(dir.path(), strict).unwrap();
+        assert!(matches!(
+            log.append(stamped(ahead, 0)),
+            Err(StorageError::DuplicateSequence { base_offset: 0 })
+        ));
+        assert!(matches!(
+            log.append(stamped(ahead, 1)),
+            Err(StorageError::InvalidTimestamp {
+                limit_ms: 60_000,
+                ..
+            })
+        ));
+        assert_eq!(log.high_watermark(), 1, "the refused batch wrote nothing");
+        assert_eq!(log.append(stamped(now_ms(), 1)).unwrap().base_offset, 1);
     }
 
     #[test]

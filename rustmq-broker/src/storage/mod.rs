@@ -68,8 +68,8 @@ mod sync;
 mod test_util;
 
 pub use config::{
-    FlushPolicy, LogConfig, DEFAULT_PRODUCER_ID_EXPIRATION_MS, DEFAULT_SEGMENT_MS,
-    MIN_RETENTION_ROLL_MS,
+    FlushPolicy, LogConfig, DEFAULT_MESSAGE_TIMESTAMP_AFTER_MAX_MS,
+    DEFAULT_PRODUCER_ID_EXPIRATION_MS, DEFAULT_SEGMENT_MS, MIN_RETENTION_ROLL_MS,
 };
 pub(crate) use index::write_atomic;
 pub(crate) use log::now_ms;
@@ -121,6 +121,17 @@ pub enum StorageError {
         current: i16,
         /// The batch's epoch.
         got: i16,
+    },
+    /// A record's timestamp is further ahead of the broker's clock than the log accepts
+    /// ([`LogConfig::message_timestamp_after_max_ms`]).
+    #[error("record timestamp {timestamp} is {ahead_ms} ms ahead of the broker's clock; it accepts at most {limit_ms} ms (log.message_timestamp_after_max_ms)")]
+    InvalidTimestamp {
+        /// The batch's largest timestamp.
+        timestamp: i64,
+        /// How far ahead of the broker's clock it is.
+        ahead_ms: i64,
+        /// The limit.
+        limit_ms: u64,
     },
     /// The producer id is retired: its name used every epoch and moved to a new id.
     #[error("producer {producer_id} is retired: its name used every epoch and moved to a new id")]
