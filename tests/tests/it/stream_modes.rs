@@ -506,11 +506,12 @@ async fn large_messages_in_flight_are_bounded_by_their_bytes() {
     stream.stop().await.unwrap();
 }
 
-/// A started stream of `topic` (one partition) in batches of ten, with a batch timeout far
-/// beyond any test's patience and a byte bound of 1 MiB.
+/// A started stream of `topic` (one partition) in batches of `batch_size`, with a batch timeout
+/// far beyond any test's patience and a byte bound of 1 MiB.
 async fn tight_batches(
     client: &rustmq::RustMqClient,
     topic: &str,
+    batch_size: usize,
     processor: impl MessageProcessor,
 ) -> MessageStream {
     let config = StreamConfig {
@@ -519,7 +520,7 @@ async fn tight_batches(
         parallelism: 1,
         processing_timeout: Duration::from_secs(60),
         mode: StreamMode::Batch {
-            batch_size: 10,
+            batch_size,
             batch_timeout: Duration::from_secs(120),
         },
         ..Default::default()
@@ -559,7 +560,7 @@ async fn a_batch_the_byte_bound_stops_short_closes_without_waiting_for_its_timeo
     // time (the fifth's fetch task is given the 24 KiB left while it waits), and the timeout
     // is far beyond the test's patience.
     let batches = Batches::default();
-    let stream = tight_batches(&client, "big-batches", batches.clone()).await;
+    let stream = tight_batches(&client, "big-batches", 10, batches.clone()).await;
     let metrics = stream.metrics().await;
     // Batches of four close as soon as the fifth message waits for room. The last four, with
     // nothing behind them, wait for their timeout like any partial batch at the end of the
@@ -654,7 +655,7 @@ async fn a_batch_closes_when_a_finished_batch_leaves_the_waiting_input_short() {
         .chain([(10, 600 << 10), (11, 600 << 10)]);
     produce_sized(&client, "mixed", sizes).await;
     let slow = SlowBatches::default();
-    let stream = tight_batches(&client, "mixed", slow.clone()).await;
+    let stream = tight_batches(&client, "mixed", 10, slow.clone()).await;
     let metrics = stream.metrics().await;
     // The small batch, then the first large message alone (the second, last, waits for its
     // timeout like any partial batch at the end of the input).
@@ -884,21 +885,7 @@ async fn outputs_too_large_for_one_batch_are_stored_in_several_at_least_once() {
     client.create_topic("wide-in", 1).await.unwrap();
     client.create_topic("wide-out", 1).await.unwrap();
     produce_indexed(&client, "wide-in", 0..40, 4 << 10).await;
-    let config = StreamConfig {
-        input_topics: vec!["wide-in".into()],
-        consumer_group: "wide".into(),
-        parallelism: 1,
-        mode: StreamMode::Batch {
-            batch_size: 40,
-            batch_timeout: Duration::from_secs(120),
-        },
-        ..Default::default()
-    };
-    let stream = MessageStream::new(client.clone(), config)
-        .await
-        .unwrap()
-        .with_processor(EchoBatches);
-    stream.start().await.unwrap();
+    let stream = tight_batches(&client, "wide-in", 40, EchoBatches).await;
     let outputs = wait_records(&client, "wide-out", 40).await;
     let indexes: Vec<u64> = outputs
         .iter()
