@@ -114,7 +114,7 @@ impl BrokerBuilder {
             topics.reserve_deleted();
         }
         let producer_ids = ProducerIds::open(&config.data_dir)?;
-        // Producer tables are rebuilt from batch headers, which know nothing of an epoch
+        // Producer tables come from snapshots and batch headers, which know nothing of an epoch
         // that was initialised but has not written yet, nor of retired ids: fence named
         // producers again, and retire those ids again.
         crate::handler::fence_all(

@@ -1,9 +1,11 @@
 //! The sparse offset index and the time index of one segment.
 //!
 //! Both live in memory (a few hundred KiB for a full segment at the default interval) and are
-//! written to their files when a segment is sealed and on close. Opening a log walks every
-//! batch header anyway (for the producer table), so it rebuilds them on the way and only
-//! rewrites files that are missing or differ. On disk, big-endian:
+//! written to their files when a segment is sealed and on close. Opening a log loads them from
+//! the files for the sealed segments below its latest producer snapshot (after checking that
+//! they fit their segment); the segments it walks for the producer table (or because their
+//! files do not fit) get them rebuilt on the way, and files that are missing or differ are
+//! rewritten. On disk, big-endian:
 //!
 //! ```text
 //! .index      relative offset u32 | file position u32     (both strictly increasing)
@@ -44,6 +46,27 @@ impl OffsetIndex {
         n.checked_sub(1).map_or(0, |i| u64::from(self.entries[i].1))
     }
 
+    /// The last entry.
+    pub(crate) fn last(&self) -> Option<(u32, u32)> {
+        self.entries.last().copied()
+    }
+
+    /// The index [`encode`](Self::encode) wrote, if `bytes` are one: whole entries, both
+    /// fields strictly increasing, and positions below `segment_len`.
+    pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> Option<Self> {
+        let entries = decode_entries(bytes, |e: &[u8; OFFSET_ENTRY_LEN]| {
+            let field = |at: usize| u32::from_be_bytes(e[at..at + 4].try_into().expect("4 bytes"));
+            (field(0), field(4))
+        })?;
+        let increasing = entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let inside = entries
+            .last()
+            .is_none_or(|&(_, p)| u64::from(p) < segment_len);
+        (increasing && inside).then_some(Self { entries })
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.entries.len() * OFFSET_ENTRY_LEN);
         for &(r, p) in &self.entries {
@@ -79,6 +102,24 @@ impl TimeIndex {
         n.checked_sub(1).map(|i| self.entries[i].1)
     }
 
+    /// The last entry.
+    pub(crate) fn last(&self) -> Option<(i64, u32)> {
+        self.entries.last().copied()
+    }
+
+    /// The index [`encode_with_final`](Self::encode_with_final) wrote, if `bytes` are one:
+    /// whole entries with both fields strictly increasing.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let entries = decode_entries(bytes, |e: &[u8; TIME_ENTRY_LEN]| {
+            let t = i64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
+            (t, u32::from_be_bytes(e[8..].try_into().expect("4 bytes")))
+        })?;
+        let increasing = entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        increasing.then_some(Self { entries })
+    }
+
     /// The encoded index with one more entry for the segment's final maximum, so a sealed
     /// segment's file always ends with its largest timestamp.
     pub(crate) fn encode_with_final(&self, last: Option<(i64, u32)>) -> Vec<u8> {
@@ -93,6 +134,12 @@ impl TimeIndex {
         }
         out
     }
+}
+
+/// The entries of `N` bytes in `bytes`, each read by `read`; `None` unless they are whole.
+fn decode_entries<const N: usize, T>(bytes: &[u8], read: impl Fn(&[u8; N]) -> T) -> Option<Vec<T>> {
+    let (entries, rest) = bytes.as_chunks::<N>();
+    rest.is_empty().then(|| entries.iter().map(read).collect())
 }
 
 /// Reads a whole index file; `Ok(None)` when it does not exist.

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use super::producer_state::ProducerTable;
 use super::retention::Maintenance;
 use super::segment::{sync_dir, Segment};
+use super::snapshot;
 use super::sync::GroupCommit;
 use super::{FlushPolicy, LogConfig, StorageError};
 
@@ -202,7 +203,7 @@ impl PartitionLog {
         }
         if !self.has_room(&active, batch, header, now) {
             self.rolling.store(true, Ordering::Release);
-            let rolled = self.roll(&active);
+            let rolled = self.roll(&active, producers);
             self.rolling.store(false, Ordering::Release);
             active = rolled?;
         }
@@ -235,7 +236,11 @@ impl PartitionLog {
 
     /// Seals `old` (sync, index files) and makes a new active segment. Called with the append
     /// lock held.
-    fn roll(&self, old: &Arc<Segment>) -> Result<Arc<Segment>, StorageError> {
+    fn roll(
+        &self,
+        old: &Arc<Segment>,
+        producers: &ProducerTable,
+    ) -> Result<Arc<Segment>, StorageError> {
         let base = old.next_offset();
         // A failed append may have left bytes past the committed end; a sealed segment must
         // end exactly at its last batch or the next open would report it as damaged.
@@ -246,6 +251,12 @@ impl PartitionLog {
         // Syncing here is what lets group commit sync only the active file.
         self.commit.sync_sealed(&old.file, base)?;
         old.write_indexes()?;
+        // The producers as of the new segment's base: the next open replays batch headers
+        // from there on only. Optional: without it, an open replays from an earlier snapshot.
+        if let Err(err) = snapshot::write(&self.dir, base, producers) {
+            warn!(dir = %self.dir.display(), base_offset = base, %err,
+                "could not write a producer snapshot");
+        }
         let segment = Arc::new(Segment::create(
             &self.dir,
             base,
@@ -262,6 +273,9 @@ impl PartitionLog {
             return Err(err.into());
         }
         self.segments.write().push(Arc::clone(&segment));
+        if let Err(err) = snapshot::remove_old(&self.dir) {
+            warn!(dir = %self.dir.display(), %err, "could not remove old producer snapshots");
+        }
         debug!(dir = %self.dir.display(), base_offset = base, "rolled a new segment");
         Ok(segment)
     }

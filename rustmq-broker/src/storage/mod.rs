@@ -24,6 +24,7 @@
 //!  dir/00000000000000000000.log        batches, back to back
 //!     /00000000000000000000.index      (relative offset u32, file position u32), every ~4 KiB
 //!     /00000000000000000000.timeindex  (running max timestamp i64, relative offset u32)
+//!     /00000000000000004096.snapshot   the producer table as of offset 4096 (written by the roll)
 //!     /00000000000000004096.log        ... the last segment is the active one
 //!     /log-start-offset                where retention last moved the log start (decimal)
 //!
@@ -32,8 +33,10 @@
 //! ```
 //!
 //! Recovery on [`PartitionLog::open`] verifies every batch of the last segment (header, offsets,
-//! CRC) and truncates a torn tail; older segments were synced when they were rolled, so only
-//! their headers are scanned, to rebuild the idempotent producer table. Segments below the
+//! CRC) and truncates a torn tail; older segments were synced when they were rolled. The
+//! idempotent producer table is loaded from the latest producer snapshot (one per roll) and
+//! replayed from the batch headers after it; the sealed segments below that snapshot are opened
+//! from their index files without being read. Segments below the
 //! recorded log start offset, and empty segment files a failed roll left inside the previous
 //! segment, are removed instead of served.
 //!
@@ -63,6 +66,7 @@ mod recovery;
 mod retention;
 mod scan;
 mod segment;
+mod snapshot;
 mod sync;
 #[cfg(test)]
 mod test_util;

@@ -3,7 +3,8 @@
 //! For every producer id the log keeps its epoch, the last sequence it wrote and the sequences
 //! and offsets of its last [`RECENT_BATCHES`] batches, so that a batch retried after a lost
 //! answer is recognised and answered with the offset of the stored copy instead of being
-//! written twice. The table is rebuilt from batch headers when the log is opened.
+//! written twice. When the log is opened, the table is loaded from the latest producer snapshot
+//! (see [`super::snapshot`]) and rebuilt from the batch headers after it.
 //!
 //! A producer that stops writing is forgotten once it has been idle for the log's
 //! `producer_id_expiration_ms` (Kafka's `producer.id.expiration.ms`, one day by default), so
@@ -276,6 +277,87 @@ impl ProducerTable {
             self.producers.shrink_to(2 * len);
         }
         before - len
+    }
+
+    /// The producers' sequence state, for a snapshot file (see [`super::snapshot`]): each
+    /// producer's epoch, last sequence and recent batches, oldest first. Fenced-only and
+    /// retired ids are left out (the broker fences and retires them again from its registry
+    /// of named producers at startup), and so is whether a producer is pinned (that fence
+    /// pins it again).
+    pub(crate) fn encode_entries(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.producers.len() as u64).to_be_bytes());
+        for (&id, entry) in &self.producers {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&entry.epoch.to_be_bytes());
+            out.extend_from_slice(&entry.last_seq.to_be_bytes());
+            let recent = &entry.recent;
+            out.push(recent.len);
+            // Oldest first: from `next` once the ring is full, else from the start.
+            let start = if usize::from(recent.len) == RECENT_BATCHES {
+                usize::from(recent.next)
+            } else {
+                0
+            };
+            for i in 0..usize::from(recent.len) {
+                let batch = &recent.batches[(start + i) % RECENT_BATCHES];
+                out.extend_from_slice(&batch.first_seq.to_be_bytes());
+                out.extend_from_slice(&batch.last_seq.to_be_bytes());
+                out.extend_from_slice(&batch.base_offset.to_be_bytes());
+            }
+        }
+    }
+
+    /// The table [`encode_entries`](Self::encode_entries) wrote, read from `r`; its producers
+    /// count as active at `now` (the broker's clock, ms), as replayed ones do.
+    pub(crate) fn decode_entries(
+        r: &mut rustmq_protocol::codec::Reader,
+        now: i64,
+    ) -> Result<Self, &'static str> {
+        let count = r.u64().map_err(|_| "truncated")?;
+        let mut table = Self::default();
+        // Every entry takes at least 15 bytes: a count beyond what remains is corrupt, and
+        // reserving for it could exhaust memory.
+        if count > (r.remaining() / 15) as u64 {
+            return Err("producer count larger than the file");
+        }
+        table.producers.reserve(count as usize);
+        for _ in 0..count {
+            let read = |r: &mut rustmq_protocol::codec::Reader| -> rustmq_protocol::Result<_> {
+                let id = r.i64()?;
+                let epoch = r.i16()?;
+                let last_seq = r.i32()?;
+                let len = r.u8()?;
+                if usize::from(len) > RECENT_BATCHES {
+                    return Ok(None);
+                }
+                let mut recent = Recent::default();
+                for _ in 0..len {
+                    recent.push(StoredBatch {
+                        first_seq: r.i32()?,
+                        last_seq: r.i32()?,
+                        base_offset: r.u64()?,
+                    });
+                }
+                Ok(Some((id, epoch, last_seq, recent)))
+            };
+            let (id, epoch, last_seq, recent) = read(r)
+                .map_err(|_| "truncated")?
+                .ok_or("more recent batches than a producer keeps")?;
+            let entry = ProducerEntry {
+                epoch,
+                last_seq,
+                pinned: false,
+                last_active: now,
+                recent,
+            };
+            if table.producers.insert(id, entry).is_some() {
+                return Err("a producer id appears twice");
+            }
+        }
+        if !table.producers.is_empty() {
+            table.earliest_active = now;
+        }
+        Ok(table)
     }
 
     /// Number of producers tracked (retired ids apart).

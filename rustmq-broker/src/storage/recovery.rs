@@ -2,8 +2,10 @@
 //!
 //! A crash can tear only the last segment: older ones were synced before the roll that sealed
 //! them. So the last segment is verified batch by batch (header, offsets, CRC) and truncated at
-//! the first bad byte, while older segments only have their headers walked, which is needed
-//! anyway to rebuild the idempotent producer table and yields their indexes on the way.
+//! the first bad byte. The idempotent producer table comes from the latest producer snapshot
+//! and the batch headers after it; sealed segments below that snapshot are opened from their
+//! index files, and the ones after it have their headers walked (which yields their indexes on
+//! the way).
 
 use std::fs;
 use std::path::Path;
@@ -17,21 +19,53 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::log::now_ms;
-use super::producer_state::ProducerTable;
 use super::retention::{read_start_offset, Maintenance};
 use super::segment::{
     list_segments, remove_segment_files, segment_path, sync_dir, Segment, LOG_EXT,
 };
+use super::snapshot;
 use super::sync::GroupCommit;
 use super::{LogConfig, PartitionLog, StorageError};
+
+/// How the last open on this thread opened its segments (for tests).
+#[cfg(test)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Opened {
+    /// Segments whose batches were walked (verified, or headers only).
+    pub(crate) scanned: u32,
+    /// Sealed segments opened from their index files.
+    pub(crate) indexed: u32,
+}
+
+#[cfg(test)]
+thread_local! {
+    pub(crate) static OPENED: std::cell::Cell<Opened> = std::cell::Cell::new(Opened::default());
+}
+
+/// Counts a segment opened one way or the other in `OPENED` (tests only).
+macro_rules! count_opened {
+    ($how:ident) => {
+        #[cfg(test)]
+        OPENED.with(|o| {
+            let mut opened = o.get();
+            opened.$how += 1;
+            o.set(opened);
+        });
+    };
+}
 
 impl PartitionLog {
     /// Opens (creating if needed) the partition directory and recovers it.
     ///
     /// The last segment is verified batch by batch (header, offsets, CRC) and truncated at the
     /// first incomplete or invalid batch, the signature of a write torn by a crash. Older
-    /// segments, synced when they were rolled, get a header-only scan, which also rebuilds the
-    /// idempotent producer table and checks their index files (rewritten if missing or stale).
+    /// segments were synced when they were rolled. The idempotent producer table is loaded from
+    /// the latest producer snapshot that fits the segments (the roll that sealed the segment
+    /// before it wrote it) and rebuilt from the batch headers after it: the sealed segments
+    /// below it are opened from their index files, reading only their last batches; the others,
+    /// and any whose index files do not fit, get a header-only scan, which also checks their
+    /// index files (rewritten if missing or stale). Without a usable snapshot every segment is
+    /// scanned.
     ///
     /// Two kinds of leftovers are removed rather than served: segments below the log start
     /// offset retention recorded (their removal failed, or a crash undid it), and an empty
@@ -39,7 +73,14 @@ impl PartitionLog {
     /// creating its file, or a crash that kept the file of such a roll). A non-empty segment
     /// overlapping the one before it is [`StorageError::CorruptLog`].
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self, StorageError> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_from(dir.as_ref(), config, true)
+    }
+
+    /// [`open`](Self::open); with `snapshots`, producers are loaded from the latest usable
+    /// producer snapshot and replayed only from its offset on, and the sealed segments below
+    /// it are opened from their index files (see [`super::snapshot`]).
+    fn open_from(dir: &Path, config: LogConfig, snapshots: bool) -> Result<Self, StorageError> {
+        let dir = dir.to_path_buf();
         let mut config = config;
         // Index entries hold 32-bit file positions.
         config.segment_bytes = config.segment_bytes.min(u64::from(u32::MAX));
@@ -70,16 +111,36 @@ impl PartitionLog {
             .rposition(|&len| len > 0)
             .unwrap_or(bases.len().saturating_sub(1));
         let interval = config.index_interval_bytes;
-        let mut producers = ProducerTable::default();
         // Replayed producers count as active now: how long they were idle before the open is
         // not known (record timestamps are the producers' own), so they expire a full
         // `producer_id_expiration_ms` later at the earliest.
         let opened_at = now_ms();
+        // A snapshot at the base of a segment up to the last one holding data: the batches
+        // before it are in it. One at a later, empty segment is of a roll that no batch
+        // followed, or of a failed one, and is left for the one before it.
+        let last_with_data = bases.get(recover_from).copied().unwrap_or(0);
+        let snapshot = if snapshots {
+            snapshot::load_latest(&dir, opened_at, |offset| {
+                offset <= last_with_data && bases.binary_search(&offset).is_ok()
+            })?
+        } else {
+            None
+        };
+        let (replay_from, mut producers) = snapshot.unwrap_or_default();
+        #[cfg(test)]
+        OPENED.with(|o| o.set(Opened::default()));
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         let mut recovered_at = None;
         for (i, &base) in bases.iter().enumerate() {
             if let Some(previous) = segments.last() {
                 let previous_end = previous.next_offset();
+                if base == replay_from && base < previous_end {
+                    // The segments before the snapshot's go past it: it is not of a roll that
+                    // sealed them (a failed roll's, whose segment was left empty).
+                    warn!(dir = %dir.display(), snapshot = replay_from, previous_end,
+                        "a producer snapshot does not fit the segments; replaying the whole log");
+                    return Self::open_from(&dir, config, false);
+                }
                 if base < previous_end && lens[i] == 0 {
                     warn!(
                         dir = %dir.display(),
@@ -94,8 +155,21 @@ impl PartitionLog {
             let mut replay = |h: &BatchHeader| producers.record(h, h.base_offset, opened_at);
             let segment = if i >= recover_from {
                 recovered_at.get_or_insert(segments.len());
+                count_opened!(scanned);
                 Segment::recover(&dir, base, interval, &mut replay)?
+            } else if base < replay_from {
+                match Segment::open_indexed(&dir, base, interval)? {
+                    Some(segment) => {
+                        count_opened!(indexed);
+                        segment
+                    }
+                    None => {
+                        count_opened!(scanned);
+                        Segment::open_sealed(&dir, base, interval, &mut |_| {})?
+                    }
+                }
             } else {
+                count_opened!(scanned);
                 Segment::open_sealed(&dir, base, interval, &mut replay)?
             };
             if let Some(previous) = segments.last() {
@@ -211,9 +285,12 @@ mod tests {
     use std::fs::OpenOptions;
     use std::path::PathBuf;
 
+    use rustmq_protocol::Compression;
+
     use super::*;
+    use crate::storage::producer_state::ProducerTable;
     use crate::storage::test_util::{
-        batch, expected_values, fill, idem, raw_log, read_all, small_config, values,
+        batch, batch_with, expected_values, fill, idem, raw_log, read_all, small_config, values,
     };
     use crate::storage::AppendInfo;
 
@@ -415,6 +492,217 @@ mod tests {
         assert!(matches!(
             PartitionLog::open(dir.path(), small_config(1_000)),
             Err(StorageError::CorruptLog { .. })
+        ));
+    }
+
+    /// Idempotent batches of 1 to 3 records from producers 1, 2 and 3 in turn (producer 3
+    /// writes only the first `until_3` batches), timestamps out of order; returns what each
+    /// producer's last batch was: `(producer, base sequence, records, offset)`.
+    fn fill_from_producers(log: &PartitionLog, n: u32, until_3: u32) -> Vec<(i64, i32, u32, u64)> {
+        let mut seqs = [0i32; 4];
+        let mut last = vec![(0, 0, 0, 0); 4];
+        for i in 0..n {
+            let producer = if i < until_3 { i % 3 + 1 } else { i % 2 + 1 };
+            let count = i % 3 + 1;
+            let ts = 10_000 + i64::from(i) * 10 - i64::from(i % 4) * 25;
+            let seq = seqs[producer as usize];
+            let b = batch_with(
+                &format!("b{i}"),
+                count,
+                ts,
+                Compression::None,
+                Some((i64::from(producer), 0, seq)),
+            );
+            let info = log.append(b).unwrap();
+            last[producer as usize] = (i64::from(producer), seq, count, info.base_offset);
+            seqs[producer as usize] += count as i32;
+        }
+        last.remove(0);
+        last
+    }
+
+    /// A segment's base, size, next offset, largest timestamp and encoded indexes.
+    type Described = (u64, u64, u64, i64, (Vec<u8>, Vec<u8>));
+
+    /// What each segment's metadata says, for comparing two opens.
+    fn describe(log: &PartitionLog) -> Vec<Described> {
+        log.segments
+            .read()
+            .iter()
+            .map(|s| {
+                let meta = s.meta_for_tests();
+                (
+                    s.base_offset,
+                    meta.size,
+                    meta.next_offset,
+                    meta.max_timestamp,
+                    meta.encoded_indexes(),
+                )
+            })
+            .collect()
+    }
+
+    fn opened() -> Opened {
+        OPENED.with(|o| o.get())
+    }
+
+    /// With the producer snapshot of the last roll, an open replays only the active segment
+    /// and opens the sealed ones from their index files; what it then knows (segments,
+    /// indexes, largest timestamps, producers' sequences) is what the full walk finds.
+    #[test]
+    fn sealed_segments_below_the_latest_snapshot_are_opened_from_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        let last = fill_from_producers(&log, 60, 9);
+        let segments = log.segment_count();
+        assert!(segments > 5);
+        assert!(
+            last[2].3 < log.active().base_offset,
+            "producer 3's batches are all in sealed segments"
+        );
+        log.close().unwrap();
+        drop(log);
+        let snapshots = snapshot::list(dir.path()).unwrap();
+        assert_eq!(snapshots.len(), 2, "the two latest are kept");
+
+        let check = |log: &PartitionLog| {
+            for &(producer, seq, count, offset) in &last {
+                let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
+                assert!(
+                    matches!(log.append(retry), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset),
+                    "producer {producer}'s last batch"
+                );
+            }
+            assert_eq!(read_all(log, 0, 250).len() as u64, log.high_watermark());
+            for ts in [9_000, 10_100, 10_333, 10_500] {
+                let found = log.offset_for_timestamp(ts).unwrap().unwrap();
+                assert!(found.1 >= ts);
+            }
+        };
+        let fast = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        assert_eq!(
+            opened(),
+            Opened {
+                scanned: 1,
+                indexed: segments - 1
+            }
+        );
+        assert_eq!(snapshots.last(), Some(&fast.active().base_offset));
+        check(&fast);
+        let described = describe(&fast);
+        let found: Vec<_> = [9_000, 10_100, 10_333, 10_500]
+            .map(|ts| fast.offset_for_timestamp(ts).unwrap())
+            .into();
+        drop(fast);
+
+        let walked = PartitionLog::open_from(dir.path(), small_config(600), false).unwrap();
+        assert_eq!(
+            opened(),
+            Opened {
+                scanned: segments,
+                indexed: 0
+            }
+        );
+        assert_eq!(describe(&walked), described);
+        let walked_found: Vec<_> = [9_000, 10_100, 10_333, 10_500]
+            .map(|ts| walked.offset_for_timestamp(ts).unwrap())
+            .into();
+        assert_eq!(walked_found, found);
+        check(&walked);
+    }
+
+    /// Index files that do not fit their segment, and a missing latest snapshot: the segment
+    /// is walked (and its index files rewritten), and the open replays from the snapshot
+    /// before.
+    #[test]
+    fn damaged_index_files_and_a_missing_snapshot_fall_back_to_walking() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        let last = fill_from_producers(&log, 60, 9);
+        let segments = log.segment_count();
+        log.close().unwrap();
+        drop(log);
+        let snapshots = snapshot::list(dir.path()).unwrap();
+        std::fs::remove_file(segment_path(
+            dir.path(),
+            snapshots[1],
+            snapshot::SNAPSHOT_EXT,
+        ))
+        .unwrap();
+        let bases = list_segments(dir.path()).unwrap();
+        let time_index = segment_path(dir.path(), bases[1], "timeindex");
+        let good = std::fs::read(&time_index).unwrap();
+        // A last timestamp below the segment's largest, still above the entry before it.
+        let mut bad = good.clone();
+        let n = bad.len();
+        assert!(n >= 24);
+        let ts = |at: usize| i64::from_be_bytes(good[at..at + 8].try_into().unwrap());
+        let (before, largest) = (ts(n - 24), ts(n - 12));
+        assert!(before + 1 < largest);
+        bad[n - 12..n - 4].copy_from_slice(&(before + 1).to_be_bytes());
+        std::fs::write(&time_index, &bad).unwrap();
+        let index = segment_path(dir.path(), bases[2], "index");
+        std::fs::write(&index, [0u8; 7]).unwrap();
+
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        // The snapshot left is at the base of the segment before the active one: that one
+        // is walked to replay it, and the two with bad files to open them.
+        assert_eq!(snapshots[0], bases[segments as usize - 2]);
+        assert_eq!(
+            opened(),
+            Opened {
+                scanned: 4,
+                indexed: segments - 4
+            }
+        );
+        assert_eq!(std::fs::read(&time_index).unwrap(), good, "rewritten");
+        assert_eq!(std::fs::read(&index).unwrap().len() % 8, 0, "rewritten");
+        for &(producer, seq, count, offset) in &last {
+            let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
+            assert!(
+                matches!(log.append(retry), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset),
+                "producer {producer}'s last batch"
+            );
+        }
+    }
+
+    /// A snapshot at the base of an empty segment file left inside the segment before it (a
+    /// failed roll's, whose old segment then took more batches) does not hold those batches'
+    /// producers: the open ignores it and replays the whole log.
+    #[test]
+    fn a_snapshot_of_a_stray_segment_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        let last = fill_from_producers(&log, 60, 9);
+        let segments = log.segment_count();
+        log.close().unwrap();
+        drop(log);
+        for offset in snapshot::list(dir.path()).unwrap() {
+            std::fs::remove_file(segment_path(dir.path(), offset, snapshot::SNAPSHOT_EXT)).unwrap();
+        }
+        // Producer 3's last batch is in the segment the stray falls in; the stray's snapshot
+        // knows no producer.
+        let bases = list_segments(dir.path()).unwrap();
+        let holder = bases.iter().rposition(|&b| b <= last[2].3).unwrap();
+        let stray = last[2].3.max(bases[holder] + 1);
+        assert!(stray < bases[holder + 1]);
+        std::fs::File::create(segment_path(dir.path(), stray, LOG_EXT)).unwrap();
+        snapshot::write(dir.path(), stray, &ProducerTable::default()).unwrap();
+
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        assert_eq!(
+            opened(),
+            Opened {
+                scanned: segments,
+                indexed: 0
+            }
+        );
+        assert!(!segment_path(dir.path(), stray, LOG_EXT).exists());
+        let (producer, seq, count, offset) = last[2];
+        let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
+        assert!(matches!(
+            log.append(retry),
+            Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset
         ));
     }
 

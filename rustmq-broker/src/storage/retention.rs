@@ -343,7 +343,11 @@ mod tests {
             }
             assert_eq!(
                 files(dir.path()),
-                ["00000000000000000008.log", "log-start-offset"]
+                [
+                    "00000000000000000008.log",
+                    "00000000000000000008.snapshot",
+                    "log-start-offset"
+                ]
             );
             drop(log);
             let log = PartitionLog::open(dir.path(), small_config(2 * len)).unwrap();

@@ -18,6 +18,7 @@ use tracing::warn;
 
 use super::index::{read_optional, write_atomic, OffsetIndex, TimeIndex};
 use super::scan::{scan, Walker, HEADER_CHUNK};
+use super::snapshot::SNAPSHOT_EXT;
 use super::StorageError;
 
 /// Batches up to this size are copied to set their base offset and written with one call;
@@ -75,10 +76,11 @@ thread_local! {
     pub(crate) static FAIL_SYNC_DIR: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// Unlinks the files of the segment at `base_offset`, indexes first so a crash never leaves an
-/// index without its log; files already gone are fine.
+/// Unlinks the files of the segment at `base_offset` and the producer snapshot taken at its
+/// base, indexes and snapshot first so a crash never leaves them without their log; files
+/// already gone are fine.
 pub(crate) fn remove_segment_files(dir: &Path, base_offset: u64) -> io::Result<()> {
-    for ext in [INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
+    for ext in [SNAPSHOT_EXT, INDEX_EXT, TIME_INDEX_EXT, LOG_EXT] {
         match fs::remove_file(segment_path(dir, base_offset, ext)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -189,7 +191,7 @@ impl SegmentMeta {
         self.recent.push(relative, position);
     }
 
-    fn encoded_indexes(&self) -> (Vec<u8>, Vec<u8>) {
+    pub(super) fn encoded_indexes(&self) -> (Vec<u8>, Vec<u8>) {
         let last = self.recent.newest().map(|r| (self.max_timestamp, r));
         (
             self.offset_index.encode(),
@@ -261,9 +263,10 @@ impl Segment {
         Ok(Self::new(dir, base_offset, file, meta))
     }
 
-    /// Opens a sealed segment. Its batches were synced when it was rolled, so only headers are
-    /// read (the caller needs them for the producer table anyway); the indexes fall out of the
-    /// same scan, and index files that are missing or differ are rewritten.
+    /// Opens a sealed segment by walking its batch headers (fed to `on_batch`, for the
+    /// producer table). Its batches were synced when it was rolled, so only headers are read;
+    /// the indexes fall out of the same scan, and index files that are missing or differ are
+    /// rewritten. See also [`open_indexed`](Self::open_indexed), which reads none.
     pub(crate) fn open_sealed(
         dir: &Path,
         base_offset: u64,
@@ -296,6 +299,85 @@ impl Segment {
             }
         }
         Ok(segment)
+    }
+
+    /// Opens a sealed segment from its index files without scanning it: only the batches
+    /// after the last offset index entry are read (at most about `index_interval` bytes and
+    /// one batch), to find its end, its latest batches and to check that the files describe
+    /// this segment. `None` when they are missing or do not fit it (the caller then scans it).
+    /// Used below the latest producer snapshot, where the open needs no batch header.
+    pub(crate) fn open_indexed(
+        dir: &Path,
+        base_offset: u64,
+        index_interval: u32,
+    ) -> Result<Option<Self>, StorageError> {
+        let path = segment_path(dir, base_offset, LOG_EXT);
+        let file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        let (Some(offsets), Some(times)) = (
+            read_optional(&segment_path(dir, base_offset, INDEX_EXT))?,
+            read_optional(&segment_path(dir, base_offset, TIME_INDEX_EXT))?,
+        ) else {
+            return Ok(None);
+        };
+        let (Some(offset_index), Some(time_index)) = (
+            OffsetIndex::decode(&offsets, len),
+            TimeIndex::decode(&times),
+        ) else {
+            return Ok(None);
+        };
+        let Some((max_timestamp, max_relative)) = time_index.last() else {
+            return Ok(None);
+        };
+        let (relative, position) = offset_index.last().unwrap_or((0, 0));
+        let mut meta = SegmentMeta::new(base_offset, index_interval);
+        meta.next_offset = base_offset + u64::from(relative);
+        meta.size = u64::from(position);
+        let mut tail_max = i64::MIN;
+        let mut walker = Walker::new(&file, meta.size, len, false, HEADER_CHUNK);
+        loop {
+            let (position, header) = match walker.next_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(StorageError::CorruptBatch(_)) => return Ok(None),
+                Err(err) => return Err(err),
+            };
+            let relative = meta.next_offset - base_offset;
+            let last = relative + u64::from(header.last_offset_delta);
+            let (true, Ok(relative), true) = (
+                header.base_offset == meta.next_offset,
+                u32::try_from(relative),
+                last <= u64::from(u32::MAX),
+            ) else {
+                return Ok(None);
+            };
+            tail_max = tail_max.max(header.max_timestamp);
+            meta.recent.push(relative, position);
+            meta.bytes_since_index += header.total_len() as u64;
+            meta.size = position + header.total_len() as u64;
+            meta.next_offset += u64::from(header.record_count);
+        }
+        // The walk reached the end of the file from a batch the offset index named, and the
+        // time index ends with the segment's largest timestamp, at or before its last batch.
+        let fits = meta
+            .recent
+            .newest()
+            .is_some_and(|newest| max_relative <= newest)
+            && meta.size == len
+            && tail_max <= max_timestamp;
+        if !fits {
+            return Ok(None);
+        }
+        meta.max_timestamp = max_timestamp;
+        meta.offset_index = offset_index;
+        meta.time_index = time_index;
+        Ok(Some(Self::new(dir, base_offset, file, meta)))
+    }
+
+    /// A copy of the metadata (tests compare opens with it).
+    #[cfg(test)]
+    pub(crate) fn meta_for_tests(&self) -> SegmentMeta {
+        self.meta.read().clone()
     }
 
     fn path(&self, ext: &str) -> PathBuf {

@@ -280,3 +280,141 @@ async fn a_deletion_that_cannot_rewrite_a_group_is_answered_and_finished_at_the_
     client.create_topic("gone", 1).await.unwrap();
     assert!(fetch_all(&client, "gone", 0, 0).await.1.is_empty());
 }
+
+/// An idempotent batch of `(producer id, epoch)`: `n` records from sequence `seq`, stamped
+/// `ts, ts + 1, ...`.
+fn idempotent(producer: (i64, i16), seq: i32, n: usize, ts: i64) -> bytes::Bytes {
+    let mut builder = RecordBatchBuilder::new().producer(producer.0, producer.1, seq);
+    for i in 0..n {
+        let value = format!("p{}-{}", producer.0, seq as usize + i).repeat(8);
+        builder.push(ts + i as i64, None, Some(value.as_bytes()), []);
+    }
+    builder.build().unwrap()
+}
+
+/// A restart opens the sealed segments below the last roll's producer snapshot from their
+/// index files, without reading them: the partition still serves every record, answers a
+/// retry of an idempotent producer whose batches all lie in sealed segments as a duplicate
+/// (with the stored offset), refuses its stale sequences, and finds records by timestamp in
+/// those segments.
+#[tokio::test]
+async fn a_restart_keeps_producers_and_timestamps_of_sealed_segments() {
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.log.segment_bytes = 4096;
+    let mut broker = TestBroker::start_with(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("sealed", 1).await.unwrap();
+    let producer = match client
+        .raw_request(Request::InitProducer(InitProducerRequest { name: None }))
+        .await
+        .unwrap()
+    {
+        Response::InitProducer(r) => (r.producer_id, r.epoch),
+        other => panic!("{other:?}"),
+    };
+    let mut stored = Vec::new();
+    for i in 0..30 {
+        let ack = produce(
+            &client,
+            "sealed",
+            0,
+            idempotent(producer, i * 5, 5, 1_000 + i64::from(i) * 100),
+            Acks::Leader,
+        )
+        .await
+        .unwrap();
+        stored.push(ack.base_offset);
+    }
+    // Others' batches after them, so that producer 7's are all in sealed segments.
+    for i in 0..30 {
+        produce(
+            &client,
+            "sealed",
+            0,
+            batch(&recs(5, &format!("o{i}")), Compression::None),
+            Acks::Leader,
+        )
+        .await
+        .unwrap();
+    }
+    let before = fetch_all(&client, "sealed", 0, 0).await.1;
+    broker.restart().await.unwrap();
+    let dir = broker.data_dir().join("topics/sealed/0");
+    let files = |ext: &str| {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                let path = e.as_ref().unwrap().path();
+                path.extension().is_some_and(|e| e == ext)
+            })
+            .count()
+    };
+    let active_base: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log").map(|b| b.parse().unwrap())
+        })
+        .max()
+        .unwrap();
+    assert!(files("log") > 3, "several segments");
+    assert!(
+        active_base > stored[29],
+        "producer {producer:?}'s batches are all in sealed segments"
+    );
+    assert_eq!(
+        files("snapshot"),
+        2,
+        "the snapshots of the two latest rolls"
+    );
+
+    let client = broker.client().await.unwrap();
+    assert_eq!(fetch_all(&client, "sealed", 0, 0).await.1, before);
+    for i in 25..30 {
+        let retry = idempotent(producer, i * 5, 5, 1_000 + i64::from(i) * 100);
+        let ack = produce(&client, "sealed", 0, retry, Acks::Leader)
+            .await
+            .unwrap();
+        assert!(ack.duplicate, "batch {i} is answered as stored");
+        assert_eq!(ack.base_offset, stored[i as usize]);
+    }
+    let stale = produce(
+        &client,
+        "sealed",
+        0,
+        idempotent(producer, 0, 5, 1),
+        Acks::Leader,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(stale.error_code(), Some(ErrorCode::OutOfOrderSequence));
+    let next = produce(
+        &client,
+        "sealed",
+        0,
+        idempotent(producer, 150, 1, 9_000),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
+    assert!(!next.duplicate);
+    for i in [0, 7, 21] {
+        let found = match client
+            .raw_request(Request::ListOffsets(ListOffsetsRequest {
+                topic: "sealed".into(),
+                partition: 0,
+                spec: OffsetSpec::Timestamp(1_000 + i64::from(i) * 100 + 2),
+            }))
+            .await
+            .unwrap()
+        {
+            Response::ListOffsets(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (found.offset, found.timestamp),
+            (stored[i as usize] + 2, Some(1_000 + i64::from(i) * 100 + 2)),
+            "batch {i}'s third record"
+        );
+    }
+}

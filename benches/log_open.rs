@@ -1,0 +1,125 @@
+//! How long opening a partition log takes, and how much of it is read, as the log grows.
+//!
+//! ```text
+//! cargo build --release -p benches --example log_open
+//! target/release/examples/log_open [MIB] [RECORDS_PER_BATCH]
+//! ```
+//!
+//! Fills one partition log (default segment size, 128 MiB) in a temporary directory with MIB
+//! MiB (default 1,024) of idempotent batches of RECORDS_PER_BATCH records (default 10) of
+//! 100 random alphanumeric bytes, from 100 producers in turn, and closes it. Then opens it
+//! three times each way, alternating:
+//!
+//! - `snapshot`: as a broker restarts, with the producer-state snapshots the log wrote when
+//!   it rolled its segments; the sealed segments below the latest snapshot are opened from
+//!   their index files;
+//! - `walk`: with the snapshots moved aside, so that every batch header of every segment is
+//!   read to rebuild the producer table (what every open did before the snapshots).
+//!
+//! Prints one JSON line per open: wall time and the bytes the process read meanwhile
+//! (`rchar` of `/proc/self/io`: every `read`/`pread`, whether the page cache served it or
+//! not; the files were just written, so the cache holds them and the times are those of a
+//! warm cache). Then a summary line with the medians and their ratios.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rustmq_broker::storage::{LogConfig, PartitionLog};
+use rustmq_protocol::RecordBatchBuilder;
+
+const PRODUCERS: i64 = 100;
+
+fn rchar() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list the log")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Opens the log at `dir`; (milliseconds, bytes read, high watermark).
+fn open(dir: &Path) -> (f64, u64, u64) {
+    let read_before = rchar();
+    let start = Instant::now();
+    let log = PartitionLog::open(dir, LogConfig::default()).expect("open the log");
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let read = rchar() - read_before;
+    let end = log.high_watermark();
+    drop(log);
+    (ms, read, end)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_024);
+    let per_batch: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let aside = tempfile::tempdir().expect("temporary directory");
+    let log = PartitionLog::open(dir.path(), LogConfig::default()).expect("open the log");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut sequences = vec![0i32; PRODUCERS as usize];
+    let (mut written, mut batches) = (0u64, 0i64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    while written < mib << 20 {
+        let producer = batches % PRODUCERS;
+        let seq = &mut sequences[producer as usize];
+        let mut builder = RecordBatchBuilder::new().producer(producer, 0, *seq);
+        for _ in 0..per_batch {
+            let value: Vec<u8> = (0..100).map(|_| rng.alphanumeric() as u8).collect();
+            builder.push(now, None, Some(&value), []);
+        }
+        let batch = builder.build().expect("non-empty batch");
+        written += batch.len() as u64;
+        log.append(&batch[..]).expect("append");
+        *seq += per_batch as i32;
+        batches += 1;
+    }
+    log.close().expect("close");
+    drop(log);
+    let segments = files_with(dir.path(), "log").len();
+    let (mut snap_ms, mut walk_ms, mut snap_read, mut walk_read) = (vec![], vec![], 0, 0);
+    for round in 0..3 {
+        let (ms, read, end) = open(dir.path());
+        println!("{{\"round\":{round},\"open\":\"snapshot\",\"ms\":{ms:.1},\"read_bytes\":{read},\"high_watermark\":{end}}}");
+        snap_ms.push(ms);
+        snap_read = read;
+        let snapshots = files_with(dir.path(), "snapshot");
+        for file in &snapshots {
+            std::fs::rename(file, aside.path().join(file.file_name().expect("name")))
+                .expect("move aside");
+        }
+        let (ms, read, end) = open(dir.path());
+        println!("{{\"round\":{round},\"open\":\"walk\",\"ms\":{ms:.1},\"read_bytes\":{read},\"high_watermark\":{end}}}");
+        walk_ms.push(ms);
+        walk_read = read;
+        for file in &snapshots {
+            std::fs::rename(aside.path().join(file.file_name().expect("name")), file)
+                .expect("move back");
+        }
+    }
+    let (snap, walk) = (median(snap_ms), median(walk_ms));
+    println!(
+        "{{\"log_bytes\":{written},\"batches\":{batches},\"segments\":{segments},\"snapshot_ms\":{snap:.1},\"walk_ms\":{walk:.1},\"snapshot_over_walk_time\":{:.4},\"snapshot_read_bytes\":{snap_read},\"walk_read_bytes\":{walk_read},\"snapshot_over_walk_read\":{:.5}}}",
+        snap / walk,
+        snap_read as f64 / walk_read.max(1) as f64
+    );
+}

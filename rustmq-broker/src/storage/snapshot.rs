@@ -1,0 +1,225 @@
+//! Producer-state snapshots: the idempotent producer table as it stood at a segment's base
+//! offset, written when the segment before it is sealed.
+//!
+//! Opening a log replays batch headers into the producer table only from the latest usable
+//! snapshot on; the sealed segments below it are opened from their index files, reading only
+//! their last few batches (`Segment::open_indexed`). Without snapshots, an open read every
+//! batch header of every segment: for batches smaller than the scan's 16 KiB read-ahead, the
+//! whole log (as Kafka, which writes a snapshot at every roll for the same reason).
+//!
+//! A snapshot is only an optimisation: one that is missing, damaged or does not fit the
+//! segments found is ignored, and the open replays from an earlier one or from the start. The
+//! log keeps the two latest (the latest may be of a roll whose segment never got a batch,
+//! which the open does not take), and removing a segment's files removes its snapshot too.
+//!
+//! `dir/{offset:020}.snapshot`, big-endian:
+//!
+//! ```text
+//! magic "RMQPSNP1" | offset u64 | producer count u64
+//!   | per producer: id i64 | epoch i16 | last sequence i32 | n u8
+//!                   | n x (first sequence i32 | last sequence i32 | base offset u64)
+//! | crc32c u32 of everything before it
+//! ```
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use bytes::Bytes;
+use rustmq_protocol::codec::Reader;
+use tracing::warn;
+
+use super::index::{read_optional, write_atomic};
+use super::producer_state::ProducerTable;
+use super::segment::segment_path;
+
+pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
+const MAGIC: &[u8; 8] = b"RMQPSNP1";
+/// Magic, offset and count before the entries, the CRC after them.
+const FRAME_LEN: usize = 8 + 8 + 8 + 4;
+
+/// The snapshot file's bytes for `table` at `offset`.
+fn encode(offset: u64, table: &ProducerTable) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FRAME_LEN + 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&offset.to_be_bytes());
+    table.encode_entries(&mut out);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The table in a snapshot file's `bytes`, if they are a whole snapshot at `offset`.
+fn decode(bytes: Vec<u8>, offset: u64, now: i64) -> Result<ProducerTable, &'static str> {
+    if bytes.len() < FRAME_LEN || &bytes[..8] != MAGIC {
+        return Err("not a producer snapshot");
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().expect("4 bytes")) {
+        return Err("checksum mismatch");
+    }
+    let mut r = Reader::new(Bytes::from(bytes));
+    r.bytes(MAGIC.len()).map_err(|_| "truncated")?;
+    if r.u64().map_err(|_| "truncated")? != offset {
+        return Err("its offset differs from its file name");
+    }
+    let table = ProducerTable::decode_entries(&mut r, now)?;
+    if r.remaining() != 4 {
+        return Err("trailing bytes");
+    }
+    Ok(table)
+}
+
+/// Writes the snapshot of `table` at `offset` (atomically, synced; the directory entry is
+/// made durable by the caller's next directory sync).
+pub(crate) fn write(dir: &Path, offset: u64, table: &ProducerTable) -> io::Result<()> {
+    write_atomic(
+        &segment_path(dir, offset, SNAPSHOT_EXT),
+        &encode(offset, table),
+    )
+}
+
+/// Offsets of the snapshots in `dir`, oldest first.
+pub(crate) fn list(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut offsets = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".snapshot")) else {
+            continue;
+        };
+        if let (20, Ok(offset)) = (stem.len(), stem.parse::<u64>()) {
+            offsets.push(offset);
+        }
+    }
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// The latest snapshot in `dir` that `usable` accepts and that reads back whole, with its
+/// offset; its producers count as active at `now`. Damaged snapshots are skipped with a
+/// warning.
+pub(crate) fn load_latest(
+    dir: &Path,
+    now: i64,
+    usable: impl Fn(u64) -> bool,
+) -> io::Result<Option<(u64, ProducerTable)>> {
+    for offset in list(dir)?.into_iter().rev().filter(|&o| usable(o)) {
+        let path = segment_path(dir, offset, SNAPSHOT_EXT);
+        let Some(bytes) = read_optional(&path)? else {
+            continue;
+        };
+        match decode(bytes, offset, now) {
+            Ok(table) => return Ok(Some((offset, table))),
+            Err(reason) => warn!(snapshot = %path.display(), reason,
+                "ignoring a damaged producer snapshot"),
+        }
+    }
+    Ok(None)
+}
+
+/// Removes every snapshot in `dir` but the two latest.
+pub(crate) fn remove_old(dir: &Path) -> io::Result<()> {
+    let offsets = list(dir)?;
+    for &offset in offsets.iter().rev().skip(2) {
+        match fs::remove_file(segment_path(dir, offset, SNAPSHOT_EXT)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_util::idem;
+    use crate::storage::StorageError;
+    use rustmq_protocol::BatchHeader;
+
+    fn header(producer: (i64, i16, i32), count: u32) -> BatchHeader {
+        BatchHeader::parse(&idem("x", count, producer)).unwrap()
+    }
+
+    /// A table with a producer whose ring of recent batches wrapped, one with two batches and
+    /// one at a later epoch.
+    fn table() -> ProducerTable {
+        let mut t = ProducerTable::default();
+        let mut offset = 0;
+        for i in 0..7 {
+            t.record(&header((1, 0, i * 2), 2), offset, 5);
+            offset += 2;
+        }
+        t.record(&header((2, 3, 0), 1), offset, 5);
+        t.record(&header((2, 3, 1), 4), offset + 1, 5);
+        t.record(&header((3, 9, 0), 1), offset + 5, 5);
+        t
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_the_same_sequence_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table();
+        write(dir.path(), 42, &t).unwrap();
+        let (offset, back) = load_latest(dir.path(), 77, |_| true).unwrap().unwrap();
+        assert_eq!(offset, 42);
+        assert_eq!(back.len(), 3);
+        // Every recent batch is still a duplicate, with its offset; what came before the ring
+        // and what did not happen are not.
+        for i in 2..7 {
+            let h = header((1, 0, i * 2), 2);
+            assert!(
+                matches!(back.check(&h), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == i as u64 * 2),
+                "batch {i}"
+            );
+        }
+        assert!(matches!(
+            back.check(&header((1, 0, 0), 2)),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        assert!(back.check(&header((1, 0, 14), 1)).is_ok());
+        assert!(matches!(
+            back.check(&header((2, 3, 1), 4)),
+            Err(StorageError::DuplicateSequence { base_offset: 15 })
+        ));
+        assert!(back.check(&header((2, 3, 5), 1)).is_ok());
+        assert!(matches!(
+            back.check(&header((3, 8, 0), 1)),
+            Err(StorageError::InvalidProducerEpoch { current: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn damaged_or_misnamed_snapshots_are_skipped_for_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table();
+        write(dir.path(), 10, &t).unwrap();
+        write(dir.path(), 20, &t).unwrap();
+        let latest = segment_path(dir.path(), 20, SNAPSHOT_EXT);
+        let mut bytes = fs::read(&latest).unwrap();
+        bytes[30] ^= 1;
+        fs::write(&latest, &bytes).unwrap();
+        let (offset, _) = load_latest(dir.path(), 0, |_| true).unwrap().unwrap();
+        assert_eq!(offset, 10, "a flipped bit fails the checksum");
+        fs::copy(segment_path(dir.path(), 10, SNAPSHOT_EXT), &latest).unwrap();
+        let (offset, _) = load_latest(dir.path(), 0, |_| true).unwrap().unwrap();
+        assert_eq!(
+            offset, 10,
+            "a snapshot under another offset's name is refused"
+        );
+        let (offset, _) = load_latest(dir.path(), 0, |o| o < 10).unwrap().unzip();
+        assert_eq!(offset, None, "nothing usable");
+        for len in [0, 8, FRAME_LEN - 1, 40] {
+            assert!(decode(encode(10, &t)[..len].to_vec(), 10, 0).is_err());
+        }
+    }
+
+    #[test]
+    fn only_the_two_latest_snapshots_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for offset in [5, 1, 9, 7] {
+            write(dir.path(), offset, &ProducerTable::default()).unwrap();
+        }
+        remove_old(dir.path()).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), [7, 9]);
+    }
+}
