@@ -8,18 +8,22 @@
 //! Fills one partition log (default segment size, 128 MiB) in a temporary directory with MIB
 //! MiB (default 1,024) of idempotent batches of RECORDS_PER_BATCH records (default 10) of
 //! 100 random alphanumeric bytes, from 100 producers in turn, and closes it. Then opens it
-//! three times each way, alternating:
+//! three times each way, in turn:
 //!
-//! - `snapshot`: as a broker restarts, with the producer-state snapshots the log wrote when
-//!   it rolled its segments; the sealed segments below the latest snapshot are opened from
-//!   their index files;
-//! - `walk`: with the snapshots moved aside, so that every batch header of every segment is
-//!   read to rebuild the producer table (what every open did before the snapshots).
+//! - `clean`: as a broker restarts after a clean shutdown: the close left a producer snapshot
+//!   at the end of the log and a marker, so every segment, the active one too, is opened from
+//!   its index files and nothing is replayed (the log is closed again after the measure);
+//! - `crash`: as after a crash (the marker removed): the sealed segments below the last roll's
+//!   producer snapshot are opened from their index files, and the active segment is verified
+//!   whole and replayed;
+//! - `walk`: with the snapshots moved aside as well, so that every batch header of every
+//!   segment is read to rebuild the producer table (what every open did before the
+//!   snapshots).
 //!
 //! Prints one JSON line per open: wall time and the bytes the process read meanwhile
 //! (`rchar` of `/proc/self/io`: every `read`/`pread`, whether the page cache served it or
 //! not; the files were just written, so the cache holds them and the times are those of a
-//! warm cache). Then a summary line with the medians and their ratios.
+//! warm cache). Then a summary line with the medians and their ratios to `walk`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -48,14 +52,18 @@ fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Opens the log at `dir`; (milliseconds, bytes read, high watermark).
-fn open(dir: &Path) -> (f64, u64, u64) {
+/// Opens the log at `dir`, and closes it if `close`; (milliseconds, bytes read, high
+/// watermark).
+fn open(dir: &Path, close: bool) -> (f64, u64, u64) {
     let read_before = rchar();
     let start = Instant::now();
     let log = PartitionLog::open(dir, LogConfig::default()).expect("open the log");
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let read = rchar() - read_before;
     let end = log.high_watermark();
+    if close {
+        log.close().expect("close");
+    }
     drop(log);
     (ms, read, end)
 }
@@ -96,30 +104,46 @@ fn main() {
     log.close().expect("close");
     drop(log);
     let segments = files_with(dir.path(), "log").len();
-    let (mut snap_ms, mut walk_ms, mut snap_read, mut walk_read) = (vec![], vec![], 0, 0);
+    let modes = ["clean", "crash", "walk"];
+    let mut ms = [vec![], vec![], vec![]];
+    let mut read = [0u64; 3];
     for round in 0..3 {
-        let (ms, read, end) = open(dir.path());
-        println!("{{\"round\":{round},\"open\":\"snapshot\",\"ms\":{ms:.1},\"read_bytes\":{read},\"high_watermark\":{end}}}");
-        snap_ms.push(ms);
-        snap_read = read;
-        let snapshots = files_with(dir.path(), "snapshot");
-        for file in &snapshots {
-            std::fs::rename(file, aside.path().join(file.file_name().expect("name")))
-                .expect("move aside");
-        }
-        let (ms, read, end) = open(dir.path());
-        println!("{{\"round\":{round},\"open\":\"walk\",\"ms\":{ms:.1},\"read_bytes\":{read},\"high_watermark\":{end}}}");
-        walk_ms.push(ms);
-        walk_read = read;
-        for file in &snapshots {
-            std::fs::rename(aside.path().join(file.file_name().expect("name")), file)
-                .expect("move back");
+        for (i, mode) in modes.iter().enumerate() {
+            let moved = match *mode {
+                "clean" => vec![],
+                "crash" => {
+                    std::fs::remove_file(dir.path().join("clean-shutdown")).expect("marker");
+                    vec![]
+                }
+                _ => files_with(dir.path(), "snapshot"),
+            };
+            for file in &moved {
+                std::fs::rename(file, aside.path().join(file.file_name().expect("name")))
+                    .expect("move aside");
+            }
+            let (took, bytes, end) = open(dir.path(), *mode == "clean");
+            println!("{{\"round\":{round},\"open\":\"{mode}\",\"ms\":{took:.1},\"read_bytes\":{bytes},\"high_watermark\":{end}}}");
+            ms[i].push(took);
+            read[i] = bytes;
+            for file in &moved {
+                std::fs::rename(aside.path().join(file.file_name().expect("name")), file)
+                    .expect("move back");
+            }
+            if *mode == "walk" {
+                // The next round's clean open needs a close's marker.
+                open(dir.path(), true);
+            }
         }
     }
-    let (snap, walk) = (median(snap_ms), median(walk_ms));
+    let [clean, crash, walk] = ms.map(median);
     println!(
-        "{{\"log_bytes\":{written},\"batches\":{batches},\"segments\":{segments},\"snapshot_ms\":{snap:.1},\"walk_ms\":{walk:.1},\"snapshot_over_walk_time\":{:.4},\"snapshot_read_bytes\":{snap_read},\"walk_read_bytes\":{walk_read},\"snapshot_over_walk_read\":{:.5}}}",
-        snap / walk,
-        snap_read as f64 / walk_read.max(1) as f64
+        "{{\"log_bytes\":{written},\"batches\":{batches},\"segments\":{segments},\"clean_ms\":{clean:.1},\"crash_ms\":{crash:.1},\"walk_ms\":{walk:.1},\"clean_read_bytes\":{},\"crash_read_bytes\":{},\"walk_read_bytes\":{},\"clean_over_walk_time\":{:.4},\"crash_over_walk_time\":{:.4},\"clean_over_walk_read\":{:.5},\"crash_over_walk_read\":{:.5}}}",
+        read[0],
+        read[1],
+        read[2],
+        clean / walk,
+        crash / walk,
+        read[0] as f64 / read[2].max(1) as f64,
+        read[1] as f64 / read[2].max(1) as f64,
     );
 }

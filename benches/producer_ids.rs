@@ -19,7 +19,8 @@
 //! the table), then past it (the pass walks the table under the append lock and forgets them
 //! all). Prints one JSON line: the process's
 //! resident memory (`VmRSS`, KiB) before the appends, after them and after each pass, and how
-//! long each pass held the log.
+//! long each pass held the log; and how long the log's close took and the size of the
+//! producer snapshot it wrote (a segment roll writes the same, holding the append lock).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +64,17 @@ fn main() {
             .expect("append");
     }
     let (appended, _) = memory();
+    // A clean close writes the producer snapshot of the whole table (a roll writes the same,
+    // under the append lock).
+    let started = Instant::now();
+    log.close().expect("close");
+    let close = started.elapsed();
+    let snapshot_bytes: u64 = std::fs::read_dir(dir.path())
+        .expect("list the log")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snapshot"))
+        .map(|p| std::fs::metadata(p).expect("snapshot").len())
+        .sum();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -75,9 +87,10 @@ fn main() {
     let (walk, walked) = pass(now);
     let (forget, forgotten) = pass(now + 2 * expiration.as_millis() as i64);
     println!(
-        "{{\"producers\":{producers},\"rss_kib_before\":{before},\"rss_kib_appended\":{appended},\"bytes_per_producer\":{:.0},\"pass_within_expiration_ms\":{:.2},\"rss_kib_after_that_pass\":{walked},\"pass_past_expiration_ms\":{:.2},\"rss_kib_after_expiry\":{forgotten}}}",
+        "{{\"producers\":{producers},\"rss_kib_before\":{before},\"rss_kib_appended\":{appended},\"bytes_per_producer\":{:.0},\"pass_within_expiration_ms\":{:.2},\"rss_kib_after_that_pass\":{walked},\"pass_past_expiration_ms\":{:.2},\"rss_kib_after_expiry\":{forgotten},\"close_ms\":{:.1},\"snapshot_bytes\":{snapshot_bytes}}}",
         (appended.saturating_sub(before) * 1024) as f64 / producers.max(1) as f64,
         walk.as_secs_f64() * 1e3,
         forget.as_secs_f64() * 1e3,
+        close.as_secs_f64() * 1e3,
     );
 }

@@ -115,8 +115,9 @@ impl BrokerBuilder {
         }
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         // Producer tables come from snapshots and batch headers, which know nothing of an epoch
-        // that was initialised but has not written yet, nor of retired ids: fence named
-        // producers again, and retire those ids again.
+        // that was initialised but has not written yet, nor of retired ids, nor which
+        // producers are named (pinned against expiry): fence named producers again, and
+        // retire those ids again.
         crate::handler::fence_all(
             &topics.all_logs(),
             &producer_ids.named(),

@@ -2,10 +2,12 @@
 //!
 //! Both live in memory (a few hundred KiB for a full segment at the default interval) and are
 //! written to their files when a segment is sealed and on close. Opening a log loads them from
-//! the files for the sealed segments below its latest producer snapshot (after checking that
-//! they fit their segment); the segments it walks for the producer table (or because their
-//! files do not fit) get them rebuilt on the way, and files that are missing or differ are
-//! rewritten. On disk, big-endian:
+//! the files for the sealed segments below its latest producer snapshot, and after a clean
+//! close for the active one too, after checking them against the batches after their last
+//! entry (the entries before it are trusted: the files are written whole, synced, and the
+//! segment does not change after); the segments it walks for the producer table (or because
+//! their files do not fit) get them rebuilt on the way, and files that are missing or differ
+//! are rewritten. On disk, big-endian:
 //!
 //! ```text
 //! .index      relative offset u32 | file position u32     (both strictly increasing)
@@ -105,6 +107,11 @@ impl TimeIndex {
     /// The last entry.
     pub(crate) fn last(&self) -> Option<(i64, u32)> {
         self.entries.last().copied()
+    }
+
+    /// Removes the last entry.
+    pub(crate) fn pop(&mut self) {
+        self.entries.pop();
     }
 
     /// The index [`encode_with_final`](Self::encode_with_final) wrote, if `bytes` are one:

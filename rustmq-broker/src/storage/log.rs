@@ -257,11 +257,17 @@ impl PartitionLog {
             warn!(dir = %self.dir.display(), base_offset = base, %err,
                 "could not write a producer snapshot");
         }
-        let segment = Arc::new(Segment::create(
-            &self.dir,
-            base,
-            self.config.index_interval_bytes,
-        )?);
+        let segment = match Segment::create(&self.dir, base, self.config.index_interval_bytes) {
+            Ok(segment) => Arc::new(segment),
+            Err(err) => {
+                // `old` goes on past `base`: the snapshot would never fit (an open leaves it
+                // alone), but it would stay.
+                if let Err(err) = snapshot::remove(&self.dir, |offset| offset == base) {
+                    warn!(dir = %self.dir.display(), %err, "could not remove a producer snapshot");
+                }
+                return Err(err.into());
+            }
+        };
         if let Err(err) = sync_dir(&self.dir) {
             // `old` stays the active segment and may take smaller batches past `base`: a file
             // left at `base` would overlap it at the next open. Removed as best we can; one
@@ -273,7 +279,10 @@ impl PartitionLog {
             return Err(err.into());
         }
         self.segments.write().push(Arc::clone(&segment));
-        if let Err(err) = snapshot::remove_old(&self.dir) {
+        // Kept: the one of the roll that started `old`, for an open while the new segment has
+        // no batch yet (that open does not take the new one's), and any newer.
+        let sealed_base = old.base_offset;
+        if let Err(err) = snapshot::remove(&self.dir, |offset| offset < sealed_base) {
             warn!(dir = %self.dir.display(), %err, "could not remove old producer snapshots");
         }
         debug!(dir = %self.dir.display(), base_offset = base, "rolled a new segment");
@@ -371,17 +380,33 @@ impl PartitionLog {
         self.retired.store(false, Ordering::Release);
     }
 
-    /// Writes the active segment's index files and syncs everything; for a clean shutdown.
-    /// The log stays usable.
+    /// Writes the active segment's index files, syncs everything, and writes a producer
+    /// snapshot at the end of the log and the clean-shutdown marker, so that the next open
+    /// reads no batch but the last few of each segment (see the [module docs](super)); for a clean
+    /// shutdown. The log stays usable: an append after it makes the next open recover the
+    /// active segment as after a crash.
     pub fn close(&self) -> Result<(), StorageError> {
-        {
-            let _appends = self.appender.lock();
-            if self.retired.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            self.active().write_indexes()?;
+        let producers = self.appender.lock();
+        if self.retired.load(Ordering::Acquire) {
+            return Ok(());
         }
+        let active = self.active();
+        active.write_indexes()?;
         self.flush()?;
+        let next_offset = active.next_offset();
+        snapshot::write(&self.dir, next_offset, &producers)?;
+        // Those of earlier closes, inside the active segment.
+        let base = active.base_offset;
+        snapshot::remove(&self.dir, |offset| offset > base && offset < next_offset)?;
+        snapshot::write_clean(
+            &self.dir,
+            snapshot::CleanShutdown {
+                active_base: base,
+                active_size: active.size(),
+                next_offset,
+            },
+        )?;
+        drop(producers);
         sync_dir(&self.dir)?;
         Ok(())
     }

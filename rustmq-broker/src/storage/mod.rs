@@ -26,6 +26,7 @@
 //!     /00000000000000000000.timeindex  (running max timestamp i64, relative offset u32)
 //!     /00000000000000004096.snapshot   the producer table as of offset 4096 (written by the roll)
 //!     /00000000000000004096.log        ... the last segment is the active one
+//!     /clean-shutdown                  left by a clean close, taken by the next open
 //!     /log-start-offset                where retention last moved the log start (decimal)
 //!
 //!  read(offset) ──► segment by base offset ──► index: nearest position ──► scan headers
@@ -36,7 +37,9 @@
 //! CRC) and truncates a torn tail; older segments were synced when they were rolled. The
 //! idempotent producer table is loaded from the latest producer snapshot (one per roll) and
 //! replayed from the batch headers after it; the sealed segments below that snapshot are opened
-//! from their index files without being read. Segments below the
+//! from their index files, reading only their batches after the last index entry. After a clean
+//! close (a marker, `clean-shutdown`, and a snapshot at the end of the log) the active segment
+//! is opened that way too, and nothing is replayed. Segments below the
 //! recorded log start offset, and empty segment files a failed roll left inside the previous
 //! segment, are removed instead of served.
 //!

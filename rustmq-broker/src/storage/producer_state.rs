@@ -279,6 +279,15 @@ impl ProducerTable {
         before - len
     }
 
+    /// What [`encode_entries`](Self::encode_entries) writes, in bytes.
+    pub(crate) fn encoded_len(&self) -> usize {
+        8 + self
+            .producers
+            .values()
+            .map(|e| 15 + 16 * usize::from(e.recent.len))
+            .sum::<usize>()
+    }
+
     /// The producers' sequence state, for a snapshot file (see [`super::snapshot`]): each
     /// producer's epoch, last sequence and recent batches, oldest first. Fenced-only and
     /// retired ids are left out (the broker fences and retires them again from its registry

@@ -73,18 +73,28 @@ impl PartitionLog {
     /// creating its file, or a crash that kept the file of such a roll). A non-empty segment
     /// overlapping the one before it is [`StorageError::CorruptLog`].
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self, StorageError> {
-        Self::open_from(dir.as_ref(), config, true)
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir)?;
+        // Taken (removed) before anything can be appended, whichever way the open goes.
+        let clean = snapshot::take_clean(dir)?;
+        Self::open_from(dir, config, clean, true)
     }
 
-    /// [`open`](Self::open); with `snapshots`, producers are loaded from the latest usable
-    /// producer snapshot and replayed only from its offset on, and the sealed segments below
-    /// it are opened from their index files (see [`super::snapshot`]).
-    fn open_from(dir: &Path, config: LogConfig, snapshots: bool) -> Result<Self, StorageError> {
+    /// [`open`](Self::open). After a clean close (`clean`, if it fits the files found), nothing
+    /// is replayed and every segment is opened from its index files; else, with `snapshots`,
+    /// producers are loaded from the latest usable producer snapshot and replayed only from its
+    /// offset on, and the sealed segments below it are opened from their index files (see
+    /// [`super::snapshot`]).
+    fn open_from(
+        dir: &Path,
+        config: LogConfig,
+        clean: Option<snapshot::CleanShutdown>,
+        snapshots: bool,
+    ) -> Result<Self, StorageError> {
         let dir = dir.to_path_buf();
         let mut config = config;
         // Index entries hold 32-bit file positions.
         config.segment_bytes = config.segment_bytes.min(u64::from(u32::MAX));
-        fs::create_dir_all(&dir)?;
         let mut bases = list_segments(&dir)?;
         let mut maintenance = Maintenance::default();
         // Segments wholly below the recorded start offset (the next one starts at or before
@@ -119,13 +129,23 @@ impl PartitionLog {
         // before it are in it. One at a later, empty segment is of a roll that no batch
         // followed, or of a failed one, and is left for the one before it.
         let last_with_data = bases.get(recover_from).copied().unwrap_or(0);
-        let snapshot = if snapshots {
-            snapshot::load_latest(&dir, opened_at, |offset| {
+        // After a clean close, the files are as the close left them and its snapshot is at
+        // the end of the log.
+        let mut clean = clean.filter(|c| {
+            bases.last() == Some(&c.active_base) && lens.last() == Some(&c.active_size)
+        });
+        let mut snapshot = None;
+        if let Some(c) = clean {
+            snapshot = snapshot::load_latest(&dir, opened_at, |offset| offset == c.next_offset)?;
+            if snapshot.is_none() {
+                clean = None;
+            }
+        }
+        if snapshot.is_none() && snapshots {
+            snapshot = snapshot::load_latest(&dir, opened_at, |offset| {
                 offset <= last_with_data && bases.binary_search(&offset).is_ok()
-            })?
-        } else {
-            None
-        };
+            })?;
+        }
         let (replay_from, mut producers) = snapshot.unwrap_or_default();
         #[cfg(test)]
         OPENED.with(|o| o.set(Opened::default()));
@@ -139,7 +159,7 @@ impl PartitionLog {
                     // sealed them (a failed roll's, whose segment was left empty).
                     warn!(dir = %dir.display(), snapshot = replay_from, previous_end,
                         "a producer snapshot does not fit the segments; replaying the whole log");
-                    return Self::open_from(&dir, config, false);
+                    return Self::open_from(&dir, config, None, false);
                 }
                 if base < previous_end && lens[i] == 0 {
                     warn!(
@@ -153,12 +173,29 @@ impl PartitionLog {
                 }
             }
             let mut replay = |h: &BatchHeader| producers.record(h, h.base_offset, opened_at);
-            let segment = if i >= recover_from {
+            let active_after_close = clean.filter(|_| i == bases.len() - 1);
+            let segment = if let Some(c) = active_after_close {
+                let segment = if c.active_size == 0 {
+                    Some(Segment::recover(&dir, base, interval, &mut replay)?)
+                } else {
+                    Segment::open_indexed(&dir, base, interval, true)?
+                };
+                match segment {
+                    Some(segment) if segment.next_offset() == c.next_offset => {
+                        count_opened!(indexed);
+                        segment
+                    }
+                    _ => {
+                        warn!(dir = %dir.display(), "the active segment does not fit the clean-shutdown marker; recovering it");
+                        return Self::open_from(&dir, config, None, true);
+                    }
+                }
+            } else if i >= recover_from && clean.is_none() {
                 recovered_at.get_or_insert(segments.len());
                 count_opened!(scanned);
                 Segment::recover(&dir, base, interval, &mut replay)?
             } else if base < replay_from {
-                match Segment::open_indexed(&dir, base, interval)? {
+                match Segment::open_indexed(&dir, base, interval, false)? {
                     Some(segment) => {
                         count_opened!(indexed);
                         segment
@@ -495,12 +532,15 @@ mod tests {
         ));
     }
 
+    /// A batch appended by [`fill_from_producers_all`]: `(producer, base sequence, records,
+    /// offset)`.
+    type Appended = (i64, i32, u32, u64);
+
     /// Idempotent batches of 1 to 3 records from producers 1, 2 and 3 in turn (producer 3
-    /// writes only the first `until_3` batches), timestamps out of order; returns what each
-    /// producer's last batch was: `(producer, base sequence, records, offset)`.
-    fn fill_from_producers(log: &PartitionLog, n: u32, until_3: u32) -> Vec<(i64, i32, u32, u64)> {
+    /// writes only the first `until_3` batches), timestamps out of order; returns every batch.
+    fn fill_from_producers_all(log: &PartitionLog, n: u32, until_3: u32) -> Vec<Appended> {
         let mut seqs = [0i32; 4];
-        let mut last = vec![(0, 0, 0, 0); 4];
+        let mut all = Vec::new();
         for i in 0..n {
             let producer = if i < until_3 { i % 3 + 1 } else { i % 2 + 1 };
             let count = i % 3 + 1;
@@ -514,11 +554,18 @@ mod tests {
                 Some((i64::from(producer), 0, seq)),
             );
             let info = log.append(b).unwrap();
-            last[producer as usize] = (i64::from(producer), seq, count, info.base_offset);
+            all.push((i64::from(producer), seq, count, info.base_offset));
             seqs[producer as usize] += count as i32;
         }
-        last.remove(0);
-        last
+        all
+    }
+
+    /// [`fill_from_producers_all`], returning each producer's last batch (producers 1, 2, 3).
+    fn fill_from_producers(log: &PartitionLog, n: u32, until_3: u32) -> Vec<Appended> {
+        let all = fill_from_producers_all(log, n, until_3);
+        (1..=3)
+            .map(|p| *all.iter().rfind(|b| b.0 == p).expect("a batch of each"))
+            .collect()
     }
 
     /// A segment's base, size, next offset, largest timestamp and encoded indexes.
@@ -546,9 +593,33 @@ mod tests {
         OPENED.with(|o| o.get())
     }
 
-    /// With the producer snapshot of the last roll, an open replays only the active segment
-    /// and opens the sealed ones from their index files; what it then knows (segments,
-    /// indexes, largest timestamps, producers' sequences) is what the full walk finds.
+    /// Checks that `log` answers a retry of each producer's `last` batch as a duplicate, serves
+    /// every record and finds records by timestamp.
+    fn assert_producers_and_records(log: &PartitionLog, last: &[(i64, i32, u32, u64)]) {
+        for &(producer, seq, count, offset) in last {
+            let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
+            assert!(
+                matches!(log.append(retry), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset),
+                "producer {producer}'s last batch"
+            );
+        }
+        assert_eq!(read_all(log, 0, 250).len() as u64, log.high_watermark());
+        for ts in [9_000, 10_100, 10_333, 10_500] {
+            let found = log.offset_for_timestamp(ts).unwrap().unwrap();
+            assert!(found.1 >= ts);
+        }
+    }
+
+    fn lookups(log: &PartitionLog) -> Vec<Option<(u64, i64)>> {
+        [9_000, 10_100, 10_333, 10_500, 10_540]
+            .map(|ts| log.offset_for_timestamp(ts).unwrap())
+            .into()
+    }
+
+    /// After a crash (no close), an open takes the producer snapshot of the last roll: it
+    /// replays only the active segment and opens the sealed ones from their index files; what
+    /// it then knows (segments, indexes, largest timestamps, producers' sequences) is what the
+    /// full walk finds.
     #[test]
     fn sealed_segments_below_the_latest_snapshot_are_opened_from_their_indexes() {
         let dir = tempfile::tempdir().unwrap();
@@ -560,25 +631,14 @@ mod tests {
             last[2].3 < log.active().base_offset,
             "producer 3's batches are all in sealed segments"
         );
-        log.close().unwrap();
         drop(log);
-        let snapshots = snapshot::list(dir.path()).unwrap();
-        assert_eq!(snapshots.len(), 2, "the two latest are kept");
+        let bases = list_segments(dir.path()).unwrap();
+        assert_eq!(
+            snapshot::list(dir.path()).unwrap(),
+            bases[bases.len() - 2..],
+            "the snapshots of the two latest rolls"
+        );
 
-        let check = |log: &PartitionLog| {
-            for &(producer, seq, count, offset) in &last {
-                let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
-                assert!(
-                    matches!(log.append(retry), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset),
-                    "producer {producer}'s last batch"
-                );
-            }
-            assert_eq!(read_all(log, 0, 250).len() as u64, log.high_watermark());
-            for ts in [9_000, 10_100, 10_333, 10_500] {
-                let found = log.offset_for_timestamp(ts).unwrap().unwrap();
-                assert!(found.1 >= ts);
-            }
-        };
         let fast = PartitionLog::open(dir.path(), small_config(600)).unwrap();
         assert_eq!(
             opened(),
@@ -587,15 +647,11 @@ mod tests {
                 indexed: segments - 1
             }
         );
-        assert_eq!(snapshots.last(), Some(&fast.active().base_offset));
-        check(&fast);
-        let described = describe(&fast);
-        let found: Vec<_> = [9_000, 10_100, 10_333, 10_500]
-            .map(|ts| fast.offset_for_timestamp(ts).unwrap())
-            .into();
+        assert_producers_and_records(&fast, &last);
+        let (described, found) = (describe(&fast), lookups(&fast));
         drop(fast);
 
-        let walked = PartitionLog::open_from(dir.path(), small_config(600), false).unwrap();
+        let walked = PartitionLog::open_from(dir.path(), small_config(600), None, false).unwrap();
         assert_eq!(
             opened(),
             Opened {
@@ -604,11 +660,148 @@ mod tests {
             }
         );
         assert_eq!(describe(&walked), described);
-        let walked_found: Vec<_> = [9_000, 10_100, 10_333, 10_500]
-            .map(|ts| walked.offset_for_timestamp(ts).unwrap())
-            .into();
-        assert_eq!(walked_found, found);
-        check(&walked);
+        assert_eq!(lookups(&walked), found);
+        assert_producers_and_records(&walked, &last);
+    }
+
+    /// After a clean close, an open reads no batch but the last few of each segment, the
+    /// active one included, and replays nothing; the segments it builds are those a walk
+    /// builds, so that appends after it (and the rolls they make) go on exactly as they would
+    /// have.
+    #[test]
+    fn after_a_clean_close_an_open_reads_no_batch_and_appends_go_on_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sparse enough that the active segment's time index file ends with an entry for its
+        // final maximum, past its last offset index entry, which the open must leave out.
+        let config = || LogConfig {
+            index_interval_bytes: 300,
+            ..small_config(600)
+        };
+        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let last = fill_from_producers(&log, 60, 9);
+        let (segments, end, active) = (
+            log.segment_count(),
+            log.high_watermark(),
+            log.active().base_offset,
+        );
+        log.close().unwrap();
+        drop(log);
+        let relatives = |ext: &str, entry: usize| {
+            let bytes = std::fs::read(segment_path(dir.path(), active, ext)).unwrap();
+            bytes
+                .chunks(entry)
+                .map(|e| u32::from_be_bytes(e[entry - 4..].try_into().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            relatives("timeindex", 12).last() > relatives("index", 8).last(),
+            "the time index ends past the offset index"
+        );
+        let marker = dir.path().join(snapshot::CLEAN_SHUTDOWN);
+        assert!(marker.exists());
+        assert!(snapshot::list(dir.path()).unwrap().contains(&end));
+
+        let fast = PartitionLog::open(dir.path(), config()).unwrap();
+        assert_eq!(
+            opened(),
+            Opened {
+                scanned: 0,
+                indexed: segments
+            }
+        );
+        assert!(!marker.exists(), "taken by the open");
+        assert_eq!(fast.high_watermark(), end);
+        assert_producers_and_records(&fast, &last);
+        let found = lookups(&fast);
+        for i in 0..20 {
+            fast.append(batch(
+                &format!("m{i}"),
+                i % 3 + 1,
+                20_000 + i64::from(i) * 10 - i64::from(i % 2) * 15,
+            ))
+            .unwrap();
+        }
+        assert!(fast.segment_count() > segments, "the appends rolled");
+        let described = describe(&fast);
+        drop(fast);
+
+        let walked = PartitionLog::open_from(dir.path(), config(), None, false).unwrap();
+        assert_eq!(describe(&walked), described);
+        assert_eq!(lookups(&walked), found);
+    }
+
+    /// A roll whose new segment got no batch before a crash (its snapshot is at the end of
+    /// the log): the segment before it is recovered as the active one and replayed, so the
+    /// open takes the snapshot before (replaying that segment on top of the new one's would
+    /// record its batches twice, and push each producer's older batches out of the five it
+    /// keeps).
+    #[test]
+    fn the_snapshot_of_a_roll_whose_segment_got_no_batch_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        let all = fill_from_producers_all(&log, 60, 9);
+        let (end, active) = (log.high_watermark(), log.active().base_offset);
+        // As the roll would have: an empty segment at the end, and the snapshot of the table.
+        std::fs::File::create(segment_path(dir.path(), end, LOG_EXT)).unwrap();
+        snapshot::write(dir.path(), end, &log.appender.lock()).unwrap();
+        drop(log);
+        let recent: Vec<_> = all.iter().filter(|b| b.0 == 1).rev().take(5).collect();
+        assert!(
+            recent[0].3 >= active,
+            "producer 1 wrote to the recovered segment"
+        );
+        assert!(recent[4].3 < active, "and before it");
+
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        assert_eq!(log.active().base_offset, end);
+        assert_eq!(
+            opened().scanned,
+            2,
+            "the recovered segment and the empty one"
+        );
+        for &&(producer, seq, count, offset) in &recent {
+            let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
+            assert!(
+                matches!(log.append(retry), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset),
+                "producer 1's batch at {offset}"
+            );
+        }
+    }
+
+    /// The log stays usable after `close`; a batch appended after it makes the close's marker
+    /// stale, and the next open recovers the active segment and replays it.
+    #[test]
+    fn an_append_after_a_clean_close_is_recovered_as_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        let last = fill_from_producers(&log, 60, 9);
+        let segments = log.segment_count();
+        log.close().unwrap();
+        let (producer, seq, count, _) = last[0];
+        let next = batch_with(
+            "late",
+            2,
+            0,
+            Compression::None,
+            Some((producer, 0, seq + count as i32)),
+        );
+        let info = log.append(next.clone()).unwrap();
+        assert_eq!(log.segment_count(), segments, "no roll");
+        drop(log);
+
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        assert_eq!(
+            opened(),
+            Opened {
+                scanned: 1,
+                indexed: segments - 1
+            }
+        );
+        assert_eq!(log.high_watermark(), info.last_offset + 1);
+        assert!(matches!(
+            log.append(next),
+            Err(StorageError::DuplicateSequence { base_offset }) if base_offset == info.base_offset
+        ));
     }
 
     /// Index files that do not fit their segment, and a missing latest snapshot: the segment
@@ -620,7 +813,6 @@ mod tests {
         let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
         let last = fill_from_producers(&log, 60, 9);
         let segments = log.segment_count();
-        log.close().unwrap();
         drop(log);
         let snapshots = snapshot::list(dir.path()).unwrap();
         std::fs::remove_file(segment_path(
@@ -675,7 +867,6 @@ mod tests {
         let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
         let last = fill_from_producers(&log, 60, 9);
         let segments = log.segment_count();
-        log.close().unwrap();
         drop(log);
         for offset in snapshot::list(dir.path()).unwrap() {
             std::fs::remove_file(segment_path(dir.path(), offset, snapshot::SNAPSHOT_EXT)).unwrap();

@@ -266,7 +266,8 @@ impl Segment {
     /// Opens a sealed segment by walking its batch headers (fed to `on_batch`, for the
     /// producer table). Its batches were synced when it was rolled, so only headers are read;
     /// the indexes fall out of the same scan, and index files that are missing or differ are
-    /// rewritten. See also [`open_indexed`](Self::open_indexed), which reads none.
+    /// rewritten. See also [`open_indexed`](Self::open_indexed), which reads only the last
+    /// batches.
     pub(crate) fn open_sealed(
         dir: &Path,
         base_offset: u64,
@@ -301,18 +302,22 @@ impl Segment {
         Ok(segment)
     }
 
-    /// Opens a sealed segment from its index files without scanning it: only the batches
-    /// after the last offset index entry are read (at most about `index_interval` bytes and
-    /// one batch), to find its end, its latest batches and to check that the files describe
-    /// this segment. `None` when they are missing or do not fit it (the caller then scans it).
-    /// Used below the latest producer snapshot, where the open needs no batch header.
+    /// Opens a segment from its index files without scanning it: only the batches after the
+    /// last offset index entry are read (at most about `index_interval` bytes and one batch,
+    /// and checked whole, CRC included), to find its end, its latest batches and to check that
+    /// the files describe this segment.
+    /// `None` when they are missing or do not fit it (the caller then scans it). Used for the
+    /// sealed segments below the latest producer snapshot, where the open needs no batch
+    /// header, and for the active one (`writable`) after a clean close. The metadata is what a
+    /// scan would have built, so appends to the active segment go on as before the close.
     pub(crate) fn open_indexed(
         dir: &Path,
         base_offset: u64,
         index_interval: u32,
+        writable: bool,
     ) -> Result<Option<Self>, StorageError> {
         let path = segment_path(dir, base_offset, LOG_EXT);
-        let file = File::open(&path)?;
+        let file = OpenOptions::new().read(true).write(writable).open(&path)?;
         let len = file.metadata()?.len();
         let (Some(offsets), Some(times)) = (
             read_optional(&segment_path(dir, base_offset, INDEX_EXT))?,
@@ -320,7 +325,7 @@ impl Segment {
         ) else {
             return Ok(None);
         };
-        let (Some(offset_index), Some(time_index)) = (
+        let (Some(offset_index), Some(mut time_index)) = (
             OffsetIndex::decode(&offsets, len),
             TimeIndex::decode(&times),
         ) else {
@@ -330,11 +335,21 @@ impl Segment {
             return Ok(None);
         };
         let (relative, position) = offset_index.last().unwrap_or((0, 0));
+        // The entry the file adds for the segment's final maximum (see `encode_with_final`)
+        // lies after the last offset index entry, where the index in memory has none: the
+        // other entries are made with offset index entries.
+        if offset_index
+            .last()
+            .is_none_or(|(last, _)| max_relative > last)
+        {
+            time_index.pop();
+        }
         let mut meta = SegmentMeta::new(base_offset, index_interval);
         meta.next_offset = base_offset + u64::from(relative);
         meta.size = u64::from(position);
         let mut tail_max = i64::MIN;
-        let mut walker = Walker::new(&file, meta.size, len, false, HEADER_CHUNK);
+        // Whole batches, CRC checked: what a crash could have torn is at the end.
+        let mut walker = Walker::new(&file, meta.size, len, true, HEADER_CHUNK);
         loop {
             let (position, header) = match walker.next_batch() {
                 Ok(Some(batch)) => batch,

@@ -7,10 +7,15 @@
 //! batch header of every segment: for batches smaller than the scan's 16 KiB read-ahead, the
 //! whole log (as Kafka, which writes a snapshot at every roll for the same reason).
 //!
+//! A clean close writes one more, at the end of the log, with a marker
+//! ([`CleanShutdown`]): the next open then replays nothing and opens the active segment from its
+//! index files too, so that it reads only the last few batches of each segment.
+//!
 //! A snapshot is only an optimisation: one that is missing, damaged or does not fit the
-//! segments found is ignored, and the open replays from an earlier one or from the start. The
-//! log keeps the two latest (the latest may be of a roll whose segment never got a batch,
-//! which the open does not take), and removing a segment's files removes its snapshot too.
+//! segments found is ignored, and the open replays from an earlier one or from the start. A
+//! roll removes the snapshots below the segment it seals (the roll's own snapshot may be of a
+//! segment that never got a batch, which the open does not take, so the one before stays), a
+//! close those inside the active segment, and removing a segment's files removes its snapshot.
 //!
 //! `dir/{offset:020}.snapshot`, big-endian:
 //!
@@ -40,7 +45,7 @@ const FRAME_LEN: usize = 8 + 8 + 8 + 4;
 
 /// The snapshot file's bytes for `table` at `offset`.
 fn encode(offset: u64, table: &ProducerTable) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FRAME_LEN + 64);
+    let mut out = Vec::with_capacity(FRAME_LEN + table.encoded_len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&offset.to_be_bytes());
     table.encode_entries(&mut out);
@@ -105,8 +110,13 @@ pub(crate) fn load_latest(
 ) -> io::Result<Option<(u64, ProducerTable)>> {
     for offset in list(dir)?.into_iter().rev().filter(|&o| usable(o)) {
         let path = segment_path(dir, offset, SNAPSHOT_EXT);
-        let Some(bytes) = read_optional(&path)? else {
-            continue;
+        let bytes = match read_optional(&path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(err) => {
+                warn!(snapshot = %path.display(), %err, "ignoring an unreadable producer snapshot");
+                continue;
+            }
         };
         match decode(bytes, offset, now) {
             Ok(table) => return Ok(Some((offset, table))),
@@ -117,16 +127,69 @@ pub(crate) fn load_latest(
     Ok(None)
 }
 
-/// Removes every snapshot in `dir` but the two latest.
-pub(crate) fn remove_old(dir: &Path) -> io::Result<()> {
-    let offsets = list(dir)?;
-    for &offset in offsets.iter().rev().skip(2) {
+/// Removes the snapshots in `dir` whose offset `unwanted` picks.
+pub(crate) fn remove(dir: &Path, unwanted: impl Fn(u64) -> bool) -> io::Result<()> {
+    for offset in list(dir)?.into_iter().filter(|&o| unwanted(o)) {
         match fs::remove_file(segment_path(dir, offset, SNAPSHOT_EXT)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The marker a clean close leaves: the log ended at `next_offset`, its active segment (based
+/// at `active_base`) was `active_size` bytes long, synced, with its index files written, and a
+/// snapshot at `next_offset` holds the producers. The next open then reads no batch but the
+/// last few of each segment; it removes the marker first, so that a crash after it appended
+/// leaves none behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CleanShutdown {
+    pub(crate) active_base: u64,
+    pub(crate) active_size: u64,
+    pub(crate) next_offset: u64,
+}
+
+/// The marker's file in the partition directory.
+pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+const CLEAN_MAGIC: &[u8; 8] = b"RMQCLEAN";
+const CLEAN_LEN: usize = 8 + 3 * 8 + 4;
+
+/// Writes the clean-shutdown marker (atomically, synced; the caller syncs the directory).
+pub(crate) fn write_clean(dir: &Path, clean: CleanShutdown) -> io::Result<()> {
+    let mut out = Vec::with_capacity(CLEAN_LEN);
+    out.extend_from_slice(CLEAN_MAGIC);
+    for field in [clean.active_base, clean.active_size, clean.next_offset] {
+        out.extend_from_slice(&field.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    write_atomic(&dir.join(CLEAN_SHUTDOWN), &out)
+}
+
+/// Reads and removes the clean-shutdown marker, durably (the directory is synced when there
+/// was one): `None` when there is none, or it is damaged (with a warning).
+pub(crate) fn take_clean(dir: &Path) -> io::Result<Option<CleanShutdown>> {
+    let path = dir.join(CLEAN_SHUTDOWN);
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    fs::remove_file(&path)?;
+    super::segment::sync_dir(dir)?;
+    let field =
+        |i: usize| u64::from_be_bytes(bytes[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
+    let whole = bytes.len() == CLEAN_LEN
+        && &bytes[..8] == CLEAN_MAGIC
+        && crc32c::crc32c(&bytes[..CLEAN_LEN - 4]).to_be_bytes() == bytes[CLEAN_LEN - 4..];
+    if !whole {
+        warn!(marker = %path.display(), "ignoring a damaged clean-shutdown marker");
+        return Ok(None);
+    }
+    Ok(Some(CleanShutdown {
+        active_base: field(0),
+        active_size: field(1),
+        next_offset: field(2),
+    }))
 }
 
 #[cfg(test)]
@@ -214,12 +277,34 @@ mod tests {
     }
 
     #[test]
-    fn only_the_two_latest_snapshots_are_kept() {
+    fn snapshots_are_listed_in_offset_order_and_removed_by_offset() {
         let dir = tempfile::tempdir().unwrap();
         for offset in [5, 1, 9, 7] {
             write(dir.path(), offset, &ProducerTable::default()).unwrap();
         }
-        remove_old(dir.path()).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), [1, 5, 7, 9]);
+        remove(dir.path(), |o| o < 7).unwrap();
         assert_eq!(list(dir.path()).unwrap(), [7, 9]);
+    }
+
+    #[test]
+    fn the_clean_shutdown_marker_is_read_once_and_damage_ignores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(take_clean(dir.path()).unwrap(), None);
+        let clean = CleanShutdown {
+            active_base: 40,
+            active_size: 4_000,
+            next_offset: 77,
+        };
+        write_clean(dir.path(), clean).unwrap();
+        assert_eq!(take_clean(dir.path()).unwrap(), Some(clean));
+        assert_eq!(take_clean(dir.path()).unwrap(), None, "taken");
+        write_clean(dir.path(), clean).unwrap();
+        let path = dir.path().join(CLEAN_SHUTDOWN);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(take_clean(dir.path()).unwrap(), None);
+        assert!(!path.exists(), "a damaged marker is removed too");
     }
 }

@@ -292,11 +292,11 @@ fn idempotent(producer: (i64, i16), seq: i32, n: usize, ts: i64) -> bytes::Bytes
     builder.build().unwrap()
 }
 
-/// A restart opens the sealed segments below the last roll's producer snapshot from their
-/// index files, without reading them: the partition still serves every record, answers a
-/// retry of an idempotent producer whose batches all lie in sealed segments as a duplicate
-/// (with the stored offset), refuses its stale sequences, and finds records by timestamp in
-/// those segments.
+/// A restart after a clean stop opens every segment from its index files and loads the
+/// producers from the stop's snapshot, without reading the batches: the partition still
+/// serves every record, answers a retry of an idempotent producer whose batches all lie in
+/// sealed segments as a duplicate (with the stored offset), refuses its stale sequences, and
+/// finds records by timestamp in those segments.
 #[tokio::test]
 async fn a_restart_keeps_producers_and_timestamps_of_sealed_segments() {
     let mut config = rustmq::testing::BrokerConfig::default();
@@ -360,12 +360,12 @@ async fn a_restart_keeps_producers_and_timestamps_of_sealed_segments() {
     assert!(files("log") > 3, "several segments");
     assert!(
         active_base > stored[29],
-        "producer {producer:?}'s batches are all in sealed segments"
+        "the producer's batches are all in sealed segments"
     );
     assert_eq!(
         files("snapshot"),
-        2,
-        "the snapshots of the two latest rolls"
+        3,
+        "the snapshots of the two latest rolls, and of the clean stop"
     );
 
     let client = broker.client().await.unwrap();

@@ -330,7 +330,8 @@ async fn a_named_producer_out_of_epochs_moves_to_a_new_id_and_the_old_is_refused
         .unwrap();
     assert_eq!(stored.base_offset, 0);
 
-    // Still refused after a restart, which rebuilds the partitions' producers from the log.
+    // Still refused after a restart, which loads the partitions' producers from their
+    // snapshots and the log.
     tests::restart_broker(&mut broker).await;
     let client = broker.client().await.unwrap();
     refused_as_fenced(&client, "outputs", idempotent(0, i16::MAX)).await;
