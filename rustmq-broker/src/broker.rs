@@ -258,6 +258,14 @@ impl BrokerHandle {
         &self.core.topics
     }
 
+    /// Runs a retention pass now, as the periodic one does (`log.retention_check_interval`),
+    /// but as if the broker's clock read `now_ms` (ms since the Unix epoch): for tests and
+    /// tools that check what retention and the expiries of producers and producer names do
+    /// without waiting for them. Blocks on the disk.
+    pub fn run_retention_at(&self, now_ms: i64) {
+        self.core.apply_retention_at(now_ms);
+    }
+
     /// Fault injection for tests: the next `n` produce requests are stored as usual but their
     /// streams are reset instead of answered, exactly as a lost answer looks to a client.
     pub fn drop_next_produce_answers(&self, n: u32) {

@@ -47,6 +47,7 @@
 //! flush = "os"                      # "always", "os", or "interval:100ms"
 //! retention_check_interval = "30s"
 //! producer_id_expiration_ms = 86400000  # forget an idle idempotent producer (1 day)
+//! named_producer_expiration_ms = 604800000 # forget an idle producer name (7 days)
 //! message_timestamp_after_max_ms = 3600000 # refuse records stamped further ahead (1 hour)
 //! ```
 
@@ -204,6 +205,10 @@ impl Default for QuicSettings {
 /// of a batch (with the client's defaults, four attempts of up to 30 s and their backoff).
 pub const MIN_PRODUCER_ID_EXPIRATION_MS: u64 = 10 * 60 * 1000;
 
+/// The default [`LogSettings::named_producer_expiration_ms`]: 7 days, as Kafka's
+/// `transactional.id.expiration.ms`.
+pub const DEFAULT_NAMED_PRODUCER_EXPIRATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Storage settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -232,6 +237,13 @@ pub struct LogSettings {
     /// ten minutes, [`MIN_PRODUCER_ID_EXPIRATION_MS`]), checked at each retention pass. See
     /// [`LogConfig::producer_id_expiration_ms`].
     pub producer_id_expiration_ms: u64,
+    /// Forget a named producer (a stream's, say) that has not been initialised, nor written to
+    /// any partition, for this many milliseconds (Kafka's `transactional.id.expiration.ms`;
+    /// default 7 days; at least ten minutes, [`MIN_PRODUCER_ID_EXPIRATION_MS`]), checked at
+    /// each retention pass: its epoch is no longer kept in every partition, and its next
+    /// initialisation gets a new id at epoch 0, as a new name does. Until then a name costs a
+    /// few bytes in every partition of the broker.
+    pub named_producer_expiration_ms: u64,
     /// Refuse a produced batch whose largest record timestamp is more than this many
     /// milliseconds ahead of the broker's clock, with `InvalidTimestamp` (Kafka's
     /// `log.message.timestamp.after.max.ms`; default 1 hour, as Kafka's since 4.0). Retention
@@ -253,6 +265,7 @@ impl Default for LogSettings {
             flush: FlushSetting(FlushPolicy::Os),
             retention_check_interval: Duration::from_secs(30),
             producer_id_expiration_ms: log.producer_id_expiration_ms,
+            named_producer_expiration_ms: DEFAULT_NAMED_PRODUCER_EXPIRATION_MS,
             message_timestamp_after_max_ms: log.message_timestamp_after_max_ms,
         }
     }
@@ -417,6 +430,11 @@ impl BrokerConfig {
                 "log.producer_id_expiration_ms must be at least {MIN_PRODUCER_ID_EXPIRATION_MS} (ten minutes): a producer forgotten between a batch and its retry would have the retry written twice, and a producer's retries with the client's defaults span minutes"
             )));
         }
+        if self.log.named_producer_expiration_ms < MIN_PRODUCER_ID_EXPIRATION_MS {
+            return Err(ConfigError::Invalid(format!(
+                "log.named_producer_expiration_ms must be at least {MIN_PRODUCER_ID_EXPIRATION_MS} (ten minutes): a stream's producer is initialised at each session start and may write rarely"
+            )));
+        }
         if self.log.index_interval_bytes == 0 {
             return bad("log.index_interval_bytes must be at least 1");
         }
@@ -458,6 +476,7 @@ mod tests {
             flush = "interval:250ms"
             segment_ms = 3600000
             producer_id_expiration_ms = 7200000
+            named_producer_expiration_ms = 86400000
             message_timestamp_after_max_ms = 60000
             retention_bytes = 100
             retention_check_interval = "5s"
@@ -480,6 +499,11 @@ mod tests {
             .log_config(&rustmq_protocol::TopicSettings::default());
         assert_eq!((log.segment_ms, log.roll_ms()), (3_600_000, 3_600_000));
         assert_eq!(log.producer_id_expiration_ms, 7_200_000);
+        assert_eq!(cfg.log.named_producer_expiration_ms, 86_400_000);
+        assert_eq!(
+            BrokerConfig::default().log.named_producer_expiration_ms,
+            604_800_000
+        );
         assert_eq!(cfg.log.message_timestamp_after_max_ms, 60_000);
         assert_eq!(
             BrokerConfig::default().log.message_timestamp_after_max_ms,
@@ -582,6 +606,14 @@ mod tests {
             "{err}"
         );
         cfg.log.producer_id_expiration_ms = 600_000;
+        cfg.validate().unwrap();
+        cfg.log.named_producer_expiration_ms = 599_999;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("log.named_producer_expiration_ms must be at least 600000"),
+            "{err}"
+        );
+        cfg.log.named_producer_expiration_ms = 600_000;
         cfg.validate().unwrap();
         let mut cfg = BrokerConfig::default();
         cfg.limits.request_read_timeout_ms = 0;

@@ -704,12 +704,37 @@ impl Core {
 
     /// Applies retention to every partition.
     pub fn apply_retention(&self) {
-        let now = now_ms();
+        self.apply_retention_at(now_ms());
+    }
+
+    /// [`apply_retention`](Self::apply_retention) as at `now` (the broker's clock, ms), and
+    /// the expiry of producer names idle for `log.named_producer_expiration_ms`.
+    pub fn apply_retention_at(&self, now: i64) {
         for log in self.topics.all_logs() {
             // The log itself reports what it deleted.
             if let Err(e) = log.apply_retention(now) {
                 tracing::warn!(error = %e, "retention failed");
             }
+        }
+        let expiration = self.config.log.named_producer_expiration_ms;
+        let since = now.saturating_sub(i64::try_from(expiration).unwrap_or(i64::MAX));
+        let logs = self.topics.all_logs();
+        let expired = self.producer_ids.expire_names(now, expiration, |id| {
+            logs.iter().any(|log| log.producer_active_since(id, since))
+        });
+        match expired {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(count = ids.len(), "forgot idle producer names");
+                // Every partition now, those of topics created meanwhile included (a topic
+                // created from here on is fenced only with the names left).
+                for log in self.topics.all_logs() {
+                    for &id in &ids {
+                        log.unpin_producer(id);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not forget idle producer names"),
         }
     }
 

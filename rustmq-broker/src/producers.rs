@@ -6,6 +6,13 @@
 //! initialisations: an exactly-once stream initialises at every session start), it moves to a
 //! new id at epoch 0, as Kafka's producers do, and its old id is retired: every partition
 //! refuses every batch of a retired id, whatever its epoch (`PartitionLog::retire_producer`).
+//!
+//! A name that has not been initialised for `log.named_producer_expiration_ms` (7 days, as
+//! Kafka's `transactional.id.expiration.ms`) and whose id has not written to any partition for
+//! as long is forgotten ([`ProducerIds::expire_names`]), so that names that come and go (one
+//! per deployment, say) do not stay in every partition's producer table for good. Its next
+//! initialisation gets a new id at epoch 0, as a new name does; an instance of the forgotten
+//! name that comes back is no longer fenced, as in Kafka after the expiration.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +31,10 @@ struct State {
     /// Ids of names that used every epoch and moved to a new id.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     retired: BTreeSet<i64>,
+    /// When each name was last initialised (the broker's clock, ms). A name missing here (a
+    /// file of an earlier build) counts from when the registry was opened.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    initialised_at: BTreeMap<String, i64>,
 }
 
 /// Hands out producer ids; every allocation is on disk before it is answered.
@@ -62,6 +73,17 @@ impl ProducerIds {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(BrokerError::io("read producers.toml", e)),
         };
+        let mut state = state;
+        let opened_at = crate::storage::now_ms();
+        let State {
+            named,
+            initialised_at,
+            ..
+        } = &mut state;
+        for name in named.keys() {
+            initialised_at.entry(name.clone()).or_insert(opened_at);
+        }
+        initialised_at.retain(|name, _| named.contains_key(name));
         Ok(Self {
             path,
             issued: AtomicI64::new(state.next_id),
@@ -90,6 +112,11 @@ impl ProducerIds {
     /// epoch gets a new id at epoch 0 and retires its old one. On disk before it is answered;
     /// nothing changes when the write fails.
     pub fn init(&self, name: Option<&str>) -> Result<Initialised, BrokerError> {
+        self.init_at(name, crate::storage::now_ms())
+    }
+
+    /// [`init`](Self::init) at `now` (the broker's clock, ms).
+    fn init_at(&self, name: Option<&str>, now: i64) -> Result<Initialised, BrokerError> {
         let mut state = self.state.lock();
         let mut next = state.clone();
         let id = next.next_id;
@@ -125,16 +152,62 @@ impl ProducerIds {
                 }
                 next.named
                     .insert(name.to_owned(), (result.producer_id, result.epoch));
+                next.initialised_at.insert(name.to_owned(), now);
                 result
             }
         };
+        self.store(&mut state, next)?;
+        self.issued.store(state.next_id, Ordering::Release);
+        Ok(result)
+    }
+
+    /// Writes `next` durably, then makes it the state; nothing changes when the write fails.
+    fn store(&self, state: &mut State, next: State) -> Result<(), BrokerError> {
         let text = toml::to_string(&next)
             .map_err(|e| BrokerError::new(rustmq_protocol::ErrorCode::Internal, e.to_string()))?;
         write_durably(&self.path, text.as_bytes())
             .map_err(|e| BrokerError::io("write producers.toml", e))?;
         *state = next;
-        self.issued.store(state.next_id, Ordering::Release);
-        Ok(result)
+        Ok(())
+    }
+
+    /// Forgets the names last initialised more than `expiration_ms` before `now` (the broker's
+    /// clock, ms) whose id `active` says has not written since then either; returns their ids,
+    /// which the caller unpins in every partition (`PartitionLog::unpin_producer`). On disk
+    /// before it returns; nothing is forgotten when the write fails.
+    ///
+    /// Holds the registry while `active` runs, so that an initialisation of one of these names
+    /// waits, and then makes a new id.
+    pub fn expire_names(
+        &self,
+        now: i64,
+        expiration_ms: u64,
+        active: impl Fn(i64) -> bool,
+    ) -> Result<Vec<i64>, BrokerError> {
+        let idle_before = now.saturating_sub(i64::try_from(expiration_ms).unwrap_or(i64::MAX));
+        let mut state = self.state.lock();
+        let expired: Vec<(String, i64)> = state
+            .named
+            .iter()
+            .filter(|(name, &(id, _))| {
+                state
+                    .initialised_at
+                    .get(*name)
+                    .is_none_or(|&at| at < idle_before)
+                    && !active(id)
+            })
+            .map(|(name, &(id, _))| (name.clone(), id))
+            .collect();
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut next = state.clone();
+        for (name, _) in &expired {
+            next.named.remove(name);
+            next.initialised_at.remove(name);
+        }
+        self.store(&mut state, next)?;
+        Ok(expired.into_iter().map(|(_, id)| id).collect())
     }
 }
 
@@ -195,5 +268,57 @@ mod tests {
         let again = p.init(Some("busy")).unwrap();
         assert_eq!((again.producer_id, again.epoch), (new, 1));
         assert_ne!(p.init(None).unwrap().producer_id, new);
+    }
+    /// A name is forgotten once it was last initialised longer ago than the expiration and its
+    /// id has not written since; a forgotten name's next initialisation is a new id at epoch 0,
+    /// and the registry on disk says so.
+    #[test]
+    fn idle_names_are_forgotten_and_come_back_as_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        let hour = 3_600_000;
+        let idle = p.init_at(Some("idle"), 1_000).unwrap();
+        let writing = p.init_at(Some("writing"), 1_000).unwrap();
+        let fresh = p.init_at(Some("fresh"), 1_000).unwrap();
+        p.init_at(Some("fresh"), 1_000 + hour).unwrap();
+        let active = |id| id == writing.producer_id;
+        assert_eq!(
+            p.expire_names(1_000 + hour, hour as u64, active).unwrap(),
+            [] as [i64; 0],
+            "none idle for the whole expiration yet"
+        );
+        let expired = p.expire_names(2_000 + hour, hour as u64, active).unwrap();
+        assert_eq!(expired, [idle.producer_id]);
+        assert_eq!(p.named().len(), 2);
+        drop(p);
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(p.named().len(), 2, "forgotten on disk");
+        let again = p.init_at(Some("idle"), 3_000 + hour).unwrap();
+        assert_eq!(again.epoch, 0);
+        assert!(![idle, writing, fresh]
+            .iter()
+            .any(|i| i.producer_id == again.producer_id));
+        assert_eq!(p.init_at(Some("fresh"), 3_000 + hour).unwrap().epoch, 2);
+    }
+
+    /// A registry written by an earlier build has no initialisation times: its names count
+    /// from when it is opened.
+    #[test]
+    fn names_of_an_older_registry_count_from_its_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("producers.toml"),
+            "next_id = 3\n[named]\nold = [2, 4]\n",
+        )
+        .unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        let now = crate::storage::now_ms();
+        let day = 86_400_000;
+        assert!(p.expire_names(now, day, |_| false).unwrap().is_empty());
+        assert_eq!(
+            p.expire_names(now + 2 * day as i64, day, |_| false)
+                .unwrap(),
+            [2]
+        );
     }
 }

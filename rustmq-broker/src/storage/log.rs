@@ -227,6 +227,19 @@ impl PartitionLog {
         self.appender.lock().fence(producer_id, epoch);
     }
 
+    /// Undoes [`fence_producer`](Self::fence_producer): `producer_id`'s name was forgotten, so
+    /// its epoch is no longer kept here for its own sake, and its sequences are forgotten once
+    /// it has been idle for `producer_id_expiration_ms`, as any producer's.
+    pub fn unpin_producer(&self, producer_id: i64) {
+        self.appender.lock().unpin(producer_id);
+    }
+
+    /// Whether `producer_id` wrote to this partition at or after `since` (the broker's clock,
+    /// ms; producers found when the log was opened count as writing then).
+    pub fn producer_active_since(&self, producer_id: i64, since: i64) -> bool {
+        self.appender.lock().active_since(producer_id, since)
+    }
+
     /// Refuses every batch of `producer_id` on this partition from now on, whatever its epoch
     /// (its name used every epoch and moved to a new id); under the append lock, as
     /// [`fence_producer`](Self::fence_producer).

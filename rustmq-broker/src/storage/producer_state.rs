@@ -239,6 +239,27 @@ impl ProducerTable {
         }
     }
 
+    /// Undoes [`fence`](Self::fence) for a named producer whose name was forgotten: its epoch
+    /// is no longer kept where it has not written, and its entry is forgotten like any other
+    /// once it has been idle for the expiration.
+    pub(crate) fn unpin(&mut self, producer_id: i64) {
+        self.fenced.remove(&producer_id);
+        if let Some(entry) = self.producers.get_mut(&producer_id) {
+            if entry.pinned {
+                entry.pinned = false;
+                self.earliest_active = self.earliest_active.min(entry.last_active);
+            }
+        }
+    }
+
+    /// Whether `producer_id` wrote at or after `since` (the broker's clock, ms; a producer
+    /// replayed when the log was opened counts as writing then).
+    pub(crate) fn active_since(&self, producer_id: i64, since: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|entry| entry.last_active >= since)
+    }
+
     /// Refuses every batch of `producer_id` from now on, whatever its epoch (its name moved to a
     /// new id), and forgets its sequences.
     pub(crate) fn retire(&mut self, producer_id: i64) {
@@ -644,6 +665,23 @@ mod tests {
         assert_eq!(t.expire(2_100, 1_000), 0);
         assert_eq!(t.len(), 1);
         assert_eq!(t.expire(2_126, 1_000), 1);
+        assert_eq!(t.len(), 0);
+    }
+    /// A named producer whose name was forgotten: its fence-only epoch goes, and its entry is
+    /// forgotten at the next expiry like any idle producer's (a pinned one is kept).
+    #[test]
+    fn an_unpinned_producer_expires_like_any_other() {
+        let mut t = ProducerTable::default();
+        t.record(&header(1, 0, 0, 1), 0, 1_000);
+        t.fence(1, 0);
+        t.fence(2, 3);
+        assert_eq!(t.expire(1_000_000, 1_000), 0, "pinned");
+        assert!(t.active_since(1, 1_000) && !t.active_since(1, 1_001) && !t.active_since(2, 0));
+        t.unpin(2);
+        assert_eq!(t.len(), 1, "the fence-only epoch is gone");
+        t.unpin(1);
+        // At the next walk (at most eight per expiration).
+        assert_eq!(t.expire(1_001_000, 1_000), 1);
         assert_eq!(t.len(), 0);
     }
 }

@@ -336,3 +336,60 @@ async fn a_named_producer_out_of_epochs_moves_to_a_new_id_and_the_old_is_refused
     let client = broker.client().await.unwrap();
     refused_as_fenced(&client, "outputs", idempotent(0, i16::MAX)).await;
 }
+
+/// A producer name that has not been initialised, nor written, for
+/// `log.named_producer_expiration_ms` is forgotten by a retention pass, on disk too: its next
+/// initialisation is a new id at epoch 0, and the old id's instance is no longer fenced (as in
+/// Kafka after `transactional.id.expiration.ms`). Within the expiration nothing changes.
+#[tokio::test]
+async fn an_idle_producer_name_is_forgotten_at_a_retention_pass() {
+    let hour = 3_600_000;
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.log.named_producer_expiration_ms = hour;
+    let mut broker = TestBroker::start_with(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("named", 1).await.unwrap();
+    let first = init_named(&client, "short-lived").await;
+    produce(
+        &client,
+        "named",
+        0,
+        idempotent(first.producer_id, first.epoch),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let handle = broker.handle().unwrap();
+    handle.run_retention_at(now + hour as i64 / 2);
+    let second = init_named(&client, "short-lived").await;
+    assert_eq!(
+        (second.producer_id, second.epoch),
+        (first.producer_id, first.epoch + 1),
+        "kept within the expiration"
+    );
+    refused_as_fenced(&client, "named", idempotent(first.producer_id, first.epoch)).await;
+
+    handle.run_retention_at(now + 2 * hour as i64);
+    let old = produce(
+        &client,
+        "named",
+        0,
+        idempotent(first.producer_id, first.epoch),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !old.duplicate,
+        "the forgotten id is a producer like any other"
+    );
+    tests::restart_broker(&mut broker).await;
+    let client = broker.client().await.unwrap();
+    let third = init_named(&client, "short-lived").await;
+    assert_eq!(third.epoch, 0, "a new name's first epoch");
+    assert_ne!(third.producer_id, first.producer_id);
+}
