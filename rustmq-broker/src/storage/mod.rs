@@ -24,7 +24,7 @@
 //!  dir/00000000000000000000.log        batches, back to back
 //!     /00000000000000000000.index      (relative offset u32, file position u32), every ~4 KiB
 //!     /00000000000000000000.timeindex  (running max timestamp i64, relative offset u32)
-//!     /00000000000000004096.snapshot   the producer table as of offset 4096 (written by the roll)
+//!     /00000000000000004096.snapshot   the producer table as of offset 4096 (by a roll or a close)
 //!     /00000000000000004096.log        ... the last segment is the active one
 //!     /clean-shutdown                  left by a clean close, taken by the next open
 //!     /log-start-offset                where retention last moved the log start (decimal)
@@ -34,7 +34,8 @@
 //! ```
 //!
 //! Recovery on [`PartitionLog::open`] verifies every batch of the last segment (header, offsets,
-//! CRC) and truncates a torn tail; older segments were synced when they were rolled. The
+//! CRC) and truncates a torn tail, unless a clean close left its marker; older segments were
+//! synced when they were rolled. The
 //! idempotent producer table is loaded from the latest producer snapshot (one per roll) and
 //! replayed from the batch headers after it; the sealed segments below that snapshot are opened
 //! from their index files, reading only their batches after the last index entry. After a clean

@@ -2,7 +2,8 @@
 //!
 //! A crash can tear only the last segment: older ones were synced before the roll that sealed
 //! them. So the last segment is verified batch by batch (header, offsets, CRC) and truncated at
-//! the first bad byte. The idempotent producer table comes from the latest producer snapshot
+//! the first bad byte, unless a clean close left its marker: the segment is then as the close
+//! synced it, and only its batches after its last index entry are checked. The idempotent producer table comes from the latest producer snapshot
 //! and the batch headers after it; sealed segments below that snapshot are opened from their
 //! index files, and the ones after it have their headers walked (which yields their indexes on
 //! the way).
@@ -33,7 +34,8 @@ use super::{LogConfig, PartitionLog, StorageError};
 pub(crate) struct Opened {
     /// Segments whose batches were walked (verified, or headers only).
     pub(crate) scanned: u32,
-    /// Sealed segments opened from their index files.
+    /// Segments opened from their index files (the active one too after a clean close, or
+    /// an empty active one then, which has nothing to read).
     pub(crate) indexed: u32,
 }
 
@@ -58,7 +60,9 @@ impl PartitionLog {
     /// Opens (creating if needed) the partition directory and recovers it.
     ///
     /// The last segment is verified batch by batch (header, offsets, CRC) and truncated at the
-    /// first incomplete or invalid batch, the signature of a write torn by a crash. Older
+    /// first incomplete or invalid batch, the signature of a write torn by a crash; after a
+    /// clean close ([`close`](Self::close)) it is opened from its index files instead (only
+    /// its batches after the last index entry are checked) and nothing is replayed. Older
     /// segments were synced when they were rolled. The idempotent producer table is loaded from
     /// the latest producer snapshot that fits the segments (the roll that sealed the segment
     /// before it wrote it) and rebuilt from the batch headers after it: the sealed segments
@@ -271,7 +275,12 @@ impl PartitionLog {
         // machine crash) or truncated the file: make both durable before building on them.
         active.file.sync_data()?;
         if active.size() > 0 {
-            active.set_first_append_ms(first_append_estimate(&active.file));
+            // The close knew it; else an estimate.
+            let first_append = match clean {
+                Some(c) if c.first_append_ms != i64::MAX => c.first_append_ms,
+                _ => first_append_estimate(&active.file),
+            };
+            active.set_first_append_ms(first_append);
         }
         let high_watermark = active.next_offset();
         maintenance.durable_start = recorded_start.unwrap_or(0).max(segments[0].base_offset);
@@ -442,10 +451,17 @@ mod tests {
     #[test]
     fn corrupt_last_batch_is_truncated_on_open() {
         let last_len = batch("b19", 4, 1_190).len() as u64;
-        // In the records (CRC), in the header (CRC) and in base_offset (outside the CRC).
-        for from_end in [1, last_len - 20, last_len - 3] {
+        // In the records (CRC), in the header (CRC) and in base_offset (outside the CRC); after
+        // a clean close (its marker vouches for the length, not the bytes) and after a crash.
+        for (from_end, marker) in [1, last_len - 20, last_len - 3]
+            .into_iter()
+            .flat_map(|at| [(at, true), (at, false)])
+        {
             let dir = tempfile::tempdir().unwrap();
             let (infos, path) = log_with_tail(dir.path());
+            if !marker {
+                std::fs::remove_file(dir.path().join(snapshot::CLEAN_SHUTDOWN)).unwrap();
+            }
             let mut bytes = std::fs::read(&path).unwrap();
             let at = bytes.len() - from_end as usize;
             bytes[at] ^= 0x40;
@@ -766,6 +782,134 @@ mod tests {
                 "producer 1's batch at {offset}"
             );
         }
+    }
+
+    /// The clean path's edge cases: a marker whose snapshot is gone, or whose end does not
+    /// match the segment, or index files older than the marker, are not trusted, and the open
+    /// recovers the active segment as after a crash; an empty active segment (a roll that no
+    /// batch followed) opens without reading; a retired log's close leaves no marker.
+    #[test]
+    fn the_clean_path_trusts_only_a_marker_that_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        let last = fill_from_producers(&log, 60, 9);
+        let end = log.high_watermark();
+        log.close().unwrap();
+        drop(log);
+        for damage in ["no snapshot", "another end"] {
+            let clean = snapshot::take_clean(dir.path()).unwrap().unwrap();
+            match damage {
+                "no snapshot" => {
+                    snapshot::write_clean(dir.path(), clean).unwrap();
+                    std::fs::rename(
+                        segment_path(dir.path(), end, snapshot::SNAPSHOT_EXT),
+                        dir.path().join("aside"),
+                    )
+                    .unwrap();
+                }
+                _ => {
+                    // With a snapshot there, so that only the segment's end disagrees.
+                    snapshot::write(dir.path(), end + 1, &ProducerTable::default()).unwrap();
+                    snapshot::write_clean(
+                        dir.path(),
+                        snapshot::CleanShutdown {
+                            next_offset: end + 1,
+                            ..clean
+                        },
+                    )
+                    .unwrap();
+                }
+            }
+            let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+            assert!(opened().scanned >= 1, "{damage}: recovered");
+            assert_eq!(log.high_watermark(), end, "{damage}");
+            assert_producers_and_records(&log, &last);
+            log.close().unwrap();
+            drop(log);
+            if damage == "no snapshot" {
+                std::fs::rename(
+                    dir.path().join("aside"),
+                    segment_path(dir.path(), end, snapshot::SNAPSHOT_EXT),
+                )
+                .unwrap();
+            } else {
+                std::fs::remove_file(segment_path(dir.path(), end + 1, snapshot::SNAPSHOT_EXT))
+                    .unwrap();
+            }
+        }
+
+        // Index files of an earlier close of the same segment beside the marker of the last
+        // one (renames reach the disk in any order): the batches after their last entry are
+        // more than an index interval, where the index has no entry, and the open does not
+        // trust them (the later batches are stamped earlier, so the largest timestamp fits).
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        // In a new segment, with room for all of them.
+        let active = log.active();
+        {
+            let producers = log.appender.lock();
+            log.roll(&active, &producers).unwrap();
+        }
+        let segments = log.segment_count();
+        for i in 0..3 {
+            log.append(batch(&format!("a{i}"), 1, 50_000 + i)).unwrap();
+        }
+        log.close().unwrap();
+        let active = log.active().base_offset;
+        let files = ["index", "timeindex"].map(|ext| segment_path(dir.path(), active, ext));
+        let earlier = files.clone().map(|f| std::fs::read(f).unwrap());
+        assert!(
+            !earlier[0].is_empty(),
+            "an index entry in the earlier files"
+        );
+        for i in 0..3 {
+            log.append(batch(&format!("b{i}"), 1, 5_000 + i)).unwrap();
+        }
+        assert_eq!(log.segment_count(), segments, "no roll");
+        log.close().unwrap();
+        drop(log);
+        for (file, bytes) in files.iter().zip(&earlier) {
+            std::fs::write(file, bytes).unwrap();
+        }
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        assert_eq!(opened().scanned, 1, "the active segment recovered");
+        let described = describe(&log);
+        drop(log);
+        let walked = PartitionLog::open_from(dir.path(), small_config(600), None, false).unwrap();
+        assert_eq!(describe(&walked), described);
+        drop(walked);
+
+        // A roll without a batch after it: the active segment is empty.
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        let end = log.high_watermark();
+        let active = log.active();
+        {
+            let producers = log.appender.lock();
+            log.roll(&active, &producers).unwrap();
+        }
+        let segments = log.segment_count();
+        log.close().unwrap();
+        drop(log);
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        assert_eq!(
+            opened(),
+            Opened {
+                scanned: 0,
+                indexed: segments
+            }
+        );
+        assert_eq!((log.active().base_offset, log.high_watermark()), (end, end));
+        assert_producers_and_records(&log, &last);
+        log.close().unwrap();
+        drop(log);
+
+        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+        assert!(!dir.path().join(snapshot::CLEAN_SHUTDOWN).exists());
+        log.retire();
+        log.close().unwrap();
+        assert!(
+            !dir.path().join(snapshot::CLEAN_SHUTDOWN).exists(),
+            "a retired log writes nothing"
+        );
     }
 
     /// The log stays usable after `close`; a batch appended after it makes the close's marker

@@ -304,12 +304,15 @@ impl Segment {
 
     /// Opens a segment from its index files without scanning it: only the batches after the
     /// last offset index entry are read (at most about `index_interval` bytes and one batch,
-    /// and checked whole, CRC included), to find its end, its latest batches and to check that
-    /// the files describe this segment.
-    /// `None` when they are missing or do not fit it (the caller then scans it). Used for the
-    /// sealed segments below the latest producer snapshot, where the open needs no batch
-    /// header, and for the active one (`writable`) after a clean close. The metadata is what a
-    /// scan would have built, so appends to the active segment go on as before the close.
+    /// and checked whole, CRC included), to find its end and its latest batches, and to check
+    /// that the files end as this segment does (no index entry missing there, the largest
+    /// timestamp no lower than theirs); the entries before are trusted. `None` when the files
+    /// are missing or do not fit (the caller then scans it). Used for the sealed segments below
+    /// the latest producer snapshot, where the open needs no batch header, and for the active
+    /// one (`writable`) after a clean close. The indexes, size, end and largest timestamp are
+    /// what a scan would have built, so appends to the active segment go on as before the
+    /// close; the ring of latest batches holds only the batches walked, and when the first
+    /// batch was appended is left unknown (the caller sets it).
     pub(crate) fn open_indexed(
         dir: &Path,
         base_offset: u64,
@@ -366,6 +369,11 @@ impl Segment {
             ) else {
                 return Ok(None);
             };
+            if meta.bytes_since_index >= meta.index_interval {
+                // A scan would have put an index entry at this batch: the index file is of an
+                // earlier state of the segment (or of another `index_interval_bytes`).
+                return Ok(None);
+            }
             tail_max = tail_max.max(header.max_timestamp);
             meta.recent.push(relative, position);
             meta.bytes_since_index += header.total_len() as u64;
@@ -441,7 +449,6 @@ impl Segment {
     }
 
     /// When the first batch was appended (`i64::MAX` while unknown).
-    #[cfg(test)]
     pub(crate) fn first_append_ms(&self) -> i64 {
         self.meta.read().first_append_ms
     }

@@ -138,28 +138,46 @@ pub(crate) fn remove(dir: &Path, unwanted: impl Fn(u64) -> bool) -> io::Result<(
     Ok(())
 }
 
+/// Removes the snapshots in `dir` below the latest one at or below `offset` (none when there is
+/// no such one).
+pub(crate) fn remove_below_latest_at(dir: &Path, offset: u64) -> io::Result<()> {
+    let offsets = list(dir)?;
+    let Some(&keep) = offsets.iter().rev().find(|&&o| o <= offset) else {
+        return Ok(());
+    };
+    remove(dir, |o| o < keep)
+}
+
 /// The marker a clean close leaves: the log ended at `next_offset`, its active segment (based
 /// at `active_base`) was `active_size` bytes long, synced, with its index files written, and a
-/// snapshot at `next_offset` holds the producers. The next open then reads no batch but the
-/// last few of each segment; it removes the marker first, so that a crash after it appended
-/// leaves none behind.
+/// snapshot at `next_offset` holds the producers; its first batch was appended at
+/// `first_append_ms` (the broker's clock, for the time-based roll). The next open then reads no
+/// batch but the last few of each segment; it removes the marker first, so that a crash after
+/// it appended leaves none behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CleanShutdown {
     pub(crate) active_base: u64,
     pub(crate) active_size: u64,
     pub(crate) next_offset: u64,
+    pub(crate) first_append_ms: i64,
 }
 
 /// The marker's file in the partition directory.
 pub(crate) const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 const CLEAN_MAGIC: &[u8; 8] = b"RMQCLEAN";
-const CLEAN_LEN: usize = 8 + 3 * 8 + 4;
+const CLEAN_LEN: usize = 8 + 4 * 8 + 4;
 
 /// Writes the clean-shutdown marker (atomically, synced; the caller syncs the directory).
 pub(crate) fn write_clean(dir: &Path, clean: CleanShutdown) -> io::Result<()> {
     let mut out = Vec::with_capacity(CLEAN_LEN);
     out.extend_from_slice(CLEAN_MAGIC);
-    for field in [clean.active_base, clean.active_size, clean.next_offset] {
+    let first_append = clean.first_append_ms as u64;
+    for field in [
+        clean.active_base,
+        clean.active_size,
+        clean.next_offset,
+        first_append,
+    ] {
         out.extend_from_slice(&field.to_be_bytes());
     }
     let crc = crc32c::crc32c(&out);
@@ -189,6 +207,7 @@ pub(crate) fn take_clean(dir: &Path) -> io::Result<Option<CleanShutdown>> {
         active_base: field(0),
         active_size: field(1),
         next_offset: field(2),
+        first_append_ms: field(3) as i64,
     }))
 }
 
@@ -283,8 +302,16 @@ mod tests {
             write(dir.path(), offset, &ProducerTable::default()).unwrap();
         }
         assert_eq!(list(dir.path()).unwrap(), [1, 5, 7, 9]);
-        remove(dir.path(), |o| o < 7).unwrap();
-        assert_eq!(list(dir.path()).unwrap(), [7, 9]);
+        remove(dir.path(), |o| o < 5).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), [5, 7, 9]);
+        remove_below_latest_at(dir.path(), 8).unwrap();
+        assert_eq!(
+            list(dir.path()).unwrap(),
+            [7, 9],
+            "the latest at or below 8 is kept"
+        );
+        remove_below_latest_at(dir.path(), 6).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), [7, 9], "none at or below 6");
     }
 
     #[test]
@@ -295,6 +322,7 @@ mod tests {
             active_base: 40,
             active_size: 4_000,
             next_offset: 77,
+            first_append_ms: -5,
         };
         write_clean(dir.path(), clean).unwrap();
         assert_eq!(take_clean(dir.path()).unwrap(), Some(clean));

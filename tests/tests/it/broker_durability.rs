@@ -338,8 +338,12 @@ async fn a_restart_keeps_producers_and_timestamps_of_sealed_segments() {
         .unwrap();
     }
     let before = fetch_all(&client, "sealed", 0, 0).await.1;
-    broker.restart().await.unwrap();
+    broker.stop().await;
     let dir = broker.data_dir().join("topics/sealed/0");
+    let marker = dir.join("clean-shutdown");
+    assert!(marker.exists(), "the clean stop's marker");
+    broker.restart().await.unwrap();
+    assert!(!marker.exists(), "taken by the open");
     let files = |ext: &str| {
         std::fs::read_dir(&dir)
             .unwrap()
