@@ -259,9 +259,11 @@ impl BrokerHandle {
     }
 
     /// Runs a retention pass now, as the periodic one does (`log.retention_check_interval`),
-    /// but as if the broker's clock read `now_ms` (ms since the Unix epoch): for tests and
-    /// tools that check what retention and the expiries of producers and producer names do
-    /// without waiting for them. Blocks on the disk.
+    /// but as if the broker's clock read `now_ms` (ms since the Unix epoch): for tests that
+    /// check what retention and the expiries of producers and producer names do without
+    /// waiting for them. With a future `now_ms` it deletes and forgets what the pass at that
+    /// time would: not for use on data that matters. Blocks on the disk.
+    #[doc(hidden)]
     pub fn run_retention_at(&self, now_ms: i64) {
         self.core.apply_retention_at(now_ms);
     }

@@ -555,6 +555,15 @@ impl Core {
                 ),
             ));
         }
+        if header.is_idempotent() && self.producer_ids.forgotten(header.producer_id) {
+            return Err(BrokerError::new(
+                ErrorCode::UnknownProducer,
+                format!(
+                    "producer id {} belonged to a producer name forgotten after it was idle for log.named_producer_expiration_ms (InitProducer again)",
+                    header.producer_id
+                ),
+            ));
+        }
         let records = u64::from(header.record_count);
         let context = || format!("produce to {}/{}", r.topic, r.partition);
         // Appended here unless it has to wait for the disk (a segment roll syncs the sealed
@@ -718,24 +727,26 @@ impl Core {
         }
         let expiration = self.config.log.named_producer_expiration_ms;
         let since = now.saturating_sub(i64::try_from(expiration).unwrap_or(i64::MAX));
-        let logs = self.topics.all_logs();
-        let expired = self.producer_ids.expire_names(now, expiration, |id| {
-            logs.iter().any(|log| log.producer_active_since(id, since))
-        });
-        match expired {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(count = ids.len(), "forgot idle producer names");
-                // Every partition now, those of topics created meanwhile included (a topic
-                // created from here on is fenced only with the names left).
-                for log in self.topics.all_logs() {
-                    for &id in &ids {
-                        log.unpin_producer(id);
+        // No topic is created meanwhile: one fenced with a name that is then forgotten would
+        // keep its epoch until a restart.
+        self.topics.without_changes(|| {
+            let logs = self.topics.all_logs();
+            let expired = self.producer_ids.expire_names(now, expiration, |id| {
+                logs.iter().any(|log| log.producer_active_since(id, since))
+            });
+            match expired {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::info!(count = ids.len(), "forgot idle producer names");
+                    for log in &logs {
+                        for &id in &ids {
+                            log.unpin_producer(id);
+                        }
                     }
                 }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not forget idle producer names"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not forget idle producer names"),
-        }
+        });
     }
 
     /// Forces every partition to disk.

@@ -11,14 +11,15 @@
 //! Kafka's `transactional.id.expiration.ms`) and whose id has not written to any partition for
 //! as long is forgotten ([`ProducerIds::expire_names`]), so that names that come and go (one
 //! per deployment, say) do not stay in every partition's producer table for good. Its next
-//! initialisation gets a new id at epoch 0, as a new name does; an instance of the forgotten
-//! name that comes back is no longer fenced, as in Kafka after the expiration.
+//! initialisation gets a new id at epoch 0, as a new name does, and the old id is refused
+//! broker-wide ([`ProducerIds::forgotten`]: an instance that comes back after so long must
+//! initialise again, as Kafka answers it `INVALID_PRODUCER_ID_MAPPING`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
@@ -32,9 +33,12 @@ struct State {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     retired: BTreeSet<i64>,
     /// When each name was last initialised (the broker's clock, ms). A name missing here (a
-    /// file of an earlier build) counts from when the registry was opened.
+    /// file of an earlier build) counts from when the registry was first opened by this build.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     initialised_at: BTreeMap<String, i64>,
+    /// Ids of names that were forgotten: refused broker-wide (8 bytes each, never removed).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    forgotten: BTreeSet<i64>,
 }
 
 /// Hands out producer ids; every allocation is on disk before it is answered.
@@ -45,6 +49,10 @@ pub struct ProducerIds {
     /// `state.next_id` as last stored: every id below it was handed out (read per idempotent
     /// batch without the lock).
     issued: AtomicI64,
+    /// `state.forgotten`, read per idempotent batch (without the registry's lock, which an
+    /// initialisation holds across its fsync) when `any_forgotten`.
+    forgotten: RwLock<HashSet<i64>>,
+    any_forgotten: AtomicBool,
 }
 
 /// What an initialisation handed out.
@@ -73,22 +81,39 @@ impl ProducerIds {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(BrokerError::io("read producers.toml", e)),
         };
-        let mut state = state;
         let opened_at = crate::storage::now_ms();
+        let mut next = state.clone();
+        for name in next.named.keys() {
+            next.initialised_at.entry(name.clone()).or_insert(opened_at);
+        }
         let State {
             named,
             initialised_at,
             ..
-        } = &mut state;
-        for name in named.keys() {
-            initialised_at.entry(name.clone()).or_insert(opened_at);
-        }
+        } = &mut next;
         initialised_at.retain(|name, _| named.contains_key(name));
-        Ok(Self {
+        let ids = Self {
             path,
             issued: AtomicI64::new(state.next_id),
+            forgotten: RwLock::new(state.forgotten.iter().copied().collect()),
+            any_forgotten: AtomicBool::new(!state.forgotten.is_empty()),
             state: Mutex::new(state),
-        })
+        };
+        // Names of a file of an earlier build get their time on disk now, or every start
+        // would restart their clock.
+        let mut state = ids.state.lock();
+        if next.initialised_at != state.initialised_at {
+            ids.store(&mut state, next)?;
+        }
+        drop(state);
+        Ok(ids)
+    }
+
+    /// Whether `producer_id` belonged to a name that was forgotten after it was idle for the
+    /// expiration ([`expire_names`](Self::expire_names)): its batches are refused, and its
+    /// instance must initialise again.
+    pub fn forgotten(&self, producer_id: i64) -> bool {
+        self.any_forgotten.load(Ordering::Acquire) && self.forgotten.read().contains(&producer_id)
     }
 
     /// The ids retired by their names (each had used every epoch and moved to a new id).
@@ -173,8 +198,9 @@ impl ProducerIds {
 
     /// Forgets the names last initialised more than `expiration_ms` before `now` (the broker's
     /// clock, ms) whose id `active` says has not written since then either; returns their ids,
-    /// which the caller unpins in every partition (`PartitionLog::unpin_producer`). On disk
-    /// before it returns; nothing is forgotten when the write fails.
+    /// which are refused from now on ([`forgotten`](Self::forgotten)) and which the caller
+    /// unpins in every partition (`PartitionLog::unpin_producer`). On disk before it returns;
+    /// nothing is forgotten when the write fails.
     ///
     /// Holds the registry while `active` runs, so that an initialisation of one of these names
     /// waits, and then makes a new id.
@@ -202,12 +228,16 @@ impl ProducerIds {
             return Ok(Vec::new());
         }
         let mut next = state.clone();
-        for (name, _) in &expired {
+        for (name, id) in &expired {
             next.named.remove(name);
             next.initialised_at.remove(name);
+            next.forgotten.insert(*id);
         }
         self.store(&mut state, next)?;
-        Ok(expired.into_iter().map(|(_, id)| id).collect())
+        let ids: Vec<i64> = expired.into_iter().map(|(_, id)| id).collect();
+        self.forgotten.write().extend(ids.iter().copied());
+        self.any_forgotten.store(true, Ordering::Release);
+        Ok(ids)
     }
 }
 
@@ -314,11 +344,22 @@ mod tests {
         let p = ProducerIds::open(dir.path()).unwrap();
         let now = crate::storage::now_ms();
         let day = 86_400_000;
+        let text = std::fs::read_to_string(dir.path().join("producers.toml")).unwrap();
+        assert!(
+            text.contains("[initialised_at]"),
+            "written at the first open, so that later ones do not restart the clock: {text}"
+        );
         assert!(p.expire_names(now, day, |_| false).unwrap().is_empty());
         assert_eq!(
             p.expire_names(now + 2 * day as i64, day, |_| false)
                 .unwrap(),
             [2]
+        );
+        assert!(p.forgotten(2) && !p.forgotten(1));
+        drop(p);
+        assert!(
+            ProducerIds::open(dir.path()).unwrap().forgotten(2),
+            "on disk"
         );
     }
 }

@@ -223,6 +223,12 @@ impl TopicManager {
         self.create_with(name, partitions, settings, |_| {})
     }
 
+    /// Runs `f` while no topic is created or deleted (`f` must not create or delete one).
+    pub(crate) fn without_changes<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _changing = self.changes.lock();
+        f()
+    }
+
     /// [`create`](Self::create), with `prepare` run on the new topic before any request can
     /// reach it (before it is in the topic map).
     pub fn create_with(

@@ -305,12 +305,13 @@ impl ProducerTable {
         8 + self
             .producers
             .values()
-            .map(|e| 15 + 16 * usize::from(e.recent.len))
+            .map(|e| 23 + 16 * usize::from(e.recent.len))
             .sum::<usize>()
     }
 
     /// The producers' sequence state, for a snapshot file (see [`super::snapshot`]): each
-    /// producer's epoch, last sequence and recent batches, oldest first. Fenced-only and
+    /// producer's epoch, last sequence, last write (the broker's clock) and recent batches,
+    /// oldest first. Fenced-only and
     /// retired ids are left out (the broker fences and retires them again from its registry
     /// of named producers at startup), and so is whether a producer is pinned (that fence
     /// pins it again).
@@ -320,6 +321,7 @@ impl ProducerTable {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.last_seq.to_be_bytes());
+            out.extend_from_slice(&entry.last_active.to_be_bytes());
             let recent = &entry.recent;
             out.push(recent.len);
             // Oldest first: from `next` once the ring is full, else from the start.
@@ -338,16 +340,18 @@ impl ProducerTable {
     }
 
     /// The table [`encode_entries`](Self::encode_entries) wrote, read from `r`; its producers
-    /// count as active at `now` (the broker's clock, ms), as replayed ones do.
+    /// were last active when they last wrote before the snapshot (so that a restart does not
+    /// restart their expiration), but not after `now` (the broker's clock, ms: a clock set
+    /// back since).
     pub(crate) fn decode_entries(
         r: &mut rustmq_protocol::codec::Reader,
         now: i64,
     ) -> Result<Self, &'static str> {
         let count = r.u64().map_err(|_| "truncated")?;
         let mut table = Self::default();
-        // Every entry takes at least 15 bytes: a count beyond what remains is corrupt, and
+        // Every entry takes at least 23 bytes: a count beyond what remains is corrupt, and
         // reserving for it could exhaust memory.
-        if count > (r.remaining() / 15) as u64 {
+        if count > (r.remaining() / 23) as u64 {
             return Err("producer count larger than the file");
         }
         table.producers.reserve(count as usize);
@@ -356,6 +360,7 @@ impl ProducerTable {
                 let id = r.i64()?;
                 let epoch = r.i16()?;
                 let last_seq = r.i32()?;
+                let last_active = r.i64()?;
                 let len = r.u8()?;
                 if usize::from(len) > RECENT_BATCHES {
                     return Ok(None);
@@ -368,24 +373,22 @@ impl ProducerTable {
                         base_offset: r.u64()?,
                     });
                 }
-                Ok(Some((id, epoch, last_seq, recent)))
+                Ok(Some((id, epoch, last_seq, last_active, recent)))
             };
-            let (id, epoch, last_seq, recent) = read(r)
+            let (id, epoch, last_seq, last_active, recent) = read(r)
                 .map_err(|_| "truncated")?
                 .ok_or("more recent batches than a producer keeps")?;
             let entry = ProducerEntry {
                 epoch,
                 last_seq,
                 pinned: false,
-                last_active: now,
+                last_active: last_active.min(now),
                 recent,
             };
+            table.earliest_active = table.earliest_active.min(entry.last_active);
             if table.producers.insert(id, entry).is_some() {
                 return Err("a producer id appears twice");
             }
-        }
-        if !table.producers.is_empty() {
-            table.earliest_active = now;
         }
         Ok(table)
     }

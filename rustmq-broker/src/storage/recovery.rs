@@ -127,7 +127,8 @@ impl PartitionLog {
         let interval = config.index_interval_bytes;
         // Replayed producers count as active now: how long they were idle before the open is
         // not known (record timestamps are the producers' own), so they expire a full
-        // `producer_id_expiration_ms` later at the earliest.
+        // `producer_id_expiration_ms` later at the earliest. Those of a snapshot keep the time
+        // of their last write before it.
         let opened_at = now_ms();
         // A snapshot at the base of a segment up to the last one holding data: the batches
         // before it are in it. One at a later, empty segment is of a roll that no batch

@@ -20,8 +20,8 @@
 //! `dir/{offset:020}.snapshot`, big-endian:
 //!
 //! ```text
-//! magic "RMQPSNP1" | offset u64 | producer count u64
-//!   | per producer: id i64 | epoch i16 | last sequence i32 | n u8
+//! magic "RMQPSNP2" | offset u64 | producer count u64
+//!   | per producer: id i64 | epoch i16 | last sequence i32 | last write (ms) i64 | n u8
 //!                   | n x (first sequence i32 | last sequence i32 | base offset u64)
 //! | crc32c u32 of everything before it
 //! ```
@@ -39,7 +39,7 @@ use super::producer_state::ProducerTable;
 use super::segment::segment_path;
 
 pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
-const MAGIC: &[u8; 8] = b"RMQPSNP1";
+const MAGIC: &[u8; 8] = b"RMQPSNP2";
 /// Magic, offset and count before the entries, the CRC after them.
 const FRAME_LEN: usize = 8 + 8 + 8 + 4;
 
@@ -245,6 +245,10 @@ mod tests {
         let (offset, back) = load_latest(dir.path(), 77, |_| true).unwrap().unwrap();
         assert_eq!(offset, 42);
         assert_eq!(back.len(), 3);
+        // Last written at 5, not at the load (77): their expiration goes on from there.
+        assert!(back.active_since(1, 5) && !back.active_since(1, 6));
+        let (_, clock_back) = load_latest(dir.path(), 3, |_| true).unwrap().unwrap();
+        assert!(clock_back.active_since(1, 3) && !clock_back.active_since(1, 4));
         // Every recent batch is still a duplicate, with its offset; what came before the ring
         // and what did not happen are not.
         for i in 2..7 {
@@ -268,6 +272,8 @@ mod tests {
             back.check(&header((3, 8, 0), 1)),
             Err(StorageError::InvalidProducerEpoch { current: 9, .. })
         ));
+        let mut back = back;
+        assert_eq!(back.expire(1_005, 500), 3, "idle since 5, past 500 ms");
     }
 
     #[test]

@@ -339,8 +339,9 @@ async fn a_named_producer_out_of_epochs_moves_to_a_new_id_and_the_old_is_refused
 
 /// A producer name that has not been initialised, nor written, for
 /// `log.named_producer_expiration_ms` is forgotten by a retention pass, on disk too: its next
-/// initialisation is a new id at epoch 0, and the old id's instance is no longer fenced (as in
-/// Kafka after `transactional.id.expiration.ms`). Within the expiration nothing changes.
+/// initialisation is a new id at epoch 0, and the old id is refused broker-wide (an instance
+/// stalled that long must initialise again, as Kafka's is answered
+/// `INVALID_PRODUCER_ID_MAPPING`). Within the expiration nothing changes.
 #[tokio::test]
 async fn an_idle_producer_name_is_forgotten_at_a_retention_pass() {
     let hour = 3_600_000;
@@ -359,10 +360,7 @@ async fn an_idle_producer_name_is_forgotten_at_a_retention_pass() {
     )
     .await
     .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     let handle = broker.handle().unwrap();
     handle.run_retention_at(now + hour as i64 / 2);
     let second = init_named(&client, "short-lived").await;
@@ -374,22 +372,88 @@ async fn an_idle_producer_name_is_forgotten_at_a_retention_pass() {
     refused_as_fenced(&client, "named", idempotent(first.producer_id, first.epoch)).await;
 
     handle.run_retention_at(now + 2 * hour as i64);
-    let old = produce(
-        &client,
-        "named",
-        0,
-        idempotent(first.producer_id, first.epoch),
-        Acks::Leader,
-    )
-    .await
-    .unwrap();
-    assert!(
-        !old.duplicate,
-        "the forgotten id is a producer like any other"
-    );
-    tests::restart_broker(&mut broker).await;
+    for restarted in [false, true] {
+        if restarted {
+            tests::restart_broker(&mut broker).await;
+        }
+        let client = broker.client().await.unwrap();
+        let stale = produce(
+            &client,
+            "named",
+            0,
+            idempotent(first.producer_id, second.epoch),
+            Acks::Leader,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            stale.error_code(),
+            Some(ErrorCode::UnknownProducer),
+            "restarted: {restarted}: {stale}"
+        );
+    }
     let client = broker.client().await.unwrap();
     let third = init_named(&client, "short-lived").await;
     assert_eq!(third.epoch, 0, "a new name's first epoch");
     assert_ne!(third.producer_id, first.producer_id);
+}
+
+/// The broker's clock, ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A name initialised long ago is kept while its id writes: the pass asks every partition
+/// when it last wrote, and a restart does not make it active again (the partition's producer
+/// snapshot keeps when it last wrote).
+#[tokio::test]
+async fn a_producer_name_that_writes_is_kept() {
+    let hour = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    // A registry whose name was last initialised in 1970.
+    std::fs::write(
+        dir.path().join("producers.toml"),
+        "next_id = 1\n[named]\nold-but-busy = [0, 0]\n[initialised_at]\nold-but-busy = 1\n",
+    )
+    .unwrap();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.log.named_producer_expiration_ms = hour;
+    config.data_dir = dir.path().to_owned();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut broker = TestBroker::start_in(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("busy", 1).await.unwrap();
+    let batch = |seq: i32| {
+        let mut builder = RecordBatchBuilder::new().producer(0, 0, seq);
+        builder.push(1, None, Some(b"x"), []);
+        builder.build().unwrap()
+    };
+    produce(&client, "busy", 0, batch(0), Acks::Leader)
+        .await
+        .unwrap();
+    let written = now_ms();
+    broker
+        .handle()
+        .unwrap()
+        .run_retention_at(written + hour as i64 - 60_000);
+    produce(&client, "busy", 0, batch(1), Acks::Leader)
+        .await
+        .expect("kept while it writes");
+    // Restarted after its last write: a pass a full expiration after that write (but not
+    // after the restart) forgets it, as the partition's snapshot kept when it last wrote.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let before_restart = now_ms();
+    tests::restart_broker(&mut broker).await;
+    broker
+        .handle()
+        .unwrap()
+        .run_retention_at(before_restart + hour as i64 - 1);
+    let client = broker.client().await.unwrap();
+    let forgotten = produce(&client, "busy", 0, batch(2), Acks::Leader)
+        .await
+        .unwrap_err();
+    assert_eq!(forgotten.error_code(), Some(ErrorCode::UnknownProducer));
 }
