@@ -610,16 +610,21 @@ mod tests {
         OPENED.with(|o| o.get())
     }
 
-    /// Checks that `log` answers a retry of each producer's `last` batch as a duplicate, serves
-    /// every record and finds records by timestamp.
-    fn assert_producers_and_records(log: &PartitionLog, last: &[(i64, i32, u32, u64)]) {
-        for &(producer, seq, count, offset) in last {
+    /// Checks that `log` answers a retry of each of `batches` as a duplicate, with its offset.
+    fn assert_duplicates<'a>(log: &PartitionLog, batches: impl IntoIterator<Item = &'a Appended>) {
+        for &(producer, seq, count, offset) in batches {
             let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
             assert!(
                 matches!(log.append(retry), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset),
-                "producer {producer}'s last batch"
+                "producer {producer}'s batch at {offset}"
             );
         }
+    }
+
+    /// Checks that `log` answers a retry of each producer's `last` batch as a duplicate, serves
+    /// every record and finds records by timestamp.
+    fn assert_producers_and_records(log: &PartitionLog, last: &[Appended]) {
+        assert_duplicates(log, last);
         assert_eq!(read_all(log, 0, 250).len() as u64, log.high_watermark());
         for ts in [9_000, 10_100, 10_333, 10_500] {
             let found = log.offset_for_timestamp(ts).unwrap().unwrap();
@@ -776,13 +781,7 @@ mod tests {
             2,
             "the recovered segment and the empty one"
         );
-        for &&(producer, seq, count, offset) in &recent {
-            let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
-            assert!(
-                matches!(log.append(retry), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset),
-                "producer 1's batch at {offset}"
-            );
-        }
+        assert_duplicates(&log, recent);
     }
 
     /// The clean path's edge cases: a marker whose snapshot is gone, or whose end does not
@@ -994,13 +993,7 @@ mod tests {
         );
         assert_eq!(std::fs::read(&time_index).unwrap(), good, "rewritten");
         assert_eq!(std::fs::read(&index).unwrap().len() % 8, 0, "rewritten");
-        for &(producer, seq, count, offset) in &last {
-            let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
-            assert!(
-                matches!(log.append(retry), Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset),
-                "producer {producer}'s last batch"
-            );
-        }
+        assert_duplicates(&log, &last);
     }
 
     /// A snapshot at the base of an empty segment file left inside the segment before it (a
@@ -1034,12 +1027,7 @@ mod tests {
             }
         );
         assert!(!segment_path(dir.path(), stray, LOG_EXT).exists());
-        let (producer, seq, count, offset) = last[2];
-        let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
-        assert!(matches!(
-            log.append(retry),
-            Err(StorageError::DuplicateSequence { base_offset }) if base_offset == offset
-        ));
+        assert_duplicates(&log, &last[2..]);
     }
 
     #[test]

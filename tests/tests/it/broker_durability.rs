@@ -325,7 +325,7 @@ async fn a_restart_keeps_producers_and_timestamps_of_sealed_segments() {
         .unwrap();
         stored.push(ack.base_offset);
     }
-    // Others' batches after them, so that producer 7's are all in sealed segments.
+    // Others' batches after them, so that the producer's are all in sealed segments.
     for i in 0..30 {
         produce(
             &client,
