@@ -202,8 +202,10 @@ impl ProducerIds {
     /// unpins in every partition (`PartitionLog::unpin_producer`). On disk before it returns;
     /// nothing is forgotten when the write fails.
     ///
-    /// Holds the registry while `active` runs, so that an initialisation of one of these names
-    /// waits, and then makes a new id.
+    /// `active` (which asks every partition) runs without the registry's lock, so that
+    /// initialisations do not wait for it; a name initialised meanwhile is kept. A producer
+    /// that writes its first batch in days just while it is asked about can be forgotten: its
+    /// batches are then refused, and it initialises again.
     pub fn expire_names(
         &self,
         now: i64,
@@ -211,18 +213,30 @@ impl ProducerIds {
         active: impl Fn(i64) -> bool,
     ) -> Result<Vec<i64>, BrokerError> {
         let idle_before = now.saturating_sub(i64::try_from(expiration_ms).unwrap_or(i64::MAX));
+        // (name, id, last initialisation) of the names not initialised since `idle_before`.
+        let due: Vec<(String, i64, i64)> = {
+            let state = self.state.lock();
+            state
+                .named
+                .iter()
+                .filter_map(|(name, &(id, _))| {
+                    let at = *state.initialised_at.get(name)?;
+                    (at < idle_before).then(|| (name.clone(), id, at))
+                })
+                .collect()
+        };
+        let idle: Vec<(String, i64, i64)> = due.into_iter().filter(|d| !active(d.1)).collect();
+        if idle.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut state = self.state.lock();
-        let expired: Vec<(String, i64)> = state
-            .named
-            .iter()
-            .filter(|(name, &(id, _))| {
-                state
-                    .initialised_at
-                    .get(*name)
-                    .is_none_or(|&at| at < idle_before)
-                    && !active(id)
+        let expired: Vec<(String, i64)> = idle
+            .into_iter()
+            .filter(|(name, id, at)| {
+                state.named.get(name).map(|&(i, _)| i) == Some(*id)
+                    && state.initialised_at.get(name) == Some(at)
             })
-            .map(|(name, &(id, _))| (name.clone(), id))
+            .map(|(name, id, _)| (name, id))
             .collect();
         if expired.is_empty() {
             return Ok(Vec::new());
@@ -361,5 +375,24 @@ mod tests {
             ProducerIds::open(dir.path()).unwrap().forgotten(2),
             "on disk"
         );
+    }
+
+    /// A name initialised while the partitions are asked about it is kept (they are asked
+    /// without the registry's lock, so the initialisation did not wait).
+    #[test]
+    fn a_name_initialised_during_the_pass_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        let hour = 3_600_000;
+        let first = p.init_at(Some("racing"), 1_000).unwrap();
+        let expired = p
+            .expire_names(2_000 + hour, hour as u64, |_| {
+                p.init_at(Some("racing"), 1_500 + hour).unwrap();
+                false
+            })
+            .unwrap();
+        assert!(expired.is_empty());
+        assert!(!p.forgotten(first.producer_id));
+        assert_eq!(p.named(), [(first.producer_id, first.epoch + 1)]);
     }
 }

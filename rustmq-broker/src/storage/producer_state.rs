@@ -88,6 +88,9 @@ pub(crate) struct ProducerTable {
     earliest_active: i64,
     /// No walk before this (the broker's clock, ms): see [`expire`](Self::expire).
     next_walk: i64,
+    /// Nothing is forgotten before this (the broker's clock, ms): see
+    /// [`hold_expiry_until`](Self::hold_expiry_until).
+    hold_until: i64,
 }
 
 impl Default for ProducerTable {
@@ -98,6 +101,7 @@ impl Default for ProducerTable {
             retired: HashSet::new(),
             earliest_active: i64::MAX,
             next_walk: i64::MIN,
+            hold_until: i64::MIN,
         }
     }
 }
@@ -239,6 +243,15 @@ impl ProducerTable {
         }
     }
 
+    /// Forgets nothing before `until` (the broker's clock, ms). Set when a log is opened, to
+    /// ten minutes later, past any producer's retries: producers loaded from a snapshot keep
+    /// the time of their last write, and a clock that jumped forward while the broker was
+    /// down would otherwise have a producer forgotten while it still retries a batch whose
+    /// answer it lost (the retry would be written twice).
+    pub(crate) fn hold_expiry_until(&mut self, until: i64) {
+        self.hold_until = until;
+    }
+
     /// Undoes [`fence`](Self::fence) for a named producer whose name was forgotten: its epoch
     /// is no longer kept where it has not written, and its entry is forgotten like any other
     /// once it has been idle for the expiration.
@@ -279,7 +292,7 @@ impl ProducerTable {
     pub(crate) fn expire(&mut self, now: i64, expiration_ms: u64) -> usize {
         let expiration = i64::try_from(expiration_ms).unwrap_or(i64::MAX);
         let idle_before = now.saturating_sub(expiration);
-        if idle_before <= self.earliest_active || now < self.next_walk {
+        if idle_before <= self.earliest_active || now < self.next_walk || now < self.hold_until {
             return 0;
         }
         self.next_walk = now.saturating_add(expiration / WALKS_PER_EXPIRATION);
@@ -686,5 +699,14 @@ mod tests {
         // At the next walk (at most eight per expiration).
         assert_eq!(t.expire(1_001_000, 1_000), 1);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn expiry_is_held_until_the_set_time() {
+        let mut t = ProducerTable::default();
+        t.record(&header(1, 0, 0, 1), 0, 1_000);
+        t.hold_expiry_until(50_000);
+        assert_eq!(t.expire(49_999, 1_000), 0);
+        assert_eq!(t.expire(50_000, 1_000), 1);
     }
 }

@@ -151,7 +151,14 @@ impl PartitionLog {
                 offset <= last_with_data && bases.binary_search(&offset).is_ok()
             })?;
         }
+        let loaded = snapshot.is_some();
         let (replay_from, mut producers) = snapshot.unwrap_or_default();
+        if loaded {
+            // Its producers keep the time of their last write (replayed ones count from now).
+            producers.hold_expiry_until(opened_at.saturating_add(
+                i64::try_from(crate::config::MIN_PRODUCER_ID_EXPIRATION_MS).unwrap_or(i64::MAX),
+            ));
+        }
         #[cfg(test)]
         OPENED.with(|o| o.set(Opened::default()));
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
@@ -278,7 +285,8 @@ impl PartitionLog {
         if active.size() > 0 {
             // The close knew it; else an estimate.
             let first_append = match clean {
-                Some(c) if c.first_append_ms != i64::MAX => c.first_append_ms,
+                // Not after now: a clock set back since would delay the time-based roll.
+                Some(c) if c.first_append_ms != i64::MAX => c.first_append_ms.min(opened_at),
                 _ => first_append_estimate(&active.file),
             };
             active.set_first_append_ms(first_append);
@@ -909,6 +917,33 @@ mod tests {
         assert!(
             !dir.path().join(snapshot::CLEAN_SHUTDOWN).exists(),
             "a retired log writes nothing"
+        );
+    }
+
+    /// Producers loaded from a snapshot keep the time of their last write, but nothing is
+    /// forgotten in the ten minutes after an open: a clock that jumped forward while the
+    /// broker was down must not forget a producer that still retries a batch.
+    #[test]
+    fn nothing_is_forgotten_in_the_ten_minutes_after_an_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || LogConfig {
+            producer_id_expiration_ms: 1_000,
+            ..small_config(600)
+        };
+        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let last = fill_from_producers(&log, 60, 9);
+        log.close().unwrap();
+        drop(log);
+        let log = PartitionLog::open(dir.path(), config()).unwrap();
+        let opened = now_ms();
+        log.apply_retention(opened + 60_000).unwrap();
+        assert_duplicates(&log, &last);
+        log.apply_retention(opened + 11 * 60_000).unwrap();
+        let (producer, seq, count, _) = last[0];
+        let retry = batch_with("r", count, 0, Compression::None, Some((producer, 0, seq)));
+        assert!(
+            log.append(retry).is_ok(),
+            "forgotten: taken as a new producer"
         );
     }
 

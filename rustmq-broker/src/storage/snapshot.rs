@@ -101,8 +101,8 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// The latest snapshot in `dir` that `usable` accepts and that reads back whole, with its
-/// offset; its producers count as active at `now`. Damaged snapshots are skipped with a
-/// warning.
+/// offset; its producers were last active when they last wrote before it, and not after `now`
+/// (see [`ProducerTable::decode_entries`]). Damaged snapshots are skipped with a warning.
 pub(crate) fn load_latest(
     dir: &Path,
     now: i64,

@@ -439,6 +439,9 @@ mod tests {
             ErrorCode::ShuttingDown,
             ErrorCode::RebalanceInProgress,
             ErrorCode::OutOfOrderSequence,
+            // The producer's name was forgotten after a long stall: a new session initialises
+            // it again.
+            ErrorCode::UnknownProducer,
         ] {
             assert!(!is_fatal(&broker(code)), "{code}");
         }

@@ -292,9 +292,9 @@ fn idempotent(producer: (i64, i16), seq: i32, n: usize, ts: i64) -> bytes::Bytes
     builder.build().unwrap()
 }
 
-/// A restart after a clean stop opens every segment from its index files and loads the
-/// producers from the stop's snapshot, without reading the batches: the partition still
-/// serves every record, answers a retry of an idempotent producer whose batches all lie in
+/// A restart after a clean stop, which opens every segment from its index files and loads
+/// the producers from the stop's snapshot (the storage unit tests count how segments are
+/// opened; here the stop's marker is seen and taken): the partition still serves every record, answers a retry of an idempotent producer whose batches all lie in
 /// sealed segments as a duplicate (with the stored offset), refuses its stale sequences, and
 /// finds records by timestamp in those segments.
 #[tokio::test]
