@@ -13,7 +13,11 @@
 //! Modes:
 //! - `validate`: every record checked without being built, as the broker checks each
 //!   produced batch and the consumer each fetched one.
-//! - `decode`: every record built (`decode_all`), as the consumer does once per receive.
+//! - `decode`: every record built (`decode_all`).
+//! - `consumer`: what the consumer did for each fetched record before it kept their spans: a
+//!   check (`check_ahead`) when fetched, then a full parse to build it when received.
+//! - `spans`: what it does now: a check that notes where each record's fields lie
+//!   (`check_spans`), then each record built from its span (`record_at`).
 
 use rustmq_protocol::batch::{RecordBatch, RecordBatchBuilder};
 
@@ -38,6 +42,19 @@ fn main() {
     for _ in 0..passes {
         if mode == "decode" {
             std::hint::black_box(batch.decode_all(1 << 20).expect("valid"));
+        } else if mode == "consumer" {
+            let iter = batch.records_with_limit(1 << 20).expect("valid");
+            iter.check_ahead(u32::MAX).expect("valid");
+            for record in iter {
+                std::hint::black_box(record.expect("valid"));
+            }
+        } else if mode == "spans" {
+            let mut iter = batch.records_with_limit(1 << 20).expect("valid");
+            let mut spans = Vec::new();
+            iter.check_spans(u32::MAX, &mut spans).expect("valid");
+            for (i, span) in spans.iter().enumerate() {
+                std::hint::black_box(iter.record_at(i as u32, span));
+            }
         } else {
             batch.validate_records(1 << 20).expect("valid");
         }

@@ -313,6 +313,20 @@ impl RecordBatch {
     }
 }
 
+/// Where a checked record's fields lie in its batch's records section: what building it
+/// needs, without parsing it again ([`RecordIter::check_spans`], [`RecordIter::record_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSpan {
+    timestamp_delta: i64,
+    /// Start and length of the key, and of the value; a length of `u32::MAX` is null.
+    key: (u32, u32),
+    value: (u32, u32),
+    /// Where the header count starts; `u32::MAX` when the record has no headers.
+    headers: u32,
+}
+
+const NULL_SPAN: u32 = u32::MAX;
+
 /// Iterator over the records of a batch; yields an error and stops on corrupt input.
 ///
 /// Cloning it is cheap (the records are shared, not copied).
@@ -436,6 +450,83 @@ impl RecordIter {
         Ok(())
     }
 
+    /// Checks the next `n` records (at most the remaining ones) exactly as iterating would, and
+    /// moves past them, noting in `out` where each one's fields lie: [`record_at`](Self::record_at)
+    /// then builds them without parsing them again. On corrupt input, the error comes with the
+    /// number of records that checked fine before it (their spans are in `out`); the iterator
+    /// then stops.
+    pub fn check_spans(
+        &mut self,
+        n: u32,
+        out: &mut Vec<RecordSpan>,
+    ) -> std::result::Result<(), (u32, ProtocolError)> {
+        let n = n.min(self.remaining());
+        out.reserve(n as usize);
+        for good in 0..n {
+            let span = self.advance(Self::span_record).map_err(|e| (good, e))?;
+            out.push(span);
+        }
+        Ok(())
+    }
+
+    /// Checks the next record as [`check_record`](Self::check_record) does, answering where
+    /// its fields lie.
+    #[inline]
+    fn span_record(&mut self) -> Result<RecordSpan> {
+        let (end, timestamp_delta, _) = self.record_start()?;
+        let r = &mut self.reader;
+        let field = |r: &mut Reader| -> Result<(u32, u32)> {
+            Ok(match nullable_len(r)? {
+                None => (0, NULL_SPAN),
+                Some(n) => {
+                    let at = r.position();
+                    r.slice(n)?;
+                    (position_u32(at)?, position_u32(n)?)
+                }
+            })
+        };
+        let key = field(r)?;
+        let value = field(r)?;
+        let headers_at = r.position();
+        let header_count = r.length()?;
+        skip_headers(r, header_count, end)?;
+        check_end(r, end)?;
+        Ok(RecordSpan {
+            timestamp_delta,
+            key,
+            value,
+            headers: if header_count == 0 {
+                NULL_SPAN
+            } else {
+                position_u32(headers_at)?
+            },
+        })
+    }
+
+    /// The record at `index` in the batch (counted from its first record), which
+    /// [`check_spans`](Self::check_spans) checked and described as `span`.
+    pub fn record_at(&self, index: u32, span: &RecordSpan) -> Record {
+        let field = |(start, len): (u32, u32)| {
+            (len != NULL_SPAN)
+                .then(|| self.reader.bytes_at(start as usize, len as usize))
+                .flatten()
+        };
+        let headers = if span.headers == NULL_SPAN {
+            Vec::new()
+        } else {
+            let mut r = self.reader.clone();
+            r.seek(span.headers as usize);
+            read_headers(&mut r).unwrap_or_default()
+        };
+        Record {
+            offset: self.base_offset + u64::from(index),
+            timestamp: self.base_timestamp.wrapping_add(span.timestamp_delta),
+            key: field(span.key),
+            value: field(span.value),
+            headers,
+        }
+    }
+
     /// Steps over the next `n` records (at most the remaining ones) without building them;
     /// fails on the first corrupt one, as iterating would.
     pub fn skip_records(&mut self, n: u32) -> Result<()> {
@@ -473,6 +564,33 @@ impl RecordIter {
         }
         result
     }
+}
+
+/// A position or length in a records section as a `u32` (sections are far smaller: the
+/// decompression limit bounds them).
+fn position_u32(n: usize) -> Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n != NULL_SPAN)
+        .ok_or(ProtocolError::CorruptBatch("records section too large"))
+}
+
+/// The headers of a record whose header count is next in `r` (checked before).
+fn read_headers(r: &mut Reader) -> Result<Vec<RecordHeader>> {
+    let count = r.length()?;
+    let mut headers = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let klen = r.length()?;
+        let key = std::str::from_utf8(r.slice(klen)?)
+            .map_err(|_| ProtocolError::InvalidUtf8)?
+            .to_owned();
+        let vlen = r.length()?;
+        headers.push(RecordHeader {
+            key,
+            value: r.bytes(vlen)?,
+        });
+    }
+    Ok(headers)
 }
 
 /// Checks and steps over `count` headers of a record ending at `end`.
@@ -970,6 +1088,52 @@ mod tests {
             let plain = RecordBatch::parse(sample(Compression::Lz4)).unwrap();
             assert_eq!(plain.records().unwrap().check_ahead(u32::MAX), Ok(()));
         }
+    }
+
+    /// Records built from their spans are the records iterating builds, whatever their keys,
+    /// values and headers; a corrupt record ends the spans with the count of good ones.
+    #[test]
+    fn records_built_from_their_spans_equal_the_parsed_ones() {
+        let mut b = RecordBatchBuilder::new();
+        for i in 0..40u32 {
+            let key = format!("k{i}");
+            let value = format!("v{i}").repeat(i as usize % 7);
+            let headers: Vec<(String, Vec<u8>)> = (0..i % 3)
+                .map(|h| (format!("h{h}"), vec![h as u8; h as usize]))
+                .collect();
+            b.push(
+                -5 + i64::from(i) * 3,
+                (i % 2 == 0).then_some(key.as_bytes()),
+                (i % 5 != 0).then_some(value.as_bytes()),
+                headers.iter().map(|(k, v)| (k.as_str(), &v[..])),
+            );
+        }
+        let mut sources = vec![RecordBatch::parse(b.build().unwrap()).unwrap()];
+        if Compression::Lz4.is_available() {
+            sources.push(RecordBatch::parse(sample(Compression::Lz4)).unwrap());
+        }
+        for batch in sources {
+            let parsed = batch.decode_all(1 << 20).unwrap();
+            let mut iter = batch.records().unwrap();
+            iter.skip_records(3).unwrap();
+            let mut spans = Vec::new();
+            iter.check_spans(u32::MAX, &mut spans).unwrap();
+            assert_eq!(spans.len(), parsed.len() - 3);
+            assert!(iter.next().is_none(), "checked past");
+            for (i, span) in spans.iter().enumerate() {
+                assert_eq!(
+                    iter.record_at(3 + i as u32, span),
+                    parsed[3 + i],
+                    "record {i}"
+                );
+            }
+        }
+        let mut iter = sixth_record_corrupt().records().unwrap();
+        let mut spans = Vec::new();
+        let (good, e) = iter.check_spans(8, &mut spans).unwrap_err();
+        assert_eq!((good, spans.len()), (5, 5));
+        assert!(matches!(e, ProtocolError::CorruptBatch(_)), "{e:?}");
+        assert!(iter.next().is_none(), "stopped on corrupt input");
     }
 
     #[test]

@@ -54,6 +54,19 @@ impl Reader {
         Ok(out)
     }
 
+    /// The `len` bytes at `start` from the start of the input, as a zero-copy slice, wherever
+    /// the cursor is; `None` past the end.
+    #[inline]
+    pub fn bytes_at(&self, start: usize, len: usize) -> Option<Bytes> {
+        let end = start.checked_add(len)?;
+        (end <= self.buf.len()).then(|| self.buf.slice(start..end))
+    }
+
+    /// Moves the cursor to `position` from the start of the input (at most its length).
+    pub fn seek(&mut self, position: usize) {
+        self.pos = position.min(self.buf.len());
+    }
+
     /// Borrows the next `n` bytes.
     #[inline]
     pub fn slice(&mut self, n: usize) -> Result<&[u8]> {

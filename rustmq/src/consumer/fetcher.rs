@@ -140,24 +140,28 @@ pub(crate) fn decode(
             Ok(iter) => iter,
             Err(e) => return stop(out, kept_end, e),
         };
-        if full(&out, iter.held_bytes()) {
+        if full(
+            &out,
+            iter.held_bytes() + take as usize * Records::SPAN_BYTES,
+        ) {
             out.next_offset = Some(first);
             break;
         }
         kept_stored += batch.as_bytes().len();
         // Records below `from` are stepped over (and checked on the way), then the ones kept
-        // are checked ahead; each record is read once here.
+        // are checked, noting where their fields lie; each record is parsed once, here.
         if let Err(e) = iter.skip_records(skip) {
             return stop(out, kept_end, e);
         }
-        if let Err((good, e)) = iter.check_ahead(take) {
+        let mut spans = Vec::with_capacity(take as usize);
+        if let Err((good, e)) = iter.check_spans(take, &mut spans) {
             if good > 0 {
                 kept_end = Some(first + u64::from(good));
             }
-            out.records.push_checked(iter, good);
+            out.records.push_checked(iter, skip, spans);
             return stop(out, kept_end, e);
         }
-        out.records.push_checked(iter, take);
+        out.records.push_checked(iter, skip, spans);
         kept_end = Some(first + u64::from(take));
         if take < header.record_count - skip {
             // Full inside this batch: the next fetch starts at its first record not kept.
@@ -569,18 +573,20 @@ mod tests {
         assert_eq!(followed.stored, (1024 * 3 + sizes.stored) / 4);
     }
 
-    /// The records section of `batch(base, n)`, as `Records::bytes` counts it.
-    fn section(base: u64, n: u64) -> usize {
+    /// What `Records::bytes` counts for `kept` records of `batch(base, n)`: its records
+    /// section, and their spans.
+    fn held(base: u64, n: u64, kept: usize) -> usize {
         rustmq_protocol::RecordBatch::parse(Bytes::from(batch(base, n)))
             .unwrap()
             .records()
             .unwrap()
             .held_bytes()
+            + kept * Records::SPAN_BYTES
     }
 
     #[test]
     fn batches_beyond_the_room_in_bytes_are_left_for_the_next_fetch() {
-        let (a, b) = (section(0, 5), section(5, 5));
+        let (a, b) = (held(0, 5, 5), held(5, 5, 5));
         let three = || answer(&[(0, 5), (5, 5), (10, 5)]);
         // Room for two batches: the third is fetched again next time.
         let d = decode(0, 100, a + b, three()).unwrap();
@@ -593,11 +599,12 @@ mod tests {
         // A batch partly below the offset counts whole, as it is held whole.
         let mut d = decode(3, 100, a, three()).unwrap();
         assert_eq!((d.next_offset, d.records.len()), (Some(5), 2));
-        assert_eq!(d.records.bytes(), a);
+        let partly = held(0, 5, 2);
+        assert_eq!(d.records.bytes(), partly);
         // Its bytes are given back with its last record.
         let topic = TopicName::from("t");
         d.records.pop_front(&topic, 2).unwrap();
-        assert_eq!(d.records.bytes(), a);
+        assert_eq!(d.records.bytes(), partly);
         d.records.pop_front(&topic, 2).unwrap();
         assert_eq!(d.records.bytes(), 0);
     }
