@@ -6,7 +6,8 @@
 //! bytes each before their strings: written once, read back and moved out one by one after
 //! they had left the cache, and the large vector made and freed for every fetch. Profiles of
 //! W3 showed all three. Kept as records, a fetch takes its stored size (the answer's bytes, which
-//! the payloads share anyway), and each message is built where the application takes it.
+//! the payloads share anyway) and 32 bytes per record, and each message is built where the
+//! application takes it.
 
 use std::collections::VecDeque;
 

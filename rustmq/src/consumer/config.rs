@@ -99,7 +99,8 @@ pub struct ConsumerConfig {
     /// whatever the size.
     pub max_buffered_messages_per_partition: usize,
     /// Bytes of fetched records not yet received, per partition: the records sections of
-    /// their batches as held in memory (decompressed), which large messages reach long before
+    /// their batches as held in memory (decompressed), and 32 bytes per record for where its
+    /// fields lie (so that it is not parsed twice); large messages reach it long before
     /// the message count. A partition stops fetching once it holds more than half of this, and
     /// a fetch takes no more than the room left but always at least one batch: a partition
     /// holds at most this, or half of it plus one batch larger than the room left. (Counted

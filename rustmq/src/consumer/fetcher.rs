@@ -52,8 +52,9 @@ pub(crate) struct Decoded {
 pub(crate) struct RecordSizes {
     /// Average stored bytes per record (whole batches, as the broker counts its budget).
     pub(crate) stored: usize,
-    /// Bytes held once decoded (`Records::bytes`: decompressed) per 16 stored bytes, over the
-    /// batches kept: 16 for uncompressed batches, 160 for ones that compress tenfold.
+    /// Bytes held once decoded (`Records::bytes`: decompressed, with the records' spans) per 16
+    /// stored bytes, over the batches kept: a little over 16 for uncompressed batches (32
+    /// bytes per record more), ~160 for ones that compress tenfold.
     pub(crate) expansion: usize,
 }
 
@@ -592,6 +593,9 @@ mod tests {
         let d = decode(0, 100, a + b, three()).unwrap();
         assert_eq!((d.next_offset, d.records.bytes()), (Some(10), a + b));
         assert_eq!(offsets(d), (0..10).collect::<Vec<_>>());
+        // A byte less, and the second does not fit (its spans count too).
+        let d = decode(0, 100, a + b - 1, three()).unwrap();
+        assert_eq!((d.next_offset, d.records.bytes()), (Some(5), a));
         // Less room than one batch: the first is kept all the same.
         let d = decode(0, 100, 1, three()).unwrap();
         assert_eq!((d.next_offset, d.records.bytes()), (Some(5), a));

@@ -278,7 +278,7 @@ impl Consumer {
     }
 
     /// Bytes the buffered messages hold in memory (the records sections of their batches,
-    /// decompressed), over all partitions. About `max_buffered_bytes_per_partition` times the
+    /// decompressed, and 32 bytes per record for where its fields lie), over all partitions. About `max_buffered_bytes_per_partition` times the
     /// number of assigned partitions at most (see that setting for the exact bound).
     pub fn buffered_bytes(&self) -> usize {
         self.inner.state.lock().buffered_bytes()
