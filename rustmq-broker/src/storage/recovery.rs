@@ -585,6 +585,15 @@ mod tests {
         all
     }
 
+    /// A log in a new directory, [`fill_from_producers`]`(log, 60, 9)`: more than five
+    /// segments, producer 3's batches all in sealed ones; each producer's last batch.
+    fn filled(config: LogConfig) -> (tempfile::TempDir, PartitionLog, Vec<Appended>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        let last = fill_from_producers(&log, 60, 9);
+        (dir, log, last)
+    }
+
     /// [`fill_from_producers_all`], returning each producer's last batch (producers 1, 2, 3).
     fn fill_from_producers(log: &PartitionLog, n: u32, until_3: u32) -> Vec<Appended> {
         let all = fill_from_producers_all(log, n, until_3);
@@ -652,9 +661,7 @@ mod tests {
     /// full walk finds.
     #[test]
     fn sealed_segments_below_the_latest_snapshot_are_opened_from_their_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
-        let last = fill_from_producers(&log, 60, 9);
+        let (dir, log, last) = filled(small_config(600));
         let segments = log.segment_count();
         assert!(segments > 5);
         assert!(
@@ -700,15 +707,13 @@ mod tests {
     /// have.
     #[test]
     fn after_a_clean_close_an_open_reads_no_batch_and_appends_go_on_as_before() {
-        let dir = tempfile::tempdir().unwrap();
         // Sparse enough that the active segment's time index file ends with an entry for its
         // final maximum, past its last offset index entry, which the open must leave out.
         let config = || LogConfig {
             index_interval_bytes: 300,
             ..small_config(600)
         };
-        let log = PartitionLog::open(dir.path(), config()).unwrap();
-        let last = fill_from_producers(&log, 60, 9);
+        let (dir, log, last) = filled(config());
         let (segments, end, active) = (
             log.segment_count(),
             log.high_watermark(),
@@ -798,9 +803,7 @@ mod tests {
     /// batch followed) opens without reading; a retired log's close leaves no marker.
     #[test]
     fn the_clean_path_trusts_only_a_marker_that_fits() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
-        let last = fill_from_producers(&log, 60, 9);
+        let (dir, log, last) = filled(small_config(600));
         let end = log.high_watermark();
         log.close().unwrap();
         drop(log);
@@ -925,13 +928,11 @@ mod tests {
     /// broker was down must not forget a producer that still retries a batch.
     #[test]
     fn nothing_is_forgotten_in_the_ten_minutes_after_an_open() {
-        let dir = tempfile::tempdir().unwrap();
         let config = || LogConfig {
             producer_id_expiration_ms: 1_000,
             ..small_config(600)
         };
-        let log = PartitionLog::open(dir.path(), config()).unwrap();
-        let last = fill_from_producers(&log, 60, 9);
+        let (dir, log, last) = filled(config());
         log.close().unwrap();
         drop(log);
         let log = PartitionLog::open(dir.path(), config()).unwrap();
@@ -951,9 +952,7 @@ mod tests {
     /// stale, and the next open recovers the active segment and replays it.
     #[test]
     fn an_append_after_a_clean_close_is_recovered_as_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
-        let last = fill_from_producers(&log, 60, 9);
+        let (dir, log, last) = filled(small_config(600));
         let segments = log.segment_count();
         log.close().unwrap();
         let (producer, seq, count, _) = last[0];
@@ -988,9 +987,7 @@ mod tests {
     /// before.
     #[test]
     fn damaged_index_files_and_a_missing_snapshot_fall_back_to_walking() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
-        let last = fill_from_producers(&log, 60, 9);
+        let (dir, log, last) = filled(small_config(600));
         let segments = log.segment_count();
         drop(log);
         let snapshots = snapshot::list(dir.path()).unwrap();
@@ -1036,9 +1033,7 @@ mod tests {
     /// producers: the open ignores it and replays the whole log.
     #[test]
     fn a_snapshot_of_a_stray_segment_is_not_used() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
-        let last = fill_from_producers(&log, 60, 9);
+        let (dir, log, last) = filled(small_config(600));
         let segments = log.segment_count();
         drop(log);
         for offset in snapshot::list(dir.path()).unwrap() {
