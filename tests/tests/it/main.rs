@@ -4,6 +4,9 @@
 //!
 //! `cargo test -p tests --test it <module>` runs one file's tests, e.g. `security_tls`.
 //! `observability_trace.rs` stays a binary of its own: it needs the `opentelemetry` feature.
+//! So does `observability_metrics.rs`: it installs the process's metrics recorder, and the
+//! brokers of other tests in the same process would close connections whose opening it never
+//! saw (its connection gauge went below zero).
 
 mod consumer_support;
 mod security_support;
@@ -20,7 +23,6 @@ mod consumer_offsets;
 mod consumer_retry;
 mod consumer_seek;
 mod group_membership;
-mod observability_metrics;
 mod producer_delivery;
 mod security_acl;
 mod security_auth;

@@ -1,6 +1,8 @@
 //! Metrics under their documented names (docs/OBSERVABILITY.md) with the values a known
 //! workload must produce: producer, broker and handler, recorded through the `metrics` facade
-//! into a recorder this test binary installs (the library never installs one).
+//! into a recorder this test binary installs (the library never installs one). A binary of its
+//! own: every event of the process must reach the recorder, which each test installs before
+//! it starts a broker.
 
 use std::sync::OnceLock;
 use std::time::Duration;
