@@ -566,8 +566,8 @@ impl Core {
         }
         let records = u64::from(header.record_count);
         let context = || format!("produce to {}/{}", r.topic, r.partition);
-        // Appended here unless it has to wait for the disk (a segment roll syncs the sealed
-        // segment; `flush = "always"` syncs every batch): then on a blocking thread, so that
+        // Appended here unless it has to wait for the disk (a segment roll creates a file and
+        // syncs the directory; `flush = "always"` syncs every batch): then on a blocking thread, so that
         // the other connections this thread serves do not wait with it.
         let appended = match log.try_append(&r.batch) {
             Some(appended) => appended,

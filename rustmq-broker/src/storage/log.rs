@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::producer_state::ProducerTable;
 use super::retention::Maintenance;
+use super::seal::Sealer;
 use super::segment::{sync_dir, Segment};
 use super::snapshot;
 use super::sync::GroupCommit;
@@ -53,11 +54,14 @@ pub struct PartitionLog {
     pub(super) commit: Arc<GroupCommit>,
     /// Set once the log's topic is deleted: nothing is written to its files any more.
     pub(super) retired: AtomicBool,
-    /// Set while an append holds the log to roll its segment (it syncs the sealed one).
+    /// Set while an append holds the log to roll its segment (it creates a file and syncs the
+    /// directory).
     pub(super) rolling: AtomicBool,
     /// Held by a retention pass for its whole run (the files it removes too), and by
     /// [`retire`](PartitionLog::retire); what retention still has to do.
     pub(super) maintenance: Mutex<Maintenance>,
+    /// Rolled segments waiting to be synced and indexed off the append lock.
+    pub(super) sealer: Arc<Sealer>,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -68,6 +72,14 @@ impl fmt::Debug for PartitionLog {
             .field("high_watermark", &self.high_watermark())
             .field("segments", &self.segment_count())
             .finish_non_exhaustive()
+    }
+}
+
+/// Dropping a log waits for its queued seals: their files are then in place for the next
+/// open of the directory (a crash stops them, and that open verifies the unsealed segments).
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        self.sealer.drain();
     }
 }
 
@@ -96,7 +108,8 @@ impl PartitionLog {
     /// retry of a stored batch returns [`StorageError::DuplicateSequence`] and writes nothing.
     /// Only `base_offset` is rewritten, in the copy written to the segment. It may block on the
     /// disk: a batch that rolls the segment (it is full, or its first batch is older than
-    /// [`LogConfig::roll_ms`]) syncs the sealed one, and with
+    /// [`LogConfig::roll_ms`]) creates the new segment's file and syncs the directory (the
+    /// sealed segment is synced off the append lock: see [`super::seal`]), and with
     /// [`FlushPolicy::Always`] it returns once the batch is on disk (sharing the fdatasync with
     /// concurrent appends). Async callers try [`try_append`](Self::try_append) first and run
     /// this on a blocking thread when it cannot append without waiting.
@@ -116,7 +129,7 @@ impl PartitionLog {
     }
 
     /// [`append`](Self::append), if it can be done without waiting for the disk: `None` (and
-    /// nothing done) when the batch would roll the segment (a roll syncs the sealed one), with
+    /// nothing done) when the batch would roll the segment (a roll syncs the directory), with
     /// [`FlushPolicy::Always`], or while another append holds the log to roll it, or holds
     /// it for longer than a short spin. Another append's write (to the page cache) is waited
     /// for that way: the calling thread never parks on the log.
@@ -247,8 +260,10 @@ impl PartitionLog {
         self.appender.lock().retire(producer_id);
     }
 
-    /// Seals `old` (sync, index files) and makes a new active segment. Called with the append
-    /// lock held.
+    /// Makes a new active segment after `old`, and queues `old` to be sealed (synced, its
+    /// index files and the producer snapshot as of the new segment's base written) by a thread
+    /// of its own: see [`super::seal`]. Called with the append lock held, which it holds only
+    /// to encode the snapshot and create the new file.
     pub(super) fn roll(
         &self,
         old: &Arc<Segment>,
@@ -261,26 +276,14 @@ impl PartitionLog {
         if old.file.metadata()?.len() != size {
             old.file.set_len(size)?;
         }
-        // Syncing here is what lets group commit sync only the active file.
-        self.commit.sync_sealed(&old.file, base)?;
-        old.write_indexes()?;
         // The producers as of the new segment's base: the next open replays batch headers
-        // from there on only. Optional: without it, an open replays from an earlier snapshot.
-        if let Err(err) = snapshot::write(&self.dir, base, producers) {
-            warn!(dir = %self.dir.display(), base_offset = base, %err,
-                "could not write a producer snapshot");
-        }
-        let segment = match Segment::create(&self.dir, base, self.config.index_interval_bytes) {
-            Ok(segment) => Arc::new(segment),
-            Err(err) => {
-                // `old` goes on past `base`: the snapshot would never fit (an open leaves it
-                // alone), but it would stay.
-                if let Err(err) = snapshot::remove(&self.dir, |offset| offset == base) {
-                    warn!(dir = %self.dir.display(), %err, "could not remove a producer snapshot");
-                }
-                return Err(err.into());
-            }
-        };
+        // from there on only. Written by the seal, once `old` is on disk.
+        let snapshot = snapshot::encode(base, producers);
+        let segment = Arc::new(Segment::create(
+            &self.dir,
+            base,
+            self.config.index_interval_bytes,
+        )?);
         if let Err(err) = sync_dir(&self.dir) {
             // `old` stays the active segment and may take smaller batches past `base`: a file
             // left at `base` would overlap it at the next open. Removed as best we can; one
@@ -291,15 +294,17 @@ impl PartitionLog {
             }
             return Err(err.into());
         }
+        // `old` is not sealed yet, so a group commit from now on syncs it with the new one.
         self.segments.write().push(Arc::clone(&segment));
-        // Kept: the latest at or below `old`'s base (normally the one of the roll that started
-        // it), for an open while the new segment has no batch yet (that open does not take the
-        // new one's), and any newer.
-        if let Err(err) = snapshot::remove_below_latest_at(&self.dir, old.base_offset) {
-            warn!(dir = %self.dir.display(), %err, "could not remove old producer snapshots");
-        }
+        self.sealer.submit(Arc::clone(old), base, snapshot);
         debug!(dir = %self.dir.display(), base_offset = base, "rolled a new segment");
         Ok(segment)
+    }
+
+    /// Waits until every rolled segment is sealed (see [`super::seal`]).
+    #[cfg(test)]
+    pub(crate) fn wait_for_seals(&self) {
+        self.sealer.drain();
     }
 
     pub(super) fn active(&self) -> Arc<Segment> {
@@ -307,12 +312,22 @@ impl PartitionLog {
         Arc::clone(segments.last().expect("a log always has an active segment"))
     }
 
-    /// The active file and the end offset it holds, read together so a sync of that file
-    /// covers that end (older files were synced when rolled).
-    fn sync_target(&self) -> (Arc<File>, u64) {
+    /// The files a sync must cover and the end offset they hold, read together so that
+    /// syncing them covers that end: the active file, and the rolled ones not sealed yet
+    /// (older files were synced by their seal), oldest first.
+    pub(super) fn sync_target(&self) -> (Vec<Arc<File>>, u64) {
         let segments = self.segments.read();
-        let active = segments.last().expect("a log always has an active segment");
-        (Arc::clone(&active.file), self.high_watermark())
+        let unsealed = segments
+            .iter()
+            .rev()
+            .take_while(|segment| !segment.is_sealed())
+            .count()
+            .max(1);
+        let files = segments[segments.len() - unsealed..]
+            .iter()
+            .map(|segment| Arc::clone(&segment.file))
+            .collect();
+        (files, self.high_watermark())
     }
 
     /// Resolves once every offset up to and including `offset` is on disk.
@@ -386,6 +401,8 @@ impl PartitionLog {
         let _maintenance = self.maintenance.lock();
         let _appends = self.appender.lock();
         self.retired.store(true, Ordering::Release);
+        // A seal writes index files and a snapshot into the directory.
+        self.sealer.drain();
     }
 
     /// Undoes [`retire`](Self::retire): the topic's deletion failed before its files moved.
@@ -404,6 +421,9 @@ impl PartitionLog {
         if self.retired.load(Ordering::Acquire) {
             return Ok(());
         }
+        // The rolled segments' index files and snapshots are in place before the marker
+        // vouches for them.
+        self.sealer.drain();
         let active = self.active();
         // A failed append may have left bytes past the committed end: the marker vouches for
         // the file as it is (the open compares its length).
@@ -626,7 +646,8 @@ mod tests {
         log.active().set_first_append_ms(now_ms() - 30_000);
         log.append(batch("b", 1, ts)).unwrap();
         assert_eq!(log.segment_count(), 1);
-        // Older than segment_ms: the next append rolls (not on the async path: a roll syncs).
+        // Older than segment_ms: the next append rolls (not on the async path: a roll syncs the
+        // directory).
         log.active().set_first_append_ms(now_ms() - 60_001 - 1_000);
         let c = batch("c", 1, ts + 10);
         assert!(log.try_append(&c[..]).is_none());
@@ -635,6 +656,7 @@ mod tests {
         assert_eq!(log.active().base_offset, 3);
         assert!(log.active().first_append_ms() >= before);
         // Retention deletes the sealed segment once its records are past the retention.
+        log.wait_for_seals();
         assert_eq!(log.apply_retention(ts + 1 + 3_600_000).unwrap(), 0);
         assert_eq!(log.apply_retention(ts + 2 + 3_600_000).unwrap(), 1);
         assert_eq!(log.log_start_offset(), 3);

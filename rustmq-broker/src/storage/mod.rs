@@ -10,7 +10,8 @@
 //!                      ┌─────────────────────────────────────────────────────┘ └──► DuplicateSequence
 //!                      ▼
 //!        assign offsets (rewrite base_offset) ──► roll? (full, or older than segment_ms:
-//!                      │                           sync old segment, write its indexes)
+//!                      │                           new file; a seal thread syncs the old one,
+//!                      │                           writes its indexes and the snapshot)
 //!                      │
 //!                      ▼
 //!        pwrite to the active segment ──► sparse offset index + time index (in memory)
@@ -34,8 +35,9 @@
 //! ```
 //!
 //! Recovery on [`PartitionLog::open`] verifies every batch of the last segment (header, offsets,
-//! CRC) and truncates a torn tail, unless a clean close left its marker; older segments were
-//! synced when they were rolled. The
+//! CRC) and truncates a torn tail, unless a clean close left its marker, and so does every
+//! segment after the latest producer snapshot (a crash came before the seal of the segment it
+//! ends had synced it); older segments were synced by their seal. The
 //! idempotent producer table is loaded from the latest producer snapshot (one per roll) and
 //! replayed from the batch headers after it; the sealed segments below that snapshot are opened
 //! from their index files, reading only their batches after the last index entry. After a clean
@@ -69,6 +71,7 @@ mod read;
 mod recovery;
 mod retention;
 mod scan;
+mod seal;
 mod segment;
 mod snapshot;
 mod sync;

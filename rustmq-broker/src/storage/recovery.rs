@@ -1,10 +1,12 @@
 //! Opening a partition log: finding its segments, repairing a torn tail, replaying producers.
 //!
-//! A crash can tear only the last segment: older ones were synced before the roll that sealed
-//! them. So the last segment is verified batch by batch (header, offsets, CRC) and truncated at
-//! the first bad byte, unless a clean close left its marker: the segment is then as the close
-//! synced it, and only its batches after its last index entry are checked. The idempotent producer table comes from the latest producer snapshot
-//! and the batch headers after it; sealed segments below that snapshot are opened from their
+//! A crash can tear only the last segment, and a rolled one whose seal had not synced it yet:
+//! the seal writes the producer snapshot at the segment's end only after its data is on disk
+//! (see `super::seal`). So the last segment, and every one ending after the latest snapshot, is
+//! verified batch by batch (header, offsets, CRC) and truncated at the first bad byte, unless a
+//! clean close left its marker: the segment is then as the close synced it, and only its
+//! batches after its last index entry are checked. The idempotent producer table comes from
+//! the latest producer snapshot and the batch headers after it; sealed segments below that snapshot are opened from their
 //! index files, and the ones after it have their headers walked (which yields their indexes on
 //! the way).
 
@@ -21,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::log::now_ms;
 use super::retention::{read_start_offset, Maintenance};
+use super::seal::Sealer;
 use super::segment::{
     list_segments, remove_segment_files, segment_path, sync_dir, Segment, LOG_EXT,
 };
@@ -62,8 +65,10 @@ impl PartitionLog {
     /// The last segment is verified batch by batch (header, offsets, CRC) and truncated at the
     /// first incomplete or invalid batch, the signature of a write torn by a crash; after a
     /// clean close ([`close`](Self::close)) it is opened from its index files instead (only
-    /// its batches after the last index entry are checked) and nothing is replayed. Older
-    /// segments were synced when they were rolled. The idempotent producer table is loaded from
+    /// its batches after the last index entry are checked) and nothing is replayed. A rolled
+    /// segment ending after the latest producer snapshot is verified the same way (its seal,
+    /// which syncs it before it writes that snapshot, had not finished); older segments were
+    /// synced by their seal. The idempotent producer table is loaded from
     /// the latest producer snapshot that fits the segments (the roll that sealed the segment
     /// before it wrote it) and rebuilt from the batch headers after it: the sealed segments
     /// below it are opened from their index files, reading only their last batches; the others,
@@ -120,10 +125,19 @@ impl PartitionLog {
         // none does). Empty files after it are either the new segment of a roll whose first
         // append never happened (it starts where this one ends and becomes the active one) or
         // strays of a failed roll (they start inside it), removed below.
-        let recover_from = lens
+        let last_holding_data = lens
             .iter()
             .rposition(|&len| len > 0)
             .unwrap_or(bases.len().saturating_sub(1));
+        // A rolled segment is synced by its seal before the snapshot at its end is written
+        // (see `super::seal`): segments ending at or below the latest snapshot are on disk. A
+        // crash before a seal finished leaves the segment it was sealing after that, and it is
+        // verified like the active one. (A log without any snapshot is verified whole.)
+        let vouched = snapshot::list(&dir)?.last().copied().unwrap_or(0);
+        let first_unvouched = (0..bases.len())
+            .find(|&i| bases.get(i + 1).is_none_or(|&end| end > vouched))
+            .unwrap_or(0);
+        let recover_from = last_holding_data.min(first_unvouched);
         let interval = config.index_interval_bytes;
         // Replayed producers count as active now: how long they were idle before the open is
         // not known (record timestamps are the producers' own), so they expire a full
@@ -133,7 +147,7 @@ impl PartitionLog {
         // A snapshot at the base of a segment up to the last one holding data: the batches
         // before it are in it. One at a later, empty segment is of a roll that no batch
         // followed, or of a failed one, and is left for the one before it.
-        let last_with_data = bases.get(recover_from).copied().unwrap_or(0);
+        let last_with_data = bases.get(last_holding_data).copied().unwrap_or(0);
         // After a clean close, the files are as the close left them and its snapshot is at
         // the end of the log.
         let mut clean = clean.filter(|c| {
@@ -242,8 +256,9 @@ impl PartitionLog {
             }
             segments.push(Arc::new(segment));
         }
-        // Recovered segments followed by another (an empty one a roll created) are sealed:
-        // make them durable (recovery may have truncated them) with their index files.
+        // Recovered segments followed by another (the active one, maybe an empty one a roll
+        // created) are sealed: make them durable (recovery may have truncated them) with their
+        // index files.
         if let Some(first) = recovered_at {
             for segment in &segments[first..segments.len() - 1] {
                 segment.file.sync_data()?;
@@ -252,6 +267,9 @@ impl PartitionLog {
                         "could not write index files");
                 }
             }
+        }
+        if let Some((_, sealed)) = segments.split_last() {
+            sealed.iter().for_each(|segment| segment.mark_sealed());
         }
         if !maintenance.undeleted.is_empty() {
             maintenance
@@ -294,6 +312,8 @@ impl PartitionLog {
         let high_watermark = active.next_offset();
         maintenance.durable_start = recorded_start.unwrap_or(0).max(segments[0].base_offset);
         let roll_ms = i64::try_from(config.roll_ms()).unwrap_or(i64::MAX);
+        let commit = Arc::new(GroupCommit::new(high_watermark));
+        let sealer = Arc::new(Sealer::new(dir.clone(), Arc::clone(&commit)));
         debug!(
             dir = %dir.display(),
             segments = segments.len(),
@@ -308,10 +328,11 @@ impl PartitionLog {
             segments: RwLock::new(segments),
             high_watermark: AtomicU64::new(high_watermark),
             watermark_tx: watch::Sender::new(high_watermark),
-            commit: Arc::new(GroupCommit::new(high_watermark)),
+            commit,
             retired: std::sync::atomic::AtomicBool::new(false),
             rolling: std::sync::atomic::AtomicBool::new(false),
             maintenance: Mutex::new(maintenance),
+            sealer,
         })
     }
 }

@@ -68,7 +68,8 @@ impl PartitionLog {
     /// their read from the unlinked file. Files an earlier pass could not remove are retried.
     ///
     /// The active segment is never deleted; it rolls by age at the next append (see
-    /// [`LogConfig::roll_ms`](super::LogConfig::roll_ms)), after which retention can act.
+    /// [`LogConfig::roll_ms`](super::LogConfig::roll_ms)), after which retention can act once
+    /// the rolled segment is sealed (see [`super::seal`]).
     ///
     /// Each pass also forgets the idempotent producers idle for longer than
     /// [`LogConfig::producer_id_expiration_ms`](super::LogConfig::producer_id_expiration_ms).
@@ -95,8 +96,9 @@ impl PartitionLog {
             let mut segments = self.segments.write();
             let mut total: u64 = segments.iter().map(|s| s.size()).sum();
             let mut count = 0;
-            // The active segment (the last) is never deleted.
-            while count + 1 < segments.len() {
+            // The active segment (the last) is never deleted, nor a rolled one until its seal
+            // is done (it writes the segment's files).
+            while count + 1 < segments.len() && segments[count].is_sealed() {
                 let segment = &segments[count];
                 let size = segment.size();
                 let expired = cutoff.is_some_and(|cutoff| segment.max_timestamp() < cutoff);
@@ -176,6 +178,7 @@ mod tests {
         for i in 0..9 {
             log.append(batch(&format!("s{i}"), 1, 1_000 * i)).unwrap();
         }
+        log.wait_for_seals();
         assert_eq!(log.segment_count(), 5);
         (log, len)
     }

@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -210,6 +211,10 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<File>,
     dir: PathBuf,
     meta: RwLock<SegmentMeta>,
+    /// Sealed: no longer the active segment, its data synced (so group commit need not sync it
+    /// again) and its index files written as far as they could be. Off for the active segment,
+    /// and for a rolled one until the background seal (see `PartitionLog::roll`) has synced it.
+    sealed: AtomicBool,
 }
 
 impl Segment {
@@ -235,7 +240,18 @@ impl Segment {
             file: Arc::new(file),
             dir: dir.to_path_buf(),
             meta: RwLock::new(meta),
+            sealed: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the segment is sealed (see the field).
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Marks the segment sealed, once its data is on disk.
+    pub(crate) fn mark_sealed(&self) {
+        self.sealed.store(true, Ordering::Release);
     }
 
     /// Opens the last segment: verifies every batch and truncates the file at the first one

@@ -44,7 +44,7 @@ const MAGIC: &[u8; 8] = b"RMQPSNP2";
 const FRAME_LEN: usize = 8 + 8 + 8 + 4;
 
 /// The snapshot file's bytes for `table` at `offset`.
-fn encode(offset: u64, table: &ProducerTable) -> Vec<u8> {
+pub(crate) fn encode(offset: u64, table: &ProducerTable) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_LEN + table.encoded_len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&offset.to_be_bytes());
@@ -78,10 +78,13 @@ fn decode(bytes: Vec<u8>, offset: u64, now: i64) -> Result<ProducerTable, &'stat
 /// Writes the snapshot of `table` at `offset` (atomically, synced; the directory entry is
 /// made durable by the caller's next directory sync).
 pub(crate) fn write(dir: &Path, offset: u64, table: &ProducerTable) -> io::Result<()> {
-    write_atomic(
-        &segment_path(dir, offset, SNAPSHOT_EXT),
-        &encode(offset, table),
-    )
+    write_encoded(dir, offset, &encode(offset, table))
+}
+
+/// [`write`] of a snapshot [`encode`]d earlier (a roll encodes it under the append lock and
+/// writes it after).
+pub(crate) fn write_encoded(dir: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(&segment_path(dir, offset, SNAPSHOT_EXT), bytes)
 }
 
 /// Offsets of the snapshots in `dir`, oldest first.

@@ -1,16 +1,16 @@
 //! Group commit: concurrent requests for durability share one fdatasync.
 //!
 //! ```text
-//!  waiter A ─┐                      ┌─ syncer: capture (active file, high watermark)
-//!  waiter B ─┼─► synced >= end? ─no─┤          fdatasync (blocking pool)
+//!  waiter A ─┐                      ┌─ syncer: capture (unsealed files, high watermark)
+//!  waiter B ─┼─► synced >= end? ─no─┤          fdatasync each (blocking pool)
 //!  waiter C ─┘        │yes          │          synced = captured end, wake everyone
 //!                     ▼             └─ others: wait for the syncer, then check again
 //!                   done
 //! ```
 //!
 //! The syncer captures the end offset only after it has taken the role, so one fdatasync
-//! covers every append that completed before it started. Only the active segment needs it:
-//! rolling a segment syncs the old file first. A failed fdatasync poisons the log, because
+//! covers every append that completed before it started. Only the active segment needs it, and
+//! a rolled one until its seal (`super::seal`) has synced it. A failed fdatasync poisons the log, because
 //! Linux may drop the dirty pages it could not write and a later sync would then "succeed"
 //! without the data.
 
@@ -60,8 +60,9 @@ struct Attempt {
 }
 
 impl Attempt {
-    fn run(mut self, file: &File) -> io::Result<()> {
-        let result = timed_sync(file);
+    /// Syncs `files` in turn (the first failure ends it).
+    fn run(mut self, files: &[Arc<File>]) -> io::Result<()> {
+        let result = files.iter().try_for_each(|file| timed_sync(file));
         self.commit.finish(self.end, Some(&result));
         self.finished = true;
         result
@@ -146,9 +147,9 @@ impl GroupCommit {
         self.async_waiters.notify_waiters();
     }
 
-    /// Syncs a segment being sealed, outside the waiter protocol: the caller holds the append
-    /// lock, so nothing new can land in that file meanwhile. Everything below `end` is then
-    /// durable.
+    /// Syncs a segment being sealed, outside the waiter protocol: it is no longer the active
+    /// one, so nothing new lands in that file, and the seals before it are done (they run in
+    /// roll order). Everything below `end` is then durable.
     pub(crate) fn sync_sealed(&self, file: &File, end: u64) -> Result<(), StorageError> {
         self.check()?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
@@ -172,11 +173,12 @@ impl GroupCommit {
     }
 
     /// Waits until every offset below `end` is durable, syncing if no one else is.
-    /// `capture` names the active file and the end offset it holds.
+    /// `capture` names the files to sync (the active one, and rolled ones not sealed yet)
+    /// and the end offset they hold.
     pub(crate) async fn sync_async(
         self: &Arc<Self>,
         end: u64,
-        capture: impl Fn() -> (Arc<File>, u64),
+        capture: impl Fn() -> (Vec<Arc<File>>, u64),
     ) -> Result<(), StorageError> {
         loop {
             // Registered before the state is checked, so a finish in between is not missed.
@@ -185,11 +187,11 @@ impl GroupCommit {
                 Turn::Done => return Ok(()),
                 Turn::Wait(_) => notified.await,
                 Turn::Sync => {
-                    let (file, captured) = capture();
+                    let (files, captured) = capture();
                     let attempt = self.attempt(captured);
                     // The attempt finishes inside the blocking task, so dropping this future
                     // (a cancelled request) does not leave the other waiters hanging.
-                    tokio::task::spawn_blocking(move || attempt.run(&file))
+                    tokio::task::spawn_blocking(move || attempt.run(&files))
                         .await
                         .map_err(io::Error::other)??;
                 }
@@ -201,7 +203,7 @@ impl GroupCommit {
     pub(crate) fn sync_blocking(
         self: &Arc<Self>,
         end: u64,
-        capture: impl Fn() -> (Arc<File>, u64),
+        capture: impl Fn() -> (Vec<Arc<File>>, u64),
     ) -> Result<(), StorageError> {
         loop {
             match self.turn(end)? {
@@ -213,8 +215,8 @@ impl GroupCommit {
                     }
                 }
                 Turn::Sync => {
-                    let (file, captured) = capture();
-                    self.attempt(captured).run(&file)?;
+                    let (files, captured) = capture();
+                    self.attempt(captured).run(&files)?;
                 }
             }
         }
@@ -280,7 +282,7 @@ mod tests {
         assert!(matches!(commit.check(), Err(StorageError::Poisoned)));
         let file = Arc::new(tempfile::tempfile().unwrap());
         assert!(matches!(
-            commit.sync_blocking(1, || (Arc::clone(&file), 1)),
+            commit.sync_blocking(1, || (vec![Arc::clone(&file)], 1)),
             Err(StorageError::Poisoned)
         ));
     }
@@ -294,10 +296,12 @@ mod tests {
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let (commit, file) = (Arc::clone(&commit), Arc::clone(&file));
-                std::thread::spawn(move || commit.sync_blocking(10, || (Arc::clone(&file), 10)))
+                std::thread::spawn(move || {
+                    commit.sync_blocking(10, || (vec![Arc::clone(&file)], 10))
+                })
             })
             .collect();
-        commit.attempt(10).run(&file).unwrap();
+        commit.attempt(10).run(&[Arc::clone(&file)]).unwrap();
         for thread in threads {
             thread.join().unwrap().unwrap();
         }
