@@ -40,8 +40,8 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// Roll the active segment, at the next append, once its first batch was appended more
     /// than this many milliseconds ago (Kafka's `segment.ms`), so that a partition receiving
-    /// little data still gets sealed segments that retention can delete: retention never
-    /// deletes the active segment. When `retention_ms` is shorter, the segment rolls by that
+    /// little data still gets sealed segments that retention can delete (retention rolls the
+    /// active segment itself only once every record of the log is past `retention_ms`). When `retention_ms` is shorter, the segment rolls by that
     /// instead, so that data older than the retention is always in a sealed segment (see
     /// [`roll_ms`](Self::roll_ms)). Age is measured on the broker's clock from the first
     /// append, not by record timestamps, which producers set and which may lie far in the past

@@ -8,11 +8,13 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
 use super::index::{read_optional, write_atomic};
-use super::segment::{remove_segment_files, sync_dir};
+use super::segment::{remove_segment_files, sync_dir, Segment};
 use super::{PartitionLog, StorageError};
 
 /// The file in a partition directory that holds the log start offset retention last moved to
@@ -67,9 +69,12 @@ impl PartitionLog {
     /// durably before any file is removed. Readers already holding a deleted segment finish
     /// their read from the unlinked file. Files an earlier pass could not remove are retried.
     ///
-    /// The active segment is never deleted; it rolls by age at the next append (see
+    /// The active segment is not deleted as such; it rolls by age at the next append (see
     /// [`LogConfig::roll_ms`](super::LogConfig::roll_ms)), after which retention can act once
-    /// the rolled segment is sealed (see [`super::seal`]).
+    /// the rolled segment is sealed (see [`super::seal`]). A partition that receives nothing
+    /// gets no such append: when every record of its log is past `retention_ms`, the pass
+    /// rolls the active segment itself and deletes it, as Kafka does, so that retention holds
+    /// for idle partitions too; the log is then empty, starting at its end offset.
     ///
     /// Each pass also forgets the idempotent producers idle for longer than
     /// [`LogConfig::producer_id_expiration_ms`](super::LogConfig::producer_id_expiration_ms).
@@ -77,7 +82,7 @@ impl PartitionLog {
         // The whole pass, file removals included, is over before a retirement completes: the
         // paths may belong to a new topic of the same name after it.
         let mut maintenance = self.maintenance.lock();
-        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+        if self.retired.load(Ordering::Acquire) {
             return Ok(0);
         }
         let config = self.config();
@@ -92,6 +97,9 @@ impl PartitionLog {
         let cutoff = config
             .retention_ms
             .map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));
+        if let Some(cutoff) = cutoff {
+            self.roll_expired(cutoff)?;
+        }
         let removed: Vec<_> = {
             let mut segments = self.segments.write();
             let mut total: u64 = segments.iter().map(|s| s.size()).sum();
@@ -162,6 +170,35 @@ impl PartitionLog {
             );
         }
         Ok(removed.len())
+    }
+
+    /// Rolls the active segment when it holds data and every record of the log is older than
+    /// `cutoff`, and waits for its seal, so that the pass deletes the whole log.
+    fn roll_expired(&self, cutoff: i64) -> Result<(), StorageError> {
+        let expired = |segments: &[Arc<Segment>]| {
+            segments.last().is_some_and(|active| active.size() > 0)
+                && segments
+                    .iter()
+                    .all(|segment| segment.max_timestamp() < cutoff)
+        };
+        if !expired(&self.segments.read()) {
+            return Ok(());
+        }
+        {
+            let producers = self.appender.lock();
+            // Again under the append lock: an append may have come in between.
+            if !expired(&self.segments.read()) {
+                return Ok(());
+            }
+            let active = self.active();
+            self.rolling.store(true, Ordering::Release);
+            let rolled = self.roll(&active, &producers);
+            self.rolling.store(false, Ordering::Release);
+            rolled?;
+        }
+        debug!(dir = %self.dir().display(), "rolled an idle partition's expired active segment");
+        self.sealer.drain();
+        Ok(())
     }
 }
 
@@ -238,9 +275,9 @@ mod tests {
         assert_eq!(log.log_start_offset(), 2);
         assert_eq!(log.apply_retention(15_001).unwrap(), 2);
         assert_eq!(log.log_start_offset(), 6);
-        // Everything expired: the active segment still stays.
-        assert_eq!(log.apply_retention(i64::MAX).unwrap(), 1);
-        assert_eq!((log.segment_count(), log.log_start_offset()), (1, 8));
+        // Everything expired: the active segment is rolled and goes too, leaving an empty one.
+        assert_eq!(log.apply_retention(i64::MAX).unwrap(), 2);
+        assert_eq!((log.segment_count(), log.log_start_offset()), (1, 9));
         assert_eq!(
             files(dir.path())
                 .iter()
@@ -375,5 +412,43 @@ mod tests {
         held.read_batches(&mut out, position, end, usize::MAX, true)
             .unwrap();
         assert_eq!(out.len() as u64, len);
+    }
+
+    /// A partition that receives nothing more: once every record is past the retention, the
+    /// pass rolls its active segment and deletes it; before, nothing goes. The log then starts
+    /// at its end, across a restart too, and appends go on from there.
+    #[test]
+    fn an_idle_partition_is_emptied_once_all_its_records_are_past_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour: i64 = 3_600_000;
+        let config = LogConfig {
+            retention_ms: Some(hour as u64),
+            ..small_config(1 << 20)
+        };
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        log.append(batch("a", 2, 1_000)).unwrap();
+        log.append(batch("b", 3, 5_000)).unwrap();
+        let newest = 5_002;
+        assert_eq!(log.apply_retention(newest + hour).unwrap(), 0);
+        assert_eq!((log.segment_count(), log.log_start_offset()), (1, 0));
+        assert_eq!(read_all(&log, 0, 1 << 20).len(), 5);
+
+        assert_eq!(log.apply_retention(newest + 1 + hour).unwrap(), 1);
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!((log.log_start_offset(), log.high_watermark()), (5, 5));
+        assert!(matches!(
+            log.read(0, 100),
+            Err(StorageError::OffsetOutOfRange { start: 5, .. })
+        ));
+        assert!(!files(dir.path()).contains(&"00000000000000000000.log".to_owned()));
+        // Nothing left to roll: an empty active segment stays.
+        assert_eq!(log.apply_retention(newest + 2 * hour).unwrap(), 0);
+        assert_eq!(log.segment_count(), 1);
+        drop(log);
+
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert_eq!((log.log_start_offset(), log.high_watermark()), (5, 5));
+        assert_eq!(log.append(batch("c", 1, 9_000)).unwrap().base_offset, 5);
+        assert_eq!(read_all(&log, 5, 1 << 20).len(), 1);
     }
 }
