@@ -217,8 +217,10 @@ pub struct LogSettings {
     pub segment_bytes: u64,
     /// Roll the active segment at the first append after its first batch is this old (ms;
     /// default 7 days, as Kafka's `segment.ms`), or `retention_ms` old when that is shorter:
-    /// retention deletes only sealed segments, so without it a partition receiving little data
-    /// would keep its records past the retention in a segment that never fills. Broker-wide;
+    /// retention deletes sealed segments, so without it a partition receiving little data
+    /// would keep its records past the retention in a segment that never fills (one receiving
+    /// nothing has its active segment rolled by retention once all its records are past
+    /// `retention_ms`). Broker-wide;
     /// at least 1. See [`LogConfig::segment_ms`].
     pub segment_ms: u64,
     /// One sparse index entry per this many bytes.

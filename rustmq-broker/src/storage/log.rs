@@ -109,7 +109,7 @@ impl PartitionLog {
     /// Only `base_offset` is rewritten, in the copy written to the segment. It may block on the
     /// disk: a batch that rolls the segment (it is full, or its first batch is older than
     /// [`LogConfig::roll_ms`]) creates the new segment's file and syncs the directory (the
-    /// sealed segment is synced off the append lock: see [`super::seal`]), and with
+    /// sealed segment is synced off the append lock: see `storage/seal.rs`), and with
     /// [`FlushPolicy::Always`] it returns once the batch is on disk (sharing the fdatasync with
     /// concurrent appends). Async callers try [`try_append`](Self::try_append) first and run
     /// this on a blocking thread when it cannot append without waiting.
@@ -262,7 +262,7 @@ impl PartitionLog {
 
     /// Makes a new active segment after `old`, and queues `old` to be sealed (synced, its
     /// index files and the producer snapshot as of the new segment's base written) by a thread
-    /// of its own: see [`super::seal`]. Called with the append lock held, which it holds only
+    /// of its own: see `storage/seal.rs`. Called with the append lock held, which it holds only
     /// to encode the snapshot and create the new file.
     pub(super) fn roll(
         &self,
@@ -301,7 +301,7 @@ impl PartitionLog {
         Ok(segment)
     }
 
-    /// Waits until every rolled segment is sealed (see [`super::seal`]).
+    /// Waits until every rolled segment is sealed (see `storage/seal.rs`).
     #[cfg(test)]
     pub(crate) fn wait_for_seals(&self) {
         self.sealer.drain();
@@ -387,7 +387,8 @@ impl PartitionLog {
         self.watermark_tx.subscribe()
     }
 
-    /// Number of fdatasync calls made for appended data (group-commit and roll syncs).
+    /// Number of fdatasync attempts made for appended data: group commits (each syncs the
+    /// active file and any rolled one not sealed yet) and seals.
     pub fn sync_count(&self) -> u64 {
         self.commit.count()
     }
@@ -396,7 +397,8 @@ impl PartitionLog {
     /// topic of the same name may soon have files at the same paths. Waits for an append (and
     /// the roll it may do) and a retention pass in progress; later appends fail with
     /// [`StorageError::Retired`], and retention and [`close`](Self::close) leave the files
-    /// alone. Reads of what is stored go on while the files last.
+    /// alone. Reads of what is stored go on while the files last. Waits for the queued seals
+    /// (see `storage/seal.rs`) too, as they write into the directory.
     pub fn retire(&self) {
         let _maintenance = self.maintenance.lock();
         let _appends = self.appender.lock();
@@ -414,7 +416,8 @@ impl PartitionLog {
     /// snapshot at the end of the log and the clean-shutdown marker, so that the next open
     /// reads no batch but the last few of each segment (see the [module docs](super)); for a
     /// clean shutdown. Holds the append lock throughout (the sync, and the snapshot, whose size
-    /// grows with the producers: ~200 ms for a million). The log stays usable: an append
+    /// grows with the producers: ~200 ms for a million), and first waits for the queued seals
+    /// (see `storage/seal.rs`). The log stays usable: an append
     /// after it makes the next open recover the active segment as after a crash.
     pub fn close(&self) -> Result<(), StorageError> {
         let producers = self.appender.lock();
@@ -879,6 +882,8 @@ mod tests {
                 .unwrap()
                 .unwrap();
         }
+        // Seals of the rolls above sync too.
+        log.wait_for_seals();
         let syncs = log.sync_count();
         log.flush().unwrap();
         assert_eq!(log.sync_count(), syncs, "every append was already durable");

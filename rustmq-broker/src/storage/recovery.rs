@@ -177,6 +177,11 @@ impl PartitionLog {
         OPENED.with(|o| o.set(Opened::default()));
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
         let mut recovered_at = None;
+        // A rolled segment recovery cut short: the segments after it are dropped.
+        let mut cut = None;
+        // The producers at the last segment's base, when segments before it were recovered: a
+        // snapshot there (written once they are synced) spares the next open verifying them.
+        let mut end_snapshot = None;
         for (i, &base) in bases.iter().enumerate() {
             if let Some(previous) = segments.last() {
                 let previous_end = previous.next_offset();
@@ -197,6 +202,9 @@ impl PartitionLog {
                     maintenance.undeleted.push(base);
                     continue;
                 }
+            }
+            if i == bases.len() - 1 && recovered_at.is_some() {
+                end_snapshot = Some((base, snapshot::encode(base, &producers)));
             }
             let mut replay = |h: &BatchHeader| producers.record(h, h.base_offset, opened_at);
             let active_after_close = clean.filter(|_| i == bases.len() - 1);
@@ -219,7 +227,11 @@ impl PartitionLog {
             } else if i >= recover_from && clean.is_none() {
                 recovered_at.get_or_insert(segments.len());
                 count_opened!(scanned);
-                Segment::recover(&dir, base, interval, &mut replay)?
+                let segment = Segment::recover(&dir, base, interval, &mut replay)?;
+                if i + 1 < bases.len() && segment.size() < lens[i] {
+                    cut = Some(i);
+                }
+                segment
             } else if base < replay_from {
                 match Segment::open_indexed(&dir, base, interval, false)? {
                     Some(segment) => {
@@ -255,6 +267,26 @@ impl PartitionLog {
                 }
             }
             segments.push(Arc::new(segment));
+            if cut.is_some() {
+                break;
+            }
+        }
+        if let Some(i) = cut {
+            // A crash before the seal of segment `i` lost batches of it; the segments after it
+            // hold only batches that came after those, never acknowledged as durable. Served,
+            // they would leave a hole in the partition (and an idempotent producer retrying the
+            // lost batches would be refused as out of sequence): removed, durably, before
+            // anything is appended, as Kafka does.
+            let last = segments.last().expect("segment i");
+            warn!(dir = %dir.display(), base_offset = last.base_offset, end = last.next_offset(),
+                removed = bases.len() - i - 1,
+                "a rolled segment lost its tail in a crash before its seal; removing the segments after it");
+            for &base in &bases[i + 1..] {
+                remove_segment_files(&dir, base)?;
+            }
+            let kept = last.base_offset;
+            snapshot::remove(&dir, |offset| offset > kept)?;
+            sync_dir(&dir)?;
         }
         // Recovered segments followed by another (the active one, maybe an empty one a roll
         // created) are sealed: make them durable (recovery may have truncated them) with their
@@ -266,6 +298,13 @@ impl PartitionLog {
                     warn!(dir = %dir.display(), base_offset = segment.base_offset, %err,
                         "could not write index files");
                 }
+            }
+        }
+        if let Some((offset, bytes)) = end_snapshot.filter(|_| cut.is_none()) {
+            match snapshot::write_encoded(&dir, offset, &bytes) {
+                Ok(()) => maintenance.dir_unsynced = true,
+                Err(err) => warn!(dir = %dir.display(), base_offset = offset, %err,
+                    "could not write a producer snapshot"),
             }
         }
         if let Some((_, sealed)) = segments.split_last() {

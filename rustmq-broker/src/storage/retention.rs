@@ -71,7 +71,7 @@ impl PartitionLog {
     ///
     /// The active segment is not deleted as such; it rolls by age at the next append (see
     /// [`LogConfig::roll_ms`](super::LogConfig::roll_ms)), after which retention can act once
-    /// the rolled segment is sealed (see [`super::seal`]). A partition that receives nothing
+    /// the rolled segment is sealed (see `storage/seal.rs`). A partition that receives nothing
     /// gets no such append: when every record of its log is past `retention_ms`, the pass
     /// rolls the active segment itself and deletes it, as Kafka does, so that retention holds
     /// for idle partitions too; the log is then empty, starting at its end offset.

@@ -212,8 +212,9 @@ pub(crate) struct Segment {
     dir: PathBuf,
     meta: RwLock<SegmentMeta>,
     /// Sealed: no longer the active segment, its data synced (so group commit need not sync it
-    /// again) and its index files written as far as they could be. Off for the active segment,
-    /// and for a rolled one until the background seal (see `PartitionLog::roll`) has synced it.
+    /// again), its index files and the snapshot at its end written as far as they could be (so
+    /// retention may delete it). Off for the active segment, and for a rolled one until its
+    /// seal (`super::seal`) is done.
     sealed: AtomicBool,
 }
 
@@ -254,8 +255,9 @@ impl Segment {
         self.sealed.store(true, Ordering::Release);
     }
 
-    /// Opens the last segment: verifies every batch and truncates the file at the first one
-    /// that is incomplete, corrupt or out of sequence (a write torn by a crash).
+    /// Opens a segment that may hold unsynced data (the last one, or a rolled one whose seal
+    /// had not run): verifies every batch and truncates the file at the first one that is
+    /// incomplete, corrupt or out of sequence (a write torn by a crash).
     pub(crate) fn recover(
         dir: &Path,
         base_offset: u64,
@@ -272,7 +274,7 @@ impl Segment {
                 valid_bytes = meta.size,
                 truncated_bytes = len - meta.size,
                 %reason,
-                "truncating the torn tail of the active segment"
+                "truncating the torn tail of a segment"
             );
             file.set_len(meta.size)?;
         }
