@@ -29,18 +29,16 @@ fn main() {
         segment_bytes: segment_mib << 20,
         ..LogConfig::default()
     };
-    let log = PartitionLog::open(dir.path(), config.clone()).expect("open the log");
+    let log = PartitionLog::open(dir.path(), config).expect("open the log");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as i64;
     let mut rng = fastrand::Rng::with_seed(7);
-    let mut segment_size = 0u64;
     for id in 0..producers {
         let mut builder = RecordBatchBuilder::new().producer(id, 0, 0);
         builder.push(now, None, Some(b"x"), []);
         let batch = builder.build().expect("batch");
-        segment_size += batch.len() as u64;
         log.append(&batch[..]).expect("append");
     }
     let mut ordinary = Vec::new();
@@ -53,19 +51,16 @@ fn main() {
             builder.push(now, None, Some(&value), []);
         }
         let batch = builder.build().expect("batch");
-        let len = batch.len() as u64;
-        let rolls_now = segment_size + len > config.segment_bytes;
+        let segments = log.segment_count();
         let start = Instant::now();
         log.append(&batch[..]).expect("append");
         let us = start.elapsed().as_secs_f64() * 1e6;
-        if rolls_now {
+        if log.segment_count() > segments {
             rolls.push(us);
-            segment_size = 0;
         } else {
             ordinary.push(us);
         }
-        segment_size += len;
-        written += len;
+        written += batch.len() as u64;
     }
     ordinary.sort_by(f64::total_cmp);
     let pct = |p: f64| ordinary[((ordinary.len() as f64 * p) as usize).min(ordinary.len() - 1)];

@@ -13,8 +13,9 @@ pub enum FlushPolicy {
     ///
     /// [`spawn_interval_flusher`]: super::spawn_interval_flusher
     Interval(Duration),
-    /// Leave write-back to the operating system; data is still synced when a segment rolls,
-    /// on [`flush`](super::PartitionLog::flush) and on [`close`](super::PartitionLog::close).
+    /// Leave write-back to the operating system; data is still synced when a segment rolls (by
+    /// the seal that follows the roll, off the append lock), on
+    /// [`flush`](super::PartitionLog::flush) and on [`close`](super::PartitionLog::close).
     Os,
 }
 

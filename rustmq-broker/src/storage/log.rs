@@ -215,10 +215,7 @@ impl PartitionLog {
             });
         }
         if !self.has_room(&active, batch, header, now) {
-            self.rolling.store(true, Ordering::Release);
-            let rolled = self.roll(&active, producers);
-            self.rolling.store(false, Ordering::Release);
-            active = rolled?;
+            active = self.roll(&active, producers)?;
         }
         let base_offset = active.next_offset();
         active.append(batch, header, now)?;
@@ -269,6 +266,15 @@ impl PartitionLog {
         old: &Arc<Segment>,
         producers: &ProducerTable,
     ) -> Result<Arc<Segment>, StorageError> {
+        // `try_append` gives up at once while this is set, instead of spinning on the lock.
+        struct Rolling<'a>(&'a AtomicBool);
+        impl Drop for Rolling<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        self.rolling.store(true, Ordering::Release);
+        let _rolling = Rolling(&self.rolling);
         let base = old.next_offset();
         // A failed append may have left bytes past the committed end; a sealed segment must
         // end exactly at its last batch or the next open would report it as damaged.
@@ -304,6 +310,7 @@ impl PartitionLog {
     /// Waits until every rolled segment is sealed (see `storage/seal.rs`).
     #[cfg(test)]
     pub(crate) fn wait_for_seals(&self) {
+        self.sealer.paused.store(false, Ordering::Release);
         self.sealer.drain();
     }
 
@@ -321,8 +328,7 @@ impl PartitionLog {
             .iter()
             .rev()
             .take_while(|segment| !segment.is_sealed())
-            .count()
-            .max(1);
+            .count();
         let files = segments[segments.len() - unsealed..]
             .iter()
             .map(|segment| Arc::clone(&segment.file))

@@ -203,7 +203,11 @@ impl PartitionLog {
                     continue;
                 }
             }
-            if i == bases.len() - 1 && recovered_at.is_some() {
+            // (Unless the seal wrote it: a roll no batch followed.)
+            if i == bases.len() - 1
+                && recovered_at.is_some()
+                && !segment_path(&dir, base, snapshot::SNAPSHOT_EXT).exists()
+            {
                 end_snapshot = Some((base, snapshot::encode(base, &producers)));
             }
             let mut replay = |h: &BatchHeader| producers.record(h, h.base_offset, opened_at);
@@ -228,7 +232,12 @@ impl PartitionLog {
                 recovered_at.get_or_insert(segments.len());
                 count_opened!(scanned);
                 let segment = Segment::recover(&dir, base, interval, &mut replay)?;
-                if i + 1 < bases.len() && segment.size() < lens[i] {
+                // Short of the next segment's base: batches of it were lost (torn, or a file
+                // that never got its last writes), those after them kept.
+                if bases
+                    .get(i + 1)
+                    .is_some_and(|&next| segment.next_offset() < next)
+                {
                     cut = Some(i);
                 }
                 segment
@@ -300,7 +309,7 @@ impl PartitionLog {
                 }
             }
         }
-        if let Some((offset, bytes)) = end_snapshot.filter(|_| cut.is_none()) {
+        if let Some((offset, bytes)) = end_snapshot {
             match snapshot::write_encoded(&dir, offset, &bytes) {
                 Ok(()) => maintenance.dir_unsynced = true,
                 Err(err) => warn!(dir = %dir.display(), base_offset = offset, %err,

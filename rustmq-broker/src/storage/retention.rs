@@ -9,12 +9,12 @@
 use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
 use super::index::{read_optional, write_atomic};
-use super::segment::{remove_segment_files, sync_dir, Segment};
+use super::producer_state::ProducerTable;
+use super::segment::{remove_segment_files, sync_dir};
 use super::{PartitionLog, StorageError};
 
 /// The file in a partition directory that holds the log start offset retention last moved to
@@ -72,7 +72,8 @@ impl PartitionLog {
     /// The active segment is not deleted as such; it rolls by age at the next append (see
     /// [`LogConfig::roll_ms`](super::LogConfig::roll_ms)), after which retention can act once
     /// the rolled segment is sealed (see `storage/seal.rs`). A partition that receives nothing
-    /// gets no such append: when every record of its log is past `retention_ms`, the pass
+    /// gets no such append: when its active segment is past the roll age and every record of
+    /// its log is past `retention_ms`, the pass
     /// rolls the active segment itself and deletes it, as Kafka does, so that retention holds
     /// for idle partitions too; the log is then empty, starting at its end offset.
     ///
@@ -86,19 +87,22 @@ impl PartitionLog {
             return Ok(0);
         }
         let config = self.config();
-        // Under the append lock, for a walk over the producers of this partition.
-        let forgotten = self
-            .appender
-            .lock()
-            .expire(now_ms, config.producer_id_expiration_ms);
-        if forgotten > 0 {
-            debug!(dir = %self.dir().display(), forgotten, "forgot idle idempotent producers");
-        }
         let cutoff = config
             .retention_ms
             .map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));
-        if let Some(cutoff) = cutoff {
-            self.roll_expired(cutoff)?;
+        // Under the append lock: a walk over the producers of this partition, and the roll of
+        // an idle partition's expired active segment.
+        let rolled = {
+            let mut producers = self.appender.lock();
+            let forgotten = producers.expire(now_ms, config.producer_id_expiration_ms);
+            if forgotten > 0 {
+                debug!(dir = %self.dir().display(), forgotten, "forgot idle idempotent producers");
+            }
+            cutoff.is_some_and(|cutoff| self.roll_expired(&producers, cutoff, now_ms))
+        };
+        if rolled {
+            // Deleted below once sealed.
+            self.sealer.drain();
         }
         let removed: Vec<_> = {
             let mut segments = self.segments.write();
@@ -172,33 +176,35 @@ impl PartitionLog {
         Ok(removed.len())
     }
 
-    /// Rolls the active segment when it holds data and every record of the log is older than
-    /// `cutoff`, and waits for its seal, so that the pass deletes the whole log.
-    fn roll_expired(&self, cutoff: i64) -> Result<(), StorageError> {
-        let expired = |segments: &[Arc<Segment>]| {
-            segments.last().is_some_and(|active| active.size() > 0)
-                && segments
-                    .iter()
-                    .all(|segment| segment.max_timestamp() < cutoff)
-        };
-        if !expired(&self.segments.read()) {
-            return Ok(());
+    /// Rolls the active segment of a partition that has received nothing for the roll age,
+    /// when it holds data and every record of the log is older than `cutoff`: the roll the
+    /// next append would make, made here so that the pass can delete the whole log. Called
+    /// with the append lock (`producers`) held; `true` if it rolled (the caller then waits for
+    /// the seal). Record timestamps are the producers' own, so a busy partition stamping its
+    /// records in the past is not rolled before its segment is old by the broker's clock.
+    fn roll_expired(&self, producers: &ProducerTable, cutoff: i64, now_ms: i64) -> bool {
+        let active = self.active();
+        let expired = active.size() > 0
+            && active.first_append_ms() <= now_ms.saturating_sub(self.roll_ms)
+            && self
+                .segments
+                .read()
+                .iter()
+                .all(|segment| segment.max_timestamp() < cutoff);
+        if !expired {
+            return false;
         }
-        {
-            let producers = self.appender.lock();
-            // Again under the append lock: an append may have come in between.
-            if !expired(&self.segments.read()) {
-                return Ok(());
+        match self.roll(&active, producers) {
+            Ok(_) => {
+                debug!(dir = %self.dir().display(), "rolled an idle partition's expired active segment");
+                true
             }
-            let active = self.active();
-            self.rolling.store(true, Ordering::Release);
-            let rolled = self.roll(&active, &producers);
-            self.rolling.store(false, Ordering::Release);
-            rolled?;
+            Err(err) => {
+                warn!(dir = %self.dir().display(), %err,
+                    "could not roll an idle partition's expired active segment; retried by the next pass");
+                false
+            }
         }
-        debug!(dir = %self.dir().display(), "rolled an idle partition's expired active segment");
-        self.sealer.drain();
-        Ok(())
     }
 }
 
@@ -429,6 +435,14 @@ mod tests {
         log.append(batch("a", 2, 1_000)).unwrap();
         log.append(batch("b", 3, 5_000)).unwrap();
         let newest = 5_002;
+        // Every record is past the retention, but the segment took a batch within the roll
+        // age (an hour here) on the broker's clock: a partition that receives old timestamps
+        // is not idle.
+        log.active().set_first_append_ms(newest + 2);
+        assert_eq!(log.apply_retention(newest + 1 + hour).unwrap(), 0);
+        assert_eq!(log.segment_count(), 1);
+        // Idle for the roll age, but its newest record is not past the retention yet.
+        log.active().set_first_append_ms(0);
         assert_eq!(log.apply_retention(newest + hour).unwrap(), 0);
         assert_eq!((log.segment_count(), log.log_start_offset()), (1, 0));
         assert_eq!(read_all(&log, 0, 1 << 20).len(), 5);

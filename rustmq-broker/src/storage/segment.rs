@@ -282,7 +282,8 @@ impl Segment {
     }
 
     /// Opens a sealed segment by walking its batch headers (fed to `on_batch`, for the
-    /// producer table). Its batches were synced when it was rolled, so only headers are read;
+    /// producer table). Its batches were synced by the seal after its roll, so only headers are
+    /// read;
     /// the indexes fall out of the same scan, and index files that are missing or differ are
     /// rewritten. See also [`open_indexed`](Self::open_indexed), which reads only the last
     /// batches.

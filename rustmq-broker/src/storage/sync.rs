@@ -53,15 +53,15 @@ pub(crate) struct GroupCommit {
 
 /// Ends a sync attempt even if the closure doing it is dropped unrun (runtime shutdown), so
 /// waiters are never stranded behind a syncer that no longer exists.
-struct Attempt<C: std::ops::Deref<Target = GroupCommit> = Arc<GroupCommit>> {
-    commit: C,
+struct Attempt {
+    commit: Arc<GroupCommit>,
     end: u64,
     finished: bool,
 }
 
-impl<C: std::ops::Deref<Target = GroupCommit>> Attempt<C> {
+impl Attempt {
     /// Syncs `files` in turn (the first failure ends it).
-    fn run<F: std::ops::Deref<Target = File>>(mut self, files: &[F]) -> io::Result<()> {
+    fn run(mut self, files: &[Arc<File>]) -> io::Result<()> {
         let result = files.iter().try_for_each(|file| timed_sync(file));
         self.commit.finish(self.end, Some(&result));
         self.finished = true;
@@ -77,7 +77,7 @@ fn timed_sync(file: &File) -> io::Result<()> {
     result
 }
 
-impl<C: std::ops::Deref<Target = GroupCommit>> Drop for Attempt<C> {
+impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.finished {
             self.commit.finish(self.end, None);
@@ -145,37 +145,6 @@ impl GroupCommit {
         }
         self.blocking_waiters.notify_all();
         self.async_waiters.notify_waiters();
-    }
-
-    /// Syncs a segment being sealed: it is no longer the active one, so nothing new lands in
-    /// that file, and the seals before it are done (they run in roll order). Unless the log is
-    /// poisoned (then `Err(Poisoned)` and no sync), everything below `end` is durable once it
-    /// returns `Ok`.
-    ///
-    /// It takes the syncer's role like any waiter, so that no two fdatasyncs of the log's
-    /// files run at once: Linux reports a failed writeback to only one of the fsyncs of a file
-    /// that overlap it, and the other would then "succeed" without the data.
-    pub(crate) fn sync_sealed(&self, file: &File, end: u64) -> Result<(), StorageError> {
-        {
-            let mut state = self.state.lock();
-            loop {
-                if state.poisoned {
-                    return Err(StorageError::Poisoned);
-                }
-                if !state.syncing {
-                    state.syncing = true;
-                    break;
-                }
-                self.blocking_waiters.wait(&mut state);
-            }
-        }
-        let attempt = Attempt {
-            commit: self,
-            end,
-            finished: false,
-        };
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        Ok(attempt.run(&[file])?)
     }
 
     /// Waits until every offset below `end` is durable, syncing if no one else is.
