@@ -114,7 +114,17 @@ pub fn init_logging(filter: &str) {
 /// Starts a broker with `config` on the current runtime (and the Prometheus endpoint when
 /// `metrics_listen` is set), prints where it listens to stderr, and runs until Ctrl-C or
 /// SIGTERM; then shuts it down cleanly.
+///
+/// First raises the process's open-file limit to its hard limit ([`raise_open_file_limit`]):
+/// the broker keeps every segment file of every partition open.
 pub async fn serve(config: BrokerConfig) -> Result<(), ServeError> {
+    match raise_open_file_limit() {
+        Ok((from, to)) if from != to => {
+            tracing::info!(from, to, "raised the open-file limit to its hard limit");
+        }
+        Ok((limit, _)) => tracing::debug!(limit, "open-file limit"),
+        Err(err) => tracing::warn!(%err, "could not raise the open-file limit"),
+    }
     if let Some(addr) = config.metrics_listen {
         install_exporter(addr)?;
         eprintln!("rustmq-broker metrics on http://{addr}/metrics");
@@ -141,6 +151,22 @@ fn install_exporter(_addr: SocketAddr) -> Result<(), ServeError> {
     Err(ServeError::NoExporter)
 }
 
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, and returns both
+/// (before, after). The broker keeps one descriptor open per segment file, of every partition:
+/// the usual soft limit of 1,024 would stop a broker holding a few hundred partitions from
+/// opening its logs, or a roll from creating a file (`Too many open files`). Java raises it
+/// the same way for Kafka's broker (HotSpot's `MaxFDLimit`), and Go's runtime for its
+/// programs; a library does not change its process's limits, so the embedded broker leaves
+/// this to its application.
+pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, hard.max(soft)))
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -159,6 +185,22 @@ pub async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
+    /// Lowered below its hard limit, the soft limit is raised back to it.
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        // Not so low that the tests running beside this one run out.
+        let lowered = (hard / 2).max(4_096).min(hard.saturating_sub(1));
+        if lowered < 4_096 {
+            return; // A hard limit this low leaves nothing to raise here.
+        }
+        setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();
+        assert_eq!(raise_open_file_limit().unwrap(), (lowered, hard));
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+        assert_eq!(raise_open_file_limit().unwrap(), (hard, hard));
+    }
+
     use super::*;
     use clap::Parser;
 

@@ -1,6 +1,9 @@
 //! Allocation of idempotent producer ids and epochs, persisted across restarts.
 //!
-//! Ids are handed out from a counter stored in `<data_dir>/producers.toml`; a named producer
+//! Ids are handed out from blocks of [`ID_BLOCK`] reserved in `<data_dir>/producers.toml`
+//! (as Kafka's broker takes them from its controller): an unnamed producer's initialisation
+//! writes nothing unless it starts a new block, and a restart goes on from the end of the
+//! last block reserved (the ids of it never handed out are skipped); a named producer
 //! keeps its id and gets a higher epoch each time it initialises, which fences older instances
 //! (their batches fail with `InvalidProducerEpoch`). Once a name has used every epoch (32,767
 //! initialisations: an exactly-once stream initialises at every session start), it moves to a
@@ -25,9 +28,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::BrokerError;
 use crate::topics::write_durably;
 
+/// How many producer ids one write of the registry reserves.
+pub const ID_BLOCK: i64 = 1_000;
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct State {
+    /// The end of the ids reserved on disk: every id below it may have been handed out.
     next_id: i64,
+    /// The next id to hand out, at most `next_id` (not stored: a restart goes on from
+    /// `next_id`).
+    #[serde(skip)]
+    next_free: i64,
     named: BTreeMap<String, (i64, i16)>,
     /// Ids of names that used every epoch and moved to a new id.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -46,8 +57,9 @@ struct State {
 pub struct ProducerIds {
     path: PathBuf,
     state: Mutex<State>,
-    /// `state.next_id` as last stored: every id below it was handed out (read per idempotent
-    /// batch without the lock).
+    /// `state.next_free`: every id below it was handed out, by this process or before a
+    /// restart (up to the last block reserved then); read per idempotent batch without the
+    /// lock.
     issued: AtomicI64,
     /// `state.forgotten`, read per idempotent batch (without the registry's lock, which an
     /// initialisation holds across its fsync) when `any_forgotten`.
@@ -81,6 +93,8 @@ impl ProducerIds {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(BrokerError::io("read producers.toml", e)),
         };
+        let mut state: State = state;
+        state.next_free = state.next_id;
         let opened_at = crate::storage::now_ms();
         let mut next = state.clone();
         for name in next.named.keys() {
@@ -143,50 +157,63 @@ impl ProducerIds {
     /// [`init`](Self::init) at `now` (the broker's clock, ms).
     fn init_at(&self, name: Option<&str>, now: i64) -> Result<Initialised, BrokerError> {
         let mut state = self.state.lock();
-        let mut next = state.clone();
-        let id = next.next_id;
-        let result = match name {
-            None => {
-                next.next_id += 1;
-                Initialised {
-                    producer_id: id,
+        let Some(name) = name else {
+            if state.next_free < state.next_id {
+                // In the block reserved last: nothing to write.
+                let producer_id = take_id(&mut state);
+                self.issued.store(state.next_free, Ordering::Release);
+                return Ok(Initialised {
+                    producer_id,
                     epoch: 0,
                     retired: None,
-                }
+                });
             }
-            Some(name) => {
-                let (producer_id, epoch) = next.named.get(name).copied().unwrap_or((id, -1));
-                let result = match epoch.checked_add(1) {
-                    Some(epoch) => Initialised {
-                        producer_id,
-                        epoch,
-                        retired: None,
-                    },
-                    // Every epoch used: a new id, and the old one retired.
-                    None => {
-                        next.retired.insert(producer_id);
-                        Initialised {
-                            producer_id: id,
-                            epoch: 0,
-                            retired: Some(producer_id),
-                        }
-                    }
-                };
-                if result.producer_id == id {
-                    next.next_id += 1;
-                }
-                next.named
-                    .insert(name.to_owned(), (result.producer_id, result.epoch));
-                next.initialised_at.insert(name.to_owned(), now);
-                result
-            }
+            let mut next = state.clone();
+            let producer_id = take_id(&mut next);
+            self.store(&mut state, next)?;
+            self.issued.store(state.next_free, Ordering::Release);
+            return Ok(Initialised {
+                producer_id,
+                epoch: 0,
+                retired: None,
+            });
         };
+        let mut next = state.clone();
+        let result = match next.named.get(name).copied() {
+            // A new name: a new id at epoch 0.
+            None => Initialised {
+                producer_id: take_id(&mut next),
+                epoch: 0,
+                retired: None,
+            },
+            Some((producer_id, epoch)) => match epoch.checked_add(1) {
+                Some(epoch) => Initialised {
+                    producer_id,
+                    epoch,
+                    retired: None,
+                },
+                // Every epoch used: a new id, and the old one retired.
+                None => {
+                    next.retired.insert(producer_id);
+                    Initialised {
+                        producer_id: take_id(&mut next),
+                        epoch: 0,
+                        retired: Some(producer_id),
+                    }
+                }
+            },
+        };
+        next.named
+            .insert(name.to_owned(), (result.producer_id, result.epoch));
+        next.initialised_at.insert(name.to_owned(), now);
         self.store(&mut state, next)?;
-        self.issued.store(state.next_id, Ordering::Release);
+        self.issued.store(state.next_free, Ordering::Release);
         Ok(result)
     }
 
     /// Writes `next` durably, then makes it the state; nothing changes when the write fails.
+    /// (Unnamed ids handed out from the reserved block since the last write need none:
+    /// `next_free` is not stored.)
     fn store(&self, state: &mut State, next: State) -> Result<(), BrokerError> {
         let text = toml::to_string(&next)
             .map_err(|e| BrokerError::new(rustmq_protocol::ErrorCode::Internal, e.to_string()))?;
@@ -255,6 +282,17 @@ impl ProducerIds {
     }
 }
 
+/// The next id to hand out from `state`, reserving a new block (in `state`, for the caller to
+/// store) when the last one is used up.
+fn take_id(state: &mut State) -> i64 {
+    let id = state.next_free;
+    state.next_free += 1;
+    if state.next_free > state.next_id {
+        state.next_id = id + ID_BLOCK;
+    }
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,20 +308,47 @@ mod tests {
         assert!(p.issued(a.producer_id) && p.issued(b.producer_id));
         assert!(!p.issued(b.producer_id + 1) && !p.issued(-1));
         let n1 = p.init(Some("stream-1")).unwrap();
+        assert!(!p.issued(n1.producer_id + 1));
         drop(p);
+        // A restart goes on from the end of the block reserved: the ids of it never handed out
+        // count as issued (at most a block's worth), none is handed out twice.
         let p = ProducerIds::open(dir.path()).unwrap();
-        assert!(
-            p.issued(a.producer_id) && p.issued(n1.producer_id) && !p.issued(n1.producer_id + 1)
-        );
+        assert!(p.issued(a.producer_id) && p.issued(n1.producer_id) && p.issued(ID_BLOCK - 1));
+        assert!(!p.issued(ID_BLOCK));
         let n2 = p.init(Some("stream-1")).unwrap();
         assert_eq!(n1.producer_id, n2.producer_id);
         assert_eq!(n2.epoch, n1.epoch + 1);
         let c = p.init(None).unwrap();
+        assert_eq!(c.producer_id, ID_BLOCK);
+    }
+
+    /// Unnamed ids come from a block reserved on disk: one write per block, not per id.
+    #[test]
+    fn unnamed_ids_are_handed_out_from_reserved_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("producers.toml");
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(p.init(None).unwrap().producer_id, 0);
+        let written = std::fs::read_to_string(&path).unwrap();
         assert!(
-            c.producer_id != a.producer_id
-                && c.producer_id != b.producer_id
-                && c.producer_id != n1.producer_id
+            written.contains(&format!("next_id = {ID_BLOCK}")),
+            "{written}"
         );
+        std::fs::remove_file(&path).unwrap();
+        for id in 1..ID_BLOCK {
+            assert_eq!(p.init(None).unwrap().producer_id, id);
+        }
+        assert!(!path.exists(), "no write within the block");
+        assert!(p.issued(ID_BLOCK - 1) && !p.issued(ID_BLOCK));
+        // The next block, and a name, take ids from it.
+        assert_eq!(p.init(None).unwrap().producer_id, ID_BLOCK);
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            written.contains(&format!("next_id = {}", 2 * ID_BLOCK)),
+            "{written}"
+        );
+        assert_eq!(p.init(Some("n")).unwrap().producer_id, ID_BLOCK + 1);
+        assert!(p.issued(ID_BLOCK + 1) && !p.issued(ID_BLOCK + 2));
     }
 
     /// A name that used every epoch moves to a new id at epoch 0 and its old id is retired,
