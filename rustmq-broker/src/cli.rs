@@ -185,11 +185,19 @@ pub async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
-    /// Lowered below its hard limit, the soft limit is raised back to it.
+    /// Set below its hard limit, the soft limit is raised to it.
     #[test]
     fn the_open_file_limit_is_raised_to_the_hard_limit() {
         use nix::sys::resource::{getrlimit, setrlimit, Resource};
-        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        /// Puts the process's limits back, so that the tests after this one run with them.
+        struct Restore(u64, u64);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, self.0, self.1);
+            }
+        }
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let _restore = Restore(soft, hard);
         // Not so low that the tests running beside this one run out.
         let lowered = (hard / 2).max(4_096).min(hard.saturating_sub(1));
         if lowered < 4_096 {

@@ -278,7 +278,8 @@ impl Core {
             Request::Fetch(r) => self.fetch(conn, r).await,
             Request::ListOffsets(r) => self.list_offsets(r),
             Request::InitProducer(r) => {
-                // The allocation is on disk before it is answered (an fsync), and fencing
+                // A named producer's epoch is on disk before it is answered (an fsync; an
+                // unnamed one's id only when it starts a block of ids), and fencing
                 // takes every partition's append lock, which a roll may hold.
                 self.on_blocking_thread(move |core| {
                     let init = core.producer_ids.init(r.name.as_deref())?;

@@ -52,7 +52,8 @@ struct State {
     forgotten: BTreeSet<i64>,
 }
 
-/// Hands out producer ids; every allocation is on disk before it is answered.
+/// Hands out producer ids: every id handed out is below a bound on disk, and a named producer's
+/// epoch is on disk, before it is answered.
 #[derive(Debug)]
 pub struct ProducerIds {
     path: PathBuf,
@@ -148,8 +149,9 @@ impl ProducerIds {
     }
 
     /// A fresh id (epoch 0), or for a name its id with the next epoch; a name that used every
-    /// epoch gets a new id at epoch 0 and retires its old one. On disk before it is answered;
-    /// nothing changes when the write fails.
+    /// epoch gets a new id at epoch 0 and retires its old one. On disk before it is answered
+    /// (an unnamed id writes only when it starts a new block); nothing changes when the write
+    /// fails.
     pub fn init(&self, name: Option<&str>) -> Result<Initialised, BrokerError> {
         self.init_at(name, crate::storage::now_ms())
     }
@@ -160,7 +162,7 @@ impl ProducerIds {
         let Some(name) = name else {
             if state.next_free < state.next_id {
                 // In the block reserved last: nothing to write.
-                let producer_id = take_id(&mut state);
+                let producer_id = take_id(&mut state)?;
                 self.issued.store(state.next_free, Ordering::Release);
                 return Ok(Initialised {
                     producer_id,
@@ -169,7 +171,7 @@ impl ProducerIds {
                 });
             }
             let mut next = state.clone();
-            let producer_id = take_id(&mut next);
+            let producer_id = take_id(&mut next)?;
             self.store(&mut state, next)?;
             self.issued.store(state.next_free, Ordering::Release);
             return Ok(Initialised {
@@ -182,7 +184,7 @@ impl ProducerIds {
         let result = match next.named.get(name).copied() {
             // A new name: a new id at epoch 0.
             None => Initialised {
-                producer_id: take_id(&mut next),
+                producer_id: take_id(&mut next)?,
                 epoch: 0,
                 retired: None,
             },
@@ -196,7 +198,7 @@ impl ProducerIds {
                 None => {
                     next.retired.insert(producer_id);
                     Initialised {
-                        producer_id: take_id(&mut next),
+                        producer_id: take_id(&mut next)?,
                         epoch: 0,
                         retired: Some(producer_id),
                     }
@@ -284,13 +286,19 @@ impl ProducerIds {
 
 /// The next id to hand out from `state`, reserving a new block (in `state`, for the caller to
 /// store) when the last one is used up.
-fn take_id(state: &mut State) -> i64 {
+fn take_id(state: &mut State) -> Result<i64, BrokerError> {
     let id = state.next_free;
-    state.next_free += 1;
+    let exhausted = || {
+        BrokerError::new(
+            rustmq_protocol::ErrorCode::StorageError,
+            "producer ids exhausted (producers.toml's next_id is at the end of the range)",
+        )
+    };
+    state.next_free = id.checked_add(1).ok_or_else(exhausted)?;
     if state.next_free > state.next_id {
-        state.next_id = id + ID_BLOCK;
+        state.next_id = id.checked_add(ID_BLOCK).ok_or_else(exhausted)?;
     }
-    id
+    Ok(id)
 }
 
 #[cfg(test)]
