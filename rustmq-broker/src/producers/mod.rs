@@ -1,6 +1,10 @@
 //! Allocation of idempotent producer ids and epochs, persisted across restarts.
 //!
-//! Ids are handed out from blocks of [`ID_BLOCK`] reserved in `<data_dir>/producers.toml`
+//! The registry is `<data_dir>/producers.toml` and the changes since it was last written, in
+//! `producers.journal` (see `producers/journal.rs`: each initialisation appends a line, and the file is
+//! rewritten once the journal holds more lines than it has names).
+//!
+//! Ids are handed out from blocks of [`ID_BLOCK`] reserved in the registry
 //! (as Kafka's broker takes them from its controller): an unnamed producer's initialisation
 //! writes nothing unless it starts a new block, and a restart goes on from the end of the
 //! last block reserved (the ids of it never handed out are skipped); a named producer
@@ -28,6 +32,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::BrokerError;
 use crate::topics::write_durably;
 
+mod journal;
+
+use journal::{Entry, Journal};
+
 /// How many producer ids one write of the registry reserves.
 pub const ID_BLOCK: i64 = 1_000;
 
@@ -50,6 +58,35 @@ struct State {
     /// Ids of names that were forgotten: refused broker-wide (8 bytes each, never removed).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     forgotten: BTreeSet<i64>,
+    /// Bumped by every rewrite of the file: the journal that follows it names it (see
+    /// `journal.rs`). 0 in a file of an earlier build.
+    #[serde(default)]
+    generation: u64,
+}
+
+impl State {
+    /// Applies a journal entry (see `journal.rs`).
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Generation(_) => {}
+            Entry::Block { next_id } => self.next_id = self.next_id.max(next_id),
+            Entry::Init {
+                name,
+                id,
+                epoch,
+                at,
+                next_id,
+                retired,
+            } => {
+                self.next_id = self.next_id.max(next_id);
+                if let Some(retired) = retired {
+                    self.retired.insert(retired);
+                }
+                self.initialised_at.insert(name.clone(), at);
+                self.named.insert(name, (id, epoch));
+            }
+        }
+    }
 }
 
 /// Hands out producer ids: every id handed out is below a bound on disk, and a named producer's
@@ -58,6 +95,8 @@ struct State {
 pub struct ProducerIds {
     path: PathBuf,
     state: Mutex<State>,
+    /// Appended to by each change (taken after `state`, while it is held).
+    journal: Mutex<Journal>,
     /// `state.next_free`: every id below it was handed out, by this process or before a
     /// restart (up to the last block reserved then); read per idempotent batch without the
     /// lock.
@@ -95,6 +134,12 @@ impl ProducerIds {
             Err(e) => return Err(BrokerError::io("read producers.toml", e)),
         };
         let mut state: State = state;
+        let (journal, entries) =
+            Journal::open(&data_dir.join("producers.journal"), state.generation)
+                .map_err(|e| BrokerError::io("open producers.journal", e))?;
+        for entry in entries {
+            state.apply(entry);
+        }
         state.next_free = state.next_id;
         let opened_at = crate::storage::now_ms();
         let mut next = state.clone();
@@ -113,6 +158,7 @@ impl ProducerIds {
             forgotten: RwLock::new(state.forgotten.iter().copied().collect()),
             any_forgotten: AtomicBool::new(!state.forgotten.is_empty()),
             state: Mutex::new(state),
+            journal: Mutex::new(journal),
         };
         // Names of a file of an earlier build get their time on disk now, or every start
         // would restart their clock.
@@ -159,20 +205,22 @@ impl ProducerIds {
     /// [`init`](Self::init) at `now` (the broker's clock, ms).
     fn init_at(&self, name: Option<&str>, now: i64) -> Result<Initialised, BrokerError> {
         let mut state = self.state.lock();
+        // The state is not copied (it holds every name): the change is worked out on the id
+        // counters, and applied once it is on disk.
+        let mut ids = IdCursor {
+            next_free: state.next_free,
+            next_id: state.next_id,
+        };
         let Some(name) = name else {
-            if state.next_free < state.next_id {
-                // In the block reserved last: nothing to write.
-                let producer_id = take_id(&mut state)?;
-                self.issued.store(state.next_free, Ordering::Release);
-                return Ok(Initialised {
-                    producer_id,
-                    epoch: 0,
-                    retired: None,
-                });
+            let producer_id = ids.take()?;
+            if ids.next_id != state.next_id {
+                // A new block: on disk first.
+                let entry = Entry::Block {
+                    next_id: ids.next_id,
+                };
+                self.record(&mut state, entry)?;
             }
-            let mut next = state.clone();
-            let producer_id = take_id(&mut next)?;
-            self.store(&mut state, next)?;
+            state.next_free = ids.next_free;
             self.issued.store(state.next_free, Ordering::Release);
             return Ok(Initialised {
                 producer_id,
@@ -180,11 +228,10 @@ impl ProducerIds {
                 retired: None,
             });
         };
-        let mut next = state.clone();
-        let result = match next.named.get(name).copied() {
+        let result = match state.named.get(name).copied() {
             // A new name: a new id at epoch 0.
             None => Initialised {
-                producer_id: take_id(&mut next)?,
+                producer_id: ids.take()?,
                 epoch: 0,
                 retired: None,
             },
@@ -195,33 +242,72 @@ impl ProducerIds {
                     retired: None,
                 },
                 // Every epoch used: a new id, and the old one retired.
-                None => {
-                    next.retired.insert(producer_id);
-                    Initialised {
-                        producer_id: take_id(&mut next)?,
-                        epoch: 0,
-                        retired: Some(producer_id),
-                    }
-                }
+                None => Initialised {
+                    producer_id: ids.take()?,
+                    epoch: 0,
+                    retired: Some(producer_id),
+                },
             },
         };
-        next.named
-            .insert(name.to_owned(), (result.producer_id, result.epoch));
-        next.initialised_at.insert(name.to_owned(), now);
-        self.store(&mut state, next)?;
+        let entry = Entry::Init {
+            name: name.to_owned(),
+            id: result.producer_id,
+            epoch: result.epoch,
+            at: now,
+            next_id: ids.next_id,
+            retired: result.retired,
+        };
+        self.record(&mut state, entry)?;
+        state.next_free = ids.next_free;
         self.issued.store(state.next_free, Ordering::Release);
         Ok(result)
     }
 
-    /// Writes `next` durably, then makes it the state; nothing changes when the write fails.
-    /// (Unnamed ids handed out from the reserved block since the last write need none:
-    /// `next_free` is not stored.)
+    /// Applies `entry` to `state` once it is in the journal (synced), or, when the journal is
+    /// due for compaction, once the state with it is in `producers.toml`; nothing changes when
+    /// the write fails. (Unnamed ids handed out from the reserved block since the last write
+    /// need none: `next_free` is not stored.)
+    fn record(&self, state: &mut State, entry: Entry) -> Result<(), BrokerError> {
+        let mut journal = self.journal.lock();
+        if journal.wants_compaction(state.named.len()) {
+            // Rewrites every name anyway: a copy is no extra order of cost.
+            let mut next = state.clone();
+            next.apply(entry);
+            return self.compact(state, next, &mut journal);
+        }
+        journal
+            .append(&entry)
+            .map_err(|e| BrokerError::io("write producers.journal", e))?;
+        state.apply(entry);
+        Ok(())
+    }
+
+    /// Writes `next` durably to `producers.toml` (compacting the journal), then makes it the
+    /// state; nothing changes when the write fails.
     fn store(&self, state: &mut State, next: State) -> Result<(), BrokerError> {
+        let mut journal = self.journal.lock();
+        self.compact(state, next, &mut journal)
+    }
+
+    /// [`store`](Self::store), with the journal's lock held: the file of the next generation,
+    /// then the journal started again for it (a crash in between leaves a journal of the
+    /// previous generation, which the next open ignores: the file holds all of it).
+    fn compact(
+        &self,
+        state: &mut State,
+        mut next: State,
+        journal: &mut Journal,
+    ) -> Result<(), BrokerError> {
+        next.generation = journal.generation() + 1;
         let text = toml::to_string(&next)
             .map_err(|e| BrokerError::new(rustmq_protocol::ErrorCode::Internal, e.to_string()))?;
         write_durably(&self.path, text.as_bytes())
             .map_err(|e| BrokerError::io("write producers.toml", e))?;
         *state = next;
+        if let Err(err) = journal.reset(state.generation) {
+            // The file holds everything: changes compact until the journal starts again.
+            tracing::warn!(%err, "could not start the producer journal again");
+        }
         Ok(())
     }
 
@@ -284,21 +370,28 @@ impl ProducerIds {
     }
 }
 
-/// The next id to hand out from `state`, reserving a new block (in `state`, for the caller to
-/// store) when the last one is used up.
-fn take_id(state: &mut State) -> Result<i64, BrokerError> {
-    let id = state.next_free;
-    let exhausted = || {
-        BrokerError::new(
-            rustmq_protocol::ErrorCode::StorageError,
-            "producer ids exhausted (producers.toml's next_id is at the end of the range)",
-        )
-    };
-    state.next_free = id.checked_add(1).ok_or_else(exhausted)?;
-    if state.next_free > state.next_id {
-        state.next_id = id.checked_add(ID_BLOCK).ok_or_else(exhausted)?;
+/// The id counters of the state, worked on before a change is on disk.
+struct IdCursor {
+    next_free: i64,
+    next_id: i64,
+}
+
+impl IdCursor {
+    /// The next id to hand out, reserving a new block when the last one is used up.
+    fn take(&mut self) -> Result<i64, BrokerError> {
+        let id = self.next_free;
+        let exhausted = || {
+            BrokerError::new(
+                rustmq_protocol::ErrorCode::StorageError,
+                "producer ids exhausted (producers.toml's next_id is at the end of the range)",
+            )
+        };
+        self.next_free = id.checked_add(1).ok_or_else(exhausted)?;
+        if self.next_free > self.next_id {
+            self.next_id = id.checked_add(ID_BLOCK).ok_or_else(exhausted)?;
+        }
+        Ok(id)
     }
-    Ok(id)
 }
 
 #[cfg(test)]
@@ -334,25 +427,28 @@ mod tests {
     #[test]
     fn unnamed_ids_are_handed_out_from_reserved_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("producers.toml");
+        let path = dir.path().join("producers.journal");
         let p = ProducerIds::open(dir.path()).unwrap();
         assert_eq!(p.init(None).unwrap().producer_id, 0);
         let written = std::fs::read_to_string(&path).unwrap();
         assert!(
-            written.contains(&format!("next_id = {ID_BLOCK}")),
+            written.contains(&format!("\"next_id\":{ID_BLOCK}")),
             "{written}"
         );
-        std::fs::remove_file(&path).unwrap();
         for id in 1..ID_BLOCK {
             assert_eq!(p.init(None).unwrap().producer_id, id);
         }
-        assert!(!path.exists(), "no write within the block");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            written,
+            "no write within the block"
+        );
         assert!(p.issued(ID_BLOCK - 1) && !p.issued(ID_BLOCK));
         // The next block, and a name, take ids from it.
         assert_eq!(p.init(None).unwrap().producer_id, ID_BLOCK);
         let written = std::fs::read_to_string(&path).unwrap();
         assert!(
-            written.contains(&format!("next_id = {}", 2 * ID_BLOCK)),
+            written.contains(&format!("\"next_id\":{}", 2 * ID_BLOCK)),
             "{written}"
         );
         assert_eq!(p.init(Some("n")).unwrap().producer_id, ID_BLOCK + 1);
@@ -467,5 +563,64 @@ mod tests {
         assert!(expired.is_empty());
         assert!(!p.forgotten(first.producer_id));
         assert_eq!(p.named(), [(first.producer_id, first.epoch + 1)]);
+    }
+
+    /// Named initialisations go to the journal, not the registry file, and come back after a
+    /// restart; once the journal holds more entries than the registry has names, the next
+    /// one rewrites the file and starts the journal again.
+    #[test]
+    fn initialisations_are_journaled_and_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("producers.toml");
+        let p = ProducerIds::open(dir.path()).unwrap();
+        let a = p.init(Some("a")).unwrap();
+        for _ in 0..3 {
+            p.init(Some("a")).unwrap();
+        }
+        let b = p.init(Some("b")).unwrap();
+        assert!(!file.exists(), "nothing rewritten yet");
+        drop(p);
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(p.named(), [(a.producer_id, 3), (b.producer_id, 0)]);
+        assert!(p.issued(b.producer_id));
+        // Eight entries with two names: the next change compacts.
+        for _ in 0..3 {
+            p.init(Some("b")).unwrap();
+        }
+        assert!(!file.exists());
+        p.init(Some("b")).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("generation = 1"), "{text}");
+        let journal = std::fs::read(dir.path().join("producers.journal")).unwrap();
+        assert_eq!(
+            journal.iter().filter(|&&b| b == b'\n').count(),
+            1,
+            "header only"
+        );
+        p.init(Some("a")).unwrap();
+        drop(p);
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(p.named(), [(a.producer_id, 4), (b.producer_id, 4)]);
+    }
+
+    /// A crash after a compaction wrote the registry but before it started the journal
+    /// again leaves the journal of the previous generation: ignored, its entries (all in the
+    /// registry, and older) do not undo later ones.
+    #[test]
+    fn a_journal_older_than_the_registry_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("producers.journal");
+        let p = ProducerIds::open(dir.path()).unwrap();
+        for _ in 0..8 {
+            p.init(Some("a")).unwrap();
+        }
+        let old = std::fs::read(&journal).unwrap();
+        let compacted = p.init(Some("a")).unwrap();
+        assert_eq!(compacted.epoch, 8);
+        drop(p);
+        std::fs::write(&journal, &old).unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(p.named(), [(compacted.producer_id, 8)]);
+        assert_eq!(p.init(Some("a")).unwrap().epoch, 9);
     }
 }
