@@ -5,16 +5,18 @@
 //! names it held, under the registry's lock: 39 ms per initialisation with 10,000 names,
 //! 440 ms with 100,000 (`producer_init`), so a broker with many stream instances served a few
 //! initialisations a second. Now an initialisation appends one line here and syncs it; once
-//! the journal holds more lines than the registry has names (and at least [`COMPACT_MIN`]),
+//! the journal holds as many lines as the registry has names (and at least [`COMPACT_MIN`]),
 //! the next change rewrites `producers.toml` whole and starts the journal again, so the cost
 //! per initialisation stays constant.
 //!
-//! `producers.journal`, one entry per line: `{crc32c of the JSON, 8 hex digits} {JSON}`. The
-//! first line is the generation of the registry file it follows ([`Entry::Generation`]);
-//! a journal of another generation is of a compaction that wrote the registry but crashed
-//! before it started the journal again, and the registry holds all of it: it is ignored. A
-//! line that is incomplete or fails its checksum ends the journal (a write torn by a crash:
-//! it was never acknowledged) and is cut off.
+//! `producers.journal`, one entry per line: `{checksum, 8 hex digits} {JSON}`, the checksum a
+//! crc32c of the generation (8 bytes, big-endian) and the JSON. The first line is the
+//! generation of the registry file it follows ([`Entry::Generation`]); a journal of another
+//! generation is of a compaction that wrote the registry but crashed before it started the
+//! journal again, and the registry holds all of it: it is ignored. Lines of an older
+//! generation left after a newer header (a crash inside [`Journal::reset`]) fail their
+//! checksum. An incomplete or damaged last line (a write torn by a crash: never acknowledged)
+//! is cut off; a damaged line with good ones after it is damage the open refuses.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -24,7 +26,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-/// A journal holding at most this many entries is not compacted, whatever the registry's size.
+/// A journal holding fewer entries than this is not compacted, whatever the registry's size.
 #[cfg(not(test))]
 pub(super) const COMPACT_MIN: usize = 1_024;
 #[cfg(test)]
@@ -65,17 +67,22 @@ pub(super) struct Journal {
     broken: bool,
 }
 
-/// `entry` as a line of the journal.
-fn encode(entry: &Entry) -> Vec<u8> {
-    let json = serde_json::to_string(entry).expect("an entry serializes");
-    format!("{:08x} {json}\n", crc32c::crc32c(json.as_bytes())).into_bytes()
+/// The checksum of a line of the journal of `generation` holding `json`.
+fn checksum(generation: u64, json: &str) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&generation.to_be_bytes()), json.as_bytes())
 }
 
-/// The entry on `line` (without its newline), if it is whole.
-fn decode(line: &[u8]) -> Option<Entry> {
+/// `entry` as a line of the journal of `generation`.
+fn encode(entry: &Entry, generation: u64) -> Vec<u8> {
+    let json = serde_json::to_string(entry).expect("an entry serializes");
+    format!("{:08x} {json}\n", checksum(generation, &json)).into_bytes()
+}
+
+/// The entry on `line` (without its newline) of the journal of `generation`, if it is whole.
+fn decode(line: &[u8], generation: u64) -> Option<Entry> {
     let line = std::str::from_utf8(line).ok()?;
     let (crc, json) = line.split_once(' ')?;
-    if crc.len() != 8 || u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(json.as_bytes()) {
+    if crc.len() != 8 || u32::from_str_radix(crc, 16).ok()? != checksum(generation, json) {
         return None;
     }
     serde_json::from_str(json).ok()
@@ -98,11 +105,25 @@ impl Journal {
         let mut good = 0;
         let mut lines = bytes.split_inclusive(|&b| b == b'\n');
         let header = lines.next().filter(|l| l.ends_with(b"\n"));
-        if header.and_then(|l| decode(&l[..l.len() - 1])) == Some(Entry::Generation(generation)) {
+        let read = |line: &[u8]| line.strip_suffix(b"\n").and_then(|l| decode(l, generation));
+        if header.and_then(read) == Some(Entry::Generation(generation)) {
             good = header.map_or(0, <[u8]>::len);
-            for line in lines {
-                match line.strip_suffix(b"\n").and_then(decode) {
-                    Some(Entry::Generation(_)) | None => break,
+            while let Some(line) = lines.next() {
+                match read(line) {
+                    Some(Entry::Generation(_)) | None => {
+                        // Torn by a crash, the last line; with good ones after it, damage
+                        // that would lose acknowledged entries if it were cut off.
+                        if lines.any(|later| read(later).is_some()) {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "{} is damaged at byte {good}, with entries after the damage",
+                                    path.display()
+                                ),
+                            ));
+                        }
+                        break;
+                    }
                     Some(entry) => {
                         entries.push(entry);
                         good += line.len();
@@ -135,7 +156,7 @@ impl Journal {
     /// Appends `entry` and syncs it. On failure nothing of it stays (or the journal is
     /// marked broken, and the next change compacts).
     pub(super) fn append(&mut self, entry: &Entry) -> io::Result<()> {
-        let line = encode(entry);
+        let line = encode(entry, self.generation);
         let written = self
             .file
             .write_all_at(&line, self.len)
@@ -171,11 +192,17 @@ impl Journal {
         self.generation
     }
 
+    /// Takes no more entries until it is started again: a rewrite of the registry may have
+    /// replaced the file this journal follows.
+    pub(super) fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
     /// Starts the journal again after the registry of `generation` was written (it holds
     /// everything before). On failure the journal is broken until a later reset.
     pub(super) fn reset(&mut self, generation: u64) -> io::Result<()> {
         self.broken = true;
-        let header = encode(&Entry::Generation(generation));
+        let header = encode(&Entry::Generation(generation), generation);
         self.file.set_len(0)?;
         self.file.write_all_at(&header, 0)?;
         self.file.sync_data()?;
@@ -247,6 +274,42 @@ mod tests {
         let (journal, entries) = Journal::open(&path, 4).unwrap();
         assert!(entries.is_empty());
         assert_eq!(journal.generation(), 4);
-        assert_eq!(std::fs::read(&path).unwrap(), encode(&Entry::Generation(4)));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            encode(&Entry::Generation(4), 4)
+        );
+    }
+
+    /// Lines of an older generation after a newer header (a reset whose truncation was lost
+    /// in a crash) are not read; a damaged line with good ones after it refuses the open.
+    #[test]
+    fn stale_lines_are_not_read_and_damage_inside_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("producers.journal");
+        let (mut journal, _) = Journal::open(&path, 3).unwrap();
+        journal.append(&init("a", 0)).unwrap();
+        journal.append(&init("a", 1)).unwrap();
+        drop(journal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let header = encode(&Entry::Generation(3), 3).len();
+        let newer = encode(&Entry::Generation(4), 4);
+        assert_eq!(newer.len(), header);
+        bytes[..header].copy_from_slice(&newer);
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, entries) = Journal::open(&path, 4).unwrap();
+        assert!(entries.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), newer, "cut off");
+
+        let (mut journal, _) = Journal::open(&path, 4).unwrap();
+        for epoch in 0..3 {
+            journal.append(&init("a", epoch)).unwrap();
+        }
+        drop(journal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = header + encode(&init("a", 0), 4).len();
+        bytes[second + 12] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Journal::open(&path, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The registry is `<data_dir>/producers.toml` and the changes since it was last written, in
 //! `producers.journal` (see `producers/journal.rs`: each initialisation appends a line, and the file is
-//! rewritten once the journal holds more lines than it has names).
+//! rewritten once the journal holds as many lines as it has names).
 //!
 //! Ids are handed out from blocks of [`ID_BLOCK`] reserved in the registry
 //! (as Kafka's broker takes them from its controller): an unnamed producer's initialisation
@@ -58,7 +58,7 @@ struct State {
     /// Ids of names that were forgotten: refused broker-wide (8 bytes each, never removed).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     forgotten: BTreeSet<i64>,
-    /// Bumped by every rewrite of the file: the journal that follows it names it (see
+    /// Grows with every rewrite of the file: the journal that follows it names it (see
     /// `journal.rs`). 0 in a file of an earlier build.
     #[serde(default)]
     generation: u64,
@@ -298,11 +298,16 @@ impl ProducerIds {
         mut next: State,
         journal: &mut Journal,
     ) -> Result<(), BrokerError> {
-        next.generation = journal.generation() + 1;
+        next.generation = state.generation.max(journal.generation()) + 1;
         let text = toml::to_string(&next)
             .map_err(|e| BrokerError::new(rustmq_protocol::ErrorCode::Internal, e.to_string()))?;
-        write_durably(&self.path, text.as_bytes())
-            .map_err(|e| BrokerError::io("write producers.toml", e))?;
+        if let Err(err) = write_durably(&self.path, text.as_bytes()) {
+            // The file may have been replaced all the same (a failed directory sync after
+            // the rename): appended to, the journal would follow the file of the previous
+            // generation, and be ignored. The next change compacts instead.
+            journal.mark_broken();
+            return Err(BrokerError::io("write producers.toml", err));
+        }
         *state = next;
         if let Err(err) = journal.reset(state.generation) {
             // The file holds everything: changes compact until the journal starts again.
@@ -622,5 +627,24 @@ mod tests {
         let p = ProducerIds::open(dir.path()).unwrap();
         assert_eq!(p.named(), [(compacted.producer_id, 8)]);
         assert_eq!(p.init(Some("a")).unwrap().epoch, 9);
+    }
+
+    /// A rewrite of the registry whose directory sync failed may have replaced the file all
+    /// the same: the initialisations after it are not appended to the journal of the file it
+    /// replaced (which the next open ignores) but compact again, and survive a restart.
+    #[test]
+    fn initialisations_after_a_failed_rewrite_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        p.init_at(Some("old"), 1_000).unwrap();
+        let a = p.init(Some("a")).unwrap();
+        crate::storage::FAIL_SYNC_DIR.with(|n| n.set(1));
+        assert!(p.expire_names(i64::MAX, 1, |_| false).is_err());
+        let again = p.init(Some("a")).unwrap();
+        let block = p.init(None).unwrap();
+        drop(p);
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert!(p.named().contains(&(a.producer_id, again.epoch)));
+        assert_ne!(p.init(None).unwrap().producer_id, block.producer_id);
     }
 }

@@ -86,6 +86,8 @@ pub(crate) use index::write_atomic;
 pub(crate) use log::now_ms;
 pub use log::{AppendInfo, PartitionLog};
 pub(crate) use segment::sync_dir;
+#[cfg(test)]
+pub(crate) use segment::FAIL_SYNC_DIR;
 pub use sync::spawn_interval_flusher;
 
 use rustmq_protocol::ProtocolError;
