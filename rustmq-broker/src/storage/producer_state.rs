@@ -313,13 +313,12 @@ impl ProducerTable {
         before - len
     }
 
-    /// What [`encode_entries`](Self::encode_entries) writes, in bytes.
-    pub(crate) fn encoded_len(&self) -> usize {
-        8 + self
-            .producers
-            .values()
-            .map(|e| 23 + 16 * usize::from(e.recent.len))
-            .sum::<usize>()
+    /// At most what [`encode_entries`](Self::encode_entries) writes, in bytes, without a
+    /// walk over the producers (a roll encodes the table under the append lock, and each walk
+    /// of a million entries is one cache miss after another). The pages of a buffer of this
+    /// size that the encoding does not reach are never touched.
+    pub(crate) fn encoded_len_bound(&self) -> usize {
+        8 + self.producers.len() * (23 + 16 * RECENT_BATCHES)
     }
 
     /// The producers' sequence state, for a snapshot file (see [`super::snapshot`]): each

@@ -45,7 +45,7 @@ const FRAME_LEN: usize = 8 + 8 + 8 + 4;
 
 /// The snapshot file's bytes for `table` at `offset`.
 pub(crate) fn encode(offset: u64, table: &ProducerTable) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FRAME_LEN + table.encoded_len());
+    let mut out = Vec::with_capacity(FRAME_LEN + table.encoded_len_bound());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&offset.to_be_bytes());
     table.encode_entries(&mut out);
