@@ -329,25 +329,31 @@ impl ProducerTable {
     /// pins it again).
     pub(crate) fn encode_entries(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.producers.len() as u64).to_be_bytes());
+        // Each entry is put together on the stack and appended once: a roll encodes the
+        // table under the append lock, and the appends of each field were most of its cost.
+        let mut buf = [0u8; 23 + 16 * RECENT_BATCHES];
         for (&id, entry) in &self.producers {
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&entry.epoch.to_be_bytes());
-            out.extend_from_slice(&entry.last_seq.to_be_bytes());
-            out.extend_from_slice(&entry.last_active.to_be_bytes());
             let recent = &entry.recent;
-            out.push(recent.len);
+            buf[..8].copy_from_slice(&id.to_be_bytes());
+            buf[8..10].copy_from_slice(&entry.epoch.to_be_bytes());
+            buf[10..14].copy_from_slice(&entry.last_seq.to_be_bytes());
+            buf[14..22].copy_from_slice(&entry.last_active.to_be_bytes());
+            buf[22] = recent.len;
             // Oldest first: from `next` once the ring is full, else from the start.
             let start = if usize::from(recent.len) == RECENT_BATCHES {
                 usize::from(recent.next)
             } else {
                 0
             };
+            let mut at = 23;
             for i in 0..usize::from(recent.len) {
                 let batch = &recent.batches[(start + i) % RECENT_BATCHES];
-                out.extend_from_slice(&batch.first_seq.to_be_bytes());
-                out.extend_from_slice(&batch.last_seq.to_be_bytes());
-                out.extend_from_slice(&batch.base_offset.to_be_bytes());
+                buf[at..at + 4].copy_from_slice(&batch.first_seq.to_be_bytes());
+                buf[at + 4..at + 8].copy_from_slice(&batch.last_seq.to_be_bytes());
+                buf[at + 8..at + 16].copy_from_slice(&batch.base_offset.to_be_bytes());
+                at += 16;
             }
+            out.extend_from_slice(&buf[..at]);
         }
     }
 
