@@ -6,9 +6,9 @@
 //! verified batch by batch (header, offsets, CRC) and truncated at the first bad byte, unless a
 //! clean close left its marker: the segment is then as the close synced it, and only its
 //! batches after its last index entry are checked. The idempotent producer table comes from
-//! the latest producer snapshot and the batch headers after it; sealed segments below that snapshot are opened from their
-//! index files, and the ones after it have their headers walked (which yields their indexes on
-//! the way).
+//! the latest producer snapshot and the batch headers after it; sealed segments below that
+//! snapshot are opened from their index files, and the ones after it have their headers walked
+//! (which yields their indexes on the way).
 
 use std::fs;
 use std::path::Path;
@@ -133,7 +133,9 @@ impl PartitionLog {
         // (see `super::seal`): segments ending at or below the latest snapshot are on disk. A
         // crash before a seal finished leaves the segment it was sealing after that, and it is
         // verified like the active one. (A log without any snapshot is verified whole.)
-        let vouched = snapshot::list(&dir)?.last().copied().unwrap_or(0);
+        // Listed once: for this, the snapshot to load, and the one to write at the end.
+        let listed = snapshot::list(&dir)?;
+        let vouched = listed.last().copied().unwrap_or(0);
         let first_unvouched = (0..bases.len())
             .find(|&i| bases.get(i + 1).is_none_or(|&end| end > vouched))
             .unwrap_or(0);
@@ -155,13 +157,15 @@ impl PartitionLog {
         });
         let mut snapshot = None;
         if let Some(c) = clean {
-            snapshot = snapshot::load_latest(&dir, opened_at, |offset| offset == c.next_offset)?;
+            snapshot = snapshot::load_latest_of(&dir, &listed, opened_at, |offset| {
+                offset == c.next_offset
+            })?;
             if snapshot.is_none() {
                 clean = None;
             }
         }
         if snapshot.is_none() && snapshots {
-            snapshot = snapshot::load_latest(&dir, opened_at, |offset| {
+            snapshot = snapshot::load_latest_of(&dir, &listed, opened_at, |offset| {
                 offset <= last_with_data && bases.binary_search(&offset).is_ok()
             })?;
         }
@@ -206,7 +210,7 @@ impl PartitionLog {
             // (Unless the seal wrote it: a roll no batch followed.)
             if i == bases.len() - 1
                 && recovered_at.is_some()
-                && !segment_path(&dir, base, snapshot::SNAPSHOT_EXT).exists()
+                && listed.binary_search(&base).is_err()
             {
                 end_snapshot = Some((base, snapshot::encode(base, &producers)));
             }

@@ -106,12 +106,23 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<u64>> {
 /// The latest snapshot in `dir` that `usable` accepts and that reads back whole, with its
 /// offset; its producers were last active when they last wrote before it, and not after `now`
 /// (see [`ProducerTable::decode_entries`]). Damaged snapshots are skipped with a warning.
+#[cfg(test)]
 pub(crate) fn load_latest(
     dir: &Path,
     now: i64,
     usable: impl Fn(u64) -> bool,
 ) -> io::Result<Option<(u64, ProducerTable)>> {
-    for offset in list(dir)?.into_iter().rev().filter(|&o| usable(o)) {
+    load_latest_of(dir, &list(dir)?, now, usable)
+}
+
+/// [`load_latest`] among `offsets`, the snapshots [`list`]ed in `dir` (an open lists them once).
+pub(crate) fn load_latest_of(
+    dir: &Path,
+    offsets: &[u64],
+    now: i64,
+    usable: impl Fn(u64) -> bool,
+) -> io::Result<Option<(u64, ProducerTable)>> {
+    for &offset in offsets.iter().rev().filter(|&&o| usable(o)) {
         let path = segment_path(dir, offset, SNAPSHOT_EXT);
         let bytes = match read_optional(&path) {
             Ok(Some(bytes)) => bytes,
