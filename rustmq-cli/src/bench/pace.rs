@@ -145,30 +145,35 @@ mod tests {
 
     /// Ticks are never early, and they come one at a time: at 2,000 a second, tokio's timer
     /// gave two at once every millisecond (half its gaps ~0); here three in four gaps are at
-    /// least 150 us (a tick that comes late on a loaded machine is followed by a short gap,
-    /// by design, hence the margin).
+    /// least 150 us. A tick that comes late on a loaded machine (a CI run of every test
+    /// binary at once) is followed by a short gap, by design, so the spacing gets three
+    /// tries; tokio's pairs fail every one of them. Earliness fails at once.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn ticks_come_one_at_a_time_and_never_early() {
         let period = Duration::from_micros(500);
-        let begun = Instant::now();
-        let mut pacer = Pacer::start(2_000, 200).unwrap();
-        let mut times = Vec::new();
-        while pacer.tick().await.unwrap() {
-            times.push(Instant::now());
+        let mut quarters = Vec::new();
+        for _ in 0..3 {
+            let begun = Instant::now();
+            let mut pacer = Pacer::start(2_000, 200).unwrap();
+            let mut times = Vec::new();
+            while pacer.tick().await.unwrap() {
+                times.push(Instant::now());
+            }
+            assert_eq!(times.len(), 200);
+            for (i, at) in times.iter().enumerate() {
+                let due = begun + period * i as u32;
+                assert!(*at >= due, "tick {i} came {:?} early", due - *at);
+            }
+            let mut gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+            gaps.sort();
+            let quarter = gaps[gaps.len() / 4];
+            if quarter >= Duration::from_micros(150) {
+                return;
+            }
+            quarters.push(quarter);
         }
-        assert_eq!(times.len(), 200);
-        for (i, at) in times.iter().enumerate() {
-            let due = begun + period * i as u32;
-            assert!(*at >= due, "tick {i} came {:?} early", due - *at);
-        }
-        let mut gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-        gaps.sort();
-        assert!(
-            gaps[gaps.len() / 4] >= Duration::from_micros(150),
-            "a quarter of the gaps are under {:?}",
-            gaps[gaps.len() / 4]
-        );
+        panic!("in each of three runs a quarter of the gaps were short: {quarters:?}");
     }
 
     /// A sender that falls behind gets the ticks it missed at once (19 ticks well within the
