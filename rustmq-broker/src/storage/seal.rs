@@ -180,7 +180,7 @@ mod tests {
 
     use super::super::recovery::{Opened, OPENED};
     use super::super::test_util::{idem, read_all, small_config};
-    use super::super::{LogConfig, PartitionLog};
+    use super::super::{LogConfig, PartitionLog, StorageError};
 
     fn exists(dir: &Path, offset: u64, ext: &str) -> bool {
         dir.join(format!("{offset:020}.{ext}")).exists()
@@ -226,6 +226,58 @@ mod tests {
         assert!(exists(dir.path(), end, "snapshot"));
         assert_eq!(log.apply_retention(0).unwrap(), 1);
         assert_eq!(log.log_start_offset(), end);
+    }
+
+    /// A seal whose fdatasync fails (a writeback error: the kernel may have dropped the pages
+    /// it could not write) poisons the log: the rolled segment stays unsealed (no index files,
+    /// no snapshot vouching for it, retention leaves it), no append is taken after it, and a
+    /// close refuses to write the marker that would vouch for the log. The next open verifies
+    /// the segment, as after a crash, and the log takes appends again.
+    #[test]
+    fn a_failed_seal_sync_poisons_the_log_and_leaves_the_segment_to_be_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_bytes: Some(1),
+            ..small_config(600)
+        };
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        log.sealer.paused.store(true, Ordering::Release);
+        let seq = append_until(&log, 2, 0);
+        let end = log.active().base_offset;
+        let high_watermark = log.high_watermark();
+        log.commit.fail_syncs.store(1, Ordering::Release);
+        log.wait_for_seals();
+        assert!(!exists(dir.path(), 0, "index"));
+        assert!(!exists(dir.path(), end, "snapshot"));
+        assert_eq!(
+            log.sync_target().0.len(),
+            2,
+            "the segment is still unsealed"
+        );
+        assert_eq!(log.apply_retention(0).unwrap(), 0);
+        assert!(matches!(
+            log.append(idem("after", 1, (1, 0, seq))),
+            Err(StorageError::Poisoned)
+        ));
+        assert!(matches!(log.close(), Err(StorageError::Poisoned)));
+        drop(log);
+
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert_eq!(
+            OPENED.with(|o| o.get()),
+            Opened {
+                scanned: 2,
+                indexed: 0
+            }
+        );
+        assert_eq!(log.high_watermark(), high_watermark);
+        assert!(exists(dir.path(), end, "snapshot"));
+        assert_eq!(
+            log.append(idem("after", 1, (1, 0, seq)))
+                .unwrap()
+                .base_offset,
+            high_watermark
+        );
     }
 
     /// A crash before a seal ran: the rolled segment's last batch never reached the disk. The

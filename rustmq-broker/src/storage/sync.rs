@@ -49,6 +49,9 @@ pub(crate) struct GroupCommit {
     blocking_waiters: Condvar,
     async_waiters: Notify,
     syncs: AtomicU64,
+    /// Tests: this many of the next sync attempts fail (an injected writeback error).
+    #[cfg(test)]
+    pub(crate) fail_syncs: std::sync::atomic::AtomicU32,
 }
 
 /// Ends a sync attempt even if the closure doing it is dropped unrun (runtime shutdown), so
@@ -62,6 +65,18 @@ struct Attempt {
 impl Attempt {
     /// Syncs `files` in turn (the first failure ends it).
     fn run(mut self, files: &[Arc<File>]) -> io::Result<()> {
+        #[cfg(test)]
+        if self
+            .commit
+            .fail_syncs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let result = Err(io::Error::other("injected writeback error"));
+            self.commit.finish(self.end, Some(&result));
+            self.finished = true;
+            return result;
+        }
         let result = files.iter().try_for_each(|file| timed_sync(file));
         self.commit.finish(self.end, Some(&result));
         self.finished = true;
@@ -98,6 +113,8 @@ impl GroupCommit {
             blocking_waiters: Condvar::new(),
             async_waiters: Notify::new(),
             syncs: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_syncs: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
