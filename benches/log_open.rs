@@ -20,10 +20,14 @@
 //!   segment is read to rebuild the producer table (what every open did before the
 //!   snapshots).
 //!
-//! Prints one JSON line per open: wall time and the bytes the process read meanwhile
+//! Prints one JSON line per open: wall time, the bytes of index entries the opened log holds in
+//! memory (`index_bytes`: the active segment's whole indexes and one entry in 64 of each sealed
+//! segment's, whose files hold the rest), and the bytes the process read meanwhile
 //! (`rchar` of `/proc/self/io`: every `read`/`pread`, whether the page cache served it or
 //! not; the files were just written, so the cache holds them and the times are those of a
-//! warm cache). Then a summary line with the medians and their ratios to `walk`.
+//! warm cache). Then a summary line with the medians and their ratios to `walk`, the index
+//! memory after the fill, and what the whole indexes would take (`whole_index_bytes`, as every
+//! segment held them before they were paged).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -53,19 +57,20 @@ fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 /// Opens the log at `dir`, and closes it if `close`; (milliseconds, bytes read, high
-/// watermark).
-fn open(dir: &Path, close: bool) -> (f64, u64, u64) {
+/// watermark, bytes of index entries in memory).
+fn open(dir: &Path, close: bool) -> (f64, u64, u64, usize) {
     let read_before = rchar();
     let start = Instant::now();
     let log = PartitionLog::open(dir, LogConfig::default()).expect("open the log");
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let read = rchar() - read_before;
     let end = log.high_watermark();
+    let index_bytes = log.index_memory();
     if close {
         log.close().expect("close");
     }
     drop(log);
-    (ms, read, end)
+    (ms, read, end, index_bytes)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -102,8 +107,18 @@ fn main() {
         batches += 1;
     }
     log.close().expect("close");
+    let index_bytes = log.index_memory();
     drop(log);
     let segments = files_with(dir.path(), "log").len();
+    // What the whole indexes took in memory before they were paged: 8 bytes per offset index
+    // entry as in the file, 16 per time index entry (12 in the file, padded in memory).
+    let file_bytes = |ext: &str| -> u64 {
+        files_with(dir.path(), ext)
+            .iter()
+            .map(|p| std::fs::metadata(p).expect("index file").len())
+            .sum()
+    };
+    let whole_index_bytes = file_bytes("index") + file_bytes("timeindex") / 12 * 16;
     let modes = ["clean", "crash", "walk"];
     let mut ms = [vec![], vec![], vec![]];
     let mut read = [0u64; 3];
@@ -121,8 +136,8 @@ fn main() {
                 std::fs::rename(file, aside.path().join(file.file_name().expect("name")))
                     .expect("move aside");
             }
-            let (took, bytes, end) = open(dir.path(), *mode == "clean");
-            println!("{{\"round\":{round},\"open\":\"{mode}\",\"ms\":{took:.1},\"read_bytes\":{bytes},\"high_watermark\":{end}}}");
+            let (took, bytes, end, index_bytes) = open(dir.path(), *mode == "clean");
+            println!("{{\"round\":{round},\"open\":\"{mode}\",\"ms\":{took:.1},\"read_bytes\":{bytes},\"high_watermark\":{end},\"index_bytes\":{index_bytes}}}");
             ms[i].push(took);
             read[i] = bytes;
             for file in &moved {
@@ -137,7 +152,7 @@ fn main() {
     }
     let [clean, crash, walk] = ms.map(median);
     println!(
-        "{{\"log_bytes\":{written},\"batches\":{batches},\"segments\":{segments},\"clean_ms\":{clean:.1},\"crash_ms\":{crash:.1},\"walk_ms\":{walk:.1},\"clean_read_bytes\":{},\"crash_read_bytes\":{},\"walk_read_bytes\":{},\"clean_over_walk_time\":{:.4},\"crash_over_walk_time\":{:.4},\"clean_over_walk_read\":{:.5},\"crash_over_walk_read\":{:.5}}}",
+        "{{\"log_bytes\":{written},\"batches\":{batches},\"segments\":{segments},\"index_bytes\":{index_bytes},\"whole_index_bytes\":{whole_index_bytes},\"clean_ms\":{clean:.1},\"crash_ms\":{crash:.1},\"walk_ms\":{walk:.1},\"clean_read_bytes\":{},\"crash_read_bytes\":{},\"walk_read_bytes\":{},\"clean_over_walk_time\":{:.4},\"crash_over_walk_time\":{:.4},\"clean_over_walk_read\":{:.5},\"crash_over_walk_read\":{:.5}}}",
         read[0],
         read[1],
         read[2],

@@ -307,6 +307,13 @@ impl PartitionLog {
         Ok(segment)
     }
 
+    /// Bytes of index entries the log holds in memory: the active segment's whole indexes (and
+    /// those of rolled segments not sealed yet), and one entry in 64 of each sealed segment's,
+    /// whose index files hold the rest (see `storage/index.rs`).
+    pub fn index_memory(&self) -> usize {
+        self.segments.read().iter().map(|s| s.index_memory()).sum()
+    }
+
     /// Waits until every rolled segment is sealed (see `storage/seal.rs`).
     #[cfg(test)]
     pub(crate) fn wait_for_seals(&self) {

@@ -14,7 +14,8 @@
 //!                      │                           writes its indexes and the snapshot)
 //!                      │
 //!                      ▼
-//!        pwrite to the active segment ──► sparse offset index + time index (in memory)
+//!        pwrite to the active segment ──► sparse offset index + time index (in memory;
+//!                      │                    paged to their files once the segment is sealed)
 //!                      │
 //!                      ▼
 //!        high watermark ──► watch channel (long-poll fetches wake up)
@@ -31,6 +32,7 @@
 //!     /log-start-offset                where retention last moved the log start (decimal)
 //!
 //!  read(offset) ──► segment by base offset ──► index: nearest position ──► scan headers
+//!               (a sealed segment's index: 1 entry in 64 in memory, a block of its file read)
 //!               ──► pread whole batches (no append lock held), possibly across segments
 //! ```
 //!

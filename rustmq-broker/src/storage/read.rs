@@ -85,6 +85,8 @@ mod tests {
     use proptest::prelude::*;
     use rustmq_protocol::{BatchIter, Compression, RecordBatchBuilder};
 
+    use std::sync::Arc;
+
     use super::*;
     use crate::storage::test_util::{batch, batch_with, raw_log, read_all, small_config};
     use crate::storage::LogConfig;
@@ -267,6 +269,72 @@ mod tests {
             );
         }
         assert_eq!(log.offset_for_timestamp(1_992).unwrap(), None);
+    }
+
+    /// A sealed segment's indexes are paged out to their files (one entry in 64 stays in
+    /// memory): every read and timestamp lookup answers as with the whole indexes in memory,
+    /// after a reopen too, and still when the files are damaged or gone (the lookup then walks
+    /// from the entry in memory).
+    #[test]
+    fn a_sealed_segment_answers_from_its_paged_index_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            // An index entry for every batch: ~1,000 entries, 16 blocks.
+            index_interval_bytes: 1,
+            ..small_config(80_000)
+        };
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        log.sealer
+            .paused
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut i = 0i64;
+        while log.segment_count() < 2 {
+            // Mostly rising timestamps, with a step back every seventh batch.
+            let ts = if i % 7 == 6 { i * 10 - 25 } else { i * 10 };
+            log.append(batch(&format!("b{i}"), 1 + (i % 3) as u32, ts))
+                .unwrap();
+            i += 1;
+        }
+        let sealed = Arc::clone(&log.segments.read()[0]);
+        let end = sealed.next_offset();
+        let max_ts = i * 10;
+        let answers = |log: &PartitionLog| {
+            let reads: Vec<Bytes> = (0..end).map(|o| log.read(o, 1).unwrap()).collect();
+            let times: Vec<_> = (-5..max_ts)
+                .step_by(3)
+                .map(|ts| log.offset_for_timestamp(ts).unwrap())
+                .collect();
+            (reads, times)
+        };
+        let whole = answers(&log);
+        let memory = sealed.index_memory();
+        assert!(!sealed.is_paged());
+        assert!(end > 1_500, "{end} offsets");
+
+        log.wait_for_seals();
+        assert!(sealed.is_paged());
+        assert!(
+            sealed.index_memory() * 30 < memory,
+            "{} bytes paged, {memory} whole",
+            sealed.index_memory()
+        );
+        assert!(answers(&log) == whole, "paged after the seal");
+        drop(log);
+
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert!(log.segments.read()[0].is_paged(), "paged by the open");
+        assert!(answers(&log) == whole, "paged after a reopen");
+        // A damaged block (an entry pointing at a later batch), then no files at all: the
+        // lookups walk further, and still find.
+        let index = dir.path().join("00000000000000000000.index");
+        let mut bytes = std::fs::read(&index).unwrap();
+        let later = bytes[8 * 340 + 4..8 * 341].to_vec();
+        bytes[8 * 322 + 4..8 * 323].copy_from_slice(&later);
+        std::fs::write(&index, &bytes).unwrap();
+        assert!(answers(&log) == whole, "a damaged index block");
+        std::fs::remove_file(&index).unwrap();
+        std::fs::remove_file(dir.path().join("00000000000000000000.timeindex")).unwrap();
+        assert!(answers(&log) == whole, "no index files");
     }
 
     proptest! {

@@ -307,7 +307,7 @@ impl PartitionLog {
         if let Some(first) = recovered_at {
             for segment in &segments[first..segments.len() - 1] {
                 segment.file.sync_data()?;
-                if let Err(err) = segment.write_indexes() {
+                if let Err(err) = segment.write_and_page_indexes() {
                     warn!(dir = %dir.display(), base_offset = segment.base_offset, %err,
                         "could not write index files");
                 }
@@ -690,7 +690,7 @@ mod tests {
                     meta.size,
                     meta.next_offset,
                     meta.max_timestamp,
-                    meta.encoded_indexes(),
+                    s.encoded_indexes_for_tests(),
                 )
             })
             .collect()

@@ -140,7 +140,8 @@ impl Sealer {
                 "could not sync a rolled segment");
             return;
         }
-        if let Err(err) = segment.write_indexes() {
+        // Paged out once written: only one entry in 64 stays in memory (see `index.rs`).
+        if let Err(err) = segment.write_and_page_indexes() {
             warn!(dir = %dir.display(), base_offset = segment.base_offset, %err,
                 "could not write index files; the next open walks the segment");
         }

@@ -2,7 +2,9 @@
 //!
 //! Only the partition's append path writes to a segment (under the log's append lock); readers
 //! take a short read lock on the in-memory metadata to learn the committed size and an index
-//! position, then read the file with `pread` without holding any lock.
+//! position, then read the file with `pread` without holding any lock. A sealed segment's
+//! indexes are paged (see `index.rs`): a lookup there reads a block of an index file, also
+//! outside the lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -17,7 +19,7 @@ use rustmq_protocol::batch::{batch_size_at, set_base_offset, BATCH_HEADER_LEN, L
 use rustmq_protocol::{BatchHeader, ProtocolError, RecordBatch};
 use tracing::warn;
 
-use super::index::{read_optional, write_atomic, OffsetIndex, TimeIndex};
+use super::index::{read_optional, write_atomic, OffsetIndex, Paged, TimeIndex};
 use super::scan::{scan, Walker, HEADER_CHUNK};
 use super::snapshot::SNAPSHOT_EXT;
 use super::StorageError;
@@ -103,11 +105,34 @@ pub(crate) struct SegmentMeta {
     /// the time-based roll goes by; for the active segment of a reopened log an estimate (see
     /// `PartitionLog::open`), `i64::MAX` when unknown (never rolled by time).
     first_append_ms: i64,
-    offset_index: OffsetIndex,
-    time_index: TimeIndex,
+    indexes: Indexes,
     bytes_since_index: u64,
     index_interval: u64,
     recent: RecentBatches,
+}
+
+/// A segment's offset and time indexes: whole in memory while the segment is written, paged
+/// once it is sealed and its index files hold them (see `index.rs`).
+#[derive(Debug, Clone)]
+enum Indexes {
+    Full {
+        offsets: OffsetIndex,
+        times: TimeIndex,
+    },
+    Paged(Arc<PagedIndexes>),
+}
+
+/// A sealed segment's indexes, in their files.
+#[derive(Debug)]
+pub(crate) struct PagedIndexes {
+    offsets: Paged<(u32, u32)>,
+    times: Paged<(i64, u32)>,
+}
+
+/// An index lookup: done in memory, or a paged index to read outside the metadata lock.
+enum Lookup<T> {
+    Done(T),
+    Paged(Arc<PagedIndexes>),
 }
 
 /// How many of the latest batches [`RecentBatches`] keeps.
@@ -159,8 +184,10 @@ impl SegmentMeta {
             next_offset: base_offset,
             max_timestamp: i64::MIN,
             first_append_ms: i64::MAX,
-            offset_index: OffsetIndex::default(),
-            time_index: TimeIndex::default(),
+            indexes: Indexes::Full {
+                offsets: OffsetIndex::default(),
+                times: TimeIndex::default(),
+            },
             bytes_since_index: 0,
             index_interval: u64::from(index_interval),
             recent: RecentBatches::default(),
@@ -180,9 +207,11 @@ impl SegmentMeta {
         self.max_timestamp = self.max_timestamp.max(max_ts);
         if self.bytes_since_index >= self.index_interval {
             // Start positions fit: a segment rolls before it passes u32::MAX bytes.
-            if let Ok(position) = u32::try_from(position) {
-                self.offset_index.push(relative, position);
-                self.time_index.push_if_newer(self.max_timestamp, relative);
+            if let (Ok(position), Indexes::Full { offsets, times }) =
+                (u32::try_from(position), &mut self.indexes)
+            {
+                offsets.push(relative, position);
+                times.push_if_newer(self.max_timestamp, relative);
                 self.bytes_since_index = 0;
             }
         }
@@ -192,12 +221,49 @@ impl SegmentMeta {
         self.recent.push(relative, position);
     }
 
-    pub(super) fn encoded_indexes(&self) -> (Vec<u8>, Vec<u8>) {
+    /// The index files' contents; `None` once paged (the files hold them).
+    pub(super) fn encoded_indexes(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let Indexes::Full { offsets, times } = &self.indexes else {
+            return None;
+        };
         let last = self.recent.newest().map(|r| (self.max_timestamp, r));
-        (
-            self.offset_index.encode(),
-            self.time_index.encode_with_final(last),
-        )
+        Some((offsets.encode(), times.encode_with_final(last)))
+    }
+
+    /// Pages the indexes out, to their files, which hold what
+    /// [`encoded_indexes`](Self::encoded_indexes) gives.
+    fn page_out(&mut self) {
+        if let Indexes::Full { offsets, times } = &self.indexes {
+            let last = self.recent.newest().map(|r| (self.max_timestamp, r));
+            self.indexes = Indexes::Paged(Arc::new(PagedIndexes {
+                offsets: offsets.paged(),
+                times: times.with_final(last).paged(),
+            }));
+        }
+    }
+
+    /// Bytes of index entries held in memory.
+    pub(crate) fn index_memory(&self) -> usize {
+        match &self.indexes {
+            Indexes::Full { offsets, times } => offsets.memory() + times.memory(),
+            Indexes::Paged(paged) => paged.offsets.memory() + paged.times.memory(),
+        }
+    }
+
+    /// The offset index's lookup (see [`OffsetIndex::lookup`]).
+    fn offset_lookup(&self, relative: u32) -> Lookup<u64> {
+        match &self.indexes {
+            Indexes::Full { offsets, .. } => Lookup::Done(offsets.lookup(relative)),
+            Indexes::Paged(paged) => Lookup::Paged(Arc::clone(paged)),
+        }
+    }
+
+    /// The time index's lookup (see [`TimeIndex::lookup`]).
+    fn time_lookup(&self, timestamp: i64) -> Lookup<Option<u32>> {
+        match &self.indexes {
+            Indexes::Full { times, .. } => Lookup::Done(times.lookup(timestamp)),
+            Indexes::Paged(paged) => Lookup::Paged(Arc::clone(paged)),
+        }
     }
 }
 
@@ -309,12 +375,18 @@ impl Segment {
             );
         }
         let segment = Self::new(dir, base_offset, file, meta);
-        let (offsets, times) = segment.meta.read().encoded_indexes();
+        let (offsets, times) = segment
+            .meta
+            .read()
+            .encoded_indexes()
+            .expect("a scanned segment's indexes are in memory");
         let stale = read_optional(&segment.path(INDEX_EXT))?.as_ref() != Some(&offsets)
             || read_optional(&segment.path(TIME_INDEX_EXT))?.as_ref() != Some(&times);
-        if stale {
+        if !stale {
+            segment.meta.write().page_out();
+        } else {
             warn!(segment = %path.display(), "index files missing or stale; rewriting them");
-            if let Err(err) = segment.write_indexes() {
+            if let Err(err) = segment.write_and_page_indexes() {
                 warn!(segment = %path.display(), %err, "could not rewrite index files");
             }
         }
@@ -355,6 +427,12 @@ impl Segment {
         };
         let Some((max_timestamp, max_relative)) = time_index.last() else {
             return Ok(None);
+        };
+        // As the file holds it, before the final entry may be dropped below.
+        let file_times = if writable {
+            TimeIndex::default()
+        } else {
+            time_index.clone()
         };
         let (relative, position) = offset_index.last().unwrap_or((0, 0));
         // The entry the file adds for the segment's final maximum (see `encode_with_final`)
@@ -411,8 +489,18 @@ impl Segment {
             return Ok(None);
         }
         meta.max_timestamp = max_timestamp;
-        meta.offset_index = offset_index;
-        meta.time_index = time_index;
+        meta.indexes = if writable {
+            Indexes::Full {
+                offsets: offset_index,
+                times: time_index,
+            }
+        } else {
+            // Sealed: paged, to the files just checked (the time index's final entry too).
+            Indexes::Paged(Arc::new(PagedIndexes {
+                offsets: offset_index.paged(),
+                times: file_times.paged(),
+            }))
+        };
         Ok(Some(Self::new(dir, base_offset, file, meta)))
     }
 
@@ -420,6 +508,24 @@ impl Segment {
     #[cfg(test)]
     pub(crate) fn meta_for_tests(&self) -> SegmentMeta {
         self.meta.read().clone()
+    }
+
+    /// The index files' contents as the metadata has them: from memory, or from the files once
+    /// paged (tests compare opens with them).
+    #[cfg(test)]
+    pub(crate) fn encoded_indexes_for_tests(&self) -> (Vec<u8>, Vec<u8>) {
+        self.meta.read().encoded_indexes().unwrap_or_else(|| {
+            (
+                fs::read(self.path(INDEX_EXT)).unwrap(),
+                fs::read(self.path(TIME_INDEX_EXT)).unwrap(),
+            )
+        })
+    }
+
+    /// Whether the indexes are paged (tests).
+    #[cfg(test)]
+    pub(crate) fn is_paged(&self) -> bool {
+        matches!(self.meta.read().indexes, Indexes::Paged(_))
     }
 
     fn path(&self, ext: &str) -> PathBuf {
@@ -509,11 +615,39 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes both index files (each atomically).
+    /// Writes both index files (each atomically); nothing once the indexes are paged (the files
+    /// hold them).
     pub(crate) fn write_indexes(&self) -> io::Result<()> {
-        let (offsets, times) = self.meta.read().encoded_indexes();
+        let Some((offsets, times)) = self.meta.read().encoded_indexes() else {
+            return Ok(());
+        };
         write_atomic(&self.path(INDEX_EXT), &offsets)?;
         write_atomic(&self.path(TIME_INDEX_EXT), &times)
+    }
+
+    /// Writes both index files and pages the indexes out to them: for a segment that is
+    /// sealed (nothing is appended to it any more). On failure they stay in memory.
+    pub(crate) fn write_and_page_indexes(&self) -> io::Result<()> {
+        self.write_indexes()?;
+        self.meta.write().page_out();
+        Ok(())
+    }
+
+    /// Bytes of index entries this segment holds in memory.
+    pub(crate) fn index_memory(&self) -> usize {
+        self.meta.read().index_memory()
+    }
+
+    /// Position of the last indexed batch starting at or before `relative` (see
+    /// [`OffsetIndex::lookup`]), from memory or from the index file.
+    fn resolve_offset(&self, lookup: Lookup<u64>, relative: u32) -> u64 {
+        match lookup {
+            Lookup::Done(position) => position,
+            Lookup::Paged(paged) => paged
+                .offsets
+                .floor(&self.path(INDEX_EXT), |&(r, _)| r <= relative)
+                .map_or(0, |(_, position)| u64::from(position)),
+        }
     }
 
     /// Unlinks the segment's files (see [`remove_segment_files`]). Open handles keep working.
@@ -524,7 +658,7 @@ impl Segment {
     /// Position of the batch containing `offset` and the committed end of the segment, or
     /// `None` if the segment does not hold `offset`.
     pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
-        let (start, end) = {
+        let (lookup, relative, end) = {
             let meta = self.meta.read();
             if offset < self.base_offset || offset >= meta.next_offset {
                 return Ok(None);
@@ -533,8 +667,9 @@ impl Segment {
             if let Some(position) = meta.recent.position_of(relative) {
                 return Ok(Some((position, meta.size)));
             }
-            (meta.offset_index.lookup(relative), meta.size)
+            (meta.offset_lookup(relative), relative, meta.size)
         };
+        let start = self.resolve_offset(lookup, relative);
         let mut walker = Walker::new(&self.file, start, end, false, HEADER_CHUNK);
         while let Some((position, header)) = walker.next_batch()? {
             if header.base_offset > offset {
@@ -604,11 +739,21 @@ impl Segment {
             if meta.max_timestamp < timestamp {
                 return Ok(None);
             }
-            let relative = meta.time_index.lookup(timestamp);
-            (
-                relative.map_or(0, |r| meta.offset_index.lookup(r)),
-                meta.size,
-            )
+            (meta.time_lookup(timestamp), meta.size)
+        };
+        let relative = match start {
+            Lookup::Done(relative) => relative,
+            Lookup::Paged(paged) => paged
+                .times
+                .floor(&self.path(TIME_INDEX_EXT), |&(t, _)| t < timestamp)
+                .map(|(_, relative)| relative),
+        };
+        let start = match relative {
+            None => 0,
+            Some(r) => {
+                let lookup = self.meta.read().offset_lookup(r);
+                self.resolve_offset(lookup, r)
+            }
         };
         let mut walker = Walker::new(&self.file, start, end, false, HEADER_CHUNK);
         while let Some((position, header)) = walker.next_batch()? {
