@@ -10,9 +10,9 @@
 //!
 //! The log is cut into segments of 1 MiB, and the third read is twenty batches back
 //! from the end of the first one, which is sealed: its indexes are paged out to their files
-//! (one entry in 64 kept in memory), so its lookup reads a block of the index file first (an
-//! `open`, a `pread` of at most 512 bytes, a `close`). The second read is its baseline: the
-//! same walk with the whole index in memory.
+//! (one entry in 64 kept in memory), so its lookup reads a block of the index file first (a
+//! `pread` of at most 512 bytes; the file is opened at the first lookup and kept open). The
+//! second read is its baseline: the same walk with the whole index in memory.
 //!
 //! ```sh
 //! cargo bench -p benches --bench fetch_path -- --warm-up-time 1 --measurement-time 3

@@ -4,10 +4,11 @@
 //! interval: 24 bytes per entry, 0.6% of the log) and are written to their files when the
 //! segment is sealed and on close. A sealed segment's are paged ([`Paged`]): once its files
 //! are written, or found whole at an open, only one entry in [`STRIDE`] stays in memory, and a
-//! lookup reads the block of entries after the one it lands on from the file (one `pread` of
-//! at most 768 bytes), as Kafka maps its index files instead of holding them. A broker's
-//! memory then grows 64 times slower with the data it keeps: 100 GiB of log with rising
-//! timestamps held ~600 MB of index entries (24 bytes per 4 KiB); paged, ~10 MB. Opening a log loads them from
+//! lookup reads the block of 64 entries that starts at the one it lands on from the file (one
+//! `pread` of at most 768 bytes; the file is opened at the first lookup and kept open), as
+//! Kafka maps its index files instead of holding them. A broker's memory then grows 64 times
+//! slower with the data it keeps: 100 GiB of log with rising timestamps held ~600 MB of index
+//! entries (24 bytes per 4 KiB); paged, ~10 MB. Opening a log loads them from
 //! the files for the sealed segments below its latest producer snapshot, and after a clean
 //! close for the active one too, after checking them against the batches after their last
 //! entry (the entries before it are trusted: the files are written whole, synced, and the
@@ -25,10 +26,11 @@
 //! maximum is what makes a binary search sound.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use tracing::{debug, warn};
 
@@ -68,9 +70,9 @@ impl OffsetIndex {
         self.entries.capacity() * std::mem::size_of::<(u32, u32)>()
     }
 
-    /// This index, paged: its file holds these entries.
-    pub(crate) fn paged(&self) -> Paged<(u32, u32)> {
-        Paged::new(&self.entries)
+    /// This index, paged: the file of `identity` holds these entries.
+    pub(crate) fn paged(&self, identity: Option<FileIdentity>) -> Paged<(u32, u32)> {
+        Paged::new(self.entries.iter().copied(), identity)
     }
 
     /// The index [`encode`](Self::encode) wrote, if `bytes` are one: whole entries, both
@@ -147,14 +149,10 @@ impl TimeIndex {
         increasing.then_some(Self { entries })
     }
 
-    /// This index with one more entry for the segment's final maximum, as its file holds it
-    /// (see [`encode_with_final`](Self::encode_with_final)).
-    pub(crate) fn with_final(&self, last: Option<(i64, u32)>) -> TimeIndex {
-        let mut full = self.clone();
-        if let Some((t, r)) = last {
-            full.push_if_newer(t, r);
-        }
-        full
+    /// The entry [`encode_with_final`](Self::encode_with_final) adds for the segment's final
+    /// maximum, if it adds one.
+    fn final_entry(&self, last: Option<(i64, u32)>) -> Option<(i64, u32)> {
+        last.filter(|&(t, _)| self.entries.last().is_none_or(|&(newest, _)| t > newest))
     }
 
     /// Bytes held in memory.
@@ -162,17 +160,23 @@ impl TimeIndex {
         self.entries.capacity() * std::mem::size_of::<(i64, u32)>()
     }
 
-    /// This index, paged: its file holds these entries (the final one included).
-    pub(crate) fn paged(&self) -> Paged<(i64, u32)> {
-        Paged::new(&self.entries)
+    /// This index, paged: the file of `identity` holds these entries, and the final one for
+    /// `last` (see [`encode_with_final`](Self::encode_with_final)).
+    pub(crate) fn paged(
+        &self,
+        last: Option<(i64, u32)>,
+        identity: Option<FileIdentity>,
+    ) -> Paged<(i64, u32)> {
+        let extra = self.final_entry(last);
+        Paged::new(self.entries.iter().copied().chain(extra), identity)
     }
 
     /// The encoded index with one more entry for the segment's final maximum, so a sealed
     /// segment's file always ends with its largest timestamp.
     pub(crate) fn encode_with_final(&self, last: Option<(i64, u32)>) -> Vec<u8> {
-        let full = self.with_final(last);
-        let mut out = Vec::with_capacity(full.entries.len() * TIME_ENTRY_LEN);
-        for &(t, r) in &full.entries {
+        let extra = self.final_entry(last);
+        let mut out = Vec::with_capacity((self.entries.len() + 1) * TIME_ENTRY_LEN);
+        for (t, r) in self.entries.iter().copied().chain(extra) {
             out.extend_from_slice(&t.to_be_bytes());
             out.extend_from_slice(&r.to_be_bytes());
         }
@@ -225,30 +229,79 @@ impl IndexEntry for (i64, u32) {
 /// The longest block a lookup reads.
 const BLOCK_BYTES: usize = STRIDE * TIME_ENTRY_LEN;
 
+/// Which file a paged index reads: the one it was paged to, known by its device, inode, length
+/// and modification time, so that a file put at the same path later (a topic deleted and made
+/// again, whose segments have the same names) is never read in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileIdentity {
+    pub(crate) fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+
+    /// The identity of the file at `path` now; `None` if it cannot be read.
+    pub(crate) fn at(path: &Path) -> Option<Self> {
+        fs::metadata(path).ok().map(|meta| Self::of(&meta))
+    }
+}
+
 /// A sealed segment's index, held in its file: every [`STRIDE`]-th entry in memory (1/64 of
-/// the entries), the rest read a block at a time. A block that cannot be read (the file
-/// removed by retention while a read was on its way, an I/O error) or does not fit its
-/// neighbours in memory (the file changed under the broker) is not trusted: the lookup
-/// answers the entry in memory it landed on, which is at or before the one wanted, so the
-/// reader walks a little more of the segment and still finds its batch.
+/// the entries), the rest read a block at a time from the file it was paged to (opened at the
+/// first lookup, checked to be that file, and kept open). A block that cannot be read (the
+/// file removed by retention or a topic's deletion before its first lookup, an I/O error, a
+/// different file at the path) or that does not fit its neighbours in memory (the file was
+/// damaged) is not used: the lookup answers the entry in memory it landed on, which is at or
+/// before the one wanted, so the reader walks further in the segment and still finds its
+/// batch.
 #[derive(Debug)]
 pub(crate) struct Paged<T> {
     /// Entries `0, STRIDE, 2 * STRIDE...` of the file.
     summary: Vec<T>,
     /// Entries in the file.
     len: usize,
-    /// A damaged block was reported (once per segment).
+    /// The file's identity when it was paged to; `None` if unknown (no block is read then).
+    identity: Option<FileIdentity>,
+    file: OnceLock<File>,
+    /// A block that could not be used was reported (once per index).
     warned: AtomicBool,
+    /// Blocks read and used, and lookups answered from the summary instead (tests).
+    #[cfg(test)]
+    pub(crate) counts: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl<T: IndexEntry> Paged<T> {
-    fn new(entries: &[T]) -> Self {
-        let mut summary: Vec<T> = entries.iter().step_by(STRIDE).copied().collect();
+    fn new(entries: impl Iterator<Item = T>, identity: Option<FileIdentity>) -> Self {
+        let mut summary = Vec::new();
+        let mut len = 0;
+        for (i, entry) in entries.enumerate() {
+            if i % STRIDE == 0 {
+                summary.push(entry);
+            }
+            len += 1;
+        }
         summary.shrink_to_fit();
         Self {
             summary,
-            len: entries.len(),
+            len,
+            // A file of another length than the entries' is not theirs.
+            identity: identity.filter(|id| id.len == (len * T::LEN) as u64),
+            file: OnceLock::new(),
             warned: AtomicBool::new(false),
+            #[cfg(test)]
+            counts: Default::default(),
         }
     }
 
@@ -257,9 +310,36 @@ impl<T: IndexEntry> Paged<T> {
         self.summary.capacity() * std::mem::size_of::<T>()
     }
 
+    /// The summary and the number of entries (tests compare opens with them).
+    #[cfg(test)]
+    pub(crate) fn shape(&self) -> (Vec<T>, usize) {
+        (self.summary.clone(), self.len)
+    }
+
+    /// The file, opened at `path` the first time and checked to be the one paged to.
+    fn file(&self, path: impl FnOnce() -> PathBuf) -> io::Result<&File> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let identity = self
+            .identity
+            .ok_or_else(|| io::Error::other("the index file was unknown when it was paged"))?;
+        let file = File::open(path())?;
+        if FileIdentity::of(&file.metadata()?) != identity {
+            return Err(io::Error::other("another file is at the index file's path"));
+        }
+        Ok(self.file.get_or_init(|| file))
+    }
+
     /// The last entry of the file for which `below` holds (it holds for a prefix of the
-    /// entries), read from `path`; `None` if it holds for none.
-    pub(crate) fn floor(&self, path: &Path, below: impl Fn(&T) -> bool) -> Option<T> {
+    /// entries); `None` if it holds for none. The file is opened at `path` the first time;
+    /// `valid` checks each entry of a block read (a position inside the segment, say).
+    pub(crate) fn floor(
+        &self,
+        path: impl FnOnce() -> PathBuf,
+        below: impl Fn(&T) -> bool,
+        valid: impl Fn(&T) -> bool,
+    ) -> Option<T> {
         let k = self.summary.partition_point(&below).checked_sub(1)?;
         let anchor = self.summary[k];
         let count = STRIDE.min(self.len - k * STRIDE);
@@ -268,23 +348,32 @@ impl<T: IndexEntry> Paged<T> {
         }
         let mut buf = [0u8; BLOCK_BYTES];
         let block = &mut buf[..count * T::LEN];
-        let read = File::open(path)
+        let read = self
+            .file(path)
             .and_then(|file| file.read_exact_at(block, (k * STRIDE * T::LEN) as u64));
-        if let Err(err) = read {
-            debug!(path = %path.display(), %err, "index block unreadable; walking from the entry before it");
-            return Some(anchor);
-        }
         let entry = |i: usize| T::read(&block[i * T::LEN..]);
-        let next = self.summary.get(k + 1).copied();
-        let fits = entry(0) == anchor
-            && (1..count).all(|i| entry(i - 1).precedes(entry(i)))
-            && next.is_none_or(|next| entry(count - 1).precedes(next));
-        if !fits {
-            if !self.warned.swap(true, Ordering::Relaxed) {
-                warn!(path = %path.display(), "index file changed since it was checked; lookups in this segment walk further");
+        let unusable = match read {
+            Err(err) => Some(err.to_string()),
+            Ok(()) => {
+                let next = self.summary.get(k + 1).copied();
+                let fits = entry(0) == anchor
+                    && (1..count).all(|i| entry(i - 1).precedes(entry(i)) && valid(&entry(i)))
+                    && next.is_none_or(|next| entry(count - 1).precedes(next));
+                (!fits).then(|| "a block does not fit the entries in memory".to_owned())
+            }
+        };
+        if let Some(reason) = unusable {
+            #[cfg(test)]
+            self.counts[1].fetch_add(1, Ordering::Relaxed);
+            if self.identity.is_some() && !self.warned.swap(true, Ordering::Relaxed) {
+                warn!(%reason, "a sealed segment's index block cannot be used; its lookups walk further in the segment");
+            } else {
+                debug!(%reason, "index block not used");
             }
             return Some(anchor);
         }
+        #[cfg(test)]
+        self.counts[0].fetch_add(1, Ordering::Relaxed);
         // `below` holds for the block's first entry, the anchor.
         let (mut lo, mut hi) = (1, count);
         while lo < hi {
@@ -297,6 +386,20 @@ impl<T: IndexEntry> Paged<T> {
         }
         Some(entry(lo - 1))
     }
+}
+
+/// Reads a whole index file with the identity of what was read; `Ok(None)` when it does not
+/// exist.
+pub(crate) fn read_with_identity(path: &Path) -> io::Result<Option<(Vec<u8>, FileIdentity)>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let identity = FileIdentity::of(&file.metadata()?);
+    let mut bytes = Vec::with_capacity(usize::try_from(identity.len).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    Ok(Some((bytes, identity)))
 }
 
 /// The entries of `N` bytes in `bytes`, each read by `read`; `None` unless they are whole.
@@ -369,6 +472,43 @@ mod tests {
         assert_eq!(&bytes[12..], [0, 0, 0, 0, 0, 0, 0, 150, 0, 0, 0, 7]);
         assert_eq!(times.encode_with_final(Some((50, 7))).len(), TIME_ENTRY_LEN);
         assert_eq!(times.encode_with_final(None).len(), TIME_ENTRY_LEN);
+    }
+
+    /// A paged index answers every lookup as the whole index does, from blocks of its file,
+    /// whatever the number of entries around the block size.
+    #[test]
+    fn paged_lookups_answer_as_the_whole_index() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [1u32, 2, 63, 64, 65, 128, 129, 200] {
+            let mut offsets = OffsetIndex::default();
+            let mut times = TimeIndex::default();
+            for i in 0..len {
+                offsets.push(3 * i + 1, 100 * i + 5);
+                times.push_if_newer(10 * i64::from(i), 2 * i);
+            }
+            let offsets_path = dir.path().join(format!("{len}.index"));
+            let times_path = dir.path().join(format!("{len}.timeindex"));
+            write_atomic(&offsets_path, &offsets.encode()).unwrap();
+            write_atomic(&times_path, &times.encode_with_final(None)).unwrap();
+            let paged_offsets = offsets.paged(FileIdentity::at(&offsets_path));
+            let paged_times = times.paged(None, FileIdentity::at(&times_path));
+            for relative in 0..=3 * len + 2 {
+                let paged = paged_offsets
+                    .floor(|| offsets_path.clone(), |&(r, _)| r <= relative, |_| true)
+                    .map_or(0, |(_, p)| u64::from(p));
+                assert_eq!(paged, offsets.lookup(relative), "{len} entries, {relative}");
+            }
+            for ts in -1..=10 * i64::from(len) + 1 {
+                let paged = paged_times
+                    .floor(|| times_path.clone(), |&(t, _)| t < ts, |_| true)
+                    .map(|(_, r)| r);
+                assert_eq!(paged, times.lookup(ts), "{len} entries, {ts}");
+            }
+            for paged in [&paged_offsets.counts, &paged_times.counts] {
+                assert_eq!(paged[1].load(Ordering::Relaxed), 0, "no fallback");
+                assert_eq!(paged[0].load(Ordering::Relaxed) > 0, len > 1, "{len}");
+            }
+        }
     }
 
     #[test]

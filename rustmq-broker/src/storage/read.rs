@@ -85,6 +85,7 @@ mod tests {
     use proptest::prelude::*;
     use rustmq_protocol::{BatchIter, Compression, RecordBatchBuilder};
 
+    use std::os::unix::fs::FileExt;
     use std::sync::Arc;
 
     use super::*;
@@ -273,8 +274,9 @@ mod tests {
 
     /// A sealed segment's indexes are paged out to their files (one entry in 64 stays in
     /// memory): every read and timestamp lookup answers as with the whole indexes in memory,
-    /// after a reopen too, and still when the files are damaged or gone (the lookup then walks
-    /// from the entry in memory).
+    /// from blocks of the files, after a reopen too. A file of the same name put in their place
+    /// (a topic deleted and made again), a damaged block, or no files at all: the lookups walk
+    /// further from the entry in memory, and still find.
     #[test]
     fn a_sealed_segment_answers_from_its_paged_index_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -295,8 +297,7 @@ mod tests {
                 .unwrap();
             i += 1;
         }
-        let sealed = Arc::clone(&log.segments.read()[0]);
-        let end = sealed.next_offset();
+        let end = log.segments.read()[0].next_offset();
         let max_ts = i * 10;
         let answers = |log: &PartitionLog| {
             let reads: Vec<Bytes> = (0..end).map(|o| log.read(o, 1).unwrap()).collect();
@@ -306,32 +307,81 @@ mod tests {
                 .collect();
             (reads, times)
         };
+        let sealed = |log: &PartitionLog| Arc::clone(&log.segments.read()[0]);
         let whole = answers(&log);
-        let memory = sealed.index_memory();
-        assert!(!sealed.is_paged());
+        let memory = sealed(&log).index_memory();
+        assert!(!sealed(&log).is_paged());
         assert!(end > 1_500, "{end} offsets");
 
         log.wait_for_seals();
-        assert!(sealed.is_paged());
+        assert!(sealed(&log).is_paged());
         assert!(
-            sealed.index_memory() * 30 < memory,
+            sealed(&log).index_memory() * 30 < memory,
             "{} bytes paged, {memory} whole",
-            sealed.index_memory()
+            sealed(&log).index_memory()
         );
         assert!(answers(&log) == whole, "paged after the seal");
+        let [blocks, fallbacks] = sealed(&log).paged_counts();
+        assert!(
+            blocks > 1_000 && fallbacks == 0,
+            "{blocks} blocks, {fallbacks}"
+        );
         drop(log);
 
-        let log = PartitionLog::open(dir.path(), config).unwrap();
-        assert!(log.segments.read()[0].is_paged(), "paged by the open");
+        let reopen = || {
+            let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+            assert!(sealed(&log).is_paged(), "paged by the open");
+            log
+        };
+        let log = reopen();
         assert!(answers(&log) == whole, "paged after a reopen");
-        // A damaged block (an entry pointing at a later batch), then no files at all: the
-        // lookups walk further, and still find.
+        let [blocks, fallbacks] = sealed(&log).paged_counts();
+        assert!(
+            blocks > 1_000 && fallbacks == 0,
+            "{blocks} blocks, {fallbacks}"
+        );
+        drop(log);
+
+        // Another file at the path, whose entries fit the summary but point one byte into
+        // their batches.
         let index = dir.path().join("00000000000000000000.index");
-        let mut bytes = std::fs::read(&index).unwrap();
-        let later = bytes[8 * 340 + 4..8 * 341].to_vec();
-        bytes[8 * 322 + 4..8 * 323].copy_from_slice(&later);
-        std::fs::write(&index, &bytes).unwrap();
+        let original = std::fs::read(&index).unwrap();
+        let log = reopen();
+        let mut other = original.clone();
+        for (n, entry) in other.chunks_exact_mut(8).enumerate() {
+            if n % 64 != 0 {
+                let position = u32::from_be_bytes(entry[4..].try_into().unwrap());
+                entry[4..].copy_from_slice(&(position + 1).to_be_bytes());
+            }
+        }
+        let tmp = dir.path().join("other.tmp");
+        std::fs::write(&tmp, &other).unwrap();
+        std::fs::rename(&tmp, &index).unwrap();
+        assert!(answers(&log) == whole, "another file at the path");
+        let [blocks, fallbacks] = sealed(&log).paged_counts();
+        assert!(fallbacks > 1_000, "{blocks} blocks, {fallbacks}");
+        drop(log);
+        std::fs::write(&index, &original).unwrap();
+
+        // A damaged block in the file read (an entry pointing at a later batch).
+        let log = reopen();
+        assert!(answers(&log) == whole);
+        let mut damaged = original.clone();
+        let later = damaged[8 * 340 + 4..8 * 341].to_vec();
+        damaged[8 * 322 + 4..8 * 323].copy_from_slice(&later);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&index)
+            .unwrap()
+            .write_all_at(&damaged, 0)
+            .unwrap();
         assert!(answers(&log) == whole, "a damaged index block");
+        assert!(sealed(&log).paged_counts()[1] > 0);
+        drop(log);
+        std::fs::write(&index, &original).unwrap();
+
+        // No files.
+        let log = reopen();
         std::fs::remove_file(&index).unwrap();
         std::fs::remove_file(dir.path().join("00000000000000000000.timeindex")).unwrap();
         assert!(answers(&log) == whole, "no index files");

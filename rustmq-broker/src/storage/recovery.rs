@@ -675,8 +675,16 @@ mod tests {
             .collect()
     }
 
-    /// A segment's base, size, next offset, largest timestamp and encoded indexes.
-    type Described = (u64, u64, u64, i64, (Vec<u8>, Vec<u8>));
+    /// A segment's base, size, next offset, largest timestamp, encoded indexes, and paged
+    /// summaries.
+    type Described = (
+        u64,
+        u64,
+        u64,
+        i64,
+        (Vec<u8>, Vec<u8>),
+        Option<super::super::segment::PagedShape>,
+    );
 
     /// What each segment's metadata says, for comparing two opens.
     fn describe(log: &PartitionLog) -> Vec<Described> {
@@ -691,6 +699,7 @@ mod tests {
                     meta.next_offset,
                     meta.max_timestamp,
                     s.encoded_indexes_for_tests(),
+                    s.paged_shape(),
                 )
             })
             .collect()
@@ -830,6 +839,8 @@ mod tests {
             .unwrap();
         }
         assert!(fast.segment_count() > segments, "the appends rolled");
+        // The rolled segments paged out by their seals.
+        fast.wait_for_seals();
         let described = describe(&fast);
         drop(fast);
 

@@ -19,7 +19,7 @@ use rustmq_protocol::batch::{batch_size_at, set_base_offset, BATCH_HEADER_LEN, L
 use rustmq_protocol::{BatchHeader, ProtocolError, RecordBatch};
 use tracing::warn;
 
-use super::index::{read_optional, write_atomic, OffsetIndex, Paged, TimeIndex};
+use super::index::{read_with_identity, write_atomic, FileIdentity, OffsetIndex, Paged, TimeIndex};
 use super::scan::{scan, Walker, HEADER_CHUNK};
 use super::snapshot::SNAPSHOT_EXT;
 use super::StorageError;
@@ -92,7 +92,8 @@ pub(crate) fn remove_segment_files(dir: &Path, base_offset: u64) -> io::Result<(
     Ok(())
 }
 
-/// What is known about a segment's contents; changes only while it is the active segment.
+/// What is known about a segment's contents; changes only while it is the active segment (and
+/// once after, when its indexes are paged out).
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentMeta {
     /// Bytes of complete, committed batches.
@@ -127,7 +128,13 @@ enum Indexes {
 pub(crate) struct PagedIndexes {
     offsets: Paged<(u32, u32)>,
     times: Paged<(i64, u32)>,
+    /// The segment's size: no position the offset index gives lies at or past it.
+    size: u64,
 }
+
+/// The summaries and lengths of a segment's paged indexes (tests).
+#[cfg(test)]
+pub(crate) type PagedShape = ((Vec<(u32, u32)>, usize), (Vec<(i64, u32)>, usize));
 
 /// An index lookup: done in memory, or a paged index to read outside the metadata lock.
 enum Lookup<T> {
@@ -207,6 +214,10 @@ impl SegmentMeta {
         self.max_timestamp = self.max_timestamp.max(max_ts);
         if self.bytes_since_index >= self.index_interval {
             // Start positions fit: a segment rolls before it passes u32::MAX bytes.
+            debug_assert!(
+                matches!(self.indexes, Indexes::Full { .. }),
+                "a paged segment is sealed"
+            );
             if let (Ok(position), Indexes::Full { offsets, times }) =
                 (u32::try_from(position), &mut self.indexes)
             {
@@ -230,14 +241,15 @@ impl SegmentMeta {
         Some((offsets.encode(), times.encode_with_final(last)))
     }
 
-    /// Pages the indexes out, to their files, which hold what
+    /// Pages the indexes out, to the files of these identities, which hold what
     /// [`encoded_indexes`](Self::encoded_indexes) gives.
-    fn page_out(&mut self) {
+    fn page_out(&mut self, offsets_id: Option<FileIdentity>, times_id: Option<FileIdentity>) {
         if let Indexes::Full { offsets, times } = &self.indexes {
             let last = self.recent.newest().map(|r| (self.max_timestamp, r));
             self.indexes = Indexes::Paged(Arc::new(PagedIndexes {
-                offsets: offsets.paged(),
-                times: times.with_final(last).paged(),
+                offsets: offsets.paged(offsets_id),
+                times: times.paged(last, times_id),
+                size: self.size,
             }));
         }
     }
@@ -380,10 +392,21 @@ impl Segment {
             .read()
             .encoded_indexes()
             .expect("a scanned segment's indexes are in memory");
-        let stale = read_optional(&segment.path(INDEX_EXT))?.as_ref() != Some(&offsets)
-            || read_optional(&segment.path(TIME_INDEX_EXT))?.as_ref() != Some(&times);
-        if !stale {
-            segment.meta.write().page_out();
+        let on_disk = (
+            read_with_identity(&segment.path(INDEX_EXT))?,
+            read_with_identity(&segment.path(TIME_INDEX_EXT))?,
+        );
+        let fresh = match on_disk {
+            (Some((o, offsets_id)), Some((t, times_id))) if o == offsets && t == times => {
+                Some((offsets_id, times_id))
+            }
+            _ => None,
+        };
+        if let Some((offsets_id, times_id)) = fresh {
+            segment
+                .meta
+                .write()
+                .page_out(Some(offsets_id), Some(times_id));
         } else {
             warn!(segment = %path.display(), "index files missing or stale; rewriting them");
             if let Err(err) = segment.write_and_page_indexes() {
@@ -413,9 +436,9 @@ impl Segment {
         let path = segment_path(dir, base_offset, LOG_EXT);
         let file = OpenOptions::new().read(true).write(writable).open(&path)?;
         let len = file.metadata()?.len();
-        let (Some(offsets), Some(times)) = (
-            read_optional(&segment_path(dir, base_offset, INDEX_EXT))?,
-            read_optional(&segment_path(dir, base_offset, TIME_INDEX_EXT))?,
+        let (Some((offsets, offsets_id)), Some((times, times_id))) = (
+            read_with_identity(&segment_path(dir, base_offset, INDEX_EXT))?,
+            read_with_identity(&segment_path(dir, base_offset, TIME_INDEX_EXT))?,
         ) else {
             return Ok(None);
         };
@@ -428,12 +451,9 @@ impl Segment {
         let Some((max_timestamp, max_relative)) = time_index.last() else {
             return Ok(None);
         };
-        // As the file holds it, before the final entry may be dropped below.
-        let file_times = if writable {
-            TimeIndex::default()
-        } else {
-            time_index.clone()
-        };
+        // A sealed segment's, paged to the file as it is (before its final entry is dropped
+        // below).
+        let paged_times = (!writable).then(|| time_index.paged(None, Some(times_id)));
         let (relative, position) = offset_index.last().unwrap_or((0, 0));
         // The entry the file adds for the segment's final maximum (see `encode_with_final`)
         // lies after the last offset index entry, where the index in memory has none: the
@@ -489,17 +509,17 @@ impl Segment {
             return Ok(None);
         }
         meta.max_timestamp = max_timestamp;
-        meta.indexes = if writable {
-            Indexes::Full {
+        meta.indexes = match paged_times {
+            // Sealed: paged, to the files just checked.
+            Some(times) => Indexes::Paged(Arc::new(PagedIndexes {
+                offsets: offset_index.paged(Some(offsets_id)),
+                times,
+                size: meta.size,
+            })),
+            None => Indexes::Full {
                 offsets: offset_index,
                 times: time_index,
-            }
-        } else {
-            // Sealed: paged, to the files just checked (the time index's final entry too).
-            Indexes::Paged(Arc::new(PagedIndexes {
-                offsets: offset_index.paged(),
-                times: file_times.paged(),
-            }))
+            },
         };
         Ok(Some(Self::new(dir, base_offset, file, meta)))
     }
@@ -526,6 +546,28 @@ impl Segment {
     #[cfg(test)]
     pub(crate) fn is_paged(&self) -> bool {
         matches!(self.meta.read().indexes, Indexes::Paged(_))
+    }
+
+    /// The paged indexes' summaries and lengths (tests compare opens with them).
+    #[cfg(test)]
+    pub(crate) fn paged_shape(&self) -> Option<PagedShape> {
+        match &self.meta.read().indexes {
+            Indexes::Full { .. } => None,
+            Indexes::Paged(p) => Some((p.offsets.shape(), p.times.shape())),
+        }
+    }
+
+    /// Index blocks read and used, and lookups answered from the summary instead, of both
+    /// paged indexes (tests).
+    #[cfg(test)]
+    pub(crate) fn paged_counts(&self) -> [u64; 2] {
+        match &self.meta.read().indexes {
+            Indexes::Full { .. } => [0, 0],
+            Indexes::Paged(p) => [0, 1].map(|i| {
+                p.offsets.counts[i].load(Ordering::Relaxed)
+                    + p.times.counts[i].load(Ordering::Relaxed)
+            }),
+        }
     }
 
     fn path(&self, ext: &str) -> PathBuf {
@@ -629,7 +671,9 @@ impl Segment {
     /// sealed (nothing is appended to it any more). On failure they stay in memory.
     pub(crate) fn write_and_page_indexes(&self) -> io::Result<()> {
         self.write_indexes()?;
-        self.meta.write().page_out();
+        let offsets_id = FileIdentity::at(&self.path(INDEX_EXT));
+        let times_id = FileIdentity::at(&self.path(TIME_INDEX_EXT));
+        self.meta.write().page_out(offsets_id, times_id);
         Ok(())
     }
 
@@ -645,7 +689,11 @@ impl Segment {
             Lookup::Done(position) => position,
             Lookup::Paged(paged) => paged
                 .offsets
-                .floor(&self.path(INDEX_EXT), |&(r, _)| r <= relative)
+                .floor(
+                    || self.path(INDEX_EXT),
+                    |&(r, _)| r <= relative,
+                    |&(_, position)| u64::from(position) < paged.size,
+                )
                 .map_or(0, |(_, position)| u64::from(position)),
         }
     }
@@ -745,7 +793,11 @@ impl Segment {
             Lookup::Done(relative) => relative,
             Lookup::Paged(paged) => paged
                 .times
-                .floor(&self.path(TIME_INDEX_EXT), |&(t, _)| t < timestamp)
+                .floor(
+                    || self.path(TIME_INDEX_EXT),
+                    |&(t, _)| t < timestamp,
+                    |_| true,
+                )
                 .map(|(_, relative)| relative),
         };
         let start = match relative {
