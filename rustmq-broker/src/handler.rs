@@ -720,12 +720,15 @@ impl Core {
     /// [`apply_retention`](Self::apply_retention) as at `now` (the broker's clock, ms), and
     /// the expiry of producer names idle for `log.named_producer_expiration_ms`.
     pub fn apply_retention_at(&self, now: i64) {
+        let mut index_memory = 0;
         for log in self.topics.all_logs() {
             // The log itself reports what it deleted.
             if let Err(e) = log.apply_retention(now) {
                 tracing::warn!(error = %e, "retention failed");
             }
+            index_memory += log.index_memory();
         }
+        crate::metrics::set_index_memory(index_memory);
         let expiration = self.config.log.named_producer_expiration_ms;
         let since = now.saturating_sub(i64::try_from(expiration).unwrap_or(i64::MAX));
         // No topic is created meanwhile: one fenced with a name that is then forgotten would

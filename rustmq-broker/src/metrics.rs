@@ -42,6 +42,9 @@ pub const CONNECTIONS: &str = "rustmq_broker_connections";
 /// Bytes reserved in the request budget: frames being read or handled, fetch answers not yet
 /// let go of.
 pub const REQUEST_MEMORY_BYTES: &str = "rustmq_broker_request_memory_bytes";
+/// Gauge: bytes of segment index entries held in memory, all partitions, as of the last
+/// retention pass.
+pub const INDEX_MEMORY_BYTES: &str = "rustmq_broker_index_memory_bytes";
 /// Frames and fetches that waited for room in the request budget.
 pub const REQUEST_MEMORY_WAITS_TOTAL: &str = "rustmq_broker_request_memory_waits_total";
 /// fdatasync calls for appended data (group commits and segment rolls).
@@ -79,6 +82,11 @@ pub fn describe() {
         REQUEST_MEMORY_BYTES,
         Unit::Bytes,
         "Bytes reserved in the request budget: frames being read or handled, fetch answers not yet let go of"
+    );
+    describe_gauge!(
+        INDEX_MEMORY_BYTES,
+        Unit::Bytes,
+        "Bytes of segment index entries held in memory (the active segments' whole indexes, one entry in 64 of sealed ones'), as of the last retention pass"
     );
     describe_counter!(
         REQUEST_MEMORY_WAITS_TOTAL,
@@ -208,6 +216,10 @@ pub(crate) fn request_memory_released(bytes: usize) {
 
 pub(crate) fn request_memory_wait() {
     counter!(REQUEST_MEMORY_WAITS_TOTAL).increment(1);
+}
+
+pub(crate) fn set_index_memory(bytes: usize) {
+    gauge!(INDEX_MEMORY_BYTES).set(bytes as f64);
 }
 
 pub(crate) fn record_fsync(elapsed: Duration) {

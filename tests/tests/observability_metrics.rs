@@ -335,3 +335,49 @@ async fn consumer_metrics_count_acks_nacks_retries_and_dead_letters() {
         1
     );
 }
+
+/// Each retention pass reports the bytes of segment index entries the broker holds in memory,
+/// summed over its partitions.
+#[tokio::test]
+async fn a_retention_pass_reports_the_index_memory() {
+    let _turn = SERIAL.lock().await;
+    snapshotter();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let topic = "obs-index-memory";
+    client.create_topic(topic, 1).await.unwrap();
+    let producer = ProducerBuilder::new()
+        .topic(topic)
+        .client(client.clone())
+        .build()
+        .await
+        .unwrap();
+    // One batch per awaited send: ~40 KiB of batches, an index entry every 4 KiB.
+    for i in 0..300 {
+        let m = Message::builder()
+            .topic(topic)
+            .payload(vec![b'x'; 100 + i % 7])
+            .build()
+            .unwrap();
+        producer.send(m).await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let handle = broker.handle().unwrap();
+    handle.run_retention_at(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let held: usize = handle
+        .topics()
+        .all_logs()
+        .iter()
+        .map(|log| log.index_memory())
+        .sum();
+    assert!(held > 0);
+    assert_eq!(
+        gauge(&snapshot(), "rustmq_broker_index_memory_bytes", &[]),
+        Some(held as f64)
+    );
+}
