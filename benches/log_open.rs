@@ -2,12 +2,16 @@
 //!
 //! ```text
 //! cargo build --release -p benches --example log_open
-//! target/release/examples/log_open [MIB] [RECORDS_PER_BATCH]
+//! target/release/examples/log_open [MIB] [RECORDS_PER_BATCH] [TS_STEP_MS]
 //! ```
 //!
 //! Fills one partition log (default segment size, 128 MiB) in a temporary directory with MIB
 //! MiB (default 1,024) of idempotent batches of RECORDS_PER_BATCH records (default 10) of
-//! 100 random alphanumeric bytes, from 100 producers in turn, and closes it. Then opens it
+//! 100 random alphanumeric bytes, from 100 producers in turn, and closes it. Every batch is
+//! stamped TS_STEP_MS (default 0) after the one before, the first four hours before the start
+//! per ms of step (timestamps may not be ahead of the broker's clock): with rising
+//! timestamps every offset index entry has its time index entry, as in a log that took
+//! messages over time; with the default the time indexes hold one entry each. Then opens it
 //! three times each way, in turn:
 //!
 //! - `clean`: as a broker restarts after a clean shutdown: the close left a producer snapshot
@@ -82,6 +86,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_024);
     let per_batch: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let ts_step: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
     let dir = tempfile::tempdir().expect("temporary directory");
     let aside = tempfile::tempdir().expect("temporary directory");
     let log = PartitionLog::open(dir.path(), LogConfig::default()).expect("open the log");
@@ -98,7 +103,13 @@ fn main() {
         let mut builder = RecordBatchBuilder::new().producer(producer, 0, *seq);
         for _ in 0..per_batch {
             let value: Vec<u8> = (0..100).map(|_| rng.alphanumeric() as u8).collect();
-            builder.push(now, None, Some(&value), []);
+            // Rising from four hours back per ms of step: a million batches stay in the past.
+            builder.push(
+                now - 14_400_000 * ts_step + batches * ts_step,
+                None,
+                Some(&value),
+                [],
+            );
         }
         let batch = builder.build().expect("non-empty batch");
         written += batch.len() as u64;
