@@ -5,7 +5,8 @@
 //! segment is sealed and on close. A sealed segment's are paged ([`Paged`]): once its files
 //! are written, or found whole at an open, only one entry in [`STRIDE`] stays in memory, and a
 //! lookup reads the block of 64 entries that starts at the one it lands on from the file (one
-//! `pread` of at most 768 bytes; the file is opened at the first lookup and kept open), as
+//! `pread` of at most 768 bytes; the file is opened at the first lookup and kept open, up to
+//! [`KEEP_OPEN_AT_MOST`] files), as
 //! Kafka maps its index files instead of holding them. A broker's memory then grows 64 times
 //! slower with the data it keeps: 100 GiB of log with rising timestamps held ~600 MB of index
 //! entries (24 bytes per 4 KiB); paged, ~10 MB. Opening a log loads them from
@@ -29,7 +30,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use tracing::{debug, warn};
@@ -258,9 +259,17 @@ impl FileIdentity {
     }
 }
 
+/// Index files kept open by the paged indexes of the process.
+static KEPT_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The most index files kept open: past it, a lookup opens its file and closes it again (~3.5
+/// us more here), so the broker's file descriptors do not grow with every sealed segment a
+/// reader has used. Its segment files are open anyway.
+pub(crate) static KEEP_OPEN_AT_MOST: AtomicUsize = AtomicUsize::new(1024);
+
 /// A sealed segment's index, held in its file: every [`STRIDE`]-th entry in memory (1/64 of
 /// the entries), the rest read a block at a time from the file it was paged to (opened at the
-/// first lookup, checked to be that file, and kept open). A block that cannot be read (the
+/// first lookup, checked to be that file, and kept open up to [`KEEP_OPEN_AT_MOST`] files). A block that cannot be read (the
 /// file removed by retention or a topic's deletion before its first lookup, an I/O error, a
 /// different file at the path) or that does not fit its neighbours in memory (the file was
 /// damaged) is not used: the lookup answers the entry in memory it landed on, which is at or
@@ -316,10 +325,16 @@ impl<T: IndexEntry> Paged<T> {
         (self.summary.clone(), self.len)
     }
 
-    /// The file, opened at `path` the first time and checked to be the one paged to.
-    fn file(&self, path: impl FnOnce() -> PathBuf) -> io::Result<&File> {
+    /// Reads `block` at `at` from the file: the one kept open, or opened at `path` (and checked
+    /// to be the one paged to), then kept open if [`KEEP_OPEN_AT_MOST`] allows.
+    fn read_block(
+        &self,
+        path: impl FnOnce() -> PathBuf,
+        block: &mut [u8],
+        at: u64,
+    ) -> io::Result<()> {
         if let Some(file) = self.file.get() {
-            return Ok(file);
+            return file.read_exact_at(block, at);
         }
         let identity = self
             .identity
@@ -328,7 +343,16 @@ impl<T: IndexEntry> Paged<T> {
         if FileIdentity::of(&file.metadata()?) != identity {
             return Err(io::Error::other("another file is at the index file's path"));
         }
-        Ok(self.file.get_or_init(|| file))
+        file.read_exact_at(block, at)?;
+        if KEPT_OPEN.fetch_add(1, Ordering::AcqRel) < KEEP_OPEN_AT_MOST.load(Ordering::Acquire) {
+            if self.file.set(file).is_err() {
+                // Another lookup kept it first.
+                KEPT_OPEN.fetch_sub(1, Ordering::AcqRel);
+            }
+        } else {
+            KEPT_OPEN.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// The last entry of the file for which `below` holds (it holds for a prefix of the
@@ -348,9 +372,7 @@ impl<T: IndexEntry> Paged<T> {
         }
         let mut buf = [0u8; BLOCK_BYTES];
         let block = &mut buf[..count * T::LEN];
-        let read = self
-            .file(path)
-            .and_then(|file| file.read_exact_at(block, (k * STRIDE * T::LEN) as u64));
+        let read = self.read_block(path, block, (k * STRIDE * T::LEN) as u64);
         let entry = |i: usize| T::read(&block[i * T::LEN..]);
         let unusable = match read {
             Err(err) => Some(err.to_string()),
@@ -385,6 +407,14 @@ impl<T: IndexEntry> Paged<T> {
             }
         }
         Some(entry(lo - 1))
+    }
+}
+
+impl<T> Drop for Paged<T> {
+    fn drop(&mut self) {
+        if self.file.get().is_some() {
+            KEPT_OPEN.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -509,6 +539,41 @@ mod tests {
                 assert_eq!(paged[0].load(Ordering::Relaxed) > 0, len > 1, "{len}");
             }
         }
+    }
+
+    /// Past [`KEEP_OPEN_AT_MOST`] index files kept open, a lookup opens its file for itself and
+    /// closes it again, and still answers from its block.
+    #[test]
+    fn index_files_kept_open_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut offsets = OffsetIndex::default();
+        for i in 0..100 {
+            offsets.push(i + 1, 10 * i + 10);
+        }
+        let path = dir.path().join("x.index");
+        write_atomic(&path, &offsets.encode()).unwrap();
+        let paged: Vec<_> = (0..5)
+            .map(|_| offsets.paged(FileIdentity::at(&path)))
+            .collect();
+        let lookup = |p: &Paged<(u32, u32)>| {
+            p.floor(|| path.clone(), |&(r, _)| r <= 70, |_| true)
+                .map(|(_, position)| position)
+        };
+        let bound = KEEP_OPEN_AT_MOST.swap(0, Ordering::AcqRel);
+        for p in &paged[..3] {
+            assert_eq!(lookup(p), Some(700));
+            assert_eq!(lookup(p), Some(700));
+            assert!(p.file.get().is_none(), "not kept past the bound");
+        }
+        KEEP_OPEN_AT_MOST.store(bound, Ordering::Release);
+        for p in &paged {
+            assert_eq!(lookup(p), Some(700));
+        }
+        assert!(paged.iter().all(|p| p.file.get().is_some()), "kept");
+        assert!(paged
+            .iter()
+            .all(|p| p.counts[0].load(Ordering::Relaxed) > 0
+                && p.counts[1].load(Ordering::Relaxed) == 0));
     }
 
     #[test]
