@@ -8,11 +8,12 @@
 //! (a `pread` of the index interval and a header parse per batch passed). Both in one run: the
 //! second is the baseline of the first.
 //!
-//! The log is cut into segments of 1 MiB, and the third read is twenty batches back
-//! from the end of the first one, which is sealed: its indexes are paged out to their files
-//! (one entry in 64 kept in memory), so its lookup reads a block of the index file first (a
-//! `pread` of at most 512 bytes; the file is opened at the first lookup and kept open). The
-//! second read is its baseline: the same walk with the whole index in memory.
+//! The log is cut into segments of 1 MiB. The last two reads walk as many batch headers from
+//! their index entry (half the index interval), one in the active segment (its index whole in
+//! memory: the baseline) and one near the end of the first segment, which is sealed: its
+//! indexes are paged out to their files (one entry in 64 kept in memory), so its lookup reads a
+//! block of the index file first (a `pread` of at most 512 bytes; the file is opened at the
+//! first lookup and kept open).
 //!
 //! ```sh
 //! cargo bench -p benches --bench fetch_path -- --warm-up-time 1 --measurement-time 3
@@ -34,8 +35,10 @@ fn fetch(c: &mut Criterion) {
     };
     let log = PartitionLog::open(dir.path(), config).expect("log");
     let value = [b'v'; 100];
-    // Where the first segment ends: the batch that made the second one.
-    let mut sealed_end = None;
+    // Where the first segment ends (the batch that made the second one), and where the last
+    // one starts.
+    let (mut sealed_end, mut active_base, mut segments) = (None, 0, 1);
+    let mut batch_len = 0;
     for i in 0..BATCHES {
         let mut builder = RecordBatchBuilder::new();
         builder.push(
@@ -44,12 +47,22 @@ fn fetch(c: &mut Criterion) {
             Some(&value),
             std::iter::empty::<(&str, &[u8])>(),
         );
-        log.append(builder.build().expect("batch")).expect("append");
-        if log.segment_count() == 2 {
+        let batch = builder.build().expect("batch");
+        batch_len = batch.len() as u64;
+        log.append(batch).expect("append");
+        if log.segment_count() > segments {
+            segments = log.segment_count();
             sealed_end.get_or_insert(i);
+            active_base = i;
         }
     }
     let sealed_end = sealed_end.expect("more than one segment");
+    // The batches are all of one size, so the index has an entry every `stride` batches from a
+    // segment's start: an offset `stride / 2` past one, near a segment's end (outside its ring
+    // of latest batches), walks as many headers in either segment.
+    let stride = 4096u64.div_ceil(batch_len);
+    let past_entry =
+        |base: u64, end: u64| base + (end - base - 2 * stride) / stride * stride + stride / 2;
     // Waits for the first segment's seal (the log stays usable after `close`).
     log.close().expect("close");
     // `max_bytes` 1: every read returns exactly its one batch (at least one whole batch is
@@ -59,7 +72,8 @@ fn fetch(c: &mut Criterion) {
     for (name, offset) in [
         ("at_the_tail", BATCHES - 1),
         ("20_batches_back", BATCHES - 20),
-        ("20_batches_back_sealed", sealed_end - 20),
+        ("index_walk_active", past_entry(active_base, BATCHES)),
+        ("index_walk_sealed", past_entry(0, sealed_end)),
     ] {
         assert_eq!(log.read(offset, 1).expect("read").len(), one);
         group.bench_function(name, |b| {

@@ -6,7 +6,7 @@
 //! are written, or found whole at an open, only one entry in [`STRIDE`] stays in memory, and a
 //! lookup reads the block of 64 entries that starts at the one it lands on from the file (one
 //! `pread` of at most 768 bytes; the file is opened at the first lookup and kept open, up to
-//! [`KEEP_OPEN_AT_MOST`] files), as
+//! 1,024 files), as
 //! Kafka maps its index files instead of holding them. A broker's memory then grows 64 times
 //! slower with the data it keeps: 100 GiB of log with rising timestamps held ~600 MB of index
 //! entries (24 bytes per 4 KiB); paged, ~10 MB. Opening a log loads them from
@@ -79,13 +79,8 @@ impl OffsetIndex {
     /// The index [`encode`](Self::encode) wrote, if `bytes` are one: whole entries, both
     /// fields strictly increasing, and positions below `segment_len`.
     pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> Option<Self> {
-        let entries = decode_entries(bytes, |e: &[u8; OFFSET_ENTRY_LEN]| {
-            let field = |at: usize| u32::from_be_bytes(e[at..at + 4].try_into().expect("4 bytes"));
-            (field(0), field(4))
-        })?;
-        let increasing = entries
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let entries: Vec<(u32, u32)> = decode_entries(bytes)?;
+        let increasing = entries.windows(2).all(|w| w[0].precedes(w[1]));
         let inside = entries
             .last()
             .is_none_or(|&(_, p)| u64::from(p) < segment_len);
@@ -140,13 +135,8 @@ impl TimeIndex {
     /// The index [`encode_with_final`](Self::encode_with_final) wrote, if `bytes` are one:
     /// whole entries with both fields strictly increasing.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        let entries = decode_entries(bytes, |e: &[u8; TIME_ENTRY_LEN]| {
-            let t = i64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
-            (t, u32::from_be_bytes(e[8..].try_into().expect("4 bytes")))
-        })?;
-        let increasing = entries
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let entries: Vec<(i64, u32)> = decode_entries(bytes)?;
+        let increasing = entries.windows(2).all(|w| w[0].precedes(w[1]));
         increasing.then_some(Self { entries })
     }
 
@@ -254,6 +244,7 @@ impl FileIdentity {
     }
 
     /// The identity of the file at `path` now; `None` if it cannot be read.
+    #[cfg(test)]
     pub(crate) fn at(path: &Path) -> Option<Self> {
         fs::metadata(path).ok().map(|meta| Self::of(&meta))
     }
@@ -262,17 +253,41 @@ impl FileIdentity {
 /// Index files kept open by the paged indexes of the process.
 static KEPT_OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// The most index files kept open: past it, a lookup opens its file and closes it again (~3.5
-/// us more here), so the broker's file descriptors do not grow with every sealed segment a
-/// reader has used. Its segment files are open anyway.
-pub(crate) static KEEP_OPEN_AT_MOST: AtomicUsize = AtomicUsize::new(1024);
+/// The most index files kept open ([`keep_open_at_most`]); `usize::MAX` until it is first
+/// needed.
+pub(crate) static KEEP_OPEN_AT_MOST: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The most index files kept open: 1,024, or an eighth of the process's open-file limit when
+/// that is less (read at the first lookup, after the broker binaries raised it). Past it, a
+/// lookup opens its file and closes it again (~3.5 us more here), so the broker's file
+/// descriptors do not grow with every sealed segment a reader has used (its segment files are
+/// open anyway). The slots go to the first files read and come back when their segments go.
+fn keep_open_at_most() -> usize {
+    let bound = KEEP_OPEN_AT_MOST.load(Ordering::Acquire);
+    if bound != usize::MAX {
+        return bound;
+    }
+    use nix::sys::resource::{getrlimit, Resource};
+    let derived = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_or(128, |(soft, _)| {
+            usize::try_from(soft / 8).unwrap_or(usize::MAX)
+        })
+        .min(1024);
+    let _ = KEEP_OPEN_AT_MOST.compare_exchange(
+        usize::MAX,
+        derived,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    KEEP_OPEN_AT_MOST.load(Ordering::Acquire)
+}
 
 /// A sealed segment's index, held in its file: every [`STRIDE`]-th entry in memory (1/64 of
 /// the entries), the rest read a block at a time from the file it was paged to (opened at the
-/// first lookup, checked to be that file, and kept open up to [`KEEP_OPEN_AT_MOST`] files). A block that cannot be read (the
-/// file removed by retention or a topic's deletion before its first lookup, an I/O error, a
-/// different file at the path) or that does not fit its neighbours in memory (the file was
-/// damaged) is not used: the lookup answers the entry in memory it landed on, which is at or
+/// first lookup, checked to be that file, and kept open: see [`keep_open_at_most`]). A block
+/// that cannot be read (the file removed by retention or a topic's deletion before its first
+/// lookup, an I/O error, a different file at the path) or that does not fit its neighbours in
+/// memory (the file was damaged) is not used: the lookup answers the entry in memory it landed on, which is at or
 /// before the one wanted, so the reader walks further in the segment and still finds its
 /// batch.
 #[derive(Debug)]
@@ -344,7 +359,7 @@ impl<T: IndexEntry> Paged<T> {
             return Err(io::Error::other("another file is at the index file's path"));
         }
         file.read_exact_at(block, at)?;
-        if KEPT_OPEN.fetch_add(1, Ordering::AcqRel) < KEEP_OPEN_AT_MOST.load(Ordering::Acquire) {
+        if KEPT_OPEN.fetch_add(1, Ordering::AcqRel) < keep_open_at_most() {
             if self.file.set(file).is_err() {
                 // Another lookup kept it first.
                 KEPT_OPEN.fetch_sub(1, Ordering::AcqRel);
@@ -388,7 +403,10 @@ impl<T: IndexEntry> Paged<T> {
             #[cfg(test)]
             self.counts[1].fetch_add(1, Ordering::Relaxed);
             if self.identity.is_some() && !self.warned.swap(true, Ordering::Relaxed) {
-                warn!(%reason, "a sealed segment's index block cannot be used; its lookups walk further in the segment");
+                warn!(
+                    %reason,
+                    "a sealed segment's index block cannot be used; its lookups walk further in the segment"
+                );
             } else {
                 debug!(%reason, "index block not used");
             }
@@ -432,30 +450,33 @@ pub(crate) fn read_with_identity(path: &Path) -> io::Result<Option<(Vec<u8>, Fil
     Ok(Some((bytes, identity)))
 }
 
-/// The entries of `N` bytes in `bytes`, each read by `read`; `None` unless they are whole.
-fn decode_entries<const N: usize, T>(bytes: &[u8], read: impl Fn(&[u8; N]) -> T) -> Option<Vec<T>> {
-    let (entries, rest) = bytes.as_chunks::<N>();
-    rest.is_empty().then(|| entries.iter().map(read).collect())
+/// The entries in `bytes`; `None` unless they are whole.
+fn decode_entries<T: IndexEntry>(bytes: &[u8]) -> Option<Vec<T>> {
+    (bytes.len().is_multiple_of(T::LEN)).then(|| bytes.chunks_exact(T::LEN).map(T::read).collect())
 }
 
 /// Reads a whole index file; `Ok(None)` when it does not exist.
 pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(read_with_identity(path)?.map(|(bytes, _)| bytes))
 }
 
 /// Replaces `path` with `bytes` through a synced temporary file, so a crash leaves either the
 /// old file or the new one (stray `.tmp` files are removed on open).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_identified(path, bytes).map(drop)
+}
+
+/// [`write_atomic`], answering the identity of the file written (taken before its rename, so
+/// it is that file's whatever comes to the path after).
+pub(crate) fn write_atomic_identified(path: &Path, bytes: &[u8]) -> io::Result<FileIdentity> {
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".tmp");
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_data()?;
-    fs::rename(&tmp, path)
+    let identity = FileIdentity::of(&file.metadata()?);
+    fs::rename(&tmp, path)?;
+    Ok(identity)
 }
 
 #[cfg(test)]
@@ -559,13 +580,21 @@ mod tests {
             p.floor(|| path.clone(), |&(r, _)| r <= 70, |_| true)
                 .map(|(_, position)| position)
         };
-        let bound = KEEP_OPEN_AT_MOST.swap(0, Ordering::AcqRel);
+        /// Puts the bound back, whatever happens to the test.
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                KEEP_OPEN_AT_MOST.store(self.0, Ordering::Release);
+            }
+        }
+        let restore = Restore(KEEP_OPEN_AT_MOST.swap(0, Ordering::AcqRel));
         for p in &paged[..3] {
             assert_eq!(lookup(p), Some(700));
             assert_eq!(lookup(p), Some(700));
             assert!(p.file.get().is_none(), "not kept past the bound");
         }
-        KEEP_OPEN_AT_MOST.store(bound, Ordering::Release);
+        drop(restore);
+        assert!(keep_open_at_most() > 5, "{}", keep_open_at_most());
         for p in &paged {
             assert_eq!(lookup(p), Some(700));
         }

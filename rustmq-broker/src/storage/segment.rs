@@ -19,7 +19,9 @@ use rustmq_protocol::batch::{batch_size_at, set_base_offset, BATCH_HEADER_LEN, L
 use rustmq_protocol::{BatchHeader, ProtocolError, RecordBatch};
 use tracing::warn;
 
-use super::index::{read_with_identity, write_atomic, FileIdentity, OffsetIndex, Paged, TimeIndex};
+use super::index::{
+    read_with_identity, write_atomic_identified, FileIdentity, OffsetIndex, Paged, TimeIndex,
+};
 use super::scan::{scan, Walker, HEADER_CHUNK};
 use super::snapshot::SNAPSHOT_EXT;
 use super::StorageError;
@@ -136,10 +138,26 @@ pub(crate) struct PagedIndexes {
 #[cfg(test)]
 pub(crate) type PagedShape = ((Vec<(u32, u32)>, usize), (Vec<(i64, u32)>, usize));
 
-/// An index lookup: done in memory, or a paged index to read outside the metadata lock.
-enum Lookup<T> {
-    Done(T),
-    Paged(Arc<PagedIndexes>),
+impl PagedIndexes {
+    /// The last entry of the offset index at or before `relative`: its position, or the
+    /// segment's start when none is (see [`OffsetIndex::lookup`]).
+    fn offset_floor(&self, path: impl FnOnce() -> PathBuf, relative: u32) -> u64 {
+        self.offsets
+            .floor(
+                path,
+                |&(r, _)| r <= relative,
+                |&(_, position)| u64::from(position) < self.size,
+            )
+            .map_or(0, |(_, position)| u64::from(position))
+    }
+
+    /// The relative offset of the last time index entry below `timestamp` (see
+    /// [`TimeIndex::lookup`]).
+    fn time_floor(&self, path: impl FnOnce() -> PathBuf, timestamp: i64) -> Option<u32> {
+        self.times
+            .floor(path, |&(t, _)| t < timestamp, |_| true)
+            .map(|(_, relative)| relative)
+    }
 }
 
 /// How many of the latest batches [`RecentBatches`] keeps.
@@ -232,23 +250,29 @@ impl SegmentMeta {
         self.recent.push(relative, position);
     }
 
+    /// The time index file's final entry: the segment's largest timestamp at its latest batch.
+    fn final_time_entry(&self) -> Option<(i64, u32)> {
+        self.recent.newest().map(|r| (self.max_timestamp, r))
+    }
+
     /// The index files' contents; `None` once paged (the files hold them).
     pub(super) fn encoded_indexes(&self) -> Option<(Vec<u8>, Vec<u8>)> {
         let Indexes::Full { offsets, times } = &self.indexes else {
             return None;
         };
-        let last = self.recent.newest().map(|r| (self.max_timestamp, r));
-        Some((offsets.encode(), times.encode_with_final(last)))
+        Some((
+            offsets.encode(),
+            times.encode_with_final(self.final_time_entry()),
+        ))
     }
 
     /// Pages the indexes out, to the files of these identities, which hold what
     /// [`encoded_indexes`](Self::encoded_indexes) gives.
     fn page_out(&mut self, offsets_id: Option<FileIdentity>, times_id: Option<FileIdentity>) {
         if let Indexes::Full { offsets, times } = &self.indexes {
-            let last = self.recent.newest().map(|r| (self.max_timestamp, r));
             self.indexes = Indexes::Paged(Arc::new(PagedIndexes {
                 offsets: offsets.paged(offsets_id),
-                times: times.paged(last, times_id),
+                times: times.paged(self.final_time_entry(), times_id),
                 size: self.size,
             }));
         }
@@ -262,19 +286,24 @@ impl SegmentMeta {
         }
     }
 
-    /// The offset index's lookup (see [`OffsetIndex::lookup`]).
-    fn offset_lookup(&self, relative: u32) -> Lookup<u64> {
+    /// The position of the last indexed batch at or before `relative` (see
+    /// [`OffsetIndex::lookup`]) while the indexes are whole; else the paged indexes, to read
+    /// outside the metadata lock.
+    fn offset_position(&self, relative: u32) -> Result<u64, Arc<PagedIndexes>> {
         match &self.indexes {
-            Indexes::Full { offsets, .. } => Lookup::Done(offsets.lookup(relative)),
-            Indexes::Paged(paged) => Lookup::Paged(Arc::clone(paged)),
+            Indexes::Full { offsets, .. } => Ok(offsets.lookup(relative)),
+            Indexes::Paged(paged) => Err(Arc::clone(paged)),
         }
     }
 
-    /// The time index's lookup (see [`TimeIndex::lookup`]).
-    fn time_lookup(&self, timestamp: i64) -> Lookup<Option<u32>> {
+    /// Where a scan for the first record at or after `timestamp` can start (the time index's
+    /// entry, then the offset index's), as [`offset_position`](Self::offset_position).
+    fn time_position(&self, timestamp: i64) -> Result<u64, Arc<PagedIndexes>> {
         match &self.indexes {
-            Indexes::Full { times, .. } => Lookup::Done(times.lookup(timestamp)),
-            Indexes::Paged(paged) => Lookup::Paged(Arc::clone(paged)),
+            Indexes::Full { offsets, times } => {
+                Ok(times.lookup(timestamp).map_or(0, |r| offsets.lookup(r)))
+            }
+            Indexes::Paged(paged) => Err(Arc::clone(paged)),
         }
     }
 }
@@ -660,42 +689,32 @@ impl Segment {
     /// Writes both index files (each atomically); nothing once the indexes are paged (the files
     /// hold them).
     pub(crate) fn write_indexes(&self) -> io::Result<()> {
+        self.write_index_files().map(drop)
+    }
+
+    /// [`write_indexes`](Self::write_indexes), answering the identities of the files written.
+    fn write_index_files(&self) -> io::Result<Option<(FileIdentity, FileIdentity)>> {
         let Some((offsets, times)) = self.meta.read().encoded_indexes() else {
-            return Ok(());
+            return Ok(None);
         };
-        write_atomic(&self.path(INDEX_EXT), &offsets)?;
-        write_atomic(&self.path(TIME_INDEX_EXT), &times)
+        Ok(Some((
+            write_atomic_identified(&self.path(INDEX_EXT), &offsets)?,
+            write_atomic_identified(&self.path(TIME_INDEX_EXT), &times)?,
+        )))
     }
 
     /// Writes both index files and pages the indexes out to them: for a segment that is
     /// sealed (nothing is appended to it any more). On failure they stay in memory.
     pub(crate) fn write_and_page_indexes(&self) -> io::Result<()> {
-        self.write_indexes()?;
-        let offsets_id = FileIdentity::at(&self.path(INDEX_EXT));
-        let times_id = FileIdentity::at(&self.path(TIME_INDEX_EXT));
-        self.meta.write().page_out(offsets_id, times_id);
+        if let Some((offsets_id, times_id)) = self.write_index_files()? {
+            self.meta.write().page_out(Some(offsets_id), Some(times_id));
+        }
         Ok(())
     }
 
     /// Bytes of index entries this segment holds in memory.
     pub(crate) fn index_memory(&self) -> usize {
         self.meta.read().index_memory()
-    }
-
-    /// Position of the last indexed batch starting at or before `relative` (see
-    /// [`OffsetIndex::lookup`]), from memory or from the index file.
-    fn resolve_offset(&self, lookup: Lookup<u64>, relative: u32) -> u64 {
-        match lookup {
-            Lookup::Done(position) => position,
-            Lookup::Paged(paged) => paged
-                .offsets
-                .floor(
-                    || self.path(INDEX_EXT),
-                    |&(r, _)| r <= relative,
-                    |&(_, position)| u64::from(position) < paged.size,
-                )
-                .map_or(0, |(_, position)| u64::from(position)),
-        }
     }
 
     /// Unlinks the segment's files (see [`remove_segment_files`]). Open handles keep working.
@@ -706,7 +725,7 @@ impl Segment {
     /// Position of the batch containing `offset` and the committed end of the segment, or
     /// `None` if the segment does not hold `offset`.
     pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
-        let (lookup, relative, end) = {
+        let (start, relative, end) = {
             let meta = self.meta.read();
             if offset < self.base_offset || offset >= meta.next_offset {
                 return Ok(None);
@@ -715,9 +734,10 @@ impl Segment {
             if let Some(position) = meta.recent.position_of(relative) {
                 return Ok(Some((position, meta.size)));
             }
-            (meta.offset_lookup(relative), relative, meta.size)
+            (meta.offset_position(relative), relative, meta.size)
         };
-        let start = self.resolve_offset(lookup, relative);
+        let start =
+            start.unwrap_or_else(|paged| paged.offset_floor(|| self.path(INDEX_EXT), relative));
         let mut walker = Walker::new(&self.file, start, end, false, HEADER_CHUNK);
         while let Some((position, header)) = walker.next_batch()? {
             if header.base_offset > offset {
@@ -787,26 +807,13 @@ impl Segment {
             if meta.max_timestamp < timestamp {
                 return Ok(None);
             }
-            (meta.time_lookup(timestamp), meta.size)
+            (meta.time_position(timestamp), meta.size)
         };
-        let relative = match start {
-            Lookup::Done(relative) => relative,
-            Lookup::Paged(paged) => paged
-                .times
-                .floor(
-                    || self.path(TIME_INDEX_EXT),
-                    |&(t, _)| t < timestamp,
-                    |_| true,
-                )
-                .map(|(_, relative)| relative),
-        };
-        let start = match relative {
-            None => 0,
-            Some(r) => {
-                let lookup = self.meta.read().offset_lookup(r);
-                self.resolve_offset(lookup, r)
-            }
-        };
+        let start = start.unwrap_or_else(|paged| {
+            paged
+                .time_floor(|| self.path(TIME_INDEX_EXT), timestamp)
+                .map_or(0, |r| paged.offset_floor(|| self.path(INDEX_EXT), r))
+        });
         let mut walker = Walker::new(&self.file, start, end, false, HEADER_CHUNK);
         while let Some((position, header)) = walker.next_batch()? {
             if header.max_timestamp < timestamp {
