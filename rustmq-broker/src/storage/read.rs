@@ -308,6 +308,14 @@ mod tests {
             (reads, times)
         };
         let sealed = |log: &PartitionLog| Arc::clone(&log.segments.read()[0]);
+        // Every lookup answered from a block of the files, none from the summary alone.
+        let from_blocks = |log: &PartitionLog| {
+            let [blocks, fallbacks] = sealed(log).paged_counts();
+            assert!(
+                blocks > 1_000 && fallbacks == 0,
+                "{blocks} blocks, {fallbacks}"
+            );
+        };
         let whole = answers(&log);
         let memory = sealed(&log).index_memory();
         assert!(!sealed(&log).is_paged());
@@ -321,11 +329,7 @@ mod tests {
             sealed(&log).index_memory()
         );
         assert!(answers(&log) == whole, "paged after the seal");
-        let [blocks, fallbacks] = sealed(&log).paged_counts();
-        assert!(
-            blocks > 1_000 && fallbacks == 0,
-            "{blocks} blocks, {fallbacks}"
-        );
+        from_blocks(&log);
         drop(log);
 
         let reopen = || {
@@ -335,11 +339,7 @@ mod tests {
         };
         let log = reopen();
         assert!(answers(&log) == whole, "paged after a reopen");
-        let [blocks, fallbacks] = sealed(&log).paged_counts();
-        assert!(
-            blocks > 1_000 && fallbacks == 0,
-            "{blocks} blocks, {fallbacks}"
-        );
+        from_blocks(&log);
         drop(log);
 
         // Another file at the path, whose entries fit the summary but point one byte into
