@@ -727,6 +727,7 @@ impl Core {
                 tracing::warn!(error = %e, "retention failed");
             }
             index_memory += log.index_memory();
+            log.release_idle_index_files();
         }
         crate::metrics::set_index_memory(index_memory);
         let expiration = self.config.log.named_producer_expiration_ms;

@@ -31,7 +31,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tracing::{debug, warn};
 
@@ -261,7 +263,8 @@ pub(crate) static KEEP_OPEN_AT_MOST: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// that is less (read at the first lookup, after the broker binaries raised it). Past it, a
 /// lookup opens its file and closes it again (~3.5 us more here), so the broker's file
 /// descriptors do not grow with every sealed segment a reader has used (its segment files are
-/// open anyway). The slots go to the first files read and come back when their segments go.
+/// open anyway). A file not read between two retention passes gives its slot back
+/// ([`Paged::release_if_idle`]), as does a segment that goes.
 fn keep_open_at_most() -> usize {
     let bound = KEEP_OPEN_AT_MOST.load(Ordering::Acquire);
     if bound != usize::MAX {
@@ -287,9 +290,9 @@ fn keep_open_at_most() -> usize {
 /// first lookup, checked to be that file, and kept open: see [`keep_open_at_most`]). A block
 /// that cannot be read (the file removed by retention or a topic's deletion before its first
 /// lookup, an I/O error, a different file at the path) or that does not fit its neighbours in
-/// memory (the file was damaged) is not used: the lookup answers the entry in memory it landed on, which is at or
-/// before the one wanted, so the reader walks further in the segment and still finds its
-/// batch.
+/// memory (the file was damaged) is not used: the lookup answers the entry in memory it landed
+/// on, which is at or before the one wanted, so the reader walks further in the segment and
+/// still finds its batch.
 #[derive(Debug)]
 pub(crate) struct Paged<T> {
     /// Entries `0, STRIDE, 2 * STRIDE...` of the file.
@@ -298,7 +301,10 @@ pub(crate) struct Paged<T> {
     len: usize,
     /// The file's identity when it was paged to; `None` if unknown (no block is read then).
     identity: Option<FileIdentity>,
-    file: OnceLock<File>,
+    /// The file, while it is kept open.
+    file: Mutex<Option<Arc<File>>>,
+    /// A block was read since the last [`release_if_idle`](Self::release_if_idle).
+    used: AtomicBool,
     /// A block that could not be used was reported (once per index).
     warned: AtomicBool,
     /// Blocks read and used, and lookups answered from the summary instead (tests).
@@ -322,7 +328,8 @@ impl<T: IndexEntry> Paged<T> {
             len,
             // A file of another length than the entries' is not theirs.
             identity: identity.filter(|id| id.len == (len * T::LEN) as u64),
-            file: OnceLock::new(),
+            file: Mutex::new(None),
+            used: AtomicBool::new(false),
             warned: AtomicBool::new(false),
             #[cfg(test)]
             counts: Default::default(),
@@ -348,7 +355,9 @@ impl<T: IndexEntry> Paged<T> {
         block: &mut [u8],
         at: u64,
     ) -> io::Result<()> {
-        if let Some(file) = self.file.get() {
+        self.used.store(true, Ordering::Relaxed);
+        let kept = self.file.lock().clone();
+        if let Some(file) = kept {
             return file.read_exact_at(block, at);
         }
         let identity = self
@@ -360,7 +369,10 @@ impl<T: IndexEntry> Paged<T> {
         }
         file.read_exact_at(block, at)?;
         if KEPT_OPEN.fetch_add(1, Ordering::AcqRel) < keep_open_at_most() {
-            if self.file.set(file).is_err() {
+            let mut kept = self.file.lock();
+            if kept.is_none() {
+                *kept = Some(Arc::new(file));
+            } else {
                 // Another lookup kept it first.
                 KEPT_OPEN.fetch_sub(1, Ordering::AcqRel);
             }
@@ -368,6 +380,25 @@ impl<T: IndexEntry> Paged<T> {
             KEPT_OPEN.fetch_sub(1, Ordering::AcqRel);
         }
         Ok(())
+    }
+
+    /// Closes the file kept open if no block was read since the last call; true if it did. A
+    /// lookup still reading it holds it until it is done.
+    pub(crate) fn release_if_idle(&self) -> bool {
+        if self.used.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        let released = self.file.lock().take().is_some();
+        if released {
+            KEPT_OPEN.fetch_sub(1, Ordering::AcqRel);
+        }
+        released
+    }
+
+    /// Whether the file is kept open (tests).
+    #[cfg(test)]
+    pub(crate) fn is_kept_open(&self) -> bool {
+        self.file.lock().is_some()
     }
 
     /// The last entry of the file for which `below` holds (it holds for a prefix of the
@@ -430,7 +461,7 @@ impl<T: IndexEntry> Paged<T> {
 
 impl<T> Drop for Paged<T> {
     fn drop(&mut self) {
-        if self.file.get().is_some() {
+        if self.file.get_mut().is_some() {
             KEPT_OPEN.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -591,14 +622,21 @@ mod tests {
         for p in &paged[..3] {
             assert_eq!(lookup(p), Some(700));
             assert_eq!(lookup(p), Some(700));
-            assert!(p.file.get().is_none(), "not kept past the bound");
+            assert!(!p.is_kept_open(), "not kept past the bound");
         }
         drop(restore);
         assert!(keep_open_at_most() > 5, "{}", keep_open_at_most());
         for p in &paged {
             assert_eq!(lookup(p), Some(700));
         }
-        assert!(paged.iter().all(|p| p.file.get().is_some()), "kept");
+        assert!(paged.iter().all(|p| p.is_kept_open()), "kept");
+        // Not read since: the next call closes it; read again, it is opened and kept again.
+        assert!(!paged[0].release_if_idle(), "read since the last call");
+        assert!(paged[0].release_if_idle(), "idle since the last call");
+        assert!(!paged[0].is_kept_open());
+        assert!(!paged[0].release_if_idle(), "nothing to release");
+        assert_eq!(lookup(&paged[0]), Some(700));
+        assert!(paged[0].is_kept_open());
         assert!(paged
             .iter()
             .all(|p| p.counts[0].load(Ordering::Relaxed) > 0

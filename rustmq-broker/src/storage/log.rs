@@ -314,6 +314,14 @@ impl PartitionLog {
         self.segments.read().iter().map(|s| s.index_memory()).sum()
     }
 
+    /// Closes the sealed segments' index files kept open that no lookup read since the last
+    /// call, so that their slots (see `storage/index.rs`) go to the files read now; how many it
+    /// closed. The broker's retention pass calls it.
+    pub fn release_idle_index_files(&self) -> usize {
+        let segments = self.segments.read().clone();
+        segments.iter().map(|s| s.release_idle_index_files()).sum()
+    }
+
     /// Waits until every rolled segment is sealed (see `storage/seal.rs`).
     #[cfg(test)]
     pub(crate) fn wait_for_seals(&self) {

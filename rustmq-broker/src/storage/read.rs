@@ -340,6 +340,10 @@ mod tests {
         let log = reopen();
         assert!(answers(&log) == whole, "paged after a reopen");
         from_blocks(&log);
+        // Both index files were read, and are kept open until a pass finds them idle.
+        assert_eq!(log.release_idle_index_files(), 0);
+        assert_eq!(log.release_idle_index_files(), 2);
+        assert!(answers(&log) == whole, "opened again");
         drop(log);
 
         // Another file at the path, whose entries fit the summary but point one byte into

@@ -717,6 +717,16 @@ impl Segment {
         self.meta.read().index_memory()
     }
 
+    /// Closes the index files kept open that no lookup read since the last call (see
+    /// `index::Paged::release_if_idle`); how many it closed.
+    pub(crate) fn release_idle_index_files(&self) -> usize {
+        let paged = match &self.meta.read().indexes {
+            Indexes::Full { .. } => return 0,
+            Indexes::Paged(paged) => Arc::clone(paged),
+        };
+        usize::from(paged.offsets.release_if_idle()) + usize::from(paged.times.release_if_idle())
+    }
+
     /// Unlinks the segment's files (see [`remove_segment_files`]). Open handles keep working.
     pub(crate) fn delete_files(&self) -> io::Result<()> {
         remove_segment_files(&self.dir, self.base_offset)
