@@ -19,7 +19,7 @@ use bytes::Bytes;
 use rustmq_protocol::{
     ErrorCode, ErrorResponse, Frame, FrameHeader, Request, Response, FRAME_HEADER_LEN,
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::BrokerError;
 use crate::handler::{ConnState, Core};
@@ -49,6 +49,88 @@ pub enum ServerError {
 /// A bound QUIC endpoint.
 pub(crate) struct Server {
     endpoint: quinn::Endpoint,
+    /// Ends once the endpoint's UDP socket is closed: see [`TrackedSocket`].
+    socket_closed: oneshot::Receiver<()>,
+}
+
+/// The endpoint's UDP socket, which tells when it is closed. quinn's endpoint driver, every
+/// connection's driver and every stream still held share the socket, so the port stays bound
+/// until the last of them lets it go, which may be after [`quinn::Endpoint::wait_idle`]
+/// returned and the endpoint is gone (a stream task still ending, a driver task not yet
+/// polled). A broker restarted on the same port waits for this instead of guessing.
+#[derive(Debug)]
+struct TrackedSocket {
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+    /// Dropped after `socket`: its receiver then ends.
+    _closed: oneshot::Sender<()>,
+}
+
+impl TrackedSocket {
+    fn new(socket: Arc<dyn quinn::AsyncUdpSocket>) -> (Arc<Self>, oneshot::Receiver<()>) {
+        let (closed, socket_closed) = oneshot::channel();
+        let tracked = Arc::new(TrackedSocket {
+            socket,
+            _closed: closed,
+        });
+        (tracked, socket_closed)
+    }
+}
+
+impl quinn::AsyncUdpSocket for TrackedSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        // The poller holds the socket (the inner one holds the inner socket): it is closed
+        // only once every poller is gone too.
+        Box::pin(TrackedPoller {
+            poller: Arc::clone(&self.socket).create_io_poller(),
+            _socket: self,
+        })
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.socket.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> Poll<std::io::Result<usize>> {
+        self.socket.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.socket.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.socket.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.socket.may_fragment()
+    }
+}
+
+/// A [`TrackedSocket`]'s poller: the inner socket's, holding the tracked socket.
+#[derive(Debug)]
+struct TrackedPoller {
+    /// Dropped before `_socket`.
+    poller: Pin<Box<dyn quinn::UdpPoller>>,
+    _socket: Arc<TrackedSocket>,
+}
+
+impl quinn::UdpPoller for TrackedPoller {
+    fn poll_writable(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context,
+    ) -> Poll<std::io::Result<()>> {
+        self.get_mut().poller.as_mut().poll_writable(cx)
+    }
 }
 
 impl Server {
@@ -94,14 +176,22 @@ impl Server {
             })?;
         let socket =
             std::net::UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
-        let endpoint = quinn::Endpoint::new(
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let (socket, socket_closed) = TrackedSocket::new(
+            quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(bind_error)?,
+        );
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
             endpoint_config,
             Some(config),
             socket,
-            Arc::new(quinn::TokioRuntime),
+            runtime,
         )
-        .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Self { endpoint })
+        .map_err(bind_error)?;
+        Ok(Self {
+            endpoint,
+            socket_closed,
+        })
     }
 
     pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -141,14 +231,23 @@ impl Server {
         // reconnecting during a restart keeps retransmitting its first packet and completes
         // its handshake with the next broker on this port, instead of counting a refusal
         // against its retries.
-        self.endpoint.set_server_config(None);
-        self.endpoint.close(0u32.into(), b"broker shutting down");
+        let Server {
+            endpoint,
+            socket_closed,
+        } = self;
+        endpoint.set_server_config(None);
+        endpoint.close(0u32.into(), b"broker shutting down");
         // Wait out every connection's closing period (three probe timeouts on quinn's timers;
-        // the peer need not answer) so that the port is free once shutdown returns. One still
-        // in its handshake has no RTT sample and uses the initial 333 ms estimate: ~3 s, which
-        // a 2 s bound here cut short now and then ("address in use" on a restart). Bounded all
-        // the same.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
+        // the peer need not answer), then for the socket itself, so that the port is free once
+        // shutdown returns. A connection still in its handshake has no RTT sample and uses the
+        // initial 333 ms estimate: ~3 s, which a 2 s bound here cut short now and then
+        // ("address in use" on a restart). Bounded all the same.
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        let _ = tokio::time::timeout_at(until, endpoint.wait_idle()).await;
+        drop(endpoint);
+        if tokio::time::timeout_at(until, socket_closed).await.is_err() {
+            tracing::warn!("the QUIC socket is still open 5 s into shutdown: its port stays bound");
+        }
     }
 }
 
@@ -465,4 +564,77 @@ async fn serve_stream(
         }
     }
     let _ = send.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Limits, QuicSettings, TlsSettings};
+
+    /// A client endpoint trusting `identity`, connected to `addr`.
+    async fn client(addr: SocketAddr, identity: &BrokerIdentity) -> quinn::Connection {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(identity.chain[0].clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![rustmq_protocol::ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        endpoint.connect(addr, "localhost").unwrap().await.unwrap()
+    }
+
+    /// The endpoint's socket is reported closed only once its last holder lets it go: here a
+    /// connection handle kept past the endpoint's close, `wait_idle` and drop, as a stream task
+    /// still ending keeps it; the port is bound until then and free at once after.
+    #[tokio::test]
+    async fn the_socket_is_reported_closed_when_its_last_holder_lets_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity =
+            BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
+        let server = Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &identity,
+            &TlsSettings::default(),
+            &Limits::default(),
+            &QuicSettings::default(),
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let Server {
+            endpoint,
+            mut socket_closed,
+        } = server;
+        let (_client, held) = tokio::join!(client(addr, &identity), async {
+            endpoint.accept().await.unwrap().await.unwrap()
+        });
+        endpoint.close(0u32.into(), b"bye");
+        tokio::time::timeout(Duration::from_secs(10), endpoint.wait_idle())
+            .await
+            .unwrap();
+        drop(endpoint);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            matches!(
+                socket_closed.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ),
+            "a connection handle still holds the socket"
+        );
+        assert_eq!(
+            std::net::UdpSocket::bind(addr).unwrap_err().kind(),
+            std::io::ErrorKind::AddrInUse,
+            "the port stays bound while a connection handle holds the socket"
+        );
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(10), socket_closed)
+            .await
+            .expect("the socket is closed once its last holder is gone")
+            .unwrap_err();
+        std::net::UdpSocket::bind(addr).expect("the port is free once the socket is closed");
+    }
 }

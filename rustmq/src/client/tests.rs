@@ -260,6 +260,44 @@ async fn only_safe_requests_are_resent_after_a_lost_connection() {
     client.create_topic("t", 1).await.unwrap();
 }
 
+/// A broker that answered `ShuttingDown` on a connection gets no new request there: a request
+/// safe to repeat is re-sent on a new connection (a second hello), not on the one going away,
+/// where a broker would answer `ShuttingDown` again until the retries ran out. A request not
+/// safe to repeat returns the retryable error, and the caller's retry takes a new connection.
+#[tokio::test]
+async fn a_connection_whose_broker_is_shutting_down_takes_no_new_request() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    let hellos = || {
+        broker
+            .state
+            .hellos
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    *broker.state.shut_down_next.lock() = Some(ApiKind::ListTopics);
+    client.list_topics().await.unwrap();
+    assert_eq!(broker.state.count(ApiKind::ListTopics), 2);
+    assert_eq!(hellos(), 2, "the request was re-sent on a new connection");
+
+    *broker.state.shut_down_next.lock() = Some(ApiKind::CreateTopic);
+    let err = client.create_topic("t", 1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Broker {
+                code: ErrorCode::ShuttingDown,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+    client.create_topic("t", 1).await.unwrap();
+    assert_eq!(hellos(), 3);
+    assert_eq!(broker.state.count(ApiKind::CreateTopic), 2);
+}
+
 #[tokio::test]
 async fn request_timeout_and_long_poll_allowance() {
     let broker = TestBroker::start(Script::default()).await;

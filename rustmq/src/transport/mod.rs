@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustmq_protocol::{
-    ApiKind, BrokerLimits, Frame, FrameHeader, HelloResponse, PingRequest, Request, Response,
-    FRAME_HEADER_LEN,
+    ApiKind, BrokerLimits, ErrorCode, Frame, FrameHeader, HelloResponse, PingRequest, Request,
+    Response, FRAME_HEADER_LEN,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -71,6 +71,8 @@ pub(crate) struct Connection {
     counters: Arc<Counters>,
     /// A background probe of this connection is running.
     probing: AtomicBool,
+    /// The broker answered `ShuttingDown` on this connection: it takes no new requests.
+    going_away: AtomicBool,
 }
 
 impl Connection {
@@ -99,6 +101,7 @@ impl Connection {
             next_request_id: AtomicU32::new(2),
             counters,
             probing: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
         }
     }
 
@@ -137,9 +140,13 @@ impl Connection {
             .map_err(|_| ClientError::Connection(format!("connection to {} closed", self.broker)))
     }
 
-    /// Whether QUIC reports the connection closed (by either side, or idle).
+    /// Whether QUIC reports the connection closed (by either side, or idle), or the broker
+    /// said on it that it is shutting down. Either way the pool drops it and takes no new
+    /// request to it: a broker going away answers every new request `ShuttingDown` until it
+    /// closes the connection, and a request re-sent there would only spend its retries.
+    /// Requests in flight on it keep it open until their answers come.
     pub(crate) fn is_closed(&self) -> bool {
-        self.quic.close_reason().is_some()
+        self.going_away.load(Ordering::Relaxed) || self.quic.close_reason().is_some()
     }
 
     /// quinn's counters of this connection.
@@ -192,7 +199,15 @@ impl Connection {
     pub(crate) async fn read_answer(&self, written: Written) -> Result<Response> {
         let Written { mut recv, id, kind } = written;
         let response = read_response(&mut recv, id, &self.counters).await?;
-        check_answer(kind, response)
+        let checked = check_answer(kind, response);
+        if let Err(ClientError::Broker {
+            code: ErrorCode::ShuttingDown,
+            ..
+        }) = &checked
+        {
+            self.going_away.store(true, Ordering::Relaxed);
+        }
+        checked
     }
 
     /// Pings the broker outside the in-flight limit; the round-trip time on success.

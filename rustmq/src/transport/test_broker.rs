@@ -47,6 +47,8 @@ pub(crate) struct State {
     pub(crate) close_on_next: parking_lot::Mutex<Option<ApiKind>>,
     /// Requests of this kind are read (and counted) but never answered.
     pub(crate) hold: parking_lot::Mutex<Option<ApiKind>>,
+    /// The next request of this kind is answered `ShuttingDown`, its connection left open.
+    pub(crate) shut_down_next: parking_lot::Mutex<Option<ApiKind>>,
     topics: parking_lot::Mutex<BTreeMap<String, u32>>,
 }
 
@@ -211,7 +213,14 @@ async fn serve_stream(
         conn.closed().await;
         return;
     }
-    let response = if let Request::Fetch(f) = &request {
+    let shut_down = state
+        .shut_down_next
+        .lock()
+        .take_if(|k| *k == request.kind())
+        .is_some();
+    let response = if shut_down {
+        error(ErrorCode::ShuttingDown, "scripted shutdown")
+    } else if let Request::Fetch(f) = &request {
         // A long poll that never finds data.
         tokio::time::sleep(Duration::from_millis(f.max_wait_ms.into())).await;
         Response::Fetch(FetchResponse {
