@@ -236,18 +236,31 @@ impl Server {
             socket_closed,
         } = self;
         endpoint.set_server_config(None);
-        endpoint.close(0u32.into(), b"broker shutting down");
-        // Wait out every connection's closing period (three probe timeouts on quinn's timers;
-        // the peer need not answer), then for the socket itself, so that the port is free once
-        // shutdown returns. A connection still in its handshake has no RTT sample and uses the
-        // initial 333 ms estimate: ~3 s, which a 2 s bound here cut short now and then
-        // ("address in use" on a restart). Bounded all the same.
-        let until = tokio::time::Instant::now() + Duration::from_secs(5);
-        let _ = tokio::time::timeout_at(until, endpoint.wait_idle()).await;
-        drop(endpoint);
-        if tokio::time::timeout_at(until, socket_closed).await.is_err() {
-            tracing::warn!("the QUIC socket is still open 5 s into shutdown: its port stays bound");
-        }
+        // A connection still in its handshake has no RTT sample and uses the initial 333 ms
+        // estimate, so its closing period is ~3 s, which a 2 s bound here cut short now and
+        // then ("address in use" on a restart).
+        close_and_wait(endpoint, socket_closed, Duration::from_secs(5)).await;
+    }
+}
+
+/// Closes `endpoint`'s connections, then waits, within `bound` in all, for their closing
+/// periods (three probe timeouts on quinn's timers; the peer need not answer) and for the
+/// endpoint's socket to be closed (see [`TrackedSocket`]), so that the port is free when it
+/// returns.
+async fn close_and_wait(
+    endpoint: quinn::Endpoint,
+    socket_closed: oneshot::Receiver<()>,
+    bound: Duration,
+) {
+    endpoint.close(0u32.into(), b"broker shutting down");
+    let until = tokio::time::Instant::now() + bound;
+    let _ = tokio::time::timeout_at(until, endpoint.wait_idle()).await;
+    drop(endpoint);
+    if tokio::time::timeout_at(until, socket_closed).await.is_err() {
+        tracing::warn!(
+            bound_ms = bound.as_millis() as u64,
+            "the QUIC socket is still open after the shutdown's bound: its port stays bound"
+        );
     }
 }
 
@@ -588,11 +601,12 @@ mod tests {
         endpoint.connect(addr, "localhost").unwrap().await.unwrap()
     }
 
-    /// The endpoint's socket is reported closed only once its last holder lets it go: here a
-    /// connection handle kept past the endpoint's close, `wait_idle` and drop, as a stream task
-    /// still ending keeps it; the port is bound until then and free at once after.
+    /// Closing waits until the endpoint's socket is closed, which is only once its last holder
+    /// lets it go: here a connection handle kept past the endpoint's close and `wait_idle`, as
+    /// a stream task still ending keeps it. The port is bound until then, and free at once
+    /// when closing returns.
     #[tokio::test]
-    async fn the_socket_is_reported_closed_when_its_last_holder_lets_it_go() {
+    async fn closing_waits_for_the_last_holder_of_the_socket() {
         let dir = tempfile::tempdir().unwrap();
         let identity =
             BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
@@ -607,23 +621,21 @@ mod tests {
         let addr = server.local_addr().unwrap();
         let Server {
             endpoint,
-            mut socket_closed,
+            socket_closed,
         } = server;
         let (_client, held) = tokio::join!(client(addr, &identity), async {
             endpoint.accept().await.unwrap().await.unwrap()
         });
-        endpoint.close(0u32.into(), b"bye");
-        tokio::time::timeout(Duration::from_secs(10), endpoint.wait_idle())
-            .await
-            .unwrap();
-        drop(endpoint);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let closing = tokio::spawn(close_and_wait(
+            endpoint,
+            socket_closed,
+            Duration::from_secs(30),
+        ));
+        // Long enough for the closing period (three probe timeouts of a loopback RTT).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
-            matches!(
-                socket_closed.try_recv(),
-                Err(oneshot::error::TryRecvError::Empty)
-            ),
-            "a connection handle still holds the socket"
+            !closing.is_finished(),
+            "closing waits while a connection handle holds the socket"
         );
         assert_eq!(
             std::net::UdpSocket::bind(addr).unwrap_err().kind(),
@@ -631,10 +643,10 @@ mod tests {
             "the port stays bound while a connection handle holds the socket"
         );
         drop(held);
-        tokio::time::timeout(Duration::from_secs(10), socket_closed)
+        tokio::time::timeout(Duration::from_secs(10), closing)
             .await
-            .expect("the socket is closed once its last holder is gone")
-            .unwrap_err();
-        std::net::UdpSocket::bind(addr).expect("the port is free once the socket is closed");
+            .expect("closing ends once the last holder is gone")
+            .unwrap();
+        std::net::UdpSocket::bind(addr).expect("the port is free once closing returns");
     }
 }

@@ -262,8 +262,9 @@ async fn only_safe_requests_are_resent_after_a_lost_connection() {
 
 /// A broker that answered `ShuttingDown` on a connection gets no new request there: a request
 /// safe to repeat is re-sent on a new connection (a second hello), not on the one going away,
-/// where a broker would answer `ShuttingDown` again until the retries ran out. A request not
-/// safe to repeat returns the retryable error, and the caller's retry takes a new connection.
+/// where a broker would answer `ShuttingDown` again; a request in flight there still gets its
+/// answer. A request not safe to repeat returns the retryable error, and the caller's retry
+/// takes a new connection. A ping answered `ShuttingDown` is no healthy connection.
 #[tokio::test]
 async fn a_connection_whose_broker_is_shutting_down_takes_no_new_request() {
     let broker = TestBroker::start(Script::default()).await;
@@ -275,10 +276,28 @@ async fn a_connection_whose_broker_is_shutting_down_takes_no_new_request() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
 
+    // A long poll in flight on the connection (the scripted broker answers it after 500 ms).
+    let polling = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request(fetch(500)).await })
+    };
+    while broker.state.count(ApiKind::Fetch) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     *broker.state.shut_down_next.lock() = Some(ApiKind::ListTopics);
     client.list_topics().await.unwrap();
     assert_eq!(broker.state.count(ApiKind::ListTopics), 2);
     assert_eq!(hellos(), 2, "the request was re-sent on a new connection");
+    assert!(
+        !polling.is_finished(),
+        "the long poll is still waiting for its answer"
+    );
+    assert!(matches!(polling.await.unwrap(), Ok(Response::Fetch(_))));
+    assert_eq!(
+        broker.state.count(ApiKind::Fetch),
+        1,
+        "answered, not re-sent"
+    );
 
     *broker.state.shut_down_next.lock() = Some(ApiKind::CreateTopic);
     let err = client.create_topic("t", 1).await.unwrap_err();
@@ -296,6 +315,12 @@ async fn a_connection_whose_broker_is_shutting_down_takes_no_new_request() {
     client.create_topic("t", 1).await.unwrap();
     assert_eq!(hellos(), 3);
     assert_eq!(broker.state.count(ApiKind::CreateTopic), 2);
+
+    *broker.state.shut_down_next.lock() = Some(ApiKind::Ping);
+    let err = client.health_check().await.unwrap_err();
+    assert!(err.to_string().contains("ShuttingDown"), "{err}");
+    let health = client.health_check().await.unwrap();
+    assert_eq!((health.healthy_connections, hellos()), (1, 4));
 }
 
 #[tokio::test]

@@ -146,7 +146,12 @@ impl Connection {
     /// closes the connection, and a request re-sent there would only spend its retries.
     /// Requests in flight on it keep it open until their answers come.
     pub(crate) fn is_closed(&self) -> bool {
-        self.going_away.load(Ordering::Relaxed) || self.quic.close_reason().is_some()
+        self.going_away.load(Ordering::Relaxed) || self.is_lost()
+    }
+
+    /// Whether QUIC reports the connection closed (by either side, or idle).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.quic.close_reason().is_some()
     }
 
     /// quinn's counters of this connection.

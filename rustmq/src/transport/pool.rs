@@ -22,7 +22,8 @@
 //! closed and the pool stays; a connection opened to a broker that is no longer in use is
 //! closed rather than kept. So a move never cuts requests in flight on a broker that works.
 //!
-//! A connection QUIC reports closed is dropped the next time the pool looks at it. Opening a
+//! A connection QUIC reports closed, or on which the broker answered `ShuttingDown`, is dropped
+//! the next time the pool looks at it (requests in flight on it keep it until they end). Opening a
 //! connection to a broker whose last attempt failed (or was cut off by its request's deadline)
 //! waits out that broker's backoff first, so a down broker is probed at a decreasing rate
 //! rather than hammered by every request. An attempt its caller abandons before its deadline
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use rustmq_protocol::{BrokerLimits, Request, Response};
+use rustmq_protocol::{BrokerLimits, ErrorCode, Request, Response};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -256,7 +257,9 @@ impl Pool {
                         return Err(ClientError::timeout(timeout));
                     }
                 };
-            let lost = conn.is_closed();
+            // A broker that answered `ShuttingDown` is still there: the retry waits as after
+            // any failed stream, then opens a new connection (this one takes no new request).
+            let lost = conn.is_lost();
             if !safe
                 || !error.is_transport_loss()
                 || retries >= self.max_retries
@@ -423,7 +426,15 @@ impl Pool {
                     report.healthy += 1;
                     report.latencies.push(rtt);
                 }
-                // An error answer (say, throttled) still proves the broker is there.
+                // A broker going away: the pool drops the connection (see
+                // `Connection::is_closed`), its requests in flight left to finish.
+                Err(
+                    error @ ClientError::Broker {
+                        code: ErrorCode::ShuttingDown,
+                        ..
+                    },
+                ) => report.errors.push(error),
+                // Any other error answer (say, throttled) still proves the broker is there.
                 Err(ClientError::Broker { .. }) => report.healthy += 1,
                 Err(error) => {
                     tracing::warn!(broker = conn.broker(), %error, "health check failed; closing connection");
