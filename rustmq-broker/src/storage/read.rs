@@ -384,6 +384,33 @@ mod tests {
         drop(log);
         std::fs::write(&index, &original).unwrap();
 
+        // A damaged last block of the time index, in order but naming offsets past the
+        // segment's end from its middle on: no summary entry follows it to bound it.
+        let time_index = dir.path().join("00000000000000000000.timeindex");
+        let original_times = std::fs::read(&time_index).unwrap();
+        let entries = original_times.len() / 12;
+        let from = (entries - 1) / 64 * 64 + 1 + (entries - 1) % 64 / 2;
+        assert!(!from.is_multiple_of(64) && from < entries - 1, "{from} of {entries}");
+        let mut damaged = original_times.clone();
+        for (n, entry) in damaged.chunks_exact_mut(12).enumerate().skip(from) {
+            let relative = u32::try_from(end).unwrap() + u32::try_from(n).unwrap();
+            entry[8..].copy_from_slice(&relative.to_be_bytes());
+        }
+        // Read once first, so that the file is open (and its identity checked) before the
+        // damage: the block check is what must catch it.
+        let log = reopen();
+        assert!(answers(&log) == whole);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&time_index)
+            .unwrap()
+            .write_all_at(&damaged, 0)
+            .unwrap();
+        assert!(answers(&log) == whole, "a damaged time index block");
+        assert!(sealed(&log).paged_counts()[1] > 0);
+        drop(log);
+        std::fs::write(&time_index, &original_times).unwrap();
+
         // No files.
         let log = reopen();
         std::fs::remove_file(&index).unwrap();

@@ -132,6 +132,9 @@ pub(crate) struct PagedIndexes {
     times: Paged<(i64, u32)>,
     /// The segment's size: no position the offset index gives lies at or past it.
     size: u64,
+    /// The time index's last entry (the segment's largest timestamp and its last batch): no
+    /// entry lies past it in either field.
+    last_time: Option<(i64, u32)>,
 }
 
 /// The summaries and lengths of a segment's paged indexes (tests).
@@ -155,7 +158,14 @@ impl PagedIndexes {
     /// [`TimeIndex::lookup`]).
     fn time_floor(&self, path: impl FnOnce() -> PathBuf, timestamp: i64) -> Option<u32> {
         self.times
-            .floor(path, |&(t, _)| t < timestamp, |_| true)
+            .floor(
+                path,
+                |&(t, _)| t < timestamp,
+                |&(t, relative)| {
+                    self.last_time
+                        .is_some_and(|(lt, lr)| t <= lt && relative <= lr)
+                },
+            )
             .map(|(_, relative)| relative)
     }
 }
@@ -274,6 +284,7 @@ impl SegmentMeta {
                 offsets: offsets.paged(offsets_id),
                 times: times.paged(self.final_time_entry(), times_id),
                 size: self.size,
+                last_time: self.final_time_entry(),
             }));
         }
     }
@@ -544,6 +555,7 @@ impl Segment {
                 offsets: offset_index.paged(Some(offsets_id)),
                 times,
                 size: meta.size,
+                last_time: meta.final_time_entry(),
             })),
             None => Indexes::Full {
                 offsets: offset_index,
