@@ -276,10 +276,10 @@ async fn a_connection_whose_broker_is_shutting_down_takes_no_new_request() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
 
-    // A long poll in flight on the connection (the scripted broker answers it after 500 ms).
+    // A long poll in flight on the connection (the scripted broker answers it after 2 s).
     let polling = {
         let client = client.clone();
-        tokio::spawn(async move { client.request(fetch(500)).await })
+        tokio::spawn(async move { client.request(fetch(2_000)).await })
     };
     while broker.state.count(ApiKind::Fetch) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
