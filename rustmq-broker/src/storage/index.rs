@@ -259,6 +259,11 @@ static KEPT_OPEN: AtomicUsize = AtomicUsize::new(0);
 /// needed.
 pub(crate) static KEEP_OPEN_AT_MOST: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// Held for writing by the test that lowers [`KEEP_OPEN_AT_MOST`], for reading by tests that
+/// count on index files being kept open: those never run while the bound is lowered.
+#[cfg(test)]
+pub(crate) static KEEP_OPEN_BOUND_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// The most index files kept open: 1,024, or an eighth of the process's open-file limit when
 /// that is less (read at the first lookup, after the broker binaries raised it). Past it, a
 /// lookup opens its file and closes it again (~3.5 us more here), so the broker's file
@@ -618,6 +623,9 @@ mod tests {
                 KEEP_OPEN_AT_MOST.store(self.0, Ordering::Release);
             }
         }
+        let _bound = KEEP_OPEN_BOUND_LOCK
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let restore = Restore(KEEP_OPEN_AT_MOST.swap(0, Ordering::AcqRel));
         for p in &paged[..3] {
             assert_eq!(lookup(p), Some(700));

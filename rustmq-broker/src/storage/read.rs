@@ -279,6 +279,10 @@ mod tests {
     /// further from the entry in memory, and still find.
     #[test]
     fn a_sealed_segment_answers_from_its_paged_index_files() {
+        // Files kept open are counted below, and damaged in place once open.
+        let _bound = crate::storage::index::KEEP_OPEN_BOUND_LOCK
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig {
             // An index entry for every batch: ~1,000 entries, 16 blocks.
@@ -390,7 +394,10 @@ mod tests {
         let original_times = std::fs::read(&time_index).unwrap();
         let entries = original_times.len() / 12;
         let from = (entries - 1) / 64 * 64 + 1 + (entries - 1) % 64 / 2;
-        assert!(!from.is_multiple_of(64) && from < entries - 1, "{from} of {entries}");
+        assert!(
+            !from.is_multiple_of(64) && from < entries - 1,
+            "{from} of {entries}"
+        );
         let mut damaged = original_times.clone();
         for (n, entry) in damaged.chunks_exact_mut(12).enumerate().skip(from) {
             let relative = u32::try_from(end).unwrap() + u32::try_from(n).unwrap();
