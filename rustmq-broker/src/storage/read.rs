@@ -371,22 +371,28 @@ mod tests {
         drop(log);
         std::fs::write(&index, &original).unwrap();
 
+        // Damages `path` in place once the log has it open (its identity was checked before
+        // the damage: the block check is what must catch it), then puts it back.
+        let damage_in_place = |path: &std::path::Path, damaged: &[u8], original: &[u8], what| {
+            let log = reopen();
+            assert!(answers(&log) == whole);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .write_all_at(damaged, 0)
+                .unwrap();
+            assert!(answers(&log) == whole, "{what}");
+            assert!(sealed(&log).paged_counts()[1] > 0, "{what}");
+            drop(log);
+            std::fs::write(path, original).unwrap();
+        };
+
         // A damaged block in the file read (an entry pointing at a later batch).
-        let log = reopen();
-        assert!(answers(&log) == whole);
         let mut damaged = original.clone();
         let later = damaged[8 * 340 + 4..8 * 341].to_vec();
         damaged[8 * 322 + 4..8 * 323].copy_from_slice(&later);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&index)
-            .unwrap()
-            .write_all_at(&damaged, 0)
-            .unwrap();
-        assert!(answers(&log) == whole, "a damaged index block");
-        assert!(sealed(&log).paged_counts()[1] > 0);
-        drop(log);
-        std::fs::write(&index, &original).unwrap();
+        damage_in_place(&index, &damaged, &original, "a damaged index block");
 
         // A damaged last block of the time index, in order but naming offsets past the
         // segment's end from its middle on: no summary entry follows it to bound it.
@@ -403,20 +409,12 @@ mod tests {
             let relative = u32::try_from(end).unwrap() + u32::try_from(n).unwrap();
             entry[8..].copy_from_slice(&relative.to_be_bytes());
         }
-        // Read once first, so that the file is open (and its identity checked) before the
-        // damage: the block check is what must catch it.
-        let log = reopen();
-        assert!(answers(&log) == whole);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&time_index)
-            .unwrap()
-            .write_all_at(&damaged, 0)
-            .unwrap();
-        assert!(answers(&log) == whole, "a damaged time index block");
-        assert!(sealed(&log).paged_counts()[1] > 0);
-        drop(log);
-        std::fs::write(&time_index, &original_times).unwrap();
+        damage_in_place(
+            &time_index,
+            &damaged,
+            &original_times,
+            "a damaged time index block",
+        );
 
         // No files.
         let log = reopen();
