@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -127,6 +127,29 @@ pub(crate) fn encode_shared<C: Codec, T: Serialize>(value: &T) -> Result<Bytes, 
         .unwrap_or_else(|_| C::encode(value).map(Bytes::from))
 }
 
+/// A `BytesMut` as `io::Write` for the encoders: every write appends at once. (`bytes`' own
+/// `Writer` goes through `BufMut::put` and `write_all`'s loop over short writes for each of
+/// the dozen small writes a JSON value takes.)
+struct Append<'a>(&'a mut BytesMut);
+
+impl std::io::Write for Append<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// JSON (serde_json): readable, the default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
@@ -137,7 +160,7 @@ impl Codec for Json {
         serde_json::to_vec(value).map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
-        serde_json::to_writer(buf.writer(), value).map_err(|e| CodecError::encode(Self::NAME, e))
+        serde_json::to_writer(Append(buf), value).map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         // JSON text is UTF-8 (RFC 8259): checked once for the whole payload (std's check runs
@@ -159,7 +182,7 @@ impl Codec for Bincode {
             .map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
-        bincode::serde::encode_into_std_write(value, &mut buf.writer(), bincode::config::standard())
+        bincode::serde::encode_into_std_write(value, &mut Append(buf), bincode::config::standard())
             .map(drop)
             .map_err(|e| CodecError::encode(Self::NAME, e))
     }
@@ -186,7 +209,7 @@ impl Codec for Postcard {
         postcard::to_stdvec(value).map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
-        postcard::to_io(value, buf.writer())
+        postcard::to_io(value, Append(buf))
             .map(drop)
             .map_err(|e| CodecError::encode(Self::NAME, e))
     }
