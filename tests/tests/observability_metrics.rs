@@ -31,6 +31,23 @@ fn snapshotter() -> &'static Snapshotter {
 /// Snapshots drain histograms: tests of this binary take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// This test's turn (the tests of this binary run one at a time), with the recorder installed,
+/// a broker, a client, and `topic` made with one partition.
+async fn start_with(
+    topic: &str,
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    TestBroker,
+    rustmq::RustMqClient,
+) {
+    let turn = SERIAL.lock().await;
+    snapshotter();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic(topic, 1).await.unwrap();
+    (turn, broker, client)
+}
+
 /// One metric of a snapshot.
 #[derive(Debug)]
 struct Sample {
@@ -258,12 +275,8 @@ fn gauge(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_metrics_count_acks_nacks_retries_and_dead_letters() {
-    let _turn = SERIAL.lock().await;
-    snapshotter();
-    let broker = TestBroker::start().await.unwrap();
-    let client = broker.client().await.unwrap();
     let topic = "obs-metrics-consumed";
-    client.create_topic(topic, 1).await.unwrap();
+    let (_turn, _broker, client) = start_with(topic).await;
     let producer = client.create_producer(topic).await.unwrap();
     for i in 0..5 {
         let m = Message::builder()
@@ -340,12 +353,8 @@ async fn consumer_metrics_count_acks_nacks_retries_and_dead_letters() {
 /// summed over its partitions.
 #[tokio::test]
 async fn a_retention_pass_reports_the_index_memory() {
-    let _turn = SERIAL.lock().await;
-    snapshotter();
-    let broker = TestBroker::start().await.unwrap();
-    let client = broker.client().await.unwrap();
     let topic = "obs-index-memory";
-    client.create_topic(topic, 1).await.unwrap();
+    let (_turn, broker, client) = start_with(topic).await;
     let producer = ProducerBuilder::new()
         .topic(topic)
         .client(client.clone())

@@ -47,6 +47,12 @@ thread_local! {
     pub(crate) static OPENED: std::cell::Cell<Opened> = std::cell::Cell::new(Opened::default());
 }
 
+/// How this thread's last open of a log opened its segments (tests).
+#[cfg(test)]
+pub(crate) fn opened() -> Opened {
+    OPENED.with(|o| o.get())
+}
+
 /// Counts a segment opened one way or the other in `OPENED` (tests only).
 macro_rules! count_opened {
     ($how:ident) => {
@@ -703,10 +709,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    fn opened() -> Opened {
-        OPENED.with(|o| o.get())
     }
 
     /// Checks that `log` answers a retry of each of `batches` as a duplicate, with its offset.

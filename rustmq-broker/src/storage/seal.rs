@@ -179,7 +179,7 @@ mod tests {
     use std::path::Path;
     use std::sync::atomic::Ordering;
 
-    use super::super::recovery::{Opened, OPENED};
+    use super::super::recovery::{opened, Opened};
     use super::super::test_util::{idem, read_all, small_config};
     use super::super::{LogConfig, PartitionLog, StorageError};
 
@@ -265,7 +265,7 @@ mod tests {
 
         let log = PartitionLog::open(dir.path(), config).unwrap();
         assert_eq!(
-            OPENED.with(|o| o.get()),
+            opened(),
             Opened {
                 scanned: 2,
                 indexed: 0
@@ -330,7 +330,7 @@ mod tests {
         let log = PartitionLog::open(dir.path(), config).unwrap();
         // The torn segment is verified; the open stops there.
         assert_eq!(
-            OPENED.with(|o| o.get()),
+            opened(),
             Opened {
                 scanned: 1,
                 indexed: 1
@@ -369,7 +369,7 @@ mod tests {
 
         let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
         assert_eq!(
-            OPENED.with(|o| o.get()),
+            opened(),
             Opened {
                 scanned: 3,
                 indexed: 1
@@ -385,7 +385,7 @@ mod tests {
         // Another crash: only the active segment is verified now.
         let log = PartitionLog::open(dir.path(), config).unwrap();
         assert_eq!(
-            OPENED.with(|o| o.get()),
+            opened(),
             Opened {
                 scanned: 1,
                 indexed: 3
