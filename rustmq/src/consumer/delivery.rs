@@ -126,8 +126,14 @@ impl ConsumerMessage {
 
 impl Drop for ConsumerMessage {
     fn drop(&mut self) {
-        if self.settled.load(Ordering::Acquire) || self.inner.state.lock().closed {
+        if self.settled.load(Ordering::Acquire) {
             return;
+        }
+        {
+            let state = self.inner.state.lock();
+            if state.closed || state.abandoning {
+                return;
+            }
         }
         tracing::debug!(
             partition = self.partition,

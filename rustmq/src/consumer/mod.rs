@@ -296,6 +296,14 @@ impl Consumer {
         group::commit(&self.inner).await
     }
 
+    /// From now on, messages dropped without ack or nack are abandoned rather than nacked: not
+    /// committed, so delivered again after a restart, but not counted as a failed attempt
+    /// either (which could dead-letter a message never handled). For a typed service's
+    /// shutdown, which drops the messages it did not get to.
+    pub(crate) fn abandon_unsettled(&self) {
+        self.inner.state.lock().abandoning = true;
+    }
+
     /// Commits what is acknowledged, leaves the group (its partitions move to the other
     /// members at once) and stops. Later `receive` calls return `Ok(None)`; closing twice is
     /// harmless. The client stays open.

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -76,6 +77,10 @@ pub(crate) struct PartitionState {
     pub(crate) high_watermark: Option<u64>,
     sizes: RecordSizes,
     retries: BTreeMap<(Instant, u64), RetryEntry>,
+    /// Payload and key bytes of `retries`' messages: with their count, held against the
+    /// buffer's bounds, so that nacked messages waiting for their retry do not let fetching run
+    /// on without limit.
+    retry_bytes: usize,
     /// Wakes the partition's fetch task (room in the buffer, resume, seek, close).
     pub(crate) wake: Arc<Notify>,
     /// The fetch task was told to wait for room in the buffer (`fetch_gate`): `take` wakes it
@@ -90,6 +95,10 @@ pub(crate) struct State {
     pub(crate) partitions: BTreeMap<u32, PartitionState>,
     pub(crate) paused: BTreeSet<u32>,
     pub(crate) closed: bool,
+    /// Messages dropped unsettled from now on are abandoned, not nacked: a typed service
+    /// shutting down drops those it did not get to (redelivered after a restart, as they are
+    /// not committed, without counting as failed attempts).
+    pub(crate) abandoning: bool,
     /// Deliveries stop while the consumer rejoins its group.
     pub(crate) rebalancing: bool,
     errors: VecDeque<ClientError>,
@@ -113,6 +122,7 @@ impl State {
             partitions: BTreeMap::new(),
             paused: BTreeSet::new(),
             closed: false,
+            abandoning: false,
             rebalancing: false,
             errors: VecDeque::new(),
             refusals: HashSet::new(),
@@ -149,6 +159,7 @@ impl State {
                 high_watermark: None,
                 sizes: RecordSizes::INITIAL,
                 retries: BTreeMap::new(),
+                retry_bytes: 0,
                 wake: Arc::clone(&wake),
                 waiting_for_room: false,
                 task: None,
@@ -265,7 +276,11 @@ impl State {
                     return gone();
                 };
                 match p.retries.remove(&key) {
-                    Some(entry) => make(entry.message, p.epoch, entry.attempt + 1),
+                    Some(entry) => {
+                        p.retry_bytes -= retry_size(&entry.message);
+                        p.wake_if_room(self.cap, self.cap_bytes);
+                        make(entry.message, p.epoch, entry.attempt + 1)
+                    }
                     None => gone(),
                 }
             }
@@ -278,13 +293,7 @@ impl State {
                     return gone();
                 };
                 p.tracker.delivered(record.offset);
-                // A fetch task waiting for room is woken once, as the buffer comes down to the
-                // refill levels of both messages and bytes; a wake-up before it waits is kept
-                // for it (`notify_one` stores one permit).
-                if p.waiting_for_room && !above_refill(&p.buffer, self.cap, self.cap_bytes) {
-                    p.waiting_for_room = false;
-                    p.wake.notify_one();
-                }
+                p.wake_if_room(self.cap, self.cap_bytes);
                 make(to_message(&self.topic, id, record), p.epoch, 1)
             }
         }
@@ -301,15 +310,16 @@ impl State {
         if self.paused.contains(&partition) {
             return FetchGate::Wait;
         }
-        if above_refill(&p.buffer, self.cap, self.cap_bytes) {
+        if p.above_refill(self.cap, self.cap_bytes) {
             p.waiting_for_room = true;
             return FetchGate::Wait;
         }
+        let (held, held_bytes) = p.held();
         FetchGate::Go {
             offset: p.fetch_offset,
             epoch: p.epoch,
-            room: self.cap - p.buffer.len(),
-            room_bytes: self.cap_bytes - p.buffer.bytes(),
+            room: self.cap.saturating_sub(held),
+            room_bytes: self.cap_bytes.saturating_sub(held_bytes),
             sizes: p.sizes,
         }
     }
@@ -399,6 +409,7 @@ impl State {
             .partitions
             .get_mut(&message.partition)
             .expect("live partition");
+        p.retry_bytes += retry_size(&message);
         p.retries.insert(key, RetryEntry { message, attempt });
         true
     }
@@ -413,6 +424,7 @@ impl State {
         p.epoch = epoch;
         p.buffer.clear();
         p.retries.clear();
+        p.retry_bytes = 0;
         p.tracker.reset(offset);
         p.fetch_offset = offset;
         p.wake.notify_one();
@@ -484,10 +496,38 @@ fn refill_level(cap: usize) -> usize {
     cap / 2
 }
 
-/// Whether `buffer` is above the refill level of its messages (`cap`) or of its bytes
-/// (`cap_bytes`): its fetch task then waits.
-fn above_refill(buffer: &Records, cap: usize, cap_bytes: usize) -> bool {
-    buffer.len() > refill_level(cap) || buffer.bytes() > refill_level(cap_bytes)
+/// The bytes a message waiting for its retry is counted for: its payload and key (its
+/// payload may share a larger fetched batch's memory, which this does not count).
+fn retry_size(message: &Message) -> usize {
+    message.payload.len() + message.key.as_ref().map_or(0, Bytes::len)
+}
+
+impl PartitionState {
+    /// Messages and bytes held for the application: the buffer's and the pending retries'.
+    fn held(&self) -> (usize, usize) {
+        (
+            self.buffer.len() + self.retries.len(),
+            self.buffer.bytes() + self.retry_bytes,
+        )
+    }
+
+    /// Whether what this partition holds is above the refill level of its messages (`cap`) or
+    /// of its bytes (`cap_bytes`): its fetch task then waits.
+    fn above_refill(&self, cap: usize, cap_bytes: usize) -> bool {
+        let (held, held_bytes) = self.held();
+        held > refill_level(cap) || held_bytes > refill_level(cap_bytes)
+    }
+
+    /// Wakes a fetch task waiting for room once what the partition holds comes down to the
+    /// refill levels of both messages and bytes; a wake-up before it waits is kept for it
+    /// (`notify_one` stores one permit).
+    #[inline(always)]
+    fn wake_if_room(&mut self, cap: usize, cap_bytes: usize) {
+        if self.waiting_for_room && !self.above_refill(cap, cap_bytes) {
+            self.waiting_for_room = false;
+            self.wake.notify_one();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,43 @@ fn a_full_buffer_stops_fetching_until_half_is_drained() {
     assert_eq!(s.buffered(), 2);
 }
 
+/// Nacked messages waiting for their retry count against the buffer's bound: an application
+/// that nacks everything (its downstream is down) does not let fetching run on without limit.
+#[test]
+fn pending_retries_count_against_the_buffer_bound() {
+    let mut s = State::new("t", 4, usize::MAX);
+    s.assign(0, 0, None);
+    fill(&mut s, 0, 0..4);
+    let later = Instant::now() + Duration::from_secs(60);
+    for _ in 0..4 {
+        let d = deliver(&mut s);
+        assert!(s.schedule_retry(d.epoch, d.message, d.attempt, later));
+    }
+    // The buffer is empty, but four messages wait for their retry: no more is fetched.
+    assert_eq!(s.buffered(), 0);
+    assert_eq!(s.fetch_gate(0), FetchGate::Wait);
+    let wake = Arc::clone(&s.partitions[&0].wake);
+    let woken = || futures::FutureExt::now_or_never(wake.notified()).is_some();
+    // Retries taken as they come due bring it down to the refill level, and the fetch task
+    // is woken then, with room for what is no longer held.
+    let due = || later + Duration::from_secs(1);
+    for expected in [false, true] {
+        assert!(matches!(s.next_delivery(due), Next::Deliver(_)));
+        assert_eq!(woken(), expected);
+    }
+    assert!(matches!(
+        s.fetch_gate(0),
+        FetchGate::Go {
+            room: 2,
+            offset: 4,
+            ..
+        }
+    ));
+    // A seek drops the retries, and with them what they held.
+    s.seek(0, 0);
+    assert!(matches!(s.fetch_gate(0), FetchGate::Go { room: 4, .. }));
+}
+
 #[test]
 fn a_buffer_over_half_its_bytes_stops_fetching_until_a_batch_is_taken() {
     use futures::FutureExt;

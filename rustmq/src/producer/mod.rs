@@ -97,7 +97,15 @@ impl Waiter {
             Waiter::Future(tx) => {
                 let _ = tx.send(result);
             }
-            Waiter::Callback(f) => f(result),
+            // A panicking callback must not take the partition's sender task with it: the
+            // rest of the batch would go unresolved, its buffer room never given back, and
+            // `flush` would wait for it for ever.
+            Waiter::Callback(f) => {
+                let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(result)));
+                if called.is_err() {
+                    tracing::error!("a `send_async` callback panicked; the producer goes on");
+                }
+            }
             Waiter::Detached => {
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "fire-and-forget message failed");

@@ -558,6 +558,51 @@ mod tests {
             .unwrap();
     }
 
+    /// A callback that panics takes neither the batch's other waiters nor the partition's
+    /// sender task with it: later sends and `flush` still complete.
+    #[tokio::test]
+    async fn a_panicking_callback_does_not_stop_the_partition() {
+        let (_broker, producer) = producer(
+            Script {
+                produce_base_offset: Some(0),
+                ..Script::default()
+            },
+            ProducerConfig {
+                batch_size: 2,
+                ..ProducerConfig::default()
+            },
+        )
+        .await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        producer
+            .send_async_with(message(0), |_| panic!("a callback's bug"))
+            .await
+            .unwrap();
+        producer
+            .send_async_with(message(1), move |r| {
+                let _ = tx.send(r);
+            })
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the other callback is called")
+            .unwrap()
+            .unwrap();
+        let later = tokio::time::timeout(Duration::from_secs(20), producer.send(message(2)))
+            .await
+            .expect("the partition still sends")
+            .unwrap();
+        assert_eq!(
+            later.offset, 0,
+            "the scripted broker answers every batch from 0"
+        );
+        tokio::time::timeout(Duration::from_secs(20), producer.flush())
+            .await
+            .expect("flush returns")
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn an_answer_whose_offsets_do_not_fit_fails_the_batch() {
         let (_broker, producer) = producer(

@@ -399,7 +399,7 @@ async fn supervise(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(%group, error = %e, "on_stop failed"),
         Err(panic) => {
-            let panic = super::unit::panic_message(&*panic);
+            let panic = crate::error::panic_message(&*panic);
             tracing::warn!(%group, %panic, "on_stop panicked");
         }
     }

@@ -509,7 +509,7 @@ pub(crate) async fn run(
 /// aborts the session.
 async fn run_unit(ctx: &Arc<Ctx>, unit: Unit) {
     if let Err(panic) = AssertUnwindSafe(unit::run(ctx, unit)).catch_unwind().await {
-        let message = unit::panic_message(&*panic);
+        let message = crate::error::panic_message(&*panic);
         tracing::error!(group = %ctx.group, panic = %message, "stream worker panicked");
         ctx.abort(ClientError::InvalidMessage(format!(
             "a stream worker panicked: {message}"

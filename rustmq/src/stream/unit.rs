@@ -17,7 +17,6 @@
 //!  written; it is read again at the next start
 //! ```
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicU64;
@@ -137,17 +136,6 @@ fn give_up(ctx: &Ctx, unit: Unit) {
     ctx.unit_finished();
 }
 
-/// The text of a panic's payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic payload that is not a string".to_owned()
-    }
-}
-
 /// Runs a callback of the user's processor; a panic in it is an error (as a server built on
 /// tower catches a handler's panic), so that it goes through the error strategy rather than
 /// kill the worker.
@@ -156,7 +144,7 @@ async fn guarded<T>(callback: &str, call: impl Future<Output = Result<T>>) -> Re
         Ok(result) => result,
         Err(panic) => Err(ClientError::InvalidMessage(format!(
             "the stream processor's {callback} panicked: {}",
-            panic_message(&*panic)
+            crate::error::panic_message(&*panic)
         ))),
     }
 }

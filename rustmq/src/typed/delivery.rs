@@ -12,6 +12,8 @@ use crate::message::{Message, TopicName};
 use crate::producer::Producer;
 use crate::RustMqClient;
 
+use super::service::PoisonPolicy;
+
 /// What the runtime shares with every delivery of one handler.
 #[derive(Debug, Default)]
 pub(crate) struct Context {
@@ -22,6 +24,8 @@ pub(crate) struct Context {
     pub(crate) group: String,
     pub(crate) dead_letter: String,
     pub(crate) producers: Mutex<HashMap<String, Producer>>,
+    /// The service's poison policy, which a dead-letter layer follows too.
+    pub(crate) poison: PoisonPolicy,
     /// Made for deliveries outside any service ([`Delivery::new`]).
     pub(crate) detached: bool,
 }
@@ -238,6 +242,21 @@ impl Delivery {
 }
 
 impl Context {
+    /// Closes the producers the handler's deliveries started (typed producers it was given,
+    /// dead-letter publication), once they sent what they hold: at a shutdown, before the
+    /// messages whose handling sent it are committed. The first error is returned.
+    pub(crate) async fn close_producers(&self) -> crate::Result<()> {
+        let producers: Vec<Producer> = self.producers.lock().drain().map(|(_, p)| p).collect();
+        let mut closed = Ok(());
+        for producer in producers {
+            let result = producer.close().await;
+            if closed.is_ok() {
+                closed = result;
+            }
+        }
+        closed
+    }
+
     /// The handler's producer for `topic`, started (and the topic created with `partitions`,
     /// when given) on first use.
     pub(crate) async fn producer(

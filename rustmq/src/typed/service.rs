@@ -13,11 +13,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::layer::util::{Identity, Stack};
@@ -30,7 +31,7 @@ use super::layers::publish_dead_letter;
 use super::settle::{BoxError, Settlement};
 use super::topic::TopicInfo;
 use crate::consumer::{Consumer, ConsumerBuilder, ConsumerConfig, ConsumerMessage, StartPosition};
-use crate::error::{ClientError, Result};
+use crate::error::{panic_message, ClientError, Result};
 use crate::producer::partition_for_key;
 use crate::RustMqClient;
 
@@ -215,7 +216,8 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
         self
     }
 
-    /// Runs until `signal` completes, then shuts down cleanly.
+    /// Runs until `signal` completes, then shuts down cleanly. A handler that stops on its own
+    /// (see [`RunningService::shutdown`]) shuts the service down too, and its error is returned.
     pub async fn run_until(self, signal: impl Future) -> Result<()> {
         let running = self.start().await?;
         let mut stopped = running.stopped.clone();
@@ -257,6 +259,7 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
                 group: consumer.group().to_owned(),
                 dead_letter: reg.topic.dead_letter.clone(),
                 producers: Default::default(),
+                poison: self.poison,
                 detached: false,
             });
             let runner = Runner::<L> {
@@ -347,7 +350,11 @@ fn consumer_configs<S>(
 }
 
 /// Running handlers; [`RunningService::shutdown`] stops them cleanly.
+///
+/// Dropping it stops them too, as a shutdown does but without waiting for it: keep it for as
+/// long as the handlers should run.
 #[derive(Debug)]
+#[must_use = "dropping a `RunningService` stops its handlers; keep it, and call `shutdown`"]
 pub struct RunningService {
     stop: watch::Sender<bool>,
     stopped: watch::Receiver<bool>,
@@ -355,8 +362,12 @@ pub struct RunningService {
 }
 
 impl RunningService {
-    /// Stops fetching, finishes in-flight messages (up to the shutdown timeout), commits what
-    /// was acknowledged and leaves the groups.
+    /// Stops fetching, finishes in-flight messages (up to the shutdown timeout), closes the
+    /// producers the handlers sent with (once what they hold is sent), commits what was
+    /// acknowledged and leaves the groups.
+    ///
+    /// Returns the first handler's error: why it stopped on its own (a poison message under
+    /// [`PoisonPolicy::Stop`], its client closed), else a failure to close.
     pub async fn shutdown(self) -> Result<()> {
         self.stop.send_replace(true);
         let mut first_error = None;
@@ -376,7 +387,7 @@ impl RunningService {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Whether a handler stopped on its own (poison policy `Stop`).
+    /// Whether a handler stopped on its own (poison policy `Stop`, its client closed).
     pub fn is_stopped(&self) -> bool {
         *self.stopped.borrow()
     }
@@ -395,6 +406,8 @@ struct Runner<L: HandlerLayer> {
 impl<L: HandlerLayer> Runner<L> {
     async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let halt = Arc::new(AtomicBool::new(false));
+        // Why the handler stopped on its own, if it did (the first reason, of any worker).
+        let ended: Ended = Arc::default();
         let mut senders = Vec::with_capacity(self.concurrency);
         let mut workers = Vec::with_capacity(self.concurrency);
         // With one worker, messages are handled in this task (see below).
@@ -412,6 +425,7 @@ impl<L: HandlerLayer> Runner<L> {
                 Arc::clone(&self.ctx),
                 self.poison,
                 Arc::clone(&halt),
+                Arc::clone(&ended),
                 Arc::clone(&self.stopped),
             )));
         }
@@ -442,8 +456,8 @@ impl<L: HandlerLayer> Runner<L> {
                     tokio::pin!(handled);
                     // Most messages are handled without waiting: then there is nothing to race
                     // against the shutdown (and the future is not moved into a `select!`).
-                    let go_on = match futures::poll!(handled.as_mut()) {
-                        std::task::Poll::Ready(go_on) => go_on,
+                    let handled = match futures::poll!(handled.as_mut()) {
+                        std::task::Poll::Ready(handled) => handled,
                         std::task::Poll::Pending => {
                             let timeout = self.shutdown_timeout;
                             let abandon = async {
@@ -452,16 +466,18 @@ impl<L: HandlerLayer> Runner<L> {
                             };
                             tokio::select! {
                                 biased;
-                                go_on = &mut handled => go_on,
+                                handled = &mut handled => handled,
                                 _ = abandon => {
                                     warn_abandoned(self.ctx.handler);
+                                    // Dropped unsettled as the loop ends: not a failed attempt.
+                                    self.consumer.abandon_unsettled();
                                     break;
                                 }
                             }
                         }
                     };
-                    if !go_on {
-                        self.stopped.send_replace(true);
+                    if let Err(e) = handled {
+                        end(&ended, &self.stopped, e);
                         break;
                     }
                     // A runner whose buffer stays full would otherwise never yield: the
@@ -497,7 +513,7 @@ impl<L: HandlerLayer> Runner<L> {
                             handler = self.ctx.handler,
                             "the consumer ended (its client was closed): the handler stops"
                         );
-                        self.stopped.send_replace(true);
+                        end(&ended, &self.stopped, ClientError::Closed);
                     }
                     break;
                 }
@@ -520,7 +536,10 @@ impl<L: HandlerLayer> Runner<L> {
                 }
             }
         }
-        // Messages queued but not started are abandoned: not acknowledged, so delivered again.
+        // Messages queued but not started, and those still in hand at the shutdown timeout,
+        // are abandoned: neither acknowledged nor counted as a failed attempt (which could
+        // dead-letter a message never handled), so delivered again after a restart.
+        self.consumer.abandon_unsettled();
         halt.store(true, Ordering::Release);
         drop(senders);
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
@@ -531,8 +550,25 @@ impl<L: HandlerLayer> Runner<L> {
                 warn_abandoned(self.ctx.handler);
             }
         }
-        self.consumer.close().await
+        // What the handlers sent is sent before the messages whose handling sent it are
+        // committed.
+        let flushed = self.ctx.close_producers().await;
+        let closed = self.consumer.close().await;
+        let ended = ended.lock().take();
+        match ended {
+            Some(e) => Err(e),
+            None => flushed.and(closed),
+        }
     }
+}
+
+/// Why a handler stopped on its own: the first reason of its runner and workers.
+type Ended = Arc<parking_lot::Mutex<Option<ClientError>>>;
+
+/// Notes why the handler stops (the first reason is kept) and tells `run_until`.
+fn end(ended: &Ended, stopped: &watch::Sender<bool>, e: ClientError) {
+    ended.lock().get_or_insert(e);
+    stopped.send_replace(true);
 }
 
 /// A message given up at the shutdown timeout: not acknowledged, so delivered again.
@@ -554,6 +590,7 @@ async fn worker<L: HandlerLayer>(
     ctx: Arc<Context>,
     poison: PoisonPolicy,
     halt: Arc<AtomicBool>,
+    ended: Ended,
     stopped: Arc<watch::Sender<bool>>,
 ) {
     let mut driven = Driven::new(service);
@@ -561,9 +598,9 @@ async fn worker<L: HandlerLayer>(
         if halt.load(Ordering::Acquire) {
             break;
         }
-        if !driven.handle(&ctx, message, poison).await {
+        if let Err(e) = driven.handle(&ctx, message, poison).await {
             halt.store(true, Ordering::Release);
-            stopped.send_replace(true);
+            end(&ended, &stopped, e);
             break;
         }
     }
@@ -592,42 +629,71 @@ where
         }
     }
 
-    /// Runs one message through the layered handler and settles it; false means stop.
+    /// Runs one message through the layered handler and settles it; an error means the
+    /// handler stops, for that reason.
+    ///
+    /// A panic in the handler or a layer is caught and is the delivery's failure (nacked:
+    /// retried, then dead-lettered), as a server built on tower catches a handler's panic:
+    /// it must not end the handler's task, which would stop consuming without a word to
+    /// `run_until`.
     fn handle<'a>(
         &'a mut self,
         ctx: &Arc<Context>,
         message: ConsumerMessage,
         poison: PoisonPolicy,
-    ) -> impl Future<Output = bool> + 'a {
+    ) -> impl Future<Output = Result<()>> + 'a {
         // Made before the future, which would otherwise hold (and move) the message until its
         // first poll.
         let delivery = Delivery::receiving(self.spare.take(), message, ctx);
+        let handler = ctx.handler;
         async move {
-            let result = match self.service.ready().await {
-                Ok(ready) => ready.call(delivery.clone()).await,
-                Err(e) => {
-                    // Settled as a failure, as before; the next message gets a working service.
+            let called = AssertUnwindSafe(async {
+                match self.service.ready().await {
+                    Ok(ready) => Ok(ready.call(delivery.clone()).await),
+                    Err(e) => Err(e),
+                }
+            })
+            .catch_unwind()
+            .await;
+            let result = match called {
+                Ok(Ok(result)) => result,
+                // Settled as a failure; the next message gets a working service.
+                Ok(Err(not_ready)) => {
                     self.service = self.pristine.clone();
-                    Err(e)
+                    Err(not_ready)
+                }
+                Err(panic) => {
+                    self.service = self.pristine.clone();
+                    Err(panicked(handler, &*panic))
                 }
             };
-            let go_on = match delivery.received() {
-                Some(message) => settle(message, &delivery, result, poison).await,
+            let handled = match delivery.received() {
+                Some(message) => settle(handler, message, &delivery, result, poison).await,
                 None => unreachable!("a delivery made by `Delivery::receiving` holds its message"),
             };
             self.spare = delivery.into_spare();
-            go_on
+            handled
         }
     }
 }
 
-/// Acknowledges or nacks per the settlement; false means the handler must stop.
+/// The failure a handler's (or a layer's) panic is: logged here, as the handler's other
+/// failures are by the trace layer.
+#[cold]
+fn panicked(handler: &str, panic: &(dyn std::any::Any + Send)) -> BoxError {
+    let reason = format!("the handler panicked: {}", panic_message(panic));
+    tracing::error!(handler, "{reason}");
+    reason.into()
+}
+
+/// Acknowledges or nacks per the settlement; an error means the handler must stop.
 async fn settle(
+    handler: &str,
     message: &ConsumerMessage,
     delivery: &Delivery,
     result: Result<Settlement, BoxError>,
     poison: PoisonPolicy,
-) -> bool {
+) -> Result<()> {
     let outcome = match result {
         Ok(Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. }) => {
             message.ack().await
@@ -636,7 +702,12 @@ async fn settle(
             PoisonPolicy::Skip => message.ack().await,
             PoisonPolicy::Stop => {
                 tracing::error!(reason, "poison message: handler stops");
-                return false;
+                let m = &message.message;
+                return Err(ClientError::Deserialization(format!(
+                    "handler {handler} stopped on a poison message ({}/{} at offset {}): \
+                     {reason}",
+                    m.topic, m.partition, m.offset
+                )));
             }
             PoisonPolicy::DeadLetter => {
                 dead_letter_then_ack(message, delivery, "poison", &reason).await
@@ -651,7 +722,7 @@ async fn settle(
     if let Err(e) = outcome {
         tracing::warn!(error = %e, "settling a message failed");
     }
-    true
+    Ok(())
 }
 
 async fn dead_letter_then_ack(

@@ -32,4 +32,5 @@ mod stream_exactly_once;
 mod stream_lifecycle;
 mod stream_modes;
 mod stream_windows;
+mod typed_failures;
 mod typed_service;

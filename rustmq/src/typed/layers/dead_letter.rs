@@ -9,6 +9,7 @@ use crate::consumer::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
 };
 use crate::typed::delivery::Delivery;
+use crate::typed::service::PoisonPolicy;
 use crate::typed::settle::{BoxError, Settlement};
 
 /// Header: original topic.
@@ -68,7 +69,10 @@ async fn publish(
     Ok(dlq.to_owned())
 }
 
-/// Sends failed deliveries to a dead-letter topic (default: the topic's, `"<topic>.dlq"`).
+/// Sends failed deliveries to a dead-letter topic (default: the topic's, `"<topic>.dlq"`):
+/// failures, retries given up on, messages the handler rejects, and poison messages unless
+/// the service's [`PoisonPolicy`] says to skip them or to stop
+/// ([`Service::on_poison`](crate::typed::Service::on_poison)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeadLetterLayer {
     topic: Option<&'static str>,
@@ -174,7 +178,12 @@ where
             Ok(s @ (Settlement::Ack | Settlement::Skip | Settlement::DeadLettered { .. })) => {
                 return Poll::Ready(Ok(s))
             }
-            Ok(Settlement::Poison(r)) => ("poison", r),
+            // A poison message is the service's poison policy's: dead-lettered here only
+            // under the default policy (`Skip` or `Stop` asked for otherwise).
+            Ok(Settlement::Poison(r)) if this.delivery.ctx().poison == PoisonPolicy::DeadLetter => {
+                ("poison", r)
+            }
+            Ok(s @ Settlement::Poison(_)) => return Poll::Ready(Ok(s)),
             Ok(Settlement::DeadLetter(r)) => ("rejected", r),
             Ok(Settlement::Retry(r)) => ("failed", r),
             Err(e) => ("failed", e.to_string()),

@@ -1,0 +1,306 @@
+//! The typed service when things go wrong: a handler that panics, a poison message under
+//! `PoisonPolicy::Stop`, messages a shutdown does not get to, and what handlers sent when the
+//! service shuts down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rustmq::prelude::*;
+use rustmq::testing::TestBroker;
+use rustmq::{handler, ConsumerConfig, Producer, Topic};
+use tokio::sync::Notify;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Consumer settings that give up on a failed message quickly: `retries` retries, 10 ms apart.
+fn quick_retries(retries: u32) -> ConsumerConfig {
+    ConsumerConfig {
+        max_retry_attempts: retries,
+        retry_backoff: Duration::from_millis(10),
+        max_retry_backoff: Duration::from_millis(10),
+        ..ConsumerConfig::default()
+    }
+}
+
+/// The records of partition 0 of `topic` once there are at least `n` (or after [`WAIT`]).
+async fn records_of(client: &RustMqClient, topic: &str, n: usize) -> Vec<rustmq_protocol::Record> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (records, _) = tests::fetch_all(client, topic, 0, 0).await;
+        if records.len() >= n || tokio::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `seen` holds `n`'s.
+async fn wait_until(seen: &Mutex<Vec<u32>>, what: &str, done: impl Fn(&[u32]) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done(&seen.lock()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: handled {:?}",
+            seen.lock()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "panicky", partitions = 1)]
+struct Panicky {
+    n: u32,
+}
+
+/// The jobs a handler was called with, in order.
+#[derive(Debug, Clone, Default)]
+struct Calls(Arc<Mutex<Vec<u32>>>);
+
+#[handler(group = "panicky-workers")]
+async fn panics_on_two(job: Panicky, State(calls): State<Calls>) {
+    calls.0.lock().push(job.n);
+    assert_ne!(job.n, 2, "a handler's bug");
+}
+
+/// A handler's panic is its message's failure (retried, then dead-lettered with the panic's
+/// message as its error), as a tower server answers a handler's panic with an error: the
+/// handler goes on with the next messages, and the service does not stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_its_message_and_goes_on() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("panicky.dlq", 1).await.unwrap();
+    let calls = Calls::default();
+    let running = Service::with_state(client.clone(), calls.clone())
+        .consumer_config(quick_retries(1))
+        .handler(panics_on_two)
+        .start()
+        .await
+        .unwrap();
+    let producer = client.producer::<Panicky>();
+    for n in 1..=3 {
+        producer.send(&Panicky { n }).await.unwrap();
+    }
+    wait_until(&calls.0, "the job after the panic is handled", |seen| {
+        seen.contains(&3)
+    })
+    .await;
+    let dead = records_of(&client, "panicky.dlq", 1).await;
+    assert_eq!(dead.len(), 1, "the panicking job is dead-lettered");
+    let error = dead[0]
+        .headers
+        .iter()
+        .find(|h| h.key == "rustmq.dlq.error")
+        .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+        .unwrap_or_default();
+    assert!(
+        error.contains("panicked") && error.contains("a handler's bug"),
+        "{error}"
+    );
+    assert_eq!(
+        calls.0.lock().iter().filter(|&&n| n == 2).count(),
+        2,
+        "one delivery and one retry"
+    );
+    assert!(!running.is_stopped());
+    running.shutdown().await.unwrap();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "strict", partitions = 1)]
+struct Strict {
+    n: u32,
+}
+
+#[handler(group = "strict-readers")]
+async fn strict(_: Strict) {}
+
+/// `PoisonPolicy::Stop` holds with a dead-letter layer in the stack (the layer leaves poison
+/// messages to the service's policy), and the service stopping on its own is an error of
+/// `run_until`, not a clean exit: a supervisor restarting on failure must see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_under_the_stop_policy_stops_the_service_with_an_error() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("strict.dlq", 1).await.unwrap();
+    let service = Service::new(client.clone())
+        .layer(DeadLetterLayer::default())
+        .on_poison(PoisonPolicy::Stop)
+        .handler(strict);
+    let run = tokio::spawn(service.run_until(std::future::pending::<()>()));
+    client
+        .producer::<Strict>()
+        .send(&Strict { n: 1 })
+        .await
+        .unwrap();
+    let raw = client.create_producer("strict").await.unwrap();
+    raw.send(
+        Message::builder()
+            .topic("strict")
+            .payload("{not json")
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let ended = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the service stops on the poison message")
+        .unwrap();
+    match ended {
+        Err(ClientError::Deserialization(reason)) => {
+            assert!(
+                reason.contains("poison") && reason.contains("strict"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected the poison message's error, got {other:?}"),
+    }
+    let (dead, _) = tests::fetch_all(&client, "strict.dlq", 0, 0).await;
+    assert!(dead.is_empty(), "nothing is dead-lettered: {dead:?}");
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "queued", partitions = 1)]
+struct Queued {
+    n: u32,
+}
+
+/// The first job waits for `release`; every job is noted in `seen`.
+#[derive(Debug, Clone, Default)]
+struct Gate {
+    seen: Arc<Mutex<Vec<u32>>>,
+    release: Arc<Notify>,
+}
+
+#[handler(group = "queued-workers", concurrency = 2)]
+async fn held_first(job: Queued, State(gate): State<Gate>) {
+    gate.seen.lock().push(job.n);
+    if job.n == 0 {
+        gate.release.notified().await;
+    }
+}
+
+/// Messages queued for a worker when the service shuts down are abandoned, not failed: with
+/// no retries allowed, a failed message would be dead-lettered (and committed) without ever
+/// being handled. They are delivered again by the next start, and nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_a_shutdown_did_not_get_to_come_back_and_are_not_dead_lettered() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("queued.dlq", 1).await.unwrap();
+    let producer = client.producer::<Queued>();
+    for n in 0..10 {
+        producer.send(&Queued { n }).await.unwrap();
+    }
+    let start = |gate: Gate| {
+        Service::with_state(client.clone(), gate)
+            .consumer_config(quick_retries(0))
+            .handler(held_first)
+            .start()
+    };
+    let gate = Gate::default();
+    let running = start(gate.clone()).await.unwrap();
+    wait_until(&gate.seen, "the first job starts", |seen| !seen.is_empty()).await;
+    // Unkeyed messages of one partition all go to one worker: the other nine wait in its
+    // queue behind the held one.
+    let shutdown = tokio::spawn(running.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.release.notify_one();
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("the shutdown ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(*gate.seen.lock(), [0], "the queued jobs were not started");
+
+    let again = Gate::default();
+    let running = start(again.clone()).await.unwrap();
+    wait_until(&again.seen, "the queued jobs come back", |seen| {
+        (1..10).all(|n| seen.contains(&n))
+    })
+    .await;
+    running.shutdown().await.unwrap();
+    let (dead, _) = tests::fetch_all(&client, "queued.dlq", 0, 0).await;
+    assert!(dead.is_empty(), "nothing is dead-lettered: {dead:?}");
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "inputs", partitions = 1)]
+struct Input {
+    n: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "outputs", partitions = 1)]
+struct Output {
+    n: u32,
+}
+
+/// The handler's producer of outputs, as the handler got it.
+#[derive(Debug, Clone, Default)]
+struct Kept(Arc<Mutex<Option<Producer>>>);
+
+#[handler(group = "forwarders")]
+async fn forward(input: Input, out: TypedProducer<Output>, State(kept): State<Kept>) {
+    out.send_async(&Output { n: input.n }).await.unwrap();
+    if kept.0.lock().is_none() {
+        let producer = out.inner().await.unwrap();
+        kept.0.lock().get_or_insert(producer);
+    }
+}
+
+/// A shutdown closes the producers its handlers sent with, once what they hold is sent,
+/// before it commits the inputs: a fire-and-forget output of a committed input is not left in
+/// a buffer that the end of the process drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_sends_what_handlers_sent_before_it_commits() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let kept = Kept::default();
+    let running = Service::with_state(client.clone(), kept.clone())
+        .handler(forward)
+        .start()
+        .await
+        .unwrap();
+    let producer = client.producer::<Input>();
+    for n in 0..20 {
+        producer.send(&Input { n }).await.unwrap();
+    }
+    let group = "forwarders";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while kept.0.lock().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "nothing handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.shutdown().await.unwrap();
+    let handlers_producer = kept.0.lock().take().unwrap();
+    let refused = handlers_producer
+        .send(
+            Message::builder()
+                .topic("outputs")
+                .payload("late")
+                .build()
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Closed)),
+        "the handler's producer is closed by the shutdown: {refused:?}"
+    );
+    // Every input committed has its output stored.
+    let committed = client
+        .describe_group(group)
+        .await
+        .unwrap()
+        .committed("inputs", 0)
+        .unwrap_or(0);
+    let (outputs, _) = tests::fetch_all(&client, "outputs", 0, 0).await;
+    assert!(
+        outputs.len() as u64 >= committed,
+        "{committed} inputs committed, {} outputs stored",
+        outputs.len()
+    );
+}
