@@ -576,6 +576,11 @@ impl GroupCoordinator {
         }
         let writes = {
             let mut groups = self.groups.lock();
+            // A member of a group that does not exist is refused without making the group (a
+            // made-up group and member id would otherwise leave an empty group behind).
+            if !r.member_id.is_empty() && !groups.contains_key(&r.group) {
+                return Err(unknown_member(&r.group, &r.member_id));
+            }
             let group = group_mut(&mut groups, &r.group);
             check_committer(&r, group)?;
             Arc::clone(&group.writes)
@@ -871,6 +876,32 @@ mod tests {
         let too_long = "m".repeat(MAX_MEMBER_ID_LEN + 1);
         let e = groups.join(join_as(&too_long), &topics).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidRequest);
+    }
+
+    /// A commit of a member of a group that does not exist is refused, and leaves no group
+    /// behind; a commit without a member id makes the group, as before.
+    #[tokio::test]
+    async fn a_refused_commit_to_an_unknown_group_makes_no_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("orders", 1)]);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let e = groups
+            .commit(
+                CommitOffsetsRequest {
+                    member_id: "made-up".into(),
+                    ..commit("nope", "orders", 0, 1)
+                },
+                &topics,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownMember);
+        assert!(groups.list().is_empty(), "{:?}", groups.list());
+        groups
+            .commit(commit("standalone", "orders", 0, 1), &topics)
+            .await
+            .unwrap();
+        assert_eq!(groups.list(), ["standalone"]);
     }
 
     /// A topic name that is not one (a tab, a line break) is refused: written to the offsets
