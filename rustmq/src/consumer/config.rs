@@ -96,7 +96,7 @@ pub struct ConsumerConfig {
     /// `fetch_size` raises it, so that the buffer holds one whole fetch). A buffer more than
     /// half full stops that partition's fetching until the application catches up. It bounds
     /// memory only with the message size: `max_buffered_bytes_per_partition` bounds it
-    /// whatever the size.
+    /// whatever the size. Nacked messages waiting for their retry count against it too.
     pub max_buffered_messages_per_partition: usize,
     /// Bytes of fetched records not yet received, per partition: the records sections of
     /// their batches as held in memory (decompressed), and 32 bytes per record for where its
@@ -106,8 +106,8 @@ pub struct ConsumerConfig {
     /// holds at most this, or half of it plus one batch larger than the room left. (Counted
     /// per batch: an uncompressed batch shares its fetch answer's memory, which is freed once
     /// the last batch of the answer is taken, so the memory held may exceed the count by up
-    /// to one answer.) Messages already received are the application's to drop and not
-    /// counted.
+    /// to one answer.) Nacked messages waiting for their retry count with their payload and
+    /// key bytes. Messages already received are the application's to drop and not counted.
     pub max_buffered_bytes_per_partition: usize,
 }
 

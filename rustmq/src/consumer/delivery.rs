@@ -124,6 +124,14 @@ impl ConsumerMessage {
     }
 }
 
+impl ConsumerMessage {
+    /// Leaves the message neither acknowledged nor failed: it holds the partition's commits
+    /// back, so it is delivered again after a restart, and counts as no failed attempt.
+    pub(crate) fn abandon(&self) {
+        self.settled.store(true, Ordering::Release);
+    }
+}
+
 impl Drop for ConsumerMessage {
     fn drop(&mut self) {
         if self.settled.load(Ordering::Acquire) {

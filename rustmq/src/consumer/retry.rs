@@ -3,7 +3,9 @@
 //! ```text
 //!   nack (delivery n) ── n <= max_retry_attempts ──► retry queue of its partition, due in
 //!        │                                           retry_backoff · 2^(n-1) (capped); the
-//!        │                                           partition keeps delivering meanwhile
+//!        │                                           partition keeps delivering meanwhile,
+//!        │                                           the retries counting against its
+//!        │                                           buffer's bounds
 //!        └─ retries exhausted ──► dead_letter_queue set: produce a copy with the headers
 //!                                 below, then resolve (committable)
 //!                                 not set: drop with a warning, resolve

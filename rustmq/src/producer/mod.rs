@@ -102,8 +102,12 @@ impl Waiter {
             // `flush` would wait for it for ever.
             Waiter::Callback(f) => {
                 let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(result)));
-                if called.is_err() {
-                    tracing::error!("a `send_async` callback panicked; the producer goes on");
+                if let Err(panic) = called {
+                    let panic = crate::error::panic_message(&*panic);
+                    tracing::error!(
+                        panic,
+                        "a `send_async` callback panicked; the producer goes on"
+                    );
                 }
             }
             Waiter::Detached => {

@@ -37,9 +37,9 @@ pub(crate) struct Context {
 ///
 /// A delivery made by a running [`Service`](super::Service) holds the consumer's message
 /// until its last clone is dropped. It is settled when the handler's service is done, whoever
-/// still holds a clone; but a message that is never settled (abandoned at shutdown) is only
-/// handed back for redelivery once every clone is gone, so layers should not keep clones
-/// beyond the call.
+/// still holds a clone; a message that is never settled (abandoned at shutdown) is left
+/// unsettled and delivered again after a restart. Layers should not keep clones beyond the
+/// call: a kept clone keeps the message's memory.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The message, its attempt counter and the handler's context, in one allocation that a

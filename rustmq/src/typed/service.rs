@@ -366,7 +366,8 @@ impl RunningService {
     /// producers the handlers sent with (once what they hold is sent), commits what was
     /// acknowledged and leaves the groups.
     ///
-    /// Returns the first handler's error: why it stopped on its own (a poison message under
+    /// Returns an error if a handler's task ended with one (the first, in the order the
+    /// handlers were added): why it stopped on its own (a poison message under
     /// [`PoisonPolicy::Stop`], its client closed), else a failure to close.
     pub async fn shutdown(self) -> Result<()> {
         self.stop.send_replace(true);
@@ -407,7 +408,10 @@ impl<L: HandlerLayer> Runner<L> {
     async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let halt = Arc::new(AtomicBool::new(false));
         // Why the handler stopped on its own, if it did (the first reason, of any worker).
-        let ended: Ended = Arc::default();
+        let ended = Arc::new(Ended {
+            reason: parking_lot::Mutex::new(None),
+            consumer: self.consumer.clone(),
+        });
         let mut senders = Vec::with_capacity(self.concurrency);
         let mut workers = Vec::with_capacity(self.concurrency);
         // With one worker, messages are handled in this task (see below).
@@ -477,7 +481,7 @@ impl<L: HandlerLayer> Runner<L> {
                         }
                     };
                     if let Err(e) = handled {
-                        end(&ended, &self.stopped, e);
+                        ended.end(&self.stopped, e);
                         break;
                     }
                     // A runner whose buffer stays full would otherwise never yield: the
@@ -513,7 +517,7 @@ impl<L: HandlerLayer> Runner<L> {
                             handler = self.ctx.handler,
                             "the consumer ended (its client was closed): the handler stops"
                         );
-                        end(&ended, &self.stopped, ClientError::Closed);
+                        ended.end(&self.stopped, ClientError::Closed);
                     }
                     break;
                 }
@@ -543,32 +547,48 @@ impl<L: HandlerLayer> Runner<L> {
         halt.store(true, Ordering::Release);
         drop(senders);
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        for w in workers {
-            let abort = w.abort_handle();
-            if tokio::time::timeout_at(deadline, w).await.is_err() {
-                abort.abort();
+        for mut w in workers {
+            if tokio::time::timeout_at(deadline, &mut w).await.is_err() {
+                w.abort();
                 warn_abandoned(self.ctx.handler);
+                // Ended before the producers are closed: an aborted worker mid-poll on another
+                // thread could otherwise start one after.
+                let _ = w.await;
             }
         }
         // What the handlers sent is sent before the messages whose handling sent it are
         // committed.
         let flushed = self.ctx.close_producers().await;
         let closed = self.consumer.close().await;
-        let ended = ended.lock().take();
-        match ended {
-            Some(e) => Err(e),
+        let reason = ended.reason.lock().take();
+        match reason {
+            Some(e) => {
+                if let Err(also) = flushed.and(closed) {
+                    tracing::warn!(handler = self.ctx.handler, error = %also, "closing the stopped handler failed too");
+                }
+                Err(e)
+            }
             None => flushed.and(closed),
         }
     }
 }
 
 /// Why a handler stopped on its own: the first reason of its runner and workers.
-type Ended = Arc<parking_lot::Mutex<Option<ClientError>>>;
+struct Ended {
+    reason: parking_lot::Mutex<Option<ClientError>>,
+    /// The handler's consumer, whose unsettled messages the stop abandons.
+    consumer: Consumer,
+}
 
-/// Notes why the handler stops (the first reason is kept) and tells `run_until`.
-fn end(ended: &Ended, stopped: &watch::Sender<bool>, e: ClientError) {
-    ended.lock().get_or_insert(e);
-    stopped.send_replace(true);
+impl Ended {
+    /// Notes why the handler stops (the first reason is kept) and tells `run_until`. Called
+    /// before the stopping worker lets the others see it (`halt`) and drops its queue: the
+    /// messages dropped from then on are abandoned, not failed (see `abandon_unsettled`).
+    fn end(&self, stopped: &watch::Sender<bool>, e: ClientError) {
+        self.consumer.abandon_unsettled();
+        self.reason.lock().get_or_insert(e);
+        stopped.send_replace(true);
+    }
 }
 
 /// A message given up at the shutdown timeout: not acknowledged, so delivered again.
@@ -590,7 +610,7 @@ async fn worker<L: HandlerLayer>(
     ctx: Arc<Context>,
     poison: PoisonPolicy,
     halt: Arc<AtomicBool>,
-    ended: Ended,
+    ended: Arc<Ended>,
     stopped: Arc<watch::Sender<bool>>,
 ) {
     let mut driven = Driven::new(service);
@@ -599,8 +619,8 @@ async fn worker<L: HandlerLayer>(
             break;
         }
         if let Err(e) = driven.handle(&ctx, message, poison).await {
+            ended.end(&stopped, e);
             halt.store(true, Ordering::Release);
-            end(&ended, &stopped, e);
             break;
         }
     }
@@ -702,6 +722,9 @@ async fn settle(
             PoisonPolicy::Skip => message.ack().await,
             PoisonPolicy::Stop => {
                 tracing::error!(reason, "poison message: handler stops");
+                // Neither acknowledged nor failed (a failed attempt could dead-letter it):
+                // delivered again after a restart.
+                message.abandon();
                 let m = &message.message;
                 return Err(ClientError::Deserialization(format!(
                     "handler {handler} stopped on a poison message ({}/{} at offset {}): \

@@ -9,7 +9,6 @@ use parking_lot::Mutex;
 use rustmq::prelude::*;
 use rustmq::testing::TestBroker;
 use rustmq::{handler, ConsumerConfig, Producer, Topic};
-use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -114,22 +113,24 @@ struct Strict {
     n: u32,
 }
 
-#[handler(group = "strict-readers")]
+#[handler(group = "strict-readers", concurrency = 2)]
 async fn strict(_: Strict) {}
 
 /// `PoisonPolicy::Stop` holds with a dead-letter layer in the stack (the layer leaves poison
 /// messages to the service's policy), and the service stopping on its own is an error of
-/// `run_until`, not a clean exit: a supervisor restarting on failure must see it.
+/// `run_until`, not a clean exit: a supervisor restarting on failure must see it. The poison
+/// message and those queued behind it are left unsettled, not failed: with no retries allowed,
+/// a failure would dead-letter them and commit past them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_under_the_stop_policy_stops_the_service_with_an_error() {
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
     client.create_topic("strict.dlq", 1).await.unwrap();
     let service = Service::new(client.clone())
+        .consumer_config(quick_retries(0))
         .layer(DeadLetterLayer::default())
         .on_poison(PoisonPolicy::Stop)
         .handler(strict);
-    let run = tokio::spawn(service.run_until(std::future::pending::<()>()));
     client
         .producer::<Strict>()
         .send(&Strict { n: 1 })
@@ -145,6 +146,16 @@ async fn a_poison_message_under_the_stop_policy_stops_the_service_with_an_error(
     )
     .await
     .unwrap();
+    for n in 2..10 {
+        client
+            .producer::<Strict>()
+            .send(&Strict { n })
+            .await
+            .unwrap();
+    }
+    // Started once everything is stored: the messages after the poison one are fetched with
+    // it, and wait in the worker's queue when the handler stops.
+    let run = tokio::spawn(service.run_until(std::future::pending::<()>()));
     let ended = tokio::time::timeout(WAIT, run)
         .await
         .expect("the service stops on the poison message")
@@ -158,6 +169,17 @@ async fn a_poison_message_under_the_stop_policy_stops_the_service_with_an_error(
         }
         other => panic!("expected the poison message's error, got {other:?}"),
     }
+    let committed = client
+        .describe_group("strict-readers")
+        .await
+        .unwrap()
+        .committed("strict", 0);
+    assert!(
+        committed.unwrap_or(0) <= 1,
+        "nothing is committed past the poison message (offset 1): {committed:?}"
+    );
+    // A dead-lettering would be under way in the background: give it time to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (dead, _) = tests::fetch_all(&client, "strict.dlq", 0, 0).await;
     assert!(dead.is_empty(), "nothing is dead-lettered: {dead:?}");
 }
@@ -168,24 +190,25 @@ struct Queued {
     n: u32,
 }
 
-/// The first job waits for `release`; every job is noted in `seen`.
+/// Every job is noted in `seen`; with `hold`, job 0 never finishes.
 #[derive(Debug, Clone, Default)]
 struct Gate {
     seen: Arc<Mutex<Vec<u32>>>,
-    release: Arc<Notify>,
+    hold: bool,
 }
 
 #[handler(group = "queued-workers", concurrency = 2)]
 async fn held_first(job: Queued, State(gate): State<Gate>) {
     gate.seen.lock().push(job.n);
-    if job.n == 0 {
-        gate.release.notified().await;
+    if job.n == 0 && gate.hold {
+        std::future::pending::<()>().await;
     }
 }
 
-/// Messages queued for a worker when the service shuts down are abandoned, not failed: with
-/// no retries allowed, a failed message would be dead-lettered (and committed) without ever
-/// being handled. They are delivered again by the next start, and nothing is dead-lettered.
+/// Messages queued for a worker when the service shuts down, and the one it gives up on at the
+/// shutdown timeout, are abandoned, not failed: with no retries allowed, a failed message
+/// would be dead-lettered (and committed) without ever being handled. They are delivered
+/// again by the next start, and nothing is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_a_shutdown_did_not_get_to_come_back_and_are_not_dead_lettered() {
     let broker = TestBroker::start().await.unwrap();
@@ -198,28 +221,28 @@ async fn messages_a_shutdown_did_not_get_to_come_back_and_are_not_dead_lettered(
     let start = |gate: Gate| {
         Service::with_state(client.clone(), gate)
             .consumer_config(quick_retries(0))
+            .shutdown_timeout(Duration::from_millis(300))
             .handler(held_first)
             .start()
     };
-    let gate = Gate::default();
+    let gate = Gate {
+        hold: true,
+        ..Gate::default()
+    };
     let running = start(gate.clone()).await.unwrap();
     wait_until(&gate.seen, "the first job starts", |seen| !seen.is_empty()).await;
-    // Unkeyed messages of one partition all go to one worker: the other nine wait in its
-    // queue behind the held one.
-    let shutdown = tokio::spawn(running.shutdown());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    gate.release.notify_one();
-    tokio::time::timeout(WAIT, shutdown)
+    // Unkeyed messages of one partition all go to one worker: the others wait in its queue
+    // behind the held one, which the shutdown gives up on after its timeout.
+    tokio::time::timeout(WAIT, running.shutdown())
         .await
         .expect("the shutdown ends")
-        .unwrap()
         .unwrap();
     assert_eq!(*gate.seen.lock(), [0], "the queued jobs were not started");
 
     let again = Gate::default();
     let running = start(again.clone()).await.unwrap();
-    wait_until(&again.seen, "the queued jobs come back", |seen| {
-        (1..10).all(|n| seen.contains(&n))
+    wait_until(&again.seen, "every job comes back", |seen| {
+        (0..10).all(|n| seen.contains(&n))
     })
     .await;
     running.shutdown().await.unwrap();
