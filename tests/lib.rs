@@ -89,6 +89,24 @@ pub async fn fetch(
     }
 }
 
+/// The records of partition 0 of `topic` once there are at least `n`, or all there are after
+/// `wait`.
+pub async fn records_when(
+    client: &RustMqClient,
+    topic: &str,
+    n: usize,
+    wait: std::time::Duration,
+) -> Vec<Record> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let (records, _) = fetch_all(client, topic, 0, 0).await;
+        if records.len() >= n || tokio::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Every record from `from` up to the high watermark, and the raw batches they came in.
 pub async fn fetch_all(
     client: &RustMqClient,

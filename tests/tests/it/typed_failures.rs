@@ -22,19 +22,7 @@ fn quick_retries(retries: u32) -> ConsumerConfig {
     }
 }
 
-/// The records of partition 0 of `topic` once there are at least `n` (or after [`WAIT`]).
-async fn records_of(client: &RustMqClient, topic: &str, n: usize) -> Vec<rustmq_protocol::Record> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (records, _) = tests::fetch_all(client, topic, 0, 0).await;
-        if records.len() >= n || tokio::time::Instant::now() > deadline {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until `seen` holds `n`'s.
+/// Waits until `done` says yes to the jobs `seen` holds (failing, with `what`, after [`WAIT`]).
 async fn wait_until(seen: &Mutex<Vec<u32>>, what: &str, done: impl Fn(&[u32]) -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !done(&seen.lock()) {
@@ -86,7 +74,7 @@ async fn a_panicking_handler_fails_its_message_and_goes_on() {
         seen.contains(&3)
     })
     .await;
-    let dead = records_of(&client, "panicky.dlq", 1).await;
+    let dead = tests::records_when(&client, "panicky.dlq", 1, WAIT).await;
     assert_eq!(dead.len(), 1, "the panicking job is dead-lettered");
     let error = dead[0]
         .headers

@@ -138,21 +138,6 @@ async fn charge(payment: Payment, attempt: Attempt) -> Result<(), GatewayDown> {
     }
 }
 
-async fn dead_letters(
-    client: &RustMqClient,
-    topic: &str,
-    n: usize,
-) -> Vec<rustmq_protocol::Record> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (records, _) = tests::fetch_all(client, topic, 0, 0).await;
-        if records.len() >= n || tokio::time::Instant::now() > deadline {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn header(r: &rustmq_protocol::Record, name: &str) -> String {
     r.headers
         .iter()
@@ -209,7 +194,7 @@ async fn handler_errors_retry_with_backoff_then_dead_letter_and_poison_skips_ret
     // (its payload never reached the handler).
     assert_eq!(PAYMENT_CALLS.load(Ordering::SeqCst), 5);
 
-    let dlq = dead_letters(&client, "payments-dead", 2).await;
+    let dlq = tests::records_when(&client, "payments-dead", 2, WAIT).await;
     assert_eq!(dlq.len(), 2);
     assert_eq!(header(&dlq[0], DLQ_HEADER_TOPIC), "payments");
     assert_eq!(header(&dlq[0], DLQ_HEADER_OFFSET), "1");
