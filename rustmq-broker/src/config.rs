@@ -146,7 +146,8 @@ pub struct Limits {
     pub max_in_flight_per_connection: u32,
     /// A request's stream is abandoned when its frame header, or then its body, has been
     /// waited for longer than this (ms); so is one whose answer the peer has not taken (read
-    /// far enough for it all to be sent) within it.
+    /// far enough for it all to be sent) within it. A connection is closed if its handshake,
+    /// or then its hello, takes longer.
     pub request_read_timeout_ms: u64,
     /// Longest long-poll a fetch may ask for (ms).
     pub max_fetch_wait_ms: u32,

@@ -219,9 +219,13 @@ impl Server {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                match incoming.await {
-                    Ok(conn) => serve_connection(conn, core, shutdown).await,
-                    Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                // A handshake that does not finish in time gives its connection slot back
+                // (a peer may start handshakes it never ends, to take every slot).
+                let limit = hello_limit(&core);
+                match tokio::time::timeout(limit, incoming).await {
+                    Ok(Ok(conn)) => serve_connection(conn, core, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "handshake not finished in time"),
                 }
                 connections.fetch_sub(1, Ordering::Relaxed);
                 crate::metrics::connection_closed();
@@ -281,6 +285,11 @@ async fn serve_connection(
         let _ = state.peer_principal.set(principal);
     }
     let close = Arc::new(tokio::sync::Notify::new());
+    // A connection must say hello in time: one that never does would hold a connection slot
+    // for as long as it keeps the connection alive (with authentication required, a peer
+    // without credentials could take every slot).
+    let mut awaiting_hello = true;
+    let mut hello_due = std::pin::pin!(tokio::time::sleep(hello_limit(&core)));
     // Made once and polled again for every stream, rather than made, registered with their
     // signals and dropped per stream.
     let mut stop = shutdown.clone();
@@ -293,6 +302,15 @@ async fn serve_connection(
             () = &mut closing => {
                 tracing::info!(parent: &span, "closing the connection after repeated authentication failures");
                 conn.close(3u32.into(), b"too many failed authentication attempts");
+                break;
+            }
+            () = &mut hello_due, if awaiting_hello => {
+                if state.principal.get().is_some() {
+                    awaiting_hello = false;
+                    continue;
+                }
+                tracing::info!(parent: &span, "closing a connection that did not say hello in time");
+                conn.close(4u32.into(), b"no hello in time");
                 break;
             }
         };
@@ -322,6 +340,12 @@ async fn serve_connection(
     if let Some(memory) = &state.memory {
         memory.close();
     }
+}
+
+/// How long a connection has for its handshake, and then for its hello:
+/// `limits.request_read_timeout_ms`, the time a request's bytes have to arrive.
+fn hello_limit(core: &Core) -> Duration {
+    Duration::from_millis(core.config.limits.request_read_timeout_ms)
 }
 
 /// The principal of the connection's verified client certificate (rustls has checked its

@@ -556,3 +556,38 @@ async fn an_answer_never_taken_is_given_up_after_the_timeout() {
         answer.map(|a| a.len())
     );
 }
+
+/// A connection that does not say hello in time is closed, and its connection slot given back:
+/// peers that connect and say nothing cannot take every slot (with authentication required,
+/// they need no credentials to do so). A connection that said hello stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_say_no_hello_in_time_are_closed() {
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_connections = 3;
+    config.limits.request_read_timeout_ms = 500;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let cert = broker.handle().unwrap().cert_pem().to_owned();
+    let greeted = raw_connection(broker.addr(), &cert).await;
+    raw_hello(&greeted).await;
+    let silent = [
+        raw_connection(broker.addr(), &cert).await,
+        raw_connection(broker.addr(), &cert).await,
+    ];
+    for conn in &silent {
+        let reason = within_30s("closing a silent connection", conn.closed()).await;
+        assert!(
+            matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.reason.as_ref() == b"no hello in time"),
+            "{reason:?}"
+        );
+    }
+    // Their slots are free again: a client connects (3 allowed, the greeted one holds one).
+    let client = within_30s("a client's connection", broker.client())
+        .await
+        .unwrap();
+    client.create_topic("after", 1).await.unwrap();
+    // The greeted connection is still served, past the deadline.
+    let ping = Request::Ping(PingRequest { nonce: 7 }).to_frame(1);
+    let answer = Response::from_frame(&decode_one(&raw_exchange(&greeted, &ping).await).unwrap());
+    assert!(matches!(answer, Ok(Response::Ping(_))), "{answer:?}");
+}
