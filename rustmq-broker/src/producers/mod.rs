@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
 use crate::topics::write_durably;
+use rustmq_protocol::ErrorCode;
 
 mod journal;
 
@@ -38,6 +39,10 @@ use journal::{Entry, Journal};
 
 /// How many producer ids one write of the registry reserves.
 pub const ID_BLOCK: i64 = 1_000;
+
+/// The longest producer name taken, in bytes: a stream processor's (`rustmq.stream.` and a
+/// group name of up to 120 bytes) with room to spare.
+pub const MAX_PRODUCER_NAME_LEN: usize = 255;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct State {
@@ -204,6 +209,17 @@ impl ProducerIds {
 
     /// [`init`](Self::init) at `now` (the broker's clock, ms).
     fn init_at(&self, name: Option<&str>, now: i64) -> Result<Initialised, BrokerError> {
+        if let Some(name) = name {
+            if name.is_empty() || name.len() > MAX_PRODUCER_NAME_LEN {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "a producer name needs 1 to {MAX_PRODUCER_NAME_LEN} bytes, not {}",
+                        name.len()
+                    ),
+                ));
+            }
+        }
         let mut state = self.state.lock();
         // The state is not copied (it holds every name): the change is worked out on the id
         // counters, and applied once it is on disk.
@@ -402,6 +418,20 @@ impl IdCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name is kept in memory, in the journal and in `producers.toml` until it expires: one
+    /// as long as a frame is refused (and so is an empty one), and nothing is written.
+    #[test]
+    fn names_out_of_bounds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        for name in [String::new(), "n".repeat(MAX_PRODUCER_NAME_LEN + 1)] {
+            let e = p.init(Some(&name)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", name.len());
+        }
+        assert!(p.named().is_empty());
+        assert!(p.init(Some(&"n".repeat(MAX_PRODUCER_NAME_LEN))).is_ok());
+    }
 
     #[test]
     fn ids_are_unique_and_named_epochs_grow_across_restarts() {

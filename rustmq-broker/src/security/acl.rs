@@ -4,7 +4,7 @@
 //! ```toml
 //! [[acl]]
 //! principal = "alice"          # or "*" for every principal
-//! resource = "topic"           # or "group"
+//! resource = "topic"           # or "group", or "producer" (a named producer)
 //! name = "orders."
 //! pattern = "prefix"           # or "literal" (the default)
 //! operations = ["read", "write", "describe"]
@@ -28,6 +28,9 @@ pub enum ResourceType {
     Topic,
     /// A consumer group.
     Group,
+    /// A named producer (a stream processor's, `rustmq.stream.<group>`): starting one fences
+    /// every earlier instance of the name, on every partition.
+    Producer,
 }
 
 impl std::fmt::Display for ResourceType {
@@ -35,6 +38,7 @@ impl std::fmt::Display for ResourceType {
         f.write_str(match self {
             ResourceType::Topic => "topic",
             ResourceType::Group => "group",
+            ResourceType::Producer => "producer",
         })
     }
 }
@@ -209,7 +213,7 @@ impl Acl {
         }
     }
 
-    /// Whether any allow rule grants `write` on some topic to `principal` (what
+    /// Whether any allow rule grants `write` on some topic to `principal` (what an unnamed
     /// `InitProducer`, which names no topic, needs).
     fn may_write_somewhere(&self, principal: &str) -> bool {
         self.is_open()
@@ -238,7 +242,7 @@ impl Acl {
         is_topic: impl Fn(&str) -> bool,
     ) -> Result<(), Denied> {
         use Operation::*;
-        use ResourceType::{Group, Topic};
+        use ResourceType::{Group, Producer, Topic};
         if self.is_open() {
             return Ok(());
         }
@@ -258,6 +262,12 @@ impl Acl {
             Request::AutoCreateTopic(r) => check(Write, Topic, &r.name),
             Request::Fetch(r) => check(Read, Topic, &r.topic),
             Request::ListOffsets(r) => check(Read, Topic, &r.topic),
+            // Starting a named producer fences its earlier instances everywhere: the name is
+            // a resource of its own, or anyone who may write one topic could stop another
+            // principal's exactly-once stream.
+            Request::InitProducer(r) if r.name.is_some() => {
+                check(Write, Producer, r.name.as_deref().unwrap_or_default())
+            }
             Request::InitProducer(_) => {
                 if self.may_write_somewhere(principal) {
                     Ok(())
@@ -370,6 +380,47 @@ mod tests {
             denied.to_string(),
             "principal \"mallory\" is not authorized to read topic \"orders.secret\""
         );
+    }
+
+    /// Starting a named producer fences its earlier instances on every partition: it needs
+    /// `write` on that producer name, not just on some topic (else a principal that may write
+    /// one topic could stop another's exactly-once stream). An unnamed one needs `write` on
+    /// some topic, as before.
+    #[test]
+    fn a_named_producer_needs_write_on_its_name() {
+        let mut rules = vec![
+            rule(
+                "bob",
+                "b",
+                PatternType::Literal,
+                &[Operation::Write],
+                Permission::Allow,
+            ),
+            rule(
+                "alice",
+                "rustmq.stream.",
+                PatternType::Prefix,
+                &[Operation::Write],
+                Permission::Allow,
+            ),
+        ];
+        rules[1].resource = ResourceType::Producer;
+        let acl = Acl::new(rules);
+        let init = |name: Option<&str>| {
+            Request::InitProducer(rustmq_protocol::InitProducerRequest {
+                name: name.map(str::to_owned),
+            })
+        };
+        let named = init(Some("rustmq.stream.payments"));
+        let denied = acl.authorize("bob", &named, |_| false).unwrap_err();
+        assert_eq!(
+            denied.to_string(),
+            "principal \"bob\" is not authorized to write producer \"rustmq.stream.payments\""
+        );
+        assert!(acl.authorize("alice", &named, |_| false).is_ok());
+        assert!(acl.authorize("bob", &init(None), |_| false).is_ok());
+        // A producer rule is no topic's: alice may not start unnamed producers with it.
+        assert!(acl.authorize("alice", &init(None), |_| false).is_err());
     }
 
     /// The client libraries' `__...` offsets entries are covered by the group's permissions,

@@ -190,7 +190,8 @@ pub struct StreamConfig {
     /// the module documentation); otherwise at least once. Either way outputs and dead
     /// letters are written as with [`AckLevel::All`](crate::AckLevel::All) (on disk when
     /// acknowledged), as the group's commits are: an input is never committed while its
-    /// outputs could still be lost to a power failure.
+    /// outputs could still be lost to a power failure. On a broker with ACLs, exactly once
+    /// needs `write` on the producer `rustmq.stream.<group>` (`resource = "producer"`).
     pub exactly_once: bool,
     /// Most input messages fetched and not yet finished (processed, outputs acknowledged).
     /// In windowed mode a message counts until it is placed in its windows.
