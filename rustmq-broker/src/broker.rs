@@ -137,6 +137,7 @@ impl BrokerBuilder {
             config.limits.max_request_memory_bytes,
             config.limits.max_request_memory_per_connection,
         );
+        let core_limits_decompressing = config.limits.max_decompressing_bytes;
         let core = Arc::new(Core {
             port: local_addr.port(),
             config,
@@ -147,6 +148,9 @@ impl BrokerBuilder {
             drop_produce_answers: Default::default(),
             security,
             request_memory,
+            decompressing: Arc::new(tokio::sync::Semaphore::new(
+                crate::handler::decompressing_permits(core_limits_decompressing),
+            )),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(server.run(Arc::clone(&core), stop_rx.clone()))];

@@ -32,6 +32,7 @@
 //! max_in_flight_per_connection = 256
 //! max_request_memory_bytes = 268435456         # request and answer bytes held, all connections
 //! max_request_memory_per_connection = 33554432 # the same per connection (>= max_frame_bytes)
+//! max_decompressing_bytes = 268435456          # produced batches being decompressed at once
 //!
 //! [quic]
 //! max_udp_payload_size = 6550      # largest datagram probed for (path MTU discovery)
@@ -158,6 +159,12 @@ pub struct Limits {
     pub max_request_memory_bytes: u64,
     /// The same for one connection. At least `max_frame_bytes`.
     pub max_request_memory_per_connection: u32,
+    /// Bytes of compressed produced batches being decompressed (to be checked) at once, over
+    /// all connections, counted by the size each batch declares; a batch declaring more is
+    /// refused, and one finding no room waits. Decompression runs off the threads that serve
+    /// connections, so a small batch that decompresses to a lot slows only other compressed
+    /// produces, and holds no more memory than this.
+    pub max_decompressing_bytes: u64,
 }
 
 impl Default for Limits {
@@ -171,6 +178,7 @@ impl Default for Limits {
             max_fetch_wait_ms: 60_000,
             max_request_memory_bytes: 256 * 1024 * 1024,
             max_request_memory_per_connection: 32 * 1024 * 1024,
+            max_decompressing_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -403,6 +411,9 @@ impl BrokerConfig {
             // Every read or write that has to wait would time out at once.
             return bad("limits.request_read_timeout_ms must be at least 1");
         }
+        if self.limits.max_decompressing_bytes == 0 {
+            return bad("limits.max_decompressing_bytes must be at least 1");
+        }
         if self.limits.max_connections == 0 || self.limits.max_in_flight_per_connection == 0 {
             return bad(
                 "limits.max_connections and limits.max_in_flight_per_connection must be at least 1",
@@ -622,5 +633,9 @@ mod tests {
         cfg.limits.request_read_timeout_ms = 0;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("limits.request_read_timeout_ms"), "{err}");
+        let mut cfg = BrokerConfig::default();
+        cfg.limits.max_decompressing_bytes = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.max_decompressing_bytes"), "{err}");
     }
 }

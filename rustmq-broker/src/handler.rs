@@ -59,6 +59,9 @@ pub struct Core {
     pub security: Security,
     /// The budget of request and answer bytes held at once.
     pub request_memory: crate::memory::RequestMemory,
+    /// The budget of produced batches' bytes being decompressed at once, in KiB
+    /// (`limits.max_decompressing_bytes`).
+    pub decompressing: Arc<tokio::sync::Semaphore>,
 }
 
 fn denied(d: Denied) -> BrokerError {
@@ -100,6 +103,35 @@ fn request_span(req: &Request) -> tracing::Span {
 /// Puts the trace id of a record's W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`)
 /// on the produce span, so that broker logs join the producer's trace. Returns whether the
 /// record had one.
+/// Checks every record of `batch` as a consumer will decode them (decompressing if needed),
+/// noting the first trace id in `span` if anyone records it.
+fn check_records(batch: &RecordBatch, span: &tracing::Span) -> Result<(), BrokerError> {
+    if span.is_disabled() {
+        // Nobody records the trace id: check the records without building them.
+        batch.validate_produced(DEFAULT_MAX_UNCOMPRESSED)?;
+    } else {
+        let mut traced = false;
+        let mut max_timestamp = None;
+        for record in batch.records_with_limit(DEFAULT_MAX_UNCOMPRESSED)? {
+            let record = record?;
+            max_timestamp =
+                Some(max_timestamp.map_or(record.timestamp, |m: i64| m.max(record.timestamp)));
+            if !traced {
+                traced = record_trace_id(span, &record);
+            }
+        }
+        batch.check_max_timestamp(max_timestamp)?;
+    }
+    Ok(())
+}
+
+/// The permits of [`Core::decompressing`] for `bytes` (one per KiB, rounded up).
+pub(crate) fn decompressing_permits(bytes: u64) -> usize {
+    usize::try_from(bytes.div_ceil(1024))
+        .unwrap_or(usize::MAX)
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
+}
+
 fn record_trace_id(span: &tracing::Span, record: &Record) -> bool {
     let Some(header) = record.headers.iter().find(|h| h.key == "traceparent") else {
         return false;
@@ -463,6 +495,38 @@ impl Core {
     /// Runs `f` on a blocking thread: work that waits for the disk (fsyncs, creating or
     /// removing directories), which on the runtime's threads would hold up every connection
     /// they serve.
+    /// [`check_records`] for a compressed batch: on a blocking thread, so that a small batch
+    /// that decompresses to a lot does not hold up a thread serving connections, and within
+    /// the budget of bytes being decompressed (`limits.max_decompressing_bytes`, counted by
+    /// the size the batch declares), so that such batches sent at once hold no more memory.
+    async fn check_compressed(
+        &self,
+        batch: &RecordBatch,
+        span: tracing::Span,
+    ) -> Result<(), BrokerError> {
+        let declared = batch.declared_uncompressed_len().unwrap_or(0);
+        let budget = self.config.limits.max_decompressing_bytes;
+        let permits = decompressing_permits(declared as u64);
+        if permits > decompressing_permits(budget) {
+            return Err(BrokerError::new(
+                ErrorCode::BatchTooLarge,
+                format!(
+                    "record batch declares {declared} bytes uncompressed, more than \
+                     limits.max_decompressing_bytes ({budget})"
+                ),
+            ));
+        }
+        let permits = u32::try_from(permits).unwrap_or(u32::MAX);
+        let _room = Arc::clone(&self.decompressing)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| BrokerError::new(ErrorCode::ShuttingDown, "broker is shutting down"))?;
+        let batch = batch.clone();
+        tokio::task::spawn_blocking(move || check_records(&batch, &span))
+            .await
+            .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("task failed: {e}")))?
+    }
+
     async fn on_blocking_thread<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Core) -> Result<T, BrokerError> + Send + 'static,
@@ -530,21 +594,10 @@ impl Core {
         // a partition: header, CRC, and every record (decompressing if needed).
         let batch = RecordBatch::parse(r.batch.clone())?;
         let span = tracing::Span::current();
-        if span.is_disabled() {
-            // Nobody records the trace id: check the records without building them.
-            batch.validate_produced(DEFAULT_MAX_UNCOMPRESSED)?;
+        if batch.header().compression() == Compression::None {
+            check_records(&batch, &span)?;
         } else {
-            let mut traced = false;
-            let mut max_timestamp = None;
-            for record in batch.records_with_limit(DEFAULT_MAX_UNCOMPRESSED)? {
-                let record = record?;
-                max_timestamp =
-                    Some(max_timestamp.map_or(record.timestamp, |m: i64| m.max(record.timestamp)));
-                if !traced {
-                    traced = record_trace_id(&span, &record);
-                }
-            }
-            batch.check_max_timestamp(max_timestamp)?;
+            self.check_compressed(&batch, span.clone()).await?;
         }
         let header = batch.header();
         if header.is_idempotent() && !self.producer_ids.issued(header.producer_id) {

@@ -253,6 +253,20 @@ impl RecordBatch {
         &self.bytes
     }
 
+    /// The size of the records section once decompressed, as the section declares it (a
+    /// compressed section starts with it), before anything is decompressed; the section's
+    /// own size if it is not compressed. `None` for a compressed section too short to hold
+    /// it (which decompressing refuses).
+    pub fn declared_uncompressed_len(&self) -> Option<usize> {
+        let section = &self.bytes[BATCH_HEADER_LEN..];
+        match self.header.compression() {
+            Compression::None => Some(section.len()),
+            _ => section
+                .first_chunk::<4>()
+                .map(|size| u32::from_be_bytes(*size) as usize),
+        }
+    }
+
     /// Iterates the records, decompressing first if needed (at most `max_uncompressed` bytes).
     pub fn records_with_limit(&self, max_uncompressed: usize) -> Result<RecordIter> {
         let section = self.bytes.slice(BATCH_HEADER_LEN..);

@@ -591,3 +591,41 @@ async fn connections_that_say_no_hello_in_time_are_closed() {
     let answer = Response::from_frame(&decode_one(&raw_exchange(&greeted, &ping).await).unwrap());
     assert!(matches!(answer, Ok(Response::Ping(_))), "{answer:?}");
 }
+
+/// A compressed batch is checked within a budget of bytes being decompressed at once, by the
+/// size it declares: one that declares more than the whole budget is refused with a clear
+/// error (a few KiB that decompress to megabytes cannot make the broker hold them), and the
+/// rest are checked and stored as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_decompresses_beyond_the_budget_is_refused() {
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_decompressing_bytes = 1024 * 1024;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("packed", 1).await.unwrap();
+    let zeros = |n: usize| TestRecord::new(vec![0u8; n], 1);
+    let bomb = batch(&[zeros(2 * 1024 * 1024)], Compression::Lz4);
+    assert!(bomb.len() < 64 * 1024, "{} bytes compressed", bomb.len());
+    let refused = produce(&client, "packed", 0, bomb, Acks::Leader)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, rustmq::ClientError::Broker { code: ErrorCode::BatchTooLarge, message, .. }
+            if message.contains("max_decompressing_bytes")),
+        "{refused:?}"
+    );
+    for _ in 0..4 {
+        produce(
+            &client,
+            "packed",
+            0,
+            batch(&[zeros(300 * 1024), zeros(10)], Compression::Lz4),
+            Acks::Leader,
+        )
+        .await
+        .unwrap();
+    }
+    let (records, _) = fetch_all(&client, "packed", 0, 0).await;
+    assert_eq!(records.len(), 8);
+}
