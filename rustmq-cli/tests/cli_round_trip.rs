@@ -186,3 +186,30 @@ fn consume_by_timestamp_and_idle_timeout() {
         done.stderr()
     );
 }
+
+/// A line the producer refuses (larger than a message may be) ends the input with an error,
+/// exit code 1, but the lines before it are still sent: the producer is closed, sending what
+/// it holds, however the input ended.
+#[test]
+fn the_lines_before_a_bad_one_are_still_produced() {
+    let broker = TestBroker::start();
+    broker
+        .rustmq(&["topics", "create", "cli-cut", "--partitions", "1"])
+        .output()
+        .success();
+    let huge = "x".repeat(5 * 1024 * 1024);
+    let produced = broker
+        .rustmq(&["produce", "cli-cut"])
+        .stdin(&format!("one\ntwo\n{huge}\nthree\n"))
+        .output();
+    let stderr = produced.failure(1);
+    assert!(
+        stderr.contains("produced 2 message(s) to cli-cut before the error"),
+        "{stderr}"
+    );
+    let consumed = broker
+        .rustmq(&["consume", "cli-cut", "--from-beginning", "-n", "2"])
+        .output()
+        .success();
+    assert_eq!(consumed, "one\ntwo\n");
+}

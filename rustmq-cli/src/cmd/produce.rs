@@ -46,34 +46,48 @@ pub(crate) async fn run(
         .build()
         .await?;
     let outcome = Arc::new(Mutex::new(Outcome::default()));
-    let mut lines = input.lines();
     let mut sent = 0u64;
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(|e| CliError::io("cannot read input", e))?
-    {
-        if let Some(bar) = &bar {
-            bar.inc(line.len() as u64 + 1);
+    // The lines before a bad one (unreadable, or a message the producer refuses) are still
+    // sent: the producer is closed, sending what it holds, whatever ended the input.
+    let read = async {
+        let mut lines = input.lines();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| CliError::io("cannot read input", e))?
+        {
+            if let Some(bar) = &bar {
+                bar.inc(line.len() as u64 + 1);
+            }
+            let message = message(&args, line)?;
+            let outcome = Arc::clone(&outcome);
+            producer
+                .send_async_with(message, move |result| {
+                    if let Err(e) = result {
+                        let mut o = outcome.lock();
+                        o.failed += 1;
+                        o.first_error.get_or_insert_with(|| e.to_string());
+                    }
+                })
+                .await?;
+            sent += 1;
         }
-        let message = message(&args, line)?;
-        let outcome = Arc::clone(&outcome);
-        producer
-            .send_async_with(message, move |result| {
-                if let Err(e) = result {
-                    let mut o = outcome.lock();
-                    o.failed += 1;
-                    o.first_error.get_or_insert_with(|| e.to_string());
-                }
-            })
-            .await?;
-        sent += 1;
+        Ok::<(), CliError>(())
     }
+    .await;
     let closed = producer.close().await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let outcome = outcome.lock();
+    if let Err(e) = read {
+        eprintln!(
+            "produced {} message(s) to {} before the error",
+            sent - outcome.failed,
+            args.topic
+        );
+        return Err(e);
+    }
     if outcome.failed > 0 {
         return Err(CliError::Failed(format!(
             "{} of {sent} messages failed; first error: {}",
