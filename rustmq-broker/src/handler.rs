@@ -215,7 +215,9 @@ impl Core {
                 }
             }
             let answer = self.dispatch(conn, req).await?;
-            Ok(self.security.filter_describable(principal, answer))
+            Ok(self
+                .security
+                .filter_describable(principal, answer, |t| self.topics.get(t).is_some()))
         }
     }
 

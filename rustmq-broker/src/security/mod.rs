@@ -49,11 +49,14 @@ impl Security {
 
 impl Security {
     /// Keeps in a list answer (`ListTopics`, `ListGroups`, `Metadata`) only what `principal`
-    /// may describe; other answers pass unchanged.
+    /// may describe, and in a group's description only the committed offsets of topics it
+    /// may describe (the client libraries' own entries, which `is_topic` says are no topic's,
+    /// go with the group); other answers pass unchanged.
     pub fn filter_describable(
         &self,
         principal: &str,
         answer: rustmq_protocol::Response,
+        is_topic: impl Fn(&str) -> bool,
     ) -> rustmq_protocol::Response {
         use rustmq_protocol::Response;
         if self.acl.is_open() {
@@ -72,6 +75,13 @@ impl Security {
             Response::ListGroups(mut r) => {
                 r.groups.retain(|g| may(ResourceType::Group, g));
                 Response::ListGroups(r)
+            }
+            Response::DescribeGroup(mut r) => {
+                r.offsets.retain(|o| {
+                    (rustmq_protocol::is_library_entry(&o.topic) && !is_topic(&o.topic))
+                        || may(ResourceType::Topic, &o.topic)
+                });
+                Response::DescribeGroup(r)
             }
             other => other,
         }

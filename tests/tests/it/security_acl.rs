@@ -269,7 +269,7 @@ async fn join_and_commit_need_group_and_topic_rights() {
     s.bob
         .raw_request(Request::CommitOffsets(CommitOffsetsRequest {
             group: "billing".into(),
-            member_id: member.member_id,
+            member_id: member.member_id.clone(),
             generation: member.generation,
             offsets: vec![PartitionOffset {
                 topic: "orders.eu".into(),
@@ -309,6 +309,31 @@ async fn join_and_commit_need_group_and_topic_rights() {
     assert_denied(
         s.alice.describe_group("billing").await,
         "principal \"alice\" is not authorized to describe group \"billing\"",
+    );
+
+    // A group's committed offsets are shown only for the topics the caller may describe.
+    s.bob
+        .raw_request(Request::LeaveGroup(LeaveGroupRequest {
+            group: "billing".into(),
+            member_id: member.member_id,
+        }))
+        .await
+        .unwrap();
+    for topic in ["orders.eu", "payroll"] {
+        s.admin.raw_request(commit("billing", topic)).await.unwrap();
+    }
+    let topics = |d: rustmq::GroupDescription| {
+        let mut t: Vec<String> = d.offsets.into_iter().map(|o| o.topic).collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        topics(s.admin.describe_group("billing").await.unwrap()),
+        ["orders.eu", "payroll"]
+    );
+    assert_eq!(
+        topics(s.bob.describe_group("billing").await.unwrap()),
+        ["orders.eu"]
     );
 }
 
