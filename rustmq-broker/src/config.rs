@@ -30,6 +30,7 @@
 //! max_batch_bytes = 8388608
 //! max_connections = 1024
 //! max_in_flight_per_connection = 256
+//! hello_timeout_ms = 10000                     # a connection's handshake, then its hello
 //! max_request_memory_bytes = 268435456         # request and answer bytes held, all connections
 //! max_request_memory_per_connection = 33554432 # the same per connection (>= max_frame_bytes)
 //! max_decompressing_bytes = 268435456          # produced batches being decompressed at once
@@ -147,9 +148,13 @@ pub struct Limits {
     pub max_in_flight_per_connection: u32,
     /// A request's stream is abandoned when its frame header, or then its body, has been
     /// waited for longer than this (ms); so is one whose answer the peer has not taken (read
-    /// far enough for it all to be sent) within it. A connection is closed if its handshake,
-    /// or then its hello, takes longer.
+    /// far enough for it all to be sent) within it.
     pub request_read_timeout_ms: u64,
+    /// A connection is closed if its handshake, or then its hello, has not reached the broker
+    /// within this (ms): a peer that connects and says nothing would otherwise hold one of
+    /// `max_connections` for as long as it keeps the connection alive. A hello being checked
+    /// is waited for.
+    pub hello_timeout_ms: u64,
     /// Longest long-poll a fetch may ask for (ms).
     pub max_fetch_wait_ms: u32,
     /// Bytes of requests and fetch answers the broker holds at once over all connections: each
@@ -175,6 +180,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_in_flight_per_connection: 256,
             request_read_timeout_ms: 30_000,
+            hello_timeout_ms: 10_000,
             max_fetch_wait_ms: 60_000,
             max_request_memory_bytes: 256 * 1024 * 1024,
             max_request_memory_per_connection: 32 * 1024 * 1024,
@@ -411,6 +417,9 @@ impl BrokerConfig {
             // Every read or write that has to wait would time out at once.
             return bad("limits.request_read_timeout_ms must be at least 1");
         }
+        if self.limits.hello_timeout_ms == 0 {
+            return bad("limits.hello_timeout_ms must be at least 1");
+        }
         if self.limits.max_decompressing_bytes == 0 {
             return bad("limits.max_decompressing_bytes must be at least 1");
         }
@@ -633,6 +642,10 @@ mod tests {
         cfg.limits.request_read_timeout_ms = 0;
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("limits.request_read_timeout_ms"), "{err}");
+        let mut cfg = BrokerConfig::default();
+        cfg.limits.hello_timeout_ms = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.hello_timeout_ms"), "{err}");
         let mut cfg = BrokerConfig::default();
         cfg.limits.max_decompressing_bytes = 0;
         let err = cfg.validate().unwrap_err().to_string();

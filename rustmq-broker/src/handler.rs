@@ -31,6 +31,9 @@ pub struct ConnState {
     /// Authentication attempts on this connection that failed or are being checked: what
     /// admits another check (the failures alone decide when to close).
     pub auth_attempts: AtomicU32,
+    /// Set when a hello reaches the broker (before it is checked): the connection's hello
+    /// deadline then waits for the check.
+    pub hello_received: AtomicBool,
     /// Set when the connection must be closed once the current answer is sent.
     pub close_requested: AtomicBool,
     /// The connection's share of the broker's request memory (`None`: unbounded, for a state
@@ -100,9 +103,6 @@ fn request_span(req: &Request) -> tracing::Span {
     }
 }
 
-/// Puts the trace id of a record's W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`)
-/// on the produce span, so that broker logs join the producer's trace. Returns whether the
-/// record had one.
 /// Checks every record of `batch` as a consumer will decode them (decompressing if needed),
 /// noting the first trace id in `span` if anyone records it.
 fn check_records(batch: &RecordBatch, span: &tracing::Span) -> Result<(), BrokerError> {
@@ -125,6 +125,10 @@ fn check_records(batch: &RecordBatch, span: &tracing::Span) -> Result<(), Broker
     Ok(())
 }
 
+/// A compressed batch that declares at most this many bytes uncompressed is checked where it
+/// is received: decompressing it takes microseconds, less than handing it to another thread.
+const INLINE_DECOMPRESSED: usize = 64 * 1024;
+
 /// The permits of [`Core::decompressing`] for `bytes` (one per KiB, rounded up).
 pub(crate) fn decompressing_permits(bytes: u64) -> usize {
     usize::try_from(bytes.div_ceil(1024))
@@ -132,6 +136,9 @@ pub(crate) fn decompressing_permits(bytes: u64) -> usize {
         .min(tokio::sync::Semaphore::MAX_PERMITS)
 }
 
+/// Puts the trace id of a record's W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`)
+/// on the produce span, so that broker logs join the producer's trace. Returns whether the
+/// record had one.
 fn record_trace_id(span: &tracing::Span, record: &Record) -> bool {
     let Some(header) = record.headers.iter().find(|h| h.key == "traceparent") else {
         return false;
@@ -193,6 +200,7 @@ impl Core {
                 "broker is shutting down",
             ))
         } else if kind == ApiKind::Hello {
+            conn.hello_received.store(true, Ordering::Relaxed);
             self.dispatch(conn, req).await
         } else {
             let principal = conn.principal.get().map(String::as_str).unwrap_or_default();
@@ -494,41 +502,55 @@ impl Core {
         }))
     }
 
-    /// Runs `f` on a blocking thread: work that waits for the disk (fsyncs, creating or
-    /// removing directories), which on the runtime's threads would hold up every connection
-    /// they serve.
-    /// [`check_records`] for a compressed batch: on a blocking thread, so that a small batch
-    /// that decompresses to a lot does not hold up a thread serving connections, and within
-    /// the budget of bytes being decompressed (`limits.max_decompressing_bytes`, counted by
-    /// the size the batch declares), so that such batches sent at once hold no more memory.
+    /// [`check_records`] for a compressed batch. One that declares more than
+    /// [`INLINE_DECOMPRESSED`] uncompressed bytes is checked on a blocking thread, so that a
+    /// small batch that decompresses to a lot does not hold up a thread serving connections,
+    /// and within the budget of bytes being decompressed (`limits.max_decompressing_bytes`,
+    /// counted by the size the batch declares), so that such batches sent at once hold no
+    /// more memory; one declaring more than the budget, or than any batch may decompress to,
+    /// is refused before it takes any of it.
     async fn check_compressed(
         &self,
         batch: &RecordBatch,
         span: tracing::Span,
     ) -> Result<(), BrokerError> {
         let declared = batch.declared_uncompressed_len().unwrap_or(0);
+        if declared <= INLINE_DECOMPRESSED {
+            return check_records(batch, &span);
+        }
         let budget = self.config.limits.max_decompressing_bytes;
-        let permits = decompressing_permits(declared as u64);
-        if permits > decompressing_permits(budget) {
+        let most = budget.min(DEFAULT_MAX_UNCOMPRESSED as u64);
+        if declared as u64 > most {
             return Err(BrokerError::new(
                 ErrorCode::BatchTooLarge,
                 format!(
-                    "record batch declares {declared} bytes uncompressed, more than \
-                     limits.max_decompressing_bytes ({budget})"
+                    "record batch declares {declared} bytes uncompressed, more than {most} \
+                     (limits.max_decompressing_bytes {budget}, and {DEFAULT_MAX_UNCOMPRESSED} \
+                     for any batch)"
                 ),
             ));
         }
-        let permits = u32::try_from(permits).unwrap_or(u32::MAX);
-        let _room = Arc::clone(&self.decompressing)
+        // At most `DEFAULT_MAX_UNCOMPRESSED` / 1 KiB permits: fits.
+        let permits = u32::try_from(decompressing_permits(declared as u64)).unwrap_or(u32::MAX);
+        let room = Arc::clone(&self.decompressing)
             .acquire_many_owned(permits)
             .await
             .map_err(|_| BrokerError::new(ErrorCode::ShuttingDown, "broker is shutting down"))?;
         let batch = batch.clone();
-        tokio::task::spawn_blocking(move || check_records(&batch, &span))
-            .await
-            .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("task failed: {e}")))?
+        // The room is held by the check itself: given back when it ends, even if this request
+        // is dropped meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let checked = check_records(&batch, &span);
+            drop(room);
+            checked
+        })
+        .await
+        .map_err(|e| BrokerError::new(ErrorCode::Internal, format!("task failed: {e}")))?
     }
 
+    /// Runs `f` on a blocking thread: work that waits for the disk (fsyncs, creating or
+    /// removing directories), which on the runtime's threads would hold up every connection
+    /// they serve.
     async fn on_blocking_thread<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Core) -> Result<T, BrokerError> + Send + 'static,

@@ -309,6 +309,12 @@ async fn serve_connection(
                     awaiting_hello = false;
                     continue;
                 }
+                if state.hello_received.load(Ordering::Relaxed) {
+                    // Being checked (password checks may queue): not cut, but not waited for
+                    // without end either.
+                    hello_due.as_mut().reset(tokio::time::Instant::now() + hello_limit(&core));
+                    continue;
+                }
                 tracing::info!(parent: &span, "closing a connection that did not say hello in time");
                 conn.close(4u32.into(), b"no hello in time");
                 break;
@@ -342,10 +348,10 @@ async fn serve_connection(
     }
 }
 
-/// How long a connection has for its handshake, and then for its hello:
-/// `limits.request_read_timeout_ms`, the time a request's bytes have to arrive.
+/// How long a connection has for its handshake, and then for its hello to reach the broker
+/// (`limits.hello_timeout_ms`).
 fn hello_limit(core: &Core) -> Duration {
-    Duration::from_millis(core.config.limits.request_read_timeout_ms)
+    Duration::from_millis(core.config.limits.hello_timeout_ms)
 }
 
 /// The principal of the connection's verified client certificate (rustls has checked its

@@ -102,7 +102,7 @@ pub enum Permission {
 pub struct AclRule {
     /// Principal the rule applies to, or `*` for all.
     pub principal: String,
-    /// Topic or group.
+    /// Topic, group or named producer.
     pub resource: ResourceType,
     /// Resource name (or prefix); `*` with a literal pattern matches every name.
     pub name: String,

@@ -49,9 +49,10 @@ impl Security {
 
 impl Security {
     /// Keeps in a list answer (`ListTopics`, `ListGroups`, `Metadata`) only what `principal`
-    /// may describe, and in a group's description only the committed offsets of topics it
-    /// may describe (the client libraries' own entries, which `is_topic` says are no topic's,
-    /// go with the group); other answers pass unchanged.
+    /// may describe, and in a group's description only the committed offsets and assignments
+    /// of topics it may describe (a client library's entry about a topic, which `is_topic`
+    /// says is no topic itself, goes with that topic; its other entries with the group); other
+    /// answers pass unchanged.
     pub fn filter_describable(
         &self,
         principal: &str,
@@ -77,10 +78,23 @@ impl Security {
                 Response::ListGroups(r)
             }
             Response::DescribeGroup(mut r) => {
-                r.offsets.retain(|o| {
-                    (rustmq_protocol::is_library_entry(&o.topic) && !is_topic(&o.topic))
-                        || may(ResourceType::Topic, &o.topic)
-                });
+                // A library entry about a topic (`__seen.<topic>`, ..) carries that topic's
+                // positions: shown as the topic's offsets are; the others are the group's.
+                let shown = |entry: &str| {
+                    if is_topic(entry) || !rustmq_protocol::is_library_entry(entry) {
+                        return may(ResourceType::Topic, entry);
+                    }
+                    rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC
+                        .iter()
+                        .find_map(|prefix| entry.strip_prefix(prefix))
+                        .is_none_or(|topic| may(ResourceType::Topic, topic))
+                };
+                r.offsets.retain(|o| shown(&o.topic));
+                for member in &mut r.members {
+                    member
+                        .assignment
+                        .retain(|a| may(ResourceType::Topic, &a.topic));
+                }
                 Response::DescribeGroup(r)
             }
             other => other,

@@ -83,9 +83,15 @@ pub(crate) async fn run(
     if let Err(e) = read {
         eprintln!(
             "produced {} message(s) to {} before the error",
-            sent - outcome.failed,
+            sent.saturating_sub(outcome.failed),
             args.topic
         );
+        if let Some(first) = &outcome.first_error {
+            eprintln!("{} of them failed; first error: {first}", outcome.failed);
+        }
+        if let Err(closing) = closed {
+            eprintln!("closing the producer failed too: {closing}");
+        }
         return Err(e);
     }
     if outcome.failed > 0 {

@@ -565,7 +565,7 @@ async fn connections_that_say_no_hello_in_time_are_closed() {
     tests::init_tracing();
     let mut config = rustmq::testing::BrokerConfig::default();
     config.limits.max_connections = 3;
-    config.limits.request_read_timeout_ms = 500;
+    config.limits.hello_timeout_ms = 1_000;
     let broker = TestBroker::start_with(config).await.unwrap();
     let cert = broker.handle().unwrap().cert_pem().to_owned();
     let greeted = raw_connection(broker.addr(), &cert).await;

@@ -319,7 +319,7 @@ async fn join_and_commit_need_group_and_topic_rights() {
         }))
         .await
         .unwrap();
-    for topic in ["orders.eu", "payroll"] {
+    for topic in ["orders.eu", "payroll", "__seen.orders.eu", "__seen.payroll"] {
         s.admin.raw_request(commit("billing", topic)).await.unwrap();
     }
     let topics = |d: rustmq::GroupDescription| {
@@ -329,11 +329,11 @@ async fn join_and_commit_need_group_and_topic_rights() {
     };
     assert_eq!(
         topics(s.admin.describe_group("billing").await.unwrap()),
-        ["orders.eu", "payroll"]
+        ["__seen.orders.eu", "__seen.payroll", "orders.eu", "payroll"]
     );
     assert_eq!(
         topics(s.bob.describe_group("billing").await.unwrap()),
-        ["orders.eu"]
+        ["__seen.orders.eu", "orders.eu"]
     );
 }
 
