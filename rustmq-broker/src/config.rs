@@ -638,17 +638,22 @@ mod tests {
         );
         cfg.log.named_producer_expiration_ms = 600_000;
         cfg.validate().unwrap();
-        let mut cfg = BrokerConfig::default();
-        cfg.limits.request_read_timeout_ms = 0;
-        let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("limits.request_read_timeout_ms"), "{err}");
-        let mut cfg = BrokerConfig::default();
-        cfg.limits.hello_timeout_ms = 0;
-        let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("limits.hello_timeout_ms"), "{err}");
-        let mut cfg = BrokerConfig::default();
-        cfg.limits.max_decompressing_bytes = 0;
-        let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("limits.max_decompressing_bytes"), "{err}");
+        // Limits of zero, each refused by name.
+        type Zero = fn(&mut Limits);
+        let zeroed: [(&str, Zero); 3] = [
+            ("limits.request_read_timeout_ms", |l| {
+                l.request_read_timeout_ms = 0
+            }),
+            ("limits.hello_timeout_ms", |l| l.hello_timeout_ms = 0),
+            ("limits.max_decompressing_bytes", |l| {
+                l.max_decompressing_bytes = 0
+            }),
+        ];
+        for (name, zero) in zeroed {
+            let mut cfg = BrokerConfig::default();
+            zero(&mut cfg.limits);
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
     }
 }
