@@ -168,7 +168,8 @@ pub struct Limits {
     /// all connections, counted by the size each batch declares; a batch declaring more is
     /// refused, and one finding no room waits. Decompression runs off the threads that serve
     /// connections, so a small batch that decompresses to a lot slows only other compressed
-    /// produces, and holds no more memory than this.
+    /// produces, and holds no more memory than this. At least 64 KiB: a batch declaring at
+    /// most 64 KiB is checked where it arrives, outside the budget.
     pub max_decompressing_bytes: u64,
 }
 
@@ -420,8 +421,9 @@ impl BrokerConfig {
         if self.limits.hello_timeout_ms == 0 {
             return bad("limits.hello_timeout_ms must be at least 1");
         }
-        if self.limits.max_decompressing_bytes == 0 {
-            return bad("limits.max_decompressing_bytes must be at least 1");
+        if self.limits.max_decompressing_bytes < 64 * 1024 {
+            // Batches declaring up to 64 KiB are checked where they arrive, outside the budget.
+            return bad("limits.max_decompressing_bytes must be at least 65536");
         }
         if self.limits.max_connections == 0 || self.limits.max_in_flight_per_connection == 0 {
             return bad(

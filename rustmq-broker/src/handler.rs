@@ -31,9 +31,9 @@ pub struct ConnState {
     /// Authentication attempts on this connection that failed or are being checked: what
     /// admits another check (the failures alone decide when to close).
     pub auth_attempts: AtomicU32,
-    /// Set when a hello reaches the broker (before it is checked): the connection's hello
-    /// deadline then waits for the check.
-    pub hello_received: AtomicBool,
+    /// Hellos being checked now (a password check may queue): the connection's hello
+    /// deadline waits for them, and only for them.
+    pub hellos_checking: AtomicU32,
     /// Set when the connection must be closed once the current answer is sent.
     pub close_requested: AtomicBool,
     /// The connection's share of the broker's request memory (`None`: unbounded, for a state
@@ -200,7 +200,15 @@ impl Core {
                 "broker is shutting down",
             ))
         } else if kind == ApiKind::Hello {
-            conn.hello_received.store(true, Ordering::Relaxed);
+            // Counted out when the check ends, or when the request is dropped during it.
+            struct Checking<'a>(&'a AtomicU32);
+            impl Drop for Checking<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            conn.hellos_checking.fetch_add(1, Ordering::AcqRel);
+            let _checking = Checking(&conn.hellos_checking);
             self.dispatch(conn, req).await
         } else {
             let principal = conn.principal.get().map(String::as_str).unwrap_or_default();

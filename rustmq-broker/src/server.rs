@@ -309,9 +309,9 @@ async fn serve_connection(
                     awaiting_hello = false;
                     continue;
                 }
-                if state.hello_received.load(Ordering::Relaxed) {
-                    // Being checked (password checks may queue): not cut, but not waited for
-                    // without end either.
+                if state.hellos_checking.load(Ordering::Acquire) > 0 {
+                    // A hello being checked (password checks may queue) is not cut short; one
+                    // refused is no reason to wait longer.
                     hello_due.as_mut().reset(tokio::time::Instant::now() + hello_limit(&core));
                     continue;
                 }

@@ -629,3 +629,39 @@ async fn a_batch_that_decompresses_beyond_the_budget_is_refused() {
     let (records, _) = fetch_all(&client, "packed", 0, 0).await;
     assert_eq!(records.len(), 8);
 }
+
+/// A hello being checked is waited for past the deadline, but a refused one is not: a peer
+/// whose hello was refused (no credentials where they are required, or no version in common)
+/// and that then says nothing is closed at the deadline like one that never said hello.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_hello_was_refused_is_closed_at_the_deadline() {
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.auth.required = true;
+    config.limits.hello_timeout_ms = 1_000;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let cert = broker.handle().unwrap().cert_pem().to_owned();
+    let hello = |min_version: u16, max_version: u16| {
+        Request::Hello(HelloRequest {
+            min_version,
+            max_version,
+            client_id: "raw".into(),
+            credentials: None,
+        })
+        .to_frame(1)
+    };
+    let no_credentials = raw_connection(broker.addr(), &cert).await;
+    assert_eq!(
+        error_code(&raw_exchange(&no_credentials, &hello(1, 1)).await),
+        Some(ErrorCode::AuthenticationFailed)
+    );
+    let no_version = raw_connection(broker.addr(), &cert).await;
+    assert!(error_code(&raw_exchange(&no_version, &hello(9, 9)).await).is_some());
+    for conn in [&no_credentials, &no_version] {
+        let reason = within_30s("closing a refused connection", conn.closed()).await;
+        assert!(
+            matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.reason.as_ref() == b"no hello in time"),
+            "{reason:?}"
+        );
+    }
+}
