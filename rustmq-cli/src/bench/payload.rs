@@ -62,6 +62,11 @@ impl Stamped {
         }
     }
 
+    /// Bytes of each payload: the size asked for, at least the 8 of the stamp.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     pub(crate) fn payload(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(self.size);
         b.put_u64_le(self.epoch.elapsed().as_micros() as u64);
@@ -100,6 +105,15 @@ mod tests {
             p.next();
         }
         assert_eq!(p.next(), first);
+    }
+
+    /// A stamped payload holds at least its 8-byte stamp, and says so: the end-to-end
+    /// report's `payload_bytes` is the size sent, not a smaller one asked for.
+    #[test]
+    fn a_stamped_payload_is_at_least_its_stamp() {
+        let s = Stamped::new(3);
+        assert_eq!(s.size(), 8);
+        assert_eq!(s.payload().len(), s.size());
     }
 
     #[test]

@@ -322,5 +322,7 @@ pub(crate) async fn end_to_end(
     bar.finish_and_clear();
     producer.close().await?;
     consumer.close().await?;
+    // The size sent: a payload holds at least its 8-byte stamp.
+    let size = stamp.size();
     Ok(Report::new(name, messages, size, 1, elapsed, Some(&latency), settings).with_cpu(cpu))
 }
