@@ -163,6 +163,10 @@ impl BrokerBuilder {
                 move || core.apply_retention()
             },
         ));
+        tasks.push(tokio::spawn(expire_idle_groups(
+            Arc::clone(&core),
+            stop_rx.clone(),
+        )));
         tasks.push(spawn_periodic(
             Duration::from_millis(100),
             false,
@@ -187,6 +191,24 @@ impl BrokerBuilder {
             stop: stop_tx,
             tasks,
         })
+    }
+}
+
+/// Forgets the groups idle for `log.group_expiration_ms`, at each retention interval, until
+/// `stop`.
+async fn expire_idle_groups(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let expiration = Duration::from_millis(core.config.log.group_expiration_ms);
+    let mut tick = tokio::time::interval(core.config.log.retention_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        core.groups
+            .expire_idle(tokio::time::Instant::now(), expiration)
+            .await;
     }
 }
 

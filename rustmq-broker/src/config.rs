@@ -50,6 +50,7 @@
 //! retention_check_interval = "30s"
 //! producer_id_expiration_ms = 86400000  # forget an idle idempotent producer (1 day)
 //! named_producer_expiration_ms = 604800000 # forget an idle producer name (7 days)
+//! group_expiration_ms = 604800000          # forget a group idle without members (7 days)
 //! message_timestamp_after_max_ms = 3600000 # refuse records stamped further ahead (1 hour)
 //! ```
 
@@ -225,6 +226,10 @@ pub const MIN_PRODUCER_ID_EXPIRATION_MS: u64 = 10 * 60 * 1000;
 /// `transactional.id.expiration.ms`.
 pub const DEFAULT_NAMED_PRODUCER_EXPIRATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
+/// The default [`LogSettings::group_expiration_ms`]: 7 days, as Kafka's
+/// `offsets.retention.minutes`.
+pub const DEFAULT_GROUP_EXPIRATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Storage settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -262,6 +267,13 @@ pub struct LogSettings {
     /// initialisation gets a new id at epoch 0, as a new name does. Until then a name costs a
     /// few bytes in every partition of the broker.
     pub named_producer_expiration_ms: u64,
+    /// Forget a consumer group, and its committed offsets with it, once it has had no member
+    /// and no commit for this many milliseconds (Kafka's `offsets.retention.minutes`; default
+    /// 7 days; at least ten minutes, [`MIN_PRODUCER_ID_EXPIRATION_MS`]), checked at each
+    /// retention interval: a group name used once (a command-line consumer's, a test's) does
+    /// not stay in memory, on disk and in `ListGroups` for good. A consumer of a group that
+    /// expired starts again from its `start_position`.
+    pub group_expiration_ms: u64,
     /// Refuse a produced batch whose largest record timestamp is more than this many
     /// milliseconds ahead of the broker's clock, with `InvalidTimestamp` (Kafka's
     /// `log.message.timestamp.after.max.ms`; default 1 hour, as Kafka's since 4.0). Retention
@@ -284,6 +296,7 @@ impl Default for LogSettings {
             retention_check_interval: Duration::from_secs(30),
             producer_id_expiration_ms: log.producer_id_expiration_ms,
             named_producer_expiration_ms: DEFAULT_NAMED_PRODUCER_EXPIRATION_MS,
+            group_expiration_ms: DEFAULT_GROUP_EXPIRATION_MS,
             message_timestamp_after_max_ms: log.message_timestamp_after_max_ms,
         }
     }
@@ -458,6 +471,11 @@ impl BrokerConfig {
         if self.log.named_producer_expiration_ms < MIN_PRODUCER_ID_EXPIRATION_MS {
             return Err(ConfigError::Invalid(format!(
                 "log.named_producer_expiration_ms must be at least {MIN_PRODUCER_ID_EXPIRATION_MS} (ten minutes): a stream's producer is initialised at each session start and may write rarely"
+            )));
+        }
+        if self.log.group_expiration_ms < MIN_PRODUCER_ID_EXPIRATION_MS {
+            return Err(ConfigError::Invalid(format!(
+                "log.group_expiration_ms must be at least {MIN_PRODUCER_ID_EXPIRATION_MS} (ten minutes): a consumer group's members may be away for a restart"
             )));
         }
         if self.log.index_interval_bytes == 0 {
@@ -639,6 +657,14 @@ mod tests {
             "{err}"
         );
         cfg.log.named_producer_expiration_ms = 600_000;
+        cfg.validate().unwrap();
+        cfg.log.group_expiration_ms = 599_999;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("log.group_expiration_ms must be at least 600000"),
+            "{err}"
+        );
+        cfg.log.group_expiration_ms = 600_000;
         cfg.validate().unwrap();
         // Limits of zero, each refused by name.
         type Zero = fn(&mut Limits);

@@ -52,9 +52,14 @@ struct Group {
     /// replaced, or it was given up). A deletion's `forget_topic` then rewrites the file
     /// even if `offsets` does not name the topic.
     unsure: bool,
-    /// Taken by a commit (and by a deleted topic's removal from the offsets) for as long as
-    /// it writes the group's offsets file: one at a time, in turn.
+    /// Taken by a commit (and by a deleted topic's removal from the offsets, and by the
+    /// group's expiry) for as long as it writes the group's offsets file: one at a time, in
+    /// turn. A group made again after it expired has a turn of its own: whoever waited for the
+    /// old one checks that it is still the group's ([`Group::is_turn`]).
     writes: Arc<tokio::sync::Mutex<()>>,
+    /// When a member last joined, sent a heartbeat or left, or an offset was committed: a
+    /// group without members idle for `log.group_expiration_ms` is forgotten.
+    last_active: Instant,
 }
 
 impl Group {
@@ -69,7 +74,29 @@ impl Group {
             offsets,
             unsure: false,
             writes: Arc::default(),
+            last_active: Instant::now(),
         }
+    }
+
+    /// A new group, made in `writes`, a turn its maker holds.
+    fn in_turn(writes: Arc<tokio::sync::Mutex<()>>) -> Self {
+        Self {
+            writes,
+            ..Self::new(BTreeMap::new())
+        }
+    }
+
+    /// Whether `writes` is this group's turn (not one of a group of the name that expired).
+    fn is_turn(&self, writes: &Arc<tokio::sync::Mutex<()>>) -> bool {
+        Arc::ptr_eq(&self.writes, writes)
+    }
+
+    /// Whether the group may be forgotten at `now`: no members, and idle for `expiration`.
+    fn is_expired(&self, now: Instant, expiration: Duration) -> bool {
+        self.members.is_empty()
+            && !self.rebalancing
+            && !self.unsure
+            && now.saturating_duration_since(self.last_active) >= expiration
     }
 
     fn start_rebalance(&mut self) {
@@ -413,6 +440,7 @@ impl GroupCoordinator {
             member.session_timeout = session_timeout;
             member.rebalance_timeout = rebalance_timeout;
             member.last_seen = Instant::now();
+            group.last_active = member.last_seen;
             if !group.rebalancing && !is_new && !changed {
                 // A member of a stable group rejoining with nothing changed gets its assignment back.
                 return Ok(JoinGroupResponse {
@@ -516,6 +544,7 @@ impl GroupCoordinator {
             .get_mut(&r.member_id)
             .ok_or_else(|| unknown_member(&r.group, &r.member_id))?;
         member.last_seen = Instant::now();
+        group.last_active = group.members[&r.member_id].last_seen;
         if !rebalancing && r.generation != generation {
             return Err(BrokerError::new(
                 ErrorCode::IllegalGeneration,
@@ -539,6 +568,7 @@ impl GroupCoordinator {
         if group.members.remove(&r.member_id).is_none() {
             return Err(unknown_member(&r.group, &r.member_id));
         }
+        group.last_active = Instant::now();
         group.joined.remove(&r.member_id);
         if !group.members.is_empty() {
             group.start_rebalance();
@@ -586,12 +616,27 @@ impl GroupCoordinator {
             Arc::clone(&group.writes)
         };
         // Held until the new offsets are in memory (or, if this commit is given up while its
-        // file is written, until the write ends): commits of the group, and a deleted topic's
-        // removal from them, take turns.
-        let turn = writes.lock_owned().await;
-        let offsets = {
+        // file is written, until the write ends): commits of the group, a deleted topic's
+        // removal from them and the group's expiry take turns.
+        let mut writes = writes;
+        let (turn, offsets) = loop {
+            let turn = Arc::clone(&writes).lock_owned().await;
             let mut groups = self.groups.lock();
-            let group = group_mut(&mut groups, &r.group);
+            let group = match groups.entry(r.group.clone()) {
+                std::collections::hash_map::Entry::Occupied(group) => group.into_mut(),
+                // Expired while this commit waited: made again, in the turn it holds.
+                std::collections::hash_map::Entry::Vacant(_) if !r.member_id.is_empty() => {
+                    return Err(unknown_member(&r.group, &r.member_id));
+                }
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    vacant.insert(Group::in_turn(Arc::clone(&writes)))
+                }
+            };
+            if !group.is_turn(&writes) {
+                // Expired while this commit waited and made again by another: its turn.
+                writes = Arc::clone(&group.writes);
+                continue;
+            }
             // Again: the group may have moved on while this commit waited for its turn.
             check_committer(&r, group)?;
             let mut offsets = group.offsets.clone();
@@ -619,7 +664,8 @@ impl GroupCoordinator {
                 ));
             }
             group.unsure = true;
-            offsets
+            group.last_active = Instant::now();
+            break (turn, offsets);
         };
         let (_turn, written) = self.write_in_turn(&r.group, offsets, turn).await;
         let offsets = written.map_err(|e| BrokerError::io("write group offsets", e))?;
@@ -702,6 +748,55 @@ impl GroupCoordinator {
         })
     }
 
+    /// Forgets the groups that have had no member, and no commit, for `expiration` at `now`
+    /// (Kafka's `offsets.retention.minutes`): each is removed in its turn, and its offsets
+    /// file with it, so that a group name used once (a command-line consumer's, a test's)
+    /// does not stay in memory, on disk and in `ListGroups` for good. Returns the names
+    /// forgotten. A commit that was waiting for the turn makes the group again, in that turn.
+    pub async fn expire_idle(&self, now: Instant, expiration: Duration) -> Vec<String> {
+        let idle: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = self
+            .groups
+            .lock()
+            .iter()
+            .filter(|(_, g)| g.is_expired(now, expiration))
+            .map(|(name, g)| (name.clone(), Arc::clone(&g.writes)))
+            .collect();
+        let mut forgotten = Vec::new();
+        for (name, writes) in idle {
+            let turn = Arc::clone(&writes).lock_owned().await;
+            {
+                let mut groups = self.groups.lock();
+                // Again in the turn: a member may have joined, or a commit been made.
+                let still = groups
+                    .get(&name)
+                    .is_some_and(|g| g.is_turn(&writes) && g.is_expired(now, expiration));
+                if !still {
+                    continue;
+                }
+                groups.remove(&name);
+            }
+            // Removed in the turn: a commit that took it before the removal writes the file
+            // after this (a file left by a failed removal brings the group back at the next
+            // start, where it expires again).
+            let path = group_file(&self.dir, &name);
+            let removed = tokio::task::spawn_blocking(move || {
+                let removed = match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                };
+                drop(turn);
+                removed
+            })
+            .await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(group = %name, error = %e, "cannot remove an expired group's offsets file");
+            }
+            tracing::info!(group = %name, "forgot a group idle for log.group_expiration_ms");
+            forgotten.push(name);
+        }
+        forgotten
+    }
+
     /// Names of all groups, sorted.
     pub fn list(&self) -> Vec<String> {
         let mut names: Vec<String> = self.groups.lock().keys().cloned().collect();
@@ -754,19 +849,27 @@ impl GroupCoordinator {
             .map(|(name, g)| (name.clone(), Arc::clone(&g.writes)))
             .collect();
         let mut all_written = true;
-        for (name, writes) in all {
-            let turn = writes.lock_owned().await;
-            let offsets = {
+        for (name, mut writes) in all {
+            let (turn, offsets) = loop {
+                let turn = Arc::clone(&writes).lock_owned().await;
                 let mut groups = self.groups.lock();
                 let Some(g) = groups.get_mut(&name) else {
-                    continue;
+                    break (turn, None);
                 };
+                if !g.is_turn(&writes) {
+                    // Expired and made again meanwhile: the group of the name now, in its turn.
+                    writes = Arc::clone(&g.writes);
+                    continue;
+                }
                 let before = g.offsets.len();
                 g.offsets.retain(|(t, _), _| !is_about(topics, t, topic));
                 if g.offsets.len() == before && !g.unsure {
-                    continue;
+                    break (turn, None);
                 }
-                g.offsets.clone()
+                break (turn, Some(g.offsets.clone()));
+            };
+            let Some(offsets) = offsets else {
+                continue;
             };
             // The turn comes back with the result: `unsure` is cleared before another commit
             // of the group can set it.
@@ -840,6 +943,75 @@ mod tests {
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 10_000,
         }
+    }
+
+    /// A group without members idle for the expiration is forgotten with its offsets file; a
+    /// group with a member, or one committed to since, is kept. After a restart the forgotten
+    /// group stays forgotten.
+    #[tokio::test]
+    async fn idle_groups_without_members_are_forgotten_with_their_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("t", 1)]);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let idle = Duration::from_millis(50);
+        groups
+            .commit(commit("idle", "t", 0, 1), &topics)
+            .await
+            .unwrap();
+        groups.join(join_as(""), &topics).await.unwrap();
+        tokio::time::sleep(idle * 2).await;
+        groups
+            .commit(commit("fresh", "t", 0, 1), &topics)
+            .await
+            .unwrap();
+        let now = Instant::now();
+        assert_eq!(groups.expire_idle(now, idle).await, ["idle"]);
+        assert_eq!(groups.list(), ["fresh", "g"]);
+        assert!(!group_file(&groups.dir, "idle").exists());
+        assert!(group_file(&groups.dir, "fresh").exists());
+        drop(groups);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        assert_eq!(groups.list(), ["fresh"]);
+    }
+
+    /// A commit that waited for the turn of a group that expired meanwhile makes the group
+    /// again, in that turn, and its offsets are kept: nothing it committed is lost to the
+    /// expiry, and a later commit takes the same turn.
+    #[tokio::test]
+    async fn a_commit_waiting_for_an_expiring_groups_turn_makes_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("t", 1)]);
+        let groups = Arc::new(GroupCoordinator::open(dir.path()).unwrap());
+        let idle = Duration::from_millis(50);
+        groups
+            .commit(commit("g", "t", 0, 1), &topics)
+            .await
+            .unwrap();
+        tokio::time::sleep(idle * 2).await;
+        let writes = Arc::clone(&groups.groups.lock()["g"].writes);
+        let held = Arc::clone(&writes).lock_owned().await;
+        // The expiry waits for the turn first, the commit behind it.
+        let expiry = tokio::spawn({
+            let groups = Arc::clone(&groups);
+            let now = Instant::now();
+            async move { groups.expire_idle(now, idle).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let committed = tokio::spawn({
+            let (groups, topics) = (Arc::clone(&groups), topics_with(dir.path(), &[]));
+            async move { groups.commit(commit("g", "t", 0, 2), &topics).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        assert_eq!(expiry.await.unwrap(), ["g"]);
+        committed.await.unwrap().unwrap();
+        assert!(groups.groups.lock()["g"].is_turn(&writes));
+        assert_eq!(groups.describe("g").unwrap().offsets.len(), 1);
+        assert!(group_file(&groups.dir, "g").exists());
+        drop(groups);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let offsets = groups.describe("g").unwrap().offsets;
+        assert_eq!((offsets[0].partition, offsets[0].offset), (0, 2));
     }
 
     /// A join that names its member and is sent again (the first given up while the
