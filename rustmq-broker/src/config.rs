@@ -226,6 +226,9 @@ pub const MIN_PRODUCER_ID_EXPIRATION_MS: u64 = 10 * 60 * 1000;
 /// `transactional.id.expiration.ms`.
 pub const DEFAULT_NAMED_PRODUCER_EXPIRATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
+/// The least [`LogSettings::group_expiration_ms`]: ten minutes, past a consumer's restart.
+pub const MIN_GROUP_EXPIRATION_MS: u64 = 10 * 60 * 1000;
+
 /// The default [`LogSettings::group_expiration_ms`]: 7 days, as Kafka's
 /// `offsets.retention.minutes`.
 pub const DEFAULT_GROUP_EXPIRATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
@@ -269,8 +272,9 @@ pub struct LogSettings {
     pub named_producer_expiration_ms: u64,
     /// Forget a consumer group, and its committed offsets with it, once it has had no member
     /// and no commit for this many milliseconds (Kafka's `offsets.retention.minutes`; default
-    /// 7 days; at least ten minutes, [`MIN_PRODUCER_ID_EXPIRATION_MS`]), checked at each
-    /// retention interval: a group name used once (a command-line consumer's, a test's) does
+    /// 7 days; at least ten minutes, [`MIN_GROUP_EXPIRATION_MS`]), counted from the last
+    /// join, heartbeat, leave or commit (after a restart, from the offsets file's last write),
+    /// checked at each retention interval: a group name used once (a command-line consumer's, a test's) does
     /// not stay in memory, on disk and in `ListGroups` for good. A consumer of a group that
     /// expired starts again from its `start_position`.
     pub group_expiration_ms: u64,
@@ -473,9 +477,9 @@ impl BrokerConfig {
                 "log.named_producer_expiration_ms must be at least {MIN_PRODUCER_ID_EXPIRATION_MS} (ten minutes): a stream's producer is initialised at each session start and may write rarely"
             )));
         }
-        if self.log.group_expiration_ms < MIN_PRODUCER_ID_EXPIRATION_MS {
+        if self.log.group_expiration_ms < MIN_GROUP_EXPIRATION_MS {
             return Err(ConfigError::Invalid(format!(
-                "log.group_expiration_ms must be at least {MIN_PRODUCER_ID_EXPIRATION_MS} (ten minutes): a consumer group's members may be away for a restart"
+                "log.group_expiration_ms must be at least {MIN_GROUP_EXPIRATION_MS} (ten minutes): a consumer group's members may be away for a restart"
             )));
         }
         if self.log.index_interval_bytes == 0 {

@@ -95,7 +95,6 @@ impl Group {
     fn is_expired(&self, now: Instant, expiration: Duration) -> bool {
         self.members.is_empty()
             && !self.rebalancing
-            && !self.unsure
             && now.saturating_duration_since(self.last_active) >= expiration
     }
 
@@ -377,7 +376,19 @@ impl GroupCoordinator {
                     }
                 }
             }
-            groups.insert(name, Group::new(offsets));
+            // Idle since the file was last written (each commit replaces it): a broker
+            // restarted more often than the expiration still forgets idle groups.
+            let mut group = Group::new(offsets);
+            if let Some(idle) = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|written| written.elapsed().ok())
+            {
+                group.last_active = Instant::now()
+                    .checked_sub(idle)
+                    .unwrap_or(group.last_active);
+            }
+            groups.insert(name, group);
         }
         Ok(Self {
             dir,
@@ -774,23 +785,19 @@ impl GroupCoordinator {
                     continue;
                 }
                 groups.remove(&name);
+                // Unlinked under the lock too (one call, no sync): a group made again once
+                // the lock is let go writes its file after this. A commit that took the old
+                // turn before the removal waits for it, and writes after this as well. (A file
+                // left by a failed removal brings the group back at the next start, where it
+                // expires again.)
+                match std::fs::remove_file(group_file(&self.dir, &name)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(group = %name, error = %e, "cannot remove an expired group's offsets file");
+                    }
+                    _ => {}
+                }
             }
-            // Removed in the turn: a commit that took it before the removal writes the file
-            // after this (a file left by a failed removal brings the group back at the next
-            // start, where it expires again).
-            let path = group_file(&self.dir, &name);
-            let removed = tokio::task::spawn_blocking(move || {
-                let removed = match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                };
-                drop(turn);
-                removed
-            })
-            .await;
-            if let Ok(Err(e)) = removed {
-                tracing::warn!(group = %name, error = %e, "cannot remove an expired group's offsets file");
-            }
+            drop(turn);
             tracing::info!(group = %name, "forgot a group idle for log.group_expiration_ms");
             forgotten.push(name);
         }
@@ -960,11 +967,11 @@ mod tests {
             .unwrap();
         groups.join(join_as(""), &topics).await.unwrap();
         tokio::time::sleep(idle * 2).await;
+        let now = Instant::now();
         groups
             .commit(commit("fresh", "t", 0, 1), &topics)
             .await
             .unwrap();
-        let now = Instant::now();
         assert_eq!(groups.expire_idle(now, idle).await, ["idle"]);
         assert_eq!(groups.list(), ["fresh", "g"]);
         assert!(!group_file(&groups.dir, "idle").exists());
@@ -972,6 +979,19 @@ mod tests {
         drop(groups);
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         assert_eq!(groups.list(), ["fresh"]);
+        // A restart does not restart the idle clock: it starts from the file's last write.
+        drop(groups);
+        std::fs::File::options()
+            .write(true)
+            .open(group_file(&dir.path().join("groups"), "fresh"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(10))
+            .unwrap();
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let expired = groups
+            .expire_idle(Instant::now(), Duration::from_secs(5))
+            .await;
+        assert_eq!(expired, ["fresh"]);
     }
 
     /// A commit that waited for the turn of a group that expired meanwhile makes the group
