@@ -994,6 +994,53 @@ mod tests {
         assert_eq!(expired, ["fresh"]);
     }
 
+    /// A deleted topic's removal that waited for the turn of a group that expired and was made
+    /// again meanwhile goes on in the new group's turn, and drops the topic's entries there:
+    /// nothing of the deleted topic is left in the group of that name.
+    #[tokio::test]
+    async fn a_topics_removal_follows_a_group_made_again_to_its_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("gone", 1), ("kept", 1)]);
+        let groups = Arc::new(GroupCoordinator::open(dir.path()).unwrap());
+        groups
+            .commit(commit("g", "gone", 0, 1), &topics)
+            .await
+            .unwrap();
+        let old = Arc::clone(&groups.groups.lock()["g"].writes);
+        let held = Arc::clone(&old).lock_owned().await;
+        let removal = tokio::spawn({
+            let (groups, topics) = (Arc::clone(&groups), topics_with(dir.path(), &[]));
+            async move { groups.forget_topic("gone", &topics).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Meanwhile the group expired and was made again, with its own turn, by commits that
+        // named the topic and another.
+        groups.groups.lock().remove("g");
+        groups
+            .commit(commit("g", "gone", 0, 5), &topics)
+            .await
+            .unwrap();
+        groups
+            .commit(commit("g", "kept", 0, 7), &topics)
+            .await
+            .unwrap();
+        assert!(!groups.groups.lock()["g"].is_turn(&old));
+        drop(held);
+        assert!(removal.await.unwrap());
+        let left: Vec<String> = groups
+            .describe("g")
+            .unwrap()
+            .offsets
+            .into_iter()
+            .map(|o| o.topic)
+            .collect();
+        assert_eq!(left, ["kept"]);
+        drop(groups);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let offsets = groups.describe("g").unwrap().offsets;
+        assert_eq!((offsets.len(), offsets[0].topic.as_str()), (1, "kept"));
+    }
+
     /// A commit that waited for the turn of a group that expired meanwhile makes the group
     /// again, in that turn, and its offsets are kept: nothing it committed is lost to the
     /// expiry, and a later commit takes the same turn.
