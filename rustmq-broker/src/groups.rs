@@ -775,31 +775,60 @@ impl GroupCoordinator {
         let mut forgotten = Vec::new();
         for (name, writes) in idle {
             let turn = Arc::clone(&writes).lock_owned().await;
-            {
-                let mut groups = self.groups.lock();
-                // Again in the turn: a member may have joined, or a commit been made.
-                let still = groups
+            // Again in the turn: a member may have joined, or a commit been made.
+            let expired = |groups: &HashMap<String, Group>| {
+                groups
                     .get(&name)
-                    .is_some_and(|g| g.is_turn(&writes) && g.is_expired(now, expiration));
-                if !still {
+                    .is_some_and(|g| g.is_turn(&writes) && g.is_expired(now, expiration))
+            };
+            if !expired(&self.groups.lock()) {
+                continue;
+            }
+            // The file goes first, on a blocking thread, in the turn, while the group stays in
+            // the map: whatever makes it active meanwhile (a join) finds this group, not a new
+            // one whose file the removal could take.
+            let path = group_file(&self.dir, &name);
+            let unlinked = tokio::task::spawn_blocking(move || {
+                let unlinked = match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                };
+                (turn, unlinked)
+            })
+            .await;
+            let turn = match unlinked {
+                Ok((turn, Ok(()))) => turn,
+                Ok((_, Err(e))) => {
+                    tracing::warn!(group = %name, error = %e, "cannot remove an expired group's offsets file");
                     continue;
                 }
-                groups.remove(&name);
-                // Unlinked under the lock too (one call, no sync): a group made again once
-                // the lock is let go writes its file after this. A commit that took the old
-                // turn before the removal waits for it, and writes after this as well. (A file
-                // left by a failed removal brings the group back at the next start, where it
-                // expires again.)
-                match std::fs::remove_file(group_file(&self.dir, &name)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        tracing::warn!(group = %name, error = %e, "cannot remove an expired group's offsets file");
+                Err(e) => {
+                    tracing::warn!(group = %name, error = %e, "removing an expired group's offsets file failed");
+                    continue;
+                }
+            };
+            let kept = {
+                let mut groups = self.groups.lock();
+                if expired(&groups) {
+                    groups.remove(&name);
+                    None
+                } else {
+                    // Active again: its file is written back from memory.
+                    groups.get(&name).map(|g| g.offsets.clone())
+                }
+            };
+            match kept {
+                None => {
+                    drop(turn);
+                    tracing::info!(group = %name, "forgot a group idle for log.group_expiration_ms");
+                    forgotten.push(name);
+                }
+                Some(offsets) => {
+                    if let (_, Err(e)) = self.write_in_turn(&name, offsets, turn).await {
+                        tracing::warn!(group = %name, error = %e, "cannot write back the offsets of a group active again");
                     }
-                    _ => {}
                 }
             }
-            drop(turn);
-            tracing::info!(group = %name, "forgot a group idle for log.group_expiration_ms");
-            forgotten.push(name);
         }
         forgotten
     }

@@ -326,6 +326,13 @@ impl Core {
             }
             Request::Produce(r) => self.produce(r).await,
             Request::Fetch(r) => self.fetch(conn, r).await,
+            // A lookup by timestamp reads index files and may decompress a stored batch (up
+            // to what a batch may decompress to): on a blocking thread, so that the threads
+            // serving connections do not wait for it. The others read memory.
+            Request::ListOffsets(r) if matches!(r.spec, OffsetSpec::Timestamp(_)) => {
+                self.on_blocking_thread(move |core| core.list_offsets(r))
+                    .await
+            }
             Request::ListOffsets(r) => self.list_offsets(r),
             Request::InitProducer(r) => {
                 // A named producer's epoch is on disk before it is answered (an fsync; an
