@@ -554,8 +554,9 @@ impl GroupCoordinator {
             .members
             .get_mut(&r.member_id)
             .ok_or_else(|| unknown_member(&r.group, &r.member_id))?;
-        member.last_seen = Instant::now();
-        group.last_active = group.members[&r.member_id].last_seen;
+        let now = Instant::now();
+        member.last_seen = now;
+        group.last_active = now;
         if !rebalancing && r.generation != generation {
             return Err(BrokerError::new(
                 ErrorCode::IllegalGeneration,

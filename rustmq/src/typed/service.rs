@@ -363,8 +363,8 @@ pub struct RunningService {
 
 impl RunningService {
     /// Stops fetching, finishes in-flight messages (up to the shutdown timeout), closes the
-    /// producers the handlers sent with (once what they hold is sent), commits what was
-    /// acknowledged and leaves the groups.
+    /// producers the handlers sent with (once what they hold is acknowledged or has failed),
+    /// commits what was acknowledged and leaves the groups.
     ///
     /// Returns an error if a handler's task ended with one (the first, in the order the
     /// handlers were added): why it stopped on its own (a poison message under
