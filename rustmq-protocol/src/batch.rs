@@ -170,6 +170,20 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Rewrites the idempotent producer fields of an encoded batch in place and seals it again
+/// (they are covered by the CRC): a producer whose id the broker does not know sends the same
+/// records again under a new id.
+///
+/// # Panics
+///
+/// If `batch` is shorter than [`BATCH_HEADER_LEN`].
+pub fn set_producer(batch: &mut [u8], producer_id: i64, epoch: i16, base_sequence: i32) {
+    batch[39..47].copy_from_slice(&producer_id.to_be_bytes());
+    batch[47..49].copy_from_slice(&epoch.to_be_bytes());
+    batch[49..53].copy_from_slice(&base_sequence.to_be_bytes());
+    seal(batch);
+}
+
 /// Computes the CRC-32C of an encoded batch.
 pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_START..])
@@ -1019,6 +1033,32 @@ mod tests {
         let batch = RecordBatch::parse(raw.freeze()).unwrap();
         assert_eq!(batch.decode_all(1 << 20).unwrap()[0].offset, 42);
         assert_eq!(batch.header().last_offset(), 141);
+    }
+
+    /// A batch given another producer id, epoch and sequence keeps its records and a valid CRC,
+    /// compressed or not.
+    #[test]
+    fn producer_rewrite_reseals_the_batch() {
+        for codec in [Compression::None, Compression::Lz4] {
+            let built = sample(codec);
+            let mut raw = BytesMut::from(&built[..]);
+            set_producer(&mut raw, 7, 3, 1_000);
+            let batch = RecordBatch::parse(raw.freeze()).unwrap();
+            let header = batch.header();
+            assert_eq!(
+                (
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.base_sequence
+                ),
+                (7, 3, 1_000)
+            );
+            let before = RecordBatch::parse(built).unwrap();
+            assert_eq!(
+                batch.decode_all(1 << 20).unwrap(),
+                before.decode_all(1 << 20).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub enum AckLevel {
     ///
     /// With `idempotent`, a partition's batches go one at a time instead (the broker checks
     /// their sequence numbers in order), each send resolving with its offset once answered;
-    /// they are not retried either.
+    /// they are not retried either, but for a batch refused unwritten for an unknown producer
+    /// id (see [`ProducerConfig::idempotent`](super::ProducerConfig::idempotent)).
     ///
     /// [`SendResult::UNKNOWN_OFFSET`]: super::SendResult::UNKNOWN_OFFSET
     None,
@@ -73,6 +74,11 @@ pub struct ProducerConfig {
     /// Durability each send waits for.
     pub ack_level: AckLevel,
     /// Broker-side de-duplication of resent batches (producer id + epoch + sequence).
+    ///
+    /// Each partition's batches carry a producer id the broker issued. A broker that did not
+    /// issue it (after a failover to another broker of `ClientConfig::brokers`, or a broker
+    /// that lost its data) refuses the batch unwritten with `UnknownProducer`; the batch then
+    /// goes again, once, under a new id from that broker.
     pub idempotent: bool,
     /// Compression of batches whose records exceed `min_size` bytes.
     pub compression: CompressionConfig,

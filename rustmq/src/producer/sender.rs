@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustmq_protocol::batch::BATCH_HEADER_LEN;
+use bytes::BytesMut;
+use rustmq_protocol::batch::{set_producer, BATCH_HEADER_LEN};
 use rustmq_protocol::{
-    AutoCreateTopicRequest, Compression, InitProducerRequest, MetadataRequest, ProduceRequest,
-    ProduceResponse, Request, Response,
+    AutoCreateTopicRequest, Compression, ErrorCode, InitProducerRequest, MetadataRequest,
+    ProduceRequest, ProduceResponse, Request, Response,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -365,14 +366,7 @@ async fn send(
     if config.idempotent {
         let seq = match *sequence {
             Some(s) => s,
-            // Retried as a produce request is: a lost connection or a busy broker must not
-            // fail the batch where a producer without idempotence would try again.
-            None => loop {
-                match init_producer(&inner.client).await {
-                    Ok(s) => break s,
-                    Err(e) => retry_after(inner, e, &backoff, &mut attempt, true).await?,
-                }
-            },
+            None => new_sequence(inner, &backoff, &mut attempt).await?,
         };
         builder = builder.producer(seq.producer_id, seq.epoch, seq.next);
         *sequence = Some(Sequence {
@@ -380,7 +374,9 @@ async fn send(
             ..seq
         });
     }
-    let request = produce_request(inner, slot, builder)?;
+    let mut request = produce_request(inner, slot, builder)?;
+    // Whether the batch already went again under a new id (see below): once per batch.
+    let mut renewed = false;
     loop {
         let span = tracing::debug_span!(target: "rustmq::produce", "produce", topic = %inner.topic, producer = %inner.name, partition = slot.partition, records = count, attempt);
         let answer =
@@ -394,10 +390,49 @@ async fn send(
                 return Ok(r);
             }
             Ok(other) => return Err(unexpected(&other)),
+            // The broker in use did not issue the id: the client failed over to another
+            // broker of its list, or the broker lost its data. It refused the batch before
+            // writing it, so the batch goes again under a new id, rather than failing for a
+            // reason the application cannot act on.
+            Err(e)
+                if config.idempotent
+                    && !renewed
+                    && e.error_code() == Some(ErrorCode::UnknownProducer) =>
+            {
+                tracing::debug!(topic = %inner.topic, partition = slot.partition, error = %e, "the broker does not know the producer id: sending the batch under a new one");
+                count_failed_request(inner);
+                renewed = true;
+                let seq = new_sequence(inner, &backoff, &mut attempt).await?;
+                if let Request::Produce(p) = &mut request {
+                    let mut batch = BytesMut::from(&p.batch[..]);
+                    set_producer(&mut batch, seq.producer_id, seq.epoch, seq.next);
+                    p.batch = batch.freeze();
+                }
+                *sequence = Some(Sequence {
+                    next: advance(seq.next, count),
+                    ..seq
+                });
+            }
             Err(e) => {
                 let answered = config.ack_level != AckLevel::None;
                 retry_after(inner, e, &backoff, &mut attempt, answered).await?;
             }
+        }
+    }
+}
+
+/// A new producer id for a partition's batches, from sequence 0. Retried as a produce request
+/// is: a lost connection or a busy broker must not fail the batch where a producer without
+/// idempotence would try again.
+async fn new_sequence(
+    inner: &Inner,
+    backoff: &crate::transport::backoff::Backoff,
+    attempt: &mut u32,
+) -> Result<Sequence> {
+    loop {
+        match init_producer(&inner.client).await {
+            Ok(s) => return Ok(s),
+            Err(e) => retry_after(inner, e, backoff, attempt, true).await?,
         }
     }
 }

@@ -32,6 +32,18 @@ fn keyed(i: usize) -> Message {
 
 #[tokio::test]
 async fn several_brokers_are_failover_addresses_used_one_at_a_time() {
+    fail_over(false).await;
+}
+
+/// An idempotent producer's ids were issued by the first broker, which the second never saw:
+/// the second refuses them (`UnknownProducer`) and the producer sends those batches again
+/// under ids of its own, so no send fails.
+#[tokio::test]
+async fn an_idempotent_producer_takes_new_ids_from_the_broker_it_fails_over_to() {
+    fail_over(true).await;
+}
+
+async fn fail_over(idempotent: bool) {
     tests::init_tracing();
     let mut a = TestBroker::start().await.unwrap();
     let b = TestBroker::start().await.unwrap();
@@ -59,6 +71,7 @@ async fn several_brokers_are_failover_addresses_used_one_at_a_time() {
         .client(client.clone())
         .config(ProducerConfig {
             batch_size: 1,
+            idempotent,
             ..ProducerConfig::default()
         })
         .build()
@@ -89,7 +102,9 @@ async fn several_brokers_are_failover_addresses_used_one_at_a_time() {
     only_a.close().await.unwrap();
     a.stop().await;
     for i in 200..210 {
-        producer.send(keyed(i)).await.unwrap();
+        if let Err(e) = producer.send(keyed(i)).await {
+            panic!("send {i} after the failover (idempotent: {idempotent}): {e}");
+        }
     }
     assert_eq!(
         stored(&only_b).await,
