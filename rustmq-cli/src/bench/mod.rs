@@ -13,7 +13,7 @@
 //! | W4 | end to end: 10,000 x 100 B at 2,000 msgs/s, latency = receive - send |
 //! | W5 | 10,000 sequential awaited `send`s of 100 B |
 //! | W6 | W1 with acks=all (fdatasync before each answer) |
-//! | W7 | W1 and W3 through the typed layer: `#[derive(Topic)]` JSON events from the typed producer, read by a `#[handler]` behind trace, timeout, retry and dead-letter layers; reported as `W7-produce` and `W7-consume` with their ratio to W1 and W3 (run too) |
+//! | W7 | W1 and W3 through the typed layer: `#[derive(Topic)]` JSON events (postcard with `--codec postcard`) from the typed producer, read by a `#[handler]` behind trace, timeout, retry and dead-letter layers; reported as `W7-produce` and `W7-consume` with their ratio to W1 and W3 (run too) |
 //!
 //! `--messages N` scales them: W1, W3, W6 and W7 send N, W2 N/5, W4 and W5 N/100 (at least
 //! 100).
@@ -68,6 +68,10 @@ pub(crate) struct BenchArgs {
     /// [default: 1000000].
     #[arg(long, short = 'n', value_name = "N")]
     pub(crate) messages: Option<u64>,
+
+    /// W7's codec: the same events as JSON (the typed layer's default) or postcard (binary).
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) codec: typed::BenchCodec,
 
     #[command(flatten)]
     pub(crate) common: CommonArgs,
@@ -251,7 +255,7 @@ async fn run_on(
         Some(custom) => custom_run(&client, custom, &ctx)
             .await
             .map(|r| r.with_baseline(baseline).print()),
-        None => standard(&client, &args.workload, scale, baseline, &ctx).await,
+        None => standard(&client, &args.workload, scale, args.codec, baseline, &ctx).await,
     };
     let _ = client.close().await;
     result
@@ -322,6 +326,7 @@ async fn standard(
     client: &RustMqClient,
     workloads: &[Workload],
     scale: u64,
+    codec: typed::BenchCodec,
     baseline: Option<Baseline>,
     ctx: &Ctx,
 ) -> Result<(), CliError> {
@@ -383,7 +388,7 @@ async fn standard(
                 workloads::consume(client, "W3", &topic, n, 1, ctx).await?
             }
             Workload::W7 => {
-                let (produced, consumed) = typed::run(client, n, ctx).await?;
+                let (produced, consumed) = typed::run(client, n, codec, ctx).await?;
                 produced.versus(w1.as_ref()).with_baseline(baseline).print();
                 consumed.versus(w3.as_ref())
             }

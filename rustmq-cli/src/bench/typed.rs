@@ -3,14 +3,17 @@
 //! layers of the quick start (trace, timeout, retry, dead-letter), run by `Service` exactly as
 //! an application runs it.
 //!
-//! The topic (`bench.typed`) and the handler's group are fixed by the derive and the attribute,
-//! so each run deletes the topic first (the broker forgets the group's offsets with it).
+//! The topic (`bench.typed`, or `bench.typed.postcard` with `--codec postcard`) and the
+//! handler's group are fixed by the derive and the attribute, so each run deletes the topic
+//! first (the broker forgets the group's offsets with it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use rustmq::codec::Codec;
 use rustmq::prelude::*;
+use rustmq::typed::{Handler, HandlerArgs};
 use rustmq::{handler, AckLevel, Topic};
 use tokio::sync::Notify;
 
@@ -26,12 +29,54 @@ const BODY_BYTES: usize = 80;
 /// Longest wait for the handler to see everything.
 const STALL: Duration = Duration::from_secs(60);
 
-/// What W7 sends: a sequence number and a random alphanumeric body, as JSON.
-#[derive(Debug, Serialize, Deserialize, Topic)]
-#[topic(name = "bench.typed", partitions = 1)]
-pub(crate) struct BenchEvent {
-    seq: u64,
-    body: String,
+/// W7's events and their handlers, one of each per codec: the same fields, read by the same
+/// handler body (`#[handler]` functions cannot be generic).
+macro_rules! bench_events {
+    ($($(#[$doc:meta])* $event:ident, $codec:tt, $topic:tt, $group:tt, $handler:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Default, Serialize, Deserialize, Topic)]
+        #[topic(name = $topic, partitions = 1, codec = $codec)]
+        pub(crate) struct $event {
+            seq: u64,
+            body: String,
+        }
+
+        impl Event for $event {
+            fn parts(&mut self) -> (&mut u64, &mut String) {
+                (&mut self.seq, &mut self.body)
+            }
+        }
+
+        /// The measured handler: counts, and notes when the first and the last event arrived.
+        #[handler(group = $group)]
+        async fn $handler(event: $event, State(seen): State<Arc<Seen>>) {
+            std::hint::black_box(&event);
+            seen.saw();
+        }
+    )*};
+}
+
+bench_events! {
+    /// What W7 sends by default: a sequence number and a random alphanumeric body, as JSON.
+    JsonEvent, "json", "bench.typed", "bench.typed.reader", count_json;
+    /// The same event as postcard (`--codec postcard`).
+    PostcardEvent, "postcard", "bench.typed.postcard", "bench.typed.postcard.reader", count_postcard;
+}
+
+/// A W7 event, whatever its codec.
+trait Event: Topic + Default {
+    /// Its sequence number and body, to refill between sends.
+    fn parts(&mut self) -> (&mut u64, &mut String);
+}
+
+/// The codec of W7's events (`--codec`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchCodec {
+    /// serde_json, the typed layer's default.
+    #[default]
+    Json,
+    /// postcard, a compact binary codec built in.
+    Postcard,
 }
 
 /// What the handler saw, shared through `State` (one `Arc`: the state is cloned per message).
@@ -44,15 +89,14 @@ pub(crate) struct Seen {
     done: Notify,
 }
 
-/// The measured handler: counts, and notes when the first and the last event arrived.
-#[handler(group = "bench.typed.reader")]
-async fn count(event: BenchEvent, State(seen): State<Arc<Seen>>) {
-    std::hint::black_box(&event);
-    seen.first.get_or_init(Instant::now);
-    let n = seen.count.fetch_add(1, Ordering::AcqRel) + 1;
-    if n == seen.target.load(Ordering::Acquire) {
-        seen.last.get_or_init(Instant::now);
-        seen.done.notify_one();
+impl Seen {
+    fn saw(&self) {
+        self.first.get_or_init(Instant::now);
+        let n = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        if n == self.target.load(Ordering::Acquire) {
+            self.last.get_or_init(Instant::now);
+            self.done.notify_one();
+        }
     }
 }
 
@@ -60,37 +104,63 @@ async fn count(event: BenchEvent, State(seen): State<Arc<Seen>>) {
 pub(crate) async fn run(
     client: &RustMqClient,
     messages: u64,
+    codec: BenchCodec,
     ctx: &Ctx,
 ) -> Result<(Report, Report), CliError> {
-    match client.delete_topic(BenchEvent::NAME).await {
+    match codec {
+        BenchCodec::Json => run_with::<JsonEvent, _, _>(client, messages, count_json, ctx).await,
+        BenchCodec::Postcard => {
+            run_with::<PostcardEvent, _, _>(client, messages, count_postcard, ctx).await
+        }
+    }
+}
+
+async fn run_with<E, H, M>(
+    client: &RustMqClient,
+    messages: u64,
+    handler: H,
+    ctx: &Ctx,
+) -> Result<(Report, Report), CliError>
+where
+    E: Event,
+    H: Handler<M, Arc<Seen>>,
+    M: HandlerArgs + 'static,
+{
+    match client.delete_topic(E::NAME).await {
         Ok(()) | Err(ClientError::TopicNotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    client.create_topic(BenchEvent::NAME, 1).await?;
-    let produced = produce(client, messages, ctx).await?;
-    let consumed = consume(client, messages, produced.payload_bytes, ctx).await?;
+    client.create_topic(E::NAME, 1).await?;
+    let produced = produce::<E>(client, messages, ctx).await?;
+    let consumed = consume(client, messages, produced.payload_bytes, handler, ctx).await?;
     Ok((produced, consumed))
 }
 
-async fn produce(client: &RustMqClient, messages: u64, ctx: &Ctx) -> Result<Report, CliError> {
+async fn produce<E: Event>(
+    client: &RustMqClient,
+    messages: u64,
+    ctx: &Ctx,
+) -> Result<Report, CliError> {
     let config = throughput_config(AckLevel::Leader);
-    let settings = format!("typed JSON producer; {}", describe_config(&config));
-    let producer = client.producer_with_config::<BenchEvent>(config);
+    let settings = format!(
+        "typed {} producer; {}",
+        <E::Codec as Codec>::NAME,
+        describe_config(&config)
+    );
+    let producer = client.producer_with_config::<E>(config);
     // Bodies are generated outside the timed loop, as W1's payloads are.
     let mut bodies = Payloads::new(BODY_BYTES);
     let bodies: Vec<String> = (0..1024)
         .map(|_| String::from_utf8_lossy(&bodies.next()).into_owned())
         .collect();
     let bar = progress::bar(ctx.quiet, Some(messages), "W7-produce");
-    let mut event = BenchEvent {
-        seq: 0,
-        body: String::new(),
-    };
+    let mut event = E::default();
     let cpu = ctx.cpu.mark().await;
     let started = Instant::now();
     for seq in 0..messages {
-        event.seq = seq;
-        event.body.clone_from(&bodies[seq as usize % bodies.len()]);
+        let (event_seq, body) = event.parts();
+        *event_seq = seq;
+        body.clone_from(&bodies[seq as usize % bodies.len()]);
         producer.send_async(&event).await?;
         if seq % 1024 == 0 {
             bar.set_position(seq);
@@ -100,18 +170,24 @@ async fn produce(client: &RustMqClient, messages: u64, ctx: &Ctx) -> Result<Repo
     let elapsed = started.elapsed();
     let cpu = ctx.cpu.since(&cpu).await;
     bar.finish_and_clear();
-    // The size of the first event (seq 0): 99 bytes of JSON; later ones carry more digits.
-    event.seq = 0;
-    let payload = serde_json::to_vec(&event).map_or(0, |v| v.len());
+    // The size of the first event (seq 0): 99 bytes of JSON, 82 of postcard; later ones carry
+    // more digits (JSON) or a longer varint (postcard).
+    *event.parts().0 = 0;
+    let payload = <E::Codec as Codec>::encode(&event).map_or(0, |v| v.len());
     Ok(Report::new("W7-produce", messages, payload, 1, elapsed, None, settings).with_cpu(cpu))
 }
 
-async fn consume(
+async fn consume<H, M>(
     client: &RustMqClient,
     messages: u64,
     payload_bytes: usize,
+    handler: H,
     ctx: &Ctx,
-) -> Result<Report, CliError> {
+) -> Result<Report, CliError>
+where
+    H: Handler<M, Arc<Seen>>,
+    M: HandlerArgs + 'static,
+{
     let seen = Arc::new(Seen::default());
     seen.target.store(messages, Ordering::Release);
     let config = backlog_config();
@@ -132,7 +208,7 @@ async fn consume(
         .layer(TimeoutLayer::new(Duration::from_secs(5)))
         .layer(RetryLayer::exponential(3, Duration::from_millis(100)))
         .layer(DeadLetterLayer::default())
-        .handler(count)
+        .handler(handler)
         .start()
         .await?;
     let deadline = tokio::time::Instant::now() + STALL;
