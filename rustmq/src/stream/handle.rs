@@ -207,20 +207,40 @@ impl MessageStream {
             ));
         }
         tuning.window_options.validate()?;
+        // What a start that failed early left for `wait`.
+        self.inner.result.send_replace(None);
         self.inner.starting.store(true, Ordering::SeqCst);
         let _starting = Starting(&self.inner.starting);
-        let default_partitions =
-            group::partition_count(&self.inner.client, &config.input_topics[0])
-                .await?
-                .ok_or_else(|| ClientError::TopicNotFound(config.input_topics[0].clone()))?;
-        processor.on_start().await?;
-        if *self.inner.stop.borrow() {
-            // Stopped while `on_start` ran: it is undone, and nothing else runs.
-            if let Err(e) = processor.on_stop().await {
-                tracing::warn!(group = %config.consumer_group, error = %e, "on_stop failed");
+        let prepared = async {
+            let default_partitions =
+                group::partition_count(&self.inner.client, &config.input_topics[0])
+                    .await?
+                    .ok_or_else(|| ClientError::TopicNotFound(config.input_topics[0].clone()))?;
+            processor.on_start().await?;
+            if *self.inner.stop.borrow() {
+                // Stopped while `on_start` ran: it is undone, and nothing else runs.
+                if let Err(e) = processor.on_stop().await {
+                    tracing::warn!(group = %config.consumer_group, error = %e, "on_stop failed");
+                }
+                return Err(ClientError::Closed);
             }
-            return Err(ClientError::Closed);
-        }
+            Ok(default_partitions)
+        };
+        let default_partitions = match prepared.await {
+            Ok(partitions) => partitions,
+            Err(e) => {
+                // Ended before it ran: `wait` (from another task too) returns how; a stop is
+                // no failure.
+                let stopped = matches!(e, ClientError::Closed) && *self.inner.stop.borrow();
+                let ended = if stopped {
+                    Ok(())
+                } else {
+                    Err(Arc::new(e.duplicate()))
+                };
+                self.inner.result.send_replace(Some(ended));
+                return Err(e);
+            }
+        };
         let settings = Settings {
             client: self.inner.client.clone(),
             config: config.clone(),
@@ -293,9 +313,18 @@ impl MessageStream {
 
     /// Waits until the stream has ended, by [`stop`](Self::stop) or by itself (a failure under
     /// [`ErrorStrategy::Stop`](super::ErrorStrategy::Stop), or an error retrying cannot fix),
-    /// and returns how.
+    /// and returns how. A stream that is not running and not starting has nothing to wait
+    /// for: this returns at once, with the error of a [`start`](Self::start) that failed
+    /// (after its settings were checked), else `Ok`.
     pub async fn wait(&self) -> Result<()> {
         let mut result = self.inner.result.subscribe();
+        // `start` sets `starting` before its work and spawns the task before clearing it.
+        if self.inner.task.lock().is_none() && !self.inner.starting.load(Ordering::SeqCst) {
+            return match &*result.borrow() {
+                Some(Err(e)) => Err(e.duplicate()),
+                _ => Ok(()),
+            };
+        }
         let ended = result
             .wait_for(Option::is_some)
             .await

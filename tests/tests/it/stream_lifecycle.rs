@@ -190,6 +190,67 @@ async fn stop_while_on_start_runs_ends_the_start() {
     );
 }
 
+/// A processor whose `on_start` fails after a while.
+struct FailingStart;
+
+#[async_trait]
+impl MessageProcessor for FailingStart {
+    async fn process(&self, m: &Message) -> rustmq::Result<Option<Message>> {
+        Ok(Some(m.clone()))
+    }
+
+    async fn on_start(&self) -> rustmq::Result<()> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Err(ClientError::Connection("no database".into()))
+    }
+}
+
+/// `wait` on a stream whose `start` failed before processing ran (here its `on_start`)
+/// returns that error, whether it was waiting already or came after; on a stream never
+/// started it returns at once. It used to wait for ever in both cases.
+#[tokio::test]
+async fn wait_returns_when_start_failed_before_the_stream_ran() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    let stream = MessageStream::new(client.clone(), config("g-failing-start"))
+        .await
+        .unwrap()
+        .with_processor(FailingStart);
+    async fn within<T>(what: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), what)
+            .await
+            .expect("wait returns")
+    }
+    within(stream.wait())
+        .await
+        .expect("never started: nothing to wait for");
+    let starting = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.start().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.wait().await }
+    });
+    let started = starting.await.unwrap();
+    assert!(
+        matches!(&started, Err(ClientError::Connection(m)) if m == "no database"),
+        "{started:?}"
+    );
+    let waited = within(waiting).await.unwrap();
+    assert!(
+        matches!(&waited, Err(ClientError::Connection(m)) if m == "no database"),
+        "a wait begun during the start: {waited:?}"
+    );
+    let after = within(stream.wait()).await;
+    assert!(
+        matches!(&after, Err(ClientError::Connection(m)) if m == "no database"),
+        "a wait after the start: {after:?}"
+    );
+    assert!(!stream.is_running());
+}
+
 /// The temporary file the broker writes a group's offsets through: a directory there makes
 /// every commit of the group fail (an I/O error), removing it lets them succeed again.
 fn offsets_blocker(broker: &rustmq::testing::TestBroker, group: &str) -> PathBuf {
