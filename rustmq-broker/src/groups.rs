@@ -64,13 +64,19 @@ struct Group {
 
 impl Group {
     fn new(offsets: BTreeMap<(String, u32), u64>) -> Self {
+        // Generations are not stored: a group made again (after a restart, or its expiry)
+        // starts from a random one, so that its generations do not repeat the earlier ones a
+        // member may still hold. A member whose join was answered across a restart then sees
+        // a generation other than the one after its own, and starts its partitions over
+        // rather than keep what others may have consumed meanwhile.
+        let generation = fastrand::u32(1..1 << 30);
         Self {
-            generation: 0,
+            generation,
             members: BTreeMap::new(),
             rebalancing: false,
             joined: BTreeSet::new(),
             deadline: Instant::now(),
-            completed: watch::channel(0).0,
+            completed: watch::channel(generation).0,
             offsets,
             unsure: false,
             writes: Arc::default(),
@@ -1109,6 +1115,29 @@ mod tests {
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         let offsets = groups.describe("g").unwrap().offsets;
         assert_eq!((offsets[0].partition, offsets[0].offset), (0, 2));
+    }
+
+    /// A group made again after a restart does not start at the generation it started at
+    /// before, nor at the one after: a member answered across the restart would take that for
+    /// the rebalance it asked for and keep partitions others may have consumed meanwhile.
+    #[tokio::test]
+    async fn a_group_made_again_after_a_restart_does_not_repeat_its_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("t", 4)]);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let groups = GroupCoordinator::open(dir.path()).unwrap();
+            let first = groups.join(join_as("a"), &topics).await.unwrap();
+            assert!(first.generation > 0, "0 is no generation");
+            for before in &seen {
+                assert!(
+                    first.generation != *before && first.generation != before + 1,
+                    "generation {} after {seen:?}",
+                    first.generation
+                );
+            }
+            seen.push(first.generation);
+        }
     }
 
     /// A join that names its member and is sent again (the first given up while the

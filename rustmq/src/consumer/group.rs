@@ -69,6 +69,16 @@ pub(crate) enum Rejoin {
     RevokeAll,
 }
 
+/// Whether a member of generation `previous`, rejoining in good standing, was answered with
+/// a `generation` that is neither its own (nothing changed) nor the next one: generations
+/// passed without it (the broker dropped it while it was away, gave its partitions to others
+/// and took it back as a new member), or the broker restarted and made the group again (its
+/// generations start anew, at a random number). Either way what it held is stale, as others
+/// may have consumed and committed past it.
+fn missed_generations(previous: u32, generation: u32) -> bool {
+    previous != 0 && generation != previous && generation != previous.wrapping_add(1)
+}
+
 /// Joins the group and applies the assignment it answers with.
 pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
     if how != Rejoin::Keep {
@@ -114,10 +124,7 @@ pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
         .flat_map(|tp| tp.partitions.iter().copied())
         .collect();
     partitions.sort_unstable();
-    // A generation passed without this member (the broker dropped it while it was away, gave
-    // its partitions to others and took it back as a new member): what it held is stale, as
-    // others may have consumed and committed past it.
-    let missed = how == Rejoin::Keep && response.generation > previous.saturating_add(1);
+    let missed = how == Rejoin::Keep && missed_generations(previous, response.generation);
     let new: Vec<u32> = {
         let mut state = inner.state.lock();
         if missed {
@@ -470,5 +477,23 @@ async fn group_loop(inner: Arc<Inner>) {
             tracing::debug!(group = %inner.group, "group task stopped");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missed_generations;
+
+    /// A rejoin answered with its own generation (nothing changed) or the next keeps what the
+    /// member holds; one answered later, or earlier (a restarted broker made the group again),
+    /// starts over.
+    #[test]
+    fn a_rejoin_keeps_its_partitions_only_in_its_own_or_the_next_generation() {
+        assert!(!missed_generations(7, 7));
+        assert!(!missed_generations(7, 8));
+        assert!(missed_generations(7, 9));
+        assert!(missed_generations(7, 1), "a restarted broker's group");
+        assert!(missed_generations(7, 6));
+        assert!(!missed_generations(u32::MAX, 0));
     }
 }
