@@ -74,8 +74,9 @@ pub struct ConsumerConfig {
     /// queue: with 3, a message is delivered at most 4 times (the first delivery and 3
     /// retries).
     pub max_retry_attempts: u32,
-    /// Topic that receives messages whose retries ran out, with the failure in headers; with
-    /// `None` they are dropped with a warning (and counted in
+    /// Topic that receives messages whose retries ran out, with the failure in headers,
+    /// produced with acks=all (on the broker's disk before the message counts as processed
+    /// and its offset can be committed); with `None` they are dropped with a warning (and counted in
     /// [`ConsumerMetrics::messages_dropped`](super::ConsumerMetrics::messages_dropped)).
     pub dead_letter_queue: Option<String>,
     /// The broker removes this consumer from the group if it sends no heartbeat for this long;

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::{timing, Inner};
 use crate::error::Result;
 use crate::message::Message;
-use crate::producer::{Producer, ProducerBuilder};
+use crate::producer::{AckLevel, Producer, ProducerBuilder, ProducerConfig};
 
 /// Dead-letter header: the topic the message was read from.
 pub const DLQ_ORIGINAL_TOPIC: &str = "rustmq.dlq.original-topic";
@@ -181,6 +181,17 @@ pub(crate) fn dead_letter_builder(
     }
 }
 
+/// The settings dead letters are produced with: [`AckLevel::All`], on the broker's disk
+/// before the message they replace is resolved and its offset committed. Commits are synced,
+/// so a dead letter acknowledged from the page cache alone could be lost to a power failure
+/// whose commit was not.
+pub(crate) fn dead_letter_config() -> ProducerConfig {
+    ProducerConfig {
+        ack_level: AckLevel::All,
+        ..ProducerConfig::default()
+    }
+}
+
 async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {
     inner
         .dead_letters
@@ -188,6 +199,7 @@ async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {
             ProducerBuilder::new()
                 .topic(dlq)
                 .client(inner.client.clone())
+                .config(dead_letter_config())
                 .build()
         })
         .await

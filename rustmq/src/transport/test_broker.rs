@@ -49,6 +49,8 @@ pub(crate) struct State {
     pub(crate) hold: parking_lot::Mutex<Option<ApiKind>>,
     /// The next request of this kind is answered `ShuttingDown`, its connection left open.
     pub(crate) shut_down_next: parking_lot::Mutex<Option<ApiKind>>,
+    /// The topic and acks of every produce request received.
+    pub(crate) produced: parking_lot::Mutex<Vec<(String, Acks)>>,
     topics: parking_lot::Mutex<BTreeMap<String, u32>>,
 }
 
@@ -200,6 +202,9 @@ async fn serve_stream(
         .lock()
         .entry(request.kind().name())
         .or_default() += 1;
+    if let Request::Produce(p) = &request {
+        state.produced.lock().push((p.topic.clone(), p.acks));
+    }
     if state
         .close_on_next
         .lock()

@@ -239,6 +239,17 @@ impl Delivery {
     pub async fn producer_for(&self, topic: &str) -> crate::Result<Producer> {
         self.shared.ctx.producer(topic, None).await
     }
+
+    /// The producer of the dead-letter topic `topic`: as [`producer_for`](Self::producer_for),
+    /// but started with [`dead_letter_config`](crate::consumer::retry::dead_letter_config)
+    /// (acks=all) when this is its first use.
+    pub(crate) async fn dead_letter_producer(&self, topic: &str) -> crate::Result<Producer> {
+        let config = crate::consumer::retry::dead_letter_config();
+        self.shared
+            .ctx
+            .producer_with(topic, None, Some(config))
+            .await
+    }
 }
 
 impl Context {
@@ -264,6 +275,17 @@ impl Context {
         topic: &str,
         partitions: Option<u32>,
     ) -> crate::Result<Producer> {
+        self.producer_with(topic, partitions, None).await
+    }
+
+    /// [`producer`](Self::producer), started with `config` (the default without) if this is
+    /// its first use.
+    pub(crate) async fn producer_with(
+        &self,
+        topic: &str,
+        partitions: Option<u32>,
+        config: Option<crate::producer::ProducerConfig>,
+    ) -> crate::Result<Producer> {
         if let Some(p) = self.producers.lock().get(topic) {
             return Ok(p.clone());
         }
@@ -271,7 +293,12 @@ impl Context {
             crate::ClientError::InvalidConfig("this delivery has no client to produce with".into())
         })?;
         super::producer::ensure_topic_named(client, topic, partitions).await?;
-        let producer = client.create_producer(topic).await?;
+        let producer = crate::producer::ProducerBuilder::new()
+            .topic(topic)
+            .client(client.clone())
+            .config(config.unwrap_or_default())
+            .build()
+            .await?;
         Ok(self
             .producers
             .lock()
@@ -368,5 +395,49 @@ mod tests {
         let recycled = received.recycle(message("a", "6"));
         assert_eq!((recycled.handler_name(), recycled.group()), ("", ""));
         assert!(recycled.ctx().detached);
+    }
+
+    /// Dead letters are produced with acks=all (the input's commit that follows is synced),
+    /// while the handler's own producer of another topic keeps the default.
+    #[tokio::test]
+    async fn dead_letters_are_produced_with_acks_all() {
+        use crate::transport::test_broker::{Script, TestBroker};
+        use rustmq_protocol::Acks;
+        let broker = TestBroker::start(Script {
+            produce_base_offset: Some(0),
+            ..Script::default()
+        })
+        .await;
+        let client = RustMqClient::new(crate::config::ClientConfig {
+            brokers: vec![broker.address()],
+            ..crate::config::ClientConfig::default()
+        })
+        .await
+        .unwrap();
+        for topic in ["a", "a.dlq", "out"] {
+            client.create_topic(topic, 1).await.unwrap();
+        }
+        let ctx = Arc::new(Context {
+            topic: "a".into(),
+            client: Some(client),
+            handler: "h",
+            group: "g".into(),
+            dead_letter: "a.dlq".into(),
+            ..Context::default()
+        });
+        let delivery = Delivery::make(Source::Detached(message("a", "1")), 1, ctx);
+        let published = crate::typed::layers::publish_dead_letter(&delivery, None, "failed", "x")
+            .await
+            .unwrap();
+        assert_eq!(published, "a.dlq");
+        let output = delivery.producer_for("out").await.unwrap();
+        output.send(message("out", "2")).await.unwrap();
+        assert_eq!(
+            *broker.state.produced.lock(),
+            [
+                ("a.dlq".to_owned(), Acks::All),
+                ("out".to_owned(), Acks::Leader)
+            ]
+        );
     }
 }

@@ -121,6 +121,11 @@ async fn nacked_until_retries_run_out_then_dead_lettered_with_headers() {
     assert_eq!(header(DLQ_ORIGINAL_OFFSET), POISON.to_string());
     assert_eq!(header(DLQ_ATTEMPTS), "3");
     assert_eq!(header(DLQ_ERROR), "card declined");
+    // Written with acks=all: on the broker's disk before the message counted as processed
+    // (its commit is synced too), where the broker's flush policy would not have synced it.
+    let dead_letters = broker.handle().unwrap().topics().require("payments.dlq");
+    let synced = dead_letters.unwrap().partition(0).unwrap().sync_count();
+    assert!(synced >= 1, "the dead letter was synced ({synced} syncs)");
 
     // Dead-lettered counts as processed: the whole partition is committable.
     consumer.commit().await.unwrap();

@@ -60,7 +60,7 @@ async fn publish(
     .header(DLQ_HEADER_KIND, kind)
     .timestamp(original.timestamp);
     let message = builder.build()?;
-    let producer = delivery.producer_for(dlq).await?;
+    let producer = delivery.dead_letter_producer(dlq).await?;
     producer.send(message).await?;
     tracing::warn!(
         topic = %original.topic, partition = original.partition, offset = original.offset,
@@ -72,7 +72,8 @@ async fn publish(
 /// Sends failed deliveries to a dead-letter topic (default: the topic's, `"<topic>.dlq"`):
 /// failures, retries given up on, messages the handler rejects, and poison messages unless
 /// the service's [`PoisonPolicy`] says to skip them or to stop
-/// ([`Service::on_poison`](crate::typed::Service::on_poison)).
+/// ([`Service::on_poison`](crate::typed::Service::on_poison)). Dead letters are produced
+/// with acks=all: on the broker's disk before the message is acknowledged and committed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeadLetterLayer {
     topic: Option<&'static str>,
