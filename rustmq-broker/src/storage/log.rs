@@ -111,21 +111,29 @@ impl PartitionLog {
     /// [`LogConfig::roll_ms`]) creates the new segment's file and syncs the directory (the
     /// sealed segment is synced off the append lock: see `storage/seal.rs`), and with
     /// [`FlushPolicy::Always`] it returns once the batch is on disk (sharing the fdatasync with
-    /// concurrent appends). Async callers try [`try_append`](Self::try_append) first and run
+    /// concurrent appends; a retry answered as a duplicate too, once its stored copy is). Async callers try [`try_append`](Self::try_append) first and run
     /// this on a blocking thread when it cannot append without waiting.
     pub fn append(&self, batch: impl AsRef<[u8]>) -> Result<AppendInfo, StorageError> {
         let batch = batch.as_ref();
         let header = self.check_append(batch)?;
-        let info = {
+        let appended = {
             let mut producers = self.appender.lock();
             let active = self.active();
-            self.append_locked(&mut producers, active, batch, &header, now_ms())?
+            self.append_locked(&mut producers, active, batch, &header, now_ms())
         };
         if self.config.flush == FlushPolicy::Always {
-            self.commit
-                .sync_blocking(info.last_offset + 1, || self.sync_target())?;
+            // A retry of a stored batch is answered as its first append is: once the batch is
+            // on disk (the first may still be syncing it, its answer lost).
+            let end = match &appended {
+                Ok(info) => Some(info.last_offset + 1),
+                Err(StorageError::DuplicateSequence { base_offset }) => Some(base_offset + 1),
+                Err(_) => None,
+            };
+            if let Some(end) = end {
+                self.commit.sync_blocking(end, || self.sync_target())?;
+            }
         }
-        Ok(info)
+        appended
     }
 
     /// [`append`](Self::append), if it can be done without waiting for the disk: `None` (and
@@ -935,6 +943,42 @@ mod tests {
         assert!((1..=80).contains(&syncs), "{syncs}");
         log.flush().unwrap();
         assert_eq!(log.sync_count(), syncs, "nothing was left unsynced");
+    }
+
+    /// Under `FlushPolicy::Always`, a retry of a batch whose first append is still syncing
+    /// is not answered (as a duplicate) before the batch is on disk.
+    #[test]
+    fn flush_always_answers_a_duplicate_once_its_batch_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush: FlushPolicy::Always,
+            ..LogConfig::default()
+        };
+        let log = Arc::new(PartitionLog::open(dir.path(), config).unwrap());
+        // The syncer role held here stands for a slow fdatasync under way.
+        let held = log.commit.hold_role();
+        let append = |log: &Arc<PartitionLog>| {
+            let log = Arc::clone(log);
+            std::thread::spawn(move || log.append(idem("a", 1, (1, 0, 0))))
+        };
+        let first = append(&log);
+        while log.high_watermark() == 0 {
+            std::thread::yield_now();
+        }
+        let retry = append(&log);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!first.is_finished(), "the first waits for its sync");
+        assert!(
+            !retry.is_finished(),
+            "the retry is not answered before its batch is on disk"
+        );
+        drop(held);
+        assert_eq!(first.join().unwrap().unwrap().base_offset, 0);
+        assert!(matches!(
+            retry.join().unwrap(),
+            Err(StorageError::DuplicateSequence { base_offset: 0 })
+        ));
+        assert!(log.commit.count() >= 2, "a sync after the held role");
     }
 
     #[tokio::test]

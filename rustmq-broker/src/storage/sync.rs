@@ -214,6 +214,14 @@ impl GroupCommit {
         }
     }
 
+    /// Takes the syncer role until the returned value is dropped, as a sync under way would
+    /// (tests of what waits for one).
+    #[cfg(test)]
+    pub(crate) fn hold_role(self: &Arc<Self>) -> impl Sized {
+        assert!(matches!(self.turn(u64::MAX), Ok(Turn::Sync)), "role free");
+        self.attempt(0)
+    }
+
     fn attempt(self: &Arc<Self>, end: u64) -> Attempt {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Attempt {
