@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 use super::window::Span;
 use super::Tp;
 
+/// What every source header's name starts with.
+pub(crate) const SRC_PREFIX: &str = "rustmq.src.";
 /// Header: consumer group of the stream that wrote the record.
 pub const SRC_GROUP: &str = "rustmq.src.group";
 /// Header: topic of the (last) input the record came from.

@@ -17,6 +17,7 @@
 //!  written; it is read again at the next start
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicU64;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::time::Instant;
 
-use super::claims::{extent, source_headers, Extent};
+use super::claims::{extent, source_headers, Extent, SRC_PREFIX};
 use super::config::{ErrorStrategy, LatePolicy};
 use super::fetch::InFlight;
 use super::ledger::Coverage;
@@ -209,7 +210,7 @@ fn prepare_outputs(
         };
         let headers = source_headers(&ctx.group, extent, window, unit.kind == Kind::Batch);
         for m in &mut outputs {
-            m.headers.extend(headers.iter().cloned());
+            set_source_headers(&mut m.headers, &headers);
         }
     }
     Ok(outputs)
@@ -252,10 +253,20 @@ fn dead_letters(
                 (DLQ_UNIT.to_owned(), label.clone()),
                 (DLQ_UNIT_MEMBERS.to_owned(), members.clone()),
             ]);
-            m.headers.extend(source.iter().flatten().cloned());
+            if let Some(source) = &source {
+                set_source_headers(&mut m.headers, source);
+            }
             m
         })
         .collect()
+}
+
+/// Replaces every source header of an output (copied from its input, which may be an
+/// exactly-once stream's output itself) with `source`: a claim read back on a restart must
+/// be this stream's whole claim, not one mixed with an upstream stream's ranges or window.
+fn set_source_headers(headers: &mut HashMap<String, String>, source: &[(String, String)]) {
+    headers.retain(|name, _| !name.starts_with(SRC_PREFIX));
+    headers.extend(source.iter().cloned());
 }
 
 /// The counter of [`StreamMetrics`] a unit's messages are added to once its records are

@@ -218,3 +218,93 @@ async fn broker_restarts_under_a_stream_produce_every_output_exactly_once() {
         run_once(&mut broker, &client, run, mode(run), Kill::Broker).await;
     }
 }
+
+/// Passes each input on as it is, headers included.
+struct PassThrough;
+
+#[async_trait]
+impl MessageProcessor for PassThrough {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        Ok(Some(m.clone()))
+    }
+}
+
+/// A stream reading another exactly-once stream's outputs, and passing their headers on, writes
+/// its own claim, not one mixed with the upstream's (whose batch named a range of its own
+/// inputs): restarted after its outputs were written but not committed, it passes over exactly
+/// its inputs, and each has its output once.
+#[tokio::test]
+async fn a_stream_reading_another_streams_outputs_claims_only_its_own_inputs() {
+    use rustmq::stream::{SRC_GROUP, SRC_OFFSET, SRC_PARTITION, SRC_RANGES, SRC_TOPIC};
+    let (_broker, client) = broker().await;
+    client.create_topic("mid", 1).await.unwrap();
+    client.create_topic("down", 1).await.unwrap();
+    const N: usize = 20;
+    // What an upstream exactly-once stream in batch mode writes.
+    let upstream = client.create_producer("mid").await.unwrap();
+    for i in 0..N {
+        let m = Message::builder()
+            .topic("mid")
+            .payload(format!("m{i:02}"))
+            .header(SRC_GROUP, "upstream")
+            .header(SRC_TOPIC, "in")
+            .header(SRC_PARTITION, "0")
+            .header(SRC_OFFSET, "999")
+            .header(SRC_RANGES, "in:0:990-999")
+            .build()
+            .unwrap();
+        upstream.send(m).await.unwrap();
+    }
+    let config = StreamConfig {
+        input_topics: vec!["mid".into()],
+        output_topic: Some("down".into()),
+        consumer_group: "downstream".into(),
+        parallelism: 1,
+        exactly_once: true,
+        mode: StreamMode::Individual,
+        ..Default::default()
+    };
+    let start = |commit: Duration| {
+        let config = config.clone();
+        let client = client.clone();
+        async move {
+            let s = MessageStream::new(client, config)
+                .await
+                .unwrap()
+                .with_session_timeout(Duration::from_secs(2))
+                .with_commit_interval(commit)
+                .with_processor(PassThrough);
+            s.start().await.unwrap();
+            s
+        }
+    };
+    // Outputs written, never committed: dropped before its first commit.
+    let first = start(Duration::from_secs(3600)).await;
+    wait_records(&client, "down", N).await;
+    drop(first);
+    for out in read_all(&client, "down").await {
+        let header = |name: &str| out.headers.get(name).map(String::as_str);
+        assert_eq!(header(SRC_GROUP), Some("downstream"), "{out:?}");
+        assert_eq!(header(SRC_TOPIC), Some("mid"), "{out:?}");
+        assert_eq!(
+            header(SRC_RANGES),
+            None,
+            "a single input names no range: {out:?}"
+        );
+    }
+    let second = start(Duration::from_millis(50)).await;
+    eventually("the restart committed", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move {
+            committed(&client, "downstream")
+                .await
+                .get(&("mid".into(), 0))
+                == Some(&(N as u64))
+        }
+    })
+    .await;
+    second.stop().await.unwrap();
+    let got = payloads(&client, "down").await;
+    let want: Vec<String> = (0..N).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(got, want, "each input's output once");
+}
