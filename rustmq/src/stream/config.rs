@@ -49,10 +49,17 @@ pub enum StreamMode {
     Windowed {
         /// Length of a window.
         window_size: Duration,
-        /// Distance between the starts of consecutive windows (at most `window_size`).
+        /// Distance between the starts of consecutive windows (at most `window_size`, and at
+        /// least `window_size /` [`MAX_WINDOWS_PER_MESSAGE`]: a message joins every window that
+        /// overlaps its timestamp, each keeping a copy of it).
         slide_interval: Duration,
     },
 }
+
+/// Most windows one message may join in [`StreamMode::Windowed`] (`window_size` over
+/// `slide_interval`, rounded up): each keeps a copy of it, so `validate` refuses settings
+/// past this (a day sliding every 30 s is 2,880).
+pub const MAX_WINDOWS_PER_MESSAGE: u32 = 4_096;
 
 /// What happens to a message (or a whole batch or window) whose processing failed.
 ///
@@ -279,6 +286,13 @@ impl StreamConfig {
                 if slide_interval > window_size {
                     return bad("stream slide_interval must not exceed window_size".into());
                 }
+                let windows = window_size.as_millis().div_ceil(slide_interval.as_millis());
+                if windows > u128::from(MAX_WINDOWS_PER_MESSAGE) {
+                    return bad(format!(
+                        "stream window_size / slide_interval is {windows}: each message would join \
+                         that many windows (at most {MAX_WINDOWS_PER_MESSAGE})"
+                    ));
+                }
             }
         }
         Ok(())
@@ -355,6 +369,16 @@ mod tests {
             ),
             (
                 StreamConfig {
+                    mode: StreamMode::Windowed {
+                        window_size: Duration::from_secs(3600),
+                        slide_interval: Duration::from_millis(1),
+                    },
+                    ..config()
+                },
+                "slide_interval",
+            ),
+            (
+                StreamConfig {
                     error_strategy: ErrorStrategy::Retry {
                         max_attempts: 0,
                         backoff_ms: 1,
@@ -368,6 +392,15 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e} should name {field}");
         }
+        // At the bound: a message joins exactly MAX_WINDOWS_PER_MESSAGE windows.
+        let at_bound = StreamConfig {
+            mode: StreamMode::Windowed {
+                window_size: Duration::from_millis(u64::from(MAX_WINDOWS_PER_MESSAGE)),
+                slide_interval: Duration::from_millis(1),
+            },
+            ..config()
+        };
+        at_bound.validate().unwrap();
     }
 
     /// The late messages' dead-letter topic is checked as the error strategy's is, before

@@ -81,7 +81,8 @@ use std::sync::Arc;
 
 pub use self::claims::{SRC_GROUP, SRC_OFFSET, SRC_PARTITION, SRC_RANGES, SRC_TOPIC, SRC_WINDOW};
 pub use self::config::{
-    ErrorStrategy, LatePolicy, StreamConfig, StreamMode, WindowOptions, DEFAULT_WINDOW_IDLE_TIMEOUT,
+    ErrorStrategy, LatePolicy, StreamConfig, StreamMode, WindowOptions,
+    DEFAULT_WINDOW_IDLE_TIMEOUT, MAX_WINDOWS_PER_MESSAGE,
 };
 pub use self::handle::MessageStream;
 pub use self::metrics::StreamMetrics;
