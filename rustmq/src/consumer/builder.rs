@@ -122,7 +122,18 @@ impl ConsumerBuilder {
         });
         // Created first so that a failed join below still stops whatever it started.
         let consumer = Consumer::from_inner(Arc::clone(&inner));
-        group::join_initial(&inner).await?;
+        if let Err(e) = group::join_initial(&inner).await {
+            // The broker may hold the member: a join it took whose answer never came (given up
+            // while the rebalance waited), or one answered before the start positions failed.
+            // Leaving now keeps the group from holding partitions for a consumer that never
+            // was, until its session expires.
+            if !matches!(e, ClientError::Closed) {
+                if let Err(left) = group::leave(&inner).await {
+                    tracing::debug!(group = %inner.group, error = %left, "leaving after a failed join failed");
+                }
+            }
+            return Err(e);
+        }
         let task = tokio::spawn(group::run(Arc::clone(&inner)));
         *inner.group_task.lock() = Some(task);
         Ok(consumer)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::consumer_support::*;
 use rustmq::consumer::{Consumer, ConsumerConfig};
-use rustmq::protocol::{DescribeGroupRequest, Request, Response};
+use rustmq::protocol::{DescribeGroupRequest, JoinGroupRequest, Request, Response};
 use rustmq::testing::TestBroker;
 use rustmq::RustMqClient;
 
@@ -393,6 +393,48 @@ async fn joins_sent_again_leave_no_phantom_members() {
         }
     })
     .await;
+}
+
+/// A newcomer whose every join is given up (the rebalance waits for a member that never
+/// rejoins) fails to build, and leaves: the broker took its join, and would otherwise hold it
+/// in the group, with partitions, until its session expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_fails_to_join_leaves_no_member_behind() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let admin = broker.client().await.unwrap();
+    admin.create_topic(TOPIC, PARTITIONS).await.unwrap();
+    // A member that never heartbeats nor rejoins: a rebalance waits a minute for it.
+    let stuck = Request::JoinGroup(JoinGroupRequest {
+        group: "left-behind".into(),
+        member_id: "stuck".into(),
+        client_id: "stuck".into(),
+        topics: vec![TOPIC.into()],
+        session_timeout_ms: 600_000,
+        rebalance_timeout_ms: 60_000,
+    });
+    assert!(matches!(
+        admin.raw_request(stuck).await.unwrap(),
+        Response::JoinGroup(_)
+    ));
+    let mut impatient = broker.client_config();
+    impatient.request_timeout = Duration::from_millis(300);
+    let newcomer = RustMqClient::new(impatient).await.unwrap();
+    let quick = ConsumerConfig {
+        rebalance_timeout: Duration::from_millis(300),
+        ..config("left-behind")
+    };
+    let built = within(
+        "the newcomer's joins",
+        newcomer.create_consumer_with_config(TOPIC, "left-behind", quick),
+    )
+    .await;
+    assert!(built.is_err(), "no rebalance could complete");
+    assert_eq!(
+        describe(&admin, "left-behind").await.1,
+        1,
+        "only the stuck member is left"
+    );
 }
 
 /// A member whose rejoin missed a generation starts its partitions over from the group's
