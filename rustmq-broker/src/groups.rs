@@ -878,6 +878,24 @@ impl GroupCoordinator {
         written
     }
 
+    /// A topic was created: every group with a member subscribed to it rebalances, so that
+    /// its partitions get owners. A topic made again after its deletion, or first made after
+    /// its subscribers joined, was left out of their assignment (only existing topics are
+    /// assigned), and nothing else would have brought it in until a member came or went.
+    pub fn topic_created(&self, topic: &str) {
+        let mut groups = self.groups.lock();
+        for (name, group) in groups.iter_mut() {
+            let subscribed = group
+                .members
+                .values()
+                .any(|m| m.topics.iter().any(|t| t == topic));
+            if subscribed {
+                tracing::info!(group = %name, topic, "topic created: its subscribers rebalance");
+                group.start_rebalance();
+            }
+        }
+    }
+
     /// Drops a deleted topic's committed offsets from every group, and the client libraries'
     /// entries about it (`__out.<topic>`, `__seen.<topic>`), in each group's turn to write.
     /// Whether every file that may name the topic was rewritten: if not, the deletion must
@@ -1115,6 +1133,26 @@ mod tests {
         let groups = GroupCoordinator::open(dir.path()).unwrap();
         let offsets = groups.describe("g").unwrap().offsets;
         assert_eq!((offsets[0].partition, offsets[0].offset), (0, 2));
+    }
+
+    /// Creating a topic rebalances the groups subscribed to it, and only those.
+    #[tokio::test]
+    async fn a_topic_created_rebalances_its_subscribers() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("t", 4)]);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        groups.join(join_as("a"), &topics).await.unwrap();
+        let other = JoinGroupRequest {
+            group: "other".into(),
+            topics: vec!["u".into()],
+            ..join_as("b")
+        };
+        groups.join(other, &topics).await.unwrap();
+        groups.topic_created("t");
+        assert_eq!(groups.describe("g").unwrap().state, "rebalancing");
+        assert_eq!(groups.describe("other").unwrap().state, "stable");
+        groups.topic_created("u");
+        assert_eq!(groups.describe("other").unwrap().state, "rebalancing");
     }
 
     /// A group made again after a restart does not start at the generation it started at

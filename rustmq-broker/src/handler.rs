@@ -588,10 +588,16 @@ impl Core {
         create: impl FnOnce(&TopicManager, &mut dyn FnMut(&Topic)) -> Result<Arc<Topic>, BrokerError>,
     ) -> Result<Arc<Topic>, BrokerError> {
         let ids = &self.producer_ids;
-        let mut prepare =
-            |topic: &Topic| fence_all(&topic.partitions, &ids.named(), &ids.retired());
+        let mut created = false;
+        let mut prepare = |topic: &Topic| {
+            created = true;
+            fence_all(&topic.partitions, &ids.named(), &ids.retired());
+        };
         let topic = create(&self.topics, &mut prepare)?;
         fence_all(&topic.partitions, &ids.named(), &ids.retired());
+        if created {
+            self.groups.topic_created(&topic.name);
+        }
         Ok(topic)
     }
 

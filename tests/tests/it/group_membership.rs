@@ -437,6 +437,60 @@ async fn a_consumer_that_fails_to_join_leaves_no_member_behind() {
     );
 }
 
+/// A topic deleted and made again while its group is alive: the rebalance after the deletion
+/// leaves the member nothing (only existing topics are assigned), and making the topic again
+/// rebalances the group, so that its partitions get their owner back and their records are
+/// consumed. Before, nothing brought them back until a member came or went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_made_again_is_assigned_to_its_group() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let admin = broker.client().await.unwrap();
+    admin.create_topic("remade", 2).await.unwrap();
+    let client = broker.client().await.unwrap();
+    let a = client
+        .create_consumer_with_config("remade", "remakers", config("remakers"))
+        .await
+        .unwrap();
+    assert_eq!(a.assigned_partitions().await, [0, 1]);
+    admin.delete_topic("remade").await.unwrap();
+    // A member coming and going rebalances the group while the topic does not exist.
+    let visitor = Request::JoinGroup(JoinGroupRequest {
+        group: "remakers".into(),
+        member_id: "visitor".into(),
+        client_id: "visitor".into(),
+        topics: vec!["remade".into()],
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 5_000,
+    });
+    within("the visitor's join", admin.raw_request(visitor))
+        .await
+        .unwrap();
+    let leave = Request::LeaveGroup(rustmq::protocol::LeaveGroupRequest {
+        group: "remakers".into(),
+        member_id: "visitor".into(),
+    });
+    admin.raw_request(leave).await.unwrap();
+    eventually("the member alone, holding nothing", || {
+        let (a, admin) = (a.clone(), admin.clone());
+        async move {
+            describe(&admin, "remakers").await == ("stable".to_owned(), 1)
+                && a.assigned_partitions().await.is_empty()
+        }
+    })
+    .await;
+    admin.create_topic("remade", 2).await.unwrap();
+    eventually("the topic's partitions assigned again", || {
+        let a = a.clone();
+        async move { a.assigned_partitions().await == [0, 1] }
+    })
+    .await;
+    produce_n(&admin, "remade", 1, 0, 1).await;
+    let m = recv(&a).await;
+    assert_eq!((m.message.partition, m.message.offset), (1, 0));
+    a.close().await.unwrap();
+}
+
 /// A member whose rejoin missed a generation starts its partitions over from the group's
 /// committed offsets. `a` hears of a rebalance (it commits before rejoining) and is then cut
 /// off from the broker: the group goes on without it, and `b` takes its partition, consumes
