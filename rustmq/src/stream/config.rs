@@ -64,9 +64,14 @@ pub const MAX_WINDOWS_PER_MESSAGE: u32 = 4_096;
 /// What happens to a message (or a whole batch or window) whose processing failed.
 ///
 /// Failures are errors returned by the processor, calls that outlast
-/// [`StreamConfig::processing_timeout`], and panics in `process` or `process_batch` (a
+/// [`StreamConfig::processing_timeout`], panics in `process` or `process_batch` (a
 /// [`ClientError::InvalidMessage`] whose text holds the panic's message; a panic in
-/// `on_error` is logged like an error it returns). A batch or window is handled as one unit:
+/// `on_error` is logged like an error it returns), and outputs that can never be stored: an
+/// explicit partition the output topic does not have ([`ClientError::InvalidMessage`]), or,
+/// without compression, a record larger than the broker's largest batch
+/// ([`ClientError::MessageTooLarge`]). Other failures to store outputs (a broker that cannot
+/// be reached, a refused write) end the session instead, and a new one starts over from the
+/// last commit. A batch or window is handled as one unit:
 /// it is retried, skipped or dead-lettered whole.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ErrorStrategy {

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use rustmq_protocol::batch::BATCH_HEADER_LEN;
 use rustmq_protocol::{
     Acks, Compression, OffsetSpec, ProduceRequest, RecordBatchBuilder, Request, Response,
 };
@@ -75,6 +76,8 @@ pub(crate) struct Sink {
     identity: (i64, i16),
     member: Member,
     max_bytes: usize,
+    /// The broker's `max_batch_bytes`.
+    max_batch_bytes: usize,
     lanes: Mutex<HashMap<LaneKey, mpsc::UnboundedSender<Part>>>,
     partitions: tokio::sync::Mutex<HashMap<String, u32>>,
 }
@@ -99,6 +102,7 @@ impl Sink {
             identity,
             member,
             max_bytes: broker_max.saturating_sub(4096).clamp(4096, 1 << 20),
+            max_batch_bytes: broker_max,
             lanes: Mutex::new(HashMap::new()),
             partitions: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -135,6 +139,43 @@ impl Sink {
         } else {
             fallback % n
         })
+    }
+
+    /// Why `outputs` (or dead letters) can never be stored, however often they are tried: an
+    /// explicit partition their topic does not have, or, without compression, a record larger
+    /// than a batch the broker takes (counted as the producer counts it). The unit's error
+    /// strategy then deals with it, as with a failed processing, instead of the writer failing
+    /// the session at every start. `None` if they can be, as far as is known here (a
+    /// partition count that cannot be learnt now is left to the writer, which retries).
+    pub(crate) async fn unstorable(ctx: &Arc<Ctx>, outputs: &[Message]) -> Option<ClientError> {
+        let max = ctx.sink().max_batch_bytes;
+        let compressed = ctx.client.config().compression.enabled;
+        for m in outputs {
+            let headers = m.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+            let size = BATCH_HEADER_LEN
+                + RecordBatchBuilder::record_size_bound(
+                    m.key.as_deref(),
+                    Some(&m.payload),
+                    headers,
+                );
+            if !compressed && size > max {
+                return Some(ClientError::MessageTooLarge {
+                    size,
+                    max_size: max,
+                });
+            }
+            if m.has_explicit_partition() {
+                if let Ok(n) = Self::partition_count(ctx, &m.topic).await {
+                    if m.partition >= n {
+                        return Some(ClientError::InvalidMessage(format!(
+                            "output to partition {} of topic {}, which has {n}",
+                            m.partition, m.topic
+                        )));
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Queues a unit's outputs; `on_done` runs once all are stored. With `together`, every

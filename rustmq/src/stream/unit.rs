@@ -336,9 +336,16 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
     let mut attempts = 0u32;
     let error = loop {
         attempts += 1;
-        let result = attempt(ctx, &unit)
+        let result = match attempt(ctx, &unit)
             .await
-            .and_then(|outputs| prepare_outputs(ctx, &unit, &extent, outputs));
+            .and_then(|outputs| prepare_outputs(ctx, &unit, &extent, outputs))
+        {
+            Ok(outputs) => match Sink::unstorable(ctx, &outputs).await {
+                Some(e) => Err(e),
+                None => Ok(outputs),
+            },
+            Err(e) => Err(e),
+        };
         if ctx.failed() {
             // Another unit failed under `ErrorStrategy::Stop` meanwhile.
             give_up(ctx, unit);

@@ -434,3 +434,70 @@ async fn a_panicking_processor_is_a_processing_error() {
             .unwrap_err();
     }
 }
+
+/// Upper-cases payloads to the output topic's partition 0, but `bad` to partition 7, which
+/// the one-partition output topic does not have, and `flaky` to a 9 MiB output, larger than
+/// the broker's largest batch (8 MiB).
+struct Unstorable;
+
+#[async_trait]
+impl MessageProcessor for Unstorable {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        let input = m.payload_as_string()?;
+        let partition = if input == "bad" { 7 } else { 0 };
+        let payload = match input.as_str() {
+            "flaky" => "F".repeat(9 << 20),
+            _ => input.to_uppercase(),
+        };
+        Ok(Some(
+            Message::builder()
+                .topic("out")
+                .partition(partition)
+                .payload(payload)
+                .build()?,
+        ))
+    }
+}
+
+/// An output that can never be stored (a partition its topic does not have, a record larger
+/// than the broker's largest batch) is the unit's failure, handled by the error strategy: skipped, or dead-lettered, and the stream goes on.
+/// It used to fail the session at every start, whatever the strategy, so that the stream
+/// stopped for good at that input.
+#[tokio::test]
+async fn an_output_that_cannot_be_stored_is_the_units_failure() {
+    for (strategy, tag) in [
+        (ErrorStrategy::Skip, "unstorable-skip"),
+        (
+            ErrorStrategy::DeadLetter {
+                topic: "unstorable.dlq".into(),
+            },
+            "unstorable-dlq",
+        ),
+    ] {
+        let dead_letters = matches!(strategy, ErrorStrategy::DeadLetter { .. });
+        let (stream, client, _b) =
+            run_with(&StreamMode::Individual, strategy, tag, Unstorable).await;
+        let outs = wait_records(&client, "out", inputs().len() - 2).await;
+        let mut got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            ["A0", "A2", "B0", "B2", "Z"],
+            "every other input's output ({tag})"
+        );
+        let metrics = stream.metrics().await;
+        eventually("the failure counted", Duration::from_secs(10), || {
+            let m = metrics.clone();
+            async move { m.messages_failed.load(Ordering::Relaxed) == 2 }
+        })
+        .await;
+        assert!(stream.is_running(), "{tag}");
+        if dead_letters {
+            let dlq = wait_records(&client, "unstorable.dlq", 2).await;
+            let mut dead: Vec<String> = dlq.into_iter().map(|o| o.payload).collect();
+            dead.sort();
+            assert_eq!(dead, ["bad", "flaky"]);
+        }
+        stream.stop().await.unwrap();
+    }
+}
