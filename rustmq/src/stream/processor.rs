@@ -56,7 +56,9 @@ pub trait MessageProcessor: Send + Sync + 'static {
     }
 
     /// Called for every message of a unit whose processing attempt failed (once per attempt),
-    /// before the error strategy applies. Errors it returns are logged.
+    /// before the error strategy applies. Errors it returns are logged, and so is a call that
+    /// outlasts [`StreamConfig::processing_timeout`](super::StreamConfig::processing_timeout),
+    /// which is given up.
     async fn on_error(&self, message: &Message, error: &ClientError) -> Result<()> {
         let _ = (message, error);
         Ok(())

@@ -361,7 +361,16 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
         };
         StreamMetrics::add(&ctx.metrics.processing_errors, 1);
         for m in &unit.messages {
-            if let Err(e) = guarded("on_error", ctx.processor.on_error(m, &error)).await {
+            // Bounded as a processor call is: a call that never ends would hold its worker
+            // (and a stop waiting for it) for ever.
+            let timeout = ctx.config.processing_timeout;
+            let called = tokio::time::timeout(
+                timeout,
+                guarded("on_error", ctx.processor.on_error(m, &error)),
+            )
+            .await
+            .unwrap_or_else(|_| Err(ClientError::timeout(timeout)));
+            if let Err(e) = called {
                 tracing::warn!(error = %e, "on_error failed");
             }
         }

@@ -501,3 +501,59 @@ async fn an_output_that_cannot_be_stored_is_the_units_failure() {
         stream.stop().await.unwrap();
     }
 }
+
+/// Upper-cases payloads, fails `bad`, and never returns from `on_error`.
+struct StuckOnError;
+
+#[async_trait]
+impl MessageProcessor for StuckOnError {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        let input = m.payload_as_string()?;
+        if input == "bad" {
+            return Err(ClientError::InvalidMessage("bad input".into()));
+        }
+        Ok(Some(
+            Message::builder()
+                .topic("out")
+                .payload(input.to_uppercase())
+                .build()?,
+        ))
+    }
+
+    async fn on_error(&self, _: &Message, _: &ClientError) -> Result<()> {
+        std::future::pending().await
+    }
+}
+
+/// An `on_error` that never returns is given up after the processing timeout, as a processor
+/// call is: the failed message is skipped, the inputs behind it on its worker are processed,
+/// and `stop` returns. It used to hold the worker, and the stop waiting for it, for ever.
+#[tokio::test]
+async fn an_on_error_that_never_returns_is_given_up() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    send(&client, "in", &inputs()).await;
+    let config = StreamConfig {
+        input_topics: vec!["in".into()],
+        output_topic: Some("out".into()),
+        consumer_group: "g-stuck-on-error".into(),
+        parallelism: 1,
+        processing_timeout: Duration::from_millis(300),
+        error_strategy: ErrorStrategy::Skip,
+        ..Default::default()
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(StuckOnError);
+    stream.start().await.unwrap();
+    let outs = wait_records(&client, "out", inputs().len() - 1).await;
+    let mut got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+    got.sort();
+    assert_eq!(got, ["A0", "A2", "B0", "B2", "FLAKY", "Z"]);
+    tokio::time::timeout(Duration::from_secs(10), stream.stop())
+        .await
+        .expect("stop returns")
+        .unwrap();
+}
