@@ -236,7 +236,13 @@ impl Consumer {
 
     /// Stops fetching and delivering `partitions` (messages already buffered wait too) until
     /// they are resumed. Fails with [`ClientError::PartitionNotAssigned`] (pausing nothing)
-    /// if one is not assigned. A pause lasts until resumed or until the partition is revoked.
+    /// if one is not assigned. A pause lasts until resumed or until the partition is revoked,
+    /// as Kafka's does: a rebalance that moves the partition, or one that starts every
+    /// partition over (a member the broker dropped or no longer knows, as after a broker
+    /// restart), ends its pause even if the partition comes back to this consumer. An
+    /// application that must keep a partition paused across rebalances watches
+    /// [`partition_assignment`](Self::partition_assignment) (its id changes with every
+    /// rebalance) and pauses again.
     pub async fn pause_partitions(&self, partitions: Vec<u32>) -> Result<()> {
         self.inner
             .state
