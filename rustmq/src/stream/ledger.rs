@@ -80,6 +80,9 @@ pub(crate) struct Ledger {
     inputs: HashMap<Tp, Input>,
     windowed: bool,
     closed: VecDeque<(u64, bool)>,
+    /// Windowed mode: the members (input and offset) of windows finished before a window that
+    /// closed earlier, by window end: released in window order (see [`Ledger::window_done`]).
+    held: HashMap<u64, Vec<(Tp, u64)>>,
     closed_up_to: Option<u64>,
     /// Per input partition, the `__closed` entry it was recovered with: its commits never go
     /// below it (windows up to it were emitted with its messages by an earlier owner).
@@ -194,16 +197,34 @@ impl Ledger {
         self.changed = true;
     }
 
-    /// Windowed mode: the window ending at `end` is finished.
-    pub(crate) fn window_done(&mut self, end: u64) {
-        if let Some(w) = self.closed.iter_mut().find(|w| w.0 == end) {
-            w.1 = true;
+    /// Windowed mode: the window ending at `end`, of `members`, is finished. Its members are
+    /// released (one use each) once every window that closed before it is finished too: a
+    /// partition must not commit past a finished window's message while an earlier window is
+    /// unfinished, as `__closed` does not cover the finished one yet. A restart would then
+    /// build that window again without the message, and emit it with some members missing.
+    pub(crate) fn window_done(&mut self, end: u64, members: Vec<(Tp, u64)>) {
+        match self.closed.iter_mut().find(|w| w.0 == end) {
+            Some(w) => {
+                w.1 = true;
+                self.held.entry(end).or_default().extend(members);
+            }
+            None => self.release(members),
         }
         while let Some(&(end, true)) = self.closed.front() {
             self.closed.pop_front();
             self.closed_up_to = self.closed_up_to.max(Some(end));
+            if let Some(members) = self.held.remove(&end) {
+                self.release(members);
+            }
         }
         self.changed = true;
+    }
+
+    /// One use of each of `members` is finished.
+    fn release(&mut self, members: Vec<(Tp, u64)>) {
+        for (tp, offset) in members {
+            self.adjust(&tp, offset, -1);
+        }
     }
 
     fn closed_up_to(&self) -> Option<u64> {
@@ -425,6 +446,28 @@ mod tests {
         assert_eq!(get(&s, "__closed.in", 1), Some(6_000));
     }
 
+    /// A window finished before one that closed earlier does not let its members be
+    /// committed past until that one is finished too: `__closed` does not cover it yet, and a
+    /// restart would build it again without them.
+    #[test]
+    fn a_window_finished_out_of_order_holds_its_members_until_the_earlier_one_is_done() {
+        let mut l = Ledger::new(true, None);
+        l.start_partition(tp(0), 0, Some(0));
+        l.start_partition(tp(1), 0, Some(0));
+        // p0: offset 0 in [0,10), 1 in [10,20); p1: offset 0 in [10,20), 1 in [20,30).
+        for (p, o) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            l.received(&tp(p), o, 1);
+            l.placed(&tp(p), o);
+        }
+        l.windows_closed([10, 20], Some(25));
+        l.window_done(20, vec![(tp(0), 1), (tp(1), 0)]);
+        let s = l.snapshot();
+        assert_eq!((get(&s, "in", 0), get(&s, "in", 1)), (Some(0), Some(0)));
+        l.window_done(10, vec![(tp(0), 0)]);
+        let s = l.snapshot();
+        assert_eq!((get(&s, "in", 0), get(&s, "in", 1)), (Some(2), Some(1)));
+    }
+
     #[test]
     fn closed_up_to_waits_for_the_first_unfinished_window() {
         let mut l = Ledger::new(true, Some(5));
@@ -440,9 +483,9 @@ mod tests {
         assert_eq!(closed(&l.snapshot()), Some(5));
         l.windows_closed([10, 20], Some(25));
         assert_eq!(closed(&l.snapshot()), Some(9));
-        l.window_done(20);
+        l.window_done(20, Vec::new());
         assert_eq!(closed(&l.snapshot()), Some(9));
-        l.window_done(10);
+        l.window_done(10, Vec::new());
         assert_eq!(closed(&l.snapshot()), Some(25));
         l.received(&tp(0), 0, 1);
         l.placed(&tp(0), 0);

@@ -120,11 +120,14 @@ impl Unit {
 fn finish(ctx: &Ctx, unit: Unit) {
     {
         let mut ledger = ctx.ledger.lock();
-        for (tp, m) in unit.tps.iter().zip(&unit.messages) {
-            ledger.adjust(tp, m.offset, -1);
-        }
+        let members = unit.tps.iter().zip(&unit.messages);
         if let Kind::Window((_, end)) = unit.kind {
-            ledger.window_done(end);
+            let members = members.map(|(tp, m)| (tp.clone(), m.offset)).collect();
+            ledger.window_done(end, members);
+        } else {
+            for (tp, m) in members {
+                ledger.adjust(tp, m.offset, -1);
+            }
         }
     }
     drop(unit.permits);

@@ -210,3 +210,90 @@ async fn windows_close_when_partitions_become_idle() {
     assert_eq!(payloads(&client, "late").await, Vec::<String>::new());
     assert_eq!(payloads(&client, "out").await, ["A|B"]);
 }
+
+/// Joins a window's payloads (as [`Join`]), but holds any window with a `hold` member until
+/// the gate opens.
+struct Gated {
+    join: Join,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl MessageProcessor for Gated {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        self.join.process(m).await
+    }
+
+    async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
+        if messages.iter().any(|m| m.payload.as_ref() == b"hold") {
+            let _ = self.gate.acquire().await;
+        }
+        self.join.process_batch(messages).await
+    }
+}
+
+/// Windows finished out of order (the later one first, the earlier one held by its
+/// processor) commit in window order: a partition whose messages are all in the finished
+/// later window is not committed past them while the earlier window is unfinished, as a
+/// restart then would build that later window again without them and emit it with members
+/// missing. Once the earlier window is done, every partition commits up to its open window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_finished_out_of_order_are_committed_in_window_order() {
+    let (_broker, client, config) = two_partitions_windowed().await;
+    let config = StreamConfig {
+        parallelism: 2,
+        ..config
+    };
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(Gated {
+            join: Join(Upper::new(0)),
+            gate: Arc::clone(&gate),
+        })
+        .with_commit_interval(Duration::from_millis(20));
+    stream.start().await.unwrap();
+    // [0,100): p0's `hold`; [100,200): p0's `b` and p1's `c`; [200,300) open: p0's `d` and
+    // p1's `e`, which close the two before.
+    send(
+        &client,
+        "in",
+        &[
+            (0, "hold".into(), 50),
+            (0, "b".into(), 150),
+            (1, "c".into(), 150),
+            (0, "d".into(), 250),
+            (1, "e".into(), 250),
+        ],
+    )
+    .await;
+    let outs = wait_records(&client, "out", 1).await;
+    assert_eq!(outs[0].payload, "B|C", "the later window first");
+    // Commits go on meanwhile (every 20 ms): none may pass p1's `c` (offset 0).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let position = |c: &std::collections::HashMap<(String, u32), u64>, p: u32| {
+        c.get(&("in".to_owned(), p)).copied().unwrap_or(0)
+    };
+    let held = committed(&client, "g").await;
+    assert_eq!(
+        (position(&held, 0), position(&held, 1)),
+        (0, 0),
+        "nothing past the unfinished window's or the finished later window's messages: {held:?}"
+    );
+    gate.add_permits(1);
+    wait_records(&client, "out", 2).await;
+    eventually(
+        "commits up to the open window",
+        Duration::from_secs(10),
+        || {
+            let client = client.clone();
+            async move {
+                let c = committed(&client, "g").await;
+                (position(&c, 0), position(&c, 1)) == (2, 1)
+            }
+        },
+    )
+    .await;
+    stream.stop().await.unwrap();
+}
