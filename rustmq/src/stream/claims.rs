@@ -13,7 +13,12 @@
 //!                        input partition (a batch holds every message of the range; a window
 //!                        those with a timestamp inside it)
 //!  rustmq.src.window     windows: `start-end` in ms
+//!  rustmq.src.late       a late message's dead letter: `1`
 //! ```
+//!
+//! A late message's dead letter claims only that it was dead-lettered, not the message: with
+//! sliding windows a message late for one window may still join the next, and a restart must
+//! place it there again (without writing its dead letter twice).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -36,6 +41,9 @@ pub const SRC_RANGES: &str = "rustmq.src.ranges";
 /// Header: for a window, `start-end` (ms since the Unix epoch, end exclusive).
 pub const SRC_WINDOW: &str = "rustmq.src.window";
 
+/// Header: on a late message's dead letter, `1` (see the module documentation).
+pub(crate) const SRC_LATE: &str = "rustmq.src.late";
+
 /// Per input partition, the smallest and largest offset of a unit's members.
 pub(crate) type Extent = BTreeMap<Tp, (u64, u64)>;
 
@@ -57,6 +65,9 @@ pub(crate) enum Claim {
     Ranges(Vec<(Tp, u64, u64)>),
     /// A window, with the largest member offset per input partition.
     Window(Span, Vec<(Tp, u64)>),
+    /// Late messages' dead letters in these ranges: the messages themselves are still to be
+    /// placed in the windows they may join.
+    Late(Vec<(Tp, u64, u64)>),
 }
 
 /// The source headers of a unit's outputs.
@@ -126,6 +137,7 @@ pub(crate) fn parse_claim<'a>(
             pair(w)?,
             listed.into_iter().map(|(tp, _, last)| (tp, last)).collect(),
         ),
+        None if map.contains_key(SRC_LATE) => Claim::Late(listed),
         None => Claim::Ranges(listed),
     })
 }
@@ -134,6 +146,8 @@ pub(crate) fn parse_claim<'a>(
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
     ranges: HashMap<Tp, Vec<(u64, u64)>>,
+    /// Late messages already dead-lettered.
+    late: HashMap<Tp, Vec<(u64, u64)>>,
     /// Windows already emitted, with their largest member offset per partition.
     pub(crate) windows: HashMap<Span, HashMap<Tp, u64>>,
 }
@@ -144,6 +158,11 @@ impl Claims {
             Claim::Ranges(rs) => {
                 for (tp, first, last) in rs {
                     self.ranges.entry(tp).or_default().push((first, last));
+                }
+            }
+            Claim::Late(rs) => {
+                for (tp, first, last) in rs {
+                    self.late.entry(tp).or_default().push((first, last));
                 }
             }
             Claim::Window(span, maxes) => {
@@ -158,7 +177,7 @@ impl Claims {
 
     /// Sorts the ranges for lookups.
     pub(crate) fn finish(&mut self) {
-        for rs in self.ranges.values_mut() {
+        for rs in self.ranges.values_mut().chain(self.late.values_mut()) {
             rs.sort_unstable();
         }
     }
@@ -166,14 +185,16 @@ impl Claims {
     /// The log of `tp` now ends at `offset` (below the records these claims name, which are
     /// gone): the records it gets from there on are new, and no claim read back covers them.
     pub(crate) fn forget_from(&mut self, tp: &Tp, offset: u64) {
-        if let Some(rs) = self.ranges.get_mut(tp) {
-            rs.retain_mut(|r| {
-                r.1 = r.1.min(offset.saturating_sub(1));
-                r.0 < offset
-            });
-            rs.sort_unstable();
-            if rs.is_empty() {
-                self.ranges.remove(tp);
+        for ranges in [&mut self.ranges, &mut self.late] {
+            if let Some(rs) = ranges.get_mut(tp) {
+                rs.retain_mut(|r| {
+                    r.1 = r.1.min(offset.saturating_sub(1));
+                    r.0 < offset
+                });
+                rs.sort_unstable();
+                if rs.is_empty() {
+                    ranges.remove(tp);
+                }
             }
         }
         for members in self.windows.values_mut() {
@@ -192,18 +213,28 @@ impl Claims {
 
     /// Whether an output already covers this input.
     pub(crate) fn is_claimed(&self, tp: &Tp, offset: u64) -> bool {
-        let Some(rs) = self.ranges.get(tp) else {
-            return false;
-        };
-        // Ranges may overlap (a range of a later instance can span inputs an earlier one
-        // claimed): look at every range starting at or before `offset`.
-        let end = rs.partition_point(|r| r.0 <= offset);
-        rs[..end].iter().rev().any(|r| r.1 >= offset)
+        covers(&self.ranges, tp, offset)
+    }
+
+    /// Whether this input's dead letter as a late message is already written.
+    pub(crate) fn is_late_claimed(&self, tp: &Tp, offset: u64) -> bool {
+        covers(&self.late, tp, offset)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.ranges.is_empty() && self.windows.is_empty()
+        self.ranges.is_empty() && self.late.is_empty() && self.windows.is_empty()
     }
+}
+
+/// Whether one of `tp`'s sorted ranges holds `offset`.
+fn covers(ranges: &HashMap<Tp, Vec<(u64, u64)>>, tp: &Tp, offset: u64) -> bool {
+    let Some(rs) = ranges.get(tp) else {
+        return false;
+    };
+    // Ranges may overlap (a range of a later instance can span inputs an earlier one
+    // claimed): look at every range starting at or before `offset`.
+    let end = rs.partition_point(|r| r.0 <= offset);
+    rs[..end].iter().rev().any(|r| r.1 >= offset)
 }
 
 #[cfg(test)]
@@ -235,7 +266,13 @@ mod tests {
         let h = source_headers("g", &batch, Some((100, 200)), false);
         assert_eq!(
             parse_claim("g", as_refs(&h)),
-            Some(Claim::Window((100, 200), vec![(b, 2), (a, 9)]))
+            Some(Claim::Window((100, 200), vec![(b, 2), (a.clone(), 9)]))
+        );
+        let mut h = source_headers("g", &single, None, false);
+        h.push((SRC_LATE.to_owned(), "1".to_owned()));
+        assert_eq!(
+            parse_claim("g", as_refs(&h)),
+            Some(Claim::Late(vec![(a, 7, 7)]))
         );
     }
 

@@ -181,7 +181,7 @@ async fn scan(
                     .map(|h| (h.key.as_str(), &h.value[..]));
                 if let Some(claim) = parse_claim(group, headers) {
                     let coverage = match &claim {
-                        Claim::Ranges(rs) => Coverage::Members(
+                        Claim::Ranges(rs) | Claim::Late(rs) => Coverage::Members(
                             rs.iter().map(|(tp, _, last)| (tp.clone(), *last)).collect(),
                         ),
                         Claim::Window(span, _) => Coverage::Window(span.1),

@@ -719,11 +719,13 @@ impl Router {
         let placed = windows.place(&tp, offset, ts, &(tp.clone(), i.message.clone()));
         let closed = windows.advance(&tp, ts, now);
         let watermark = windows.watermark();
+        // Its dead letter may be written already (read back by recovery): not twice.
         let late_unit = placed.late
             && matches!(
                 self.ctx.window_options.late_messages,
                 super::config::LatePolicy::DeadLetter { .. }
-            );
+            )
+            && !self.claims.is_late_claimed(&tp, offset);
         {
             let mut ledger = self.ctx.ledger.lock();
             ledger.adjust(&tp, offset, placed.joined as i64 + i64::from(late_unit) - 1);

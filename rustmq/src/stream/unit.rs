@@ -27,7 +27,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::time::Instant;
 
-use super::claims::{extent, source_headers, Extent, SRC_PREFIX};
+use super::claims::{extent, source_headers, Extent, SRC_LATE, SRC_PREFIX};
 use super::config::{ErrorStrategy, LatePolicy};
 use super::fetch::InFlight;
 use super::ledger::Coverage;
@@ -235,7 +235,12 @@ fn dead_letters(
             Kind::Window(span) => Some(span),
             _ => None,
         };
-        source_headers(&ctx.group, extent, window, unit.kind == Kind::Batch)
+        let mut headers = source_headers(&ctx.group, extent, window, unit.kind == Kind::Batch);
+        if unit.kind == Kind::Late {
+            // Claims the dead letter, not the message (see `claims`).
+            headers.push((SRC_LATE.to_owned(), "1".to_owned()));
+        }
+        headers
     });
     let topic = TopicName::from(topic);
     unit.messages

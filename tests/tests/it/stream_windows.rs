@@ -297,3 +297,84 @@ async fn windows_finished_out_of_order_are_committed_in_window_order() {
     .await;
     stream.stop().await.unwrap();
 }
+
+/// Exactly once, sliding windows of 100 ms every 50 ms, late messages dead-lettered: `c`
+/// (60) comes after [0,100) closed, so it is late there, but it joins [50,150), still open.
+/// The stream stops (its open window's members left uncommitted), or crashes before any
+/// commit, once `c`'s late dead letter is written. Started again, it places `c` in [50,150)
+/// again (its dead letter claims the dead letter, not the message) and writes no second dead
+/// letter. It used to pass `c` over as claimed, and emit [50,150) without it.
+#[tokio::test]
+async fn a_late_message_rejoins_its_open_window_after_a_restart() {
+    for crash in [false, true] {
+        late_message_after_a_restart(crash).await;
+    }
+}
+
+async fn late_message_after_a_restart(crash: bool) {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    client.create_topic("late", 1).await.unwrap();
+    let config = StreamConfig {
+        input_topics: vec!["in".into()],
+        output_topic: Some("out".into()),
+        consumer_group: "sliding".into(),
+        exactly_once: true,
+        mode: StreamMode::Windowed {
+            window_size: Duration::from_millis(100),
+            slide_interval: Duration::from_millis(50),
+        },
+        ..Default::default()
+    };
+    let start = |commit: Duration| {
+        let (client, config) = (client.clone(), config.clone());
+        async move {
+            let stream = MessageStream::new(client, config)
+                .await
+                .unwrap()
+                .with_processor(Join(Upper::new(0)))
+                .with_commit_interval(commit)
+                .with_session_timeout(Duration::from_secs(2))
+                .with_window_options(WindowOptions {
+                    allowed_lateness: Duration::ZERO,
+                    late_messages: LatePolicy::DeadLetter {
+                        topic: "late".into(),
+                    },
+                    idle_timeout: Duration::from_secs(60),
+                });
+            stream.start().await.unwrap();
+            stream
+        }
+    };
+    let first = start(Duration::from_secs(3600)).await;
+    let input = |payload: &str, ts| (0, payload.to_owned(), ts);
+    send(&client, "in", &[input("a", 10), input("b", 120)]).await;
+    // [0,100) closed by `b` (windows start at 0 or later).
+    wait_records(&client, "out", 1).await;
+    send(&client, "in", &[input("c", 60)]).await;
+    wait_records(&client, "late", 1).await;
+    if crash {
+        drop(first);
+    } else {
+        first.stop().await.unwrap();
+    }
+
+    let second = start(Duration::from_millis(50)).await;
+    send(&client, "in", &[input("d", 1_000)]).await;
+    // [50,150) and [100,200) closed by `d`.
+    let outs = wait_records(&client, "out", 3).await;
+    second.stop().await.unwrap();
+    let payloads: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+    assert_eq!(
+        payloads,
+        ["A", "C|B", "B"],
+        "[50,150) holds `c` (crash: {crash})"
+    );
+    let late = read_all(&client, "late").await;
+    assert_eq!(
+        late.len(),
+        1,
+        "one dead letter for `c` (crash: {crash}): {late:?}"
+    );
+}
