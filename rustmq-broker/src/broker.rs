@@ -300,6 +300,16 @@ impl BrokerHandle {
         self.core.drop_produce_answers.store(n, Ordering::Release);
     }
 
+    /// Fault injection for tests: `group`'s commits wait until the returned guard is
+    /// dropped, as behind a slow disk (heartbeats and joins go on). `None` if the group does
+    /// not exist.
+    pub async fn hold_group_commits(
+        &self,
+        group: &str,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.core.groups.hold_writes(group).await
+    }
+
     /// Bytes reserved now in the request budget, over all connections: frames being read or
     /// handled, fetch answers not yet let go of (`limits.max_request_memory_bytes` bounds it;
     /// see [`crate::memory`]).

@@ -878,6 +878,14 @@ impl GroupCoordinator {
         written
     }
 
+    /// Takes `group`'s turn to write its offsets until the returned guard is dropped: its
+    /// commits wait meanwhile, as behind a slow disk (fault injection for tests). `None` if
+    /// the group does not exist.
+    pub async fn hold_writes(&self, group: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let writes = Arc::clone(&self.groups.lock().get(group)?.writes);
+        Some(writes.lock_owned().await)
+    }
+
     /// A topic was created: every group with a member subscribed to it rebalances, so that
     /// its partitions get owners. A topic made again after its deletion, or first made after
     /// its subscribers joined, was left out of their assignment (only existing topics are

@@ -377,6 +377,33 @@ async fn heartbeat(inner: &Arc<Inner>, failures: &mut Streak) -> Standing {
     }
 }
 
+/// [`commit`], with a heartbeat at every tick of `heartbeats` while it waits: a commit can
+/// wait longer than the session timeout (the broker's disk slow, a connection being
+/// replaced), and a member silent that long is dropped from the group while it still
+/// delivers, its partitions read by another meanwhile. Returns the commit's result and the
+/// first standing other than `Fine` a heartbeat found, for the caller to act on once the
+/// commit is done.
+async fn commit_heartbeating(
+    inner: &Arc<Inner>,
+    heartbeats: &mut tokio::time::Interval,
+    failures: &mut Streak,
+) -> (Result<()>, Standing) {
+    let committing = commit(inner);
+    tokio::pin!(committing);
+    let mut found = Standing::Fine;
+    loop {
+        tokio::select! {
+            committed = &mut committing => return (committed, found),
+            _ = heartbeats.tick() => {
+                let standing = heartbeat(inner, failures).await;
+                if found == Standing::Fine {
+                    found = standing;
+                }
+            }
+        }
+    }
+}
+
 /// Commits, then rejoins until it succeeds (or the consumer closes).
 ///
 /// Deliveries wait meanwhile, so a failure that retrying cannot mend (the group's or the
@@ -386,8 +413,16 @@ async fn heartbeat(inner: &Arc<Inner>, failures: &mut Streak) -> Standing {
 async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
     inner.state.lock().rebalancing = true;
     if how == Rejoin::Keep {
-        if let Err(e) = commit(inner).await {
+        let mut heartbeats = tokio::time::interval(timing::period(inner.config.heartbeat_interval));
+        heartbeats.reset();
+        let mut failures = Streak::default();
+        let (committed, found) = commit_heartbeating(inner, &mut heartbeats, &mut failures).await;
+        if let Err(e) = committed {
             tracing::warn!(group = %inner.group, error = %e, "commit before rejoining failed");
+        }
+        // Dropped meanwhile after all (the commit outlasted the rebalance): start over.
+        if found == Standing::Rejoin(Rejoin::RevokeAll) {
+            how = Rejoin::RevokeAll;
         }
     }
     let backoff = timing::retry_backoff(inner.client.config().retry_config.jitter);
@@ -455,16 +490,22 @@ async fn group_loop(inner: Arc<Inner>) {
     loop {
         let standing = tokio::select! {
             _ = heartbeats.tick() => heartbeat(&inner, &mut heartbeat_failures).await,
-            _ = commits.tick() => match commit(&inner).await {
-                Ok(()) => {
-                    inner.succeeded(&mut commit_failures);
-                    Standing::Fine
-                }
-                // A refusal that retrying cannot mend (the group's commit right withdrawn) is
-                // told to the application once: else it would go on receiving with nothing
-                // committed, and a restart would deliver everything again.
-                Err(e) => standing_after(&inner, &mut commit_failures, e, "auto-commit failed"),
-            },
+            _ = commits.tick() => {
+                let (committed, found) =
+                    commit_heartbeating(&inner, &mut heartbeats, &mut heartbeat_failures).await;
+                let after = match committed {
+                    Ok(()) => {
+                        inner.succeeded(&mut commit_failures);
+                        Standing::Fine
+                    }
+                    // A refusal that retrying cannot mend (the group's commit right withdrawn)
+                    // is told to the application once: else it would go on receiving with
+                    // nothing committed, and a restart would deliver everything again.
+                    Err(e) => standing_after(&inner, &mut commit_failures, e, "auto-commit failed"),
+                };
+                // A stop first, then what the heartbeats found meanwhile.
+                if after == Standing::Stop { after } else if found != Standing::Fine { found } else { after }
+            }
             // A commit was refused: a heartbeat tells how we stand with the group.
             _ = inner.rejoin.notified() => heartbeat(&inner, &mut heartbeat_failures).await,
         };

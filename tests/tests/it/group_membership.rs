@@ -491,6 +491,60 @@ async fn a_topic_made_again_is_assigned_to_its_group() {
     a.close().await.unwrap();
 }
 
+/// An auto-commit that waits longer than the session timeout (the broker's disk slow) does
+/// not silence the member's heartbeats: it stays in the group, keeps its partitions, and the
+/// commit lands once the broker gets to it. Heartbeats used to wait for the commit, and the
+/// broker dropped the member while it still delivered, its partitions then read by another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_auto_commit_does_not_stop_the_heartbeats() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let admin = broker.client().await.unwrap();
+    admin.create_topic("slow", 1).await.unwrap();
+    produce_n(&admin, "slow", 0, 0, 3).await;
+    let client = broker.client().await.unwrap();
+    let member = ConsumerConfig {
+        enable_auto_commit: true,
+        auto_commit_interval: Duration::from_millis(100),
+        session_timeout: Duration::from_millis(600),
+        ..config("slow-committers")
+    };
+    let a = client
+        .create_consumer_with_config("slow", "slow-committers", member)
+        .await
+        .unwrap();
+    let generation =
+        |a: Consumer| async move { a.partition_assignment().await.map(|p| p.generation) };
+    let before = generation(a.clone()).await;
+    let held = broker
+        .handle()
+        .unwrap()
+        .hold_group_commits("slow-committers")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        recv(&a).await.ack().await.unwrap();
+    }
+    // Three session timeouts with every commit held.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    assert_eq!(
+        describe(&admin, "slow-committers").await,
+        ("stable".to_owned(), 1)
+    );
+    assert_eq!(
+        generation(a.clone()).await,
+        before,
+        "no rebalance: the member stayed"
+    );
+    drop(held);
+    eventually("the held commit landed", || {
+        let a = a.clone();
+        async move { a.committed_offset(0).await.ok() == Some(3) }
+    })
+    .await;
+    a.close().await.unwrap();
+}
+
 /// A member whose rejoin missed a generation starts its partitions over from the group's
 /// committed offsets. `a` hears of a rebalance (it commits before rejoining) and is then cut
 /// off from the broker: the group goes on without it, and `b` takes its partition, consumes
