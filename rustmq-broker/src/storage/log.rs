@@ -287,7 +287,8 @@ impl PartitionLog {
         // A failed append may have left bytes past the committed end; a sealed segment must
         // end exactly at its last batch or the next open would report it as damaged.
         let size = old.size();
-        if old.file.metadata()?.len() != size {
+        let truncated = old.file.metadata()?.len() != size;
+        if truncated {
             old.file.set_len(size)?;
         }
         // The producers as of the new segment's base: the next open replays batch headers
@@ -310,7 +311,8 @@ impl PartitionLog {
         }
         // `old` is not sealed yet, so a group commit from now on syncs it with the new one.
         self.segments.write().push(Arc::clone(&segment));
-        self.sealer.submit(Arc::clone(old), base, snapshot);
+        self.sealer
+            .submit(Arc::clone(old), base, snapshot, truncated);
         debug!(dir = %self.dir.display(), base_offset = base, "rolled a new segment");
         Ok(segment)
     }

@@ -42,6 +42,9 @@ struct Seal {
     end: u64,
     /// The producer snapshot as of `end`, encoded under the append lock.
     snapshot: Vec<u8>,
+    /// The roll cut bytes a failed append left past the segment's end: it must be synced
+    /// again, though a group commit may have covered `end` before the cut.
+    truncated: bool,
 }
 
 /// The seal queue of one partition log.
@@ -70,11 +73,18 @@ impl Sealer {
     }
 
     /// Queues `segment`, rolled at `end`, and starts a task that seals it.
-    pub(crate) fn submit(self: &Arc<Self>, segment: Arc<Segment>, end: u64, snapshot: Vec<u8>) {
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        segment: Arc<Segment>,
+        end: u64,
+        snapshot: Vec<u8>,
+        truncated: bool,
+    ) {
         self.queue.lock().push_back(Seal {
             segment,
             end,
             snapshot,
+            truncated,
         });
         #[cfg(test)]
         if self.paused.load(std::sync::atomic::Ordering::Acquire) {
@@ -124,6 +134,7 @@ impl Sealer {
             segment,
             end,
             snapshot,
+            truncated,
         } = seal;
         let dir = &self.dir;
         // Through group commit, which runs one fdatasync of the log at a time (Linux reports a
@@ -132,10 +143,13 @@ impl Sealer {
         // acknowledged) and leaves the segment unsealed: no index files, no snapshot, and an
         // open verifies it.
         let file = Arc::clone(&segment.file);
-        if let Err(err) = self
-            .commit
-            .sync_blocking(end, || (vec![Arc::clone(&file)], end))
-        {
+        let synced = if truncated {
+            self.commit.sync_again_blocking(vec![file], end)
+        } else {
+            self.commit
+                .sync_blocking(end, || (vec![Arc::clone(&file)], end))
+        };
+        if let Err(err) = synced {
             error!(dir = %dir.display(), base_offset = segment.base_offset, %err,
                 "could not sync a rolled segment");
             return;
@@ -196,6 +210,37 @@ mod tests {
             seq += 1;
         }
         seq
+    }
+
+    /// A roll that cut what a failed append left past the segment's end has the seal sync the
+    /// segment again, though a group commit already covered its records: the cut must be on
+    /// disk before the snapshot vouches for the segment, or a crash leaves it ending in
+    /// garbage that every later open finds damaged.
+    #[test]
+    fn a_seal_after_a_cut_syncs_the_segment_again() {
+        use std::os::unix::fs::FileExt;
+        for cut in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = PartitionLog::open(dir.path(), small_config(600)).unwrap();
+            log.sealer.paused.store(true, Ordering::Release);
+            log.append(idem("first", 1, (1, 0, 0))).unwrap();
+            if cut {
+                // What a failed append leaves: bytes past the segment's end.
+                let active = log.active();
+                active.file.write_at(b"garbage", active.size()).unwrap();
+            }
+            log.flush().unwrap();
+            let synced = log.sync_count();
+            // Larger than the room left: rolls at once, the first segment's records all synced.
+            log.append(idem("large", 40, (1, 0, 1))).unwrap();
+            assert_eq!(log.segment_count(), 2);
+            log.wait_for_seals();
+            assert_eq!(
+                log.sync_count() > synced,
+                cut,
+                "a seal syncs what a group commit covered only after a cut"
+            );
+        }
     }
 
     /// Until its seal has run, a rolled segment is synced with the active one by group commit

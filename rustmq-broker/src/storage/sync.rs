@@ -222,6 +222,32 @@ impl GroupCommit {
         self.attempt(0)
     }
 
+    /// Syncs `files` (holding the offsets below `end`) now, even if those offsets are durable
+    /// already: their bytes changed below the durable end (a cut of what a failed append
+    /// left). One sync at a time with the group commits, as every sync of the log is.
+    pub(crate) fn sync_again_blocking(
+        self: &Arc<Self>,
+        files: Vec<Arc<File>>,
+        end: u64,
+    ) -> Result<(), StorageError> {
+        let mut state = self.state.lock();
+        loop {
+            if state.poisoned {
+                return Err(StorageError::Poisoned);
+            }
+            if !state.syncing {
+                break;
+            }
+            let generation = state.generation;
+            while state.generation == generation {
+                self.blocking_waiters.wait(&mut state);
+            }
+        }
+        state.syncing = true;
+        drop(state);
+        Ok(self.attempt(end).run(&files)?)
+    }
+
     fn attempt(self: &Arc<Self>, end: u64) -> Attempt {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Attempt {
