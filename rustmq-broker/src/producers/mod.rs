@@ -40,13 +40,24 @@ use journal::{Entry, Journal};
 /// How many producer ids one write of the registry reserves.
 pub const ID_BLOCK: i64 = 1_000;
 
+/// Where a new registry's first id is drawn: far below `i64::MAX`, so that its ids never run
+/// out, and far apart from another registry's, whose ids it would otherwise take as issued.
+const FIRST_IDS: std::ops::Range<i64> = 1 << 40..1 << 62;
+
 /// The longest producer name taken, in bytes: a stream processor's (`rustmq.stream.` and a
 /// group name of up to 120 bytes) with room to spare.
 pub const MAX_PRODUCER_NAME_LEN: usize = 255;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct State {
-    /// The end of the ids reserved on disk: every id below it may have been handed out.
+    /// The first id of this registry: random, chosen when the registry is made (0 in a file
+    /// of an earlier build). A client that fails over to another broker, or whose broker lost
+    /// its data, then carries ids the broker it now reaches did not issue, rather than ids that
+    /// broker handed out to producers of its own: refused as unknown, they are replaced.
+    #[serde(default)]
+    first_id: i64,
+    /// The end of the ids reserved on disk: every id from `first_id` below it may have been
+    /// handed out.
     next_id: i64,
     /// The next id to hand out, at most `next_id` (not stored: a restart goes on from
     /// `next_id`).
@@ -102,9 +113,11 @@ pub struct ProducerIds {
     state: Mutex<State>,
     /// Appended to by each change (taken after `state`, while it is held).
     journal: Mutex<Journal>,
-    /// `state.next_free`: every id below it was handed out, by this process or before a
-    /// restart (up to the last block reserved then); read per idempotent batch without the
-    /// lock.
+    /// `state.first_id`.
+    first_id: i64,
+    /// `state.next_free`: every id from `first_id` below it was handed out, by this process
+    /// or before a restart (up to the last block reserved then); read per idempotent batch
+    /// without the lock.
     issued: AtomicI64,
     /// `state.forgotten`, read per idempotent batch (without the registry's lock, which an
     /// initialisation holds across its fsync) when `any_forgotten`.
@@ -142,12 +155,19 @@ impl ProducerIds {
         let (journal, entries) =
             Journal::open(&data_dir.join("producers.journal"), state.generation)
                 .map_err(|e| BrokerError::io("open producers.journal", e))?;
+        // No file, no journal: a new registry, whose ids start at a random first id (written
+        // below, before any is handed out). A journal without a file is an earlier build's.
+        let new = state.generation == 0 && state.next_id == 0 && entries.is_empty();
         for entry in entries {
             state.apply(entry);
         }
+        let mut next = state.clone();
+        if new {
+            next.first_id = fastrand::i64(FIRST_IDS);
+            next.next_id = next.first_id;
+        }
         state.next_free = state.next_id;
         let opened_at = crate::storage::now_ms();
-        let mut next = state.clone();
         for name in next.named.keys() {
             next.initialised_at.entry(name.clone()).or_insert(opened_at);
         }
@@ -159,6 +179,7 @@ impl ProducerIds {
         initialised_at.retain(|name, _| named.contains_key(name));
         let ids = Self {
             path,
+            first_id: state.first_id,
             issued: AtomicI64::new(state.next_id),
             forgotten: RwLock::new(state.forgotten.iter().copied().collect()),
             any_forgotten: AtomicBool::new(!state.forgotten.is_empty()),
@@ -166,12 +187,16 @@ impl ProducerIds {
             journal: Mutex::new(journal),
         };
         // Names of a file of an earlier build get their time on disk now, or every start
-        // would restart their clock.
+        // would restart their clock; a new registry its first id.
         let mut state = ids.state.lock();
-        if next.initialised_at != state.initialised_at {
+        if new || next.initialised_at != state.initialised_at {
             ids.store(&mut state, next)?;
+            state.next_free = state.next_id;
         }
+        let (first_id, next_free) = (state.first_id, state.next_free);
         drop(state);
+        let ids = Self { first_id, ..ids };
+        ids.issued.store(next_free, Ordering::Release);
         Ok(ids)
     }
 
@@ -191,7 +216,13 @@ impl ProducerIds {
     /// id it never issued is refused: each id a peer makes up would otherwise take a place in
     /// the producer table of every partition it writes to, for good.
     pub fn issued(&self, producer_id: i64) -> bool {
-        (0..self.issued.load(Ordering::Acquire)).contains(&producer_id)
+        (self.first_id..self.issued.load(Ordering::Acquire)).contains(&producer_id)
+    }
+
+    /// The first id of this registry (see `State::first_id`).
+    #[cfg(test)]
+    pub(crate) fn first_id(&self) -> i64 {
+        self.first_id
     }
 
     /// Every named producer's id and current epoch.
@@ -437,7 +468,8 @@ mod tests {
     fn ids_are_unique_and_named_epochs_grow_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let p = ProducerIds::open(dir.path()).unwrap();
-        assert!(!p.issued(0));
+        let base = p.first_id();
+        assert!(!p.issued(0) && !p.issued(base));
         let a = p.init(None).unwrap();
         let b = p.init(None).unwrap();
         assert_ne!(a.producer_id, b.producer_id);
@@ -449,13 +481,32 @@ mod tests {
         // A restart goes on from the end of the block reserved: the ids of it never handed out
         // count as issued (at most a block's worth), none is handed out twice.
         let p = ProducerIds::open(dir.path()).unwrap();
-        assert!(p.issued(a.producer_id) && p.issued(n1.producer_id) && p.issued(ID_BLOCK - 1));
-        assert!(!p.issued(ID_BLOCK));
+        assert_eq!(p.first_id(), base, "the first id is kept");
+        assert!(
+            p.issued(a.producer_id) && p.issued(n1.producer_id) && p.issued(base + ID_BLOCK - 1)
+        );
+        assert!(!p.issued(base + ID_BLOCK) && !p.issued(base - 1));
         let n2 = p.init(Some("stream-1")).unwrap();
         assert_eq!(n1.producer_id, n2.producer_id);
         assert_eq!(n2.epoch, n1.epoch + 1);
         let c = p.init(None).unwrap();
-        assert_eq!(c.producer_id, ID_BLOCK);
+        assert_eq!(c.producer_id, base + ID_BLOCK);
+    }
+
+    /// A new registry's ids start at a random first id, far from another registry's: a
+    /// broker does not take another broker's ids (or its own before it lost its data) for
+    /// ones it issued.
+    #[test]
+    fn registries_draw_their_ids_apart() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (one, two) = (
+            ProducerIds::open(one.path()).unwrap(),
+            ProducerIds::open(two.path()).unwrap(),
+        );
+        let (a, b) = (one.init(None).unwrap(), two.init(None).unwrap());
+        assert!(FIRST_IDS.contains(&a.producer_id) && FIRST_IDS.contains(&b.producer_id));
+        assert!(!one.issued(b.producer_id) && !two.issued(a.producer_id));
+        assert!((a.producer_id - b.producer_id).abs() > ID_BLOCK);
     }
 
     /// Unnamed ids come from a block reserved on disk: one write per block, not per id.
@@ -464,30 +515,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("producers.journal");
         let p = ProducerIds::open(dir.path()).unwrap();
-        assert_eq!(p.init(None).unwrap().producer_id, 0);
+        let base = p.first_id();
+        assert_eq!(p.init(None).unwrap().producer_id, base);
         let written = std::fs::read_to_string(&path).unwrap();
         assert!(
-            written.contains(&format!("\"next_id\":{ID_BLOCK}")),
+            written.contains(&format!("\"next_id\":{}", base + ID_BLOCK)),
             "{written}"
         );
         for id in 1..ID_BLOCK {
-            assert_eq!(p.init(None).unwrap().producer_id, id);
+            assert_eq!(p.init(None).unwrap().producer_id, base + id);
         }
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             written,
             "no write within the block"
         );
-        assert!(p.issued(ID_BLOCK - 1) && !p.issued(ID_BLOCK));
+        assert!(p.issued(base + ID_BLOCK - 1) && !p.issued(base + ID_BLOCK));
         // The next block, and a name, take ids from it.
-        assert_eq!(p.init(None).unwrap().producer_id, ID_BLOCK);
+        assert_eq!(p.init(None).unwrap().producer_id, base + ID_BLOCK);
         let written = std::fs::read_to_string(&path).unwrap();
         assert!(
-            written.contains(&format!("\"next_id\":{}", 2 * ID_BLOCK)),
+            written.contains(&format!("\"next_id\":{}", base + 2 * ID_BLOCK)),
             "{written}"
         );
-        assert_eq!(p.init(Some("n")).unwrap().producer_id, ID_BLOCK + 1);
-        assert!(p.issued(ID_BLOCK + 1) && !p.issued(ID_BLOCK + 2));
+        assert_eq!(p.init(Some("n")).unwrap().producer_id, base + ID_BLOCK + 1);
+        assert!(p.issued(base + ID_BLOCK + 1) && !p.issued(base + ID_BLOCK + 2));
     }
 
     /// A name that used every epoch moves to a new id at epoch 0 and its old id is retired,
@@ -608,12 +660,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("producers.toml");
         let p = ProducerIds::open(dir.path()).unwrap();
+        // Written once at the start: a new registry's first id.
+        let made = std::fs::read_to_string(&file).unwrap();
+        assert!(made.contains("generation = 1"), "{made}");
         let a = p.init(Some("a")).unwrap();
         for _ in 0..3 {
             p.init(Some("a")).unwrap();
         }
         let b = p.init(Some("b")).unwrap();
-        assert!(!file.exists(), "nothing rewritten yet");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            made,
+            "nothing rewritten yet"
+        );
         drop(p);
         let p = ProducerIds::open(dir.path()).unwrap();
         assert_eq!(p.named(), [(a.producer_id, 3), (b.producer_id, 0)]);
@@ -622,10 +681,10 @@ mod tests {
         for _ in 0..3 {
             p.init(Some("b")).unwrap();
         }
-        assert!(!file.exists());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), made);
         p.init(Some("b")).unwrap();
         let text = std::fs::read_to_string(&file).unwrap();
-        assert!(text.contains("generation = 1"), "{text}");
+        assert!(text.contains("generation = 2"), "{text}");
         let journal = std::fs::read(dir.path().join("producers.journal")).unwrap();
         assert_eq!(
             journal.iter().filter(|&&b| b == b'\n').count(),

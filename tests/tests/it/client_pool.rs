@@ -37,7 +37,9 @@ async fn several_brokers_are_failover_addresses_used_one_at_a_time() {
 
 /// An idempotent producer's ids were issued by the first broker, which the second never saw:
 /// the second refuses them (`UnknownProducer`) and the producer sends those batches again
-/// under ids of its own, so no send fails.
+/// under ids of its own, so no send fails. The second broker's own idempotent producer, which
+/// wrote to every partition before, goes on too: its ids are not the first broker's (each
+/// broker's ids start at a random first id), so the two producers' sequences never meet.
 #[tokio::test]
 async fn an_idempotent_producer_takes_new_ids_from_the_broker_it_fails_over_to() {
     fail_over(true).await;
@@ -51,6 +53,23 @@ async fn fail_over(idempotent: bool) {
     let only_b = b.client().await.unwrap();
     only_a.create_topic(TOPIC, PARTITIONS).await.unwrap();
     only_b.create_topic(TOPIC, PARTITIONS).await.unwrap();
+    let idempotent_config = ProducerConfig {
+        batch_size: 1,
+        idempotent,
+        ..ProducerConfig::default()
+    };
+    // The second broker's own producer, of ids it issued.
+    let local = ProducerBuilder::new()
+        .topic(TOPIC)
+        .client(only_b.clone())
+        .config(idempotent_config.clone())
+        .build()
+        .await
+        .unwrap();
+    let local_sends = if idempotent { 32 } else { 0 };
+    for i in 0..local_sends {
+        local.send(keyed(i)).await.unwrap();
+    }
 
     // Without `tls_config`, both loopback brokers' own certificates are accepted.
     let client = RustMqClient::new(ClientConfig {
@@ -69,11 +88,7 @@ async fn fail_over(idempotent: bool) {
     let producer = ProducerBuilder::new()
         .topic(TOPIC)
         .client(client.clone())
-        .config(ProducerConfig {
-            batch_size: 1,
-            idempotent,
-            ..ProducerConfig::default()
-        })
+        .config(idempotent_config)
         .build()
         .await
         .unwrap();
@@ -96,7 +111,11 @@ async fn fail_over(idempotent: bool) {
         200,
         "every record on the first broker"
     );
-    assert_eq!(stored(&only_b).await, 0, "nothing on the second");
+    assert_eq!(
+        stored(&only_b).await,
+        local_sends as u64,
+        "nothing on the second but its own producer's"
+    );
 
     // The first broker goes away: the client moves on to the next.
     only_a.close().await.unwrap();
@@ -108,9 +127,14 @@ async fn fail_over(idempotent: bool) {
     }
     assert_eq!(
         stored(&only_b).await,
-        10,
+        local_sends as u64 + 10,
         "the later sends went to the second broker"
     );
+    for i in 0..local_sends {
+        if let Err(e) = local.send(keyed(i)).await {
+            panic!("the second broker's own producer, send {i}: {e}");
+        }
+    }
     let health = client.health_check().await.unwrap();
     assert_eq!(health.healthy_connections, health.total_connections);
 }
