@@ -23,6 +23,7 @@ use super::{timing, Inner};
 use crate::error::Result;
 use crate::message::Message;
 use crate::producer::{AckLevel, Producer, ProducerBuilder, ProducerConfig};
+use crate::RustMqClient;
 
 /// Dead-letter header: the topic the message was read from.
 pub const DLQ_ORIGINAL_TOPIC: &str = "rustmq.dlq.original-topic";
@@ -181,13 +182,15 @@ pub(crate) fn dead_letter_builder(
     }
 }
 
-/// The settings dead letters are produced with: [`AckLevel::All`], on the broker's disk
-/// before the message they replace is resolved and its offset committed. Commits are synced,
-/// so a dead letter acknowledged from the page cache alone could be lost to a power failure
-/// whose commit was not.
-pub(crate) fn dead_letter_config() -> ProducerConfig {
+/// The settings dead letters are produced with: the client's compression, as any producer
+/// built without settings has, and [`AckLevel::All`], on the broker's disk before the message
+/// they replace is resolved and its offset committed. Commits are synced, so a dead letter
+/// acknowledged from the page cache alone could be lost to a power failure whose commit was
+/// not.
+pub(crate) fn dead_letter_config(client: &RustMqClient) -> ProducerConfig {
     ProducerConfig {
         ack_level: AckLevel::All,
+        compression: client.config().compression.clone(),
         ..ProducerConfig::default()
     }
 }
@@ -199,7 +202,7 @@ async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {
             ProducerBuilder::new()
                 .topic(dlq)
                 .client(inner.client.clone())
-                .config(dead_letter_config())
+                .config(dead_letter_config(&inner.client))
                 .build()
         })
         .await

@@ -244,11 +244,10 @@ impl Delivery {
     /// but started with [`dead_letter_config`](crate::consumer::retry::dead_letter_config)
     /// (acks=all) when this is its first use.
     pub(crate) async fn dead_letter_producer(&self, topic: &str) -> crate::Result<Producer> {
-        let config = crate::consumer::retry::dead_letter_config();
-        self.shared
-            .ctx
-            .producer_with(topic, None, Some(config))
-            .await
+        let config = self
+            .client()
+            .map(crate::consumer::retry::dead_letter_config);
+        self.shared.ctx.producer_with(topic, None, config).await
     }
 }
 
@@ -278,8 +277,8 @@ impl Context {
         self.producer_with(topic, partitions, None).await
     }
 
-    /// [`producer`](Self::producer), started with `config` (the default without) if this is
-    /// its first use.
+    /// [`producer`](Self::producer), started with `config` if this is its first use (without,
+    /// as a producer built without settings: the client's compression, the defaults).
     pub(crate) async fn producer_with(
         &self,
         topic: &str,
@@ -293,12 +292,15 @@ impl Context {
             crate::ClientError::InvalidConfig("this delivery has no client to produce with".into())
         })?;
         super::producer::ensure_topic_named(client, topic, partitions).await?;
-        let producer = crate::producer::ProducerBuilder::new()
+        let builder = crate::producer::ProducerBuilder::new()
             .topic(topic)
-            .client(client.clone())
-            .config(config.unwrap_or_default())
-            .build()
-            .await?;
+            .client(client.clone());
+        let producer = match config {
+            Some(config) => builder.config(config),
+            None => builder,
+        }
+        .build()
+        .await?;
         Ok(self
             .producers
             .lock()
@@ -398,7 +400,8 @@ mod tests {
     }
 
     /// Dead letters are produced with acks=all (the input's commit that follows is synced),
-    /// while the handler's own producer of another topic keeps the default.
+    /// while the handler's own producer of another topic keeps the default; both with the
+    /// client's compression.
     #[tokio::test]
     async fn dead_letters_are_produced_with_acks_all() {
         use crate::transport::test_broker::{Script, TestBroker};
@@ -408,8 +411,13 @@ mod tests {
             ..Script::default()
         })
         .await;
+        let compression = crate::config::CompressionConfig {
+            enabled: true,
+            ..Default::default()
+        };
         let client = RustMqClient::new(crate::config::ClientConfig {
             brokers: vec![broker.address()],
+            compression: compression.clone(),
             ..crate::config::ClientConfig::default()
         })
         .await
@@ -439,5 +447,9 @@ mod tests {
                 ("out".to_owned(), Acks::Leader)
             ]
         );
+        for topic in ["a.dlq", "out"] {
+            let producer = delivery.producer_for(topic).await.unwrap();
+            assert_eq!(producer.config().compression, compression, "{topic}");
+        }
     }
 }
