@@ -68,8 +68,8 @@ pub const MAX_WINDOWS_PER_MESSAGE: u32 = 4_096;
 /// [`ClientError::InvalidMessage`] whose text holds the panic's message; a panic in
 /// `on_error` is logged like an error it returns), and outputs that can never be stored: an
 /// explicit partition the output topic does not have ([`ClientError::InvalidMessage`]), or,
-/// without compression, a record larger than the broker's largest batch
-/// ([`ClientError::MessageTooLarge`]). Other failures to store outputs (a broker that cannot
+/// without compression, a record larger than the broker's largest batch (exactly once, a
+/// unit's outputs together, as they are stored as one batch; [`ClientError::MessageTooLarge`]). Other failures to store outputs (a broker that cannot
 /// be reached, a refused write) end the session instead, and a new one starts over from the
 /// last commit. A batch or window is handled as one unit:
 /// it is retried, skipped or dead-lettered whole.

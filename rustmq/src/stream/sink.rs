@@ -141,30 +141,37 @@ impl Sink {
         })
     }
 
-    /// Why `outputs` (or dead letters) can never be stored, however often they are tried: an
-    /// explicit partition their topic does not have, or, without compression, a record larger
-    /// than a batch the broker takes (counted as the producer counts it). The unit's error
-    /// strategy then deals with it, as with a failed processing, instead of the writer failing
-    /// the session at every start. `None` if they can be, as far as is known here (a
-    /// partition count that cannot be learnt now is left to the writer, which retries).
+    /// Why a unit's `outputs` can never be stored, however often they are tried: an explicit
+    /// partition their topic does not have, or, without compression, a record larger than a
+    /// batch the broker takes (counted as the producer counts it); exactly once, where a
+    /// unit's outputs go in one batch to the first output's partition, the outputs together
+    /// larger than that. The unit's error strategy then deals with it, as with a failed
+    /// processing, instead of the writer failing the session at every start. `None` if they
+    /// can be, as far as is known here (a partition count that cannot be learnt now is left to
+    /// the writer, which retries).
     pub(crate) async fn unstorable(ctx: &Arc<Ctx>, outputs: &[Message]) -> Option<ClientError> {
         let max = ctx.sink().max_batch_bytes;
         let compressed = ctx.client.config().compression.enabled;
-        for m in outputs {
+        let together = ctx.config.exactly_once;
+        let mut total = BATCH_HEADER_LEN;
+        for (i, m) in outputs.iter().enumerate() {
             let headers = m.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
-            let size = BATCH_HEADER_LEN
-                + RecordBatchBuilder::record_size_bound(
-                    m.key.as_deref(),
-                    Some(&m.payload),
-                    headers,
-                );
+            let record =
+                RecordBatchBuilder::record_size_bound(m.key.as_deref(), Some(&m.payload), headers);
+            total = total.saturating_add(record);
+            let size = if together {
+                total
+            } else {
+                BATCH_HEADER_LEN + record
+            };
             if !compressed && size > max {
                 return Some(ClientError::MessageTooLarge {
                     size,
                     max_size: max,
                 });
             }
-            if m.has_explicit_partition() {
+            // Together, the outputs go where the first goes: only its partition counts.
+            if m.has_explicit_partition() && (i == 0 || !together) {
                 if let Ok(n) = Self::partition_count(ctx, &m.topic).await {
                     if m.partition >= n {
                         return Some(ClientError::InvalidMessage(format!(

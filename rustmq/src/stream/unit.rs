@@ -185,8 +185,9 @@ async fn attempt(ctx: &Ctx, unit: &Unit) -> Result<Vec<Message>> {
     result
 }
 
-/// Sets the output topic and, for exactly-once, checks that the outputs can be stored as one
-/// record batch and adds the source headers.
+/// Sets the output topic and, for exactly-once, checks that the outputs go to one topic (they
+/// are stored as one record batch: [`Sink::unstorable`] checks its size) and sets the source
+/// headers.
 fn prepare_outputs(
     ctx: &Ctx,
     unit: &Unit,

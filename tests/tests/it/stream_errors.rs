@@ -557,3 +557,68 @@ async fn an_on_error_that_never_returns_is_given_up() {
         .expect("stop returns")
         .unwrap();
 }
+
+/// Exactly once, batches of 3: the batch holding `a0` makes three outputs of 3 MiB, each
+/// within the broker's largest batch (8 MiB) but not together; the others join their inputs.
+struct TooLargeTogether;
+
+#[async_trait]
+impl MessageProcessor for TooLargeTogether {
+    async fn process(&self, m: &Message) -> Result<Option<Message>> {
+        Ok(Some(m.clone()))
+    }
+
+    async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
+        let payloads: Vec<String> = messages
+            .iter()
+            .map(|m| m.payload_as_string())
+            .collect::<Result<_>>()?;
+        let output = |payload: String| {
+            Message::builder()
+                .topic("out")
+                .payload(payload)
+                .build()
+                .map(Some)
+        };
+        if payloads.iter().any(|p| p == "a0") {
+            return (0..3).map(|_| output("L".repeat(3 << 20))).collect();
+        }
+        Ok(vec![output(payloads.join("|").to_uppercase())?])
+    }
+}
+
+/// Exactly once a unit's outputs are stored as one batch: outputs that together exceed the
+/// broker's largest batch are the unit's failure (skipped here), not the session's at every
+/// start.
+#[tokio::test]
+async fn exactly_once_outputs_too_large_together_are_the_units_failure() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    send(&client, "in", &inputs()).await;
+    let config = StreamConfig {
+        input_topics: vec!["in".into()],
+        output_topic: Some("out".into()),
+        consumer_group: "g-too-large-together".into(),
+        parallelism: 1,
+        exactly_once: true,
+        error_strategy: ErrorStrategy::Skip,
+        mode: StreamMode::Batch {
+            batch_size: 3,
+            batch_timeout: Duration::from_millis(50),
+        },
+        ..Default::default()
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(TooLargeTogether);
+    stream.start().await.unwrap();
+    let outs = wait_records(&client, "out", 2).await;
+    let got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+    assert_eq!(got, ["B0|FLAKY|B2", "Z"]);
+    let metrics = stream.metrics().await;
+    assert_eq!(metrics.messages_skipped.load(Ordering::Relaxed), 3);
+    assert!(stream.is_running());
+    stream.stop().await.unwrap();
+}
