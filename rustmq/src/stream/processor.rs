@@ -56,9 +56,10 @@ pub trait MessageProcessor: Send + Sync + 'static {
     }
 
     /// Called for every message of a unit whose processing attempt failed (once per attempt),
-    /// before the error strategy applies. Errors it returns are logged, and so is a call that
-    /// outlasts [`StreamConfig::processing_timeout`](super::StreamConfig::processing_timeout),
-    /// which is given up.
+    /// before the error strategy applies. Errors it returns are logged. A unit's calls
+    /// together are bounded by
+    /// [`StreamConfig::processing_timeout`](super::StreamConfig::processing_timeout): the call
+    /// running then is given up (and logged), and the unit's later members get none.
     async fn on_error(&self, message: &Message, error: &ClientError) -> Result<()> {
         let _ = (message, error);
         Ok(())

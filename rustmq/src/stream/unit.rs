@@ -153,6 +153,24 @@ async fn guarded<T>(callback: &str, call: impl Future<Output = Result<T>>) -> Re
     }
 }
 
+/// `timeout` after `start` (far off for `Duration::MAX`: no limit).
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    Instant::from_std(crate::transport::deadline_after(start.into_std(), timeout))
+}
+
+/// [`guarded`], given up at `deadline`: a call still running then fails with a timeout of
+/// `timeout` (what the deadline was set from).
+async fn guarded_until<T>(
+    callback: &str,
+    call: impl Future<Output = Result<T>>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<T> {
+    tokio::time::timeout_at(deadline, guarded(callback, call))
+        .await
+        .unwrap_or_else(|_| Err(ClientError::timeout(timeout)))
+}
+
 /// Runs the processor on the unit once, bounded by the processing timeout.
 async fn attempt(ctx: &Ctx, unit: &Unit) -> Result<Vec<Message>> {
     let started = Instant::now();
@@ -178,9 +196,8 @@ async fn attempt(ctx: &Ctx, unit: &Unit) -> Result<Vec<Message>> {
         }
     };
     let timeout = ctx.config.processing_timeout;
-    let result = tokio::time::timeout(timeout, guarded(callback, call))
-        .await
-        .unwrap_or_else(|_| Err(ClientError::timeout(timeout)));
+    let deadline = deadline_after(started, timeout);
+    let result = guarded_until(callback, call, deadline, timeout).await;
     ctx.metrics.record_call(started.elapsed());
     result
 }
@@ -369,18 +386,20 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
             Err(e) => e,
         };
         StreamMetrics::add(&ctx.metrics.processing_errors, 1);
+        // The unit's `on_error` calls together are bounded as one processor call is: calls
+        // that never end would hold the worker (and a stop waiting for it) for ever; those
+        // left at the deadline are not made.
+        let timeout = ctx.config.processing_timeout;
+        let deadline = deadline_after(Instant::now(), timeout);
         for m in &unit.messages {
-            // Bounded as a processor call is: a call that never ends would hold its worker
-            // (and a stop waiting for it) for ever.
-            let timeout = ctx.config.processing_timeout;
-            let called = tokio::time::timeout(
-                timeout,
-                guarded("on_error", ctx.processor.on_error(m, &error)),
-            )
-            .await
-            .unwrap_or_else(|_| Err(ClientError::timeout(timeout)));
-            if let Err(e) = called {
-                tracing::warn!(error = %e, "on_error failed");
+            let call = ctx.processor.on_error(m, &error);
+            match guarded_until("on_error", call, deadline, timeout).await {
+                Ok(()) => {}
+                Err(e) if Instant::now() >= deadline => {
+                    tracing::warn!(error = %e, unit = %unit.label(), "on_error outlasted the processing timeout: the unit's other calls are not made");
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "on_error failed"),
             }
         }
         match &ctx.config.error_strategy {

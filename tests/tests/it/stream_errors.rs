@@ -502,60 +502,97 @@ async fn an_output_that_cannot_be_stored_is_the_units_failure() {
     }
 }
 
-/// Upper-cases payloads, fails `bad`, and never returns from `on_error`.
-struct StuckOnError;
+/// Joins payloads upper-cased (one output per unit), fails any unit holding `bad`, and never
+/// returns from `on_error`, whose calls it counts.
+struct StuckOnError {
+    on_error_calls: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 #[async_trait]
 impl MessageProcessor for StuckOnError {
     async fn process(&self, m: &Message) -> Result<Option<Message>> {
-        let input = m.payload_as_string()?;
-        if input == "bad" {
+        Ok(self
+            .process_batch(std::slice::from_ref(m))
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
+        let inputs: Vec<String> = messages
+            .iter()
+            .map(|m| m.payload_as_string())
+            .collect::<Result<_>>()?;
+        if inputs.iter().any(|i| i == "bad") {
             return Err(ClientError::InvalidMessage("bad input".into()));
         }
-        Ok(Some(
+        Ok(vec![Some(
             Message::builder()
                 .topic("out")
-                .payload(input.to_uppercase())
+                .payload(inputs.join("|").to_uppercase())
                 .build()?,
-        ))
+        )])
     }
 
     async fn on_error(&self, _: &Message, _: &ClientError) -> Result<()> {
+        self.on_error_calls.fetch_add(1, Ordering::SeqCst);
         std::future::pending().await
     }
 }
 
 /// An `on_error` that never returns is given up after the processing timeout, as a processor
-/// call is: the failed message is skipped, the inputs behind it on its worker are processed,
-/// and `stop` returns. It used to hold the worker, and the stop waiting for it, for ever.
+/// call is (a unit's calls together: the failed batch's other members get none): the failed
+/// unit is skipped, the inputs behind it on its worker are processed, and `stop` returns. It
+/// used to hold the worker, and the stop waiting for it, for ever.
 #[tokio::test]
 async fn an_on_error_that_never_returns_is_given_up() {
-    let (_broker, client) = broker().await;
-    client.create_topic("in", 1).await.unwrap();
-    client.create_topic("out", 1).await.unwrap();
-    send(&client, "in", &inputs()).await;
-    let config = StreamConfig {
-        input_topics: vec!["in".into()],
-        output_topic: Some("out".into()),
-        consumer_group: "g-stuck-on-error".into(),
-        parallelism: 1,
-        processing_timeout: Duration::from_millis(300),
-        error_strategy: ErrorStrategy::Skip,
-        ..Default::default()
+    let batches = StreamMode::Batch {
+        batch_size: 3,
+        batch_timeout: Duration::from_millis(50),
     };
-    let stream = MessageStream::new(client.clone(), config)
-        .await
-        .unwrap()
-        .with_processor(StuckOnError);
-    stream.start().await.unwrap();
-    let outs = wait_records(&client, "out", inputs().len() - 1).await;
-    let mut got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
-    got.sort();
-    assert_eq!(got, ["A0", "A2", "B0", "B2", "FLAKY", "Z"]);
-    tokio::time::timeout(Duration::from_secs(10), stream.stop())
-        .await
-        .expect("stop returns")
-        .unwrap();
+    for (mode, want) in [
+        (
+            StreamMode::Individual,
+            &["A0", "A2", "B0", "B2", "FLAKY", "Z"][..],
+        ),
+        (batches, &["B0|FLAKY|B2", "Z"][..]),
+    ] {
+        let (_broker, client) = broker().await;
+        client.create_topic("in", 1).await.unwrap();
+        client.create_topic("out", 1).await.unwrap();
+        send(&client, "in", &inputs()).await;
+        let config = StreamConfig {
+            input_topics: vec!["in".into()],
+            output_topic: Some("out".into()),
+            consumer_group: "g-stuck-on-error".into(),
+            parallelism: 1,
+            processing_timeout: Duration::from_millis(300),
+            error_strategy: ErrorStrategy::Skip,
+            mode: mode.clone(),
+            ..Default::default()
+        };
+        let on_error_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stream = MessageStream::new(client.clone(), config)
+            .await
+            .unwrap()
+            .with_processor(StuckOnError {
+                on_error_calls: Arc::clone(&on_error_calls),
+            });
+        stream.start().await.unwrap();
+        let outs = wait_records(&client, "out", want.len()).await;
+        let mut got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+        got.sort();
+        assert_eq!(got, want, "{mode:?}");
+        assert_eq!(
+            on_error_calls.load(Ordering::SeqCst),
+            1,
+            "one call, given up, for the failed unit ({mode:?})"
+        );
+        tokio::time::timeout(Duration::from_secs(10), stream.stop())
+            .await
+            .expect("stop returns")
+            .unwrap();
+    }
 }
 
 /// Exactly once, batches of 3: the batch holding `a0` makes three outputs of 3 MiB, each
