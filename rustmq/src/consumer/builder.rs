@@ -127,9 +127,19 @@ impl ConsumerBuilder {
             // while the rebalance waited), or one answered before the start positions failed.
             // Leaving now keeps the group from holding partitions for a consumer that never
             // was, until its session expires.
+            // Within one request timeout, so that a broker that cannot be reached fails the
+            // build not much later. (A join still on its way after the leave, given up by the
+            // client but not yet read by the broker, makes the member again all the same.)
             if !matches!(e, ClientError::Closed) {
-                if let Err(left) = group::leave(&inner).await {
-                    tracing::debug!(group = %inner.group, error = %left, "leaving after a failed join failed");
+                let bound = inner.client.config().request_timeout;
+                match tokio::time::timeout(bound, group::leave(&inner)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(left)) => {
+                        tracing::debug!(group = %inner.group, error = %left, "leaving after a failed join failed");
+                    }
+                    Err(_) => {
+                        tracing::debug!(group = %inner.group, "leaving after a failed join timed out");
+                    }
                 }
             }
             return Err(e);

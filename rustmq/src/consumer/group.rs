@@ -413,8 +413,7 @@ async fn commit_heartbeating(
 async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
     inner.state.lock().rebalancing = true;
     if how == Rejoin::Keep {
-        let mut heartbeats = tokio::time::interval(timing::period(inner.config.heartbeat_interval));
-        heartbeats.reset();
+        let mut heartbeats = heartbeat_ticks(inner);
         let mut failures = Streak::default();
         let (committed, found) = commit_heartbeating(inner, &mut heartbeats, &mut failures).await;
         if let Err(e) = committed {
@@ -465,6 +464,15 @@ fn standing_after(inner: &Inner, failures: &mut Streak, e: ClientError, what: &s
     }
 }
 
+/// A tick every `heartbeat_interval`, the first one interval from now; a tick missed (a
+/// heartbeat slower than the interval) is delayed rather than sent in a burst after it.
+fn heartbeat_ticks(inner: &Inner) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval(timing::period(inner.config.heartbeat_interval));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks.reset();
+    ticks
+}
+
 /// The group task: heartbeats, auto-commits and rebalances until the consumer closes.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let span = tracing::info_span!("consumer_group", topic = %inner.topic, group = %inner.group);
@@ -473,9 +481,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 async fn group_loop(inner: Arc<Inner>) {
     let config = &inner.config;
-    let mut heartbeats = tokio::time::interval(timing::period(config.heartbeat_interval));
-    heartbeats.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    heartbeats.reset();
+    let mut heartbeats = heartbeat_ticks(&inner);
     let commit_every = if config.enable_auto_commit {
         config.auto_commit_interval
     } else {

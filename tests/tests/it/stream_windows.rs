@@ -270,11 +270,28 @@ async fn windows_finished_out_of_order_are_committed_in_window_order() {
     .await;
     let outs = wait_records(&client, "out", 1).await;
     assert_eq!(outs[0].payload, "B|C", "the later window first");
-    // Commits go on meanwhile (every 20 ms): none may pass p1's `c` (offset 0).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let position = |c: &std::collections::HashMap<(String, u32), u64>, p: u32| {
-        c.get(&("in".to_owned(), p)).copied().unwrap_or(0)
+    let metrics = stream.metrics().await;
+    eventually("the later window finished", Duration::from_secs(10), || {
+        let m = Arc::clone(&metrics);
+        async move { m.messages_processed.load(Ordering::Relaxed) >= 2 }
+    })
+    .await;
+    // One more message placed after that, and a commit that has it: that commit was made
+    // after the later window finished. It may not pass p1's `c` (offset 0).
+    send(&client, "in", &[(0, "f".into(), 260)]).await;
+    let entry = |c: &std::collections::HashMap<(String, u32), u64>, name: &str, p: u32| {
+        c.get(&(name.to_owned(), p)).copied().unwrap_or(0)
     };
+    eventually(
+        "a commit after `f` was placed",
+        Duration::from_secs(10),
+        || {
+            let client = client.clone();
+            async move { entry(&committed(&client, "g").await, "__seen.in", 0) == 4 }
+        },
+    )
+    .await;
+    let position = |c: &std::collections::HashMap<(String, u32), u64>, p: u32| entry(c, "in", p);
     let held = committed(&client, "g").await;
     assert_eq!(
         (position(&held, 0), position(&held, 1)),
