@@ -44,6 +44,21 @@ pub const ID_BLOCK: i64 = 1_000;
 /// out, and far apart from another registry's, whose ids it would otherwise take as issued.
 const FIRST_IDS: std::ops::Range<i64> = 1 << 40..1 << 62;
 
+/// A first id drawn from `FIRST_IDS` with the operating system's randomness (through
+/// `RandomState`'s keys), so that brokers started at the same moment draw apart.
+fn random_first_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let span = (FIRST_IDS.end - FIRST_IDS.start) as u64;
+    FIRST_IDS.start + (random % span) as i64
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
 /// The longest producer name taken, in bytes: a stream processor's (`rustmq.stream.` and a
 /// group name of up to 120 bytes) with room to spare.
 pub const MAX_PRODUCER_NAME_LEN: usize = 255;
@@ -56,6 +71,10 @@ struct State {
     /// broker handed out to producers of its own: refused as unknown, they are replaced.
     #[serde(default)]
     first_id: i64,
+    /// The end of the ids a registry of an earlier build handed out from 0, before it moved to
+    /// a random first id: those stay issued (named producers keep theirs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    legacy_end: i64,
     /// The end of the ids reserved on disk: every id from `first_id` below it may have been
     /// handed out.
     next_id: i64,
@@ -113,7 +132,9 @@ pub struct ProducerIds {
     state: Mutex<State>,
     /// Appended to by each change (taken after `state`, while it is held).
     journal: Mutex<Journal>,
-    /// `state.first_id`.
+    /// `state.legacy_end` and `state.first_id`: the ids issued are `0..legacy_end` and
+    /// `first_id..issued`.
+    legacy_end: i64,
     first_id: i64,
     /// `state.next_free`: every id from `first_id` below it was handed out, by this process
     /// or before a restart (up to the last block reserved then); read per idempotent batch
@@ -155,16 +176,24 @@ impl ProducerIds {
         let (journal, entries) =
             Journal::open(&data_dir.join("producers.journal"), state.generation)
                 .map_err(|e| BrokerError::io("open producers.journal", e))?;
-        // No file, no journal: a new registry, whose ids start at a random first id (written
-        // below, before any is handed out). A journal without a file is an earlier build's.
-        let new = state.generation == 0 && state.next_id == 0 && entries.is_empty();
         for entry in entries {
             state.apply(entry);
         }
         let mut next = state.clone();
-        if new {
-            next.first_id = fastrand::i64(FIRST_IDS);
-            next.next_id = next.first_id;
+        // A registry without a first id (new, or of an earlier build, which numbered its ids
+        // from 0) moves to a random one, written below before any id is handed out from it;
+        // the ids an earlier build handed out stay issued. One whose first id was lost (an
+        // earlier build ran on it again and rewrote the file) counts every id below the
+        // range's start as its earlier build's, as that build did.
+        let moved = next.first_id == 0;
+        if moved {
+            next.legacy_end = next.next_id.min(FIRST_IDS.start);
+            next.first_id = if next.next_id >= FIRST_IDS.start {
+                FIRST_IDS.start
+            } else {
+                random_first_id()
+            };
+            next.next_id = next.next_id.max(next.first_id);
         }
         state.next_free = state.next_id;
         let opened_at = crate::storage::now_ms();
@@ -179,6 +208,7 @@ impl ProducerIds {
         initialised_at.retain(|name, _| named.contains_key(name));
         let ids = Self {
             path,
+            legacy_end: state.legacy_end,
             first_id: state.first_id,
             issued: AtomicI64::new(state.next_id),
             forgotten: RwLock::new(state.forgotten.iter().copied().collect()),
@@ -187,15 +217,19 @@ impl ProducerIds {
             journal: Mutex::new(journal),
         };
         // Names of a file of an earlier build get their time on disk now, or every start
-        // would restart their clock; a new registry its first id.
+        // would restart their clock; a registry that moved its first id.
         let mut state = ids.state.lock();
-        if new || next.initialised_at != state.initialised_at {
+        if moved || next.initialised_at != state.initialised_at {
             ids.store(&mut state, next)?;
             state.next_free = state.next_id;
         }
-        let (first_id, next_free) = (state.first_id, state.next_free);
+        let (legacy_end, first_id, next_free) = (state.legacy_end, state.first_id, state.next_free);
         drop(state);
-        let ids = Self { first_id, ..ids };
+        let ids = Self {
+            legacy_end,
+            first_id,
+            ..ids
+        };
         ids.issued.store(next_free, Ordering::Release);
         Ok(ids)
     }
@@ -216,7 +250,8 @@ impl ProducerIds {
     /// id it never issued is refused: each id a peer makes up would otherwise take a place in
     /// the producer table of every partition it writes to, for good.
     pub fn issued(&self, producer_id: i64) -> bool {
-        (self.first_id..self.issued.load(Ordering::Acquire)).contains(&producer_id)
+        (0..self.legacy_end).contains(&producer_id)
+            || (self.first_id..self.issued.load(Ordering::Acquire)).contains(&producer_id)
     }
 
     /// The first id of this registry (see `State::first_id`).
@@ -491,6 +526,39 @@ mod tests {
         assert_eq!(n2.epoch, n1.epoch + 1);
         let c = p.init(None).unwrap();
         assert_eq!(c.producer_id, base + ID_BLOCK);
+    }
+
+    /// A registry of an earlier build, which numbered its ids from 0, moves to a random first
+    /// id for its new ids, and the ids it handed out stay issued, across restarts; one whose
+    /// first id an earlier build dropped again counts the ids below the range as before.
+    #[test]
+    fn a_registry_of_an_earlier_build_moves_to_a_random_first_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("producers.toml");
+        std::fs::write(&file, "next_id = 1000\n[named]\nold = [2, 4]\n").unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        let base = p.first_id();
+        assert!(FIRST_IDS.contains(&base));
+        assert!(p.issued(2) && p.issued(999) && !p.issued(1000));
+        let fresh = p.init(None).unwrap();
+        assert_eq!(fresh.producer_id, base);
+        assert_eq!(
+            p.init(Some("old")).unwrap().producer_id,
+            2,
+            "a name keeps its id"
+        );
+        drop(p);
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(p.first_id(), base);
+        assert!(p.issued(999) && p.issued(fresh.producer_id) && !p.issued(1000));
+
+        // An earlier build ran on it again and dropped the first id from the file.
+        let high = FIRST_IDS.start + 5;
+        std::fs::write(&file, format!("next_id = {high}\n[named]\n")).unwrap();
+        std::fs::remove_file(dir.path().join("producers.journal")).unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert!(p.issued(0) && p.issued(FIRST_IDS.start) && p.issued(high - 1));
+        assert_eq!(p.init(None).unwrap().producer_id, high);
     }
 
     /// A new registry's ids start at a random first id, far from another registry's: a

@@ -392,14 +392,13 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
         let timeout = ctx.config.processing_timeout;
         let deadline = deadline_after(Instant::now(), timeout);
         for m in &unit.messages {
+            if Instant::now() >= deadline {
+                tracing::warn!(unit = %unit.label(), ?timeout, "the unit's on_error calls outlasted the processing timeout: its other members get none");
+                break;
+            }
             let call = ctx.processor.on_error(m, &error);
-            match guarded_until("on_error", call, deadline, timeout).await {
-                Ok(()) => {}
-                Err(e) if Instant::now() >= deadline => {
-                    tracing::warn!(error = %e, unit = %unit.label(), "on_error outlasted the processing timeout: the unit's other calls are not made");
-                    break;
-                }
-                Err(e) => tracing::warn!(error = %e, "on_error failed"),
+            if let Err(e) = guarded_until("on_error", call, deadline, timeout).await {
+                tracing::warn!(error = %e, "on_error failed");
             }
         }
         match &ctx.config.error_strategy {
