@@ -1039,7 +1039,7 @@ mod tests {
     /// compressed or not.
     #[test]
     fn producer_rewrite_reseals_the_batch() {
-        for codec in [Compression::None, Compression::Lz4] {
+        for codec in available() {
             let built = sample(codec);
             let mut raw = BytesMut::from(&built[..]);
             set_producer(&mut raw, 7, 3, 1_000);
