@@ -67,11 +67,13 @@ async fn run_with(
     rustmq::RustMqClient,
     rustmq::testing::TestBroker,
 ) {
-    let (broker, client) = broker().await;
-    client.create_topic("in", 1).await.unwrap();
-    client.create_topic("out", 1).await.unwrap();
-    send(&client, "in", &inputs()).await;
-    let config = StreamConfig {
+    start_with(config(mode, strategy, tag), processor).await
+}
+
+/// The settings of [`run`]: from "in" to "out", one processor call at a time, in group
+/// `g-<tag>`.
+fn config(mode: &StreamMode, strategy: ErrorStrategy, tag: &str) -> StreamConfig {
+    StreamConfig {
         input_topics: vec!["in".into()],
         output_topic: Some("out".into()),
         consumer_group: format!("g-{tag}"),
@@ -79,7 +81,23 @@ async fn run_with(
         error_strategy: strategy,
         mode: mode.clone(),
         ..Default::default()
-    };
+    }
+}
+
+/// A broker with topics "in" (holding [`inputs`]) and "out", and a stream of `config` with
+/// `processor`, started.
+async fn start_with(
+    config: StreamConfig,
+    processor: impl MessageProcessor,
+) -> (
+    MessageStream,
+    rustmq::RustMqClient,
+    rustmq::testing::TestBroker,
+) {
+    let (broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    send(&client, "in", &inputs()).await;
     let stream = MessageStream::new(client.clone(), config)
         .await
         .unwrap()
@@ -557,28 +575,15 @@ async fn an_on_error_that_never_returns_is_given_up() {
         ),
         (batches, &["B0|FLAKY|B2", "Z"][..]),
     ] {
-        let (_broker, client) = broker().await;
-        client.create_topic("in", 1).await.unwrap();
-        client.create_topic("out", 1).await.unwrap();
-        send(&client, "in", &inputs()).await;
         let config = StreamConfig {
-            input_topics: vec!["in".into()],
-            output_topic: Some("out".into()),
-            consumer_group: "g-stuck-on-error".into(),
-            parallelism: 1,
             processing_timeout: Duration::from_millis(300),
-            error_strategy: ErrorStrategy::Skip,
-            mode: mode.clone(),
-            ..Default::default()
+            ..config(&mode, ErrorStrategy::Skip, "stuck-on-error")
         };
         let on_error_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let stream = MessageStream::new(client.clone(), config)
-            .await
-            .unwrap()
-            .with_processor(StuckOnError {
-                on_error_calls: Arc::clone(&on_error_calls),
-            });
-        stream.start().await.unwrap();
+        let processor = StuckOnError {
+            on_error_calls: Arc::clone(&on_error_calls),
+        };
+        let (stream, client, _broker) = start_with(config, processor).await;
         let outs = wait_records(&client, "out", want.len()).await;
         let mut got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
         got.sort();
@@ -629,28 +634,15 @@ impl MessageProcessor for TooLargeTogether {
 /// start.
 #[tokio::test]
 async fn exactly_once_outputs_too_large_together_are_the_units_failure() {
-    let (_broker, client) = broker().await;
-    client.create_topic("in", 1).await.unwrap();
-    client.create_topic("out", 1).await.unwrap();
-    send(&client, "in", &inputs()).await;
-    let config = StreamConfig {
-        input_topics: vec!["in".into()],
-        output_topic: Some("out".into()),
-        consumer_group: "g-too-large-together".into(),
-        parallelism: 1,
-        exactly_once: true,
-        error_strategy: ErrorStrategy::Skip,
-        mode: StreamMode::Batch {
-            batch_size: 3,
-            batch_timeout: Duration::from_millis(50),
-        },
-        ..Default::default()
+    let batches = StreamMode::Batch {
+        batch_size: 3,
+        batch_timeout: Duration::from_millis(50),
     };
-    let stream = MessageStream::new(client.clone(), config)
-        .await
-        .unwrap()
-        .with_processor(TooLargeTogether);
-    stream.start().await.unwrap();
+    let config = StreamConfig {
+        exactly_once: true,
+        ..config(&batches, ErrorStrategy::Skip, "too-large-together")
+    };
+    let (stream, client, _broker) = start_with(config, TooLargeTogether).await;
     let outs = wait_records(&client, "out", 2).await;
     let got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
     assert_eq!(got, ["B0|FLAKY|B2", "Z"]);
