@@ -324,7 +324,7 @@ impl Core {
                     partitions: t.describe(),
                 }))
             }
-            Request::Produce(r) => self.produce(r).await,
+            Request::Produce(r) => self.produce(conn, r).await,
             Request::Fetch(r) => self.fetch(conn, r).await,
             // A lookup by timestamp reads index files and may decompress a stored batch (up
             // to what a batch may decompress to): on a blocking thread, so that the threads
@@ -619,7 +619,7 @@ impl Core {
         }
     }
 
-    async fn produce(self: &Arc<Self>, r: ProduceRequest) -> Answer {
+    async fn produce(self: &Arc<Self>, conn: &ConnState, r: ProduceRequest) -> Answer {
         let topic = match self.topics.get(&r.topic) {
             Some(topic) => topic,
             None => self.topic_to_produce_to(&r.topic).await?,
@@ -645,6 +645,18 @@ impl Core {
             self.check_compressed(&batch, span.clone()).await?;
         }
         let header = batch.header();
+        // A named producer's id writes only for whoever may write the name, as only they may
+        // start it: else anyone who may write the topic could fence the producer there (a
+        // higher epoch) or take its sequence numbers (its next batch then answered as a
+        // duplicate, and dropped).
+        let acl = &self.security.acl;
+        if header.is_idempotent() && !acl.is_open() {
+            if let Some(name) = self.producer_ids.name_of(header.producer_id) {
+                let principal = conn.principal.get().map(String::as_str).unwrap_or_default();
+                acl.check(principal, Operation::Write, ResourceType::Producer, &name)
+                    .map_err(denied)?;
+            }
+        }
         if header.is_idempotent() && !self.producer_ids.issued(header.producer_id) {
             return Err(BrokerError::new(
                 ErrorCode::UnknownProducer,

@@ -22,7 +22,7 @@
 //! broker-wide ([`ProducerIds::forgotten`]: an instance that comes back after so long must
 //! initialise again, as Kafka answers it `INVALID_PRODUCER_ID_MAPPING`).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
@@ -143,6 +143,9 @@ pub struct ProducerIds {
     /// `state.forgotten`, read per idempotent batch (without the registry's lock, which an
     /// initialisation holds across its fsync) when `any_forgotten`.
     forgotten: RwLock<HashSet<i64>>,
+    /// The name of each named producer's id (`state.named` the other way round), read per
+    /// idempotent batch when ACLs apply: a batch of a named id needs `write` on its name.
+    names: RwLock<HashMap<i64, String>>,
     any_forgotten: AtomicBool,
 }
 
@@ -213,6 +216,13 @@ impl ProducerIds {
             issued: AtomicI64::new(state.next_id),
             forgotten: RwLock::new(state.forgotten.iter().copied().collect()),
             any_forgotten: AtomicBool::new(!state.forgotten.is_empty()),
+            names: RwLock::new(
+                state
+                    .named
+                    .iter()
+                    .map(|(name, &(id, _))| (id, name.clone()))
+                    .collect(),
+            ),
             state: Mutex::new(state),
             journal: Mutex::new(journal),
         };
@@ -342,7 +352,19 @@ impl ProducerIds {
         self.record(&mut state, entry)?;
         state.next_free = ids.next_free;
         self.issued.store(state.next_free, Ordering::Release);
+        {
+            let mut names = self.names.write();
+            if let Some(retired) = result.retired {
+                names.remove(&retired);
+            }
+            names.insert(result.producer_id, name.to_owned());
+        }
         Ok(result)
+    }
+
+    /// The name whose id `producer_id` is, if it is a named producer's.
+    pub fn name_of(&self, producer_id: i64) -> Option<String> {
+        self.names.read().get(&producer_id).cloned()
     }
 
     /// Applies `entry` to `state` once it is in the journal (synced), or, when the journal is
@@ -453,6 +475,12 @@ impl ProducerIds {
         let ids: Vec<i64> = expired.into_iter().map(|(_, id)| id).collect();
         self.forgotten.write().extend(ids.iter().copied());
         self.any_forgotten.store(true, Ordering::Release);
+        {
+            let mut names = self.names.write();
+            for id in &ids {
+                names.remove(id);
+            }
+        }
         Ok(ids)
     }
 }
@@ -526,6 +554,25 @@ mod tests {
         assert_eq!(n2.epoch, n1.epoch + 1);
         let c = p.init(None).unwrap();
         assert_eq!(c.producer_id, base + ID_BLOCK);
+    }
+
+    /// A named producer's id is known by its name (what a produce's ACL check asks), after a
+    /// restart too; unnamed ids have none, and a forgotten name's id loses its own.
+    #[test]
+    fn named_ids_are_known_by_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = ProducerIds::open(dir.path()).unwrap();
+        let named = p.init(Some("pay")).unwrap();
+        let unnamed = p.init(None).unwrap();
+        assert_eq!(p.name_of(named.producer_id).as_deref(), Some("pay"));
+        assert_eq!(p.name_of(unnamed.producer_id), None);
+        drop(p);
+        let p = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(p.name_of(named.producer_id).as_deref(), Some("pay"));
+        let hour = 3_600_000;
+        let forgotten = p.expire_names(i64::MAX / 2, hour, |_| false).unwrap();
+        assert_eq!(forgotten, [named.producer_id]);
+        assert_eq!(p.name_of(named.producer_id), None);
     }
 
     /// A registry of an earlier build, which numbered its ids from 0, moves to a random first

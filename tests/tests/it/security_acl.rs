@@ -68,6 +68,7 @@ async fn setup() -> Setup {
             Allow,
         ),
         rule("alice", Topic, "orders.", Prefix, &[Write], Allow),
+        rule("alice", Producer, "alice.", Prefix, &[Write], Allow),
         rule("bob", Topic, "orders.", Prefix, &[Read], Allow),
         rule("bob", Group, "billing", Literal, &[Read, Commit], Allow),
         rule("*", Topic, "orders.secret", Literal, &[Read], Deny),
@@ -153,6 +154,37 @@ async fn produce_and_fetch_follow_the_rules_and_a_denied_produce_changes_nothing
         "principal \"admin\" is not authorized to read topic \"orders.secret\"",
     );
     assert!(fetch(&s.admin, "payroll", 0, 0, 0).await.is_ok());
+}
+
+/// A named producer's id writes only for whoever may write its name: admin may write every
+/// topic, but not alice's producer `alice.pay`, so admin can neither fence it there (a batch
+/// of a higher epoch) nor take its sequence numbers; alice's own batch goes in.
+#[tokio::test]
+async fn a_named_producers_id_writes_only_for_who_may_write_its_name() {
+    let s = setup().await;
+    let init = Request::InitProducer(InitProducerRequest {
+        name: Some("alice.pay".into()),
+    });
+    let (id, epoch) = match s.alice.raw_request(init).await.unwrap() {
+        Response::InitProducer(r) => (r.producer_id, r.epoch),
+        other => panic!("unexpected answer {other:?}"),
+    };
+    let idempotent = |epoch: i16| {
+        let mut b = RecordBatchBuilder::new().producer(id, epoch, 0);
+        b.push(1, None, Some(b"x"), []);
+        b.build().unwrap()
+    };
+    for epoch in [i16::MAX, epoch] {
+        assert_denied(
+            produce(&s.admin, "orders.eu", 0, idempotent(epoch), Acks::All).await,
+            "principal \"admin\" is not authorized to write producer \"alice.pay\"",
+        );
+    }
+    assert_eq!(log_end(&s.admin, "orders.eu").await, 0);
+    produce(&s.alice, "orders.eu", 0, idempotent(epoch), Acks::All)
+        .await
+        .unwrap();
+    assert_eq!(log_end(&s.admin, "orders.eu").await, 1);
 }
 
 #[tokio::test]
