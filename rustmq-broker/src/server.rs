@@ -418,6 +418,10 @@ async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
+/// The largest frame body a connection may send before its hello is answered: frames of at
+/// most this take no room in the request budget ([`crate::memory::UNCOUNTED_BYTES`]).
+pub(crate) const MAX_FRAME_BYTES_BEFORE_HELLO: u32 = crate::memory::UNCOUNTED_BYTES;
+
 /// Reads one frame: its header within `timeout` of waiting for it, then its body within
 /// `timeout` of first waiting for body bytes.
 async fn read_frame(
@@ -528,14 +532,16 @@ async fn serve_stream(
     let limits = &core.config.limits;
     let timeout = Duration::from_millis(limits.request_read_timeout_ms);
     loop {
-        match read_frame(
-            &mut recv,
-            limits.max_frame_bytes,
-            timeout,
-            conn.memory.as_ref(),
-        )
-        .await
-        {
+        // Before its hello is answered a connection sends nothing large (a hello is a few
+        // hundred bytes, and anything else is refused until then): its frames are bounded so
+        // that they take no room in the request budget, which a peer that never says who it
+        // is could otherwise hold.
+        let max_body = if conn.principal.get().is_some() {
+            limits.max_frame_bytes
+        } else {
+            limits.max_frame_bytes.min(MAX_FRAME_BYTES_BEFORE_HELLO)
+        };
+        match read_frame(&mut recv, max_body, timeout, conn.memory.as_ref()).await {
             ReadOutcome::Frame(frame, reservation) => {
                 let (request_id, kind) = (frame.header.request_id, frame.header.kind);
                 let decoded = Request::from_frame(&frame);

@@ -592,6 +592,54 @@ async fn connections_that_say_no_hello_in_time_are_closed() {
     assert!(matches!(answer, Ok(Response::Ping(_))), "{answer:?}");
 }
 
+/// Before its hello is answered, a connection's frames are bounded to what takes no room in
+/// the request budget: headers declaring large bodies (with no body following) are refused at
+/// once with `FrameTooLarge`, instead of each holding its declared size of the budget that
+/// every authenticated client shares, until the read timeout. After the hello, the same frame
+/// is read as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_before_hello_take_no_room_in_the_request_budget() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let handle = broker.handle().unwrap();
+    let peer = raw_connection(broker.addr(), handle.cert_pem()).await;
+    // A header only: a hello of 8 MiB, whose body never comes.
+    let mut head = Vec::new();
+    rustmq::protocol::frame::FrameHeader {
+        body_len: 8 << 20,
+        kind: ApiKind::Hello.code(),
+        version: 1,
+        request_id: 1,
+    }
+    .write(&mut head);
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let (mut send, recv) = peer.open_bi().await.unwrap();
+        send.write_all(&head).await.unwrap();
+        streams.push((send, recv));
+    }
+    for (_send, mut recv) in streams {
+        let answer = within_30s("the refusal", recv.read_to_end(1 << 20))
+            .await
+            .unwrap_or_default();
+        assert_eq!(error_code(&answer), Some(ErrorCode::FrameTooLarge));
+    }
+    assert_eq!(handle.request_memory_in_use(), 0);
+    // Said hello, the connection may send large frames.
+    raw_hello(&peer).await;
+    let (mut send, mut recv) = peer.open_bi().await.unwrap();
+    send.write_all(&head).await.unwrap();
+    let reserved = wait_until(
+        std::time::Duration::from_secs(20),
+        || handle.request_memory_in_use(),
+        |in_use| in_use > 0,
+    )
+    .await;
+    assert_eq!(reserved, 8 << 20, "the body's room is taken, as it is read");
+    drop(send);
+    let _ = recv.stop(0u32.into());
+}
+
 /// A compressed batch is checked within a budget of bytes being decompressed at once, by the
 /// size it declares: one that declares more than the whole budget is refused with a clear
 /// error (a few KiB that decompress to megabytes cannot make the broker hold them), and the
