@@ -242,8 +242,18 @@ fn load_users(path: &Path) -> Result<BTreeMap<String, String>, SecurityError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         SecurityError::Invalid(format!("cannot read users file {}: {e}", path.display()))
     })?;
+    // The parser's own message quotes the offending line, which may hold a password: only
+    // its description and the line's number are told.
     let file: UsersFile = toml::from_str(&text).map_err(|e| {
-        SecurityError::Invalid(format!("invalid users file {}: {e}", path.display()))
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        SecurityError::Invalid(format!(
+            "invalid users file {}{at}: {}",
+            path.display(),
+            e.message()
+        ))
     })?;
     for (user, phc) in &file.users {
         // Only the user is named: a plain-text password put here by mistake must not be echoed.
@@ -341,6 +351,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("alice") && !err.contains("hunter2"), "{err}");
+    }
+
+    /// A users file that does not parse is refused without quoting its lines: the line in
+    /// error may hold a password (an entry outside `[users]`, one without quotes).
+    #[test]
+    fn a_users_file_that_does_not_parse_is_refused_without_echoing_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users.toml");
+        for text in ["alice = \"hunter2\"\n", "[users]\nalice = hunter2\n"] {
+            std::fs::write(&users, text).unwrap();
+            let err = Authenticator::from_settings(&AuthSettings {
+                users_file: Some(users.clone()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("line ") && !err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]
