@@ -500,7 +500,39 @@ impl BrokerConfig {
         if self.tls.client_auth != ClientAuth::None && self.tls.client_ca.is_none() {
             return bad("tls.client_auth = \"optional\" or \"required\" needs tls.client_ca");
         }
+        // A client CA without client certificates asked for is a forgotten `client_auth`: the
+        // broker would start asking for none, and every client be anonymous.
+        if self.tls.client_auth == ClientAuth::None && self.tls.client_ca.is_some() {
+            return bad(
+                "tls.client_ca is set but tls.client_auth is \"none\": set it to \"optional\" \
+                 or \"required\" to ask for client certificates, or remove tls.client_ca",
+            );
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod client_auth_tests {
+    use super::*;
+
+    /// A client CA is refused without client certificates asked for, as client certificates
+    /// asked for are without a CA.
+    #[test]
+    fn a_client_ca_needs_client_auth_and_the_other_way_round() {
+        let with = |client_auth, client_ca: Option<&str>| {
+            let mut cfg = BrokerConfig::default();
+            cfg.tls.client_auth = client_auth;
+            cfg.tls.client_ca = client_ca.map(PathBuf::from);
+            cfg.validate()
+        };
+        let err = with(ClientAuth::None, Some("ca.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.client_auth is \"none\""), "{err}");
+        assert!(with(ClientAuth::Required, None).is_err());
+        with(ClientAuth::Required, Some("ca.pem")).unwrap();
+        with(ClientAuth::None, None).unwrap();
     }
 }
 
