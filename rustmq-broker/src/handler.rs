@@ -414,7 +414,7 @@ impl Core {
         };
         let principal = conn.principal.get_or_init(|| principal).clone();
         let _ = conn.client_id.set(r.client_id.clone());
-        tracing::debug!(client_id = %r.client_id, %principal, "hello");
+        tracing::debug!(client_id = ?r.client_id, %principal, "hello");
         Ok(Response::Hello(HelloResponse {
             version: PROTOCOL_VERSION,
             broker_id: self.config.broker_id,
@@ -475,7 +475,7 @@ impl Core {
                 _ => None,
             };
             // The reason and the user name only: never the password or token.
-            tracing::warn!(client_id = %r.client_id, user, reason = failure.reason(), failures, "authentication failed");
+            tracing::warn!(client_id = ?r.client_id, user, reason = failure.reason(), failures, "authentication failed");
             let mut message = failure.to_string();
             if failures >= max {
                 conn.close_requested.store(true, Ordering::Relaxed);
