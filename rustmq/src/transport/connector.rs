@@ -79,9 +79,11 @@ impl Connector {
     /// Connects to `broker` and says hello, within `connect_timeout` and before `deadline`
     /// (that of the request waiting for the connection), whichever comes first.
     ///
-    /// Every resolved address is tried at once and the first to complete wins: with UDP
-    /// there is no quick "connection refused" to fall back on, so trying them in turn could
-    /// spend the whole timeout on an address nobody listens on.
+    /// Every resolved address is tried at once and the first to connect wins: with UDP there
+    /// is no quick "connection refused" to fall back on, so trying them in turn could spend the
+    /// whole timeout on an address nobody listens on. A refusal retrying cannot mend (the
+    /// broker's answer to the credentials, a certificate refused) is returned as soon as it
+    /// comes.
     pub(crate) async fn connect(
         &self,
         broker: &BrokerAddress,
@@ -95,14 +97,18 @@ impl Connector {
                     .min(d.saturating_duration_since(started))
             });
             let attempt = async {
-                let attempts = broker
-                    .resolve()
-                    .await?
-                    .into_iter()
-                    .map(|addr| Box::pin(self.connect_addr(broker, addr)));
-                futures::future::select_ok(attempts)
-                    .await
-                    .map(|(conn, _rest)| conn)
+                let addrs = broker.resolve().await?;
+                first_connected(
+                    addrs
+                        .into_iter()
+                        .map(|addr| self.connect_addr(broker, addr)),
+                )
+                .await
+                .unwrap_or_else(|| {
+                    Err(ClientError::Connection(format!(
+                        "{broker} resolved to no address"
+                    )))
+                })
             };
             let result = tokio::time::timeout(limit, attempt)
                 .await
@@ -302,6 +308,26 @@ fn transport_config(quic: &QuicConfig) -> Result<quinn::TransportConfig> {
     Ok(transport)
 }
 
+/// The first of `attempts` (run at once) to connect; a refusal retrying cannot mend
+/// (credentials, a certificate) is the answer as soon as it comes, rather than waiting for an
+/// address that nobody listens on (`localhost` may resolve to `::1` too) to time out; else the
+/// last failure. `None` for no attempt.
+async fn first_connected<T>(
+    attempts: impl IntoIterator<Item = impl std::future::Future<Output = Result<T>>>,
+) -> Option<Result<T>> {
+    use futures::StreamExt;
+    let mut attempts: futures::stream::FuturesUnordered<_> = attempts.into_iter().collect();
+    let mut last = None;
+    while let Some(result) = attempts.next().await {
+        match result {
+            Ok(conn) => return Some(Ok(conn)),
+            Err(e) if !e.is_retryable() => return Some(Err(e)),
+            Err(e) => last = Some(Err(e)),
+        }
+    }
+    last
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +355,37 @@ mod tests {
         };
         let connector = Connector::new(&config, "id".into(), Arc::default()).unwrap();
         assert!(!format!("{connector:?}").contains("secret-pw"));
+    }
+
+    /// Of the addresses tried at once, one that never answers (`::1` where nobody listens)
+    /// does not hide another's refusal that retrying cannot mend; a retryable failure waits
+    /// for the others, and the first connection wins.
+    #[tokio::test]
+    async fn a_refusal_is_the_answer_though_another_address_is_silent() {
+        use std::future::{pending, ready};
+        let silent = || -> futures::future::BoxFuture<'static, Result<u8>> { Box::pin(pending()) };
+        let refused = ClientError::Authentication("bad token".into());
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            first_connected([silent(), Box::pin(ready(Err(refused)))]),
+        )
+        .await
+        .expect("not held by the silent address");
+        assert!(
+            matches!(got, Some(Err(ClientError::Authentication(_)))),
+            "{got:?}"
+        );
+        let retryable = || ClientError::Connection("lost".into());
+        let got = first_connected([
+            Box::pin(ready(Err(retryable()))) as futures::future::BoxFuture<'static, Result<u8>>,
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(7)
+            }),
+        ])
+        .await;
+        assert!(matches!(got, Some(Ok(7))), "{got:?}");
+        let none: Vec<futures::future::BoxFuture<'static, Result<u8>>> = Vec::new();
+        assert!(first_connected(none).await.is_none());
     }
 }
