@@ -374,6 +374,52 @@ async fn busy_connections_make_the_pool_grow_up_to_max_connections() {
     );
 }
 
+/// With every connection busy, a request waits for a slot on any of them: one connection
+/// held by a long poll does not keep it waiting while the other's request ends at once.
+#[tokio::test]
+async fn a_request_waits_for_a_slot_on_any_busy_connection() {
+    // One request slot per connection (one is kept for pings), two connections.
+    let broker = TestBroker::start(Script {
+        limits: BrokerLimits {
+            max_in_flight: 2,
+            ..Script::default().limits
+        },
+        ..Script::default()
+    })
+    .await;
+    let config = ClientConfig {
+        max_connections: 2,
+        request_timeout: Duration::from_secs(2),
+        ..config_for(&broker)
+    };
+    let client = RustMqClient::new(config).await.unwrap();
+    client.create_topic("t", 1).await.unwrap();
+    let long = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .request_with_timeout(fetch(20_000), Duration::from_secs(30))
+                .await
+        }
+    });
+    // The long poll is on its connection; the short one opens the other.
+    while broker.state.count(ApiKind::Fetch) < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let short = tokio::spawn({
+        let client = client.clone();
+        async move { client.request(fetch(300)).await }
+    });
+    while broker.state.count(ApiKind::Fetch) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Both connections are busy: this one waits, and takes the short poll's slot.
+    let topics = client.list_topics().await;
+    assert!(topics.is_ok(), "{topics:?}");
+    assert!(matches!(short.await.unwrap(), Ok(Response::Fetch(_))));
+    long.abort();
+}
+
 #[tokio::test]
 async fn oversized_requests_are_refused_before_sending() {
     let broker = TestBroker::start(Script {

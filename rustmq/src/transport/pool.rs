@@ -314,10 +314,15 @@ impl Pool {
                     }
                 }
             }
-            let least = &live[0];
-            let permit = least.reserve().await?;
-            if !least.is_closed() {
-                return Ok((least.clone(), permit));
+            // The first slot freed on any of them: one connection may hold long polls while
+            // another's requests end at once.
+            let waits = live
+                .iter()
+                .map(|conn| Box::pin(async move { (conn, conn.reserve().await) }));
+            let ((conn, permit), _, _) = futures::future::select_all(waits).await;
+            let permit = permit?;
+            if !conn.is_closed() {
+                return Ok((conn.clone(), permit));
             }
         }
     }
