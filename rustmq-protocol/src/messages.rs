@@ -540,6 +540,14 @@ pub const CLOSED_ENTRY: &str = "__closed";
 /// finished, per input partition).
 pub const ENTRY_PREFIXES_ABOUT_TOPIC: [&str; 3] = ["__out.", "__seen.", "__closed."];
 
+/// The topic a library entry is about (`__seen.<topic>` and the other
+/// [`ENTRY_PREFIXES_ABOUT_TOPIC`]), if it is one.
+pub fn entry_topic(name: &str) -> Option<&str> {
+    ENTRY_PREFIXES_ABOUT_TOPIC
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+}
+
 /// Whether a committed-offsets entry is one of the client libraries' own ([`CLOSED_ENTRY`],
 /// or an entry about a topic) rather than a topic's offsets: unless a topic has that name.
 pub fn is_library_entry(name: &str) -> bool {

@@ -294,13 +294,21 @@ impl Acl {
                     .filter(user_topic)
                     .try_for_each(|t| check(Read, Topic, t))
             }
+            // A library entry about a topic (`__seen.<topic>`, ..) carries that topic's
+            // positions: it needs `describe` on the topic, as `DescribeGroup` shows it.
             Request::FetchOffsets(r) => {
                 check(Read, Group, &r.group)?;
                 r.partitions
                     .iter()
                     .map(|p| p.topic.as_str())
-                    .filter(user_topic)
-                    .try_for_each(|t| check(Read, Topic, t))
+                    .try_for_each(|t| {
+                        if user_topic(&t) {
+                            check(Read, Topic, t)
+                        } else {
+                            rustmq_protocol::entry_topic(t)
+                                .map_or(Ok(()), |topic| check(Describe, Topic, topic))
+                        }
+                    })
             }
             Request::DescribeGroup(r) => check(Describe, Group, &r.group),
             _ => Ok(()),

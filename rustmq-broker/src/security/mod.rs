@@ -84,9 +84,7 @@ impl Security {
                     if is_topic(entry) || !rustmq_protocol::is_library_entry(entry) {
                         return may(ResourceType::Topic, entry);
                     }
-                    rustmq_protocol::ENTRY_PREFIXES_ABOUT_TOPIC
-                        .iter()
-                        .find_map(|prefix| entry.strip_prefix(prefix))
+                    rustmq_protocol::entry_topic(entry)
                         .is_none_or(|topic| may(ResourceType::Topic, topic))
                 };
                 r.offsets.retain(|o| shown(&o.topic));

@@ -187,6 +187,46 @@ async fn a_named_producers_id_writes_only_for_who_may_write_its_name() {
     assert_eq!(log_end(&s.admin, "orders.eu").await, 1);
 }
 
+/// A stream processor's entry about a topic (`__seen.<topic>`) is fetched only by whoever may
+/// describe that topic, as `DescribeGroup` shows it: bob, who may read group `billing` and
+/// topics `orders.*`, gets the entry about `orders.eu` but not the one about `payroll`.
+#[tokio::test]
+async fn fetching_an_entry_about_a_topic_needs_the_topics_describe() {
+    let s = setup().await;
+    let entry = |topic: &str| PartitionOffset {
+        topic: format!("__seen.{topic}"),
+        partition: 0,
+        offset: 5,
+    };
+    let commit = Request::CommitOffsets(CommitOffsetsRequest {
+        group: "billing".into(),
+        member_id: String::new(),
+        generation: 0,
+        offsets: vec![entry("orders.eu"), entry("payroll")],
+    });
+    assert!(matches!(
+        s.admin.raw_request(commit).await.unwrap(),
+        Response::CommitOffsets(_)
+    ));
+    let fetch = |topic: &str| {
+        Request::FetchOffsets(FetchOffsetsRequest {
+            group: "billing".into(),
+            partitions: vec![TopicPartitions {
+                topic: format!("__seen.{topic}"),
+                partitions: vec![0],
+            }],
+        })
+    };
+    assert!(matches!(
+        s.bob.raw_request(fetch("orders.eu")).await.unwrap(),
+        Response::FetchOffsets(_)
+    ));
+    assert_denied(
+        s.bob.raw_request(fetch("payroll")).await,
+        "principal \"bob\" is not authorized to describe topic \"payroll\"",
+    );
+}
+
 #[tokio::test]
 async fn an_auto_created_topic_needs_create_too() {
     let s = setup().await;
