@@ -420,6 +420,48 @@ async fn a_request_waits_for_a_slot_on_any_busy_connection() {
     long.abort();
 }
 
+/// A health check that must open a connection first does so within `health_check_timeout`
+/// too: with the broker gone and its port silent, it reports a timeout of the check's own
+/// length, not a connection attempt of `connect_timeout` (one per broker of the list).
+#[tokio::test]
+async fn a_health_check_that_reconnects_is_bounded_by_its_timeout() {
+    let broker = TestBroker::start(Script::default()).await;
+    let config = ClientConfig {
+        connect_timeout: Duration::from_secs(3),
+        health_check_timeout: Duration::from_millis(200),
+        ..config_for(&broker)
+    };
+    let client = RustMqClient::new(config).await.unwrap();
+    client.ping().await.unwrap();
+    let addr = broker.stop().await;
+    // Something that never answers takes the port: QUIC handshakes to it time out.
+    let mut silent = None;
+    for _ in 0..200 {
+        match std::net::UdpSocket::bind(addr) {
+            Ok(socket) => {
+                silent = Some(socket);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert!(silent.is_some(), "the port is free again");
+    // The connection is seen closed, then the check must open another.
+    let mut checked = client.health_check().await;
+    for _ in 0..50 {
+        if checked.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        checked = client.health_check().await;
+    }
+    let err = client.health_check().await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Timeout { timeout_ms: 200 }),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn oversized_requests_are_refused_before_sending() {
     let broker = TestBroker::start(Script {

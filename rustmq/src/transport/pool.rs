@@ -405,20 +405,30 @@ impl Pool {
         let mut report = HealthReport::default();
         let mut opened = Vec::new();
         if self.live_in_use().is_none() {
+            // Opening one is bounded by the check's timeout too (a silent broker would
+            // otherwise hold the check for a `connect_timeout` per broker of the list).
             let start = self.active.load(Ordering::Acquire);
-            for (index, _) in self.failover_order(start) {
-                let pace = if index == start {
-                    Pace::Ignore
-                } else {
-                    Pace::Skip
-                };
-                match self.open(start, index, None, pace).await {
-                    Ok(_) => break,
-                    Err(error) => opened.push(error),
+            let reopen = async {
+                for (index, _) in self.failover_order(start) {
+                    let pace = if index == start {
+                        Pace::Ignore
+                    } else {
+                        Pace::Skip
+                    };
+                    match self.open(start, index, None, pace).await {
+                        Ok(_) => break,
+                        Err(error) => opened.push(error),
+                    }
+                    if self.active.load(Ordering::Acquire) != start || self.is_closed() {
+                        break;
+                    }
                 }
-                if self.active.load(Ordering::Acquire) != start || self.is_closed() {
-                    break;
-                }
+            };
+            if tokio::time::timeout(self.health_check_timeout, reopen)
+                .await
+                .is_err()
+            {
+                opened.push(ClientError::timeout(self.health_check_timeout));
             }
         }
         let live = self.live_connections();

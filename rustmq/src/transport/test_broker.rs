@@ -130,6 +130,14 @@ impl TestBroker {
         Ok(broker)
     }
 
+    /// Stops gracefully (clients see their connections closed) for good; the address it
+    /// had, whose port is free once quinn's driver lets the socket go.
+    pub(crate) async fn stop(self) -> SocketAddr {
+        self.endpoint.close(0u32.into(), b"stop");
+        self.endpoint.wait_idle().await;
+        self.addr
+    }
+
     /// Stops gracefully (clients see their connections closed), then starts again on the
     /// same port with the same certificate and topics.
     pub(crate) async fn restart(self) -> TestBroker {
