@@ -343,17 +343,22 @@ async fn request_timeout_and_long_poll_allowance() {
     assert!(matches!(long, Response::Fetch(_)));
 }
 
-#[tokio::test]
-async fn busy_connections_make_the_pool_grow_up_to_max_connections() {
-    // max_in_flight 2 leaves one request slot per connection (one is kept for pings).
-    let broker = TestBroker::start(Script {
+/// A scripted broker taking two requests in flight per connection: one request slot for
+/// the client (one is kept for pings).
+async fn one_slot_per_connection() -> TestBroker {
+    TestBroker::start(Script {
         limits: BrokerLimits {
             max_in_flight: 2,
             ..Script::default().limits
         },
         ..Script::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn busy_connections_make_the_pool_grow_up_to_max_connections() {
+    let broker = one_slot_per_connection().await;
     let config = ClientConfig {
         max_connections: 2,
         ..config_for(&broker)
@@ -378,15 +383,7 @@ async fn busy_connections_make_the_pool_grow_up_to_max_connections() {
 /// held by a long poll does not keep it waiting while the other's request ends at once.
 #[tokio::test]
 async fn a_request_waits_for_a_slot_on_any_busy_connection() {
-    // One request slot per connection (one is kept for pings), two connections.
-    let broker = TestBroker::start(Script {
-        limits: BrokerLimits {
-            max_in_flight: 2,
-            ..Script::default().limits
-        },
-        ..Script::default()
-    })
-    .await;
+    let broker = one_slot_per_connection().await;
     let config = ClientConfig {
         max_connections: 2,
         request_timeout: Duration::from_secs(2),
