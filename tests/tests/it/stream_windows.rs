@@ -41,8 +41,19 @@ async fn two_partitions_windowed() -> (
     rustmq::RustMqClient,
     StreamConfig,
 ) {
+    windowed(2).await
+}
+
+/// [`two_partitions_windowed`], with `partitions` input partitions.
+async fn windowed(
+    partitions: u32,
+) -> (
+    rustmq::testing::TestBroker,
+    rustmq::RustMqClient,
+    StreamConfig,
+) {
     let (broker, client) = broker().await;
-    client.create_topic("in", 2).await.unwrap();
+    client.create_topic("in", partitions).await.unwrap();
     client.create_topic("out", 1).await.unwrap();
     client.create_topic("late", 1).await.unwrap();
     let config = StreamConfig {
@@ -329,20 +340,14 @@ async fn a_late_message_rejoins_its_open_window_after_a_restart() {
 }
 
 async fn late_message_after_a_restart(crash: bool) {
-    let (_broker, client) = broker().await;
-    client.create_topic("in", 1).await.unwrap();
-    client.create_topic("out", 1).await.unwrap();
-    client.create_topic("late", 1).await.unwrap();
+    let (_broker, client, config) = windowed(1).await;
     let config = StreamConfig {
-        input_topics: vec!["in".into()],
-        output_topic: Some("out".into()),
-        consumer_group: "sliding".into(),
         exactly_once: true,
         mode: StreamMode::Windowed {
             window_size: Duration::from_millis(100),
             slide_interval: Duration::from_millis(50),
         },
-        ..Default::default()
+        ..config
     };
     let start = |commit: Duration| {
         let (client, config) = (client.clone(), config.clone());
