@@ -468,8 +468,12 @@ mod tests {
         let is_topic = |t: &str| t == "__audit";
         for entry in ["__closed", "__out.orders"] {
             acl.authorize("bob", &commit(entry), is_topic).unwrap();
-            acl.authorize("bob", &fetch(entry), is_topic).unwrap();
         }
+        acl.authorize("bob", &fetch("__closed"), is_topic).unwrap();
+        // An entry about a topic is fetched by whoever may describe the topic, as
+        // `DescribeGroup` shows it; bob may not describe `orders`.
+        acl.authorize("bob", &fetch("__out.orders"), is_topic)
+            .unwrap_err();
         // `__audit` needs `read` whether it exists or not: committed before it is created,
         // the entry would be its offsets afterwards.
         for topic in ["__audit", "__planted", "orders"] {
