@@ -34,6 +34,18 @@ impl MessageProcessor for Recording {
     }
 }
 
+/// No lateness allowed, late messages dead-lettered to "late", partitions idle after a minute
+/// (longer than any test here).
+fn late_to_dead_letters() -> WindowOptions {
+    WindowOptions {
+        allowed_lateness: Duration::ZERO,
+        late_messages: LatePolicy::DeadLetter {
+            topic: "late".into(),
+        },
+        idle_timeout: Duration::from_secs(60),
+    }
+}
+
 /// A broker with topics "in" (2 partitions), "out" and "late", a client, and the settings of
 /// a stream in group "g" from "in" to "out" with tumbling windows of 100 ms.
 async fn two_partitions_windowed() -> (
@@ -87,14 +99,8 @@ async fn a_partition_moving_to_a_member_ahead_in_event_time_does_not_lose_its_op
                 partitions: Arc::clone(&partitions),
             })
             .with_commit_interval(Duration::from_millis(50))
-            .with_window_options(WindowOptions {
-                allowed_lateness: Duration::ZERO,
-                late_messages: LatePolicy::DeadLetter {
-                    topic: "late".into(),
-                },
-                // Longer than the test: partition 0 holds B's watermark back throughout.
-                idle_timeout: Duration::from_secs(60),
-            });
+            // Idle timeout longer than the test: partition 0 holds B's watermark back throughout.
+            .with_window_options(late_to_dead_letters());
         stream.start().await.unwrap();
         (stream, partitions)
     };
@@ -358,13 +364,7 @@ async fn late_message_after_a_restart(crash: bool) {
                 .with_processor(Join(Upper::new(0)))
                 .with_commit_interval(commit)
                 .with_session_timeout(Duration::from_secs(2))
-                .with_window_options(WindowOptions {
-                    allowed_lateness: Duration::ZERO,
-                    late_messages: LatePolicy::DeadLetter {
-                        topic: "late".into(),
-                    },
-                    idle_timeout: Duration::from_secs(60),
-                });
+                .with_window_options(late_to_dead_letters());
             stream.start().await.unwrap();
             stream
         }
