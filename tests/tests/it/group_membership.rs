@@ -349,6 +349,26 @@ async fn a_closing_member_leaves_at_once_and_its_partitions_resume_from_its_comm
     a.close().await.unwrap();
 }
 
+/// A consumer of `TOPIC` in `group` whose client gives requests up after `request_timeout`
+/// and whose group waits 300 ms for its members to rejoin: each join is given up after their
+/// sum and sent again.
+async fn impatient_newcomer(
+    broker: &TestBroker,
+    group: &str,
+    request_timeout: Duration,
+) -> rustmq::Result<Consumer> {
+    let mut impatient = broker.client_config();
+    impatient.request_timeout = request_timeout;
+    let newcomer = RustMqClient::new(impatient).await?;
+    let quick = ConsumerConfig {
+        rebalance_timeout: Duration::from_millis(300),
+        ..config(group)
+    };
+    newcomer
+        .create_consumer_with_config(TOPIC, group, quick)
+        .await
+}
+
 /// A newcomer whose joins time out while the rebalance waits for a slow member sends its join
 /// again under the same member id: the group ends with two members, not one more per
 /// attempt, each of which would hold partitions until its session expired.
@@ -371,16 +391,9 @@ async fn joins_sent_again_leave_no_phantom_members() {
         .unwrap();
     // The newcomer gives each join up after 600 ms (request timeout + rebalance timeout) and
     // sends it again.
-    let mut impatient = broker.client_config();
-    impatient.request_timeout = Duration::from_millis(300);
-    let newcomer = RustMqClient::new(impatient).await.unwrap();
-    let quick = ConsumerConfig {
-        rebalance_timeout: Duration::from_millis(300),
-        ..config("phantoms")
-    };
     let second = within(
         "the newcomer's join",
-        newcomer.create_consumer_with_config(TOPIC, "phantoms", quick),
+        impatient_newcomer(&broker, "phantoms", Duration::from_millis(300)),
     )
     .await
     .unwrap();
@@ -417,18 +430,11 @@ async fn a_consumer_that_fails_to_join_leaves_no_member_behind() {
         admin.raw_request(stuck).await.unwrap(),
         Response::JoinGroup(_)
     ));
-    let mut impatient = broker.client_config();
     // Each join is given up after 1.3 s (request timeout + rebalance timeout); the leave has
     // the request timeout, room enough on a loaded machine.
-    impatient.request_timeout = Duration::from_secs(1);
-    let newcomer = RustMqClient::new(impatient).await.unwrap();
-    let quick = ConsumerConfig {
-        rebalance_timeout: Duration::from_millis(300),
-        ..config("left-behind")
-    };
     let built = within(
         "the newcomer's joins",
-        newcomer.create_consumer_with_config(TOPIC, "left-behind", quick),
+        impatient_newcomer(&broker, "left-behind", Duration::from_secs(1)),
     )
     .await;
     assert!(built.is_err(), "no rebalance could complete");
