@@ -83,7 +83,7 @@ pub struct ConsumerConfig {
     /// its partitions then move to the other members.
     pub session_timeout: Duration,
     /// Period of heartbeats; also how quickly this consumer notices a rebalance. Must be
-    /// shorter than `session_timeout`.
+    /// shorter than `session_timeout` and than `rebalance_timeout`.
     pub heartbeat_interval: Duration,
     /// How long the broker waits for every member to rejoin during a rebalance before it
     /// removes the ones that did not.
@@ -166,6 +166,12 @@ impl ConsumerConfig {
         }
         if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
             return bad("consumer heartbeat_interval must be greater than zero and shorter than session_timeout");
+        }
+        // A member learns of a rebalance from its next heartbeat's answer and must rejoin
+        // within the rebalance timeout: heartbeats as far apart would miss it and have the
+        // member removed at every rebalance, and rejoin, and rebalance the group again.
+        if self.heartbeat_interval >= self.rebalance_timeout {
+            return bad("consumer heartbeat_interval must be shorter than rebalance_timeout");
         }
         let ms = |d: Duration| d.as_millis();
         if !(100..=600_000).contains(&ms(self.session_timeout)) {
@@ -267,6 +273,25 @@ mod tests {
             auto_commit_interval: Duration::ZERO,
             enable_auto_commit: false,
             ..valid()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn heartbeats_must_come_more_often_than_the_rebalance_timeout() {
+        let slow_heartbeats = ConsumerConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            rebalance_timeout: Duration::from_millis(500),
+            ..valid()
+        };
+        match slow_heartbeats.validate() {
+            Err(ClientError::InvalidConfig(m)) => assert!(m.contains("rebalance_timeout"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        ConsumerConfig {
+            heartbeat_interval: Duration::from_millis(499),
+            ..slow_heartbeats
         }
         .validate()
         .unwrap();

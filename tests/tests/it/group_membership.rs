@@ -599,6 +599,7 @@ async fn a_rejoin_that_missed_a_generation_starts_its_partitions_over() {
             ConsumerConfig {
                 rebalance_timeout: Duration::from_millis(100),
                 session_timeout: Duration::from_millis(500),
+                heartbeat_interval: Duration::from_millis(50),
                 ..member("a")
             },
         )
