@@ -516,6 +516,33 @@ async fn close_fails_later_calls() {
     client.close().await.unwrap();
 }
 
+/// A closed client lets its UDP socket go while the application still holds the client: the
+/// port can be bound again.
+#[tokio::test]
+async fn close_releases_the_udp_socket() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    client.list_topics().await.unwrap();
+    let ports = client.inner.pool.local_ports();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    let port = ports[0];
+    client.close().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port)) {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("port {port} still bound 10 s after close: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(matches!(
+        client.list_topics().await,
+        Err(ClientError::Closed)
+    ));
+}
+
 #[tokio::test]
 async fn invalid_config_is_rejected_before_connecting() {
     let err = RustMqClient::new(ClientConfig {

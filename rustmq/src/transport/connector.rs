@@ -20,8 +20,9 @@ pub(crate) struct Connector {
     loopback: Option<quinn::ClientConfig>,
     server_name: Option<String>,
     quic: QuicConfig,
-    /// `[IPv4, IPv6]`.
-    endpoints: parking_lot::Mutex<[Option<quinn::Endpoint>; 2]>,
+    /// `[IPv4, IPv6]`; `None` once closed: a closed client keeps no socket, even while the
+    /// application still holds it.
+    endpoints: parking_lot::Mutex<Option<[Option<quinn::Endpoint>; 2]>>,
     hello: HelloRequest,
     connect_timeout: Duration,
     counters: Arc<Counters>,
@@ -64,7 +65,7 @@ impl Connector {
             loopback: tls.loopback.map(quic_client).transpose()?,
             server_name: tls.server_name,
             quic: config.quic_config.clone(),
-            endpoints: parking_lot::Mutex::new([None, None]),
+            endpoints: parking_lot::Mutex::new(Some([None, None])),
             hello: HelloRequest {
                 min_version: 1,
                 max_version: PROTOCOL_VERSION,
@@ -185,9 +186,11 @@ impl Connector {
         }
     }
 
-    /// The endpoint for an address family, bound on first use.
+    /// The endpoint for an address family, bound on first use; [`ClientError::Closed`] once
+    /// the client is closed.
     fn endpoint(&self, ipv6: bool) -> Result<quinn::Endpoint> {
         let mut endpoints = self.endpoints.lock();
+        let endpoints = endpoints.as_mut().ok_or(ClientError::Closed)?;
         let slot = &mut endpoints[usize::from(ipv6)];
         if let Some(endpoint) = slot {
             return Ok(endpoint.clone());
@@ -197,10 +200,30 @@ impl Connector {
         Ok(endpoint)
     }
 
-    /// Closes every connection and waits (briefly) for the close to reach the brokers.
+    /// The UDP ports of the bound endpoints.
+    #[cfg(test)]
+    pub(crate) fn local_ports(&self) -> Vec<u16> {
+        self.endpoints
+            .lock()
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.local_addr().expect("a bound endpoint").port())
+            .collect()
+    }
+
+    /// Closes every connection and waits (briefly) for the close to reach the brokers. The
+    /// endpoints are let go: their sockets close once the connections have drained (and
+    /// every request still holding one has ended), not when the client is dropped.
     pub(crate) async fn close(&self) {
-        let endpoints: Vec<quinn::Endpoint> =
-            self.endpoints.lock().iter().flatten().cloned().collect();
+        let endpoints: Vec<quinn::Endpoint> = self
+            .endpoints
+            .lock()
+            .take()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
         for endpoint in &endpoints {
             endpoint.close(0u32.into(), b"client closed");
         }

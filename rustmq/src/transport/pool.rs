@@ -379,6 +379,12 @@ impl Pool {
             .collect()
     }
 
+    /// The UDP ports the client's endpoints are bound to.
+    #[cfg(test)]
+    pub(crate) fn local_ports(&self) -> Vec<u16> {
+        self.connector.local_ports()
+    }
+
     /// Pings the connection in the background and closes it if it does not answer.
     fn probe(&self, conn: &Arc<Connection>) {
         if !conn.start_probe() {
