@@ -145,7 +145,9 @@ pub struct Limits {
     pub max_batch_bytes: u32,
     /// Concurrent client connections; more are refused.
     pub max_connections: u32,
-    /// Concurrent requests (QUIC streams) per connection.
+    /// Concurrent requests (QUIC streams) per connection. The connection is granted one
+    /// stream more, which clients keep for health pings: a connection whose every slot holds
+    /// a long poll still answers its ping, even with a limit of 1.
     pub max_in_flight_per_connection: u32,
     /// A request's stream is abandoned when its frame header, or then its body, has been
     /// waited for longer than this (ms); so is one whose answer the peer has not taken (read

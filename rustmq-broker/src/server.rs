@@ -147,7 +147,13 @@ impl Server {
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
-            .max_concurrent_bidi_streams(core_limits.max_in_flight_per_connection.into())
+            // One stream more than the requests announced in the hello: clients keep it for
+            // pings (see `Limits::max_in_flight_per_connection`).
+            .max_concurrent_bidi_streams(
+                (u64::from(core_limits.max_in_flight_per_connection) + 1)
+                    .try_into()
+                    .expect("a u32 plus one is a valid varint"),
+            )
             .max_concurrent_uni_streams(0u32.into())
             // What the transport buffers for a stream the broker does not read (a frame waiting
             // for room in the request budget): see `memory`. The connection's own window stays

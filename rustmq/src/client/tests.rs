@@ -343,12 +343,11 @@ async fn request_timeout_and_long_poll_allowance() {
     assert!(matches!(long, Response::Fetch(_)));
 }
 
-/// A scripted broker taking two requests in flight per connection: one request slot for
-/// the client (one is kept for pings).
+/// A scripted broker taking one request in flight per connection.
 async fn one_slot_per_connection() -> TestBroker {
     TestBroker::start(Script {
         limits: BrokerLimits {
-            max_in_flight: 2,
+            max_in_flight: 1,
             ..Script::default().limits
         },
         ..Script::default()

@@ -85,13 +85,14 @@ impl Connection {
         counters: Arc<Counters>,
     ) -> Self {
         // The broker's in-flight limit and our own stream limit both bound concurrency; a
-        // broker announcing 0 still gets one request at a time rather than none. One slot is
-        // kept back for health pings, so that a connection saturated with long-poll fetches
-        // still answers its ping instead of being closed as dead.
+        // broker announcing 0 still gets one request at a time rather than none. Pings go
+        // outside this limit, on the one stream the broker grants beyond it, so that a
+        // connection saturated with long-poll fetches still answers its ping instead of being
+        // closed as dead.
         let cap = u64::from(hello.limits.max_in_flight)
             .min(stream_limit)
             .clamp(1, 1 << 16);
-        let max_in_flight = usize::try_from(cap.saturating_sub(1).max(1)).unwrap_or(1);
+        let max_in_flight = usize::try_from(cap).unwrap_or(1);
         Connection {
             quic,
             broker,

@@ -176,3 +176,42 @@ async fn the_first_broker_of_the_list_is_used_though_a_later_one_answers_sooner(
         "the topic is made on the first broker of the list, and only there"
     );
 }
+
+/// A broker taking one request in flight per connection grants one stream more, which the
+/// client keeps for pings: with the only slot held by a long poll, a health check is still
+/// answered at once, and the connection is not taken for dead.
+#[tokio::test]
+async fn a_connection_whose_only_slot_holds_a_long_poll_answers_its_ping() {
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_in_flight_per_connection = 1;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let client = RustMqClient::new(ClientConfig {
+        max_connections: 1,
+        health_check_timeout: Duration::from_secs(1),
+        ..broker.client_config()
+    })
+    .await
+    .unwrap();
+    client.create_topic(TOPIC, 1).await.unwrap();
+    let long_poll = tokio::spawn({
+        let client = client.clone();
+        async move { tests::fetch(&client, TOPIC, 0, 0, 10_000).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.connection_stats().await.unwrap().in_flight_requests == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the long poll never went out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let health = client.health_check().await;
+    assert!(health.is_ok(), "{health:?}");
+    assert!(!long_poll.is_finished(), "the long poll was cut short");
+    assert_eq!(
+        client.connection_stats().await.unwrap().active_connections,
+        1
+    );
+    long_poll.abort();
+}
