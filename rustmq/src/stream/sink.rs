@@ -8,7 +8,9 @@
 //!  lane task: first use ── exactly-once: commit `__out.<topic>/<p>` = log end (so that a
 //!                          restart knows to read this partition back) before the first write
 //!             loop: take queued units while they fit (never splitting one; at least once, a
-//!                   unit too large for one batch alone goes in several) ──► record batch
+//!                   unit too large for one batch alone goes in several; exactly once, only
+//!                   dead letters the broker refuses as one batch, their claim on the last)
+//!                   ──► record batch
 //!                   (producer id, epoch, sequence) ──► Produce (acks=all, in both modes),
 //!                   retried with the same sequence (the broker drops duplicates)
 //!                   ──► ledger: where each unit was stored ──► the unit's completion
@@ -30,6 +32,7 @@ use rustmq_protocol::{
 };
 use tokio::sync::mpsc;
 
+use super::claims::SRC_PREFIX;
 use super::group::{self, Member};
 use super::ledger::{Coverage, OUT_PREFIX};
 use super::metrics::StreamMetrics;
@@ -68,6 +71,9 @@ struct Part {
     records: Vec<Message>,
     bytes: usize,
     coverage: Option<Coverage>,
+    /// Exactly once, whether the part may still go in several batches if the broker refuses
+    /// it as one: a unit's dead letters, which have no error strategy to fall back on.
+    may_split: bool,
     done: Arc<Completion>,
 }
 
@@ -193,11 +199,14 @@ impl Sink {
 
     /// Queues a unit's outputs; `on_done` runs once all are stored. With `together`, every
     /// output goes to the partition of the first (one lane, one record batch). Keyless
-    /// outputs go to partition `fallback` (modulo the partition count).
+    /// outputs go to partition `fallback` (modulo the partition count). `dead_letters`:
+    /// exactly once, records the broker refuses as one batch go in several, the unit's claim
+    /// on the last (see [`store_split`]).
     pub(crate) async fn emit(
         ctx: &Arc<Ctx>,
         outputs: Vec<Message>,
         together: bool,
+        dead_letters: bool,
         fallback: u32,
         coverage: Option<Coverage>,
         on_done: Box<dyn FnOnce() + Send>,
@@ -229,6 +238,7 @@ impl Sink {
                 bytes: records.iter().map(record_bytes).sum(),
                 records,
                 coverage: coverage.clone(),
+                may_split: dead_letters,
                 done: Arc::clone(&done),
             };
             let sender = {
@@ -293,21 +303,46 @@ async fn run_lane(
             count += p.records.len();
             parts.push(p);
         }
-        // A part too large for one batch: at least once, its records go in several batches
-        // (exactly once, a unit is stored whole or not at all: one batch, which the broker
-        // may refuse as too large, and the stream stops with that error).
+        // A part too large for one batch: at least once, its records go in several batches.
+        // Exactly once, a unit is stored whole or not at all, in one batch; the broker may
+        // refuse it as too large. Outputs are checked for that before they come here (see
+        // `unstorable`), and their unit fails under its error strategy. Dead letters have
+        // none left: those of a unit refused as one batch go in several, and the unit's
+        // claim on the last (a crash before that one is stored writes the others again).
         let split = parts.len() == 1
             && parts[0].coverage.is_none()
             && (bytes > ctx.sink().max_bytes || count > MAX_RECORDS);
         let stored = if split {
-            store_split(&ctx, &topic, partition, &parts[0].records, &mut sequence).await
+            store_split(
+                &ctx,
+                &topic,
+                partition,
+                &parts[0].records,
+                &mut sequence,
+                false,
+            )
+            .await
         } else {
             let records = parts.iter().flat_map(|p| &p.records);
-            let stored = store(&ctx, &topic, partition, records, sequence).await;
-            if stored.is_ok() {
-                sequence = next_sequence(sequence, count);
+            match store(&ctx, &topic, partition, records, sequence).await {
+                Ok(base) => {
+                    sequence = next_sequence(sequence, count);
+                    Ok(base)
+                }
+                Err(e) if parts.len() == 1 && parts[0].may_split && too_large(&e) => {
+                    tracing::warn!(%topic, partition, records = count, error = %e, "a unit's dead letters are too large for one batch: stored in several, exactly once only if none is lost to a crash before the last");
+                    store_split(
+                        &ctx,
+                        &topic,
+                        partition,
+                        &parts[0].records,
+                        &mut sequence,
+                        true,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
             }
-            stored
         };
         match stored {
             Ok(base) => {
@@ -342,17 +377,32 @@ fn next_sequence(sequence: i32, count: usize) -> i32 {
     ((i64::from(sequence) + count as i64) % (i64::from(i32::MAX) + 1)) as i32
 }
 
+/// Whether the broker (or the client, before sending) refused a batch as too large.
+fn too_large(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::MessageTooLarge { .. }
+            | ClientError::Broker {
+                code: rustmq_protocol::ErrorCode::BatchTooLarge,
+                ..
+            }
+    )
+}
+
 /// Stores `records` in as many batches as their size takes (each within the sink's byte and
 /// record bounds, with at least one record), one after the other, advancing `sequence` past
-/// each batch stored; the offset of the first.
+/// each batch stored; the offset of the first. With `claim_last`, only the last batch keeps
+/// the records' source headers (their exactly-once claim): a restart that finds it passes
+/// the unit over, one that does not (a crash before it was stored) handles the unit again.
 async fn store_split(
     ctx: &Arc<Ctx>,
     topic: &str,
     partition: u32,
     records: &[Message],
     sequence: &mut i32,
+    claim_last: bool,
 ) -> Result<u64> {
-    let mut first = None;
+    let mut batches = Vec::new();
     let mut rest = records;
     while !rest.is_empty() {
         let mut bytes = 0;
@@ -366,10 +416,27 @@ async fn store_split(
             .count()
             .max(1);
         let (batch, after) = rest.split_at(n);
-        let base = store(ctx, topic, partition, batch, *sequence).await?;
-        first.get_or_insert(base);
-        *sequence = next_sequence(*sequence, n);
+        batches.push(batch);
         rest = after;
+    }
+    let mut first = None;
+    let last = batches.len().saturating_sub(1);
+    for (i, batch) in batches.into_iter().enumerate() {
+        let base = if claim_last && i < last {
+            let unclaimed: Vec<Message> = batch
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.headers.retain(|name, _| !name.starts_with(SRC_PREFIX));
+                    m
+                })
+                .collect();
+            store(ctx, topic, partition, &unclaimed, *sequence).await?
+        } else {
+            store(ctx, topic, partition, batch, *sequence).await?
+        };
+        first.get_or_insert(base);
+        *sequence = next_sequence(*sequence, batch.len());
     }
     Ok(first.unwrap_or_default())
 }

@@ -325,7 +325,17 @@ async fn emit(
         }
         finish(&finisher, unit);
     });
-    if let Err(e) = Sink::emit(ctx, records, together, fallback, coverage, on_done).await {
+    if let Err(e) = Sink::emit(
+        ctx,
+        records,
+        together,
+        dead_letters,
+        fallback,
+        coverage,
+        on_done,
+    )
+    .await
+    {
         // The unit stays unfinished: the session goes down without committing it.
         ctx.abort(e);
     }

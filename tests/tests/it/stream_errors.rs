@@ -651,3 +651,73 @@ async fn exactly_once_outputs_too_large_together_are_the_units_failure() {
     assert!(stream.is_running());
     stream.stop().await.unwrap();
 }
+
+/// Fails every unit.
+struct AlwaysFails;
+
+#[async_trait]
+impl MessageProcessor for AlwaysFails {
+    async fn process(&self, _: &Message) -> Result<Option<Message>> {
+        Err(ClientError::InvalidMessage("always".into()))
+    }
+}
+
+/// Exactly once a unit's dead letters go in one batch; those the broker refuses as one (a
+/// batch of inputs larger together than its largest batch) go in several, the unit's claim
+/// on the last, instead of stopping the stream at every start.
+#[tokio::test]
+async fn exactly_once_dead_letters_too_large_together_go_in_several_batches() {
+    tests::init_tracing();
+    let mut broker_config = rustmq::testing::BrokerConfig::default();
+    broker_config.limits.max_batch_bytes = 64 * 1024;
+    let broker = rustmq::testing::TestBroker::start_with(broker_config)
+        .await
+        .unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("dlq", 1).await.unwrap();
+    let inputs: Vec<(u32, String, u64)> = (0..3)
+        .map(|i| (0, format!("{i}{}", "x".repeat(30_000)), 10 + i))
+        .collect();
+    for input in &inputs {
+        send(&client, "in", std::slice::from_ref(input)).await;
+    }
+    let config = StreamConfig {
+        exactly_once: true,
+        output_topic: None,
+        ..config(
+            &StreamMode::Batch {
+                batch_size: 3,
+                batch_timeout: Duration::from_secs(5),
+            },
+            ErrorStrategy::DeadLetter {
+                topic: "dlq".into(),
+            },
+            "large-dead-letters",
+        )
+    };
+    let stream = MessageStream::new(client.clone(), config)
+        .await
+        .unwrap()
+        .with_processor(AlwaysFails);
+    stream.start().await.unwrap();
+    let dlq = wait_records(&client, "dlq", 3).await;
+    let got: Vec<&str> = dlq.iter().map(|o| &o.payload[..1]).collect();
+    assert_eq!(got, ["0", "1", "2"]);
+    let claimed: Vec<bool> = dlq
+        .iter()
+        .map(|o| o.headers.contains_key(rustmq::stream::SRC_GROUP))
+        .collect();
+    assert_eq!(
+        claimed,
+        [false, false, true],
+        "only the last batch claims the unit"
+    );
+    assert!(dlq
+        .iter()
+        .all(|o| o.headers[DLQ_UNIT_MEMBERS] == "in:0:0-2"));
+    assert!(stream.is_running());
+    let metrics = stream.metrics().await;
+    assert_eq!(metrics.messages_dead_lettered.load(Ordering::Relaxed), 3);
+    stream.stop().await.unwrap();
+}
