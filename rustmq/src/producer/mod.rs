@@ -30,7 +30,7 @@ mod sender;
 
 use std::collections::VecDeque;
 use std::future::{ready, Ready};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, Either};
@@ -201,7 +201,46 @@ pub(crate) struct Inner {
     pub(crate) instruments: ProducerInstruments,
     closed: AtomicBool,
     pub(crate) closing: AtomicBool,
+    /// Sends waiting for buffer room now: while there are any, open batches go at once
+    /// instead of at the end of their linger (room comes back only as batches are answered,
+    /// so a batch lingering in a full buffer would keep them waiting for its whole linger).
+    room_wanted: AtomicUsize,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    /// Whether a send waits for buffer room.
+    pub(crate) fn room_wanted(&self) -> bool {
+        self.room_wanted.load(Ordering::Acquire) > 0
+    }
+
+    /// Buffer room is wanted: every open batch goes now rather than at the end of its
+    /// linger.
+    fn release_open_batches(&self) {
+        for slot in self.slots.read().iter() {
+            if let Some(b) = slot.acc.lock().take() {
+                slot.ready.lock().push_back(b);
+            }
+            slot.wake.notify_one();
+        }
+    }
+}
+
+/// A send waiting for buffer room, counted in `Inner::room_wanted` while it waits.
+struct WantsRoom<'a>(&'a Inner);
+
+impl<'a> WantsRoom<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.room_wanted.fetch_add(1, Ordering::AcqRel);
+        inner.release_open_batches();
+        WantsRoom(inner)
+    }
+}
+
+impl Drop for WantsRoom<'_> {
+    fn drop(&mut self) {
+        self.0.room_wanted.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Closes the producer's tasks when the last handle is dropped (after delivering what they hold).
@@ -311,6 +350,7 @@ impl ProducerBuilder {
             metrics: Arc::new(ProducerMetrics::default()),
             closed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            room_wanted: AtomicUsize::new(0),
             tasks: Mutex::new(Vec::new()),
         });
         inner.ensure_slots(known.unwrap_or(1));
@@ -515,12 +555,14 @@ impl Producer {
                 // The rare path: the message moves into the wait.
                 let mut message = message.take();
                 return Either::Right(Box::pin(async move {
+                    let wants = WantsRoom::new(inner);
                     inner
                         .buffer
                         .acquire_many(permits)
                         .await
                         .map_err(|_| ClientError::Closed)?
                         .forget();
+                    drop(wants);
                     self.accept(&mut message, waiter, direct, permits)
                 }));
             }
@@ -528,9 +570,12 @@ impl Producer {
                 return Either::Left(ready(Err(ClientError::Closed)))
             }
             Err(_) => {
+                // The room comes back as the open batches are answered: send them now, for
+                // the caller's next try.
+                inner.release_open_batches();
                 return Either::Left(ready(Err(ClientError::BufferFull {
                     limit: inner.config.buffer_memory,
-                })))
+                })));
             }
         }
         Either::Left(ready(self.accept(message, waiter, direct, permits)))

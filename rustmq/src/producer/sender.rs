@@ -128,7 +128,12 @@ async fn next_batch(inner: &Inner, slot: &Slot) -> Option<ReadyBatch> {
                     .opened_at()
                     .map(|opened| Instant::from_std(deadline_after(opened.into_std(), linger)));
                 match due {
-                    Some(due) if linger.is_zero() || closing || due <= Instant::now() => {
+                    Some(due)
+                        if linger.is_zero()
+                            || closing
+                            || inner.room_wanted()
+                            || due <= Instant::now() =>
+                    {
                         let batch = acc.take();
                         acc.set_in_flight(batch.is_some());
                         return batch;

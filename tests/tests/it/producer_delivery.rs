@@ -595,12 +595,24 @@ fn counting(told: &Arc<AtomicUsize>) -> impl FnOnce(Result<SendResult>) + Send +
 /// its callback never told, and every later `flush` would wait for it).
 #[tokio::test]
 async fn a_send_waiting_for_room_when_close_starts_is_refused() {
-    let (_broker, client, p) = one_partition(
+    let broker = TestBroker::start().await.unwrap();
+    // The producer reaches the broker through a relay: cut, the first batch's answer waits
+    // and the buffer stays full while `close` starts.
+    let relay = tests::UdpRelay::start(broker.addr(), Duration::ZERO).await;
+    let client = RustMqClient::new(ClientConfig {
+        brokers: vec![relay.addr.to_string()],
+        request_timeout: Duration::from_secs(30),
+        ..fast_retries(&broker)
+    })
+    .await
+    .unwrap();
+    client.create_topic("closing", 1).await.unwrap();
+    let p = producer(
+        &client,
         "closing",
         ProducerConfig {
             buffer_memory: 1024,
             max_message_size: 1024,
-            // The first message stays in its open batch until `close` sends it.
             batch_timeout: Duration::from_secs(60),
             ..Default::default()
         },
@@ -610,6 +622,7 @@ async fn a_send_waiting_for_room_when_close_starts_is_refused() {
     p.send_async_with(msg("closing", "a".repeat(1000)), counting(&told))
         .await
         .unwrap();
+    relay.cut(true);
     let waiting = {
         let (p, callback) = (p.clone(), counting(&told));
         tokio::spawn(async move {
@@ -619,9 +632,16 @@ async fn a_send_waiting_for_room_when_close_starts_is_refused() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiting.is_finished(), "the second send waits for room");
-    tokio::time::timeout(Duration::from_secs(10), p.close())
+    let close = tokio::spawn({
+        let p = p.clone();
+        async move { p.close().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    relay.cut(false);
+    tokio::time::timeout(Duration::from_secs(20), close)
         .await
         .expect("close ends")
+        .unwrap()
         .unwrap();
     let waited = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
@@ -634,6 +654,77 @@ async fn a_send_waiting_for_room_when_close_starts_is_refused() {
         .expect("a flush after close has nothing to wait for")
         .unwrap();
     assert_eq!(stored_payloads(&client, "closing", 0).await.len(), 1);
+}
+
+/// A send waiting for buffer room has the open batches sent at once: room comes back only
+/// as batches are answered, so one lingering in a full buffer would hold the send for its
+/// whole linger (for ever, with no linger limit).
+#[tokio::test]
+async fn a_send_waiting_for_room_does_not_wait_for_the_linger() {
+    let (_broker, client, p) = one_partition(
+        "lingering",
+        ProducerConfig {
+            buffer_memory: 16 * 1024,
+            max_message_size: 16 * 1024,
+            batch_size: 1_000,
+            batch_timeout: Duration::MAX,
+            ..Default::default()
+        },
+    )
+    .await;
+    let sends = async {
+        for i in 0..64 {
+            p.send_async(msg("lingering", format!("{i:04}{}", "x".repeat(996))), None)
+                .await?;
+        }
+        Ok::<_, ClientError>(())
+    };
+    tokio::time::timeout(Duration::from_secs(20), sends)
+        .await
+        .expect("sends that wait for room are not held by the linger")
+        .unwrap();
+    p.flush().await.unwrap();
+    assert_eq!(stored_payloads(&client, "lingering", 0).await.len(), 64);
+}
+
+/// Without waiting for room (`block_on_buffer_full: false`), a send refused with `BufferFull`
+/// has the open batches sent: trying again soon succeeds, however long their linger.
+#[tokio::test]
+async fn a_full_buffer_sends_its_open_batches_for_the_next_try() {
+    let (_broker, client, p) = one_partition(
+        "refusing",
+        ProducerConfig {
+            buffer_memory: 4 * 1024,
+            max_message_size: 4 * 1024,
+            batch_timeout: Duration::from_secs(600),
+            block_on_buffer_full: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let payload = || msg("refusing", "x".repeat(1000));
+    let mut accepted = 0;
+    loop {
+        match p.send_async(payload(), None).await {
+            Ok(()) => accepted += 1,
+            Err(ClientError::BufferFull { .. }) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Err(e) = p.send_async(payload(), None).await {
+        assert!(matches!(e, ClientError::BufferFull { .. }), "{e:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the buffer never had room again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    p.flush().await.unwrap();
+    assert_eq!(
+        stored_payloads(&client, "refusing", 0).await.len(),
+        accepted + 1
+    );
 }
 
 /// Many sends waiting for room while `close` runs: every send that returned `Ok` has its
