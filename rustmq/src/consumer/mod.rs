@@ -60,7 +60,7 @@ mod receive;
 pub(crate) mod retry;
 mod state;
 mod stream;
-mod timing;
+pub(crate) mod timing;
 mod tracker;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -496,16 +496,28 @@ impl<L: HandlerLayer> Runner<L> {
                     // The worker's queue may stay full (its handler hangs): a shutdown must
                     // not wait for room there, past its timeout. Only a full queue races the
                     // stop watch (registering with it takes a lock).
-                    let sent = match senders[worker].try_send(message) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    // The message waits for room outside the select (`reserve`): dropped in
+                    // a `send` future the stop cancels, it would be nacked, a failed attempt
+                    // that can dead-letter a message never handled.
+                    let unsent = match senders[worker].try_send(message) {
+                        Ok(()) => None,
+                        Err(mpsc::error::TrySendError::Closed(message)) => Some(message),
                         Err(mpsc::error::TrySendError::Full(message)) => tokio::select! {
                             biased;
-                            _ = stop.wait_for(|s| *s) => break,
-                            sent = senders[worker].send(message) => sent.is_ok(),
+                            _ = stop.wait_for(|s| *s) => Some(message),
+                            permit = senders[worker].reserve() => match permit {
+                                Ok(permit) => {
+                                    permit.send(message);
+                                    None
+                                }
+                                Err(_) => Some(message),
+                            },
                         },
                     };
-                    if !sent {
+                    if let Some(message) = unsent {
+                        // Never handled: abandoned with the queued ones, not nacked.
+                        self.consumer.abandon_unsettled();
+                        drop(message);
                         break;
                     }
                 }
@@ -546,7 +558,9 @@ impl<L: HandlerLayer> Runner<L> {
         self.consumer.abandon_unsettled();
         halt.store(true, Ordering::Release);
         drop(senders);
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        // Checked: `Duration::MAX` is a valid timeout ("wait for the workers for ever").
+        let deadline =
+            crate::consumer::timing::deadline(tokio::time::Instant::now(), self.shutdown_timeout);
         for mut w in workers {
             if tokio::time::timeout_at(deadline, &mut w).await.is_err() {
                 w.abort();

@@ -643,7 +643,9 @@ struct HungJob {
 }
 
 /// With several workers, a hung handler fills its worker's queue and the dispatcher waits for
-/// room there: a shutdown still ends after its timeout.
+/// room there: a shutdown still ends after its timeout. The message the dispatcher held is
+/// abandoned like the queued ones, not nacked: with no retries left, a nack would have
+/// dead-lettered a message never handled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_while_a_hung_workers_queue_is_full() {
     tests::init_tracing();
@@ -670,6 +672,11 @@ async fn shutdown_ends_while_a_hung_workers_queue_is_full() {
     let state = Stuck::default();
     let running = Service::with_state(client.clone(), state.clone())
         .shutdown_timeout(Duration::from_millis(100))
+        .consumer_config(rustmq::ConsumerConfig {
+            max_retry_attempts: 0,
+            dead_letter_queue: Some("hung-jobs.failed".into()),
+            ..Default::default()
+        })
         .handler(hangs)
         .start()
         .await
@@ -688,6 +695,34 @@ async fn shutdown_ends_while_a_hung_workers_queue_is_full() {
         .expect("shutdown must end after its timeout, whatever the hung worker's queue holds")
         .unwrap();
     assert_eq!(state.started.load(Ordering::SeqCst), 1, "one message hung");
+    let dead_lettered = match client.describe_topic("hung-jobs.failed").await {
+        Ok(topic) => topic.partitions.iter().map(|p| p.record_count()).sum(),
+        Err(ClientError::TopicNotFound(_)) => 0,
+        Err(e) => panic!("{e:?}"),
+    };
+    assert_eq!(
+        dead_lettered, 0,
+        "a message never handled was dead-lettered"
+    );
+}
+
+/// A shutdown timeout of `Duration::MAX` ("wait for the handlers for ever") is a valid one:
+/// the shutdown commits and leaves as with any other.
+#[tokio::test]
+async fn a_shutdown_without_a_time_limit_ends_cleanly() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let running = Service::new(client.clone())
+        .shutdown_timeout(Duration::MAX)
+        .handler(vanishing)
+        .start()
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, running.shutdown())
+        .await
+        .expect("the shutdown ends")
+        .unwrap();
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
