@@ -226,8 +226,9 @@ pub(crate) struct ConsumeArgs {
     /// Start at this offset in every partition read (with --group: overrides the commits).
     #[arg(long, value_name = "OFFSET", conflicts_with = "timestamp")]
     pub(crate) offset: Option<u64>,
-    /// Start at the first message at or after this time: milliseconds since the epoch, or
-    /// RFC 3339 (2024-05-01T12:00:00Z).
+    /// Start at the first message at or after this time: milliseconds since the epoch
+    /// (numbers below 10^11 are seconds, as the consumer API reads them), or RFC 3339
+    /// (2024-05-01T12:00:00Z; from March 1973 on).
     #[arg(long, value_name = "TIME", value_parser = parse_timestamp)]
     pub(crate) timestamp: Option<u64>,
     /// Read only this partition (without --group).
@@ -258,16 +259,27 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 /// Milliseconds since the Unix epoch, or an RFC 3339 time.
+/// A `--timestamp`, as the consumer API takes it: a number as given (below 10^11 seconds,
+/// else milliseconds: see `rustmq::consumer::timestamp_ms`), an RFC 3339 time in
+/// milliseconds. A time before 10^11 ms (March 1973) is refused: as a number it would be read
+/// as seconds.
 pub(crate) fn parse_timestamp(s: &str) -> Result<u64, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
+    if let Ok(ts) = s.parse::<u64>() {
+        return Ok(ts);
     }
     let t = humantime_serde::re::humantime::parse_rfc3339_weak(s).map_err(|e| {
         format!("{s:?} is neither milliseconds since the epoch nor an RFC 3339 time: {e}")
     })?;
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .map_err(|_| format!("{s:?} is before 1970"))
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_err(|_| format!("{s:?} is before 1970"))?;
+    if ms < 100_000_000_000 {
+        return Err(format!(
+            "{s:?} is before March 1973 (10^11 ms): such times cannot be given"
+        ));
+    }
+    Ok(ms)
 }
 
 #[cfg(test)]
@@ -286,7 +298,12 @@ mod tests {
         assert!(parse_header("=x").is_err());
         assert!(parse_header("novalue").is_err());
         assert_eq!(parse_timestamp("1700000000000"), Ok(1_700_000_000_000));
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Ok(1000));
+        assert_eq!(parse_timestamp("1714564800"), Ok(1_714_564_800));
+        assert_eq!(
+            parse_timestamp("2024-05-01T12:00:00Z"),
+            Ok(1_714_564_800_000)
+        );
+        assert!(parse_timestamp("1970-01-01T00:00:01Z").is_err());
         assert!(parse_timestamp("yesterday").is_err());
     }
 }

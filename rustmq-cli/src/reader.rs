@@ -79,7 +79,9 @@ async fn start_offset(
     Ok(match start {
         Start::Earliest => list_offset(client, topic, partition, OffsetSpec::Earliest).await?,
         Start::Latest => list_offset(client, topic, partition, OffsetSpec::Latest).await?,
-        Start::Timestamp(ms) => {
+        Start::Timestamp(t) => {
+            // As a consumer of a group reads it (`--group`): below 10^11, seconds.
+            let ms = rustmq::consumer::timestamp_ms(t);
             let ts = i64::try_from(ms).unwrap_or(i64::MAX);
             list_offset(client, topic, partition, OffsetSpec::Timestamp(ts)).await?
         }

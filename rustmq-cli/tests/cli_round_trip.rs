@@ -187,6 +187,40 @@ fn consume_by_timestamp_and_idle_timeout() {
     );
 }
 
+/// A `--timestamp` in seconds (a number below 10^11) is read as seconds with a group and
+/// without one, as the consumer API reads it: both start at the same message.
+#[test]
+fn a_timestamp_in_seconds_means_the_same_with_and_without_a_group() {
+    let broker = TestBroker::start();
+    broker
+        .rustmq(&["produce", "cli-seconds"])
+        .stdin("early\n")
+        .output()
+        .success();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    let cut = now().as_secs() + 1;
+    while now().as_millis() < u128::from(cut) * 1000 + 20 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    broker
+        .rustmq(&["produce", "cli-seconds"])
+        .stdin("late\n")
+        .output()
+        .success();
+    let cut = cut.to_string();
+    let consume = |extra: &[&str]| {
+        let mut args = vec!["consume", "cli-seconds", "--timestamp", &cut, "-n", "1"];
+        args.extend_from_slice(extra);
+        broker.rustmq(&args).output().success()
+    };
+    assert_eq!(consume(&[]), "late\n");
+    assert_eq!(consume(&["--group", "cli-seconds-group"]), "late\n");
+}
+
 /// A line the producer refuses (larger than a message may be) ends the input with an error,
 /// exit code 1, but the lines before it are still sent: the producer is closed, sending what
 /// it holds, however the input ended.

@@ -75,6 +75,7 @@ pub use self::config::{ConsumerConfig, StartPosition};
 pub use self::delivery::ConsumerMessage;
 pub use self::group::PartitionAssignment;
 pub use self::metrics::ConsumerMetrics;
+pub use self::offsets::timestamp_ms;
 pub use self::receive::Receive;
 pub use self::retry::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,

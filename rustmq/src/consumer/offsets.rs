@@ -44,9 +44,17 @@ pub(crate) async fn list_offset(
 /// Below this a timestamp is in seconds: 10^11 ms is March 1973, 10^11 s the year 5138.
 const SECONDS_BELOW: u64 = 100_000_000_000;
 
-/// A timestamp a consumer was given (a seek, a start position), in milliseconds since the
-/// epoch: values below 10^11 are seconds, as the seed SDK passed them.
-pub(crate) fn timestamp_ms(timestamp: u64) -> u64 {
+/// What a timestamp given to a consumer (a seek, a start position) stands for, in
+/// milliseconds since the epoch: values below 10^11 are seconds, as the seed SDK passed them,
+/// and are multiplied by 1,000; others are milliseconds already. For tools that look times up
+/// themselves (with `ListOffsets`) and must read them as the consumer does.
+///
+/// ```
+/// use rustmq::consumer::timestamp_ms;
+/// assert_eq!(timestamp_ms(1_700_000_000), 1_700_000_000_000);
+/// assert_eq!(timestamp_ms(1_700_000_000_000), 1_700_000_000_000);
+/// ```
+pub fn timestamp_ms(timestamp: u64) -> u64 {
     if timestamp < SECONDS_BELOW {
         timestamp * 1000
     } else {
