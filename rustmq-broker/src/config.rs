@@ -422,8 +422,12 @@ impl BrokerConfig {
     /// Checks ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.default_partitions == 0 {
-            return bad("default_partitions must be at least 1");
+        if self.default_partitions == 0 || self.default_partitions > crate::topics::MAX_PARTITIONS {
+            // Every topic made with the default would be refused.
+            return Err(ConfigError::Invalid(format!(
+                "default_partitions must be between 1 and {}",
+                crate::topics::MAX_PARTITIONS
+            )));
         }
         if self.limits.max_frame_bytes < 1024 {
             return bad("limits.max_frame_bytes must be at least 1024");
@@ -625,11 +629,23 @@ mod tests {
     fn unknown_keys_and_bad_values_are_errors() {
         assert!(toml::from_str::<BrokerConfig>("listne = \"1.2.3.4:1\"").is_err());
         assert!(toml::from_str::<BrokerConfig>("[log]\nflush = \"sometimes\"").is_err());
-        let cfg = BrokerConfig {
-            default_partitions: 0,
+        for partitions in [0, crate::topics::MAX_PARTITIONS + 1] {
+            let cfg = BrokerConfig {
+                default_partitions: partitions,
+                ..Default::default()
+            };
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("default_partitions must be between 1 and"),
+                "{err}"
+            );
+        }
+        BrokerConfig {
+            default_partitions: crate::topics::MAX_PARTITIONS,
             ..Default::default()
-        };
-        assert!(cfg.validate().is_err());
+        }
+        .validate()
+        .unwrap();
         let with_size = |size| {
             let mut cfg = BrokerConfig::default();
             cfg.quic.max_udp_payload_size = size;

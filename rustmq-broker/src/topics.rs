@@ -18,7 +18,7 @@ use crate::storage::{sync_dir, write_atomic, PartitionLog};
 /// Longest topic name accepted.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// Most partitions one topic may have.
-pub const MAX_PARTITIONS: u32 = 10_000;
+pub use rustmq_protocol::MAX_PARTITIONS;
 /// Smallest `segment_bytes` a topic may set.
 pub const MIN_SEGMENT_BYTES: u64 = 1024;
 /// A deleted topic's directory is renamed to this prefix and a random number before its

@@ -511,6 +511,9 @@ wire_struct! {
     }
 }
 
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
 /// The longest consumer group name a broker takes, in bytes (a group's offsets file is named
 /// by the hex of its name, within a file name's 255 bytes).
 pub const MAX_GROUP_NAME_LEN: usize = 120;

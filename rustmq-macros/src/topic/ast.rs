@@ -207,6 +207,9 @@ fn misplaced(cx: &Ctxt, attrs: &[syn::Attribute], on: &str) {
     }
 }
 
+/// Most partitions a broker gives a topic (`rustmq_protocol::MAX_PARTITIONS`).
+const MAX_PARTITIONS: u32 = 10_000;
+
 fn read_options(cx: &Ctxt, input: &DeriveInput) -> Options {
     let mut options = Options::default();
     let mut seen: Vec<NameValue> = Vec::new();
@@ -250,7 +253,16 @@ fn read_option(cx: &Ctxt, option: &NameValue, options: &mut Options) {
     } else if option.is(DEAD_LETTER) {
         options.dead_letter = topic_name(cx, option, "\"orders.dlq\"");
     } else if option.is(PARTITIONS) {
-        options.partitions = attr::lit_int_at_least(cx, option, 1u32).map(|(n, _)| n);
+        options.partitions = attr::lit_int_at_least(cx, option, 1u32).and_then(|(n, int)| {
+            if n > MAX_PARTITIONS {
+                cx.error_spanned_by(
+                    int,
+                    format!("`partitions` must be at most {MAX_PARTITIONS}, as brokers take"),
+                );
+                return None;
+            }
+            Some(n)
+        });
     } else if option.is(CODEC) {
         options.codec = codec(cx, option);
     } else if option.is(KEY) {
