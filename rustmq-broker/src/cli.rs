@@ -244,8 +244,11 @@ mod tests {
         assert_eq!(config.metrics_listen.map(|a| a.port()), Some(9100));
         assert_eq!(config.log.flush.to_string(), "interval:50ms");
 
-        let bad = Cli::parse_from(["x", "--flush", "interval:0s"]);
-        assert!(bad.args.to_config().is_err());
+        for interval in ["interval:0s", "interval:300000000000y"] {
+            let bad = Cli::parse_from(["x", "--flush", interval]);
+            let err = bad.args.to_config().unwrap_err().to_string();
+            assert!(err.contains("log.flush interval must be"), "{err}");
+        }
         assert!(Cli::try_parse_from(["x", "--tls-cert", "a.pem"]).is_err());
     }
 }

@@ -404,6 +404,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The longest period of the broker's periodic tasks (the flush interval, the retention
+/// check): tokio's timers add it to the clock unchecked.
+const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl BrokerConfig {
     /// Reads a TOML file; fields not present keep their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -491,14 +495,18 @@ impl BrokerConfig {
         if self.log.index_interval_bytes == 0 {
             return bad("log.index_interval_bytes must be at least 1");
         }
+        // A periodic task cannot tick every zero seconds (tokio's `interval` panics), nor at
+        // a period that overflows the clock when added to it (its first tick panics).
         if let FlushPolicy::Interval(d) = self.log.flush.0 {
-            if d.is_zero() {
-                return bad("log.flush interval must be greater than zero");
+            if d.is_zero() || d > MAX_PERIOD {
+                return bad("log.flush interval must be greater than zero and at most 365 days");
             }
         }
-        if self.log.retention_check_interval.is_zero() {
-            // A periodic task cannot tick every zero seconds (tokio's `interval` panics).
-            return bad("log.retention_check_interval must be greater than zero");
+        let retention = self.log.retention_check_interval;
+        if retention.is_zero() || retention > MAX_PERIOD {
+            return bad(
+                "log.retention_check_interval must be greater than zero and at most 365 days",
+            );
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be given together");
@@ -629,6 +637,15 @@ mod tests {
     fn unknown_keys_and_bad_values_are_errors() {
         assert!(toml::from_str::<BrokerConfig>("listne = \"1.2.3.4:1\"").is_err());
         assert!(toml::from_str::<BrokerConfig>("[log]\nflush = \"sometimes\"").is_err());
+        for every in [Duration::ZERO, Duration::from_secs(366 * 24 * 3600)] {
+            let mut cfg = BrokerConfig::default();
+            cfg.log.retention_check_interval = every;
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("log.retention_check_interval must be"),
+                "{err}"
+            );
+        }
         for partitions in [0, crate::topics::MAX_PARTITIONS + 1] {
             let cfg = BrokerConfig {
                 default_partitions: partitions,

@@ -230,7 +230,7 @@ async fn run_on(
 ) -> Result<(), CliError> {
     let scale = args.messages.unwrap_or(1_000_000);
     let baseline = if args.common.baseline {
-        let bulk_bytes = (scale * 100).clamp(16 << 20, 1 << 30);
+        let bulk_bytes = scale.saturating_mul(100).clamp(16 << 20, 1 << 30);
         let round_trips = (scale / 100).clamp(1_000, 100_000) as u32;
         let (b, rtt) = baseline::measure(server, bulk_bytes, round_trips, W4_RATE).await?;
         print_baseline(&b, &rtt, bulk_bytes, round_trips);
