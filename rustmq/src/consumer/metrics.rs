@@ -44,9 +44,13 @@ impl ConsumerMetrics {
         self.lag.lock().clone()
     }
 
-    /// Sum of [`partition_lag`](Self::partition_lag).
+    /// Sum of [`partition_lag`](Self::partition_lag), saturating (a broker's high watermarks
+    /// are taken as they come).
     pub fn total_lag(&self) -> u64 {
-        self.lag.lock().values().sum()
+        self.lag
+            .lock()
+            .values()
+            .fold(0u64, |total, lag| total.saturating_add(*lag))
     }
 
     pub(crate) fn set_lag(&self, partition: u32, lag: u64) {
@@ -55,5 +59,20 @@ impl ConsumerMetrics {
 
     pub(crate) fn retain_lag(&self, owned: &[u32]) {
         self.lag.lock().retain(|p, _| owned.contains(p));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_total_lag_saturates() {
+        let metrics = ConsumerMetrics::default();
+        metrics.set_lag(0, 5);
+        metrics.set_lag(1, 7);
+        assert_eq!(metrics.total_lag(), 12);
+        metrics.set_lag(0, u64::MAX);
+        assert_eq!(metrics.total_lag(), u64::MAX);
     }
 }

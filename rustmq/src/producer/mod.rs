@@ -28,6 +28,8 @@ mod partitioner;
 mod send;
 mod sender;
 
+pub(crate) use sender::check_offsets;
+
 use std::collections::VecDeque;
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

@@ -314,7 +314,7 @@ fn batch_failed(inner: &Inner, slot: &Slot, count: u32, e: &ClientError) {
 /// Fails an answer whose base offset leaves no room for the batch's `count` records: their
 /// offsets would overflow (a broker bug or a corrupt answer), or the last would be
 /// [`SendResult::UNKNOWN_OFFSET`], which no stored record may have.
-fn check_offsets(r: &ProduceResponse, count: u32) -> Result<()> {
+pub(crate) fn check_offsets(r: &ProduceResponse, count: u32) -> Result<()> {
     // The offset past the batch's last record exists: the last is below `u64::MAX`.
     match r.base_offset.checked_add(u64::from(count.max(1))) {
         Some(_) => Ok(()),

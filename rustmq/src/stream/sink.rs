@@ -372,6 +372,13 @@ async fn run_lane(
     }
 }
 
+/// Where a batch of `count` records was stored: the answer's base offset, checked to leave
+/// room for them (a broker bug or a corrupt answer could make the lane's offsets overflow).
+fn stored_at(answer: &rustmq_protocol::ProduceResponse, count: u32) -> Result<u64> {
+    crate::producer::check_offsets(answer, count)?;
+    Ok(answer.base_offset)
+}
+
 /// `sequence` after `count` records, in the sequence space `0..=i32::MAX`.
 fn next_sequence(sequence: i32, count: usize) -> i32 {
     ((i64::from(sequence) + count as i64) % (i64::from(i32::MAX) + 1)) as i32
@@ -469,6 +476,7 @@ async fn store<'a>(
     } else {
         Compression::None
     };
+    let count = builder.len();
     let batch: Bytes = builder.compression(codec, compression.level).build()?;
     let request = ProduceRequest {
         topic: topic.to_owned(),
@@ -484,7 +492,7 @@ async fn store<'a>(
     let mut attempt = 0;
     loop {
         match ctx.client.request(Request::Produce(request.clone())).await {
-            Ok(Response::Produce(r)) => return Ok(r.base_offset),
+            Ok(Response::Produce(r)) => return stored_at(&r, count),
             Ok(other) => {
                 return Err(ClientError::UnexpectedResponse(format!(
                     "{:?} to a produce request",
@@ -499,5 +507,26 @@ async fn store<'a>(
             }
             Err(e) => return Err(e.for_topic(topic)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_with_no_room_for_the_batch_is_refused() {
+        let answer = |base_offset| rustmq_protocol::ProduceResponse {
+            base_offset,
+            log_append_time: 0,
+            log_start_offset: 0,
+            duplicate: false,
+        };
+        assert_eq!(stored_at(&answer(7), 3).unwrap(), 7);
+        assert_eq!(stored_at(&answer(u64::MAX - 3), 3).unwrap(), u64::MAX - 3);
+        assert!(matches!(
+            stored_at(&answer(u64::MAX - 2), 3),
+            Err(ClientError::UnexpectedResponse(_))
+        ));
     }
 }
