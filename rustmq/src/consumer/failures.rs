@@ -86,6 +86,7 @@ impl Inner {
         error: ClientError,
         log: impl FnOnce(&ClientError, u32),
     ) -> Option<u32> {
+        let error = error.for_topic(&self.topic);
         match streak.failed(&error) {
             Verdict::Stop => {
                 self.client_closed();

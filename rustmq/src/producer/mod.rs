@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use futures::future::{BoxFuture, Either};
 use parking_lot::{Mutex, RwLock};
+use rustmq_protocol::batch::BATCH_HEADER_LEN;
 use tokio::sync::{oneshot, watch, Notify, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -198,6 +199,9 @@ pub(crate) struct Inner {
     partition_count: AtomicU32,
     partitions_known: AtomicBool,
     limits: BatchLimits,
+    /// The broker's `max_batch_bytes` (`usize::MAX` if not known): without compression, a
+    /// message whose record cannot fit a batch of it is refused before it is sent.
+    broker_max_batch: usize,
     pub(crate) buffer: Semaphore,
     pub(crate) metrics: Arc<ProducerMetrics>,
     pub(crate) instruments: ProducerInstruments,
@@ -349,6 +353,7 @@ impl ProducerBuilder {
             partition_count: AtomicU32::new(known.unwrap_or(1)),
             partitions_known: AtomicBool::new(known.is_some()),
             limits,
+            broker_max_batch: broker_max,
             metrics: Arc::new(ProducerMetrics::default()),
             closed: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -610,6 +615,16 @@ impl Producer {
             return Err(ClientError::MessageTooLarge {
                 size,
                 max_size: inner.config.max_message_size,
+            });
+        }
+        // A record the broker's largest batch cannot hold (counted as
+        // `RecordBatchBuilder::record_size_bound` counts it) is refused before it is sent;
+        // compressed, the batch's size is not known before it is built.
+        let record = size + 46 + 20 * message.headers.len();
+        if record + BATCH_HEADER_LEN > inner.broker_max_batch && !inner.config.compression.enabled {
+            return Err(ClientError::MessageTooLarge {
+                size: record + BATCH_HEADER_LEN,
+                max_size: inner.broker_max_batch,
             });
         }
         // `size <= max_message_size <= buffer_memory < 4 GiB` so this fits.

@@ -172,7 +172,9 @@ pub(crate) async fn deliver(inner: &Arc<Inner>, slot: &Arc<Slot>, batch: ReadyBa
     let count = batch.builder.len();
     // Only the holder of the sending role touches the sequence: the lock is never contended.
     let mut sequence = *slot.sequence.lock();
-    let result = send(inner, slot, batch.builder, &mut sequence).await;
+    let result = send(inner, slot, batch.builder, &mut sequence)
+        .await
+        .map_err(|e| e.for_topic(&inner.topic));
     // A failed idempotent batch leaves a gap in the sequence: start over with a new id.
     *slot.sequence.lock() = if result.is_ok() { sequence } else { None };
     match &result {

@@ -284,3 +284,44 @@ async fn an_auto_commit_the_broker_refuses_for_good_reaches_receive() {
         }
     }
 }
+
+/// A deleted topic is reported by its name, as `describe_topic` and the producer report it
+/// (not by the broker's text): to the consumer's `receive`, and to a send.
+#[tokio::test]
+async fn a_deleted_topic_is_reported_by_its_name() {
+    tests::init_tracing();
+    let mut config = BrokerConfig::default();
+    config.auto_create_topics = false;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("doomed", 1).await.unwrap();
+    produce_n(&client, "doomed", 0, 0, 1).await;
+    let consumer = client
+        .create_consumer_with_config(
+            "doomed",
+            "doomed",
+            crate::consumer_support::config("doomed"),
+        )
+        .await
+        .unwrap();
+    recv_ack(&consumer, 1).await;
+    let producer = client.create_producer("doomed").await.unwrap();
+    client.delete_topic("doomed").await.unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(20), consumer.receive())
+        .await
+        .expect("the failure is reported");
+    assert!(
+        matches!(&received, Err(ClientError::TopicNotFound(t)) if t == "doomed"),
+        "{received:?}"
+    );
+    let message = rustmq::Message::builder()
+        .topic("doomed")
+        .payload("late")
+        .build()
+        .unwrap();
+    let sent = producer.send(message).await;
+    assert!(
+        matches!(&sent, Err(ClientError::TopicNotFound(t)) if t == "doomed"),
+        "{sent:?}"
+    );
+}

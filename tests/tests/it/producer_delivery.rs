@@ -228,6 +228,27 @@ async fn message_too_large_fails_before_sending_and_the_limit_itself_passes() {
     assert_eq!(ok.offset, 0, "nothing was stored for the oversized message");
 }
 
+/// A message within `max_message_size` whose record the broker's largest batch cannot hold
+/// is refused before it is sent, as one past `max_message_size` is (not with the broker's
+/// `BatchTooLarge` after a round trip); the producer goes on.
+#[tokio::test]
+async fn a_message_past_the_brokers_largest_batch_fails_before_sending() {
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_batch_bytes = 64 * 1024;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    let p = producer(&client, "capped", ProducerConfig::default()).await;
+    match p.send(msg("capped", "x".repeat(100 * 1024))).await {
+        Err(ClientError::MessageTooLarge {
+            size,
+            max_size: 65_536,
+        }) if size > 100 * 1024 => {}
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    let ok = p.send(msg("capped", "x".repeat(60 * 1024))).await.unwrap();
+    assert_eq!(ok.offset, 0, "nothing was stored for the oversized message");
+}
+
 /// A message stamped further ahead of the broker's clock than it accepts
 /// (`log.message_timestamp_after_max_ms`, 1 hour by default: time-based retention goes by a
 /// segment's largest timestamp) is refused with a typed, non-retryable `InvalidTimestamp` and

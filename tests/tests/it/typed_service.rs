@@ -879,8 +879,9 @@ async fn a_service_creates_an_undeclared_topic_with_the_brokers_default_partitio
     running.shutdown().await.unwrap();
 }
 
+/// A topic the broker cannot make in the test below: a file stands where its directory goes.
 #[derive(Debug, Serialize, Deserialize, Topic)]
-#[topic(name = "too-many-partitions", partitions = 10001)]
+#[topic(name = "unmakeable", partitions = 1)]
 struct Unmakeable {
     n: u32,
 }
@@ -899,6 +900,7 @@ async fn count_visit(_: Visit) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_cannot_start_every_handler_handles_nothing() {
     let broker = TestBroker::start().await.unwrap();
+    std::fs::write(broker.data_dir().join("topics/unmakeable"), b"in the way").unwrap();
     let client = broker.client().await.unwrap();
     let visits = client.producer::<Visit>();
     for i in 0..20 {
@@ -915,7 +917,7 @@ async fn a_service_that_cannot_start_every_handler_handles_nothing() {
         .start()
         .await
         .unwrap_err();
-    assert_eq!(e.error_code(), Some(rustmq::ErrorCode::InvalidTopic), "{e}");
+    assert_eq!(e.error_code(), Some(rustmq::ErrorCode::StorageError), "{e}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(VISITS_HANDLED.load(Ordering::SeqCst), 0);
     let group = client.describe_group("visits.count_visit").await.unwrap();
