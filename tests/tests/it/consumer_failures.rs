@@ -290,8 +290,10 @@ async fn an_auto_commit_the_broker_refuses_for_good_reaches_receive() {
 #[tokio::test]
 async fn a_deleted_topic_is_reported_by_its_name() {
     tests::init_tracing();
-    let mut config = BrokerConfig::default();
-    config.auto_create_topics = false;
+    let config = BrokerConfig {
+        auto_create_topics: false,
+        ..BrokerConfig::default()
+    };
     let broker = TestBroker::start_with(config).await.unwrap();
     let client = broker.client().await.unwrap();
     client.create_topic("doomed", 1).await.unwrap();
