@@ -197,7 +197,12 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
         self
     }
 
-    /// Consumer settings for every handler (group and start position are per handler).
+    /// Consumer settings for every handler (group and start position are per handler). A
+    /// `dead_letter_queue` set here takes every handler's dead letters: those of the
+    /// consumer's retries and those of the typed paths (poison messages,
+    /// [`Settlement::DeadLetter`](super::Settlement::DeadLetter), the dead-letter layer).
+    /// Unset, each handler's go to its topic's dead-letter topic (`#[topic(dead_letter =
+    /// ..)]`, else `<topic>.dlq`).
     pub fn consumer_config(mut self, config: ConsumerConfig) -> Self {
         self.consumer_config = config;
         self
@@ -257,7 +262,14 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
                 client: Some(self.client.clone()),
                 handler: reg.options.name,
                 group: consumer.group().to_owned(),
-                dead_letter: reg.topic.dead_letter.clone(),
+                // One topic for all of a handler's dead letters: those of the consumer's
+                // retries and of the typed paths (poison, `Settlement::DeadLetter`, the
+                // dead-letter layer) alike.
+                dead_letter: self
+                    .consumer_config
+                    .dead_letter_queue
+                    .clone()
+                    .unwrap_or_else(|| reg.topic.dead_letter.clone()),
                 producers: Default::default(),
                 poison: self.poison,
                 detached: false,

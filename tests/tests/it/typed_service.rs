@@ -947,3 +947,64 @@ async fn a_service_whose_client_is_closed_says_it_stopped() {
     }
     assert!(running.shutdown().await.is_err());
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "refunds", partitions = 1)]
+struct Refund {
+    amount: u64,
+}
+
+async fn refuse(refund: Refund) -> Result<(), GatewayDown> {
+    if refund.amount == 13 {
+        Err(GatewayDown)
+    } else {
+        Ok(())
+    }
+}
+
+/// A `dead_letter_queue` set in the service's consumer settings takes all of a handler's dead
+/// letters: the message whose redeliveries ran out (the consumer's path) and the poison one
+/// (the typed path) land in the same topic, not one of them in the topic's `refunds.dlq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_wide_dead_letter_queue_takes_every_dead_letter() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("all-failed", 1).await.unwrap();
+    let running = Service::new(client.clone())
+        .consumer_config(rustmq::ConsumerConfig {
+            max_retry_attempts: 0,
+            dead_letter_queue: Some("all-failed".into()),
+            ..Default::default()
+        })
+        .handler(refuse)
+        .start()
+        .await
+        .unwrap();
+    client
+        .producer::<Refund>()
+        .send(&Refund { amount: 13 })
+        .await
+        .unwrap();
+    let raw = client.create_producer("refunds").await.unwrap();
+    raw.send(
+        rustmq::Message::builder()
+            .topic("refunds")
+            .payload("{not json")
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let dead = tests::records_when(&client, "all-failed", 2, WAIT).await;
+    let payloads: Vec<&[u8]> = dead.iter().map(|r| r.value.as_deref().unwrap()).collect();
+    assert_eq!(payloads.len(), 2, "{payloads:?}");
+    assert!(payloads.contains(&&b"{not json"[..]), "{payloads:?}");
+    let elsewhere = match client.describe_topic("refunds.dlq").await {
+        Ok(topic) => topic.partitions.iter().map(|p| p.record_count()).sum(),
+        Err(ClientError::TopicNotFound(_)) => 0,
+        Err(e) => panic!("{e:?}"),
+    };
+    assert_eq!(elsewhere, 0);
+    running.shutdown().await.unwrap();
+}
