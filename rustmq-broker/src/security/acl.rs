@@ -213,15 +213,38 @@ impl Acl {
         }
     }
 
-    /// Whether any allow rule grants `write` on some topic to `principal` (what an unnamed
-    /// `InitProducer`, which names no topic, needs).
+    /// Whether `principal` may write some topic (what an unnamed `InitProducer`, which names
+    /// no topic, needs): an allow rule grants `write` on names that the deny rules do not all
+    /// take back.
     fn may_write_somewhere(&self, principal: &str) -> bool {
-        self.is_open()
-            || self.rules.iter().any(|r| {
-                r.permission == Permission::Allow
-                    && r.resource == ResourceType::Topic
-                    && (r.principal == "*" || r.principal == principal)
-                    && r.operations.contains(&Operation::Write)
+        if self.is_open() {
+            return true;
+        }
+        let writes = |r: &AclRule, permission: Permission| {
+            r.permission == permission
+                && r.resource == ResourceType::Topic
+                && (r.principal == "*" || r.principal == principal)
+                && r.operations.contains(&Operation::Write)
+        };
+        // Whether deny rules take back every name starting with `prefix`.
+        let denied_from = |prefix: &str| {
+            self.rules
+                .iter()
+                .filter(|d| writes(d, Permission::Deny))
+                .any(|d| match d.pattern {
+                    PatternType::Literal => d.name == "*",
+                    PatternType::Prefix => prefix.starts_with(&d.name),
+                })
+        };
+        self.rules
+            .iter()
+            .filter(|r| writes(r, Permission::Allow))
+            .any(|r| match r.pattern {
+                PatternType::Literal if r.name == "*" => !denied_from(""),
+                PatternType::Literal => {
+                    self.allows(principal, Operation::Write, ResourceType::Topic, &r.name)
+                }
+                PatternType::Prefix => !denied_from(&r.name),
             })
     }
 
@@ -429,6 +452,30 @@ mod tests {
         assert!(acl.authorize("bob", &init(None), |_| false).is_ok());
         // A producer rule is no topic's: alice may not start unnamed producers with it.
         assert!(acl.authorize("alice", &init(None), |_| false).is_err());
+    }
+
+    /// An unnamed producer needs `write` on some topic that the deny rules leave writable.
+    #[test]
+    fn an_unnamed_producer_needs_a_topic_the_denials_leave() {
+        use PatternType::{Literal, Prefix};
+        use Permission::{Allow, Deny};
+        let w = &[Operation::Write];
+        let init = Request::InitProducer(rustmq_protocol::InitProducerRequest { name: None });
+        let may = |rules: Vec<AclRule>| Acl::new(rules).authorize("alice", &init, |_| false);
+        let everything = || rule("*", "*", Literal, w, Allow);
+        assert!(may(vec![everything()]).is_ok());
+        assert!(may(vec![everything(), rule("alice", "*", Literal, w, Deny)]).is_err());
+        assert!(may(vec![everything(), rule("alice", "", Prefix, w, Deny)]).is_err());
+        assert!(may(vec![everything(), rule("bob", "*", Literal, w, Deny)]).is_ok());
+        assert!(may(vec![everything(), rule("alice", "t", Literal, w, Deny)]).is_ok());
+        let orders = || rule("alice", "orders.", Prefix, w, Allow);
+        assert!(may(vec![orders(), rule("alice", "orders", Prefix, w, Deny)]).is_err());
+        assert!(may(vec![orders(), rule("alice", "orders.eu", Prefix, w, Deny)]).is_ok());
+        let one = || rule("alice", "t", Literal, w, Allow);
+        assert!(may(vec![one()]).is_ok());
+        assert!(may(vec![one(), rule("*", "t", Literal, w, Deny)]).is_err());
+        let read_denied = rule("alice", "*", Literal, &[Operation::Read], Deny);
+        assert!(may(vec![one(), read_denied]).is_ok());
     }
 
     /// The client libraries' `__...` offsets entries are covered by the group's permissions,
