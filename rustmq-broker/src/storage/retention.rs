@@ -1,8 +1,8 @@
 //! Retention: deleting whole old segments by age and by total size.
 //!
-//! A pass takes the expired segments out of the log, records the new log start offset in the
-//! partition's `log-start-offset` file (durably), then unlinks their files and syncs the
-//! directory. Files that cannot be removed are retried by every later pass, and the recorded
+//! A pass records the new log start offset in the partition's `log-start-offset` file
+//! (durably), then takes the expired segments out of the log, unlinks their files and syncs
+//! the directory; a start it cannot record deletes nothing until a later pass can. Files that cannot be removed are retried by every later pass, and the recorded
 //! start offset keeps them from being served again should the broker restart first: the open
 //! leaves out (and removes) every segment below it.
 
@@ -104,8 +104,11 @@ impl PartitionLog {
             // Deleted below once sealed.
             self.sealer.drain();
         }
-        let removed: Vec<_> = {
-            let mut segments = self.segments.write();
+        // Which segments go, read first: only retention (under `maintenance`) takes segments
+        // from the front, and appends add at the end, so they are still the first `count`
+        // when they are taken out below.
+        let (count, start) = {
+            let segments = self.segments.read();
             let mut total: u64 = segments.iter().map(|s| s.size()).sum();
             let mut count = 0;
             // The active segment (the last) is never deleted, nor a rolled one until its seal
@@ -123,28 +126,29 @@ impl PartitionLog {
                 total -= size;
                 count += 1;
             }
-            segments.drain(..count).collect()
+            let start = segments.get(count).map_or(0, |s| s.base_offset);
+            (count, start)
         };
         let maintenance = &mut *maintenance;
+        // The new start is recorded first, and the segments go only once it is: files below
+        // it that survive (a removal that fails, or a crash before the directory is synced)
+        // are then left out by the next open, not served again, and a restart never moves the
+        // log start back to where it was before this pass.
+        if count > 0 && start > maintenance.durable_start {
+            match write_start_offset(&self.dir, start) {
+                Ok(()) => maintenance.durable_start = start,
+                Err(err) => {
+                    warn!(dir = %self.dir().display(), log_start_offset = start, %err,
+                        "could not record the log start offset: nothing deleted, retried by the next pass");
+                    return Ok(0);
+                }
+            }
+        }
+        let removed: Vec<_> = self.segments.write().drain(..count).collect();
         maintenance
             .undeleted
             .extend(removed.iter().map(|segment| segment.base_offset));
-        // The new start first: files below it that survive (a removal that fails, or a crash
-        // before the directory is synced) are then left out by the next open, not served again.
-        let start = self.log_start_offset();
-        if start > maintenance.durable_start {
-            match write_start_offset(&self.dir, start) {
-                Ok(()) => maintenance.durable_start = start,
-                Err(err) => warn!(dir = %self.dir().display(), log_start_offset = start, %err,
-                    "could not record the log start offset; retried by the next pass"),
-            }
-        }
         let dir = self.dir();
-        if maintenance.durable_start < start {
-            // Not recorded: a file removed now and brought back by a crash (before the
-            // directory is synced) would be served again. Removed by a later pass instead.
-            return Ok(removed.len());
-        }
         maintenance
             .undeleted
             .retain(|&base| match remove_segment_files(dir, base) {
@@ -304,27 +308,47 @@ mod tests {
         assert_eq!(log.segment_count(), 5);
     }
 
-    /// Retention with a log start offset it could not record (its directory sync failed)
-    /// unlinks nothing: a crash could bring the files back without the record that leaves
-    /// them out. The next pass records it, then removes them.
+    /// Retention with a log start offset it could not record deletes nothing: a crash could
+    /// bring the files back without the record that leaves them out, and a restart would move
+    /// the log start back. The next pass records it, then deletes them. Here the record's
+    /// directory sync fails, then (after a restart) its write: its path is a non-empty
+    /// directory.
     #[test]
-    fn no_file_is_removed_before_the_log_start_offset_is_recorded() {
+    fn nothing_is_deleted_before_the_log_start_offset_is_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let len = batch("s0", 1, 0).len() as u64;
         let config = LogConfig {
             retention_bytes: Some(0),
             ..small_config(2 * len)
         };
-        let (log, _) = self::log(dir.path(), config);
+        let (log, _) = self::log(dir.path(), config.clone());
         let first = dir.path().join("00000000000000000000.log");
         crate::storage::segment::FAIL_SYNC_DIR.with(|n| n.set(1));
+        assert_eq!(log.apply_retention(0).unwrap(), 0);
+        assert_eq!(
+            log.log_start_offset(),
+            0,
+            "the start moved before it was recorded"
+        );
+        assert!(first.exists());
+        drop(log);
+
+        // A crash took the record's unsynced rename.
+        std::fs::remove_file(dir.path().join("log-start-offset")).unwrap();
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        assert_eq!(log.log_start_offset(), 0);
+        let obstacle = dir.path().join("log-start-offset");
+        std::fs::create_dir(&obstacle).unwrap();
+        std::fs::write(obstacle.join("x"), b"").unwrap();
+        assert_eq!(log.apply_retention(0).unwrap(), 0);
+        assert_eq!(log.log_start_offset(), 0);
+        drop(log);
+        // A restart serves what the log served before the failed passes.
+        std::fs::remove_dir_all(&obstacle).unwrap();
+        let log = PartitionLog::open(dir.path(), config).unwrap();
+        assert_eq!(log.log_start_offset(), 0);
         assert_eq!(log.apply_retention(0).unwrap(), 4);
         assert_eq!(log.log_start_offset(), 8);
-        assert!(
-            first.exists(),
-            "removed before the start offset was recorded"
-        );
-        assert_eq!(log.apply_retention(0).unwrap(), 0);
         assert!(!first.exists());
     }
 
