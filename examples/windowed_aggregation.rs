@@ -43,10 +43,6 @@ struct AnalyticsProcessor;
 
 #[async_trait]
 impl MessageProcessor for AnalyticsProcessor {
-    async fn process(&self, _message: &Message) -> Result<Option<Message>> {
-        Ok(None)
-    }
-
     async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
         let mut event_counts = HashMap::new();
         let mut total_revenue = 0.0;

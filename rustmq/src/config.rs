@@ -972,8 +972,9 @@ mod tests {
         ClientConfig::default().validate().unwrap();
     }
 
-    /// The seed README's `QuicConfig` example compiles field for field; every field is used
-    /// or checked. Its ALPN `b"rustmq"` is not what brokers speak, and the error says so.
+    /// The seed README's `QuicConfig` example is taken, every field of it used or checked
+    /// (written with `..Default::default()`: `QuicConfig` has two fields the seed's had not).
+    /// Its ALPN `b"rustmq"` is not what brokers speak, and the error says so.
     #[test]
     fn the_seed_readmes_quic_config_is_taken() {
         let seed = |alpn_protocols| QuicConfig {

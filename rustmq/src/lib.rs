@@ -74,6 +74,10 @@ pub use producer::{
 /// The wire protocol crate, for [`RustMqClient::raw_request`]'s requests and responses.
 pub use rustmq_protocol as protocol;
 pub use rustmq_protocol::{BrokerLimits, ErrorCode};
+/// Re-exported for the configs' durations: the seed README's programs use `Duration` with
+/// `use rustmq_client::*;` alone (an import of `std::time::Duration` of their own takes
+/// precedence over this one).
+pub use std::time::Duration;
 #[cfg(feature = "metrics")]
 pub use typed::layers::MetricsLayer;
 pub use typed::layers::{

@@ -1,7 +1,6 @@
 //! Seed-style code (`use rustmq_client::*;`) with rustmq renamed to `rustmq-client` in
-//! Cargo.toml: the macros' generated code names the crate `::rustmq_client`.
-
-use std::time::Duration;
+//! Cargo.toml: the macros' generated code names the crate `::rustmq_client`. `Duration`
+//! comes with the glob import, as in the seed README's programs.
 
 use rustmq_client::testing::TestBroker;
 use rustmq_client::*;

@@ -30,7 +30,19 @@ use crate::message::Message;
 #[async_trait]
 pub trait MessageProcessor: Send + Sync + 'static {
     /// Processes one message ([`StreamMode::Individual`](super::StreamMode::Individual)).
-    async fn process(&self, message: &Message) -> Result<Option<Message>>;
+    ///
+    /// A processor for batches or windows only may implement
+    /// [`process_batch`](Self::process_batch) alone, as the seed README's windowed
+    /// aggregation does: this default then fails every message given to it one at a time
+    /// with [`ClientError::InvalidConfig`] (a unit failure, under the error strategy).
+    async fn process(&self, message: &Message) -> Result<Option<Message>> {
+        let _ = message;
+        Err(ClientError::InvalidConfig(
+            "this MessageProcessor implements only process_batch: run it in batch or windowed \
+             mode, or implement process"
+                .into(),
+        ))
+    }
 
     /// Processes a batch or a window; every `Some` in the result is an output (the result
     /// need not have one entry per message). The default calls [`process`](Self::process)
@@ -63,5 +75,33 @@ pub trait MessageProcessor: Send + Sync + 'static {
     async fn on_error(&self, message: &Message, error: &ClientError) -> Result<()> {
         let _ = (message, error);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed README's windowed aggregation implements `process_batch` alone.
+    struct OnlyBatches;
+
+    #[async_trait]
+    impl MessageProcessor for OnlyBatches {
+        async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
+            Ok(vec![None; messages.len()])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_processor_of_batches_only_fails_single_messages_with_a_clear_error() {
+        let m = Message::builder().topic("t").payload("x").build().unwrap();
+        assert_eq!(
+            OnlyBatches.process_batch(&[m.clone()]).await.unwrap().len(),
+            1
+        );
+        match OnlyBatches.process(&m).await {
+            Err(ClientError::InvalidConfig(why)) => assert!(why.contains("process_batch"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
