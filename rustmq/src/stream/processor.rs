@@ -96,7 +96,11 @@ mod tests {
     async fn a_processor_of_batches_only_fails_single_messages_with_a_clear_error() {
         let m = Message::builder().topic("t").payload("x").build().unwrap();
         assert_eq!(
-            OnlyBatches.process_batch(&[m.clone()]).await.unwrap().len(),
+            OnlyBatches
+                .process_batch(std::slice::from_ref(&m))
+                .await
+                .unwrap()
+                .len(),
             1
         );
         match OnlyBatches.process(&m).await {
