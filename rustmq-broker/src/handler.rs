@@ -125,8 +125,10 @@ fn check_records(batch: &RecordBatch, span: &tracing::Span) -> Result<(), Broker
     Ok(())
 }
 
-/// A compressed batch that declares at most this many bytes uncompressed is checked where it
-/// is received: decompressing it takes microseconds, less than handing it to another thread.
+/// A compressed batch that declares at most this many bytes uncompressed, and is itself no
+/// larger, is checked where it is received: decompressing it takes microseconds, less than
+/// handing it to another thread. (The work follows the compressed bytes too: a batch of
+/// megabytes of empty deflate blocks declares a few bytes and takes seconds.)
 const INLINE_DECOMPRESSED: usize = 64 * 1024;
 
 /// The permits of [`Core::decompressing`] for `bytes` (one per KiB, rounded up).
@@ -518,8 +520,9 @@ impl Core {
     }
 
     /// [`check_records`] for a compressed batch. One that declares more than
-    /// [`INLINE_DECOMPRESSED`] uncompressed bytes is checked on a blocking thread, so that a
-    /// small batch that decompresses to a lot does not hold up a thread serving connections,
+    /// [`INLINE_DECOMPRESSED`] uncompressed bytes, or is larger than that itself, is checked
+    /// on a blocking thread, so that a batch that decompresses to a lot (or slowly) does not
+    /// hold up a thread serving connections,
     /// and within the budget of bytes being decompressed (`limits.max_decompressing_bytes`,
     /// counted by the size the batch declares), so that such batches sent at once hold no
     /// more memory; one declaring more than the budget, or than any batch may decompress to,
@@ -530,7 +533,7 @@ impl Core {
         span: tracing::Span,
     ) -> Result<(), BrokerError> {
         let declared = batch.declared_uncompressed_len().unwrap_or(0);
-        if declared <= INLINE_DECOMPRESSED {
+        if declared <= INLINE_DECOMPRESSED && batch.as_bytes().len() <= INLINE_DECOMPRESSED {
             return check_records(batch, &span);
         }
         let budget = self.config.limits.max_decompressing_bytes;
@@ -749,7 +752,19 @@ impl Core {
                 BrokerError::storage(format!("fetch from {}/{}", r.topic, r.partition), e)
             })
         };
+        // A fetch whose topic is deleted while it waits (for appends, or for room) answers
+        // as for any missing topic: not with the deleted log's records or positions, which a
+        // topic made again under the name would not have.
+        let gone = || {
+            BrokerError::new(
+                ErrorCode::UnknownTopic,
+                format!("unknown topic {:?}", r.topic),
+            )
+        };
         let records = loop {
+            if log.is_retired() {
+                return Err(gone());
+            }
             let records = read()?;
             if !records.is_empty() {
                 let Some(memory) = &conn.memory else {
@@ -770,6 +785,9 @@ impl Core {
                                 "the connection ended while the fetch waited for memory",
                             )
                         })?;
+                        if log.is_retired() {
+                            return Err(gone());
+                        }
                         memory.hold(read()?, room).await
                     }
                 };

@@ -434,8 +434,16 @@ impl PartitionLog {
         let _maintenance = self.maintenance.lock();
         let _appends = self.appender.lock();
         self.retired.store(true, Ordering::Release);
+        // Long polls waiting for appends hear of it (`is_retired`) instead of waiting out
+        // their deadline while holding the deleted files open.
+        self.watermark_tx.send_modify(|_| {});
         // A seal writes index files and a snapshot into the directory.
         self.sealer.drain();
+    }
+
+    /// Whether the log was [retired](Self::retire): its topic is being deleted.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Undoes [`retire`](Self::retire): the topic's deletion failed before its files moved.

@@ -465,3 +465,39 @@ async fn a_producer_name_that_writes_is_kept() {
         .unwrap_err();
     assert_eq!(forgotten.error_code(), Some(ErrorCode::UnknownProducer));
 }
+
+/// A long poll whose topic is deleted while it waits is answered at once, as a fetch of any
+/// missing topic is (`UnknownTopic`), not at its deadline with the deleted log's positions
+/// (and its files held open until then); a topic made again under the name is unaffected.
+#[tokio::test]
+async fn a_long_poll_on_a_deleted_topic_is_told_at_once() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("ephemeral", 1).await.unwrap();
+    produce(
+        &client,
+        "ephemeral",
+        0,
+        batch(&records(3, 1_000), Compression::None),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
+    let poll = tokio::spawn({
+        let client = client.clone();
+        async move { tests::fetch(&client, "ephemeral", 0, 3, 20_000).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    client.delete_topic("ephemeral").await.unwrap();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
+        .await
+        .expect("answered well before its 20 s wait")
+        .unwrap();
+    assert!(
+        matches!(&answered, Err(rustmq::ClientError::TopicNotFound(_))),
+        "{answered:?}"
+    );
+    client.create_topic("ephemeral", 1).await.unwrap();
+    let fresh = tests::fetch(&client, "ephemeral", 0, 0, 0).await.unwrap();
+    assert_eq!((fresh.high_watermark, fresh.records.len()), (0, 0));
+}
