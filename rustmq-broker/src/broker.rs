@@ -310,6 +310,18 @@ impl BrokerHandle {
         self.core.groups.hold_writes(group).await
     }
 
+    /// Fault injection for tests: the whole budget of bytes being decompressed
+    /// (`limits.max_decompressing_bytes`) is taken until the returned guard is dropped, as by
+    /// other requests decompressing large batches: what needs room from it waits.
+    pub async fn hold_decompression_budget(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let whole =
+            crate::handler::decompressing_permits(self.core.config.limits.max_decompressing_bytes);
+        Arc::clone(&self.core.decompressing)
+            .acquire_many_owned(u32::try_from(whole).unwrap_or(u32::MAX))
+            .await
+            .expect("the budget is never closed")
+    }
+
     /// Bytes reserved now in the request budget, over all connections: frames being read or
     /// handled, fetch answers not yet let go of (`limits.max_request_memory_bytes` bounds it;
     /// see [`crate::memory`]).

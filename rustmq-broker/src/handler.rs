@@ -819,9 +819,14 @@ impl Core {
         let (offset, timestamp) = match r.spec {
             OffsetSpec::Earliest => (log.log_start_offset(), None),
             OffsetSpec::Latest => (high_watermark, None),
-            OffsetSpec::Timestamp(ts) => match log.offset_for_timestamp(ts).map_err(|e| {
-                BrokerError::storage(format!("list offsets of {}/{}", r.topic, r.partition), e)
-            })? {
+            // On a blocking thread (see `handle`): waits there for room in the budget of bytes
+            // being decompressed, as a produce's check does, so that lookups landing on large
+            // compressed batches at once hold no more than it.
+            OffsetSpec::Timestamp(ts) => match log
+                .offset_for_timestamp_within(ts, &|bytes| self.decompressing_room(bytes))
+                .map_err(|e| {
+                    BrokerError::storage(format!("list offsets of {}/{}", r.topic, r.partition), e)
+                })? {
                 Some((offset, ts)) => (offset, Some(ts)),
                 None => (high_watermark, None),
             },
@@ -831,6 +836,20 @@ impl Core {
             timestamp,
             high_watermark,
         }))
+    }
+
+    /// Room for `bytes` being decompressed, from a blocking thread (it waits for it); none
+    /// for batches small enough to be decompressed anywhere. At most the whole budget: a
+    /// batch stored before the budget was lowered still gets decoded, alone.
+    fn decompressing_room(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if bytes <= INLINE_DECOMPRESSED {
+            return None;
+        }
+        let whole = decompressing_permits(self.config.limits.max_decompressing_bytes);
+        let permits = decompressing_permits(bytes as u64).min(whole);
+        let permits = u32::try_from(permits).unwrap_or(u32::MAX);
+        let acquire = Arc::clone(&self.decompressing).acquire_many_owned(permits);
+        tokio::runtime::Handle::current().block_on(acquire).ok()
     }
 
     /// Whether this produce answer must be dropped (fault injection): takes one from the count.

@@ -68,10 +68,21 @@ impl PartitionLog {
     /// index gives where to start, batch headers are scanned until one has a `max_timestamp`
     /// that is recent enough, and that batch is decoded to find the exact record.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, StorageError> {
+        self.offset_for_timestamp_within(timestamp, &|_| ())
+    }
+
+    /// [`offset_for_timestamp`](Self::offset_for_timestamp), holding `room(n)` while a batch
+    /// that declares `n` bytes uncompressed (0 for an uncompressed one) is decoded: the
+    /// broker's budget of bytes being decompressed.
+    pub fn offset_for_timestamp_within<R>(
+        &self,
+        timestamp: i64,
+        room: &dyn Fn(usize) -> R,
+    ) -> Result<Option<(u64, i64)>, StorageError> {
         let segments = self.segments.read().clone();
         let limit = self.config().max_uncompressed_batch;
         for segment in segments {
-            if let Some(found) = segment.find_timestamp(timestamp, limit)? {
+            if let Some(found) = segment.find_timestamp(timestamp, limit, room)? {
                 return Ok(Some(found));
             }
         }

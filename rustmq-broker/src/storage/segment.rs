@@ -819,10 +819,11 @@ impl Segment {
     }
 
     /// The first record with a timestamp `>= timestamp` in this segment.
-    pub(crate) fn find_timestamp(
+    pub(crate) fn find_timestamp<R>(
         &self,
         timestamp: i64,
         max_uncompressed: usize,
+        room: &dyn Fn(usize) -> R,
     ) -> Result<Option<(u64, i64)>, StorageError> {
         let (start, end) = {
             let meta = self.meta.read();
@@ -844,6 +845,8 @@ impl Segment {
             let mut raw = vec![0u8; header.total_len()];
             self.file.read_exact_at(&mut raw, position)?;
             let batch = RecordBatch::parse(Bytes::from(raw))?;
+            // Held while the batch is decoded: what it decompresses to.
+            let _room = room(batch.declared_uncompressed_len().unwrap_or(0));
             for record in batch.records_with_limit(max_uncompressed)? {
                 let record = record?;
                 if record.timestamp >= timestamp {

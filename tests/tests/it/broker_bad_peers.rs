@@ -713,3 +713,53 @@ async fn a_connection_whose_hello_was_refused_is_closed_at_the_deadline() {
         );
     }
 }
+
+/// A lookup by timestamp that decodes a large compressed batch takes its room in the budget
+/// of bytes being decompressed, as a produce's check does: lookups landing on such batches at
+/// once hold no more than the budget. With the budget held elsewhere it waits, and is
+/// answered once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_by_time_decompresses_within_the_budget() {
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_decompressing_bytes = 1024 * 1024;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let handle = broker.handle().unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("timed", 1).await.unwrap();
+    let stamped = |ts: i64| TestRecord::new(vec![0u8; 400 * 1024], ts);
+    produce(
+        &client,
+        "timed",
+        0,
+        batch(&[stamped(1_000), stamped(2_000)], Compression::Lz4),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
+    let lookup = || {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let request = Request::ListOffsets(ListOffsetsRequest {
+                topic: "timed".into(),
+                partition: 0,
+                spec: OffsetSpec::Timestamp(1_500),
+            });
+            match client.raw_request(request).await {
+                Ok(Response::ListOffsets(r)) => r.offset,
+                other => panic!("{other:?}"),
+            }
+        })
+    };
+    assert_eq!(lookup().await.unwrap(), 1, "without contention");
+    let held = handle.hold_decompression_budget().await;
+    let waiting = lookup();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "decoded outside the budget");
+    drop(held);
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("answered once there is room")
+        .unwrap();
+    assert_eq!(answered, 1);
+}
