@@ -240,6 +240,12 @@ pub struct PrometheusError {
 /// over plain HTTP, and describes the broker's metrics. Client metrics recorded in the same
 /// process (an embedded broker and clients) are served too.
 ///
+/// The endpoint takes at most [`MAX_SCRAPE_CONNECTIONS`] connections at once (others are
+/// closed as they come), each with [`SCRAPE_TIMEOUT`] for its request and answer, so that
+/// idle or slow peers cannot hold the broker's file descriptors; the page is rendered on the
+/// task serving the connection. It is meant for a trusted network: peers that keep the
+/// connections busy can keep scrapes out, though not clients.
+///
 /// Call it once per process, from a `tokio` runtime: it fails if a recorder is already
 /// installed. Histograms are exported with buckets from 10 µs to 10 s.
 #[cfg(feature = "prometheus")]
@@ -253,14 +259,112 @@ pub fn install_prometheus(addr: std::net::SocketAddr) -> Result<(), PrometheusEr
         addr,
         message: e.to_string(),
     };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| err(&e))?;
+    listener.set_nonblocking(true).map_err(|e| err(&e))?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| err(&e))?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
         .map_err(|e| err(&e))?
-        .install()
+        .install_recorder()
         .map_err(|e| err(&e))?;
     describe();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            // What the exporter's own listener did: histograms drained, idle data dropped.
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        }
+    });
+    tokio::spawn(scrape::serve(listener, handle));
     Ok(())
+}
+
+/// Scrape connections served at once by [`install_prometheus`]'s endpoint.
+#[cfg(feature = "prometheus")]
+pub const MAX_SCRAPE_CONNECTIONS: usize = 16;
+
+/// How long a scrape connection has for its request and the answer.
+#[cfg(feature = "prometheus")]
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The scrape endpoint: HTTP/1.1, one request per connection, any path.
+#[cfg(feature = "prometheus")]
+mod scrape {
+    use std::sync::Arc;
+
+    use metrics_exporter_prometheus::PrometheusHandle;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{MAX_SCRAPE_CONNECTIONS, SCRAPE_TIMEOUT};
+
+    /// The most bytes of a request's head read before it is refused.
+    const MAX_HEAD: usize = 8 * 1024;
+
+    pub(super) async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPE_CONNECTIONS));
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::warn!(%error, "metrics endpoint: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::debug!("metrics endpoint: too many connections, one closed");
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let answered = tokio::time::timeout(SCRAPE_TIMEOUT, answer(stream, &handle)).await;
+                if let Ok(Err(error)) = answered {
+                    tracing::debug!(%error, "metrics endpoint: scrape failed");
+                }
+                drop(slot);
+            });
+        }
+    }
+
+    /// Reads a request's head and answers it: the page for `GET`, 405 for other methods,
+    /// 431 for a head larger than [`MAX_HEAD`].
+    async fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+        let mut head = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        let status = loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&chunk[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break if head.starts_with(b"GET ") {
+                    "200 OK"
+                } else {
+                    "405 Method Not Allowed"
+                };
+            }
+            if head.len() > MAX_HEAD {
+                break "431 Request Header Fields Too Large";
+            }
+        };
+        let body = if status.starts_with("200") {
+            handle.render()
+        } else {
+            String::new()
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    }
 }
 
 #[cfg(test)]

@@ -94,8 +94,29 @@ fn broker_command_serves_clients_and_prometheus_metrics() {
         .success();
 
     let metrics = http_get(&metrics_addr);
+    // Idle connections to the endpoint do not take the broker's descriptors: past a few at
+    // once, they are closed as they come, and a scrape after they are gone is served.
+    let open_files = || {
+        std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .unwrap()
+            .count()
+    };
+    let before = open_files();
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&metrics_addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = open_files();
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    let again = http_get(&metrics_addr);
     let _ = child.kill();
     let _ = child.wait();
+    assert!(
+        during <= before + 16 + 4,
+        "{before} open files before 100 idle scrape connections, {during} with them"
+    );
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert_eq!(
         sample(
