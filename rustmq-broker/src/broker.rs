@@ -322,6 +322,17 @@ impl BrokerHandle {
             .expect("the budget is never closed")
     }
 
+    /// Fault injection for tests: every password check's turn is taken until the returned
+    /// guard is dropped, as by other hellos' argon2 checks: hellos with passwords queue.
+    #[doc(hidden)]
+    pub async fn hold_password_checks(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.core
+            .security
+            .authenticator
+            .hold_password_checks()
+            .await
+    }
+
     /// Bytes reserved now in the request budget, over all connections: frames being read or
     /// handled, fetch answers not yet let go of (`limits.max_request_memory_bytes` bounds it;
     /// see [`crate::memory`]).

@@ -156,7 +156,7 @@ pub struct Limits {
     /// A connection is closed if its handshake, or then its hello, has not reached the broker
     /// within this (ms): a peer that connects and says nothing would otherwise hold one of
     /// `max_connections` for as long as it keeps the connection alive. A hello being checked
-    /// is waited for.
+    /// is waited for, up to three times this from the handshake.
     pub hello_timeout_ms: u64,
     /// Longest long-poll a fetch may ask for (ms).
     pub max_fetch_wait_ms: u32,

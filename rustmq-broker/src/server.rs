@@ -296,6 +296,10 @@ async fn serve_connection(
     // without credentials could take every slot).
     let mut awaiting_hello = true;
     let mut hello_due = std::pin::pin!(tokio::time::sleep(hello_limit(&core)));
+    // A hello being checked holds the deadline off, but not past this: password checks
+    // queue (at most one per core at once), and peers whose bad passwords wait in that queue
+    // would otherwise hold their connection slots for as long as it takes.
+    let hello_cutoff = tokio::time::Instant::now() + hello_limit(&core) * MAX_HELLO_LIMITS;
     // Made once and polled again for every stream, rather than made, registered with their
     // signals and dropped per stream.
     let mut stop = shutdown.clone();
@@ -315,10 +319,11 @@ async fn serve_connection(
                     awaiting_hello = false;
                     continue;
                 }
-                if state.hellos_checking.load(Ordering::Acquire) > 0 {
-                    // A hello being checked (password checks may queue) is not cut short; one
-                    // refused is no reason to wait longer.
-                    hello_due.as_mut().reset(tokio::time::Instant::now() + hello_limit(&core));
+                let now = tokio::time::Instant::now();
+                if state.hellos_checking.load(Ordering::Acquire) > 0 && now < hello_cutoff {
+                    // A hello being checked (password checks may queue) is not cut short, up
+                    // to the cutoff; one refused is no reason to wait longer.
+                    hello_due.as_mut().reset((now + hello_limit(&core)).min(hello_cutoff));
                     continue;
                 }
                 tracing::info!(parent: &span, "closing a connection that did not say hello in time");
@@ -353,6 +358,10 @@ async fn serve_connection(
         memory.close();
     }
 }
+
+/// How many times `limits.hello_timeout_ms` a connection may take, from its start, to be
+/// answered a hello: one being checked holds the deadline off up to this.
+const MAX_HELLO_LIMITS: u32 = 3;
 
 /// How long a connection has for its handshake, and then for its hello to reach the broker
 /// (`limits.hello_timeout_ms`).

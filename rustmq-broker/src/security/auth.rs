@@ -182,6 +182,17 @@ impl Authenticator {
             .unwrap_or_else(|_| Err(AuthFailure::WrongPassword(username.to_owned())))
     }
 
+    /// Takes every turn of [`verify_password`](Self::verify_password) until the guard is
+    /// dropped, as checks filling them would: for tests of what waits behind them.
+    #[doc(hidden)]
+    pub async fn hold_password_checks(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let PasswordChecks(turns, all) = &self.password_checks;
+        Arc::clone(turns)
+            .acquire_many_owned(*all)
+            .await
+            .expect("the turns are never closed")
+    }
+
     /// Checks a username and password; the principal is the username. Blocks for the argon2
     /// check: async callers use [`verify_password`](Self::verify_password).
     pub fn check_password(&self, username: &str, password: &str) -> Result<String, AuthFailure> {
@@ -220,12 +231,13 @@ fn check_password(
 
 /// The semaphore of the password checks running at once: one per core.
 #[derive(Debug)]
-struct PasswordChecks(tokio::sync::Semaphore);
+struct PasswordChecks(Arc<tokio::sync::Semaphore>, u32);
 
 impl Default for PasswordChecks {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        Self(tokio::sync::Semaphore::new(cores))
+        let cores = u32::try_from(cores).unwrap_or(u32::MAX);
+        Self(Arc::new(tokio::sync::Semaphore::new(cores as usize)), cores)
     }
 }
 

@@ -225,3 +225,46 @@ async fn failures_are_logged_without_the_secret() {
         assert!(!logs.contains(secret), "{secret} appears in the logs");
     }
 }
+
+/// A hello waiting for its password check holds the hello deadline off, but only up to three
+/// deadlines from the handshake: peers whose bad passwords queue behind the argon2 checks
+/// (here every turn is taken) do not keep their connection slots for as long as the queue
+/// takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_queued_for_its_password_check_is_given_up_at_the_cutoff() {
+    tests::init_tracing();
+    let pki = Pki::new("cutoff");
+    let mut config: BrokerConfig = broker_config(&pki);
+    config.auth.required = true;
+    config.auth.users_file = Some(users_file(pki.dir.path(), &[("alice", "correct horse")]));
+    config.limits.hello_timeout_ms = 200;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let turns = broker.handle().unwrap().hold_password_checks().await;
+    let pem = std::fs::read_to_string(pki.ca()).unwrap();
+    let conn = tests::raw_connection(broker.addr(), &pem).await;
+    let hello = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            raw_hello_with(
+                &conn,
+                Some(Credentials::Plain {
+                    username: "alice".into(),
+                    password: "wrong".into(),
+                }),
+            )
+            .await
+        }
+    });
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), conn.closed())
+        .await
+        .expect("closed while its check still waits");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.reason.as_ref() == b"no hello in time"),
+        "{closed:?}"
+    );
+    assert!(
+        hello.await.unwrap().is_none(),
+        "the hello was never answered"
+    );
+    drop(turns);
+}
