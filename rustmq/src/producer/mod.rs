@@ -220,25 +220,44 @@ impl Inner {
         self.room_wanted.load(Ordering::Acquire) > 0
     }
 
-    /// Buffer room is wanted: every open batch goes now rather than at the end of its
-    /// linger.
+    /// Buffer room is wanted: the open batch of every partition with nothing on the way goes
+    /// now rather than at the end of its linger. A partition with a request on the way keeps
+    /// filling its batch: it could not go sooner, only smaller.
     fn release_open_batches(&self) {
         for slot in self.slots.read().iter() {
-            if let Some(b) = slot.acc.lock().take() {
-                slot.ready.lock().push_back(b);
+            {
+                let mut acc = slot.acc.lock();
+                let mut ready = slot.ready.lock();
+                if acc.in_flight() || !ready.is_empty() {
+                    continue;
+                }
+                match acc.take() {
+                    Some(b) => ready.push_back(b),
+                    None => continue,
+                }
             }
+            slot.wake.notify_one();
+        }
+    }
+
+    /// Wakes every partition's sender task, to look at its open batch again.
+    fn wake_senders(&self) {
+        for slot in self.slots.read().iter() {
             slot.wake.notify_one();
         }
     }
 }
 
-/// A send waiting for buffer room, counted in `Inner::room_wanted` while it waits.
+/// A send waiting for buffer room, counted in `Inner::room_wanted` while it waits: the
+/// partitions' sender tasks send their open batches as soon as they have nothing on the way
+/// (see `sender::next_batch`).
 struct WantsRoom<'a>(&'a Inner);
 
 impl<'a> WantsRoom<'a> {
     fn new(inner: &'a Inner) -> Self {
-        inner.room_wanted.fetch_add(1, Ordering::AcqRel);
-        inner.release_open_batches();
+        if inner.room_wanted.fetch_add(1, Ordering::AcqRel) == 0 {
+            inner.wake_senders();
+        }
         WantsRoom(inner)
     }
 }
@@ -577,8 +596,8 @@ impl Producer {
                 return Either::Left(ready(Err(ClientError::Closed)))
             }
             Err(_) => {
-                // The room comes back as the open batches are answered: send them now, for
-                // the caller's next try.
+                // The room comes back as batches are answered: send the open ones of idle
+                // partitions now, for the caller's next try.
                 inner.release_open_batches();
                 return Either::Left(ready(Err(ClientError::BufferFull {
                     limit: inner.config.buffer_memory,
