@@ -328,14 +328,9 @@ impl Core {
             }
             Request::Produce(r) => self.produce(conn, r).await,
             Request::Fetch(r) => self.fetch(conn, r).await,
-            // A lookup by timestamp reads index files and may decompress a stored batch (up
-            // to what a batch may decompress to): on a blocking thread, so that the threads
-            // serving connections do not wait for it. The others read memory.
-            Request::ListOffsets(r) if matches!(r.spec, OffsetSpec::Timestamp(_)) => {
-                self.on_blocking_thread(move |core| core.list_offsets(r))
-                    .await
-            }
-            Request::ListOffsets(r) => self.list_offsets(r),
+            // A lookup by timestamp reads index files and may decompress a stored batch: on a
+            // blocking thread (see `list_offsets_by_time`). The others read memory.
+            Request::ListOffsets(r) => self.list_offsets(r).await,
             Request::InitProducer(r) => {
                 // A named producer's epoch is on disk before it is answered (an fsync; an
                 // unnamed one's id only when it starts a block of ids), and fencing
@@ -812,44 +807,92 @@ impl Core {
         }))
     }
 
-    fn list_offsets(&self, r: ListOffsetsRequest) -> Answer {
+    /// A lookup by timestamp: on a blocking thread, as it reads index files and may
+    /// decompress a stored batch, within the budget of bytes being decompressed (as a
+    /// produce's check is), so that lookups landing on large compressed batches at once hold
+    /// no more than it. Room missing is waited for here, not on the blocking thread (which
+    /// would hold a thread that a produce holding room may need), and the lookup made again.
+    async fn list_offsets_by_time(self: &Arc<Self>, r: ListOffsetsRequest, ts: i64) -> Answer {
+        let mut held: Option<(tokio::sync::OwnedSemaphorePermit, usize)> = None;
+        loop {
+            let request = r.clone();
+            let room = held.as_ref().map_or(0, |(_, bytes)| *bytes);
+            let looked = self
+                .on_blocking_thread(move |core| core.list_offsets_within(&request, ts, room))
+                .await?;
+            let wanted = match looked {
+                Ok(answer) => return Ok(answer),
+                Err(wanted) => wanted,
+            };
+            // Room for the batch found: at most the whole budget (a batch stored before the
+            // budget was lowered still gets decoded, alone).
+            drop(held.take());
+            let whole = decompressing_permits(self.config.limits.max_decompressing_bytes);
+            let permits = decompressing_permits(wanted as u64).min(whole);
+            let permit = Arc::clone(&self.decompressing)
+                .acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
+                .await
+                .map_err(|_| {
+                    BrokerError::new(ErrorCode::ShuttingDown, "broker is shutting down")
+                })?;
+            held = Some((permit, wanted));
+        }
+    }
+
+    /// The lookup of [`list_offsets_by_time`](Self::list_offsets_by_time), on a blocking
+    /// thread, with room held for `room` bytes being decompressed; `Ok(Err(n))` when a batch
+    /// needs room for `n` and none is free now.
+    fn list_offsets_within(
+        &self,
+        r: &ListOffsetsRequest,
+        ts: i64,
+        room: usize,
+    ) -> Result<Result<Response, usize>, BrokerError> {
+        let take = |bytes: usize| -> Result<Option<tokio::sync::OwnedSemaphorePermit>, usize> {
+            if bytes <= INLINE_DECOMPRESSED || bytes <= room {
+                return Ok(None);
+            }
+            let whole = decompressing_permits(self.config.limits.max_decompressing_bytes);
+            let permits = decompressing_permits(bytes as u64).min(whole);
+            Arc::clone(&self.decompressing)
+                .try_acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
+                .map(Some)
+                .map_err(|_| bytes)
+        };
         let topic = self.topics.require(&r.topic)?;
         let log = topic.partition(r.partition)?;
         let high_watermark = log.high_watermark();
-        let (offset, timestamp) = match r.spec {
-            OffsetSpec::Earliest => (log.log_start_offset(), None),
-            OffsetSpec::Latest => (high_watermark, None),
-            // On a blocking thread (see `handle`): waits there for room in the budget of bytes
-            // being decompressed, as a produce's check does, so that lookups landing on large
-            // compressed batches at once hold no more than it.
-            OffsetSpec::Timestamp(ts) => match log
-                .offset_for_timestamp_within(ts, &|bytes| self.decompressing_room(bytes))
-                .map_err(|e| {
-                    BrokerError::storage(format!("list offsets of {}/{}", r.topic, r.partition), e)
-                })? {
-                Some((offset, ts)) => (offset, Some(ts)),
-                None => (high_watermark, None),
-            },
+        let found = log.offset_for_timestamp_within(ts, &take).map_err(|e| {
+            BrokerError::storage(format!("list offsets of {}/{}", r.topic, r.partition), e)
+        })?;
+        let (offset, timestamp) = match found {
+            Err(wanted) => return Ok(Err(wanted)),
+            Ok(Some((offset, ts))) => (offset, Some(ts)),
+            Ok(None) => (high_watermark, None),
         };
-        Ok(Response::ListOffsets(ListOffsetsResponse {
+        Ok(Ok(Response::ListOffsets(ListOffsetsResponse {
             offset,
             timestamp,
             high_watermark,
-        }))
+        })))
     }
 
-    /// Room for `bytes` being decompressed, from a blocking thread (it waits for it); none
-    /// for batches small enough to be decompressed anywhere. At most the whole budget: a
-    /// batch stored before the budget was lowered still gets decoded, alone.
-    fn decompressing_room(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if bytes <= INLINE_DECOMPRESSED {
-            return None;
-        }
-        let whole = decompressing_permits(self.config.limits.max_decompressing_bytes);
-        let permits = decompressing_permits(bytes as u64).min(whole);
-        let permits = u32::try_from(permits).unwrap_or(u32::MAX);
-        let acquire = Arc::clone(&self.decompressing).acquire_many_owned(permits);
-        tokio::runtime::Handle::current().block_on(acquire).ok()
+    /// Lookups of the log's start or end: memory only (by timestamp:
+    /// [`list_offsets_by_time`](Self::list_offsets_by_time)).
+    async fn list_offsets(self: &Arc<Self>, r: ListOffsetsRequest) -> Answer {
+        let topic = self.topics.require(&r.topic)?;
+        let log = topic.partition(r.partition)?;
+        let high_watermark = log.high_watermark();
+        let offset = match r.spec {
+            OffsetSpec::Latest => high_watermark,
+            OffsetSpec::Earliest => log.log_start_offset(),
+            OffsetSpec::Timestamp(ts) => return self.list_offsets_by_time(r, ts).await,
+        };
+        Ok(Response::ListOffsets(ListOffsetsResponse {
+            offset,
+            timestamp: None,
+            high_watermark,
+        }))
     }
 
     /// Whether this produce answer must be dropped (fault injection): takes one from the count.

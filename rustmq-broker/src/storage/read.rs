@@ -68,25 +68,29 @@ impl PartitionLog {
     /// index gives where to start, batch headers are scanned until one has a `max_timestamp`
     /// that is recent enough, and that batch is decoded to find the exact record.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, StorageError> {
-        self.offset_for_timestamp_within(timestamp, &|_| ())
+        let found = self.offset_for_timestamp_within(timestamp, &|_| Ok::<(), usize>(()))?;
+        Ok(found.unwrap_or(None))
     }
 
     /// [`offset_for_timestamp`](Self::offset_for_timestamp), holding `room(n)` while a batch
     /// that declares `n` bytes uncompressed (0 for an uncompressed one) is decoded: the
-    /// broker's budget of bytes being decompressed.
+    /// broker's budget of bytes being decompressed. `room` answers `Err(n)` when there is no
+    /// room for `n` bytes now: the lookup then ends with `Ok(Err(n))`, for the caller to
+    /// wait for the room where waiting holds no thread, and to look again.
     pub fn offset_for_timestamp_within<R>(
         &self,
         timestamp: i64,
-        room: &dyn Fn(usize) -> R,
-    ) -> Result<Option<(u64, i64)>, StorageError> {
+        room: &dyn Fn(usize) -> Result<R, usize>,
+    ) -> Result<Result<Option<(u64, i64)>, usize>, StorageError> {
         let segments = self.segments.read().clone();
         let limit = self.config().max_uncompressed_batch;
         for segment in segments {
-            if let Some(found) = segment.find_timestamp(timestamp, limit, room)? {
-                return Ok(Some(found));
+            match segment.find_timestamp(timestamp, limit, room)? {
+                Ok(None) => {}
+                found => return Ok(found),
             }
         }
-        Ok(None)
+        Ok(Ok(None))
     }
 }
 

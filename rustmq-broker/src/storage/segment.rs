@@ -819,16 +819,18 @@ impl Segment {
     }
 
     /// The first record with a timestamp `>= timestamp` in this segment.
+    /// `Err(Ok(n))` from `room(n)` (no room for `n` bytes decompressed now) ends the search
+    /// with `Ok(Err(n))`.
     pub(crate) fn find_timestamp<R>(
         &self,
         timestamp: i64,
         max_uncompressed: usize,
-        room: &dyn Fn(usize) -> R,
-    ) -> Result<Option<(u64, i64)>, StorageError> {
+        room: &dyn Fn(usize) -> Result<R, usize>,
+    ) -> Result<Result<Option<(u64, i64)>, usize>, StorageError> {
         let (start, end) = {
             let meta = self.meta.read();
             if meta.max_timestamp < timestamp {
-                return Ok(None);
+                return Ok(Ok(None));
             }
             (meta.time_position(timestamp), meta.size)
         };
@@ -846,16 +848,19 @@ impl Segment {
             self.file.read_exact_at(&mut raw, position)?;
             let batch = RecordBatch::parse(Bytes::from(raw))?;
             // Held while the batch is decoded: what it decompresses to.
-            let _room = room(batch.declared_uncompressed_len().unwrap_or(0));
+            let _room = match room(batch.declared_uncompressed_len().unwrap_or(0)) {
+                Ok(room) => room,
+                Err(wanted) => return Ok(Err(wanted)),
+            };
             for record in batch.records_with_limit(max_uncompressed)? {
                 let record = record?;
                 if record.timestamp >= timestamp {
-                    return Ok(Some((record.offset, record.timestamp)));
+                    return Ok(Ok(Some((record.offset, record.timestamp))));
                 }
             }
             // The header overstated its max timestamp; the answer is further on.
         }
-        Ok(None)
+        Ok(Ok(None))
     }
 }
 
