@@ -33,8 +33,9 @@ pub trait MessageProcessor: Send + Sync + 'static {
     ///
     /// A processor for batches or windows only may implement
     /// [`process_batch`](Self::process_batch) alone, as the seed README's windowed
-    /// aggregation does: this default then fails every message given to it one at a time
-    /// with [`ClientError::InvalidConfig`] (a unit failure, under the error strategy).
+    /// aggregation does: this default then fails a message given to it alone with
+    /// [`ClientError::InvalidConfig`], which stops the stream with that error whatever the
+    /// error strategy (skipping or dead-lettering every message would lose them all).
     async fn process(&self, message: &Message) -> Result<Option<Message>> {
         let _ = message;
         Err(ClientError::InvalidConfig(

@@ -721,3 +721,38 @@ async fn exactly_once_dead_letters_too_large_together_go_in_several_batches() {
     assert_eq!(metrics.messages_dead_lettered.load(Ordering::Relaxed), 3);
     stream.stop().await.unwrap();
 }
+
+/// Implements `process_batch` alone, as the seed README's windowed aggregation does.
+struct BatchesOnly;
+
+#[async_trait]
+impl MessageProcessor for BatchesOnly {
+    async fn process_batch(&self, messages: &[Message]) -> Result<Vec<Option<Message>>> {
+        Ok(messages.iter().map(|m| Some(m.clone())).collect())
+    }
+}
+
+/// A processor of batches only, run one message at a time, stops the stream with a clear
+/// error whatever the strategy, rather than skipping (or dead-lettering) every message.
+#[tokio::test]
+async fn a_batch_only_processor_run_one_message_at_a_time_stops_the_stream() {
+    let config = config(&StreamMode::Individual, ErrorStrategy::Skip, "batches-only");
+    let (stream, client, _broker) = start_with(config, BatchesOnly).await;
+    let ended = tokio::time::timeout(Duration::from_secs(20), stream.wait())
+        .await
+        .expect("the stream stops");
+    assert!(
+        matches!(&ended, Err(ClientError::InvalidConfig(why)) if why.contains("process_batch")),
+        "{ended:?}"
+    );
+    let metrics = stream.metrics().await;
+    assert_eq!(metrics.messages_skipped.load(Ordering::Relaxed), 0);
+    let position = committed(&client, "g-batches-only")
+        .await
+        .get(&("in".to_string(), 0))
+        .copied();
+    assert!(
+        position.unwrap_or(0) == 0,
+        "committed {position:?}: inputs were passed over"
+    );
+}
