@@ -2,8 +2,9 @@
 //! whatever its peers send or leave unread.
 //!
 //! A request's body is read into memory whole before it is handled, and a connection may have
-//! `limits.max_in_flight_per_connection` requests on the way at once, each up to
-//! `limits.max_frame_bytes`: with the defaults, 256 x 16 MiB per connection. Every frame body
+//! `limits.max_in_flight_per_connection` requests on the way at once (and one more stream,
+//! which clients keep for pings), each up to `limits.max_frame_bytes`: with the defaults,
+//! 257 x 16 MiB per connection. Every frame body
 //! therefore reserves its length, announced in its header, before a byte of it is read:
 //! first from its connection's budget (`limits.max_request_memory_per_connection`), then from
 //! the broker's (`limits.max_request_memory_bytes`). A produce keeps its body's room until it
@@ -38,9 +39,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Frames and answers of at most this many bytes take no room: they are most requests and
 /// answers (a small produce, a fetch request, a tail read's answer), whose room would cost more
-/// to count than it holds, and a connection's streams (`limits.max_in_flight_per_connection`,
-/// 256 by default) can hold at most 1 MiB of them, less than the transport may buffer for one
-/// waiting stream.
+/// to count than it holds, and a connection's streams (`limits.max_in_flight_per_connection`
+/// and one, 257 by default) can hold about 1 MiB of them, less than the transport may buffer
+/// for one waiting stream.
 pub const UNCOUNTED_BYTES: u32 = 4096;
 
 /// Bytes of a request stream the transport buffers before the broker reads them (its QUIC

@@ -258,7 +258,6 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Milliseconds since the Unix epoch, or an RFC 3339 time.
 /// A `--timestamp`, as the consumer API takes it: a number as given (below 10^11 seconds,
 /// else milliseconds: see `rustmq::consumer::timestamp_ms`), an RFC 3339 time in
 /// milliseconds. A time before 10^11 ms (March 1973) is refused: as a number it would be read

@@ -2,9 +2,10 @@
 //!
 //! A pass records the new log start offset in the partition's `log-start-offset` file
 //! (durably), then takes the expired segments out of the log, unlinks their files and syncs
-//! the directory; a start it cannot record deletes nothing until a later pass can. Files that cannot be removed are retried by every later pass, and the recorded
-//! start offset keeps them from being served again should the broker restart first: the open
-//! leaves out (and removes) every segment below it.
+//! the directory; a start it cannot record deletes nothing until a later pass can. Files that
+//! cannot be removed are retried by every later pass, and the recorded start offset keeps
+//! them from being served again should the broker restart first: the open leaves out (and
+//! removes) every segment below it.
 
 use std::io;
 use std::path::Path;

@@ -636,9 +636,10 @@ impl Producer {
                 max_size: inner.config.max_message_size,
             });
         }
-        // A record the broker's largest batch cannot hold (counted as
-        // `RecordBatchBuilder::record_size_bound` counts it) is refused before it is sent;
-        // compressed, the batch's size is not known before it is built.
+        // A record the broker's largest batch cannot hold is refused before it is sent,
+        // counted as `RecordBatchBuilder::record_size_bound` counts it: each varint at its
+        // longest, so one within a few dozen bytes of the limit is refused too. Compressed,
+        // the batch's size is not known before it is built.
         let record = size + 46 + 20 * message.headers.len();
         if record + BATCH_HEADER_LEN > inner.broker_max_batch && !inner.config.compression.enabled {
             return Err(ClientError::MessageTooLarge {
