@@ -404,6 +404,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The longest a connection's timeouts (`limits.request_read_timeout_ms`,
+/// `limits.hello_timeout_ms`) may be: a day.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
 /// The longest period of the broker's periodic tasks (the flush interval, the retention
 /// check): tokio's timers add it to the clock unchecked.
 const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -441,12 +445,13 @@ impl BrokerConfig {
         {
             return bad("limits.max_batch_bytes must be between 1 and limits.max_frame_bytes");
         }
-        if self.limits.request_read_timeout_ms == 0 {
-            // Every read or write that has to wait would time out at once.
-            return bad("limits.request_read_timeout_ms must be at least 1");
+        // Zero would time every read or write that has to wait out at once; the upper bound
+        // keeps the deadlines, the clock plus these, from overflowing.
+        if !(1..=MAX_TIMEOUT_MS).contains(&self.limits.request_read_timeout_ms) {
+            return bad("limits.request_read_timeout_ms must be between 1 and 86400000 (a day)");
         }
-        if self.limits.hello_timeout_ms == 0 {
-            return bad("limits.hello_timeout_ms must be at least 1");
+        if !(1..=MAX_TIMEOUT_MS).contains(&self.limits.hello_timeout_ms) {
+            return bad("limits.hello_timeout_ms must be between 1 and 86400000 (a day)");
         }
         if self.limits.max_decompressing_bytes < 64 * 1024 {
             // Batches declaring up to 64 KiB are checked where they arrive, outside the budget.
@@ -751,6 +756,19 @@ mod tests {
         for (name, zero) in zeroed {
             let mut cfg = BrokerConfig::default();
             zero(&mut cfg.limits);
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        // Timeouts so long that the clock plus them overflows, each refused by name.
+        let endless: [(&str, Zero); 2] = [
+            ("limits.request_read_timeout_ms", |l| {
+                l.request_read_timeout_ms = u64::MAX
+            }),
+            ("limits.hello_timeout_ms", |l| l.hello_timeout_ms = u64::MAX),
+        ];
+        for (name, endless) in endless {
+            let mut cfg = BrokerConfig::default();
+            endless(&mut cfg.limits);
             let err = cfg.validate().unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         }

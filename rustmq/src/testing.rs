@@ -185,7 +185,7 @@ impl Recorder {
 
     /// Waits until at least `n` deliveries settled; panics after `timeout` with what was seen.
     pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) -> Vec<Settled> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::consumer::timing::deadline(tokio::time::Instant::now(), timeout);
         loop {
             let notified = self.inner.changed.notified();
             {

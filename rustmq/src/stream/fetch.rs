@@ -203,7 +203,11 @@ pub(crate) async fn run(
             max_wait_ms: MAX_WAIT.as_millis() as u32,
         });
         let answer = tokio::select! {
-            a = client.request_with_timeout(request, client.config().request_timeout + MAX_WAIT) => a,
+            // Saturating: `Duration::MAX` is a valid request timeout ("none").
+            a = client.request_with_timeout(
+                request,
+                client.config().request_timeout.saturating_add(MAX_WAIT),
+            ) => a,
             _ = stop.wait_for(|s| *s) => return,
         };
         let records = match answer {

@@ -101,19 +101,45 @@ impl Ctx {
         &self.sink
     }
 
-    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.lock().push(tokio::spawn(task).abort_handle());
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let handle = tokio::spawn(self.guarded(task));
+        self.tasks.lock().push(handle.abort_handle());
     }
 
     /// Spawns a task that ends with the session like those of [`spawn`](Self::spawn), and
     /// returns its handle for the drain to await.
     fn spawn_joined(
-        &self,
+        self: &Arc<Self>,
         task: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
-        let handle = tokio::spawn(task);
+        let handle = tokio::spawn(self.guarded(task));
         self.tasks.lock().push(handle.abort_handle());
         handle
+    }
+
+    /// `task`, aborting the session if it panics: a session waits for its end, which a
+    /// panicked task (a fetch loop, a lane, a worker) would never bring, and the stream would
+    /// stall without a word.
+    fn guarded(
+        self: &Arc<Self>,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        use futures::FutureExt;
+        let ctx = Arc::downgrade(self);
+        async move {
+            if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                let what = crate::error::panic_message(&*panic);
+                tracing::error!(panic = %what, "a stream task panicked: the session ends");
+                if let Some(ctx) = ctx.upgrade() {
+                    ctx.abort(ClientError::Connection(format!(
+                        "a stream task panicked: {what}"
+                    )));
+                }
+            }
+        }
     }
 
     fn end_with(&self, end: End) {

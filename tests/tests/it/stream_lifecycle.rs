@@ -346,3 +346,29 @@ async fn at_least_once_outputs_and_dead_letters_are_synced() {
     }
     stream.stop().await.unwrap();
 }
+
+/// A client without a request timeout (`Duration::MAX`, "none") runs streams as any other:
+/// the fetches' long-poll allowance added to it saturates.
+#[tokio::test]
+async fn a_stream_runs_on_a_client_without_a_request_timeout() {
+    let (broker, _) = broker().await;
+    let client = rustmq::RustMqClient::new(rustmq::ClientConfig {
+        request_timeout: Duration::MAX,
+        ..broker.client_config()
+    })
+    .await
+    .unwrap();
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    send(&client, "in", &inputs(&["a", "b"])).await;
+    let stream = MessageStream::new(client.clone(), config("g-no-timeout"))
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0));
+    stream.start().await.unwrap();
+    let outs = wait_records(&client, "out", 2).await;
+    let mut got: Vec<String> = outs.into_iter().map(|o| o.payload).collect();
+    got.sort();
+    assert_eq!(got, ["A", "B"]);
+    stream.stop().await.unwrap();
+}
