@@ -421,6 +421,20 @@ fn check_topic(partitions: u32, settings: &TopicSettings) -> Result<(), BrokerEr
             format!("a topic needs 1 to {MAX_PARTITIONS} partitions, not {partitions}"),
         ));
     }
+    // A topic's settings are kept in its TOML file, whose integers are signed 64-bit.
+    let too_large = [
+        ("retention_ms", settings.retention_ms),
+        ("retention_bytes", settings.retention_bytes),
+        ("segment_bytes", settings.segment_bytes),
+    ]
+    .into_iter()
+    .find(|(_, value)| value.is_some_and(|v| i64::try_from(v).is_err()));
+    if let Some((name, _)) = too_large {
+        return Err(BrokerError::new(
+            ErrorCode::InvalidTopic,
+            format!("{name} must be at most {} (i64::MAX)", i64::MAX),
+        ));
+    }
     if settings
         .segment_bytes
         .is_some_and(|b| b < MIN_SEGMENT_BYTES)

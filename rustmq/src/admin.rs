@@ -55,14 +55,18 @@ impl TopicSettings {
     }
 }
 
+/// Brokers take settings up to `i64::MAX` (what their topic files hold): larger ones, the
+/// natural way to say "unlimited" (`Duration::MAX`, `u64::MAX`), are sent as that, which is
+/// as unlimited (292 million years, 8 EiB).
 impl From<TopicSettings> for wire::TopicSettings {
     fn from(s: TopicSettings) -> Self {
+        let most = |v: u64| v.min(i64::MAX as u64);
         wire::TopicSettings {
             retention_ms: s
                 .retention
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            retention_bytes: s.retention_bytes,
-            segment_bytes: s.segment_bytes,
+                .map(|d| most(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+            retention_bytes: s.retention_bytes.map(most),
+            segment_bytes: s.segment_bytes.map(most),
         }
     }
 }

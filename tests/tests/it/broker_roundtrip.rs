@@ -501,3 +501,45 @@ async fn a_long_poll_on_a_deleted_topic_is_told_at_once() {
     let fresh = tests::fetch(&client, "ephemeral", 0, 0, 0).await.unwrap();
     assert_eq!((fresh.high_watermark, fresh.records.len()), (0, 0));
 }
+
+/// "Unlimited" topic settings (`Duration::MAX`, `u64::MAX`) are taken as the largest a broker
+/// keeps; a raw request with more is refused as an invalid topic (not retryable), before any
+/// directory is made.
+#[tokio::test]
+async fn unlimited_topic_settings_are_taken_and_larger_ones_refused() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let unlimited = rustmq::TopicSettings::new()
+        .with_retention(std::time::Duration::MAX)
+        .with_retention_bytes(u64::MAX)
+        .with_segment_bytes(u64::MAX);
+    client
+        .create_topic_with("forever", 1, unlimited)
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .describe_topic("forever")
+            .await
+            .unwrap()
+            .partition_count(),
+        1
+    );
+    let raw = Request::CreateTopic(CreateTopicRequest {
+        name: "too-far".into(),
+        partitions: 1,
+        settings: TopicSettings {
+            retention_ms: None,
+            retention_bytes: Some(u64::MAX),
+            segment_bytes: None,
+        },
+    });
+    let refused = client.raw_request(raw).await.unwrap_err();
+    assert_eq!(
+        refused.error_code(),
+        Some(ErrorCode::InvalidTopic),
+        "{refused}"
+    );
+    assert!(!refused.is_retryable());
+    assert!(!broker.data_dir().join("topics/too-far").exists());
+}
