@@ -390,3 +390,53 @@ async fn a_retention_pass_reports_the_index_memory() {
         Some(held as f64)
     );
 }
+
+/// A closed consumer's lag gauges are zeroed: they would go on reporting the last lag of
+/// partitions it no longer has, for as long as the process runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_consumers_lag_is_zeroed() {
+    let topic = "obs-lag-closed";
+    let (_turn, _broker, client) = start_with(topic).await;
+    let producer = client.create_producer(topic).await.unwrap();
+    for i in 0..5 {
+        let m = Message::builder()
+            .topic(topic)
+            .payload(format!("m{i}"))
+            .build()
+            .unwrap();
+        producer.send(m).await.unwrap();
+    }
+    let consumer = client
+        .create_consumer_with_config(
+            topic,
+            "obs-lag-group",
+            rustmq::consumer::ConsumerConfig {
+                fetch_size: 1,
+                max_buffered_messages_per_partition: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, consumer.receive())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    first.ack().await.unwrap();
+    consumer.get_lag().await.unwrap();
+    let labels = [
+        ("topic", topic),
+        ("group", "obs-lag-group"),
+        ("partition", "0"),
+    ];
+    // (A snapshot drains gauges: the one after the close reads what the gauge holds then.)
+    let metrics = consumer.metrics().await;
+    assert!(metrics.total_lag() > 0, "{:?}", metrics.partition_lag());
+    consumer.close().await.unwrap();
+    assert_eq!(
+        gauge(&snapshot(), "rustmq_consumer_lag", &labels),
+        Some(0.0)
+    );
+    assert!(metrics.partition_lag().is_empty());
+}

@@ -82,7 +82,7 @@ fn missed_generations(previous: u32, generation: u32) -> bool {
 /// Joins the group and applies the assignment it answers with.
 pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
     if how != Rejoin::Keep {
-        inner.state.lock().revoke_all();
+        inner.revoke_all();
         inner.membership.lock().assignment = None;
     }
     // A member names itself before its first join and keeps its name (a broker that does not

@@ -123,11 +123,17 @@ impl Inner {
         if let Some(task) = self.group_task.lock().take() {
             task.abort();
         }
-        let mut state = self.state.lock();
-        state.closed = true;
-        state.revoke_all();
-        drop(state);
+        self.state.lock().closed = true;
+        self.revoke_all();
         self.data.notify_waiters();
+    }
+
+    /// Gives up every partition, and zeroes and forgets their lag (the gauges would go on
+    /// reporting the last lag of partitions this consumer no longer has).
+    pub(crate) fn revoke_all(&self) {
+        self.state.lock().revoke_all();
+        self.metrics.retain_lag(&[]);
+        self.instruments.retain_lag(&[]);
     }
 
     pub(crate) fn not_assigned(&self, partition: u32) -> ClientError {
@@ -333,7 +339,7 @@ impl Consumer {
         self.inner.data.notify_waiters();
         let committed = group::commit(&self.inner).await;
         let left = group::leave(&self.inner).await;
-        self.inner.state.lock().revoke_all();
+        self.inner.revoke_all();
         if let Some(producer) = self.inner.dead_letters.get() {
             producer.close().await?;
         }
