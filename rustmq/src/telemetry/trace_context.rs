@@ -38,7 +38,9 @@ impl TraceParent {
         let mut parts = header.trim().split('-');
         let version = parts.next()?;
         let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2 || version.eq_ignore_ascii_case("ff") || !is_hex(version) {
+        // Two lowercase hex digits (`2HEXDIGLC`), `ff` being invalid.
+        let [version_byte] = decode_hex::<1>(version)?;
+        if version_byte == 0xff {
             return None;
         }
         if version == "00" && parts.next().is_some() {
@@ -78,10 +80,6 @@ impl fmt::Display for TraceParent {
             self.flags
         )
     }
-}
-
-fn is_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -132,6 +130,8 @@ mod tests {
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0A-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "FF-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
         }
