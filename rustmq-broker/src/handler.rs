@@ -750,15 +750,24 @@ impl Core {
         // A fetch whose topic is deleted while it waits (for appends, or for room) answers
         // as for any missing topic: not with the deleted log's records or positions, which a
         // topic made again under the name would not have.
+        // Retired and out of the topic map: a deletion retires the logs first, and reinstates
+        // them if it fails before the topic leaves the map (its long polls then go on).
         let gone = || {
-            BrokerError::new(
-                ErrorCode::UnknownTopic,
-                format!("unknown topic {:?}", r.topic),
-            )
+            let deleted = log.is_retired()
+                && self
+                    .topics
+                    .get(&r.topic)
+                    .is_none_or(|now| !Arc::ptr_eq(&now, &topic));
+            deleted.then(|| {
+                BrokerError::new(
+                    ErrorCode::UnknownTopic,
+                    format!("unknown topic {:?}", r.topic),
+                )
+            })
         };
         let records = loop {
-            if log.is_retired() {
-                return Err(gone());
+            if let Some(gone) = gone() {
+                return Err(gone);
             }
             let records = read()?;
             if !records.is_empty() {
@@ -780,8 +789,8 @@ impl Core {
                                 "the connection ended while the fetch waited for memory",
                             )
                         })?;
-                        if log.is_retired() {
-                            return Err(gone());
+                        if let Some(gone) = gone() {
+                            return Err(gone);
                         }
                         memory.hold(read()?, room).await
                     }

@@ -338,6 +338,11 @@ impl TopicManager {
             return Err(BrokerError::io("delete topic", e));
         }
         self.topics.write().remove(name);
+        // Long polls on its partitions answer now (it is gone from the map, and its logs are
+        // retired), rather than at their deadline.
+        for log in &topic.partitions {
+            log.wake_readers();
+        }
         self.deleting.lock().insert(name.to_owned());
         drop(changing);
         if let Err(e) = sync_dir(&self.root) {

@@ -434,9 +434,6 @@ impl PartitionLog {
         let _maintenance = self.maintenance.lock();
         let _appends = self.appender.lock();
         self.retired.store(true, Ordering::Release);
-        // Long polls waiting for appends hear of it (`is_retired`) instead of waiting out
-        // their deadline while holding the deleted files open.
-        self.watermark_tx.send_modify(|_| {});
         // A seal writes index files and a snapshot into the directory.
         self.sealer.drain();
     }
@@ -444,6 +441,13 @@ impl PartitionLog {
     /// Whether the log was [retired](Self::retire): its topic is being deleted.
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
+    }
+
+    /// Wakes the long polls waiting for appends (see [`subscribe`](Self::subscribe)) without
+    /// one: its topic was deleted, and they answer so instead of waiting out their deadline
+    /// while holding the deleted files open.
+    pub fn wake_readers(&self) {
+        self.watermark_tx.send_modify(|_| {});
     }
 
     /// Undoes [`retire`](Self::retire): the topic's deletion failed before its files moved.

@@ -543,3 +543,39 @@ async fn unlimited_topic_settings_are_taken_and_larger_ones_refused() {
     assert!(!refused.is_retryable());
     assert!(!broker.data_dir().join("topics/too-far").exists());
 }
+
+/// A deletion that fails before the topic is gone (here its data cannot be moved aside)
+/// leaves the topic as it was: a long poll on it goes on and is answered by the next append,
+/// not with `UnknownTopic`.
+#[tokio::test]
+async fn a_long_poll_outlives_a_failed_deletion() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("sticky", 1).await.unwrap();
+    let poll = tokio::spawn({
+        let client = client.clone();
+        async move { tests::fetch(&client, "sticky", 0, 0, 20_000).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The deletion's marker file cannot be written where a non-empty directory stands.
+    let obstacle = broker.data_dir().join("topics/sticky/~deleted");
+    std::fs::create_dir_all(obstacle.join("x")).unwrap();
+    assert!(client.delete_topic("sticky").await.is_err());
+    std::fs::remove_dir_all(&obstacle).unwrap();
+    produce(
+        &client,
+        "sticky",
+        0,
+        batch(&records(1, 1_000), Compression::None),
+        Acks::Leader,
+    )
+    .await
+    .unwrap();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
+        .await
+        .expect("answered by the append")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answered.high_watermark, 1);
+    assert!(!answered.records.is_empty());
+}
