@@ -273,10 +273,8 @@ fn gauge(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_metrics_count_acks_nacks_retries_and_dead_letters() {
-    let topic = "obs-metrics-consumed";
-    let (_turn, _broker, client) = start_with(topic).await;
+/// Sends `m0` to `m4` to `topic`, each acknowledged.
+async fn send_five(client: &rustmq::RustMqClient, topic: &str) {
     let producer = client.create_producer(topic).await.unwrap();
     for i in 0..5 {
         let m = Message::builder()
@@ -286,6 +284,13 @@ async fn consumer_metrics_count_acks_nacks_retries_and_dead_letters() {
             .unwrap();
         producer.send(m).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_metrics_count_acks_nacks_retries_and_dead_letters() {
+    let topic = "obs-metrics-consumed";
+    let (_turn, _broker, client) = start_with(topic).await;
+    send_five(&client, topic).await;
     let consumer = client
         .create_consumer_with_config(
             topic,
@@ -397,15 +402,7 @@ async fn a_retention_pass_reports_the_index_memory() {
 async fn a_closed_consumers_lag_is_zeroed() {
     let topic = "obs-lag-closed";
     let (_turn, _broker, client) = start_with(topic).await;
-    let producer = client.create_producer(topic).await.unwrap();
-    for i in 0..5 {
-        let m = Message::builder()
-            .topic(topic)
-            .payload(format!("m{i}"))
-            .build()
-            .unwrap();
-        producer.send(m).await.unwrap();
-    }
+    send_five(&client, topic).await;
     let consumer = client
         .create_consumer_with_config(
             topic,

@@ -635,6 +635,15 @@ async fn a_service_that_fails_readiness_is_replaced_and_every_message_is_handled
     running.shutdown().await.unwrap();
 }
 
+/// Records stored in `topic`, 0 if it does not exist.
+async fn records_in(client: &rustmq::RustMqClient, topic: &str) -> u64 {
+    match client.describe_topic(topic).await {
+        Ok(topic) => topic.partitions.iter().map(|p| p.record_count()).sum(),
+        Err(ClientError::TopicNotFound(_)) => 0,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Topic)]
 #[topic(name = "hung-jobs", key = "key", partitions = 1)]
 struct HungJob {
@@ -695,11 +704,7 @@ async fn shutdown_ends_while_a_hung_workers_queue_is_full() {
         .expect("shutdown must end after its timeout, whatever the hung worker's queue holds")
         .unwrap();
     assert_eq!(state.started.load(Ordering::SeqCst), 1, "one message hung");
-    let dead_lettered = match client.describe_topic("hung-jobs.failed").await {
-        Ok(topic) => topic.partitions.iter().map(|p| p.record_count()).sum(),
-        Err(ClientError::TopicNotFound(_)) => 0,
-        Err(e) => panic!("{e:?}"),
-    };
+    let dead_lettered = records_in(&client, "hung-jobs.failed").await;
     assert_eq!(
         dead_lettered, 0,
         "a message never handled was dead-lettered"
@@ -1000,11 +1005,6 @@ async fn a_service_wide_dead_letter_queue_takes_every_dead_letter() {
     let payloads: Vec<&[u8]> = dead.iter().map(|r| r.value.as_deref().unwrap()).collect();
     assert_eq!(payloads.len(), 2, "{payloads:?}");
     assert!(payloads.contains(&&b"{not json"[..]), "{payloads:?}");
-    let elsewhere = match client.describe_topic("refunds.dlq").await {
-        Ok(topic) => topic.partitions.iter().map(|p| p.record_count()).sum(),
-        Err(ClientError::TopicNotFound(_)) => 0,
-        Err(e) => panic!("{e:?}"),
-    };
-    assert_eq!(elsewhere, 0);
+    assert_eq!(records_in(&client, "refunds.dlq").await, 0);
     running.shutdown().await.unwrap();
 }
