@@ -13,7 +13,7 @@
 //! Policy, in order, for each request, on the broker in use:
 //! 1. use the live connection with the fewest requests in flight that has a free slot;
 //! 2. if all are busy, open another, up to `max_connections`;
-//! 3. otherwise wait for a slot on the least loaded connection;
+//! 3. otherwise wait for the first slot freed on any of them;
 //! 4. with no live connection, reconnect, or fail over as above.
 //!
 //! Only the broker in use holds connections. A move to another broker is a compare-exchange
