@@ -275,6 +275,11 @@ impl Pool {
                 let pause = deadline_after(Instant::now(), self.backoff.delay(retries - 1));
                 self.sleep_until(deadline.min(pause)).await?;
             }
+            // Not sent again past its deadline: a free slot is taken at once, and the send's
+            // first poll writes the request before its timeout is looked at.
+            if Instant::now() >= deadline {
+                return Err(ClientError::timeout(timeout));
+            }
         }
     }
 
