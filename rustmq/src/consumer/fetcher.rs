@@ -308,20 +308,29 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                     inner.succeeded(&mut failures);
                     let count = decoded.records.len();
                     let hw = response.high_watermark;
-                    let position = {
+                    let applied = {
                         let mut state = inner.state.lock();
                         let next = decoded.next_offset.unwrap_or(offset);
-                        state
-                            .apply_fetch(partition, epoch, decoded.records, next, hw, decoded.sizes)
-                            .then(|| state.partitions[&partition].tracker.position())
+                        let applied = state.apply_fetch(
+                            partition,
+                            epoch,
+                            decoded.records,
+                            next,
+                            hw,
+                            decoded.sizes,
+                        );
+                        if applied {
+                            // Under the state's lock, as a revoke forgets the gauges: set
+                            // after it, the gauge of a partition given up would come back.
+                            let position = state.partitions[&partition].tracker.position();
+                            inner.metrics.set_lag(partition, hw.saturating_sub(position));
+                            inner
+                                .instruments
+                                .set_lag(partition, hw.saturating_sub(position));
+                        }
+                        applied
                     };
-                    if let Some(position) = position {
-                        inner
-                            .metrics
-                            .set_lag(partition, hw.saturating_sub(position));
-                        inner
-                            .instruments
-                            .set_lag(partition, hw.saturating_sub(position));
+                    if applied {
                         if count > 0 {
                             tracing::trace!(offset, count, hw, "fetched");
                             inner.data.notify_waiters();

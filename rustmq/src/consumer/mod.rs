@@ -131,7 +131,9 @@ impl Inner {
     /// Gives up every partition, and zeroes and forgets their lag (the gauges would go on
     /// reporting the last lag of partitions this consumer no longer has).
     pub(crate) fn revoke_all(&self) {
-        self.state.lock().revoke_all();
+        let mut state = self.state.lock();
+        state.revoke_all();
+        // Under the state's lock: a fetch sets its lag under it too (see `fetcher`).
         self.metrics.retain_lag(&[]);
         self.instruments.retain_lag(&[]);
     }

@@ -65,9 +65,10 @@ pub struct ProducerConfig {
     /// A batch is sent at the latest this long after its first message arrived. With zero, a
     /// partition's batch goes as soon as the previous request of that partition is answered:
     /// batches then form naturally while a request is in flight. While a send waits for room
-    /// in `buffer_memory` (or after one was refused with `BufferFull`), a partition's open
-    /// batch goes as soon as the partition has nothing on the way, its linger not waited for:
-    /// the room comes back only as batches are answered.
+    /// in `buffer_memory`, a partition's open batch goes as soon as the partition has nothing
+    /// on the way, its linger not waited for: the room comes back only as batches are
+    /// answered. A send refused with `BufferFull` has the open batches of the partitions with
+    /// nothing on the way sent at once (the others keep their linger).
     pub batch_timeout: Duration,
     /// A batch is sent once its records take this many bytes (capped by the broker's limit).
     pub batch_max_bytes: usize,

@@ -72,9 +72,10 @@ pub const MAX_WINDOWS_PER_MESSAGE: u32 = 4_096;
 /// unit's outputs together, as they are stored as one batch; [`ClientError::MessageTooLarge`]). Other failures to store outputs (a broker that cannot
 /// be reached, a refused write) end the session instead, and a new one starts over from the
 /// last commit. A batch or window is handled as one unit:
-/// it is retried, skipped or dead-lettered whole. A processor failing with
-/// [`ClientError::InvalidConfig`] (its configuration cannot work: every message would fail
-/// alike) stops the stream, as [`Stop`](Self::Stop) does, whatever the strategy.
+/// it is retried, skipped or dead-lettered whole. A processor that implements only
+/// `process_batch`, given one message (individual mode), stops the stream with
+/// [`ClientError::InvalidConfig`], as [`Stop`](Self::Stop) does, whatever the strategy: every
+/// message would fail alike.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ErrorStrategy {
     /// Drop the failed unit (counted in `messages_failed` and `messages_skipped`) and go on.

@@ -5,11 +5,21 @@ use async_trait::async_trait;
 use crate::error::{ClientError, Result};
 use crate::message::Message;
 
+/// The default [`MessageProcessor::process`]'s refusal: the one failure that stops a stream
+/// whatever its error strategy.
+pub(crate) const BATCHES_ONLY: &str = "this MessageProcessor implements only process_batch: run it in batch or windowed mode, or implement process";
+
+/// Whether `error` is the default `process`'s refusal.
+pub(crate) fn is_batches_only(error: &ClientError) -> bool {
+    matches!(error, ClientError::InvalidConfig(why) if why == BATCHES_ONLY)
+}
+
 /// The user's processing step, called by a [`MessageStream`](super::MessageStream).
 ///
 /// `Ok(Some(message))` is an output: it is produced to the stream's `output_topic` (or, without
 /// one, to the topic the message names) before the input is committed. `Ok(None)` means no
-/// output. An error is handled by the stream's [`ErrorStrategy`](super::ErrorStrategy).
+/// output. An error is handled by the stream's [`ErrorStrategy`](super::ErrorStrategy), but
+/// for the default [`process`](MessageProcessor::process)'s refusal, which stops the stream.
 ///
 /// Implement it with `#[async_trait]` (re-exported as [`rustmq::async_trait`](crate::async_trait)):
 ///
@@ -38,11 +48,7 @@ pub trait MessageProcessor: Send + Sync + 'static {
     /// error strategy (skipping or dead-lettering every message would lose them all).
     async fn process(&self, message: &Message) -> Result<Option<Message>> {
         let _ = message;
-        Err(ClientError::InvalidConfig(
-            "this MessageProcessor implements only process_batch: run it in batch or windowed \
-             mode, or implement process"
-                .into(),
-        ))
+        Err(ClientError::InvalidConfig(BATCHES_ONLY.into()))
     }
 
     /// Processes a batch or a window; every `Some` in the result is an output (the result

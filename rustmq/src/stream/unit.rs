@@ -416,10 +416,8 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
                 max_attempts,
                 backoff_ms,
             } if attempts < *max_attempts
-                && !matches!(
-                    error,
-                    ClientError::Deserialization(_) | ClientError::InvalidConfig(_)
-                ) =>
+                && !matches!(error, ClientError::Deserialization(_))
+                && !super::processor::is_batches_only(&error) =>
             {
                 let delay = Duration::from_millis(
                     backoff_ms.saturating_mul(1u64 << (attempts - 1).min(20)),
@@ -433,10 +431,10 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, unit: Unit) {
     StreamMetrics::add(&ctx.metrics.messages_failed, n);
     let first = &unit.messages[0];
     tracing::warn!(unit = %unit.label(), topic = %first.topic, partition = first.partition, offset = first.offset, messages = n, attempts, error = %error, "processing failed");
-    // A processor refusing its configuration (one implementing only `process_batch`, run
-    // one message at a time) would fail every message alike: skipping or dead-lettering them
-    // all would lose the topic. The stream stops, as under `Stop`, whatever the strategy.
-    let strategy = if matches!(error, ClientError::InvalidConfig(_)) {
+    // A processor implementing only `process_batch`, run one message at a time, would fail
+    // every message alike: skipping or dead-lettering them all would lose the topic. The
+    // stream stops, as under `Stop`, whatever the strategy.
+    let strategy = if super::processor::is_batches_only(&error) {
         &ErrorStrategy::Stop
     } else {
         &ctx.config.error_strategy

@@ -245,6 +245,11 @@ impl Pool {
         let mut retries = 0;
         loop {
             let (conn, permit) = self.reserve(deadline, timeout).await?;
+            // Not sent past its deadline (a reserve may end as it comes, and the send's first
+            // poll writes the request before its timeout is looked at).
+            if Instant::now() >= deadline {
+                return Err(ClientError::timeout(timeout));
+            }
             let error =
                 match tokio::time::timeout_at(deadline.into(), conn.request(request, permit)).await
                 {
@@ -274,11 +279,6 @@ impl Pool {
             if !lost {
                 let pause = deadline_after(Instant::now(), self.backoff.delay(retries - 1));
                 self.sleep_until(deadline.min(pause)).await?;
-            }
-            // Not sent again past its deadline: a free slot is taken at once, and the send's
-            // first poll writes the request before its timeout is looked at.
-            if Instant::now() >= deadline {
-                return Err(ClientError::timeout(timeout));
             }
         }
     }
