@@ -333,6 +333,12 @@ impl BrokerHandle {
             .await
     }
 
+    /// Password checks started so far (for tests of what reaches them).
+    #[doc(hidden)]
+    pub fn password_checks_run(&self) -> u64 {
+        self.core.security.authenticator.password_checks_run()
+    }
+
     /// Bytes reserved now in the request budget, over all connections: frames being read or
     /// handled, fetch answers not yet let go of (`limits.max_request_memory_bytes` bounds it;
     /// see [`crate::memory`]).

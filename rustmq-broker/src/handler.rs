@@ -39,6 +39,36 @@ pub struct ConnState {
     /// The connection's share of the broker's request memory (`None`: unbounded, for a state
     /// made outside the server).
     pub(crate) memory: Option<crate::memory::ConnectionMemory>,
+    /// Set when the connection has ended: what its requests still wait for (a password
+    /// check's turn) is given up.
+    pub(crate) ended: Ending,
+}
+
+/// A connection's end, waited for by what it would otherwise leave queued.
+#[derive(Debug, Default)]
+pub(crate) struct Ending {
+    ended: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Ending {
+    /// The connection has ended: every [`wait`](Self::wait) returns.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once the connection has ended.
+    pub(crate) async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check: an end from now on wakes it.
+        notified.as_mut().enable();
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
 }
 
 /// Everything a request handler needs; shared by all connections.
@@ -211,7 +241,16 @@ impl Core {
             }
             conn.hellos_checking.fetch_add(1, Ordering::AcqRel);
             let _checking = Checking(&conn.hellos_checking);
-            self.dispatch(conn, req).await
+            // A check still queued when the connection ends (closed at the hello cutoff, say)
+            // is given up: nobody is left to answer, and the queue is every hello's.
+            tokio::select! {
+                biased;
+                answer = self.dispatch(conn, req) => answer,
+                () = conn.ended.wait() => Err(BrokerError::new(
+                    ErrorCode::AuthenticationFailed,
+                    "the connection ended before its hello was checked",
+                )),
+            }
         } else {
             let principal = conn.principal.get().map(String::as_str).unwrap_or_default();
             let acl = &self.security.acl;

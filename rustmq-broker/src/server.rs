@@ -353,10 +353,11 @@ async fn serve_connection(
         }
     }
     // Streams still waiting for room end now, rather than wait for room their own connection's
-    // buffers may hold for as long as they exist.
+    // buffers may hold for as long as they exist; so do hellos waiting for their check.
     if let Some(memory) = &state.memory {
         memory.close();
     }
+    state.ended.end();
 }
 
 /// How many times `limits.hello_timeout_ms` a connection may take, from its start, to be

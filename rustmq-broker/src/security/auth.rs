@@ -118,6 +118,8 @@ pub struct Authenticator {
     users: Arc<BTreeMap<String, String>>,
     /// Password checks running at once (see [`verify_password`](Self::verify_password)).
     password_checks: PasswordChecks,
+    /// Password checks run so far (argon2 computed), for tests.
+    checks_run: std::sync::atomic::AtomicU64,
     tokens: Vec<(String, [u8; 32])>,
     /// Whether a hello must authenticate.
     pub required: bool,
@@ -149,6 +151,7 @@ impl Authenticator {
         Ok(Self {
             users: Arc::new(users),
             password_checks: PasswordChecks::default(),
+            checks_run: Default::default(),
             tokens,
             required: settings.required,
             max_failures: settings.max_failures,
@@ -175,11 +178,19 @@ impl Authenticator {
             .acquire()
             .await
             .map_err(|_| AuthFailure::WrongPassword(username.to_owned()))?;
+        self.checks_run
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let users = Arc::clone(&self.users);
         let (user, pass) = (username.to_owned(), password.to_owned());
         tokio::task::spawn_blocking(move || check_password(&users, &user, &pass))
             .await
             .unwrap_or_else(|_| Err(AuthFailure::WrongPassword(username.to_owned())))
+    }
+
+    /// Password checks [`verify_password`](Self::verify_password) has started so far.
+    #[doc(hidden)]
+    pub fn password_checks_run(&self) -> u64 {
+        self.checks_run.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes every turn of [`verify_password`](Self::verify_password) until the guard is

@@ -323,7 +323,9 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                             // Under the state's lock, as a revoke forgets the gauges: set
                             // after it, the gauge of a partition given up would come back.
                             let position = state.partitions[&partition].tracker.position();
-                            inner.metrics.set_lag(partition, hw.saturating_sub(position));
+                            inner
+                                .metrics
+                                .set_lag(partition, hw.saturating_sub(position));
                             inner
                                 .instruments
                                 .set_lag(partition, hw.saturating_sub(position));
