@@ -332,11 +332,9 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                         }
                         applied
                     };
-                    if applied {
-                        if count > 0 {
-                            tracing::trace!(offset, count, hw, "fetched");
-                            inner.data.notify_waiters();
-                        }
+                    if applied && count > 0 {
+                        tracing::trace!(offset, count, hw, "fetched");
+                        inner.data.notify_waiters();
                     }
                 }
                 Err(e) => {
