@@ -312,36 +312,34 @@ async fn run_lane(
         let split = parts.len() == 1
             && parts[0].coverage.is_none()
             && (bytes > ctx.sink().max_bytes || count > MAX_RECORDS);
-        let stored = if split {
-            store_split(
-                &ctx,
-                &topic,
-                partition,
-                &parts[0].records,
-                &mut sequence,
-                false,
-            )
-            .await
+        let whole = if split {
+            None
         } else {
             let records = parts.iter().flat_map(|p| &p.records);
-            match store(&ctx, &topic, partition, records, sequence).await {
-                Ok(base) => {
-                    sequence = next_sequence(sequence, count);
-                    Ok(base)
-                }
-                Err(e) if parts.len() == 1 && parts[0].may_split && too_large(&e) => {
+            Some(store(&ctx, &topic, partition, records, sequence).await)
+        };
+        let stored = match whole {
+            Some(Ok(base)) => {
+                sequence = next_sequence(sequence, count);
+                Ok(base)
+            }
+            Some(Err(e)) if !(parts.len() == 1 && parts[0].may_split && too_large(&e)) => Err(e),
+            whole => {
+                // Split at once (at least once), or refused as one batch (exactly-once dead
+                // letters): then the claim rides on the last.
+                let claim_last = whole.is_some();
+                if let Some(Err(e)) = &whole {
                     tracing::warn!(%topic, partition, records = count, error = %e, "a unit's dead letters are too large for one batch: stored in several, exactly once only if none is lost to a crash before the last");
-                    store_split(
-                        &ctx,
-                        &topic,
-                        partition,
-                        &parts[0].records,
-                        &mut sequence,
-                        true,
-                    )
-                    .await
                 }
-                Err(e) => Err(e),
+                store_split(
+                    &ctx,
+                    &topic,
+                    partition,
+                    &parts[0].records,
+                    &mut sequence,
+                    claim_last,
+                )
+                .await
             }
         };
         match stored {
