@@ -254,11 +254,17 @@ impl Inner {
 struct WantsRoom<'a>(&'a Inner);
 
 impl<'a> WantsRoom<'a> {
-    fn new(inner: &'a Inner) -> Self {
+    /// `None` without a linger: a partition's open batch then goes as soon as it has nothing
+    /// on the way anyway, and the sends that wait (every one, while a fast producer keeps
+    /// its buffer full) are spared the count and the wake-ups.
+    fn new(inner: &'a Inner) -> Option<Self> {
+        if inner.config.batch_timeout.is_zero() {
+            return None;
+        }
         if inner.room_wanted.fetch_add(1, Ordering::AcqRel) == 0 {
             inner.wake_senders();
         }
-        WantsRoom(inner)
+        Some(WantsRoom(inner))
     }
 }
 
@@ -597,8 +603,10 @@ impl Producer {
             }
             Err(_) => {
                 // The room comes back as batches are answered: send the open ones of idle
-                // partitions now, for the caller's next try.
-                inner.release_open_batches();
+                // partitions now, for the caller's next try (without a linger they go anyway).
+                if !inner.config.batch_timeout.is_zero() {
+                    inner.release_open_batches();
+                }
                 return Either::Left(ready(Err(ClientError::BufferFull {
                     limit: inner.config.buffer_memory,
                 })));
