@@ -872,19 +872,25 @@ impl Core {
                 Ok(answer) => return Ok(answer),
                 Err(wanted) => wanted,
             };
-            // Room for the batch found: at most the whole budget (a batch stored before the
-            // budget was lowered still gets decoded, alone).
+            // Room for the batch found (none held meanwhile).
             drop(held.take());
-            let whole = decompressing_permits(self.config.limits.max_decompressing_bytes);
-            let permits = decompressing_permits(wanted as u64).min(whole);
             let permit = Arc::clone(&self.decompressing)
-                .acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
+                .acquire_many_owned(self.lookup_permits(wanted))
                 .await
                 .map_err(|_| {
                     BrokerError::new(ErrorCode::ShuttingDown, "broker is shutting down")
                 })?;
             held = Some((permit, wanted));
         }
+    }
+
+    /// The permits of [`Core::decompressing`] a timestamp lookup takes to decode a batch of
+    /// `bytes` uncompressed: at most the whole budget (a batch stored before the budget was
+    /// lowered still gets decoded, alone).
+    fn lookup_permits(&self, bytes: usize) -> u32 {
+        let whole = decompressing_permits(self.config.limits.max_decompressing_bytes);
+        let permits = decompressing_permits(bytes as u64).min(whole);
+        u32::try_from(permits).unwrap_or(u32::MAX)
     }
 
     /// The lookup of [`list_offsets_by_time`](Self::list_offsets_by_time), on a blocking
@@ -900,10 +906,8 @@ impl Core {
             if bytes <= INLINE_DECOMPRESSED || bytes <= room {
                 return Ok(None);
             }
-            let whole = decompressing_permits(self.config.limits.max_decompressing_bytes);
-            let permits = decompressing_permits(bytes as u64).min(whole);
             Arc::clone(&self.decompressing)
-                .try_acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
+                .try_acquire_many_owned(self.lookup_permits(bytes))
                 .map(Some)
                 .map_err(|_| bytes)
         };

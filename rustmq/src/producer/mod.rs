@@ -207,9 +207,10 @@ pub(crate) struct Inner {
     pub(crate) instruments: ProducerInstruments,
     closed: AtomicBool,
     pub(crate) closing: AtomicBool,
-    /// Sends waiting for buffer room now: while there are any, open batches go at once
-    /// instead of at the end of their linger (room comes back only as batches are answered,
-    /// so a batch lingering in a full buffer would keep them waiting for its whole linger).
+    /// Sends waiting for buffer room now (with a linger): while there are any, a partition's
+    /// open batch goes as soon as the partition has nothing on the way, not at the end of its
+    /// linger (room comes back only as batches are answered, so a batch lingering in a full
+    /// buffer would keep them waiting for its whole linger).
     room_wanted: AtomicUsize,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
