@@ -360,7 +360,7 @@ async fn serve_connection(
     state.ended.end();
 }
 
-/// How many times `limits.hello_timeout_ms` a connection may take, from its start, to be
+/// How many times `limits.hello_timeout_ms` a connection may take, from its handshake, to be
 /// answered a hello: one being checked holds the deadline off up to this.
 const MAX_HELLO_LIMITS: u32 = 3;
 
