@@ -243,13 +243,16 @@ impl Core {
             let _checking = Checking(&conn.hellos_checking);
             // A check still queued when the connection ends (closed at the hello cutoff, say)
             // is given up: nobody is left to answer, and the queue is every hello's.
+            // The end first: once the connection has ended, a turn handed to the queued check
+            // meanwhile (a semaphore gives permits to its waiters before they are polled)
+            // is given back unused.
             tokio::select! {
                 biased;
-                answer = self.dispatch(conn, req) => answer,
                 () = conn.ended.wait() => Err(BrokerError::new(
                     ErrorCode::AuthenticationFailed,
                     "the connection ended before its hello was checked",
                 )),
+                answer = self.dispatch(conn, req) => answer,
             }
         } else {
             let principal = conn.principal.get().map(String::as_str).unwrap_or_default();
