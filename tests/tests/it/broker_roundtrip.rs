@@ -466,6 +466,21 @@ async fn a_producer_name_that_writes_is_kept() {
     assert_eq!(forgotten.error_code(), Some(ErrorCode::UnknownProducer));
 }
 
+/// A fetch of partition 0 of `topic` at `offset` waiting up to 20 s for records, given time
+/// to reach the broker and wait there.
+async fn long_poll(
+    client: &rustmq::RustMqClient,
+    topic: &'static str,
+    offset: u64,
+) -> tokio::task::JoinHandle<rustmq::Result<FetchResponse>> {
+    let poll = tokio::spawn({
+        let client = client.clone();
+        async move { tests::fetch(&client, topic, 0, offset, 20_000).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    poll
+}
+
 /// A long poll whose topic is deleted while it waits is answered at once, as a fetch of any
 /// missing topic is (`UnknownTopic`), not at its deadline with the deleted log's positions
 /// (and its files held open until then); a topic made again under the name is unaffected.
@@ -483,11 +498,7 @@ async fn a_long_poll_on_a_deleted_topic_is_told_at_once() {
     )
     .await
     .unwrap();
-    let poll = tokio::spawn({
-        let client = client.clone();
-        async move { tests::fetch(&client, "ephemeral", 0, 3, 20_000).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let poll = long_poll(&client, "ephemeral", 3).await;
     client.delete_topic("ephemeral").await.unwrap();
     let answered = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
         .await
@@ -552,11 +563,7 @@ async fn a_long_poll_outlives_a_failed_deletion() {
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
     client.create_topic("sticky", 1).await.unwrap();
-    let poll = tokio::spawn({
-        let client = client.clone();
-        async move { tests::fetch(&client, "sticky", 0, 0, 20_000).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let poll = long_poll(&client, "sticky", 0).await;
     // The deletion's marker file cannot be written where a non-empty directory stands.
     let obstacle = broker.data_dir().join("topics/sticky/~deleted");
     std::fs::create_dir_all(obstacle.join("x")).unwrap();

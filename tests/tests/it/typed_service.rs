@@ -635,6 +635,16 @@ async fn a_service_that_fails_readiness_is_replaced_and_every_message_is_handled
     running.shutdown().await.unwrap();
 }
 
+/// Consumer settings that dead-letter a message to `topic` at its first failure (no
+/// redelivery).
+fn dead_letters_at_once(topic: &str) -> rustmq::ConsumerConfig {
+    rustmq::ConsumerConfig {
+        max_retry_attempts: 0,
+        dead_letter_queue: Some(topic.into()),
+        ..Default::default()
+    }
+}
+
 /// Records stored in `topic`, 0 if it does not exist.
 async fn records_in(client: &rustmq::RustMqClient, topic: &str) -> u64 {
     match client.describe_topic(topic).await {
@@ -681,11 +691,7 @@ async fn shutdown_ends_while_a_hung_workers_queue_is_full() {
     let state = Stuck::default();
     let running = Service::with_state(client.clone(), state.clone())
         .shutdown_timeout(Duration::from_millis(100))
-        .consumer_config(rustmq::ConsumerConfig {
-            max_retry_attempts: 0,
-            dead_letter_queue: Some("hung-jobs.failed".into()),
-            ..Default::default()
-        })
+        .consumer_config(dead_letters_at_once("hung-jobs.failed"))
         .handler(hangs)
         .start()
         .await
@@ -977,11 +983,7 @@ async fn a_service_wide_dead_letter_queue_takes_every_dead_letter() {
     let client = broker.client().await.unwrap();
     client.create_topic("all-failed", 1).await.unwrap();
     let running = Service::new(client.clone())
-        .consumer_config(rustmq::ConsumerConfig {
-            max_retry_attempts: 0,
-            dead_letter_queue: Some("all-failed".into()),
-            ..Default::default()
-        })
+        .consumer_config(dead_letters_at_once("all-failed"))
         .handler(refuse)
         .start()
         .await
