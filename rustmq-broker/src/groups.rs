@@ -424,6 +424,14 @@ impl GroupCoordinator {
                 "a member must subscribe to at least one topic",
             ));
         }
+        for topic in &r.topics {
+            crate::topics::validate_topic_name(topic)?;
+        }
+        // Each topic once, in order: the member keeps them for its session, and a join sent
+        // again with the same topics in another order is no change.
+        let mut subscribed = r.topics.clone();
+        subscribed.sort_unstable();
+        subscribed.dedup();
         let session_timeout =
             Duration::from_millis(u64::from(r.session_timeout_ms.clamp(100, 600_000)));
         let rebalance_timeout =
@@ -452,8 +460,8 @@ impl GroupCoordinator {
                     last_seen: Instant::now(),
                     assignment: Vec::new(),
                 });
-            let changed = member.topics != r.topics;
-            member.topics = r.topics.clone();
+            let changed = member.topics != subscribed;
+            member.topics = subscribed;
             member.session_timeout = session_timeout;
             member.rebalance_timeout = rebalance_timeout;
             member.last_seen = Instant::now();
@@ -719,7 +727,13 @@ impl GroupCoordinator {
     }
 
     /// Committed offsets of the requested partitions.
-    pub fn fetch_offsets(&self, r: FetchOffsetsRequest) -> FetchOffsetsResponse {
+    pub fn fetch_offsets(
+        &self,
+        r: FetchOffsetsRequest,
+    ) -> Result<FetchOffsetsResponse, BrokerError> {
+        for tp in &r.partitions {
+            validate_entry_name(&tp.topic)?;
+        }
         let groups = self.groups.lock();
         let group = groups.get(&r.group);
         let offsets = r
@@ -732,7 +746,7 @@ impl GroupCoordinator {
                 partition,
             })
             .collect();
-        FetchOffsetsResponse { offsets }
+        Ok(FetchOffsetsResponse { offsets })
     }
 
     /// Members, assignment and offsets of a group.
@@ -989,6 +1003,7 @@ mod tests {
                     partitions: vec![partition],
                 }],
             })
+            .unwrap()
             .offsets[0]
             .offset
     }

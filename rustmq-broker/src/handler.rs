@@ -198,6 +198,58 @@ pub(crate) fn fence_all(logs: &[Arc<PartitionLog>], named: &[(i64, i16)], retire
     }
 }
 
+/// Refuses a request whose lists or ids are longer than any client sends, before its
+/// principal's rights are checked name by name: what the broker builds from them (an answer
+/// entry per name, a member's subscription kept for its session) costs many times their bytes
+/// on the wire.
+fn check_bounds(req: &Request) -> Result<(), BrokerError> {
+    use rustmq_protocol::{
+        MAX_CLIENT_ID_LEN, MAX_METADATA_TOPICS, MAX_OFFSET_ENTRIES, MAX_SUBSCRIBED_TOPICS,
+    };
+    let over = |what: &str, count: usize, limit: usize| {
+        Err(BrokerError::new(
+            ErrorCode::InvalidRequest,
+            format!("{what}: {count}, over the limit of {limit}"),
+        ))
+    };
+    match req {
+        Request::Hello(r) if r.client_id.len() > MAX_CLIENT_ID_LEN => {
+            over("bytes of client id", r.client_id.len(), MAX_CLIENT_ID_LEN)
+        }
+        Request::JoinGroup(r) if r.client_id.len() > MAX_CLIENT_ID_LEN => {
+            over("bytes of client id", r.client_id.len(), MAX_CLIENT_ID_LEN)
+        }
+        Request::JoinGroup(r) if r.topics.len() > MAX_SUBSCRIBED_TOPICS => over(
+            "topics subscribed to",
+            r.topics.len(),
+            MAX_SUBSCRIBED_TOPICS,
+        ),
+        Request::Metadata(r) => match &r.topics {
+            Some(names) if names.len() > MAX_METADATA_TOPICS => {
+                over("topics named", names.len(), MAX_METADATA_TOPICS)
+            }
+            _ => Ok(()),
+        },
+        Request::CommitOffsets(r) if r.offsets.len() > MAX_OFFSET_ENTRIES => over(
+            "offsets committed at once",
+            r.offsets.len(),
+            MAX_OFFSET_ENTRIES,
+        ),
+        Request::FetchOffsets(r) => {
+            let entries = r
+                .partitions
+                .iter()
+                .fold(0usize, |n, t| n.saturating_add(t.partitions.len().max(1)));
+            if entries > MAX_OFFSET_ENTRIES {
+                over("offsets asked for at once", entries, MAX_OFFSET_ENTRIES)
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Core {
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, conn: &ConnState, req: Request) -> Response {
@@ -220,6 +272,7 @@ impl Core {
     }
 
     async fn authorize_and_dispatch(self: &Arc<Self>, conn: &ConnState, req: Request) -> Answer {
+        check_bounds(&req)?;
         let kind = req.kind();
         if conn.principal.get().is_none() && kind != ApiKind::Hello {
             Err(BrokerError::new(
@@ -408,7 +461,7 @@ impl Core {
                 self.groups.commit(r, &self.topics).await?;
                 Ok(Response::CommitOffsets(CommitOffsetsResponse {}))
             }
-            Request::FetchOffsets(r) => Ok(Response::FetchOffsets(self.groups.fetch_offsets(r))),
+            Request::FetchOffsets(r) => Ok(Response::FetchOffsets(self.groups.fetch_offsets(r)?)),
             Request::DescribeGroup(r) => {
                 Ok(Response::DescribeGroup(self.groups.describe(&r.group)?))
             }
@@ -532,7 +585,14 @@ impl Core {
             .unwrap_or_else(|| self.config.listen.ip().to_string());
         let topics = match r.topics {
             None => self.topics.list(),
-            Some(names) => names.iter().filter_map(|n| self.topics.get(n)).collect(),
+            // Each topic once, however often it is named.
+            Some(names) => names
+                .iter()
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|n| self.topics.get(n))
+                .collect(),
         };
         Ok(Response::Metadata(MetadataResponse {
             broker_id: self.config.broker_id,

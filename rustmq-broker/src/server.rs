@@ -160,6 +160,10 @@ impl Server {
             // unlimited: were it smaller than the waiting streams' windows together, their
             // unread bytes could take all of it, and a frame holding room could never finish.
             .stream_receive_window(crate::memory::STREAM_RECEIVE_WINDOW.into())
+            // RustMQ takes no datagrams: offered, a peer could fill quinn's buffer for them
+            // (1.25 MB a connection by default, each holding its whole packet) outside the
+            // request budget. Without the offer a datagram is a protocol violation.
+            .datagram_receive_buffer_size(None)
             .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
                 120_000,
             ))));
@@ -434,9 +438,11 @@ async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
-/// The largest frame body a connection may send before its hello is answered: frames of at
-/// most this take no room in the request budget ([`crate::memory::UNCOUNTED_BYTES`]).
-pub(crate) const MAX_FRAME_BYTES_BEFORE_HELLO: u32 = crate::memory::UNCOUNTED_BYTES;
+/// The largest frame body a connection may send before its hello is answered
+/// ([`rustmq_protocol::MAX_HELLO_BYTES`]): frames of at most this take no room in the request
+/// budget ([`crate::memory::UNCOUNTED_BYTES`]).
+pub(crate) const MAX_FRAME_BYTES_BEFORE_HELLO: u32 = rustmq_protocol::MAX_HELLO_BYTES;
+const _: () = assert!(MAX_FRAME_BYTES_BEFORE_HELLO <= crate::memory::UNCOUNTED_BYTES);
 
 /// Reads one frame: its header within `timeout` of waiting for it, then its body within
 /// `timeout` of first waiting for body bytes.

@@ -521,6 +521,24 @@ pub const MAX_GROUP_NAME_LEN: usize = 120;
 /// The longest member id a join may carry, in bytes.
 pub const MAX_MEMBER_ID_LEN: usize = 255;
 
+/// The longest client id a hello or a join may carry, in bytes.
+pub const MAX_CLIENT_ID_LEN: usize = 255;
+
+/// Most topics one member of a consumer group may subscribe to (a join's `topics`).
+pub const MAX_SUBSCRIBED_TOPICS: usize = 1_000;
+
+/// Most topics a [`MetadataRequest`] may name (`None` asks for them all).
+pub const MAX_METADATA_TOPICS: usize = 10_000;
+
+/// Most entries (partitions, counted over every topic) one [`CommitOffsetsRequest`] or
+/// [`FetchOffsetsRequest`] may carry: what one group's offsets can hold in a few megabytes.
+pub const MAX_OFFSET_ENTRIES: usize = 100_000;
+
+/// The largest hello a broker takes, in bytes of frame body: a hello is read before the
+/// connection has any room in the broker's request budget, so client id and credentials
+/// together must fit in it.
+pub const MAX_HELLO_BYTES: u32 = 4096;
+
 /// A member id made from a client id: the client id's first 200 bytes (cut at a character
 /// boundary), `-` and `random` in 16 hex digits, within [`MAX_MEMBER_ID_LEN`] whatever the
 /// client id's length.

@@ -318,8 +318,9 @@ impl RustMqClient {
         }
     }
 
-    /// Brokers and the partition layout of `topics` (`None` for every topic). Topics that do
-    /// not exist are left out of the answer.
+    /// Brokers and the partition layout of `topics` (`None` for every topic), each topic once
+    /// and sorted by name. Topics that do not exist are left out of the answer; naming more
+    /// than [`crate::protocol::MAX_METADATA_TOPICS`] fails with the broker's `InvalidRequest`.
     pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<ClusterMetadata> {
         let request = Request::Metadata(MetadataRequest {
             topics: topics.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),

@@ -203,7 +203,38 @@ impl ClientConfig {
         if let Some(auth) = &self.auth {
             auth.validate()?;
         }
+        self.check_hello()?;
         self.quic_config.validate()
+    }
+
+    /// Checks that the hello this configuration makes is one a broker takes: a client id of
+    /// at most [`rustmq_protocol::MAX_CLIENT_ID_LEN`] bytes, and with the credentials within
+    /// [`rustmq_protocol::MAX_HELLO_BYTES`] (a broker reads a hello before the connection may
+    /// send more).
+    fn check_hello(&self) -> Result<()> {
+        use rustmq_protocol::{HelloRequest, Request, MAX_CLIENT_ID_LEN, MAX_HELLO_BYTES};
+        let client_id = self.client_id.clone().unwrap_or_default();
+        if client_id.len() > MAX_CLIENT_ID_LEN {
+            return Err(invalid(&format!(
+                "client_id has {} bytes; a broker takes at most {MAX_CLIENT_ID_LEN}",
+                client_id.len()
+            )));
+        }
+        let hello = Request::Hello(HelloRequest {
+            min_version: 1,
+            max_version: rustmq_protocol::PROTOCOL_VERSION,
+            // Room for the id generated when none is set.
+            client_id: format!("{client_id:16}"),
+            credentials: self.auth.as_ref().map(AuthConfig::credentials),
+        });
+        let body = hello.to_frame(0).len() - rustmq_protocol::FRAME_HEADER_LEN;
+        if body > MAX_HELLO_BYTES as usize {
+            return Err(invalid(&format!(
+                "client_id and auth credentials make a hello of {body} bytes; a broker takes \
+                 at most {MAX_HELLO_BYTES}: shorten the token, username or password"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -739,6 +770,33 @@ mod tests {
             },
             "port",
         );
+    }
+
+    /// A hello a broker would refuse (a long client id, or credentials past its hello limit,
+    /// answered with `FrameTooLarge`) is refused here, naming what to shorten.
+    #[test]
+    fn a_hello_the_broker_would_refuse_is_refused() {
+        use rustmq_protocol::{MAX_CLIENT_ID_LEN, MAX_HELLO_BYTES};
+        let with_id = |id: String| ClientConfig {
+            client_id: Some(id),
+            ..Default::default()
+        };
+        rejects(with_id("c".repeat(MAX_CLIENT_ID_LEN + 1)), "client_id");
+        with_id("c".repeat(MAX_CLIENT_ID_LEN)).validate().unwrap();
+        let with_token = |len: usize| ClientConfig {
+            client_id: Some("c".repeat(MAX_CLIENT_ID_LEN)),
+            auth: Some(AuthConfig {
+                method: AuthMethod::Token,
+                username: None,
+                password: None,
+                token: Some("t".repeat(len)),
+            }),
+            ..Default::default()
+        };
+        rejects(with_token(MAX_HELLO_BYTES as usize), "token");
+        with_token(MAX_HELLO_BYTES as usize - 400)
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -542,6 +542,18 @@ async fn close_releases_the_udp_socket() {
     ));
 }
 
+/// The client takes no QUIC datagrams (RustMQ sends none): a broker offered them could fill
+/// quinn's datagram buffer, outside every bound the client sets.
+#[tokio::test]
+async fn the_client_takes_no_datagrams() {
+    let broker = TestBroker::start(Script::default()).await;
+    let client = RustMqClient::new(config_for(&broker)).await.unwrap();
+    client.list_topics().await.unwrap();
+    let count = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(count(&broker.state.hellos), 1);
+    assert_eq!(count(&broker.state.datagrams_offered), 0);
+}
+
 #[tokio::test]
 async fn invalid_config_is_rejected_before_connecting() {
     let err = RustMqClient::new(ClientConfig {

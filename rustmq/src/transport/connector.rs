@@ -324,6 +324,10 @@ fn transport_config(quic: &QuicConfig) -> Result<quinn::TransportConfig> {
             quic.initial_max_stream_data_bidi_local,
         )?)
         .send_window(quic.initial_max_data)
+        // RustMQ sends no datagrams: offered, a peer could fill quinn's buffer for them
+        // (1.25 MB by default, each holding its whole packet) outside every bound the client
+        // sets. Without the offer a datagram is a protocol violation.
+        .datagram_receive_buffer_size(None)
         .mtu_discovery_config(Some(mtu_discovery(quic.max_udp_payload_size)));
     let mut acks = quinn::AckFrequencyConfig::default();
     acks.ack_eliciting_threshold(quic.ack_eliciting_threshold.into());
@@ -334,7 +338,8 @@ fn transport_config(quic: &QuicConfig) -> Result<quinn::TransportConfig> {
 /// The first of `attempts` (run at once) to connect; a refusal retrying cannot mend
 /// (credentials, a certificate) is the answer as soon as it comes, rather than waiting for an
 /// address that nobody listens on (`localhost` may resolve to `::1` too) to time out; else the
-/// last failure. `None` for no attempt.
+/// last failure. A local failure (`Io`: no socket of that address's family on a host without
+/// IPv6, say) is that address's alone: another may still connect. `None` for no attempt.
 async fn first_connected<T>(
     attempts: impl IntoIterator<Item = impl std::future::Future<Output = Result<T>>>,
 ) -> Option<Result<T>> {
@@ -344,7 +349,7 @@ async fn first_connected<T>(
     while let Some(result) = attempts.next().await {
         match result {
             Ok(conn) => return Some(Ok(conn)),
-            Err(e) if !e.is_retryable() => return Some(Err(e)),
+            Err(e) if !e.is_retryable() && !matches!(e, ClientError::Io(_)) => return Some(Err(e)),
             Err(e) => last = Some(Err(e)),
         }
     }
@@ -408,6 +413,22 @@ mod tests {
         ])
         .await;
         assert!(matches!(got, Some(Ok(7))), "{got:?}");
+        // A socket this host cannot make for one address (no IPv6) leaves the other.
+        let unsupported = || ClientError::Io(std::io::ErrorKind::Unsupported.into());
+        let got = first_connected([
+            Box::pin(ready(Err(unsupported()))) as futures::future::BoxFuture<'static, Result<u8>>,
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(7)
+            }),
+        ])
+        .await;
+        assert!(matches!(got, Some(Ok(7))), "{got:?}");
+        let got =
+            first_connected([Box::pin(ready(Err(unsupported())))
+                as futures::future::BoxFuture<'static, Result<u8>>])
+            .await;
+        assert!(matches!(got, Some(Err(ClientError::Io(_)))), "{got:?}");
         let none: Vec<futures::future::BoxFuture<'static, Result<u8>>> = Vec::new();
         assert!(first_connected(none).await.is_none());
     }

@@ -51,6 +51,8 @@ pub(crate) struct State {
     pub(crate) shut_down_next: parking_lot::Mutex<Option<ApiKind>>,
     /// The topic and acks of every produce request received.
     pub(crate) produced: parking_lot::Mutex<Vec<(String, Acks)>>,
+    /// Connections whose client offered to take QUIC datagrams.
+    pub(crate) datagrams_offered: AtomicUsize,
     topics: parking_lot::Mutex<BTreeMap<String, u32>>,
 }
 
@@ -171,6 +173,9 @@ impl TestBroker {
 }
 
 async fn serve(conn: quinn::Connection, script: Script, state: Arc<State>) {
+    if conn.max_datagram_size().is_some() {
+        state.datagrams_offered.fetch_add(1, Ordering::Relaxed);
+    }
     let said_hello = Arc::new(std::sync::atomic::AtomicBool::new(false));
     while let Ok((send, recv)) = conn.accept_bi().await {
         let (conn, script, state, said_hello) = (

@@ -763,3 +763,123 @@ async fn a_lookup_by_time_decompresses_within_the_budget() {
         .unwrap();
     assert_eq!(answered, 1);
 }
+
+/// Lists longer than any client sends are refused before anything is built from them: each
+/// name a `FetchOffsets` or `Metadata` request repeats was an entry of its answer (a few bytes
+/// on the wire, tens in memory, so a 16 MiB request could ask for gigabytes), and a join's
+/// topics were kept for the member's whole session. Names that cannot be topics are refused
+/// too, and a topic named many times is answered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_past_what_any_client_sends_are_refused() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("t", 2).await.unwrap();
+    let cert = broker.handle().unwrap().cert_pem().to_owned();
+    let peer = raw_connection(broker.addr(), &cert).await;
+    raw_hello(&peer).await;
+    let ask = |req: Request| {
+        let peer = peer.clone();
+        async move {
+            Response::from_frame(&decode_one(&raw_exchange(&peer, &req.to_frame(3)).await).unwrap())
+        }
+    };
+    let code = |answer: &Result<Response>| match answer {
+        Ok(Response::Error(e)) => Some(e.code),
+        _ => None,
+    };
+    let fetch_offsets = |topic: &str, partitions: u32| {
+        Request::FetchOffsets(FetchOffsetsRequest {
+            group: "g".into(),
+            partitions: vec![TopicPartitions {
+                topic: topic.into(),
+                partitions: (0..partitions).collect(),
+            }],
+        })
+    };
+    let join = |client_id: String, topics: Vec<String>| {
+        Request::JoinGroup(JoinGroupRequest {
+            group: "g".into(),
+            member_id: String::new(),
+            client_id,
+            topics,
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+        })
+    };
+    let metadata = |times: usize| {
+        Request::Metadata(MetadataRequest {
+            topics: Some(vec!["t".to_owned(); times]),
+        })
+    };
+
+    let over = MAX_OFFSET_ENTRIES as u32 + 1;
+    let refused = [
+        (fetch_offsets("t", over), ErrorCode::InvalidRequest),
+        (fetch_offsets(&"t".repeat(300), 1), ErrorCode::InvalidTopic),
+        (metadata(MAX_METADATA_TOPICS + 1), ErrorCode::InvalidRequest),
+        (
+            join("c".into(), vec!["t".into(); MAX_SUBSCRIBED_TOPICS + 1]),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            join("c".into(), vec!["not a topic".into()]),
+            ErrorCode::InvalidTopic,
+        ),
+        (
+            join("c".repeat(MAX_CLIENT_ID_LEN + 1), vec!["t".into()]),
+            ErrorCode::InvalidRequest,
+        ),
+    ];
+    for (req, want) in refused {
+        let kind = req.kind();
+        let answer = ask(req).await;
+        assert_eq!(code(&answer), Some(want), "{kind:?}: {answer:?}");
+    }
+    // A hello with a client id past the limit (it fits in a hello's frame) is refused too.
+    let long_id = raw_connection(broker.addr(), &cert).await;
+    let hello = Request::Hello(HelloRequest {
+        min_version: 1,
+        max_version: 1,
+        client_id: "c".repeat(MAX_CLIENT_ID_LEN + 1),
+        credentials: None,
+    });
+    assert_eq!(
+        error_code(&raw_exchange(&long_id, &hello.to_frame(1)).await),
+        Some(ErrorCode::InvalidRequest)
+    );
+
+    // Within the limits: answered, a topic named again answered once.
+    match ask(fetch_offsets("t", 2)).await {
+        Ok(Response::FetchOffsets(r)) => assert_eq!(r.offsets.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    match ask(metadata(MAX_METADATA_TOPICS)).await {
+        Ok(Response::Metadata(r)) => {
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(r.topics[0].partitions.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    match ask(join(
+        "c".repeat(MAX_CLIENT_ID_LEN),
+        vec!["t".into(), "t".into()],
+    ))
+    .await
+    {
+        Ok(Response::JoinGroup(r)) => {
+            let assigned: usize = r.assignment.iter().map(|t| t.partitions.len()).sum();
+            assert_eq!(assigned, 2, "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The broker takes no QUIC datagrams (RustMQ sends none): offered, a peer could fill quinn's
+/// buffer for them on every connection, outside the request budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_takes_no_datagrams() {
+    let broker = TestBroker::start().await.unwrap();
+    let peer = raw_connection(broker.addr(), broker.handle().unwrap().cert_pem()).await;
+    assert_eq!(peer.max_datagram_size(), None);
+}
