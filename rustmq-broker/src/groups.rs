@@ -918,6 +918,28 @@ impl GroupCoordinator {
         }
     }
 
+    /// A topic is being deleted: every group with a member subscribed to it moves to a new
+    /// generation and rebalances. Its members' commits of the old generation are refused from
+    /// now on (they would give a topic made again under the name the deleted one's
+    /// positions), and their rejoin is answered a generation later than the one after theirs,
+    /// which makes them start their partitions over from the committed offsets: for a topic
+    /// made again, none, so its start position. Before, a live member kept reading a topic
+    /// made again from the deleted one's positions, skipping its first records.
+    pub fn topic_deleted(&self, topic: &str) {
+        let mut groups = self.groups.lock();
+        for (name, group) in groups.iter_mut() {
+            let subscribed = group
+                .members
+                .values()
+                .any(|m| m.topics.iter().any(|t| t == topic));
+            if subscribed {
+                tracing::info!(group = %name, topic, "topic deleted: its subscribers start over");
+                group.generation += 1;
+                group.start_rebalance();
+            }
+        }
+    }
+
     /// Drops a deleted topic's committed offsets from every group, and the client libraries'
     /// entries about it (`__out.<topic>`, `__seen.<topic>`), in each group's turn to write.
     /// Whether every file that may name the topic was rewritten: if not, the deletion must

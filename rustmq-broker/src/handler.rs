@@ -379,6 +379,7 @@ impl Core {
                             move |core| core.topics.begin_delete(&name)
                         })
                         .await?;
+                    core.groups.topic_deleted(&name);
                     if !core.groups.forget_topic(&name, &core.topics).await {
                         // The data and the name stay until a start forgets the topic.
                         return Err(BrokerError::new(

@@ -356,17 +356,31 @@ impl State {
         true
     }
 
-    /// Moves the fetch position of a partition whose offset fell outside the log.
+    /// Moves the fetch position of a partition whose offset fell outside the log to `offset`,
+    /// the nearest stored one.
+    ///
+    /// Below the position fetched, the log ends short of what this consumer fetched: its tail
+    /// was lost (a broker that did not sync it crashed) or the topic made again. The records
+    /// fetched from `offset` on are not the log's any more, so the partition starts over as
+    /// after a seek (acknowledgements of earlier deliveries no longer count) from `offset`, or
+    /// from the first message not yet resolved if that is earlier (it is delivered again): a
+    /// commit then never passes a record that was not delivered.
     pub(crate) fn clamp(&mut self, partition: u32, epoch: u64, offset: u64) {
-        if let Some(p) = self
+        let Some(p) = self
             .partitions
             .get_mut(&partition)
             .filter(|p| p.epoch == epoch)
-        {
-            p.fetch_offset = offset;
-            if p.buffer.is_empty() && p.tracker.unresolved() == 0 && p.retries.is_empty() {
-                p.tracker.reset(offset);
-            }
+        else {
+            return;
+        };
+        if offset < p.fetch_offset {
+            let from = offset.min(p.tracker.commit_position());
+            self.seek(partition, from);
+            return;
+        }
+        p.fetch_offset = offset;
+        if p.buffer.is_empty() && p.tracker.unresolved() == 0 && p.retries.is_empty() {
+            p.tracker.reset(offset);
         }
     }
 

@@ -220,6 +220,60 @@ fn seek_discards_buffer_retries_and_stale_fetches() {
     assert!(!s.seek(3, 0));
 }
 
+/// A log cut below what was delivered (an unsynced tail lost, a topic made again): the
+/// partition starts over from the cut, or from the first unresolved message before it, and
+/// a commit never passes records that were not delivered. Before, the tracker kept the old
+/// position while a message was unresolved, and committed it once that was acknowledged.
+#[test]
+fn a_log_cut_below_the_deliveries_starts_the_partition_over() {
+    let mut s = State::new("t", 20, usize::MAX);
+    s.assign(0, 0, Some(0));
+    fill(&mut s, 0, 0..10);
+    let delivered: Vec<Delivery> = (0..10).map(|_| deliver(&mut s)).collect();
+    let old_epoch = delivered[0].epoch;
+    for d in &delivered[..9] {
+        assert!(s.resolve(0, old_epoch, d.message.offset));
+    }
+    // Offset 9 still unresolved; the log now ends at 5.
+    s.clamp(0, old_epoch, 5);
+    assert_eq!(s.buffered(), 0);
+    assert!(matches!(s.fetch_gate(0), FetchGate::Go { offset: 5, .. }));
+    fill(&mut s, 0, 5..8);
+    for _ in 5..8 {
+        let d = deliver(&mut s);
+        assert!(s.resolve(0, d.epoch, d.message.offset));
+    }
+    assert!(
+        !s.resolve(0, old_epoch, 9),
+        "the old delivery no longer counts"
+    );
+    assert_eq!(s.pending_commits().last().map(|c| c.2), Some(8));
+
+    // An unresolved message before the cut is delivered again rather than skipped.
+    let mut s = State::new("t", 20, usize::MAX);
+    s.assign(0, 0, Some(0));
+    fill(&mut s, 0, 0..10);
+    let first = deliver(&mut s);
+    for _ in 1..10 {
+        let d = deliver(&mut s);
+        assert!(s.resolve(0, d.epoch, d.message.offset));
+    }
+    s.clamp(0, first.epoch, 5);
+    assert!(matches!(s.fetch_gate(0), FetchGate::Go { offset: 0, .. }));
+    assert!(s.pending_commits().is_empty(), "nothing past 0 to commit");
+
+    // Forward (retention passed the position): delivered state is kept.
+    let mut s = State::new("t", 20, usize::MAX);
+    s.assign(0, 0, Some(0));
+    fill(&mut s, 0, 0..2);
+    let d = deliver(&mut s);
+    s.clamp(0, d.epoch, 50);
+    assert!(
+        s.resolve(0, d.epoch, 0),
+        "a forward move keeps the deliveries"
+    );
+}
+
 #[test]
 fn due_retries_come_first_and_the_earliest_sets_the_wait() {
     let mut s = State::new("t", 10, usize::MAX);

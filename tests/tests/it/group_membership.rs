@@ -508,6 +508,52 @@ async fn a_topic_made_again_is_assigned_to_its_group() {
     a.close().await.unwrap();
 }
 
+/// A live member whose topic is deleted and made again reads the new topic from its start
+/// position (earliest), not from where it was in the deleted one: the deletion moves its
+/// group to a new generation, so the member starts its partitions over and its commits of
+/// the old positions are refused. Before, it fetched the new topic at its old position and
+/// skipped (or committed over) the records below it. (A fetch at the old position may still
+/// reach the new topic before the member hears of the rebalance: those records come again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_made_again_is_read_from_its_start_by_a_live_member() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let admin = broker.client().await.unwrap();
+    admin.create_topic("redone", 1).await.unwrap();
+    let client = broker.client().await.unwrap();
+    let a = client
+        .create_consumer_with_config("redone", "redoers", config("redoers"))
+        .await
+        .unwrap();
+    produce_n(&admin, "redone", 0, 0, 10).await;
+    assert_eq!(recv_ack(&a, 10).await.last(), Some(&(0, 9)));
+    a.commit().await.unwrap();
+    admin.delete_topic("redone").await.unwrap();
+    admin.create_topic("redone", 1).await.unwrap();
+    produce_n(&admin, "redone", 0, 0, 12).await;
+    let m = within("the new topic's first message", async {
+        loop {
+            match a.receive().await {
+                Err(ClientError::TopicNotFound(topic)) => assert_eq!(topic, "redone"),
+                other => {
+                    let m = other.expect("receive").expect("consumer open");
+                    if m.message.offset == 0 {
+                        break m;
+                    }
+                    assert!(m.message.offset >= 10, "{}", m.message.offset);
+                    m.ack().await.unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    m.ack().await.unwrap();
+    // What it commits now is the new topic's position, not the deleted one's.
+    a.commit().await.unwrap();
+    assert_eq!(a.committed_offset(0).await.unwrap(), 1);
+    a.close().await.unwrap();
+}
+
 /// An auto-commit that waits longer than the session timeout (the broker's disk slow) does
 /// not silence the member's heartbeats: it stays in the group, keeps its partitions, and the
 /// commit lands once the broker gets to it. Heartbeats used to wait for the commit, and the
