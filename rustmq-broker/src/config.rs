@@ -275,8 +275,9 @@ pub struct LogSettings {
     /// Forget a consumer group, and its committed offsets with it, once it has had no member
     /// and no commit for this many milliseconds (Kafka's `offsets.retention.minutes`; default
     /// 7 days; at least ten minutes, [`MIN_GROUP_EXPIRATION_MS`]), counted from the last
-    /// join, heartbeat, leave or commit (after a restart, from the offsets file's last write),
-    /// checked at each retention interval: a group name used once (a command-line consumer's, a test's) does
+    /// join, heartbeat, leave or commit (after a restart, from the offsets file's last write,
+    /// which the check touches while the group has members, and not within ten minutes of the
+    /// start), checked at each retention interval: a group name used once (a command-line consumer's, a test's) does
     /// not stay in memory, on disk and in `ListGroups` for good. A consumer of a group that
     /// expired starts again from its `start_position`.
     pub group_expiration_ms: u64,

@@ -60,6 +60,11 @@ struct Group {
     /// When a member last joined, sent a heartbeat or left, or an offset was committed: a
     /// group without members idle for `log.group_expiration_ms` is forgotten.
     last_active: Instant,
+    /// Not forgotten before this: a group read at the broker's start is kept for
+    /// [`MIN_GROUP_EXPIRATION_MS`](crate::config::MIN_GROUP_EXPIRATION_MS) whatever its file's
+    /// age, so that its members have the time of a restart to come back (the clock may also
+    /// have jumped while the broker was down).
+    kept_until: Instant,
 }
 
 impl Group {
@@ -81,6 +86,7 @@ impl Group {
             unsure: false,
             writes: Arc::default(),
             last_active: Instant::now(),
+            kept_until: Instant::now(),
         }
     }
 
@@ -101,6 +107,7 @@ impl Group {
     fn is_expired(&self, now: Instant, expiration: Duration) -> bool {
         self.members.is_empty()
             && !self.rebalancing
+            && now >= self.kept_until
             && now.saturating_duration_since(self.last_active) >= expiration
     }
 
@@ -382,9 +389,12 @@ impl GroupCoordinator {
                     }
                 }
             }
-            // Idle since the file was last written (each commit replaces it): a broker
-            // restarted more often than the expiration still forgets idle groups.
+            // Idle since the file was last written (each commit replaces it, and the expiry
+            // pass touches the files of groups with members): a broker restarted more often
+            // than the expiration still forgets idle groups, after the start's grace.
             let mut group = Group::new(offsets);
+            group.kept_until =
+                Instant::now() + Duration::from_millis(crate::config::MIN_GROUP_EXPIRATION_MS);
             if let Some(idle) = std::fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
@@ -786,6 +796,33 @@ impl GroupCoordinator {
     /// does not stay in memory, on disk and in `ListGroups` for good. Returns the names
     /// forgotten. A commit that was waiting for the turn makes the group again, in that turn.
     pub async fn expire_idle(&self, now: Instant, expiration: Duration) -> Vec<String> {
+        // The files of groups with members are touched: their age is what a restart reads as
+        // the time the group has been idle (only commits write them, and a group may go on
+        // for days without one).
+        let active: Vec<PathBuf> = self
+            .groups
+            .lock()
+            .iter()
+            .filter(|(_, g)| !g.members.is_empty())
+            .map(|(name, _)| group_file(&self.dir, name))
+            .collect();
+        if !active.is_empty() {
+            let touched = tokio::task::spawn_blocking(move || {
+                for path in active {
+                    let touched = std::fs::File::options()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                    match touched {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            tracing::debug!(path = %path.display(), error = %e, "cannot touch an active group's offsets file");
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            let _ = touched.await;
+        }
         let idle: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = self
             .groups
             .lock()
@@ -1087,10 +1124,49 @@ mod tests {
             .set_modified(std::time::SystemTime::now() - Duration::from_secs(10))
             .unwrap();
         let groups = GroupCoordinator::open(dir.path()).unwrap();
-        let expired = groups
-            .expire_idle(Instant::now(), Duration::from_secs(5))
-            .await;
+        // Kept for the start's grace whatever its age (its members may be restarting too),
+        // and forgotten after it.
+        let grace = Duration::from_millis(crate::config::MIN_GROUP_EXPIRATION_MS);
+        let five = Duration::from_secs(5);
+        assert!(groups.expire_idle(Instant::now(), five).await.is_empty());
+        let expired = groups.expire_idle(Instant::now() + grace, five).await;
         assert_eq!(expired, ["fresh"]);
+    }
+
+    /// A group whose members go on without committing (nothing new on a quiet topic) has its
+    /// file touched by the expiry pass, so that a restart does not read it as idle since its
+    /// last commit and forget it once the start's grace is over. Before, a broker restarted
+    /// while such a group's consumers were away deleted its offsets within 30 s.
+    #[tokio::test]
+    async fn a_group_with_members_is_not_read_as_idle_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = topics_with(dir.path(), &[("t", 1)]);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        groups
+            .commit(commit("g", "t", 0, 1), &topics)
+            .await
+            .unwrap();
+        groups.join(join_as(""), &topics).await.unwrap();
+        let path = group_file(&groups.dir, "g");
+        let week = Duration::from_secs(7 * 24 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - week - week)
+            .unwrap();
+        assert!(groups.expire_idle(Instant::now(), week).await.is_empty());
+        drop(groups);
+        let groups = GroupCoordinator::open(dir.path()).unwrap();
+        let grace = Duration::from_millis(crate::config::MIN_GROUP_EXPIRATION_MS);
+        assert!(
+            groups
+                .expire_idle(Instant::now() + grace, week)
+                .await
+                .is_empty(),
+            "the group's members were there at the last pass"
+        );
+        assert_eq!(groups.list(), ["g"]);
     }
 
     /// A deleted topic's removal that waited for the turn of a group that expired and was made
