@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!  roll (append lock): encode snapshot, create + dir sync new segment, queue (old, snapshot)
-//!  seal (blocking pool, or a thread), one at a time, in roll order:
+//!  seal (one task of the blocking pool, or a thread, per log at a time), in roll order:
 //!      fdatasync old ──► .index/.timeindex ──► NNN.snapshot ──► prune, dir sync ──► sealed
 //! ```
 //!
@@ -47,11 +47,23 @@ struct Seal {
     truncated: bool,
 }
 
+/// Rolled segments waiting, and whether a task to seal them is started.
+#[derive(Default)]
+struct Queue {
+    seals: VecDeque<Seal>,
+    /// A task that runs the queue is started and has not yet found it empty: rolls while it
+    /// runs add to its work instead of starting a task each, which would each hold a thread
+    /// of the blocking pool waiting for `runner`. (Tiny segments rolled faster than they are
+    /// sealed filled the pool that way, and an `acks=all` fdatasync then found no thread
+    /// while a seal waited for it.)
+    scheduled: bool,
+}
+
 /// The seal queue of one partition log.
 pub(crate) struct Sealer {
     dir: PathBuf,
     commit: Arc<GroupCommit>,
-    queue: Mutex<VecDeque<Seal>>,
+    queue: Mutex<Queue>,
     /// Held while seals run, so that they run one at a time and in roll order.
     runner: Mutex<()>,
     /// Tests hold seals back to stand for a crash before they ran (nothing runs them while
@@ -65,14 +77,15 @@ impl Sealer {
         Self {
             dir,
             commit,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             runner: Mutex::new(()),
             #[cfg(test)]
             paused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Queues `segment`, rolled at `end`, and starts a task that seals it.
+    /// Queues `segment`, rolled at `end`, and starts a task that seals it unless one is
+    /// started already (it takes this seal too).
     pub(crate) fn submit(
         self: &Arc<Self>,
         segment: Arc<Segment>,
@@ -80,34 +93,64 @@ impl Sealer {
         snapshot: Vec<u8>,
         truncated: bool,
     ) {
-        self.queue.lock().push_back(Seal {
-            segment,
-            end,
-            snapshot,
-            truncated,
-        });
-        #[cfg(test)]
-        if self.paused.load(std::sync::atomic::Ordering::Acquire) {
-            return;
+        {
+            let mut queue = self.queue.lock();
+            queue.seals.push_back(Seal {
+                segment,
+                end,
+                snapshot,
+                truncated,
+            });
+            #[cfg(test)]
+            if self.paused.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            if std::mem::replace(&mut queue.scheduled, true) {
+                return;
+            }
         }
         let sealer = Arc::clone(self);
         // On the runtime's blocking pool when there is one (its threads are bounded and
         // reused; a seal it drops unrun at shutdown is run by the log's close or drop), else
         // on a thread of its own.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(move || sealer.drain());
+            runtime.spawn_blocking(move || sealer.run_scheduled());
             return;
         }
         let spawned = std::thread::Builder::new()
             .name("rustmq-seal".into())
-            .spawn(move || sealer.drain());
+            .spawn(move || sealer.run_scheduled());
         if let Err(err) = spawned {
             warn!(dir = %self.dir.display(), %err, "could not start a seal thread; sealing inline");
-            self.drain();
+            self.run_scheduled();
         }
     }
 
-    /// Runs every queued seal, or waits for the thread running them; returns once the queue
+    /// The started task: runs the queue until it finds it empty, and says so then (under the
+    /// queue's lock, so that a seal queued meanwhile starts a task of its own).
+    fn run_scheduled(&self) {
+        let _runner = self.runner.lock();
+        loop {
+            let seal = {
+                let mut queue = self.queue.lock();
+                #[cfg(test)]
+                if self.paused.load(std::sync::atomic::Ordering::Acquire) {
+                    queue.scheduled = false;
+                    return;
+                }
+                match queue.seals.pop_front() {
+                    Some(seal) => seal,
+                    None => {
+                        queue.scheduled = false;
+                        return;
+                    }
+                }
+            };
+            self.seal(seal);
+        }
+    }
+
+    /// Runs every queued seal, or waits for the task running them; returns once the queue
     /// is empty.
     pub(crate) fn drain(&self) {
         let _runner = self.runner.lock();
@@ -116,7 +159,7 @@ impl Sealer {
             return;
         }
         loop {
-            let Some(seal) = self.queue.lock().pop_front() else {
+            let Some(seal) = self.queue.lock().seals.pop_front() else {
                 return;
             };
             self.seal(seal);
@@ -126,7 +169,7 @@ impl Sealer {
     /// Forgets the queued seals unrun: what a crash does to them (tests).
     #[cfg(test)]
     pub(crate) fn abandon(&self) {
-        self.queue.lock().clear();
+        self.queue.lock().seals.clear();
     }
 
     fn seal(&self, seal: Seal) {
@@ -183,7 +226,7 @@ impl Sealer {
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
-            .field("queued", &self.queue.lock().len())
+            .field("queued", &self.queue.lock().seals.len())
             .finish_non_exhaustive()
     }
 }
@@ -192,6 +235,7 @@ impl std::fmt::Debug for Sealer {
 mod tests {
     use std::path::Path;
     use std::sync::atomic::Ordering;
+    use std::sync::Arc;
 
     use super::super::recovery::{opened, Opened};
     use super::super::test_util::{idem, read_all, small_config};
@@ -210,6 +254,42 @@ mod tests {
             seq += 1;
         }
         seq
+    }
+
+    /// Rolls while a seal runs add to the running task's queue instead of each starting a
+    /// task of the blocking pool that waits for it: tiny segments rolled faster than they are
+    /// sealed used to fill the pool that way (and an `acks=all` fdatasync then found no
+    /// thread while the running seal waited for it).
+    #[test]
+    fn rolls_while_a_seal_runs_take_no_thread_each() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        runtime.block_on(async {
+            let log = Arc::new(PartitionLog::open(dir.path(), small_config(600)).unwrap());
+            let running = log.sealer.runner.lock();
+            append_until(&log, 9, 0);
+            let free = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio::task::spawn_blocking(|| ()),
+            )
+            .await;
+            assert!(
+                free.is_ok(),
+                "the blocking pool is full of waiting seal tasks"
+            );
+            drop(running);
+            let sealed = Arc::clone(&log);
+            tokio::task::spawn_blocking(move || sealed.wait_for_seals())
+                .await
+                .unwrap();
+            assert!(log.sealer.queue.lock().seals.is_empty());
+            assert!(!log.sealer.queue.lock().scheduled);
+        });
     }
 
     /// A roll that cut what a failed append left past the segment's end has the seal sync the
