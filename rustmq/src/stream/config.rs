@@ -196,7 +196,11 @@ pub struct StreamConfig {
     /// group's committed offsets say where processing resumes.
     pub consumer_group: String,
     /// Processor calls running at once (at least 1). In [`StreamMode::Individual`] each input
-    /// partition is served by one of them, so that a partition's order is kept.
+    /// partition is served by one of them, so that a partition's order is kept. The messages
+    /// in flight (`max_in_flight`) are shared by all partitions, and a worker's queue holds
+    /// 64 units: a partition whose messages are slow (each running into
+    /// `processing_timeout` and retried, say) can fill its worker's queue and then hold up
+    /// the others until it drains.
     pub parallelism: usize,
     /// Longest one processor call may take; a slower call fails with
     /// [`ClientError::Timeout`] and is handled by the `error_strategy`.

@@ -149,14 +149,16 @@ impl MessageStream {
         self
     }
 
-    /// The group session timeout (default 10 s): how long the group waits for a silent
-    /// instance before moving its partitions.
+    /// The group session timeout (default 10 s; between 100 ms and 10 min, else `start`
+    /// fails with `InvalidConfig`): how long the group waits for a silent instance before
+    /// moving its partitions.
     pub fn with_session_timeout(self, timeout: Duration) -> Self {
         self.inner.tuning.lock().session_timeout = timeout;
         self
     }
 
-    /// How often finished work is committed (default 500 ms); `stop` and rebalances commit too.
+    /// How often finished work is committed (default 500 ms; zero makes `start` fail with
+    /// `InvalidConfig`); `stop` and rebalances commit too.
     pub fn with_commit_interval(self, interval: Duration) -> Self {
         self.inner.tuning.lock().commit_interval = interval;
         self
@@ -207,6 +209,20 @@ impl MessageStream {
             ));
         }
         tuning.window_options.validate()?;
+        // As a consumer's: the broker keeps a member between 100 ms and 10 min whatever it
+        // asks, and heartbeats come at a third of it (a longer one had the member removed
+        // between two heartbeats, and a new session every ten minutes; zero, heartbeats and
+        // commits back to back).
+        if !(100..=600_000).contains(&tuning.session_timeout.as_millis()) {
+            return Err(ClientError::InvalidConfig(
+                "stream session timeout must be between 100 ms and 10 min".into(),
+            ));
+        }
+        if tuning.commit_interval.is_zero() {
+            return Err(ClientError::InvalidConfig(
+                "stream commit interval must be greater than zero".into(),
+            ));
+        }
         // What a start that failed early left for `wait`.
         self.inner.result.send_replace(None);
         self.inner.starting.store(true, Ordering::SeqCst);
@@ -397,11 +413,14 @@ async fn supervise(
         if !*running.borrow() {
             break Err(error);
         }
-        if *stop.borrow() {
-            break Ok(());
-        }
+        // An error that would have ended the stream is the answer to a stop that came while
+        // the session ended with it; another one would only have started a new session, as
+        // a stop during the pause before it does not.
         if is_fatal(&error) {
             break Err(error);
+        }
+        if *stop.borrow() {
+            break Ok(());
         }
         failures += 1;
         let delay = Duration::from_millis(100u64 << failures.min(6));

@@ -68,8 +68,11 @@ pub trait MessageProcessor: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Called once by [`MessageStream::stop`](super::MessageStream::stop) after the last
-    /// message was finished and committed.
+    /// Called once when the stream ends: after [`MessageStream::stop`](super::MessageStream::stop)
+    /// or an error that ends it, once the last message was finished and the final commit
+    /// tried (it may have failed: `stop` or `wait` then return the error, and the work not
+    /// committed is processed again by the next start); also when a stop comes while
+    /// [`on_start`](Self::on_start) runs. Not called if the stream is dropped without a stop.
     async fn on_stop(&self) -> Result<()> {
         Ok(())
     }

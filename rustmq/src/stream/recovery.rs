@@ -73,6 +73,22 @@ fn closed_entries(
     (own, least)
 }
 
+/// Where `tp` starts: its committed position, or its log start; with its `__seen` entry.
+async fn position_of(
+    client: &RustMqClient,
+    committed: &HashMap<(String, u32), u64>,
+    tp: &Tp,
+) -> Result<(Tp, u64, Option<u64>)> {
+    let position = match committed.get(&(tp.topic.to_string(), tp.partition)) {
+        Some(o) => *o,
+        None => log_offset(client, &tp.topic, tp.partition, OffsetSpec::Earliest).await?,
+    };
+    let seen = committed
+        .get(&(format!("{SEEN_PREFIX}{}", tp.topic), tp.partition))
+        .copied();
+    Ok((tp.clone(), position, seen))
+}
+
 pub(crate) async fn recover(
     client: &RustMqClient,
     group: &str,
@@ -86,16 +102,15 @@ pub(crate) async fn recover(
         closed,
         ..Default::default()
     };
-    for tp in assigned {
-        let position = match committed.get(&(tp.topic.to_string(), tp.partition)) {
-            Some(o) => *o,
-            None => log_offset(client, &tp.topic, tp.partition, OffsetSpec::Earliest).await?,
-        };
-        let seen = committed
-            .get(&(format!("{SEEN_PREFIX}{}", tp.topic), tp.partition))
-            .copied();
-        out.positions.push((tp.clone(), position, seen));
-    }
+    // The partitions without a committed position ask for their log start all at once (one
+    // round trip each: a stream of many partitions over a slow link started slowly); the
+    // client holds requests past the broker's in-flight limit until a slot frees.
+    out.positions = futures::future::try_join_all(
+        assigned
+            .iter()
+            .map(|tp| position_of(client, &committed, tp)),
+    )
+    .await?;
     if !exactly_once {
         return Ok(out);
     }

@@ -304,8 +304,30 @@ pub(crate) async fn run(
         let name = config
             .exactly_once
             .then(|| format!("rustmq.stream.{group}"));
-        let identity = group::init_producer(client, name).await?;
-        let recovered = recovery::recover(client, &group, &assigned, config.exactly_once).await?;
+        let prepared = async {
+            let identity = group::init_producer(client, name).await?;
+            let recovered =
+                recovery::recover(client, &group, &assigned, config.exactly_once).await?;
+            Ok::<_, ClientError>((identity, recovered))
+        };
+        // The membership is kept alive from the join on: a recovery longer than the session
+        // timeout (a scan of a busy output partition, many partitions' offsets over a slow
+        // link) had the member removed before its first heartbeat, and every new session
+        // the same. A rebalance heard meanwhile is heard again by the session's heartbeats.
+        let keep_alive = async {
+            loop {
+                tokio::time::sleep(settings.session_timeout / 3).await;
+                match group::heartbeat(client, &me).await {
+                    Err(e) if group::lost_membership(&e) => break e,
+                    Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+                    Ok(_) => {}
+                }
+            }
+        };
+        let (identity, recovered) = tokio::select! {
+            prepared = prepared => prepared?,
+            lost = keep_alive => return Err(lost),
+        };
         Ok::<_, ClientError>((me, identity, recovered))
     };
     // A join may wait for the whole rebalance timeout: a stop does not wait for it (the
@@ -570,8 +592,13 @@ async fn committer(ctx: Arc<Ctx>, every: Duration) {
         tokio::time::sleep(every).await;
         match ctx.commit().await {
             Ok(()) => {}
-            Err(e) if group::lost_membership(&e) => ctx.abort(e),
-            Err(e) => tracing::debug!(error = %e, "commit failed"),
+            // A refusal that trying again cannot mend (no right to commit to the group, say)
+            // ends the session with it, and the stream if a new session cannot mend it either:
+            // else the stream would run on committing nothing.
+            Err(e) if group::lost_membership(&e) || !e.is_retryable() => ctx.abort(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed; trying again at the next interval")
+            }
         }
     }
 }

@@ -420,3 +420,90 @@ async fn a_broker_without_rules_stays_open() {
         .unwrap();
     client.delete_topic("anything").await.unwrap();
 }
+
+/// A stream whose commits the broker refuses for good (its principal may read the group, not
+/// commit to it) ends with that refusal, as a consumer's auto-commit reports it: it used to
+/// run on, logging each failed commit at debug level, while nothing it processed was ever
+/// committed.
+#[tokio::test]
+async fn a_stream_that_may_not_commit_ends_with_the_refusal() {
+    use rustmq::stream::{MessageProcessor, MessageStream, StreamConfig};
+    use Operation::*;
+    use PatternType::*;
+    use Permission::*;
+    use ResourceType::*;
+    struct Nothing;
+    #[rustmq::async_trait]
+    impl MessageProcessor for Nothing {
+        async fn process(&self, _: &Message) -> rustmq::Result<Option<Message>> {
+            Ok(None)
+        }
+    }
+    tests::init_tracing();
+    let pki = Pki::new("CA");
+    let mut config = broker_config(&pki);
+    config.auth.required = true;
+    config.auth.users_file = Some(users_file(
+        pki.dir.path(),
+        &[("admin", "a-pw"), ("carol", "c-pw")],
+    ));
+    config.acl = vec![
+        rule(
+            "admin",
+            Topic,
+            "*",
+            Literal,
+            &[Create, Describe, Write],
+            Allow,
+        ),
+        rule(
+            "carol",
+            Topic,
+            "audit.in",
+            Literal,
+            &[Read, Describe],
+            Allow,
+        ),
+        rule(
+            "carol",
+            Group,
+            "auditors",
+            Literal,
+            &[Read, Describe],
+            Allow,
+        ),
+        // A stream starts an idempotent producer, which needs a topic it may write.
+        rule("carol", Topic, "audit.out", Literal, &[Write], Allow),
+    ];
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let base = client_config(&broker, &pki.ca());
+    let admin = RustMqClient::new(with_password(base.clone(), "admin", "a-pw"))
+        .await
+        .unwrap();
+    let carol = RustMqClient::new(with_password(base, "carol", "c-pw"))
+        .await
+        .unwrap();
+    admin.create_topic("audit.in", 1).await.unwrap();
+    let stream = MessageStream::new(
+        carol,
+        StreamConfig {
+            input_topics: vec!["audit.in".into()],
+            consumer_group: "auditors".into(),
+            parallelism: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .with_processor(Nothing)
+    .with_commit_interval(std::time::Duration::from_millis(100));
+    stream.start().await.unwrap();
+    crate::stream_support::send(&admin, "audit.in", &[(0, "x".into(), 10)]).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), stream.wait())
+        .await
+        .expect("the stream ends");
+    assert!(
+        matches!(ended, Err(ClientError::Authorization(_))),
+        "{ended:?}"
+    );
+}

@@ -83,6 +83,61 @@ async fn start_checks_the_late_dead_letter_topic() {
     assert!(!stream.is_running());
 }
 
+/// A session timeout the broker would not keep (over 10 min: the member was removed between
+/// two heartbeats, a third of it apart), none at all, or no commit interval (heartbeats or
+/// commits back to back) fail `start`, as a consumer's config does.
+#[tokio::test]
+async fn start_checks_the_group_timings() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    for (session, commits) in [
+        (Duration::from_secs(3600), Duration::from_millis(500)),
+        (Duration::ZERO, Duration::from_millis(500)),
+        (Duration::from_secs(10), Duration::ZERO),
+    ] {
+        let stream = MessageStream::new(client.clone(), config("g-timings"))
+            .await
+            .unwrap()
+            .with_processor(Upper::new(0))
+            .with_session_timeout(session)
+            .with_commit_interval(commits);
+        let err = stream.start().await.expect_err("timings refused");
+        assert!(matches!(err, ClientError::InvalidConfig(_)), "{err:?}");
+        assert!(!stream.is_running());
+    }
+}
+
+/// A recovery longer than the session timeout (here the start offsets of 24 partitions, one
+/// round trip each over a link of 100 ms) keeps the membership alive: the stream starts and
+/// processes. Its first heartbeat used to come only once processing ran, after the broker
+/// had removed the member, and the start failed with `UnknownMember` (every later session
+/// the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_longer_than_the_session_keeps_the_membership() {
+    let (broker, client) = broker().await;
+    client.create_topic("in", 24).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let far = tests::UdpRelay::start(broker.addr(), Duration::from_millis(50)).await;
+    let mut through = broker.client_config();
+    through.brokers = vec![far.addr.to_string()];
+    let far_client = rustmq::RustMqClient::new(through).await.unwrap();
+    let stream = MessageStream::new(far_client, config("g-far"))
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0))
+        .with_session_timeout(Duration::from_millis(900));
+    tokio::time::timeout(Duration::from_secs(30), stream.start())
+        .await
+        .expect("start returns")
+        .expect("the stream starts");
+    send(&client, "in", &inputs(&["a"])).await;
+    let out = tokio::time::timeout(Duration::from_secs(30), wait_records(&client, "out", 1))
+        .await
+        .expect("the input processed");
+    assert_eq!(out[0].payload, "A");
+    stream.stop().await.unwrap();
+}
+
 /// `stop` while `start` waits for the join (another member holds up the rebalance) ends the
 /// wait: `start` fails with `Closed` rather than return as if the stream ran, and `stop`
 /// returns at once.
