@@ -261,6 +261,8 @@ mod tests {
     /// sealed used to fill the pool that way (and an `acks=all` fdatasync then found no
     /// thread while the running seal waited for it).
     #[test]
+    // The guard stands for a seal running meanwhile: held across the awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
     fn rolls_while_a_seal_runs_take_no_thread_each() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
