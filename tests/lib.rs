@@ -152,6 +152,18 @@ pub fn init_tracing() {
 
 /// A bare QUIC connection to a broker, for sending arbitrary bytes.
 pub async fn raw_connection(addr: SocketAddr, cert_pem: &str) -> quinn::Connection {
+    raw_connection_from("127.0.0.1:0".parse().expect("addr"), addr, cert_pem)
+        .await
+        .expect("handshake")
+}
+
+/// [`raw_connection`] from a socket bound to `bind` (another loopback address, say); the
+/// handshake's failure (a refusal) is returned.
+pub async fn raw_connection_from(
+    bind: SocketAddr,
+    addr: SocketAddr,
+    cert_pem: &str,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
@@ -165,14 +177,9 @@ pub async fn raw_connection(addr: SocketAddr, cert_pem: &str) -> quinn::Connecti
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let mut endpoint = quinn::Endpoint::client(bind).expect("endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
-        .connect(addr, "localhost")
-        .expect("connect")
-        .await
-        .expect("handshake")
+    endpoint.connect(addr, "localhost").expect("connect").await
 }
 
 /// Sends `bytes` on a new stream, finishes it, and reads whatever comes back.

@@ -29,6 +29,7 @@
 //! max_frame_bytes = 16777216
 //! max_batch_bytes = 8388608
 //! max_connections = 1024
+//! max_unauthenticated_per_address = 64        # connections of one IP not yet answered a hello
 //! max_in_flight_per_connection = 256
 //! hello_timeout_ms = 10000                     # a connection's handshake, then its hello
 //! max_request_memory_bytes = 268435456         # request and answer bytes held, all connections
@@ -145,6 +146,13 @@ pub struct Limits {
     pub max_batch_bytes: u32,
     /// Concurrent client connections; more are refused.
     pub max_connections: u32,
+    /// Connections from one IP address whose hello has not been answered yet (in their
+    /// handshake, or not yet authenticated); more from that address are refused. With
+    /// `hello_timeout_ms`, this keeps one host that connects and says nothing from taking
+    /// every one of `max_connections`: it can hold this many. When an eighth of
+    /// `max_connections` are waiting for their hello, a new connection must first prove
+    /// its address (a QUIC retry, one round trip more), so that addresses made up hold none.
+    pub max_unauthenticated_per_address: u32,
     /// Concurrent requests (QUIC streams) per connection. The connection is granted one
     /// stream more, which clients keep for health pings: a connection whose every slot holds
     /// a long poll still answers its ping, even with a limit of 1.
@@ -182,6 +190,7 @@ impl Default for Limits {
             max_frame_bytes: rustmq_protocol::DEFAULT_MAX_FRAME_BYTES,
             max_batch_bytes: 8 * 1024 * 1024,
             max_connections: 1024,
+            max_unauthenticated_per_address: 64,
             max_in_flight_per_connection: 256,
             request_read_timeout_ms: 30_000,
             hello_timeout_ms: 10_000,
@@ -457,6 +466,9 @@ impl BrokerConfig {
         if self.limits.max_decompressing_bytes < 64 * 1024 {
             // Batches declaring up to 64 KiB are checked where they arrive, outside the budget.
             return bad("limits.max_decompressing_bytes must be at least 65536");
+        }
+        if self.limits.max_unauthenticated_per_address == 0 {
+            return bad("limits.max_unauthenticated_per_address must be at least 1");
         }
         if self.limits.max_connections == 0 || self.limits.max_in_flight_per_connection == 0 {
             return bad(
@@ -745,7 +757,10 @@ mod tests {
         cfg.validate().unwrap();
         // Limits of zero, each refused by name.
         type Zero = fn(&mut Limits);
-        let zeroed: [(&str, Zero); 3] = [
+        let zeroed: [(&str, Zero); 4] = [
+            ("limits.max_unauthenticated_per_address", |l| {
+                l.max_unauthenticated_per_address = 0
+            }),
             ("limits.request_read_timeout_ms", |l| {
                 l.request_read_timeout_ms = 0
             }),

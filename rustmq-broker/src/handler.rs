@@ -42,6 +42,9 @@ pub struct ConnState {
     /// Set when the connection has ended: what its requests still wait for (a password
     /// check's turn) is given up.
     pub(crate) ended: Ending,
+    /// The connection's place among its address's connections waiting for their hello, given
+    /// up when a hello is answered (`limits.max_unauthenticated_per_address`).
+    pub(crate) unauthenticated: parking_lot::Mutex<Option<crate::server::Unauthenticated>>,
 }
 
 /// A connection's end, waited for by what it would otherwise leave queued.
@@ -506,6 +509,7 @@ impl Core {
             None => self.authenticate(conn, &r).await?,
         };
         let principal = conn.principal.get_or_init(|| principal).clone();
+        conn.unauthenticated.lock().take();
         let _ = conn.client_id.set(r.client_id.clone());
         tracing::debug!(client_id = ?r.client_id, %principal, "hello");
         Ok(Response::Hello(HelloResponse {

@@ -211,17 +211,37 @@ impl Server {
     /// Accepts connections until `shutdown` turns true.
     pub(crate) async fn run(self, core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         let connections = Arc::new(AtomicU32::new(0));
+        let waiting = Arc::new(WaitingForHello::default());
+        let limits = &core.config.limits;
         loop {
             let incoming = tokio::select! {
                 incoming = self.endpoint.accept() => incoming,
                 _ = shutdown.wait_for(|stop| *stop) => None,
             };
             let Some(incoming) = incoming else { break };
-            if connections.load(Ordering::Relaxed) >= core.config.limits.max_connections {
+            if connections.load(Ordering::Relaxed) >= limits.max_connections {
                 tracing::warn!(remote = %incoming.remote_address(), "connection refused: too many connections");
                 incoming.refuse();
                 continue;
             }
+            if must_prove_address(
+                incoming.remote_address_validated(),
+                waiting.total(),
+                limits.max_connections,
+            ) {
+                // Many connections wait for their hello: this one shows first that it can
+                // receive at its address (a made-up source address never answers).
+                let _ = incoming.retry();
+                continue;
+            }
+            let address = incoming.remote_address().ip().to_canonical();
+            let Some(unauthenticated) =
+                waiting.admit(address, limits.max_unauthenticated_per_address)
+            else {
+                tracing::warn!(remote = %incoming.remote_address(), "connection refused: too many from its address waiting for their hello");
+                incoming.refuse();
+                continue;
+            };
             connections.fetch_add(1, Ordering::Relaxed);
             crate::metrics::connection_opened();
             let core = Arc::clone(&core);
@@ -233,7 +253,7 @@ impl Server {
                 // (a peer may start handshakes it never ends, to take every slot).
                 let limit = hello_limit(&core);
                 match tokio::time::timeout(limit, incoming).await {
-                    Ok(Ok(conn)) => serve_connection(conn, core, shutdown).await,
+                    Ok(Ok(conn)) => serve_connection(conn, core, shutdown, unauthenticated).await,
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "handshake failed"),
                     Err(_) => tracing::debug!(%remote, "handshake not finished in time"),
                 }
@@ -282,12 +302,14 @@ async fn serve_connection(
     conn: quinn::Connection,
     core: Arc<Core>,
     shutdown: watch::Receiver<bool>,
+    unauthenticated: Unauthenticated,
 ) {
     let remote = conn.remote_address();
     let span = tracing::debug_span!("connection", %remote);
     tracing::debug!(parent: &span, "connected");
     let state = Arc::new(ConnState {
         memory: Some(core.request_memory.connection()),
+        unauthenticated: parking_lot::Mutex::new(Some(unauthenticated)),
         ..ConnState::default()
     });
     if let Some(principal) = certificate_principal(&conn, core.config.tls.principal_from) {
@@ -362,6 +384,64 @@ async fn serve_connection(
         memory.close();
     }
     state.ended.end();
+}
+
+/// The connections waiting for their hello to be answered (in their handshake, or not yet
+/// authenticated), by address and in all.
+#[derive(Debug, Default)]
+struct WaitingForHello {
+    by_address: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+    total: AtomicU32,
+}
+
+impl WaitingForHello {
+    /// A place for a connection from `address`, unless `most` of its connections wait.
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr, most: u32) -> Option<Unauthenticated> {
+        let mut by_address = self.by_address.lock();
+        let waiting = by_address.entry(address).or_insert(0);
+        if *waiting >= most {
+            return None;
+        }
+        *waiting += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(Unauthenticated {
+            waiting: Arc::clone(self),
+            address,
+        })
+    }
+
+    fn total(&self) -> u32 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection's place among those waiting for their hello: given back when its hello is
+/// answered, or when it ends.
+#[derive(Debug)]
+pub(crate) struct Unauthenticated {
+    waiting: Arc<WaitingForHello>,
+    address: std::net::IpAddr,
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        let mut by_address = self.waiting.by_address.lock();
+        if let std::collections::hash_map::Entry::Occupied(mut waiting) =
+            by_address.entry(self.address)
+        {
+            *waiting.get_mut() -= 1;
+            if *waiting.get() == 0 {
+                waiting.remove();
+            }
+        }
+        self.waiting.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a new connection must first prove its address (a QUIC retry): when an eighth of
+/// `max_connections` are waiting for their hello, and it has not proved it already.
+fn must_prove_address(validated: bool, waiting: u32, max_connections: u32) -> bool {
+    !validated && waiting >= (max_connections / 8).max(1)
 }
 
 /// How many times `limits.hello_timeout_ms` a connection may take, from its handshake, to be
@@ -641,6 +721,31 @@ async fn serve_stream(
 mod tests {
     use super::*;
     use crate::config::{Limits, QuicSettings, TlsSettings};
+
+    /// A connection proves its address first once an eighth of `max_connections` (at least
+    /// one) wait for their hello, unless it proved it already; places per address are
+    /// counted, and given back.
+    #[test]
+    fn waiting_for_hello_is_bounded_per_address() {
+        assert!(!must_prove_address(false, 127, 1024));
+        assert!(must_prove_address(false, 128, 1024));
+        assert!(!must_prove_address(true, 1000, 1024));
+        assert!(must_prove_address(false, 1, 3));
+        assert!(!must_prove_address(false, 0, 3));
+        let waiting = Arc::new(WaitingForHello::default());
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap());
+        let first = waiting.admit(a, 2).unwrap();
+        let second = waiting.admit(a, 2).unwrap();
+        assert!(waiting.admit(a, 2).is_none());
+        let other = waiting.admit(b, 2).unwrap();
+        assert_eq!(waiting.total(), 3);
+        drop(first);
+        let again = waiting.admit(a, 2).unwrap();
+        drop((second, other, again));
+        assert_eq!(waiting.total(), 0);
+        assert!(waiting.by_address.lock().is_empty());
+    }
 
     /// A client endpoint trusting `identity`, connected to `addr`.
     async fn client(addr: SocketAddr, identity: &BrokerIdentity) -> quinn::Connection {

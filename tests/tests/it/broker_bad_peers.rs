@@ -883,3 +883,36 @@ async fn the_broker_takes_no_datagrams() {
     let peer = raw_connection(broker.addr(), broker.handle().unwrap().cert_pem()).await;
     assert_eq!(peer.max_datagram_size(), None);
 }
+
+/// One host that opens connections and says nothing holds at most
+/// `limits.max_unauthenticated_per_address` of them, and clients from elsewhere still get in
+/// (proving their address first while that many wait: a QUIC retry). Before, such a host took
+/// every one of `max_connections` for as long as it kept reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_silent_host_cannot_take_every_connection() {
+    tests::init_tracing();
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_connections = 8;
+    config.limits.max_unauthenticated_per_address = 3;
+    config.limits.hello_timeout_ms = 60_000;
+    let broker = TestBroker::start_with(config).await.unwrap();
+    let cert = broker.handle().unwrap().cert_pem().to_owned();
+    let silent_host = "127.0.0.2:0".parse().unwrap();
+    let mut silent = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        match tests::raw_connection_from(silent_host, broker.addr(), &cert).await {
+            Ok(conn) => silent.push(conn),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((silent.len(), refused), (3, 5));
+    let client = within_30s("a client's connection", broker.client())
+        .await
+        .unwrap();
+    client.create_topic("in", 1).await.unwrap();
+    // Once a silent connection says hello, its place is given back to its address.
+    raw_hello(&silent[0]).await;
+    let more = tests::raw_connection_from(silent_host, broker.addr(), &cert).await;
+    assert!(more.is_ok(), "{more:?}");
+}
