@@ -146,7 +146,7 @@ pub struct Limits {
     pub max_batch_bytes: u32,
     /// Concurrent client connections; more are refused.
     pub max_connections: u32,
-    /// Connections from one IP address whose hello has not been answered yet (in their
+    /// Connections from one IP address (one IPv6 /64) whose hello has not been answered yet (in their
     /// handshake, or not yet authenticated); more from that address are refused. With
     /// `hello_timeout_ms`, this keeps one host that connects and says nothing from taking
     /// every one of `max_connections`: it can hold this many. When an eighth of

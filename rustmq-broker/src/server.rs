@@ -234,11 +234,12 @@ impl Server {
                 let _ = incoming.retry();
                 continue;
             }
-            let address = incoming.remote_address().ip().to_canonical();
+            let address = host_of(incoming.remote_address().ip());
             let Some(unauthenticated) =
                 waiting.admit(address, limits.max_unauthenticated_per_address)
             else {
-                tracing::warn!(remote = %incoming.remote_address(), "connection refused: too many from its address waiting for their hello");
+                // Not a warning each: a host at its bound may try a hundred times a second.
+                tracing::debug!(remote = %incoming.remote_address(), "connection refused: too many from its address waiting for their hello");
                 incoming.refuse();
                 continue;
             };
@@ -384,6 +385,9 @@ async fn serve_connection(
         memory.close();
     }
     state.ended.end();
+    // Its place among its address's connections waiting for their hello, now, rather than
+    // once its last stream lets the state go.
+    state.unauthenticated.lock().take();
 }
 
 /// The connections waiting for their hello to be answered (in their handshake, or not yet
@@ -435,6 +439,19 @@ impl Drop for Unauthenticated {
             }
         }
         self.waiting.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The address connections waiting for their hello are counted by: an IPv4 address (also one
+/// mapped into IPv6), or an IPv6 address's /64 prefix, which one host usually has whole (it
+/// could use another source address for every connection).
+fn host_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -745,6 +762,12 @@ mod tests {
         drop((second, other, again));
         assert_eq!(waiting.total(), 0);
         assert!(waiting.by_address.lock().is_empty());
+        // IPv6 addresses count by their /64; IPv4 ones, mapped or not, by themselves.
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(host_of(ip("2001:db8::1")), host_of(ip("2001:db8::ffff:2")));
+        assert_ne!(host_of(ip("2001:db8::1")), host_of(ip("2001:db8:0:1::1")));
+        assert_eq!(host_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_ne!(host_of(ip("10.0.0.1")), host_of(ip("10.0.0.2")));
     }
 
     /// A client endpoint trusting `identity`, connected to `addr`.

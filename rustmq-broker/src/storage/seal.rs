@@ -109,20 +109,24 @@ impl Sealer {
                 return;
             }
         }
-        let sealer = Arc::clone(self);
+        let sealer = Scheduled {
+            sealer: Arc::clone(self),
+            finished: false,
+        };
         // On the runtime's blocking pool when there is one (its threads are bounded and
         // reused; a seal it drops unrun at shutdown is run by the log's close or drop), else
         // on a thread of its own.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(move || sealer.run_scheduled());
+            runtime.spawn_blocking(move || sealer.run());
             return;
         }
         let spawned = std::thread::Builder::new()
             .name("rustmq-seal".into())
-            .spawn(move || sealer.run_scheduled());
+            .spawn(move || sealer.run());
         if let Err(err) = spawned {
+            // The task was dropped unrun, and said so: the queue is this call's to run.
             warn!(dir = %self.dir.display(), %err, "could not start a seal thread; sealing inline");
-            self.run_scheduled();
+            self.drain();
         }
     }
 
@@ -223,6 +227,29 @@ impl Sealer {
     }
 }
 
+/// The task started to run a log's seal queue. Should it not finish (dropped unrun when the
+/// runtime shuts down, or a seal panicked), it says the queue has no task any more, so that
+/// the next roll starts one: else the rolled segments would wait unsealed for the log's close.
+struct Scheduled {
+    sealer: Arc<Sealer>,
+    finished: bool,
+}
+
+impl Scheduled {
+    fn run(mut self) {
+        self.sealer.run_scheduled();
+        self.finished = true;
+    }
+}
+
+impl Drop for Scheduled {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.sealer.queue.lock().scheduled = false;
+        }
+    }
+}
+
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
@@ -290,8 +317,42 @@ mod tests {
                 .await
                 .unwrap();
             assert!(log.sealer.queue.lock().seals.is_empty());
+            // The task finds the queue empty once it gets the runner after the drain above.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while log.sealer.queue.lock().scheduled && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             assert!(!log.sealer.queue.lock().scheduled);
         });
+    }
+
+    /// A seal task dropped unrun (a roll while its runtime shuts down) leaves the queue to the
+    /// next roll's task: the rolled segment is sealed then, not only at the log's close.
+    #[test]
+    fn a_seal_task_dropped_unrun_leaves_the_queue_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::open(dir.path(), small_config(600)).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        runtime.shutdown_background();
+        let seq = {
+            let _within = handle.enter();
+            append_until(&log, 2, 0)
+        };
+        {
+            let queue = log.sealer.queue.lock();
+            assert!(!queue.scheduled, "the dropped task said so");
+            assert_eq!(queue.seals.len(), 1, "its seal still queued");
+        }
+        // The next roll (off any runtime: on a thread) seals both segments.
+        append_until(&log, 3, seq);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !log.sealer.queue.lock().seals.is_empty() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(log.sealer.queue.lock().seals.is_empty());
     }
 
     /// A roll that cut what a failed append left past the segment's end has the seal sync the

@@ -142,6 +142,17 @@ impl ConsumerConfig {
         if self.consumer_group.is_empty() {
             return bad("consumer_group must not be empty");
         }
+        if let Some(id) = self
+            .consumer_id
+            .as_deref()
+            .filter(|id| id.len() > rustmq_protocol::MAX_CLIENT_ID_LEN)
+        {
+            return Err(ClientError::InvalidConfig(format!(
+                "consumer_id is {} bytes long; brokers take client ids of at most {}",
+                id.len(),
+                rustmq_protocol::MAX_CLIENT_ID_LEN
+            )));
+        }
         if self.consumer_group.len() > rustmq_protocol::MAX_GROUP_NAME_LEN {
             return Err(ClientError::InvalidConfig(format!(
                 "consumer_group is {} bytes long; brokers take group names of at most {}",
@@ -295,6 +306,22 @@ mod tests {
         }
         .validate()
         .unwrap();
+    }
+
+    /// A consumer id the broker would refuse in the join (over 255 bytes) is refused here.
+    #[test]
+    fn a_consumer_id_the_broker_would_refuse_is_refused() {
+        let with_id = |len: usize| ConsumerConfig {
+            consumer_id: Some("c".repeat(len)),
+            ..valid()
+        };
+        match with_id(rustmq_protocol::MAX_CLIENT_ID_LEN + 1).validate() {
+            Err(ClientError::InvalidConfig(m)) => assert!(m.contains("consumer_id"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        with_id(rustmq_protocol::MAX_CLIENT_ID_LEN)
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -118,6 +118,16 @@ pub(crate) async fn commit(
     }
 }
 
+/// Whether an error means the group moved on to a generation after the member's (a
+/// rebalance, or a subscribed topic deleted): the member rejoins under its id, as at a
+/// rebalance, rather than as a new member.
+pub(crate) fn generation_moved(e: &ClientError) -> bool {
+    matches!(
+        e.error_code(),
+        Some(ErrorCode::IllegalGeneration | ErrorCode::RebalanceInProgress)
+    )
+}
+
 /// Whether an error means the member lost its standing (it must rejoin).
 pub(crate) fn lost_membership(e: &ClientError) -> bool {
     matches!(

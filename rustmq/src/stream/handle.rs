@@ -363,7 +363,7 @@ impl MessageStream {
 }
 
 /// Failures a new session cannot fix.
-fn is_fatal(e: &ClientError) -> bool {
+pub(crate) fn is_fatal(e: &ClientError) -> bool {
     use rustmq_protocol::ErrorCode as C;
     match e {
         ClientError::TopicNotFound(_)
@@ -379,6 +379,9 @@ fn is_fatal(e: &ClientError) -> bool {
                     | C::InvalidTopic
                     | C::UnknownPartition
                     | C::InvalidTimestamp
+                    // A request the broker refuses whatever its state (a commit of more
+                    // entries than it takes, say).
+                    | C::InvalidRequest
                     // A code this build does not know: not retryable (`is_retryable`), and
                     // a new session would meet it again.
                     | C::Other(_)
@@ -425,7 +428,9 @@ async fn supervise(
         failures += 1;
         let delay = Duration::from_millis(100u64 << failures.min(6));
         tracing::warn!(%group, error = %error, ?delay, "stream session failed; starting a new one");
-        if group::lost_membership(&error) {
+        // A member the group no longer knows joins as a new one; after a generation it
+        // missed, it rejoins under its id (the group still counts it, and would wait for it).
+        if error.error_code() == Some(rustmq_protocol::ErrorCode::UnknownMember) {
             member.lock().member_id.clear();
         }
         tokio::select! {
@@ -478,6 +483,7 @@ mod tests {
             ErrorCode::InvalidTimestamp,
             ErrorCode::BatchTooLarge,
             ErrorCode::InvalidProducerEpoch,
+            ErrorCode::InvalidRequest,
             ErrorCode::from_code(999),
         ] {
             assert!(is_fatal(&broker(code)), "{code}");

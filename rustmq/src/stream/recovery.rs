@@ -102,15 +102,16 @@ pub(crate) async fn recover(
         closed,
         ..Default::default()
     };
-    // The partitions without a committed position ask for their log start all at once (one
-    // round trip each: a stream of many partitions over a slow link started slowly); the
-    // client holds requests past the broker's in-flight limit until a slot frees.
-    out.positions = futures::future::try_join_all(
-        assigned
-            .iter()
-            .map(|tp| position_of(client, &committed, tp)),
-    )
-    .await?;
+    // The partitions without a committed position ask for their log start 64 at a time (one
+    // round trip each: a stream of many partitions over a slow link started slowly one after
+    // another; all at once, thousands would wait for in-flight slots within their timeout).
+    for chunk in assigned.chunks(64) {
+        let positions = futures::future::try_join_all(
+            chunk.iter().map(|tp| position_of(client, &committed, tp)),
+        )
+        .await?;
+        out.positions.extend(positions);
+    }
     if !exactly_once {
         return Ok(out);
     }

@@ -318,22 +318,32 @@ pub(crate) async fn run(
             loop {
                 tokio::time::sleep(settings.session_timeout / 3).await;
                 match group::heartbeat(client, &me).await {
-                    Err(e) if group::lost_membership(&e) => break e,
+                    // The group rebalances (another member joins, say): this session rejoins
+                    // now rather than hold the others up until its setup ends.
+                    Ok(true) => break Ok(Outcome::Rebalance),
+                    Ok(false) => {}
+                    Err(e) if group::generation_moved(&e) => break Ok(Outcome::Rebalance),
+                    Err(e) if group::lost_membership(&e) => break Err(e),
                     Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
-                    Ok(_) => {}
                 }
             }
         };
         let (identity, recovered) = tokio::select! {
             prepared = prepared => prepared?,
-            lost = keep_alive => return Err(lost),
+            ended = keep_alive => return Ok(Err(ended?)),
         };
-        Ok::<_, ClientError>((me, identity, recovered))
+        Ok::<_, ClientError>(Ok((me, identity, recovered)))
     };
     // A join may wait for the whole rebalance timeout: a stop does not wait for it (the
     // supervisor leaves the group, under the id named above).
     let (me, identity, recovered) = tokio::select! {
-        set_up = setup => set_up?,
+        set_up = setup => match set_up? {
+            Ok(set_up) => set_up,
+            Err(rebalance) => {
+                tracing::info!(%group, "the group rebalanced while the stream set up: joining again");
+                return Ok(rebalance);
+            }
+        },
         _ = stop.wait_for(|s| *s) => {
             tracing::info!(%group, "stream stopped before it started processing");
             return Ok(Outcome::Stopped);
@@ -581,6 +591,7 @@ async fn heartbeat(ctx: Arc<Ctx>, every: Duration) {
         match group::heartbeat(&ctx.client, &ctx.member).await {
             Ok(true) => ctx.end_with(End::Rebalance),
             Ok(false) => {}
+            Err(e) if group::generation_moved(&e) => ctx.end_with(End::Rebalance),
             Err(e) if group::lost_membership(&e) => ctx.abort(e),
             Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
@@ -592,10 +603,12 @@ async fn committer(ctx: Arc<Ctx>, every: Duration) {
         tokio::time::sleep(every).await;
         match ctx.commit().await {
             Ok(()) => {}
-            // A refusal that trying again cannot mend (no right to commit to the group, say)
-            // ends the session with it, and the stream if a new session cannot mend it either:
-            // else the stream would run on committing nothing.
-            Err(e) if group::lost_membership(&e) || !e.is_retryable() => ctx.abort(e),
+            // The group moved on (a rebalance, or a subscribed topic deleted): rejoin, as
+            // the heartbeat would have said.
+            Err(e) if group::generation_moved(&e) => ctx.end_with(End::Rebalance),
+            // A refusal no new session can mend (no right to commit to the group, say) ends
+            // the stream: else it would run on committing nothing.
+            Err(e) if group::lost_membership(&e) || super::handle::is_fatal(&e) => ctx.abort(e),
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed; trying again at the next interval")
             }

@@ -107,8 +107,9 @@ async fn start_checks_the_group_timings() {
     }
 }
 
-/// A recovery longer than the session timeout (here the start offsets of 24 partitions, one
-/// round trip each over a link of 100 ms) keeps the membership alive: the stream starts and
+/// A recovery longer than the session timeout (here a producer's initialisation, the group's
+/// offsets and the partitions' start offsets, a round trip of 300 ms each) keeps the
+/// membership alive: the stream starts and
 /// processes. Its first heartbeat used to come only once processing ran, after the broker
 /// had removed the member, and the start failed with `UnknownMember` (every later session
 /// the same).
@@ -117,7 +118,7 @@ async fn a_recovery_longer_than_the_session_keeps_the_membership() {
     let (broker, client) = broker().await;
     client.create_topic("in", 24).await.unwrap();
     client.create_topic("out", 1).await.unwrap();
-    let far = tests::UdpRelay::start(broker.addr(), Duration::from_millis(50)).await;
+    let far = tests::UdpRelay::start(broker.addr(), Duration::from_millis(150)).await;
     let mut through = broker.client_config();
     through.brokers = vec![far.addr.to_string()];
     let far_client = rustmq::RustMqClient::new(through).await.unwrap();
@@ -135,6 +136,44 @@ async fn a_recovery_longer_than_the_session_keeps_the_membership() {
         .await
         .expect("the input processed");
     assert_eq!(out[0].payload, "A");
+    stream.stop().await.unwrap();
+}
+
+/// A stream whose input topic is deleted and made again rejoins its group under its own id
+/// (the deletion moved the group to a new generation, and its commits were refused) and goes
+/// on with the new topic. Before, the refused commit aborted the session, which rejoined as a
+/// new member and left its old id in the group, holding the rebalance up for a session
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_rejoins_under_its_id_when_its_input_is_made_again() {
+    let (_broker, client) = broker().await;
+    client.create_topic("in", 1).await.unwrap();
+    client.create_topic("out", 1).await.unwrap();
+    let stream = MessageStream::new(client.clone(), config("g-redo"))
+        .await
+        .unwrap()
+        .with_processor(Upper::new(0))
+        .with_commit_interval(Duration::from_millis(50));
+    stream.start().await.unwrap();
+    send(&client, "in", &inputs(&["a"])).await;
+    wait_records(&client, "out", 1).await;
+    let members = |d: rustmq::admin::GroupDescription| {
+        d.members
+            .into_iter()
+            .map(|m| m.member_id)
+            .collect::<Vec<_>>()
+    };
+    let before = members(client.describe_group("g-redo").await.unwrap());
+    assert_eq!(before.len(), 1);
+    client.delete_topic("in").await.unwrap();
+    client.create_topic("in", 1).await.unwrap();
+    send(&client, "in", &inputs(&["b"])).await;
+    let out = wait_records(&client, "out", 2).await;
+    assert_eq!(out[1].payload, "B");
+    assert_eq!(
+        members(client.describe_group("g-redo").await.unwrap()),
+        before
+    );
     stream.stop().await.unwrap();
 }
 
