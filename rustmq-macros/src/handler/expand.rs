@@ -113,10 +113,10 @@ pub(crate) fn expand(
             {
                 fn call(
                     &self,
-                    delivery: #krate::__private::Delivery,
-                    state: __S,
+                    __delivery: #krate::__private::Delivery,
+                    __state: __S,
                 ) -> #krate::__private::HandlerFuture {
-                    #krate::__private::call_handler(#ident::handle, delivery, state)
+                    #krate::__private::call_handler(#ident::handle, __delivery, __state)
                 }
 
                 fn options(&self) -> #krate::__private::HandlerOptions {
@@ -244,7 +244,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("call_handler (bill :: handle , delivery , state)"),
+            out.contains("call_handler (bill :: handle , __delivery , __state)"),
             "{out}"
         );
         assert!(

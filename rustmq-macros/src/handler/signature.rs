@@ -61,6 +61,7 @@ impl HandlerSig {
                 ),
                 FnArg::Typed(typed) => {
                     check_type(cx, &typed.ty, "argument");
+                    check_binding(cx, &typed.pat, &sig.ident);
                     args.push((*typed.ty).clone());
                 }
             }
@@ -92,6 +93,23 @@ fn check_qualifiers(cx: &Ctxt, sig: &Signature) {
     }
     if let Some(abi) = &sig.abi {
         cx.error_spanned_by(abi, "a #[handler] cannot have an `extern` ABI");
+    }
+}
+
+/// An argument bound to the handler's own name would be read as a pattern of the unit struct
+/// `#[handler]` makes under that name, and fail with a type mismatch that does not say why.
+fn check_binding(cx: &Ctxt, pat: &syn::Pat, handler: &syn::Ident) {
+    if let syn::Pat::Ident(binding) = pat {
+        if binding.ident == *handler {
+            cx.error_spanned_by(
+                &binding.ident,
+                format!(
+                    "an argument cannot be named `{handler}` like its #[handler]: the macro \
+                     makes a unit struct of that name, which the argument would match as a \
+                     pattern; rename the argument or the function"
+                ),
+            );
+        }
     }
 }
 

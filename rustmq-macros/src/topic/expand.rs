@@ -59,10 +59,10 @@ pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
             {
                 #[inline]
                 fn from_delivery(
-                    delivery: &#krate::__private::Delivery,
-                    _state: &__S,
+                    __delivery: &#krate::__private::Delivery,
+                    __state: &__S,
                 ) -> ::core::result::Result<Self, #krate::__private::Rejection> {
-                    #krate::__private::decode_payload::<Self>(delivery)
+                    #krate::__private::decode_payload::<Self>(__delivery)
                 }
             }
 
@@ -159,7 +159,7 @@ mod tests {
             "-> :: core :: option :: Option < crate :: sdk :: mq :: __private :: Bytes >",
             "< u64 as crate :: sdk :: mq :: __private :: TopicKey > :: message_key (__key)",
             "impl < __S > crate :: sdk :: mq :: __private :: FromDelivery < __S > for Event",
-            "crate :: sdk :: mq :: __private :: decode_payload :: < Self > (delivery)",
+            "crate :: sdk :: mq :: __private :: decode_payload :: < Self > (__delivery)",
             "impl crate :: sdk :: mq :: __private :: ExtractorKind for Event",
         ] {
             assert!(out.contains(path), "{path} not in {out}");

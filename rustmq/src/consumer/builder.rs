@@ -119,6 +119,7 @@ impl ConsumerBuilder {
             dead_letters: OnceCell::new(),
             group_task: Mutex::new(None),
             closed: AtomicBool::new(false),
+            before_commit: std::sync::OnceLock::new(),
         });
         // Created first so that a failed join below still stops whatever it started.
         let consumer = Consumer::from_inner(Arc::clone(&inner));

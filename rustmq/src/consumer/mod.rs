@@ -79,6 +79,7 @@ pub use self::offsets::timestamp_ms;
 pub use self::receive::Receive;
 pub use self::retry::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
+    MAX_DLQ_ERROR_BYTES,
 };
 pub use self::stream::ConsumerStream;
 
@@ -114,6 +115,21 @@ pub(crate) struct Inner {
     pub(crate) dead_letters: OnceCell<Producer>,
     pub(crate) group_task: Mutex<Option<JoinHandle<()>>>,
     pub(crate) closed: AtomicBool,
+    /// Awaited by every commit after it has taken the positions to commit and before it sends
+    /// them: the typed layer's runner flushes what its handlers sent, so that an input is not
+    /// committed while an output its handling sent (fire and forget) may still fail.
+    pub(crate) before_commit: std::sync::OnceLock<BeforeCommit>,
+}
+
+/// What a commit awaits before it sends its positions (see `Inner::before_commit`).
+pub(crate) struct BeforeCommit(
+    pub(crate) Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+);
+
+impl std::fmt::Debug for BeforeCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeCommit")
+    }
 }
 
 impl Inner {
@@ -177,6 +193,12 @@ impl Consumer {
             _guard: Arc::new(DropGuard(Arc::clone(&inner))),
             inner,
         }
+    }
+
+    /// Has every commit await `hook` once it has taken its positions (set once; a second
+    /// hook is ignored).
+    pub(crate) fn before_commit(&self, hook: BeforeCommit) {
+        let _ = self.inner.before_commit.set(hook);
     }
 
     /// The next message, waiting as long as it takes; `Ok(None)` once the consumer is closed,

@@ -175,24 +175,57 @@ pub(crate) fn dead_letter_builder(
         .header(DLQ_ORIGINAL_PARTITION, partition.to_string())
         .header(DLQ_ORIGINAL_OFFSET, offset.to_string())
         .header(DLQ_ATTEMPTS, attempts.to_string())
-        .header(DLQ_ERROR, error);
+        .header(DLQ_ERROR, shortened(error, MAX_DLQ_ERROR_BYTES));
     match &original.key {
         Some(key) => builder.key(key.clone()),
         None => builder,
     }
 }
 
+/// The longest [`DLQ_ERROR`] header, in bytes: a longer error is cut (at a character
+/// boundary) and marked, so that the copy of a message near the broker's batch limit is not
+/// made too large to store by its error's text.
+pub const MAX_DLQ_ERROR_BYTES: usize = 1024;
+
+/// `text`, cut to at most `max` bytes (at a character boundary, ending in `…`).
+fn shortened(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The settings dead letters are produced with: the client's compression, as any producer
 /// built without settings has, and [`AckLevel::All`], on the broker's disk before the message
 /// they replace is resolved and its offset committed. Commits are synced, so a dead letter
 /// acknowledged from the page cache alone could be lost to a power failure whose commit was
-/// not.
+/// not. Messages as large as the broker stores (its `max_batch_bytes`, when larger than the
+/// default `max_message_size`) are taken: a message another producer could store must not be
+/// refused here for its size.
 pub(crate) fn dead_letter_config(client: &RustMqClient) -> ProducerConfig {
+    let defaults = ProducerConfig::default();
+    let largest = client
+        .broker_limits()
+        .map_or(0, |l| l.max_batch_bytes as usize)
+        .max(defaults.max_message_size);
     ProducerConfig {
         ack_level: AckLevel::All,
         compression: client.config().compression.clone(),
-        ..ProducerConfig::default()
+        max_message_size: largest,
+        buffer_memory: defaults.buffer_memory.max(largest),
+        ..defaults
     }
+}
+
+/// Whether a dead letter's write failed for good, whenever it is tried: its copy is too large
+/// for the broker.
+fn never_storable(e: &crate::ClientError) -> bool {
+    matches!(e, crate::ClientError::MessageTooLarge { .. })
+        || e.error_code() == Some(rustmq_protocol::ErrorCode::BatchTooLarge)
 }
 
 async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {
@@ -238,6 +271,13 @@ async fn dead_letter(inner: &Arc<Inner>, failed: Failed, error: String) -> Resul
             inner.instruments.dead_lettered.increment(1);
             tracing::info!(partition, offset, attempts = attempt, dlq, dlq_offset = result.offset, %error, "message dead-lettered");
             Ok(())
+        }
+        Err(e) if never_storable(&e) => {
+            // Handling it again would fail the same way, for ever: it stays unresolved (its
+            // offset holds the partition's commits back, and a restart delivers it again),
+            // and is not redelivered meanwhile.
+            tracing::error!(partition, offset, dlq, error = %e, "the message cannot be dead-lettered: its copy is too large for the broker; it stays uncommitted and is not retried");
+            Err(e)
         }
         Err(e) => {
             tracing::warn!(partition, offset, dlq, error = %e, "dead-lettering failed; the message will be retried");
@@ -288,5 +328,10 @@ mod tests {
         assert_eq!(m.headers[DLQ_ORIGINAL_OFFSET], "77");
         assert_eq!(m.headers[DLQ_ATTEMPTS], "4");
         assert_eq!(m.headers[DLQ_ERROR], "boom");
+        // A long error is cut.
+        let long = "é".repeat(MAX_DLQ_ERROR_BYTES);
+        let m = dead_letter_message("orders.dlq", &failed, &long).unwrap();
+        assert!(m.headers[DLQ_ERROR].len() <= MAX_DLQ_ERROR_BYTES);
+        assert!(m.headers[DLQ_ERROR].ends_with('…'));
     }
 }

@@ -18,14 +18,18 @@ pub struct ProducerMetrics {
     pub errors: AtomicU64,
     /// Batches resent after a retryable failure.
     pub retries: AtomicU64,
-    /// Sum of send latencies (accepted -> acknowledged), in microseconds.
+    /// Sum of send latencies, in microseconds: for each message, the time from its batch's
+    /// opening (its first message accepted) to the batch's acknowledgement. A message that
+    /// joined a batch late counts from the batch's opening, so this bounds each message's
+    /// own latency from above, by up to the batch's linger (no clock is read per message).
     pub send_latency_us_total: AtomicU64,
-    /// Largest send latency seen, in microseconds.
+    /// Largest send latency seen (a batch's, as counted above), in microseconds.
     pub send_latency_us_max: AtomicU64,
 }
 
 impl ProducerMetrics {
-    /// Mean time from a message being accepted to its acknowledgement.
+    /// Mean send latency per message: from its batch's opening to its acknowledgement (see
+    /// [`send_latency_us_total`](Self::send_latency_us_total)).
     pub fn average_send_latency(&self) -> Duration {
         let n = self.messages_sent.load(Ordering::Relaxed);
         if n == 0 {
@@ -34,7 +38,7 @@ impl ProducerMetrics {
         Duration::from_micros(self.send_latency_us_total.load(Ordering::Relaxed) / n)
     }
 
-    /// Largest time from a message being accepted to its acknowledgement.
+    /// Largest send latency: from a batch's opening to its acknowledgement.
     pub fn max_send_latency(&self) -> Duration {
         Duration::from_micros(self.send_latency_us_max.load(Ordering::Relaxed))
     }

@@ -198,6 +198,8 @@ pub(crate) struct Inner {
     slots: RwLock<Vec<Arc<Slot>>>,
     partition_count: AtomicU32,
     partitions_known: AtomicBool,
+    /// A refresh of the partition count is under way (one at a time).
+    refreshing: AtomicBool,
     limits: BatchLimits,
     /// The broker's `max_batch_bytes` (`usize::MAX` if not known): without compression, a
     /// message whose record cannot fit a batch of it is refused before it is sent.
@@ -378,6 +380,7 @@ impl ProducerBuilder {
             slots: RwLock::new(Vec::new()),
             partition_count: AtomicU32::new(known.unwrap_or(1)),
             partitions_known: AtomicBool::new(known.is_some()),
+            refreshing: AtomicBool::new(false),
             limits,
             broker_max_batch: broker_max,
             metrics: Arc::new(ProducerMetrics::default()),
@@ -429,6 +432,24 @@ impl Inner {
             Ok(Some(n)) => self.ensure_slots(n),
             _ => self.partitions_known.store(false, Ordering::Release),
         }
+    }
+
+    /// Asks the topic's partition count again, after a partition the producer did not know
+    /// of was asked for, or the broker answered that a partition or the topic is unknown: a
+    /// topic made again may have more partitions, or fewer. Keys are spread over the count it
+    /// answers from then on (the producer's senders of partitions past it stay, idle).
+    pub(crate) async fn refresh_partitions(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(Some(n)) = sender::partition_count(&self.client, &self.topic).await {
+            self.ensure_slots(n);
+            let before = self.partition_count.swap(n, Ordering::AcqRel);
+            if before != n {
+                tracing::info!(topic = %self.topic, producer = %self.name, before, partitions = n, "the topic's partition count changed");
+            }
+        }
+        self.refreshing.store(false, Ordering::Release);
     }
 
     fn slot(&self, partition: u32) -> Result<Arc<Slot>> {
@@ -580,6 +601,24 @@ impl Producer {
             Ok(permits) => permits,
             Err(e) => return Either::Left(ready(Err(e))),
         };
+        if message.explicit_partition
+            && message.partition >= inner.partition_count.load(Ordering::Acquire)
+        {
+            // A partition this producer does not know of (the topic grew, or was made after
+            // the producer): the count is asked again first. Rare: the message moves.
+            let mut message = message.take();
+            return Either::Right(Box::pin(async move {
+                inner.refresh_partitions().await;
+                let count = inner.partition_count.load(Ordering::Acquire);
+                if message.partition >= count {
+                    return Err(ClientError::InvalidMessage(format!(
+                        "topic {} has no partition {} (it has {count})",
+                        inner.topic, message.partition
+                    )));
+                }
+                self.enqueue(&mut message, waiter, direct).await
+            }));
+        }
         // Room in the buffer, taken at once when there is some (the semaphore is fair: waiting
         // senders are served first as permits come back).
         match inner.buffer.try_acquire_many(permits) {
@@ -650,7 +689,9 @@ impl Producer {
         // longest, so one within a few dozen bytes of the limit is refused too. Compressed,
         // the batch's size is not known before it is built.
         let record = size + 46 + 20 * message.headers.len();
-        if record + BATCH_HEADER_LEN > inner.broker_max_batch && !inner.config.compression.enabled {
+        if record + BATCH_HEADER_LEN > inner.broker_max_batch
+            && inner.config.compression.codec() == rustmq_protocol::Compression::None
+        {
             return Err(ClientError::MessageTooLarge {
                 size: record + BATCH_HEADER_LEN,
                 max_size: inner.broker_max_batch,

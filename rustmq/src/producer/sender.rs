@@ -301,7 +301,18 @@ fn count_failed_request(inner: &Inner) {
 }
 
 /// Counts (and logs) a batch of `count` messages that failed for good.
-fn batch_failed(inner: &Inner, slot: &Slot, count: u32, e: &ClientError) {
+fn batch_failed(inner: &Arc<Inner>, slot: &Slot, count: u32, e: &ClientError) {
+    // The topic no longer has the partition (deleted and made again with fewer, say): the
+    // partition count is asked again, so that the next messages go where the topic has room.
+    if matches!(
+        e.error_code(),
+        Some(
+            rustmq_protocol::ErrorCode::UnknownPartition | rustmq_protocol::ErrorCode::UnknownTopic
+        )
+    ) {
+        let inner = Arc::clone(inner);
+        tokio::spawn(async move { inner.refresh_partitions().await });
+    }
     inner
         .metrics
         .messages_failed

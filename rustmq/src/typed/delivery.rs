@@ -252,6 +252,18 @@ impl Delivery {
 }
 
 impl Context {
+    /// Waits until what the handler's deliveries sent so far is answered (stored, or failed
+    /// for good): before each commit of the handler's consumer, so that an input is never
+    /// committed while an output its handling sent with `send_async` may still fail.
+    pub(crate) async fn flush_producers(&self) {
+        let producers: Vec<Producer> = self.producers.lock().values().cloned().collect();
+        for producer in producers {
+            if let Err(e) = producer.flush().await {
+                tracing::warn!(handler = self.handler, topic = producer.topic(), error = %e, "flushing a handler's producer before a commit failed");
+            }
+        }
+    }
+
     /// Closes the producers the handler's deliveries started (typed producers it was given,
     /// dead-letter publication), once they sent what they hold: at a shutdown, before the
     /// messages whose handling sent it are committed. The first error is returned.

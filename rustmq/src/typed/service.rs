@@ -274,6 +274,12 @@ impl<S: Clone + Send + Sync + 'static, L: HandlerLayer> Service<S, L> {
                 poison: self.poison,
                 detached: false,
             });
+            // A commit waits for the outputs the handler sent to be answered.
+            let flushed = Arc::clone(&ctx);
+            consumer.before_commit(crate::consumer::BeforeCommit(Box::new(move || {
+                let ctx = Arc::clone(&flushed);
+                Box::pin(async move { ctx.flush_producers().await })
+            })));
             let runner = Runner::<L> {
                 consumer,
                 service,

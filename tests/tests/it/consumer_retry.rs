@@ -312,3 +312,99 @@ async fn a_waiting_receive_rearms_its_timer_for_an_earlier_retry() {
     a.ack().await.unwrap();
     consumer.close().await.unwrap();
 }
+
+/// A message whose dead-letter copy can never be stored (near the broker's batch limit, the
+/// copy's headers take it past) is not handled again and again: the failed write is the
+/// nack's error, the message stays uncommitted (a restart delivers it again) and is not
+/// redelivered meanwhile. It used to be rescheduled after every failed write, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_to_dead_letter_is_not_handled_for_ever() {
+    tests::init_tracing();
+    let mut broker_config = rustmq::testing::BrokerConfig::default();
+    broker_config.limits.max_batch_bytes = 16 * 1024;
+    let broker = TestBroker::start_with(broker_config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("big", 1).await.unwrap();
+    client.create_topic("big.dlq", 1).await.unwrap();
+    let producer = client.create_producer("big").await.unwrap();
+    // As large as the broker stores, with room for nothing more.
+    let mut size = 16 * 1024 - 200;
+    loop {
+        let message = rustmq::Message::builder()
+            .topic("big")
+            .payload(vec![b'x'; size])
+            .build()
+            .unwrap();
+        match producer.send(message).await {
+            Ok(_) => break,
+            Err(rustmq::ClientError::MessageTooLarge { .. }) => size -= 50,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let config = ConsumerConfig {
+        max_retry_attempts: 0,
+        retry_backoff: Duration::from_millis(20),
+        max_retry_backoff: Duration::from_millis(40),
+        dead_letter_queue: Some("big.dlq".into()),
+        ..config("bigs")
+    };
+    let consumer = client
+        .create_consumer_with_config("big", "bigs", config)
+        .await
+        .unwrap();
+    let m = recv(&consumer).await;
+    let refused = m.nack().await;
+    assert!(
+        matches!(refused, Err(rustmq::ClientError::MessageTooLarge { .. })),
+        "{refused:?}"
+    );
+    nothing_within(&consumer, Duration::from_millis(500)).await;
+    // Its offset holds the commits back: the next start begins with it.
+    consumer.commit().await.unwrap();
+    assert_eq!(consumer.committed_offset(0).await.unwrap(), 0);
+}
+
+/// A message larger than a default producer takes (4 MiB), stored by a producer set for it, is
+/// dead-lettered: the dead-letter producer takes messages as large as the broker stores. It
+/// used to refuse the copy with `MessageTooLarge`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_the_default_size_is_dead_lettered() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("large", 1).await.unwrap();
+    client.create_topic("large.dlq", 1).await.unwrap();
+    let producer = rustmq::ProducerBuilder::new()
+        .topic("large")
+        .client(client.clone())
+        .config(rustmq::ProducerConfig {
+            max_message_size: 6 << 20,
+            ..Default::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let payload = vec![b'x'; 5 << 20];
+    let message = rustmq::Message::builder()
+        .topic("large")
+        .payload(payload)
+        .build()
+        .unwrap();
+    producer.send(message).await.unwrap();
+    let config = ConsumerConfig {
+        max_retry_attempts: 0,
+        dead_letter_queue: Some("large.dlq".into()),
+        ..config("larges")
+    };
+    let consumer = client
+        .create_consumer_with_config("large", "larges", config)
+        .await
+        .unwrap();
+    let m = recv(&consumer).await;
+    m.nack().await.unwrap();
+    let dead = client
+        .create_consumer_with_config("large.dlq", "dead", self::config("dead"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&dead).await.message.payload.len(), 5 << 20);
+}

@@ -247,6 +247,20 @@ async fn a_message_past_the_brokers_largest_batch_fails_before_sending() {
     }
     let ok = p.send(msg("capped", "x".repeat(60 * 1024))).await.unwrap();
     assert_eq!(ok.offset, 0, "nothing was stored for the oversized message");
+    // So with compression enabled and no codec chosen (no compression either).
+    let uncompressed = ProducerConfig {
+        compression: rustmq::CompressionConfig {
+            enabled: true,
+            algorithm: rustmq::CompressionAlgorithm::None,
+            ..Default::default()
+        },
+        ..ProducerConfig::default()
+    };
+    let p = producer(&client, "capped", uncompressed).await;
+    assert!(matches!(
+        p.send(msg("capped", "x".repeat(100 * 1024))).await,
+        Err(ClientError::MessageTooLarge { .. })
+    ));
 }
 
 /// A message stamped further ahead of the broker's clock than it accepts
@@ -917,4 +931,70 @@ async fn fire_and_forget_sends_do_not_wait_for_their_answers() {
     stored.sort();
     let expected: Vec<String> = (0..SENDS).map(|i| format!("{i:04}")).collect();
     assert_eq!(stored, expected);
+}
+
+/// A producer whose topic is deleted and made again with other partitions learns the new
+/// count: keys that went to a partition the new topic lacks go where it has room (the
+/// broker's `UnknownPartition` answer has the count asked again; that first answer is the
+/// send's error), and an explicit partition the producer did not know of has the count asked
+/// before it is refused. Before, the count read when the producer was built stayed for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_learns_a_topic_made_again_with_other_partitions() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("remade", 3).await.unwrap();
+    let producer = client.create_producer("remade").await.unwrap();
+    let keyed = |key: &str| {
+        rustmq::Message::builder()
+            .topic("remade")
+            .key(key.to_owned())
+            .payload("v")
+            .build()
+            .unwrap()
+    };
+    let mut key = None;
+    for i in 0..100 {
+        let k = format!("k{i}");
+        if producer.send(keyed(&k)).await.unwrap().partition == 2 {
+            key = Some(k);
+            break;
+        }
+    }
+    let key = key.expect("a key of partition 2");
+    client.delete_topic("remade").await.unwrap();
+    client.create_topic("remade", 1).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let stored = loop {
+        match producer.send(keyed(&key)).await {
+            Ok(stored) => break stored,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "send refused while the count is asked again");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the producer kept the old partition count: {e}"),
+        }
+    };
+    assert_eq!(stored.partition, 0);
+    assert_eq!(producer.partition_count(), 1);
+    // Made again with more: an explicit partition past the known count is asked for first.
+    client.delete_topic("remade").await.unwrap();
+    client.create_topic("remade", 4).await.unwrap();
+    let third = rustmq::Message::builder()
+        .topic("remade")
+        .partition(3)
+        .payload("v")
+        .build()
+        .unwrap();
+    assert_eq!(producer.send(third).await.unwrap().partition, 3);
+    let fifth = rustmq::Message::builder()
+        .topic("remade")
+        .partition(4)
+        .payload("v")
+        .build()
+        .unwrap();
+    assert!(matches!(
+        producer.send(fifth).await,
+        Err(rustmq::ClientError::InvalidMessage(_))
+    ));
 }

@@ -315,3 +315,93 @@ async fn a_shutdown_sends_what_handlers_sent_before_it_commits() {
         outputs.len()
     );
 }
+
+/// Released one at a time by the test: the handler waits for a permit before it sends.
+#[derive(Debug, Clone)]
+struct Turnstile(Arc<tokio::sync::Semaphore>);
+
+#[handler(group = "gated-forwarders")]
+async fn gated_forward(input: Input, out: TypedProducer<Output>, State(gate): State<Turnstile>) {
+    gate.0.acquire().await.unwrap().forget();
+    out.send_async(&Output { n: input.n }).await.unwrap();
+}
+
+/// An auto-commit waits for what the handlers sent (fire and forget) to be answered: while
+/// an output's answers are lost and its producer retries, the input whose handling sent it is
+/// not committed; once the output is stored, it is. Before, the input was committed at the
+/// next auto-commit, and a crash then lost the output for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_commit_waits_for_what_handlers_sent() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let mut config = broker.client_config();
+    config.retry_config = rustmq::RetryConfig {
+        max_retries: 200,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(40),
+        ..rustmq::RetryConfig::default()
+    };
+    let client = rustmq::RustMqClient::new(config).await.unwrap();
+    let gate = Turnstile(Arc::new(tokio::sync::Semaphore::new(0)));
+    let running = Service::with_state(client.clone(), gate.clone())
+        .consumer_config(rustmq::ConsumerConfig {
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_millis(50),
+            ..Default::default()
+        })
+        .handler(gated_forward)
+        .start()
+        .await
+        .unwrap();
+    let committed = || {
+        let client = client.clone();
+        async move {
+            client
+                .describe_group("gated-forwarders")
+                .await
+                .ok()
+                .and_then(|g| g.committed("inputs", 0))
+        }
+    };
+    // One input handled as usual: its output stored, then it is committed.
+    client
+        .producer::<Input>()
+        .send(&Input { n: 0 })
+        .await
+        .unwrap();
+    gate.0.add_permits(1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while committed().await != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first input committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next one's output: its answers lost for a while.
+    client
+        .producer::<Input>()
+        .send(&Input { n: 1 })
+        .await
+        .unwrap();
+    let handle = broker.handle().unwrap();
+    handle.drop_next_produce_answers(u32::MAX);
+    gate.0.add_permits(1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        committed().await,
+        Some(1),
+        "committed before its output was answered"
+    );
+    handle.drop_next_produce_answers(0);
+    while committed().await != Some(2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second input committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (outputs, _) = tests::fetch_all(&client, "outputs", 0, 0).await;
+    assert!(outputs.len() >= 2, "{outputs:?}");
+    running.shutdown().await.unwrap();
+}
