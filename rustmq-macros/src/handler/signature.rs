@@ -96,21 +96,33 @@ fn check_qualifiers(cx: &Ctxt, sig: &Signature) {
     }
 }
 
-/// An argument bound to the handler's own name would be read as a pattern of the unit struct
-/// `#[handler]` makes under that name, and fail with a type mismatch that does not say why.
+/// An argument bound to the handler's own name (at any depth of its pattern, as in
+/// `State(config): State<Config>` of a handler `config`) would be read as a pattern of the
+/// unit struct `#[handler]` makes under that name, and fail with a type mismatch that does
+/// not say why. (A `let` of that name in the body, or elsewhere in the module, fails the same
+/// way; the macro does not see those.)
 fn check_binding(cx: &Ctxt, pat: &syn::Pat, handler: &syn::Ident) {
-    if let syn::Pat::Ident(binding) = pat {
-        if binding.ident == *handler {
-            cx.error_spanned_by(
-                &binding.ident,
-                format!(
-                    "an argument cannot be named `{handler}` like its #[handler]: the macro \
-                     makes a unit struct of that name, which the argument would match as a \
-                     pattern; rename the argument or the function"
-                ),
-            );
+    struct Bindings<'a> {
+        cx: &'a Ctxt,
+        handler: &'a syn::Ident,
+    }
+    impl<'ast> Visit<'ast> for Bindings<'_> {
+        fn visit_pat_ident(&mut self, binding: &'ast syn::PatIdent) {
+            if binding.ident == *self.handler {
+                let handler = self.handler;
+                self.cx.error_spanned_by(
+                    &binding.ident,
+                    format!(
+                        "an argument cannot be named `{handler}` like its #[handler]: the \
+                         macro makes a unit struct of that name, which the argument would \
+                         match as a pattern; rename the argument or the function"
+                    ),
+                );
+            }
+            syn::visit::visit_pat_ident(self, binding);
         }
     }
+    Bindings { cx, handler }.visit_pat(pat);
 }
 
 fn check_type(cx: &Ctxt, ty: &Type, what: &str) {

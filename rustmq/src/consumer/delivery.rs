@@ -115,7 +115,9 @@ impl ConsumerMessage {
     /// header `rustmq.dlq.error` should the retries run out).
     ///
     /// When the message is dead-lettered this waits for the dead-letter topic to store it;
-    /// if that fails, the error is returned and the message is retried again later.
+    /// if that fails, the error is returned and the message is retried again later (a copy
+    /// too large for the broker goes without the message's content, see
+    /// [`DLQ_CONTENT_DROPPED`](super::DLQ_CONTENT_DROPPED)).
     pub async fn nack_with_error(&self, error: impl Into<String>) -> Result<()> {
         if self.settled.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -265,18 +265,20 @@ pub(crate) async fn commit(inner: &Arc<Inner>) -> Result<()> {
         return Ok(());
     }
     // The positions are taken first: what was acknowledged up to now was sent (if its
-    // handling sent anything) before the hook looks. Within a request timeout: outputs
-    // whose producer retries longer leave their inputs to a later commit.
+    // handling sent anything) before the hook looks. Within a request timeout, and a quarter
+    // of the rebalance timeout (a commit before a rejoin must leave the rejoin its time):
+    // outputs whose producer retries longer leave their inputs to a later commit.
     if let Some(before) = inner.before_commit.get() {
-        let within = super::timing::deadline(
-            tokio::time::Instant::now(),
-            inner.client.config().request_timeout,
-        );
+        let bound = inner
+            .client
+            .config()
+            .request_timeout
+            .min(inner.config.rebalance_timeout / 4);
+        let within = super::timing::deadline(tokio::time::Instant::now(), bound);
         if tokio::time::timeout_at(within, (before.0)()).await.is_err() {
-            tracing::warn!(topic = %inner.topic, group = %inner.group, "the handlers' outputs were not answered within a request timeout: their inputs are committed later");
+            tracing::warn!(topic = %inner.topic, group = %inner.group, ?bound, "the handlers' outputs were not answered in time: their inputs are committed later");
             return Err(ClientError::Timeout {
-                timeout_ms: u64::try_from(inner.client.config().request_timeout.as_millis())
-                    .unwrap_or(u64::MAX),
+                timeout_ms: u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
             });
         }
     }

@@ -78,8 +78,8 @@ pub use self::metrics::ConsumerMetrics;
 pub use self::offsets::timestamp_ms;
 pub use self::receive::Receive;
 pub use self::retry::{
-    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
-    MAX_DLQ_ERROR_BYTES,
+    DLQ_ATTEMPTS, DLQ_CONTENT_DROPPED, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_TOPIC, MAX_DLQ_ERROR_BYTES,
 };
 pub use self::stream::ConsumerStream;
 

@@ -7,7 +7,9 @@
 //!        │                                           the retries counting against its
 //!        │                                           buffer's bounds
 //!        └─ retries exhausted ──► dead_letter_queue set: produce a copy with the headers
-//!                                 below, then resolve (committable)
+//!                                 below (too large for the broker: the headers alone,
+//!                                 `DLQ_CONTENT_DROPPED`), then resolve (committable); a
+//!                                 failed write retries later
 //!                                 not set: drop with a warning, resolve
 //! ```
 //!
@@ -35,6 +37,10 @@ pub const DLQ_ORIGINAL_OFFSET: &str = "rustmq.dlq.original-offset";
 pub const DLQ_ATTEMPTS: &str = "rustmq.dlq.attempts";
 /// Dead-letter header: the reason given to the last `nack_with_error` (`nacked` for `nack`).
 pub const DLQ_ERROR: &str = "rustmq.dlq.error";
+/// Dead-letter header, on a copy without the message's key, payload and headers (the whole
+/// copy was too large for the broker): the size of what was left out, in bytes. The message
+/// itself stays in its topic, at its offset, for as long as the topic keeps it.
+pub const DLQ_CONTENT_DROPPED: &str = "rustmq.dlq.content-dropped";
 
 /// A delivery that was nacked.
 #[derive(Debug)]
@@ -242,7 +248,10 @@ async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {
 }
 
 /// Writes the message to the dead-letter queue (or drops it without one), then resolves it.
-/// If the write fails, the message is retried again later and the error returned.
+/// A copy too large for the broker goes without the message's content
+/// ([`DLQ_CONTENT_DROPPED`]). If the write fails, the message is retried again later and the
+/// error returned; if even that smaller copy cannot be stored, the message stays unresolved
+/// and is not retried (a restart delivers it again).
 async fn dead_letter(inner: &Arc<Inner>, failed: Failed, error: String) -> Result<()> {
     let (partition, offset, attempt) = (failed.partition, failed.offset, failed.attempt);
     let Some(dlq) = inner.config.dead_letter_queue.as_deref() else {
@@ -254,13 +263,40 @@ async fn dead_letter(inner: &Arc<Inner>, failed: Failed, error: String) -> Resul
             .fetch_add(1, Ordering::Relaxed);
         return Ok(());
     };
-    let sent = match dead_letter_message(dlq, &failed, &error) {
-        Ok(message) => match producer(inner, dlq).await {
-            Ok(p) => p.send(message).await,
+    let send = |message: Result<Message>| async {
+        match message {
+            Ok(message) => producer(inner, dlq).await?.send(message).await,
             Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
+        }
     };
+    let mut sent = send(dead_letter_message(dlq, &failed, &error)).await;
+    if sent.as_ref().is_err_and(never_storable) {
+        // The copy is too large for the broker: its headers alone go, naming where the
+        // message is, rather than the message being handled again and again for ever.
+        let dropped = failed.message.size();
+        tracing::warn!(partition, offset, dlq, bytes = dropped, "the message's copy is too large for the dead-letter topic: its key, payload and headers are left out");
+        sent = send(
+            dead_letter_builder(
+                dlq,
+                &Message::received(
+                    failed.message.topic.clone(),
+                    partition,
+                    offset,
+                    None,
+                    bytes::Bytes::new(),
+                    Default::default(),
+                    failed.message.timestamp,
+                ),
+                partition,
+                offset,
+                attempt,
+                &error,
+            )
+            .header(DLQ_CONTENT_DROPPED, dropped.to_string())
+            .build(),
+        )
+        .await;
+    }
     match sent {
         Ok(result) => {
             inner.state.lock().resolve(partition, failed.epoch, offset);
@@ -273,10 +309,11 @@ async fn dead_letter(inner: &Arc<Inner>, failed: Failed, error: String) -> Resul
             Ok(())
         }
         Err(e) if never_storable(&e) => {
-            // Handling it again would fail the same way, for ever: it stays unresolved (its
-            // offset holds the partition's commits back, and a restart delivers it again),
-            // and is not redelivered meanwhile.
-            tracing::error!(partition, offset, dlq, error = %e, "the message cannot be dead-lettered: its copy is too large for the broker; it stays uncommitted and is not retried");
+            // Even without its content (a dead-letter error text beyond the broker's batch
+            // limit?): handling it again would fail the same way, for ever. It stays
+            // unresolved (its offset holds the partition's commits back, and a restart
+            // delivers it again), and is not redelivered meanwhile.
+            tracing::error!(partition, offset, dlq, error = %e, "the message cannot be dead-lettered, even without its content; it stays uncommitted and is not retried");
             Err(e)
         }
         Err(e) => {

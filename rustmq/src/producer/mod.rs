@@ -198,8 +198,9 @@ pub(crate) struct Inner {
     slots: RwLock<Vec<Arc<Slot>>>,
     partition_count: AtomicU32,
     partitions_known: AtomicBool,
-    /// A refresh of the partition count is under way (one at a time).
-    refreshing: AtomicBool,
+    /// Taken by a refresh of the partition count (one at a time; those that waited for it
+    /// take its answer), with when the last one ended.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
     limits: BatchLimits,
     /// The broker's `max_batch_bytes` (`usize::MAX` if not known): without compression, a
     /// message whose record cannot fit a batch of it is refused before it is sent.
@@ -380,7 +381,7 @@ impl ProducerBuilder {
             slots: RwLock::new(Vec::new()),
             partition_count: AtomicU32::new(known.unwrap_or(1)),
             partitions_known: AtomicBool::new(known.is_some()),
-            refreshing: AtomicBool::new(false),
+            refreshed: tokio::sync::Mutex::new(None),
             limits,
             broker_max_batch: broker_max,
             metrics: Arc::new(ProducerMetrics::default()),
@@ -397,6 +398,10 @@ impl ProducerBuilder {
         })
     }
 }
+
+/// The least time between two refreshes of a producer's partition count: a burst of failed
+/// batches, or of sends to a partition the topic lacks, asks the broker once.
+const REFRESH_SPACING: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Inner {
     /// Makes sure a slot and sender task exist for every partition below `n`.
@@ -438,8 +443,16 @@ impl Inner {
     /// of was asked for, or the broker answered that a partition or the topic is unknown: a
     /// topic made again may have more partitions, or fewer. Keys are spread over the count it
     /// answers from then on (the producer's senders of partitions past it stay, idle).
-    pub(crate) async fn refresh_partitions(self: &Arc<Self>) {
-        if self.refreshing.swap(true, Ordering::AcqRel) {
+    ///
+    /// One at a time: a caller that finds one under way waits for it and takes its answer (a
+    /// caller given up midway lets go of its turn, its lock guard dropped with it). With
+    /// `spaced`, not again within [`REFRESH_SPACING`] of the last either (failed batches:
+    /// a burst asks once); a send to a partition the producer does not know asks each time.
+    pub(crate) async fn refresh_partitions(self: &Arc<Self>, spaced: bool) {
+        let asked = Instant::now();
+        let mut last = self.refreshed.lock().await;
+        let recent = |spacing| last.is_some_and(|at| at + spacing > asked);
+        if recent(std::time::Duration::ZERO) || (spaced && recent(REFRESH_SPACING)) {
             return;
         }
         if let Ok(Some(n)) = sender::partition_count(&self.client, &self.topic).await {
@@ -449,7 +462,7 @@ impl Inner {
                 tracing::info!(topic = %self.topic, producer = %self.name, before, partitions = n, "the topic's partition count changed");
             }
         }
-        self.refreshing.store(false, Ordering::Release);
+        *last = Some(Instant::now());
     }
 
     fn slot(&self, partition: u32) -> Result<Arc<Slot>> {
@@ -608,7 +621,7 @@ impl Producer {
             // the producer): the count is asked again first. Rare: the message moves.
             let mut message = message.take();
             return Either::Right(Box::pin(async move {
-                inner.refresh_partitions().await;
+                inner.refresh_partitions(false).await;
                 let count = inner.partition_count.load(Ordering::Acquire);
                 if message.partition >= count {
                     return Err(ClientError::InvalidMessage(format!(

@@ -311,7 +311,7 @@ fn batch_failed(inner: &Arc<Inner>, slot: &Slot, count: u32, e: &ClientError) {
         )
     ) {
         let inner = Arc::clone(inner);
-        tokio::spawn(async move { inner.refresh_partitions().await });
+        tokio::spawn(async move { inner.refresh_partitions(true).await });
     }
     inner
         .metrics

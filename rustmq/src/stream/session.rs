@@ -9,11 +9,13 @@
 //!  workers: unit::run (processor, error strategy) ──► sink lanes ──► ledger: finished
 //!  committer: ledger snapshot ──► CommitOffsets every commit interval (and again at the next
 //!             interval after a failed one, changed or not)
-//!  heartbeat: rebalance ──► drain
+//!  heartbeat (from the join on): rebalance, or a generation moved (also a commit's
+//!             answer) ──► drain, rejoin under the same member id
 //!  end: stop or rebalance ── drain: fetchers stop, router flushes, workers finish, outputs
 //!       stored, final commit (failed at stop: stop's error);  Stop strategy ── the same drain,
 //!       but no further unit is processed or emitted (queued units are dropped, uncommitted);
-//!       sink/membership failure ── abort: final commit of what is finished, tasks aborted
+//!       sink failure, unknown member, commit refused for good ── abort: final commit of what
+//!       is finished, tasks aborted
 //!  (a failure under the Stop strategy wins over a stop or rebalance already draining; an
 //!   abort cuts any drain short)
 //! ```

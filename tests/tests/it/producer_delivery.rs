@@ -980,13 +980,19 @@ async fn a_producer_learns_a_topic_made_again_with_other_partitions() {
     // Made again with more: an explicit partition past the known count is asked for first.
     client.delete_topic("remade").await.unwrap();
     client.create_topic("remade", 4).await.unwrap();
-    let third = rustmq::Message::builder()
-        .topic("remade")
-        .partition(3)
-        .payload("v")
-        .build()
-        .unwrap();
-    assert_eq!(producer.send(third).await.unwrap().partition, 3);
+    let third = || {
+        rustmq::Message::builder()
+            .topic("remade")
+            .partition(3)
+            .payload("v")
+            .build()
+            .unwrap()
+    };
+    // A send given up while the count is asked does not keep later ones from asking.
+    let given_up =
+        tokio::time::timeout(std::time::Duration::from_micros(1), producer.send(third())).await;
+    assert!(given_up.is_err(), "{given_up:?}");
+    assert_eq!(producer.send(third()).await.unwrap().partition, 3);
     let fifth = rustmq::Message::builder()
         .topic("remade")
         .partition(4)

@@ -153,7 +153,9 @@ async fn a_stream_rejoins_under_its_id_when_its_input_is_made_again() {
         .await
         .unwrap()
         .with_processor(Upper::new(0))
-        .with_commit_interval(Duration::from_millis(50));
+        .with_commit_interval(Duration::from_millis(50))
+        // Heartbeats 10 s apart: the commits hear of the new generation first.
+        .with_session_timeout(Duration::from_secs(30));
     stream.start().await.unwrap();
     send(&client, "in", &inputs(&["a"])).await;
     wait_records(&client, "out", 1).await;
