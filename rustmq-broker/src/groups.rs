@@ -103,6 +103,13 @@ impl Group {
         Arc::ptr_eq(&self.writes, writes)
     }
 
+    /// Whether a member of the group subscribes to `topic`.
+    fn subscribes_to(&self, topic: &str) -> bool {
+        self.members
+            .values()
+            .any(|m| m.topics.iter().any(|t| t == topic))
+    }
+
     /// Whether the group may be forgotten at `now`: no members, and idle for `expiration`.
     fn is_expired(&self, now: Instant, expiration: Duration) -> bool {
         self.members.is_empty()
@@ -944,11 +951,7 @@ impl GroupCoordinator {
     pub fn topic_created(&self, topic: &str) {
         let mut groups = self.groups.lock();
         for (name, group) in groups.iter_mut() {
-            let subscribed = group
-                .members
-                .values()
-                .any(|m| m.topics.iter().any(|t| t == topic));
-            if subscribed {
+            if group.subscribes_to(topic) {
                 tracing::info!(group = %name, topic, "topic created: its subscribers rebalance");
                 group.start_rebalance();
             }
@@ -965,11 +968,7 @@ impl GroupCoordinator {
     pub fn topic_deleted(&self, topic: &str) {
         let mut groups = self.groups.lock();
         for (name, group) in groups.iter_mut() {
-            let subscribed = group
-                .members
-                .values()
-                .any(|m| m.topics.iter().any(|t| t == topic));
-            if subscribed {
+            if group.subscribes_to(topic) {
                 tracing::info!(group = %name, topic, "topic deleted: its subscribers start over");
                 group.generation += 1;
                 group.start_rebalance();

@@ -35,6 +35,14 @@ struct Setup {
     bob: RustMqClient,
 }
 
+/// A broker config of `pki` that requires authentication, with `users` (name, password).
+fn with_users(pki: &Pki, users: &[(&str, &str)]) -> rustmq::testing::BrokerConfig {
+    let mut config = broker_config(pki);
+    config.auth.required = true;
+    config.auth.users_file = Some(users_file(pki.dir.path(), users));
+    config
+}
+
 /// admin: everything; alice: write `orders.*`; bob: read `orders.*`, read+commit group
 /// `billing`; nobody may read `orders.secret`.
 async fn setup() -> Setup {
@@ -44,12 +52,10 @@ async fn setup() -> Setup {
     use ResourceType::*;
     tests::init_tracing();
     let pki = Pki::new("CA");
-    let mut config = broker_config(&pki);
-    config.auth.required = true;
-    config.auth.users_file = Some(users_file(
-        pki.dir.path(),
+    let mut config = with_users(
+        &pki,
         &[("admin", "a-pw"), ("alice", "al-pw"), ("bob", "b-pw")],
-    ));
+    );
     config.acl = vec![
         rule(
             "admin",
@@ -441,12 +447,7 @@ async fn a_stream_that_may_not_commit_ends_with_the_refusal() {
     }
     tests::init_tracing();
     let pki = Pki::new("CA");
-    let mut config = broker_config(&pki);
-    config.auth.required = true;
-    config.auth.users_file = Some(users_file(
-        pki.dir.path(),
-        &[("admin", "a-pw"), ("carol", "c-pw")],
-    ));
+    let mut config = with_users(&pki, &[("admin", "a-pw"), ("carol", "c-pw")]);
     config.acl = vec![
         rule(
             "admin",
