@@ -255,6 +255,11 @@ async fn start_positions(
 /// Commits the contiguous acknowledged prefix of every assigned partition whose position
 /// moved, with the member id and generation in force.
 pub(crate) async fn commit(inner: &Arc<Inner>) -> Result<()> {
+    commit_within(inner, inner.client.config().request_timeout).await
+}
+
+/// [`commit`], waiting at most `hook_bound` for the `before_commit` hook.
+async fn commit_within(inner: &Arc<Inner>, hook_bound: std::time::Duration) -> Result<()> {
     let _serial = inner.commit_lock.lock().await;
     let (member_id, generation) = {
         let m = inner.membership.lock();
@@ -265,15 +270,10 @@ pub(crate) async fn commit(inner: &Arc<Inner>) -> Result<()> {
         return Ok(());
     }
     // The positions are taken first: what was acknowledged up to now was sent (if its
-    // handling sent anything) before the hook looks. Within a request timeout, and a quarter
-    // of the rebalance timeout (a commit before a rejoin must leave the rejoin its time):
-    // outputs whose producer retries longer leave their inputs to a later commit.
+    // handling sent anything) before the hook looks. Within `hook_bound`: outputs whose
+    // producer retries longer leave their inputs to a later commit.
     if let Some(before) = inner.before_commit.get() {
-        let bound = inner
-            .client
-            .config()
-            .request_timeout
-            .min(inner.config.rebalance_timeout / 4);
+        let bound = hook_bound;
         let within = super::timing::deadline(tokio::time::Instant::now(), bound);
         if tokio::time::timeout_at(within, (before.0)()).await.is_err() {
             tracing::warn!(topic = %inner.topic, group = %inner.group, ?bound, "the handlers' outputs were not answered in time: their inputs are committed later");
@@ -403,10 +403,11 @@ async fn heartbeat(inner: &Arc<Inner>, failures: &mut Streak) -> Standing {
 /// commit is done.
 async fn commit_heartbeating(
     inner: &Arc<Inner>,
+    hook_bound: std::time::Duration,
     heartbeats: &mut tokio::time::Interval,
     failures: &mut Streak,
 ) -> (Result<()>, Standing) {
-    let committing = commit(inner);
+    let committing = commit_within(inner, hook_bound);
     tokio::pin!(committing);
     let mut found = Standing::Fine;
     loop {
@@ -433,7 +434,15 @@ async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
     if how == Rejoin::Keep {
         let mut heartbeats = heartbeat_ticks(inner);
         let mut failures = Streak::default();
-        let (committed, found) = commit_heartbeating(inner, &mut heartbeats, &mut failures).await;
+        // The commit before a rejoin waits for the handlers' outputs (the typed layer's hook)
+        // a quarter of the rebalance timeout at most: the rejoin must keep its time.
+        let bound = inner
+            .client
+            .config()
+            .request_timeout
+            .min(inner.config.rebalance_timeout / 4);
+        let (committed, found) =
+            commit_heartbeating(inner, bound, &mut heartbeats, &mut failures).await;
         if let Err(e) = committed {
             tracing::warn!(group = %inner.group, error = %e, "commit before rejoining failed");
         }
@@ -516,7 +525,13 @@ async fn group_loop(inner: Arc<Inner>) {
             _ = heartbeats.tick() => heartbeat(&inner, &mut heartbeat_failures).await,
             _ = commits.tick() => {
                 let (committed, found) =
-                    commit_heartbeating(&inner, &mut heartbeats, &mut heartbeat_failures).await;
+                    commit_heartbeating(
+                        &inner,
+                        inner.client.config().request_timeout,
+                        &mut heartbeats,
+                        &mut heartbeat_failures,
+                    )
+                    .await;
                 let after = match committed {
                     Ok(()) => {
                         inner.succeeded(&mut commit_failures);

@@ -214,10 +214,15 @@ fn shortened(text: &str, max: usize) -> String {
 /// refused here for its size.
 pub(crate) fn dead_letter_config(client: &RustMqClient) -> ProducerConfig {
     let defaults = ProducerConfig::default();
-    let largest = client
+    let mut largest = client
         .broker_limits()
         .map_or(0, |l| l.max_batch_bytes as usize)
         .max(defaults.max_message_size);
+    if client.config().compression.codec() != rustmq_protocol::Compression::None {
+        // Compressed, a copy larger than the broker's batches may still fit in one: the
+        // broker's answer decides.
+        largest = largest.max(defaults.buffer_memory);
+    }
     ProducerConfig {
         ack_level: AckLevel::All,
         compression: client.config().compression.clone(),
@@ -227,9 +232,33 @@ pub(crate) fn dead_letter_config(client: &RustMqClient) -> ProducerConfig {
     }
 }
 
+/// The dead-letter copy of `original` without its key, payload and headers, for when the
+/// whole copy is too large for the broker: the `rustmq.dlq.*` headers name where the message
+/// is, and [`DLQ_CONTENT_DROPPED`] how many bytes were left out.
+pub(crate) fn content_dropped_builder(
+    dlq: &str,
+    original: &Message,
+    partition: u32,
+    offset: u64,
+    attempts: u32,
+    error: &str,
+) -> crate::message::MessageBuilder {
+    let headers_only = Message::received(
+        original.topic.clone(),
+        partition,
+        offset,
+        None,
+        bytes::Bytes::new(),
+        Default::default(),
+        original.timestamp,
+    );
+    dead_letter_builder(dlq, &headers_only, partition, offset, attempts, error)
+        .header(DLQ_CONTENT_DROPPED, original.size().to_string())
+}
+
 /// Whether a dead letter's write failed for good, whenever it is tried: its copy is too large
 /// for the broker.
-fn never_storable(e: &crate::ClientError) -> bool {
+pub(crate) fn never_storable(e: &crate::ClientError) -> bool {
     matches!(e, crate::ClientError::MessageTooLarge { .. })
         || e.error_code() == Some(rustmq_protocol::ErrorCode::BatchTooLarge)
 }
@@ -273,27 +302,10 @@ async fn dead_letter(inner: &Arc<Inner>, failed: Failed, error: String) -> Resul
     if sent.as_ref().is_err_and(never_storable) {
         // The copy is too large for the broker: its headers alone go, naming where the
         // message is, rather than the message being handled again and again for ever.
-        let dropped = failed.message.size();
-        tracing::warn!(partition, offset, dlq, bytes = dropped, "the message's copy is too large for the dead-letter topic: its key, payload and headers are left out");
+        tracing::warn!(partition, offset, dlq, bytes = failed.message.size(), "the message's copy is too large for the dead-letter topic: its key, payload and headers are left out");
         sent = send(
-            dead_letter_builder(
-                dlq,
-                &Message::received(
-                    failed.message.topic.clone(),
-                    partition,
-                    offset,
-                    None,
-                    bytes::Bytes::new(),
-                    Default::default(),
-                    failed.message.timestamp,
-                ),
-                partition,
-                offset,
-                attempt,
-                &error,
-            )
-            .header(DLQ_CONTENT_DROPPED, dropped.to_string())
-            .build(),
+            content_dropped_builder(dlq, &failed.message, partition, offset, attempt, &error)
+                .build(),
         )
         .await;
     }

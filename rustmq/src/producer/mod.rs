@@ -198,8 +198,8 @@ pub(crate) struct Inner {
     slots: RwLock<Vec<Arc<Slot>>>,
     partition_count: AtomicU32,
     partitions_known: AtomicBool,
-    /// Taken by a refresh of the partition count (one at a time; those that waited for it
-    /// take its answer), with when the last one ended.
+    /// Taken by a refresh of the partition count (one at a time; those that waited for one
+    /// asked after them take its answer), with when the last one that got an answer started.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     limits: BatchLimits,
     /// The broker's `max_batch_bytes` (`usize::MAX` if not known): without compression, a
@@ -399,8 +399,8 @@ impl ProducerBuilder {
     }
 }
 
-/// The least time between two refreshes of a producer's partition count: a burst of failed
-/// batches, or of sends to a partition the topic lacks, asks the broker once.
+/// The least time between two refreshes of a producer's partition count after failed
+/// batches: a burst of them asks the broker once.
 const REFRESH_SPACING: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Inner {
@@ -444,25 +444,28 @@ impl Inner {
     /// topic made again may have more partitions, or fewer. Keys are spread over the count it
     /// answers from then on (the producer's senders of partitions past it stay, idle).
     ///
-    /// One at a time: a caller that finds one under way waits for it and takes its answer (a
-    /// caller given up midway lets go of its turn, its lock guard dropped with it). With
-    /// `spaced`, not again within [`REFRESH_SPACING`] of the last either (failed batches:
-    /// a burst asks once); a send to a partition the producer does not know asks each time.
+    /// One at a time: a caller that waited for one that started after it asked takes that
+    /// one's answer (a caller given up midway lets go of its turn, its lock guard dropped
+    /// with it); one that failed counts for nobody. With `spaced`, not again within
+    /// [`REFRESH_SPACING`] of the last either (failed batches: a burst asks once); a send to
+    /// a partition the producer does not know asks each time.
     pub(crate) async fn refresh_partitions(self: &Arc<Self>, spaced: bool) {
         let asked = Instant::now();
         let mut last = self.refreshed.lock().await;
-        let recent = |spacing| last.is_some_and(|at| at + spacing > asked);
-        if recent(std::time::Duration::ZERO) || (spaced && recent(REFRESH_SPACING)) {
+        let recent = |spacing| last.is_some_and(|started| started + spacing >= asked);
+        if last.is_some_and(|started| started >= asked) || (spaced && recent(REFRESH_SPACING)) {
             return;
         }
+        let started = Instant::now();
         if let Ok(Some(n)) = sender::partition_count(&self.client, &self.topic).await {
+            let before = self.partition_count.load(Ordering::Acquire);
             self.ensure_slots(n);
-            let before = self.partition_count.swap(n, Ordering::AcqRel);
+            self.partition_count.store(n, Ordering::Release);
             if before != n {
                 tracing::info!(topic = %self.topic, producer = %self.name, before, partitions = n, "the topic's partition count changed");
             }
+            *last = Some(started);
         }
-        *last = Some(Instant::now());
     }
 
     fn slot(&self, partition: u32) -> Result<Arc<Slot>> {

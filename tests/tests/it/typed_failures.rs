@@ -405,3 +405,70 @@ async fn an_auto_commit_waits_for_what_handlers_sent() {
     assert!(outputs.len() >= 2, "{outputs:?}");
     running.shutdown().await.unwrap();
 }
+
+#[handler(group = "swallowers")]
+async fn swallow(_: Input) {}
+
+/// A poison message too large to be dead-lettered whole (near the broker's batch limit, the
+/// copy's headers take it past) is dead-lettered by the typed layer without its content, with
+/// its kind: it used to be nacked ("dead-lettering failed"), handled again, and end in the
+/// consumer's copy without the typed layer's headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_too_large_to_copy_is_dead_lettered_without_its_content() {
+    tests::init_tracing();
+    let mut broker_config = rustmq::testing::BrokerConfig::default();
+    broker_config.limits.max_batch_bytes = 16 * 1024;
+    let broker = TestBroker::start_with(broker_config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("inputs", 1).await.unwrap();
+    client.create_topic("inputs.dlq", 1).await.unwrap();
+    let raw = client.create_producer("inputs").await.unwrap();
+    let mut size = 16 * 1024 - 200;
+    loop {
+        let message = Message::builder()
+            .topic("inputs")
+            .payload(vec![b'{'; size])
+            .build()
+            .unwrap();
+        match raw.send(message).await {
+            Ok(_) => break,
+            Err(ClientError::MessageTooLarge { .. }) => size -= 50,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let running = Service::new(client.clone())
+        .consumer_config(ConsumerConfig {
+            max_retry_attempts: 0,
+            ..Default::default()
+        })
+        .handler(swallow)
+        .start()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let dead = loop {
+        let (dead, _) = tests::fetch_all(&client, "inputs.dlq", 0, 0).await;
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    running.shutdown().await.unwrap();
+    let header = |name: &str| {
+        dead[0]
+            .headers
+            .iter()
+            .find(|h| h.key == name)
+            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+    };
+    assert_eq!(
+        header(rustmq::typed::layers::DLQ_HEADER_KIND).as_deref(),
+        Some("poison")
+    );
+    assert!(header(rustmq::consumer::DLQ_CONTENT_DROPPED).is_some());
+    assert!(dead[0].value.as_deref().unwrap_or_default().is_empty());
+}

@@ -61,7 +61,26 @@ async fn publish(
     .timestamp(original.timestamp);
     let message = builder.build()?;
     let producer = delivery.dead_letter_producer(dlq).await?;
-    producer.send(message).await?;
+    match producer.send(message).await {
+        Ok(_) => {}
+        // Too large for the broker: the headers alone go, as the consumer's dead letters do.
+        Err(e) if crate::consumer::retry::never_storable(&e) => {
+            tracing::warn!(topic = %original.topic, partition = original.partition, offset = original.offset, dead_letter = dlq, bytes = original.size(), "the message's copy is too large for the dead-letter topic: its key, payload and headers are left out");
+            let headers_only = crate::consumer::retry::content_dropped_builder(
+                dlq,
+                original,
+                original.partition,
+                original.offset,
+                delivery.attempt(),
+                error,
+            )
+            .header(DLQ_HEADER_KIND, kind)
+            .timestamp(original.timestamp)
+            .build()?;
+            producer.send(headers_only).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     tracing::warn!(
         topic = %original.topic, partition = original.partition, offset = original.offset,
         dead_letter = dlq, kind, error, "message dead-lettered"
