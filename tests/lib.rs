@@ -142,6 +142,24 @@ pub async fn fetch_all(
     }
 }
 
+/// Sends, with `producer`, a message of `byte`s as large as the broker stores (its batches
+/// at most `max_batch_bytes`), with room for nothing more; returns its payload's size.
+pub async fn send_largest(producer: &rustmq::Producer, max_batch_bytes: usize, byte: u8) -> usize {
+    let mut size = max_batch_bytes - 200;
+    loop {
+        let message = rustmq::Message::builder()
+            .topic(producer.topic())
+            .payload(vec![byte; size])
+            .build()
+            .expect("message");
+        match producer.send(message).await {
+            Ok(_) => return size,
+            Err(rustmq::ClientError::MessageTooLarge { .. }) => size -= 50,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Installs a test log subscriber once (RUST_LOG controls it).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -327,20 +327,7 @@ async fn a_message_too_large_to_dead_letter_goes_without_its_content() {
     client.create_topic("big", 1).await.unwrap();
     client.create_topic("big.dlq", 1).await.unwrap();
     let producer = client.create_producer("big").await.unwrap();
-    // As large as the broker stores, with room for nothing more.
-    let mut size = 16 * 1024 - 200;
-    loop {
-        let message = rustmq::Message::builder()
-            .topic("big")
-            .payload(vec![b'x'; size])
-            .build()
-            .unwrap();
-        match producer.send(message).await {
-            Ok(_) => break,
-            Err(rustmq::ClientError::MessageTooLarge { .. }) => size -= 50,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let size = tests::send_largest(&producer, 16 * 1024, b'x').await;
     let config = ConsumerConfig {
         max_retry_attempts: 0,
         retry_backoff: Duration::from_millis(20),

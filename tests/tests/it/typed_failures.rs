@@ -423,19 +423,7 @@ async fn a_poison_message_too_large_to_copy_is_dead_lettered_without_its_content
     client.create_topic("inputs", 1).await.unwrap();
     client.create_topic("inputs.dlq", 1).await.unwrap();
     let raw = client.create_producer("inputs").await.unwrap();
-    let mut size = 16 * 1024 - 200;
-    loop {
-        let message = Message::builder()
-            .topic("inputs")
-            .payload(vec![b'{'; size])
-            .build()
-            .unwrap();
-        match raw.send(message).await {
-            Ok(_) => break,
-            Err(ClientError::MessageTooLarge { .. }) => size -= 50,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    tests::send_largest(&raw, 16 * 1024, b'{').await;
     let running = Service::new(client.clone())
         .consumer_config(ConsumerConfig {
             max_retry_attempts: 0,

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use crate::consumer::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_ORIGINAL_OFFSET, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_TOPIC,
 };
+use crate::message::{Message, MessageBuilder};
 use crate::typed::delivery::Delivery;
 use crate::typed::service::PoisonPolicy;
 use crate::typed::settle::{BoxError, Settlement};
@@ -47,37 +48,30 @@ async fn publish(
     kind: &str,
     error: &str,
 ) -> Result<String, BoxError> {
+    use crate::consumer::retry::{content_dropped_builder, dead_letter_builder, never_storable};
     let original = delivery.message();
     let dlq = topic.unwrap_or_else(|| delivery.dead_letter_topic());
-    let builder = crate::consumer::retry::dead_letter_builder(
-        dlq,
-        original,
-        original.partition,
-        original.offset,
-        delivery.attempt(),
-        error,
-    )
-    .header(DLQ_HEADER_KIND, kind)
-    .timestamp(original.timestamp);
-    let message = builder.build()?;
+    // The whole copy, or (too large for the broker) its headers alone.
+    let copy = |make: fn(&str, &Message, u32, u64, u32, &str) -> MessageBuilder| {
+        make(
+            dlq,
+            original,
+            original.partition,
+            original.offset,
+            delivery.attempt(),
+            error,
+        )
+        .header(DLQ_HEADER_KIND, kind)
+        .timestamp(original.timestamp)
+        .build()
+    };
     let producer = delivery.dead_letter_producer(dlq).await?;
-    match producer.send(message).await {
+    match producer.send(copy(dead_letter_builder)?).await {
         Ok(_) => {}
-        // Too large for the broker: the headers alone go, as the consumer's dead letters do.
-        Err(e) if crate::consumer::retry::never_storable(&e) => {
+        // As the consumer's dead letters do.
+        Err(e) if never_storable(&e) => {
             tracing::warn!(topic = %original.topic, partition = original.partition, offset = original.offset, dead_letter = dlq, bytes = original.size(), "the message's copy is too large for the dead-letter topic: its key, payload and headers are left out");
-            let headers_only = crate::consumer::retry::content_dropped_builder(
-                dlq,
-                original,
-                original.partition,
-                original.offset,
-                delivery.attempt(),
-                error,
-            )
-            .header(DLQ_HEADER_KIND, kind)
-            .timestamp(original.timestamp)
-            .build()?;
-            producer.send(headers_only).await?;
+            producer.send(copy(content_dropped_builder)?).await?;
         }
         Err(e) => return Err(e.into()),
     }
