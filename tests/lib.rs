@@ -144,7 +144,7 @@ pub async fn fetch_all(
 
 /// Sends, with `producer`, a message of `byte`s as large as the broker stores (its batches
 /// at most `max_batch_bytes`), with room for nothing more; returns its payload's size.
-pub async fn send_largest(producer: &rustmq::Producer, max_batch_bytes: usize, byte: u8) -> usize {
+async fn send_largest(producer: &rustmq::Producer, max_batch_bytes: usize, byte: u8) -> usize {
     let mut size = max_batch_bytes - 200;
     loop {
         let message = rustmq::Message::builder()
@@ -158,6 +158,30 @@ pub async fn send_largest(producer: &rustmq::Producer, max_batch_bytes: usize, b
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+/// A broker whose batches take at most 16 KiB, a client of it, `topic` and `<topic>.dlq` (one
+/// partition each), and in `topic` a message of `byte`s as large as the broker stores; returns
+/// the message's payload size too.
+pub async fn largest_message_stored(
+    topic: &str,
+    byte: u8,
+) -> (rustmq::testing::TestBroker, RustMqClient, usize) {
+    const LIMIT: usize = 16 * 1024;
+    let mut config = rustmq::testing::BrokerConfig::default();
+    config.limits.max_batch_bytes = LIMIT as u32;
+    let broker = rustmq::testing::TestBroker::start_with(config)
+        .await
+        .expect("broker");
+    let client = broker.client().await.expect("client");
+    client.create_topic(topic, 1).await.expect("topic");
+    client
+        .create_topic(&format!("{topic}.dlq"), 1)
+        .await
+        .expect("dead-letter topic");
+    let producer = client.create_producer(topic).await.expect("producer");
+    let size = send_largest(&producer, LIMIT, byte).await;
+    (broker, client, size)
 }
 
 /// Installs a test log subscriber once (RUST_LOG controls it).

@@ -320,14 +320,7 @@ async fn a_waiting_receive_rearms_its_timer_for_an_earlier_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_large_to_dead_letter_goes_without_its_content() {
     tests::init_tracing();
-    let mut broker_config = rustmq::testing::BrokerConfig::default();
-    broker_config.limits.max_batch_bytes = 16 * 1024;
-    let broker = TestBroker::start_with(broker_config).await.unwrap();
-    let client = broker.client().await.unwrap();
-    client.create_topic("big", 1).await.unwrap();
-    client.create_topic("big.dlq", 1).await.unwrap();
-    let producer = client.create_producer("big").await.unwrap();
-    let size = tests::send_largest(&producer, 16 * 1024, b'x').await;
+    let (_broker, client, size) = tests::largest_message_stored("big", b'x').await;
     let config = ConsumerConfig {
         max_retry_attempts: 0,
         retry_backoff: Duration::from_millis(20),

@@ -445,6 +445,22 @@ async fn a_consumer_that_fails_to_join_leaves_no_member_behind() {
     );
 }
 
+/// The next message of `consumer`, past the `TopicNotFound` that tells it `topic` was deleted.
+async fn recv_past_the_deletion(
+    consumer: &Consumer,
+    topic: &str,
+) -> rustmq::consumer::ConsumerMessage {
+    within("a message of the topic made again", async {
+        loop {
+            match consumer.receive().await {
+                Err(ClientError::TopicNotFound(deleted)) => assert_eq!(deleted, topic),
+                other => break other.expect("receive").expect("consumer open"),
+            }
+        }
+    })
+    .await
+}
+
 /// A topic deleted and made again while its group is alive: the rebalance after the deletion
 /// leaves the member nothing (only existing topics are assigned), and making the topic again
 /// rebalances the group, so that its partitions get their owner back and their records are
@@ -495,15 +511,7 @@ async fn a_topic_made_again_is_assigned_to_its_group() {
     .await;
     produce_n(&admin, "remade", 1, 0, 1).await;
     // The deletion may have reached the member's fetches first: it is told once.
-    let m = within("a message", async {
-        loop {
-            match a.receive().await {
-                Err(ClientError::TopicNotFound(topic)) => assert_eq!(topic, "remade"),
-                other => break other.expect("receive").expect("consumer open"),
-            }
-        }
-    })
-    .await;
+    let m = recv_past_the_deletion(&a, "remade").await;
     assert_eq!((m.message.partition, m.message.offset), (1, 0));
     a.close().await.unwrap();
 }
@@ -537,15 +545,7 @@ async fn a_topic_made_again_is_read_from_its_start_by_a_live_member() {
     .await;
     admin.create_topic("redone", 1).await.unwrap();
     produce_n(&admin, "redone", 0, 0, 12).await;
-    let m = within("the new topic's first message", async {
-        loop {
-            match a.receive().await {
-                Err(ClientError::TopicNotFound(topic)) => assert_eq!(topic, "redone"),
-                other => break other.expect("receive").expect("consumer open"),
-            }
-        }
-    })
-    .await;
+    let m = recv_past_the_deletion(&a, "redone").await;
     assert_eq!((m.message.partition, m.message.offset), (0, 0));
     m.ack().await.unwrap();
     // What it commits now is the new topic's position, not the deleted one's.

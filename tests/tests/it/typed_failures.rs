@@ -416,14 +416,7 @@ async fn swallow(_: Input) {}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_too_large_to_copy_is_dead_lettered_without_its_content() {
     tests::init_tracing();
-    let mut broker_config = rustmq::testing::BrokerConfig::default();
-    broker_config.limits.max_batch_bytes = 16 * 1024;
-    let broker = TestBroker::start_with(broker_config).await.unwrap();
-    let client = broker.client().await.unwrap();
-    client.create_topic("inputs", 1).await.unwrap();
-    client.create_topic("inputs.dlq", 1).await.unwrap();
-    let raw = client.create_producer("inputs").await.unwrap();
-    tests::send_largest(&raw, 16 * 1024, b'{').await;
+    let (_broker, client, _) = tests::largest_message_stored("inputs", b'{').await;
     let running = Service::new(client.clone())
         .consumer_config(ConsumerConfig {
             max_retry_attempts: 0,
