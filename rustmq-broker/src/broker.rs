@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,6 +40,43 @@ pub enum StartError {
     /// The users file, a token digest or an ACL rule cannot be used.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// Another broker (in this process or another) holds the data directory's lock.
+    #[error(
+        "data directory {} is in use by another broker (it holds {}); stop that broker or \
+         give this one another data directory",
+        .dir.display(),
+        .dir.join(LOCK_FILE).display()
+    )]
+    DataDirInUse {
+        /// The data directory.
+        dir: PathBuf,
+    },
+}
+
+/// The file in a data directory that a running broker holds an exclusive `flock` on.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes the exclusive lock on `dir` that a broker holds while it runs: two brokers writing one
+/// data directory would each cut and rewrite what the other wrote. An advisory `flock`, so it
+/// goes with the process, however it ends, and two handles in one process exclude each other
+/// too.
+fn lock_data_dir(dir: &Path) -> Result<Flock<std::fs::File>, StartError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BrokerError::io("open the data directory's lock file", e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, Errno::EWOULDBLOCK)) => Err(StartError::DataDirInUse {
+            dir: dir.to_owned(),
+        }),
+        Err((_, errno)) => {
+            Err(BrokerError::io("lock the data directory", std::io::Error::from(errno)).into())
+        }
+    }
 }
 
 /// Entry point: `Broker::builder()`.
@@ -102,6 +141,8 @@ impl BrokerBuilder {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| BrokerError::io("create data directory", e))?;
+        // Before any file in it is read or written.
+        let dir_lock = lock_data_dir(&config.data_dir)?;
         let identity = BrokerIdentity::load_or_generate(&config.tls, &config.data_dir)?;
         let security = crate::security::Security::from_config(&config)?;
         let topics = TopicManager::open(&config.data_dir, config.log.clone())?;
@@ -190,6 +231,7 @@ impl BrokerBuilder {
             core,
             stop: stop_tx,
             tasks,
+            _dir_lock: dir_lock,
         })
     }
 }
@@ -256,6 +298,9 @@ pub struct BrokerHandle {
     core: Arc<Core>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Let go when the handle is: at the end of [`BrokerHandle::shutdown`], after every
+    /// partition is closed, or when it is dropped.
+    _dir_lock: Flock<std::fs::File>,
 }
 
 impl BrokerHandle {

@@ -101,9 +101,30 @@ pub enum ServeError {
 
 /// Installs a `tracing` subscriber writing to stderr with `filter` (EnvFilter syntax), unless
 /// `RUST_LOG` is set, which wins. For binaries only: a library never installs one.
+///
+/// A filter that does not parse is refused, naming where it came from, and nothing is
+/// installed: a typo in it would otherwise log at some other level than asked without a word.
+pub fn try_init_logging(filter: &str) -> Result<(), String> {
+    let (filter, from) = match std::env::var("RUST_LOG") {
+        Ok(env) => (env, "RUST_LOG"),
+        Err(_) => (filter.to_owned(), "--log"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| format!("invalid log filter {filter:?} in {from}: {e}"))?;
+    install_logging(filter);
+    Ok(())
+}
+
+/// [`try_init_logging`], falling back to `info` (and saying so on stderr) when the filter does
+/// not parse.
 pub fn init_logging(filter: &str) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_owned());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into());
+    if let Err(e) = try_init_logging(filter) {
+        eprintln!("warning: {e}; logging at info");
+        install_logging(tracing_subscriber::EnvFilter::new("info"));
+    }
+}
+
+fn install_logging(filter: tracing_subscriber::EnvFilter) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -63,7 +63,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::security::{AclRule, AuthSettings};
-use crate::storage::{FlushPolicy, LogConfig};
+use crate::storage::{FlushPolicy, LogConfig, MIN_RETENTION_ROLL_MS};
 use crate::tls::{ClientAuth, PrincipalFrom};
 
 /// Everything a broker needs to start. Every field has a working default.
@@ -159,14 +159,14 @@ pub struct Limits {
     pub max_in_flight_per_connection: u32,
     /// A request's stream is abandoned when its frame header, or then its body, has been
     /// waited for longer than this (ms); so is one whose answer the peer has not taken (read
-    /// far enough for it all to be sent) within it.
+    /// far enough for it all to be sent) within it. At least 100 ms.
     pub request_read_timeout_ms: u64,
     /// A connection is closed if its handshake, or then its hello, has not reached the broker
     /// within this (ms): a peer that connects and says nothing would otherwise hold one of
     /// `max_connections` for as long as it keeps the connection alive. A hello being checked
-    /// is waited for, up to three times this from the handshake.
+    /// is waited for, up to three times this from the handshake. At least 1 s.
     pub hello_timeout_ms: u64,
-    /// Longest long-poll a fetch may ask for (ms).
+    /// Longest long-poll a fetch may ask for (ms). At least 10 ms.
     pub max_fetch_wait_ms: u32,
     /// Bytes of requests and fetch answers the broker holds at once over all connections: each
     /// frame's body is reserved from its header until its request is handled, each fetch
@@ -255,8 +255,8 @@ pub struct LogSettings {
     /// retention deletes sealed segments, so without it a partition receiving little data
     /// would keep its records past the retention in a segment that never fills (one receiving
     /// nothing has its active segment rolled by retention once all its records are past
-    /// `retention_ms`). Broker-wide;
-    /// at least 1. See [`LogConfig::segment_ms`].
+    /// `retention_ms`). Broker-wide; at least ten seconds
+    /// ([`MIN_RETENTION_ROLL_MS`]). See [`LogConfig::segment_ms`].
     pub segment_ms: u64,
     /// One sparse index entry per this many bytes.
     pub index_interval_bytes: u32,
@@ -264,9 +264,10 @@ pub struct LogSettings {
     pub retention_ms: Option<u64>,
     /// Keep at most about this many bytes per partition.
     pub retention_bytes: Option<u64>,
-    /// When appended data is forced to disk: `always`, `os` or `interval:<duration>`.
+    /// When appended data is forced to disk: `always`, `os` or `interval:<duration>` (at
+    /// least 1 ms).
     pub flush: FlushSetting,
-    /// How often retention runs.
+    /// How often retention runs (at least 1 s).
     #[serde(with = "humantime_serde")]
     pub retention_check_interval: Duration,
     /// Forget an idempotent producer's sequences in a partition once it has not written there
@@ -421,6 +422,16 @@ const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// The longest period of the broker's periodic tasks (the flush interval, the retention
 /// check): tokio's timers add it to the clock unchecked.
 const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The shortest `limits.request_read_timeout_ms`.
+pub const MIN_REQUEST_READ_TIMEOUT_MS: u64 = 100;
+/// The shortest `limits.hello_timeout_ms`: a handshake and a hello over a slow link.
+pub const MIN_HELLO_TIMEOUT_MS: u64 = 1_000;
+/// The shortest `limits.max_fetch_wait_ms`.
+pub const MIN_FETCH_WAIT_MS: u32 = 10;
+/// The shortest `log.flush` interval.
+pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(1);
+/// The shortest `log.retention_check_interval`.
+pub const MIN_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl BrokerConfig {
     /// Reads a TOML file; fields not present keep their defaults.
@@ -455,13 +466,31 @@ impl BrokerConfig {
         {
             return bad("limits.max_batch_bytes must be between 1 and limits.max_frame_bytes");
         }
-        // Zero would time every read or write that has to wait out at once; the upper bound
-        // keeps the deadlines, the clock plus these, from overflowing.
-        if !(1..=MAX_TIMEOUT_MS).contains(&self.limits.request_read_timeout_ms) {
-            return bad("limits.request_read_timeout_ms must be between 1 and 86400000 (a day)");
+        // Below the lower bounds every connection would be cut before it could say anything
+        // (a handshake and a hello take a few round trips) or every request while its body is
+        // on its way: a broker that serves nobody. The upper bound keeps the deadlines, the
+        // clock plus these, from overflowing.
+        if !(MIN_REQUEST_READ_TIMEOUT_MS..=MAX_TIMEOUT_MS)
+            .contains(&self.limits.request_read_timeout_ms)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "limits.request_read_timeout_ms must be between {MIN_REQUEST_READ_TIMEOUT_MS} \
+                 and 86400000 (a day)"
+            )));
         }
-        if !(1..=MAX_TIMEOUT_MS).contains(&self.limits.hello_timeout_ms) {
-            return bad("limits.hello_timeout_ms must be between 1 and 86400000 (a day)");
+        if !(MIN_HELLO_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&self.limits.hello_timeout_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.hello_timeout_ms must be between {MIN_HELLO_TIMEOUT_MS} and 86400000 \
+                 (a day)"
+            )));
+        }
+        // Zero would answer every fetch at once, and consumers with nothing to read would ask
+        // again and again, as fast as the network goes.
+        if self.limits.max_fetch_wait_ms < MIN_FETCH_WAIT_MS {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_fetch_wait_ms must be at least {MIN_FETCH_WAIT_MS}: idle consumers \
+                 would otherwise poll without pause"
+            )));
         }
         if self.limits.max_decompressing_bytes < 64 * 1024 {
             // Batches declaring up to 64 KiB are checked where they arrive, outside the budget.
@@ -492,8 +521,12 @@ impl BrokerConfig {
         if self.log.segment_bytes < 1024 {
             return bad("log.segment_bytes must be at least 1024");
         }
-        if self.log.segment_ms == 0 {
-            return bad("log.segment_ms must be at least 1");
+        // Shorter, nearly every append would start a segment of its own (a file, its indexes
+        // and a directory sync each), as retention's rolls are kept from doing.
+        if self.log.segment_ms < MIN_RETENTION_ROLL_MS {
+            return Err(ConfigError::Invalid(format!(
+                "log.segment_ms must be at least {MIN_RETENTION_ROLL_MS} (ten seconds)"
+            )));
         }
         if self.log.producer_id_expiration_ms < MIN_PRODUCER_ID_EXPIRATION_MS {
             return Err(ConfigError::Invalid(format!(
@@ -515,16 +548,16 @@ impl BrokerConfig {
         }
         // A periodic task cannot tick every zero seconds (tokio's `interval` panics), nor at
         // a period that overflows the clock when added to it (its first tick panics).
+        // Shorter periods would sync every partition, or walk every partition and group,
+        // back to back: the disk or a runtime thread busy with nothing else.
         if let FlushPolicy::Interval(d) = self.log.flush.0 {
-            if d.is_zero() || d > MAX_PERIOD {
-                return bad("log.flush interval must be greater than zero and at most 365 days");
+            if d < MIN_FLUSH_INTERVAL || d > MAX_PERIOD {
+                return bad("log.flush interval must be at least 1ms and at most 365 days");
             }
         }
         let retention = self.log.retention_check_interval;
-        if retention.is_zero() || retention > MAX_PERIOD {
-            return bad(
-                "log.retention_check_interval must be greater than zero and at most 365 days",
-            );
+        if retention < MIN_RETENTION_CHECK_INTERVAL || retention > MAX_PERIOD {
+            return bad("log.retention_check_interval must be at least 1s and at most 365 days");
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be given together");
@@ -651,6 +684,50 @@ mod tests {
         );
     }
 
+    /// Timings that would leave a broker serving nobody, or busy with nothing: each refused
+    /// by name just below its bound, and its bound taken.
+    #[test]
+    fn timings_below_what_a_broker_can_serve_with_are_refused() {
+        type Set = fn(&mut BrokerConfig, bool);
+        let cases: [(&str, Set); 6] = [
+            ("limits.request_read_timeout_ms", |c, below| {
+                c.limits.request_read_timeout_ms = MIN_REQUEST_READ_TIMEOUT_MS - u64::from(below)
+            }),
+            ("limits.hello_timeout_ms", |c, below| {
+                c.limits.hello_timeout_ms = MIN_HELLO_TIMEOUT_MS - u64::from(below)
+            }),
+            ("limits.max_fetch_wait_ms", |c, below| {
+                c.limits.max_fetch_wait_ms = MIN_FETCH_WAIT_MS - u32::from(below)
+            }),
+            ("log.segment_ms", |c, below| {
+                c.log.segment_ms = MIN_RETENTION_ROLL_MS - u64::from(below)
+            }),
+            ("log.flush interval", |c, below| {
+                c.log.flush.0 = FlushPolicy::Interval(if below {
+                    Duration::from_micros(999)
+                } else {
+                    MIN_FLUSH_INTERVAL
+                })
+            }),
+            ("log.retention_check_interval", |c, below| {
+                c.log.retention_check_interval = if below {
+                    Duration::from_millis(999)
+                } else {
+                    MIN_RETENTION_CHECK_INTERVAL
+                }
+            }),
+        ];
+        for (name, set) in cases {
+            let mut cfg = BrokerConfig::default();
+            set(&mut cfg, true);
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("{name} must be")), "{name}: {err}");
+            set(&mut cfg, false);
+            cfg.validate()
+                .unwrap_or_else(|e| panic!("{name} at its bound: {e}"));
+        }
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         assert!(toml::from_str::<BrokerConfig>("listne = \"1.2.3.4:1\"").is_err());
@@ -729,7 +806,10 @@ mod tests {
         let mut cfg = BrokerConfig::default();
         cfg.log.segment_ms = 0;
         let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("log.segment_ms must be at least 1"), "{err}");
+        assert!(
+            err.contains("log.segment_ms must be at least 10000"),
+            "{err}"
+        );
         let mut cfg = BrokerConfig::default();
         cfg.log.producer_id_expiration_ms = 599_999;
         let err = cfg.validate().unwrap_err().to_string();

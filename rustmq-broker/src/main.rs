@@ -81,7 +81,10 @@ fn main() -> ExitCode {
     if let Some(command) = &args.command {
         return hash_command(command);
     }
-    cli::init_logging(&args.log);
+    if let Err(e) = cli::try_init_logging(&args.log) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let config = match args.broker.to_config() {
         Ok(c) => c,
         Err(e) => {

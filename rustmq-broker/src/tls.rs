@@ -114,7 +114,10 @@ impl BrokerIdentity {
     fn dev(dir: &Path) -> Result<Self, TlsError> {
         let cert_path = dir.join("cert.pem");
         let key_path = dir.join("key.pem");
-        if cert_path.exists() && key_path.exists() {
+        // An empty file is what a crash during the first start left before these files were
+        // written through temporary ones: made again, as a missing one is.
+        let written = |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        if written(&cert_path) && written(&key_path) {
             return Self::load(&cert_path, &key_path);
         }
         let write_err = |path: &Path| {
@@ -135,9 +138,12 @@ impl BrokerIdentity {
         let cert = params
             .self_signed(&key_pair)
             .map_err(|e| TlsError::Generate(e.to_string()))?;
-        write_private(&key_path, key_pair.serialize_pem().as_bytes())
+        // Each through a synced temporary file, the certificate last, then the directory
+        // synced: a crash leaves the pair whole, or a certificate missing (both made again).
+        write_durably(&key_path, key_pair.serialize_pem().as_bytes(), 0o600)
             .map_err(write_err(&key_path))?;
-        std::fs::write(&cert_path, cert.pem()).map_err(write_err(&cert_path))?;
+        write_durably(&cert_path, cert.pem().as_bytes(), 0o644).map_err(write_err(&cert_path))?;
+        crate::storage::sync_dir(dir).map_err(write_err(dir))?;
         tracing::info!(path = %cert_path.display(), "generated a self-signed development certificate");
         Self::load(&cert_path, &key_path)
     }
@@ -201,22 +207,46 @@ fn load_chain(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'sta
     Ok(chain)
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `data` (file mode `mode`) through a synced temporary file beside it.
+fn write_durably(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.to_owned();
+    tmp.as_mut_os_string().push(".tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a crash during the first start could leave before the files were written through
+    /// temporary ones, an empty certificate beside its key, is made again rather than refused at
+    /// every start; the key is not readable by others.
+    #[test]
+    fn an_empty_dev_certificate_is_made_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let first = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
+        let tls = dir.path().join("tls");
+        let key_mode = std::fs::metadata(tls.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(key_mode & 0o077, 0, "key mode {key_mode:o}");
+        std::fs::write(tls.join("cert.pem"), "").unwrap();
+        let again = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
+        assert_ne!(first.chain, again.chain);
+        assert!(!tls.join("cert.pem.tmp").exists() && !tls.join("key.pem.tmp").exists());
+    }
 
     #[test]
     fn dev_certificate_is_generated_once_and_reused() {

@@ -114,3 +114,61 @@ fn sigterm_and_sigint_stop_cleanly_with_status_zero() {
         assert_eq!(status.code(), Some(0), "{signal}: clean exit");
     }
 }
+
+/// A log filter that does not parse is a usage error naming where it came from, not a broker
+/// logging at some other level than asked.
+#[test]
+fn a_log_filter_that_does_not_parse_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |log: Option<&str>, env: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path());
+        if let Some(log) = log {
+            command.args(["--log", log]);
+        }
+        match env {
+            Some(env) => command.env("RUST_LOG", env),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, err) = run(Some("rustmq=loud"), None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("invalid log filter") && err.contains("--log"),
+        "{err}"
+    );
+    let (code, err) = run(None, Some("rustmq=loud"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("RUST_LOG"), "{err}");
+}
+
+/// A second broker process on a data directory in use exits with the reason, and the first
+/// goes on serving.
+#[test]
+fn a_second_broker_on_the_same_data_directory_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _) = start(dir.path());
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("in use by another broker"), "{err}");
+    assert!(
+        matches!(first.0.try_wait(), Ok(None)),
+        "the first broker still runs"
+    );
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(first.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(first.0.wait().unwrap().code(), Some(0));
+}

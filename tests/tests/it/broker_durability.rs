@@ -422,3 +422,80 @@ async fn a_restart_keeps_producers_and_timestamps_of_sealed_segments() {
         );
     }
 }
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Two brokers on one data directory would each cut and rewrite what the other wrote: the
+/// second is refused before it reads or writes a file there, the first goes on serving, and the
+/// directory is free again once the first has stopped.
+#[tokio::test]
+async fn a_second_broker_on_a_data_directory_in_use_is_refused() {
+    let mut broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("locked", 1).await.unwrap();
+    produce(
+        &client,
+        "locked",
+        0,
+        batch(&recs(3, "a"), Compression::None),
+        Acks::All,
+    )
+    .await
+    .unwrap();
+    let dir = broker.data_dir().to_owned();
+    let before = snapshot(&dir);
+    let mut config = broker.handle().unwrap().config().clone();
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let refused = rustmq_broker::Broker::builder()
+        .config(config.clone())
+        .start()
+        .await
+        .expect_err("a second broker on the same directory");
+    assert!(
+        matches!(&refused, rustmq_broker::StartError::DataDirInUse { dir: d } if *d == dir),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("in use by another broker"),
+        "{refused}"
+    );
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "the refused broker changed the directory"
+    );
+    // The first broker still serves.
+    let ack = produce(
+        &client,
+        "locked",
+        0,
+        batch(&recs(1, "b"), Compression::None),
+        Acks::All,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ack.base_offset, 3);
+    broker.stop().await;
+    let again = rustmq_broker::Broker::builder()
+        .config(config)
+        .start()
+        .await
+        .expect("the directory is free once its broker has stopped");
+    assert_eq!(again.topics().get("locked").unwrap().partitions.len(), 1);
+    again.shutdown().await;
+}
