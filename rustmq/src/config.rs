@@ -103,8 +103,9 @@ pub struct ClientConfig {
     /// Reconnection and retry policy.
     pub retry_config: RetryConfig,
 
-    /// Default batch compression for producers created from this client (and the
-    /// compression of stream sinks). A codec other than `None` needs the `compression`
+    /// Default batch compression for producers created from this client: those built without
+    /// a [`crate::ProducerConfig`], or with one whose `compression` is left at its default (and
+    /// the compression of stream sinks). A codec other than `None` needs the `compression`
     /// feature.
     pub compression: CompressionConfig,
 

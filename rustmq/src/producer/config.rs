@@ -84,7 +84,10 @@ pub struct ProducerConfig {
     /// that lost its data) refuses the batch unwritten with `UnknownProducer`; the batch then
     /// goes again, once, under a new id from that broker.
     pub idempotent: bool,
-    /// Compression of batches whose records exceed `min_size` bytes.
+    /// Compression of batches whose records exceed `min_size` bytes. Left at its default
+    /// ([`CompressionConfig::default`], disabled), the producer takes its client's
+    /// ([`crate::ClientConfig::compression`]); to keep one producer's batches uncompressed under
+    /// a client that compresses, set `algorithm` to [`crate::CompressionAlgorithm::None`].
     pub compression: CompressionConfig,
     /// Headers added to every message that does not set them itself.
     pub default_properties: HashMap<String, String>,

@@ -52,6 +52,7 @@ pub use self::send::SendAsync;
 
 use self::accumulator::{Accumulator, BatchLimits, ReadyBatch, TryPush};
 use crate::client::RustMqClient;
+use crate::config::CompressionConfig;
 use crate::error::{ClientError, Result};
 use crate::message::{validate_topic, Message};
 
@@ -346,10 +347,12 @@ impl ProducerBuilder {
         let client = self
             .client
             .ok_or_else(|| ClientError::InvalidConfig("a producer needs a client".into()))?;
-        let config = self.config.unwrap_or_else(|| ProducerConfig {
-            compression: client.config().compression.clone(),
-            ..ProducerConfig::default()
-        });
+        let mut config = self.config.unwrap_or_default();
+        // The client's compression is the default of its producers: a config that leaves its
+        // own at the default takes the client's.
+        if config.compression == CompressionConfig::default() {
+            config.compression = client.config().compression.clone();
+        }
         config.validate()?;
         let broker_max = client
             .broker_limits()

@@ -596,6 +596,55 @@ async fn compression_above_min_size_and_default_headers() {
     );
 }
 
+/// The client's compression is its producers' default: a `ProducerConfig` that tunes other
+/// settings and leaves compression alone compresses as the client says (the seed README's
+/// advice for low throughput turns it on in `ClientConfig`); `algorithm: None` keeps one
+/// producer uncompressed, and a producer's own codec wins.
+#[tokio::test]
+async fn a_producer_config_that_leaves_compression_alone_takes_the_clients() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = RustMqClient::new(ClientConfig {
+        compression: CompressionConfig {
+            enabled: true,
+            algorithm: CompressionAlgorithm::Lz4,
+            min_size: 0,
+            ..Default::default()
+        },
+        ..broker.client_config()
+    })
+    .await
+    .unwrap();
+    client.create_topic("inherit", 1).await.unwrap();
+    let codec_of = |compression: Option<CompressionConfig>| {
+        let client = client.clone();
+        async move {
+            let config = ProducerConfig {
+                ack_level: AckLevel::All,
+                compression: compression.unwrap_or_default(),
+                ..Default::default()
+            };
+            let p = producer(&client, "inherit", config).await;
+            let payload = "compressible ".repeat(20);
+            let sent = p.send(msg("inherit", payload)).await.unwrap();
+            let (_, raw) = fetch_all(&client, "inherit", 0, sent.offset).await;
+            BatchHeader::parse(&raw[0]).unwrap().compression()
+        }
+    };
+    assert_eq!(codec_of(None).await, Compression::Lz4);
+    let none = CompressionConfig {
+        algorithm: CompressionAlgorithm::None,
+        ..Default::default()
+    };
+    assert_eq!(codec_of(Some(none)).await, Compression::None);
+    let zstd = CompressionConfig {
+        enabled: true,
+        algorithm: CompressionAlgorithm::Zstd,
+        min_size: 0,
+        ..Default::default()
+    };
+    assert_eq!(codec_of(Some(zstd)).await, Compression::Zstd);
+}
+
 /// `send_async` and `send_async_with` return futures that, as futures do, send nothing until
 /// polled; once awaited, the callback hears the stored offset.
 #[tokio::test]
