@@ -59,6 +59,17 @@ impl Compression {
         })
     }
 
+    /// The levels the codec takes: Zstd 1-22, Gzip 0-9, LZ4 0-12 (0-3 its fast mode, 4-12 LZ4
+    /// HC); `None` has none.
+    pub fn levels(self) -> Option<std::ops::RangeInclusive<i32>> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some(0..=9),
+            Compression::Lz4 => Some(0..=LZ4_MAX_LEVEL),
+            Compression::Zstd => Some(1..=22),
+        }
+    }
+
     /// Lower-case name, as used in configs.
     pub fn name(self) -> &'static str {
         match self {
@@ -85,7 +96,9 @@ impl Compression {
     }
 
     /// Compresses `data`, prefixed by its length. `level` is clamped to the codec's range
-    /// (LZ4 has no levels). A codec this build lacks is
+    /// ([`Compression::levels`]); LZ4 compresses in its fast mode up to level 3
+    /// ([`LZ4_HC_MIN_LEVEL`] - 1) and with LZ4 HC from level 4 (smaller batches, slower to
+    /// make, as fast to read). A codec this build lacks is
     /// [`ProtocolError::CompressionUnavailable`], and `out` is left as it was.
     pub fn compress(self, data: &[u8], level: i32, out: &mut Vec<u8>) -> Result<()> {
         self.check_available()?;
@@ -135,6 +148,11 @@ impl Compression {
     }
 }
 
+/// The lowest LZ4 level compressed with LZ4 HC; below it, LZ4's fast mode.
+pub const LZ4_HC_MIN_LEVEL: i32 = 4;
+/// The highest LZ4 level (LZ4 HC's).
+pub const LZ4_MAX_LEVEL: i32 = 12;
+
 /// The codecs proper (feature `compression`).
 #[cfg(feature = "compression")]
 mod codecs {
@@ -162,8 +180,17 @@ mod codecs {
                     start + lz4_flex::block::get_maximum_output_size(data.len()),
                     0,
                 );
-                let n = lz4_flex::block::compress_into(data, &mut out[start..])
-                    .map_err(|e| err(e.to_string()))?;
+                // Both write LZ4's block format, which `decompress` reads whichever made it.
+                let n = if level >= super::LZ4_HC_MIN_LEVEL {
+                    let mode = lz4::block::CompressionMode::HIGHCOMPRESSION(
+                        level.min(super::LZ4_MAX_LEVEL),
+                    );
+                    lz4::block::compress_to_buffer(data, Some(mode), false, &mut out[start..])
+                        .map_err(|e| err(e.to_string()))?
+                } else {
+                    lz4_flex::block::compress_into(data, &mut out[start..])
+                        .map_err(|e| err(e.to_string()))?
+                };
                 out.truncate(start + n);
             }
             Compression::Zstd => {
@@ -278,6 +305,42 @@ mod tests {
             codec.compress(&data, 3, &mut out).unwrap();
             assert_eq!(codec.decompress(&out, data.len()).unwrap(), data, "{codec}");
         }
+    }
+
+    /// LZ4's level chooses its mode: up to 3 the fast one, from 4 LZ4 HC, which makes smaller
+    /// batches of the same data (the higher, the smaller); every level reads back.
+    #[cfg(feature = "compression")]
+    #[test]
+    fn lz4_levels_from_four_compress_harder() {
+        // Text-like data with long-range repeats, which LZ4 HC's deeper search finds.
+        let mut rng = 7u32;
+        let words: Vec<String> = (0..200)
+            .map(|_| {
+                rng = rng.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                format!("word{} ", rng % 1_000)
+            })
+            .collect();
+        let data: Vec<u8> = (0..2_000)
+            .flat_map(|i: usize| {
+                let w = &words[(i * 7919) % words.len()];
+                w.as_bytes().to_vec()
+            })
+            .collect();
+        let size = |level| {
+            let mut out = Vec::new();
+            Compression::Lz4.compress(&data, level, &mut out).unwrap();
+            assert_eq!(
+                Compression::Lz4.decompress(&out, data.len()).unwrap(),
+                data,
+                "level {level}"
+            );
+            out.len()
+        };
+        let (fast, fast3, hc4, hc12) = (size(0), size(3), size(4), size(12));
+        assert_eq!(fast, fast3, "0-3 are the fast mode");
+        assert!(hc4 < fast, "HC 4 {hc4} against fast {fast}");
+        assert!(hc12 <= hc4, "HC 12 {hc12} against HC 4 {hc4}");
+        assert_eq!(size(99), hc12, "clamped");
     }
 
     #[cfg(feature = "compression")]

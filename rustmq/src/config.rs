@@ -364,7 +364,7 @@ impl RetryConfig {
 pub enum CompressionAlgorithm {
     /// No compression.
     None,
-    /// LZ4: fast, moderate ratio (no levels).
+    /// LZ4: fast, moderate ratio; levels 4-12 trade speed for size (LZ4 HC).
     #[default]
     Lz4,
     /// Zstandard: good ratio; levels 1 to 22.
@@ -392,7 +392,8 @@ pub struct CompressionConfig {
     pub enabled: bool,
     /// The codec used when enabled.
     pub algorithm: CompressionAlgorithm,
-    /// Codec level (Zstd 1-22, Gzip 0-9; ignored by LZ4).
+    /// Codec level: Zstd 1-22, Gzip 0-9, LZ4 0-12 (0-3 LZ4's fast mode, 4-12 LZ4 HC: smaller
+    /// batches, slower to make, as fast to read). Higher compresses harder.
     pub level: i32,
     /// Batches whose records take fewer bytes than this are sent uncompressed: compressing
     /// them costs more CPU than it saves bytes.
@@ -436,10 +437,8 @@ impl CompressionConfig {
                 Compression::from(self.algorithm).name()
             )));
         }
-        let range = match self.algorithm {
-            CompressionAlgorithm::Zstd => 1..=22,
-            CompressionAlgorithm::Gzip => 0..=9,
-            CompressionAlgorithm::None | CompressionAlgorithm::Lz4 => return Ok(()),
+        let Some(range) = Compression::from(self.algorithm).levels() else {
+            return Ok(());
         };
         if !range.contains(&self.level) {
             return Err(invalid(&format!(
@@ -990,6 +989,28 @@ mod tests {
             }),
             "level",
         );
+        // LZ4 takes 0-12 (0-3 fast, 4-12 LZ4 HC): the seed README's 1, 4 and 6 included.
+        for (level, ok) in [
+            (-1, false),
+            (0, true),
+            (1, true),
+            (4, true),
+            (6, true),
+            (12, true),
+            (13, false),
+        ] {
+            let config = comp(CompressionConfig {
+                enabled: true,
+                algorithm: CompressionAlgorithm::Lz4,
+                level,
+                ..Default::default()
+            });
+            if ok {
+                config.validate().unwrap();
+            } else {
+                rejects(config, "level");
+            }
+        }
         assert_eq!(CompressionConfig::default().codec(), Compression::None);
         let on = CompressionConfig {
             enabled: true,

@@ -165,7 +165,8 @@ mod tests {
             (CompressionAlgorithm::Zstd, 23, false),
             (CompressionAlgorithm::Gzip, 9, true),
             (CompressionAlgorithm::Gzip, 10, false),
-            (CompressionAlgorithm::Lz4, 99, true),
+            (CompressionAlgorithm::Lz4, 12, true),
+            (CompressionAlgorithm::Lz4, 13, false),
         ] {
             let producer = ProducerConfig {
                 compression: compression(algorithm, level),
