@@ -313,8 +313,11 @@ impl TlsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Retries after the first attempt: connection attempts per broker before
-    /// [`RustMqClient::new`](crate::RustMqClient::new) or a request gives up, and transparent
-    /// re-sends of a safe request after a lost connection.
+    /// [`RustMqClient::new`](crate::RustMqClient::new) or a request gives up, transparent
+    /// re-sends of a safe request after a lost connection, a producer's re-sends of a batch,
+    /// a consumer's first join and a stream's writes of its outputs. A consumer's fetches and
+    /// rejoins and a stream's sessions retry without end (until they succeed or are closed),
+    /// with these delays (each at least 10 ms).
     pub max_retries: u32,
     /// Delay before the first retry.
     #[serde(with = "humantime_serde")]

@@ -246,7 +246,7 @@ pub(crate) async fn run(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
 async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
     let config = &inner.config;
     let mut failures = Streak::default();
-    let backoff = timing::retry_backoff(inner.client.config().retry_config.jitter);
+    let backoff = timing::retry_backoff(&inner.client.config().retry_config);
     loop {
         let gate = inner.state.lock().fetch_gate(partition);
         let (offset, epoch, room, room_bytes, sizes) = match gate {

@@ -182,13 +182,15 @@ pub(crate) async fn join(inner: &Arc<Inner>, how: Rejoin) -> Result<()> {
     Ok(())
 }
 
-/// The first join of a new consumer; retryable failures are retried a few times.
+/// The first join of a new consumer; retryable failures are retried up to the client's
+/// `retry_config.max_retries` times.
 pub(crate) async fn join_initial(inner: &Arc<Inner>) -> Result<()> {
-    let backoff = timing::retry_backoff(inner.client.config().retry_config.jitter);
+    let retry = &inner.client.config().retry_config;
+    let backoff = timing::retry_backoff(retry);
     let mut attempt = 0;
     loop {
         match join(inner, Rejoin::RevokeAll).await {
-            Err(e) if e.is_retryable() && attempt < 3 => {
+            Err(e) if e.is_retryable() && attempt < retry.max_retries => {
                 tracing::debug!(error = %e, "join failed, retrying");
                 tokio::time::sleep(backoff.delay(attempt)).await;
                 attempt += 1;
@@ -451,7 +453,7 @@ async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
             how = Rejoin::RevokeAll;
         }
     }
-    let backoff = timing::retry_backoff(inner.client.config().retry_config.jitter);
+    let backoff = timing::retry_backoff(&inner.client.config().retry_config);
     let mut failures = Streak::default();
     loop {
         let e = match join(inner, how).await {

@@ -24,17 +24,22 @@ pub(crate) fn period(every: Duration) -> Duration {
     every.min(FAR_FUTURE)
 }
 
-/// The delays between attempts of a failed fetch or (re)join: 100 ms doubling up to 5 s,
-/// drawn from the upper half of that unless the client's `retry_config.jitter` is off, so
-/// that the members of a group that lost their broker together do not come back in lockstep.
-pub(crate) fn retry_backoff(jitter: bool) -> Backoff {
+/// The shortest wait between attempts of tasks that retry without end (a consumer's fetches
+/// and rejoins, a stream's sessions): a `retry_config` of zero delays would otherwise have them
+/// spin against a broker that is down.
+pub(crate) const MIN_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+/// The delays between attempts of a failed fetch or (re)join, or of a stream's session: the
+/// client's `retry_config` (`base_delay` growing by `multiplier` up to `max_delay`, drawn from
+/// the upper half of that unless `jitter` is off, so that the members of a group that lost
+/// their broker together do not come back in lockstep), each at least [`MIN_RETRY_DELAY`].
+/// These tasks retry until they succeed or their consumer or stream closes: `max_retries`
+/// bounds only the calls a user awaits.
+pub(crate) fn retry_backoff(retry: &RetryConfig) -> Backoff {
     Backoff::new(&RetryConfig {
-        // Unused: the consumer's tasks retry until they succeed or the consumer closes.
-        max_retries: 0,
-        base_delay: Duration::from_millis(100),
-        max_delay: Duration::from_secs(5),
-        multiplier: 2.0,
-        jitter,
+        base_delay: retry.base_delay.max(MIN_RETRY_DELAY),
+        max_delay: retry.max_delay.max(MIN_RETRY_DELAY),
+        ..retry.clone()
     })
 }
 
@@ -54,13 +59,21 @@ mod tests {
         assert_eq!(period(Duration::from_secs(5)), Duration::from_secs(5));
     }
 
+    /// The client's retry settings, each delay at least the floor.
     #[test]
-    fn retries_back_off_with_jitter_up_to_five_seconds() {
-        let exact = retry_backoff(false);
-        let delays: Vec<u128> = (0..8).map(|a| exact.delay(a).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-        let jittered = retry_backoff(true);
-        for attempt in 0..8 {
+    fn retries_back_off_as_the_client_s_retry_config_says() {
+        let config = |base: u64, max: u64, jitter| RetryConfig {
+            max_retries: 0,
+            base_delay: Duration::from_millis(base),
+            max_delay: Duration::from_millis(max),
+            multiplier: 3.0,
+            jitter,
+        };
+        let exact = retry_backoff(&config(20, 1_000, false));
+        let delays: Vec<u128> = (0..6).map(|a| exact.delay(a).as_millis()).collect();
+        assert_eq!(delays, [20, 60, 180, 540, 1000, 1000]);
+        let jittered = retry_backoff(&config(20, 1_000, true));
+        for attempt in 0..6 {
             let nominal = exact.delay(attempt);
             let draws: std::collections::HashSet<Duration> =
                 (0..50).map(|_| jittered.delay(attempt)).collect();
@@ -70,5 +83,8 @@ mod tests {
                 "attempt {attempt}: {draws:?}"
             );
         }
+        // Zero delays would spin: the floor holds.
+        let zero = retry_backoff(&config(0, 0, false));
+        assert!((0..4).all(|a| zero.delay(a) == MIN_RETRY_DELAY));
     }
 }

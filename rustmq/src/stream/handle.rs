@@ -399,6 +399,7 @@ async fn supervise(
     result: watch::Sender<Option<std::result::Result<(), Arc<ClientError>>>>,
 ) {
     let group = settings.config.consumer_group.clone();
+    let backoff = crate::consumer::timing::retry_backoff(&settings.client.config().retry_config);
     let mut failures = 0u32;
     let outcome: Result<()> = loop {
         let session = session::run(&settings, &member, stop.clone(), &running).await;
@@ -425,8 +426,8 @@ async fn supervise(
         if *stop.borrow() {
             break Ok(());
         }
+        let delay = backoff.delay(failures);
         failures += 1;
-        let delay = Duration::from_millis(100u64 << failures.min(6));
         tracing::warn!(%group, error = %error, ?delay, "stream session failed; starting a new one");
         // A member the group no longer knows joins as a new one; after a generation it
         // missed, it rejoins under its id (the group still counts it, and would wait for it).

@@ -22,7 +22,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -486,7 +485,8 @@ async fn store<'a>(
         timeout_ms: ctx.client.config().request_timeout_ms(),
         batch,
     };
-    let retries = ctx.client.config().retry_config.max_retries.max(3);
+    let retry = &ctx.client.config().retry_config;
+    let backoff = crate::transport::backoff::Backoff::new(retry);
     let mut attempt = 0;
     loop {
         match ctx.client.request(Request::Produce(request.clone())).await {
@@ -497,9 +497,9 @@ async fn store<'a>(
                     other.kind()
                 )))
             }
-            Err(e) if e.is_retryable() && attempt < retries => {
+            Err(e) if e.is_retryable() && attempt < retry.max_retries => {
+                let delay = backoff.delay(attempt);
                 attempt += 1;
-                let delay = Duration::from_millis(100u64 << attempt.min(5));
                 tracing::debug!(%topic, partition, error = %e, attempt, "retrying output batch");
                 tokio::time::sleep(delay).await;
             }
