@@ -62,9 +62,11 @@ impl From<TopicSettings> for wire::TopicSettings {
     fn from(s: TopicSettings) -> Self {
         let most = |v: u64| v.min(i64::MAX as u64);
         wire::TopicSettings {
+            // Rounded up: a retention under a millisecond is not zero, which would keep
+            // nothing past the next retention pass.
             retention_ms: s
                 .retention
-                .map(|d| most(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+                .map(|d| most(u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))),
             retention_bytes: s.retention_bytes.map(most),
             segment_bytes: s.segment_bytes.map(most),
         }
@@ -360,6 +362,16 @@ mod tests {
             wire::TopicSettings::from(TopicSettings::new()).retention_ms,
             None
         );
+        let retention_ms =
+            |d| wire::TopicSettings::from(TopicSettings::new().with_retention(d)).retention_ms;
+        assert_eq!(
+            retention_ms(Duration::from_micros(500)),
+            Some(1),
+            "rounded up, not 0"
+        );
+        assert_eq!(retention_ms(Duration::from_micros(1_500)), Some(2));
+        assert_eq!(retention_ms(Duration::ZERO), Some(0));
+        assert_eq!(retention_ms(Duration::MAX), Some(i64::MAX as u64));
     }
 
     #[test]
