@@ -40,7 +40,7 @@ pub(crate) struct GlobalArgs {
 
     /// PEM file with the CA certificate(s) the broker's certificate must chain to
     /// (for a development broker: <DATA_DIR>/tls/cert.pem).
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "insecure")]
     pub(crate) ca_cert: Option<PathBuf>,
 
     /// Name to check the broker's certificate against, instead of the address's host.
@@ -52,11 +52,12 @@ pub(crate) struct GlobalArgs {
     pub(crate) insecure: bool,
 
     /// Client id sent to the broker [default: rustmq-cli-<random>].
-    #[arg(long, value_name = "ID", global = true)]
+    #[arg(long, value_name = "ID", global = true, value_parser = parse_non_empty)]
     pub(crate) client_id: Option<String>,
 
-    /// Time allowed for each request (and for connecting), e.g. 10s, 500ms.
-    #[arg(long, value_name = "DURATION", global = true, default_value = "10s", value_parser = parse_duration)]
+    /// Time allowed for each request (and for connecting), e.g. 10s, 500ms; more than zero.
+    /// A fetch is also given the time the broker may hold it waiting for messages.
+    #[arg(long, value_name = "DURATION", global = true, default_value = "10s", value_parser = parse_timeout)]
     pub(crate) timeout: Duration,
 
     /// Log filter in tracing-subscriber EnvFilter syntax (RUST_LOG wins when set)
@@ -76,8 +77,25 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Topics(TopicsCommand),
     /// Send lines of stdin or a file as messages, one message per line.
+    ///
+    /// A line is bytes: its "\n" (or "\r\n") is left out, and it need not be UTF-8. A line
+    /// longer than the largest message (4 MiB) ends the input with an error naming it. The
+    /// producer is idempotent: with --acks leader or all, a batch sent again after a lost
+    /// answer is stored once.
+    ///
+    /// Exits 0 once every message is acknowledged; 1 if a line could not be read or sent, or
+    /// the broker refused a message (also with --acks none, whose answers are still read before
+    /// the command exits); the lines before a bad one are sent first. Ctrl-C stops reading,
+    /// sends and waits for what was read, prints the summary and exits 130; a second Ctrl-C
+    /// exits at once.
     Produce(ProduceArgs),
     /// Print messages of a topic, from a consumer group or from chosen offsets.
+    ///
+    /// Runs until --max-messages, --idle-timeout or Ctrl-C, then exits 0. With --group, the
+    /// messages printed are committed and the group is left when it stops (also on a Ctrl-C
+    /// pressed while joining the group); a second Ctrl-C exits at once with 130, without
+    /// committing. Without a group, a partition whose next offset was deleted by retention
+    /// continues at its first stored offset, with a warning on stderr.
     Consume(ConsumeArgs),
     /// List consumer groups and show their members, assignment, offsets and lag.
     #[command(subcommand)]
@@ -196,8 +214,9 @@ pub(crate) struct ProduceArgs {
         conflicts_with = "key_separator"
     )]
     pub(crate) key: Option<String>,
-    /// Split each line at the first SEP into key and payload (e.g. --key-separator :).
-    #[arg(long, value_name = "SEP")]
+    /// Split each line at the first SEP into key and payload (e.g. --key-separator :); a line
+    /// without SEP has no key. Not empty.
+    #[arg(long, value_name = "SEP", value_parser = parse_non_empty)]
     pub(crate) key_separator: Option<String>,
     /// Header on every message, as NAME=VALUE; repeatable.
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = parse_header)]
@@ -205,7 +224,7 @@ pub(crate) struct ProduceArgs {
     /// Send every message to this partition instead of partitioning by key.
     #[arg(long, short = 'p', value_name = "N")]
     pub(crate) partition: Option<u32>,
-    /// Durability to wait for.
+    /// Durability to wait for (with any, the answers are read before the command exits).
     #[arg(long, value_enum, default_value_t)]
     pub(crate) acks: Acks,
 }
@@ -219,16 +238,20 @@ pub(crate) struct ConsumeArgs {
     /// messages are committed (a later run of the group continues after them).
     #[arg(long, short = 'g', value_name = "GROUP")]
     pub(crate) group: Option<String>,
-    /// Start at the first stored offset (default: only new messages, or the group's committed
-    /// offset).
+    /// Start at the first stored offset. With --group, only in partitions the group has no
+    /// committed offset for: the others continue after the commits (--offset 0 reads them
+    /// again). Default: only new messages, or the group's committed offsets.
     #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
     pub(crate) from_beginning: bool,
-    /// Start at this offset in every partition read (with --group: overrides the commits).
+    /// Start at this offset (moved into the stored range) in every partition read. With
+    /// --group it overrides the commits, in each partition when this run is first assigned it
+    /// (also one assigned later, when another member leaves).
     #[arg(long, value_name = "OFFSET", conflicts_with = "timestamp")]
     pub(crate) offset: Option<u64>,
     /// Start at the first message at or after this time: milliseconds since the epoch
     /// (numbers below 10^11 are seconds, as the consumer API reads them), or RFC 3339
-    /// (2024-05-01T12:00:00Z; from March 1973 on).
+    /// (2024-05-01T12:00:00Z; from March 1973 on). With --group it overrides the commits as
+    /// --offset does.
     #[arg(long, value_name = "TIME", value_parser = parse_timestamp)]
     pub(crate) timestamp: Option<u64>,
     /// Read only this partition (without --group).
@@ -249,6 +272,23 @@ pub(crate) struct ConsumeArgs {
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime_serde::re::humantime::parse_duration(s)
         .map_err(|e| format!("{e} (try 10s, 250ms, 1h)"))
+}
+
+/// A `--timeout`: a duration greater than zero.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// A value that must not be empty (`--client-id`, `--key-separator`).
+fn parse_non_empty(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(s.to_owned())
+    }
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -304,5 +344,22 @@ mod tests {
         );
         assert!(parse_timestamp("1970-01-01T00:00:01Z").is_err());
         assert!(parse_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn timeouts_and_separators_are_not_empty() {
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("0ms").is_err());
+        assert_eq!(parse_non_empty(":"), Ok(":".to_owned()));
+        assert!(parse_non_empty("").is_err());
+    }
+
+    #[test]
+    fn insecure_and_a_ca_certificate_conflict() {
+        let err = Cli::try_parse_from(["rustmq", "--insecure", "--ca-cert", "x", "topics", "list"])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(Cli::try_parse_from(["rustmq", "--insecure", "topics", "list"]).is_ok());
     }
 }

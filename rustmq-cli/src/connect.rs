@@ -49,5 +49,5 @@ pub(crate) async fn connect(global: &GlobalArgs) -> Result<RustMqClient, CliErro
     let brokers = config.brokers.join(",");
     RustMqClient::new(config)
         .await
-        .map_err(|e| CliError::Connect { brokers, source: e })
+        .map_err(|e| CliError::connect(brokers, e))
 }

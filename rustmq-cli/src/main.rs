@@ -10,13 +10,15 @@
 //! ```
 //!
 //! Every command prints its results on stdout and its errors on stderr, and exits with 0 on
-//! success, 1 on a failure, 2 on bad arguments.
+//! success, 1 on a failure, 2 on bad arguments, 130 when Ctrl-C cut `produce`'s input short
+//! or a second Ctrl-C ended a command at once.
 
 mod args;
 mod bench;
 mod cmd;
 mod connect;
 mod error;
+mod interrupt;
 mod progress;
 mod reader;
 
@@ -40,7 +42,13 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(cmd::run(&cli.global, command)),
+            Ok(rt) => {
+                let result = rt.block_on(cmd::run(&cli.global, command));
+                // Not waiting for blocking tasks: a read of stdin that Ctrl-C cut short stays
+                // blocked until the input ends, which may be never.
+                rt.shutdown_background();
+                result
+            }
             Err(e) => Err(CliError::io("cannot start the runtime", e)),
         },
     };

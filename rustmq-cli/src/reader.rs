@@ -1,5 +1,10 @@
 //! Reading partitions without a consumer group: one long-polling fetch task per partition,
 //! from offsets the caller chooses, into one channel. Nothing is committed.
+//!
+//! Records become messages as a group member receives them (not through `Message::builder`,
+//! whose checks are for messages to send: a stored record with an empty header name is still
+//! read). A partition whose next offset is no longer stored (retention deleted it) continues at
+//! its first stored offset, and says so on the channel.
 
 use std::time::Duration;
 
@@ -23,6 +28,23 @@ pub(crate) enum Start {
     Timestamp(u64),
 }
 
+/// What the reader tasks send.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The next message of a partition.
+    Message(Message),
+    /// `partition`'s next offset, `from`, was no longer stored: it continues at `to`, its first
+    /// stored offset.
+    Skipped {
+        /// The partition.
+        partition: u32,
+        /// The offset that was to be read next.
+        from: u64,
+        /// Where reading continues.
+        to: u64,
+    },
+}
+
 /// Longest a fetch waits at the broker for new data.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// Soft cap of one fetch answer.
@@ -35,7 +57,7 @@ pub(crate) async fn start(
     topic: &str,
     partitions: &[u32],
     start: Start,
-) -> Result<(mpsc::Receiver<Result<Message, ClientError>>, JoinSet<()>), ClientError> {
+) -> Result<(mpsc::Receiver<Result<Event, ClientError>>, JoinSet<()>), ClientError> {
     let (tx, rx) = mpsc::channel(1024);
     let mut tasks = JoinSet::new();
     for &partition in partitions {
@@ -98,8 +120,13 @@ async fn read(
     topic: &str,
     partition: u32,
     mut offset: u64,
-    tx: &mpsc::Sender<Result<Message, ClientError>>,
+    tx: &mpsc::Sender<Result<Event, ClientError>>,
 ) -> Result<(), ClientError> {
+    // What every message of the partition shares; each record fills in the rest.
+    let template = Message::builder().topic(topic).timestamp(0).build()?;
+    // The broker may hold a fetch for MAX_WAIT before it answers: that is not the request's
+    // own time, which `request_timeout` bounds (as the group consumer's fetches are given).
+    let timeout = client.config().request_timeout.saturating_add(MAX_WAIT);
     loop {
         let request = Request::Fetch(FetchRequest {
             topic: topic.to_owned(),
@@ -108,14 +135,33 @@ async fn read(
             max_bytes: MAX_BYTES,
             max_wait_ms: MAX_WAIT.as_millis() as u32,
         });
-        let records = match client.raw_request(request).await? {
-            Response::Fetch(r) => r.records,
-            other => {
+        let records = match client.raw_request_with_timeout(request, timeout).await {
+            Ok(Response::Fetch(r)) => r.records,
+            Ok(other) => {
                 return Err(ClientError::UnexpectedResponse(format!(
                     "{:?} to a fetch",
                     other.kind()
                 )))
             }
+            // Retention deleted the next offset (or the topic was made again, shorter).
+            Err(e @ ClientError::OffsetOutOfRange(_)) => {
+                let first = list_offset(client, topic, partition, OffsetSpec::Earliest).await?;
+                if first == offset {
+                    // Not a matter of where the log starts: moving there would not help.
+                    return Err(e);
+                }
+                let skipped = Event::Skipped {
+                    partition,
+                    from: offset,
+                    to: first,
+                };
+                if tx.send(Ok(skipped)).await.is_err() {
+                    return Ok(());
+                }
+                offset = first;
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         for batch in BatchIter::new(records) {
             let batch = batch.map_err(|e| ClientError::Deserialization(e.to_string()))?;
@@ -128,11 +174,8 @@ async fn read(
                     continue;
                 }
                 offset = record.offset + 1;
-                if tx
-                    .send(Ok(to_message(topic, partition, record)?))
-                    .await
-                    .is_err()
-                {
+                let message = to_message(&template, partition, record);
+                if tx.send(Ok(Event::Message(message))).await.is_err() {
                     return Ok(());
                 }
             }
@@ -144,23 +187,61 @@ async fn read(
     }
 }
 
-fn to_message(topic: &str, partition: u32, record: Record) -> Result<Message, ClientError> {
-    let headers: Vec<(String, String)> = record
+/// A fetched record as the message a group member receives (the fields
+/// `rustmq::consumer`'s fetcher gives it), made from `template` (the topic's) without the
+/// checks of `Message::builder`: those are for messages to send, and a stored record that
+/// fails them (an empty header name, say) must still be read, or every later run stops at it.
+fn to_message(template: &Message, partition: u32, record: Record) -> Message {
+    let mut message = template.clone();
+    message.id = MessageId::position(message.topic.clone(), partition, record.offset);
+    message.partition = partition;
+    message.offset = record.offset;
+    message.key = record.key;
+    message.payload = record.value.unwrap_or_default();
+    message.headers = record
         .headers
         .into_iter()
         .map(|h| (h.key, String::from_utf8_lossy(&h.value).into_owned()))
         .collect();
-    let mut builder = Message::builder()
-        .topic(topic)
-        .payload(record.value.unwrap_or_default())
-        .headers(headers)
-        .timestamp(u64::try_from(record.timestamp).unwrap_or(0));
-    if let Some(key) = record.key {
-        builder = builder.key(key);
+    message.timestamp = u64::try_from(record.timestamp).unwrap_or(0);
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rustmq::protocol::{BatchIter, RecordBatchBuilder};
+
+    use super::*;
+
+    /// A record with an empty header name, which `Message::builder` refuses, is read as the
+    /// group consumer reads it.
+    #[test]
+    fn a_record_the_builder_refuses_is_read() {
+        let mut batch = RecordBatchBuilder::new();
+        batch.push(
+            1_700_000_000_000,
+            Some(b"k"),
+            Some(b"v"),
+            [("", b"x".as_slice())],
+        );
+        let bytes: Bytes = batch.build().unwrap();
+        let record = BatchIter::new(bytes)
+            .next()
+            .unwrap()
+            .unwrap()
+            .records()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let template = Message::builder().topic("t").timestamp(0).build().unwrap();
+        let m = to_message(&template, 3, record);
+        assert_eq!((m.partition, m.offset), (3, 0));
+        assert_eq!(m.id.to_string(), "t-3-0");
+        assert_eq!(m.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(&m.payload[..], b"v");
+        assert_eq!(m.headers.get(""), Some(&"x".to_owned()));
+        assert_eq!(m.timestamp, 1_700_000_000_000);
     }
-    let mut message = builder.build()?;
-    message.partition = partition;
-    message.offset = record.offset;
-    message.id = MessageId::position(message.topic.clone(), partition, record.offset);
-    Ok(message)
 }

@@ -39,6 +39,50 @@ fn bad_arguments_fail_with_a_message_and_exit_code_2() {
     assert!(flush.contains("flush"), "{flush}");
 }
 
+/// Global options that make no client configuration are bad arguments (exit 2), reported
+/// with what is wrong, before any broker is tried.
+#[test]
+fn bad_global_options_are_usage_errors() {
+    // Nothing listens there: a usage error must come before any attempt to connect.
+    let broker = "127.0.0.1:9";
+    let run = |args: &[&str]| {
+        let mut all = vec!["--broker", broker];
+        all.extend_from_slice(args);
+        rustmq(&all).output().failure(2)
+    };
+    let zero = run(&["--timeout", "0s", "topics", "list"]);
+    assert!(
+        zero.contains("--timeout") && zero.contains("greater than zero"),
+        "{zero}"
+    );
+    let empty = run(&["--client-id", "", "topics", "list"]);
+    assert!(
+        empty.contains("--client-id") && empty.contains("empty"),
+        "{empty}"
+    );
+    let both = run(&["--insecure", "--ca-cert", "ca.pem", "topics", "list"]);
+    assert!(both.contains("cannot be used with"), "{both}");
+    // Refused by the client's own checks: the message is the configuration's.
+    let long_id = "x".repeat(300);
+    let long = run(&["--client-id", &long_id, "topics", "list"]);
+    assert!(
+        long.starts_with("error: invalid configuration: client_id has 300 bytes"),
+        "{long}"
+    );
+    assert!(!long.contains("cannot connect"), "{long}");
+}
+
+#[test]
+fn an_empty_key_separator_is_a_usage_error() {
+    let err = rustmq(&["produce", "t", "--key-separator", ""])
+        .output()
+        .failure(2);
+    assert!(
+        err.contains("--key-separator") && err.contains("empty"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unreachable_broker_is_a_clear_failure() {
     // A bound UDP socket that never answers QUIC.

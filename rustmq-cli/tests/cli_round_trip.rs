@@ -221,9 +221,9 @@ fn a_timestamp_in_seconds_means_the_same_with_and_without_a_group() {
     assert_eq!(consume(&["--group", "cli-seconds-group"]), "late\n");
 }
 
-/// A line the producer refuses (larger than a message may be) ends the input with an error,
-/// exit code 1, but the lines before it are still sent: the producer is closed, sending what
-/// it holds, however the input ended.
+/// A line the producer refuses (larger than a message may be) ends the input with an error
+/// naming its line, exit code 1, but the lines before it are still sent: the producer is
+/// closed, sending what it holds, however the input ended.
 #[test]
 fn the_lines_before_a_bad_one_are_still_produced() {
     let broker = TestBroker::start();
@@ -239,6 +239,10 @@ fn the_lines_before_a_bad_one_are_still_produced() {
     let stderr = produced.failure(1);
     assert!(
         stderr.contains("produced 2 message(s) to cli-cut before the error"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: line 3 is longer than the largest message"),
         "{stderr}"
     );
     let consumed = broker

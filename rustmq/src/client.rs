@@ -362,6 +362,20 @@ impl RustMqClient {
         self.request(request).await
     }
 
+    /// [`raw_request`](Self::raw_request) with a total `timeout` instead of the configured
+    /// `request_timeout`: for a long-poll fetch, which the broker may hold for its
+    /// `max_wait_ms`, pass `request_timeout + max_wait` (as the consumer's fetches do), or the
+    /// request times out on an idle partition whenever the wait is not shorter than the
+    /// timeout.
+    #[doc(hidden)]
+    pub async fn raw_request_with_timeout(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response> {
+        self.request_with_timeout(request, timeout).await
+    }
+
     /// Sends a request within `request_timeout`. Requests that are safe to repeat (reads,
     /// pings) are re-sent transparently after a lost connection; others return the
     /// (retryable) error to the caller.

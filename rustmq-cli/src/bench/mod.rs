@@ -240,10 +240,7 @@ async fn run_on(
     };
     let client = RustMqClient::new(target.client_config())
         .await
-        .map_err(|e| CliError::Connect {
-            brokers: target.describe(),
-            source: e,
-        })?;
+        .map_err(|e| CliError::connect(target.describe(), e))?;
     let ctx = Ctx {
         quiet: global.quiet,
         cpu: CpuProbe::new(match target {

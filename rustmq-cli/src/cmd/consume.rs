@@ -1,16 +1,18 @@
 //! `rustmq consume`: print messages from a group, or from chosen offsets without one.
 
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
-use rustmq::consumer::{ConsumerConfig, StartPosition};
-use rustmq::{Message, RustMqClient};
+use rustmq::consumer::{Consumer, ConsumerConfig, StartPosition};
+use rustmq::{ClientError, Message, RustMqClient};
 
 use crate::args::{ConsumeArgs, Format, GlobalArgs};
 use crate::error::CliError;
+use crate::interrupt::Interrupt;
 use crate::progress;
-use crate::reader::{self, Start};
+use crate::reader::{self, Event, Start};
 
 /// Where printed messages go, and how many so far.
 struct Sink {
@@ -57,6 +59,11 @@ impl Sink {
         self.bar.inc(1);
         Ok(true)
     }
+
+    /// A warning on stderr, around the progress bar.
+    fn warn(&self, warning: &str) {
+        self.bar.suspend(|| eprintln!("warning: {warning}"));
+    }
 }
 
 enum Next<T> {
@@ -64,8 +71,12 @@ enum Next<T> {
     Stop,
 }
 
-/// Waits for `next`, unless Ctrl-C or the idle timeout comes first.
-async fn next_or_stop<T, F>(next: F, idle: Option<Duration>) -> Result<Next<T>, CliError>
+/// Waits for `next`, unless Ctrl-C (pressed now or earlier) or the idle timeout comes first.
+async fn next_or_stop<T, F>(
+    next: F,
+    idle: Option<Duration>,
+    interrupt: &Interrupt,
+) -> Result<Next<T>, CliError>
 where
     F: std::future::Future<Output = Result<Option<T>, CliError>>,
 {
@@ -76,9 +87,10 @@ where
         }
     };
     tokio::select! {
+        biased;
+        () = interrupt.wait() => Ok(Next::Stop),
         item = next => Ok(item?.map_or(Next::Stop, Next::Item)),
-        _ = tokio::signal::ctrl_c() => Ok(Next::Stop),
-        _ = idle => Ok(Next::Stop),
+        () = idle => Ok(Next::Stop),
     }
 }
 
@@ -87,10 +99,12 @@ pub(crate) async fn run(
     global: &GlobalArgs,
     args: ConsumeArgs,
 ) -> Result<(), CliError> {
+    // Before joining a group: a Ctrl-C from now on stops the command, which leaves the group.
+    let interrupt = Interrupt::install()?;
     let mut sink = Sink::new(&args, global);
     let result = match &args.group {
-        Some(group) => consume_group(client, &args, group, &mut sink).await,
-        None => consume_partitions(client, &args, &mut sink).await,
+        Some(group) => consume_group(client, &args, group, &mut sink, &interrupt).await,
+        None => consume_partitions(client, &args, &mut sink, &interrupt).await,
     };
     sink.bar.finish_and_clear();
     result?;
@@ -107,6 +121,7 @@ async fn consume_group(
     args: &ConsumeArgs,
     group: &str,
     sink: &mut Sink,
+    interrupt: &Interrupt,
 ) -> Result<(), CliError> {
     let start_position = match (args.from_beginning, args.offset, args.timestamp) {
         (true, _, _) => StartPosition::Earliest,
@@ -119,31 +134,122 @@ async fn consume_group(
         fetch_timeout: Duration::from_millis(500),
         ..ConsumerConfig::default()
     };
+    // Not cut short by Ctrl-C: a join given up midway would leave a member the group waits
+    // for. Once joined, the consumer leaves at once (see below).
     let consumer = client
         .create_consumer_with_config(&args.topic, group, config)
         .await?;
-    // Explicit positions win over what the group committed.
-    if let Some(o) = args.offset {
-        consumer.seek_all(o).await?;
-    } else if let Some(t) = args.timestamp {
-        consumer.seek_all_to_timestamp(t).await?;
-    }
-    let result = print_group(&consumer, args, sink).await;
-    // Commits what was printed (acknowledged) and leaves the group, even after an error.
+    let result = print_group(&consumer, args, sink, interrupt).await;
+    // Commits what was printed (acknowledged) and leaves the group, even after an error or
+    // Ctrl-C (a second one exits at once).
     let closed = consumer.close().await;
     result?;
     Ok(closed?)
 }
 
+/// How often a group member with `--offset` or `--timestamp` looks for newly assigned
+/// partitions while no message arrives (the consumer has no assignment callback): one whose
+/// commits are at its end delivers nothing that would show it.
+const ASSIGNMENT_CHECK: Duration = Duration::from_millis(100);
+
+/// Where `--offset` or `--timestamp` starts each partition of a group member, whatever the
+/// group committed: every partition, when this run is first assigned it (at the start, or
+/// later when another member leaves). A partition that comes back after a rebalance continues
+/// from the commits, which include what this run printed.
+struct Positions {
+    start: Option<Start>,
+    positioned: HashSet<u32>,
+}
+
+impl Positions {
+    fn new(args: &ConsumeArgs) -> Self {
+        let start = match (args.offset, args.timestamp) {
+            (Some(o), _) => Some(Start::Offset(o)),
+            (_, Some(t)) => Some(Start::Timestamp(t)),
+            _ => None,
+        };
+        Self {
+            start,
+            positioned: HashSet::new(),
+        }
+    }
+
+    /// Whether partitions are positioned at all.
+    fn active(&self) -> bool {
+        self.start.is_some()
+    }
+
+    /// Positions the partitions assigned since the last call.
+    async fn position_new(&mut self, consumer: &Consumer) -> Result<(), CliError> {
+        if self.start.is_none() {
+            return Ok(());
+        }
+        for partition in consumer.assigned_partitions().await {
+            if !self.positioned.contains(&partition) {
+                self.position(consumer, partition).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a message of `partition` may be printed: not if it was fetched before the
+    /// partition was positioned (assigned since the last `position_new`), which it is now.
+    async fn admit(&mut self, consumer: &Consumer, partition: u32) -> Result<bool, CliError> {
+        if self.start.is_none() || self.positioned.contains(&partition) {
+            return Ok(true);
+        }
+        self.position(consumer, partition).await?;
+        Ok(false)
+    }
+
+    async fn position(&mut self, consumer: &Consumer, partition: u32) -> Result<(), CliError> {
+        // The messages of the partition fetched before are dropped by the seek.
+        let sought = match self.start {
+            Some(Start::Offset(o)) => consumer.seek(partition, o).await,
+            Some(Start::Timestamp(t)) => consumer.seek_to_timestamp(partition, t).await.map(drop),
+            _ => Ok(()),
+        };
+        match sought {
+            Ok(()) => {
+                self.positioned.insert(partition);
+                Ok(())
+            }
+            // Revoked meanwhile: positioned if it is assigned again.
+            Err(ClientError::PartitionNotAssigned { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 async fn print_group(
-    consumer: &rustmq::Consumer,
+    consumer: &Consumer,
     args: &ConsumeArgs,
     sink: &mut Sink,
+    interrupt: &Interrupt,
 ) -> Result<(), CliError> {
-    while !sink.done() {
-        let next = async { consumer.receive().await.map_err(CliError::from) };
-        match next_or_stop(next, args.idle_timeout).await? {
+    let mut positions = Positions::new(args);
+    while !sink.done() && !interrupt.is_set() {
+        positions.position_new(consumer).await?;
+        let next = async {
+            let receive = consumer.receive();
+            tokio::pin!(receive);
+            loop {
+                tokio::select! {
+                    delivery = &mut receive => return delivery.map_err(CliError::from),
+                    () = tokio::time::sleep(ASSIGNMENT_CHECK), if positions.active() => {
+                        positions.position_new(consumer).await?;
+                    }
+                }
+            }
+        };
+        match next_or_stop(next, args.idle_timeout, interrupt).await? {
             Next::Item(delivery) => {
+                if !positions
+                    .admit(consumer, delivery.message.partition)
+                    .await?
+                {
+                    continue;
+                }
                 if !sink.print(&delivery.message)? {
                     break;
                 }
@@ -159,29 +265,47 @@ async fn consume_partitions(
     client: &RustMqClient,
     args: &ConsumeArgs,
     sink: &mut Sink,
+    interrupt: &Interrupt,
 ) -> Result<(), CliError> {
-    let partitions = match args.partition {
-        Some(p) => vec![p],
-        None => {
-            let topic = client.describe_topic(&args.topic).await?;
-            topic.partitions.iter().map(|p| p.partition).collect()
-        }
-    };
     let start = match (args.from_beginning, args.offset, args.timestamp) {
         (true, _, _) => Start::Earliest,
         (_, Some(o), _) => Start::Offset(o),
         (_, _, Some(t)) => Start::Timestamp(t),
         _ => Start::Latest,
     };
-    let (mut rx, _tasks) = reader::start(client, &args.topic, &partitions, start).await?;
+    let started = async {
+        let partitions = match args.partition {
+            Some(p) => vec![p],
+            None => {
+                let topic = client.describe_topic(&args.topic).await?;
+                topic.partitions.iter().map(|p| p.partition).collect()
+            }
+        };
+        reader::start(client, &args.topic, &partitions, start).await
+    };
+    // Nothing to clean up yet: Ctrl-C ends the command at once.
+    let (mut rx, _tasks) = tokio::select! {
+        biased;
+        () = interrupt.wait() => return Ok(()),
+        started = started => started?,
+    };
     while !sink.done() {
         let next = async { rx.recv().await.transpose().map_err(CliError::from) };
-        match next_or_stop(next, args.idle_timeout).await? {
-            Next::Item(m) => {
+        match next_or_stop(next, args.idle_timeout, interrupt).await? {
+            Next::Item(Event::Message(m)) => {
                 if !sink.print(&m)? {
                     break;
                 }
             }
+            Next::Item(Event::Skipped {
+                partition,
+                from,
+                to,
+            }) => sink.warn(&format!(
+                "{}/{partition}: offset {from} is no longer stored (retention deleted it, or \
+                 the topic was made again); continuing at the first stored offset, {to}",
+                args.topic
+            )),
             Next::Stop => break,
         }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use rustmq::{GroupDescription, RustMqClient};
 use serde_json::json;
 
-use super::print_table;
+use super::{outln, Out};
 use crate::args::{Format, GroupsCommand};
 use crate::error::CliError;
 
@@ -26,12 +26,13 @@ impl PartitionLag {
 }
 
 pub(crate) async fn run(client: &RustMqClient, command: GroupsCommand) -> Result<(), CliError> {
+    let mut out = Out::new();
     match command {
         GroupsCommand::List { format } => {
             for group in client.list_groups().await? {
                 match format {
-                    Format::Text => println!("{group}"),
-                    Format::Json => println!("{}", json!({ "group": group })),
+                    Format::Text => outln!(out, "{group}")?,
+                    Format::Json => outln!(out, "{}", json!({ "group": group }))?,
                 }
             }
         }
@@ -39,12 +40,12 @@ pub(crate) async fn run(client: &RustMqClient, command: GroupsCommand) -> Result
             let description = client.describe_group(&group).await?;
             let partitions = lag(client, &description).await?;
             match format {
-                Format::Json => print_json(&description, &partitions),
-                Format::Text => print_text(&description, &partitions),
+                Format::Json => print_json(&mut out, &description, &partitions)?,
+                Format::Text => print_text(&mut out, &description, &partitions)?,
             }
         }
     }
-    Ok(())
+    out.finish()
 }
 
 /// Every partition of every topic the group is assigned or has committed offsets for, with
@@ -87,14 +88,19 @@ async fn lag(
     Ok(out)
 }
 
-fn print_text(g: &GroupDescription, partitions: &[(PartitionLag, u64)]) {
-    println!(
+fn print_text(
+    out: &mut Out,
+    g: &GroupDescription,
+    partitions: &[(PartitionLag, u64)],
+) -> Result<(), CliError> {
+    outln!(
+        out,
         "group {} ({}, generation {}, {} member(s))",
         g.name,
         g.state,
         g.generation,
         g.members.len()
-    );
+    )?;
     if !g.members.is_empty() {
         let rows: Vec<Vec<String>> = g
             .members
@@ -115,8 +121,8 @@ fn print_text(g: &GroupDescription, partitions: &[(PartitionLag, u64)]) {
                 ]
             })
             .collect();
-        println!();
-        print_table(&["MEMBER", "CLIENT", "ASSIGNMENT"], &rows);
+        outln!(out)?;
+        out.table(&["MEMBER", "CLIENT", "ASSIGNMENT"], &rows)?;
     }
     let rows: Vec<Vec<String>> = partitions
         .iter()
@@ -132,14 +138,18 @@ fn print_text(g: &GroupDescription, partitions: &[(PartitionLag, u64)]) {
             ]
         })
         .collect();
-    println!();
-    print_table(
+    outln!(out)?;
+    out.table(
         &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "OWNER"],
         &rows,
-    );
+    )
 }
 
-fn print_json(g: &GroupDescription, partitions: &[(PartitionLag, u64)]) {
+fn print_json(
+    out: &mut Out,
+    g: &GroupDescription,
+    partitions: &[(PartitionLag, u64)],
+) -> Result<(), CliError> {
     let members: Vec<_> = g
         .members
         .iter()
@@ -165,7 +175,8 @@ fn print_json(g: &GroupDescription, partitions: &[(PartitionLag, u64)]) {
             })
         })
         .collect();
-    println!(
+    outln!(
+        out,
         "{}",
         json!({
             "group": g.name,
@@ -174,5 +185,5 @@ fn print_json(g: &GroupDescription, partitions: &[(PartitionLag, u64)]) {
             "members": members,
             "partitions": partitions,
         })
-    );
+    )
 }

@@ -3,11 +3,12 @@
 use rustmq::{RustMqClient, TopicSettings};
 use serde_json::json;
 
-use super::print_table;
+use super::{outln, Out};
 use crate::args::{Format, TopicsCommand};
 use crate::error::CliError;
 
 pub(crate) async fn run(client: &RustMqClient, command: TopicsCommand) -> Result<(), CliError> {
+    let mut out = Out::new();
     match command {
         TopicsCommand::Create {
             name,
@@ -23,14 +24,18 @@ pub(crate) async fn run(client: &RustMqClient, command: TopicsCommand) -> Result
             client
                 .create_topic_with(&name, partitions, settings)
                 .await?;
-            println!("created topic {name} with {partitions} partition(s)");
+            outln!(out, "created topic {name} with {partitions} partition(s)")?;
         }
         TopicsCommand::List { format } => {
             let topics = client.list_topics().await?;
             match format {
                 Format::Json => {
                     for t in topics {
-                        println!("{}", json!({"name": t.name, "partitions": t.partitions}));
+                        outln!(
+                            out,
+                            "{}",
+                            json!({"name": t.name, "partitions": t.partitions})
+                        )?;
                     }
                 }
                 Format::Text => {
@@ -38,7 +43,7 @@ pub(crate) async fn run(client: &RustMqClient, command: TopicsCommand) -> Result
                         .iter()
                         .map(|t| vec![t.name.clone(), t.partitions.to_string()])
                         .collect();
-                    print_table(&["TOPIC", "PARTITIONS"], &rows);
+                    out.table(&["TOPIC", "PARTITIONS"], &rows)?;
                 }
             }
         }
@@ -61,7 +66,8 @@ pub(crate) async fn run(client: &RustMqClient, command: TopicsCommand) -> Result
                             })
                         })
                         .collect();
-                    println!(
+                    outln!(
+                        out,
                         "{}",
                         json!({
                             "name": t.name,
@@ -70,20 +76,26 @@ pub(crate) async fn run(client: &RustMqClient, command: TopicsCommand) -> Result
                             "segment_bytes": s.segment_bytes,
                             "partitions": partitions,
                         })
-                    );
+                    )?;
                 }
                 Format::Text => {
                     let or_default =
                         |v: Option<String>| v.unwrap_or_else(|| "broker default".into());
-                    println!("topic {}: {} partition(s)", t.name, t.partition_count());
-                    println!(
+                    outln!(
+                        out,
+                        "topic {}: {} partition(s)",
+                        t.name,
+                        t.partition_count()
+                    )?;
+                    outln!(
+                        out,
                         "retention {}, retention bytes {}, segment bytes {}",
                         or_default(s.retention.map(|d| {
                             humantime_serde::re::humantime::format_duration(d).to_string()
                         })),
                         or_default(s.retention_bytes.map(|b| b.to_string())),
                         or_default(s.segment_bytes.map(|b| b.to_string())),
-                    );
+                    )?;
                     let rows: Vec<Vec<String>> = t
                         .partitions
                         .iter()
@@ -98,17 +110,17 @@ pub(crate) async fn run(client: &RustMqClient, command: TopicsCommand) -> Result
                             ]
                         })
                         .collect();
-                    print_table(
+                    out.table(
                         &["PARTITION", "START", "END", "RECORDS", "BYTES", "SEGMENTS"],
                         &rows,
-                    );
+                    )?;
                 }
             }
         }
         TopicsCommand::Delete { name } => {
             client.delete_topic(&name).await?;
-            println!("deleted topic {name}");
+            outln!(out, "deleted topic {name}")?;
         }
     }
-    Ok(())
+    out.finish()
 }

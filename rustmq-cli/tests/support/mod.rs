@@ -2,12 +2,14 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use rustmq_broker::{Broker, BrokerHandle};
+use rustmq::{ClientConfig, RustMqClient, TlsConfig};
+use rustmq_broker::{Broker, BrokerBuilder, BrokerHandle};
 
 /// A broker on its own runtime (the binary under test runs as a child process meanwhile).
 pub struct TestBroker {
@@ -20,6 +22,11 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub fn start() -> Self {
+        Self::start_with(|b| b)
+    }
+
+    /// A broker whose builder `configure` adjusts (data directory and address are set after).
+    pub fn start_with(configure: impl FnOnce(BrokerBuilder) -> BrokerBuilder) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -28,7 +35,7 @@ impl TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let handle = rt
             .block_on(
-                Broker::builder()
+                configure(Broker::builder())
                     .data_dir(dir.path())
                     .listen("127.0.0.1:0".parse().unwrap())
                     .start(),
@@ -40,6 +47,47 @@ impl TestBroker {
             handle: Some(handle),
             rt,
             _dir: dir,
+        }
+    }
+
+    /// The running broker (fault injection, retention, inspection).
+    pub fn handle(&self) -> &BrokerHandle {
+        self.handle.as_ref().expect("the broker runs until dropped")
+    }
+
+    /// Runs `f` on the broker's runtime (for library clients of the test).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// A library client of this broker (run it with [`block_on`](Self::block_on)).
+    pub async fn client(&self) -> RustMqClient {
+        RustMqClient::new(ClientConfig {
+            brokers: vec![self.addr.to_string()],
+            tls_config: Some(TlsConfig {
+                ca_cert: Some(self.cert.display().to_string()),
+                server_name: Some("localhost".to_owned()),
+                ..TlsConfig::default()
+            }),
+            ..ClientConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The high watermark of `topic`/`partition`, `None` while the topic does not exist.
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        let topic = self.handle().topics().get(topic)?;
+        let log = topic.partition(partition).ok()?;
+        Some(log.high_watermark())
+    }
+
+    /// Waits (up to 20 s) until `cond` holds.
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -69,7 +117,7 @@ impl Drop for TestBroker {
 /// One invocation of the binary.
 pub struct Run {
     args: Vec<String>,
-    stdin: Option<String>,
+    stdin: Option<Vec<u8>>,
 }
 
 impl Run {
@@ -77,31 +125,165 @@ impl Run {
         Self { args, stdin: None }
     }
 
-    pub fn stdin(mut self, input: &str) -> Self {
+    pub fn stdin(self, input: &str) -> Self {
+        self.stdin_bytes(input.as_bytes())
+    }
+
+    pub fn stdin_bytes(mut self, input: &[u8]) -> Self {
         self.stdin = Some(input.to_owned());
         self
     }
 
-    /// Runs to completion (bounded by the command's own --timeout / --idle-timeout options).
-    pub fn output(self) -> Done {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rustmq"))
+    /// The command, with every standard stream piped.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rustmq"));
+        command
             .args(&self.args)
             .env_remove("RUST_LOG")
             .env_remove("RUSTMQ_BROKERS")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the rustmq binary runs");
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs to completion (bounded by the command's own --timeout / --idle-timeout options).
+    pub fn output(self) -> Done {
+        let mut child = self.command().spawn().expect("the rustmq binary runs");
         {
             let mut stdin = child.stdin.take().unwrap();
             if let Some(input) = &self.stdin {
-                stdin.write_all(input.as_bytes()).unwrap();
+                // A command that fails early stops reading: its answer is what is checked.
+                let _ = stdin.write_all(input);
             }
         }
         Done {
             args: self.args,
             output: child.wait_with_output().unwrap(),
+        }
+    }
+
+    /// Starts the command with stdin kept open (see [`Running`]).
+    pub fn spawn(self) -> Running {
+        let mut child = self.command().spawn().expect("the rustmq binary runs");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = stderr.read_to_end(&mut all);
+            all
+        });
+        let mut running = Running {
+            args: self.args,
+            child,
+            stdin,
+            stdout,
+            seen: Vec::new(),
+            stderr,
+        };
+        if let Some(input) = &self.stdin {
+            running.write(input);
+        }
+        running
+    }
+}
+
+/// A command still running: its stdin open, its stdout read on demand, its stderr collected.
+pub struct Running {
+    args: Vec<String>,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    seen: Vec<u8>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes to the command's stdin.
+    pub fn write(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes the command's stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends SIGINT (Ctrl-C) to the command.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT {} failed", self.pid());
+    }
+
+    /// The next line the command prints (without its newline); `None` at the end of its output.
+    pub fn read_line(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        let n = self.stdout.read_until(b'\n', &mut line).unwrap();
+        if n == 0 {
+            return None;
+        }
+        self.seen.extend_from_slice(&line);
+        if line.ends_with(b"\n") {
+            line.pop();
+        }
+        Some(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    /// Whether the command is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits up to `within` for the command to exit (its stdin closed first unless
+    /// `keep_stdin`); kills it and fails the test if it does not.
+    pub fn wait(mut self, within: Duration) -> Done {
+        let mut rest = self.stdout;
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = rest.read_to_end(&mut all);
+            all
+        });
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(self.stdin);
+        let mut stdout = self.seen;
+        stdout.extend(reader.join().unwrap());
+        let stderr = self.stderr.join().unwrap();
+        let Some(status) = status else {
+            panic!(
+                "rustmq {:?} did not exit within {within:?}\nstdout: {}\nstderr: {}",
+                self.args,
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            );
+        };
+        Done {
+            args: self.args,
+            output: Output {
+                status,
+                stdout,
+                stderr,
+            },
         }
     }
 }
