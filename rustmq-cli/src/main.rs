@@ -35,7 +35,13 @@ fn main() -> ExitCode {
         Command::Broker(_) => "info",
         _ => "warn",
     };
-    rustmq_broker::cli::init_logging(cli.global.log.as_deref().unwrap_or(default_log));
+    // A filter that does not parse (`--log`, `RUST_LOG`) is a bad argument, not a silent `info`.
+    if let Err(e) =
+        rustmq_broker::cli::try_init_logging(cli.global.log.as_deref().unwrap_or(default_log))
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Bench(args) => bench::run(&cli.global, args),
         command => match tokio::runtime::Builder::new_multi_thread()

@@ -70,6 +70,12 @@ fn bad_global_options_are_usage_errors() {
         "{long}"
     );
     assert!(!long.contains("cannot connect"), "{long}");
+    // A log filter that does not parse, rather than logging at some other level than asked.
+    let log = run(&["--log", "rustmq=loud", "topics", "list"]);
+    assert!(
+        log.contains("invalid log filter") && log.contains("--log"),
+        "{log}"
+    );
 }
 
 #[test]
