@@ -5,7 +5,7 @@
 //!   a task's request fails ──► ClientError::Closed (the client was closed) ──► the consumer
 //!        │                     ends: receive() answers Ok(None), every task stops
 //!        ▼
-//!   retried after a jittered backoff (100 ms doubling up to 5 s) until it succeeds;
+//!   retried after the client's `retry_config` backoff (at least 10 ms) until it succeeds;
 //!   the first failure of a streak that retrying cannot mend by itself
 //!   (`ClientError::is_retryable()` false: authorization, authentication, an invalid
 //!   request, a deleted topic) is queued once for receive(), unless another task of the

@@ -307,7 +307,7 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                 Ok(decoded) => {
                     inner.succeeded(&mut failures);
                     let count = decoded.records.len();
-                    let hw = response.high_watermark;
+                    let (hw, log_start) = (response.high_watermark, response.log_start_offset);
                     let applied = {
                         let mut state = inner.state.lock();
                         let next = decoded.next_offset.unwrap_or(offset);
@@ -323,12 +323,9 @@ async fn fetch_loop(inner: Arc<Inner>, partition: u32, wake: Arc<Notify>) {
                             // Under the state's lock, as a revoke forgets the gauges: set
                             // after it, the gauge of a partition given up would come back.
                             let position = state.partitions[&partition].tracker.position();
-                            inner
-                                .metrics
-                                .set_lag(partition, hw.saturating_sub(position));
-                            inner
-                                .instruments
-                                .set_lag(partition, hw.saturating_sub(position));
+                            let lag = super::offsets::lag_of(hw, log_start, position);
+                            inner.metrics.set_lag(partition, lag);
+                            inner.instruments.set_lag(partition, lag);
                         }
                         applied
                     };

@@ -429,8 +429,8 @@ async fn commit_heartbeating(
 ///
 /// Deliveries wait meanwhile, so a failure that retrying cannot mend (the group's or the
 /// topic's rights withdrawn, the topic deleted) is reported through `receive`, once per
-/// streak; the rejoin goes on, with a jittered backoff of at most 5 s, so that the consumer
-/// carries on by itself once the cause is lifted. A closed client ends the consumer.
+/// streak; the rejoin goes on, backing off as the client's `retry_config` says, so that the
+/// consumer carries on by itself once the cause is lifted. A closed client ends the consumer.
 async fn rebalance(inner: &Arc<Inner>, mut how: Rejoin) {
     inner.state.lock().rebalancing = true;
     if how == Rejoin::Keep {

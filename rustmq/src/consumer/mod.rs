@@ -209,8 +209,8 @@ impl Consumer {
     /// (paused partitions are skipped). Failures of the background work (fetches, heartbeats,
     /// rejoining the group) that retrying cannot mend by itself, such as a refused
     /// authorization, are returned once per streak of failures, while the work keeps being
-    /// retried (backing off up to 5 s): a later call continues, and the consumer recovers by
-    /// itself if the cause is lifted. An application that would rather stop closes it.
+    /// retried (backing off as the client's `retry_config` says): a later call continues, and
+    /// the consumer recovers by itself if the cause is lifted. An application that would rather stop closes it.
     #[inline]
     pub fn receive(&self) -> Receive<'_> {
         Receive::new(&self.inner)
@@ -364,10 +364,12 @@ impl Consumer {
         let committed = group::commit(&self.inner).await;
         let left = group::leave(&self.inner).await;
         self.inner.revoke_all();
-        if let Some(producer) = self.inner.dead_letters.get() {
-            producer.close().await?;
-        }
+        // Every step is taken whatever the others gave; the first failure is the answer.
+        let dead_letters = match self.inner.dead_letters.get() {
+            Some(producer) => producer.close().await,
+            None => Ok(()),
+        };
         tracing::info!(topic = %self.inner.topic, group = %self.inner.group, "consumer closed");
-        committed.and(left)
+        committed.and(left).and(dead_letters)
     }
 }

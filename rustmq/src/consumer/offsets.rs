@@ -20,6 +20,12 @@ use super::{Consumer, Inner};
 use crate::error::{ClientError, Result};
 
 /// Asks the broker for an offset of one partition of the consumer's topic.
+/// How far `position` is behind `hw` in a log that starts at `log_start`: records deleted
+/// before they were read are not lag, as they can never be consumed.
+pub(crate) fn lag_of(hw: u64, log_start: u64, position: u64) -> u64 {
+    hw.saturating_sub(position.max(log_start))
+}
+
 pub(crate) async fn list_offset(
     inner: &Inner,
     partition: u32,
@@ -143,22 +149,25 @@ impl Consumer {
 
     /// Lag per assigned partition: the high watermark (asked of the broker now) minus this
     /// consumer's position (the offset after the last message handed to the application;
-    /// messages fetched but not yet received count as lag).
+    /// messages fetched but not yet received count as lag). Records retention deleted before
+    /// they were read do not count: they can never be consumed (a paused partition's position
+    /// stays where it was while its log start moves on).
     pub async fn get_lag(&self) -> Result<HashMap<u32, u64>> {
         let owned = self.inner.state.lock().owned();
-        let watermarks = try_join_all(owned.into_iter().map(|p| {
+        let marks = try_join_all(owned.into_iter().map(|p| {
             let inner = Arc::clone(&self.inner);
             async move {
-                let r = list_offset(&inner, p, OffsetSpec::Latest).await?;
-                Ok::<_, ClientError>((p, r.high_watermark))
+                // The earliest offset's answer carries the high watermark too.
+                let r = list_offset(&inner, p, OffsetSpec::Earliest).await?;
+                Ok::<_, ClientError>((p, r.offset, r.high_watermark))
             }
         }))
         .await?;
         let state = self.inner.state.lock();
         let mut lag = HashMap::new();
-        for (partition, hw) in watermarks {
+        for (partition, log_start, hw) in marks {
             if let Some(p) = state.partitions.get(&partition) {
-                let behind = hw.saturating_sub(p.tracker.position());
+                let behind = lag_of(hw, log_start, p.tracker.position());
                 self.inner.metrics.set_lag(partition, behind);
                 self.inner.instruments.set_lag(partition, behind);
                 lag.insert(partition, behind);

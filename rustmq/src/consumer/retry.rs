@@ -263,8 +263,18 @@ pub(crate) fn never_storable(e: &crate::ClientError) -> bool {
         || e.error_code() == Some(rustmq_protocol::ErrorCode::BatchTooLarge)
 }
 
+/// The dead-letter producer, made at the first dead letter. None is made once the consumer is
+/// closing: `close` closes the one it finds, and would not find one made after it looked (the
+/// message then stays unresolved, delivered again after a restart).
 async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {
-    inner
+    if let Some(producer) = inner.dead_letters.get() {
+        return Ok(producer);
+    }
+    let closing = || inner.closed.load(std::sync::atomic::Ordering::Acquire);
+    if closing() {
+        return Err(crate::ClientError::Closed);
+    }
+    let producer = inner
         .dead_letters
         .get_or_try_init(|| {
             ProducerBuilder::new()
@@ -273,7 +283,13 @@ async fn producer<'a>(inner: &'a Inner, dlq: &str) -> Result<&'a Producer> {
                 .config(dead_letter_config(&inner.client))
                 .build()
         })
-        .await
+        .await?;
+    // Made while `close` ran: it may have looked before this one was there.
+    if closing() {
+        let _ = producer.close().await;
+        return Err(crate::ClientError::Closed);
+    }
+    Ok(producer)
 }
 
 /// Writes the message to the dead-letter queue (or drops it without one), then resolves it.

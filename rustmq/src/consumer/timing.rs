@@ -36,11 +36,7 @@ pub(crate) const MIN_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// These tasks retry until they succeed or their consumer or stream closes: `max_retries`
 /// bounds only the calls a user awaits.
 pub(crate) fn retry_backoff(retry: &RetryConfig) -> Backoff {
-    Backoff::new(&RetryConfig {
-        base_delay: retry.base_delay.max(MIN_RETRY_DELAY),
-        max_delay: retry.max_delay.max(MIN_RETRY_DELAY),
-        ..retry.clone()
-    })
+    Backoff::new(retry).with_floor(MIN_RETRY_DELAY)
 }
 
 #[cfg(test)]
@@ -83,8 +79,13 @@ mod tests {
                 "attempt {attempt}: {draws:?}"
             );
         }
-        // Zero delays would spin: the floor holds.
-        let zero = retry_backoff(&config(0, 0, false));
-        assert!((0..4).all(|a| zero.delay(a) == MIN_RETRY_DELAY));
+        // Zero delays would spin: the floor holds, jittered or not (jitter draws from the
+        // upper half of a nominal delay, which may be under twice the floor).
+        for jitter in [false, true] {
+            let zero = retry_backoff(&config(0, 0, jitter));
+            assert!((0..4).all(|a| zero.delay(a) == MIN_RETRY_DELAY));
+            let small = retry_backoff(&config(12, 12, jitter));
+            assert!((0..200).all(|a| small.delay(a % 4) >= MIN_RETRY_DELAY));
+        }
     }
 }

@@ -16,6 +16,8 @@ pub(crate) struct Backoff {
     max: Duration,
     multiplier: f64,
     jitter: bool,
+    /// The shortest delay [`Backoff::delay`] gives, jittered or not.
+    floor: Duration,
 }
 
 impl Backoff {
@@ -25,7 +27,14 @@ impl Backoff {
             max: config.max_delay,
             multiplier: config.multiplier,
             jitter: config.jitter,
+            floor: Duration::ZERO,
         }
+    }
+
+    /// The same delays, none shorter than `floor` (after jitter).
+    pub(crate) fn with_floor(mut self, floor: Duration) -> Self {
+        self.floor = floor;
+        self
     }
 
     /// The nominal (un-jittered) delay before retry `attempt`.
@@ -45,12 +54,13 @@ impl Backoff {
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let nominal = self.nominal(attempt);
         if !self.jitter || nominal.is_zero() {
-            return nominal;
+            return nominal.max(self.floor);
         }
         let half = nominal / 2;
         // Saturating: with a `max_delay` near `Duration::MAX`, float rounding could tip over.
         half.saturating_add((nominal - half).mul_f64(fastrand::f64()))
             .min(nominal)
+            .max(self.floor)
     }
 }
 

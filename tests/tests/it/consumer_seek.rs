@@ -198,3 +198,48 @@ async fn timestamps_in_seconds_as_the_seed_readme_passes_them_seek_like_millisec
     }
     latecomer.close().await.unwrap();
 }
+
+/// Records retention deleted before they were read are not lag: they can never be consumed.
+/// A paused partition keeps its position while its log start moves past it.
+#[tokio::test]
+async fn records_retention_deleted_unread_are_not_lag() {
+    tests::init_tracing();
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let settings = rustmq::TopicSettings::new()
+        .with_retention(std::time::Duration::from_secs(3_600))
+        .with_segment_bytes(1024);
+    client
+        .create_topic_with("shrinking", 1, settings)
+        .await
+        .unwrap();
+    // Old records, ten to a batch: several segments, each past the retention.
+    produce_batched(
+        &client,
+        "shrinking",
+        0,
+        0..100,
+        10,
+        |i| BASE_TS + i as i64,
+        |_| rustmq_protocol::Compression::None,
+    )
+    .await;
+    let consumer = consumer_with_fetches(&client, "shrinking", "laggards", 4, 8).await;
+    recv_ack(&consumer, 1).await;
+    consumer.pause_partitions(vec![0]).await.unwrap();
+    assert_eq!(consumer.get_lag().await.unwrap()[&0], 99);
+    broker
+        .handle()
+        .unwrap()
+        .run_retention_at(rustmq::message::now_ms() as i64);
+    let log_start =
+        client.describe_topic("shrinking").await.unwrap().partitions[0].log_start_offset;
+    assert!(
+        log_start > 1,
+        "retention deleted segments: log start {log_start}"
+    );
+    let lag = consumer.get_lag().await.unwrap();
+    assert_eq!(lag[&0], 100 - log_start, "only what is still stored");
+    assert_eq!(consumer.metrics().await.partition_lag(), lag);
+    consumer.close().await.unwrap();
+}

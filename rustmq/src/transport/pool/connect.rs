@@ -185,11 +185,21 @@ impl Pool {
         deadline: Option<Instant>,
         pace: Pace,
     ) -> Result<Connection> {
-        let retry_at = slot.state.lock().retry_at;
+        let (retry_at, failures) = {
+            let state = slot.state.lock();
+            (state.retry_at, state.failures)
+        };
         if let Some(at) = retry_at.filter(|at| *at > Instant::now()) {
             match pace {
                 Pace::Ignore => {}
-                Pace::Wait if deadline.is_none_or(|d| at <= d) => self.sleep_until(at).await?,
+                // A broker that never failed is only paced (an attempt abandoned by its
+                // caller): nothing says it is gone, so it is waited for as by `Wait`, not left.
+                Pace::Wait | Pace::WaitLeaving(_)
+                    if (failures == 0 || matches!(pace, Pace::Wait))
+                        && deadline.is_none_or(|d| at <= d) =>
+                {
+                    self.sleep_until(at).await?
+                }
                 Pace::WaitLeaving(attempt)
                     if deadline.is_none_or(|d| deadline_after(at, attempt) <= d) =>
                 {
@@ -347,7 +357,7 @@ pub(super) enum Pace {
     /// fail fast.
     Wait,
     /// As `Wait`, if the backoff ends at least this long (a whole attempt) before the
-    /// deadline.
+    /// deadline; as `Wait` whatever is left if the broker never failed (it is only paced).
     WaitLeaving(Duration),
     /// Attempt at once.
     Ignore,

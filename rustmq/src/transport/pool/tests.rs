@@ -168,11 +168,33 @@ async fn the_broker_in_use_is_not_waited_for_when_an_attempt_would_not_fit_befor
         ..config_for(&[&a, &b])
     };
     let pool = Pool::new(&config, "test".into()).unwrap();
-    pool.slots[0].state.lock().retry_at = Some(Instant::now() + Duration::from_millis(50));
+    {
+        let mut state = pool.slots[0].state.lock();
+        state.failures = 1;
+        state.retry_at = Some(Instant::now() + Duration::from_millis(50));
+    }
     pool.request(&ping(), Duration::from_secs(5)).await.unwrap();
     assert_eq!(b.state.count(rustmq_protocol::ApiKind::Ping), 1);
     assert_eq!(hellos(&a), 0);
     assert_eq!(pool.active.load(Ordering::Acquire), 1);
+}
+
+/// ... unless it never failed: only paced (an attempt its caller abandoned), nothing says it is
+/// gone, and the client must not move to another broker (another log, other groups) for that.
+#[tokio::test]
+async fn a_broker_in_use_that_is_only_paced_is_waited_for() {
+    let a = TestBroker::start(Script::default()).await;
+    let b = TestBroker::start(Script::default()).await;
+    let config = ClientConfig {
+        connect_timeout: Duration::from_secs(10),
+        ..config_for(&[&a, &b])
+    };
+    let pool = Pool::new(&config, "test".into()).unwrap();
+    pool.slots[0].state.lock().retry_at = Some(Instant::now() + Duration::from_millis(50));
+    pool.request(&ping(), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(a.state.count(rustmq_protocol::ApiKind::Ping), 1);
+    assert_eq!(hellos(&b), 0);
+    assert_eq!(pool.active.load(Ordering::Acquire), 0);
 }
 
 /// The health check reconnects to the broker in use even while it backs off, instead of
