@@ -1,4 +1,5 @@
-//! Record-batch benchmarks: encode and decode per codec, CRC-32C, and `RecordBatch::parse`.
+//! Record-batch benchmarks: encode and decode per codec, LZ4's levels, CRC-32C, and
+//! `RecordBatch::parse`.
 //!
 //! A batch is 1,000 records with 100-byte random alphanumeric values, with or without a
 //! 10-byte key. Byte throughput counts the application bytes (keys + values), the same for every
@@ -171,12 +172,54 @@ fn crc(c: &mut Criterion) {
     group.finish();
 }
 
+/// LZ4's levels on records that repeat themselves as JSON events do (random alphanumerics give
+/// LZ4 nothing to find): 0-3 its fast mode, 4-12 LZ4 HC. Prints each level's batch size.
+fn lz4_levels(c: &mut Criterion) {
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let records: Vec<Vec<u8>> = (0..RECORDS)
+        .map(|i| {
+            format!(
+                r#"{{"order_id":"o-{i:06}","customer":"c-{}","cents":{},"currency":"EUR","status":"paid"}}"#,
+                rng.u32(0..500),
+                rng.u32(100..100_000)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+    let encode = |level| {
+        let mut builder = RecordBatchBuilder::with_capacity(bytes as usize + RECORDS * 24)
+            .compression(Compression::Lz4, level);
+        for (i, value) in records.iter().enumerate() {
+            builder.push(1_700_000_000_000 + i as i64, None, Some(value), []);
+        }
+        builder.build().expect("non-empty batch")
+    };
+    let mut group = c.benchmark_group("lz4_levels");
+    group.throughput(Throughput::Bytes(bytes));
+    for level in [3, 4, 9, 12] {
+        println!(
+            "lz4 level {level}: {bytes} payload bytes -> {} byte batch",
+            encode(level).len()
+        );
+        group.bench_with_input(BenchmarkId::new("encode", level), &level, |b, &level| {
+            b.iter(|| black_box(encode(level)));
+        });
+        let batch = RecordBatch::parse(encode(level)).expect("valid");
+        group.bench_with_input(BenchmarkId::new("decode", level), &batch, |b, batch| {
+            b.iter(|| black_box(batch.decode_all(1 << 20).expect("valid")));
+        });
+    }
+    group.finish();
+}
+
 // The macro generates an undocumented `pub fn benches`.
 #[allow(missing_docs)]
 mod group {
     criterion::criterion_group!(
         benches,
         super::encode_decode,
+        super::lz4_levels,
         super::parse,
         super::validate,
         super::crc
