@@ -59,8 +59,9 @@ pub const LOCK_FILE: &str = ".lock";
 /// Takes the exclusive lock on `dir` that a broker holds while it runs: two brokers writing one
 /// data directory would each cut and rewrite what the other wrote. An advisory `flock`, so it
 /// goes with the process, however it ends, and two handles in one process exclude each other
-/// too.
-fn lock_data_dir(dir: &Path) -> Result<Flock<std::fs::File>, StartError> {
+/// too. On a file system that has no such locks (some network and FUSE mounts), the broker
+/// runs unlocked, with a warning, rather than not at all.
+fn lock_data_dir(dir: &Path) -> Result<Option<Flock<std::fs::File>>, StartError> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -69,10 +70,14 @@ fn lock_data_dir(dir: &Path) -> Result<Flock<std::fs::File>, StartError> {
         .open(&path)
         .map_err(|e| BrokerError::io("open the data directory's lock file", e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
+        Ok(lock) => Ok(Some(lock)),
         Err((_, Errno::EWOULDBLOCK)) => Err(StartError::DataDirInUse {
             dir: dir.to_owned(),
         }),
+        Err((_, errno @ (Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS))) => {
+            tracing::warn!(dir = %dir.display(), %errno, "the data directory's file system has no locks: nothing keeps a second broker from opening it");
+            Ok(None)
+        }
         Err((_, errno)) => {
             Err(BrokerError::io("lock the data directory", std::io::Error::from(errno)).into())
         }
@@ -192,6 +197,7 @@ impl BrokerBuilder {
             decompressing: Arc::new(tokio::sync::Semaphore::new(
                 crate::handler::decompressing_permits(core_limits_decompressing),
             )),
+            dir_lock: parking_lot::Mutex::new(dir_lock),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(server.run(Arc::clone(&core), stop_rx.clone()))];
@@ -231,7 +237,6 @@ impl BrokerBuilder {
             core,
             stop: stop_tx,
             tasks,
-            _dir_lock: dir_lock,
         })
     }
 }
@@ -298,9 +303,6 @@ pub struct BrokerHandle {
     core: Arc<Core>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    /// Let go when the handle is: at the end of [`BrokerHandle::shutdown`], after every
-    /// partition is closed, or when it is dropped.
-    _dir_lock: Flock<std::fs::File>,
 }
 
 impl BrokerHandle {
@@ -414,6 +416,8 @@ impl BrokerHandle {
         if closed.is_err() {
             tracing::error!("closing partitions panicked");
         }
+        // Every partition closed: another broker may have the directory.
+        self.core.dir_lock.lock().take();
         tracing::info!("broker stopped");
     }
 

@@ -98,6 +98,10 @@ pub struct Core {
     /// The budget of produced batches' bytes being decompressed at once, in KiB
     /// (`limits.max_decompressing_bytes`).
     pub decompressing: Arc<tokio::sync::Semaphore>,
+    /// The data directory's lock ([`crate::broker::LOCK_FILE`]): let go at the end of
+    /// [`crate::BrokerHandle::shutdown`], or with the last task that holds the core (a handle
+    /// dropped without a shutdown leaves its tasks to finish what they were writing).
+    pub(crate) dir_lock: parking_lot::Mutex<Option<nix::fcntl::Flock<std::fs::File>>>,
 }
 
 fn denied(d: Denied) -> BrokerError {

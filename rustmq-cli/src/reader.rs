@@ -4,7 +4,7 @@
 //! Records become messages as a group member receives them (not through `Message::builder`,
 //! whose checks are for messages to send: a stored record with an empty header name is still
 //! read). A partition whose next offset is no longer stored (retention deleted it) continues at
-//! its first stored offset, and says so on the channel.
+//! its first stored offset, one whose log ends below it at its end, and says so on the channel.
 
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub(crate) enum Event {
     /// The next message of a partition.
     Message(Message),
     /// `partition`'s next offset, `from`, was no longer stored: it continues at `to`, its first
-    /// stored offset.
+    /// stored offset, or, where the log ends below `from`, its end.
     Skipped {
         /// The partition.
         partition: u32,
@@ -85,6 +85,26 @@ async fn list_offset(
     });
     match client.raw_request(request).await? {
         Response::ListOffsets(r) => Ok(r.offset),
+        other => Err(ClientError::UnexpectedResponse(format!(
+            "{:?} to a list-offsets request",
+            other.kind()
+        ))),
+    }
+}
+
+/// `partition`'s first stored offset and its high watermark.
+async fn log_bounds(
+    client: &RustMqClient,
+    topic: &str,
+    partition: u32,
+) -> Result<(u64, u64), ClientError> {
+    let request = Request::ListOffsets(ListOffsetsRequest {
+        topic: topic.to_owned(),
+        partition,
+        spec: OffsetSpec::Earliest,
+    });
+    match client.raw_request(request).await? {
+        Response::ListOffsets(r) => Ok((r.offset, r.high_watermark)),
         other => Err(ClientError::UnexpectedResponse(format!(
             "{:?} to a list-offsets request",
             other.kind()
@@ -143,22 +163,25 @@ async fn read(
                     other.kind()
                 )))
             }
-            // Retention deleted the next offset (or the topic was made again, shorter).
+            // Retention deleted the next offset: on from the first stored one. Or the log
+            // ends below it (the topic was made again, or another broker has a shorter log):
+            // on from its end, as the group consumer does, not from its start again.
             Err(e @ ClientError::OffsetOutOfRange(_)) => {
-                let first = list_offset(client, topic, partition, OffsetSpec::Earliest).await?;
-                if first == offset {
-                    // Not a matter of where the log starts: moving there would not help.
+                let (first, end) = log_bounds(client, topic, partition).await?;
+                let to = if offset > end { end } else { first };
+                if to == offset {
+                    // Not a matter of where the log starts or ends: moving would not help.
                     return Err(e);
                 }
                 let skipped = Event::Skipped {
                     partition,
                     from: offset,
-                    to: first,
+                    to,
                 };
                 if tx.send(Ok(skipped)).await.is_err() {
                     return Ok(());
                 }
-                offset = first;
+                offset = to;
                 continue;
             }
             Err(e) => return Err(e),

@@ -112,7 +112,12 @@ impl Compression {
                 out.extend_from_slice(data);
                 Ok(())
             }
-            codec => codecs::compress(codec, data, level, out),
+            codec => {
+                let level = codec
+                    .levels()
+                    .map_or(level, |r| level.clamp(*r.start(), *r.end()));
+                codecs::compress(codec, data, level, out)
+            }
         }
     }
 
@@ -161,7 +166,8 @@ mod codecs {
     use super::Compression;
     use crate::error::{ProtocolError, Result};
 
-    /// Appends `data` compressed with `codec` (not `None`) to `out`.
+    /// Appends `data` compressed with `codec` (not `None`) to `out`, `level` within the codec's
+    /// range.
     pub(super) fn compress(
         codec: Compression,
         data: &[u8],
@@ -185,9 +191,7 @@ mod codecs {
                 // parser (levels 10-12) reads its input even when it is empty, and an empty
                 // slice's pointer is dangling (a segfault the proptests found).
                 let n = if level >= super::LZ4_HC_MIN_LEVEL && !data.is_empty() {
-                    let mode = lz4::block::CompressionMode::HIGHCOMPRESSION(
-                        level.min(super::LZ4_MAX_LEVEL),
-                    );
+                    let mode = lz4::block::CompressionMode::HIGHCOMPRESSION(level);
                     lz4::block::compress_to_buffer(data, Some(mode), false, &mut out[start..])
                         .map_err(|e| err(e.to_string()))?
                 } else {
@@ -197,13 +201,12 @@ mod codecs {
                 out.truncate(start + n);
             }
             Compression::Zstd => {
-                let level = level.clamp(1, 22);
                 let compressed =
                     zstd::bulk::compress(data, level).map_err(|e| err(e.to_string()))?;
                 out.extend_from_slice(&compressed);
             }
             Compression::Gzip => {
-                let level = flate2::Compression::new(level.clamp(0, 9) as u32);
+                let level = flate2::Compression::new(level.unsigned_abs());
                 let mut enc = flate2::write::GzEncoder::new(std::mem::take(out), level);
                 enc.write_all(data)
                     .and_then(|_| enc.finish())

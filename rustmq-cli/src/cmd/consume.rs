@@ -301,9 +301,18 @@ async fn consume_partitions(
                 partition,
                 from,
                 to,
+            }) if to > from => sink.warn(&format!(
+                "{}/{partition}: offset {from} is no longer stored (retention deleted it); \
+                 continuing at the first stored offset, {to}",
+                args.topic
+            )),
+            Next::Item(Event::Skipped {
+                partition,
+                from,
+                to,
             }) => sink.warn(&format!(
-                "{}/{partition}: offset {from} is no longer stored (retention deleted it, or \
-                 the topic was made again); continuing at the first stored offset, {to}",
+                "{}/{partition}: offset {from} is past the end of the log (the topic was made \
+                 again, or the broker lost records); continuing at its end, {to}",
                 args.topic
             )),
             Next::Stop => break,

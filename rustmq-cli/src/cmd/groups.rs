@@ -19,9 +19,12 @@ struct PartitionLag {
 }
 
 impl PartitionLag {
-    /// Records not yet consumed; without a commit, everything stored counts.
+    /// Records still stored and not yet consumed: without a commit everything stored counts,
+    /// and records retention deleted past a commit never count (they can never be consumed;
+    /// the consumer's own lag counts the same way).
     fn lag(&self, log_start: u64) -> u64 {
-        self.end.saturating_sub(self.committed.unwrap_or(log_start))
+        self.end
+            .saturating_sub(self.committed.unwrap_or(log_start).max(log_start))
     }
 }
 
@@ -186,4 +189,29 @@ fn print_json(
             "partitions": partitions,
         })
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PartitionLag;
+
+    /// Records retention deleted past a commit are not lag; without a commit everything stored
+    /// is.
+    #[test]
+    fn lag_counts_only_what_is_still_stored() {
+        let lag = |committed| {
+            PartitionLag {
+                topic: "t".into(),
+                partition: 0,
+                committed,
+                end: 100,
+                owner: None,
+            }
+            .lag(40)
+        };
+        assert_eq!(lag(Some(90)), 10);
+        assert_eq!(lag(Some(10)), 60, "a commit below the log start");
+        assert_eq!(lag(None), 60);
+        assert_eq!(lag(Some(120)), 0);
+    }
 }

@@ -57,7 +57,6 @@ pub(crate) async fn run(
             // stored once. With acks=none no batch is sent again, and idempotence would send
             // each partition's batches one at a time, waiting for every answer.
             idempotent: args.acks != Acks::None,
-            compression: client.config().compression.clone(),
             ..ProducerConfig::default()
         })
         .build()

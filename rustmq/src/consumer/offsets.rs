@@ -19,13 +19,13 @@ use rustmq_protocol::{
 use super::{Consumer, Inner};
 use crate::error::{ClientError, Result};
 
-/// Asks the broker for an offset of one partition of the consumer's topic.
 /// How far `position` is behind `hw` in a log that starts at `log_start`: records deleted
 /// before they were read are not lag, as they can never be consumed.
 pub(crate) fn lag_of(hw: u64, log_start: u64, position: u64) -> u64 {
     hw.saturating_sub(position.max(log_start))
 }
 
+/// Asks the broker for an offset of one partition of the consumer's topic.
 pub(crate) async fn list_offset(
     inner: &Inner,
     partition: u32,

@@ -191,6 +191,7 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let client = &ctx.client;
+    let backoff = crate::consumer::timing::retry_backoff(&client.config().retry_config);
     let mut failures = 0u32;
     // Fetches answered "out of range" in a row.
     let mut out_of_range = 0u32;
@@ -269,7 +270,7 @@ pub(crate) async fn run(
                     ctx.abort(e);
                     return;
                 }
-                let delay = Duration::from_millis(50u64 << failures.min(5));
+                let delay = backoff.delay(failures - 1);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.wait_for(|s| *s) => return,

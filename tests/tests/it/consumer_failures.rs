@@ -206,7 +206,8 @@ async fn a_refusal_met_by_the_fetch_and_the_rejoin_reaches_receive_once() {
     let _restarted = start_again(&settings).await;
     refused_to_read_jobs(&consumer, "the refusal").await;
     // Both the fetch and the rejoin have met it by now (heartbeats every 100 ms find the
-    // member unknown to the restarted broker, and the rejoin backs off at most 5 s).
+    // member unknown to the restarted broker, and the rejoin backs off as `retry_config` says:
+    // at most its `max_delay`).
     nothing_within(&consumer, Duration::from_millis(1500)).await;
 
     // Lifted (the right granted again, the consumer back in its group), then withdrawn again:
