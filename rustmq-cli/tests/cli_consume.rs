@@ -10,14 +10,7 @@ use rustmq::protocol::{
     Acks, JoinGroupRequest, ProduceRequest, RecordBatchBuilder, Request, Response,
 };
 use rustmq_broker::BrokerConfig;
-use serde_json::Value;
-use support::TestBroker;
-
-fn json_lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
-}
+use support::{json_lines, TestBroker};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -32,10 +25,7 @@ fn now_ms() -> i64 {
 #[test]
 fn a_short_timeout_does_not_fail_fetches_on_an_idle_partition() {
     let broker = TestBroker::start();
-    broker
-        .rustmq(&["topics", "create", "cli-idle", "--partitions", "1"])
-        .output()
-        .success();
+    broker.create_topic("cli-idle", 1);
     let done = broker
         .rustmq(&[
             "--timeout",
@@ -55,10 +45,7 @@ fn a_short_timeout_does_not_fail_fetches_on_an_idle_partition() {
 #[test]
 fn a_record_with_an_empty_header_name_is_printed() {
     let broker = TestBroker::start();
-    broker
-        .rustmq(&["topics", "create", "cli-odd", "--partitions", "1"])
-        .output()
-        .success();
+    broker.create_topic("cli-odd", 1);
     broker.block_on(async {
         let client = broker.client().await;
         let mut batch = RecordBatchBuilder::new();
@@ -181,10 +168,7 @@ fn retention_passing_the_reader_skips_ahead_with_a_warning() {
 #[test]
 fn an_offset_applies_to_partitions_assigned_later() {
     let broker = TestBroker::start();
-    broker
-        .rustmq(&["topics", "create", "cli-later", "--partitions", "2"])
-        .output()
-        .success();
+    broker.create_topic("cli-later", 2);
     for p in ["0", "1"] {
         broker
             .rustmq(&["produce", "cli-later", "--partition", p])
@@ -258,10 +242,7 @@ fn an_offset_applies_to_partitions_assigned_later() {
 #[test]
 fn ctrl_c_while_joining_leaves_the_group() {
     let broker = TestBroker::start();
-    broker
-        .rustmq(&["topics", "create", "cli-join", "--partitions", "1"])
-        .output()
-        .success();
+    broker.create_topic("cli-join", 1);
     let join = |member_id: String| {
         Request::JoinGroup(JoinGroupRequest {
             group: "cli-join-g".into(),

@@ -11,10 +11,7 @@ use support::TestBroker;
 #[test]
 fn listings_into_a_closed_pipe_end_quietly() {
     let broker = TestBroker::start();
-    broker
-        .rustmq(&["topics", "create", "cli-piped", "--partitions", "2"])
-        .output()
-        .success();
+    broker.create_topic("cli-piped", 2);
     broker
         .rustmq(&["produce", "cli-piped"])
         .stdin("a\n")

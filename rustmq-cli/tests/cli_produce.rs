@@ -6,13 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::TestBroker;
-
-fn json_lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
-}
+use support::{json_lines, TestBroker};
 
 /// The broker stores the first batch but its answer is lost: the producer sends it again.
 /// The CLI's producer is idempotent, so the broker drops the resend and every line is stored
@@ -20,10 +14,7 @@ fn json_lines(s: &str) -> Vec<Value> {
 #[test]
 fn a_resent_batch_is_stored_once() {
     let broker = TestBroker::start();
-    broker
-        .rustmq(&["topics", "create", "cli-once", "--partitions", "1"])
-        .output()
-        .success();
+    broker.create_topic("cli-once", 1);
     broker.handle().drop_next_produce_answers(1);
     let produced = broker
         .rustmq(&["produce", "cli-once"])
@@ -90,10 +81,7 @@ fn ctrl_c_sends_what_was_read_and_prints_the_summary() {
 #[test]
 fn lines_that_are_not_utf8_are_sent_as_bytes() {
     let broker = TestBroker::start();
-    broker
-        .rustmq(&["topics", "create", "cli-bytes", "--partitions", "1"])
-        .output()
-        .success();
+    broker.create_topic("cli-bytes", 1);
     broker
         .rustmq(&["produce", "cli-bytes", "--key-separator", ":"])
         .stdin_bytes(b"k1:one\r\nk2:\xff\xfe\n\xfe:v\nno-key\nlast:\xc3")

@@ -2,14 +2,7 @@
 
 mod support;
 
-use serde_json::Value;
-use support::TestBroker;
-
-fn json_lines(s: &str) -> Vec<Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
-}
+use support::{json_lines, TestBroker};
 
 #[test]
 fn create_produce_consume_and_describe_the_group_lag() {
@@ -227,10 +220,7 @@ fn a_timestamp_in_seconds_means_the_same_with_and_without_a_group() {
 #[test]
 fn the_lines_before_a_bad_one_are_still_produced() {
     let broker = TestBroker::start();
-    broker
-        .rustmq(&["topics", "create", "cli-cut", "--partitions", "1"])
-        .output()
-        .success();
+    broker.create_topic("cli-cut", 1);
     let huge = "x".repeat(5 * 1024 * 1024);
     let produced = broker
         .rustmq(&["produce", "cli-cut"])

@@ -92,6 +92,19 @@ impl TestBroker {
     }
 
     /// `rustmq <args>` with the options that reach this broker.
+    /// Creates `topic` with `partitions` through `rustmq topics create`, which must succeed.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        self.rustmq(&[
+            "topics",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ])
+        .output()
+        .success();
+    }
+
     pub fn rustmq(&self, args: &[&str]) -> Run {
         let mut all = vec![
             "--broker".to_owned(),
@@ -337,4 +350,11 @@ impl Done {
 /// `rustmq <args>` with no broker options.
 pub fn rustmq(args: &[&str]) -> Run {
     Run::new(args.iter().map(|s| (*s).to_owned()).collect())
+}
+
+/// Each line of `s` as JSON (`--format json` output).
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
 }
