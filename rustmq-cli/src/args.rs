@@ -244,8 +244,9 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
     pub(crate) from_beginning: bool,
     /// Start at this offset (moved into the stored range) in every partition read. With
-    /// --group it overrides the commits, in each partition when this run is first assigned it
-    /// (also one assigned later, when another member leaves).
+    /// --group it overrides the commits in each partition this run is assigned (also one
+    /// assigned later, when another member leaves); after a rebalance, a partition this run
+    /// printed from continues after the last message it printed.
     #[arg(long, value_name = "OFFSET", conflicts_with = "timestamp")]
     pub(crate) offset: Option<u64>,
     /// Start at the first message at or after this time: milliseconds since the epoch

@@ -1,6 +1,6 @@
 //! `rustmq consume`: print messages from a group, or from chosen offsets without one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -153,12 +153,19 @@ async fn consume_group(
 const ASSIGNMENT_CHECK: Duration = Duration::from_millis(100);
 
 /// Where `--offset` or `--timestamp` starts each partition of a group member, whatever the
-/// group committed: every partition, when this run is first assigned it (at the start, or
-/// later when another member leaves). A partition that comes back after a rebalance continues
-/// from the commits, which include what this run printed.
+/// group committed: every partition this run is assigned, at the start or later (another
+/// member leaves). After every rebalance (a new assignment id) each partition is positioned
+/// again: one this run printed from continues after the last message it printed, so a
+/// rebalance that starts partitions over from the group's commits (a member the group fenced
+/// commits nothing first) neither skips nor repeats what this run printed; one it did not print
+/// from starts at `--offset`/`--timestamp` again.
 struct Positions {
     start: Option<Start>,
+    /// The assignment the partitions in `positioned` were positioned for.
+    assignment: Option<String>,
     positioned: HashSet<u32>,
+    /// Per partition, the offset after the last message printed.
+    printed: HashMap<u32, u64>,
 }
 
 impl Positions {
@@ -170,7 +177,9 @@ impl Positions {
         };
         Self {
             start,
+            assignment: None,
             positioned: HashSet::new(),
+            printed: HashMap::new(),
         }
     }
 
@@ -179,43 +188,66 @@ impl Positions {
         self.start.is_some()
     }
 
-    /// Positions the partitions assigned since the last call.
-    async fn position_new(&mut self, consumer: &Consumer) -> Result<(), CliError> {
+    /// Positions the partitions not yet positioned for the current assignment; answers those
+    /// it positioned now.
+    async fn position_new(&mut self, consumer: &Consumer) -> Result<HashSet<u32>, CliError> {
+        let mut now = HashSet::new();
         if self.start.is_none() {
-            return Ok(());
+            return Ok(now);
         }
-        for partition in consumer.assigned_partitions().await {
-            if !self.positioned.contains(&partition) {
-                self.position(consumer, partition).await?;
+        let Some(assignment) = consumer.partition_assignment().await else {
+            return Ok(now);
+        };
+        if self.assignment.as_ref() != Some(&assignment.assignment_id) {
+            self.assignment = Some(assignment.assignment_id);
+            self.positioned.clear();
+        }
+        for partition in assignment.partitions {
+            if !self.positioned.contains(&partition) && self.position(consumer, partition).await? {
+                now.insert(partition);
             }
         }
-        Ok(())
+        Ok(now)
     }
 
-    /// Whether a message of `partition` may be printed: not if it was fetched before the
-    /// partition was positioned (assigned since the last `position_new`), which it is now.
-    async fn admit(&mut self, consumer: &Consumer, partition: u32) -> Result<bool, CliError> {
-        if self.start.is_none() || self.positioned.contains(&partition) {
+    /// Whether `message` may be printed: not if it was fetched before its partition was
+    /// positioned for the current assignment, which it is now (the message comes again from
+    /// there).
+    async fn admit(&mut self, consumer: &Consumer, message: &Message) -> Result<bool, CliError> {
+        if self.start.is_none() {
             return Ok(true);
         }
-        self.position(consumer, partition).await?;
-        Ok(false)
+        let positioned_now = self.position_new(consumer).await?;
+        Ok(!positioned_now.contains(&message.partition)
+            && self.positioned.contains(&message.partition))
     }
 
-    async fn position(&mut self, consumer: &Consumer, partition: u32) -> Result<(), CliError> {
+    /// Notes that `message` was printed.
+    fn printed(&mut self, message: &Message) {
+        if self.start.is_some() {
+            self.printed
+                .insert(message.partition, message.offset.saturating_add(1));
+        }
+    }
+
+    /// Seeks `partition`; whether it is positioned (not if it was revoked meanwhile).
+    async fn position(&mut self, consumer: &Consumer, partition: u32) -> Result<bool, CliError> {
         // The messages of the partition fetched before are dropped by the seek.
-        let sought = match self.start {
-            Some(Start::Offset(o)) => consumer.seek(partition, o).await,
-            Some(Start::Timestamp(t)) => consumer.seek_to_timestamp(partition, t).await.map(drop),
-            _ => Ok(()),
+        let sought = match (self.printed.get(&partition), self.start) {
+            (Some(&next), _) => consumer.seek(partition, next).await,
+            (None, Some(Start::Offset(o))) => consumer.seek(partition, o).await,
+            (None, Some(Start::Timestamp(t))) => {
+                consumer.seek_to_timestamp(partition, t).await.map(drop)
+            }
+            (None, _) => Ok(()),
         };
         match sought {
             Ok(()) => {
                 self.positioned.insert(partition);
-                Ok(())
+                Ok(true)
             }
             // Revoked meanwhile: positioned if it is assigned again.
-            Err(ClientError::PartitionNotAssigned { .. }) => Ok(()),
+            Err(ClientError::PartitionNotAssigned { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -244,15 +276,13 @@ async fn print_group(
         };
         match next_or_stop(next, args.idle_timeout, interrupt).await? {
             Next::Item(delivery) => {
-                if !positions
-                    .admit(consumer, delivery.message.partition)
-                    .await?
-                {
+                if !positions.admit(consumer, &delivery.message).await? {
                     continue;
                 }
                 if !sink.print(&delivery.message)? {
                     break;
                 }
+                positions.printed(&delivery.message);
                 delivery.ack().await?;
             }
             Next::Stop => break,
