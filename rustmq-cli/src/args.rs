@@ -95,7 +95,8 @@ pub(crate) enum Command {
     /// messages printed are committed and the group is left when it stops (also on a Ctrl-C
     /// pressed while joining the group); a second Ctrl-C exits at once with 130, without
     /// committing. Without a group, a partition whose next offset was deleted by retention
-    /// continues at its first stored offset, with a warning on stderr.
+    /// continues at its first stored offset, and one whose log now ends below it at its end,
+    /// with a warning on stderr.
     Consume(ConsumeArgs),
     /// List consumer groups and show their members, assignment, offsets and lag.
     #[command(subcommand)]

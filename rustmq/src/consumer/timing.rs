@@ -39,6 +39,14 @@ pub(crate) fn retry_backoff(retry: &RetryConfig) -> Backoff {
     Backoff::new(retry).with_floor(MIN_RETRY_DELAY)
 }
 
+/// [`retry_backoff`], none of its delays longer than `cap` (nor shorter than the floor).
+pub(crate) fn retry_backoff_within(retry: &RetryConfig, cap: Duration) -> Backoff {
+    retry_backoff(&RetryConfig {
+        max_delay: retry.max_delay.min(cap),
+        ..retry.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +87,10 @@ mod tests {
                 "attempt {attempt}: {draws:?}"
             );
         }
+        // A cap below `max_delay` holds too (a stream's fetches).
+        let capped = retry_backoff_within(&config(20, 1_000, false), Duration::from_millis(100));
+        assert_eq!(capped.delay(1), Duration::from_millis(60));
+        assert_eq!(capped.delay(5), Duration::from_millis(100));
         // Zero delays would spin: the floor holds, jittered or not (jitter draws from the
         // upper half of a nominal delay, which may be under twice the floor).
         for jitter in [false, true] {

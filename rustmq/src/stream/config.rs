@@ -143,7 +143,8 @@ pub struct WindowOptions {
     /// stops every window) and no wait (a partition behind the others has its messages judged
     /// late). A partition behind the others with messages to deliver (a backlog, a replay)
     /// delivers far more often than that, even through a fetch retried after a failure
-    /// (fetches back off for at most 1.6 s). The cost is paid only when a partition is really
+    /// (fetches back off as the client's `retry_config` says, but for at most 1.6 s). The cost
+    /// is paid only when a partition is really
     /// quiet (no traffic, or nothing in it when the stream starts or rebalances): every window
     /// of the instance then closes up to this much later. Lower it for less delay with quiet
     /// partitions; raise it for partitions whose delivery may pause longer. Time the stream

@@ -20,6 +20,10 @@ use crate::message::Message;
 
 const MAX_WAIT: Duration = Duration::from_millis(500);
 const MAX_BYTES: u32 = 1 << 20;
+/// The longest wait before a failed fetch is tried again, whatever `retry_config` allows: a
+/// partition whose fetches fail must still deliver well within a window's idle timeout
+/// ([`crate::stream::DEFAULT_WINDOW_IDLE_TIMEOUT`], 5 s), or its messages would be judged late.
+pub(crate) const MAX_FAILED_FETCH_DELAY: Duration = Duration::from_millis(1_600);
 
 /// A fetched message on its way to the router.
 #[derive(Debug)]
@@ -191,7 +195,11 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let client = &ctx.client;
-    let backoff = crate::consumer::timing::retry_backoff(&client.config().retry_config);
+    // Within MAX_FAILED_FETCH_DELAY: a window judges a partition idle after its idle timeout.
+    let backoff = crate::consumer::timing::retry_backoff_within(
+        &client.config().retry_config,
+        MAX_FAILED_FETCH_DELAY,
+    );
     let mut failures = 0u32;
     // Fetches answered "out of range" in a row.
     let mut out_of_range = 0u32;
