@@ -179,7 +179,7 @@ async fn the_first_broker_of_the_list_is_used_though_a_later_one_answers_sooner(
 
 /// A broker taking one request in flight per connection grants one stream more, which the
 /// client keeps for pings: with the only slot held by a long poll, a health check is still
-/// answered at once, and the connection is not taken for dead.
+/// answered at once, and the connection is not taken for dead; so are two at once.
 #[tokio::test]
 async fn a_connection_whose_only_slot_holds_a_long_poll_answers_its_ping() {
     tests::init_tracing();
@@ -208,6 +208,11 @@ async fn a_connection_whose_only_slot_holds_a_long_poll_answers_its_ping() {
     }
     let health = client.health_check().await;
     assert!(health.is_ok(), "{health:?}");
+    assert!(!long_poll.is_finished(), "the long poll was cut short");
+    // Two checks at once (the background one and the application's, say) share that stream
+    // one after the other: neither waits for the long poll's slot and times out.
+    let (a, b) = tokio::join!(client.health_check(), client.health_check());
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
     assert!(!long_poll.is_finished(), "the long poll was cut short");
     assert_eq!(
         client.connection_stats().await.unwrap().active_connections,
