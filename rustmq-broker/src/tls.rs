@@ -114,11 +114,17 @@ impl BrokerIdentity {
     fn dev(dir: &Path) -> Result<Self, TlsError> {
         let cert_path = dir.join("cert.pem");
         let key_path = dir.join("key.pem");
-        // An empty file is what a crash during the first start left before these files were
-        // written through temporary ones: made again, as a missing one is.
+        // An empty or cut file is what a crash during the first start could leave before these
+        // files were written through temporary ones: the pair is made again, as when one is
+        // missing (it is this broker's own, which only its clients trust).
         let written = |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         if written(&cert_path) && written(&key_path) {
-            return Self::load(&cert_path, &key_path);
+            match Self::load(&cert_path, &key_path) {
+                Err(e @ TlsError::Load { .. }) => {
+                    tracing::warn!(error = %e, "the development certificate or key cannot be read; making a new pair");
+                }
+                loaded => return loaded,
+            }
         }
         let write_err = |path: &Path| {
             let path = path.to_owned();
@@ -229,10 +235,10 @@ mod tests {
     use super::*;
 
     /// What a crash during the first start could leave before the files were written through
-    /// temporary ones, an empty certificate beside its key, is made again rather than refused at
-    /// every start; the key is not readable by others.
+    /// temporary ones, an empty or cut certificate beside its key, is made again rather than
+    /// refused at every start; the key is not readable by others.
     #[test]
-    fn an_empty_dev_certificate_is_made_again() {
+    fn an_empty_or_cut_dev_certificate_is_made_again() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let first = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
@@ -245,6 +251,12 @@ mod tests {
         std::fs::write(tls.join("cert.pem"), "").unwrap();
         let again = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
         assert_ne!(first.chain, again.chain);
+        // Cut short rather than empty.
+        let pem = std::fs::read_to_string(tls.join("cert.pem")).unwrap();
+        std::fs::write(tls.join("cert.pem"), &pem[..pem.len() / 2]).unwrap();
+        let third = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path()).unwrap();
+        assert_ne!(again.chain, third.chain);
+        third.server_config(&TlsSettings::default()).unwrap();
         assert!(!tls.join("cert.pem.tmp").exists() && !tls.join("key.pem.tmp").exists());
     }
 
