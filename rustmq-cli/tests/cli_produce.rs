@@ -16,18 +16,11 @@ fn a_resent_batch_is_stored_once() {
     let broker = TestBroker::start();
     broker.create_topic("cli-once", 1);
     broker.handle().drop_next_produce_answers(1);
-    let produced = broker
+    broker
         .rustmq(&["produce", "cli-once"])
         .stdin("one\ntwo\nthree\n")
-        .output();
-    produced.success();
-    assert!(
-        produced
-            .stderr()
-            .contains("produced 3 message(s) to cli-once"),
-        "{}",
-        produced.stderr()
-    );
+        .output()
+        .success_saying("produced 3 message(s) to cli-once");
     assert_eq!(broker.high_watermark("cli-once", 0), Some(3));
     let consumed = broker
         .rustmq(&["consume", "cli-once", "--from-beginning", "-n", "3"])

@@ -21,7 +21,7 @@ fn create_produce_consume_and_describe_the_group_lag() {
         "{listed}"
     );
 
-    let produced = broker
+    broker
         .rustmq(&[
             "produce",
             "cli-orders",
@@ -31,15 +31,8 @@ fn create_produce_consume_and_describe_the_group_lag() {
             "source=cli",
         ])
         .stdin("one\ntwo\nthree\n")
-        .output();
-    produced.success();
-    assert!(
-        produced
-            .stderr()
-            .contains("produced 3 message(s) to cli-orders"),
-        "{}",
-        produced.stderr()
-    );
+        .output()
+        .success_saying("produced 3 message(s) to cli-orders");
 
     // Back as a group member: exactly the three payloads, in order; the group commits them.
     let consumed = broker

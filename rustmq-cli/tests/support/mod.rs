@@ -333,6 +333,14 @@ impl Done {
         self.stdout()
     }
 
+    /// Asserts exit code 0 and that stderr says `said` (a command's summary line); returns
+    /// stdout.
+    pub fn success_saying(&self, said: &str) -> String {
+        let stdout = self.success();
+        assert!(self.stderr().contains(said), "{}", self.stderr());
+        stdout
+    }
+
     /// Asserts exit code `code` and returns stderr.
     pub fn failure(&self, code: i32) -> String {
         assert_eq!(
