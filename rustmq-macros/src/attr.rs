@@ -106,6 +106,16 @@ pub(crate) fn lit_str(cx: &Ctxt, option: &NameValue, example: &str) -> Option<Li
     }
 }
 
+/// What an error about `generics` is spanned by: the parameters when there are any, else the
+/// where clause (`Generics` prints no where clause, and nothing at all without parameters,
+/// which would put the error at the macro's call site).
+pub(crate) fn generics_tokens(generics: &syn::Generics) -> &dyn quote::ToTokens {
+    match &generics.where_clause {
+        Some(clause) if generics.params.is_empty() => clause,
+        _ => generics,
+    }
+}
+
 /// The value of `option` as an integer literal of at least `min`, or an error at the value.
 pub(crate) fn lit_int_at_least<N>(cx: &Ctxt, option: &NameValue, min: N) -> Option<(N, LitInt)>
 where

@@ -76,7 +76,7 @@ use proc_macro::TokenStream;
 /// | `name` | the topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..` (checked at compile time) | required |
 /// | `key` | the key field: `key = "order_id"`, or `key = 0` for a tuple struct; on an enum, the field must be in every variant | no key |
 /// | `codec` | `"json"`, `"bincode"`, `"postcard"`, or the path of a type implementing `rustmq::codec::Codec` (`codec = my::Cbor`) | `"json"` |
-/// | `partitions` | partitions when the topic is created (at least 1) | the broker's default |
+/// | `partitions` | partitions when the topic is created (1 to 10,000) | the broker's default |
 /// | `dead_letter` | the dead-letter topic, checked like `name` | `"<name>.dlq"` |
 /// | `crate` | the path of the `rustmq` crate, as a string: `crate = "my_sdk::rustmq"`, for a crate that gets `rustmq` through a re-export | what the crate's `Cargo.toml` calls `rustmq`: `::rustmq`, or `::rustmq_client` after `rustmq-client = { package = "rustmq", .. }` |
 ///
@@ -115,16 +115,17 @@ pub fn derive_topic(input: TokenStream) -> TokenStream {
 /// compile errors at the user's code (an argument that is no extractor, no payload or two
 /// payloads, a return type that is no settlement).
 ///
-/// Options: `group = "billing"` (the consumer group, non-empty), `concurrency = 4` (at least
-/// 1), `start = "earliest" | "latest"` (where a group without committed offsets starts),
+/// Options: `group = "billing"` (the consumer group, non-empty), `concurrency = 4` (1 to
+/// 1,024: each is a worker task made when the service starts), `start = "earliest" | "latest"` (where a group without committed offsets starts),
 /// `crate = "my_sdk::rustmq"` (the path of the `rustmq` crate, for a crate that gets it
 /// through a re-export; by default what the crate's `Cargo.toml` calls `rustmq`, as for
 /// `#[derive(Topic)]`).
 ///
 /// The function must be a free, non-generic `async fn` whose 1 to 8 arguments are written
 /// `name: Type` (or `mut name: Type`), exactly one of them a type that derives `Topic`.
-/// Doc comments and `#[deprecated]` go on the struct, `#[cfg]` on everything, other
-/// attributes on `handle`.
+/// Doc comments and `#[deprecated]` go on the struct, `#[cfg]` on everything, lint levels
+/// (`#[allow]`, `#[warn]`, `#[deny]`, `#[forbid]`) on both the struct and `handle`, other
+/// attributes on `handle`. Arguments cannot carry `#[cfg]`.
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     handler::handler(args.into(), item.into()).into()

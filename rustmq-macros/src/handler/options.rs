@@ -10,8 +10,11 @@ use crate::krate::{Krate, CRATE};
 
 /// `group = "billing"`: the consumer group (non-empty).
 pub(crate) const GROUP: &str = "group";
-/// `concurrency = 4`: messages handled at once (at least 1).
+/// `concurrency = 4`: messages handled at once (1 to [`MAX_CONCURRENCY`]).
 pub(crate) const CONCURRENCY: &str = "concurrency";
+/// The most workers a handler may have (`rustmq::typed::MAX_CONCURRENCY`): each is a task
+/// with a queue of its own, made when the service starts.
+pub(crate) const MAX_CONCURRENCY: usize = 1024;
 /// `start = "earliest" | "latest"`: where a group without committed offsets starts.
 pub(crate) const START: &str = "start";
 
@@ -69,7 +72,19 @@ impl Options {
                 (1..=MAX_GROUP_LEN).contains(&len)
             });
         } else if option.is(CONCURRENCY) {
-            self.concurrency = attr::lit_int_at_least(cx, option, 1usize).map(|(n, _)| n);
+            self.concurrency = attr::lit_int_at_least(cx, option, 1usize).and_then(|(n, int)| {
+                if n > MAX_CONCURRENCY {
+                    cx.error_spanned_by(
+                        int,
+                        format!(
+                            "`concurrency` must be at most {MAX_CONCURRENCY}: each is a \
+                                 worker task made when the service starts"
+                        ),
+                    );
+                    return None;
+                }
+                Some(n)
+            });
         } else if option.is(START) {
             let lit = attr::lit_str(cx, option, "\"earliest\"");
             self.start = lit.and_then(|lit| match lit.value().as_str() {
@@ -176,6 +191,21 @@ mod tests {
                 "unknown start \"beginning\": use \"earliest\" or \"latest\"",
                 "`crate` must be the path of the rustmq crate, e.g. \
                  `crate = \"my_sdk::rustmq\"`; \"not a path!\" is not a path: unexpected token",
+            ]
+        );
+    }
+
+    #[test]
+    fn concurrency_is_bounded() {
+        assert_eq!(
+            parse(quote!(concurrency = 1024)).unwrap().concurrency,
+            Some(1024)
+        );
+        assert_eq!(
+            parse(quote!(concurrency = 1025)).unwrap_err(),
+            [
+                "`concurrency` must be at most 1024: each is a worker task made when the service \
+              starts"
             ]
         );
     }

@@ -29,7 +29,7 @@ impl HandlerSig {
         check_qualifiers(cx, sig);
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
             cx.error_spanned_by(
-                &sig.generics,
+                crate::attr::generics_tokens(&sig.generics),
                 "#[handler] does not support generic parameters: a handler's argument types \
                  must be concrete (a plain generic `async fn`, instantiated as `f::<T>`, is \
                  still a handler through the blanket impl)",
@@ -60,6 +60,19 @@ impl HandlerSig {
                      share data with a `State<T>` argument instead",
                 ),
                 FnArg::Typed(typed) => {
+                    // `#[cfg]` would take the argument out of `handle` but not out of the
+                    // handler's argument tuple, and rustc would then report the generated
+                    // code; other attributes (`#[allow]`, say) are harmless.
+                    for attr in &typed.attrs {
+                        if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
+                            cx.error_spanned_by(
+                                attr,
+                                "`#[cfg]` and `#[cfg_attr]` are not supported on a #[handler]'s \
+                                 arguments: put the `#[cfg]` on the whole handler, or write one \
+                                 handler for each configuration",
+                            );
+                        }
+                    }
                     check_type(cx, &typed.ty, "argument");
                     check_binding(cx, &typed.pat, &sig.ident);
                     args.push((*typed.ty).clone());

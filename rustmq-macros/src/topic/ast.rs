@@ -174,7 +174,7 @@ impl<'a> Topic<'a> {
 fn reject_generics(cx: &Ctxt, input: &DeriveInput) {
     if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
         cx.error_spanned_by(
-            &input.generics,
+            attr::generics_tokens(&input.generics),
             "#[derive(Topic)] does not support generic types: a topic has one name and one \
              payload type; derive it on a concrete type",
         );

@@ -22,6 +22,10 @@ pub enum StartFrom {
     Latest,
 }
 
+/// The most messages a handler may process at once (`#[handler(concurrency = ..)]`): each is
+/// a worker task with a queue of its own, made when the service starts.
+pub const MAX_CONCURRENCY: usize = 1024;
+
 /// Per-handler settings, from `#[handler(..)]` or set on the service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HandlerOptions {
@@ -29,7 +33,8 @@ pub struct HandlerOptions {
     pub name: &'static str,
     /// Consumer group; default `"<topic>.<name>"`.
     pub group: Option<&'static str>,
-    /// Messages processed at once (split by key, keeping per-key order); default 1.
+    /// Messages processed at once (split by key, keeping per-key order); default 1, at most
+    /// [`MAX_CONCURRENCY`] (a service with more is refused when it starts).
     pub concurrency: Option<usize>,
     /// Where a new group starts; default the service's setting.
     pub start: Option<StartFrom>,

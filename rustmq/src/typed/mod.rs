@@ -27,6 +27,7 @@ pub use delivery::{Attempt, Delivery, Headers, Metadata, State};
 pub use extract::{decode_payload, ExtractorKind, FromDelivery, Rejection};
 pub use handler::{
     call_handler, Handler, HandlerArgs, HandlerFuture, HandlerOptions, HandlerService, StartFrom,
+    MAX_CONCURRENCY,
 };
 pub use producer::TypedProducer;
 pub use service::{HandlerLayer, PoisonPolicy, RunningService, Service};

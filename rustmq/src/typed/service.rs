@@ -26,7 +26,7 @@ use tower::{Layer, ServiceExt};
 
 use super::boxed::BoxService;
 use super::delivery::{Context, Delivery, Spare};
-use super::handler::{Handler, HandlerArgs, HandlerOptions, StartFrom};
+use super::handler::{Handler, HandlerArgs, HandlerOptions, StartFrom, MAX_CONCURRENCY};
 use super::layers::publish_dead_letter;
 use super::settle::{BoxError, Settlement};
 use super::topic::TopicInfo;
@@ -337,9 +337,28 @@ fn consumer_configs<S>(
         .iter()
         .map(|reg| {
             let mut config = base.clone();
+            let name = reg.options.name;
+            if let Some(n) = reg.options.concurrency.filter(|&n| n > MAX_CONCURRENCY) {
+                return Err(ClientError::InvalidConfig(format!(
+                    "handler {name}: concurrency {n} is more than {MAX_CONCURRENCY}, the most \
+                     worker tasks a handler may have"
+                )));
+            }
             config.consumer_group = match reg.options.group {
                 Some(g) => g.to_owned(),
-                None => format!("{}.{}", reg.topic.name, reg.options.name),
+                None => {
+                    let group = format!("{}.{name}", reg.topic.name);
+                    if group.len() > rustmq_protocol::MAX_GROUP_NAME_LEN {
+                        return Err(ClientError::InvalidConfig(format!(
+                            "handler {name}: its default group {group:?} (\"<topic>.<handler>\") \
+                             is {} bytes long, and brokers take group names of at most {}; name \
+                             one with `#[handler(group = \"...\")]`",
+                            group.len(),
+                            rustmq_protocol::MAX_GROUP_NAME_LEN
+                        )));
+                    }
+                    group
+                }
             };
             if let Some(start) = reg.options.start {
                 config.start_position = match start {

@@ -855,6 +855,47 @@ async fn a_default_group_name_too_long_for_the_broker_is_refused_at_start() {
         .unwrap_err();
     assert!(matches!(e, rustmq::ClientError::InvalidConfig(_)), "{e}");
     assert!(e.to_string().contains("on_long_named"), "{e}");
+    assert!(
+        e.to_string().contains("#[handler(group"),
+        "says what to do: {e}"
+    );
+}
+
+/// A handler implemented by hand, whose options ask for more workers than a handler may have.
+#[derive(Clone)]
+struct TooWide;
+
+impl rustmq::typed::Handler<(Visit,), ()> for TooWide {
+    fn call(&self, delivery: rustmq::typed::Delivery, state: ()) -> rustmq::typed::HandlerFuture {
+        rustmq::typed::call_handler(billing::on_visit, delivery, state)
+    }
+    fn options(&self) -> rustmq::typed::HandlerOptions {
+        rustmq::typed::HandlerOptions::new("too_wide")
+            .concurrency(rustmq::typed::MAX_CONCURRENCY + 1)
+    }
+}
+
+/// `#[handler(concurrency = ..)]` is bounded at compile time; a handler whose options get
+/// past that (written by hand) is refused at start, before any worker is made, instead of
+/// making as many tasks as it asks for (or aborting on the allocation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_asking_for_too_many_workers_is_refused_at_start() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let e = Service::new(client.clone())
+        .handler(TooWide)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, rustmq::ClientError::InvalidConfig(_)), "{e}");
+    assert!(
+        e.to_string().contains("too_wide") && e.to_string().contains("1025"),
+        "{e}"
+    );
+    assert!(
+        client.describe_topic("visits").await.is_err(),
+        "nothing started, not even the topic"
+    );
 }
 
 async fn two_payloads(_: Visit, _: JsonOrder) {}
