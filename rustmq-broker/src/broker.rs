@@ -150,7 +150,8 @@ impl BrokerBuilder {
         let dir_lock = lock_data_dir(&config.data_dir)?;
         let identity = BrokerIdentity::load_or_generate(&config.tls, &config.data_dir)?;
         let security = crate::security::Security::from_config(&config)?;
-        let topics = TopicManager::open(&config.data_dir, config.log.clone())?;
+        let topics = TopicManager::open(&config.data_dir, config.log.clone())?
+            .with_max_partitions(config.limits.max_partitions);
         let groups = GroupCoordinator::open(&config.data_dir)?;
         // What deletions the broker stopped in left: the groups forget those topics first, then
         // the data goes (kept for the next start if a group's file could not be rewritten).

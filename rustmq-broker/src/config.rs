@@ -35,6 +35,7 @@
 //! max_request_memory_bytes = 268435456         # request and answer bytes held, all connections
 //! max_request_memory_per_connection = 33554432 # the same per connection (>= max_frame_bytes)
 //! max_decompressing_bytes = 268435456          # produced batches being decompressed at once
+//! max_partitions = 10000                       # partitions over all topics; more are refused
 //!
 //! [quic]
 //! max_udp_payload_size = 6550      # largest datagram probed for (path MTU discovery)
@@ -182,6 +183,12 @@ pub struct Limits {
     /// produces, and holds no more memory than this. At least 64 KiB: a batch declaring at
     /// most 64 KiB is checked where it arrives, outside the budget.
     pub max_decompressing_bytes: u64,
+    /// Partitions over all topics: a creation, or a producer's auto-creation, that would pass
+    /// it is refused (`InvalidTopic`). Each partition holds open files and memory for good,
+    /// so this keeps one client creating topics from exhausting the broker's descriptors
+    /// for everyone. Topics already there count, but are never refused when the broker
+    /// opens them. At least 1.
+    pub max_partitions: u32,
 }
 
 impl Default for Limits {
@@ -198,6 +205,7 @@ impl Default for Limits {
             max_request_memory_bytes: 256 * 1024 * 1024,
             max_request_memory_per_connection: 32 * 1024 * 1024,
             max_decompressing_bytes: 256 * 1024 * 1024,
+            max_partitions: 10_000,
         }
     }
 }
@@ -496,6 +504,9 @@ impl BrokerConfig {
             // Batches declaring up to 64 KiB are checked where they arrive, outside the budget.
             return bad("limits.max_decompressing_bytes must be at least 65536");
         }
+        if self.limits.max_partitions == 0 {
+            return bad("limits.max_partitions must be at least 1");
+        }
         if self.limits.max_unauthenticated_per_address == 0 {
             return bad("limits.max_unauthenticated_per_address must be at least 1");
         }
@@ -518,8 +529,15 @@ impl BrokerConfig {
             self.quic.max_udp_payload_size,
         )
         .map_err(ConfigError::Invalid)?;
-        if self.log.segment_bytes < 1024 {
+        if self.log.segment_bytes < crate::topics::MIN_SEGMENT_BYTES {
             return bad("log.segment_bytes must be at least 1024");
+        }
+        if self.log.segment_bytes > crate::topics::MAX_SEGMENT_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "log.segment_bytes must be at most {} (index entries hold 32-bit file \
+                 positions)",
+                crate::topics::MAX_SEGMENT_BYTES
+            )));
         }
         // Shorter, nearly every append would start a segment of its own (a file, its indexes
         // and a directory sync each), as retention's rolls are kept from doing.
@@ -728,6 +746,18 @@ mod tests {
         }
     }
 
+    /// Index entries hold 32-bit file positions: a larger segment size is refused, not
+    /// silently capped.
+    #[test]
+    fn a_segment_size_past_the_indexes_reach_is_refused() {
+        let mut cfg = BrokerConfig::default();
+        cfg.log.segment_bytes = u64::from(u32::MAX) + 1;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("log.segment_bytes must be at most"), "{err}");
+        cfg.log.segment_bytes = u64::from(u32::MAX);
+        cfg.validate().unwrap();
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         assert!(toml::from_str::<BrokerConfig>("listne = \"1.2.3.4:1\"").is_err());
@@ -837,7 +867,8 @@ mod tests {
         cfg.validate().unwrap();
         // Limits of zero, each refused by name.
         type Zero = fn(&mut Limits);
-        let zeroed: [(&str, Zero); 4] = [
+        let zeroed: [(&str, Zero); 5] = [
+            ("limits.max_partitions", |l| l.max_partitions = 0),
             ("limits.max_unauthenticated_per_address", |l| {
                 l.max_unauthenticated_per_address = 0
             }),

@@ -389,6 +389,7 @@ impl Core {
                     core.groups.topic_deleted(&name);
                     if !core.groups.forget_topic(&name, &core.topics).await {
                         // The data and the name stay until a start forgets the topic.
+                        core.topics.reserve_until_restart(&name);
                         return Err(BrokerError::new(
                             ErrorCode::StorageError,
                             format!(
@@ -818,6 +819,9 @@ impl Core {
             }
             Err(e) => return Err(BrokerError::storage(context(), e)),
         };
+        // Counted once appended: consumers read it from now on, whatever the sync below gives
+        // (a resend after a failed sync is a duplicate, and not counted again).
+        topic.metrics.record_produce(records, r.batch.len() as u64);
         if r.acks == Acks::All {
             let timeout = Duration::from_millis(u64::from(r.timeout_ms.max(1)));
             match tokio::time::timeout(timeout, log.sync_up_to(info.last_offset)).await {
@@ -830,7 +834,6 @@ impl Core {
                 }
             }
         }
-        topic.metrics.record_produce(records, r.batch.len() as u64);
         span.record("base_offset", info.base_offset);
         Ok(Response::Produce(ProduceResponse {
             base_offset: info.base_offset,

@@ -16,6 +16,7 @@
 //! | `rustmq_broker_connections` | gauge | | open client connections |
 //! | `rustmq_broker_request_memory_bytes` | gauge | | bytes reserved in the request budget: frames being read or handled, fetch answers not yet let go of |
 //! | `rustmq_broker_request_memory_waits_total` | counter | | frames and fetches that waited for room in the request budget |
+//! | `rustmq_broker_index_memory_bytes` | gauge | | bytes of segment index entries held in memory, all partitions, as of the last retention pass |
 //! | `rustmq_broker_fsyncs_total` | counter | | fdatasync calls for appended data |
 //! | `rustmq_broker_fsync_duration_seconds` | histogram | | time of each of those calls |
 
@@ -190,12 +191,36 @@ impl TopicMetrics {
     }
 }
 
+/// A gauge that goes up and down, kept as a count of this process's own (every broker in it)
+/// and published whole with each change: a recorder installed after some changes (as an
+/// embedding program may do) then shows the true value from its first update on, where
+/// increments and decrements would leave it off by what happened before, even below zero.
+struct UpDown(std::sync::atomic::AtomicI64);
+
+impl UpDown {
+    const fn new() -> Self {
+        Self(std::sync::atomic::AtomicI64::new(0))
+    }
+
+    /// Adds `delta` and returns the new value, to publish.
+    fn add(&self, delta: i64) -> f64 {
+        let now = self
+            .0
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed)
+            + delta;
+        now as f64
+    }
+}
+
+static OPEN_CONNECTIONS: UpDown = UpDown::new();
+static REQUEST_MEMORY: UpDown = UpDown::new();
+
 pub(crate) fn connection_opened() {
-    gauge!(CONNECTIONS).increment(1.0);
+    gauge!(CONNECTIONS).set(OPEN_CONNECTIONS.add(1));
 }
 
 pub(crate) fn connection_closed() {
-    gauge!(CONNECTIONS).decrement(1.0);
+    gauge!(CONNECTIONS).set(OPEN_CONNECTIONS.add(-1));
 }
 
 /// Made once: the macro would build (and hash) the key on every request.
@@ -207,11 +232,12 @@ fn gauge_of(key: &Key) -> metrics::Gauge {
 }
 
 pub(crate) fn request_memory_reserved(bytes: u32) {
-    gauge_of(&REQUEST_MEMORY_KEY).increment(f64::from(bytes));
+    gauge_of(&REQUEST_MEMORY_KEY).set(REQUEST_MEMORY.add(i64::from(bytes)));
 }
 
 pub(crate) fn request_memory_released(bytes: usize) {
-    gauge_of(&REQUEST_MEMORY_KEY).decrement(bytes as f64);
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    gauge_of(&REQUEST_MEMORY_KEY).set(REQUEST_MEMORY.add(-bytes));
 }
 
 pub(crate) fn request_memory_wait() {

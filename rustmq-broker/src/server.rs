@@ -243,12 +243,12 @@ impl Server {
                 incoming.refuse();
                 continue;
             };
-            connections.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::connection_opened();
+            let slot = ConnectionSlot::take(&connections);
             let core = Arc::clone(&core);
-            let connections = Arc::clone(&connections);
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
+                // Given back however the task ends, a panic included.
+                let _slot = slot;
                 let remote = incoming.remote_address();
                 // A handshake that does not finish in time gives its connection slot back
                 // (a peer may start handshakes it never ends, to take every slot).
@@ -258,8 +258,6 @@ impl Server {
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "handshake failed"),
                     Err(_) => tracing::debug!(%remote, "handshake not finished in time"),
                 }
-                connections.fetch_sub(1, Ordering::Relaxed);
-                crate::metrics::connection_closed();
             });
         }
         // New handshakes are dropped rather than refused while the connections close: a client
@@ -388,6 +386,25 @@ async fn serve_connection(
     // Its place among its address's connections waiting for their hello, now, rather than
     // once its last stream lets the state go.
     state.unauthenticated.lock().take();
+}
+
+/// A place among the broker's `max_connections`, counted in the connections gauge too; given
+/// back when dropped, however the connection's task ends.
+struct ConnectionSlot(Arc<AtomicU32>);
+
+impl ConnectionSlot {
+    fn take(connections: &Arc<AtomicU32>) -> Self {
+        connections.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::connection_opened();
+        Self(Arc::clone(connections))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::connection_closed();
+    }
 }
 
 /// The connections waiting for their hello to be answered (in their handshake, or not yet

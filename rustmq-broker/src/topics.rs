@@ -3,7 +3,7 @@
 //! Layout: `<data_dir>/topics/<topic>/topic.toml` holds the partition count and settings;
 //! `<data_dir>/topics/<topic>/<partition>/` holds that partition's segments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +21,9 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 pub use rustmq_protocol::MAX_PARTITIONS;
 /// Smallest `segment_bytes` a topic may set.
 pub const MIN_SEGMENT_BYTES: u64 = 1024;
+/// Largest `segment_bytes` a topic (or `log.segment_bytes`) may set: index entries hold
+/// 32-bit file positions, so a log rolls its segments at this size whatever is set.
+pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 /// A deleted topic's directory is renamed to this prefix and a random number before its
 /// removal (its name, which with the prefix could exceed a file name's 255 bytes, is written
 /// in [`TOMB_NAME_FILE`] inside it first). `~` is not allowed in topic names, so a tomb a crash
@@ -81,6 +84,16 @@ struct TopicFile {
     segment_bytes: Option<u64>,
 }
 
+/// Why a deleted topic's name cannot be created (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reserved {
+    /// Its deletion is going on: a retry soon succeeds.
+    Deleting,
+    /// What refers to the deleted topic (the groups' offsets) could not be dropped: a new
+    /// topic would inherit it until a restart drops it.
+    UntilRestart,
+}
+
 /// All topics of a broker.
 #[derive(Debug)]
 pub struct TopicManager {
@@ -91,8 +104,11 @@ pub struct TopicManager {
     /// topics' lock, which every produce and fetch reads, is written only for the moment a
     /// topic comes or goes.
     changes: Mutex<()>,
-    /// Names of topics being deleted (between `begin_delete` and `finish_delete`).
-    deleting: Mutex<std::collections::HashSet<String>>,
+    /// Most partitions over all topics that creations may reach (`limits.max_partitions`).
+    max_partitions: u32,
+    /// Names of topics being deleted (between `begin_delete` and `finish_delete`), and of
+    /// those whose deletion could not drop what refers to them (reserved until a restart).
+    deleting: Mutex<HashMap<String, Reserved>>,
     /// What deletions the broker did not finish left (found when the topics were opened):
     /// each tomb and the topic it held, if it says.
     tombs: Mutex<Vec<(Option<String>, PathBuf)>>,
@@ -133,6 +149,7 @@ impl TopicManager {
             log,
             topics: RwLock::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            max_partitions: crate::config::Limits::default().max_partitions,
             deleting: Mutex::default(),
             tombs: Mutex::default(),
         };
@@ -174,6 +191,13 @@ impl TopicManager {
             manager.topics.write().insert(name, Arc::new(topic));
         }
         Ok(manager)
+    }
+
+    /// Sets the most partitions over all topics that creations may reach
+    /// (`limits.max_partitions`; the default's otherwise).
+    pub fn with_max_partitions(mut self, most: u32) -> Self {
+        self.max_partitions = most;
+        self
     }
 
     fn open_topic(
@@ -240,6 +264,20 @@ impl TopicManager {
     ) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(name)?;
         check_topic(partitions, &settings)?;
+        // Checked at creation only: a topic made before this check keeps opening, and rolls
+        // at the cap (its description says so).
+        if settings
+            .segment_bytes
+            .is_some_and(|b| b > MAX_SEGMENT_BYTES)
+        {
+            return Err(BrokerError::new(
+                ErrorCode::InvalidTopic,
+                format!(
+                    "segment_bytes must be at most {MAX_SEGMENT_BYTES} (index entries hold \
+                     32-bit file positions)"
+                ),
+            ));
+        }
         let _changing = self.changes.lock();
         if self.topics.read().contains_key(name) {
             return Err(BrokerError::new(
@@ -247,28 +285,87 @@ impl TopicManager {
                 format!("topic {name:?} already exists"),
             ));
         }
-        if self.deleting.lock().contains(name) {
+        // Under `changes`: no other creation can come between the count and the insert.
+        let held: u64 = self
+            .topics
+            .read()
+            .values()
+            .map(|t| t.partitions.len() as u64)
+            .sum();
+        if held + u64::from(partitions) > u64::from(self.max_partitions) {
             return Err(BrokerError::new(
-                ErrorCode::Throttled,
-                format!("topic {name:?} is being deleted; try again"),
+                ErrorCode::InvalidTopic,
+                format!(
+                    "topic {name:?} with {partitions} partitions would take the broker past \
+                     its limit of {} partitions over all topics (limits.max_partitions; it \
+                     holds {held})",
+                    self.max_partitions
+                ),
             ));
         }
+        match self.deleting.lock().get(name) {
+            Some(Reserved::Deleting) => {
+                return Err(BrokerError::new(
+                    ErrorCode::Throttled,
+                    format!("topic {name:?} is being deleted; try again"),
+                ))
+            }
+            // Not retryable: retrying would get the same answer until the broker restarts.
+            Some(Reserved::UntilRestart) => {
+                return Err(BrokerError::new(
+                    ErrorCode::InvalidTopic,
+                    format!(
+                        "topic {name:?} was deleted, but the groups' committed offsets of it \
+                         could not be dropped; the name is free once the broker restarts"
+                    ),
+                ))
+            }
+            None => {}
+        }
         let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| BrokerError::io("create topic directory", e))?;
-        // The topic's own entry in `topics/`, or a crash could lose the whole directory with
-        // the records acknowledged in it.
-        sync_dir(&self.root).map_err(|e| BrokerError::io("create topic directory", e))?;
-        let topic = Arc::new(self.open_topic(name, partitions, settings.clone())?);
-        let file = TopicFile {
-            partitions,
-            retention_ms: settings.retention_ms,
-            retention_bytes: settings.retention_bytes,
-            segment_bytes: settings.segment_bytes,
+        // A directory of its own, new: one that is there already belongs to no topic of this
+        // broker under this name, and must not be taken over (see `directory_in_use`).
+        if let Err(e) = std::fs::create_dir(&dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(BrokerError::io("create topic directory", e));
+            }
+            if dir.join("topic.toml").exists() || stores_records(&dir) {
+                return Err(directory_in_use(name, &dir));
+            }
+            // What a creation cut short by a crash leaves: no `topic.toml` and no record.
+            tracing::warn!(topic = name, path = %dir.display(), "removing a directory without topic.toml or records, left by an unfinished creation");
+            std::fs::remove_dir_all(&dir)
+                .and_then(|()| std::fs::create_dir(&dir))
+                .map_err(|e| BrokerError::io("create topic directory", e))?;
+        }
+        let made = (|| {
+            // The topic's own entry in `topics/`, or a crash could lose the whole directory
+            // with the records acknowledged in it.
+            sync_dir(&self.root).map_err(|e| BrokerError::io("create topic directory", e))?;
+            let topic = Arc::new(self.open_topic(name, partitions, settings.clone())?);
+            let file = TopicFile {
+                partitions,
+                retention_ms: settings.retention_ms,
+                retention_bytes: settings.retention_bytes,
+                segment_bytes: settings.segment_bytes,
+            };
+            let text = toml::to_string(&file)
+                .map_err(|e| BrokerError::new(ErrorCode::Internal, e.to_string()))?;
+            write_durably(&dir.join("topic.toml"), text.as_bytes())
+                .map_err(|e| BrokerError::io("write topic.toml", e))?;
+            Ok(topic)
+        })();
+        let topic = match made {
+            Ok(topic) => topic,
+            Err(e) => {
+                // Nothing was stored in it yet: gone, so that the name can be created again
+                // (a directory left without `topic.toml` would refuse it).
+                if let Err(removing) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(topic = name, path = %dir.display(), error = %removing, "cannot remove the directory of a topic whose creation failed");
+                }
+                return Err(e);
+            }
         };
-        let text = toml::to_string(&file)
-            .map_err(|e| BrokerError::new(ErrorCode::Internal, e.to_string()))?;
-        write_durably(&dir.join("topic.toml"), text.as_bytes())
-            .map_err(|e| BrokerError::io("write topic.toml", e))?;
         prepare(&topic);
         self.topics
             .write()
@@ -343,7 +440,9 @@ impl TopicManager {
         for log in &topic.partitions {
             log.wake_readers();
         }
-        self.deleting.lock().insert(name.to_owned());
+        self.deleting
+            .lock()
+            .insert(name.to_owned(), Reserved::Deleting);
         drop(changing);
         if let Err(e) = sync_dir(&self.root) {
             tracing::warn!(topic = name, error = %e, "cannot sync the topics directory");
@@ -378,7 +477,20 @@ impl TopicManager {
     /// deletion in progress does) for as long as this broker runs: what refers to them could
     /// not be dropped at the start, and a new topic of such a name would inherit it.
     pub fn reserve_deleted(&self) {
-        self.deleting.lock().extend(self.deleted_at_open());
+        let names = self.deleted_at_open();
+        let mut deleting = self.deleting.lock();
+        for name in names {
+            deleting.insert(name, Reserved::UntilRestart);
+        }
+    }
+
+    /// Keeps `name`, whose deletion began, reserved until the broker restarts: what refers
+    /// to the topic could not be dropped (see `begin_delete`). Its data stays where
+    /// `begin_delete` moved it, and the next start removes it.
+    pub fn reserve_until_restart(&self, name: &str) {
+        self.deleting
+            .lock()
+            .insert(name.to_owned(), Reserved::UntilRestart);
     }
 
     /// Removes what the deletions the broker stopped in left of their topics' data.
@@ -404,7 +516,8 @@ impl TopicManager {
         TopicSettings {
             retention_ms: c.retention_ms,
             retention_bytes: c.retention_bytes,
-            segment_bytes: Some(c.segment_bytes),
+            // What the log rolls at (see `MAX_SEGMENT_BYTES`).
+            segment_bytes: Some(c.segment_bytes.min(MAX_SEGMENT_BYTES)),
         }
     }
 
@@ -415,6 +528,53 @@ impl TopicManager {
             .values()
             .flat_map(|t| t.partitions.iter().cloned())
             .collect()
+    }
+}
+
+/// Whether `dir` holds a segment file with anything in it (or cannot be read through).
+fn stores_records(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    entries.into_iter().any(|entry| {
+        let Ok(entry) = entry else { return true };
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => stores_records(&path),
+            Ok(_) => {
+                path.extension()
+                    .is_some_and(|e| e == crate::storage::LOG_EXT)
+                    && entry.metadata().map_or(true, |m| m.len() > 0)
+            }
+            Err(_) => true,
+        }
+    })
+}
+
+/// The refusal of a topic whose directory is there already, though no topic of this broker
+/// has the name: another topic's, on a file system that ignores case (`Orders` and `orders`
+/// would share their files), or one a damaged topic left without its `topic.toml`, whose
+/// records must not be taken for the new topic's.
+fn directory_in_use(name: &str, dir: &Path) -> BrokerError {
+    if dir.join("topic.toml").exists() {
+        BrokerError::new(
+            ErrorCode::TopicAlreadyExists,
+            format!(
+                "topic {name:?} would use the directory of another topic, {}: the data \
+                 directory's file system ignores the case of names, or the like",
+                dir.display()
+            ),
+        )
+    } else {
+        BrokerError::new(
+            ErrorCode::StorageError,
+            format!(
+                "topic {name:?}: {} is there already, with records but without a topic.toml \
+                 (a damaged topic's); restore its topic.toml and restart the broker, or remove \
+                 it",
+                dir.display()
+            ),
+        )
     }
 }
 
@@ -622,6 +782,129 @@ mod tests {
         m.finish_delete("t", &tomb);
         assert!(!tomb.exists());
         m.create("t", 1, TopicSettings::default()).unwrap();
+
+        // A deletion that could not drop the groups' offsets keeps the name until a restart,
+        // and says so with an answer that is not retried (a retry would get it again).
+        let tomb = m.begin_delete("t").unwrap();
+        m.reserve_until_restart("t");
+        let e = m.create("t", 1, TopicSettings::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidTopic);
+        assert!(!e.code.is_retryable());
+        assert!(e.message.contains("once the broker restarts"), "{e}");
+        assert!(tomb.exists(), "its data is removed by the next start");
+    }
+
+    /// Creations, auto-creations included, stop at `limits.max_partitions` over all topics;
+    /// a deletion makes room again, and topics already there open whatever the limit.
+    #[test]
+    fn creations_stop_at_the_brokers_partition_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default())
+            .unwrap()
+            .with_max_partitions(5);
+        m.create("a", 3, TopicSettings::default()).unwrap();
+        m.get_or_create("b", 2).unwrap();
+        for e in [
+            m.create("c", 1, TopicSettings::default()).unwrap_err(),
+            m.get_or_create("c", 1).unwrap_err(),
+        ] {
+            assert_eq!(e.code, ErrorCode::InvalidTopic);
+            assert!(!e.code.is_retryable());
+            assert!(e.message.contains("limits.max_partitions"), "{e}");
+        }
+        assert!(m.get("c").is_none());
+        assert!(!dir.path().join("topics/c").exists());
+        m.delete("a").unwrap();
+        m.create("c", 3, TopicSettings::default()).unwrap();
+        drop(m);
+        let m = TopicManager::open(dir.path(), LogSettings::default())
+            .unwrap()
+            .with_max_partitions(1);
+        assert_eq!(m.list().len(), 2, "both open, though past the limit now");
+        assert!(m.create("d", 1, TopicSettings::default()).is_err());
+    }
+
+    /// A segment size past what index entries can address is refused at creation; a topic
+    /// made before with one opens, and its description gives the size it rolls at.
+    #[test]
+    fn a_segment_size_past_the_indexes_reach_is_refused_and_described_as_rolled() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        let huge = TopicSettings {
+            segment_bytes: Some(MAX_SEGMENT_BYTES + 1),
+            ..TopicSettings::default()
+        };
+        let e = m.create("t", 1, huge).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidTopic);
+        assert!(e.message.contains("segment_bytes must be at most"), "{e}");
+        assert!(!dir.path().join("topics/t").exists());
+        let at_most = TopicSettings {
+            segment_bytes: Some(MAX_SEGMENT_BYTES),
+            ..TopicSettings::default()
+        };
+        m.create("t", 1, at_most).unwrap();
+        drop(m);
+        std::fs::write(
+            dir.path().join("topics/t/topic.toml"),
+            "partitions = 1\nsegment_bytes = 8589934592\n",
+        )
+        .unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        let t = m.require("t").unwrap();
+        assert_eq!(
+            m.effective_settings(&t).segment_bytes,
+            Some(MAX_SEGMENT_BYTES)
+        );
+    }
+
+    /// A topic's directory that is there already is not taken over: another topic's (as on a
+    /// file system that ignores case) or a damaged one's with records is refused, and one an
+    /// unfinished creation left (no `topic.toml`, no record) is made anew.
+    #[test]
+    fn a_directory_there_already_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        m.create("orders", 1, TopicSettings::default()).unwrap();
+        let root = dir.path().join("topics");
+
+        // "Orders" on a file system that ignores case names the directory of "orders".
+        std::fs::create_dir_all(root.join("folded/0")).unwrap();
+        std::fs::copy(
+            root.join("orders/topic.toml"),
+            root.join("folded/topic.toml"),
+        )
+        .unwrap();
+        let e = m.create("folded", 1, TopicSettings::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TopicAlreadyExists);
+        assert!(e.message.contains("another topic"), "{e}");
+        assert!(m.get("folded").is_none());
+
+        // A damaged topic's records, without its topic.toml.
+        std::fs::create_dir_all(root.join("damaged/0")).unwrap();
+        std::fs::write(root.join("damaged/0/00000000000000000000.log"), b"records").unwrap();
+        let e = m
+            .create("damaged", 1, TopicSettings::default())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::StorageError);
+        assert!(e.message.contains("without a topic.toml"), "{e}");
+        assert_eq!(
+            std::fs::read(root.join("damaged/0/00000000000000000000.log")).unwrap(),
+            b"records",
+            "left as it was"
+        );
+
+        // An unfinished creation: empty segments, no topic.toml.
+        std::fs::create_dir_all(root.join("unfinished/0")).unwrap();
+        std::fs::write(root.join("unfinished/0/00000000000000000000.log"), b"").unwrap();
+        std::fs::write(
+            root.join("unfinished/0/00000000000000000000.index"),
+            [0u8; 64],
+        )
+        .unwrap();
+        m.create("unfinished", 2, TopicSettings::default()).unwrap();
+        drop(m);
+        let m = TopicManager::open(dir.path(), LogSettings::default()).unwrap();
+        assert_eq!(m.require("unfinished").unwrap().partitions.len(), 2);
     }
 
     /// A damaged `topic.toml` with an impossible partition count or segment size is refused

@@ -285,6 +285,11 @@ impl RustMqClient {
 
     /// Deletes a topic and all its data. Fails with [`ClientError::TopicNotFound`] if it does
     /// not exist.
+    ///
+    /// Not idempotent: a deletion whose answer did not come in time (a
+    /// [`ClientError::Timeout`]) may still complete on the broker, and deleting again then
+    /// fails with [`ClientError::TopicNotFound`]. A caller that retries should take that
+    /// answer as done.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let request = Request::DeleteTopic(DeleteTopicRequest {
             name: name.to_owned(),

@@ -87,9 +87,9 @@ pub use config::{
 pub(crate) use index::write_atomic;
 pub(crate) use log::now_ms;
 pub use log::{AppendInfo, PartitionLog};
-pub(crate) use segment::sync_dir;
 #[cfg(test)]
 pub(crate) use segment::FAIL_SYNC_DIR;
+pub(crate) use segment::{sync_dir, LOG_EXT};
 pub use sync::spawn_interval_flusher;
 
 use rustmq_protocol::ProtocolError;
