@@ -101,7 +101,7 @@ pub(crate) enum Command {
     /// List consumer groups and show their members, assignment, offsets and lag.
     #[command(subcommand)]
     Groups(GroupsCommand),
-    /// The load tool: standard workloads (W1-W6) or custom runs; one JSON line per result.
+    /// The load tool: standard workloads (W1-W7) or custom runs; one JSON line per result.
     Bench(BenchArgs),
     /// Run a broker in this process until Ctrl-C (the same options as `rustmq-broker`).
     Broker(BrokerArgs),

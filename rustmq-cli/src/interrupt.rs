@@ -1,4 +1,5 @@
-//! Ctrl-C for the commands that must finish what they started (`produce`, `consume`): the
+//! Ctrl-C for the commands that must finish what they started (`produce`, `consume`, and
+//! `bench`, which must stop its embedded broker and remove its temporary directories): the
 //! first one is remembered, for the command to stop at its next step and clean up; a second
 //! one exits at once.
 

@@ -11,7 +11,7 @@
 //!
 //! Every command prints its results on stdout and its errors on stderr, and exits with 0 on
 //! success, 1 on a failure, 2 on bad arguments, 130 when Ctrl-C cut `produce`'s input short
-//! or a second Ctrl-C ended a command at once.
+//! or stopped a `bench` run, or a second Ctrl-C ended a command at once.
 
 mod args;
 mod bench;

@@ -103,6 +103,83 @@ fn an_unreachable_broker_is_a_clear_failure() {
     );
 }
 
+/// Values a bench run could not use are bad arguments (exit 2, naming the option), not a run
+/// that fails late or silently runs with another value.
+#[test]
+fn bad_bench_values_are_usage_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        // Was run at 1 message a second.
+        (&["bench", "e2e", "--rate", "0"], "--rate"),
+        (&["bench", "produce", "-p", "0"], "--partitions"),
+        (&["bench", "consume", "--partitions", "0"], "--partitions"),
+        (&["bench", "produce", "--batch-size", "0"], "--batch-size"),
+        (
+            &["bench", "produce", "--batch-bytes", "1000"],
+            "--batch-bytes",
+        ),
+    ];
+    for (args, option) in cases {
+        let err = rustmq(args).output().failure(2);
+        assert!(err.contains(option), "{args:?}: {err}");
+    }
+}
+
+/// A payload larger than the largest message (4 MiB) is refused before any is made (a pool
+/// of 16 of them was made first: 32 GB for `-s 2000000000`).
+#[test]
+fn a_payload_larger_than_the_largest_message_is_a_usage_error() {
+    for command in ["produce", "consume", "e2e"] {
+        let err = rustmq(&["bench", command, "-s", "2000000000"])
+            .output()
+            .failure(2);
+        assert!(err.contains("--size") && err.contains("4194304"), "{err}");
+    }
+    let err = rustmq(&["bench", "e2e", "-s", "4194305"])
+        .output()
+        .failure(2);
+    assert!(err.contains("--size"), "{err}");
+}
+
+/// With --baseline, a broker that cannot be reached fails the run before the baseline is
+/// measured: no baseline line, and the connection's error.
+#[test]
+fn a_bench_against_an_unreachable_broker_fails_before_its_baseline() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let done = rustmq(&[
+        "--broker",
+        &addr,
+        "--timeout",
+        "300ms",
+        "bench",
+        "-w",
+        "W1",
+        "--baseline",
+        "--quiet",
+    ])
+    .output();
+    let err = done.failure(1);
+    assert!(
+        err.contains(&format!("error: cannot connect to {addr}")),
+        "{err}"
+    );
+    assert_eq!(done.stdout(), "", "nothing was measured");
+}
+
+/// The embedded broker's client takes the global options too: a --client-id the client
+/// refuses is a usage error there as against --broker (it was replaced by `rustmq-bench`).
+#[test]
+fn a_bench_on_the_embedded_broker_takes_the_global_client_options() {
+    let long_id = "x".repeat(300);
+    let err = rustmq(&["--client-id", &long_id, "bench", "e2e", "-n", "100", "-q"])
+        .output()
+        .failure(2);
+    assert!(
+        err.contains("error: invalid configuration: client_id has 300 bytes"),
+        "{err}"
+    );
+}
+
 #[test]
 fn every_command_has_help() {
     let commands: &[&[&str]] = &[

@@ -13,8 +13,9 @@
 //! - CPU per stream round trip, each side (the client's: the process but the server's thread),
 //!   for comparison with a workload's CPU per message.
 //! - paced stream round trip: the same, one request every `1 / paced_rate` seconds (W4's
-//!   pace), so that both threads go idle between requests as they do in W4: what waking them
-//!   costs on this machine is part of this figure, as it is of W4's.
+//!   pace, or `bench e2e --rate`'s), so that both threads go idle between requests as they do
+//!   in W4: what waking them costs on this machine is part of this figure, as it is of W4's.
+//!   Each is timed from the time it was due, as W4's messages are (see `pace`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +45,11 @@ pub(crate) async fn measure(
     round_trips: u32,
     paced_rate: u64,
 ) -> Result<(Baseline, Latency), CliError> {
-    let dir = tempfile::tempdir().map_err(|e| CliError::io("baseline: temporary directory", e))?;
+    // Removed when this returns, or when the run is cut short (Ctrl-C drops this future).
+    let dir = tempfile::Builder::new()
+        .prefix("rustmq-bench-baseline-")
+        .tempdir()
+        .map_err(|e| CliError::io("baseline: temporary directory", e))?;
     let identity = BrokerIdentity::load_or_generate(&TlsSettings::default(), dir.path())
         .map_err(|e| failed("certificate")(&e))?;
     let server_tls = identity
@@ -200,10 +205,16 @@ async fn round_trips_on_new_streams(
         .transpose()
         .map_err(pacing)?;
     for _ in 0..n {
-        if let Some(pacer) = &mut pacer {
-            pacer.tick().await.map_err(pacing)?;
-        }
-        let started = Instant::now();
+        // A paced request is timed from when it was due, as W4's messages are (like for like:
+        // a request sent late counts its wait).
+        let started = match &mut pacer {
+            Some(pacer) => pacer
+                .tick()
+                .await
+                .map_err(pacing)?
+                .unwrap_or_else(Instant::now),
+            None => Instant::now(),
+        };
         let (mut send, mut recv) = conn
             .open_bi()
             .await

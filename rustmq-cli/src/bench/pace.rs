@@ -8,8 +8,15 @@
 //! `epoll` until it fires as it would for tokio's timer: no thread of its own, which on a
 //! machine of two cores would compete with the client and the broker. Elsewhere it falls back
 //! to tokio's timer.
+//!
+//! Each tick says when it was due, and a paced measurement times from then, not from when the
+//! tick came: a sender held up (a send waiting for buffer room, a slow request, the machine
+//! busy elsewhere) gets the ticks it missed at once, and a latency timed from when they came
+//! would leave the hold-up out of every one of them ("coordinated omission": the measurement
+//! slows down with the system it measures, and its percentiles miss the stalls). Timed from the
+//! tick's due time, each message's latency includes the time it waited to be sent.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Ticks at a fixed rate; the sending task awaits each with [`Pacer::tick`].
 #[derive(Debug)]
@@ -18,6 +25,9 @@ pub(crate) struct Pacer {
     /// Ticks given so far, and how many there are.
     given: u64,
     n: u64,
+    /// When the first tick was due, on the clock latencies are timed with: the i-th is due
+    /// `i * period` after it.
+    origin: Instant,
     clock: Clock,
 }
 
@@ -27,23 +37,28 @@ impl Pacer {
     /// delay the rest, and a sender that falls behind gets the ticks it missed at once.
     /// Called within a tokio runtime.
     pub(crate) fn start(rate: u64, n: u64) -> std::io::Result<Pacer> {
+        // Read together with the timer's clock (`Clock::start`): on Linux `Instant` reads
+        // that same clock (`CLOCK_MONOTONIC`), so the two origins are nanoseconds apart.
+        let origin = Instant::now();
         Ok(Pacer {
             period: Duration::from_secs_f64(1.0 / rate.max(1) as f64),
             given: 0,
             n,
+            origin,
             clock: Clock::start()?,
         })
     }
 
-    /// Waits for the next tick; `false` once all `n` have been given.
-    pub(crate) async fn tick(&mut self) -> std::io::Result<bool> {
+    /// Waits for the next tick and returns when it was due (which, for a tick the sender
+    /// missed, is before now: see the module's docs); `None` once all `n` have been given.
+    pub(crate) async fn tick(&mut self) -> std::io::Result<Option<Instant>> {
         if self.given == self.n {
-            return Ok(false);
+            return Ok(None);
         }
         let offset = self.period.mul_f64(self.given as f64);
         self.given += 1;
         self.clock.wait_until(offset).await?;
-        Ok(true)
+        Ok(Some(self.origin + offset))
     }
 }
 
@@ -162,7 +177,7 @@ mod tests {
             let begun = Instant::now();
             let mut pacer = Pacer::start(2_000, 200).unwrap();
             let mut times = Vec::new();
-            while pacer.tick().await.unwrap() {
+            while pacer.tick().await.unwrap().is_some() {
                 times.push(Instant::now());
             }
             assert_eq!(times.len(), 200);
@@ -188,19 +203,52 @@ mod tests {
         use futures::FutureExt;
         let begun = Instant::now();
         let mut pacer = Pacer::start(1_000, 30).unwrap();
-        assert!(pacer.tick().await.unwrap());
+        assert!(pacer.tick().await.unwrap().is_some());
         std::thread::sleep(Duration::from_millis(20));
         for missed in 1..20 {
             let tick = pacer.tick().now_or_never();
             assert!(tick
                 .unwrap_or_else(|| panic!("missed tick {missed} had to be waited for"))
-                .unwrap());
+                .unwrap()
+                .is_some());
         }
         for _ in 0..10 {
-            assert!(pacer.tick().await.unwrap());
+            assert!(pacer.tick().await.unwrap().is_some());
         }
         // The last tick is due 29 ms after the first.
         assert!(begun.elapsed() >= Duration::from_millis(29));
-        assert!(!pacer.tick().await.unwrap());
+        assert_eq!(pacer.tick().await.unwrap(), None);
+    }
+
+    /// A tick given late says when it was due, not when it came: each missed tick is due one
+    /// period after the one before, however long ago, so that a latency timed from it counts
+    /// the time the sender was held up (coordinated omission).
+    #[tokio::test]
+    async fn a_late_tick_reports_its_due_time() {
+        use futures::FutureExt;
+        let mut pacer = Pacer::start(1_000, 10).unwrap();
+        let first = pacer.tick().await.unwrap().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let asked = Instant::now();
+        for i in 1..10u32 {
+            let due = pacer
+                .tick()
+                .now_or_never()
+                .expect("a missed tick comes at once")
+                .unwrap()
+                .unwrap();
+            let after = due - first;
+            let want = Duration::from_millis(1) * i;
+            assert!(
+                after.abs_diff(want) < Duration::from_micros(1),
+                "tick {i} is due {after:?} after the first"
+            );
+            assert!(
+                asked - due >= Duration::from_millis(10),
+                "tick {i} was due {:?} before it was asked for",
+                asked - due
+            );
+        }
+        assert!(first <= Instant::now());
     }
 }

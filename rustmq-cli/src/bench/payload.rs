@@ -46,8 +46,14 @@ impl Payloads {
     }
 }
 
-/// Payloads of `size` bytes (at least 8) that start with the send time: microseconds since a
-/// shared epoch, little endian. Sender and receiver run in one process, so one clock serves.
+/// Bytes at the start of a stamped payload: the time it was due to be sent, then its sequence
+/// number.
+pub(crate) const STAMP_BYTES: usize = 16;
+
+/// Payloads of `size` bytes (at least [`STAMP_BYTES`]) that start with the time they were due
+/// to be sent (microseconds since a shared epoch, little endian; see [`Stamped::payload`])
+/// and then their sequence number (little endian), which the receiver checks off to see each
+/// message once. Sender and receiver run in one process, so one clock serves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stamped {
     epoch: Instant,
@@ -58,27 +64,41 @@ impl Stamped {
     pub(crate) fn new(size: usize) -> Self {
         Self {
             epoch: Instant::now(),
-            size: size.max(8),
+            size: size.max(STAMP_BYTES),
         }
     }
 
-    /// Bytes of each payload: the size asked for, at least the 8 of the stamp.
+    /// Bytes of each payload: the size asked for, at least the [`STAMP_BYTES`] of the stamp.
     pub(crate) fn size(&self) -> usize {
         self.size
     }
 
-    pub(crate) fn payload(&self) -> Bytes {
+    /// Message `seq`'s payload, stamped with `due`: the time the pacer meant it to be sent
+    /// (`Pacer::tick`), not the time it is made. A sender that fell behind makes the messages
+    /// it owes late and all at once; stamped with when they were made, their wait to be sent
+    /// would be left out of the latency (coordinated omission). Made before the epoch (never,
+    /// as the pacer starts after it), it counts from the epoch.
+    pub(crate) fn payload(&self, due: Instant, seq: u64) -> Bytes {
+        let stamp = due.saturating_duration_since(self.epoch).as_micros() as u64;
         let mut b = BytesMut::with_capacity(self.size);
-        b.put_u64_le(self.epoch.elapsed().as_micros() as u64);
+        b.put_u64_le(stamp);
+        b.put_u64_le(seq);
         b.resize(self.size, b'x');
         b.freeze()
     }
 
-    /// How long ago the payload was made; `None` if it is not a stamped payload.
+    /// How long ago the payload was due to be sent; `None` if it is not a stamped payload.
     pub(crate) fn age(&self, payload: &[u8]) -> Option<Duration> {
         let stamp = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
         let now = self.epoch.elapsed().as_micros() as u64;
         Some(Duration::from_micros(now.saturating_sub(stamp)))
+    }
+
+    /// The payload's sequence number; `None` if it is not a stamped payload.
+    pub(crate) fn seq(&self, payload: &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(
+            payload.get(8..STAMP_BYTES)?.try_into().ok()?,
+        ))
     }
 }
 
@@ -107,22 +127,35 @@ mod tests {
         assert_eq!(p.next(), first);
     }
 
-    /// A stamped payload holds at least its 8-byte stamp, and says so: the end-to-end
+    /// A stamped payload holds at least its 16-byte stamp, and says so: the end-to-end
     /// report's `payload_bytes` is the size sent, not a smaller one asked for.
     #[test]
     fn a_stamped_payload_is_at_least_its_stamp() {
         let s = Stamped::new(3);
-        assert_eq!(s.size(), 8);
-        assert_eq!(s.payload().len(), s.size());
+        assert_eq!(s.size(), STAMP_BYTES);
+        assert_eq!(s.payload(Instant::now(), 0).len(), s.size());
     }
 
     #[test]
-    fn stamps_measure_age() {
+    fn stamps_measure_age_and_carry_the_sequence_number() {
         let s = Stamped::new(100);
-        let payload = s.payload();
+        let payload = s.payload(Instant::now(), 7);
         assert_eq!(payload.len(), 100);
         std::thread::sleep(Duration::from_millis(2));
         assert!(s.age(&payload).unwrap() >= Duration::from_millis(2));
+        assert_eq!(s.seq(&payload), Some(7));
         assert_eq!(s.age(b"short"), None);
+        assert_eq!(s.seq(b"only eight"), None);
+    }
+
+    /// The age counts from the time the message was due, not from when its payload was made:
+    /// a message made 30 ms late is 30 ms old at once.
+    #[test]
+    fn the_age_counts_from_the_due_time() {
+        let s = Stamped::new(100);
+        let due = Instant::now();
+        std::thread::sleep(Duration::from_millis(30));
+        let late = s.payload(due, 0);
+        assert!(s.age(&late).unwrap() >= Duration::from_millis(30));
     }
 }

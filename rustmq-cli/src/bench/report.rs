@@ -177,6 +177,27 @@ impl Report {
         }
     }
 
+    /// A throughput result of messages of different sizes, `total_bytes` in all (W7's events,
+    /// which grow with their sequence number): `mb_per_s` counts every byte, and
+    /// `payload_bytes` is the mean size, rounded.
+    pub(crate) fn with_total_bytes(
+        workload: &str,
+        messages: u64,
+        total_bytes: u64,
+        partitions: u32,
+        elapsed: Duration,
+        settings: String,
+    ) -> Self {
+        let mean = (total_bytes as f64 / messages.max(1) as f64).round() as usize;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        Self {
+            mb_per_s: round(total_bytes as f64 / secs / 1e6, 2),
+            ..Self::new(
+                workload, messages, mean, partitions, elapsed, None, settings,
+            )
+        }
+    }
+
     /// Adds the CPU the run used (where the clocks could be read).
     pub(crate) fn with_cpu(mut self, cpu: Option<CpuUse>) -> Self {
         let Some(cpu) = cpu else { return self };
@@ -351,6 +372,34 @@ mod tests {
             Report::new("W", 1, 1, 1, Duration::from_secs(1), None, String::new()).with_cpu(None);
         let json = serde_json::to_value(&r).unwrap();
         assert!(json.get("client_cpu_busy").is_none());
+    }
+
+    /// Messages of different sizes: the throughput counts every byte, the size shown is the
+    /// mean.
+    #[test]
+    fn a_total_of_bytes_gives_the_throughput_and_the_mean_size() {
+        let r = Report::with_total_bytes(
+            "W7",
+            1_000,
+            101_600,
+            1,
+            Duration::from_secs(1),
+            String::new(),
+        );
+        assert_eq!(r.payload_bytes, 102);
+        assert_eq!(r.mb_per_s, 0.1);
+        let r = Report::with_total_bytes(
+            "W7",
+            1_000_000,
+            103_888_890,
+            1,
+            Duration::from_secs(2),
+            String::new(),
+        );
+        // W7's 1,000,000 JSON events: 99 bytes at seq 0 to 104 from seq 100,000.
+        assert_eq!(r.payload_bytes, 104);
+        assert_eq!(r.mb_per_s, 51.94);
+        assert_eq!(r.msgs_per_s, 500_000.0);
     }
 
     #[test]

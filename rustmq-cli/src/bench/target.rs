@@ -15,6 +15,7 @@ use rustmq_broker::{Broker, BrokerConfig, BrokerHandle};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::args::GlobalArgs;
 use crate::error::CliError;
 
 /// A current-thread runtime on a thread of its own, for the server side.
@@ -69,10 +70,15 @@ impl Drop for ServerThread {
 pub(crate) enum Target {
     /// A broker started here, on the server thread, in a temporary (or given) directory.
     Embedded {
-        broker: Option<BrokerHandle>,
+        /// Boxed: the handle is large, and the other variant small.
+        broker: Option<Box<BrokerHandle>>,
+        /// The server thread's runtime, where the broker is shut down.
+        server: Handle,
         addr: SocketAddr,
         cert: PathBuf,
-        _dir: Option<tempfile::TempDir>,
+        /// The temporary data directory, removed when the target is dropped (after the
+        /// broker's shutdown); `None` for a `--data-dir`.
+        dir: Option<tempfile::TempDir>,
     },
     /// Brokers given on the command line, reached with the global options.
     External(Box<ClientConfig>),
@@ -108,17 +114,26 @@ impl Target {
         Ok(Target::Embedded {
             addr: broker.local_addr(),
             cert: broker.cert_path().to_owned(),
-            broker: Some(broker),
-            _dir: temp,
+            broker: Some(Box::new(broker)),
+            server: server.handle().clone(),
+            dir: temp,
         })
     }
 
-    /// How a client reaches the target.
-    pub(crate) fn client_config(&self) -> ClientConfig {
+    /// How a client reaches the target: an embedded broker with its own certificate, and the
+    /// global options that are not about reaching a broker (`--client-id`, `--timeout`).
+    pub(crate) fn client_config(&self, global: &GlobalArgs) -> ClientConfig {
         match self {
             Target::Embedded { addr, cert, .. } => ClientConfig {
                 brokers: vec![addr.to_string()],
-                client_id: Some("rustmq-bench".into()),
+                client_id: Some(
+                    global
+                        .client_id
+                        .clone()
+                        .unwrap_or_else(|| "rustmq-bench".into()),
+                ),
+                request_timeout: global.timeout,
+                connect_timeout: global.timeout,
                 tls_config: Some(TlsConfig {
                     ca_cert: Some(cert.display().to_string()),
                     server_name: Some("localhost".into()),
@@ -130,6 +145,24 @@ impl Target {
         }
     }
 
+    /// Whether what the run writes outlives it: on external brokers, or an embedded one in a
+    /// `--data-dir` (a temporary directory goes with the run).
+    pub(crate) fn keeps_data(&self) -> bool {
+        match self {
+            Target::Embedded { dir, .. } => dir.is_none(),
+            Target::External(_) => true,
+        }
+    }
+
+    /// The embedded broker's runtime (whose thread's CPU clock is read); `None` for external
+    /// brokers.
+    pub(crate) fn server(&self) -> Option<&Handle> {
+        match self {
+            Target::Embedded { server, .. } => Some(server),
+            Target::External(_) => None,
+        }
+    }
+
     /// "embedded" or the broker list.
     pub(crate) fn describe(&self) -> String {
         match self {
@@ -138,12 +171,20 @@ impl Target {
         }
     }
 
-    /// Stops an embedded broker cleanly (on its own runtime).
-    pub(crate) async fn shutdown(mut self, server: &ServerThread) {
-        if let Target::Embedded { broker, .. } = &mut self {
+    /// Stops an embedded broker cleanly (on its own runtime), then removes its temporary
+    /// directory.
+    pub(crate) async fn shutdown(self) {
+        if let Target::Embedded {
+            mut broker,
+            server,
+            dir,
+            ..
+        } = self
+        {
             if let Some(b) = broker.take() {
-                let _ = server.handle().spawn(b.shutdown()).await;
+                let _ = server.spawn((*b).shutdown()).await;
             }
+            drop(dir);
         }
     }
 }

@@ -2,11 +2,15 @@
 //! end. Each creates what it needs outside the timed section and returns one [`Report`].
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustmq::consumer::{ConsumerBuilder, ConsumerConfig, StartPosition};
-use rustmq::{AckLevel, Message, ProducerBuilder, ProducerConfig, RustMqClient, TopicName};
+use rustmq::{
+    AckLevel, ClientError, Message, ProducerBuilder, ProducerConfig, RustMqClient, TopicName,
+};
 
+use super::check::{Mismatch, Offsets, SeqSet};
 use super::pace::Pacer;
 use super::payload::{Payloads, Stamped};
 use super::report::{Latency, Report};
@@ -33,7 +37,10 @@ pub(crate) struct ProduceSpec {
 }
 
 /// The producer settings for throughput (W1, W2, W6): large batches, no linger (a partition's
-/// next batch fills while its previous request is in flight), a 64 MiB buffer.
+/// next batch fills while its previous request is in flight), a 64 MiB buffer. Not idempotent
+/// (the library's default, and what every recorded run measured): a batch sent again after a
+/// lost answer could be stored twice, which the consume runs' check of the offsets finds (the
+/// topic then holds more messages than were produced).
 pub(crate) fn throughput_config(acks: AckLevel) -> ProducerConfig {
     ProducerConfig {
         batch_size: 16_384,
@@ -68,14 +75,49 @@ pub(crate) fn topic_name(workload: &str) -> String {
     )
 }
 
-/// Creates `topic` with `partitions` partitions.
+/// The topics a run created, to delete when it ends (unless `--keep-topics`): a default run
+/// writes about 500 MB into them. Shared with the code that ends the run, which outlives a
+/// run cut short by Ctrl-C.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Created(Arc<parking_lot::Mutex<Vec<String>>>);
+
+impl Created {
+    /// Notes `topic` (before it is asked for: a creation whose answer is lost may still have
+    /// created it).
+    pub(crate) fn add(&self, topic: &str) {
+        let mut topics = self.0.lock();
+        if !topics.iter().any(|t| t == topic) {
+            topics.push(topic.to_owned());
+        }
+    }
+
+    /// The topics noted, in order; none are left.
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock())
+    }
+}
+
+/// Creates `topic` with `partitions` partitions, noted as the run's own.
 pub(crate) async fn create_topic(
     client: &RustMqClient,
+    ctx: &Ctx,
     topic: &str,
     partitions: u32,
 ) -> Result<(), CliError> {
+    ctx.created.add(topic);
     client.create_topic(topic, partitions).await?;
     Ok(())
+}
+
+/// Deletes `topics` (those of the run, when it ends); a topic already gone is fine, any other
+/// failure is reported on stderr without failing the run (its results were printed).
+pub(crate) async fn delete_topics(client: &RustMqClient, topics: &[String]) {
+    for topic in topics {
+        match client.delete_topic(topic).await {
+            Ok(()) | Err(ClientError::TopicNotFound(_)) => {}
+            Err(e) => eprintln!("bench: could not delete topic {topic}: {e}"),
+        }
+    }
 }
 
 /// Produces `spec.messages` random payloads to a topic that exists.
@@ -154,7 +196,10 @@ pub(crate) fn backlog_config() -> ConsumerConfig {
 }
 
 /// Reads `messages` messages of `topic` from the earliest offset as a new consumer group,
-/// acknowledging each. Timed from the first receive (after the group join).
+/// acknowledging each, and checks that they are exactly the `messages` produced: the topic
+/// holds that many, and each partition's offsets come in order from its first, each once
+/// ([`Offsets`]). Timed from the first message received (after the group join and the first
+/// fetch's wait, as W7's handler is timed from its first event) to the last one acknowledged.
 pub(crate) async fn consume(
     client: &RustMqClient,
     name: &str,
@@ -163,6 +208,15 @@ pub(crate) async fn consume(
     partitions: u32,
     ctx: &Ctx,
 ) -> Result<Report, CliError> {
+    let mismatch = |m: Mismatch| CliError::Failed(format!("{name}: topic {topic}: {m}"));
+    let description = client.describe_topic(topic).await?;
+    let mut offsets = Offsets::new(
+        description
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.log_start_offset, p.high_watermark)),
+    );
+    offsets.holds(messages).map_err(mismatch)?;
     let config = backlog_config();
     let settings = format!(
         "fetch_size={} max_buffered_messages_per_partition={} max_buffered_bytes_per_partition={} ack=each auto_commit={}",
@@ -181,7 +235,7 @@ pub(crate) async fn consume(
     let bar = progress::bar(ctx.quiet, Some(messages), name);
     let (mut got, mut bytes) = (0u64, 0usize);
     let cpu = ctx.cpu.mark().await;
-    let started = Instant::now();
+    let mut started = None;
     while got < messages {
         let receive = consumer.receive();
         tokio::pin!(receive);
@@ -199,6 +253,12 @@ pub(crate) async fn consume(
             Ok(None) => return Err(closed(name, got, messages)),
             Err(e) => return Err(e.into()),
         };
+        if got == 0 {
+            started = Some(Instant::now());
+        }
+        offsets
+            .check(delivery.message.partition, delivery.message.offset)
+            .map_err(mismatch)?;
         bytes = bytes.max(delivery.message.payload.len());
         delivery.ack().await?;
         got += 1;
@@ -206,10 +266,11 @@ pub(crate) async fn consume(
             bar.set_position(got);
         }
     }
-    let elapsed = started.elapsed();
+    let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
     let cpu = ctx.cpu.since(&cpu).await;
     bar.finish_and_clear();
     consumer.close().await?;
+    offsets.finish().map_err(mismatch)?;
     Ok(Report::new(name, messages, bytes, partitions, elapsed, None, settings).with_cpu(cpu))
 }
 
@@ -248,7 +309,9 @@ fn stalled(name: &str, got: u64, want: u64) -> CliError {
 }
 
 /// Producer and consumer in this process: `messages` stamped payloads sent one at a time at
-/// `rate` per second; latency is receive time minus send time (from the payload).
+/// `rate` per second; latency is receive time minus the time the message was due to be sent
+/// (from the payload: see [`Stamped::payload`]). Each payload carries its sequence number too,
+/// and the reader checks that each comes exactly once.
 pub(crate) async fn end_to_end(
     client: &RustMqClient,
     name: &str,
@@ -258,7 +321,7 @@ pub(crate) async fn end_to_end(
     ctx: &Ctx,
 ) -> Result<Report, CliError> {
     let topic = topic_name(name);
-    create_topic(client, &topic, 1).await?;
+    create_topic(client, ctx, &topic, 1).await?;
     let consumer = ConsumerBuilder::new()
         .topic(&topic)
         .consumer_group(format!("{topic}-reader"))
@@ -285,14 +348,31 @@ pub(crate) async fn end_to_end(
     let reader = {
         let (consumer, name) = (consumer.clone(), name.to_owned());
         tokio::spawn(async move {
+            let mismatch = |m: Mismatch| CliError::Failed(format!("{name}: {m}"));
             let mut latency = Latency::new();
+            let seen = SeqSet::new(messages);
             for got in 0..messages {
-                let delivery = next(&consumer, &name, got, messages).await?;
-                if let Some(age) = stamp.age(&delivery.message.payload) {
+                let delivery = next(&consumer, &name, got, messages).await.map_err(|e| {
+                    match seen.finish() {
+                        // Which ones never came, besides the stall.
+                        Err(missing) => CliError::Failed(format!("{e} ({missing})")),
+                        Ok(()) => e,
+                    }
+                })?;
+                let payload = &delivery.message.payload;
+                let seq = stamp.seq(payload).ok_or_else(|| {
+                    CliError::Failed(format!(
+                        "{name}: a payload of {} bytes is not one of the run's",
+                        payload.len()
+                    ))
+                })?;
+                seen.mark(seq).map_err(mismatch)?;
+                if let Some(age) = stamp.age(payload) {
                     latency.record(age);
                 }
                 delivery.ack().await?;
             }
+            seen.finish().map_err(mismatch)?;
             Ok::<_, CliError>(latency)
         })
     };
@@ -302,16 +382,20 @@ pub(crate) async fn end_to_end(
     let pacing = |e: std::io::Error| CliError::Failed(format!("{name}: pacing timer: {e}"));
     let mut pacer = Pacer::start(rate, messages).map_err(pacing)?;
     let topic = TopicName::from(topic);
-    for i in 0..messages {
-        pacer.tick().await.map_err(pacing)?;
+    let mut seq = 0u64;
+    // Each message is stamped with the time it was due, not the time it is made: when the
+    // sender falls behind, the pacer hands out the ticks it missed at once, and their wait
+    // must count in the latency (coordinated omission: see `pace`).
+    while let Some(due) = pacer.tick().await.map_err(pacing)? {
         let message = Message::builder()
             .topic(topic.clone())
-            .payload(stamp.payload())
+            .payload(stamp.payload(due, seq))
             .build()?;
         producer.send_async(message, None).await?;
-        if i % 256 == 0 {
-            bar.set_position(i);
+        if seq.is_multiple_of(256) {
+            bar.set_position(seq);
         }
+        seq += 1;
     }
     producer.flush().await?;
     let latency = reader
@@ -322,7 +406,7 @@ pub(crate) async fn end_to_end(
     bar.finish_and_clear();
     producer.close().await?;
     consumer.close().await?;
-    // The size sent: a payload holds at least its 8-byte stamp.
+    // The size sent: a payload holds at least its stamp.
     let size = stamp.size();
     Ok(Report::new(name, messages, size, 1, elapsed, Some(&latency), settings).with_cpu(cpu))
 }

@@ -131,11 +131,22 @@ impl Drop for TestBroker {
 pub struct Run {
     args: Vec<String>,
     stdin: Option<Vec<u8>>,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Run {
     pub fn new(args: Vec<String>) -> Self {
-        Self { args, stdin: None }
+        Self {
+            args,
+            stdin: None,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable of the command (`TMPDIR`, to see what it leaves there).
+    pub fn env(mut self, key: &str, value: impl Into<std::ffi::OsString>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
     }
 
     pub fn stdin(self, input: &str) -> Self {
@@ -154,6 +165,7 @@ impl Run {
             .args(&self.args)
             .env_remove("RUST_LOG")
             .env_remove("RUSTMQ_BROKERS")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
