@@ -820,7 +820,8 @@ impl Core {
             Err(e) => return Err(BrokerError::storage(context(), e)),
         };
         // Counted once appended: consumers read it from now on, whatever the sync below gives
-        // (a resend after a failed sync is a duplicate, and not counted again).
+        // (an idempotent producer's resend after a failed sync is a duplicate, not counted
+        // again; another producer's is appended again, and counted again).
         topic.metrics.record_produce(records, r.batch.len() as u64);
         if r.acks == Acks::All {
             let timeout = Duration::from_millis(u64::from(r.timeout_ms.max(1)));

@@ -195,20 +195,20 @@ impl TopicMetrics {
 /// and published whole with each change: a recorder installed after some changes (as an
 /// embedding program may do) then shows the true value from its first update on, where
 /// increments and decrements would leave it off by what happened before, even below zero.
-struct UpDown(std::sync::atomic::AtomicI64);
+/// The count is published under its lock: with the add and the publication apart, two
+/// changes could publish in the other order and leave the gauge at the older value.
+struct UpDown(parking_lot::Mutex<i64>);
 
 impl UpDown {
     const fn new() -> Self {
-        Self(std::sync::atomic::AtomicI64::new(0))
+        Self(parking_lot::const_mutex(0))
     }
 
-    /// Adds `delta` and returns the new value, to publish.
-    fn add(&self, delta: i64) -> f64 {
-        let now = self
-            .0
-            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed)
-            + delta;
-        now as f64
+    /// Adds `delta` and sets `gauge` to the new count.
+    fn add(&self, delta: i64, gauge: impl FnOnce() -> metrics::Gauge) {
+        let mut count = self.0.lock();
+        *count += delta;
+        gauge().set(*count as f64);
     }
 }
 
@@ -216,11 +216,11 @@ static OPEN_CONNECTIONS: UpDown = UpDown::new();
 static REQUEST_MEMORY: UpDown = UpDown::new();
 
 pub(crate) fn connection_opened() {
-    gauge!(CONNECTIONS).set(OPEN_CONNECTIONS.add(1));
+    OPEN_CONNECTIONS.add(1, || gauge!(CONNECTIONS));
 }
 
 pub(crate) fn connection_closed() {
-    gauge!(CONNECTIONS).set(OPEN_CONNECTIONS.add(-1));
+    OPEN_CONNECTIONS.add(-1, || gauge!(CONNECTIONS));
 }
 
 /// Made once: the macro would build (and hash) the key on every request.
@@ -232,12 +232,12 @@ fn gauge_of(key: &Key) -> metrics::Gauge {
 }
 
 pub(crate) fn request_memory_reserved(bytes: u32) {
-    gauge_of(&REQUEST_MEMORY_KEY).set(REQUEST_MEMORY.add(i64::from(bytes)));
+    REQUEST_MEMORY.add(i64::from(bytes), || gauge_of(&REQUEST_MEMORY_KEY));
 }
 
 pub(crate) fn request_memory_released(bytes: usize) {
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-    gauge_of(&REQUEST_MEMORY_KEY).set(REQUEST_MEMORY.add(-bytes));
+    REQUEST_MEMORY.add(-bytes, || gauge_of(&REQUEST_MEMORY_KEY));
 }
 
 pub(crate) fn request_memory_wait() {

@@ -23,7 +23,7 @@ pub use rustmq_protocol::MAX_PARTITIONS;
 pub const MIN_SEGMENT_BYTES: u64 = 1024;
 /// Largest `segment_bytes` a topic (or `log.segment_bytes`) may set: index entries hold
 /// 32-bit file positions, so a log rolls its segments at this size whatever is set.
-pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+pub use crate::storage::MAX_SEGMENT_BYTES;
 /// A deleted topic's directory is renamed to this prefix and a random number before its
 /// removal (its name, which with the prefix could exceed a file name's 255 bytes, is written
 /// in [`TOMB_NAME_FILE`] inside it first). `~` is not allowed in topic names, so a tomb a crash
@@ -454,8 +454,23 @@ impl TopicManager {
     /// that fails (or that a crash interrupts) is finished at the next start
     /// ([`remove_tombs`](Self::remove_tombs)).
     pub fn finish_delete(&self, name: &str, tomb: &Path) {
-        // The name first: the data's place is its own, and removing it may take a while.
-        self.deleting.lock().remove(name);
+        // The name first: the data's place is its own, and removing it may take a while. But
+        // not while the data still carries it: should the removal fail, the next start would
+        // take the data for a deletion it has to finish, and drop what refers to a new topic
+        // of the name (the groups' offsets). So the name file goes first, and if it cannot,
+        // the name stays reserved until that start.
+        match std::fs::remove_file(tomb.join(TOMB_NAME_FILE)) {
+            Ok(()) => {
+                self.deleting.lock().remove(name);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.deleting.lock().remove(name);
+            }
+            Err(e) => {
+                tracing::warn!(topic = name, path = %tomb.display(), error = %e, "cannot unname a deleted topic's data; the name is free once the broker restarts");
+                self.reserve_until_restart(name);
+            }
+        }
         if let Err(e) = std::fs::remove_dir_all(tomb) {
             tracing::warn!(topic = name, path = %tomb.display(), error = %e, "cannot remove a deleted topic's data; it is removed when the broker restarts");
         }
@@ -557,8 +572,10 @@ fn stores_records(dir: &Path) -> bool {
 /// records must not be taken for the new topic's.
 fn directory_in_use(name: &str, dir: &Path) -> BrokerError {
     if dir.join("topic.toml").exists() {
+        // Not `TopicAlreadyExists`: callers take that for the topic being there, and it is
+        // not (a producer's auto-creation would look it up, an `ensure_topic` succeed).
         BrokerError::new(
-            ErrorCode::TopicAlreadyExists,
+            ErrorCode::InvalidTopic,
             format!(
                 "topic {name:?} would use the directory of another topic, {}: the data \
                  directory's file system ignores the case of names, or the like",
@@ -875,7 +892,7 @@ mod tests {
         )
         .unwrap();
         let e = m.create("folded", 1, TopicSettings::default()).unwrap_err();
-        assert_eq!(e.code, ErrorCode::TopicAlreadyExists);
+        assert_eq!(e.code, ErrorCode::InvalidTopic);
         assert!(e.message.contains("another topic"), "{e}");
         assert!(m.get("folded").is_none());
 

@@ -109,7 +109,7 @@ impl PartitionLog {
         let dir = dir.to_path_buf();
         let mut config = config;
         // Index entries hold 32-bit file positions.
-        config.segment_bytes = config.segment_bytes.min(u64::from(u32::MAX));
+        config.segment_bytes = config.segment_bytes.min(super::MAX_SEGMENT_BYTES);
         let mut bases = list_segments(&dir)?;
         let mut maintenance = Maintenance::default();
         // Segments wholly below the recorded start offset (the next one starts at or before

@@ -269,7 +269,7 @@ pub(crate) fn run(global: &GlobalArgs, args: BenchArgs) -> Result<(), CliError> 
                 "interrupted (Ctrl-C): the run was stopped, and what it made removed".into(),
             )),
         };
-        session.end(common.keep_topics).await;
+        session.end(common.keep_topics, global).await;
         outcome
     });
     drop(server);
@@ -287,15 +287,29 @@ struct Session {
 }
 
 impl Session {
-    /// Deletes the run's topics (unless `keep_topics`, or they go with a temporary directory),
-    /// closes the client and stops an embedded broker, removing its temporary directory.
-    async fn end(self, keep_topics: bool) {
+    /// Closes the run's client, deletes the run's topics (unless `keep_topics`, or they go
+    /// with a temporary directory) and stops an embedded broker, removing its temporary
+    /// directory.
+    ///
+    /// The run's client is closed first: a run cut short (Ctrl-C, an error) drops producers
+    /// that go on delivering what they hold, and a produce the broker took after the topic's
+    /// deletion would create the topic again. The deletions go through a client of their own.
+    async fn end(self, keep_topics: bool, global: &GlobalArgs) {
         let topics = self.created.take();
         if let Some(client) = self.client {
-            if !keep_topics && self.target.keeps_data() {
-                workloads::delete_topics(&client, &topics).await;
-            }
             let _ = client.close().await;
+            if !keep_topics && self.target.keeps_data() && !topics.is_empty() {
+                match RustMqClient::new(self.target.client_config(global)).await {
+                    Ok(client) => {
+                        workloads::delete_topics(&client, &topics).await;
+                        let _ = client.close().await;
+                    }
+                    Err(e) => eprintln!(
+                        "bench: could not delete the run's topics ({}): {e}",
+                        topics.join(", ")
+                    ),
+                }
+            }
         }
         self.target.shutdown().await;
     }

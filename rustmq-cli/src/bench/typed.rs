@@ -92,7 +92,6 @@ pub(crate) struct Seen {
     seqs: SeqSet,
     /// The first event that was not new (a repeat, or a `seq` never sent).
     wrong: OnceLock<Mismatch>,
-    first: OnceLock<Instant>,
     last: OnceLock<Instant>,
     /// Events to see.
     target: u64,
@@ -104,7 +103,6 @@ impl Seen {
         Self {
             seqs: SeqSet::new(target),
             wrong: OnceLock::new(),
-            first: OnceLock::new(),
             last: OnceLock::new(),
             target,
             done: Notify::new(),
@@ -112,7 +110,6 @@ impl Seen {
     }
 
     fn saw(&self, seq: u64) {
-        self.first.get_or_init(Instant::now);
         match self.seqs.mark(seq) {
             Ok(n) if n == self.target => {
                 self.last.get_or_init(Instant::now);
@@ -153,9 +150,15 @@ where
     H: Handler<M, Arc<Seen>>,
     M: HandlerArgs + 'static,
 {
-    // Deleted when the run ends, with its dead-letter topic should anything have gone there.
+    // Deleted when the run ends, with its dead-letter topic should the run have made it (a
+    // dead letter of the run would have): one there before is not the run's to delete.
     ctx.created.add(E::NAME);
-    ctx.created.add(&TopicInfo::of::<E>().dead_letter);
+    let dead_letter = TopicInfo::of::<E>().dead_letter;
+    match client.describe_topic(&dead_letter).await {
+        Err(ClientError::TopicNotFound(_)) => ctx.created.add(&dead_letter),
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
     match client.delete_topic(E::NAME).await {
         Ok(()) | Err(ClientError::TopicNotFound(_)) => {}
         Err(e) => return Err(e.into()),
@@ -257,9 +260,10 @@ where
         config.max_buffered_bytes_per_partition
     );
     let bar = progress::bar(ctx.quiet, Some(messages), "W7-consume");
-    // The handler's run is timed from its first event to its last (W3 likewise from its first
-    // message received); the CPU clocks are read from before the service starts (its group
-    // join too, a small part of a run) to when the last event is handled, before the shutdown.
+    // The handler's run is timed from when the service has started (its group joined: W3
+    // likewise from when its consumer has joined) to its last event; the CPU clocks are read
+    // from before the service starts (its group join too, a small part of a run) to when the
+    // last event is handled, before the shutdown.
     let cpu = ctx.cpu.mark().await;
     let running = Service::with_state(client.clone(), seen.clone())
         .consumer_config(config)
@@ -270,14 +274,17 @@ where
         .handler(handler)
         .start()
         .await?;
+    let started = Instant::now();
     // A stall limit, not a limit on the whole run: each new event gives the handler another
     // `STALL` (as W3's receives each get one), so a large run on a slow machine is not cut
     // short while it is progressing.
     let mut stall = Stall::new(tokio::time::Instant::now());
+    // A mismatch is the answer, whatever the shutdown after it gives.
+    let mismatch = |wrong: &Mismatch| CliError::Failed(format!("W7-consume: {wrong}"));
     loop {
         if let Some(wrong) = seen.wrong.get() {
-            running.shutdown().await?;
-            return Err(CliError::Failed(format!("W7-consume: {wrong}")));
+            let _ = running.shutdown().await;
+            return Err(mismatch(wrong));
         }
         let count = seen.seqs.seen();
         if count >= messages {
@@ -301,12 +308,16 @@ where
     }
     let cpu = ctx.cpu.since(&cpu).await;
     bar.finish_and_clear();
-    running.shutdown().await?;
-    // From the first event handled to the last (W3 likewise starts at its first message).
-    let elapsed = match (seen.first.get(), seen.last.get()) {
-        (Some(first), Some(last)) => last.duration_since(*first),
-        _ => Duration::ZERO,
-    };
+    let stopped = running.shutdown().await;
+    // An event handled again while the last ones were (or while the service stopped).
+    if let Some(wrong) = seen.wrong.get() {
+        return Err(mismatch(wrong));
+    }
+    stopped?;
+    let elapsed = seen
+        .last
+        .get()
+        .map_or(Duration::ZERO, |last| last.duration_since(started));
     Ok(
         Report::with_total_bytes("W7-consume", messages, total_bytes, 1, elapsed, settings)
             .with_cpu(cpu),

@@ -861,6 +861,20 @@ async fn a_default_group_name_too_long_for_the_broker_is_refused_at_start() {
     );
 }
 
+#[handler(concurrency = 1024)]
+async fn widest(_: Visit) {}
+
+/// The macro's bound is the service's: the most workers the attribute takes, a service starts
+/// with (the two constants cannot drift apart unnoticed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_workers_the_attribute_takes_start() {
+    assert_eq!(rustmq::typed::MAX_CONCURRENCY, 1024);
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let running = Service::new(client).handler(widest).start().await.unwrap();
+    running.shutdown().await.unwrap();
+}
+
 /// A handler implemented by hand, whose options ask for more workers than a handler may have.
 #[derive(Clone)]
 struct TooWide;
