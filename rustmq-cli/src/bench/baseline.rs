@@ -15,7 +15,7 @@
 //! - paced stream round trip: the same, one request every `1 / paced_rate` seconds (W4's
 //!   pace, or `bench e2e --rate`'s), so that both threads go idle between requests as they do
 //!   in W4: what waking them costs on this machine is part of this figure, as it is of W4's.
-//!   Each is timed from the time it was due, as W4's messages are (see `pace`).
+//!   Each is timed from when it counts as sent, as W4's messages are (see `pace`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -205,8 +205,8 @@ async fn round_trips_on_new_streams(
         .transpose()
         .map_err(pacing)?;
     for _ in 0..n {
-        // A paced request is timed from when it was due, as W4's messages are (like for like:
-        // a request sent late counts its wait).
+        // A paced request is timed from when it counts as sent, as W4's messages are (like
+        // for like: a request the sender missed counts its wait from its due time).
         let started = match &mut pacer {
             Some(pacer) => pacer
                 .tick()

@@ -10,7 +10,7 @@
 //! | W1 | produce 1,000,000 x 100 B random alphanumeric, 1 partition, acks=leader, throughput settings |
 //! | W2 | produce 200,000 x 1 KiB to 8 partitions, acks=leader |
 //! | W3 | consume every W1 message from the earliest offset (a new group, ack each) |
-//! | W4 | end to end: 10,000 x 100 B at 2,000 msgs/s, latency = receive - the time each was due to be sent |
+//! | W4 | end to end: 10,000 x 100 B at 2,000 msgs/s, latency = receive - the time each counts as sent (its tick, or its due time if the sender missed it) |
 //! | W5 | 10,000 sequential awaited `send`s of 100 B |
 //! | W6 | W1 with acks=all (fdatasync before each answer) |
 //! | W7 | W1 and W3 through the typed layer: `#[derive(Topic)]` JSON events (postcard with `--codec postcard`) from the typed producer, read by a `#[handler]` behind trace, timeout, retry and dead-letter layers; reported as `W7-produce` and `W7-consume` with their ratio to W1 and W3 (run too) |
@@ -137,7 +137,7 @@ pub(crate) enum Workload {
     /// Consume W1's messages from the earliest offset.
     #[value(name = "W3", alias = "w3")]
     W3,
-    /// End to end at 2,000 msgs/s; latency from the time each message was due to be sent.
+    /// End to end at 2,000 msgs/s; latency from the time each message counts as sent.
     #[value(name = "W4", alias = "w4")]
     W4,
     /// Sequential awaited sends.
@@ -162,7 +162,7 @@ pub(crate) enum BenchCommand {
     /// Produce a backlog (untimed), then read it back as a new group.
     Consume(ConsumeBench),
     /// Producer and consumer in this process at a fixed rate; latency = receive time - the time
-    /// each message was due to be sent (a sender that falls behind counts its delay).
+    /// each message counts as sent (a sender that falls behind counts its delay).
     E2e(E2eBench),
 }
 
@@ -215,7 +215,7 @@ pub(crate) struct E2eBench {
     /// Messages to send.
     #[arg(long, short = 'n', default_value_t = 10_000)]
     pub(crate) messages: u64,
-    /// Payload bytes per message: at least 16 are sent (the time it was due and its sequence
+    /// Payload bytes per message: at least 16 are sent (the time it counts as sent and its sequence
     /// number), at most 4194304 (4 MiB, the largest message).
     #[arg(long, short = 's', default_value_t = 100, value_parser = payload_size())]
     pub(crate) size: usize,

@@ -46,11 +46,11 @@ impl Payloads {
     }
 }
 
-/// Bytes at the start of a stamped payload: the time it was due to be sent, then its sequence
+/// Bytes at the start of a stamped payload: the time it counts as sent, then its sequence
 /// number.
 pub(crate) const STAMP_BYTES: usize = 16;
 
-/// Payloads of `size` bytes (at least [`STAMP_BYTES`]) that start with the time they were due
+/// Payloads of `size` bytes (at least [`STAMP_BYTES`]) that start with the time they count as sent
 /// to be sent (microseconds since a shared epoch, little endian; see [`Stamped::payload`])
 /// and then their sequence number (little endian), which the receiver checks off to see each
 /// message once. Sender and receiver run in one process, so one clock serves.
@@ -73,13 +73,14 @@ impl Stamped {
         self.size
     }
 
-    /// Message `seq`'s payload, stamped with `due`: the time the pacer meant it to be sent
-    /// (`Pacer::tick`), not the time it is made. A sender that fell behind makes the messages
-    /// it owes late and all at once; stamped with when they were made, their wait to be sent
-    /// would be left out of the latency (coordinated omission). Made before the epoch (never,
-    /// as the pacer starts after it), it counts from the epoch.
-    pub(crate) fn payload(&self, due: Instant, seq: u64) -> Bytes {
-        let stamp = due.saturating_duration_since(self.epoch).as_micros() as u64;
+    /// Message `seq`'s payload, stamped with `sent`: when the message counts as sent
+    /// (`Pacer::tick`: when its tick came, or its due time for a send the sender missed), not
+    /// the time it is made. A sender that fell behind makes the messages it owes late and all
+    /// at once; stamped with when they were made, their wait to be sent would be left out of
+    /// the latency (coordinated omission). Made before the epoch (never, as the pacer starts
+    /// after it), it counts from the epoch.
+    pub(crate) fn payload(&self, sent: Instant, seq: u64) -> Bytes {
+        let stamp = sent.saturating_duration_since(self.epoch).as_micros() as u64;
         let mut b = BytesMut::with_capacity(self.size);
         b.put_u64_le(stamp);
         b.put_u64_le(seq);
@@ -87,7 +88,7 @@ impl Stamped {
         b.freeze()
     }
 
-    /// How long ago the payload was due to be sent; `None` if it is not a stamped payload.
+    /// How long ago the payload counts as sent; `None` if it is not a stamped payload.
     pub(crate) fn age(&self, payload: &[u8]) -> Option<Duration> {
         let stamp = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
         let now = self.epoch.elapsed().as_micros() as u64;
@@ -148,7 +149,8 @@ mod tests {
         assert_eq!(s.seq(b"only eight"), None);
     }
 
-    /// The age counts from the time the message was due, not from when its payload was made:
+    /// The age counts from the time the message counts as sent, not from when its payload was
+    /// made:
     /// a message made 30 ms late is 30 ms old at once.
     #[test]
     fn the_age_counts_from_the_due_time() {

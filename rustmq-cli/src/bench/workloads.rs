@@ -307,7 +307,7 @@ fn stalled(name: &str, got: u64, want: u64) -> CliError {
 }
 
 /// Producer and consumer in this process: `messages` stamped payloads sent one at a time at
-/// `rate` per second; latency is receive time minus the time the message was due to be sent
+/// `rate` per second; latency is receive time minus the time the message counts as sent
 /// (from the payload: see [`Stamped::payload`]). Each payload carries its sequence number too,
 /// and the reader checks that each comes exactly once.
 pub(crate) async fn end_to_end(
@@ -381,13 +381,13 @@ pub(crate) async fn end_to_end(
     let mut pacer = Pacer::start(rate, messages).map_err(pacing)?;
     let topic = TopicName::from(topic);
     let mut seq = 0u64;
-    // Each message is stamped with the time it was due, not the time it is made: when the
-    // sender falls behind, the pacer hands out the ticks it missed at once, and their wait
-    // must count in the latency (coordinated omission: see `pace`).
-    while let Some(due) = pacer.tick().await.map_err(pacing)? {
+    // Each message is stamped with the time it counts as sent, not the time it is made: when
+    // the sender falls behind, the pacer hands out the ticks it missed at once, with their
+    // due times, and their wait must count in the latency (coordinated omission: see `pace`).
+    while let Some(sent) = pacer.tick().await.map_err(pacing)? {
         let message = Message::builder()
             .topic(topic.clone())
-            .payload(stamp.payload(due, seq))
+            .payload(stamp.payload(sent, seq))
             .build()?;
         producer.send_async(message, None).await?;
         if seq.is_multiple_of(256) {
