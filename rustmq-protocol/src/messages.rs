@@ -514,6 +514,10 @@ wire_struct! {
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
+/// Largest `segment_bytes` a topic may set: brokers index their segments with 32-bit file
+/// positions.
+pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+
 /// The longest consumer group name a broker takes, in bytes (a group's offsets file is named
 /// by the hex of its name, within a file name's 255 bytes).
 pub const MAX_GROUP_NAME_LEN: usize = 120;

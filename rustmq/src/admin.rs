@@ -26,7 +26,9 @@ pub struct TopicSettings {
     pub retention: Option<Duration>,
     /// Old segments are deleted while a partition is larger than this many bytes.
     pub retention_bytes: Option<u64>,
-    /// A partition rolls to a new segment file at this size.
+    /// A partition rolls to a new segment file at this size: at most 4 GiB - 1
+    /// ([`MAX_SEGMENT_BYTES`](rustmq_protocol::MAX_SEGMENT_BYTES)), which `u64::MAX` ("as
+    /// large as there is") is sent as; a broker refuses any other larger value.
     pub segment_bytes: Option<u64>,
 }
 
@@ -57,7 +59,8 @@ impl TopicSettings {
 
 /// Brokers take settings up to `i64::MAX` (what their topic files hold): larger ones, the
 /// natural way to say "unlimited" (`Duration::MAX`, `u64::MAX`), are sent as that, which is
-/// as unlimited (292 million years, 8 EiB).
+/// as unlimited (292 million years, 8 EiB). A segment size of `u64::MAX` is sent as the
+/// largest a broker takes, 4 GiB - 1.
 impl From<TopicSettings> for wire::TopicSettings {
     fn from(s: TopicSettings) -> Self {
         let most = |v: u64| v.min(i64::MAX as u64);
@@ -68,7 +71,10 @@ impl From<TopicSettings> for wire::TopicSettings {
                 .retention
                 .map(|d| most(u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))),
             retention_bytes: s.retention_bytes.map(most),
-            segment_bytes: s.segment_bytes.map(most),
+            segment_bytes: s.segment_bytes.map(|b| match b {
+                u64::MAX => wire::MAX_SEGMENT_BYTES,
+                b => b,
+            }),
         }
     }
 }
@@ -372,6 +378,18 @@ mod tests {
         assert_eq!(retention_ms(Duration::from_micros(1_500)), Some(2));
         assert_eq!(retention_ms(Duration::ZERO), Some(0));
         assert_eq!(retention_ms(Duration::MAX), Some(i64::MAX as u64));
+        let segment_bytes =
+            |b| wire::TopicSettings::from(TopicSettings::new().with_segment_bytes(b)).segment_bytes;
+        assert_eq!(
+            segment_bytes(u64::MAX),
+            Some(wire::MAX_SEGMENT_BYTES),
+            "the largest"
+        );
+        assert_eq!(
+            segment_bytes(8 << 30),
+            Some(8 << 30),
+            "sent as it is, for the broker to refuse"
+        );
     }
 
     #[test]

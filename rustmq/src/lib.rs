@@ -120,6 +120,7 @@ pub mod __private {
         HandlerOptions, IntoSettlement, Rejection, TopicInfo, TopicKey,
     };
     pub use bytes::Bytes;
+    pub use rustmq_protocol::MAX_GROUP_NAME_LEN;
 }
 pub use rustmq_macros::{handler, Topic};
 

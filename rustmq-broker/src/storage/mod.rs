@@ -93,7 +93,8 @@ pub(crate) use segment::{sync_dir, LOG_EXT};
 
 /// Largest segment a log writes (bytes): index entries hold 32-bit file positions, so a
 /// larger `segment_bytes` is capped to this.
-pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+pub const MAX_SEGMENT_BYTES: u64 = rustmq_protocol::MAX_SEGMENT_BYTES;
+const _: () = assert!(MAX_SEGMENT_BYTES <= u32::MAX as u64);
 pub use sync::spawn_interval_flusher;
 
 use rustmq_protocol::ProtocolError;

@@ -12,7 +12,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Attribute, ItemFn};
 
-use super::options::Options;
+use super::options::{Options, MAX_GROUP_LEN};
 use super::signature::HandlerSig;
 use crate::krate::Krate;
 
@@ -82,6 +82,10 @@ pub(crate) fn expand(
         for<'__r> #output: #krate::__private::IntoSettlement,
     );
     let payload_check = payload_check(&name, ident.span(), sig, krate);
+    let group_check = match options.group {
+        Some(_) => TokenStream::new(),
+        None => default_group_check(&name, ident.span(), sig, krate),
+    };
     let settlement_check = settlement_check(output, krate);
     let send_check = send_check(ident, args);
 
@@ -125,6 +129,7 @@ pub(crate) fn expand(
             }
 
             #payload_check
+            #group_check
             #settlement_check
             #send_check
         };
@@ -170,6 +175,33 @@ fn payload_check(
             #missing_check
         };
     }
+}
+
+/// Without `group`, a const assertion that the default group, `"<topic>.<name>"`, is not
+/// longer than brokers take (the topic's name is the payload's, known to the compiler only):
+/// else the service would refuse the handler when it starts. Spanned at the function's name.
+fn default_group_check(
+    name: &str,
+    fn_span: proc_macro2::Span,
+    sig: &HandlerSig,
+    krate: &Krate,
+) -> TokenStream {
+    let len = name.len() + 1;
+    let message = format!(
+        "#[handler] `{name}`: its default group, \"<topic>.{name}\", is longer than the \
+         {MAX_GROUP_LEN} bytes brokers take; name one with `#[handler(group = \"...\")]`"
+    );
+    let lens = sig
+        .args
+        .iter()
+        .map(|ty| quote!(<#ty as #krate::__private::ExtractorKind>::PAYLOAD_TOPIC_LEN));
+    let check = quote_spanned! {fn_span=>
+        ::core::assert!(
+            #(#lens +)* #len <= #krate::__private::MAX_GROUP_NAME_LEN,
+            #message
+        );
+    };
+    quote!(const _: () = { #check };)
 }
 
 /// A future that is not `Send` (a `!Send` value held across an `.await`) fails the runtime's

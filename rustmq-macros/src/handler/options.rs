@@ -20,7 +20,7 @@ pub(crate) const START: &str = "start";
 
 const OPTIONS: &[&str] = &[GROUP, CONCURRENCY, START, CRATE];
 /// The longest consumer group name the broker takes (`rustmq_protocol::MAX_GROUP_NAME_LEN`).
-const MAX_GROUP_LEN: usize = 120;
+pub(crate) const MAX_GROUP_LEN: usize = 120;
 
 /// Where a new group starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@ pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
     let krate = &topic.krate;
     let ident = topic.ident;
     let name = &topic.name;
+    let name_len = topic.name.value().len();
     let codec = &topic.codec;
     let partitions = topic.partitions.map(|n| {
         quote! {
@@ -69,6 +70,9 @@ pub(crate) fn expand(topic: &Topic<'_>) -> TokenStream {
             #[automatically_derived]
             impl #krate::__private::ExtractorKind for #ident {
                 const IS_PAYLOAD: ::core::primitive::bool = true;
+                // The name's length as written (not through `Topic`, which a type missing
+                // its serde derives does not get: that error is reported once, there).
+                const PAYLOAD_TOPIC_LEN: ::core::primitive::usize = #name_len;
                 #[inline]
                 fn payload_topic() -> ::core::option::Option<#krate::__private::TopicInfo> {
                     ::core::option::Option::Some(#krate::__private::TopicInfo::of::<Self>())

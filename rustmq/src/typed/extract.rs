@@ -39,6 +39,10 @@ impl Rejection {
 pub trait ExtractorKind {
     /// Whether this is the payload (exactly one per handler).
     const IS_PAYLOAD: bool = false;
+    /// The length of the payload's topic name (0 for the other extractors): `#[handler]`
+    /// checks at compile time that a handler's default group, `"<topic>.<handler>"`, is not
+    /// longer than brokers take.
+    const PAYLOAD_TOPIC_LEN: usize = 0;
     /// The payload's topic.
     fn payload_topic() -> Option<TopicInfo> {
         None

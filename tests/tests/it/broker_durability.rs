@@ -269,9 +269,12 @@ async fn a_deletion_that_cannot_rewrite_a_group_is_answered_and_finished_at_the_
         client.describe_topic("gone").await.is_err(),
         "the topic is gone"
     );
+    // Reserved until the restart, and said so with an answer that retrying would only get
+    // again.
     let e = client.create_topic("gone", 1).await.unwrap_err();
-    assert_eq!(e.error_code(), Some(ErrorCode::Throttled), "{e}");
-    assert!(e.is_retryable(), "{e}");
+    assert_eq!(e.error_code(), Some(ErrorCode::InvalidTopic), "{e}");
+    assert!(!e.is_retryable(), "{e}");
+    assert!(e.to_string().contains("once the broker restarts"), "{e}");
 
     std::fs::remove_dir(&blocked).unwrap();
     tests::restart_broker(&mut broker).await;
