@@ -89,8 +89,10 @@ struct TopicFile {
 enum Reserved {
     /// Its deletion is going on: a retry soon succeeds.
     Deleting,
-    /// What refers to the deleted topic (the groups' offsets) could not be dropped: a new
-    /// topic would inherit it until a restart drops it.
+    /// Its deletion could not be finished until a restart: what refers to the deleted topic
+    /// (the groups' offsets) could not be dropped, or its data could not be told apart from
+    /// a new topic's deletion (its name file stayed), and a new topic of the name would lose
+    /// or inherit what refers to it.
     UntilRestart,
 }
 
@@ -315,8 +317,9 @@ impl TopicManager {
                 return Err(BrokerError::new(
                     ErrorCode::InvalidTopic,
                     format!(
-                        "topic {name:?} was deleted, but the groups' committed offsets of it \
-                         could not be dropped; the name is free once the broker restarts"
+                        "topic {name:?} was deleted, but its deletion cannot be finished until \
+                         the broker restarts (see the broker's log); the name is free once the \
+                         broker restarts"
                     ),
                 ))
             }
@@ -450,7 +453,8 @@ impl TopicManager {
         Ok(tomb)
     }
 
-    /// The second half of a deletion: the data is removed and the name free again. A removal
+    /// The second half of a deletion: the data is removed and the name free again (or, when
+    /// the data's name file cannot be removed, reserved until the next start). A removal
     /// that fails (or that a crash interrupts) is finished at the next start
     /// ([`remove_tombs`](Self::remove_tombs)).
     pub fn finish_delete(&self, name: &str, tomb: &Path) {
@@ -488,9 +492,10 @@ impl TopicManager {
             .collect()
     }
 
-    /// Keeps the names of the topics whose deletion the broker stopped in reserved (as a
-    /// deletion in progress does) for as long as this broker runs: what refers to them could
-    /// not be dropped at the start, and a new topic of such a name would inherit it.
+    /// Keeps the names of the topics whose deletion the broker stopped in reserved for as long
+    /// as this broker runs (creating one answers `InvalidTopic`, not the retryable answer of a
+    /// deletion in progress): what refers to them could not be dropped at the start, and a
+    /// new topic of such a name would inherit it.
     pub fn reserve_deleted(&self) {
         let names = self.deleted_at_open();
         let mut deleting = self.deleting.lock();
@@ -499,9 +504,9 @@ impl TopicManager {
         }
     }
 
-    /// Keeps `name`, whose deletion began, reserved until the broker restarts: what refers
-    /// to the topic could not be dropped (see `begin_delete`). Its data stays where
-    /// `begin_delete` moved it, and the next start removes it.
+    /// Keeps `name`, whose deletion began, reserved until the broker restarts (creating it
+    /// answers `InvalidTopic`): what refers to the topic could not be dropped, or its data
+    /// could not be unnamed (see `finish_delete`). The next start finishes the deletion.
     pub fn reserve_until_restart(&self, name: &str) {
         self.deleting
             .lock()

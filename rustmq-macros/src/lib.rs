@@ -125,7 +125,7 @@ pub fn derive_topic(input: TokenStream) -> TokenStream {
 /// `name: Type` (or `mut name: Type`), exactly one of them a type that derives `Topic`.
 /// Doc comments and `#[deprecated]` go on the struct, `#[cfg]` on everything, lint levels
 /// (`#[allow]`, `#[warn]`, `#[deny]`, `#[forbid]`) on both the struct and `handle`, other
-/// attributes on `handle`. Arguments cannot carry `#[cfg]`.
+/// attributes on `handle`. Arguments cannot carry `#[cfg]` or `#[cfg_attr]`.
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     handler::handler(args.into(), item.into()).into()

@@ -1,4 +1,4 @@
-//! Payloads: random alphanumeric bytes, and payloads that carry their send time.
+//! Payloads: random alphanumeric bytes, and payloads that carry the time they count as sent.
 
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,8 @@ impl Payloads {
 /// number.
 pub(crate) const STAMP_BYTES: usize = 16;
 
-/// Payloads of `size` bytes (at least [`STAMP_BYTES`]) that start with the time they count as sent
-/// to be sent (microseconds since a shared epoch, little endian; see [`Stamped::payload`])
+/// Payloads of `size` bytes (at least [`STAMP_BYTES`]) that start with the time they count as
+/// sent (microseconds since a shared epoch, little endian; see [`Stamped::payload`])
 /// and then their sequence number (little endian), which the receiver checks off to see each
 /// message once. Sender and receiver run in one process, so one clock serves.
 #[derive(Debug, Clone, Copy)]
