@@ -43,6 +43,15 @@ impl BrokerArgs {
     }
 }
 
+/// The error of an example that did not get to see what it shows (within its time limit), so
+/// that it exits non-zero rather than print a partial result as if it were the whole.
+pub fn incomplete(what: impl Into<String>) -> rustmq::ClientError {
+    rustmq::ClientError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        what.into(),
+    ))
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings).
 pub fn init_tracing() {
     tracing_subscriber::fmt()

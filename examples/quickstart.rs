@@ -101,6 +101,9 @@ async fn main() -> rustmq::Result<()> {
     let (_embedded, config) = args.target.config().await?;
     let client = RustMqClient::new(config).await?;
 
+    // What a broker kept from earlier runs (`--broker`) is not this run's.
+    let dead_before = dead_letters(&client).await;
+
     // Typed, batched, partitioned by order id.
     let orders = client.producer::<OrderPlaced>();
     for i in 0..args.orders {
@@ -115,7 +118,10 @@ async fn main() -> rustmq::Result<()> {
     println!("placed {} orders", args.orders);
 
     let mailbox = Mailbox::default();
-    let expected = args.orders.saturating_sub(1);
+    // Order #3 (when there is one) is dead-lettered; every other one gets a receipt.
+    let failing = usize::from(args.orders > 3);
+    let expected = args.orders - failing;
+    let deadline = tokio::time::sleep(Duration::from_secs(60));
     let done = {
         let mailbox = mailbox.clone();
         async move {
@@ -134,6 +140,7 @@ async fn main() -> rustmq::Result<()> {
     let stop = async {
         tokio::select! {
             _ = done => {}
+            _ = deadline => {}
             _ = tokio::signal::ctrl_c() => {}
         }
     };
@@ -147,14 +154,23 @@ async fn main() -> rustmq::Result<()> {
         .run_until(stop)
         .await?;
 
-    let dead = client
+    let mailed = mailbox.sent.load(Ordering::SeqCst);
+    let dead = dead_letters(&client).await - dead_before;
+    println!("mailed {mailed} receipts; {dead} order(s) in orders.dlq");
+    client.close().await?;
+    if mailed < expected || dead != failing as u64 {
+        return Err(examples::incomplete(format!(
+            "expected {expected} receipts and {failing} dead letter(s) within a minute"
+        )));
+    }
+    Ok(())
+}
+
+/// Dead letters stored in `orders.dlq` (0 before the topic exists).
+async fn dead_letters(client: &RustMqClient) -> u64 {
+    client
         .describe_topic("orders.dlq")
         .await
-        .map(|t| t.partitions.iter().map(|p| p.high_watermark).sum::<u64>());
-    println!(
-        "mailed {} receipts; {} order(s) in orders.dlq",
-        mailbox.sent.load(Ordering::SeqCst),
-        dead.unwrap_or(0)
-    );
-    client.close().await
+        .map(|t| t.partitions.iter().map(|p| p.high_watermark).sum::<u64>())
+        .unwrap_or(0)
 }

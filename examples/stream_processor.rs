@@ -167,5 +167,14 @@ async fn main() -> Result<()> {
     if let Ok(avg) = metrics.average_processing_time.try_read() {
         println!("avg processing time: {:.3} ms", *avg);
     }
-    client.close().await
+    client.close().await?;
+    let settled = metrics.messages_processed.load(Ordering::Relaxed)
+        + metrics.messages_failed.load(Ordering::Relaxed);
+    if settled < args.payments as u64 {
+        return Err(examples::incomplete(format!(
+            "{settled} of {} payments were processed within 30 s",
+            args.payments
+        )));
+    }
+    Ok(())
 }

@@ -86,13 +86,23 @@ async fn main() -> rustmq::Result<()> {
         .handler(page)
         .start()
         .await?;
+    let mut alerts = 0;
     for _ in 0..hot {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-            Ok(Some(line)) => println!("ALERT {line}"),
+            Ok(Some(line)) => {
+                println!("ALERT {line}");
+                alerts += 1;
+            }
             _ => break,
         }
     }
     service.shutdown().await?;
     println!("{hot} of 20 readings were hot");
-    client.close().await
+    client.close().await?;
+    if alerts < hot {
+        return Err(examples::incomplete(format!(
+            "{alerts} of {hot} alerts came within 30 s each"
+        )));
+    }
+    Ok(())
 }

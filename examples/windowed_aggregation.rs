@@ -142,10 +142,16 @@ async fn main() -> Result<()> {
         }
     }
     consumer.close().await?;
+    let windows = metrics.windows_closed.load(Ordering::Relaxed);
     println!(
-        "windows: {}, late: {}",
-        metrics.windows_closed.load(Ordering::Relaxed),
+        "windows: {windows}, late: {}",
         metrics.late_messages.load(Ordering::Relaxed)
     );
-    client.close().await
+    client.close().await?;
+    if windows < 19 {
+        return Err(examples::incomplete(format!(
+            "{windows} of 19 windows closed within 20 s"
+        )));
+    }
+    Ok(())
 }

@@ -422,6 +422,21 @@ impl BrokerHandle {
         tracing::info!("broker stopped");
     }
 
+    /// Resolves once nothing of this broker is left running: its tasks, and the requests and
+    /// connections they served, have let go of its state (and with it of its data
+    /// directory's lock). For a handle that is dropped rather than shut down (a test's crash,
+    /// say), to know when its directory may go. Holds nothing of the broker itself; it looks
+    /// every 10 ms.
+    #[doc(hidden)]
+    pub fn released(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let core = Arc::downgrade(&self.core);
+        async move {
+            while core.strong_count() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     fn stop_now(&self) {
         self.core.shutting_down.store(true, Ordering::Relaxed);
         self.stop.send_replace(true);

@@ -8,11 +8,21 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every `TestBroker` has its own port and data directory, removed when it is dropped, so
-//! tests never share state.
+//! Every `TestBroker` has its own port and temporary data directory, so tests never share
+//! state. Dropping one stops its broker without waiting: its tasks wind down on the runtime
+//! that started it (a request parked in a long poll holds the port until its wait ends), and
+//! the directory is removed once they are done, or with that runtime. A broker started again
+//! on the same port or data directory meanwhile ([`TestBroker::restart`],
+//! [`TestBroker::start_in`]) waits for them to let go, up to [`LET_GO_TIMEOUT`].
+//!
+//! The broker's tasks live on the runtime that started it: a `TestBroker` kept in a `static`
+//! stops serving when the test that started it ends. Under paused time
+//! (`#[tokio::test(start_paused = true)]`) the clock jumps ahead whenever every task waits,
+//! and QUIC waits on real sockets: timeouts then fire early.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use rustmq_broker::{Broker, BrokerConfig, BrokerHandle};
 
@@ -28,6 +38,52 @@ pub struct TestBroker {
     addr: SocketAddr,
     cert_path: PathBuf,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestBroker {
+    /// Stops the broker without waiting (see the module's docs); its temporary directory is
+    /// removed once the broker's tasks are done with it, not under them.
+    fn drop(&mut self) {
+        let (Some(handle), Some(dir)) = (self.handle.take(), self._dir.take()) else {
+            return;
+        };
+        let released = handle.released();
+        drop(handle);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                released.await;
+                drop(dir);
+            });
+        }
+    }
+}
+
+/// How long a broker started on the port or data directory of one stopped or dropped in this
+/// process waits for the old one's tasks to let go of them (its connections' closing, a
+/// request parked in a long poll: a few seconds at most).
+pub const LET_GO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Starts a broker with `config`; a port or data directory that a broker of this process is
+/// still letting go of (see the module's docs) is waited for, up to [`LET_GO_TIMEOUT`].
+async fn start_when_free(config: &BrokerConfig) -> std::result::Result<BrokerHandle, String> {
+    let deadline = tokio::time::Instant::now() + LET_GO_TIMEOUT;
+    loop {
+        let error = match Broker::builder().config(config.clone()).start().await {
+            Ok(handle) => return Ok(handle),
+            Err(e) => e,
+        };
+        let held = match &error {
+            rustmq_broker::StartError::DataDirInUse { .. } => true,
+            rustmq_broker::StartError::Server(rustmq_broker::ServerError::Bind {
+                source, ..
+            }) => source.kind() == std::io::ErrorKind::AddrInUse,
+            _ => false,
+        };
+        if !held || tokio::time::Instant::now() >= deadline {
+            return Err(error.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl TestBroker {
@@ -50,15 +106,14 @@ impl TestBroker {
         Ok(broker)
     }
 
-    /// Starts a broker with exactly `config` (its data directory is kept after drop).
+    /// Starts a broker with exactly `config` (its data directory is kept after drop). A data
+    /// directory or port that a broker of this process, stopped or dropped, is still letting
+    /// go of is waited for (see the module's docs), so that a test can drop a broker, as a
+    /// crash would stop it, and start another on its directory.
     pub async fn start_in(config: BrokerConfig) -> Result<Self> {
-        let handle = Broker::builder()
-            .config(config.clone())
-            .start()
-            .await
-            .map_err(|e| {
-                ClientError::Connection(format!("embedded broker failed to start: {e}"))
-            })?;
+        let handle = start_when_free(&config).await.map_err(|e| {
+            ClientError::Connection(format!("embedded broker failed to start: {e}"))
+        })?;
         Ok(Self {
             addr: handle.local_addr(),
             cert_path: handle.cert_path().to_owned(),
@@ -88,7 +143,11 @@ impl TestBroker {
         self.handle.as_ref()
     }
 
-    /// A client configuration that reaches this broker and verifies its certificate.
+    /// A client configuration that reaches this broker and verifies its certificate, which it
+    /// trusts as its anchor: the broker's generated one, or the file of `tls.cert` when the
+    /// configuration sets one. A CA-issued certificate verifies only if that file holds the
+    /// CA's certificate too; otherwise build the client's configuration with the CA as
+    /// `ca_cert`.
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
             brokers: vec![self.addr.to_string()],
@@ -114,18 +173,17 @@ impl TestBroker {
         }
     }
 
-    /// Stops and starts the broker again on the same port and data directory.
+    /// Stops and starts the broker again on the same port and data directory. A request
+    /// still parked in the old broker (a long-poll fetch, a join waiting for a rebalance)
+    /// keeps the port bound until its wait ends, even after the stop: the start waits for it
+    /// (up to [`LET_GO_TIMEOUT`]).
     pub async fn restart(&mut self) -> Result<()> {
         self.stop().await;
         let mut config = self.config.clone();
         config.listen = self.addr;
-        let handle = Broker::builder()
-            .config(config)
-            .start()
-            .await
-            .map_err(|e| {
-                ClientError::Connection(format!("embedded broker failed to restart: {e}"))
-            })?;
+        let handle = start_when_free(&config).await.map_err(|e| {
+            ClientError::Connection(format!("embedded broker failed to restart: {e}"))
+        })?;
         self.handle = Some(handle);
         Ok(())
     }
@@ -149,7 +207,8 @@ struct RecorderInner {
 }
 
 /// Records every settlement that passes its layer, so a test can wait for handlers to finish
-/// and assert on what they did. Add its layer last (outermost) to see final settlements:
+/// and assert on what they did. A handler's panic is recorded as the failure the service
+/// settles it as (`Err("the handler panicked: ...")`). Add its layer last (outermost) to see final settlements:
 ///
 /// ```no_run
 /// # async fn demo(client: rustmq::RustMqClient) {
@@ -256,7 +315,23 @@ where
         let attempt = delivery.attempt();
         let fut = self.inner.call(delivery);
         crate::typed::HandlerFuture::new(async move {
-            let result = fut.await;
+            use futures::FutureExt;
+            // A panic is recorded as the failure the service settles it as, then goes on to
+            // the service, which catches it outside every layer.
+            let result = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    recorder.record(Settled {
+                        message,
+                        attempt,
+                        settlement: Err(format!(
+                            "the handler panicked: {}",
+                            crate::error::panic_message(&*panic)
+                        )),
+                    });
+                    std::panic::resume_unwind(panic);
+                }
+            };
             recorder.record(Settled {
                 message,
                 attempt,

@@ -26,7 +26,7 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::trace_context::{TraceParent, TRACEPARENT_HEADER, TRACESTATE_HEADER};
+use super::trace_context::{valid_tracestate, TraceParent, TRACEPARENT_HEADER, TRACESTATE_HEADER};
 
 /// Writes the current span's trace context into `headers` as `traceparent` (and `tracestate`
 /// when there is one). The current span wins over a header already present, so that a message
@@ -62,8 +62,11 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &HashMap<String, S
     else {
         return;
     };
+    // Checked here, not only by `TraceState`'s parser, which takes duplicate keys, control
+    // characters and ~16 KB: what is taken is copied into every message sent downstream.
     let state = headers
         .get(TRACESTATE_HEADER)
+        .filter(|s| valid_tracestate(s))
         .and_then(|s| TraceState::from_str(s).ok())
         .unwrap_or_default();
     let remote = SpanContext::new(

@@ -17,8 +17,70 @@ use std::fmt;
 
 /// Header name of the trace parent.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
-/// Header name of the vendor trace state (passed on as it came).
+/// Header name of the vendor trace state: taken with a valid `traceparent` when it is valid
+/// itself ([`valid_tracestate`]), else dropped whole, as the W3C recommendation says.
 pub const TRACESTATE_HEADER: &str = "tracestate";
+
+/// Most characters of a `tracestate` taken from a message (the 512 the W3C recommendation asks
+/// every vendor to propagate): a producer's is copied into every message its consumers'
+/// handlers send, hop after hop, and into the tracing backend.
+pub const MAX_TRACESTATE_LEN: usize = 512;
+
+/// Whether `state` is a `tracestate` to take: at most [`MAX_TRACESTATE_LEN`] characters and 32
+/// list members, each `key=value` with a key of the W3C grammar (`[a-z][a-z0-9_\-*/]{0,255}`,
+/// or `tenant@system`), no key twice, and a value of 1 to 256 printable ASCII characters other
+/// than `,` and `=`, not ending in a space. Empty members (`a=1,,b=2`) are allowed.
+pub fn valid_tracestate(state: &str) -> bool {
+    if state.len() > MAX_TRACESTATE_LEN {
+        return false;
+    }
+    let mut keys: Vec<&str> = Vec::new();
+    for member in state.split(',') {
+        let member = member.trim_matches([' ', '\t']);
+        if member.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = member.split_once('=') else {
+            return false;
+        };
+        if !valid_key(key) || !valid_value(value) || keys.contains(&key) || keys.len() == 32 {
+            return false;
+        }
+        keys.push(key);
+    }
+    true
+}
+
+/// A `tracestate` key: `simple-key` or `tenant-id@system-id`.
+fn valid_key(key: &str) -> bool {
+    let tail = |c: u8| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/');
+    match key.split_once('@') {
+        None => {
+            let b = key.as_bytes();
+            (1..=256).contains(&b.len())
+                && b[0].is_ascii_lowercase()
+                && b[1..].iter().all(|&c| tail(c))
+        }
+        Some((tenant, system)) => {
+            let (t, s) = (tenant.as_bytes(), system.as_bytes());
+            (1..=241).contains(&t.len())
+                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
+                && t[1..].iter().all(|&c| tail(c))
+                && (1..=14).contains(&s.len())
+                && s[0].is_ascii_lowercase()
+                && s[1..].iter().all(|&c| tail(c))
+        }
+    }
+}
+
+/// A `tracestate` value: 1 to 256 of `%x20-2B / %x2D-3C / %x3E-7E`, the last not a space.
+fn valid_value(value: &str) -> bool {
+    let b = value.as_bytes();
+    (1..=256).contains(&b.len())
+        && b.iter()
+            .all(|&c| matches!(c, 0x20..=0x2B | 0x2D..=0x3C | 0x3E..=0x7E))
+        && b[b.len() - 1] != b' '
+}
 
 /// A parsed `traceparent`: trace id, parent span id and trace flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +169,45 @@ mod tests {
     use super::*;
 
     const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// A hostile producer's `tracestate` is not taken (and so not copied into every message
+    /// downstream): over 512 characters or 32 members, a key twice, a control or non-ASCII
+    /// character, a key outside the grammar. (Spaces around a member are the list's own.)
+    #[test]
+    fn only_a_w3c_tracestate_is_taken() {
+        for good in [
+            "rojo=00f067aa0ba902b7",
+            "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7",
+            "a=1,,b=2",
+            "tenant1@system=x y",
+            "k_-*/9=v",
+            "",
+        ] {
+            assert!(valid_tracestate(good), "{good:?}");
+        }
+        let many: String = (0..33).map(|i| format!("k{i}=v,")).collect();
+        let long = format!("k={}", "v".repeat(MAX_TRACESTATE_LEN));
+        for bad in [
+            "rojo=1,rojo=2",
+            "rojo=a\u{7}b",
+            "rojo=caf\u{e9}",
+            "rojo=a\tb",
+            "Rojo=1",
+            "1abc=1",
+            "rojo",
+            "rojo=",
+            "rojo=a=b",
+            "@system=1",
+            "tenant@=1",
+            "tenant@Sys=1",
+            many.as_str(),
+            long.as_str(),
+        ] {
+            assert!(!valid_tracestate(bad), "{bad:?}");
+        }
+        let thirty_two: String = (0..32).map(|i| format!("k{i}=v,")).collect();
+        assert!(valid_tracestate(&thirty_two));
+    }
 
     #[test]
     fn round_trips() {

@@ -520,3 +520,45 @@ async fn a_second_broker_on_a_data_directory_in_use_is_refused() {
     };
     third.shutdown().await;
 }
+
+/// A test that drops a broker, as a crash would stop it, starts another on its data directory
+/// at once: in a current-thread runtime the dropped broker's tasks have not run yet, and still
+/// hold the directory's lock; `start_in` waits for them to let go (it was refused with
+/// `DataDirInUse`). A `TestBroker`'s own temporary directory goes once they have.
+#[tokio::test]
+async fn a_broker_started_on_a_dropped_brokers_directory_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = rustmq::testing::BrokerConfig {
+        data_dir: dir.path().to_owned(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Default::default()
+    };
+    let broker = TestBroker::start_in(config.clone()).await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("kept", 1).await.unwrap();
+    produce(
+        &client,
+        "kept",
+        0,
+        batch(&recs(3, "a"), Compression::None),
+        Acks::All,
+    )
+    .await
+    .unwrap();
+    drop(client);
+    drop(broker);
+    let broker = TestBroker::start_in(config).await.unwrap();
+    let client = broker.client().await.unwrap();
+    assert_eq!(fetch_all(&client, "kept", 0, 0).await.0.len(), 3);
+
+    let temporary = TestBroker::start().await.unwrap();
+    let path = temporary.data_dir().to_owned();
+    drop(temporary);
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while path.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a dropped broker's temporary directory is removed once its tasks are done");
+}

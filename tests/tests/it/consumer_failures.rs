@@ -92,20 +92,15 @@ async fn refused_to_read_jobs(consumer: &rustmq::Consumer, what: &str) {
     }
 }
 
-/// Starts a broker with `config` again on its port, once the old endpoint let it go.
+/// Starts a broker with `config` again on its port (`start_in` waits for the old endpoint to
+/// let it go).
 async fn start_again(config: &BrokerConfig) -> TestBroker {
-    within("the broker to start again", async {
-        loop {
-            match TestBroker::start_in(config.clone()).await {
-                Ok(broker) => return broker,
-                Err(e) if e.to_string().contains("in use") => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => panic!("restart failed: {e}"),
-            }
-        }
-    })
+    within(
+        "the broker to start again",
+        TestBroker::start_in(config.clone()),
+    )
     .await
+    .unwrap_or_else(|e| panic!("restart failed: {e}"))
 }
 
 /// A broker with passwords and [`rules`]: its settings (its port filled in), its `admin` and

@@ -95,6 +95,39 @@ async fn a_panicking_handler_fails_its_message_and_goes_on() {
     running.shutdown().await.unwrap();
 }
 
+/// A `Recorder` sees a handler's panic as the failure the service settles it as: a test can
+/// wait for the panicking attempts as for any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_sees_a_handlers_panics() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    client.create_topic("panicky.dlq", 1).await.unwrap();
+    let recorder = rustmq::testing::Recorder::new();
+    let running = Service::with_state(client.clone(), Calls::default())
+        .consumer_config(quick_retries(1))
+        .layer(recorder.layer())
+        .handler(panics_on_two)
+        .start()
+        .await
+        .unwrap();
+    client
+        .producer::<Panicky>()
+        .send(&Panicky { n: 2 })
+        .await
+        .unwrap();
+    let settled = recorder.wait_for(2, WAIT).await;
+    assert_eq!(settled.len(), 2, "the delivery and its retry: {settled:?}");
+    for s in &settled {
+        let error = s.settlement.as_ref().unwrap_err();
+        assert!(
+            error.contains("panicked") && error.contains("a handler's bug"),
+            "{error}"
+        );
+    }
+    assert!(!running.is_stopped());
+    running.shutdown().await.unwrap();
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Topic)]
 #[topic(name = "strict", partitions = 1)]
 struct Strict {

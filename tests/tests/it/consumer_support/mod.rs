@@ -158,18 +158,9 @@ pub async fn nothing_within(consumer: &Consumer, window: Duration) {
 ///
 /// A request still parked in the old broker (a long-poll fetch, a join waiting for a
 /// rebalance) keeps its QUIC endpoint, and so the UDP port, alive until that wait ends, even
-/// after `shutdown` returned; binding the port again is retried until then.
+/// after `shutdown` returned; `restart` waits for it.
 pub async fn restart(broker: &mut rustmq::testing::TestBroker) {
-    within("the broker to restart", async {
-        loop {
-            match broker.restart().await {
-                Ok(()) => return,
-                Err(e) if e.to_string().contains("in use") => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => panic!("restart failed: {e}"),
-            }
-        }
-    })
-    .await
+    within("the broker to restart", broker.restart())
+        .await
+        .unwrap_or_else(|e| panic!("restart failed: {e}"))
 }
