@@ -155,7 +155,7 @@ async fn main() -> rustmq::Result<()> {
         .await?;
 
     let mailed = mailbox.sent.load(Ordering::SeqCst);
-    let dead = dead_letters(&client).await - dead_before;
+    let dead = dead_letters(&client).await.saturating_sub(dead_before);
     println!("mailed {mailed} receipts; {dead} order(s) in orders.dlq");
     client.close().await?;
     if mailed < expected || dead != failing as u64 {

@@ -10,10 +10,12 @@
 //!
 //! Every `TestBroker` has its own port and temporary data directory, so tests never share
 //! state. Dropping one stops its broker without waiting: its tasks wind down on the runtime
-//! that started it (a request parked in a long poll holds the port until its wait ends), and
-//! the directory is removed once they are done, or with that runtime. A broker started again
-//! on the same port or data directory meanwhile ([`TestBroker::restart`],
-//! [`TestBroker::start_in`]) waits for them to let go, up to [`LET_GO_TIMEOUT`].
+//! that started it (a request parked in a long poll or a rebalance holds the port until its
+//! wait ends), and the temporary directory is removed once they are done (by a task on the
+//! runtime that drops it; dropped outside any runtime, at once). A broker of this process
+//! started again on that port or data directory meanwhile ([`TestBroker::restart`],
+//! [`TestBroker::start_in`]) waits for them to let go, up to [`LET_GO_TIMEOUT`]; one held by
+//! anything else is refused at once.
 //!
 //! The broker's tasks live on the runtime that started it: a `TestBroker` kept in a `static`
 //! stops serving when the test that started it ends. Under paused time
@@ -44,29 +46,75 @@ impl Drop for TestBroker {
     /// Stops the broker without waiting (see the module's docs); its temporary directory is
     /// removed once the broker's tasks are done with it, not under them.
     fn drop(&mut self) {
-        let (Some(handle), Some(dir)) = (self.handle.take(), self._dir.take()) else {
-            return;
-        };
-        let released = handle.released();
-        drop(handle);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                released.await;
-                drop(dir);
-            });
+        if let Some(handle) = self.handle.take() {
+            let dir = self._dir.take();
+            let letting_go = LettingGo::note(&self.config.data_dir, self.addr, &handle);
+            drop(handle);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    letting_go.wait().await;
+                    drop(dir);
+                });
+            }
         }
     }
 }
 
 /// How long a broker started on the port or data directory of one stopped or dropped in this
-/// process waits for the old one's tasks to let go of them (its connections' closing, a
-/// request parked in a long poll: a few seconds at most).
-pub const LET_GO_TIMEOUT: Duration = Duration::from_secs(15);
+/// process waits for the old one's tasks to let go of them: its connections' closing, and a
+/// request parked in a long poll or a rebalance (a join waits out its rebalance timeout, 30 s
+/// by default).
+pub const LET_GO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The data directories and addresses of this process's brokers, stopped or dropped, whose
+/// tasks have not let go of them yet: a start waits only for these, and fails at once on a
+/// directory or port that anything else holds.
+static LETTING_GO: parking_lot::Mutex<Vec<(PathBuf, SocketAddr)>> =
+    parking_lot::const_mutex(Vec::new());
+
+/// One entry of [`LETTING_GO`], taken out when its broker has let go (or when this is
+/// dropped: a runtime that ends first cancels the wait).
+struct LettingGo {
+    entry: (PathBuf, SocketAddr),
+    released: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl LettingGo {
+    fn note(dir: &Path, addr: SocketAddr, handle: &BrokerHandle) -> Self {
+        let entry = (dir.to_owned(), addr);
+        LETTING_GO.lock().push(entry.clone());
+        Self {
+            entry,
+            released: Box::pin(handle.released()),
+        }
+    }
+
+    async fn wait(mut self) {
+        self.released.as_mut().await;
+    }
+
+    /// Whether a broker of this process is letting go of `dir` or `addr`.
+    fn holds(dir: &Path, addr: SocketAddr) -> bool {
+        LETTING_GO
+            .lock()
+            .iter()
+            .any(|(d, a)| d == dir || *a == addr)
+    }
+}
+
+impl Drop for LettingGo {
+    fn drop(&mut self) {
+        let mut letting_go = LETTING_GO.lock();
+        if let Some(i) = letting_go.iter().position(|e| *e == self.entry) {
+            letting_go.swap_remove(i);
+        }
+    }
+}
 
 /// Starts a broker with `config`; a port or data directory that a broker of this process is
 /// still letting go of (see the module's docs) is waited for, up to [`LET_GO_TIMEOUT`].
 async fn start_when_free(config: &BrokerConfig) -> std::result::Result<BrokerHandle, String> {
-    let deadline = tokio::time::Instant::now() + LET_GO_TIMEOUT;
+    let deadline = std::time::Instant::now() + LET_GO_TIMEOUT;
     loop {
         let error = match Broker::builder().config(config.clone()).start().await {
             Ok(handle) => return Ok(handle),
@@ -79,7 +127,10 @@ async fn start_when_free(config: &BrokerConfig) -> std::result::Result<BrokerHan
             }) => source.kind() == std::io::ErrorKind::AddrInUse,
             _ => false,
         };
-        if !held || tokio::time::Instant::now() >= deadline {
+        if !held
+            || !LettingGo::holds(&config.data_dir, config.listen)
+            || std::time::Instant::now() >= deadline
+        {
             return Err(error.to_string());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -166,10 +217,13 @@ impl TestBroker {
         RustMqClient::new(self.client_config()).await
     }
 
-    /// Stops the broker cleanly (flushing every partition); the data directory stays.
+    /// Stops the broker cleanly (flushing every partition); the data directory stays. A
+    /// request still parked in it holds its port until its wait ends (see the module's docs).
     pub async fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {
+            let letting_go = LettingGo::note(&self.config.data_dir, self.addr, &handle);
             handle.shutdown().await;
+            tokio::spawn(letting_go.wait());
         }
     }
 

@@ -18,7 +18,9 @@ use std::fmt;
 /// Header name of the trace parent.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Header name of the vendor trace state: taken with a valid `traceparent` when it is valid
-/// itself ([`valid_tracestate`]), else dropped whole, as the W3C recommendation says.
+/// itself ([`valid_tracestate`]), else dropped whole. (The W3C recommendation allows dropping
+/// a `tracestate` that does not parse; one longer than 512 characters it would have truncated,
+/// its entries over 128 characters first: this drops it whole.)
 pub const TRACESTATE_HEADER: &str = "tracestate";
 
 /// Most characters of a `tracestate` taken from a message (the 512 the W3C recommendation asks
@@ -26,12 +28,16 @@ pub const TRACESTATE_HEADER: &str = "tracestate";
 /// handlers send, hop after hop, and into the tracing backend.
 pub const MAX_TRACESTATE_LEN: usize = 512;
 
-/// Whether `state` is a `tracestate` to take: at most [`MAX_TRACESTATE_LEN`] characters and 32
-/// list members, each `key=value` with a key of the W3C grammar (`[a-z][a-z0-9_\-*/]{0,255}`,
+/// Whether `state` is a `tracestate` to take: at most [`MAX_TRACESTATE_LEN`] bytes (spaces
+/// around members included) and 32 list members (empty ones included, as the grammar and
+/// opentelemetry's parser count them), each `key=value` with a key of the W3C grammar (`[a-z][a-z0-9_\-*/]{0,255}`,
 /// or `tenant@system`), no key twice, and a value of 1 to 256 printable ASCII characters other
 /// than `,` and `=`, not ending in a space. Empty members (`a=1,,b=2`) are allowed.
 pub fn valid_tracestate(state: &str) -> bool {
     if state.len() > MAX_TRACESTATE_LEN {
+        return false;
+    }
+    if state.split(',').count() > 32 {
         return false;
     }
     let mut keys: Vec<&str> = Vec::new();
@@ -43,7 +49,7 @@ pub fn valid_tracestate(state: &str) -> bool {
         let Some((key, value)) = member.split_once('=') else {
             return false;
         };
-        if !valid_key(key) || !valid_value(value) || keys.contains(&key) || keys.len() == 32 {
+        if !valid_key(key) || !valid_value(value) || keys.contains(&key) {
             return false;
         }
         keys.push(key);
@@ -205,8 +211,13 @@ mod tests {
         ] {
             assert!(!valid_tracestate(bad), "{bad:?}");
         }
-        let thirty_two: String = (0..32).map(|i| format!("k{i}=v,")).collect();
+        let thirty_two: String = (0..32)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
         assert!(valid_tracestate(&thirty_two));
+        // Empty members count, as opentelemetry's parser counts them (it would drop the last).
+        assert!(!valid_tracestate(&format!(",{thirty_two}")));
     }
 
     #[test]
