@@ -456,4 +456,28 @@ mod tests {
             other => panic!("not a histogram: {other:?}"),
         }
     }
+
+    /// An up-and-down gauge reads the whole count under a recorder installed after some of
+    /// its changes (increments would have read the changes since, here below zero).
+    #[test]
+    fn a_gauge_counted_before_its_recorder_reads_the_whole_count() {
+        static OPEN: UpDown = UpDown::new();
+        let gauge = || metrics::gauge!("test_open");
+        OPEN.add(3, gauge);
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let read = || {
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .find_map(|(key, _, _, value)| (key.key().name() == "test_open").then_some(value))
+        };
+        metrics::with_local_recorder(&recorder, || OPEN.add(-1, gauge));
+        assert_eq!(read(), Some(DebugValue::Gauge(2.0.into())));
+        metrics::with_local_recorder(&recorder, || {
+            OPEN.add(-2, gauge);
+        });
+        assert_eq!(read(), Some(DebugValue::Gauge(0.0.into())));
+    }
 }

@@ -562,3 +562,21 @@ async fn a_broker_started_on_a_dropped_brokers_directory_waits_for_it() {
     .await
     .expect("a dropped broker's temporary directory is removed once its tasks are done");
 }
+
+/// A data directory that a running broker holds (not one letting go of it) is refused at once,
+/// not waited for.
+#[tokio::test]
+async fn a_broker_started_on_a_running_brokers_directory_is_refused_at_once() {
+    let running = TestBroker::start().await.unwrap();
+    let mut config = running.handle().unwrap().config().clone();
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        TestBroker::start_in(config),
+    )
+    .await
+    .expect("refused at once, not after waiting for a broker that is not stopping");
+    let e = refused.unwrap_err();
+    assert!(e.to_string().contains("in use"), "{e}");
+    drop(running);
+}
