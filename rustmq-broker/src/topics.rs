@@ -326,21 +326,7 @@ impl TopicManager {
             None => {}
         }
         let dir = self.root.join(name);
-        // A directory of its own, new: one that is there already belongs to no topic of this
-        // broker under this name, and must not be taken over (see `directory_in_use`).
-        if let Err(e) = std::fs::create_dir(&dir) {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(BrokerError::io("create topic directory", e));
-            }
-            if dir.join("topic.toml").exists() || stores_records(&dir) {
-                return Err(directory_in_use(name, &dir));
-            }
-            // What a creation cut short by a crash leaves: no `topic.toml` and no record.
-            tracing::warn!(topic = name, path = %dir.display(), "removing a directory without topic.toml or records, left by an unfinished creation");
-            std::fs::remove_dir_all(&dir)
-                .and_then(|()| std::fs::create_dir(&dir))
-                .map_err(|e| BrokerError::io("create topic directory", e))?;
-        }
+        make_topic_dir(name, &dir)?;
         let made = (|| {
             // The topic's own entry in `topics/`, or a crash could lose the whole directory
             // with the records acknowledged in it.
@@ -464,15 +450,12 @@ impl TopicManager {
         // of the name (the groups' offsets). So the name file goes first, and if it cannot,
         // the name stays reserved until that start.
         match std::fs::remove_file(tomb.join(TOMB_NAME_FILE)) {
-            Ok(()) => {
-                self.deleting.lock().remove(name);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.deleting.lock().remove(name);
-            }
-            Err(e) => {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(topic = name, path = %tomb.display(), error = %e, "cannot unname a deleted topic's data; the name is free once the broker restarts");
                 self.reserve_until_restart(name);
+            }
+            _ => {
+                self.deleting.lock().remove(name);
             }
         }
         if let Err(e) = std::fs::remove_dir_all(tomb) {
@@ -571,24 +554,32 @@ fn stores_records(dir: &Path) -> bool {
     })
 }
 
-/// The refusal of a topic whose directory is there already, though no topic of this broker
-/// has the name: another topic's, on a file system that ignores case (`Orders` and `orders`
-/// would share their files), or one a damaged topic left without its `topic.toml`, whose
-/// records must not be taken for the new topic's.
-fn directory_in_use(name: &str, dir: &Path) -> BrokerError {
+/// Makes topic `name`'s directory, `dir`, which must be new: one that is there already
+/// belongs to no topic of this broker under this name, and is not taken over. It is another
+/// topic's, on a file system that ignores case (`Orders` and `orders` would share their
+/// files), or a damaged topic's, left with records but without its `topic.toml`: both are
+/// refused. One with neither, which a creation cut short by a crash leaves, is made anew.
+fn make_topic_dir(name: &str, dir: &Path) -> Result<(), BrokerError> {
+    let io = |e| BrokerError::io("create topic directory", e);
+    match std::fs::create_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+        Err(_) => {}
+    }
     if dir.join("topic.toml").exists() {
         // Not `TopicAlreadyExists`: callers take that for the topic being there, and it is
         // not (a producer's auto-creation would look it up, an `ensure_topic` succeed).
-        BrokerError::new(
+        return Err(BrokerError::new(
             ErrorCode::InvalidTopic,
             format!(
                 "topic {name:?} would use the directory of another topic, {}: the data \
                  directory's file system ignores the case of names, or the like",
                 dir.display()
             ),
-        )
-    } else {
-        BrokerError::new(
+        ));
+    }
+    if stores_records(dir) {
+        return Err(BrokerError::new(
             ErrorCode::StorageError,
             format!(
                 "topic {name:?}: {} is there already, with records but without a topic.toml \
@@ -596,8 +587,12 @@ fn directory_in_use(name: &str, dir: &Path) -> BrokerError {
                  it",
                 dir.display()
             ),
-        )
+        ));
     }
+    tracing::warn!(topic = name, path = %dir.display(), "removing a directory without topic.toml or records, left by an unfinished creation");
+    std::fs::remove_dir_all(dir)
+        .and_then(|()| std::fs::create_dir(dir))
+        .map_err(io)
 }
 
 /// Checks a topic's partition count and settings (at creation, and when a topic is opened).
