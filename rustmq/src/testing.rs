@@ -10,8 +10,9 @@
 //!
 //! Every `TestBroker` has its own port and temporary data directory, so tests never share
 //! state. Dropping one stops its broker without waiting: its tasks wind down on the runtime
-//! that started it (a request parked in a long poll or a rebalance holds the port until its
-//! wait ends), and the temporary directory is removed once they are done (by a task on the
+//! that started it (they answer requests still waiting, a long poll or a join parked in a
+//! rebalance, with `ShuttingDown`, and close its connections), and the temporary directory is
+//! removed once they are done (by a task on the
 //! runtime that drops it; dropped outside any runtime, at once). A broker of this process
 //! started again on that port or data directory meanwhile ([`TestBroker::restart`],
 //! [`TestBroker::start_in`]) waits for them to let go, up to [`LET_GO_TIMEOUT`]; one held by
@@ -61,9 +62,10 @@ impl Drop for TestBroker {
 }
 
 /// How long a broker started on the port or data directory of one stopped or dropped in this
-/// process waits for the old one's tasks to let go of them: its connections' closing, and a
-/// request parked in a long poll or a rebalance (a join waits out its rebalance timeout, 30 s
-/// by default).
+/// process waits for the old one's tasks to let go of them: they answer its waiting requests
+/// (long polls, joins parked in a rebalance) and close its connections, which takes
+/// milliseconds once they run, but a dropped broker's tasks run only when the runtime that
+/// started it gets to them (in a current-thread test, when the test next waits).
 pub const LET_GO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The data directories and addresses of this process's brokers, stopped or dropped, whose
@@ -217,8 +219,9 @@ impl TestBroker {
         RustMqClient::new(self.client_config()).await
     }
 
-    /// Stops the broker cleanly (flushing every partition); the data directory stays. A
-    /// request still parked in it holds its port until its wait ends (see the module's docs).
+    /// Stops the broker cleanly (flushing every partition); the data directory stays. Requests
+    /// still waiting in it (a long poll, a join parked in a rebalance) are answered
+    /// `ShuttingDown`.
     pub async fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {
             let letting_go = LettingGo::note(&self.config.data_dir, self.addr, &handle);
@@ -227,10 +230,8 @@ impl TestBroker {
         }
     }
 
-    /// Stops and starts the broker again on the same port and data directory. A request
-    /// still parked in the old broker (a long-poll fetch, a join waiting for a rebalance)
-    /// keeps the port bound until its wait ends, even after the stop: the start waits for it
-    /// (up to [`LET_GO_TIMEOUT`]).
+    /// Stops and starts the broker again on the same port and data directory. The start waits
+    /// (up to [`LET_GO_TIMEOUT`]) for the old broker's tasks to let go of the port.
     pub async fn restart(&mut self) -> Result<()> {
         self.stop().await;
         let mut config = self.config.clone();

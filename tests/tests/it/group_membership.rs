@@ -744,3 +744,64 @@ async fn a_rejoin_that_missed_a_generation_starts_its_partitions_over() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// A join parked in a rebalance (it waits for a member that never rejoins, for ten minutes)
+/// is answered when the broker stops, stopped or dropped, and holds neither the broker's
+/// port nor its client: the port can be bound again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_broker_answers_a_join_parked_in_a_rebalance() {
+    tests::init_tracing();
+    for dropped in [false, true] {
+        let mut broker = TestBroker::start().await.unwrap();
+        let addr = broker.addr();
+        let admin = broker.client().await.unwrap();
+        admin.create_topic(TOPIC, PARTITIONS).await.unwrap();
+        let join = |member: &str| {
+            Request::JoinGroup(JoinGroupRequest {
+                group: "parked".into(),
+                member_id: member.into(),
+                client_id: member.into(),
+                topics: vec![TOPIC.into()],
+                session_timeout_ms: 600_000,
+                rebalance_timeout_ms: 600_000,
+            })
+        };
+        assert!(matches!(
+            admin.raw_request(join("stuck")).await.unwrap(),
+            Response::JoinGroup(_)
+        ));
+        let newcomer = broker.client().await.unwrap();
+        let second = join("second");
+        let parked = tokio::spawn(async move { newcomer.raw_request(second).await });
+        // The newcomer's join is parked once the group is rebalancing for it.
+        within("the rebalance to start", async {
+            while describe(&admin, "parked").await.1 < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(!parked.is_finished());
+        if dropped {
+            drop(broker);
+        } else {
+            broker.stop().await;
+        }
+        let answer = within("the parked join's answer", parked).await.unwrap();
+        assert!(
+            matches!(
+                &answer,
+                Err(ClientError::Broker {
+                    code: rustmq::ErrorCode::ShuttingDown,
+                    ..
+                }) | Err(ClientError::Connection(_))
+            ),
+            "{answer:?}"
+        );
+        within("the port to be free", async {
+            while std::net::UdpSocket::bind(addr).is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+}

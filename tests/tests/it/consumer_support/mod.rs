@@ -154,11 +154,7 @@ pub async fn nothing_within(consumer: &Consumer, window: Duration) {
     }
 }
 
-/// Restarts the broker on the same port and data directory.
-///
-/// A request still parked in the old broker (a long-poll fetch, a join waiting for a
-/// rebalance) keeps its QUIC endpoint, and so the UDP port, alive until that wait ends, even
-/// after `shutdown` returned; `restart` waits for it.
+/// Restarts the broker on the same port and data directory (within [`EVENT_TIMEOUT`]).
 pub async fn restart(broker: &mut rustmq::testing::TestBroker) {
     within("the broker to restart", broker.restart())
         .await
