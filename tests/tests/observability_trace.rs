@@ -170,3 +170,79 @@ async fn one_trace_runs_from_producer_through_handlers_to_their_output() {
         "{topics:?}"
     );
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "trace-filtered")]
+struct Filtered {
+    id: u32,
+}
+
+async fn take(filtered: Filtered) {
+    let _ = filtered;
+}
+
+/// OpenTelemetry behind a per-layer filter that leaves out the producer's debug `send` span,
+/// which another layer keeps enabled: the message carries the caller's span, the nearest one
+/// OpenTelemetry tracks (it carried no `traceparent`, and the trace broke at the broker).
+#[tokio::test]
+async fn a_send_span_left_out_by_opentelemetry_passes_on_its_callers_context() {
+    use tracing_subscriber::Layer as _;
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(tracing_subscriber::EnvFilter::new("info,rustmq=debug")),
+        )
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("observability_trace"))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        );
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(recorder.layer())
+        .handler(take)
+        .start()
+        .await
+        .unwrap();
+    // `send` in a debug span in the tracked one: the nearest tracked ancestor is two up.
+    let checkout = tracing::info_span!("checkout");
+    let debug_only = tracing::debug_span!(target: "rustmq", parent: &checkout, "debug-only");
+    client
+        .producer::<Filtered>()
+        .send(&Filtered { id: 1 })
+        .instrument(debug_only)
+        .instrument(checkout)
+        .await
+        .unwrap();
+    let settled = recorder.wait_for(1, Duration::from_secs(20)).await;
+    running.shutdown().await.unwrap();
+    provider.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let checkout = spans
+        .iter()
+        .find(|s| s.name == "checkout")
+        .expect("the caller's span");
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.name == "send" || s.name == "debug-only"),
+        "debug spans are not OpenTelemetry's"
+    );
+    let header = settled[0]
+        .message
+        .headers
+        .get("traceparent")
+        .expect("traceparent header");
+    let parent = rustmq::telemetry::TraceParent::parse(header).unwrap();
+    assert_eq!(parent.trace_id, checkout.span_context.trace_id().to_bytes());
+    assert_eq!(parent.span_id, checkout.span_context.span_id().to_bytes());
+}

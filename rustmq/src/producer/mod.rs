@@ -506,7 +506,8 @@ impl Producer {
     ///
     /// Runs in a `send` span (target `rustmq::produce`, level debug) that records the
     /// partition and offset; with the `opentelemetry` feature, the message carries that span's
-    /// trace context (or the caller's, when the `send` span is disabled) in `traceparent`.
+    /// trace context in `traceparent` (or, when OpenTelemetry does not track it, the context
+    /// of the nearest span around it that it tracks).
     pub async fn send(&self, mut message: Message) -> Result<SendResult> {
         let span = tracing::debug_span!(
             target: "rustmq::produce",

@@ -25,20 +25,22 @@ use std::str::FromStr;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::registry::LookupSpan;
 
 use super::trace_context::{valid_tracestate, TraceParent, TRACEPARENT_HEADER, TRACESTATE_HEADER};
 
 /// Writes the current span's trace context into `headers` as `traceparent` (and `tracestate`
 /// when there is one). The current span wins over a header already present, so that a message
-/// forwarded from inside a handler continues the handler's trace. Does nothing outside an
-/// OpenTelemetry-tracked span.
+/// forwarded from inside a handler continues the handler's trace. A current span that
+/// OpenTelemetry does not track (a per-layer filter leaves it out while another layer keeps
+/// it) passes on the context of its nearest ancestor that it does, as that span's children
+/// would. Does nothing outside an OpenTelemetry-tracked span.
 pub fn inject(headers: &mut HashMap<String, String>) {
-    let cx = tracing::Span::current().context();
+    let Some(cx) = tracked_context() else {
+        return;
+    };
     let span = cx.span();
     let sc = span.span_context();
-    if !sc.is_valid() {
-        return;
-    }
     let parent = TraceParent {
         trace_id: sc.trace_id().to_bytes(),
         span_id: sc.span_id().to_bytes(),
@@ -51,6 +53,28 @@ pub fn inject(headers: &mut HashMap<String, String>) {
     } else {
         headers.insert(TRACESTATE_HEADER.to_owned(), state);
     }
+}
+
+/// The OpenTelemetry context of the current span, or of its nearest ancestor that
+/// OpenTelemetry tracks; `None` when there is none.
+fn tracked_context() -> Option<Context> {
+    let valid = |cx: &Context| cx.span().span_context().is_valid();
+    let current = tracing::Span::current();
+    let cx = current.context();
+    if valid(&cx) {
+        return Some(cx);
+    }
+    current
+        .with_subscriber(|(id, dispatch)| {
+            // `tracing-opentelemetry` sits on a registry (it needs one to keep its data):
+            // its parents, unfiltered, are the registry's.
+            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+            let span = registry.span(id)?;
+            span.scope().skip(1).find_map(|ancestor| {
+                tracing_opentelemetry::get_otel_context(&ancestor.id(), dispatch).filter(valid)
+            })
+        })
+        .flatten()
 }
 
 /// Makes the span described by the `traceparent` header (if any, and well formed) the parent
