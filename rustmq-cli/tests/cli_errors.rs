@@ -178,6 +178,14 @@ fn a_bench_on_the_embedded_broker_takes_the_global_client_options() {
         err.contains("error: invalid configuration: client_id has 300 bytes"),
         "{err}"
     );
+    // `--timeout` bounds the embedded broker's client too: nothing connects in a nanosecond.
+    let err = rustmq(&["--timeout", "1ns", "bench", "e2e", "-n", "100", "-q"])
+        .output()
+        .failure(1);
+    assert!(
+        err.contains("cannot connect to embedded broker") && err.contains("timed out after 0 ms"),
+        "{err}"
+    );
 }
 
 #[test]
