@@ -6,6 +6,8 @@
 
 use std::cell::RefCell;
 
+mod json;
+
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -151,16 +153,22 @@ impl std::io::Write for Append<'_> {
 }
 
 /// JSON (serde_json): readable, the default.
+///
+/// Encodes to serde_json's compact output, byte for byte, but checks strings for characters
+/// to escape eight bytes at a time rather than one (serde_json's own scan was over half of a
+/// typical event's encoding). Decodes with serde_json.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
 
 impl Codec for Json {
     const NAME: &'static str = "json";
     fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-        serde_json::to_vec(value).map_err(|e| CodecError::encode(Self::NAME, e))
+        let mut out = Vec::with_capacity(128);
+        json::write(value, &mut out).map_err(|e| CodecError::encode(Self::NAME, e))?;
+        Ok(out)
     }
     fn encode_into<T: Serialize>(value: &T, buf: &mut BytesMut) -> Result<(), CodecError> {
-        serde_json::to_writer(Append(buf), value).map_err(|e| CodecError::encode(Self::NAME, e))
+        json::write(value, buf).map_err(|e| CodecError::encode(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         // JSON text is UTF-8 (RFC 8259): checked once for the whole payload (std's check runs
