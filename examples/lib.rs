@@ -52,6 +52,37 @@ pub fn incomplete(what: impl Into<String>) -> rustmq::ClientError {
     ))
 }
 
+/// Runs an example until it ends or Ctrl-C comes. On Ctrl-C the example is dropped, and with
+/// it its embedded broker and temporary directories (a broker's directory goes once its tasks
+/// are done, at the latest when the runtime ends), and this answers an `Interrupted` error, so
+/// that the example exits non-zero without leaving `/tmp/rustmq-test-*` behind.
+pub async fn interruptible<T, E: From<rustmq::ClientError>>(
+    example: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    until(example, async {
+        // Without a handler, Ctrl-C ends the process as it would have anyway.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await
+}
+
+/// Runs `example` until it ends or `stop` does (then answers `Interrupted`).
+async fn until<T, E: From<rustmq::ClientError>>(
+    example: impl std::future::Future<Output = Result<T, E>>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<T, E> {
+    tokio::select! {
+        done = example => done,
+        () = stop => Err(rustmq::ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "interrupted",
+        ))
+        .into()),
+    }
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings).
 pub fn init_tracing() {
     tracing_subscriber::fmt()
@@ -59,4 +90,48 @@ pub fn init_tracing() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An example stopped half-way leaves no data directory behind once its runtime ends.
+    #[test]
+    fn an_interrupted_example_leaves_no_directory_behind() {
+        let made = std::sync::Mutex::new(None);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let answer = runtime.block_on(until(
+            async move {
+                let (broker, config) = BrokerArgs {
+                    broker: None,
+                    ca_cert: None,
+                }
+                .config()
+                .await?;
+                let broker = broker.expect("an embedded broker");
+                let client = rustmq::RustMqClient::new(config).await?;
+                client.create_topic("kept-busy", 1).await?;
+                tx.send(broker.data_dir().to_owned()).unwrap();
+                std::future::pending::<rustmq::Result<()>>().await
+            },
+            async {
+                // Once the example is in its endless wait (then it has made its directory).
+                let dir = rx.await.expect("the example got to its wait");
+                assert!(dir.exists());
+                *made.lock().unwrap() = Some(dir);
+            },
+        ));
+        let dir = made.lock().unwrap().take().unwrap();
+        assert!(
+            matches!(&answer, Err(rustmq::ClientError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted),
+            "{answer:?}"
+        );
+        drop(runtime);
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
 }

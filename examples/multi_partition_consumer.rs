@@ -31,6 +31,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Ctrl-C drops the example, and its embedded broker's directory with it.
+    examples::interruptible(run()).await
+}
+
+async fn run() -> Result<()> {
     examples::init_tracing();
     let args = Args::parse();
     // Create client with multi-partition optimization

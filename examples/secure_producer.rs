@@ -14,6 +14,11 @@ use rustmq::{ClientError, Message, RustMqClient};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Ctrl-C drops the example, and its embedded broker's directory with it.
+    examples::interruptible(run()).await
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     examples::init_tracing();
     let secure = secure_setup::start().await?;
     println!(

@@ -95,6 +95,11 @@ impl MessageProcessor for PaymentProcessor {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Ctrl-C drops the example, and its embedded broker's directory with it.
+    examples::interruptible(run()).await
+}
+
+async fn run() -> Result<()> {
     examples::init_tracing();
     let args = Args::parse();
     let (_embedded, config) = args.target.config().await?;

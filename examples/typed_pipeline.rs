@@ -60,6 +60,11 @@ async fn page(alert: Alert, meta: Metadata, State(out): State<Arc<mpsc::Unbounde
 
 #[tokio::main]
 async fn main() -> rustmq::Result<()> {
+    // Ctrl-C drops the example, and its embedded broker's directory with it.
+    examples::interruptible(run()).await
+}
+
+async fn run() -> rustmq::Result<()> {
     let broker = TestBroker::start().await?;
     let client = broker.client().await?;
 
