@@ -259,7 +259,7 @@ impl<'a, O: Out> Serializer for Ser<'a, O> {
         variant: &'static str,
         value: &T,
     ) -> Result {
-        open_variant(self.out, variant, b"");
+        open_variant(self.out, variant);
         value.serialize(Ser {
             out: &mut *self.out,
         })?;
@@ -268,9 +268,8 @@ impl<'a, O: Out> Serializer for Ser<'a, O> {
     }
 
     #[inline]
-    fn serialize_seq(self, _: Option<usize>) -> Result<Seq<'a, O>> {
-        self.out.put(b"[");
-        Ok(Seq::new(self.out, b"]"))
+    fn serialize_seq(self, len: Option<usize>) -> Result<Seq<'a, O>> {
+        Ok(Seq(Open::new(self.out, b"[", b"]", b"", len)))
     }
 
     #[inline]
@@ -288,25 +287,25 @@ impl<'a, O: Out> Serializer for Ser<'a, O> {
         _: &'static str,
         _: u32,
         variant: &'static str,
-        _: usize,
+        len: usize,
     ) -> Result<Seq<'a, O>> {
-        open_variant(self.out, variant, b"[");
-        Ok(Seq::new(self.out, b"]}"))
+        open_variant(self.out, variant);
+        Ok(Seq(Open::new(self.out, b"[", b"]", b"}", Some(len))))
     }
 
     #[inline]
-    fn serialize_map(self, _: Option<usize>) -> Result<Map<'a, O>> {
-        self.out.put(b"{");
-        Ok(Map::new(self.out, b"}"))
+    fn serialize_map(self, len: Option<usize>) -> Result<Map<'a, O>> {
+        Ok(Map {
+            open: Open::new(self.out, b"{", b"}", b"", len),
+            raw: None,
+        })
     }
 
     #[inline]
     fn serialize_struct(self, name: &'static str, len: usize) -> Result<Map<'a, O>> {
         if name.starts_with('$') && raw_in_serde_json(name) {
             return Ok(Map {
-                out: self.out,
-                first: true,
-                close: b"",
+                open: Open::new(self.out, b"", b"", b"", None),
                 raw: Some(name),
             });
         }
@@ -318,10 +317,13 @@ impl<'a, O: Out> Serializer for Ser<'a, O> {
         _: &'static str,
         _: u32,
         variant: &'static str,
-        _: usize,
+        len: usize,
     ) -> Result<Map<'a, O>> {
-        open_variant(self.out, variant, b"{");
-        Ok(Map::new(self.out, b"}}"))
+        open_variant(self.out, variant);
+        Ok(Map {
+            open: Open::new(self.out, b"{", b"}", b"}", Some(len)),
+            raw: None,
+        })
     }
 
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result {
@@ -329,44 +331,92 @@ impl<'a, O: Out> Serializer for Ser<'a, O> {
     }
 }
 
-/// `{"variant":` and then `then`, as serde_json opens an enum's non-unit variant.
-fn open_variant<O: Out>(out: &mut O, variant: &str, then: &[u8]) {
+/// `{"variant":`, as serde_json opens an enum's non-unit variant.
+fn open_variant<O: Out>(out: &mut O, variant: &str) {
     out.put(b"{");
     write_str(out, variant);
     out.put(b":");
-    out.put(then);
+}
+
+/// Where an array or an object is, as serde_json keeps track: written whole already (its
+/// length was announced as 0), at its first element, or past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Empty,
+    First,
+    Rest,
+}
+
+/// An array or an object being written.
+struct Open<'a, O> {
+    out: &'a mut O,
+    state: State,
+    /// Its closing bracket, written at its end unless it was written at its start.
+    close: &'static [u8],
+    /// What a variant writes after it (its `}`), always.
+    after: &'static [u8],
+}
+
+impl<'a, O: Out> Open<'a, O> {
+    /// Opens with `open`; closed at once (and empty from then on, as far as its end goes)
+    /// when `len` is `Some(0)`, as serde_json does, whatever comes after.
+    #[inline]
+    fn new(
+        out: &'a mut O,
+        open: &'static [u8],
+        close: &'static [u8],
+        after: &'static [u8],
+        len: Option<usize>,
+    ) -> Self {
+        out.put(open);
+        let state = if len == Some(0) {
+            out.put(close);
+            State::Empty
+        } else {
+            State::First
+        };
+        Self {
+            out,
+            state,
+            close,
+            after,
+        }
+    }
+
+    /// Moves to the next element; whether it is the first (a comma goes before any other).
+    #[inline]
+    fn next(&mut self) -> bool {
+        std::mem::replace(&mut self.state, State::Rest) == State::First
+    }
+
+    /// Writes the comma before the next element, if it is not the first.
+    #[inline]
+    fn comma(&mut self) {
+        if !self.next() {
+            self.out.put(b",");
+        }
+    }
+
+    #[inline]
+    fn end(self) -> Result {
+        if self.state != State::Empty {
+            self.out.put(self.close);
+        }
+        self.out.put(self.after);
+        Ok(())
+    }
 }
 
 /// An array (a sequence, a tuple, a tuple variant's fields).
-struct Seq<'a, O> {
-    out: &'a mut O,
-    first: bool,
-    close: &'static [u8],
-}
+struct Seq<'a, O>(Open<'a, O>);
 
-impl<'a, O: Out> Seq<'a, O> {
-    fn new(out: &'a mut O, close: &'static [u8]) -> Self {
-        Self {
-            out,
-            first: true,
-            close,
-        }
-    }
-
+impl<O: Out> Seq<'_, O> {
     #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        if !std::mem::take(&mut self.first) {
-            self.out.put(b",");
-        }
+        self.0.comma();
         value.serialize(Ser {
-            out: &mut *self.out,
+            out: &mut *self.0.out,
         })
-    }
-
-    #[inline]
-    fn close(self) -> Result {
-        self.out.put(self.close);
-        Ok(())
     }
 }
 
@@ -383,7 +433,7 @@ macro_rules! seq_impls {
 
             #[inline]
             fn end(self) -> Result {
-                self.close()
+                self.0.end()
             }
         }
     )*};
@@ -398,30 +448,12 @@ seq_impls!(
 
 /// An object (a map, a struct, a struct variant's fields), or one of serde_json's raw values.
 struct Map<'a, O> {
-    out: &'a mut O,
-    first: bool,
-    close: &'static [u8],
+    open: Open<'a, O>,
     /// The token of a struct that serde_json writes as it is (see [`RAW_TOKENS`]).
     raw: Option<&'static str>,
 }
 
-impl<'a, O: Out> Map<'a, O> {
-    fn new(out: &'a mut O, close: &'static [u8]) -> Self {
-        Self {
-            out,
-            first: true,
-            close,
-            raw: None,
-        }
-    }
-
-    #[inline]
-    fn comma(&mut self) {
-        if !std::mem::take(&mut self.first) {
-            self.out.put(b",");
-        }
-    }
-
+impl<O: Out> Map<'_, O> {
     #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
         if let Some(token) = self.raw {
@@ -429,34 +461,24 @@ impl<'a, O: Out> Map<'a, O> {
                 return Err(ser::Error::custom(format!("invalid {token}")));
             }
             return value.serialize(RawStr {
-                out: &mut *self.out,
+                out: &mut *self.open.out,
             });
         }
         // `,"key":` in three writes rather than five when the key needs no escapes (a field
         // name hardly ever does).
         if first_escape(key.as_bytes()).is_some() {
-            self.comma();
-            write_str(self.out, key);
-            self.out.put(b":");
+            self.open.comma();
+            write_str(self.open.out, key);
+            self.open.out.put(b":");
         } else {
-            let open: &[u8] = if std::mem::take(&mut self.first) {
-                b"\""
-            } else {
-                b",\""
-            };
-            self.out.put(open);
-            self.out.put(key.as_bytes());
-            self.out.put(b"\":");
+            let open: &[u8] = if self.open.next() { b"\"" } else { b",\"" };
+            self.open.out.put(open);
+            self.open.out.put(key.as_bytes());
+            self.open.out.put(b"\":");
         }
         value.serialize(Ser {
-            out: &mut *self.out,
+            out: &mut *self.open.out,
         })
-    }
-
-    #[inline]
-    fn close(self) -> Result {
-        self.out.put(self.close);
-        Ok(())
     }
 }
 
@@ -466,23 +488,23 @@ impl<O: Out> ser::SerializeMap for Map<'_, O> {
 
     #[inline]
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
-        self.comma();
+        self.open.comma();
         key.serialize(Key {
-            out: &mut *self.out,
+            out: &mut *self.open.out,
         })
     }
 
     #[inline]
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.out.put(b":");
+        self.open.out.put(b":");
         value.serialize(Ser {
-            out: &mut *self.out,
+            out: &mut *self.open.out,
         })
     }
 
     #[inline]
     fn end(self) -> Result {
-        self.close()
+        self.open.end()
     }
 }
 
@@ -497,7 +519,7 @@ impl<O: Out> ser::SerializeStruct for Map<'_, O> {
 
     #[inline]
     fn end(self) -> Result {
-        self.close()
+        self.open.end()
     }
 }
 
@@ -512,7 +534,7 @@ impl<O: Out> ser::SerializeStructVariant for Map<'_, O> {
 
     #[inline]
     fn end(self) -> Result {
-        self.close()
+        self.open.end()
     }
 }
 
@@ -733,6 +755,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::codec::{Codec, Json};
 
     /// Ours against serde_json's `to_vec`: the same bytes, or errors with the same text.
     fn same<T: Serialize + ?Sized + std::fmt::Debug>(value: &T) {
@@ -953,8 +976,180 @@ mod tests {
         same(&vec![Some(Fails)]);
     }
 
-    /// A struct named as serde_json's raw values are is written as serde_json writes it, raw
-    /// or not (this build's serde_json has neither `raw_value` nor `arbitrary_precision`).
+    /// Announces a length of 0, then has elements all the same (an iterator whose size hint
+    /// is wrong, say): serde_json writes the brackets at once and the elements after them.
+    #[derive(Debug)]
+    struct Misannounced;
+
+    impl Serialize for Misannounced {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            use serde::ser::{
+                SerializeMap, SerializeSeq, SerializeStruct, SerializeTuple, SerializeTupleVariant,
+            };
+            struct Seq;
+            impl Serialize for Seq {
+                fn serialize<S: serde::Serializer>(
+                    &self,
+                    s: S,
+                ) -> std::result::Result<S::Ok, S::Error> {
+                    let mut seq = s.serialize_seq(Some(0))?;
+                    seq.serialize_element(&1)?;
+                    seq.serialize_element(&2)?;
+                    seq.end()
+                }
+            }
+            struct Map;
+            impl Serialize for Map {
+                fn serialize<S: serde::Serializer>(
+                    &self,
+                    s: S,
+                ) -> std::result::Result<S::Ok, S::Error> {
+                    let mut map = s.serialize_map(Some(0))?;
+                    map.serialize_entry("a", &1)?;
+                    map.end()
+                }
+            }
+            struct Variants;
+            impl Serialize for Variants {
+                fn serialize<S: serde::Serializer>(
+                    &self,
+                    s: S,
+                ) -> std::result::Result<S::Ok, S::Error> {
+                    let mut tuple = s.serialize_tuple(2)?;
+                    let none: [u8; 0] = [];
+                    tuple.serialize_element(&none)?;
+                    tuple.serialize_element(&TupleVariant)?;
+                    tuple.end()
+                }
+            }
+            struct TupleVariant;
+            impl Serialize for TupleVariant {
+                fn serialize<S: serde::Serializer>(
+                    &self,
+                    s: S,
+                ) -> std::result::Result<S::Ok, S::Error> {
+                    let mut v = s.serialize_tuple_variant("E", 0, "T", 0)?;
+                    v.serialize_field(&true)?;
+                    v.end()
+                }
+            }
+            let mut st = s.serialize_struct("Misannounced", 0)?;
+            st.serialize_field("seq", &Seq)?;
+            st.serialize_field("map", &Map)?;
+            st.serialize_field("variants", &Variants)?;
+            st.serialize_field("struct_variant", &StructVariant)?;
+            st.end()
+        }
+    }
+
+    struct StructVariant;
+
+    impl Serialize for StructVariant {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStructVariant;
+            let mut v = s.serialize_struct_variant("E", 1, "S", 0)?;
+            v.serialize_field("a", &1)?;
+            v.end()
+        }
+    }
+
+    impl std::fmt::Debug for StructVariant {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("StructVariant")
+        }
+    }
+
+    #[test]
+    fn lengths_announced_wrong_are_written_as_serde_json_writes_them() {
+        same(&Misannounced);
+        same(&StructVariant);
+        same(&Entry(Misannounced));
+    }
+
+    /// Keys of every integer width, bytes as a key, and a field name to escape.
+    #[test]
+    fn every_kind_of_key_is_written_as_serde_json_writes_it() {
+        #[derive(Debug, Serialize)]
+        struct Odd {
+            #[serde(rename = "quote\"d\tname")]
+            quoted: u8,
+            #[serde(rename = "ünï")]
+            unicode: u8,
+        }
+        same(&Odd {
+            quoted: 1,
+            unicode: 2,
+        });
+        same(&Entry(-8i8));
+        same(&Entry(-16i16));
+        same(&Entry(-32i32));
+        same(&Entry(8u8));
+        same(&Entry(16u16));
+        same(&Entry(32u32));
+        same(&Entry(i128::MIN));
+        same(&Entry(true));
+        same(&Entry('\n'));
+        same(&Entry("key \"quoted\""));
+
+        #[derive(Debug)]
+        struct Bytes;
+        impl Serialize for Bytes {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_bytes(b"key")
+            }
+        }
+        same(&Entry(Bytes));
+    }
+
+    /// Characters to escape next to each other and to multi-byte characters, within one word
+    /// and across words.
+    #[test]
+    fn escapes_among_other_characters_are_written_as_serde_json_writes_them() {
+        for text in [
+            "é\"ü\n",
+            "\u{1}\u{1f}\"\\",
+            "😀\t😀\r😀",
+            "abcdefg\"hijklmn\\opqrstu\u{7}",
+            "\u{8}\u{c}\u{b}\u{7f}\u{80}\u{ff}",
+            "ünï\\cödé",
+        ] {
+            same(text);
+            for cut in 0..text.len() {
+                if text.is_char_boundary(cut) {
+                    same(&text[cut..]);
+                }
+            }
+        }
+    }
+
+    /// serde_json's `RawValue` (its feature `raw_value`, on in this crate's tests) is written as
+    /// it is, alone and as a field.
+    #[test]
+    fn a_raw_value_is_written_as_serde_json_writes_it() {
+        use serde_json::value::RawValue;
+        let raw = RawValue::from_string("[1, {\"a\" : 2}]".into()).unwrap();
+        same(&raw);
+        #[derive(Debug, Serialize)]
+        struct Holder<'a> {
+            before: u8,
+            raw: &'a RawValue,
+            after: Vec<&'a RawValue>,
+        }
+        same(&Holder {
+            before: 1,
+            raw: &raw,
+            after: vec![&raw, &raw],
+        });
+        assert_eq!(
+            String::from_utf8(Json::encode(&raw).unwrap()).unwrap(),
+            "[1, {\"a\" : 2}]"
+        );
+    }
+
+    /// A struct named as serde_json's raw values are is written as serde_json writes it.
     #[test]
     fn serde_jsons_raw_value_tokens_follow_serde_json() {
         #[derive(Debug)]
