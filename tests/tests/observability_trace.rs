@@ -15,6 +15,7 @@ use rustmq::testing::{Recorder, TestBroker};
 use rustmq::{Topic, TypedProducer};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer as _;
 
 #[derive(Debug, Clone, Serialize, Deserialize, Topic)]
 #[topic(name = "trace-orders")]
@@ -186,7 +187,6 @@ async fn take(filtered: Filtered) {
 /// OpenTelemetry tracks (it carried no `traceparent`, and the trace broke at the broker).
 #[tokio::test]
 async fn a_send_span_left_out_by_opentelemetry_passes_on_its_callers_context() {
-    use tracing_subscriber::Layer as _;
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -213,14 +213,17 @@ async fn a_send_span_left_out_by_opentelemetry_passes_on_its_callers_context() {
         .start()
         .await
         .unwrap();
-    // `send` in a debug span in the tracked one: the nearest tracked ancestor is two up.
-    let checkout = tracing::info_span!("checkout");
+    // `send` in a debug span in a tracked one in another: the nearest tracked ancestor,
+    // `checkout`, is two up.
+    let session = tracing::info_span!("session");
+    let checkout = tracing::info_span!(parent: &session, "checkout");
     let debug_only = tracing::debug_span!(target: "rustmq", parent: &checkout, "debug-only");
     client
         .producer::<Filtered>()
         .send(&Filtered { id: 1 })
         .instrument(debug_only)
         .instrument(checkout)
+        .instrument(session)
         .await
         .unwrap();
     let settled = recorder.wait_for(1, Duration::from_secs(20)).await;
@@ -245,4 +248,38 @@ async fn a_send_span_left_out_by_opentelemetry_passes_on_its_callers_context() {
     let parent = rustmq::telemetry::TraceParent::parse(header).unwrap();
     assert_eq!(parent.trace_id, checkout.span_context.trace_id().to_bytes());
     assert_eq!(parent.span_id, checkout.span_context.span_id().to_bytes());
+}
+
+/// Without OpenTelemetry in the subscriber, a message carries no `traceparent` (and sending
+/// works as ever).
+#[tokio::test]
+async fn without_opentelemetry_a_message_carries_no_trace_context() {
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(tracing_subscriber::EnvFilter::new("info,rustmq=debug")),
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let broker = TestBroker::start().await.unwrap();
+    let client = broker.client().await.unwrap();
+    let recorder = Recorder::new();
+    let running = Service::new(client.clone())
+        .layer(recorder.layer())
+        .handler(take)
+        .start()
+        .await
+        .unwrap();
+    client
+        .producer::<Filtered>()
+        .send(&Filtered { id: 2 })
+        .instrument(tracing::info_span!("checkout"))
+        .await
+        .unwrap();
+    let settled = recorder.wait_for(1, Duration::from_secs(20)).await;
+    running.shutdown().await.unwrap();
+    assert!(
+        !settled[0].message.headers.contains_key("traceparent"),
+        "{:?}",
+        settled[0].message.headers
+    );
 }

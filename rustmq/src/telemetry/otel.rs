@@ -56,13 +56,21 @@ pub fn inject(headers: &mut HashMap<String, String>) {
 }
 
 /// The OpenTelemetry context of the current span, or of its nearest ancestor that
-/// OpenTelemetry tracks; `None` when there is none.
+/// OpenTelemetry tracks; `None` when there is none (or OpenTelemetry has no entered span on
+/// this thread).
 fn tracked_context() -> Option<Context> {
     let valid = |cx: &Context| cx.span().span_context().is_valid();
     let current = tracing::Span::current();
     let cx = current.context();
     if valid(&cx) {
         return Some(cx);
+    }
+    // A span that OpenTelemetry tracks, once entered, is the thread's current OpenTelemetry
+    // context (tracing-opentelemetry's context activation, on by default): without one there
+    // is no ancestor to find, and no OpenTelemetry at all costs one thread-local read here,
+    // not a walk up the spans. (With activation turned off, this fallback is lost.)
+    if !Context::map_current(|cx| cx.has_active_span()) {
+        return None;
     }
     current
         .with_subscriber(|(id, dispatch)| {
