@@ -150,13 +150,16 @@ pub async fn serve(config: BrokerConfig) -> Result<(), ServeError> {
         install_exporter(addr)?;
         eprintln!("rustmq-broker metrics on http://{addr}/metrics");
     }
+    // Listening before the broker says where it is: a SIGTERM sent as soon as it has (by a
+    // supervisor, or a test) would otherwise end the process before its logs are flushed.
+    let mut signals = Signals::listen();
     let broker = Broker::builder().config(config).start().await?;
     eprintln!(
         "rustmq-broker listening on {} (certificate: {})",
         broker.local_addr(),
         broker.cert_path().display()
     );
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down");
     broker.shutdown().await;
     Ok(())
@@ -190,17 +193,47 @@ pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the broker");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    Signals::listen().wait().await;
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from when this is made: one that comes before
+/// [`Signals::wait`] is polled is not lost (nor does it end the process as it would without a
+/// handler).
+#[derive(Debug)]
+pub struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Starts listening (on the current runtime).
+    pub fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind)
+                .map_err(|e| tracing::error!(error = %e, "cannot listen for {name}"))
+                .ok()
+        };
+        Self {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    }
+
+    /// Resolves on the first of them (never, when neither could be listened for).
+    pub async fn wait(&mut self) {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.interrupt) => {}
+            () = recv(&mut self.terminate) => {}
+        }
     }
 }
 
