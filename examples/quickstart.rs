@@ -96,6 +96,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> rustmq::Result<()> {
+    // Ctrl-C drops the example, and its embedded broker's directory with it.
+    examples::interruptible(run()).await
+}
+
+async fn run() -> rustmq::Result<()> {
     examples::init_tracing();
     let args = Args::parse();
     let (_embedded, config) = args.target.config().await?;
@@ -141,7 +146,6 @@ async fn main() -> rustmq::Result<()> {
         tokio::select! {
             _ = done => {}
             _ = deadline => {}
-            _ = tokio::signal::ctrl_c() => {}
         }
     };
     Service::with_state(client.clone(), mailbox.clone())
