@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -204,30 +205,12 @@ async fn a_send_span_left_out_by_opentelemetry_passes_on_its_callers_context() {
         );
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let broker = TestBroker::start().await.unwrap();
-    let client = broker.client().await.unwrap();
-    let recorder = Recorder::new();
-    let running = Service::new(client.clone())
-        .layer(recorder.layer())
-        .handler(take)
-        .start()
-        .await
-        .unwrap();
     // `send` in a debug span in a tracked one in another: the nearest tracked ancestor,
     // `checkout`, is two up.
     let session = tracing::info_span!("session");
     let checkout = tracing::info_span!(parent: &session, "checkout");
     let debug_only = tracing::debug_span!(target: "rustmq", parent: &checkout, "debug-only");
-    client
-        .producer::<Filtered>()
-        .send(&Filtered { id: 1 })
-        .instrument(debug_only)
-        .instrument(checkout)
-        .instrument(session)
-        .await
-        .unwrap();
-    let settled = recorder.wait_for(1, Duration::from_secs(20)).await;
-    running.shutdown().await.unwrap();
+    let headers = headers_sent_within([debug_only, checkout, session]).await;
     provider.force_flush().unwrap();
     let spans = exporter.get_finished_spans().unwrap();
     let checkout = spans
@@ -240,11 +223,7 @@ async fn a_send_span_left_out_by_opentelemetry_passes_on_its_callers_context() {
             .any(|s| s.name == "send" || s.name == "debug-only"),
         "debug spans are not OpenTelemetry's"
     );
-    let header = settled[0]
-        .message
-        .headers
-        .get("traceparent")
-        .expect("traceparent header");
+    let header = headers.get("traceparent").expect("traceparent header");
     let parent = rustmq::telemetry::TraceParent::parse(header).unwrap();
     assert_eq!(parent.trace_id, checkout.span_context.trace_id().to_bytes());
     assert_eq!(parent.span_id, checkout.span_context.span_id().to_bytes());
@@ -260,6 +239,14 @@ async fn without_opentelemetry_a_message_carries_no_trace_context() {
             .with_filter(tracing_subscriber::EnvFilter::new("info,rustmq=debug")),
     );
     let _guard = tracing::subscriber::set_default(subscriber);
+    let headers = headers_sent_within([tracing::info_span!("checkout")]).await;
+    assert!(!headers.contains_key("traceparent"), "{headers:?}");
+}
+
+/// The headers of a message sent within `spans` (innermost first), as its handler got them.
+async fn headers_sent_within<const N: usize>(
+    spans: [tracing::Span; N],
+) -> std::collections::HashMap<String, String> {
     let broker = TestBroker::start().await.unwrap();
     let client = broker.client().await.unwrap();
     let recorder = Recorder::new();
@@ -269,17 +256,13 @@ async fn without_opentelemetry_a_message_carries_no_trace_context() {
         .start()
         .await
         .unwrap();
-    client
-        .producer::<Filtered>()
-        .send(&Filtered { id: 2 })
-        .instrument(tracing::info_span!("checkout"))
-        .await
-        .unwrap();
-    let settled = recorder.wait_for(1, Duration::from_secs(20)).await;
+    let producer = client.producer::<Filtered>();
+    let mut send = producer.send(&Filtered { id: 1 }).boxed();
+    for span in spans {
+        send = send.instrument(span).boxed();
+    }
+    send.await.unwrap();
+    let mut settled = recorder.wait_for(1, Duration::from_secs(20)).await;
     running.shutdown().await.unwrap();
-    assert!(
-        !settled[0].message.headers.contains_key("traceparent"),
-        "{:?}",
-        settled[0].message.headers
-    );
+    settled.remove(0).message.headers
 }

@@ -11,58 +11,18 @@
 
 use std::fmt::Display;
 
-use bytes::BytesMut;
 use serde::ser::{self, Serialize, Serializer};
+
+use super::{Append, Out};
 
 type Error = serde_json::Error;
 type Result<T = ()> = std::result::Result<T, Error>;
 
-/// Where the JSON goes: a `Vec<u8>` (`encode`) or a `BytesMut` (`encode_into`).
-pub(super) trait Out {
-    /// Appends `bytes`.
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Out for Vec<u8> {
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-impl Out for BytesMut {
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// An [`Out`] as `io::Write`, for serde_json.
-struct Sink<'a, O>(&'a mut O);
-
-impl<O: Out> std::io::Write for Sink<'_, O> {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.put(bytes);
-        Ok(bytes.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.0.put(bytes);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// serde_json's compact serializer writing to `out` (a writer and a unit formatter: making one
 /// costs nothing).
 #[inline]
-fn json<O: Out>(out: &mut O) -> serde_json::Serializer<Sink<'_, O>> {
-    serde_json::Serializer::new(Sink(out))
+fn json<O: Out>(out: &mut O) -> serde_json::Serializer<Append<'_, O>> {
+    serde_json::Serializer::new(Append(out))
 }
 
 /// Writes `value` as serde_json's `to_writer` would.
@@ -193,6 +153,48 @@ macro_rules! to_serde_json {
     )*};
 }
 
+/// The methods a value and a map key write alike: strings, and what serde_json passes
+/// through to what it wraps.
+macro_rules! string_methods {
+    () => {
+        #[inline]
+        fn serialize_char(self, v: char) -> Result {
+            write_str(self.out, v.encode_utf8(&mut [0; 4]));
+            Ok(())
+        }
+
+        #[inline]
+        fn serialize_str(self, v: &str) -> Result {
+            write_str(self.out, v);
+            Ok(())
+        }
+
+        #[inline]
+        fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
+            write_str(self.out, variant);
+            Ok(())
+        }
+
+        #[inline]
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            value: &T,
+        ) -> Result {
+            value.serialize(self)
+        }
+
+        #[inline]
+        fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result {
+            value.serialize(self)
+        }
+
+        fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result {
+            json(self.out).collect_str(value)
+        }
+    };
+}
+
 impl<'a, O: Out> Serializer for Ser<'a, O> {
     type Ok = ();
     type Error = Error;
@@ -222,34 +224,6 @@ impl<'a, O: Out> Serializer for Ser<'a, O> {
         serialize_unit();
         serialize_none();
         serialize_unit_struct(name: &'static str);
-    }
-
-    #[inline]
-    fn serialize_char(self, v: char) -> Result {
-        write_str(self.out, v.encode_utf8(&mut [0; 4]));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_str(self, v: &str) -> Result {
-        write_str(self.out, v);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result {
-        value.serialize(self)
-    }
-
-    #[inline]
-    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
-        write_str(self.out, variant);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result {
-        value.serialize(self)
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -326,9 +300,7 @@ impl<'a, O: Out> Serializer for Ser<'a, O> {
         })
     }
 
-    fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result {
-        json(self.out).collect_str(value)
-    }
+    string_methods!();
 }
 
 /// `{"variant":`, as serde_json opens an enum's non-unit variant.
@@ -508,35 +480,31 @@ impl<O: Out> ser::SerializeMap for Map<'_, O> {
     }
 }
 
-impl<O: Out> ser::SerializeStruct for Map<'_, O> {
-    type Ok = ();
-    type Error = Error;
+/// A struct's fields and a struct variant's are written alike.
+macro_rules! struct_impls {
+    ($($trait:ident),*) => {$(
+        impl<O: Out> ser::$trait for Map<'_, O> {
+            type Ok = ();
+            type Error = Error;
 
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
-        self.field(key, value)
-    }
+            #[inline]
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result {
+                self.field(key, value)
+            }
 
-    #[inline]
-    fn end(self) -> Result {
-        self.open.end()
-    }
+            #[inline]
+            fn end(self) -> Result {
+                self.open.end()
+            }
+        }
+    )*};
 }
 
-impl<O: Out> ser::SerializeStructVariant for Map<'_, O> {
-    type Ok = ();
-    type Error = Error;
-
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
-        self.field(key, value)
-    }
-
-    #[inline]
-    fn end(self) -> Result {
-        self.open.end()
-    }
-}
+struct_impls!(SerializeStruct, SerializeStructVariant);
 
 fn key_must_be_a_string() -> Error {
     ser::Error::custom("key must be a string")
@@ -552,7 +520,7 @@ impl<O: Out> Key<'_, O> {
     #[inline]
     fn quoted(
         self,
-        value: impl FnOnce(&mut serde_json::Serializer<Sink<'_, O>>) -> Result,
+        value: impl FnOnce(&mut serde_json::Serializer<Append<'_, O>>) -> Result,
     ) -> Result {
         self.out.put(b"\"");
         value(&mut json(self.out))?;
@@ -638,31 +606,6 @@ impl<O: Out> Serializer for Key<'_, O> {
         self.quoted(|json| json.serialize_f64(v))
     }
 
-    #[inline]
-    fn serialize_char(self, v: char) -> Result {
-        write_str(self.out, v.encode_utf8(&mut [0; 4]));
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_str(self, v: &str) -> Result {
-        write_str(self.out, v);
-        Ok(())
-    }
-
-    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result {
-        write_str(self.out, variant);
-        Ok(())
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result {
-        value.serialize(self)
-    }
-
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result {
-        value.serialize(self)
-    }
-
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -673,11 +616,9 @@ impl<O: Out> Serializer for Key<'_, O> {
         Err(key_must_be_a_string())
     }
 
-    fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result {
-        json(self.out).collect_str(value)
-    }
-
     refused_like_keys! { key_must_be_a_string }
+
+    string_methods!();
 }
 
 fn float_key_must_be_finite() -> Error {
@@ -753,6 +694,8 @@ mod tests {
     use proptest::prelude::*;
     use serde::Serialize;
     use serde_json::Value;
+
+    use bytes::BytesMut;
 
     use super::*;
     use crate::codec::{Codec, Json};

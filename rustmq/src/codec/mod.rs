@@ -129,21 +129,41 @@ pub(crate) fn encode_shared<C: Codec, T: Serialize>(value: &T) -> Result<Bytes, 
         .unwrap_or_else(|_| C::encode(value).map(Bytes::from))
 }
 
-/// A `BytesMut` as `io::Write` for the encoders: every write appends at once. (`bytes`' own
+/// Where an encoder writes: a `Vec<u8>` (`encode`) or a `BytesMut` (`encode_into`).
+trait Out {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Out for BytesMut {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// An [`Out`] as `io::Write` for the encoders: every write appends at once. (`bytes`' own
 /// `Writer` goes through `BufMut::put` and `write_all`'s loop over short writes for each of
 /// the dozen small writes a JSON value takes.)
-struct Append<'a>(&'a mut BytesMut);
+struct Append<'a, O>(&'a mut O);
 
-impl std::io::Write for Append<'_> {
+impl<O: Out> std::io::Write for Append<'_, O> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(bytes);
+        self.0.put(bytes);
         Ok(bytes.len())
     }
 
     #[inline]
     fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.0.extend_from_slice(bytes);
+        self.0.put(bytes);
         Ok(())
     }
 
