@@ -548,9 +548,30 @@ macro_rules! refused {
     )*};
 }
 
-/// The methods a map key refuses, answering `$error()`.
+/// What a serializer of strings and scalars only has: compounds refused as a map key refuses
+/// them, answering `$error()`.
 macro_rules! refused_like_keys {
     ($error:ident) => {
+        type Ok = ();
+        type Error = Error;
+        type SerializeSeq = ser::Impossible<(), Error>;
+        type SerializeTuple = ser::Impossible<(), Error>;
+        type SerializeTupleStruct = ser::Impossible<(), Error>;
+        type SerializeTupleVariant = ser::Impossible<(), Error>;
+        type SerializeMap = ser::Impossible<(), Error>;
+        type SerializeStruct = ser::Impossible<(), Error>;
+        type SerializeStructVariant = ser::Impossible<(), Error>;
+
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result {
+            Err($error())
+        }
+
         refused! { $error;
             serialize_bytes(&[u8]) -> ();
             serialize_unit() -> ();
@@ -568,16 +589,6 @@ macro_rules! refused_like_keys {
 }
 
 impl<O: Out> Serializer for Key<'_, O> {
-    type Ok = ();
-    type Error = Error;
-    type SerializeSeq = ser::Impossible<(), Error>;
-    type SerializeTuple = ser::Impossible<(), Error>;
-    type SerializeTupleStruct = ser::Impossible<(), Error>;
-    type SerializeTupleVariant = ser::Impossible<(), Error>;
-    type SerializeMap = ser::Impossible<(), Error>;
-    type SerializeStruct = ser::Impossible<(), Error>;
-    type SerializeStructVariant = ser::Impossible<(), Error>;
-
     quoted! {
         serialize_bool(bool);
         serialize_i8(i8);
@@ -606,16 +617,6 @@ impl<O: Out> Serializer for Key<'_, O> {
         self.quoted(|json| json.serialize_f64(v))
     }
 
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result {
-        Err(key_must_be_a_string())
-    }
-
     refused_like_keys! { key_must_be_a_string }
 
     string_methods!();
@@ -631,16 +632,6 @@ struct RawStr<'a, O> {
 }
 
 impl<O: Out> Serializer for RawStr<'_, O> {
-    type Ok = ();
-    type Error = Error;
-    type SerializeSeq = ser::Impossible<(), Error>;
-    type SerializeTuple = ser::Impossible<(), Error>;
-    type SerializeTupleStruct = ser::Impossible<(), Error>;
-    type SerializeTupleVariant = ser::Impossible<(), Error>;
-    type SerializeMap = ser::Impossible<(), Error>;
-    type SerializeStruct = ser::Impossible<(), Error>;
-    type SerializeStructVariant = ser::Impossible<(), Error>;
-
     fn serialize_str(self, v: &str) -> Result {
         self.out.put(v.as_bytes());
         Ok(())
@@ -651,16 +642,6 @@ impl<O: Out> Serializer for RawStr<'_, O> {
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result {
-        Err(not_raw())
-    }
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result {
         Err(not_raw())
     }
 
