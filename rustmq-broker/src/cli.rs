@@ -239,6 +239,25 @@ impl Signals {
 
 #[cfg(test)]
 mod tests {
+    /// A signal sent once `Signals` listens, before anything waits for it, is kept for the
+    /// wait (the broker listens before it prints where it is, and a supervisor may signal as
+    /// soon as it has read that); and it does not end the process.
+    #[tokio::test]
+    async fn a_signal_sent_before_the_wait_is_not_lost() {
+        for signal in ["-TERM", "-INT"] {
+            let mut signals = super::Signals::listen();
+            let sent = std::process::Command::new("kill")
+                .arg(signal)
+                .arg(std::process::id().to_string())
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            tokio::time::timeout(std::time::Duration::from_secs(10), signals.wait())
+                .await
+                .unwrap_or_else(|_| panic!("{signal} was lost"));
+        }
+    }
+
     /// Set below its hard limit, the soft limit is raised to it.
     #[test]
     fn the_open_file_limit_is_raised_to_the_hard_limit() {
