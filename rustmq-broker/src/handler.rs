@@ -319,21 +319,9 @@ impl Core {
             let acl = &self.security.acl;
             acl.authorize(principal, &req, |t| self.topics.get(t).is_some())
                 .map_err(denied)?;
-            let auto_created = match &req {
-                Request::Produce(r) => Some(&r.topic),
-                Request::AutoCreateTopic(r) => Some(&r.name),
-                _ => None,
-            };
-            if let Some(topic) = auto_created {
-                // Only a restrictive ACL can refuse the create: skip the lookup otherwise.
-                if self.config.auto_create_topics
-                    && !acl.is_open()
-                    && self.topics.get(topic).is_none()
-                {
-                    acl.check(principal, Operation::Create, ResourceType::Topic, topic)
-                        .map_err(denied)?;
-                }
-            }
+            // A produce or an auto-create that creates its topic is checked for `Create` where
+            // it creates it (`topic_to_produce_to`), not here: a topic that existed here could
+            // be deleted before the request creates it again.
             let answer = self.dispatch(conn, req).await?;
             Ok(self
                 .security
@@ -365,7 +353,7 @@ impl Core {
                 }))
             }
             Request::AutoCreateTopic(r) => {
-                let t = self.topic_to_produce_to(&r.name).await?;
+                let t = self.topic_to_produce_to(conn, &r.name).await?;
                 Ok(Response::AutoCreateTopic(CreateTopicResponse {
                     name: t.name.clone(),
                     partitions: t.partitions.len() as u32,
@@ -712,11 +700,23 @@ impl Core {
     }
 
     /// The topic `name` that a produce goes to: created with the default partitions if it
-    /// does not exist and this broker auto-creates topics.
-    async fn topic_to_produce_to(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, BrokerError> {
+    /// does not exist, this broker auto-creates topics and the connection's principal may
+    /// create it. (Checked once the topic is found missing, before it is created: a check
+    /// made earlier, while it existed, would let a deletion in between open the way.)
+    async fn topic_to_produce_to(
+        self: &Arc<Self>,
+        conn: &ConnState,
+        name: &str,
+    ) -> Result<Arc<Topic>, BrokerError> {
         match self.topics.get(name) {
             Some(topic) => Ok(topic),
             None if self.config.auto_create_topics => {
+                let acl = &self.security.acl;
+                if !acl.is_open() {
+                    let principal = conn.principal.get().map(String::as_str).unwrap_or_default();
+                    acl.check(principal, Operation::Create, ResourceType::Topic, name)
+                        .map_err(denied)?;
+                }
                 let name = name.to_owned();
                 self.on_blocking_thread(move |core| {
                     core.create_topic(|topics, prepare| {
@@ -732,7 +732,7 @@ impl Core {
     async fn produce(self: &Arc<Self>, conn: &ConnState, r: ProduceRequest) -> Answer {
         let topic = match self.topics.get(&r.topic) {
             Some(topic) => topic,
-            None => self.topic_to_produce_to(&r.topic).await?,
+            None => self.topic_to_produce_to(conn, &r.topic).await?,
         };
         let log = Arc::clone(topic.partition(r.partition)?);
         let max = self.config.limits.max_batch_bytes as usize;
