@@ -191,11 +191,6 @@ pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
     Ok((soft, hard.max(soft)))
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn wait_for_signal() {
-    Signals::listen().wait().await;
-}
-
 /// SIGINT (Ctrl-C) and SIGTERM, listened for from when this is made: one that comes before
 /// [`Signals::wait`] is polled is not lost (nor does it end the process as it would without a
 /// handler).
